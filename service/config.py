@@ -1,0 +1,183 @@
+"""Configuration: every environment variable the processes read, parsed in one place.
+
+`load()` returns an immutable `Settings`; an invalid value raises `ConfigError` whose message
+names the variable, and `load_or_exit()` turns that into one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping
+from urllib.parse import urlparse
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    redis_url: str | None
+    port: int
+    mitto_api_base: str
+    mitto_api_key: str | None
+    mitto_sender: str | None
+    public_base_url: str
+    admin_token: str | None
+    dlr_webhook_secret: str | None
+    secret_key: str
+    run_scheduler: bool
+    scheduler_lock_ttl_ms: int
+    scheduler_lock_retry_ms: int
+    send_batch_size: int
+    send_concurrency: int
+    provider_rate_limit: int
+    provider_connect_timeout_ms: int
+    provider_read_timeout_ms: int
+    claim_timeout_ms: int
+    reconcile_interval_ms: int
+    status_refresh_interval_ms: int
+    stuck_campaign_after_ms: int
+    batch_stale_after_ms: int
+    send_max_retries: int
+    broker_heartbeat_timeout_ms: int
+    broker_dead_message_ttl_ms: int
+    db_max_connections: int
+
+    @property
+    def send_time_limit_ms(self) -> int:
+        """The send actor's time limit: shorter than the claim timeout, so a batch still
+        running can never race the reconciler that resolves its claims."""
+        return max(1000, self.claim_timeout_ms * 4 // 5)
+
+
+def _int(name: str, default: int, minimum: int = 0) -> Callable[[Mapping[str, str]], int]:
+    def parse(env: Mapping[str, str]) -> int:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        if value < minimum:
+            raise ConfigError(f"{name}={value} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _bool(name: str, default: bool) -> Callable[[Mapping[str, str]], bool]:
+    truthy, falsy = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+    def parse(env: Mapping[str, str]) -> bool:
+        raw = env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in truthy:
+            return True
+        if raw in falsy:
+            return False
+        raise ConfigError(f"{name}={raw!r} must be true or false")
+
+    return parse
+
+
+def _url(name: str, schemes: tuple[str, ...], default: str | None = None):
+    def parse(env: Mapping[str, str]) -> str | None:
+        raw = env.get(name, "").strip() or default
+        if raw is None:
+            return None
+        parsed = urlparse(raw)
+        if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+            raise ConfigError(f"{name}={raw!r} must be a URL starting with {' or '.join(schemes)}://")
+        return raw.rstrip("/") if parsed.scheme.startswith("http") else raw
+
+    return parse
+
+
+def _text(name: str, default: str | None = None):
+    def parse(env: Mapping[str, str]) -> str | None:
+        return env.get(name, "").strip() or default
+
+    return parse
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration from `env` (the process environment by default)."""
+    env = os.environ if env is None else env
+    port = _int("PORT", 8000, 1)(env)
+    if port > 65535:
+        raise ConfigError(f"PORT={port} must be at most 65535")
+    values = {
+        "database_url": _url("DATABASE_URL", ("postgres", "postgresql"))(env),
+        "redis_url": _url("REDIS_URL", ("redis", "rediss", "unix"))(env),
+        "port": port,
+        "mitto_api_base": _url("MITTO_API_BASE", ("http", "https"), "https://rest.mittoapi.net")(env),
+        "mitto_api_key": _text("MITTO_API_KEY")(env),
+        "mitto_sender": _text("MITTO_SENDER")(env),
+        "public_base_url": _url("PUBLIC_BASE_URL", ("http", "https"), f"http://localhost:{port}")(env),
+        "admin_token": _text("ADMIN_TOKEN")(env),
+        "dlr_webhook_secret": _text("DLR_WEBHOOK_SECRET")(env),
+        # Signs unsubscribe tokens; the development default is only safe on a laptop.
+        "secret_key": _text("SECRET_KEY", "astronote-development-secret")(env),
+        "run_scheduler": _bool("RUN_SCHEDULER", True)(env),
+        "scheduler_lock_ttl_ms": _int("SCHEDULER_LOCK_TTL_MS", 15000, 1000)(env),
+        "scheduler_lock_retry_ms": _int("SCHEDULER_LOCK_RETRY_MS", 5000, 100)(env),
+        "send_batch_size": _int("SEND_BATCH_SIZE", 500, 1)(env),
+        # 32 calls in flight per process hide 100 ms of provider latency at ~300 msg/s each.
+        "send_concurrency": _int("SEND_CONCURRENCY", 32, 1)(env),
+        "provider_rate_limit": _int("PROVIDER_RATE_LIMIT", 0, 0)(env),
+        "provider_connect_timeout_ms": _int("PROVIDER_CONNECT_TIMEOUT_MS", 3000, 100)(env),
+        "provider_read_timeout_ms": _int("PROVIDER_READ_TIMEOUT_MS", 15000, 100)(env),
+        "claim_timeout_ms": _int("CLAIM_TIMEOUT_MS", 300000, 1000)(env),
+        "reconcile_interval_ms": _int("RECONCILE_INTERVAL_MS", 30000, 100)(env),
+        "status_refresh_interval_ms": _int("STATUS_REFRESH_INTERVAL_MS", 30000, 100)(env),
+        "stuck_campaign_after_ms": _int("STUCK_CAMPAIGN_AFTER_MS", 300000, 1000)(env),
+        # A published batch not finished after this long is presumed lost (Redis flush, dead
+        # worker) and is published again; the claim makes the duplicate harmless.
+        "batch_stale_after_ms": _int("BATCH_STALE_AFTER_MS", 120000, 100)(env),
+        "send_max_retries": _int("SEND_MAX_RETRIES", 20, 0)(env),
+        # Dramatiq's Redis broker requeues a dead worker's messages after this much silence.
+        "broker_heartbeat_timeout_ms": _int("BROKER_HEARTBEAT_TIMEOUT_MS", 60000, 1000)(env),
+        "broker_dead_message_ttl_ms": _int("BROKER_DEAD_MESSAGE_TTL_MS", 7 * 86400000, 1000)(env),
+        "db_max_connections": _int("DB_MAX_CONNECTIONS", 20, 1)(env),
+    }
+    settings = Settings(**values)
+    if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:
+        raise ConfigError(
+            f"PROVIDER_READ_TIMEOUT_MS={settings.provider_read_timeout_ms} must be shorter than "
+            f"4/5 of CLAIM_TIMEOUT_MS={settings.claim_timeout_ms}"
+        )
+    return settings
+
+
+def load_or_exit(env: Mapping[str, str] | None = None) -> Settings:
+    """`load()`, but an invalid value ends the process with one line naming the variable."""
+    try:
+        return load(env)
+    except ConfigError as error:
+        print(f"astronote: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_current: Settings | None = None
+
+
+def settings() -> Settings:
+    """The process-wide settings, loaded once (exits with one line if invalid)."""
+    global _current
+    if _current is None:
+        _current = load_or_exit()
+    return _current
+
+
+def override(new: Settings | None) -> None:
+    """Replace the process-wide settings (tests and the CLI's embedded servers)."""
+    global _current
+    _current = new
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Settings))
