@@ -1,0 +1,148 @@
+"""Peewee models mirroring `models/migrations/*.sql` (the SQL files are the schema of record)."""
+from __future__ import annotations
+
+import peewee as pw
+from playhouse.postgres_ext import ArrayField, DateTimeTZField
+
+from models.database import db
+
+
+class Base(pw.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Shop(Base):
+    domain = pw.TextField(unique=True)
+    name = pw.TextField()
+    sender = pw.TextField(null=True)
+    timezone = pw.TextField(default="UTC")
+    credit_balance = pw.BigIntegerField(default=0)
+    created_at = DateTimeTZField()
+
+
+class ApiKey(Base):
+    shop = pw.ForeignKeyField(Shop, backref="api_keys")
+    key_hash = pw.TextField(unique=True)
+    prefix = pw.TextField()
+    created_at = DateTimeTZField()
+    revoked_at = DateTimeTZField(null=True)
+
+
+class Contact(Base):
+    shop = pw.ForeignKeyField(Shop)
+    phone = pw.TextField()
+    first_name = pw.TextField(null=True)
+    opted_out_at = DateTimeTZField(null=True)
+    created_at = DateTimeTZField()
+    updated_at = DateTimeTZField()
+
+
+class Suppression(Base):
+    shop = pw.ForeignKeyField(Shop)
+    phone = pw.TextField()
+    source = pw.TextField()
+    created_at = DateTimeTZField()
+
+
+class Campaign(Base):
+    shop = pw.ForeignKeyField(Shop)
+    name = pw.TextField()
+    text = pw.TextField()
+    contact_ids = ArrayField(pw.BigIntegerField, null=True)
+    append_unsubscribe = pw.BooleanField(default=True)
+    status = pw.TextField(default="draft")
+    status_reason = pw.TextField(null=True)
+    scheduled_at = DateTimeTZField(null=True)
+    started_at = DateTimeTZField(null=True)
+    finished_at = DateTimeTZField(null=True)
+    last_progress_at = DateTimeTZField(null=True)
+    created_at = DateTimeTZField()
+    updated_at = DateTimeTZField()
+
+
+class SendBatch(Base):
+    campaign = pw.ForeignKeyField(Campaign)
+    key = pw.TextField(unique=True)
+    recipient_ids = ArrayField(pw.BigIntegerField)
+    reserved = pw.IntegerField()
+    state = pw.TextField(default="pending")
+    publish_count = pw.IntegerField(default=0)
+    created_at = DateTimeTZField()
+    published_at = DateTimeTZField(null=True)
+    finished_at = DateTimeTZField(null=True)
+
+
+class CampaignRecipient(Base):
+    campaign = pw.ForeignKeyField(Campaign)
+    shop_id = pw.BigIntegerField()
+    contact_id = pw.BigIntegerField()
+    phone = pw.TextField()
+    first_name = pw.TextField(null=True)
+    status = pw.TextField(default="pending")
+    batch_key = pw.TextField(null=True)
+    mitto_message_id = pw.TextField(null=True)
+    delivery_status = pw.TextField(null=True)
+    error = pw.TextField(null=True)
+    claimed_at = DateTimeTZField(null=True)
+    sent_at = DateTimeTZField(null=True)
+    delivery_at = DateTimeTZField(null=True)
+    updated_at = DateTimeTZField()
+
+
+class DeliveryReport(Base):
+    provider_id = pw.TextField(null=True)
+    reference = pw.TextField(null=True)
+    to = pw.TextField(null=True)
+    status = pw.TextField()
+    status_code = pw.IntegerField(null=True)
+    reported_at = DateTimeTZField(null=True)
+    received_at = DateTimeTZField()
+    applied_at = DateTimeTZField(null=True)
+
+
+class CreditTransaction(Base):
+    shop = pw.ForeignKeyField(Shop)
+    kind = pw.TextField()
+    amount = pw.BigIntegerField()
+    idempotency_key = pw.TextField(unique=True)
+    campaign_id = pw.BigIntegerField(null=True)
+    recipient_id = pw.BigIntegerField(null=True)
+    note = pw.TextField(null=True)
+    created_at = DateTimeTZField()
+
+
+class CreditReservation(Base):
+    shop = pw.ForeignKeyField(Shop)
+    campaign = pw.ForeignKeyField(Campaign, unique=True)
+    key = pw.TextField(unique=True)
+    amount = pw.BigIntegerField()
+    consumed = pw.BigIntegerField(default=0)
+    status = pw.TextField(default="active")
+    created_at = DateTimeTZField()
+    released_at = DateTimeTZField(null=True)
+
+
+class MessageLog(Base):
+    shop_id = pw.BigIntegerField()
+    campaign_id = pw.BigIntegerField()
+    recipient_id = pw.BigIntegerField(unique=True)
+    provider_id = pw.TextField()
+    text = pw.TextField()
+    segments = pw.IntegerField()
+    country = pw.TextField(null=True)
+    created_at = DateTimeTZField()
+
+
+class ShortLink(Base):
+    shop = pw.ForeignKeyField(Shop)
+    campaign = pw.ForeignKeyField(Campaign)
+    code = pw.TextField(unique=True)
+    url = pw.TextField()
+    clicks = pw.BigIntegerField(default=0)
+    created_at = DateTimeTZField()
+
+
+ALL = (Shop, ApiKey, Contact, Suppression, Campaign, SendBatch, CampaignRecipient, DeliveryReport,
+       CreditTransaction, CreditReservation, MessageLog, ShortLink)

@@ -44,6 +44,7 @@ class Settings:
     send_max_retries: int
     broker_heartbeat_timeout_ms: int
     broker_dead_message_ttl_ms: int
+    broker_maintenance_chance: int
     db_max_connections: int
 
     @property
@@ -143,6 +144,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Dramatiq's Redis broker requeues a dead worker's messages after this much silence.
         "broker_heartbeat_timeout_ms": _int("BROKER_HEARTBEAT_TIMEOUT_MS", 60000, 1000)(env),
         "broker_dead_message_ttl_ms": _int("BROKER_DEAD_MESSAGE_TTL_MS", 7 * 86400000, 1000)(env),
+        # Out of a million broker commands, how many also sweep dead workers' messages back.
+        "broker_maintenance_chance": _int("BROKER_MAINTENANCE_CHANCE", 10000, 0)(env),
         "db_max_connections": _int("DB_MAX_CONNECTIONS", 20, 1)(env),
     }
     settings = Settings(**values)

@@ -1,0 +1,59 @@
+"""Reading request bodies: size cap (413), JSON (400), schema (422)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+
+from api import schemas
+
+MAX_BODY = 5 * 1024 * 1024
+
+
+def read_json(req: falcon.Request, schema: dict[str, Any]) -> Any:
+    if req.content_length is not None and req.content_length > MAX_BODY:
+        raise falcon.HTTPContentTooLarge(title="Body too large",
+                                         description=f"bodies are limited to {MAX_BODY} bytes")
+    raw = req.bounded_stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise falcon.HTTPContentTooLarge(title="Body too large",
+                                         description=f"bodies are limited to {MAX_BODY} bytes")
+    if not raw.strip():
+        raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body is empty")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise falcon.HTTPBadRequest(title="Malformed JSON", description=str(error)) from None
+    return schemas.validate(document, schema)
+
+
+def int_param(req: falcon.Request, name: str, default: int | None = None,
+              minimum: int = 1, maximum: int = 2**63 - 1) -> int | None:
+    raw = req.get_param(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise falcon.HTTPUnprocessableEntity(
+            title="Invalid input", description=f"query parameter {name!r} must be an integer")
+    if not minimum <= value <= maximum:
+        raise falcon.HTTPUnprocessableEntity(
+            title="Invalid input",
+            description=f"query parameter {name!r} must be between {minimum} and {maximum}")
+    return value
+
+
+def choice_param(req: falcon.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = req.get_param(name)
+    if raw is not None and raw not in choices:
+        raise falcon.HTTPUnprocessableEntity(
+            title="Invalid input",
+            description=f"query parameter {name!r} must be one of {', '.join(choices)}")
+    return raw
+
+
+def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """Keyset pagination: `next` is the id to pass as `after`, null on the last page."""
+    return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}

@@ -1,0 +1,106 @@
+"""Request schemas: one JSON Schema per body, used both to validate requests and to publish the
+OpenAPI document (`GET /openapi.json`), so the two can never drift apart."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from service.delivery import DELIVERY_STATUSES
+from service.errors import InvalidInput
+
+_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 1600}
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required),
+            "additionalProperties": False}
+
+
+SHOP_CREATE = _object({
+    "domain": {"type": "string", "minLength": 3, "maxLength": 255,
+               "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$"},
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "sender": {"type": "string", "minLength": 1, "maxLength": 15},
+    "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+}, ("domain", "name"))
+
+TOP_UP = _object({
+    "amount": {"type": "integer", "minimum": 1, "maximum": 100_000_000},
+    "reference": {"type": "string", "minLength": 1, "maxLength": 200},
+}, ("amount", "reference"))
+
+CONTACTS_IMPORT = _object({
+    "contacts": {"type": "array", "maxItems": 10_000, "items": _object({
+        "phone": {"type": "string", "minLength": 1, "maxLength": 40},
+        "first_name": {"type": ["string", "null"], "maxLength": 100},
+    }, ("phone",))},
+    "default_country": {"type": "string", "pattern": "^[A-Z]{2}$"},
+}, ("contacts",))
+
+CAMPAIGN_CREATE = _object({
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "text": _TEXT,
+    "contact_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": 1_000_000},
+    "append_unsubscribe": {"type": "boolean"},
+}, ("name", "text"))
+
+CAMPAIGN_PATCH = {**_object({
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "text": _TEXT,
+}), "minProperties": 1}
+
+CAMPAIGN_SCHEDULE = _object({
+    "scheduled_at": {"type": "string", "format": "date-time"},
+}, ("scheduled_at",))
+
+DELIVERY_REPORT = {**_object({
+    "id": {"type": "string", "minLength": 1, "maxLength": 100},
+    "to": {"type": ["string", "null"], "maxLength": 40},
+    "reference": {"type": ["string", "null"], "maxLength": 200},
+    "deliveryStatus": {"enum": list(DELIVERY_STATUSES)},
+    "statusCode": {"type": ["integer", "null"]},
+    "timestamp": {"type": ["string", "null"], "format": "date-time"},
+}, ("id", "deliveryStatus")), "additionalProperties": True}  # providers add fields over time
+
+DELIVERY_REPORTS = {"oneOf": [DELIVERY_REPORT, {"type": "array", "minItems": 1,
+                                                "maxItems": 10_000, "items": DELIVERY_REPORT}]}
+
+_checker = FormatChecker()
+
+
+@_checker.checks("date-time", raises=ValueError)
+def _is_datetime(value: object) -> bool:
+    """RFC 3339 with an explicit offset (a naive time would be read in an unknown zone)."""
+    if not isinstance(value, str):
+        return True
+    return parse_datetime(value) is not None
+
+
+def parse_datetime(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("a time zone offset is required")
+    return parsed
+
+
+def validate(document: Any, schema: dict[str, Any]) -> Any:
+    """Return `document` if it matches `schema`, else raise InvalidInput naming the field."""
+    validator = Draft202012Validator(schema, format_checker=_checker)
+    error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.path))), None)
+    if error is None:
+        return document
+    if error.context:  # oneOf: report the deepest (most specific) branch error
+        error = max(error.context, key=lambda e: len(list(e.path)))
+    path = ".".join(str(part) for part in error.path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        field = ".".join(filter(None, [path, extra[0] if extra else ""]))
+        raise InvalidInput(f"unknown field {field!r}", field)
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        field = ".".join(filter(None, [path, missing]))
+        raise InvalidInput(f"{field!r} is required", field)
+    raise InvalidInput(f"{path or 'body'}: {error.message}", path or "body")

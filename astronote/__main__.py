@@ -1,0 +1,5 @@
+import sys
+
+from astronote.cli import main
+
+sys.exit(main())

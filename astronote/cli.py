@@ -1,0 +1,72 @@
+"""`astronote`: migrate, provider-sim, reconcile, up, demo."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from models import database
+    from models.migrate import migrate
+    from service import config, logs, runtime
+
+    settings = config.settings()
+    logs.configure("release")
+    runtime.require(settings, "DATABASE_URL")
+    database.bind(settings.database_url, 2)
+    applied = migrate()
+    print(f"migrations applied: {', '.join(applied) or 'none (schema up to date)'}")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    import json
+
+    from service import reconcile, runtime
+
+    settings = runtime.boot("reconcile")
+    print(json.dumps(asdict(reconcile.reconcile(settings)), default=str))
+    return 0
+
+
+def cmd_provider_sim(args: argparse.Namespace, rest: list[str]) -> int:
+    from astronote import provider_sim
+
+    return provider_sim.main(rest)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from astronote import stack
+
+    return stack.up()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from astronote import demo
+
+    return demo.run(recipients=args.recipients, personalised=args.personalised)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="astronote", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply schema migrations (idempotent)")
+    commands.add_parser("reconcile", help="run every repair once and print what it did")
+    commands.add_parser("provider-sim", help="run the Mitto API simulator", add_help=False)
+    commands.add_parser("up", help="run web, worker, clock and the simulator until Ctrl-C")
+    demo = commands.add_parser("demo", help="run a campaign end to end and print a report")
+    demo.add_argument("--recipients", type=int, default=3000)
+    demo.add_argument("--personalised", action="store_true",
+                      help="use {first_name} (one /sms call per recipient)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "provider-sim":
+        return cmd_provider_sim(args, rest)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    return {"migrate": cmd_migrate, "reconcile": cmd_reconcile, "up": cmd_up,
+            "demo": cmd_demo}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

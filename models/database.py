@@ -1,0 +1,81 @@
+"""The database handle: one pooled PostgreSQL connection per thread, bound at process start."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+from urllib.parse import unquote, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+from psycopg2.extras import execute_values
+
+db = peewee.DatabaseProxy()
+
+
+def connect_params(url: str) -> dict[str, Any]:
+    """psycopg2 keyword arguments for a postgresql:// URL (socket directories allowed)."""
+    parsed = urlparse(url)
+    params: dict[str, Any] = {"database": unquote(parsed.path.lstrip("/")) or "postgres"}
+    if parsed.hostname:
+        params["host"] = parsed.hostname
+    if parsed.port:
+        params["port"] = parsed.port
+    if parsed.username:
+        params["user"] = unquote(parsed.username)
+    if parsed.password:
+        params["password"] = unquote(parsed.password)
+    for pair in filter(None, parsed.query.split("&")):
+        key, _, value = pair.partition("=")
+        params[key] = unquote(value)
+    return params
+
+
+def bind(url: str, max_connections: int = 20) -> PooledPostgresqlDatabase:
+    """Point the shared proxy at `url`. Connections are pooled and recycled after 5 minutes."""
+    params = connect_params(url)
+    database = PooledPostgresqlDatabase(
+        params.pop("database"),
+        max_connections=max_connections,
+        stale_timeout=300,
+        timeout=30,
+        autoconnect=True,
+        **params,
+    )
+    db.initialize(database)
+    return database
+
+
+@contextmanager
+def connection() -> Iterator[None]:
+    """Hold a pooled connection for the duration (middleware for web requests and actors)."""
+    db.connect(reuse_if_open=True)
+    try:
+        yield
+    finally:
+        if not db.is_closed() and not db.in_transaction():
+            db.close()
+
+
+def fetchall(sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
+    """Run raw SQL (bulk statements Peewee cannot express) and return every row."""
+    cursor = db.execute_sql(sql, params)
+    return cursor.fetchall() if cursor.description else []
+
+
+def fetchone(sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple | None:
+    cursor = db.execute_sql(sql, params)
+    return cursor.fetchone() if cursor.description else None
+
+
+def execute(sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+    """Run raw SQL and return the number of rows it touched."""
+    return db.execute_sql(sql, params).rowcount
+
+
+def execute_many(sql: str, rows: Sequence[Sequence[Any]], template: str | None = None,
+                 fetch: bool = False, page_size: int = 1000) -> list[tuple]:
+    """`INSERT/UPDATE ... VALUES %s` over many rows in few round trips (psycopg2 execute_values)."""
+    if not rows:
+        return []
+    cursor = db.cursor()
+    return execute_values(cursor, sql, rows, template=template, page_size=page_size, fetch=fetch) or []

@@ -1,0 +1,105 @@
+"""Enqueue a campaign (SPEC 4.1): one transaction, then publish.
+
+In one transaction: move the campaign to `sending` (conditional), create its `pending`
+recipients with one INSERT ... SELECT, reserve an upper bound of its cost (locking the shop's
+credit row), and write the durable `send_batch` rows. Only after the commit are the batches
+published; a crash in between is healed by the reconciler, which republishes stale batches.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+from models.database import db, execute, execute_many, fetchall, fetchone
+from service import composition, credits, dispatch, links
+from service.config import Settings
+from service.errors import InvalidTransition, NoRecipients, NotFound
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    campaign_id: int
+    recipients: int
+    reserved_credits: int
+    batches: int
+
+
+def batch_key(campaign_id: int, recipient_ids: Sequence[int]) -> str:
+    digest = hashlib.sha256(",".join(map(str, sorted(recipient_ids))).encode()).hexdigest()
+    return f"batch:{campaign_id}:{digest}"
+
+
+def _start_sending(shop_id: int, campaign_id: int, scheduled: bool) -> tuple[str, bool, list | None]:
+    from_states = ["scheduled"] if scheduled else ["draft", "scheduled"]
+    row = fetchone(
+        "UPDATE campaign SET status = 'sending', status_reason = NULL,"
+        " started_at = coalesce(started_at, now()), last_progress_at = now(), updated_at = now()"
+        " WHERE id = %s AND shop_id = %s AND status = ANY(%s)"
+        " RETURNING text, append_unsubscribe, contact_ids",
+        (campaign_id, shop_id, from_states))
+    if row is None:
+        current = fetchone("SELECT status FROM campaign WHERE id = %s AND shop_id = %s",
+                           (campaign_id, shop_id))
+        if current is None:
+            raise NotFound(f"campaign {campaign_id} does not exist")
+        raise InvalidTransition(f"campaign {campaign_id} is {current[0]}; only a draft or "
+                                "scheduled campaign can be enqueued")
+    return row
+
+
+def _create_recipients(shop_id: int, campaign_id: int, contact_ids: list | None) -> list[tuple]:
+    """Insert the audience as pending recipients; return [(recipient id, first name)]."""
+    return fetchall(
+        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, first_name)"
+        " SELECT %s, c.shop_id, c.id, c.phone, c.first_name FROM contact c"
+        " WHERE c.shop_id = %s AND c.opted_out_at IS NULL"
+        "   AND (%s::bigint[] IS NULL OR c.id = ANY(%s::bigint[]))"
+        "   AND NOT EXISTS (SELECT 1 FROM suppression s"
+        "                   WHERE s.shop_id = c.shop_id AND s.phone = c.phone)"
+        " ORDER BY c.id"
+        " ON CONFLICT (campaign_id, contact_id) DO NOTHING"
+        " RETURNING id, first_name",
+        (campaign_id, shop_id, contact_ids, contact_ids))
+
+
+def enqueue(shop_id: int, campaign_id: int, settings: Settings,
+            scheduled: bool = False) -> EnqueueResult:
+    """Start sending a draft or scheduled campaign. Raises NotFound, InvalidTransition (409),
+    NoRecipients (422) or InsufficientCredits (402); on any of them nothing has changed."""
+    base = settings.public_base_url
+    with db.atomic():
+        template, append_unsubscribe, contact_ids = _start_sending(shop_id, campaign_id, scheduled)
+        recipients = _create_recipients(shop_id, campaign_id, contact_ids)
+        if not recipients:
+            raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
+        unsubscribe_sample = links.sample_unsubscribe_url(base) if append_unsubscribe else None
+        cost_by_name: dict[str | None, int] = {}
+        for _, name in recipients:
+            if name not in cost_by_name:
+                cost_by_name[name] = composition.cost_upper_bound(
+                    template, name, links.sample_short_url(base), unsubscribe_sample)
+        recipients.sort()
+        size = settings.send_batch_size
+        batches = []
+        for start in range(0, len(recipients), size):
+            chunk = recipients[start:start + size]
+            ids = [rid for rid, _ in chunk]
+            reserved = sum(cost_by_name[name] for _, name in chunk)
+            batches.append((campaign_id, batch_key(campaign_id, ids), ids, reserved))
+        total = sum(batch[3] for batch in batches)
+        credits.reserve(shop_id, campaign_id, total)
+        execute_many("INSERT INTO send_batch (campaign_id, key, recipient_ids, reserved)"
+                     " VALUES %s", batches)
+    publish_batches(shop_id, campaign_id, [(key, ids) for _, key, ids, _ in batches])
+    return EnqueueResult(campaign_id, len(recipients), total, len(batches))
+
+
+def publish_batches(shop_id: int, campaign_id: int, batches: Sequence[tuple[str, list]]) -> None:
+    """Publish committed batches, then record that they were published. A batch a worker
+    already finished stays finished (the update is conditional)."""
+    for _, ids in batches:
+        dispatch.publish_batch(campaign_id, shop_id, ids)
+    execute("UPDATE send_batch SET state = 'published', published_at = now(),"
+            " publish_count = publish_count + 1 WHERE key = ANY(%s) AND state = 'pending'",
+            ([key for key, _ in batches],))

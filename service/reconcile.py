@@ -1,0 +1,121 @@
+"""Repairs for every way a campaign can get stuck (the clock schedules them; SPEC 4.1, 4.7).
+
+Each function is safe to run from two processes at once: its effects are conditional updates,
+and what it publishes is harmless twice (a batch sends only what it claims).
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from models.database import execute, fetchall
+from service import credits, delivery, dispatch
+from service.config import Settings
+from service.sending import Accepted, Claimed, compose_for, load_context, persist_results
+from service.segments import segment_count
+
+log = logging.getLogger("astronote.reconcile")
+
+
+@dataclass
+class ReconcileReport:
+    republished_batches: int = 0
+    upgraded_by_evidence: int = 0
+    unknown_outcomes: int = 0
+    finalized: dict[int, str] = field(default_factory=dict)
+    released_reservations: int = 0
+
+
+def republish_stale_batches(settings: Settings) -> int:
+    """Publish again the unfinished batches of `sending` campaigns that were never published
+    (a web process died after its commit) or were published long ago (a Redis flush, a dead
+    worker). The claim makes a duplicate send nothing twice."""
+    rows = fetchall(
+        "UPDATE send_batch b SET state = 'published', published_at = now(),"
+        " publish_count = publish_count + 1"
+        " FROM campaign c WHERE c.id = b.campaign_id AND c.status = 'sending'"
+        " AND b.state <> 'finished'"
+        " AND coalesce(b.published_at, b.created_at)"
+        "     < now() - make_interval(secs => %s / 1000.0)"
+        " RETURNING b.campaign_id, c.shop_id, b.recipient_ids",
+        (settings.batch_stale_after_ms,))
+    for campaign_id, shop_id, recipient_ids in rows:
+        dispatch.publish_batch(campaign_id, shop_id, recipient_ids)
+    if rows:
+        log.info("republished stale batches", extra={"batches": len(rows)})
+    return len(rows)
+
+
+def upgrade_by_evidence(settings: Settings) -> int:
+    """Recipients whose outcome is unknown (claim timed out, or already failed as
+    `unknown_outcome`) but for which a delivery report names them by reference: the provider
+    has the message, so they become `sent` with their debit."""
+    rows = fetchall(
+        "SELECT DISTINCT ON (r.id) r.id, r.campaign_id, r.shop_id, r.contact_id, r.phone,"
+        "       r.first_name, d.provider_id"
+        " FROM campaign_recipient r"
+        " JOIN delivery_report d ON d.provider_id IS NOT NULL AND (d.reference = r.id::text"
+        "      OR (d.reference = r.batch_key AND d.\"to\" = r.phone))"
+        " WHERE (r.status = 'sending' AND r.claimed_at"
+        "        < now() - make_interval(secs => %s / 1000.0))"
+        "    OR (r.status = 'failed' AND r.error = 'unknown_outcome')"
+        " ORDER BY r.id, d.id",
+        (settings.claim_timeout_ms,))
+    by_campaign: dict[tuple[int, int], list[tuple]] = defaultdict(list)
+    for rid, campaign_id, shop_id, contact_id, phone, first_name, provider_id in rows:
+        by_campaign[(campaign_id, shop_id)].append(
+            (Claimed(rid, contact_id, phone, first_name), provider_id))
+    for (campaign_id, shop_id), items in by_campaign.items():
+        context = load_context(shop_id, campaign_id, settings)
+        accepted = []
+        for recipient, provider_id in items:
+            text = compose_for(context, recipient, settings)
+            accepted.append(Accepted(recipient.id, provider_id, text, segment_count(text),
+                                     recipient.phone))
+        persist_results(shop_id, campaign_id, accepted, [])
+        delivery.apply_reports(campaign_id=campaign_id)
+    return len(rows)
+
+
+def fail_unknown_outcomes(settings: Settings) -> int:
+    """Claims older than CLAIM_TIMEOUT_MS without evidence: `failed`, reason `unknown_outcome`,
+    no debit. Never resent: at most once towards the provider."""
+    return execute(
+        "UPDATE campaign_recipient SET status = 'failed', error = 'unknown_outcome',"
+        " updated_at = now() WHERE status = 'sending'"
+        " AND claimed_at < now() - make_interval(secs => %s / 1000.0)",
+        (settings.claim_timeout_ms,))
+
+
+def finalize_idle_campaigns() -> dict[int, str]:
+    """Finish every `sending` campaign that has nothing pending or in flight."""
+    rows = fetchall(
+        "SELECT c.id FROM campaign c WHERE c.status = 'sending' AND NOT EXISTS ("
+        "  SELECT 1 FROM campaign_recipient r WHERE r.campaign_id = c.id"
+        "  AND r.status IN ('pending', 'sending'))")
+    finished = {}
+    for (campaign_id,) in rows:
+        status = delivery.refresh_campaign(campaign_id)
+        if status:
+            finished[campaign_id] = status
+    return finished
+
+
+def release_finished_reservations() -> int:
+    """No active reservation outlives its campaign."""
+    rows = fetchall(
+        "SELECT r.campaign_id FROM credit_reservation r JOIN campaign c ON c.id = r.campaign_id"
+        " WHERE r.status = 'active' AND c.status IN ('completed', 'failed', 'cancelled')")
+    return sum(credits.release(campaign_id) for (campaign_id,) in rows)
+
+
+def reconcile(settings: Settings) -> ReconcileReport:
+    """Every repair, in the order that lets one feed the next."""
+    report = ReconcileReport()
+    report.republished_batches = republish_stale_batches(settings)
+    report.upgraded_by_evidence = upgrade_by_evidence(settings)
+    report.unknown_outcomes = fail_unknown_outcomes(settings)
+    report.finalized = finalize_idle_campaigns()
+    report.released_reservations = release_finished_reservations()
+    return report

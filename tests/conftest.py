@@ -1,0 +1,77 @@
+"""Fixtures: real PostgreSQL and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded
+servers under ./var/test), a clean schema per session and clean tables per test."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from models import database
+from models.migrate import migrate
+from service import broker, config
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ("message_log", "credit_transaction", "credit_reservation", "delivery_report",
+          "campaign_recipient", "send_batch", "short_link", "campaign", "suppression",
+          "contact", "api_key", "shop")
+
+
+@pytest.fixture(scope="session")
+def service_urls():
+    """(database URL, redis URL) the tests and the processes they start share."""
+    db_url, redis_url = os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
+    servers = None
+    if not db_url or not redis_url:
+        from astronote import embedded
+
+        servers = embedded.start(ROOT / "var" / "test", not db_url, not redis_url)
+        db_url, redis_url = db_url or servers.database_url, redis_url or servers.redis_url
+    yield db_url, redis_url
+    if servers:
+        servers.close()
+
+
+def process_environment(service_urls, **overrides: str) -> dict[str, str]:
+    """The environment of a process under test (also read by the test process itself)."""
+    db_url, redis_url = service_urls
+    env = {
+        "DATABASE_URL": db_url, "REDIS_URL": redis_url, "ADMIN_TOKEN": "admin-secret",
+        "DLR_WEBHOOK_SECRET": "dlr-secret", "SECRET_KEY": "test-secret",
+        "MITTO_API_KEY": "sim-key", "MITTO_SENDER": "Astronote",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(service_urls):
+    loaded = config.load(process_environment(service_urls))
+    config.override(loaded)
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def schema(settings):
+    database.bind(settings.database_url, 10)
+    with database.db.atomic():
+        database.db.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    migrate()
+    broker.setup_broker(settings)
+    return database.db
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings):
+    return redis.Redis.from_url(settings.redis_url)
+
+
+@pytest.fixture
+def db(schema, redis_client):
+    """A clean database and an empty Redis for each test."""
+    schema.execute_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    redis_client.flushdb()
+    yield schema
+    if not schema.is_closed():
+        schema.close()

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import process_environment
+from tests.e2e.stack import Stack
+
+
+@pytest.fixture
+def make_stack(request, db, service_urls):
+    """Build a Stack with extra environment; every process is stopped after the test."""
+    stacks: list[Stack] = []
+
+    def build(**overrides: str) -> Stack:
+        stack = Stack(process_environment(service_urls, **overrides),
+                      f"{request.node.name}.{len(stacks)}")
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.close()
+
+
+@pytest.fixture
+def stack(make_stack):
+    """Simulator, gunicorn (2 workers) and one Dramatiq worker, with default settings."""
+    running = make_stack()
+    running.start_sim("--dlr-delay-ms", "50")
+    running.start_web()
+    running.start_worker()
+    return running

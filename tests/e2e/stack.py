@@ -1,0 +1,146 @@
+"""Real processes for end-to-end tests: the provider simulator, gunicorn and Dramatiq workers."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGS = ROOT / "var" / "test-logs"
+QUEUES = ("sms-send", "delivery-status-update")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as error:  # noqa: BLE001 - keep polling, report the last one
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+class Stack:
+    """Starts and stops the processes of one test; everything is killed at `close()`."""
+
+    def __init__(self, env: dict[str, str], name: str) -> None:
+        self.sim_port, self.web_port = free_port(), free_port()
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
+                    "MITTO_API_BASE": f"http://127.0.0.1:{self.sim_port}",
+                    "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
+                    "PORT": str(self.web_port)}
+        self.name = name
+        self.processes: dict[str, subprocess.Popen] = {}
+        LOGS.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def sim(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    def _spawn(self, label: str, args: list[str], **env: str) -> subprocess.Popen:
+        log = open(LOGS / f"{self.name}.{label}.log", "ab")
+        process = subprocess.Popen(args, cwd=ROOT, env={**self.env, **env}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[label] = process
+        return process
+
+    def start_sim(self, *options: str) -> None:
+        self._spawn("sim", [sys.executable, "-m", "astronote", "provider-sim", "--port",
+                            str(self.sim_port), "--api-key", self.env["MITTO_API_KEY"], *options])
+        wait_for(lambda: requests.get(f"{self.sim}/_sim/health", timeout=1).ok, 15, "simulator")
+
+    def start_web(self, workers: int = 2) -> None:
+        self._spawn("web", [sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b",
+                            f"127.0.0.1:{self.web_port}", "-w", str(workers), "-k", "gthread",
+                            "--threads", "4", "--graceful-timeout", "5"])
+        wait_for(lambda: requests.get(f"{self.web}/health", timeout=1).ok, 20, "gunicorn")
+
+    def start_worker(self, label: str = "worker", processes: int = 1, threads: int = 4,
+                     **env: str) -> subprocess.Popen:
+        return self._spawn(label, [sys.executable, "-m", "dramatiq", "actors", "--processes",
+                                   str(processes), "--threads", str(threads), "--queues", *QUEUES],
+                           **env)
+
+    def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes[label]
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=30)
+
+    def close(self) -> None:
+        for label in list(self.processes):
+            if self.processes[label].poll() is None:
+                try:
+                    os.killpg(self.processes[label].pid, signal.SIGTERM)
+                    self.processes[label].wait(timeout=10)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    self.kill(label)
+        self.processes.clear()
+
+    # --- the API, as a merchant and an operator use it -------------------------------------
+    def call(self, method: str, path: str, key: str | None = None, **kwargs: Any):
+        headers = kwargs.pop("headers", {})
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return requests.request(method, f"{self.web}{path}", headers=headers, timeout=30,
+                                **kwargs)
+
+    def create_shop(self, domain: str, credits: int) -> tuple[int, str]:
+        admin = self.env["ADMIN_TOKEN"]
+        answer = self.call("POST", "/admin/shops", admin,
+                           json={"domain": domain, "name": domain, "sender": "Shop"})
+        assert answer.status_code == 201, answer.text
+        shop = answer.json()
+        if credits:
+            top_up = self.call("POST", f"/admin/shops/{shop['id']}/credits", admin,
+                               json={"amount": credits, "reference": "initial"})
+            assert top_up.status_code == 201, top_up.text
+        return shop["id"], shop["api_key"]
+
+    def import_contacts(self, key: str, count: int, start: int = 0, named: bool = True) -> None:
+        for offset in range(0, count, 10_000):
+            chunk = [{"phone": f"+30690{start + i:07d}",
+                      **({"first_name": f"N{start + i}"} if named else {})}
+                     for i in range(offset, min(count, offset + 10_000))]
+            answer = self.call("POST", "/contacts", key, json={"contacts": chunk})
+            assert answer.status_code == 200 and not answer.json()["invalid"], answer.text[:500]
+
+    def progress(self, key: str, campaign_id: int) -> dict:
+        return self.call("GET", f"/campaigns/{campaign_id}/progress", key).json()
+
+    def wait_finished(self, key: str, campaign_id: int, timeout: float) -> dict:
+        return wait_for(lambda: (lambda p: p if p["status"] in ("completed", "failed",
+                                                               "cancelled") else None)(
+            self.progress(key, campaign_id)), timeout, f"campaign {campaign_id} to finish",
+            interval=0.25)
+
+    def sim_messages(self, **params: str) -> dict:
+        return requests.get(f"{self.sim}/_sim/messages", params=params, timeout=30).json()
+
+    def sim_config(self, **config: Any) -> None:
+        requests.post(f"{self.sim}/_sim/config", json=config, timeout=5).raise_for_status()

@@ -1,0 +1,277 @@
+"""The Mitto API simulator, driven over real HTTP on a free port."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+
+from astronote.provider_sim import SimServer, main, start_background
+
+KEY = "test-key"
+HEADERS = {"X-Mitto-API-Key": KEY}
+
+
+@pytest.fixture
+def start_sim() -> Iterator[Callable[..., SimServer]]:
+    servers: list[SimServer] = []
+
+    def start(**options: Any) -> SimServer:
+        options.setdefault("api_key", KEY)
+        server = start_background(port=0, **options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def sim(start_sim: Callable[..., SimServer]) -> SimServer:
+    return start_sim(dlr_delay_ms=20)
+
+
+class _Receiver:
+    """A tiny webhook endpoint recording every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+        self.paths: list[str] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver._cond:
+                    receiver.bodies.append(json.loads(body))
+                    receiver.paths.append(self.path)
+                    receiver._cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/mitto/dlr?token=t"
+
+    def reports(self) -> list[dict[str, Any]]:
+        with self._cond:
+            flat = []
+            for body in self.bodies:
+                flat.extend(body if isinstance(body, list) else [body])
+            return flat
+
+    def wait_for(self, n: int, timeout: float = 3.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.reports()) < n and time.monotonic() < deadline:
+            with self._cond:
+                self._cond.wait(0.05)
+        return self.reports()
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    r = _Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+def _sms(sim: SimServer, **fields: Any) -> requests.Response:
+    body = {"from": "Shop", "to": "306900000001", "text": "Hello"} | fields
+    return requests.post(f"{sim.url}/sms", json=body, headers=HEADERS, timeout=5)
+
+
+def _config(sim: SimServer, **fields: Any) -> dict[str, Any]:
+    response = requests.post(f"{sim.url}/_sim/config", json=fields, timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _messages(sim: SimServer, **params: str) -> dict[str, Any]:
+    return requests.get(f"{sim.url}/_sim/messages", params=params, timeout=5).json()
+
+
+def _stats(sim: SimServer) -> dict[str, int]:
+    return requests.get(f"{sim.url}/_sim/stats", timeout=5).json()
+
+
+def test_accepted_sms_is_recorded(sim: SimServer) -> None:
+    response = _sms(sim, reference="r-1", text="Hi there")
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["responseCode"] == 0
+    assert answer["id"] and answer["to"] == "306900000001"
+    assert answer["textLength"] == 8 and answer["timestamp"].endswith("Z")
+
+    listed = _messages(sim)
+    assert listed["count"] == 1
+    record = listed["messages"][0]
+    assert record["id"] == answer["id"]
+    assert record["reference"] == "r-1" and record["endpoint"] == "sms"
+    assert record["from"] == "Shop" and record["text"] == "Hi there"
+    assert _stats(sim)["accepted"] == 1
+    assert requests.get(f"{sim.url}/_sim/health", timeout=5).json() == {"ok": True}
+
+
+def test_missing_fields_are_400(sim: SimServer) -> None:
+    response = requests.post(
+        f"{sim.url}/sms", json={"from": "Shop", "text": "x"}, headers=HEADERS, timeout=5
+    )
+    assert response.status_code == 400
+    assert _messages(sim)["count"] == 0
+
+
+def test_smsbulk_answers_per_number_in_order(sim: SimServer) -> None:
+    _config(sim, reject_prefixes=["3070"])
+    numbers = ["306900000001", "307000000002", "306900000003"]
+    response = requests.post(
+        f"{sim.url}/smsbulk",
+        json={"from": "Shop", "to": ",".join(numbers), "text": "Sale", "reference": "batch:1"},
+        headers=HEADERS,
+        timeout=5,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["responseCode"] == 0
+    assert [m["to"] for m in body["messages"]] == numbers
+    assert [m["responseCode"] for m in body["messages"]] == [0, 6, 0]
+    assert len({m["id"] for m in body["messages"] if m["id"]}) == 2
+    recorded = _messages(sim, reference="batch:1")
+    assert sorted(m["to"] for m in recorded["messages"]) == [numbers[0], numbers[2]]
+    assert all(m["endpoint"] == "smsbulk" for m in recorded["messages"])
+
+
+def test_reject_prefixes_reject_and_record_nothing(sim: SimServer) -> None:
+    _config(sim, reject_prefixes=["+3071"])
+    for _ in range(3):
+        answer = _sms(sim, to="307100000009").json()
+        assert answer["responseCode"] == 6 and answer["responseText"] == "Invalid destination"
+    assert _messages(sim)["count"] == 0
+    assert _stats(sim)["rejected"] == 3
+
+
+def test_forced_429_then_ok(sim: SimServer) -> None:
+    _config(sim, next=["429"], retry_after_s=2)
+    first = _sms(sim)
+    assert first.status_code == 429
+    assert first.headers["Retry-After"] == "2"
+    assert first.json() == {"responseCode": 429, "responseText": "Too Many Requests"}
+    assert _messages(sim)["count"] == 0
+    second = _sms(sim)
+    assert second.status_code == 200 and second.json()["responseCode"] == 0
+    assert _messages(sim)["count"] == 1
+    assert _stats(sim)["throttled"] == 1
+
+
+def test_forced_timeout_records_message_but_client_times_out(sim: SimServer) -> None:
+    _config(sim, next=["timeout"], timeout_s=1.5)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            f"{sim.url}/sms",
+            json={"from": "Shop", "to": "306900000001", "text": "Hi", "reference": "r-9"},
+            headers=HEADERS,
+            timeout=0.5,
+        )
+    assert _messages(sim, reference="r-9")["count"] == 1
+    assert _stats(sim)["timeouts"] == 1
+
+
+def test_forced_reset_and_refuse_before(sim: SimServer) -> None:
+    _config(sim, next=["reset", "refuse_before", "500"])
+    with pytest.raises(requests.exceptions.ConnectionError):
+        _sms(sim, reference="after")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        _sms(sim, reference="before")
+    assert _sms(sim).status_code == 500
+    assert _messages(sim, reference="after")["count"] == 1
+    assert _messages(sim, reference="before")["count"] == 0
+
+
+def test_missing_or_wrong_api_key_is_401(sim: SimServer) -> None:
+    body = {"from": "Shop", "to": "306900000001", "text": "Hi"}
+    for headers in ({}, {"X-Mitto-API-Key": "wrong"}):
+        response = requests.post(f"{sim.url}/sms", json=body, headers=headers, timeout=5)
+        assert response.status_code == 401
+        assert response.json() == {"responseCode": 401, "responseText": "Unauthorized"}
+    assert _messages(sim)["count"] == 0
+
+
+def test_dlr_posted_to_callback(sim: SimServer, receiver: _Receiver) -> None:
+    answer = _sms(sim, reference="rcpt-42", callback=receiver.url).json()
+    reports = receiver.wait_for(1)
+    assert len(reports) == 1
+    report = reports[0]
+    assert report["id"] == answer["id"]
+    assert report["to"] == "306900000001"
+    assert report["reference"] == "rcpt-42"
+    assert report["deliveryStatus"] == "Delivered" and report["statusCode"] == 0
+    assert report["timestamp"].endswith("Z")
+    assert receiver.paths[0].endswith("?token=t")
+    deadline = time.monotonic() + 2
+    while _stats(sim)["dlr_sent"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stats = _stats(sim)
+    assert stats["dlr_sent"] == 1 and stats["dlr_pending"] == 0
+
+
+def test_dlr_batch_posts_arrays(sim: SimServer, receiver: _Receiver) -> None:
+    _config(sim, dlr_batch=10, dlr_mix={"Failed": 1.0})
+    numbers = [f"3069000000{i:02d}" for i in range(5)]
+    requests.post(
+        f"{sim.url}/smsbulk",
+        json={"from": "S", "to": ",".join(numbers), "text": "x", "callback": receiver.url},
+        headers=HEADERS,
+        timeout=5,
+    ).raise_for_status()
+    reports = receiver.wait_for(5)
+    assert sorted(r["to"] for r in reports) == numbers
+    assert all(isinstance(body, list) for body in receiver.bodies)
+    assert all(r["deliveryStatus"] == "Failed" and r["statusCode"] != 0 for r in reports)
+
+
+def test_dlr_duplicates_and_intermediate(sim: SimServer, receiver: _Receiver) -> None:
+    _config(sim, dlr_duplicate_rate=1.0, dlr_queued_first=True)
+    answer = _sms(sim, callback=receiver.url).json()
+    reports = receiver.wait_for(3)
+    assert [r["deliveryStatus"] for r in reports] == ["Sent", "Delivered", "Delivered"]
+    assert {r["id"] for r in reports} == {answer["id"]}
+
+
+def test_summary_reports_duplicates_and_reset_restores(start_sim: Callable[..., SimServer]) -> None:
+    sim = start_sim(latency_ms=0, dlr_enabled=False)
+    _sms(sim, reference="r-1")
+    _sms(sim, reference="r-1")
+    _sms(sim, reference="r-2")
+    summary = _messages(sim, summary="1")
+    assert summary["count"] == 3
+    assert summary["duplicates"] == [["306900000001", "r-1"]]
+    bad = requests.post(f"{sim.url}/_sim/config", json={"fail_rate_429": 2}, timeout=5)
+    assert bad.status_code == 400
+    assert _config(sim, latency_ms=5)["latency_ms"] == 5
+    requests.post(f"{sim.url}/_sim/reset", timeout=5).raise_for_status()
+    assert _messages(sim)["count"] == 0
+    assert _stats(sim)["accepted"] == 0
+    config = requests.get(f"{sim.url}/_sim/config", timeout=5).json()
+    assert config["latency_ms"] == 0 and config["dlr_enabled"] is False
+
+
+def test_main_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--port", "0", "--fail-rate-429", "3"]) == 2
+    assert "provider_sim.failed" in capsys.readouterr().err
