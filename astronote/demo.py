@@ -1,0 +1,329 @@
+"""`astronote demo`: one campaign end to end on the local stack, then an honest report.
+
+The stack (web, worker, clock when it exists, simulator) runs in the background under honcho,
+each process logging to var/demo-logs/<name>.log. The demo talks to it only through the REST
+API and the simulator's `/_sim/` endpoints, as a merchant and an operator would, and exits 0
+only when the campaign completed, every recipient was resolved, the provider saw no message
+twice and the credit ledger balances.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+from tqdm import tqdm
+
+from astronote import stack as local
+from astronote.stack import LocalStack
+
+LOG_DIR = local.VAR_DIR / "demo-logs"
+TEXT = "Spring sale: 20% off at https://shop.example/spring — see you soon!"
+PERSONALISED_TEXT = "Hi {first_name}, spring sale: 20% off at https://shop.example/spring — see you soon!"
+FIRST_NAMES = ("Maria", "Nikos", "Eleni", "Giorgos", "Sofia", "Kostas", "Anna", "Dimitris")
+CREDITS_PER_RECIPIENT = 10  # well above the reservation's upper bound for these texts
+FINISHED = ("completed", "failed", "cancelled")
+FINAL_DELIVERY = ("Delivered", "Undelivered", "Failed", "Expired")
+POLL_S = 0.2
+STALL_AFTER_S = 120
+DELIVERY_WAIT_S = 20
+SIM_OPTIONS = ("--dlr-batch", "100")
+
+
+class DemoFailure(Exception):
+    """The demo cannot go on, or its outcome is wrong; the message says why."""
+
+
+class Api:
+    """The REST API as one bearer-token holder sees it."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
+        answer = self.session.request(method, f"{self.base_url}{path}", timeout=60, **kwargs)
+        if answer.status_code != expect:
+            raise DemoFailure(f"{method} {path} answered {answer.status_code}: {answer.text[:300]}")
+        return answer.json()
+
+    def pages(self, path: str) -> list[dict]:
+        items, after = [], None
+        while True:
+            page = self.call("GET", path, params={"limit": 100, **({"after": after} if after else {})})
+            items.extend(page["items"])
+            after = page["next"]
+            if after is None:
+                return items
+
+
+class BackgroundStack:
+    """honcho running the stack's processes in its own session; `stop()` ends all of them."""
+
+    def __init__(self, stack: LocalStack, log_dir: Path) -> None:
+        self.stack, self.log_dir = stack, log_dir.resolve()
+        self.processes = local.process_commands(stack, SIM_OPTIONS)
+        self.honcho: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        procfile, no_env = self.log_dir / "Procfile", self.log_dir / "empty.env"
+        procfile.write_text("".join(
+            f"{name}: {local.shell_command(argv)} > {self.log_dir / name}.log 2>&1\n"
+            for name, argv in self.processes.items()))
+        no_env.write_text("")  # honcho would otherwise read ./.env over our environment
+        with open(self.log_dir / "honcho.log", "wb") as log:
+            self.honcho = subprocess.Popen(
+                [sys.executable, "-m", "honcho", "start", "--no-colour", "-f", str(procfile),
+                 "-e", str(no_env), "-d", os.getcwd(), "-p", str(self.stack.web_port)],
+                env=self.stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def check_running(self) -> None:
+        if self.honcho is not None and self.honcho.poll() is not None:
+            stopped = re.search(r"(\w+) stopped \(rc=(-?\d+)\)", self._honcho_log())
+            who = f"{stopped[1]} exited with {stopped[2]}" if stopped else "honcho exited"
+            name = stopped[1] if stopped else "honcho"
+            raise DemoFailure(f"{who}; see {self.log_dir / name}.log")
+
+    def stop(self) -> None:
+        if self.honcho is None or self.honcho.poll() is not None:
+            return
+        self.honcho.terminate()  # honcho stops its children, SIGKILLs them after 5 s
+        try:
+            self.honcho.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.honcho.pid)
+            self.honcho.wait()
+            for pid in re.findall(r"started \(pid=(\d+)\)", self._honcho_log()):
+                _kill_group(int(pid))  # each child leads its own session
+
+    def _honcho_log(self) -> str:
+        return (self.log_dir / "honcho.log").read_text(errors="replace")
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float,
+             background: BackgroundStack) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        background.check_running()
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise DemoFailure(f"{what} did not answer within {timeout:.0f} s; see {background.log_dir}/")
+
+
+@dataclass
+class Shop:
+    id: int
+    api: Api
+    top_up: int
+
+
+def create_shop(stack: LocalStack, credits: int) -> Shop:
+    admin = Api(stack.web_url, stack.admin_token)
+    domain = f"demo-{uuid.uuid4().hex[:10]}.example"
+    shop = admin.call("POST", "/admin/shops", 201,
+                      json={"domain": domain, "name": "Demo Shop", "sender": "DemoShop"})
+    admin.call("POST", f"/admin/shops/{shop['id']}/credits", 201,
+               json={"amount": credits, "reference": "demo-top-up"})
+    return Shop(shop["id"], Api(stack.web_url, shop["api_key"]), credits)
+
+
+def import_contacts(shop: Shop, count: int) -> None:
+    for offset in range(0, count, 10_000):
+        chunk = [{"phone": f"+30690{i:07d}", "first_name": FIRST_NAMES[i % len(FIRST_NAMES)]}
+                 for i in range(offset, min(count, offset + 10_000))]
+        answer = shop.api.call("POST", "/contacts", json={"contacts": chunk})
+        if answer["invalid"]:
+            raise DemoFailure(f"contacts rejected: {answer['invalid'][:3]}")
+
+
+def follow_progress(shop: Shop, campaign_id: int, total: int,
+                    background: BackgroundStack) -> dict:
+    """A live bar of resolved recipients until the campaign finishes (or stops moving)."""
+    last_done, last_change = -1, time.monotonic()
+    with tqdm(total=total, unit="msg", desc="sending", dynamic_ncols=True) as bar:
+        while True:
+            progress = shop.api.call("GET", f"/campaigns/{campaign_id}/progress")
+            done = progress["sent"] + progress["failed"] + progress["skipped"]
+            bar.update(done - bar.n)
+            bar.set_postfix(status=progress["status"], refresh=False)
+            if progress["status"] in FINISHED:
+                return progress
+            if done != last_done:
+                last_done, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > STALL_AFTER_S:
+                raise DemoFailure(f"campaign {campaign_id} made no progress for {STALL_AFTER_S} s"
+                                  f" ({done}/{total} resolved, status {progress['status']})")
+            background.check_running()
+            time.sleep(POLL_S)
+
+
+def wait_for_delivery_reports(shop: Shop, campaign_id: int, sent: int) -> dict:
+    """Progress once every sent message has a final delivery status, or after a short wait."""
+    deadline = time.monotonic() + DELIVERY_WAIT_S
+    while True:
+        progress = shop.api.call("GET", f"/campaigns/{campaign_id}/progress")
+        final = sum(progress["delivery"].get(status, 0) for status in FINAL_DELIVERY)
+        if final >= sent or time.monotonic() > deadline:
+            return progress
+        time.sleep(POLL_S)
+
+
+@dataclass
+class Outcome:
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, problem: str) -> bool:
+        if not ok:
+            self.problems.append(problem)
+        return ok
+
+
+def ledger_lines(shop: Shop, progress: dict, balance_before: int, outcome: Outcome) -> None:
+    """Balance after == top-up - debits, one debit per sent message, reservation released."""
+    credits = shop.api.call("GET", "/credits")
+    ledger = shop.api.pages("/credits/transactions")
+    debits = [row["amount"] for row in ledger if row["kind"] == "debit"]
+    debited, balance, c = -sum(debits), credits["balance"], progress["credits"]
+    outcome.lines += [
+        f"credits:    reserved {c['reserved']}, consumed {c['consumed']}, released {c['released']}",
+        f"balance:    before {balance_before}, after {balance} (top-up {shop.top_up},"
+        f" {len(debits)} debits totalling {debited}, still reserved {credits['reserved']})",
+    ]
+    mismatches = [problem for ok, problem in (
+        (balance == shop.top_up - debited, f"balance {balance} != top-up {shop.top_up}"
+                                           f" - debits {debited}"),
+        (balance == sum(row["amount"] for row in ledger), "balance != sum of the ledger"),
+        (balance_before - balance == debited, f"balance fell by {balance_before - balance}"
+                                              f" but debits total {debited}"),
+        (len(debits) == progress["sent"], f"{len(debits)} debits for {progress['sent']} sent"),
+        (debited == c["consumed"], f"debits {debited} != reservation consumed {c['consumed']}"),
+        (credits["reserved"] == 0 and c["released"] == c["reserved"] - c["consumed"],
+         f"reservation not released ({credits['reserved']} still reserved)"),
+    ) if not ok]
+    if mismatches:
+        outcome.lines.append(f"ledger: MISMATCH ({'; '.join(mismatches)})")
+        outcome.problems += mismatches
+    else:
+        outcome.lines.append(f"ledger: OK (balance {balance} = top-up {shop.top_up} - debits"
+                             f" {debited}; one debit per sent message; reservation released)")
+
+
+def report(stack: LocalStack, shop: Shop, campaign_id: int, total: int, balance_before: int,
+           send_seconds: float) -> Outcome:
+    progress = wait_for_delivery_reports(shop, campaign_id, shop.api.call(
+        "GET", f"/campaigns/{campaign_id}/progress")["sent"])
+    outcome = Outcome()
+    resolved = progress["sent"] + progress["failed"] + progress["skipped"]
+    delivery = ", ".join(f"{k} {v}" for k, v in sorted(progress["delivery"].items())) or "none"
+    outcome.lines += [
+        f"campaign:   #{campaign_id} {progress['status']}"
+        + (f" ({progress['status_reason']})" if progress.get("status_reason") else ""),
+        f"recipients: {total} total: sent {progress['sent']}, failed {progress['failed']},"
+        f" skipped {progress['skipped']}, pending {progress['pending']},"
+        f" sending {progress['sending']}",
+        f"delivery:   {delivery}",
+    ]
+    outcome.check(progress["status"] == "completed", f"campaign is {progress['status']}")
+    outcome.check(resolved == total == progress["total"],
+                  f"only {resolved} of {total} recipients are sent/failed/skipped")
+    ledger_lines(shop, progress, balance_before, outcome)
+    sim = requests.get(f"{stack.sim_url}/_sim/messages", params={"summary": 1}, timeout=60).json()
+    outcome.lines.append(f"provider:   {sim['count']} messages accepted by the simulator,"
+                         f" {sim['duplicate_messages']} duplicates")
+    outcome.check(sim["duplicate_messages"] == 0,
+                  f"the provider got {sim['duplicate_messages']} messages twice")
+    outcome.check(sim["count"] == progress["sent"],
+                  f"the provider accepted {sim['count']} messages but {progress['sent']} are sent")
+    outcome.lines.append(f"throughput: {total / send_seconds:.0f} recipients/s"
+                         f" ({total} in {send_seconds:.1f} s, enqueue to completed)")
+    return outcome
+
+
+def run_campaign(stack: LocalStack, background: BackgroundStack, recipients: int,
+                 personalised: bool) -> Outcome:
+    shop = create_shop(stack, recipients * CREDITS_PER_RECIPIENT)
+    print(f"shop #{shop.id} topped up with {shop.top_up} credits; importing {recipients} contacts")
+    import_contacts(shop, recipients)
+    text = PERSONALISED_TEXT if personalised else TEXT
+    campaign = shop.api.call("POST", "/campaigns", 201, json={"name": "Spring sale", "text": text})
+    balance_before = shop.api.call("GET", "/credits")["balance"]
+    print(f"campaign #{campaign['id']}: {text!r}")
+    started = time.monotonic()
+    enqueued = shop.api.call("POST", f"/campaigns/{campaign['id']}/enqueue", 202)
+    print(f"enqueued {enqueued['recipients']} recipients, {enqueued['reserved_credits']} credits"
+          " reserved", flush=True)
+    follow_progress(shop, campaign["id"], enqueued["recipients"], background)
+    send_seconds = time.monotonic() - started
+    return report(stack, shop, campaign["id"], enqueued["recipients"], balance_before,
+                  send_seconds)
+
+
+def _raise_system_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run(recipients: int = 3000, personalised: bool = False) -> int:
+    """Run the demo; 0 when the campaign completed with exact books, else 1 with the reason."""
+    if recipients < 1:
+        print("demo: --recipients must be at least 1", file=sys.stderr)
+        return 2
+    began = time.monotonic()
+    signal.signal(signal.SIGTERM, _raise_system_exit)  # so `finally` stops every child
+    stack: LocalStack | None = None
+    background: BackgroundStack | None = None
+    try:
+        stack = local.prepare()
+        background = BackgroundStack(stack, LOG_DIR)
+        print("astronote demo: starting the stack in the background")
+        for line in local.describe(stack, background.processes):
+            print(f"  {line}")
+        print(f"  logs:       {background.log_dir}/", flush=True)
+        background.start()
+        wait_for(lambda: requests.get(f"{stack.web_url}/health", timeout=2).ok, "the API", 60,
+                 background)
+        wait_for(lambda: requests.get(f"{stack.sim_url}/_sim/health", timeout=2).ok,
+                 "the simulator", 30, background)
+        print(f"stack ready after {time.monotonic() - began:.1f} s", flush=True)
+        outcome = run_campaign(stack, background, recipients, personalised)
+    except DemoFailure as failure:
+        print(f"demo FAILED: {failure}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping the stack", file=sys.stderr)
+        return 130
+    finally:
+        if background is not None:
+            background.stop()
+        if stack is not None:
+            stack.close()
+    print("\n== report ==")
+    for line in outcome.lines:
+        print(line)
+    print(f"wall time:  {time.monotonic() - began:.1f} s (start-up included)")
+    if outcome.problems:
+        print(f"result: FAILED: {'; '.join(outcome.problems)}")
+        return 1
+    print("result: OK")
+    return 0

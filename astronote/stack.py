@@ -1,0 +1,246 @@
+"""The local stack: web, worker, clock and the provider simulator on one machine.
+
+`prepare()` does what `astronote up` and `astronote demo` share: PostgreSQL and Redis (from
+DATABASE_URL / REDIS_URL, else embedded servers under ./var/), ports, the children's
+environment (always pointed at the simulator), the schema migration, and the process commands.
+`up()` then runs the processes in the foreground with honcho until Ctrl-C.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from astronote import embedded
+from astronote.embedded import EmbeddedServers
+
+VAR_DIR = Path("var")
+DEFAULT_WEB_PORT = 8000
+DEFAULT_SIM_PORT = 9090
+SIMULATOR_API_KEY = "astronote-sim-key"
+# Local development values, used only when the variable is unset; the stack binds 127.0.0.1.
+DEV_DEFAULTS = {
+    "ADMIN_TOKEN": "astronote-dev-admin",
+    "DLR_WEBHOOK_SECRET": "astronote-dev-dlr",
+    "SECRET_KEY": "astronote-dev-secret",
+}
+QUEUES = ("sms-send", "delivery-status-update")
+
+
+@dataclass
+class LocalStack:
+    """Where everything runs; `close()` stops the embedded servers (if any)."""
+
+    env: dict[str, str]
+    web_port: int
+    sim_port: int
+    database_url: str
+    redis_url: str
+    embedded_names: tuple[str, ...] = ()
+    servers: EmbeddedServers | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def admin_token(self) -> str:
+        return self.env["ADMIN_TOKEN"]
+
+    def close(self) -> None:
+        if self.servers is not None:
+            self.servers.close()
+            self.servers = None
+
+
+def resolve_servers(
+    var_dir: Path, environ: Mapping[str, str]
+) -> tuple[str, str, EmbeddedServers | None]:
+    """DATABASE_URL and REDIS_URL from `environ`; embedded servers for whichever is unset."""
+    database_url = environ.get("DATABASE_URL", "").strip()
+    redis_url = environ.get("REDIS_URL", "").strip()
+    if database_url and redis_url:
+        return database_url, redis_url, None
+    servers = embedded.start(var_dir, not database_url, not redis_url)
+    return database_url or servers.database_url, redis_url or servers.redis_url, servers
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # Like gunicorn: a port with only TIME_WAIT leftovers counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def choose_port(preferred: int, taken: tuple[int, ...] = ()) -> int:
+    """`preferred` if nobody listens on it, else any free port."""
+    if preferred not in taken and port_is_free(preferred):
+        return preferred
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
+
+
+def child_environment(
+    environ: Mapping[str, str], database_url: str, redis_url: str, web_port: int, sim_port: int
+) -> dict[str, str]:
+    """The processes' environment: the caller's, pointed at these servers and the simulator."""
+    env = {**environ, **{k: v for k, v in DEV_DEFAULTS.items() if not environ.get(k)}}
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "PORT": str(web_port),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
+            # Always the simulator: a real provider key must never leave for a local stack.
+            "MITTO_API_BASE": f"http://127.0.0.1:{sim_port}",
+            "MITTO_API_KEY": SIMULATOR_API_KEY,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def migrate_schema(database_url: str) -> list[str]:
+    """`astronote migrate`, in this process; returns the versions applied now."""
+    from models import database
+    from models.migrate import migrate
+
+    database.bind(database_url, 2)
+    try:
+        return migrate()
+    finally:
+        database.db.close_all()
+
+
+def has_clock() -> bool:
+    """The clock (`python -m scheduler`) runs only once `scheduler/__main__.py` exists."""
+    try:
+        return importlib.util.find_spec("scheduler.__main__") is not None
+    except ImportError:
+        return False
+
+
+def process_commands(stack: LocalStack, sim_options: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """The Procfile's processes for this stack (as argv), run with this interpreter so that
+    no virtualenv has to be activated."""
+    env, python = stack.env, sys.executable
+    commands = {
+        "web": [python, "-m", "gunicorn", "api.wsgi:app", "--bind", f"127.0.0.1:{stack.web_port}",
+                "--worker-class", "gthread", "--workers", env.get("WEB_CONCURRENCY", "2"),
+                "--threads", "8", "--graceful-timeout", "5"],
+        "worker": [python, "-m", "dramatiq", "actors",
+                   "--processes", env.get("WORKER_PROCESSES", "2"),
+                   "--threads", env.get("WORKER_THREADS", "8"), "--queues", *QUEUES],
+        "sim": [python, "-m", "astronote", "provider-sim", "--port", str(stack.sim_port),
+                "--api-key", env["MITTO_API_KEY"], *sim_options],
+    }
+    if has_clock():
+        commands["clock"] = [python, "-m", "scheduler"]
+    return commands
+
+
+def shell_command(argv: list[str]) -> str:
+    """honcho runs each process through a shell, as a Procfile line."""
+    return "exec " + shlex.join(argv)
+
+
+def prepare(var_dir: Path = VAR_DIR, environ: Mapping[str, str] | None = None) -> LocalStack:
+    """Servers, ports, environment and schema: everything but the processes themselves.
+    Configuration errors end the process with one line naming the variable."""
+    from service import config
+
+    environ = dict(os.environ if environ is None else environ)
+    embedded_names = tuple(
+        name for name, var in (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"))
+        if not environ.get(var, "").strip()
+    )
+    if embedded_names:
+        print(f"starting embedded {' and '.join(embedded_names)} under {var_dir}/"
+              " (the first start initialises the data directory and takes a while)", flush=True)
+    database_url, redis_url, servers = resolve_servers(var_dir, environ)
+    try:
+        stack = _assemble(environ, database_url, redis_url, embedded_names, servers)
+        config.load_or_exit(stack.env)
+        applied = migrate_schema(database_url)
+        stack.notes.append(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+        return stack
+    except BaseException:
+        if servers is not None:
+            servers.close()
+        raise
+
+
+def _assemble(environ: dict[str, str], database_url: str, redis_url: str,
+              embedded_names: tuple[str, ...], servers: EmbeddedServers | None) -> LocalStack:
+    wanted_web = int(environ.get("PORT", "") or DEFAULT_WEB_PORT)
+    web_port = choose_port(wanted_web)
+    sim_port = choose_port(DEFAULT_SIM_PORT, taken=(web_port,))
+    notes = [f"port {wanted} is taken; {what} uses {port} instead"
+             for what, wanted, port in (("the API", wanted_web, web_port),
+                                        ("the simulator", DEFAULT_SIM_PORT, sim_port))
+             if wanted != port]
+    env = child_environment(environ, database_url, redis_url, web_port, sim_port)
+    return LocalStack(env, web_port, sim_port, database_url, redis_url, embedded_names,
+                      servers, notes)
+
+
+def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]:
+    """What runs where, for the start-up banner."""
+    def origin(name: str) -> str:
+        return f"embedded under {VAR_DIR}/" if name in stack.embedded_names else "from environment"
+
+    clock = ("clock (python -m scheduler)" if "clock" in processes
+             else "no clock (scheduler/__main__.py does not exist yet)")
+    return [
+        f"processes:  {', '.join(name for name in processes if name != 'clock')}; {clock}",
+        f"API:        {stack.web_url}  (admin token: {stack.admin_token})",
+        f"simulator:  {stack.sim_url}  (API key {SIMULATOR_API_KEY}; /_sim/stats, /_sim/messages)",
+        f"PostgreSQL: {stack.database_url}  ({origin('PostgreSQL')})",
+        f"Redis:      {stack.redis_url}  ({origin('Redis')})",
+        *stack.notes,
+    ]
+
+
+def up() -> int:
+    """Run web, worker, clock (when it exists) and the simulator until Ctrl-C."""
+    from honcho.manager import Manager
+
+    try:
+        stack = prepare()
+    except KeyboardInterrupt:
+        return 130
+    try:
+        processes = process_commands(stack)
+        print("astronote up: starting the local stack; Ctrl-C stops everything")
+        for line in describe(stack, processes):
+            print(f"  {line}")
+        sys.stdout.flush()
+        manager = Manager()
+        for name, argv in processes.items():
+            manager.add_process(name, shell_command(argv), env=stack.env)
+        manager.loop()
+        return manager.returncode or 0
+    finally:
+        stack.close()

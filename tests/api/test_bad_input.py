@@ -1,0 +1,847 @@
+"""Bad input to every endpoint of SPEC 5 that takes input: the answer is the documented status
+with a JSON `{"title", "description"}` naming the field, nothing is written, and never a 500.
+Every request goes through `CheckedClient`, which fails any 5xx or non-JSON error on its own."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from api.body import MAX_BODY
+from service import links
+from tests.api.conftest import (ADMIN, assert_answer, assert_error, auth, contact_ids,
+                                create_campaign, create_shop, import_contacts, top_up)
+
+MISSING_ID = 987654
+TABLES = ("shop", "api_key", "contact", "suppression", "campaign", "campaign_recipient",
+          "send_batch", "credit_transaction", "credit_reservation", "delivery_report")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def count(db, table: str) -> int:
+    return db.execute_sql(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def snapshot(db) -> dict:
+    """Everything a rejected request could have written."""
+    rows = {table: count(db, table) for table in TABLES}
+    rows["campaigns"] = db.execute_sql(
+        "SELECT id, name, text, status, scheduled_at, started_at FROM campaign ORDER BY id"
+    ).fetchall()
+    rows["balances"] = db.execute_sql("SELECT id, credit_balance FROM shop ORDER BY id").fetchall()
+    return rows
+
+
+def future(days: int = 1) -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat()
+
+
+# Every endpoint with a body: (method, path template, who authenticates).
+ENDPOINTS = {
+    "create shop": ("POST", "/admin/shops", "admin"),
+    "top up": ("POST", "/admin/shops/{shop_id}/credits", "admin"),
+    "import contacts": ("POST", "/contacts", "shop"),
+    "create campaign": ("POST", "/campaigns", "shop"),
+    "edit campaign": ("PATCH", "/campaigns/{campaign_id}", "shop"),
+    "schedule campaign": ("POST", "/campaigns/{campaign_id}/schedule", "shop"),
+    "delivery report": ("POST", "/webhooks/mitto/dlr", "webhook"),
+}
+
+# A valid body for each, used as the base of wrong and unknown fields.
+VALID = {
+    "create shop": {"domain": "new-shop.example", "name": "New"},
+    "top up": {"amount": 10, "reference": "order-1"},
+    "import contacts": {"contacts": [{"phone": "+14155552671", "first_name": "Ann"}]},
+    "create campaign": {"name": "Autumn", "text": "Autumn sale"},
+    "edit campaign": {"name": "Renamed"},
+    "schedule campaign": {"scheduled_at": future()},
+    "delivery report": {"id": "msg-1", "deliveryStatus": "Delivered"},
+}
+
+
+@pytest.fixture
+def draft(client, shops) -> int:
+    """A draft campaign of the shop under test."""
+    return create_campaign(client, shops.key)["id"]
+
+
+@pytest.fixture
+def send(client, shops, draft):
+    """send(endpoint name, json=... | body=...): the request with the endpoint's credentials."""
+
+    def request(name: str, **kwargs):
+        method, template, who = ENDPOINTS[name]
+        path = template.format(shop_id=shops.id, campaign_id=draft)
+        headers = {"admin": ADMIN, "shop": auth(shops.key),
+                   "webhook": {"X-Webhook-Token": "dlr-secret"}}[who]
+        return client.simulate_request(method, path, headers=headers, **kwargs)
+
+    return request
+
+
+# --- framework errors and authentication -----------------------------------------------------
+
+def test_unknown_route_is_a_json_404(client, shops):
+    # Given an authenticated shop
+    # When it asks for a route that does not exist
+    result = client.simulate_get("/no-such-thing", headers=auth(shops.key))
+    # Then Falcon's 404 is JSON with title and description
+    assert_error(result, 404)
+
+
+def test_a_method_the_route_lacks_is_a_json_405(client, shops, draft):
+    # Given a campaign
+    # When it is DELETEd (no such method) or the list is PUT
+    deleted = client.simulate_delete(f"/campaigns/{draft}", headers=auth(shops.key))
+    put = client.simulate_put("/campaigns", headers=auth(shops.key), json={})
+    # Then both are JSON 405s
+    assert_error(deleted, 405)
+    assert_error(put, 405)
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Bearer"},
+    {"Authorization": "Bearer ak_not-a-real-key"},
+    {"Authorization": "Basic YWRtaW46YWRtaW4="},
+    {"Authorization": "Bearer caf\u00e9"},  # not ASCII: must not crash the comparison
+], ids=["none", "empty", "wrong", "basic", "latin-1"])
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/credits"), ("GET", "/credits/transactions"), ("POST", "/contacts"),
+    ("GET", "/contacts"), ("POST", "/campaigns"), ("GET", "/campaigns"), ("GET", "/campaigns/1"),
+    ("PATCH", "/campaigns/1"), ("POST", "/campaigns/1/enqueue"), ("POST", "/campaigns/1/schedule"),
+    ("POST", "/campaigns/1/pause"), ("POST", "/campaigns/1/resume"),
+    ("POST", "/campaigns/1/cancel"), ("GET", "/campaigns/1/progress"),
+    ("GET", "/campaigns/1/recipients"),
+])
+def test_a_shop_route_without_a_valid_key_is_401(client, db, shops, headers, method, path):
+    # Given a shop with data
+    before = snapshot(db)
+    # When a route is called without a valid API key
+    result = client.simulate_request(method, path, headers=headers, json={"name": "x"})
+    # Then 401 with a Bearer challenge, and nothing changed
+    assert_error(result, 401)
+    assert result.headers.get("www-authenticate") == "Bearer"
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer admin-secret-but-longer"},
+    {"Authorization": "Bearer caf\u00e9"},
+], ids=["none", "wrong", "prefix", "latin-1"])
+def test_an_admin_route_without_the_admin_token_is_401(client, db, shops, headers):
+    # Given shops
+    before = snapshot(db)
+    # When the admin routes are called without the admin token
+    created = client.simulate_post("/admin/shops", headers=headers,
+                                   json={"domain": "x.example", "name": "x"})
+    topped = client.simulate_post(f"/admin/shops/{shops.id}/credits", headers=headers,
+                                  json={"amount": 5, "reference": "r"})
+    # Then both are 401 and no shop or credit was added
+    assert_error(created, 401)
+    assert_error(topped, 401)
+    assert snapshot(db) == before
+
+
+def test_an_admin_route_with_a_shop_key_is_401(client, db, shops):
+    # Given a shop's valid API key
+    before = snapshot(db)
+    # When it is used on the admin routes
+    created = client.simulate_post("/admin/shops", headers=auth(shops.key),
+                                   json={"domain": "x.example", "name": "x"})
+    topped = client.simulate_post(f"/admin/shops/{shops.id}/credits", headers=auth(shops.key),
+                                  json={"amount": 5, "reference": "r"})
+    # Then 401: a shop cannot create shops or credit itself
+    assert_error(created, 401)
+    assert_error(topped, 401)
+    assert snapshot(db) == before
+
+
+def test_the_admin_token_is_not_a_shop_key(client, shops):
+    # When the admin token is used on a shop route
+    result = client.simulate_get("/credits", headers=ADMIN)
+    # Then 401: it names no shop
+    assert_error(result, 401)
+
+
+# --- bodies: the same malformations on every endpoint ----------------------------------------
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+@pytest.mark.parametrize("raw", [
+    b"{", b'{"name": "x",}', b"{'name': 'x'}", b"nul", b"\xff\xfe\x00", b'{"a": 1} trailing',
+    b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
+], ids=["unclosed", "trailing-comma", "single-quotes", "bad-literal", "not-utf8", "trailing",
+        "deep"])
+def test_malformed_json_is_400(send, db, name, raw):
+    # Given everything as it is
+    before = snapshot(db)
+    # When the endpoint gets a body that is not JSON
+    result = send(name, body=raw)
+    # Then 400, nothing written
+    assert_error(result, 400)
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+@pytest.mark.parametrize("raw", [b"", b"   \n"], ids=["empty", "whitespace"])
+def test_an_empty_body_is_400(send, db, name, raw):
+    before = snapshot(db)
+    # When the endpoint gets no body at all
+    result = send(name, body=raw)
+    # Then 400 saying the body is empty
+    assert_error(result, 400)
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+@pytest.mark.parametrize("document", [[], [1, 2], "text", 42, None, True],
+                         ids=["empty-array", "array", "string", "number", "null", "bool"])
+def test_a_body_that_is_not_an_object_is_422(send, db, name, document):
+    # (the delivery-report webhook takes an array of reports, but not of numbers, nor empty)
+    before = snapshot(db)
+    # When the endpoint gets JSON that is not an object
+    result = send(name, body=json.dumps(document))
+    # Then 422, nothing written
+    assert_error(result, 422)
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+def test_a_body_over_5_mib_is_413(send, db, name):
+    # Given a real, well-formed JSON document of 5 MiB + 1 byte
+    head, tail = b'{"name": "', b'"}'
+    raw = head + b"x" * (MAX_BODY + 1 - len(head) - len(tail)) + tail
+    assert len(raw) == MAX_BODY + 1
+    before = snapshot(db)
+    # When it is sent
+    result = send(name, body=raw)
+    # Then 413, nothing written
+    assert_error(result, 413)
+    assert snapshot(db) == before
+
+
+def test_a_body_of_exactly_5_mib_is_read(send, db):
+    # Given a JSON document of exactly 5 MiB (a name far too long)
+    head, tail = b'{"name": "', b'"}'
+    raw = head + b"x" * (MAX_BODY - len(head) - len(tail)) + tail
+    # When it is sent
+    result = send("edit campaign", body=raw)
+    # Then it was read and validated (422 for the name), not refused as too large
+    assert_error(result, 422, "name")
+
+
+UNKNOWN = {
+    "create shop": ({**VALID["create shop"], "credit_balance": 10**6}, "credit_balance"),
+    "top up": ({**VALID["top up"], "shop_id": 2}, "shop_id"),
+    "import contacts": ({**VALID["import contacts"], "tags": ["vip"]}, "tags"),
+    "create campaign": ({**VALID["create campaign"], "status": "sending"}, "status"),
+    "edit campaign": ({"name": "x", "status": "completed"}, "status"),
+    "schedule campaign": ({**VALID["schedule campaign"], "timezone": "UTC"}, "timezone"),
+}
+
+
+@pytest.mark.parametrize("name", UNKNOWN)
+def test_an_unknown_field_is_422_and_nothing_is_written(send, db, name):
+    # Given a valid body with one field the API does not know
+    body, field = UNKNOWN[name]
+    before = snapshot(db)
+    # When it is sent
+    result = send(name, json=body)
+    # Then 422 naming the field, and not even the known fields were written
+    assert_error(result, 422, field)
+    assert snapshot(db) == before
+
+
+def test_an_unknown_field_inside_a_contact_is_422_and_no_contact_is_written(send, db):
+    before = count(db, "contact")
+    # When one contact of an import carries an unknown field
+    result = send("import contacts", json={"contacts": [
+        {"phone": "+14155552671"}, {"phone": "+447911123457", "email": "a@b.example"}]})
+    # Then 422 naming contacts.1.email, and neither contact was imported
+    assert_error(result, 422, "contacts.1.email")
+    assert count(db, "contact") == before
+
+
+WRONG_TYPES = [
+    ("create shop", {"domain": 5, "name": "x"}, "domain"),
+    ("create shop", {"domain": "not a domain", "name": "x"}, "domain"),
+    ("create shop", {"domain": "a.example", "name": ""}, "name"),
+    ("create shop", {"domain": "a.example", "name": "x", "sender": "x" * 16}, "sender"),
+    ("top up", {"amount": "10", "reference": "r"}, "amount"),
+    ("top up", {"amount": 0, "reference": "r"}, "amount"),
+    ("top up", {"amount": -5, "reference": "r"}, "amount"),
+    ("top up", {"amount": 1.5, "reference": "r"}, "amount"),
+    ("top up", {"amount": 10**30, "reference": "r"}, "amount"),
+    ("top up", {"amount": 10, "reference": 7}, "reference"),
+    ("import contacts", {"contacts": {"phone": "+14155552671"}}, "contacts"),
+    ("import contacts", {"contacts": [{"phone": 14155552671}]}, "contacts.0.phone"),
+    ("import contacts", {"contacts": [{"phone": "+14155552671"}, "+447911123456"]},
+     "contacts.1"),
+    ("import contacts", {"contacts": [{"phone": "+14155552671", "first_name": 3}]},
+     "contacts.0.first_name"),
+    ("import contacts", {"contacts": [], "default_country": "gr"}, "default_country"),
+    ("import contacts", {"contacts": [{"phone": "1"}] * 10_001}, "contacts"),
+    ("create campaign", {"name": 1, "text": "t"}, "name"),
+    ("create campaign", {"name": "n", "text": ""}, "text"),
+    ("create campaign", {"name": "n", "text": "x" * 1601}, "text"),
+    ("create campaign", {"name": "n", "text": "t", "contact_ids": ["1"]}, "contact_ids.0"),
+    ("create campaign", {"name": "n", "text": "t", "contact_ids": [0]}, "contact_ids.0"),
+    ("create campaign", {"name": "n", "text": "t", "contact_ids": [2**63]}, "contact_ids.0"),
+    ("create campaign", {"name": "n", "text": "t", "contact_ids": []}, "contact_ids"),
+    ("create campaign", {"name": "n", "text": "t", "contact_ids": 1}, "contact_ids"),
+    ("create campaign", {"name": "n", "text": "t", "append_unsubscribe": "yes"},
+     "append_unsubscribe"),
+    ("edit campaign", {"name": None}, "name"),
+    ("edit campaign", {"text": ["a"]}, "text"),
+    ("schedule campaign", {"scheduled_at": 1767225600}, "scheduled_at"),
+    ("schedule campaign", {"scheduled_at": "tomorrow"}, "scheduled_at"),
+    ("schedule campaign", {"scheduled_at": "2030-02-30T10:00:00+00:00"}, "scheduled_at"),
+    ("delivery report", {"id": 5, "deliveryStatus": "Delivered"}, "id"),
+    ("delivery report", {"id": "m", "deliveryStatus": "Delivered", "statusCode": "0"},
+     "statusCode"),
+    ("delivery report", {"id": "m", "deliveryStatus": "Delivered", "timestamp": "yesterday"},
+     "timestamp"),
+    ("delivery report", [{"id": "m", "deliveryStatus": "Delivered"}, {"id": "n"}],
+     "1.deliveryStatus"),
+]
+
+
+@pytest.mark.parametrize("name, body, field", WRONG_TYPES,
+                         ids=[f"{n}:{f}" for n, _, f in WRONG_TYPES])
+def test_a_wrong_type_or_value_is_422_naming_the_field(send, db, name, body, field):
+    before = snapshot(db)
+    # When a field has the wrong type or is out of range
+    result = send(name, json=body)
+    # Then 422 naming the field, nothing written
+    assert_error(result, 422, field)
+    assert snapshot(db) == before
+
+
+MISSING = [
+    ("create shop", {"name": "x"}, "domain"),
+    ("create shop", {"domain": "a.example"}, "name"),
+    ("top up", {"amount": 5}, "reference"),
+    ("top up", {"reference": "r"}, "amount"),
+    ("import contacts", {}, "contacts"),
+    ("import contacts", {"contacts": [{"first_name": "Ann"}]}, "contacts.0.phone"),
+    ("create campaign", {"name": "n"}, "text"),
+    ("create campaign", {"text": "t"}, "name"),
+    ("edit campaign", {}, "body"),
+    ("schedule campaign", {}, "scheduled_at"),
+    ("delivery report", {"id": "m"}, "deliveryStatus"),
+    ("delivery report", {"deliveryStatus": "Delivered"}, "id"),
+]
+
+
+@pytest.mark.parametrize("name, body, field", MISSING, ids=[f"{n}:{f}" for n, _, f in MISSING])
+def test_a_missing_required_field_is_422_naming_it(send, db, name, body, field):
+    before = snapshot(db)
+    # When a required field is left out
+    result = send(name, json=body)
+    # Then 422 naming it, nothing written
+    assert_error(result, 422, field)
+    assert snapshot(db) == before
+
+
+TEXT_FIELDS = [
+    ("create shop", {"domain": "a.example", "name": "{}"}, "name"),
+    ("top up", {"amount": 5, "reference": "{}"}, "reference"),
+    ("import contacts", {"contacts": [{"phone": "+14155552671", "first_name": "{}"}]},
+     "contacts.0.first_name"),
+    ("create campaign", {"name": "n", "text": "{}"}, "text"),
+    ("edit campaign", {"name": "{}"}, "name"),
+    ("delivery report", {"id": "{}", "deliveryStatus": "Delivered"}, "id"),
+]
+
+
+@pytest.mark.parametrize("character", ["\u0000", "\ud800"], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize("name, template, field", TEXT_FIELDS,
+                         ids=[f"{n}:{f}" for n, _, f in TEXT_FIELDS])
+def test_text_postgresql_cannot_store_is_422(send, db, name, template, field, character):
+    # Given a string JSON allows but PostgreSQL text does not (NUL, an unpaired surrogate)
+    body = json.loads(json.dumps(template).replace("{}", f"a{character}b"))
+    before = snapshot(db)
+    # When it is sent
+    result = send(name, json=body)
+    # Then 422 naming the field rather than a database error
+    assert_error(result, 422, field)
+    assert snapshot(db) == before
+
+
+# --- contact import --------------------------------------------------------------------------
+
+def test_invalid_phones_are_reported_by_index_and_valid_rows_still_imported(client, db, shops):
+    before = count(db, "contact")
+    # When an import mixes valid and invalid numbers
+    result = client.simulate_post("/contacts", headers=auth(shops.key), json={"contacts": [
+        {"phone": "+14155552671", "first_name": "Ann"},
+        {"phone": "not a phone"},
+        {"phone": "+3069123"},
+        {"phone": "+447911123456"},
+        {"phone": "6912345677"},  # national, and no default country
+    ]})
+    # Then 200: the two valid ones are created, the others reported by index with a reason
+    assert result.status_code == 200, result.text
+    assert result.json["created"] == 2 and result.json["updated"] == 0
+    assert [row["index"] for row in result.json["invalid"]] == [1, 2, 4]
+    assert all(isinstance(row["error"], str) and row["error"] for row in result.json["invalid"])
+    assert count(db, "contact") == before + 2
+
+
+def test_a_default_country_reads_national_numbers(client, shops):
+    # When national numbers come with their country
+    result = client.simulate_post("/contacts", headers=auth(shops.key), json={
+        "contacts": [{"phone": "6912345670"}], "default_country": "GR"})
+    # Then they are valid
+    assert result.status_code == 200, result.text
+    assert (result.json["created"], result.json["invalid"]) == (1, [])
+
+
+def test_an_unknown_default_country_makes_national_numbers_invalid_not_an_error(client, shops):
+    result = client.simulate_post("/contacts", headers=auth(shops.key), json={
+        "contacts": [{"phone": "6912345670"}, {"phone": "+14155552671"}],
+        "default_country": "ZZ"})
+    assert result.status_code == 200, result.text
+    assert result.json["created"] == 1
+    assert [row["index"] for row in result.json["invalid"]] == [0]
+
+
+def test_duplicates_in_one_import_are_merged(client, db, shops):
+    before = count(db, "contact")
+    # When one number appears three times in different spellings
+    result = client.simulate_post("/contacts", headers=auth(shops.key), json={"contacts": [
+        {"phone": "+1 415 555 2671", "first_name": "Ann"},
+        {"phone": "+14155552671"},
+        {"phone": "+1 (415) 555-2671", "first_name": "Anna"},
+        {"phone": "+447911123458"},
+    ]})
+    # Then it is created once (with the last first name given)
+    assert result.status_code == 200, result.text
+    assert (result.json["created"], result.json["updated"]) == (2, 0)
+    assert count(db, "contact") == before + 2
+    names = db.execute_sql("SELECT first_name FROM contact WHERE phone = '+14155552671'")
+    assert names.fetchall() == [("Anna",)]
+
+
+def test_a_reimport_updates_instead_of_creating(client, shops):
+    # Given a shop's existing contact, when it is imported again
+    result = client.simulate_post("/contacts", headers=auth(shops.key),
+                                  json={"contacts": [{"phone": "+306912345678"}]})
+    # Then it is counted as updated
+    assert (result.json["created"], result.json["updated"]) == (0, 1)
+
+
+def test_an_empty_import_creates_nothing(client, shops):
+    result = client.simulate_post("/contacts", headers=auth(shops.key), json={"contacts": []})
+    assert result.status_code == 200, result.text
+    assert result.json == {"created": 0, "updated": 0, "invalid": []}
+
+
+# --- another shop's ids are missing ids ------------------------------------------------------
+
+CAMPAIGN_ROUTES = [
+    ("GET", "", None), ("PATCH", "", {"name": "mine now"}), ("POST", "/enqueue", None),
+    ("POST", "/schedule", "future"), ("POST", "/pause", None), ("POST", "/resume", None),
+    ("POST", "/cancel", None), ("GET", "/progress", None), ("GET", "/recipients", None),
+]
+
+
+@pytest.mark.parametrize("method, suffix, body", CAMPAIGN_ROUTES,
+                         ids=[f"{m} {s or '/'}" for m, s, _ in CAMPAIGN_ROUTES])
+def test_another_shops_campaign_is_404_exactly_like_a_missing_one(client, db, shops, method,
+                                                                  suffix, body):
+    # Given another shop's campaign id and an id that does not exist
+    body = {"scheduled_at": future()} if body == "future" else body
+    before = snapshot(db)
+
+    def call(campaign_id: int):
+        return client.simulate_request(method, f"/campaigns/{campaign_id}{suffix}",
+                                       headers=auth(shops.key), json=body)
+
+    # When the shop uses each
+    other, missing = call(shops.other_campaign_id), call(MISSING_ID)
+    # Then both are 404, with the same words, and the other shop's campaign is untouched
+    assert_error(other, 404)
+    assert_error(missing, 404)
+    assert other.json["title"] == missing.json["title"]
+    assert other.json["description"] == missing.json["description"].replace(
+        str(MISSING_ID), str(shops.other_campaign_id))
+    assert snapshot(db) == before
+
+
+def test_another_shops_contact_ids_in_a_campaign_are_422_like_missing_ones(client, db, shops):
+    before = count(db, "campaign")
+    own = contact_ids(client, shops.key)
+    # When a campaign names another shop's contact, or one that does not exist
+    other = client.simulate_post("/campaigns", headers=auth(shops.key), json={
+        "name": "n", "text": "t", "contact_ids": [*own, shops.other_contact_id]})
+    missing = client.simulate_post("/campaigns", headers=auth(shops.key), json={
+        "name": "n", "text": "t", "contact_ids": [*own, MISSING_ID]})
+    # Then both are 422 naming contact_ids, and no campaign was created
+    assert_error(other, 422, "contact_ids")
+    assert_error(missing, 422, "contact_ids")
+    assert other.json["description"] == missing.json["description"].replace(
+        str(MISSING_ID), str(shops.other_contact_id))
+    assert count(db, "campaign") == before
+
+
+def test_another_shops_list_data_is_not_listed(client, shops):
+    # When the shop lists its contacts and campaigns
+    contacts = client.simulate_get("/contacts", headers=auth(shops.key)).json["items"]
+    campaigns = client.simulate_get("/campaigns", headers=auth(shops.key)).json["items"]
+    # Then none of the other shop's appear
+    assert shops.other_contact_id not in [c["id"] for c in contacts]
+    assert shops.other_campaign_id not in [c["id"] for c in campaigns]
+
+
+def test_a_top_up_for_a_missing_shop_is_404(client, db, shops):
+    before = snapshot(db)
+    result = client.simulate_post(f"/admin/shops/{MISSING_ID}/credits", headers=ADMIN,
+                                  json={"amount": 5, "reference": "r"})
+    assert_error(result, 404)
+    assert snapshot(db) == before
+
+
+# --- query parameters and path ids -----------------------------------------------------------
+
+LISTS = ["/credits/transactions", "/contacts", "/campaigns", "/campaigns/{campaign}/recipients"]
+
+
+@pytest.mark.parametrize("path", LISTS)
+@pytest.mark.parametrize("query, name", [
+    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=abc", "limit"), ("limit=", "limit"),
+    ("limit=1.5", "limit"), ("limit=-1", "limit"), ("after=-1", "after"), ("after=x", "after"),
+    ("after=99999999999999999999", "after"), ("limit=10&limit=1000", "limit"),
+])
+def test_query_params_out_of_range_are_422_naming_them(client, shops, draft, path, query, name):
+    # When a list is asked for with a bad limit or cursor
+    result = client.simulate_get(path.format(campaign=draft), headers=auth(shops.key),
+                                 query_string=query)
+    # Then 422 naming the parameter
+    assert_error(result, 422, name)
+
+
+@pytest.mark.parametrize("path, query", [
+    ("/campaigns", "status=bogus"), ("/campaigns", "status="),
+    ("/campaigns/{campaign}/recipients", "status=bogus"),
+    ("/campaigns/{campaign}/recipients", "status=SENT"),
+    ("/contacts", "opted_out=maybe"),
+])
+def test_a_filter_outside_its_choices_is_422(client, shops, draft, path, query):
+    result = client.simulate_get(path.format(campaign=draft), headers=auth(shops.key),
+                                 query_string=query)
+    assert_error(result, 422, query.split("=")[0])
+
+
+@pytest.mark.parametrize("path, query", [
+    ("/credits/transactions", "limit=1&after=0"), ("/contacts", "limit=100&opted_out=false"),
+    ("/campaigns", "limit=1&status=draft"), ("/campaigns/{campaign}/recipients", "status=sent"),
+])
+def test_query_params_in_range_are_accepted(client, shops, draft, path, query):
+    # (the control: the bounds above are not rejecting everything)
+    result = client.simulate_get(path.format(campaign=draft), headers=auth(shops.key),
+                                 query_string=query)
+    assert result.status_code == 200, result.text
+    assert set(result.json) == {"items", "next"}
+
+
+@pytest.mark.parametrize("path", [
+    "/campaigns/abc", "/campaigns/1.5", "/campaigns/1e3/progress", "/campaigns/%201",
+    "/campaigns/0x1/enqueue", "/campaigns/99999999999999999999999",
+    "/campaigns/9223372036854775808/progress", "/admin/shops/abc/credits",
+    "/admin/shops/99999999999999999999999/credits",
+])
+def test_path_ids_that_are_not_ids_are_404(client, db, shops, path):
+    before = snapshot(db)
+    headers = ADMIN if path.startswith("/admin") else auth(shops.key)
+    # When an id in the path is not an integer (or not one PostgreSQL can hold)
+    for method in ("GET", "POST", "PATCH"):
+        result = client.simulate_request(method, path, headers=headers,
+                                         json={"amount": 5, "reference": "r"})
+        # Then 404 (or 405 where the method does not exist), never a database error
+        assert result.status_code in (404, 405), result.text
+        assert_answer(result)
+    assert client.simulate_get(path, headers=headers).status_code == 404
+    assert snapshot(db) == before
+
+
+# --- state transitions -----------------------------------------------------------------------
+
+def campaign_row(db, campaign_id: int) -> tuple:
+    return db.execute_sql("SELECT status, started_at FROM campaign WHERE id = %s",
+                          (campaign_id,)).fetchone()
+
+
+def test_patch_on_a_sending_campaign_is_409_and_changes_nothing(client, db, shops, draft):
+    # Given a campaign that is sending
+    enqueued = client.simulate_post(f"/campaigns/{draft}/enqueue", headers=auth(shops.key))
+    assert enqueued.status_code == 202, enqueued.text
+    before = snapshot(db)
+    # When it is edited
+    result = client.simulate_patch(f"/campaigns/{draft}", headers=auth(shops.key),
+                                   json={"text": "changed"})
+    # Then 409 and its text is what is being sent
+    assert_error(result, 409)
+    assert snapshot(db) == before
+
+
+def test_enqueue_twice_is_409_the_second_time(client, db, shops, draft):
+    # Given an enqueued campaign
+    first = client.simulate_post(f"/campaigns/{draft}/enqueue", headers=auth(shops.key))
+    assert first.status_code == 202, first.text
+    assert first.json["status"] == "sending" and first.json["recipients"] == 2
+    before = snapshot(db)
+    # When it is enqueued again
+    second = client.simulate_post(f"/campaigns/{draft}/enqueue", headers=auth(shops.key))
+    # Then 409, no second set of recipients or reservation
+    assert_error(second, 409)
+    assert snapshot(db) == before
+
+
+def test_enqueue_with_no_eligible_contact_is_422_and_changes_nothing(client, db, shops):
+    # Given a shop whose only contact opted out, and a campaign for everyone
+    _, key = create_shop(client, "lonely.example", credits=100)
+    import_contacts(client, key, ["+14155552671"])
+    token = links.unsubscribe_token("test-secret", *db.execute_sql(
+        "SELECT shop_id, id FROM contact WHERE phone = '+14155552671'").fetchone())
+    assert client.simulate_get(f"/u/{token}").status_code == 200
+    campaign = create_campaign(client, key)
+    before = snapshot(db)
+    # When it is enqueued
+    result = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
+    # Then 422 and the campaign is still a draft with nothing reserved
+    assert_error(result, 422)
+    assert snapshot(db) == before
+    assert campaign_row(db, campaign["id"]) == ("draft", None)
+
+
+def test_enqueue_with_no_contacts_at_all_is_422(client, db):
+    _, key = create_shop(client, "empty.example", credits=100)
+    campaign = create_campaign(client, key)
+    result = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
+    assert_error(result, 422)
+    assert campaign_row(db, campaign["id"]) == ("draft", None)
+
+
+def test_enqueue_without_credits_is_402_and_nothing_changed(client, db, redis_client):
+    # Given a shop with contacts and a draft campaign but no credits
+    shop_id, key = create_shop(client, "broke.example")
+    import_contacts(client, key, ["+14155552671", "+447911123456"])
+    campaign = create_campaign(client, key)
+    before = snapshot(db)
+    # When the campaign is enqueued
+    result = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
+    # Then 402...
+    assert_error(result, 402)
+    # ...and nothing changed: still a draft, no recipients, no reservation, no batches, no
+    # message published
+    assert snapshot(db) == before
+    assert campaign_row(db, campaign["id"]) == ("draft", None)
+    for table in ("campaign_recipient", "credit_reservation", "send_batch"):
+        assert count(db, table) == 0, table
+    assert not redis_client.keys("dramatiq:*sms-send*")
+    assert client.simulate_get("/credits", headers=auth(key)).json == {
+        "balance": 0, "reserved": 0, "available": 0}
+    # ...so once topped up it can be enqueued
+    top_up(client, shop_id, 100, "late")
+    assert client.simulate_post(f"/campaigns/{campaign['id']}/enqueue",
+                                headers=auth(key)).status_code == 202
+
+
+@pytest.mark.parametrize("action", ["pause", "resume"])
+def test_pause_or_resume_of_a_draft_is_409(client, db, shops, draft, action):
+    before = snapshot(db)
+    result = client.simulate_post(f"/campaigns/{draft}/{action}", headers=auth(shops.key))
+    assert_error(result, 409)
+    assert snapshot(db) == before
+
+
+def test_cancel_twice_is_409_the_second_time(client, shops, draft):
+    first = client.simulate_post(f"/campaigns/{draft}/cancel", headers=auth(shops.key))
+    assert first.status_code == 200 and first.json["status"] == "cancelled"
+    second = client.simulate_post(f"/campaigns/{draft}/cancel", headers=auth(shops.key))
+    assert_error(second, 409)
+
+
+def test_bodiless_actions_ignore_a_body(client, shops, draft):
+    # (enqueue, pause, resume and cancel take no body: garbage in one is not read)
+    result = client.simulate_post(f"/campaigns/{draft}/cancel", headers=auth(shops.key),
+                                  body=b"{not json")
+    assert result.status_code == 200, result.text
+
+
+# --- scheduling ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("when", [
+    (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(),
+    "2001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+01:00",
+], ids=["a-minute-ago", "2001", "year-1"])
+def test_schedule_in_the_past_is_422(client, db, shops, draft, when):
+    before = snapshot(db)
+    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
+                                  json={"scheduled_at": when})
+    assert_error(result, 422, "scheduled_at")
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("when", [
+    (datetime.now() + timedelta(days=1)).replace(microsecond=0).isoformat(),
+    (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%d"),
+], ids=["naive", "date-only"])
+def test_schedule_with_a_naive_timestamp_is_422(client, db, shops, draft, when):
+    before = snapshot(db)
+    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
+                                  json={"scheduled_at": when})
+    assert_error(result, 422, "scheduled_at")
+    assert snapshot(db) == before
+
+
+def test_schedule_beyond_what_a_timestamp_can_hold_is_422(client, db, shops, draft):
+    before = snapshot(db)
+    # When the time is valid on its face but past year 9999 once read in UTC
+    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
+                                  json={"scheduled_at": "9999-12-31T23:59:59-05:00"})
+    # Then 422, not a campaign that can no longer be read back
+    assert_error(result, 422, "scheduled_at")
+    assert snapshot(db) == before
+    assert client.simulate_get(f"/campaigns/{draft}", headers=auth(shops.key)).status_code == 200
+
+
+def test_schedule_in_the_future_with_an_offset_is_accepted(client, shops, draft):
+    # (the control)
+    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
+                                  json={"scheduled_at": future()})
+    assert result.status_code == 200, result.text
+    assert result.json["status"] == "scheduled"
+
+
+def test_schedule_of_a_sending_campaign_is_409(client, shops, draft):
+    client.simulate_post(f"/campaigns/{draft}/enqueue", headers=auth(shops.key))
+    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
+                                  json={"scheduled_at": future()})
+    assert_error(result, 409)
+
+
+# --- delivery-report webhook -----------------------------------------------------------------
+
+REPORT = {"id": "msg-1", "to": "+14155552671", "reference": "r-1",
+          "deliveryStatus": "Delivered", "statusCode": 0, "timestamp": "2025-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize("headers, query", [
+    ({}, None), ({"X-Webhook-Token": "wrong"}, None), ({}, "token=wrong"),
+    ({"X-Webhook-Token": "caf\u00e9"}, None), ({"X-Webhook-Token": ""}, "token="),
+], ids=["none", "wrong-header", "wrong-query", "latin-1", "empty"])
+def test_the_dlr_webhook_without_the_token_is_401(client, db, headers, query):
+    before = count(db, "delivery_report")
+    result = client.simulate_post("/webhooks/mitto/dlr", headers=headers, query_string=query,
+                                  json=REPORT)
+    assert_error(result, 401)
+    assert count(db, "delivery_report") == before
+
+
+def test_the_dlr_webhook_token_may_come_in_the_query(client, db):
+    # (the control: the right token is accepted either way)
+    result = client.simulate_post("/webhooks/mitto/dlr", query_string="token=dlr-secret",
+                                  json=[REPORT, {**REPORT, "id": "msg-2"}])
+    assert result.status_code == 200, result.text
+    assert result.json["received"] == 2
+    assert count(db, "delivery_report") == 2
+
+
+@pytest.mark.parametrize("status", ["Bogus", "delivered", "", None, 3])
+def test_a_dlr_with_a_bad_delivery_status_is_422(client, db, status):
+    before = count(db, "delivery_report")
+    # When one report of a batch has a status outside the provider's list
+    result = client.simulate_post("/webhooks/mitto/dlr", headers={"X-Webhook-Token": "dlr-secret"},
+                                  json=[REPORT, {**REPORT, "deliveryStatus": status}])
+    # Then 422 naming it, and none of the batch was stored
+    assert_error(result, 422, "deliveryStatus")
+    assert count(db, "delivery_report") == before
+
+
+@pytest.mark.parametrize("field, value", [
+    ("statusCode", 2**31), ("statusCode", -(2**31) - 1), ("statusCode", 10**20),
+    ("timestamp", "9999-12-31T23:59:59-05:00"), ("timestamp", "2025-01-01T00:00:00"),
+])
+def test_a_dlr_field_postgresql_cannot_hold_is_422(client, db, field, value):
+    before = count(db, "delivery_report")
+    result = client.simulate_post("/webhooks/mitto/dlr", headers={"X-Webhook-Token": "dlr-secret"},
+                                  json={**REPORT, field: value})
+    assert_error(result, 422, field)
+    assert count(db, "delivery_report") == before
+
+
+def test_a_dlr_with_extra_provider_fields_is_accepted(client, db):
+    # (SPEC 7: providers add fields over time; a report is not lost for one)
+    result = client.simulate_post("/webhooks/mitto/dlr", headers={"X-Webhook-Token": "dlr-secret"},
+                                  json={**REPORT, "networkCode": "20201"})
+    assert result.status_code == 200, result.text
+
+
+# --- public link pages -----------------------------------------------------------------------
+
+def assert_html_page(result, status: int) -> None:
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"].startswith("text/html")
+    assert "<h1>" in result.text
+
+
+@pytest.mark.parametrize("token", [
+    "forged", "A" * 43, "x" * 500, "%00", "%ff%fe", "caf%C3%A9", "====", "a.b",
+    "AAAAAAAAAAEAAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAA",  # right length, payload (1, 1), no valid MAC
+])
+def test_unsubscribe_with_a_forged_token_is_a_404_page(client, db, shops, token):
+    before = snapshot(db)
+    result = client.simulate_get(f"/u/{token}")
+    assert_html_page(result, 404)
+    assert snapshot(db) == before
+
+
+def test_unsubscribe_with_a_genuine_token_for_a_missing_contact_is_a_404_page(client, shops):
+    token = links.unsubscribe_token("test-secret", shops.id, MISSING_ID)
+    assert_html_page(client.simulate_get(f"/u/{token}"), 404)
+
+
+def test_unsubscribe_with_a_genuine_token_opts_out(client, db, shops):
+    # (the control)
+    contact = contact_ids(client, shops.key)[0]
+    result = client.simulate_get(f"/u/{links.unsubscribe_token('test-secret', shops.id, contact)}")
+    assert_html_page(result, 200)
+    assert count(db, "suppression") == 1
+
+
+@pytest.mark.parametrize("code", ["unknown", "x" * 10, "x" * 2000, "%00", "%ff", "a%20b"])
+def test_an_unknown_short_link_is_a_404_page(client, code):
+    assert_html_page(client.simulate_get(f"/r/{code}"), 404)
+
+
+def test_a_short_link_with_a_trailing_slash_is_the_same_link(client, shops):
+    # (strip_url_path_trailing_slash: "/r/x/" is "/r/x", still unknown, still a page)
+    assert_html_page(client.simulate_get("/r/unknown/"), 404)
+
+
+# --- credits ---------------------------------------------------------------------------------
+
+def test_a_top_up_with_the_same_reference_twice_adds_credits_once(client, db, shops):
+    # Given a shop with 1000 credits
+    # When the same top-up is posted twice (a retried admin call)
+    first = top_up(client, shops.id, 250, "invoice-42")
+    second = top_up(client, shops.id, 250, "invoice-42")
+    # Then it counted once, in the balance and in the ledger
+    assert first == second == 1250
+    assert client.simulate_get("/credits", headers=auth(shops.key)).json["balance"] == 1250
+    rows = db.execute_sql("SELECT count(*) FROM credit_transaction WHERE shop_id = %s"
+                          " AND note = 'invoice-42'", (shops.id,)).fetchone()[0]
+    assert rows == 1
+
+
+def test_the_same_reference_for_another_shop_is_its_own_top_up(client, shops):
+    top_up(client, shops.id, 250, "invoice-42")
+    # When another shop is credited with the same reference
+    balance = top_up(client, shops.other_id, 250, "invoice-42")
+    # Then it is credited: references are per shop
+    assert balance == 1250
