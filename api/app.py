@@ -15,6 +15,12 @@ from api.resources import admin, campaigns, contacts, credits, health, links, we
 from service import campaigns as campaign_service
 from service.config import Settings
 
+# Only ids PostgreSQL can hold (bigserial) match: any other number in a path is a 404 like a
+# missing id, not a query error.
+_ID = "int(min=1, max=9223372036854775807)"
+SHOP = "/admin/shops/{shop_id:%s}" % _ID
+CAMPAIGN = "/campaigns/{campaign_id:%s}" % _ID
+
 
 def _json_default(value: object) -> str:
     if isinstance(value, (datetime, date)):
@@ -34,19 +40,19 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
         "/health": health.HealthResource(),
         "/readiness": health.ReadinessResource(redis_client),
         "/admin/shops": admin.ShopsResource(),
-        "/admin/shops/{shop_id:int}/credits": admin.ShopCreditsResource(),
+        f"{SHOP}/credits": admin.ShopCreditsResource(),
         "/credits": credits.CreditsResource(),
         "/credits/transactions": credits.TransactionsResource(),
         "/contacts": contacts.ContactsResource(),
         "/campaigns": campaigns.CampaignsResource(),
-        "/campaigns/{campaign_id:int}": campaigns.CampaignResource(),
-        "/campaigns/{campaign_id:int}/enqueue": campaigns.EnqueueResource(settings),
-        "/campaigns/{campaign_id:int}/schedule": campaigns.ScheduleResource(),
-        "/campaigns/{campaign_id:int}/pause": campaigns.ActionResource(campaign_service.pause),
-        "/campaigns/{campaign_id:int}/resume": campaigns.ActionResource(campaign_service.resume),
-        "/campaigns/{campaign_id:int}/cancel": campaigns.ActionResource(campaign_service.cancel),
-        "/campaigns/{campaign_id:int}/progress": campaigns.ProgressResource(),
-        "/campaigns/{campaign_id:int}/recipients": campaigns.RecipientsResource(),
+        CAMPAIGN: campaigns.CampaignResource(),
+        f"{CAMPAIGN}/enqueue": campaigns.EnqueueResource(settings),
+        f"{CAMPAIGN}/schedule": campaigns.ScheduleResource(),
+        f"{CAMPAIGN}/pause": campaigns.ActionResource(campaign_service.pause),
+        f"{CAMPAIGN}/resume": campaigns.ActionResource(campaign_service.resume),
+        f"{CAMPAIGN}/cancel": campaigns.ActionResource(campaign_service.cancel),
+        f"{CAMPAIGN}/progress": campaigns.ProgressResource(),
+        f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
         "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings),
         "/u/{token}": links.UnsubscribeResource(settings),
         "/r/{code}": links.ShortLinkResource(),

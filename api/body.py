@@ -25,6 +25,9 @@ def read_json(req: falcon.Request, schema: dict[str, Any]) -> Any:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise falcon.HTTPBadRequest(title="Malformed JSON", description=str(error)) from None
+    except RecursionError:  # "[[[[..." a few KiB deep exhausts the parser's stack
+        raise falcon.HTTPBadRequest(title="Malformed JSON",
+                                    description="the document is nested too deeply") from None
     return schemas.validate(document, schema)
 
 
@@ -52,6 +55,16 @@ def choice_param(req: falcon.Request, name: str, choices: tuple[str, ...]) -> st
             title="Invalid input",
             description=f"query parameter {name!r} must be one of {', '.join(choices)}")
     return raw
+
+
+def bool_param(req: falcon.Request, name: str) -> bool | None:
+    """`true`/`false` (or Falcon's other spellings); anything else is a 422 like every other
+    invalid parameter, where Falcon's own check answers 400."""
+    try:
+        return req.get_param_as_bool(name)
+    except falcon.HTTPInvalidParam:
+        raise falcon.HTTPUnprocessableEntity(
+            title="Invalid input", description=f"query parameter {name!r} must be true or false")
 
 
 def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:

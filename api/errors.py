@@ -1,6 +1,7 @@
 """The one place where errors become HTTP answers: `{"title": ..., "description": ...}`."""
 from __future__ import annotations
 
+import json
 import logging
 
 import falcon
@@ -55,7 +56,24 @@ def unexpected(req: falcon.Request, resp: falcon.Response, error: Exception,
                                          description="the error was logged")
 
 
+# Falcon raises its routing errors without a description; SPEC 5 promises one on every error.
+DEFAULT_DESCRIPTIONS = {
+    404: "there is nothing at this path",
+    405: "this method is not allowed on this path (the Allow header lists those that are)",
+}
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """Every HTTPError, Falcon's own included, as JSON `{title, description}` whatever the
+    client's Accept header says (Falcon's default would answer XML, or nothing)."""
+    body = error.to_dict()
+    body.setdefault("description", DEFAULT_DESCRIPTIONS.get(error.status_code, error.title))
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(body).encode()
+
+
 def register(app: falcon.App) -> None:
+    app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, unexpected)
     app.add_error_handler(UNAVAILABLE, dependency_down)
     app.add_error_handler(errors.DomainError, domain_error)

@@ -42,7 +42,8 @@ class Authentication:
         if req.path.startswith("/admin/") or req.path == "/admin":
             if not self.admin_token:
                 raise NotFound("the admin API is disabled (ADMIN_TOKEN is not set)")
-            if not token or not hmac.compare_digest(token, self.admin_token):
+            # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+            if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
                 raise Unauthorized("a valid admin token is required")
             return
         if not token:

@@ -2,7 +2,8 @@
 OpenAPI document (`GET /openapi.json`), so the two can never drift apart."""
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -61,12 +62,20 @@ DELIVERY_REPORT = {**_object({
     "to": {"type": ["string", "null"], "maxLength": 40},
     "reference": {"type": ["string", "null"], "maxLength": 200},
     "deliveryStatus": {"enum": list(DELIVERY_STATUSES)},
-    "statusCode": {"type": ["integer", "null"]},
+    "statusCode": {"type": ["integer", "null"], "minimum": -(2**31), "maximum": 2**31 - 1},
     "timestamp": {"type": ["string", "null"], "format": "date-time"},
 }, ("id", "deliveryStatus")), "additionalProperties": True}  # providers add fields over time
 
 DELIVERY_REPORTS = {"oneOf": [DELIVERY_REPORT, {"type": "array", "minItems": 1,
                                                 "maxItems": 10_000, "items": DELIVERY_REPORT}]}
+
+# Short-link codes are URL-safe base64 (`service.links`): anything else names no link, and a NUL
+# in it would reach PostgreSQL as an error rather than as a miss.
+SHORT_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+# JSON allows both ("\u0000", "\ud800"); PostgreSQL text holds neither (NUL is refused, a lone
+# surrogate cannot be encoded as UTF-8), so without this check they surface as database errors.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 _checker = FormatChecker()
 
@@ -80,10 +89,36 @@ def _is_datetime(value: object) -> bool:
 
 
 def parse_datetime(value: str) -> datetime:
+    """`value` in UTC; ValueError when it has no offset or falls outside years 1-9999 in UTC
+    (PostgreSQL would store it, and every later read of the row would fail)."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("a time zone offset is required")
-    return parsed
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("the time is out of range") from None
+
+
+def _unstorable_text(document: Any) -> str | None:
+    """The path of the first string PostgreSQL cannot store, or None."""
+    pending: list[tuple[tuple, Any]] = [((), document)]
+    while pending:  # iterative: the nesting depth is the client's choice
+        path, value = pending.pop()
+        if isinstance(value, str) and _UNSTORABLE.search(value):
+            return ".".join(str(part) for part in path) or "body"
+        items = value.items() if isinstance(value, dict) else (
+            enumerate(value) if isinstance(value, list) else ())
+        pending.extend(reversed([((*path, key), item) for key, item in items]))
+    return None
+
+
+def _storable(document: Any) -> Any:
+    field = _unstorable_text(document)
+    if field is not None:
+        raise InvalidInput(f"{field!r} holds a NUL or an unpaired surrogate, which cannot be"
+                           " stored", field)
+    return document
 
 
 def validate(document: Any, schema: dict[str, Any]) -> Any:
@@ -91,7 +126,7 @@ def validate(document: Any, schema: dict[str, Any]) -> Any:
     validator = Draft202012Validator(schema, format_checker=_checker)
     error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.path))), None)
     if error is None:
-        return document
+        return _storable(document)
     if error.context:  # oneOf: report the deepest (most specific) branch error
         error = max(error.context, key=lambda e: len(list(e.path)))
     path = ".".join(str(part) for part in error.path)
@@ -103,4 +138,6 @@ def validate(document: Any, schema: dict[str, Any]) -> Any:
         missing = error.message.split("'")[1] if "'" in error.message else ""
         field = ".".join(filter(None, [path, missing]))
         raise InvalidInput(f"{field!r} is required", field)
-    raise InvalidInput(f"{path or 'body'}: {error.message}", path or "body")
+    # The message quotes the offending value: a 5 MiB string is not worth echoing back whole.
+    message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+    raise InvalidInput(f"{path or 'body'}: {message}", path or "body")

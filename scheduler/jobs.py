@@ -1,0 +1,50 @@
+"""The clock's jobs: every way a campaign can get stuck, repaired on a schedule.
+
+Each job only publishes actor messages or calls services whose effects are conditional
+updates, so it stays harmless if two leaders overlap; the (job, slot) claim in `runs` makes
+such an overlap run each slot once anyway.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from service import reconcile, scheduling
+from service.config import Settings
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    interval_ms: int
+    run: Callable[[Settings], dict[str, Any]]
+
+
+def launch_scheduled(settings: Settings) -> dict[str, Any]:
+    """Scheduled campaigns whose time has come go to `sending` (or `failed`, with why)."""
+    return scheduling.launch_due_campaigns(settings).as_dict()
+
+
+def refresh_statuses(settings: Settings) -> dict[str, Any]:
+    """`updateCampaignStatus` for sending campaigns and finished ones with waiting reports."""
+    return {"published": len(scheduling.refresh_statuses())}
+
+
+def reconcile_campaigns(settings: Settings) -> dict[str, Any]:
+    """Republish lost batches, resolve old claims, finalise idle campaigns, release credits."""
+    report = asdict(reconcile.reconcile(settings))
+    report["finalized"] = {str(k): v for k, v in report["finalized"].items()}
+    return report
+
+
+def all_jobs(settings: Settings) -> list[Job]:
+    return [
+        Job("launch_scheduled", settings.schedule_interval_ms, launch_scheduled),
+        Job("refresh_statuses", settings.status_refresh_interval_ms, refresh_statuses),
+        Job("reconcile", settings.reconcile_interval_ms, reconcile_campaigns),
+    ]
+
+
+def did_something(result: dict[str, Any]) -> bool:
+    """Whether a job's result reports any effect (quiet runs are logged at debug level)."""
+    return any(value for value in result.values())

@@ -1,0 +1,155 @@
+"""Leader election among clock processes: one Redis key, held with a unique value.
+
+The key `astronote:scheduler:leader` holds JSON `{holder, epoch, token}`: `holder` is the
+clock's `host:pid`, `epoch` a fencing number drawn from a PostgreSQL sequence on each
+acquisition, `token` makes the value unique to this tenure. It is taken with `SET NX PX`,
+renewed and released only by scripts that first check the value is still ours, so a clock
+whose lease ran out can never extend or delete its successor's lock.
+
+Redis and this process measure the lease on different clocks, and a process can be paused
+(SIGSTOP, a long GC, a VM migration) between any two lines. So the holder keeps its own
+deadline on a monotonic clock, measured from the moment it *sent* the command, and
+`lease_valid()` answers "may I still act?" without asking Redis: a paused process that wakes
+up after its lease expired finds out before it acts, not after.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import redis
+
+LEADER_KEY = "astronote:scheduler:leader"
+
+# Share of the TTL kept in reserve: covers the drift between our clock and Redis's, and the
+# moment a job needs between checking its lease and claiming its slot.
+SAFETY_FRACTION = 0.1
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Tenure:
+    """What this process holds: the exact value it wrote, and when its lease runs out."""
+
+    value: str
+    epoch: int
+    deadline: float  # on the injected monotonic clock
+
+
+class Leadership:
+    """One clock's view of the leader lock. Thread-safe: the election loop mutates it, job
+    threads read it (`lease_valid()`), and every mutation swaps one immutable `Tenure`."""
+
+    def __init__(self, client: redis.Redis, holder: str, ttl_ms: int,
+                 next_epoch: Callable[[], int], clock: Callable[[], float] = time.monotonic,
+                 key: str = LEADER_KEY) -> None:
+        self.client = client
+        self.holder = holder
+        self.ttl_ms = ttl_ms
+        self.next_epoch = next_epoch
+        self.clock = clock
+        self.key = key
+        self._tenure: Tenure | None = None
+        self._mutation = threading.Lock()
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    @property
+    def epoch(self) -> int | None:
+        tenure = self._tenure
+        return tenure.epoch if tenure else None
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free, or keep it (a checked renewal) if this process holds
+        it. A new epoch is drawn only when the key is free, so standbys polling a held lock
+        do not burn the sequence. Redis and database errors propagate, changing nothing."""
+        if self._tenure is not None:
+            return self.renew()
+        if self.client.exists(self.key):
+            return False
+        epoch = self.next_epoch()
+        value = json.dumps({"holder": self.holder, "epoch": epoch, "token": uuid.uuid4().hex})
+        sent_at = self.clock()
+        if not self.client.set(self.key, value, nx=True, px=self.ttl_ms):
+            return False  # another clock won the race; the epoch drawn stays unused
+        with self._mutation:
+            self._tenure = Tenure(value, epoch, sent_at + self.ttl_ms / 1000)
+        return True
+
+    def renew(self) -> bool:
+        """Extend the lease if the key still holds our value. Since only this process ever
+        writes that value, a successful renewal proves the tenure never lapsed. If the key is
+        gone (expired, flushed) or another clock's, step down at once and return False."""
+        tenure = self._tenure
+        if tenure is None:
+            return False
+        sent_at = self.clock()
+        if self._renew(keys=[self.key], args=[tenure.value, self.ttl_ms]) == 1:
+            with self._mutation:
+                if self._tenure is tenure:
+                    self._tenure = Tenure(tenure.value, tenure.epoch, sent_at + self.ttl_ms / 1000)
+            return True
+        self.abandon()
+        return False
+
+    def release(self) -> bool:
+        """Delete the lock if it is still ours, so a standby takes over at its next retry
+        instead of waiting for the TTL. We stop leading whatever Redis answers."""
+        tenure = self._tenure
+        self.abandon()
+        if tenure is None:
+            return False
+        return self._release(keys=[self.key], args=[tenure.value]) == 1
+
+    def abandon(self) -> None:
+        """Forget the tenure without touching Redis (the lock is lost or its lease ran out)."""
+        with self._mutation:
+            self._tenure = None
+
+    def is_leading(self) -> bool:
+        """Holding the lock and its lease not yet run out on our own clock."""
+        tenure = self._tenure
+        return tenure is not None and self.clock() < tenure.deadline
+
+    def lease_valid(self) -> bool:
+        """Safe to start a job now: leading with the safety margin still ahead."""
+        tenure = self._tenure
+        margin = self.ttl_ms / 1000 * SAFETY_FRACTION
+        return tenure is not None and self.clock() < tenure.deadline - margin
+
+    def lease_remaining_ms(self) -> int:
+        tenure = self._tenure
+        if tenure is None:
+            return 0
+        return max(0, int((tenure.deadline - self.clock()) * 1000))
+
+
+def read_lock(client: redis.Redis, key: str = LEADER_KEY) -> dict[str, Any]:
+    """The lock as health shows it: `{exists, ttl_ms, holder, epoch}`."""
+    with client.pipeline(transaction=True) as pipe:
+        raw, ttl_ms = pipe.get(key).pttl(key).execute()
+    if raw is None:
+        return {"exists": False, "ttl_ms": None, "holder": None, "epoch": None}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = {}
+    return {"exists": True, "ttl_ms": ttl_ms if ttl_ms >= 0 else None,
+            "holder": value.get("holder"), "epoch": value.get("epoch")}

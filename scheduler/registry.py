@@ -1,0 +1,62 @@
+"""Live clocks: each clock process, leading or not, registers itself in Redis with a short TTL
+(`astronote:clock:{host}:{pid}` -> {run_scheduler, leading, epoch, started_at, seen_at}),
+so health can list every clock and its RUN_SCHEDULER: the seed's stuck campaign had exactly
+one clock, idle, and nothing said so.
+
+The set `astronote:clocks` indexes the keys, so reading them never scans the keyspace; a
+member whose key has expired is a dead clock and is dropped by the reader.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+INDEX_KEY = "astronote:clocks"
+KEY_PREFIX = "astronote:clock:"
+
+
+def clock_key(holder: str) -> str:
+    return f"{KEY_PREFIX}{holder}"
+
+
+def register(client: redis.Redis, holder: str, ttl_ms: int, run_scheduler: bool,
+             leading: bool, epoch: int | None, started_at: datetime) -> None:
+    """Announce (or refresh) this clock; it disappears `ttl_ms` after its last announcement."""
+    key = clock_key(holder)
+    entry = {"holder": holder, "run_scheduler": int(run_scheduler), "leading": int(leading),
+             "epoch": "" if epoch is None else epoch, "started_at": started_at.isoformat(),
+             "seen_at": datetime.now(timezone.utc).isoformat()}
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=entry).pexpire(key, ttl_ms).sadd(INDEX_KEY, key).execute()
+
+
+def unregister(client: redis.Redis, holder: str) -> None:
+    key = clock_key(holder)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key).srem(INDEX_KEY, key).execute()
+
+
+def live_clocks(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every clock that announced itself within its TTL, with `run_scheduler` and `leading`."""
+    keys = sorted(member.decode() for member in client.smembers(INDEX_KEY))
+    if not keys:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        entries = pipe.execute()
+    dead = [key for key, entry in zip(keys, entries) if not entry]
+    if dead:
+        client.srem(INDEX_KEY, *dead)
+    return [_decode(entry) for entry in entries if entry]
+
+
+def _decode(entry: dict[bytes, bytes]) -> dict[str, Any]:
+    values = {k.decode(): v.decode() for k, v in entry.items()}
+    return {"holder": values.get("holder"),
+            "run_scheduler": values.get("run_scheduler") == "1",
+            "leading": values.get("leading") == "1",
+            "epoch": int(values["epoch"]) if values.get("epoch") else None,
+            "started_at": values.get("started_at"), "seen_at": values.get("seen_at")}
