@@ -27,7 +27,8 @@ from astronote.stack import LocalStack
 
 LOG_DIR = local.VAR_DIR / "demo-logs"
 TEXT = "Spring sale: 20% off at https://shop.example/spring — see you soon!"
-PERSONALISED_TEXT = "Hi {first_name}, spring sale: 20% off at https://shop.example/spring — see you soon!"
+PERSONALISED_TEXT = ("Hi {first_name}, spring sale: 20% off at https://shop.example/spring"
+                     " — see you soon!")
 FIRST_NAMES = ("Maria", "Nikos", "Eleni", "Giorgos", "Sofia", "Kostas", "Anna", "Dimitris")
 CREDITS_PER_RECIPIENT = 10  # well above the reservation's upper bound for these texts
 FINISHED = ("completed", "failed", "cancelled")
@@ -59,7 +60,8 @@ class Api:
     def pages(self, path: str) -> list[dict]:
         items, after = [], None
         while True:
-            page = self.call("GET", path, params={"limit": 100, **({"after": after} if after else {})})
+            params = {"limit": 100, **({"after": after} if after else {})}
+            page = self.call("GET", path, params=params)
             items.extend(page["items"])
             after = page["next"]
             if after is None:
@@ -296,6 +298,17 @@ def cancel_quietly(shop: Shop, campaign_id: int) -> None:
         print(f"\ncampaign #{campaign_id} cancelled", file=sys.stderr)
 
 
+def _died(background: BackgroundStack | None) -> str | None:
+    """Which process died, when one did (a lost connection usually means that)."""
+    try:
+        if background is not None:
+            time.sleep(1)  # honcho notices a dead child within a second
+            background.check_running()
+    except DemoFailure as failure:
+        return str(failure)
+    return None
+
+
 def _raise_system_exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -326,10 +339,16 @@ def run(recipients: int = 3000, personalised: bool = False) -> int:
     except DemoFailure as failure:
         print(f"demo FAILED: {failure}", file=sys.stderr)
         return 1
+    except requests.RequestException as error:
+        print(f"demo FAILED: {_died(background) or f'lost the API: {error}'}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the stack", file=sys.stderr)
         return 130
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if background is not None:
             background.stop()
         if stack is not None:

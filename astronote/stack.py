@@ -181,8 +181,10 @@ def prepare(var_dir: Path = VAR_DIR, environ: Mapping[str, str] | None = None) -
         if not environ.get(var, "").strip()
     )
     if embedded_names:
+        first = "PostgreSQL" in embedded_names and not (var_dir / "pgdata").exists()
         print(f"starting embedded {' and '.join(embedded_names)} under {var_dir}/"
-              " (the first start initialises the data directory and takes a while)", flush=True)
+              + (" (first start: creating the database cluster takes a while)" if first else ""),
+              flush=True)
     database_url, redis_url, servers = resolve_servers(var_dir, environ)
     try:
         stack = _assemble(environ, database_url, redis_url, embedded_names, servers)
@@ -213,7 +215,8 @@ def _assemble(environ: dict[str, str], database_url: str, redis_url: str,
 def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]:
     """What runs where, for the start-up banner."""
     def origin(name: str) -> str:
-        return f"embedded, data in {VAR_DIR}/" if name in stack.embedded_names else "from environment"
+        embedded_here = name in stack.embedded_names
+        return f"embedded, data in {VAR_DIR}/" if embedded_here else "from environment"
 
     clock = ("clock (python -m scheduler)" if "clock" in processes
              else "no clock (scheduler/__main__.py does not exist yet)")

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 
 import redis
 
 from scheduler.clock import Clock, next_epoch
 from scheduler.jobs import all_jobs
 from scheduler.leader import Leadership
+from scheduler.shutdown import ShutdownSignal
 from service import runtime
 
 
@@ -27,9 +26,7 @@ def main() -> int:
                                   socket_connect_timeout=timeout_s)
     leadership = Leadership(client, f"{socket.gethostname()}:{os.getpid()}",
                             settings.scheduler_lock_ttl_ms, next_epoch)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = ShutdownSignal()
     return Clock(settings, client, leadership, all_jobs(settings), stop).run()
 
 

@@ -10,7 +10,6 @@ leaders that overlap anyway, never do a slot's work twice.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -24,6 +23,7 @@ from models import database
 from scheduler import registry, runs
 from scheduler.jobs import Job
 from scheduler.leader import Leadership, read_lock
+from scheduler.shutdown import ShutdownSignal
 from service.config import Settings
 
 log = logging.getLogger("astronote.clock")
@@ -62,7 +62,7 @@ def build_scheduler(clock: Clock, jobs: list[Job]) -> BackgroundScheduler:
 
 class Clock:
     def __init__(self, settings: Settings, client: redis.Redis, leadership: Leadership,
-                 jobs: list[Job], stop: threading.Event) -> None:
+                 jobs: list[Job], stop: ShutdownSignal) -> None:
         self.settings = settings
         self.client = client
         self.leadership = leadership
@@ -141,12 +141,22 @@ class Clock:
         self.scheduler.pause()
         if self.leadership.epoch is not None:
             self.leadership.abandon()  # the lease ran out unrenewed: whatever Redis says later
+        lock = self._lock_state()
+        extra = {"holder": self.holder, "leading": False, "lock": lock,
+                 "why": self._why_standby(lock)}
         if first:
-            log.info("standby: another clock leads; this one runs no job", extra={
-                "holder": self.holder, "leading": False, "lock": self._lock_state()})
+            log.info("standby: this clock runs no job", extra=extra)
         else:
-            log.warning("stepped down: this clock no longer runs jobs", extra={
-                "holder": self.holder, "leading": False, "lock": self._lock_state()})
+            log.warning("stepped down: this clock no longer runs jobs", extra=extra)
+
+    def _why_standby(self, lock: dict[str, Any] | str) -> str:
+        if isinstance(lock, str):
+            return "Redis cannot be reached, so this clock cannot know or take the lock"
+        if lock["exists"] and lock["holder"] != self.holder:
+            epoch = lock["epoch"] if lock["epoch"] is not None else "being drawn"
+            return f"another clock leads: {lock['holder']} (epoch {epoch})"
+        retry_ms = self.settings.scheduler_lock_retry_ms
+        return f"the lock is free or being taken; this clock retries every {retry_ms} ms"
 
     def _lock_state(self) -> dict[str, Any] | str:
         try:

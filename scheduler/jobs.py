@@ -37,14 +37,15 @@ def reconcile_campaigns(settings: Settings) -> dict[str, Any]:
     return report
 
 
+# name -> (the Settings field holding its interval, what it runs)
+SCHEDULE: dict[str, tuple[str, Callable[[Settings], dict[str, Any]]]] = {
+    "launch_scheduled": ("schedule_interval_ms", launch_scheduled),
+    "refresh_statuses": ("status_refresh_interval_ms", refresh_statuses),
+    "reconcile": ("reconcile_interval_ms", reconcile_campaigns),
+}
+JOB_NAMES = tuple(SCHEDULE)
+
+
 def all_jobs(settings: Settings) -> list[Job]:
-    return [
-        Job("launch_scheduled", settings.schedule_interval_ms, launch_scheduled),
-        Job("refresh_statuses", settings.status_refresh_interval_ms, refresh_statuses),
-        Job("reconcile", settings.reconcile_interval_ms, reconcile_campaigns),
-    ]
-
-
-def did_something(result: dict[str, Any]) -> bool:
-    """Whether a job's result reports any effect (quiet runs are logged at debug level)."""
-    return any(value for value in result.values())
+    return [Job(name, getattr(settings, interval), run)
+            for name, (interval, run) in SCHEDULE.items()]

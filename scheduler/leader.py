@@ -6,6 +6,10 @@ acquisition, `token` makes the value unique to this tenure. It is taken with `SE
 renewed and released only by scripts that first check the value is still ours, so a clock
 whose lease ran out can never extend or delete its successor's lock.
 
+The epoch is drawn *after* the lock is won (the value is then rewritten, checked): drawn
+before, a clock paused between drawing and `SET NX` could lead with an epoch older than its
+predecessor's, and the fencing in `scheduler.runs` would then refuse all of its jobs.
+
 Redis and this process measure the lease on different clocks, and a process can be paused
 (SIGSTOP, a long GC, a VM migration) between any two lines. So the holder keeps its own
 deadline on a monotonic clock, measured from the moment it *sent* the command, and
@@ -32,6 +36,15 @@ SAFETY_FRACTION = 0.1
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# Put the epoch into a lock we just won, keeping its TTL, unless we lost it meanwhile.
+_STAMP = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL')
+    return 1
 end
 return 0
 """
@@ -69,6 +82,7 @@ class Leadership:
         self._tenure: Tenure | None = None
         self._mutation = threading.Lock()
         self._renew = client.register_script(_RENEW)
+        self._stamp = client.register_script(_STAMP)
         self._release = client.register_script(_RELEASE)
 
     @property
@@ -78,20 +92,30 @@ class Leadership:
 
     def acquire(self) -> bool:
         """Take the lock if it is free, or keep it (a checked renewal) if this process holds
-        it. A new epoch is drawn only when the key is free, so standbys polling a held lock
-        do not burn the sequence. Redis and database errors propagate, changing nothing."""
+        it. An epoch is drawn only once the lock is won, so standbys polling a held lock do
+        not burn the sequence. Redis and database errors propagate; a lock won but not
+        stamped with its epoch is given back."""
         if self._tenure is not None:
             return self.renew()
-        if self.client.exists(self.key):
-            return False
-        epoch = self.next_epoch()
-        value = json.dumps({"holder": self.holder, "epoch": epoch, "token": uuid.uuid4().hex})
+        token = uuid.uuid4().hex
+        unstamped = self._value(None, token)
         sent_at = self.clock()
-        if not self.client.set(self.key, value, nx=True, px=self.ttl_ms):
-            return False  # another clock won the race; the epoch drawn stays unused
+        if not self.client.set(self.key, unstamped, nx=True, px=self.ttl_ms):
+            return False
+        try:
+            epoch = self.next_epoch()
+        except BaseException:
+            self._release(keys=[self.key], args=[unstamped])
+            raise
+        value = self._value(epoch, token)
+        if self._stamp(keys=[self.key], args=[unstamped, value]) != 1:
+            return False  # the lease ran out while we drew the epoch (a pause): not ours
         with self._mutation:
             self._tenure = Tenure(value, epoch, sent_at + self.ttl_ms / 1000)
         return True
+
+    def _value(self, epoch: int | None, token: str) -> str:
+        return json.dumps({"holder": self.holder, "epoch": epoch, "token": token})
 
     def renew(self) -> bool:
         """Extend the lease if the key still holds our value. Since only this process ever

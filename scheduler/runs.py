@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 import redis
 from psycopg2.extras import Json
@@ -50,11 +50,14 @@ def latest_from_redis(client: redis.Redis) -> dict[str, dict[str, Any]]:
     return {name.decode(): json.loads(raw) for name, raw in client.hgetall(JOBS_KEY).items()}
 
 
-def latest_from_database() -> dict[str, dict[str, Any]]:
-    """The last run of each job from `job_run` (survives a Redis flush)."""
+def latest_from_database(jobs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The last run of each of `jobs` from `job_run` (survives a Redis flush); one index
+    probe per job, however many runs the table keeps."""
     rows = fetchall(
-        "SELECT DISTINCT ON (job) job, slot, epoch, holder, started_at, finished_at, ok, result"
-        " FROM job_run ORDER BY job, slot DESC")
+        "SELECT j.job, r.slot, r.epoch, r.holder, r.started_at, r.finished_at, r.ok, r.result"
+        " FROM unnest(%s::text[]) AS j(job) CROSS JOIN LATERAL ("
+        "   SELECT * FROM job_run WHERE job_run.job = j.job ORDER BY slot DESC LIMIT 1) r",
+        (list(jobs),))
     keys = ("slot", "epoch", "holder", "started_at", "finished_at", "ok", "result")
     return {row[0]: dict(zip(keys, row[1:])) for row in rows}
 

@@ -2,8 +2,10 @@
 
 The ledger (`credit_transaction`) is append-only with a unique idempotency key per row; the
 shop's `credit_balance` column caches its sum and is only changed in the same transaction.
-Every function that moves credits locks the shop row first (`SELECT ... FOR UPDATE`), so two
-campaigns of one shop can never reserve more than is available.
+Reserving and topping up lock the shop row first (`SELECT ... FOR NO KEY UPDATE`), so two
+campaigns of one shop can never reserve more than is available. The lock is NO KEY: inserting a
+ledger row takes a KEY SHARE lock on the shop through the foreign key, which a plain FOR UPDATE
+would conflict with (two batches of one shop would deadlock).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def reservation_key(shop_id: int, campaign_id: int) -> str:
 
 def lock_shop(shop_id: int) -> int:
     """Lock the shop's credit row for this transaction and return its balance."""
-    row = fetchone("SELECT credit_balance FROM shop WHERE id = %s FOR UPDATE", (shop_id,))
+    row = fetchone("SELECT credit_balance FROM shop WHERE id = %s FOR NO KEY UPDATE", (shop_id,))
     if row is None:
         raise NotFound(f"shop {shop_id} does not exist")
     return row[0]
@@ -93,6 +95,9 @@ def cover_excess(shop_id: int, campaign_id: int, excess: int) -> bool:
     Used when a batch turns out to cost more than its part of the reservation (the upper bound
     was computed at enqueue; a configuration change can exceed it)."""
     with db.atomic():
+        # Reservation before shop: the order every batch's persist takes them in.
+        execute("SELECT 1 FROM credit_reservation WHERE campaign_id = %s FOR UPDATE",
+                (campaign_id,))
         balance = lock_shop(shop_id)
         if excess > balance - reserved_total(shop_id):
             return False
@@ -101,27 +106,34 @@ def cover_excess(shop_id: int, campaign_id: int, excess: int) -> bool:
             " WHERE campaign_id = %s AND status = 'active'", (excess, campaign_id)))
 
 
-def debit_messages(shop_id: int, campaign_id: int, debits: Sequence[tuple[int, int]]) -> int:
-    """One debit per accepted message, keyed `debit:{recipient_id}`; a replay debits nothing.
+def insert_debits(shop_id: int, campaign_id: int, debits: Sequence[tuple[int, int]]) -> int:
+    """One debit per accepted message, keyed `debit:{recipient_id}`; a replay inserts nothing.
 
-    `debits` is [(recipient_id, segments)]. Runs inside the caller's transaction; consumes the
-    campaign's reservation by what was actually inserted. Returns the credits debited."""
+    `debits` is [(recipient_id, segments)]. Runs inside the caller's transaction, which must
+    then call `consume()` with the returned total (the credits actually inserted)."""
     rows = [(shop_id, -segments, f"debit:{rid}", campaign_id, rid) for rid, segments in debits]
     inserted = execute_many(
         "INSERT INTO credit_transaction (shop_id, kind, amount, idempotency_key, campaign_id,"
         " recipient_id) VALUES %s ON CONFLICT (idempotency_key) DO NOTHING RETURNING amount",
         rows, template="(%s, 'debit', %s, %s, %s, %s)", fetch=True,
     )
-    total = -sum(row[0] for row in inserted)
-    if total:
-        lock_shop(shop_id)
-        execute("UPDATE shop SET credit_balance = credit_balance - %s WHERE id = %s",
-                (total, shop_id))
-        # A late upgrade (evidence after the campaign finished) finds the reservation released;
-        # the debit then draws on the balance directly, which is what the reservation held.
-        execute("UPDATE credit_reservation SET consumed = consumed + %s"
-                " WHERE campaign_id = %s AND status = 'active'", (total, campaign_id))
-    return total
+    return -sum(row[0] for row in inserted)
+
+
+def consume(shop_id: int, campaign_id: int, total: int) -> None:
+    """Take debited credits from the reservation and the cached balance.
+
+    Every batch of a shop updates these two rows, so callers do this last in their
+    transaction (the locks are held until the commit) and in this order (reservation, then
+    shop) like every other transaction: no lock cycle. A late upgrade (evidence after the
+    campaign finished) finds the reservation released; the debit then draws on the balance
+    directly, which is what the reservation held."""
+    if not total:
+        return
+    execute("UPDATE credit_reservation SET consumed = consumed + %s"
+            " WHERE campaign_id = %s AND status = 'active'", (total, campaign_id))
+    execute("UPDATE shop SET credit_balance = credit_balance - %s WHERE id = %s",
+            (total, shop_id))
 
 
 def release(campaign_id: int) -> bool:

@@ -103,7 +103,7 @@ def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted]
                 "        AND r.error = 'unknown_outcome'))",
                 [(a.recipient_id, a.provider_id) for a in accepted],
                 template="(%s::bigint, %s::text)")
-            debited = credits.debit_messages(
+            debited = credits.insert_debits(
                 shop_id, campaign_id, [(a.recipient_id, a.segments) for a in accepted])
             execute_many(
                 "INSERT INTO message_log (shop_id, campaign_id, recipient_id, provider_id, text,"
@@ -116,7 +116,10 @@ def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted]
                 " updated_at = now() FROM (VALUES %s) AS v(id, reason)"
                 " WHERE r.id = v.id AND r.status = 'sending'",
                 list(rejected), template="(%s::bigint, %s::text)")
+        # Rows every batch of the campaign and shop share come last, so their locks are held
+        # only until the commit, in one order everywhere: campaign, reservation, shop.
         execute("UPDATE campaign SET last_progress_at = now() WHERE id = %s", (campaign_id,))
+        credits.consume(shop_id, campaign_id, debited)
     return debited
 
 

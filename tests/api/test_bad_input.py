@@ -363,8 +363,8 @@ def test_text_postgresql_cannot_store_is_422(send, db, name, template, field, ch
     # Given a string JSON allows but PostgreSQL text does not (NUL, an unpaired surrogate)
     body = json.loads(json.dumps(template).replace("{}", json.dumps(f"a{character}b")[1:-1]))
     before = snapshot(db)
-    # When it is sent
-    result = send(name, json=body)
+    # When it is sent (escaped: "\ud800" is valid JSON text, not valid UTF-8)
+    result = send(name, body=json.dumps(body))
     # Then 422 naming the field rather than a database error
     assert_error(result, 422, field)
     assert snapshot(db) == before

@@ -1,0 +1,394 @@
+"""The clock through real processes: `python -m scheduler` clocks electing a leader in Redis,
+running their jobs against PostgreSQL, dying, pausing, and a Redis flush mid-campaign.
+
+Clocks run with a 1.5 s lock TTL, a 0.5 s retry and 1 s job intervals, so every failover
+happens within a few seconds."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from scheduler import registry, runs, status
+from scheduler.jobs import JOB_NAMES
+from scheduler.leader import LEADER_KEY, read_lock
+from service import campaigns, contacts, credits, shops
+from tests.e2e.stack import LOGS, Stack, wait_for
+
+TTL_MS, RETRY_MS, INTERVAL_MS = 1500, 500, 1000
+FAST = {"SCHEDULER_LOCK_TTL_MS": str(TTL_MS), "SCHEDULER_LOCK_RETRY_MS": str(RETRY_MS),
+        "SCHEDULE_INTERVAL_MS": str(INTERVAL_MS), "RECONCILE_INTERVAL_MS": str(INTERVAL_MS),
+        "STATUS_REFRESH_INTERVAL_MS": str(INTERVAL_MS)}
+TTL_S, RETRY_S, INTERVAL_S = TTL_MS / 1000, RETRY_MS / 1000, INTERVAL_MS / 1000
+# Polling, process scheduling and a database round trip on a busy CI machine.
+SLACK_S = 0.5
+
+
+# --- the clock processes and what an operator can see of them --------------------------------
+def start_clock(stack: Stack, label: str, **env: str) -> subprocess.Popen:
+    # Stack appends to its log files; this test reads the log of this run only.
+    (LOGS / f"{stack.name}.{label}.log").unlink(missing_ok=True)
+    return stack._spawn(label, [sys.executable, "-m", "scheduler"], **env)
+
+
+def holder_of(process: subprocess.Popen) -> str:
+    return f"{socket.gethostname()}:{process.pid}"
+
+
+def log_entries(stack: Stack, label: str) -> list[dict[str, Any]]:
+    entries = []
+    for line in (LOGS / f"{stack.name}.{label}.log").read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            pass  # a traceback printed before logging was configured
+    return entries
+
+
+def messages(stack: Stack, label: str) -> list[str]:
+    return [entry["msg"] for entry in log_entries(stack, label)]
+
+
+def job_runs(db, holder: str | None = None) -> list[dict[str, Any]]:
+    keys = ("job", "slot", "epoch", "holder", "started_at", "finished_at", "ok", "result")
+    rows = db.execute_sql(
+        f"SELECT {', '.join(keys)} FROM job_run WHERE %s::text IS NULL OR holder = %s"
+        " ORDER BY started_at", (holder, holder)).fetchall()
+    return [dict(zip(keys, row)) for row in rows]
+
+
+def database_now(db) -> datetime:
+    return db.execute_sql("SELECT now()").fetchone()[0]
+
+
+def wait_for_leader(redis_client, clocks: dict[str, subprocess.Popen], db,
+                    timeout: float = 15) -> str:
+    """The label of the clock that holds the lock and has run a job."""
+    by_holder = {holder_of(process): label for label, process in clocks.items()}
+    holder = wait_for(lambda: (lambda h: h if h in by_holder and job_runs(db, h) else None)(
+        read_lock(redis_client)["holder"]), timeout, "a clock to lead and run a job")
+    return by_holder[holder]
+
+
+def assert_one_leader_at_a_time(runs: list[dict[str, Any]]) -> None:
+    """Job runs of different clocks never overlap in time, and epochs only grow."""
+    spans: dict[str, list[datetime]] = {}
+    for run in runs:
+        end = run["finished_at"] or run["started_at"]
+        span = spans.setdefault(run["holder"], [run["started_at"], end])
+        span[0], span[1] = min(span[0], run["started_at"]), max(span[1], end)
+    ordered = sorted(spans.items(), key=lambda item: item[1][0])
+    for (before, (_, end)), (after, (start, _)) in zip(ordered, ordered[1:]):
+        assert end <= start, f"{before} still ran jobs after {after} started running them"
+    epochs = [run["epoch"] for run in runs]
+    assert epochs == sorted(epochs), "a job ran on an older epoch after a newer one"
+
+
+def first_run_after(db, holder: str, since: float, timeout: float) -> float:
+    """Seconds from `since` (monotonic) until `holder` has run a job."""
+    wait_for(lambda: job_runs(db, holder), timeout, f"{holder} to run a job", interval=0.05)
+    return time.monotonic() - since
+
+
+def lock_taken_after(redis_client, holders: set[str], since: float, timeout: float) -> str:
+    holder = wait_for(lambda: (lambda h: h if h in holders else None)(
+        read_lock(redis_client)["holder"]), timeout, f"one of {holders} to take the lock",
+        interval=0.02)
+    print(f"lock taken by {holder} after {time.monotonic() - since:.2f}s")
+    return holder
+
+
+@pytest.fixture(autouse=True)
+def no_job_runs(db):
+    db.execute_sql("TRUNCATE job_run")
+
+
+# --- campaigns, set up the way the API would ---------------------------------------------------
+def scheduled_campaign(db, domain: str, recipients: int, credits_amount: int,
+                       due_in: timedelta) -> tuple[int, int]:
+    """A shop with `recipients` contacts and a campaign scheduled `due_in` from database time."""
+    shop, _ = shops.create_shop(domain, domain, "Shop")
+    if credits_amount:
+        credits.top_up(shop.id, credits_amount, "initial")
+    contacts.import_contacts(shop.id, [{"phone": f"+30690{n:07d}", "first_name": f"N{n}"}
+                                       for n in range(recipients)])
+    campaign = campaigns.create(shop.id, "Scheduled", "Hi {first_name}, our sale starts now")
+    db.execute_sql("UPDATE campaign SET status = 'scheduled', scheduled_at = now() + %s"
+                   " WHERE id = %s", (due_in, campaign.id))
+    return shop.id, campaign.id
+
+
+def campaign_row(db, campaign_id: int) -> dict[str, Any]:
+    keys = ("status", "status_reason", "scheduled_at", "started_at")
+    row = db.execute_sql(f"SELECT {', '.join(keys)} FROM campaign WHERE id = %s",
+                         (campaign_id,)).fetchone()
+    return dict(zip(keys, row))
+
+
+def batches(db, campaign_id: int) -> list[tuple[str, int]]:
+    return db.execute_sql("SELECT key, publish_count FROM send_batch WHERE campaign_id = %s",
+                          (campaign_id,)).fetchall()
+
+
+# --- leader election ----------------------------------------------------------------------------
+def test_of_three_clocks_one_runs_jobs_and_standbys_take_over_when_it_dies_or_stops(
+        make_stack, db, redis_client):
+    # Given three clocks
+    stack = make_stack(**FAST)
+    clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b", "clock-c")}
+    first = wait_for_leader(redis_client, clocks, db)
+    time.sleep(2 * INTERVAL_S)
+
+    # Then exactly one of them runs jobs, and each says at start whether it leads
+    assert {run["holder"] for run in job_runs(db)} == {holder_of(clocks[first])}
+    for label in clocks:
+        entries = log_entries(stack, label)
+        assert entries[0]["msg"] == "clock started" and entries[0]["leading"] is False
+        state = next(e for e in entries if e["msg"].startswith(("leading", "standby")))
+        if label == first:
+            assert state["msg"] == "leading: this clock now runs the jobs"
+        else:
+            assert state["msg"] == "standby: this clock runs no job"
+            assert state["why"].startswith(f"another clock leads: {holder_of(clocks[first])}")
+
+    # ...and health can tell who leads, on which epoch, every clock's RUN_SCHEDULER, and
+    # when each job last ran (from Redis, and from PostgreSQL should Redis be flushed)
+    leader_holder = holder_of(clocks[first])
+    state = wait_for(lambda: (lambda st: st if len(st["clocks"]) == 3 else None)(
+        status.snapshot(redis_client)), 5, "three clocks to register")
+    assert state["lock"]["holder"] == leader_holder and 0 < state["lock"]["ttl_ms"] <= TTL_MS
+    assert state["run_scheduler"] == {holder_of(p): True for p in clocks.values()}
+    assert [c["holder"] for c in state["clocks"] if c["leading"]] == [leader_holder]
+    assert {name: run["holder"] for name, run in state["jobs"].items()} == dict.fromkeys(
+        JOB_NAMES, leader_holder)
+    recorded = runs.latest_from_database(JOB_NAMES)
+    assert {name: run["epoch"] for name, run in recorded.items()} == dict.fromkeys(
+        JOB_NAMES, state["lock"]["epoch"])
+    assert status.problems(state) == []
+
+    # When the leader is killed with SIGKILL (no chance to release its lock)
+    standbys = {holder_of(clocks[label]) for label in clocks if label != first}
+    killed_at = time.monotonic()
+    stack.kill(first)
+
+    # Then a standby runs jobs within TTL + retry period
+    second_holder = lock_taken_after(redis_client, standbys, killed_at, TTL_S + RETRY_S + SLACK_S)
+    kill_takeover = first_run_after(db, second_holder, killed_at, TTL_S + RETRY_S + SLACK_S)
+    print(f"SIGKILL: standby ran jobs {kill_takeover:.2f}s after the leader died")
+    assert kill_takeover <= TTL_S + RETRY_S + SLACK_S
+    second = next(label for label in clocks if holder_of(clocks[label]) == second_holder)
+    time.sleep(INTERVAL_S)
+
+    # When that leader gets SIGTERM (a deploy, a scale-down)
+    last_standby = standbys - {second_holder}
+    before = {job: max(r["slot"] for r in job_runs(db, second_holder) if r["job"] == job)
+              for job in JOB_NAMES}
+    terminated_at = time.monotonic()
+    os.killpg(clocks[second].pid, signal.SIGTERM)
+
+    # Then the last clock leads within the retry period + 1 s, the old leader exits cleanly
+    # after releasing the lock, and not one slot of any job is skipped across the handover
+    third_holder = lock_taken_after(redis_client, last_standby, terminated_at, RETRY_S + 1)
+    term_takeover = time.monotonic() - terminated_at
+    print(f"SIGTERM: standby took the lock {term_takeover:.2f}s after the signal")
+    assert clocks[second].wait(10) == 0
+    assert "released the leader lock" in messages(stack, second)
+    wait_for(lambda: {r["job"] for r in job_runs(db, third_holder)} == set(JOB_NAMES),
+             RETRY_S + 1 + INTERVAL_S, "the last clock to run every job")
+    for job in JOB_NAMES:
+        after = min(r["slot"] for r in job_runs(db, third_holder) if r["job"] == job)
+        assert after <= before[job] + 1, f"{job}: slots {before[job]} -> {after}"
+
+    # And over the whole test, never did two clocks run jobs at the same time
+    assert_one_leader_at_a_time(job_runs(db))
+    assert "stepped down: this clock no longer runs jobs" not in messages(stack, "clock-c")
+
+
+def test_the_lock_ttl_in_force_is_the_configured_one_renewed_every_third(
+        make_stack, db, redis_client):
+    # Given a clock with a 4 s TTL (renewed every min(TTL/3, retry) = 0.5 s)
+    ttl_ms = 4000
+    stack = make_stack(**{**FAST, "SCHEDULER_LOCK_TTL_MS": str(ttl_ms)})
+    clock = start_clock(stack, "clock")
+    wait_for_leader(redis_client, {"clock": clock}, db)
+
+    # When the lock's PTTL is sampled over several renewals
+    samples = []
+    for _ in range(40):
+        samples.append(redis_client.pttl(LEADER_KEY))
+        time.sleep(0.05)
+
+    # Then it always lies between TTL - renew period - 1 s and TTL (never the 15 s default)
+    print(f"PTTL samples: min {min(samples)} max {max(samples)}")
+    assert all(ttl_ms - RETRY_MS - 1000 <= pttl <= ttl_ms for pttl in samples), samples
+
+
+def test_a_leader_paused_past_its_ttl_repeats_nothing_and_steps_down(
+        make_stack, db, redis_client):
+    # Given two clocks, and a campaign that falls due while the leader will be paused
+    stack = make_stack(**FAST)
+    clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b")}
+    leader = wait_for_leader(redis_client, clocks, db)
+    standby = next(label for label in clocks if label != leader)
+    _, campaign_id = scheduled_campaign(db, "paused.example", 30, 1000, timedelta(seconds=1))
+
+    # When the leader is stopped (SIGSTOP) for longer than its TTL
+    clocks[leader].send_signal(signal.SIGSTOP)
+    stopped_at = database_now(db)
+    paused = time.monotonic()
+    lock_taken_after(redis_client, {holder_of(clocks[standby])}, paused,
+                     TTL_S + RETRY_S + SLACK_S)
+    wait_for(lambda: campaign_row(db, campaign_id)["status"] == "sending", 2 * INTERVAL_S + 1,
+             "the standby to launch the campaign")
+    time.sleep(max(0.0, TTL_S + 2 - (time.monotonic() - paused)))
+    # ...and then continues (SIGCONT), waking up with jobs overdue on its timers
+    clocks[leader].send_signal(signal.SIGCONT)
+
+    # Then it steps down at its first renewal, and runs nothing after waking
+    wait_for(lambda: "stepped down: this clock no longer runs jobs" in messages(stack, leader),
+             RETRY_S + 2, "the woken leader to step down")
+    time.sleep(2 * INTERVAL_S)
+    late = [r for r in job_runs(db, holder_of(clocks[leader])) if r["started_at"] >= stopped_at]
+    assert late == []
+    assert read_lock(redis_client)["holder"] == holder_of(clocks[standby])
+    entry = next(c for c in registry.live_clocks(redis_client)
+                 if c["holder"] == holder_of(clocks[leader]))
+    assert entry["leading"] is False
+
+    # And the campaign was launched once: each batch published once, queued once
+    assert campaign_row(db, campaign_id)["status"] == "sending"
+    published = batches(db, campaign_id)
+    assert published and all(count == 1 for _, count in published)
+    assert redis_client.hlen("dramatiq:sms-send.msgs") == len(published)
+    assert_one_leader_at_a_time(job_runs(db))
+
+
+def test_clocks_with_run_scheduler_false_stay_up_run_nothing_and_say_why(
+        make_stack, db, redis_client):
+    # Given a campaign due now, and only clocks with RUN_SCHEDULER=false
+    _, campaign_id = scheduled_campaign(db, "idle.example", 5, 100, timedelta(seconds=-1))
+    stack = make_stack(**FAST, RUN_SCHEDULER="false")
+    clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b")}
+
+    # When several retry periods and job intervals go by
+    wait_for(lambda: len(registry.live_clocks(redis_client)) == 2, 15, "both clocks to report")
+    time.sleep(3 * INTERVAL_S)
+
+    # Then both are still running, nobody took the lock, no job ran, the campaign waits...
+    assert all(process.poll() is None for process in clocks.values())
+    assert not redis_client.exists(LEADER_KEY)
+    assert job_runs(db) == []
+    assert campaign_row(db, campaign_id)["status"] == "scheduled"
+    # ...health lists both clocks as idle and says why nothing leads...
+    state = status.snapshot(redis_client)
+    assert state["run_scheduler"] == {holder_of(p): False for p in clocks.values()}
+    assert not any(c["leading"] for c in state["clocks"])
+    assert status.problems(state) == [
+        "no scheduler leader: every live clock has RUN_SCHEDULER=false"]
+    # ...and each clock's log says so at start
+    for label in clocks:
+        warning = next(e for e in log_entries(stack, label) if e["level"] == "warning")
+        assert warning["msg"].startswith("RUN_SCHEDULER=false: this clock will never take the "
+                                         "leader lock nor run any job")
+        assert warning["lock"]["exists"] is False
+
+
+# --- the jobs, through the whole stack ---------------------------------------------------------
+def test_a_scheduled_campaign_launches_on_time_once_with_two_clocks(make_stack, db, redis_client):
+    # Given the whole stack with two clocks, and three scheduled campaigns: one that can be
+    # sent, one whose shop has no credits, one found long after its time (an outage)
+    stack = make_stack(**FAST)
+    stack.start_sim("--dlr-delay-ms", "50")
+    stack.start_web()
+    stack.start_worker()
+    clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b")}
+    wait_for_leader(redis_client, clocks, db)
+    _, key = stack.create_shop("on-time.example", credits=1000)
+    _, broke_key = stack.create_shop("broke.example", credits=0)
+    stack.import_contacts(key, 50)
+    stack.import_contacts(broke_key, 5, start=100)
+    due = datetime.now(timezone.utc) + timedelta(seconds=2.5)
+    ids = {}
+    for name, shop_key in (("on-time", key), ("broke", broke_key), ("missed", key)):
+        created = stack.call("POST", "/campaigns", shop_key,
+                             json={"name": name, "text": "Hi {first_name}, sale today"})
+        ids[name] = created.json()["id"]
+        scheduled = stack.call("POST", f"/campaigns/{ids[name]}/schedule", shop_key,
+                               json={"scheduled_at": due.isoformat()})
+        assert scheduled.status_code == 200, scheduled.text
+    db.execute_sql("UPDATE campaign SET scheduled_at = now() - interval '2 hours'"
+                   " WHERE id = %s", (ids["missed"],))
+
+    # When its time comes
+    progress = stack.wait_finished(key, ids["on-time"], timeout=30)
+
+    # Then it started within one job interval of its time and was sent once to each contact
+    started = datetime.fromisoformat(progress["started_at"])
+    late = (started - due).total_seconds()
+    print(f"scheduled campaign launched {late:.3f}s after its time")
+    assert 0 <= late <= INTERVAL_S + 0.3
+    assert progress["status"] == "completed" and progress["sent"] == 50
+    sent = stack.sim_messages()
+    assert sent["count"] == 50 and len({m["to"] for m in sent["messages"]}) == 50
+    assert all(count == 1 for _, count in batches(db, ids["on-time"]))
+    launches = [r for r in job_runs(db) if r["job"] == "launch_scheduled"
+                and ids["on-time"] in r["result"]["launched"]]
+    assert len(launches) == 1
+
+    # And the other two failed, saying why, with nothing reserved
+    broke = stack.call("GET", f"/campaigns/{ids['broke']}", broke_key).json()
+    assert broke["status"] == "failed"
+    assert broke["status_reason"].startswith("not sent: insufficient credits:")
+    assert stack.call("GET", "/credits", broke_key).json()["reserved"] == 0
+    missed = stack.call("GET", f"/campaigns/{ids['missed']}", key).json()
+    assert missed["status"] == "failed"
+    assert "beyond the 3600 s grace" in missed["status_reason"]
+    assert_one_leader_at_a_time(job_runs(db))
+
+
+def test_a_campaign_survives_a_redis_flush_and_sends_each_message_once(
+        make_stack, db, redis_client):
+    # Given the whole stack with two clocks and a slow provider, and a 600-recipient campaign
+    # in batches of 20 that is still sending
+    stack = make_stack(**FAST, BATCH_STALE_AFTER_MS="2000", SEND_BATCH_SIZE="20")
+    stack.start_sim("--dlr-delay-ms", "50")
+    stack.sim_config(latency_ms=400)
+    stack.start_web()
+    stack.start_worker()
+    clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b")}
+    wait_for_leader(redis_client, clocks, db)
+    _, key = stack.create_shop("flushed.example", credits=5000)
+    stack.import_contacts(key, 600)
+    campaign_id = stack.call("POST", "/campaigns", key,
+                             json={"name": "Flush", "text": "Hi {first_name}!"}).json()["id"]
+    assert stack.call("POST", f"/campaigns/{campaign_id}/enqueue", key).status_code == 202
+    at_flush = wait_for(lambda: (lambda p: p if p["sent"] >= 40 else None)(
+        stack.progress(key, campaign_id)), 30, "the first 40 messages", interval=0.05)
+
+    # When Redis loses everything: queued batches, the leader lock, the clock registry.
+    # (FLUSHDB on the tests' Redis db: FLUSHALL would also hit other test runs on the host.)
+    redis_client.flushdb()
+    flushed_at = database_now(db)
+    assert at_flush["pending"] > 0, "the campaign finished before the flush"
+
+    # Then the campaign still completes, every recipient sent exactly once
+    progress = stack.wait_finished(key, campaign_id, timeout=60)
+    assert progress["status"] == "completed"
+    assert (progress["sent"], progress["pending"], progress["sending"]) == (600, 0, 0)
+    sent = stack.sim_messages()
+    assert sent["count"] == 600
+    assert len({m["reference"] for m in sent["messages"]}) == 600
+    # ...because the leader re-took the lock and republished the lost batches from PostgreSQL
+    assert read_lock(redis_client)["exists"]
+    republished = sum(r["result"]["republished_batches"] for r in job_runs(db)
+                      if r["job"] == "reconcile" and r["started_at"] > flushed_at)
+    assert republished > 0
+    assert_one_leader_at_a_time(job_runs(db))
