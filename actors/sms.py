@@ -13,7 +13,7 @@ from service import dispatch
 from service.enqueue import batch_key
 from service.provider import MittoClient
 from service.ratelimit import RateLimiter
-from service.sending import BatchSender, repair_persist
+from service.sending import BatchSender, repair_persist, unfinished_batches
 
 log = logging.getLogger("astronote.actors.sms")
 
@@ -42,7 +42,8 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
                                   "batch_key": key, "claimed": report.claimed,
                                   "accepted": report.accepted, "rejected": report.rejected,
                                   "not_sent": report.not_sent, "unknown": report.unknown})
-    if report.claimed:
+    if report.claimed and not unfinished_batches(campaign_id):
+        # The campaign's last batch: finish it now rather than waiting for the clock.
         dispatch.publish_status_update(campaign_id)
     if report.not_sent:
         # The provider surely has none of these; they are pending again. Retry the batch,

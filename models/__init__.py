@@ -33,6 +33,7 @@ class ApiKey(Base):
 class Contact(Base):
     shop = pw.ForeignKeyField(Shop)
     phone = pw.TextField()
+    country = pw.TextField(null=True)
     first_name = pw.TextField(null=True)
     opted_out_at = DateTimeTZField(null=True)
     created_at = DateTimeTZField()
@@ -79,6 +80,7 @@ class CampaignRecipient(Base):
     shop_id = pw.BigIntegerField()
     contact_id = pw.BigIntegerField()
     phone = pw.TextField()
+    country = pw.TextField(null=True)
     first_name = pw.TextField(null=True)
     status = pw.TextField(default="pending")
     batch_key = pw.TextField(null=True)

@@ -46,6 +46,7 @@ class Settings:
     broker_dead_message_ttl_ms: int
     broker_maintenance_chance: int
     db_max_connections: int
+    evidence_window_ms: int
     schedule_interval_ms: int
     schedule_grace_ms: int
 
@@ -149,6 +150,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Out of a million broker commands, how many also sweep dead workers' messages back.
         "broker_maintenance_chance": _int("BROKER_MAINTENANCE_CHANCE", 10000, 0)(env),
         "db_max_connections": _int("DB_MAX_CONNECTIONS", 20, 1)(env),
+        # How long after a campaign finished a delivery report can still prove that a message
+        # of unknown outcome was sent (providers report within days).
+        "evidence_window_ms": _int("EVIDENCE_WINDOW_MS", 7 * 86400000, 0)(env),
         # How often the leading clock launches scheduled campaigns whose time has come.
         "schedule_interval_ms": _int("SCHEDULE_INTERVAL_MS", 10000, 100)(env),
         # A scheduled campaign found later than this past its time (say, after a long outage)

@@ -18,23 +18,17 @@ class ImportResult:
     invalid: list[dict[str, Any]] = field(default_factory=list)
 
 
-def normalise_phone(raw: str, default_region: str | None = None) -> str:
-    """E.164 form of `raw`, or ValueError saying why it is not a valid number."""
+def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str, str | None]:
+    """(E.164 form, ISO region) of `raw`, or ValueError saying why it is not a valid number.
+    The region is kept with the contact: parsing again for every message costs ~0.1 ms."""
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as error:
         raise ValueError(f"not a phone number ({error})") from None
     if not phonenumbers.is_valid_number(number):
         raise ValueError("not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def country_of(phone: str) -> str | None:
-    """ISO country code of an E.164 number (recorded per message for reporting)."""
-    try:
-        return phonenumbers.region_code_for_number(phonenumbers.parse(phone))
-    except phonenumbers.NumberParseException:
-        return None
+    return (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+            phonenumbers.region_code_for_number(number))
 
 
 def import_contacts(shop_id: int, contacts: Sequence[dict[str, Any]],
@@ -43,19 +37,21 @@ def import_contacts(shop_id: int, contacts: Sequence[dict[str, Any]],
     duplicates (after normalisation) are merged, the last first name winning. A re-imported
     number keeps its opt-out: suppression outlives the contact row."""
     result = ImportResult()
-    merged: dict[str, str | None] = {}
+    merged: dict[str, tuple[str | None, str | None]] = {}
     for index, contact in enumerate(contacts):
         try:
-            phone = normalise_phone(contact["phone"], default_region)
+            phone, country = normalise_phone(contact["phone"], default_region)
         except ValueError as error:
             result.invalid.append({"index": index, "field": "phone", "error": str(error)})
             continue
         name = (contact.get("first_name") or "").strip() or None
-        merged[phone] = name if name is not None else merged.get(phone)
-    rows = [(shop_id, phone, name) for phone, name in merged.items()]
+        if name is None and phone in merged:
+            name = merged[phone][1]  # a later duplicate without a name keeps the earlier one
+        merged[phone] = (country, name)
+    rows = [(shop_id, phone, country, name) for phone, (country, name) in merged.items()]
     with db.atomic():
         outcome = execute_many(
-            "INSERT INTO contact (shop_id, phone, first_name) VALUES %s"
+            "INSERT INTO contact (shop_id, phone, country, first_name) VALUES %s"
             " ON CONFLICT (shop_id, phone) DO UPDATE"
             " SET first_name = coalesce(EXCLUDED.first_name, contact.first_name),"
             "     updated_at = now()"

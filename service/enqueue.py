@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from models.database import db, execute, execute_many, fetchall, fetchone
-from service import composition, credits, dispatch, links
+from service import composition, credits, dispatch, links, segments
 from service.config import Settings
 from service.errors import InvalidTransition, NoRecipients, NotFound
 
@@ -28,6 +28,21 @@ class EnqueueResult:
 def batch_key(campaign_id: int, recipient_ids: Sequence[int]) -> str:
     digest = hashlib.sha256(",".join(map(str, sorted(recipient_ids))).encode()).hexdigest()
     return f"batch:{campaign_id}:{digest}"
+
+
+def name_shape(name: str | None) -> object:
+    """Names that compose into texts of the same segment count share a shape, so the cost
+    is computed once per shape rather than once per recipient. A name of basic GSM-7
+    characters (one septet each) or of BMP characters outside GSM-7 (one UTF-16 unit each)
+    only matters by its length and encoding; any other name is its own shape."""
+    if not name:
+        return ("", 0)
+    if all(char in segments.GSM7_BASIC for char in name):
+        return ("gsm", len(name))
+    if all(ord(char) < 0x10000 for char in name) and not any(
+            char in segments.GSM7_EXTENSION for char in name):
+        return ("ucs2", len(name))
+    return name
 
 
 def _start_sending(shop_id: int, campaign_id: int, scheduled: bool) -> tuple[str, bool, list | None]:
@@ -51,8 +66,8 @@ def _start_sending(shop_id: int, campaign_id: int, scheduled: bool) -> tuple[str
 def _create_recipients(shop_id: int, campaign_id: int, contact_ids: list | None) -> list[tuple]:
     """Insert the audience as pending recipients; return [(recipient id, first name)]."""
     return fetchall(
-        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, first_name)"
-        " SELECT %s, c.shop_id, c.id, c.phone, c.first_name FROM contact c"
+        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, country,"
+        " first_name) SELECT %s, c.shop_id, c.id, c.phone, c.country, c.first_name FROM contact c"
         " WHERE c.shop_id = %s AND c.opted_out_at IS NULL"
         "   AND (%s::bigint[] IS NULL OR c.id = ANY(%s::bigint[]))"
         "   AND NOT EXISTS (SELECT 1 FROM suppression s"
@@ -74,18 +89,23 @@ def enqueue(shop_id: int, campaign_id: int, settings: Settings,
         if not recipients:
             raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
         unsubscribe_sample = links.sample_unsubscribe_url(base) if append_unsubscribe else None
-        cost_by_name: dict[str | None, int] = {}
-        for _, name in recipients:
-            if name not in cost_by_name:
-                cost_by_name[name] = composition.cost_upper_bound(
+        personalised = composition.FIRST_NAME_PLACEHOLDER in template
+        costs: dict[object, int] = {}
+
+        def cost(name: str | None) -> int:
+            shape = name_shape(name) if personalised else None
+            if shape not in costs:
+                costs[shape] = composition.cost_upper_bound(
                     template, name, links.sample_short_url(base), unsubscribe_sample)
+            return costs[shape]
+
         recipients.sort()
         size = settings.send_batch_size
         batches = []
         for start in range(0, len(recipients), size):
             chunk = recipients[start:start + size]
             ids = [rid for rid, _ in chunk]
-            reserved = sum(cost_by_name[name] for _, name in chunk)
+            reserved = sum(cost(name) for _, name in chunk)
             batches.append((campaign_id, batch_key(campaign_id, ids), ids, reserved))
         total = sum(batch[3] for batch in batches)
         credits.reserve(shop_id, campaign_id, total)

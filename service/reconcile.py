@@ -53,26 +53,29 @@ def upgrade_by_evidence(settings: Settings) -> int:
     has the message, so they become `sent` with their debit."""
     rows = fetchall(
         "SELECT DISTINCT ON (r.id) r.id, r.campaign_id, r.shop_id, r.contact_id, r.phone,"
-        "       r.first_name, d.provider_id"
+        "       r.country, r.first_name, d.provider_id"
         " FROM campaign_recipient r"
         " JOIN delivery_report d ON d.provider_id IS NOT NULL AND (d.reference = r.id::text"
         "      OR (d.reference = r.batch_key AND d.\"to\" = r.phone))"
-        " WHERE (r.status = 'sending' AND r.claimed_at"
-        "        < now() - make_interval(secs => %s / 1000.0))"
-        "    OR (r.status = 'failed' AND r.error = 'unknown_outcome')"
+        " JOIN campaign c ON c.id = r.campaign_id"
+        " WHERE (c.status IN ('sending', 'paused', 'cancelled')"
+        "        OR c.finished_at > now() - make_interval(secs => %s / 1000.0))"
+        "   AND ((r.status = 'sending' AND r.claimed_at"
+        "         < now() - make_interval(secs => %s / 1000.0))"
+        "        OR (r.status = 'failed' AND r.error = 'unknown_outcome'))"
         " ORDER BY r.id, d.id",
-        (settings.claim_timeout_ms,))
+        (settings.evidence_window_ms, settings.claim_timeout_ms))
     by_campaign: dict[tuple[int, int], list[tuple]] = defaultdict(list)
-    for rid, campaign_id, shop_id, contact_id, phone, first_name, provider_id in rows:
+    for rid, campaign_id, shop_id, contact_id, phone, country, first_name, provider_id in rows:
         by_campaign[(campaign_id, shop_id)].append(
-            (Claimed(rid, contact_id, phone, first_name), provider_id))
+            (Claimed(rid, contact_id, phone, country, first_name), provider_id))
     for (campaign_id, shop_id), items in by_campaign.items():
         context = load_context(shop_id, campaign_id, settings)
         accepted = []
         for recipient, provider_id in items:
             text = compose_for(context, recipient, settings)
             accepted.append(Accepted(recipient.id, provider_id, text, segment_count(text),
-                                     recipient.phone))
+                                     recipient.country))
         persist_results(shop_id, campaign_id, accepted, [])
         delivery.apply_reports(campaign_id=campaign_id)
     return len(rows)
@@ -84,7 +87,9 @@ def fail_unknown_outcomes(settings: Settings) -> int:
     return execute(
         "UPDATE campaign_recipient SET status = 'failed', error = 'unknown_outcome',"
         " updated_at = now() WHERE status = 'sending'"
-        " AND claimed_at < now() - make_interval(secs => %s / 1000.0)",
+        " AND claimed_at < now() - make_interval(secs => %s / 1000.0)"
+        " AND campaign_id IN (SELECT id FROM campaign"
+        "                     WHERE status IN ('sending', 'paused', 'cancelled'))",
         (settings.claim_timeout_ms,))
 
 

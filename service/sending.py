@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from models.database import db, execute, execute_many, fetchall, fetchone
-from service import composition, contacts, credits, dispatch, links, segments
+from service import composition, credits, dispatch, links, segments
 from service.config import Settings
 from service.provider import Outcome, Provider, SendResult, Sms
 from service.ratelimit import RateLimiter
@@ -27,6 +27,7 @@ class Claimed:
     id: int
     contact_id: int
     phone: str
+    country: str | None
     first_name: str | None
 
 
@@ -36,10 +37,10 @@ class Accepted:
     provider_id: str
     text: str
     segments: int
-    phone: str
+    country: str | None
 
     def as_list(self) -> list[Any]:
-        return [self.recipient_id, self.provider_id, self.text, self.segments, self.phone]
+        return [self.recipient_id, self.provider_id, self.text, self.segments, self.country]
 
 
 @dataclass
@@ -72,7 +73,7 @@ def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -
         "   AND r.mitto_message_id IS NULL AND EXISTS (SELECT 1 FROM live)"
         "   AND NOT EXISTS (SELECT 1 FROM suppression s"
         "                   WHERE s.shop_id = r.shop_id AND s.phone = r.phone)"
-        " RETURNING r.id, r.contact_id, r.phone, r.first_name",
+        " RETURNING r.id, r.contact_id, r.phone, r.country, r.first_name",
         {"c": campaign_id, "ids": list(recipient_ids), "key": key})
     return sorted(Claimed(*row) for row in rows)
 
@@ -92,30 +93,29 @@ def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted]
     with db.atomic():
         debited = 0
         if accepted:
-            execute_many(
+            execute(
                 "UPDATE campaign_recipient r SET status = 'sent', mitto_message_id = v.pid,"
                 " sent_at = now(), error = NULL, updated_at = now(),"
                 " delivery_status = CASE WHEN delivery_rank(r.delivery_status) > 1"
                 "                   THEN r.delivery_status ELSE 'Queued' END"
-                " FROM (VALUES %s) AS v(id, pid)"
+                " FROM unnest(%s::bigint[], %s::text[]) AS v(id, pid)"
                 " WHERE r.id = v.id AND r.mitto_message_id IS NULL"
                 "   AND (r.status = 'sending' OR (r.status = 'failed'"
                 "        AND r.error = 'unknown_outcome'))",
-                [(a.recipient_id, a.provider_id) for a in accepted],
-                template="(%s::bigint, %s::text)")
+                ([a.recipient_id for a in accepted], [a.provider_id for a in accepted]))
             debited = credits.insert_debits(
                 shop_id, campaign_id, [(a.recipient_id, a.segments) for a in accepted])
             execute_many(
                 "INSERT INTO message_log (shop_id, campaign_id, recipient_id, provider_id, text,"
                 " segments, country) VALUES %s ON CONFLICT (recipient_id) DO NOTHING",
                 [(shop_id, campaign_id, a.recipient_id, a.provider_id, a.text, a.segments,
-                  contacts.country_of(a.phone)) for a in accepted])
+                  a.country) for a in accepted])
         if rejected:
-            execute_many(
+            execute(
                 "UPDATE campaign_recipient r SET status = 'failed', error = v.reason,"
-                " updated_at = now() FROM (VALUES %s) AS v(id, reason)"
+                " updated_at = now() FROM unnest(%s::bigint[], %s::text[]) AS v(id, reason)"
                 " WHERE r.id = v.id AND r.status = 'sending'",
-                list(rejected), template="(%s::bigint, %s::text)")
+                ([rid for rid, _ in rejected], [reason for _, reason in rejected]))
         # Rows every batch of the campaign and shop share come last, so their locks are held
         # only until the commit, in one order everywhere: campaign, reservation, shop.
         execute("UPDATE campaign SET last_progress_at = now() WHERE id = %s", (campaign_id,))
@@ -130,6 +130,12 @@ def finish_batch(key: str) -> bool:
         " WHERE b.key = %s AND b.state <> 'finished' AND NOT EXISTS ("
         "   SELECT 1 FROM campaign_recipient r"
         "   WHERE r.id = ANY(b.recipient_ids) AND r.status = 'pending')", (key,)))
+
+
+def unfinished_batches(campaign_id: int) -> int:
+    row = fetchone("SELECT count(*) FROM send_batch WHERE campaign_id = %s"
+                   " AND state <> 'finished'", (campaign_id,))
+    return row[0]
 
 
 @dataclass(frozen=True)
@@ -210,7 +216,7 @@ class BatchSender:
             report.outcomes[result.outcome.value] = report.outcomes.get(result.outcome.value, 0) + 1
             if result.outcome is Outcome.ACCEPTED:
                 accepted.append(Accepted(recipient.id, result.provider_id, text, cost,
-                                         recipient.phone))
+                                         recipient.country))
             elif result.outcome is Outcome.REJECTED:
                 rejected.append((recipient.id, result.reason or "rejected"))
             elif result.outcome is Outcome.NOT_SENT:

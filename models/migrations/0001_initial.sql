@@ -25,6 +25,8 @@ CREATE TABLE contact (
     id            bigserial PRIMARY KEY,
     shop_id       bigint NOT NULL REFERENCES shop (id) ON DELETE CASCADE,
     phone         text NOT NULL,
+    -- ISO region of the number, known when it is parsed at import (for message reporting).
+    country       text,
     first_name    text,
     opted_out_at  timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
@@ -84,6 +86,7 @@ CREATE TABLE campaign_recipient (
     contact_id        bigint NOT NULL,
     -- Snapshot at enqueue: the reservation was computed from these, so the send uses them.
     phone             text NOT NULL,
+    country           text,
     first_name        text,
     status            text NOT NULL DEFAULT 'pending' CHECK (status IN
                       ('pending', 'sending', 'sent', 'failed', 'skipped')),
@@ -100,7 +103,10 @@ CREATE TABLE campaign_recipient (
 CREATE INDEX campaign_recipient_status ON campaign_recipient (campaign_id, status, id);
 CREATE UNIQUE INDEX campaign_recipient_message ON campaign_recipient (mitto_message_id)
     WHERE mitto_message_id IS NOT NULL;
-CREATE INDEX campaign_recipient_claimed ON campaign_recipient (claimed_at) WHERE status = 'sending';
+-- No partial index on status = 'sending': every recipient passes through it, so it fills with
+-- dead entries during a send, the planner takes it for small, and prefers it to the primary key
+-- in the per-batch updates (measured: 175 ms instead of 4 ms for 500 rows). Repairs find
+-- claims through (campaign_id, status) of the campaigns still sending instead.
 
 CREATE TABLE delivery_report (
     id           bigserial PRIMARY KEY,
@@ -181,7 +187,3 @@ LANGUAGE sql IMMUTABLE AS $$
         ELSE 0
     END
 $$;
-
--- Recipients whose provider call had an unknown outcome: later evidence may still upgrade them.
-CREATE INDEX campaign_recipient_unknown ON campaign_recipient (id)
-    WHERE status = 'failed' AND error = 'unknown_outcome';

@@ -27,7 +27,7 @@ def delivery_status(db, recipient_id: int) -> str | None:
 
 def accept(shop_id, campaign_id, recipient, provider_id):
     persist_results(shop_id, campaign_id,
-                    [Accepted(recipient.id, provider_id, "Hello there", 1, recipient.phone)], [])
+                    [Accepted(recipient.id, provider_id, "Hello there", 1, recipient.country)], [])
 
 
 def test_a_report_that_arrives_before_the_send_is_persisted_is_applied(db, settings):
