@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -25,7 +26,7 @@ SHOP_CREATE = _object({
                "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$"},
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "sender": {"type": "string", "minLength": 1, "maxLength": 15},
-    "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+    "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "format": "timezone"},
 }, ("domain", "name"))
 
 TOP_UP = _object({
@@ -86,6 +87,12 @@ def _is_datetime(value: object) -> bool:
     if not isinstance(value, str):
         return True
     return parse_datetime(value) is not None
+
+
+@_checker.checks("timezone", raises=(KeyError, ValueError))
+def _is_timezone(value: object) -> bool:
+    """An IANA zone name ("Europe/Athens"): the shop's local time is computed in it later."""
+    return not isinstance(value, str) or ZoneInfo(value) is not None
 
 
 def parse_datetime(value: str) -> datetime:

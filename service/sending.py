@@ -79,11 +79,18 @@ def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -
 
 
 def unclaim(recipient_ids: Sequence[int], key: str) -> int:
-    """Undo claims whose call surely did not reach the provider (they become pending again)."""
-    return execute(
-        "UPDATE campaign_recipient SET status = 'pending', claimed_at = NULL, batch_key = NULL,"
-        " updated_at = now() WHERE id = ANY(%s) AND status = 'sending' AND batch_key = %s"
-        " AND mitto_message_id IS NULL", (list(recipient_ids), key))
+    """Undo claims whose call surely did not reach the provider (they become pending again).
+    The batch is reopened too: a duplicate delivery that claimed nothing may have marked it
+    finished meanwhile, and the reconciler only republishes unfinished batches."""
+    with db.atomic():
+        undone = execute(
+            "UPDATE campaign_recipient SET status = 'pending', claimed_at = NULL,"
+            " batch_key = NULL, updated_at = now() WHERE id = ANY(%s) AND status = 'sending'"
+            " AND batch_key = %s AND mitto_message_id IS NULL", (list(recipient_ids), key))
+        if undone:
+            execute("UPDATE send_batch SET state = 'published', finished_at = NULL"
+                    " WHERE key = %s AND state = 'finished'", (key,))
+    return undone
 
 
 def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted],

@@ -13,7 +13,7 @@ from models.migrate import migrate
 from service import broker, config
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("message_log", "credit_transaction", "credit_reservation", "delivery_report",
+TABLES = ("job_run", "message_log", "credit_transaction", "credit_reservation", "delivery_report",
           "campaign_recipient", "send_batch", "short_link", "campaign", "suppression",
           "contact", "api_key", "shop")
 

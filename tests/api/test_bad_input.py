@@ -10,8 +10,8 @@ import pytest
 
 from api.body import MAX_BODY
 from service import links
-from tests.api.conftest import (ADMIN, assert_answer, assert_error, auth, contact_ids,
-                                create_campaign, create_shop, import_contacts, top_up)
+from tests.api.conftest import (ADMIN, assert_error, auth, contact_ids, create_campaign,
+                                create_shop, import_contacts, top_up)
 
 MISSING_ID = 987654
 TABLES = ("shop", "api_key", "contact", "suppression", "campaign", "campaign_recipient",
@@ -96,9 +96,21 @@ def test_a_method_the_route_lacks_is_a_json_405(client, shops, draft):
     # When it is DELETEd (no such method) or the list is PUT
     deleted = client.simulate_delete(f"/campaigns/{draft}", headers=auth(shops.key))
     put = client.simulate_put("/campaigns", headers=auth(shops.key), json={})
-    # Then both are JSON 405s
+    # Then both are JSON 405s that say which methods are allowed
     assert_error(deleted, 405)
     assert_error(put, 405)
+    assert set(deleted.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PATCH"}
+
+
+@pytest.mark.parametrize("accept", ["application/xml", "text/html", "image/png"])
+def test_errors_are_json_whatever_the_client_accepts(client, shops, accept):
+    # When a client that prefers another type gets an error (Falcon would answer XML, or nothing)
+    missing = client.simulate_get("/no-such-thing", headers={**auth(shops.key), "Accept": accept})
+    invalid = client.simulate_get("/contacts", headers={**auth(shops.key), "Accept": accept},
+                                  query_string="limit=0")
+    # Then they are JSON all the same
+    assert_error(missing, 404)
+    assert_error(invalid, 422, "limit")
 
 
 @pytest.mark.parametrize("headers", [
@@ -222,6 +234,16 @@ def test_a_body_over_5_mib_is_413(send, db, name):
     assert snapshot(db) == before
 
 
+def test_a_declared_length_over_5_mib_is_413_before_reading(send, db):
+    before = snapshot(db)
+    # When the Content-Length says more than 5 MiB (whatever the body is)
+    result = send("edit campaign", body=b'{"name": "x"}',
+                  extras={"CONTENT_LENGTH": str(MAX_BODY + 1)})
+    # Then 413 without reading it, and nothing was applied
+    assert_error(result, 413)
+    assert snapshot(db) == before
+
+
 def test_a_body_of_exactly_5_mib_is_read(send, db):
     # Given a JSON document of exactly 5 MiB (a name far too long)
     head, tail = b'{"name": "', b'"}'
@@ -269,6 +291,11 @@ WRONG_TYPES = [
     ("create shop", {"domain": "not a domain", "name": "x"}, "domain"),
     ("create shop", {"domain": "a.example", "name": ""}, "name"),
     ("create shop", {"domain": "a.example", "name": "x", "sender": "x" * 16}, "sender"),
+    ("create shop", {"domain": "a.example", "name": "x", "timezone": "Mars/Olympus"},
+     "timezone"),
+    ("create shop", {"domain": "a.example", "name": "x", "timezone": "../../etc/passwd"},
+     "timezone"),
+    ("create shop", {"domain": "shop-one.example", "name": "taken"}, "domain"),
     ("top up", {"amount": "10", "reference": "r"}, "amount"),
     ("top up", {"amount": 0, "reference": "r"}, "amount"),
     ("top up", {"amount": -5, "reference": "r"}, "amount"),
@@ -289,6 +316,7 @@ WRONG_TYPES = [
     ("create campaign", {"name": "n", "text": "t", "contact_ids": ["1"]}, "contact_ids.0"),
     ("create campaign", {"name": "n", "text": "t", "contact_ids": [0]}, "contact_ids.0"),
     ("create campaign", {"name": "n", "text": "t", "contact_ids": [2**63]}, "contact_ids.0"),
+    ("create campaign", {"name": "n", "text": "t", "contact_ids": [2**63 - 1]}, "contact_ids"),
     ("create campaign", {"name": "n", "text": "t", "contact_ids": []}, "contact_ids"),
     ("create campaign", {"name": "n", "text": "t", "contact_ids": 1}, "contact_ids"),
     ("create campaign", {"name": "n", "text": "t", "append_unsubscribe": "yes"},
@@ -819,6 +847,16 @@ def test_unsubscribe_with_a_genuine_token_opts_out(client, db, shops):
 @pytest.mark.parametrize("code", ["unknown", "x" * 10, "x" * 2000, "%00", "%ff", "a%20b"])
 def test_an_unknown_short_link_is_a_404_page(client, code):
     assert_html_page(client.simulate_get(f"/r/{code}"), 404)
+
+
+def test_a_real_short_link_redirects_and_counts_the_click(client, db, shops):
+    # (the control: the check on the code's alphabet lets real codes through)
+    short = links.shorten(shops.other_id, shops.other_campaign_id, ["https://shop.example/sale"],
+                          "http://localhost")["https://shop.example/sale"]
+    result = client.simulate_get(short.removeprefix("http://localhost"))
+    assert result.status_code == 302
+    assert result.headers["location"] == "https://shop.example/sale"
+    assert db.execute_sql("SELECT clicks FROM short_link").fetchone() == (1,)
 
 
 def test_a_short_link_with_a_trailing_slash_is_the_same_link(client, shops):

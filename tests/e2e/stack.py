@@ -61,7 +61,7 @@ class Stack:
         return f"http://127.0.0.1:{self.sim_port}"
 
     def _spawn(self, label: str, args: list[str], **env: str) -> subprocess.Popen:
-        log = open(LOGS / f"{self.name}.{label}.log", "ab")
+        log = open(LOGS / f"{self.name}.{label}.log", "wb")
         process = subprocess.Popen(args, cwd=ROOT, env={**self.env, **env}, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[label] = process
@@ -83,6 +83,9 @@ class Stack:
         return self._spawn(label, [sys.executable, "-m", "dramatiq", "actors", "--processes",
                                    str(processes), "--threads", str(threads), "--queues", *QUEUES],
                            **env)
+
+    def start_clock(self, label: str = "clock", **env: str) -> subprocess.Popen:
+        return self._spawn(label, [sys.executable, "-m", "scheduler"], **env)
 
     def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes[label]

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from scheduler import registry, runs, status
 from scheduler.jobs import JOB_NAMES
 from scheduler.leader import LEADER_KEY, read_lock
-from service import campaigns, contacts, credits, shops
+from service import campaigns, contacts, credits, scheduling, shops
 from tests.e2e.stack import LOGS, Stack, wait_for
 
 TTL_MS, RETRY_MS, INTERVAL_MS = 1500, 500, 1000
@@ -34,9 +33,7 @@ SLACK_S = 0.5
 
 # --- the clock processes and what an operator can see of them --------------------------------
 def start_clock(stack: Stack, label: str, **env: str) -> subprocess.Popen:
-    # Stack appends to its log files; this test reads the log of this run only.
-    (LOGS / f"{stack.name}.{label}.log").unlink(missing_ok=True)
-    return stack._spawn(label, [sys.executable, "-m", "scheduler"], **env)
+    return stack.start_clock(label, **env)
 
 
 def holder_of(process: subprocess.Popen) -> str:
@@ -78,18 +75,18 @@ def wait_for_leader(redis_client, clocks: dict[str, subprocess.Popen], db,
     return by_holder[holder]
 
 
-def assert_one_leader_at_a_time(runs: list[dict[str, Any]]) -> None:
-    """Job runs of different clocks never overlap in time, and epochs only grow."""
-    spans: dict[str, list[datetime]] = {}
-    for run in runs:
+def assert_one_leader_at_a_time(rows: list[dict[str, Any]]) -> None:
+    """The job runs of one tenure (epoch) never overlap another's, and tenures follow each
+    other in the order of their epochs."""
+    spans: dict[int, list[datetime]] = {}
+    for run in rows:
         end = run["finished_at"] or run["started_at"]
-        span = spans.setdefault(run["holder"], [run["started_at"], end])
+        span = spans.setdefault(run["epoch"], [run["started_at"], end])
         span[0], span[1] = min(span[0], run["started_at"]), max(span[1], end)
     ordered = sorted(spans.items(), key=lambda item: item[1][0])
+    assert [epoch for epoch, _ in ordered] == sorted(spans), "an older epoch ran after a newer"
     for (before, (_, end)), (after, (start, _)) in zip(ordered, ordered[1:]):
-        assert end <= start, f"{before} still ran jobs after {after} started running them"
-    epochs = [run["epoch"] for run in runs]
-    assert epochs == sorted(epochs), "a job ran on an older epoch after a newer one"
+        assert end <= start, f"epoch {before} still ran jobs after epoch {after} started"
 
 
 def first_run_after(db, holder: str, since: float, timeout: float) -> float:
@@ -207,9 +204,11 @@ def test_of_three_clocks_one_runs_jobs_and_standbys_take_over_when_it_dies_or_st
         after = min(r["slot"] for r in job_runs(db, third_holder) if r["job"] == job)
         assert after <= before[job] + 1, f"{job}: slots {before[job]} -> {after}"
 
-    # And over the whole test, never did two clocks run jobs at the same time
+    # And over the whole test, never did two clocks run jobs at the same time, and no leader
+    # had to be demoted: each one left by dying or by handing over
     assert_one_leader_at_a_time(job_runs(db))
-    assert "stepped down: this clock no longer runs jobs" not in messages(stack, "clock-c")
+    for label in clocks:
+        assert "stepped down: this clock no longer runs jobs" not in messages(stack, label)
 
 
 def test_the_lock_ttl_in_force_is_the_configured_one_renewed_every_third(
@@ -299,6 +298,27 @@ def test_clocks_with_run_scheduler_false_stay_up_run_nothing_and_say_why(
         assert warning["msg"].startswith("RUN_SCHEDULER=false: this clock will never take the "
                                          "leader lock nor run any job")
         assert warning["lock"]["exists"] is False
+
+
+# --- the jobs ------------------------------------------------------------------------------------
+def test_launching_due_campaigns_twice_launches_each_once_and_fails_the_unsendable(db, settings):
+    # Given two due campaigns: one with contacts, one whose only contact opted out
+    _, sendable = scheduled_campaign(db, "due.example", 3, 100, timedelta(seconds=-5))
+    shop_id, unsendable = scheduled_campaign(db, "gone.example", 1, 100, timedelta(seconds=-5))
+    db.execute_sql("UPDATE contact SET opted_out_at = now() WHERE shop_id = %s", (shop_id,))
+
+    # When the launch job runs, and runs again (a second clock, the next slot)
+    first = scheduling.launch_due_campaigns(settings)
+    second = scheduling.launch_due_campaigns(settings)
+
+    # Then the sendable one was launched once, the other failed with the reason
+    assert (first.launched, second.launched) == ([sendable], [])
+    assert campaign_row(db, sendable)["status"] == "sending"
+    assert len(batches(db, sendable)) == 1
+    failed = campaign_row(db, unsendable)
+    assert failed["status"] == "failed"
+    assert failed["status_reason"].startswith("not sent: no eligible recipients:")
+    assert first.failed == {unsendable: failed["status_reason"]}
 
 
 # --- the jobs, through the whole stack ---------------------------------------------------------
