@@ -73,7 +73,6 @@ def _create_recipients(shop_id: int, campaign_id: int, contact_ids: list | None)
         "   AND NOT EXISTS (SELECT 1 FROM suppression s"
         "                   WHERE s.shop_id = c.shop_id AND s.phone = c.phone)"
         " ORDER BY c.id"
-        " ON CONFLICT (campaign_id, contact_id) DO NOTHING"
         " RETURNING id, first_name",
         (campaign_id, shop_id, contact_ids, contact_ids))
 

@@ -177,6 +177,16 @@ def compose_for(context: CampaignContext, recipient: Claimed, settings: Settings
                                unsubscribe)
 
 
+def compose_batch(context: CampaignContext, claimed: Sequence[Claimed],
+                  settings: Settings) -> list[str]:
+    """The final text of each claimed recipient; composed once when it cannot differ."""
+    uniform = (not context.append_unsubscribe
+               and composition.FIRST_NAME_PLACEHOLDER not in context.template)
+    if uniform:
+        return [compose_for(context, claimed[0], settings)] * len(claimed)
+    return [compose_for(context, recipient, settings) for recipient in claimed]
+
+
 def callback_url(settings: Settings) -> str | None:
     if not settings.dlr_webhook_secret:
         return None
@@ -205,8 +215,10 @@ class BatchSender:
             return report
         try:
             context = load_context(shop_id, campaign_id, self.settings)
-            texts = [compose_for(context, recipient, self.settings) for recipient in claimed]
-            costs = [segments.segment_count(text) for text in texts]
+            texts = compose_batch(context, claimed, self.settings)
+            segments_of: dict[str, int] = {}
+            costs = [segments_of.get(text) or segments_of.setdefault(
+                text, segments.segment_count(text)) for text in texts]
             covered = self._covered(shop_id, campaign_id, key, sum(costs))
         except BaseException:
             # Nothing reached the provider yet: give the claims back so a retry sends them.

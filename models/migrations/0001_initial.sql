@@ -81,7 +81,10 @@ CREATE INDEX send_batch_unfinished ON send_batch (campaign_id) WHERE state <> 'f
 
 CREATE TABLE campaign_recipient (
     id                bigserial PRIMARY KEY,
-    campaign_id       bigint NOT NULL REFERENCES campaign (id) ON DELETE CASCADE,
+    -- No foreign key: its check is a trigger per row, 1.1 s of the 2.9 s it took to insert
+    -- 100,000 recipients (measured). Rows are only ever inserted by INSERT ... SELECT for a
+    -- campaign the same transaction has just locked, and campaigns are never deleted.
+    campaign_id       bigint NOT NULL,
     shop_id           bigint NOT NULL,
     contact_id        bigint NOT NULL,
     -- Snapshot at enqueue: the reservation was computed from these, so the send uses them.
