@@ -147,7 +147,7 @@ def main() -> int:
     parser.add_argument("--bulk", type=int, default=100_000)
     parser.add_argument("--personal", type=int, default=20_000)
     parser.add_argument("--latency-ms", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()

@@ -18,6 +18,8 @@ from typing import Any, Protocol, Sequence
 import requests
 from requests.adapters import HTTPAdapter
 
+from service import metrics
+
 log = logging.getLogger("astronote.provider")
 
 
@@ -110,6 +112,21 @@ class MittoClient:
         return self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout)
 
     def send_one(self, sender: str, sms: Sms, callback: str | None) -> SendResult:
+        with metrics.timed() as call:
+            result = self._send_one(sender, sms, callback)
+        metrics.observe_provider_call("sms", result.outcome.value, call.seconds)
+        return result
+
+    def send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
+                  callback: str | None) -> list[SendResult]:
+        with metrics.timed() as call:
+            results = self._send_bulk(sender, to, text, reference, callback)
+        outcomes = {result.outcome.value for result in results}
+        metrics.observe_provider_call("smsbulk", outcomes.pop() if len(outcomes) == 1 else "mixed",
+                                      call.seconds)
+        return results
+
+    def _send_one(self, sender: str, sms: Sms, callback: str | None) -> SendResult:
         body = {"from": sender, "to": sms.to, "text": sms.text, "reference": sms.reference}
         if callback:
             body["callback"] = callback
@@ -125,8 +142,8 @@ class MittoClient:
         except ValueError:
             return SendResult(Outcome.UNKNOWN, reason="unreadable answer")
 
-    def send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
-                  callback: str | None) -> list[SendResult]:
+    def _send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
+                   callback: str | None) -> list[SendResult]:
         body = {"from": sender, "to": ",".join(to), "text": text, "reference": reference}
         if callback:
             body["callback"] = callback

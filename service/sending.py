@@ -57,19 +57,24 @@ class BatchReport:
 
 def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -> list[Claimed]:
     """Claim the batch's sendable recipients (pending, no provider id, campaign sending) and
-    skip suppressed numbers, in one statement; commit before any provider call."""
+    skip suppressed numbers, in one statement; commit before any provider call.
+
+    `campaign_id + 0` keeps the planner on the primary key: with statistics taken before the
+    campaign's rows existed, it otherwise walks the (campaign_id, status) index through every
+    pending recipient of the campaign for each batch (measured: 1,236 recipients/s on 100,000
+    instead of 2,953/s on 20,000)."""
     rows = fetchall(
         "WITH live AS (SELECT 1 FROM campaign WHERE id = %(c)s AND status = 'sending'),"
         " skipped AS ("
         "   UPDATE campaign_recipient r SET status = 'skipped', error = 'suppressed',"
         "          updated_at = now()"
-        "   WHERE r.id = ANY(%(ids)s) AND r.campaign_id = %(c)s AND r.status = 'pending'"
+        "   WHERE r.id = ANY(%(ids)s) AND r.campaign_id + 0 = %(c)s AND r.status = 'pending'"
         "     AND EXISTS (SELECT 1 FROM live)"
         "     AND EXISTS (SELECT 1 FROM suppression s"
         "                 WHERE s.shop_id = r.shop_id AND s.phone = r.phone))"
         " UPDATE campaign_recipient r SET status = 'sending', claimed_at = now(),"
         "        batch_key = %(key)s, updated_at = now()"
-        " WHERE r.id = ANY(%(ids)s) AND r.campaign_id = %(c)s AND r.status = 'pending'"
+        " WHERE r.id = ANY(%(ids)s) AND r.campaign_id + 0 = %(c)s AND r.status = 'pending'"
         "   AND r.mitto_message_id IS NULL AND EXISTS (SELECT 1 FROM live)"
         "   AND NOT EXISTS (SELECT 1 FROM suppression s"
         "                   WHERE s.shop_id = r.shop_id AND s.phone = r.phone)"

@@ -1,0 +1,150 @@
+"""What `/readiness` and `/health/full` report (SPEC 8), and why the system is not ok.
+
+`readiness()` answers whether this process can serve: PostgreSQL and Redis answer.
+`full()` answers whether the *system* works: a worker consumes every queue, a clock leads, no
+campaign is stuck. Each of those failures has a reason an operator can act on; the seed's
+campaign sat in `sending` for hours because nobody consumed `sms-send` and nothing said so.
+
+Cheap by construction (p95 well under 50 ms with 100,000 waiting messages, see bench/health.py):
+queue counts are one Lua round trip of O(1) reads, workers and clocks are small indexed sets,
+and the database part is two queries on the `campaign` table.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import redis
+
+from models.database import fetchall
+from scheduler import runs
+from scheduler import status as clock_status
+from scheduler.jobs import JOB_NAMES
+from service import dispatch, workers
+from service.config import Settings
+from service.queues import QueueCounter
+
+# How many stuck campaigns are listed (and named in the reasons); the count is always exact.
+STUCK_LISTED = 50
+STUCK_NAMED = 5
+
+
+def describe(error: BaseException) -> str:
+    """One line: the exception's type and the start of its message."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+def _probe(check: Callable[[], Any]) -> str | None:
+    try:
+        check()
+    except Exception as error:  # noqa: BLE001 - any failure means the dependency is down
+        return describe(error)
+    return None
+
+
+class HealthChecker:
+    """Reads the state of the whole system from PostgreSQL and Redis; needs no other process."""
+
+    def __init__(self, settings: Settings, client: redis.Redis,
+                 queues: Sequence[str] = dispatch.QUEUES,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.settings = settings
+        self.client = client
+        self.queues = tuple(queues)
+        self.clock = clock
+        self.counter = QueueCounter(client, settings.broker_heartbeat_timeout_ms)
+
+    # --- readiness -------------------------------------------------------------------------
+    def readiness(self) -> dict[str, Any]:
+        """`{ok, down: {dependency: error}, reason}`: PostgreSQL and Redis answer."""
+        down = {name: error for name, error in (
+            ("postgresql", _probe(lambda: fetchall("SELECT 1"))),
+            ("redis", _probe(self.client.ping))) if error}
+        reason = "; ".join(f"{name} is down ({error})" for name, error in down.items())
+        return {"ok": not down, "down": down, **({"reason": reason} if down else {})}
+
+    # --- the whole system ------------------------------------------------------------------
+    def full(self) -> dict[str, Any]:
+        """The system as an operator needs it; `ok` false with a reason for each problem."""
+        began = time.perf_counter()
+        problems: list[str] = []
+        dependencies = {"postgresql": "ok", "redis": "ok"}
+        report: dict[str, Any] = {}
+        try:
+            report.update(self._redis_sections())
+        except redis.RedisError as error:
+            dependencies["redis"] = describe(error)
+            problems.append(f"redis is down ({describe(error)}): workers, queues and the "
+                            "scheduler lock cannot be read, and nothing can be published")
+            report.update({name: {"error": dependencies["redis"]}
+                           for name in ("scheduler", "workers", "queues")})
+        try:
+            report["campaigns"] = self._campaigns()
+            if "jobs" in report["scheduler"] and not report["scheduler"]["jobs"]:
+                # Redis flushed since the leader's last run: the database keeps every run.
+                report["scheduler"]["jobs"] = runs.latest_from_database(JOB_NAMES)
+        except Exception as error:  # noqa: BLE001 - any database failure: say so, never a 500
+            dependencies["postgresql"] = describe(error)
+            problems.append(f"postgresql is down ({describe(error)})")
+            report["campaigns"] = {"error": dependencies["postgresql"]}
+        problems += self._problems(report)
+        return {"ok": not problems, "problems": problems,
+                "checked_at": self.clock().isoformat(), "dependencies": dependencies,
+                **report, "took_ms": round((time.perf_counter() - began) * 1000, 1)}
+
+    def _redis_sections(self) -> dict[str, Any]:
+        queues = self.counter.counts(self.queues)
+        live = workers.live_workers(self.client, self.clock())
+        consumers = {queue: sum(1 for w in live if queue in w["queues"]) for queue in self.queues}
+        return {"scheduler": clock_status.snapshot(self.client),
+                "workers": {"live": len(live), "consumers": consumers, "processes": live},
+                "queues": queues}
+
+    def _campaigns(self) -> dict[str, Any]:
+        by_status = dict(fetchall("SELECT status, count(*) FROM campaign GROUP BY status"))
+        threshold_ms = self.settings.stuck_campaign_after_ms
+        # A campaign that never progressed is measured from its start (enqueue sets both).
+        rows = fetchall(
+            "SELECT id, shop_id, started_at, last_progress_at,"
+            "       (extract(epoch FROM now() - coalesce(last_progress_at, started_at))"
+            "        * 1000)::bigint AS idle_ms, count(*) OVER () AS stuck"
+            " FROM campaign WHERE status = 'sending'"
+            "   AND coalesce(last_progress_at, started_at) < now() - %s * interval '1 ms'"
+            " ORDER BY coalesce(last_progress_at, started_at) LIMIT %s",
+            (threshold_ms, STUCK_LISTED))
+        # Ids only: this endpoint is public, campaign names are the merchants' business.
+        keys = ("id", "shop_id", "started_at", "last_progress_at", "idle_ms")
+        return {"by_status": by_status, "stuck_after_ms": threshold_ms,
+                "stuck_count": rows[0][-1] if rows else 0,
+                "stuck": [dict(zip(keys, row[:-1])) for row in rows]}
+
+    def _problems(self, report: dict[str, Any]) -> list[str]:
+        problems: list[str] = []
+        if "error" not in report.get("workers", {"error": True}):
+            problems += self._worker_problems(report["workers"], report["queues"])
+        if "error" not in report.get("scheduler", {"error": True}):
+            problems += clock_status.problems(report["scheduler"])
+        campaigns = report.get("campaigns", {})
+        if campaigns.get("stuck_count"):
+            problems.append(self._stuck_problem(campaigns))
+        return problems
+
+    def _worker_problems(self, state: dict[str, Any], queues: dict[str, dict]) -> list[str]:
+        if not state["live"]:
+            waiting = sum(counts["waiting"] + counts["delayed"] for counts in queues.values())
+            return [f"no live worker process: nothing consumes {', '.join(self.queues)}"
+                    f" ({waiting} messages waiting)"]
+        return [f"no live worker consumes queue {queue}"
+                f" ({queues.get(queue, {}).get('waiting', 0)} messages waiting)"
+                for queue, count in state["consumers"].items() if not count]
+
+    @staticmethod
+    def _stuck_problem(campaigns: dict[str, Any]) -> str:
+        named = ", ".join(f"{c['id']} (shop {c['shop_id']}, idle {c['idle_ms'] // 1000} s)"
+                          for c in campaigns["stuck"][:STUCK_NAMED])
+        more = campaigns["stuck_count"] - min(STUCK_NAMED, len(campaigns["stuck"]))
+        return (f"{campaigns['stuck_count']} campaign(s) stuck in sending with no progress for"
+                f" over {campaigns['stuck_after_ms'] // 1000} s: {named}"
+                + (f" and {more} more" if more > 0 else ""))
