@@ -26,9 +26,9 @@ from astronote import stack as local
 from astronote.stack import LocalStack
 
 LOG_DIR = local.VAR_DIR / "demo-logs"
-TEXT = "Spring sale: 20% off at https://shop.example/spring — see you soon!"
+TEXT = "Spring sale: 20% off at https://shop.example/spring - see you soon!"
 PERSONALISED_TEXT = ("Hi {first_name}, spring sale: 20% off at https://shop.example/spring"
-                     " — see you soon!")
+                     " - see you soon!")
 FIRST_NAMES = ("Maria", "Nikos", "Eleni", "Giorgos", "Sofia", "Kostas", "Anna", "Dimitris")
 CREDITS_PER_RECIPIENT = 10  # well above the reservation's upper bound for these texts
 FINISHED = ("completed", "failed", "cancelled")
