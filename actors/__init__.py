@@ -6,12 +6,16 @@ declares every actor. Actors are adapters: they take ids, and the work is in `se
 from __future__ import annotations
 
 from actors.middleware import DatabaseConnection
-from service import runtime
+from service import metrics, runtime
 
 settings = runtime.boot("worker")
+metrics.configure(settings)  # before any actor module creates a metric
 
 import dramatiq  # noqa: E402
 
+from actors.presence import WorkerPresence  # noqa: E402
+
 dramatiq.get_broker().add_middleware(DatabaseConnection())
+dramatiq.get_broker().add_middleware(WorkerPresence(settings.redis_url))
 
 from actors import sms, status  # noqa: E402,F401

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -9,11 +10,11 @@ import dramatiq
 import redis
 
 from actors import settings
-from service import dispatch
+from service import dispatch, metrics
 from service.enqueue import batch_key
 from service.provider import MittoClient
 from service.ratelimit import RateLimiter
-from service.sending import BatchSender, repair_persist, unfinished_batches
+from service.sending import BatchReport, BatchSender, repair_persist, unfinished_batches
 
 log = logging.getLogger("astronote.actors.sms")
 
@@ -32,12 +33,28 @@ def batch_sender() -> BatchSender:
     return BatchSender(settings, provider, calls, limiter)
 
 
+def batch_result(report: BatchReport) -> str:
+    """The batch-duration label: `empty` (claimed nothing: a duplicate or a paused campaign),
+    `retry` (some messages surely not sent), else `sent`."""
+    if not report.claimed:
+        return "empty"
+    return "retry" if report.not_sent else "sent"
+
+
 @dramatiq.actor(actor_name="sendBulkSMS", queue_name=dispatch.SEND_QUEUE,
                 max_retries=settings.send_max_retries, min_backoff=1000, max_backoff=60_000,
                 time_limit=settings.send_time_limit_ms)
 def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> None:
     key = batch_key(campaign_id, recipient_ids)
-    report = batch_sender().send(campaign_id, shop_id, recipient_ids, key)
+    began = time.perf_counter()
+    try:
+        report = batch_sender().send(campaign_id, shop_id, recipient_ids, key)
+    except Exception:
+        metrics.observe_batch("error", time.perf_counter() - began)
+        raise
+    metrics.observe_batch(batch_result(report), time.perf_counter() - began)
+    metrics.count_messages({"accepted": report.accepted, "rejected": report.rejected,
+                            "not_sent": report.not_sent, "unknown": report.unknown})
     log.info("batch sent", extra={"campaign_id": campaign_id, "shop_id": shop_id,
                                   "batch_key": key, "claimed": report.claimed,
                                   "accepted": report.accepted, "rejected": report.rejected,

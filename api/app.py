@@ -10,10 +10,15 @@ import falcon.media
 import redis
 
 from api import errors, openapi
+from api.instrumentation import RequestMetrics
 from api.middleware import Authentication, DatabaseConnection
-from api.resources import admin, campaigns, contacts, credits, health, links, webhooks
+from api.resources import admin, campaigns, contacts, credits, health, links, ops, webhooks
+from api.resources import metrics as metrics_resource
 from service import campaigns as campaign_service
+from service import metrics
 from service.config import Settings
+from service.health import HealthChecker
+from service.operations import credits_debited
 
 # Only ids PostgreSQL can hold (bigserial) match: any other number in a path is a 404 like a
 # missing id, not a query error.
@@ -29,16 +34,23 @@ def _json_default(value: object) -> str:
 
 
 def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> falcon.App:
-    app = falcon.App(middleware=[DatabaseConnection(), Authentication(settings)])
+    metrics.configure(settings)
+    app = falcon.App(middleware=[RequestMetrics(), DatabaseConnection(), Authentication(settings)])
     handler = falcon.media.JSONHandler(dumps=partial(json.dumps, default=_json_default))
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
     redis_client = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                                         socket_connect_timeout=2)
+    checker = HealthChecker(settings, redis_client)
     routes = {
         "/health": health.HealthResource(),
-        "/readiness": health.ReadinessResource(redis_client),
+        "/readiness": health.ReadinessResource(checker),
+        "/health/full": health.FullHealthResource(checker),
+        "/metrics": metrics_resource.MetricsResource(
+            metrics.SystemCollector(checker.full, credits_debited)),
+        "/ops": ops.OpsPageResource(settings),
+        "/ops/state": ops.OpsStateResource(checker),
         "/admin/shops": admin.ShopsResource(),
         f"{SHOP}/credits": admin.ShopCreditsResource(),
         "/credits": credits.CreditsResource(),

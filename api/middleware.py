@@ -5,6 +5,7 @@ import hmac
 
 import falcon
 
+from api import ops_access
 from models.database import db
 from service import shops
 from service.config import Settings
@@ -39,6 +40,9 @@ class Authentication:
         if req.method == "OPTIONS" or req.path.startswith(PUBLIC_PREFIXES):
             return
         token = bearer(req)
+        if ops_access.is_ops_path(req.path):
+            ops_access.authorize(req, self.admin_token, token)
+            return
         if req.path.startswith("/admin/") or req.path == "/admin":
             if not self.admin_token:
                 raise NotFound("the admin API is disabled (ADMIN_TOKEN is not set)")

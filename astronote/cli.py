@@ -1,4 +1,4 @@
-"""`astronote`: migrate, provider-sim, reconcile, up, demo."""
+"""`astronote`: migrate, provider-sim, reconcile, status, up, demo."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from astronote import status
+
+    return status.run(args.json, args.watch, sys.stdout)
+
+
 def cmd_provider_sim(args: argparse.Namespace, rest: list[str]) -> int:
     from astronote import provider_sim
 
@@ -53,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply schema migrations (idempotent)")
     commands.add_parser("reconcile", help="run every repair once and print what it did")
+    status = commands.add_parser("status", help="campaigns, queues, workers, leader and stuck"
+                                 " campaigns, as /ops shows them; exit 1 when not ok")
+    status.add_argument("--json", action="store_true", help="print the state as JSON")
+    status.add_argument("--watch", type=float, metavar="SECONDS",
+                        help="redraw every SECONDS until Ctrl-C")
     commands.add_parser("provider-sim", help="run the Mitto API simulator", add_help=False)
     commands.add_parser("up", help="run web, worker, clock and the simulator until Ctrl-C")
     demo = commands.add_parser("demo", help="run a campaign end to end and print a report")
@@ -65,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     return {"migrate": cmd_migrate, "reconcile": cmd_reconcile, "up": cmd_up,
-            "demo": cmd_demo}[args.command](args)
+            "demo": cmd_demo, "status": cmd_status}[args.command](args)
 
 
 if __name__ == "__main__":

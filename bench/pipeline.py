@@ -91,7 +91,7 @@ def run_campaign(stack: Stack, key: str, text: str, unsubscribe: bool) -> dict:
     enqueue_s = time.perf_counter() - started
     assert answer.status_code == 202, answer.text
     progress = wait_for(lambda: (lambda p: p if p["status"] in ("completed", "failed") else None)(
-        stack.progress(key, campaign["id"])), 1800, "campaign", interval=0.2)
+        stack.progress(key, campaign["id"])), 1800, "campaign", interval=1.0)
     total_s = time.perf_counter() - started
     return {"recipients": progress["total"], "sent": progress["sent"],
             "enqueue_s": round(enqueue_s, 2), "total_s": round(total_s, 2),

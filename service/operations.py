@@ -7,18 +7,21 @@ from typing import Any
 from models.database import fetchall
 from service.health import HealthChecker
 
-LIVE_STATUSES = ("sending", "paused", "scheduled")
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 
 
-def campaign_board(live_limit: int = 50, finished_limit: int = 10) -> list[dict[str, Any]]:
-    """Live campaigns (newest first), then the most recently created finished ones, each with
-    its recipients counted by status (one grouped count over all of them)."""
+def campaign_board(sending_limit: int = 50, waiting_limit: int = 20,
+                   finished_limit: int = 10) -> list[dict[str, Any]]:
+    """Campaigns sending (first: they move), then paused and scheduled ones, then the last
+    finished ones, newest first within each, each with its recipients counted by status."""
     keys = ("id", "shop_id", "shop", "name", "status", "status_reason", "scheduled_at",
             "started_at", "finished_at", "last_progress_at")
     rows = fetchall(
         "WITH shown AS ("
-        "  (SELECT id FROM campaign WHERE status = ANY(%(live)s) ORDER BY id DESC LIMIT %(nl)s)"
+        "  (SELECT id FROM campaign WHERE status = 'sending' ORDER BY id DESC LIMIT %(ns)s)"
+        "  UNION ALL"
+        "  (SELECT id FROM campaign WHERE status IN ('paused', 'scheduled')"
+        "   ORDER BY id DESC LIMIT %(nw)s)"
         "  UNION ALL"
         "  (SELECT id FROM campaign WHERE status IN ('completed', 'failed', 'cancelled')"
         "   ORDER BY id DESC LIMIT %(nf)s))"
@@ -26,8 +29,9 @@ def campaign_board(live_limit: int = 50, finished_limit: int = 10) -> list[dict[
         "        c.started_at, c.finished_at, c.last_progress_at"
         " FROM campaign c JOIN shop s ON s.id = c.shop_id"
         " WHERE c.id IN (SELECT id FROM shown)"
-        " ORDER BY c.status = ANY(%(live)s) DESC, c.id DESC",
-        {"live": list(LIVE_STATUSES), "nl": live_limit, "nf": finished_limit})
+        " ORDER BY CASE c.status WHEN 'sending' THEN 0 WHEN 'paused' THEN 1"
+        "          WHEN 'scheduled' THEN 2 ELSE 3 END, c.id DESC",
+        {"ns": sending_limit, "nw": waiting_limit, "nf": finished_limit})
     board = [dict(zip(keys, row)) for row in rows]
     counts = _recipient_counts([campaign["id"] for campaign in board])
     for campaign in board:

@@ -1,10 +1,10 @@
-"""`/health` (the process runs) and `/readiness` (PostgreSQL and Redis answer)."""
+"""`/health` (the process runs), `/readiness` (PostgreSQL and Redis answer) and `/health/full`
+(the whole system works: workers, leader, queues, stuck campaigns; SPEC 8)."""
 from __future__ import annotations
 
 import falcon
-import redis
 
-from models.database import db
+from service.health import HealthChecker
 
 
 class HealthResource:
@@ -13,18 +13,24 @@ class HealthResource:
 
 
 class ReadinessResource:
-    def __init__(self, redis_client: redis.Redis) -> None:
-        self.redis = redis_client
+    """503 naming the dependency that is down; never a 500."""
+
+    def __init__(self, checker: HealthChecker) -> None:
+        self.checker = checker
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        down = {}
-        try:
-            db.execute_sql("SELECT 1")
-        except Exception as error:  # noqa: BLE001 - any failure means not ready
-            down["postgresql"] = f"{type(error).__name__}: {str(error).strip()[:200]}"
-        try:
-            self.redis.ping()
-        except Exception as error:  # noqa: BLE001
-            down["redis"] = f"{type(error).__name__}: {str(error).strip()[:200]}"
-        resp.status = falcon.HTTP_503 if down else falcon.HTTP_200
-        resp.media = {"ok": not down, "down": down}
+        report = self.checker.readiness()
+        resp.status = falcon.HTTP_200 if report["ok"] else falcon.HTTP_503
+        resp.media = report
+
+
+class FullHealthResource:
+    """200 with `ok: true`, or 503 with `ok: false` and a reason for each problem."""
+
+    def __init__(self, checker: HealthChecker) -> None:
+        self.checker = checker
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        report = self.checker.full()
+        resp.status = falcon.HTTP_200 if report["ok"] else falcon.HTTP_503
+        resp.media = report

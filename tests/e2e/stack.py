@@ -79,9 +79,9 @@ class Stack:
         wait_for(lambda: requests.get(f"{self.web}/health", timeout=1).ok, 20, "gunicorn")
 
     def start_worker(self, label: str = "worker", processes: int = 1, threads: int = 4,
-                     **env: str) -> subprocess.Popen:
+                     queues: tuple[str, ...] = QUEUES, **env: str) -> subprocess.Popen:
         return self._spawn(label, [sys.executable, "-m", "dramatiq", "actors", "--processes",
-                                   str(processes), "--threads", str(threads), "--queues", *QUEUES],
+                                   str(processes), "--threads", str(threads), "--queues", *queues],
                            **env)
 
     def start_clock(self, label: str = "clock", **env: str) -> subprocess.Popen:

@@ -1,0 +1,15 @@
+"""`/metrics`: Prometheus text format, every process's events plus the system's state."""
+from __future__ import annotations
+
+import falcon
+
+from service import metrics
+from service.metrics import SystemCollector
+
+
+class MetricsResource:
+    def __init__(self, collector: SystemCollector) -> None:
+        self.collector = collector
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data, resp.content_type = metrics.exposition(self.collector)

@@ -1,0 +1,103 @@
+"""Health's building blocks against real Redis and PostgreSQL: queue counts from the broker's
+own keys, worker registrations that expire, and the reasons `/health/full` gives."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import dramatiq
+
+from service import dispatch, workers
+from service.health import HealthChecker
+from service.queues import QueueCounter
+
+
+def entry(holder: str = "host-a:1", queues=("sms-send",)) -> workers.WorkerEntry:
+    return workers.WorkerEntry(holder, list(queues), 4, 2, "broker-id",
+                               datetime.now(timezone.utc))
+
+
+def test_queue_counts_come_from_the_brokers_keys_in_one_script(db, settings, redis_client):
+    # Given 4 messages published to sms-send and 2 delayed ones
+    for n in range(4):
+        dispatch.publish_batch(n, 1, [n])
+    for n in range(2):
+        dispatch.publish(dispatch.SEND_QUEUE, "sendBulkSMS", n, 1, [n], delay_ms=600_000)
+    counter = QueueCounter(redis_client, settings.broker_heartbeat_timeout_ms)
+    assert counter.counts(dispatch.QUEUES)["sms-send"] == {
+        "waiting": 4, "active": 0, "delayed": 2, "failed": 0, "orphaned": 0}
+
+    # When a consumer takes two of them and dead-letters one
+    consumer = dramatiq.get_broker().consume(dispatch.SEND_QUEUE, prefetch=2, timeout=100)
+    taken = [next(consumer), next(consumer)]
+    consumer.nack(taken[0])
+
+    # Then one is active (taken, not acknowledged), one failed, two still wait
+    counts = counter.counts(dispatch.QUEUES)
+    assert counts["sms-send"] == {"waiting": 2, "active": 1, "delayed": 2, "failed": 1,
+                                  "orphaned": 0}
+    assert counts["delivery-status-update"] == dict.fromkeys(
+        ("waiting", "active", "delayed", "failed", "orphaned"), 0)
+    consumer.close()
+
+
+def test_a_worker_that_stops_refreshing_disappears_after_its_ttl(db, redis_client):
+    # Given a worker registered with a 300 ms TTL
+    workers.register(redis_client, entry(), ttl_ms=300)
+    (live,) = workers.live_workers(redis_client)
+    assert (live["holder"], live["host"], live["pid"]) == ("host-a:1", "host-a", 1)
+    assert live["queues"] == ["sms-send"] and live["threads"] == 4 and live["processes"] == 2
+
+    # When it is not refreshed past its TTL
+    time.sleep(0.4)
+
+    # Then it is gone, and so is its index entry
+    assert workers.live_workers(redis_client) == []
+    assert redis_client.smembers(workers.INDEX_KEY) == set()
+
+
+def test_presence_registers_only_while_the_worker_threads_live(db, redis_client):
+    # Given a worker whose threads are alive
+    alive = {"threads": True}
+    presence = workers.Presence(redis_client, lambda: entry() if alive["threads"] else None,
+                                refresh_ms=50, ttl_ms=300)
+    presence.start()
+    assert len(workers.live_workers(redis_client)) == 1
+
+    # When its threads die (the process lingers)
+    alive["threads"] = False
+    time.sleep(0.5)
+
+    # Then it is no longer listed; a graceful stop removes it at once
+    assert workers.live_workers(redis_client) == []
+    alive["threads"] = True
+    time.sleep(0.1)
+    assert len(workers.live_workers(redis_client)) == 1
+    presence.stop()
+    assert workers.live_workers(redis_client) == []
+
+
+def test_full_health_names_each_problem(db, settings, redis_client):
+    # Given no worker, no clock, and a campaign sending without progress for an hour
+    db.execute_sql("INSERT INTO shop (domain, name) VALUES ('h.example', 'H')")
+    db.execute_sql("INSERT INTO campaign (shop_id, name, text, status, started_at,"
+                   " last_progress_at) SELECT id, 'c', 't', 'sending', now() - interval '2 h',"
+                   " now() - interval '1 h' FROM shop")
+    checker = HealthChecker(settings, redis_client)
+
+    # Then health is not ok, with one reason for each
+    report = checker.full()
+    assert report["ok"] is False
+    assert report["problems"][0].startswith("no live worker process: nothing consumes sms-send")
+    assert "no scheduler leader: no clock process is running" in report["problems"]
+    assert report["problems"][-1].startswith("1 campaign(s) stuck in sending")
+    assert report["campaigns"]["stuck"][0]["idle_ms"] >= 3_600_000
+    assert report["campaigns"]["by_status"] == {"sending": 1}
+
+    # When a worker consumes only sms-send
+    workers.register(redis_client, entry(queues=("sms-send",)))
+
+    # Then the other queue is named
+    assert "no live worker consumes queue delivery-status-update (0 messages waiting)" in (
+        checker.full()["problems"])
+    assert checker.readiness() == {"ok": True, "down": {}}
