@@ -127,9 +127,9 @@ class CreditReservation(Base):
 
 
 class MessageLog(Base):
+    recipient_id = pw.BigIntegerField(primary_key=True)
     shop_id = pw.BigIntegerField()
     campaign_id = pw.BigIntegerField()
-    recipient_id = pw.BigIntegerField(unique=True)
     provider_id = pw.TextField()
     text = pw.TextField()
     segments = pw.IntegerField()
