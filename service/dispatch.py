@@ -7,11 +7,20 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+import redis
 from dramatiq import Message
 
 SEND_QUEUE = "sms-send"
 STATUS_QUEUE = "delivery-status-update"
 QUEUES = (SEND_QUEUE, STATUS_QUEUE)
+
+
+def broker_reachable() -> bool:
+    """Whether the broker's Redis answers right now."""
+    try:
+        return bool(dramatiq.get_broker().client.ping())
+    except redis.RedisError:
+        return False
 
 
 def publish(queue: str, actor_name: str, *args: Any, delay_ms: int | None = None) -> None:

@@ -8,13 +8,18 @@ published; a crash in between is healed by the reconciler, which republishes sta
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Sequence
+
+import redis
 
 from models.database import db, execute, execute_many, fetchall, fetchone
 from service import composition, credits, dispatch, links, segments
 from service.config import Settings
-from service.errors import InvalidTransition, NoRecipients, NotFound
+from service.errors import DependencyUnavailable, InvalidTransition, NoRecipients, NotFound
+
+log = logging.getLogger("astronote.enqueue")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,9 @@ def enqueue(shop_id: int, campaign_id: int, settings: Settings,
     """Start sending a draft or scheduled campaign. Raises NotFound, InvalidTransition (409),
     NoRecipients (422) or InsufficientCredits (402); on any of them nothing has changed."""
     base = settings.public_base_url
+    if not dispatch.broker_reachable():
+        # Refuse before writing anything: the merchant can simply try again later.
+        raise DependencyUnavailable("Redis is unreachable; the campaign was not started")
     with db.atomic():
         template, append_unsubscribe, contact_ids = _start_sending(shop_id, campaign_id, scheduled)
         recipients = _create_recipients(shop_id, campaign_id, contact_ids)
@@ -116,9 +124,16 @@ def enqueue(shop_id: int, campaign_id: int, settings: Settings,
 
 def publish_batches(shop_id: int, campaign_id: int, batches: Sequence[tuple[str, list]]) -> None:
     """Publish committed batches, then record that they were published. A batch a worker
-    already finished stays finished (the update is conditional)."""
-    for _, ids in batches:
-        dispatch.publish_batch(campaign_id, shop_id, ids)
+    already finished stays finished (the update is conditional). If Redis fails half-way, the
+    campaign is committed all the same: the unpublished batches stay `pending` and the
+    reconciler publishes them once Redis is back, so the caller still gets its 202."""
+    try:
+        for _, ids in batches:
+            dispatch.publish_batch(campaign_id, shop_id, ids)
+    except redis.RedisError:
+        log.warning("publishing batches failed; the reconciler will publish them",
+                    exc_info=True, extra={"campaign_id": campaign_id, "shop_id": shop_id})
+        return
     execute("UPDATE send_batch SET state = 'published', published_at = now(),"
             " publish_count = publish_count + 1 WHERE key = ANY(%s) AND state = 'pending'",
             ([key for key, _ in batches],))

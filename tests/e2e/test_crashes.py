@@ -6,6 +6,7 @@ import dataclasses
 import socket
 import threading
 import time
+from urllib.parse import urlparse
 
 from service import reconcile
 from tests.e2e.invariants import assert_invariants, rows
@@ -63,28 +64,54 @@ def test_worker_killed_mid_batch_sends_nothing_twice(make_stack, db, settings):
     assert stack.sim_messages(summary="1")["count"] == status["sent"]
 
 
-class Blackhole:
-    """A TCP server that accepts connections and never answers: a publish to it hangs."""
+class FreezingRedis:
+    """A TCP proxy to Redis that stops answering right after its first PONG: the enqueue's
+    check that Redis is up passes, then the publish that follows the commit hangs."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis_url: str) -> None:
+        self.target, self.frozen = urlparse(redis_url), threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
+        self.open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         while True:
             try:
-                self.held.append(self.sock.accept()[0])
+                client = self.sock.accept()[0]
             except OSError:
                 return
+            server = self._connect()
+            self.open += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if self.target.scheme == "unix":  # the embedded Redis listens on a socket file
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.target.path)
+            return server
+        return socket.create_connection((self.target.hostname, self.target.port or 6379))
+
+    def url(self) -> str:
+        db = self.target.path.strip("/") if self.target.scheme != "unix" else "0"
+        return f"redis://127.0.0.1:{self.port}/{db or 0}"
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if not self.frozen.is_set():
+                    sink.sendall(data)
+                if answers and b"+PONG" in data:
+                    self.frozen.set()
+        except OSError:
+            pass
 
     def close(self) -> None:
-        for conn in self.held:
+        for conn in [self.sock, *self.open]:
             conn.close()
-        self.sock.close()
 
 
 def enqueue_and_die(stack, key: str, campaign_id: int) -> None:
@@ -96,12 +123,13 @@ def enqueue_and_die(stack, key: str, campaign_id: int) -> None:
 
 def test_web_killed_between_commit_and_publish_is_healed_by_the_reconciler(make_stack, db,
                                                                            settings):
-    # Given a web process whose Redis hangs, so it stops right after the enqueue commit
-    hole = Blackhole()
+    # Given a web process whose Redis hangs after the enqueue checked it, so the web process
+    # stops between the enqueue's commit and its publish
+    hole = FreezingRedis(settings.redis_url)
     try:
         stack = make_stack()
         stack.start_sim("--dlr-delay-ms", "50")
-        stack.env["REDIS_URL"] = f"redis://127.0.0.1:{hole.port}/0"
+        stack.env["REDIS_URL"] = hole.url()
         stack.start_web(workers=1)
         shop_id, key = stack.create_shop("publish.example", credits=1000)
         stack.import_contacts(key, 120)

@@ -300,6 +300,8 @@ def test_redis_down_readiness_names_redis_and_the_api_answers_503_never_500(
     enqueued = stack.call("POST", f"/campaigns/{created.json()['id']}/enqueue", key)
     assert enqueued.status_code == 503, enqueued.text
     assert enqueued.json()["title"] and enqueued.json()["description"]
+    # ...and nothing was started: the merchant can simply try again
+    assert stack.call("GET", f"/campaigns/{created.json()['id']}", key).json()["status"] == "draft"
     # ...while what needs only PostgreSQL keeps working
     assert stack.call("GET", "/campaigns", key).status_code == 200
 
