@@ -13,6 +13,8 @@ from typing import Any
 
 import redis
 
+from service import presence
+
 INDEX_KEY = "astronote:clocks"
 KEY_PREFIX = "astronote:clock:"
 
@@ -28,33 +30,19 @@ def register(client: redis.Redis, holder: str, ttl_ms: int, run_scheduler: bool,
     entry = {"holder": holder, "run_scheduler": int(run_scheduler), "leading": int(leading),
              "epoch": "" if epoch is None else epoch, "started_at": started_at.isoformat(),
              "seen_at": datetime.now(timezone.utc).isoformat()}
-    with client.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=entry).pexpire(key, ttl_ms).sadd(INDEX_KEY, key).execute()
+    presence.announce(client, INDEX_KEY, key, entry, ttl_ms)
 
 
 def unregister(client: redis.Redis, holder: str) -> None:
-    key = clock_key(holder)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.delete(key).srem(INDEX_KEY, key).execute()
+    presence.withdraw(client, INDEX_KEY, clock_key(holder))
 
 
 def live_clocks(client: redis.Redis) -> list[dict[str, Any]]:
     """Every clock that announced itself within its TTL, with `run_scheduler` and `leading`."""
-    keys = sorted(member.decode() for member in client.smembers(INDEX_KEY))
-    if not keys:
-        return []
-    with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hgetall(key)
-        entries = pipe.execute()
-    dead = [key for key, entry in zip(keys, entries) if not entry]
-    if dead:
-        client.srem(INDEX_KEY, *dead)
-    return [_decode(entry) for entry in entries if entry]
+    return [_decode(values) for values in presence.live_entries(client, INDEX_KEY)]
 
 
-def _decode(entry: dict[bytes, bytes]) -> dict[str, Any]:
-    values = {k.decode(): v.decode() for k, v in entry.items()}
+def _decode(values: dict[str, str]) -> dict[str, Any]:
     return {"holder": values.get("holder"),
             "run_scheduler": values.get("run_scheduler") == "1",
             "leading": values.get("leading") == "1",

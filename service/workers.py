@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import redis
 
+from service import presence
+
 log = logging.getLogger("astronote.workers")
 
 INDEX_KEY = "astronote:workers"
@@ -57,34 +59,20 @@ class WorkerEntry:
 def register(client: redis.Redis, entry: WorkerEntry, ttl_ms: int = TTL_MS) -> None:
     """Announce (or refresh) this worker; it disappears `ttl_ms` after its last announcement."""
     key = worker_key(entry.holder)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=entry.as_hash()).pexpire(key, ttl_ms).sadd(INDEX_KEY, key).execute()
+    presence.announce(client, INDEX_KEY, key, entry.as_hash(), ttl_ms)
 
 
 def unregister(client: redis.Redis, holder: str) -> None:
-    key = worker_key(holder)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.delete(key).srem(INDEX_KEY, key).execute()
+    presence.withdraw(client, INDEX_KEY, worker_key(holder))
 
 
 def live_workers(client: redis.Redis, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every worker process that announced itself within its TTL, with its age in seconds."""
-    keys = sorted(member.decode() for member in client.smembers(INDEX_KEY))
-    if not keys:
-        return []
-    with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hgetall(key)
-        entries = pipe.execute()
-    dead = [key for key, entry in zip(keys, entries) if not entry]
-    if dead:
-        client.srem(INDEX_KEY, *dead)
     now = now or datetime.now(timezone.utc)
-    return [_decode(entry, now) for entry in entries if entry]
+    return [_decode(values, now) for values in presence.live_entries(client, INDEX_KEY)]
 
 
-def _decode(entry: dict[bytes, bytes], now: datetime) -> dict[str, Any]:
-    values = {k.decode(): v.decode() for k, v in entry.items()}
+def _decode(values: dict[str, str], now: datetime) -> dict[str, Any]:
     started_at = datetime.fromisoformat(values["started_at"])
     host, _, pid = values.get("holder", "").rpartition(":")
     return {"holder": values.get("holder"), "host": host,
