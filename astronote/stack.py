@@ -154,7 +154,7 @@ def process_commands(stack: LocalStack, sim_options: tuple[str, ...] = ()) -> di
         "web": [python, "-m", "gunicorn", "api.wsgi:app", "--bind", f"127.0.0.1:{stack.web_port}",
                 "--worker-class", "gthread", "--workers", env.get("WEB_CONCURRENCY", "2"),
                 "--threads", "8", "--graceful-timeout", "5"],
-        "worker": [python, "-m", "dramatiq", "actors",
+        "worker": [python, "-m", "dramatiq", "actors", "--skip-logging",
                    "--processes", env.get("WORKER_PROCESSES", "2"),
                    "--threads", env.get("WORKER_THREADS", "8"), "--queues", *QUEUES],
         "sim": [python, "-m", "astronote", "provider-sim", "--port", str(stack.sim_port),

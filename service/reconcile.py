@@ -25,6 +25,7 @@ class ReconcileReport:
     unknown_outcomes: int = 0
     finalized: dict[int, str] = field(default_factory=dict)
     released_reservations: int = 0
+    errors: dict[str, str] = field(default_factory=dict)  # repair -> what went wrong
 
 
 def republish_stale_batches(settings: Settings) -> int:
@@ -69,16 +70,27 @@ def upgrade_by_evidence(settings: Settings) -> int:
     for rid, campaign_id, shop_id, contact_id, phone, country, first_name, provider_id in rows:
         by_campaign[(campaign_id, shop_id)].append(
             (Claimed(rid, contact_id, phone, country, first_name), provider_id))
+    upgraded = 0
     for (campaign_id, shop_id), items in by_campaign.items():
-        context = load_context(shop_id, campaign_id, settings)
-        accepted = []
-        for recipient, provider_id in items:
-            text = compose_for(context, recipient, settings)
-            accepted.append(Accepted(recipient.id, provider_id, text, segment_count(text),
-                                     recipient.country))
-        persist_results(shop_id, campaign_id, accepted, [])
-        delivery.apply_reports(campaign_id=campaign_id)
-    return len(rows)
+        try:
+            upgraded += _persist_evidence(shop_id, campaign_id, items, settings)
+        except Exception:  # noqa: BLE001 - one campaign's failure must not hold up the others
+            log.exception("upgrading by evidence failed",
+                          extra={"campaign_id": campaign_id, "shop_id": shop_id})
+    return upgraded
+
+
+def _persist_evidence(shop_id: int, campaign_id: int, items: list[tuple[Claimed, str]],
+                      settings: Settings) -> int:
+    context = load_context(shop_id, campaign_id, settings)
+    accepted = []
+    for recipient, provider_id in items:
+        text = compose_for(context, recipient, settings)
+        accepted.append(Accepted(recipient.id, provider_id, text, segment_count(text),
+                                 recipient.country))
+    persist_results(shop_id, campaign_id, accepted, [])
+    delivery.apply_reports(campaign_id=campaign_id)
+    return len(accepted)
 
 
 def fail_unknown_outcomes(settings: Settings) -> int:
@@ -116,11 +128,18 @@ def release_finished_reservations() -> int:
 
 
 def reconcile(settings: Settings) -> ReconcileReport:
-    """Every repair, in the order that lets one feed the next."""
+    """Every repair, in the order that lets one feed the next. A repair that fails is logged
+    and reported; the ones after it still run."""
     report = ReconcileReport()
-    report.republished_batches = republish_stale_batches(settings)
-    report.upgraded_by_evidence = upgrade_by_evidence(settings)
-    report.unknown_outcomes = fail_unknown_outcomes(settings)
-    report.finalized = finalize_idle_campaigns()
-    report.released_reservations = release_finished_reservations()
+    steps = (("republished_batches", lambda: republish_stale_batches(settings)),
+             ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings)),
+             ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),
+             ("finalized", finalize_idle_campaigns),
+             ("released_reservations", release_finished_reservations))
+    for name, repair in steps:
+        try:
+            setattr(report, name, repair())
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            log.exception("repair failed", extra={"repair": name})
+            report.errors[name] = f"{type(error).__name__}: {str(error)[:200]}"
     return report

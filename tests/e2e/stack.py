@@ -80,9 +80,10 @@ class Stack:
 
     def start_worker(self, label: str = "worker", processes: int = 1, threads: int = 4,
                      queues: tuple[str, ...] = QUEUES, **env: str) -> subprocess.Popen:
-        return self._spawn(label, [sys.executable, "-m", "dramatiq", "actors", "--processes",
-                                   str(processes), "--threads", str(threads), "--queues", *queues],
-                           **env)
+        # --skip-logging: the worker processes log JSON lines themselves (service/logs.py).
+        return self._spawn(label, [sys.executable, "-m", "dramatiq", "actors", "--skip-logging",
+                                   "--processes", str(processes), "--threads", str(threads),
+                                   "--queues", *queues], **env)
 
     def start_clock(self, label: str = "clock", **env: str) -> subprocess.Popen:
         return self._spawn(label, [sys.executable, "-m", "scheduler"], **env)

@@ -1,0 +1,68 @@
+"""Reconcile on real PostgreSQL: late evidence, and one failing repair not holding up others."""
+from __future__ import annotations
+
+import dataclasses
+
+from models.database import fetchall
+from service import campaigns, contacts, credits, delivery, reconcile, shops
+from service.enqueue import batch_key, enqueue
+from service.sending import claim_recipients
+
+
+def campaign_in_flight(settings, domain: str, balance: int):
+    """A shop whose one-recipient campaign's provider call had an unknown outcome."""
+    shop, _ = shops.create_shop(domain, domain)
+    credits.top_up(shop.id, balance, "initial")
+    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}])
+    campaign = campaigns.create(shop.id, "c", "Hello there", append_unsubscribe=False)
+    enqueue(shop.id, campaign.id, settings)
+    ids = [row[0] for row in fetchall("SELECT id FROM campaign_recipient WHERE campaign_id = %s",
+                                      (campaign.id,))]
+    claim_recipients(campaign.id, ids, batch_key(campaign.id, ids))
+    return shop.id, campaign.id, ids[0]
+
+
+def status_of(recipient_id: int) -> tuple:
+    return fetchall("SELECT status, error FROM campaign_recipient WHERE id = %s",
+                    (recipient_id,))[0]
+
+
+def test_evidence_after_the_campaign_finished_still_makes_the_message_sent(db, settings):
+    # Given an unknown outcome resolved as failed, and the campaign finished
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, campaign_id, recipient_id = campaign_in_flight(settings, "late.example", 10)
+    reconcile.reconcile(quick)
+    assert status_of(recipient_id) == ("failed", "unknown_outcome")
+    assert campaigns.get(shop_id, campaign_id).status == "failed"
+
+    # When the provider's report naming it by reference arrives later
+    delivery.record_reports([{"id": "late-1", "reference": str(recipient_id),
+                              "deliveryStatus": "Delivered"}])
+    report = reconcile.reconcile(quick)
+
+    # Then it is sent, delivered, and debited once from the balance
+    assert report.upgraded_by_evidence == 1 and not report.errors
+    assert status_of(recipient_id) == ("sent", None)
+    assert credits.summary(shop_id).balance == 9
+
+
+def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest(db, settings):
+    # Given two shops with late evidence, one of which has spent all its credits since
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    broke_shop, _, broke = campaign_in_flight(settings, "broke.example", 1)
+    fine_shop, _, fine = campaign_in_flight(settings, "fine.example", 5)
+    reconcile.reconcile(quick)
+    db.execute_sql("UPDATE shop SET credit_balance = 0 WHERE id = %s", (broke_shop,))
+    db.execute_sql("INSERT INTO credit_transaction (shop_id, kind, amount, idempotency_key)"
+                   " VALUES (%s, 'adjustment', -1, 'spent')", (broke_shop,))
+    delivery.record_reports([{"id": "b-1", "reference": str(broke), "deliveryStatus": "Sent"},
+                             {"id": "f-1", "reference": str(fine), "deliveryStatus": "Sent"}])
+
+    # When reconcile runs
+    report = reconcile.reconcile(quick)
+
+    # Then the covered one is upgraded, the other stays failed (balance never below zero)
+    assert status_of(fine) == ("sent", None)
+    assert status_of(broke) == ("failed", "unknown_outcome")
+    assert credits.summary(broke_shop).balance == 0
+    assert report.upgraded_by_evidence == 1
