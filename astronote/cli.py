@@ -37,9 +37,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_provider_sim(args: argparse.Namespace, rest: list[str]) -> int:
-    from astronote import provider_sim
+    from astronote import sim
 
-    return provider_sim.main(rest)
+    return sim.main(rest)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Mapping
 from urllib.parse import urlparse
 
@@ -193,5 +193,3 @@ def override(new: Settings | None) -> None:
     global _current
     _current = new
 
-
-FIELD_NAMES = tuple(f.name for f in fields(Settings))

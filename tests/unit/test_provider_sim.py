@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from astronote.provider_sim import SimServer, main, start_background
+from astronote.sim import SimServer, main, start_background
 
 KEY = "test-key"
 HEADERS = {"X-Mitto-API-Key": KEY}
