@@ -6,7 +6,7 @@ declares every actor. Actors are adapters: they take ids, and the work is in `se
 from __future__ import annotations
 
 from actors.middleware import DatabaseConnection
-from service import metrics, runtime
+from service.infra import metrics, runtime
 
 settings = runtime.boot("worker")
 metrics.configure(settings)  # before any actor module creates a metric

@@ -13,7 +13,7 @@ import redis
 from dramatiq import Middleware
 from dramatiq.common import q_name
 
-from service import workers
+from service.observability import workers
 
 log = logging.getLogger("astronote.worker")
 

@@ -10,10 +10,10 @@ import dramatiq
 import redis
 
 from actors import settings
-from service import dispatch, metrics
 from service.enqueue import batch_key
+from service.infra import dispatch, metrics
+from service.infra.ratelimit import RateLimiter
 from service.provider import MittoClient
-from service.ratelimit import RateLimiter
 from service.sending import BatchReport, BatchSender, repair_persist, unfinished_batches
 
 log = logging.getLogger("astronote.actors.sms")

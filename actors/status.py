@@ -5,7 +5,8 @@ import logging
 
 import dramatiq
 
-from service import delivery, dispatch
+from service import delivery
+from service.infra import dispatch
 
 log = logging.getLogger("astronote.actors.status")
 

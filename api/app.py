@@ -12,13 +12,22 @@ import redis
 from api import errors, openapi
 from api.instrumentation import RequestMetrics
 from api.middleware import Authentication, DatabaseConnection
-from api.resources import admin, campaigns, contacts, credits, health, links, ops, webhooks
+from api.resources import (
+    admin,
+    campaigns,
+    contacts,
+    credits,
+    health,
+    links,
+    ops,
+    webhooks,
+)
 from api.resources import metrics as metrics_resource
 from service import campaigns as campaign_service
-from service import metrics
-from service.config import Settings
-from service.health import HealthChecker
-from service.operations import credits_debited
+from service.infra import metrics
+from service.infra.config import Settings
+from service.observability.board import credits_debited
+from service.observability.health import HealthChecker
 
 # Only ids PostgreSQL can hold (bigserial) match: any other number in a path is a 404 like a
 # missing id, not a query error.

@@ -7,7 +7,7 @@ import time
 
 import falcon
 
-from service import metrics
+from service.infra import metrics
 
 # Any token is a valid method on the wire: unknown ones share one label value.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -8,8 +8,8 @@ import falcon
 from api import ops_access
 from models.database import db
 from service import shops
-from service.config import Settings
 from service.errors import NotFound, Unauthorized
+from service.infra.config import Settings
 
 PUBLIC_PREFIXES = ("/health", "/readiness", "/u/", "/r/", "/webhooks/", "/openapi.json", "/metrics")
 

@@ -1,5 +1,5 @@
 """gunicorn entry point: `gunicorn api.wsgi:app`."""
 from api.app import create_app
-from service import runtime
+from service.infra import runtime
 
 app = create_app(runtime.boot("web"))

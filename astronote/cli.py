@@ -8,7 +8,7 @@ import sys
 def cmd_migrate(args: argparse.Namespace) -> int:
     from models import database
     from models.migrate import migrate
-    from service import config, logs, runtime
+    from service.infra import config, logs, runtime
 
     settings = config.settings()
     logs.configure("release")
@@ -20,10 +20,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
     import json
+    from dataclasses import asdict
 
-    from service import reconcile, runtime
+    from service import reconcile
+    from service.infra import runtime
 
     settings = runtime.boot("reconcile")
     print(json.dumps(asdict(reconcile.reconcile(settings)), default=str))

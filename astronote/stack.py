@@ -173,7 +173,7 @@ def shell_command(argv: list[str]) -> str:
 def prepare(var_dir: Path = VAR_DIR, environ: Mapping[str, str] | None = None) -> LocalStack:
     """Servers, ports, environment and schema: everything but the processes themselves.
     Configuration errors end the process with one line naming the variable."""
-    from service import config
+    from service.infra import config
 
     environ = dict(os.environ if environ is None else environ)
     embedded_names = tuple(

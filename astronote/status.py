@@ -36,7 +36,7 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 
 def render(state: dict[str, Any], now: datetime | None = None) -> str:
-    """The operator state (`service.operations.operator_state`) as plain text."""
+    """The operator state (`service.board.operator_state`) as plain text."""
     now = now or datetime.now(timezone.utc)
     health = state["health"]
     out = [f"Astronote status at {now.isoformat(timespec='seconds')}: "
@@ -115,8 +115,9 @@ def _live_state() -> Callable[[], dict[str, Any]]:
     import redis
 
     from models.database import db
-    from service import operations, runtime
-    from service.health import HealthChecker
+    from service.infra import runtime
+    from service.observability import board
+    from service.observability.health import HealthChecker
 
     settings = runtime.boot("status")
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -125,7 +126,7 @@ def _live_state() -> Callable[[], dict[str, Any]]:
     def state() -> dict[str, Any]:
         # No `connection()` block: a database that is down must be reported, not raised.
         try:
-            return operations.operator_state(checker)
+            return board.operator_state(checker)
         finally:
             if not db.is_closed():
                 db.close()

@@ -68,7 +68,7 @@ def push_messages(count: int) -> float:
     """`count` sendBulkSMS messages through the real broker; seconds taken."""
     import dramatiq
 
-    from service import broker, config, dispatch
+    from service.infra import broker, config, dispatch
 
     settings = config.load({"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL})
     broker.setup_broker(settings)

@@ -12,7 +12,7 @@ from scheduler.clock import Clock, next_epoch
 from scheduler.jobs import all_jobs
 from scheduler.leader import Leadership
 from scheduler.shutdown import ShutdownSignal
-from service import runtime
+from service.infra import runtime
 
 
 def main() -> int:

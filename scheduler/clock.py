@@ -20,11 +20,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from models import database
-from scheduler import registry, runs
+from scheduler import runs
 from scheduler.jobs import Job
-from scheduler.leader import Leadership, read_lock
+from scheduler.leader import Leadership
 from scheduler.shutdown import ShutdownSignal
-from service.config import Settings
+from service.infra.config import Settings
+from service.observability import clocks
+from service.observability.scheduler_state import read_lock
 
 log = logging.getLogger("astronote.clock")
 
@@ -166,7 +168,7 @@ class Clock:
 
     def _announce(self) -> None:
         try:
-            registry.register(self.client, self.holder,
+            clocks.register(self.client, self.holder,
                               3 * self.settings.scheduler_lock_retry_ms,
                               self.settings.run_scheduler, bool(self.leading),
                               self.leadership.epoch if self.leading else None, self.started_at)
@@ -175,7 +177,7 @@ class Clock:
 
     def _unregister(self) -> None:
         try:
-            registry.unregister(self.client, self.holder)
+            clocks.unregister(self.client, self.holder)
         except redis.RedisError:
             pass  # the entry expires on its own
 

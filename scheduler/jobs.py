@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from service import reconcile, scheduling
-from service.config import Settings
+from service.infra.config import Settings
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ SCHEDULE: dict[str, tuple[str, Callable[[Settings], dict[str, Any]]]] = {
     "refresh_statuses": ("status_refresh_interval_ms", refresh_statuses),
     "reconcile": ("reconcile_interval_ms", reconcile_campaigns),
 }
-JOB_NAMES = tuple(SCHEDULE)
 
 
 def all_jobs(settings: Settings) -> list[Job]:

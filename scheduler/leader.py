@@ -23,11 +23,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import redis
 
-LEADER_KEY = "astronote:scheduler:leader"
+from service.observability.scheduler_state import LEADER_KEY
 
 # Share of the TTL kept in reserve: covers the drift between our clock and Redis's, and the
 # moment a job needs between checking its lease and claiming its slot.
@@ -163,17 +163,3 @@ class Leadership:
         if tenure is None:
             return 0
         return max(0, int((tenure.deadline - self.clock()) * 1000))
-
-
-def read_lock(client: redis.Redis, key: str = LEADER_KEY) -> dict[str, Any]:
-    """The lock as health shows it: `{exists, ttl_ms, holder, epoch}`."""
-    with client.pipeline(transaction=True) as pipe:
-        raw, ttl_ms = pipe.get(key).pttl(key).execute()
-    if raw is None:
-        return {"exists": False, "ttl_ms": None, "holder": None, "epoch": None}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = {}
-    return {"exists": True, "ttl_ms": ttl_ms if ttl_ms >= 0 else None,
-            "holder": value.get("holder"), "epoch": value.get("epoch")}

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 import redis
 from psycopg2.extras import Json
 
-from models.database import execute, fetchall, fetchone
+from models.database import execute, fetchone
+from service.observability.scheduler_state import JOBS_KEY
 
-JOBS_KEY = "astronote:scheduler:jobs"
 RETENTION_DAYS = 7
 
 
@@ -43,23 +43,6 @@ def finish(job: str, slot: int, interval_ms: int, ok: bool, result: dict[str, An
 
 def publish(client: redis.Redis, job: str, summary: dict[str, Any]) -> None:
     client.hset(JOBS_KEY, job, _dumps(summary))
-
-
-def latest_from_redis(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """The last run of each job as the leader published it (empty after a Redis flush)."""
-    return {name.decode(): json.loads(raw) for name, raw in client.hgetall(JOBS_KEY).items()}
-
-
-def latest_from_database(jobs: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The last run of each of `jobs` from `job_run` (survives a Redis flush); one index
-    probe per job, however many runs the table keeps."""
-    rows = fetchall(
-        "SELECT j.job, r.slot, r.epoch, r.holder, r.started_at, r.finished_at, r.ok, r.result"
-        " FROM unnest(%s::text[]) AS j(job) CROSS JOIN LATERAL ("
-        "   SELECT * FROM job_run WHERE job_run.job = j.job ORDER BY slot DESC LIMIT 1) r",
-        (list(jobs),))
-    keys = ("slot", "epoch", "holder", "started_at", "finished_at", "ok", "result")
-    return {row[0]: dict(zip(keys, row[1:])) for row in rows}
 
 
 def _dumps(value: Any) -> str:

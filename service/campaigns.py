@@ -10,8 +10,9 @@ from typing import Any, Sequence
 
 from models import Campaign
 from models.database import db, execute, fetchall, fetchone
-from service import credits, dispatch
+from service import credits
 from service.errors import InvalidInput, InvalidTransition, NotFound
+from service.infra import dispatch
 
 CAMPAIGN_FIELDS = ("id", "name", "text", "status", "status_reason", "contact_ids",
                    "append_unsubscribe", "scheduled_at", "started_at", "finished_at",

@@ -13,7 +13,13 @@ import itertools
 import re
 from typing import Mapping
 
-from service.segments import GSM7, GSM7_EXTENSION, UCS2, max_segments_for_length, segment_count
+from service.segments import (
+    GSM7,
+    GSM7_EXTENSION,
+    UCS2,
+    max_segments_for_length,
+    segment_count,
+)
 
 # A URL runs to the next whitespace but may not end in sentence punctuation: in
 # "see https://x.co/sale." the dot belongs to the sentence, and a link minted for

@@ -15,9 +15,15 @@ from typing import Sequence
 import redis
 
 from models.database import db, execute, execute_many, fetchall, fetchone
-from service import composition, credits, dispatch, links, segments
-from service.config import Settings
-from service.errors import DependencyUnavailable, InvalidTransition, NoRecipients, NotFound
+from service import composition, credits, links, segments
+from service.errors import (
+    DependencyUnavailable,
+    InvalidTransition,
+    NoRecipients,
+    NotFound,
+)
+from service.infra import dispatch
+from service.infra.config import Settings
 
 log = logging.getLogger("astronote.enqueue")
 

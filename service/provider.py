@@ -18,7 +18,7 @@ from typing import Any, Protocol, Sequence
 import requests
 from requests.adapters import HTTPAdapter
 
-from service import metrics
+from service.infra import metrics
 
 log = logging.getLogger("astronote.provider")
 

@@ -10,10 +10,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from models.database import execute, fetchall
-from service import credits, delivery, dispatch
-from service.config import Settings
-from service.sending import Accepted, Claimed, compose_for, load_context, persist_results
+from service import credits, delivery
+from service.infra import dispatch
+from service.infra.config import Settings
 from service.segments import segment_count
+from service.sending import (
+    Accepted,
+    Claimed,
+    compose_for,
+    load_context,
+    persist_results,
+)
 
 log = logging.getLogger("astronote.reconcile")
 

@@ -11,9 +11,15 @@ from datetime import datetime
 from typing import Any
 
 from models.database import execute, fetchall, fetchone
-from service import dispatch, enqueue
-from service.config import Settings
-from service.errors import InsufficientCredits, InvalidTransition, NoRecipients, NotFound
+from service.errors import (
+    InsufficientCredits,
+    InvalidTransition,
+    NoRecipients,
+    NotFound,
+)
+from service import enqueue
+from service.infra import dispatch
+from service.infra.config import Settings
 
 log = logging.getLogger("astronote.scheduling")
 

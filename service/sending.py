@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from models.database import db, execute, execute_many, fetchall, fetchone
-from service import composition, credits, dispatch, links, segments
-from service.config import Settings
+from service import composition, credits, links, segments
+from service.infra import dispatch
+from service.infra.config import Settings
+from service.infra.ratelimit import RateLimiter
 from service.provider import Outcome, Provider, SendResult, Sms
-from service.ratelimit import RateLimiter
 
 log = logging.getLogger("astronote.sending")
 

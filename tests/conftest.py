@@ -10,7 +10,7 @@ import redis
 
 from models import database
 from models.migrate import migrate
-from service import broker, config
+from service.infra import broker, config
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("job_run", "message_log", "credit_transaction", "credit_reservation", "delivery_report",

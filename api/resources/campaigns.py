@@ -8,8 +8,8 @@ import falcon
 from api import schemas
 from api.body import choice_param, int_param, page, read_json
 from service import campaigns
-from service.config import Settings
 from service.enqueue import enqueue
+from service.infra.config import Settings
 
 STATUSES = ("draft", "scheduled", "sending", "paused", "completed", "failed", "cancelled")
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from service.health import HealthChecker
+from service.observability.health import HealthChecker
 
 
 class HealthResource:

@@ -7,7 +7,7 @@ import falcon
 
 from api import schemas
 from service import contacts, links
-from service.config import Settings
+from service.infra.config import Settings
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title></head>

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import falcon
 
-from service import metrics
-from service.metrics import SystemCollector
+from service.infra import metrics
+from service.infra.metrics import SystemCollector
 
 
 class MetricsResource:

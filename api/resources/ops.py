@@ -7,9 +7,9 @@ from pathlib import Path
 import falcon
 
 from api import ops_access
-from service import operations
-from service.config import Settings
-from service.health import HealthChecker
+from service.infra.config import Settings
+from service.observability import board
+from service.observability.health import HealthChecker
 
 PAGE = Path(__file__).resolve().parent.parent / "static" / "ops.html"
 
@@ -32,4 +32,4 @@ class OpsStateResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.cache_control = ["no-store"]
-        resp.media = operations.operator_state(self.checker)
+        resp.media = board.operator_state(self.checker)

@@ -8,8 +8,8 @@ import falcon
 from api import schemas
 from api.body import read_json
 from service import delivery
-from service.config import Settings
 from service.errors import NotFound, Unauthorized
+from service.infra.config import Settings
 
 
 class DeliveryReportResource:

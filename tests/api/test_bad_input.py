@@ -10,8 +10,16 @@ import pytest
 
 from api.body import MAX_BODY
 from service import links
-from tests.api.conftest import (ADMIN, assert_error, auth, contact_ids, create_campaign,
-                                create_shop, import_contacts, top_up)
+from tests.api.conftest import (
+    ADMIN,
+    assert_error,
+    auth,
+    contact_ids,
+    create_campaign,
+    create_shop,
+    import_contacts,
+    top_up,
+)
 
 MISSING_ID = 987654
 TABLES = ("shop", "api_key", "contact", "suppression", "campaign", "campaign_recipient",

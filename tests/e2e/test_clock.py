@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from scheduler import registry, runs, status
-from scheduler.jobs import JOB_NAMES
-from scheduler.leader import LEADER_KEY, read_lock
 from service import campaigns, contacts, credits, scheduling, shops
+from service.observability import clocks as clock_registry
+from service.observability import scheduler_state
+from service.observability.scheduler_state import JOB_NAMES, LEADER_KEY, read_lock
 from tests.e2e.stack import LOGS, Stack, wait_for
 
 TTL_MS, RETRY_MS, INTERVAL_MS = 1500, 500, 1000
@@ -160,16 +160,16 @@ def test_of_three_clocks_one_runs_jobs_and_standbys_take_over_when_it_dies_or_st
     # when each job last ran (from Redis, and from PostgreSQL should Redis be flushed)
     leader_holder = holder_of(clocks[first])
     state = wait_for(lambda: (lambda st: st if len(st["clocks"]) == 3 else None)(
-        status.snapshot(redis_client)), 5, "three clocks to register")
+        scheduler_state.snapshot(redis_client)), 5, "three clocks to register")
     assert state["lock"]["holder"] == leader_holder and 0 < state["lock"]["ttl_ms"] <= TTL_MS
     assert state["run_scheduler"] == {holder_of(p): True for p in clocks.values()}
     assert [c["holder"] for c in state["clocks"] if c["leading"]] == [leader_holder]
     assert {name: run["holder"] for name, run in state["jobs"].items()} == dict.fromkeys(
         JOB_NAMES, leader_holder)
-    recorded = runs.latest_from_database(JOB_NAMES)
+    recorded = scheduler_state.latest_from_database(JOB_NAMES)
     assert {name: run["epoch"] for name, run in recorded.items()} == dict.fromkeys(
         JOB_NAMES, state["lock"]["epoch"])
-    assert status.problems(state) == []
+    assert scheduler_state.problems(state) == []
 
     # When the leader is killed with SIGKILL (no chance to release its lock)
     standbys = {holder_of(clocks[label]) for label in clocks if label != first}
@@ -258,7 +258,7 @@ def test_a_leader_paused_past_its_ttl_repeats_nothing_and_steps_down(
     late = [r for r in job_runs(db, holder_of(clocks[leader])) if r["started_at"] >= stopped_at]
     assert late == []
     assert read_lock(redis_client)["holder"] == holder_of(clocks[standby])
-    entry = next(c for c in registry.live_clocks(redis_client)
+    entry = next(c for c in clock_registry.live_clocks(redis_client)
                  if c["holder"] == holder_of(clocks[leader]))
     assert entry["leading"] is False
 
@@ -278,7 +278,7 @@ def test_clocks_with_run_scheduler_false_stay_up_run_nothing_and_say_why(
     clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b")}
 
     # When several retry periods and job intervals go by
-    wait_for(lambda: len(registry.live_clocks(redis_client)) == 2, 15, "both clocks to report")
+    wait_for(lambda: len(clock_registry.live_clocks(redis_client)) == 2, 15, "both clocks to report")
     time.sleep(3 * INTERVAL_S)
 
     # Then both are still running, nobody took the lock, no job ran, the campaign waits...
@@ -287,10 +287,10 @@ def test_clocks_with_run_scheduler_false_stay_up_run_nothing_and_say_why(
     assert job_runs(db) == []
     assert campaign_row(db, campaign_id)["status"] == "scheduled"
     # ...health lists both clocks as idle and says why nothing leads...
-    state = status.snapshot(redis_client)
+    state = scheduler_state.snapshot(redis_client)
     assert state["run_scheduler"] == {holder_of(p): False for p in clocks.values()}
     assert not any(c["leading"] for c in state["clocks"])
-    assert status.problems(state) == [
+    assert scheduler_state.problems(state) == [
         "no scheduler leader: every live clock has RUN_SCHEDULER=false"]
     # ...and each clock's log says so at start
     for label in clocks:

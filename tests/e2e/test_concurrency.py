@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from service import dispatch
+from service.infra import dispatch
 from tests.e2e.invariants import assert_invariants, rows
 
 

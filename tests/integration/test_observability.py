@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 
 import dramatiq
 
-from service import dispatch, workers
-from service.health import HealthChecker
-from service.queues import QueueCounter
+from service.infra import dispatch
+from service.infra.queues import QueueCounter
+from service.observability import workers
+from service.observability.health import HealthChecker
 
 
 def entry(holder: str = "host-a:1", queues=("sms-send",)) -> workers.WorkerEntry:

@@ -1,7 +1,7 @@
 """PROVIDER_RATE_LIMIT: one budget per second shared by every worker, through Redis."""
 from __future__ import annotations
 
-from service.ratelimit import RateLimiter
+from service.infra.ratelimit import RateLimiter
 
 
 class FakeTime:

@@ -5,7 +5,13 @@ import random
 
 import pytest
 
-from service.composition import URL_PATTERN, compose, cost_upper_bound, find_urls, personalise
+from service.composition import (
+    URL_PATTERN,
+    compose,
+    cost_upper_bound,
+    find_urls,
+    personalise,
+)
 from service.segments import encoding, segment_count
 
 BASE = "https://sms.example.com"

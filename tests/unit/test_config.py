@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from service import config
-from service.config import ConfigError
+from service.infra import config
+from service.infra.config import ConfigError
 
 
 @pytest.mark.parametrize("name, value, says", [

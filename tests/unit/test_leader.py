@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from scheduler.clock import next_epoch
-from scheduler.leader import LEADER_KEY, Leadership, read_lock
+from scheduler.leader import Leadership
+from service.observability.scheduler_state import LEADER_KEY, read_lock
 
 TTL_MS = 3000
 
@@ -257,3 +258,12 @@ def test_a_lock_won_while_postgresql_is_down_is_given_back(client):
     # Then it does not lead, and the lock is free for a clock that can reach the database
     assert not clock.is_leading()
     assert not client.exists(LEADER_KEY)
+
+
+def test_every_job_name_health_reads_is_a_scheduled_job():
+    # Given the job names health reads (service side) and the clock's schedule (scheduler side)
+    from scheduler.jobs import SCHEDULE
+    from service.observability.scheduler_state import JOB_NAMES
+
+    # Then they name the same jobs, in the same order
+    assert tuple(SCHEDULE) == JOB_NAMES

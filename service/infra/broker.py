@@ -5,7 +5,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from service.config import Settings
+from service.infra.config import Settings
 
 
 def setup_broker(settings: Settings) -> RedisBroker:

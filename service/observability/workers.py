@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import redis
 
-from service import presence
+from service.observability import presence
 
 log = logging.getLogger("astronote.workers")
 

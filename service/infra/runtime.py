@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 
 from models import database
-from service import broker, config, logs
-from service.config import Settings
+from service.infra import broker, config, logs
+from service.infra.config import Settings
 
 
 def require(settings: Settings, *names: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from service import presence
+from service.observability import presence
 
 INDEX_KEY = "astronote:clocks"
 KEY_PREFIX = "astronote:clock:"

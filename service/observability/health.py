@@ -18,12 +18,10 @@ from typing import Any, Callable, Sequence
 import redis
 
 from models.database import fetchall
-from scheduler import runs
-from scheduler import status as clock_status
-from scheduler.jobs import JOB_NAMES
-from service import dispatch, workers
-from service.config import Settings
-from service.queues import QueueCounter
+from service.infra import dispatch
+from service.infra.config import Settings
+from service.infra.queues import QueueCounter
+from service.observability import scheduler_state, workers
 
 # How many stuck campaigns are listed (and named in the reasons); the count is always exact.
 STUCK_LISTED = 50
@@ -84,7 +82,7 @@ class HealthChecker:
             report["campaigns"] = self._campaigns()
             if "jobs" in report["scheduler"] and not report["scheduler"]["jobs"]:
                 # Redis flushed since the leader's last run: the database keeps every run.
-                report["scheduler"]["jobs"] = runs.latest_from_database(JOB_NAMES)
+                report["scheduler"]["jobs"] = scheduler_state.latest_from_database()
         except Exception as error:  # noqa: BLE001 - any database failure: say so, never a 500
             dependencies["postgresql"] = describe(error)
             problems.append(f"postgresql is down ({describe(error)})")
@@ -98,7 +96,7 @@ class HealthChecker:
         queues = self.counter.counts(self.queues)
         live = workers.live_workers(self.client, self.clock())
         consumers = {queue: sum(1 for w in live if queue in w["queues"]) for queue in self.queues}
-        return {"scheduler": clock_status.snapshot(self.client),
+        return {"scheduler": scheduler_state.snapshot(self.client),
                 "workers": {"live": len(live), "consumers": consumers, "processes": live},
                 "queues": queues}
 
@@ -125,7 +123,7 @@ class HealthChecker:
         if "error" not in report.get("workers", {"error": True}):
             problems += self._worker_problems(report["workers"], report["queues"])
         if "error" not in report.get("scheduler", {"error": True}):
-            problems += clock_status.problems(report["scheduler"])
+            problems += scheduler_state.problems(report["scheduler"])
         campaigns = report.get("campaigns", {})
         if campaigns.get("stuck_count"):
             problems.append(self._stuck_problem(campaigns))

@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from service.config import Settings
+from service.infra.config import Settings
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -208,7 +208,12 @@ class SystemCollector:
 
 def exposition(collector: SystemCollector) -> tuple[bytes, str]:
     """The `/metrics` body and content type: every process's events plus the system's state."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+    )
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()

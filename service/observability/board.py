@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.database import fetchall
-from service.health import HealthChecker
+from service.observability.health import HealthChecker
 
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 
