@@ -1,5 +1,5 @@
 """Dramatiq middleware that makes a worker process visible: it logs what the process really
-consumes once its threads run, and keeps it registered in Redis (`service.workers`) while they
+consumes once its threads run, and keeps it registered in Redis (`service.observability.workers`) while they
 are alive. The seed logged "workers started" on a process that had started none."""
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ _JSON_HANDLER = {"class": "logging.StreamHandler", "formatter": "json",
 LOGCONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "service.logs.JsonFormatter", "process_role": "web"}},
+    "formatters": {"json": {"()": "service.infra.logs.JsonFormatter", "process_role": "web"}},
     "handlers": {"console": _JSON_HANDLER, "error_console": _JSON_HANDLER},
     "root": {"level": os.environ.get("LOG_LEVEL", "INFO").upper(), "handlers": ["console"]},
     "loggers": {

@@ -80,7 +80,7 @@ class Stack:
 
     def start_worker(self, label: str = "worker", processes: int = 1, threads: int = 4,
                      queues: tuple[str, ...] = QUEUES, **env: str) -> subprocess.Popen:
-        # --skip-logging: the worker processes log JSON lines themselves (service/logs.py).
+        # --skip-logging: the worker processes log JSON lines themselves (service/infra/logs.py).
         return self._spawn(label, [sys.executable, "-m", "dramatiq", "actors", "--skip-logging",
                                    "--processes", str(processes), "--threads", str(threads),
                                    "--queues", *queues], **env)
