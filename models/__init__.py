@@ -27,6 +27,7 @@ class ApiKey(Base):
     key_hash = pw.TextField(unique=True)
     prefix = pw.TextField()
     created_at = DateTimeTZField()
+    last_used_at = DateTimeTZField(null=True)
     revoked_at = DateTimeTZField(null=True)
 
 
@@ -146,5 +147,20 @@ class ShortLink(Base):
     created_at = DateTimeTZField()
 
 
+class IdempotencyKey(Base):
+    shop = pw.ForeignKeyField(Shop)
+    key = pw.TextField()
+    fingerprint = pw.TextField()
+    state = pw.TextField(default="in_flight")
+    response_status = pw.IntegerField(null=True)
+    response_body = pw.BlobField(null=True)
+    response_type = pw.TextField(null=True)
+    created_at = DateTimeTZField()
+    finished_at = DateTimeTZField(null=True)
+
+    class Meta:
+        primary_key = pw.CompositeKey("shop", "key")
+
+
 ALL = (Shop, ApiKey, Contact, Suppression, Campaign, SendBatch, CampaignRecipient, DeliveryReport,
-       CreditTransaction, CreditReservation, MessageLog, ShortLink)
+       CreditTransaction, CreditReservation, MessageLog, ShortLink, IdempotencyKey)

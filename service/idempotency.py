@@ -1,0 +1,131 @@
+"""Idempotency keys (SPEC 5), by Stripe's rules: a client that retries a POST with the same
+`Idempotency-Key` gets the first answer again instead of a second campaign or top-up.
+
+- same key, same request: the stored answer is replayed (status and body);
+- same key, another request (method, route or body differ): refused (`KeyReused`, 422);
+- same key while the first request still runs: refused (`KeyInFlight`, 409);
+- keys are per shop and kept `RETENTION` (24 h); an answer the server failed to produce (5xx)
+  is not stored, so the client may retry it.
+
+The row is inserted before the request runs, so two concurrent duplicates are decided by the
+primary key, never by a read followed by a write. A request whose process died leaves its row
+`in_flight`; after `IN_FLIGHT_TIMEOUT` the key may be used again (the actions behind it are
+themselves conditional updates or carry their own references, so a rerun cannot spend twice).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import peewee as pw
+
+from models import IdempotencyKey
+from models.database import db
+from service.errors import InvalidInput, InvalidTransition
+
+RETENTION = "24 hours"
+IN_FLIGHT_TIMEOUT = "2 minutes"
+MAX_KEY_LENGTH = 255
+HEADER = "Idempotency-Key"
+
+
+class KeyInFlight(InvalidTransition):
+    """A request with this key is still being processed."""
+
+    title = "Request in progress"
+
+
+class KeyReused(InvalidInput):
+    """The key was first used for a different request."""
+
+    title = "Idempotency key reused"
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    status: int
+    body: bytes
+    content_type: str | None
+
+
+def fingerprint(method: str, route: str, body: bytes) -> str:
+    """What makes two requests 'the same': method, routed path and the exact body bytes."""
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), route.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def validate_key(key: str) -> str:
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
+        raise InvalidInput(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
+                           HEADER)
+    return key
+
+
+def begin(shop_id: int, key: str, request_fingerprint: str) -> StoredAnswer | None:
+    """Claim `key` for this request (None: run it), or return the answer to replay."""
+    validate_key(key)
+    with db.atomic():
+        _forget_expired(shop_id, key)
+        claimed = (IdempotencyKey
+                   .insert(shop=shop_id, key=key, fingerprint=request_fingerprint)
+                   .on_conflict_ignore()
+                   .returning(IdempotencyKey.key)
+                   .execute())
+        if list(claimed):
+            return None
+        row = (IdempotencyKey
+               .select()
+               .where(IdempotencyKey.shop == shop_id, IdempotencyKey.key == key)
+               .first())
+    if row is None:  # expired and deleted by a concurrent request between our two statements
+        raise KeyInFlight(f"a request with this {HEADER} is in progress; retry shortly")
+    if row.fingerprint != request_fingerprint:
+        raise KeyReused(f"this {HEADER} was used for a different request", HEADER)
+    if row.state == "in_flight":
+        raise KeyInFlight(f"a request with this {HEADER} is still in progress")
+    return StoredAnswer(row.response_status, bytes(row.response_body or b""), row.response_type)
+
+
+def finish(shop_id: int, key: str, answer: StoredAnswer) -> None:
+    """Store the answer of the request that claimed `key`, for its retries to replay."""
+    with db.atomic():
+        (IdempotencyKey
+         .update(state="done", response_status=answer.status, response_body=answer.body,
+                 response_type=answer.content_type, finished_at=pw.fn.now())
+         .where(IdempotencyKey.shop == shop_id,
+                IdempotencyKey.key == key,
+                IdempotencyKey.state == "in_flight")
+         .execute())
+
+
+def abandon(shop_id: int, key: str) -> None:
+    """Forget a claimed key whose request produced no answer worth keeping (a 5xx)."""
+    with db.atomic():
+        (IdempotencyKey
+         .delete()
+         .where(IdempotencyKey.shop == shop_id,
+                IdempotencyKey.key == key,
+                IdempotencyKey.state == "in_flight")
+         .execute())
+
+
+def purge_expired() -> int:
+    """Drop every key older than the retention (the clock's reconcile calls it)."""
+    with db.atomic():
+        return (IdempotencyKey
+                .delete()
+                .where(IdempotencyKey.created_at < pw.SQL(f"now() - interval '{RETENTION}'"))
+                .execute())
+
+
+def _forget_expired(shop_id: int, key: str) -> None:
+    expired = (IdempotencyKey.created_at < pw.SQL(f"now() - interval '{RETENTION}'"))
+    abandoned = ((IdempotencyKey.state == "in_flight")
+                 & (IdempotencyKey.created_at < pw.SQL(f"now() - interval '{IN_FLIGHT_TIMEOUT}'")))
+    (IdempotencyKey
+     .delete()
+     .where(IdempotencyKey.shop == shop_id, IdempotencyKey.key == key, expired | abandoned)
+     .execute())
