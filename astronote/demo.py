@@ -1,27 +1,25 @@
 """`astronote demo`: one campaign end to end on the local stack, then an honest report.
 
-The stack (web, worker, clock when it exists, simulator) runs in the background under honcho,
-each process logging to var/demo-logs/<name>.log. The demo talks to it only through the REST
+The stack (web, worker, clock, simulator) runs in the background (`astronote.launcher`), each
+process logging to var/demo-logs/<name>.log. The demo talks to it only through the REST
 API and the simulator's `/_sim/` endpoints, as a merchant and an operator would, and exits 0
 only when the campaign completed, every recipient was resolved, the provider saw no message
 twice and the credit ledger balances.
 """
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from tqdm import tqdm
 
+from astronote import launcher
 from astronote import stack as local
 from astronote.stack import LocalStack
 
@@ -69,69 +67,34 @@ class Api:
 
 
 class BackgroundStack:
-    """honcho running the stack's processes in its own session; `stop()` ends all of them."""
+    """The stack's processes, each in its own session; `stop()` ends all of them."""
 
     def __init__(self, stack: LocalStack, log_dir: Path) -> None:
         self.stack, self.log_dir = stack, log_dir.resolve()
         self.processes = local.process_commands(stack, SIM_OPTIONS)
-        self.honcho: subprocess.Popen | None = None
+        self.group = launcher.ProcessGroup(self.log_dir)
 
     def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        procfile, no_env = self.log_dir / "Procfile", self.log_dir / "empty.env"
-        procfile.write_text("".join(
-            f"{name}: {local.shell_command(argv)} > {self.log_dir / name}.log 2>&1\n"
-            for name, argv in self.processes.items()))
-        no_env.write_text("")  # honcho would otherwise read ./.env over our environment
-        with open(self.log_dir / "honcho.log", "wb") as log:
-            self.honcho = subprocess.Popen(
-                [sys.executable, "-m", "honcho", "start", "--no-colour", "-f", str(procfile),
-                 "-e", str(no_env), "-d", os.getcwd(), "-p", str(self.stack.web_port)],
-                env=self.stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for name, argv in self.processes.items():
+            self.group.start(name, argv, self.stack.env)
 
     def check_running(self) -> None:
-        if self.honcho is not None and self.honcho.poll() is not None:
-            # honcho names the first process of each Procfile line "<name>.1".
-            stopped = re.search(r"(\w+)(?:\.\d+)? stopped \(rc=(-?\d+)\)", self._honcho_log())
-            name = stopped[1] if stopped else "honcho"
-            who = f"{name} exited with status {stopped[2]}" if stopped else "honcho exited"
-            raise DemoFailure(f"{who}; see {self.log_dir / name}.log")
+        exited = self.group.exited()
+        if exited is not None:
+            name, status = exited
+            raise DemoFailure(f"{name} exited with status {status}; see {self.log_dir / name}.log")
 
     def stop(self) -> None:
-        if self.honcho is None or self.honcho.poll() is not None:
-            return
-        self.honcho.terminate()  # honcho stops its children, SIGKILLs them after 5 s
-        try:
-            self.honcho.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            _kill_group(self.honcho.pid)
-            self.honcho.wait()
-            for pid in re.findall(r"started \(pid=(\d+)\)", self._honcho_log()):
-                _kill_group(int(pid))  # each child leads its own session
-
-    def _honcho_log(self) -> str:
-        return (self.log_dir / "honcho.log").read_text(errors="replace")
+        self.group.stop_all(grace=5)
 
 
-def _kill_group(pid: int) -> None:
+def wait_until_ready(url: str, what: str, timeout: float, background: BackgroundStack) -> None:
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float,
-             background: BackgroundStack) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        background.check_running()
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise DemoFailure(f"{what} did not answer within {timeout:.0f} s; see {background.log_dir}/")
+        launcher.wait_for(lambda: requests.get(url, timeout=2).ok, timeout, what, interval=0.2,
+                          watch=background.check_running)
+    except TimeoutError:
+        raise DemoFailure(f"{what} did not answer within {timeout:.0f} s;"
+                          f" see {background.log_dir}/") from None
 
 
 @dataclass
@@ -302,7 +265,7 @@ def _died(background: BackgroundStack | None) -> str | None:
     """Which process died, when one did (a lost connection usually means that)."""
     try:
         if background is not None:
-            time.sleep(1)  # honcho notices a dead child within a second
+            time.sleep(1)  # a process that dropped the connection may still be exiting
             background.check_running()
     except DemoFailure as failure:
         return str(failure)
@@ -330,10 +293,8 @@ def run(recipients: int = 3000, personalised: bool = False) -> int:
             print(f"  {line}")
         print(f"  logs:       {background.log_dir}/", flush=True)
         background.start()
-        wait_for(lambda: requests.get(f"{stack.web_url}/health", timeout=2).ok, "the API", 60,
-                 background)
-        wait_for(lambda: requests.get(f"{stack.sim_url}/_sim/health", timeout=2).ok,
-                 "the simulator", 30, background)
+        wait_until_ready(f"{stack.web_url}/health", "the API", 60, background)
+        wait_until_ready(f"{stack.sim_url}/_sim/health", "the simulator", 30, background)
         print(f"stack ready after {time.monotonic() - began:.1f} s", flush=True)
         outcome = run_campaign(stack, background, recipients, personalised)
     except DemoFailure as failure:

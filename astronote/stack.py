@@ -2,23 +2,23 @@
 
 `prepare()` does what `astronote up` and `astronote demo` share: PostgreSQL and Redis (from
 DATABASE_URL / REDIS_URL, else embedded servers under ./var/), ports, the children's
-environment (always pointed at the simulator), the schema migration, and the process commands.
-`up()` then runs the processes in the foreground with honcho until Ctrl-C.
+environment (always pointed at the simulator), the schema migration, and the process commands
+(the Procfile's, through `astronote.processes`). `up()` then runs the processes in the
+foreground with honcho until Ctrl-C.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
-import socket
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from astronote import embedded
+from astronote import embedded, processes
 from astronote.embedded import EmbeddedServers
+from astronote.launcher import choose_port
 
 VAR_DIR = Path("var")
 DEFAULT_WEB_PORT = 8000
@@ -30,7 +30,6 @@ DEV_DEFAULTS = {
     "DLR_WEBHOOK_SECRET": "astronote-dev-dlr",
     "SECRET_KEY": "astronote-dev-secret",
 }
-QUEUES = ("sms-send", "delivery-status-update")
 
 
 @dataclass
@@ -79,33 +78,6 @@ def resolve_servers(
     return database_url or servers.database_url, redis_url or servers.redis_url, servers
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # Like gunicorn: a port with only TIME_WAIT leftovers counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def choose_port(preferred: int, taken: tuple[int, ...] = ()) -> int:
-    """`preferred` if nobody listens on it, else any free port."""
-    if preferred not in taken and port_is_free(preferred):
-        return preferred
-    port = free_port()
-    while port in taken:
-        port = free_port()
-    return port
-
-
 def child_environment(
     environ: Mapping[str, str], database_url: str, redis_url: str, web_port: int, sim_port: int
 ) -> dict[str, str]:
@@ -138,31 +110,17 @@ def migrate_schema(database_url: str) -> list[str]:
         database.db.close_all()
 
 
-def has_clock() -> bool:
-    """The clock (`python -m scheduler`) runs only once `scheduler/__main__.py` exists."""
-    try:
-        return importlib.util.find_spec("scheduler.__main__") is not None
-    except ImportError:
-        return False
-
-
 def process_commands(stack: LocalStack, sim_options: tuple[str, ...] = ()) -> dict[str, list[str]]:
-    """The Procfile's processes for this stack (as argv), run with this interpreter so that
-    no virtualenv has to be activated."""
-    env, python = stack.env, sys.executable
-    commands = {
-        "web": [python, "-m", "gunicorn", "api.wsgi:app", "--bind", f"127.0.0.1:{stack.web_port}",
-                "--worker-class", "gthread", "--workers", env.get("WEB_CONCURRENCY", "2"),
-                "--threads", "8", "--graceful-timeout", "5"],
-        "worker": [python, "-m", "dramatiq", "actors", "--skip-logging",
-                   "--processes", env.get("WORKER_PROCESSES", "2"),
-                   "--threads", env.get("WORKER_THREADS", "8"), "--queues", *QUEUES],
-        "sim": [python, "-m", "astronote", "provider-sim", "--port", str(stack.sim_port),
-                "--api-key", env["MITTO_API_KEY"], *sim_options],
+    """The Procfile's processes for this stack (as argv; WEB_CONCURRENCY, WORKER_PROCESSES and
+    WORKER_THREADS from its environment) and the simulator. The API listens on 127.0.0.1 only,
+    and stops within 5 s."""
+    web_options = {"--bind": f"127.0.0.1:{stack.web_port}", "--graceful-timeout": "5"}
+    return {
+        "web": processes.command("web", stack.env, web_options),
+        "worker": processes.command("worker", stack.env),
+        "sim": processes.simulator(stack.sim_port, stack.env["MITTO_API_KEY"], sim_options),
+        "clock": processes.command("clock", stack.env),
     }
-    if has_clock():
-        commands["clock"] = [python, "-m", "scheduler"]
-    return commands
 
 
 def shell_command(argv: list[str]) -> str:
@@ -218,10 +176,9 @@ def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]
         embedded_here = name in stack.embedded_names
         return f"embedded, data in {VAR_DIR}/" if embedded_here else "from environment"
 
-    clock = ("clock (python -m scheduler)" if "clock" in processes
-             else "no clock (scheduler/__main__.py does not exist yet)")
     return [
-        f"processes:  {', '.join(name for name in processes if name != 'clock')}; {clock}",
+        f"processes:  {', '.join(name for name in processes if name != 'clock')};"
+        " clock (python -m scheduler)",
         f"API:        {stack.web_url}  (admin token: {stack.admin_token})",
         f"simulator:  {stack.sim_url}  (API key {SIMULATOR_API_KEY}; /_sim/stats, /_sim/messages)",
         f"PostgreSQL: {stack.database_url}  ({origin('PostgreSQL')})",
@@ -231,7 +188,7 @@ def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]
 
 
 def up() -> int:
-    """Run web, worker, clock (when it exists) and the simulator until Ctrl-C."""
+    """Run web, worker, clock and the simulator until Ctrl-C."""
     from honcho.manager import Manager
 
     try:

@@ -3,40 +3,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
+from astronote import processes as procfile
+from astronote.launcher import ProcessGroup, free_port, wait_for
+from service.infra.dispatch import QUEUES
+
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "var" / "test-logs"
-QUEUES = ("sms-send", "delivery-status-update")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as error:  # noqa: BLE001 - keep polling, report the last one
-            last_error = error
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                         + (f" (last error: {last_error!r})" if last_error else ""))
+# The tests have always run gunicorn with 4 threads, not the Procfile's 8.
+WEB_THREADS = 4
 
 
 class Stack:
@@ -49,8 +29,8 @@ class Stack:
                     "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
                     "PORT": str(self.web_port)}
         self.name = name
-        self.processes: dict[str, subprocess.Popen] = {}
-        LOGS.mkdir(parents=True, exist_ok=True)
+        self.group = ProcessGroup(LOGS, prefix=f"{name}.", cwd=ROOT)
+        self.processes: dict[str, subprocess.Popen] = self.group.processes
 
     @property
     def web(self) -> str:
@@ -61,50 +41,34 @@ class Stack:
         return f"http://127.0.0.1:{self.sim_port}"
 
     def _spawn(self, label: str, args: list[str], **env: str) -> subprocess.Popen:
-        log = open(LOGS / f"{self.name}.{label}.log", "wb")
-        process = subprocess.Popen(args, cwd=ROOT, env={**self.env, **env}, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        self.processes[label] = process
-        return process
+        return self.group.start(label, args, {**self.env, **env})
 
     def start_sim(self, *options: str) -> None:
-        self._spawn("sim", [sys.executable, "-m", "astronote", "provider-sim", "--port",
-                            str(self.sim_port), "--api-key", self.env["MITTO_API_KEY"], *options])
+        self._spawn("sim", procfile.simulator(self.sim_port, self.env["MITTO_API_KEY"], options))
         wait_for(lambda: requests.get(f"{self.sim}/_sim/health", timeout=1).ok, 15, "simulator")
 
     def start_web(self, workers: int = 2) -> None:
-        self._spawn("web", [sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b",
-                            f"127.0.0.1:{self.web_port}", "-w", str(workers), "-k", "gthread",
-                            "--threads", "4", "--graceful-timeout", "5"])
+        # The Procfile's web process, on 127.0.0.1, stopping within 5 s.
+        self._spawn("web", procfile.command(
+            "web", {"WEB_CONCURRENCY": str(workers)},
+            {"--bind": f"127.0.0.1:{self.web_port}", "--threads": str(WEB_THREADS),
+             "--graceful-timeout": "5"}))
         wait_for(lambda: requests.get(f"{self.web}/health", timeout=1).ok, 20, "gunicorn")
 
     def start_worker(self, label: str = "worker", processes: int = 1, threads: int = 4,
                      queues: tuple[str, ...] = QUEUES, **env: str) -> subprocess.Popen:
-        # --skip-logging: the worker processes log JSON lines themselves (service/infra/logs.py).
-        return self._spawn(label, [sys.executable, "-m", "dramatiq", "actors", "--skip-logging",
-                                   "--processes", str(processes), "--threads", str(threads),
-                                   "--queues", *queues], **env)
+        return self._spawn(label, procfile.command(
+            "worker", {"WORKER_PROCESSES": str(processes), "WORKER_THREADS": str(threads)},
+            {"--queues": queues}), **env)
 
     def start_clock(self, label: str = "clock", **env: str) -> subprocess.Popen:
-        return self._spawn(label, [sys.executable, "-m", "scheduler"], **env)
+        return self._spawn(label, procfile.command("clock"), **env)
 
     def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
-        process = self.processes[label]
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=30)
+        self.group.kill(label, sig)
 
     def close(self) -> None:
-        for label in list(self.processes):
-            if self.processes[label].poll() is None:
-                try:
-                    os.killpg(self.processes[label].pid, signal.SIGTERM)
-                    self.processes[label].wait(timeout=10)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    self.kill(label)
-        self.processes.clear()
+        self.group.stop_all(grace=10)
 
     # --- the API, as a merchant and an operator use it -------------------------------------
     def call(self, method: str, path: str, key: str | None = None, **kwargs: Any):

@@ -1,4 +1,4 @@
-"""`astronote demo` as a user runs it: its own stack (honcho, gunicorn, Dramatiq, simulator)
+"""`astronote demo` as a user runs it: its own stack (gunicorn, Dramatiq, clock, simulator)
 against the tests' PostgreSQL and Redis, and a report that says the books balance."""
 from __future__ import annotations
 

@@ -1,0 +1,118 @@
+"""Running a stack's processes on this machine, for `astronote up`/`demo` and the end-to-end
+tests: free ports, waiting until a process answers, and child processes that each lead their
+own session (one signal reaches a process and its children, e.g. gunicorn's workers, and a
+Ctrl-C in the terminal reaches none of them) with their output in a log file.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # Like gunicorn: a port with only TIME_WAIT leftovers counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def choose_port(preferred: int, taken: tuple[int, ...] = ()) -> int:
+    """`preferred` if nobody listens on it, else any free port."""
+    if preferred not in taken and port_is_free(preferred):
+        return preferred
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1,
+             watch: Callable[[], None] | None = None) -> Any:
+    """Poll `check` until it returns something truthy and return that; raise TimeoutError
+    naming `what` after `timeout`. `watch` runs before each try and may raise to give up
+    early (a process that the check waits for has died)."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if watch is not None:
+            watch()
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as error:  # noqa: BLE001 - keep polling, report the last one
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
+                       + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """`sig` to the session led by `pid`; nothing when it is gone already."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class ProcessGroup:
+    """Labelled child processes; `<log_dir>/<prefix><label>.log` holds each one's output."""
+
+    def __init__(self, log_dir: Path, prefix: str = "", cwd: Path | None = None) -> None:
+        self.log_dir, self.prefix, self.cwd = log_dir, prefix, cwd
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def log_path(self, label: str) -> Path:
+        return self.log_dir / f"{self.prefix}{label}.log"
+
+    def start(self, label: str, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen:
+        """Start `argv` as `label` (a label started again gets a fresh log)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(label), "wb") as log:
+            process = subprocess.Popen(list(argv), cwd=self.cwd, env=dict(env), stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[label] = process
+        return process
+
+    def exited(self) -> tuple[str, int] | None:
+        """The first process that is no longer running, with its exit status."""
+        for label, process in self.processes.items():
+            if process.poll() is not None:
+                return label, process.returncode
+        return None
+
+    def kill(self, label: str, sig: int = signal.SIGKILL, timeout: float = 30) -> None:
+        """`sig` to `label` and its children; wait until it has exited."""
+        process = self.processes[label]
+        signal_group(process.pid, sig)
+        process.wait(timeout=timeout)
+
+    def stop_all(self, grace: float = 10) -> None:
+        """SIGTERM to every running process, SIGKILL to those still running `grace` seconds
+        later; the group is empty afterwards."""
+        running = [p for p in self.processes.values() if p.poll() is None]
+        for process in running:
+            signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                signal_group(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        self.processes.clear()
