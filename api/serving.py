@@ -27,6 +27,14 @@ LOGCONFIG: dict[str, Any] = {
 }
 
 
+def on_starting(server: Any) -> None:
+    """Check the configuration in the master, before any worker: a worker that exited on it
+    would only be replaced by gunicorn, again and again, instead of the server stopping."""
+    from service.infra import runtime
+
+    runtime.check()
+
+
 def when_ready(server: Any) -> None:
     """The master has bound its sockets and is about to start the workers."""
     log.info("web listening", extra={

@@ -19,17 +19,14 @@ from typing import Mapping
 from astronote import embedded, processes
 from astronote.embedded import EmbeddedServers
 from astronote.launcher import choose_port
+from astronote.secrets_store import dev_secrets
 
 VAR_DIR = Path("var")
 DEFAULT_WEB_PORT = 8000
 DEFAULT_SIM_PORT = 9090
 SIMULATOR_API_KEY = "astronote-sim-key"
-# Local development values, used only when the variable is unset; the stack binds 127.0.0.1.
-DEV_DEFAULTS = {
-    "ADMIN_TOKEN": "astronote-dev-admin",
-    "DLR_WEBHOOK_SECRET": "astronote-dev-dlr",
-    "SECRET_KEY": "astronote-dev-secret",
-}
+# Local development values, used only when the variable is unset: generated under var/.
+DEV_DEFAULTS = dev_secrets(VAR_DIR)
 
 
 @dataclass

@@ -119,7 +119,7 @@ def _live_state() -> Callable[[], dict[str, Any]]:
     from service.observability import board
     from service.observability.health import HealthChecker
 
-    settings = runtime.boot("status")
+    settings = runtime.boot("status", needs_secret_key=False)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     checker = HealthChecker(settings, client)
 

@@ -116,8 +116,10 @@ def main() -> int:
     args = parser.parse_args()
 
     reset()
-    stack = Stack({"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL, "ADMIN_TOKEN": "bench-admin",
-                   "SECRET_KEY": "bench", "MITTO_API_KEY": "bench", "LOG_LEVEL": "WARNING",
+    stack = Stack({"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL,
+                   "ADMIN_TOKEN": "bench-admin-token-0123456789",
+                   "SECRET_KEY": "bench-secret-key-0123456789abcdef", "MITTO_API_KEY": "bench",
+                   "LOG_LEVEL": "WARNING",
                    "PROMETHEUS_MULTIPROC_DIR": str(ROOT / "var" / "bench-metrics"),
                    # The big campaign, with no worker, is stuck at once: health lists it.
                    "STUCK_CAMPAIGN_AFTER_MS": "1000"},

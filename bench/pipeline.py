@@ -77,8 +77,10 @@ class PeakRss:
 
 
 def make_stack(concurrency: int, processes: int, threads: int) -> Stack:
-    env = {"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL, "ADMIN_TOKEN": "bench-admin",
-           "DLR_WEBHOOK_SECRET": "bench-dlr", "SECRET_KEY": "bench", "MITTO_API_KEY": "bench",
+    env = {"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL,
+           "ADMIN_TOKEN": "bench-admin-token-0123456789",
+           "DLR_WEBHOOK_SECRET": "bench-dlr-secret-0123456789",
+           "SECRET_KEY": "bench-secret-key-0123456789abcdef", "MITTO_API_KEY": "bench",
            "SEND_CONCURRENCY": str(concurrency), "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
     return Stack(env, f"bench-{int(time.time())}")
 

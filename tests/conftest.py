@@ -13,6 +13,12 @@ from models.migrate import migrate
 from service.infra import broker, config
 
 ROOT = Path(__file__).resolve().parent.parent
+# The processes' secrets, as long as the configuration requires (SECRET_KEY 32 characters,
+# ADMIN_TOKEN and DLR_WEBHOOK_SECRET 24) and unlike anything else a log could hold.
+SECRET_KEY = "test-secret-key-5d1f0c2b9e8a4f7b6c3d2e1f0a9b8c7d"
+ADMIN_TOKEN = "test-admin-token-8c4e2a7f1b9d3e6a"
+DLR_WEBHOOK_SECRET = "test-dlr-secret-3b7e9a1c5d2f8e4b"
+MITTO_API_KEY = "test-mitto-api-key-6f2a8d4c1e9b"
 TABLES = ("job_run", "message_log", "credit_transaction", "credit_reservation", "delivery_report",
           "campaign_recipient", "send_batch", "short_link", "campaign", "suppression",
           "contact", "api_key", "shop")
@@ -37,9 +43,9 @@ def process_environment(service_urls, **overrides: str) -> dict[str, str]:
     """The environment of a process under test (also read by the test process itself)."""
     db_url, redis_url = service_urls
     env = {
-        "DATABASE_URL": db_url, "REDIS_URL": redis_url, "ADMIN_TOKEN": "admin-secret",
-        "DLR_WEBHOOK_SECRET": "dlr-secret", "SECRET_KEY": "test-secret",
-        "MITTO_API_KEY": "sim-key", "MITTO_SENDER": "Astronote",
+        "DATABASE_URL": db_url, "REDIS_URL": redis_url, "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "SECRET_KEY": SECRET_KEY,
+        "MITTO_API_KEY": MITTO_API_KEY, "MITTO_SENDER": "Astronote",
     }
     env.update(overrides)
     return env

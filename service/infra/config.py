@@ -27,7 +27,7 @@ class Settings:
     public_base_url: str
     admin_token: str | None
     dlr_webhook_secret: str | None
-    secret_key: str
+    secret_key: str | None
     run_scheduler: bool
     scheduler_lock_ttl_ms: int
     scheduler_lock_retry_ms: int
@@ -55,6 +55,12 @@ class Settings:
         """The send actor's time limit: shorter than the claim timeout, so a batch still
         running can never race the reconciler that resolves its claims."""
         return max(1000, self.claim_timeout_ms * 4 // 5)
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """The configured secrets, which no log line may show."""
+        return tuple(value for value in (self.secret_key, self.admin_token,
+                                         self.dlr_webhook_secret, self.mitto_api_key) if value)
 
 
 def _int(name: str, default: int, minimum: int = 0) -> Callable[[Mapping[str, str]], int]:
@@ -109,6 +115,20 @@ def _text(name: str, default: str | None = None):
     return parse
 
 
+def _secret(name: str, min_length: int) -> Callable[[Mapping[str, str]], str | None]:
+    def parse(env: Mapping[str, str]) -> str | None:
+        value = env.get(name, "").strip()
+        if not value:
+            return None
+        if len(value) < min_length:
+            # The value itself stays out of the message: it is a secret, even a bad one.
+            raise ConfigError(f"{name} must be at least {min_length} characters"
+                              f" (it has {len(value)})")
+        return value
+
+    return parse
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the configuration from `env` (the process environment by default)."""
     env = os.environ if env is None else env
@@ -123,10 +143,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "mitto_api_key": _text("MITTO_API_KEY")(env),
         "mitto_sender": _text("MITTO_SENDER")(env),
         "public_base_url": _url("PUBLIC_BASE_URL", ("http", "https"), f"http://localhost:{port}")(env),
-        "admin_token": _text("ADMIN_TOKEN")(env),
-        "dlr_webhook_secret": _text("DLR_WEBHOOK_SECRET")(env),
-        # Signs unsubscribe tokens; the development default is only safe on a laptop.
-        "secret_key": _text("SECRET_KEY", "astronote-development-secret")(env),
+        # Unset disables the admin API and the ops page, or the delivery-report webhook.
+        "admin_token": _secret("ADMIN_TOKEN", 24)(env),
+        "dlr_webhook_secret": _secret("DLR_WEBHOOK_SECRET", 24)(env),
+        # Signs unsubscribe tokens. No default: one written in the code would let anyone forge
+        # every contact's opt-out; `runtime.check` requires it of every process that signs or
+        # checks them, and only `astronote up`/`demo` generate one (astronote/secrets_store.py).
+        "secret_key": _secret("SECRET_KEY", 32)(env),
         "run_scheduler": _bool("RUN_SCHEDULER", True)(env),
         "scheduler_lock_ttl_ms": _int("SCHEDULER_LOCK_TTL_MS", 15000, 1000)(env),
         "scheduler_lock_retry_ms": _int("SCHEDULER_LOCK_RETRY_MS", 5000, 100)(env),

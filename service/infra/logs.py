@@ -9,6 +9,20 @@ import sys
 from datetime import datetime, timezone
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+REDACTED = "[redacted]"
+# Shorter values are not hidden: replacing them would garble ordinary words, and the secrets
+# the configuration requires are longer (SECRET_KEY 32, ADMIN_TOKEN and DLR_WEBHOOK_SECRET 24).
+MIN_HIDDEN_LENGTH = 16
+_hidden: tuple[str, ...] = ()
+
+
+def hide_secrets(*values: str) -> None:
+    """Show none of `values` (the configured secrets) in any line this process logs, whoever
+    logs them (a library's exception text included): each appears as [redacted]."""
+    global _hidden
+    forms = {form for value in values if len(value) >= MIN_HIDDEN_LENGTH
+             for form in (value, json.dumps(value)[1:-1])}  # as is, and as JSON escapes it
+    _hidden = tuple(sorted(forms, key=len, reverse=True))
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +42,10 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        line = json.dumps(entry, default=str)
+        for secret in _hidden:
+            line = line.replace(secret, REDACTED)
+        return line
 
 
 def configure(process_role: str, level: str | None = None) -> None:

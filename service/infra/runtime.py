@@ -16,10 +16,21 @@ def require(settings: Settings, *names: str) -> None:
             raise SystemExit(2)
 
 
-def boot(role: str) -> Settings:
+def check(needs_secret_key: bool = True) -> Settings:
+    """The settings, or the end of the process with one line naming what is wrong.
+
+    SECRET_KEY signs unsubscribe links (worker, reconciler, so the clock too) and checks them
+    (web); only a process that merely reads state (`astronote status`) runs without it.
+    """
     settings = config.settings()
+    require(settings, "DATABASE_URL", "REDIS_URL", *(("SECRET_KEY",) if needs_secret_key else ()))
+    return settings
+
+
+def boot(role: str, needs_secret_key: bool = True) -> Settings:
+    settings = check(needs_secret_key)
     logs.configure(role)
-    require(settings, "DATABASE_URL", "REDIS_URL")
+    logs.hide_secrets(*settings.secret_values)
     database.bind(settings.database_url, settings.db_max_connections)
     broker.setup_broker(settings)
     return settings

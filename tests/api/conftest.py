@@ -11,8 +11,9 @@ import falcon.testing
 import pytest
 
 from api.app import create_app
+from tests.conftest import ADMIN_TOKEN
 
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def auth(key: str) -> dict[str, str]:

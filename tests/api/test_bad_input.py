@@ -20,8 +20,10 @@ from tests.api.conftest import (
     import_contacts,
     top_up,
 )
+from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, SECRET_KEY
 
 MISSING_ID = 987654
+WEBHOOK = {"X-Webhook-Token": DLR_WEBHOOK_SECRET}
 TABLES = ("shop", "api_key", "contact", "suppression", "campaign", "campaign_recipient",
           "send_batch", "credit_transaction", "credit_reservation", "delivery_report")
 
@@ -83,7 +85,7 @@ def send(client, shops, draft):
         method, template, who = ENDPOINTS[name]
         path = template.format(shop_id=shops.id, campaign_id=draft)
         headers = {"admin": ADMIN, "shop": auth(shops.key),
-                   "webhook": {"X-Webhook-Token": "dlr-secret"}}[who]
+                   "webhook": WEBHOOK}[who]
         return client.simulate_request(method, path, headers=headers, **kwargs)
 
     return request
@@ -148,7 +150,7 @@ def test_a_shop_route_without_a_valid_key_is_401(client, db, shops, headers, met
 
 
 @pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer admin-secret-but-longer"},
+    {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {ADMIN_TOKEN}-but-longer"},
     {"Authorization": "Bearer caf\u00e9"},
 ], ids=["none", "wrong", "prefix", "latin-1"])
 def test_an_admin_route_without_the_admin_token_is_401(client, db, shops, headers):
@@ -642,7 +644,7 @@ def test_enqueue_with_no_eligible_contact_is_422_and_changes_nothing(client, db,
     # Given a shop whose only contact opted out, and a campaign for everyone
     _, key = create_shop(client, "lonely.example", credits=100)
     import_contacts(client, key, ["+14155552671"])
-    token = links.unsubscribe_token("test-secret", *db.execute_sql(
+    token = links.unsubscribe_token(SECRET_KEY, *db.execute_sql(
         "SELECT shop_id, id FROM contact WHERE phone = '+14155552671'").fetchone())
     assert client.simulate_get(f"/u/{token}").status_code == 200
     campaign = create_campaign(client, key)
@@ -783,7 +785,7 @@ def test_the_dlr_webhook_without_the_token_is_401(client, db, headers, query):
 
 def test_the_dlr_webhook_token_may_come_in_the_query(client, db):
     # (the control: the right token is accepted either way)
-    result = client.simulate_post("/webhooks/mitto/dlr", query_string="token=dlr-secret",
+    result = client.simulate_post("/webhooks/mitto/dlr", query_string=f"token={DLR_WEBHOOK_SECRET}",
                                   json=[REPORT, {**REPORT, "id": "msg-2"}])
     assert result.status_code == 200, result.text
     assert result.json["received"] == 2
@@ -794,7 +796,7 @@ def test_the_dlr_webhook_token_may_come_in_the_query(client, db):
 def test_a_dlr_with_a_bad_delivery_status_is_422(client, db, status):
     before = count(db, "delivery_report")
     # When one report of a batch has a status outside the provider's list
-    result = client.simulate_post("/webhooks/mitto/dlr", headers={"X-Webhook-Token": "dlr-secret"},
+    result = client.simulate_post("/webhooks/mitto/dlr", headers=WEBHOOK,
                                   json=[REPORT, {**REPORT, "deliveryStatus": status}])
     # Then 422 naming it, and none of the batch was stored
     assert_error(result, 422, "deliveryStatus")
@@ -807,7 +809,7 @@ def test_a_dlr_with_a_bad_delivery_status_is_422(client, db, status):
 ])
 def test_a_dlr_field_postgresql_cannot_hold_is_422(client, db, field, value):
     before = count(db, "delivery_report")
-    result = client.simulate_post("/webhooks/mitto/dlr", headers={"X-Webhook-Token": "dlr-secret"},
+    result = client.simulate_post("/webhooks/mitto/dlr", headers=WEBHOOK,
                                   json={**REPORT, field: value})
     assert_error(result, 422, field)
     assert count(db, "delivery_report") == before
@@ -815,7 +817,7 @@ def test_a_dlr_field_postgresql_cannot_hold_is_422(client, db, field, value):
 
 def test_a_dlr_with_extra_provider_fields_is_accepted(client, db):
     # (SPEC 7: providers add fields over time; a report is not lost for one)
-    result = client.simulate_post("/webhooks/mitto/dlr", headers={"X-Webhook-Token": "dlr-secret"},
+    result = client.simulate_post("/webhooks/mitto/dlr", headers=WEBHOOK,
                                   json={**REPORT, "networkCode": "20201"})
     assert result.status_code == 200, result.text
 
@@ -840,14 +842,14 @@ def test_unsubscribe_with_a_forged_token_is_a_404_page(client, db, shops, token)
 
 
 def test_unsubscribe_with_a_genuine_token_for_a_missing_contact_is_a_404_page(client, shops):
-    token = links.unsubscribe_token("test-secret", shops.id, MISSING_ID)
+    token = links.unsubscribe_token(SECRET_KEY, shops.id, MISSING_ID)
     assert_html_page(client.simulate_get(f"/u/{token}"), 404)
 
 
 def test_unsubscribe_with_a_genuine_token_opts_out(client, db, shops):
     # (the control)
     contact = contact_ids(client, shops.key)[0]
-    result = client.simulate_get(f"/u/{links.unsubscribe_token('test-secret', shops.id, contact)}")
+    result = client.simulate_get(f"/u/{links.unsubscribe_token(SECRET_KEY, shops.id, contact)}")
     assert_html_page(result, 200)
     assert count(db, "suppression") == 1
 

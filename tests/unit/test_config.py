@@ -9,6 +9,15 @@ import pytest
 
 from service.infra import config
 from service.infra.config import ConfigError
+from tests.conftest import ROOT, SECRET_KEY
+
+# Every process that signs or checks unsubscribe links: web, worker, clock, `astronote reconcile`.
+SIGNING_PROCESSES = {
+    "web": ["-m", "gunicorn", "api.wsgi:app", "-b", "127.0.0.1:0", "-w", "1"],
+    "worker": ["-m", "dramatiq", "actors", "--processes", "1", "--threads", "1"],
+    "clock": ["-m", "scheduler"],
+    "reconcile": ["-m", "astronote", "reconcile"],
+}
 
 
 @pytest.mark.parametrize("name, value, says", [
@@ -23,6 +32,28 @@ def test_an_invalid_value_is_named(name, value, says):
     with pytest.raises(ConfigError, match=None) as error:
         config.load({name: value})
     assert says in str(error.value)
+
+
+@pytest.mark.parametrize("name, minimum", [
+    ("SECRET_KEY", 32), ("ADMIN_TOKEN", 24), ("DLR_WEBHOOK_SECRET", 24),
+])
+def test_a_short_secret_is_named_without_its_value(name, minimum):
+    # Given a secret one character shorter than its minimum
+    short = "s3cr3t-" + "x" * (minimum - 8)
+    # When the configuration is loaded
+    with pytest.raises(ConfigError) as error:
+        config.load({name: short})
+    # Then the error names the variable and the length, and does not print the secret
+    assert f"{name} must be at least {minimum} characters (it has {minimum - 1})" == str(
+        error.value)
+    assert short not in str(error.value)
+
+
+def test_secrets_of_the_minimum_length_are_accepted_and_unset_ones_disable_their_feature():
+    settings = config.load({"SECRET_KEY": "k" * 32, "ADMIN_TOKEN": "a" * 24})
+    assert (settings.secret_key, settings.admin_token) == ("k" * 32, "a" * 24)
+    assert settings.dlr_webhook_secret is None
+    assert config.load({}).secret_key is None  # no default: `runtime.check` requires it
 
 
 def test_defaults_follow_the_contract():
@@ -43,4 +74,34 @@ def test_every_process_stops_with_one_line_and_no_traceback(command):
                           timeout=60)
     assert done.returncode != 0
     assert "SEND_BATCH_SIZE='lots' is not an integer" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def run_process(command: list[str], **env: str) -> subprocess.CompletedProcess:
+    """`command` against unreachable servers, without SECRET_KEY unless `env` gives one."""
+    environment = {name: value for name, value in os.environ.items() if name != "SECRET_KEY"}
+    environment.update({"DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://127.0.0.1:1/0",
+                        **env})
+    return subprocess.run([sys.executable, *command], env=environment, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("process", SIGNING_PROCESSES)
+def test_every_process_that_signs_links_stops_without_a_secret_key(process):
+    # Given no SECRET_KEY in the environment
+    # When the process starts
+    done = run_process(SIGNING_PROCESSES[process])
+    # Then it stops at once with one line naming the variable (gunicorn too: its master checks
+    # before any worker, instead of replacing workers that exit, forever)
+    assert done.returncode != 0
+    assert "astronote: configuration error: SECRET_KEY is not set" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("process", SIGNING_PROCESSES)
+def test_every_process_stops_on_a_short_secret_key(process):
+    done = run_process(SIGNING_PROCESSES[process], SECRET_KEY=SECRET_KEY[:31])
+    assert done.returncode != 0
+    assert "SECRET_KEY must be at least 32 characters (it has 31)" in done.stderr, done.stderr
+    assert SECRET_KEY[:31] not in done.stderr
     assert "Traceback" not in done.stderr
