@@ -1,13 +1,21 @@
-"""Peewee models mirroring `models/migrations/*.sql` (the SQL files are the schema of record)."""
+"""Peewee models mirroring `models/migrations/*.sql` (the SQL files are the schema of record).
+
+One model per table, column for column: `tests/integration/test_models_schema.py` compares
+each model's fields with the migrated database (names, types, nullability, primary keys), so a
+migration that changes a table fails the tests until its model follows. Every `bigserial`
+primary key is a `BigAutoField`, so foreign keys to it are `bigint` like their columns.
+"""
 from __future__ import annotations
 
 import peewee as pw
-from playhouse.postgres_ext import ArrayField, DateTimeTZField
+from playhouse.postgres_ext import ArrayField, BinaryJSONField, DateTimeTZField
 
 from models.database import db
 
 
 class Base(pw.Model):
+    id = pw.BigAutoField()
+
     class Meta:
         database = db
         legacy_table_names = False
@@ -52,7 +60,7 @@ class Campaign(Base):
     shop = pw.ForeignKeyField(Shop)
     name = pw.TextField()
     text = pw.TextField()
-    contact_ids = ArrayField(pw.BigIntegerField, null=True)
+    contact_ids = ArrayField(pw.BigIntegerField, null=True, index=False)
     append_unsubscribe = pw.BooleanField(default=True)
     status = pw.TextField(default="draft")
     status_reason = pw.TextField(null=True)
@@ -67,7 +75,7 @@ class Campaign(Base):
 class SendBatch(Base):
     campaign = pw.ForeignKeyField(Campaign)
     key = pw.TextField(unique=True)
-    recipient_ids = ArrayField(pw.BigIntegerField)
+    recipient_ids = ArrayField(pw.BigIntegerField, index=False)
     reserved = pw.IntegerField()
     state = pw.TextField(default="pending")
     publish_count = pw.IntegerField(default=0)
@@ -147,6 +155,22 @@ class ShortLink(Base):
     created_at = DateTimeTZField()
 
 
+class JobRun(Base):
+    """One run of a clock job per (job, slot); `scheduler/runs.py` claims and records it."""
+
+    job = pw.TextField()
+    slot = pw.BigIntegerField()
+    epoch = pw.BigIntegerField()
+    holder = pw.TextField()
+    started_at = DateTimeTZField()
+    finished_at = DateTimeTZField(null=True)
+    ok = pw.BooleanField(null=True)
+    result = BinaryJSONField(null=True, index=False)
+
+    class Meta:
+        primary_key = pw.CompositeKey("job", "slot")
+
+
 class IdempotencyKey(Base):
     shop = pw.ForeignKeyField(Shop)
     key = pw.TextField()
@@ -163,4 +187,4 @@ class IdempotencyKey(Base):
 
 
 ALL = (Shop, ApiKey, Contact, Suppression, Campaign, SendBatch, CampaignRecipient, DeliveryReport,
-       CreditTransaction, CreditReservation, MessageLog, ShortLink, IdempotencyKey)
+       CreditTransaction, CreditReservation, MessageLog, ShortLink, JobRun, IdempotencyKey)

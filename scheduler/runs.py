@@ -12,9 +12,11 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from peewee import SQL, Select, Value, fn
 from psycopg2.extras import Json
 
-from models.database import execute, fetchone
+from models import JobRun
+from models.expressions import epoch_seconds
 from service.observability.scheduler_state import JOBS_KEY
 
 RETENTION_DAYS = 7
@@ -23,22 +25,33 @@ RETENTION_DAYS = 7
 def claim_slot(job: str, interval_ms: int, epoch: int, holder: str) -> tuple[int, datetime] | None:
     """Claim the current slot of `job` for this epoch; None if it already ran (or a newer
     leader has run anything, so this one must not act)."""
-    return fetchone(
-        "INSERT INTO job_run (job, slot, epoch, holder)"
-        " SELECT %(job)s, floor(extract(epoch FROM now()) * 1000 / %(interval)s)::bigint,"
-        "        %(epoch)s, %(holder)s"
-        " WHERE NOT EXISTS (SELECT 1 FROM job_run WHERE epoch > %(epoch)s)"
-        " ON CONFLICT (job, slot) DO NOTHING"
-        " RETURNING slot, started_at",
-        {"job": job, "interval": interval_ms, "epoch": epoch, "holder": holder})
+    slot = fn.floor(epoch_seconds(fn.now()) * 1000 / interval_ms).cast("bigint")
+    newer_epoch_ran = fn.EXISTS(JobRun
+                                .select(SQL("1"))
+                                .where(JobRun.epoch > epoch))
+    # Fencing: the claim's own WHERE refuses the slot once a newer epoch has run anything.
+    claim = (Select(columns=[Value(job), slot, Value(epoch), Value(holder)])
+             .where(~newer_epoch_ran))
+    claimed = list(JobRun
+                   .insert_from(claim, [JobRun.job, JobRun.slot, JobRun.epoch, JobRun.holder])
+                   .on_conflict(conflict_target=[JobRun.job, JobRun.slot], action="IGNORE")
+                   .returning(JobRun.slot, JobRun.started_at)
+                   .tuples())
+    return claimed[0] if claimed else None
 
 
 def finish(job: str, slot: int, interval_ms: int, ok: bool, result: dict[str, Any]) -> None:
     """Record the outcome, and drop this job's runs older than the retention."""
-    execute("UPDATE job_run SET finished_at = now(), ok = %s, result = %s"
-            " WHERE job = %s AND slot = %s", (ok, Json(result, dumps=_dumps), job, slot))
-    execute("DELETE FROM job_run WHERE job = %s AND slot < %s",
-            (job, slot - RETENTION_DAYS * 86_400_000 // interval_ms))
+    (JobRun
+     .update(finished_at=fn.now(), ok=ok, result=Json(result, dumps=_dumps))
+     .where((JobRun.job == job)
+            & (JobRun.slot == slot))
+     .execute())
+    (JobRun
+     .delete()
+     .where((JobRun.job == job)
+            & (JobRun.slot < slot - RETENTION_DAYS * 86_400_000 // interval_ms))
+     .execute())
 
 
 def publish(client: redis.Redis, job: str, summary: dict[str, Any]) -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Sequence
 
-from models import Campaign
-from models.database import db, execute, fetchall, fetchone
+from peewee import SQL, Field, fn
+
+from models import Campaign, CampaignRecipient, Contact, CreditReservation, SendBatch
+from models.database import db
+from models.expressions import any_of
 from service import credits
 from service.errors import InvalidInput, InvalidTransition, NotFound
 from service.infra import dispatch
@@ -17,6 +20,8 @@ from service.infra import dispatch
 CAMPAIGN_FIELDS = ("id", "name", "text", "status", "status_reason", "contact_ids",
                    "append_unsubscribe", "scheduled_at", "started_at", "finished_at",
                    "last_progress_at", "created_at", "updated_at")
+# What a merchant may edit, by request key: request keys reach the database only through this.
+EDITABLE_FIELDS: dict[str, Field] = {"name": Campaign.name, "text": Campaign.text}
 
 
 def as_dict(campaign: Campaign) -> dict[str, Any]:
@@ -35,8 +40,11 @@ def create(shop_id: int, name: str, text: str, contact_ids: Sequence[int] | None
     """A draft campaign. `contact_ids` must all be the shop's contacts (else 422 naming them)."""
     if contact_ids is not None:
         contact_ids = sorted(set(contact_ids))
-        known = {row[0] for row in fetchall(
-            "SELECT id FROM contact WHERE shop_id = %s AND id = ANY(%s)", (shop_id, contact_ids))}
+        known = set(Contact
+                    .select(Contact.id)
+                    .where((Contact.shop == shop_id)
+                           & (Contact.id == any_of(contact_ids)))
+                    .scalars())
         unknown = [cid for cid in contact_ids if cid not in known]
         if unknown:
             raise InvalidInput(f"unknown contact ids: {unknown[:20]}", "contact_ids")
@@ -58,14 +66,15 @@ def list_for_shop(shop_id: int, limit: int, after: int | None,
     return list(query)
 
 
-def _transition(shop_id: int, campaign_id: int, sql_set: str, from_states: Sequence[str],
-                params: Sequence[Any] = ()) -> Campaign:
-    """Apply `sql_set` if the campaign is in one of `from_states`; else 404 or 409."""
-    changed = execute(
-        f"UPDATE campaign SET {sql_set}, updated_at = now()"
-        " WHERE id = %s AND shop_id = %s AND status = ANY(%s)",
-        (*params, campaign_id, shop_id, list(from_states)),
-    )
+def _transition(shop_id: int, campaign_id: int, changes: dict[Field, Any],
+                from_states: Sequence[str]) -> Campaign:
+    """Apply `changes` if the campaign is in one of `from_states`; else 404 or 409."""
+    changed = (Campaign
+               .update({**changes, Campaign.updated_at: fn.now()})
+               .where((Campaign.id == campaign_id)
+                      & (Campaign.shop == shop_id)
+                      & (Campaign.status.in_(from_states)))
+               .execute())
     campaign = get(shop_id, campaign_id)
     if not changed:
         raise InvalidTransition(
@@ -74,34 +83,46 @@ def _transition(shop_id: int, campaign_id: int, sql_set: str, from_states: Seque
 
 
 def update(shop_id: int, campaign_id: int, changes: dict[str, Any]) -> Campaign:
-    """Edit name and/or text while the campaign is a draft or scheduled."""
-    assignments = ", ".join(f"{name} = %s" for name in changes)
-    return _transition(shop_id, campaign_id, assignments, ("draft", "scheduled"),
-                       tuple(changes.values()))
+    """Edit name and/or text while the campaign is a draft or scheduled. A key that is not an
+    editable field is `InvalidInput` naming it (the API's schema refuses those already)."""
+    unknown = sorted(set(changes) - EDITABLE_FIELDS.keys())
+    if unknown:
+        raise InvalidInput(f"{unknown[0]} cannot be edited; editable: "
+                           f"{', '.join(EDITABLE_FIELDS)}", unknown[0])
+    if not changes:
+        raise InvalidInput(f"nothing to edit; editable: {', '.join(EDITABLE_FIELDS)}")
+    return _transition(shop_id, campaign_id,
+                       {EDITABLE_FIELDS[name]: value for name, value in changes.items()},
+                       ("draft", "scheduled"))
 
 
 def schedule(shop_id: int, campaign_id: int, scheduled_at: datetime, now: datetime) -> Campaign:
+    """Schedule (or reschedule) a draft or scheduled campaign for `scheduled_at`."""
     if scheduled_at <= now:
         raise InvalidInput("scheduled_at must be in the future", "scheduled_at")
-    return _transition(shop_id, campaign_id, "status = 'scheduled', scheduled_at = %s",
-                       ("draft", "scheduled"), (scheduled_at,))
+    return _transition(shop_id, campaign_id,
+                       {Campaign.status: "scheduled", Campaign.scheduled_at: scheduled_at},
+                       ("draft", "scheduled"))
 
 
 def pause(shop_id: int, campaign_id: int) -> Campaign:
     """Stop claiming: batches already queued claim nothing while the campaign is paused."""
-    return _transition(shop_id, campaign_id, "status = 'paused'", ("sending",))
+    return _transition(shop_id, campaign_id, {Campaign.status: "paused"}, ("sending",))
 
 
 def resume(shop_id: int, campaign_id: int) -> Campaign:
     """Back to sending with the same reservation; unfinished batches are published again."""
     with db.atomic():
         campaign = _transition(shop_id, campaign_id,
-                               "status = 'sending', last_progress_at = now()", ("paused",))
-        batches = fetchall(
-            "UPDATE send_batch SET state = 'published', published_at = now(),"
-            " publish_count = publish_count + 1"
-            " WHERE campaign_id = %s AND state <> 'finished' RETURNING recipient_ids",
-            (campaign_id,))
+                               {Campaign.status: "sending", Campaign.last_progress_at: fn.now()},
+                               ("paused",))
+        batches = list(SendBatch
+                       .update(state="published", published_at=fn.now(),
+                               publish_count=SendBatch.publish_count + 1)
+                       .where((SendBatch.campaign == campaign_id)
+                              & (SendBatch.state != "finished"))
+                       .returning(SendBatch.recipient_ids)
+                       .tuples())
     for (recipient_ids,) in batches:
         dispatch.publish_batch(campaign_id, shop_id, recipient_ids)
     # A campaign paused after its last batch finishes here rather than waiting for the clock.
@@ -115,13 +136,19 @@ def cancel(shop_id: int, campaign_id: int) -> Campaign:
     with db.atomic():
         campaign = _transition(
             shop_id, campaign_id,
-            "status = 'cancelled', finished_at = now(), status_reason = 'cancelled by merchant'",
+            {Campaign.status: "cancelled", Campaign.finished_at: fn.now(),
+             Campaign.status_reason: "cancelled by merchant"},
             ("draft", "scheduled", "sending", "paused"))
-        execute("UPDATE campaign_recipient SET status = 'skipped', error = 'cancelled',"
-                " updated_at = now() WHERE campaign_id = %s AND status = 'pending'",
-                (campaign_id,))
-        execute("UPDATE send_batch SET state = 'finished', finished_at = now()"
-                " WHERE campaign_id = %s AND state <> 'finished'", (campaign_id,))
+        (CampaignRecipient
+         .update(status="skipped", error="cancelled", updated_at=fn.now())
+         .where((CampaignRecipient.campaign == campaign_id)
+                & (CampaignRecipient.status == "pending"))
+         .execute())
+        (SendBatch
+         .update(state="finished", finished_at=fn.now())
+         .where((SendBatch.campaign == campaign_id)
+                & (SendBatch.state != "finished"))
+         .execute())
         credits.release(campaign_id)
     return campaign
 
@@ -131,14 +158,22 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
     campaign = get(shop_id, campaign_id)
     counts = dict.fromkeys(("pending", "sending", "sent", "failed", "skipped"), 0)
     delivery: dict[str, int] = {}
-    for status, delivery_status, count in fetchall(
-            "SELECT status, delivery_status, count(*) FROM campaign_recipient"
-            " WHERE campaign_id = %s GROUP BY status, delivery_status", (campaign_id,)):
+    by_status = (CampaignRecipient
+                 .select(CampaignRecipient.status, CampaignRecipient.delivery_status,
+                         fn.COUNT(SQL("*")))
+                 .where(CampaignRecipient.campaign == campaign_id)
+                 .group_by(CampaignRecipient.status, CampaignRecipient.delivery_status)
+                 .tuples())
+    for status, delivery_status, count in by_status:
         counts[status] += count
         if delivery_status:
             delivery[delivery_status] = delivery.get(delivery_status, 0) + count
-    reservation = fetchone("SELECT amount, consumed, status FROM credit_reservation"
-                           " WHERE campaign_id = %s", (campaign_id,))
+    reservation = (CreditReservation
+                   .select(CreditReservation.amount, CreditReservation.consumed,
+                           CreditReservation.status)
+                   .where(CreditReservation.campaign == campaign_id)
+                   .tuples()
+                   .first())
     amount, consumed, state = reservation or (0, 0, None)
     return {
         "id": campaign.id, "status": campaign.status, "status_reason": campaign.status_reason,
@@ -152,12 +187,19 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
 
 def recipients(shop_id: int, campaign_id: int, limit: int, after: int | None,
                status: str | None) -> list[dict[str, Any]]:
+    """The campaign's recipients in id order, `limit` of them after the id `after`."""
     get(shop_id, campaign_id)
-    keys = ("id", "contact_id", "phone", "first_name", "status", "mitto_message_id",
-            "delivery_status", "error", "sent_at", "delivery_at")
-    rows = fetchall(
-        f"SELECT {', '.join(keys)} FROM campaign_recipient WHERE campaign_id = %s"
-        " AND (%s::bigint IS NULL OR id > %s) AND (%s::text IS NULL OR status = %s)"
-        " ORDER BY id LIMIT %s",
-        (campaign_id, after, after, status, status, limit))
-    return [dict(zip(keys, row)) for row in rows]
+    query = (CampaignRecipient
+             .select(CampaignRecipient.id, CampaignRecipient.contact_id, CampaignRecipient.phone,
+                     CampaignRecipient.first_name, CampaignRecipient.status,
+                     CampaignRecipient.mitto_message_id, CampaignRecipient.delivery_status,
+                     CampaignRecipient.error, CampaignRecipient.sent_at,
+                     CampaignRecipient.delivery_at)
+             .where(CampaignRecipient.campaign == campaign_id)
+             .order_by(CampaignRecipient.id)
+             .limit(limit))
+    if after is not None:
+        query = query.where(CampaignRecipient.id > after)
+    if status is not None:
+        query = query.where(CampaignRecipient.status == status)
+    return list(query.dicts())

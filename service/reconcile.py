@@ -9,7 +9,10 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from models.database import execute, fetchall
+from peewee import SQL, fn
+
+from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
+from models.expressions import milliseconds_ago
 from service import credits, delivery
 from service.infra import dispatch
 from service.infra.config import Settings
@@ -39,15 +42,17 @@ def republish_stale_batches(settings: Settings) -> int:
     """Publish again the unfinished batches of `sending` campaigns that were never published
     (a web process died after its commit) or were published long ago (a Redis flush, a dead
     worker). The claim makes a duplicate send nothing twice."""
-    rows = fetchall(
-        "UPDATE send_batch b SET state = 'published', published_at = now(),"
-        " publish_count = publish_count + 1"
-        " FROM campaign c WHERE c.id = b.campaign_id AND c.status = 'sending'"
-        " AND b.state <> 'finished'"
-        " AND coalesce(b.published_at, b.created_at)"
-        "     < now() - make_interval(secs => %s / 1000.0)"
-        " RETURNING b.campaign_id, c.shop_id, b.recipient_ids",
-        (settings.batch_stale_after_ms,))
+    rows = list(SendBatch
+                .update(state="published", published_at=fn.now(),
+                        publish_count=SendBatch.publish_count + 1)
+                .from_(Campaign)
+                .where((Campaign.id == SendBatch.campaign)
+                       & (Campaign.status == "sending")
+                       & (SendBatch.state != "finished")
+                       & (fn.COALESCE(SendBatch.published_at, SendBatch.created_at)
+                          < milliseconds_ago(settings.batch_stale_after_ms)))
+                .returning(SendBatch.campaign, Campaign.shop, SendBatch.recipient_ids)
+                .tuples())
     for campaign_id, shop_id, recipient_ids in rows:
         dispatch.publish_batch(campaign_id, shop_id, recipient_ids)
     if rows:
@@ -59,20 +64,28 @@ def upgrade_by_evidence(settings: Settings) -> int:
     """Recipients whose outcome is unknown (claim timed out, or already failed as
     `unknown_outcome`) but for which a delivery report names them by reference: the provider
     has the message, so they become `sent` with their debit."""
-    rows = fetchall(
-        "SELECT DISTINCT ON (r.id) r.id, r.campaign_id, r.shop_id, r.contact_id, r.phone,"
-        "       r.country, r.first_name, d.provider_id"
-        " FROM campaign_recipient r"
-        " JOIN delivery_report d ON d.provider_id IS NOT NULL AND (d.reference = r.id::text"
-        "      OR (d.reference = r.batch_key AND d.\"to\" = r.phone))"
-        " JOIN campaign c ON c.id = r.campaign_id"
-        " WHERE (c.status IN ('sending', 'paused', 'cancelled')"
-        "        OR c.finished_at > now() - make_interval(secs => %s / 1000.0))"
-        "   AND ((r.status = 'sending' AND r.claimed_at"
-        "         < now() - make_interval(secs => %s / 1000.0))"
-        "        OR (r.status = 'failed' AND r.error = 'unknown_outcome'))"
-        " ORDER BY r.id, d.id",
-        (settings.evidence_window_ms, settings.claim_timeout_ms))
+    names_it = ((DeliveryReport.reference == CampaignRecipient.id.cast("text"))
+                | ((DeliveryReport.reference == CampaignRecipient.batch_key)
+                   & (DeliveryReport.to == CampaignRecipient.phone)))
+    campaign_open = (Campaign.status.in_(("sending", "paused", "cancelled"))
+                     | (Campaign.finished_at > milliseconds_ago(settings.evidence_window_ms)))
+    claim_timed_out = ((CampaignRecipient.status == "sending")
+                       & (CampaignRecipient.claimed_at
+                          < milliseconds_ago(settings.claim_timeout_ms)))
+    failed_unknown = ((CampaignRecipient.status == "failed")
+                      & (CampaignRecipient.error == "unknown_outcome"))
+    rows = list(CampaignRecipient
+                .select(CampaignRecipient.id, CampaignRecipient.campaign,
+                        CampaignRecipient.shop_id, CampaignRecipient.contact_id,
+                        CampaignRecipient.phone, CampaignRecipient.country,
+                        CampaignRecipient.first_name, DeliveryReport.provider_id)
+                .join(DeliveryReport, on=DeliveryReport.provider_id.is_null(False) & names_it)
+                .switch(CampaignRecipient)
+                .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
+                .where(campaign_open & (claim_timed_out | failed_unknown))
+                .distinct(CampaignRecipient.id)
+                .order_by(CampaignRecipient.id, DeliveryReport.id)
+                .tuples())
     by_campaign: dict[tuple[int, int], list[tuple]] = defaultdict(list)
     for rid, campaign_id, shop_id, contact_id, phone, country, first_name, provider_id in rows:
         by_campaign[(campaign_id, shop_id)].append(
@@ -103,23 +116,30 @@ def _persist_evidence(shop_id: int, campaign_id: int, items: list[tuple[Claimed,
 def fail_unknown_outcomes(settings: Settings) -> int:
     """Claims older than CLAIM_TIMEOUT_MS without evidence: `failed`, reason `unknown_outcome`,
     no debit. Never resent: at most once towards the provider."""
-    return execute(
-        "UPDATE campaign_recipient SET status = 'failed', error = 'unknown_outcome',"
-        " updated_at = now() WHERE status = 'sending'"
-        " AND claimed_at < now() - make_interval(secs => %s / 1000.0)"
-        " AND campaign_id IN (SELECT id FROM campaign"
-        "                     WHERE status IN ('sending', 'paused', 'cancelled'))",
-        (settings.claim_timeout_ms,))
+    open_campaigns = (Campaign
+                      .select(Campaign.id)
+                      .where(Campaign.status.in_(("sending", "paused", "cancelled"))))
+    return (CampaignRecipient
+            .update(status="failed", error="unknown_outcome", updated_at=fn.now())
+            .where((CampaignRecipient.status == "sending")
+                   & (CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms))
+                   & CampaignRecipient.campaign.in_(open_campaigns))
+            .execute())
 
 
 def finalize_idle_campaigns() -> dict[int, str]:
     """Finish every `sending` campaign that has nothing pending or in flight."""
-    rows = fetchall(
-        "SELECT c.id FROM campaign c WHERE c.status = 'sending' AND NOT EXISTS ("
-        "  SELECT 1 FROM campaign_recipient r WHERE r.campaign_id = c.id"
-        "  AND r.status IN ('pending', 'sending'))")
+    in_flight = (CampaignRecipient
+                 .select(SQL("1"))
+                 .where((CampaignRecipient.campaign == Campaign.id)
+                        & CampaignRecipient.status.in_(("pending", "sending"))))
+    idle = (Campaign
+            .select(Campaign.id)
+            .where((Campaign.status == "sending")
+                   & ~fn.EXISTS(in_flight))
+            .scalars())
     finished = {}
-    for (campaign_id,) in rows:
+    for campaign_id in list(idle):
         status = delivery.refresh_campaign(campaign_id)
         if status:
             finished[campaign_id] = status
@@ -128,10 +148,13 @@ def finalize_idle_campaigns() -> dict[int, str]:
 
 def release_finished_reservations() -> int:
     """No active reservation outlives its campaign."""
-    rows = fetchall(
-        "SELECT r.campaign_id FROM credit_reservation r JOIN campaign c ON c.id = r.campaign_id"
-        " WHERE r.status = 'active' AND c.status IN ('completed', 'failed', 'cancelled')")
-    return sum(credits.release(campaign_id) for (campaign_id,) in rows)
+    finished = (CreditReservation
+                .select(CreditReservation.campaign)
+                .join(Campaign)
+                .where((CreditReservation.status == "active")
+                       & Campaign.status.in_(("completed", "failed", "cancelled")))
+                .scalars())
+    return sum(credits.release(campaign_id) for campaign_id in list(finished))
 
 
 def reconcile(settings: Settings) -> ReconcileReport:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from models.database import execute, fetchall, fetchone
+from peewee import Select, Value, fn
+
+from models import Campaign, CampaignRecipient, DeliveryReport
+from models.database import db
+from models.expressions import epoch_seconds, milliseconds_ago
 from service.errors import (
     InsufficientCredits,
     InvalidTransition,
@@ -40,21 +44,22 @@ class LaunchReport:
 
 
 def database_now() -> datetime:
-    return fetchone("SELECT now()")[0]
+    return Select(columns=[fn.now()]).scalar(db)
 
 
 def expire_overdue(grace_ms: int, now: datetime) -> list[int]:
     """Fail scheduled campaigns more than `grace_ms` past their time: after a long outage a
     merchant's "Friday 9:00 sale" must not go out on Sunday without anyone deciding so."""
-    rows = fetchall(
-        "UPDATE campaign SET status = 'failed', finished_at = now(), updated_at = now(),"
-        " status_reason = format('not sent: found %%s s after scheduled_at, beyond the'"
-        "   || ' %%s s grace (the clock did not launch it in time)',"
-        "   floor(extract(epoch FROM %(now)s - scheduled_at))::bigint, %(grace)s / 1000)"
-        " WHERE status = 'scheduled'"
-        " AND scheduled_at < %(now)s - make_interval(secs => %(grace)s / 1000.0)"
-        " RETURNING id, shop_id, status_reason",
-        {"now": now, "grace": grace_ms})
+    late_s = fn.floor(epoch_seconds(Value(now) - Campaign.scheduled_at)).cast("bigint")
+    reason = fn.format("not sent: found %s s after scheduled_at, beyond the %s s grace"
+                       " (the clock did not launch it in time)", late_s, Value(grace_ms) / 1000)
+    rows = list(Campaign
+                .update(status="failed", finished_at=fn.now(), updated_at=fn.now(),
+                        status_reason=reason)
+                .where((Campaign.status == "scheduled")
+                       & (Campaign.scheduled_at < now - timedelta(milliseconds=grace_ms)))
+                .returning(Campaign.id, Campaign.shop, Campaign.status_reason)
+                .tuples())
     for campaign_id, shop_id, reason in rows:
         log.warning("scheduled campaign overdue: failed", extra={
             "campaign_id": campaign_id, "shop_id": shop_id, "reason": reason})
@@ -63,19 +68,24 @@ def expire_overdue(grace_ms: int, now: datetime) -> list[int]:
 
 def due_campaigns(grace_ms: int, now: datetime, limit: int) -> list[tuple[int, int]]:
     """(campaign id, shop id) of scheduled campaigns whose time has come, oldest first."""
-    return fetchall(
-        "SELECT id, shop_id FROM campaign WHERE status = 'scheduled'"
-        " AND scheduled_at <= %(now)s"
-        " AND scheduled_at >= %(now)s - make_interval(secs => %(grace)s / 1000.0)"
-        " ORDER BY scheduled_at, id LIMIT %(limit)s",
-        {"now": now, "grace": grace_ms, "limit": limit})
+    return list(Campaign
+                .select(Campaign.id, Campaign.shop)
+                .where((Campaign.status == "scheduled")
+                       & (Campaign.scheduled_at <= now)
+                       & (Campaign.scheduled_at >= now - timedelta(milliseconds=grace_ms)))
+                .order_by(Campaign.scheduled_at, Campaign.id)
+                .limit(limit)
+                .tuples())
 
 
 def fail_scheduled(campaign_id: int, reason: str) -> bool:
     """scheduled -> failed with `reason`; False if the campaign left `scheduled` meanwhile."""
-    return bool(execute(
-        "UPDATE campaign SET status = 'failed', status_reason = %s, finished_at = now(),"
-        " updated_at = now() WHERE id = %s AND status = 'scheduled'", (reason, campaign_id)))
+    return bool(Campaign
+                .update(status="failed", status_reason=reason, finished_at=fn.now(),
+                        updated_at=fn.now())
+                .where((Campaign.id == campaign_id)
+                       & (Campaign.status == "scheduled"))
+                .execute())
 
 
 def launch(shop_id: int, campaign_id: int, settings: Settings, report: LaunchReport) -> None:
@@ -111,16 +121,21 @@ def launch_due_campaigns(settings: Settings, now: datetime | None = None,
 
 def campaigns_to_refresh(limit: int = 10_000) -> list[int]:
     """Campaigns still sending, and finished ones with delivery reports waiting to be applied."""
-    rows = fetchall(
-        "SELECT id FROM campaign WHERE status = 'sending'"
-        " UNION"
-        " SELECT r.campaign_id FROM delivery_report d"
-        " JOIN campaign_recipient r ON r.mitto_message_id = d.provider_id"
-        " WHERE d.applied_at IS NULL AND d.provider_id IS NOT NULL"
-        " AND d.received_at > now() - make_interval(hours => %s)"
-        " LIMIT %s",
-        (REFRESH_REPORTS_WINDOW_HOURS, limit))
-    return sorted(row[0] for row in rows)
+    sending = (Campaign
+               .select(Campaign.id)
+               .where(Campaign.status == "sending"))
+    with_waiting_reports = (DeliveryReport
+                            .select(CampaignRecipient.campaign)
+                            .join(CampaignRecipient,
+                                  on=(CampaignRecipient.mitto_message_id
+                                      == DeliveryReport.provider_id))
+                            .where(DeliveryReport.applied_at.is_null()
+                                   & DeliveryReport.provider_id.is_null(False)
+                                   & (DeliveryReport.received_at > milliseconds_ago(
+                                       REFRESH_REPORTS_WINDOW_HOURS * 3_600_000))))
+    return sorted((sending | with_waiting_reports)
+                  .limit(limit)
+                  .scalars())
 
 
 def refresh_statuses(limit: int = 10_000) -> list[int]:

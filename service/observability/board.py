@@ -4,34 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.database import fetchall
+from peewee import SQL, Case, Select, fn
+
+from models import Campaign, CampaignRecipient, CreditReservation, Shop
+from models.expressions import any_of
 from service.observability.health import HealthChecker
 
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+
+
+def _newest(statuses: tuple[str, ...], limit: int) -> Select:
+    return (Campaign
+            .select(Campaign.id)
+            .where(Campaign.status.in_(statuses))
+            .order_by(Campaign.id.desc())
+            .limit(limit))
 
 
 def campaign_board(sending_limit: int = 50, waiting_limit: int = 20,
                    finished_limit: int = 10) -> list[dict[str, Any]]:
     """Campaigns sending (first: they move), then paused and scheduled ones, then the last
     finished ones, newest first within each, each with its recipients counted by status."""
+    # One newest-first top-N per group of statuses, then one join for all of them.
+    shown = (_newest(("sending",), sending_limit)
+             + _newest(("paused", "scheduled"), waiting_limit)
+             + _newest(("completed", "failed", "cancelled"), finished_limit)).cte("shown")
+    group = Case(Campaign.status, [("sending", 0), ("paused", 1), ("scheduled", 2)], 3)
     keys = ("id", "shop_id", "shop", "name", "status", "status_reason", "scheduled_at",
             "started_at", "finished_at", "last_progress_at")
-    rows = fetchall(
-        "WITH shown AS ("
-        "  (SELECT id FROM campaign WHERE status = 'sending' ORDER BY id DESC LIMIT %(ns)s)"
-        "  UNION ALL"
-        "  (SELECT id FROM campaign WHERE status IN ('paused', 'scheduled')"
-        "   ORDER BY id DESC LIMIT %(nw)s)"
-        "  UNION ALL"
-        "  (SELECT id FROM campaign WHERE status IN ('completed', 'failed', 'cancelled')"
-        "   ORDER BY id DESC LIMIT %(nf)s))"
-        " SELECT c.id, c.shop_id, s.domain, c.name, c.status, c.status_reason, c.scheduled_at,"
-        "        c.started_at, c.finished_at, c.last_progress_at"
-        " FROM campaign c JOIN shop s ON s.id = c.shop_id"
-        " WHERE c.id IN (SELECT id FROM shown)"
-        " ORDER BY CASE c.status WHEN 'sending' THEN 0 WHEN 'paused' THEN 1"
-        "          WHEN 'scheduled' THEN 2 ELSE 3 END, c.id DESC",
-        {"ns": sending_limit, "nw": waiting_limit, "nf": finished_limit})
+    rows = (Campaign
+            .select(Campaign.id, Campaign.shop, Shop.domain, Campaign.name, Campaign.status,
+                    Campaign.status_reason, Campaign.scheduled_at, Campaign.started_at,
+                    Campaign.finished_at, Campaign.last_progress_at)
+            .join(Shop)
+            .where(Campaign.id.in_(shown.select(shown.c.id)))
+            .order_by(group, Campaign.id.desc())
+            .with_cte(shown)
+            .tuples())
     board = [dict(zip(keys, row)) for row in rows]
     counts = _recipient_counts([campaign["id"] for campaign in board])
     for campaign in board:
@@ -48,9 +57,13 @@ def _recipient_counts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
     # One statement for every campaign shown: a correlated count per campaign would let the
     # planner pick a full scan for each when one campaign holds most of the rows.
     counts: dict[int, dict[str, int]] = {}
-    for campaign_id, status, count in fetchall(
-            "SELECT campaign_id, status, count(*) FROM campaign_recipient"
-            " WHERE campaign_id = ANY(%s) GROUP BY campaign_id, status", (campaign_ids,)):
+    by_status = (CampaignRecipient
+                 .select(CampaignRecipient.campaign, CampaignRecipient.status,
+                         fn.COUNT(SQL("*")))
+                 .where(CampaignRecipient.campaign == any_of(campaign_ids))
+                 .group_by(CampaignRecipient.campaign, CampaignRecipient.status)
+                 .tuples())
+    for campaign_id, status, count in by_status:
         counts.setdefault(campaign_id, {})[status] = count
     return counts
 
@@ -73,5 +86,6 @@ def operator_state(checker: HealthChecker) -> dict[str, Any]:
 def credits_debited() -> int:
     """Credits debited for accepted messages, all shops (each campaign's reservation counts
     exactly the debit rows its sends inserted): one row per campaign, not per message."""
-    row = fetchall("SELECT coalesce(sum(consumed), 0) FROM credit_reservation")
-    return int(row[0][0])
+    return int(CreditReservation
+               .select(fn.COALESCE(fn.SUM(CreditReservation.consumed), 0))
+               .scalar())

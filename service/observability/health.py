@@ -16,8 +16,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 import redis
+from peewee import SQL, fn
 
+from models import Campaign
 from models.database import fetchall
+from models.expressions import epoch_seconds, milliseconds_ago
 from service.infra import dispatch
 from service.infra.config import Settings
 from service.infra.queues import QueueCounter
@@ -58,6 +61,7 @@ class HealthChecker:
     def readiness(self) -> dict[str, Any]:
         """`{ok, down: {dependency: error}, reason}`: PostgreSQL and Redis answer."""
         down = {name: error for name, error in (
+            # A round trip that reads no table: whether PostgreSQL answers, nothing more.
             ("postgresql", _probe(lambda: fetchall("SELECT 1"))),
             ("redis", _probe(self.client.ping))) if error}
         reason = "; ".join(f"{name} is down ({error})" for name, error in down.items())
@@ -101,17 +105,23 @@ class HealthChecker:
                 "queues": queues}
 
     def _campaigns(self) -> dict[str, Any]:
-        by_status = dict(fetchall("SELECT status, count(*) FROM campaign GROUP BY status"))
+        by_status = dict(Campaign
+                         .select(Campaign.status, fn.COUNT(SQL("*")))
+                         .group_by(Campaign.status)
+                         .tuples())
         threshold_ms = self.settings.stuck_campaign_after_ms
         # A campaign that never progressed is measured from its start (enqueue sets both).
-        rows = fetchall(
-            "SELECT id, shop_id, started_at, last_progress_at,"
-            "       (extract(epoch FROM now() - coalesce(last_progress_at, started_at))"
-            "        * 1000)::bigint AS idle_ms, count(*) OVER () AS stuck"
-            " FROM campaign WHERE status = 'sending'"
-            "   AND coalesce(last_progress_at, started_at) < now() - %s * interval '1 ms'"
-            " ORDER BY coalesce(last_progress_at, started_at) LIMIT %s",
-            (threshold_ms, STUCK_LISTED))
+        idle_since = fn.COALESCE(Campaign.last_progress_at, Campaign.started_at)
+        idle_ms = (epoch_seconds(fn.now() - idle_since) * 1000).cast("bigint")
+        rows = list(Campaign
+                    .select(Campaign.id, Campaign.shop, Campaign.started_at,
+                            Campaign.last_progress_at, idle_ms.alias("idle_ms"),
+                            fn.COUNT(SQL("*")).over().alias("stuck"))
+                    .where((Campaign.status == "sending")
+                           & (idle_since < milliseconds_ago(threshold_ms)))
+                    .order_by(idle_since)
+                    .limit(STUCK_LISTED)
+                    .tuples())
         # Ids only: this endpoint is public, campaign names are the merchants' business.
         keys = ("id", "shop_id", "started_at", "last_progress_at", "idle_ms")
         return {"by_status": by_status, "stuck_after_ms": threshold_ms,

@@ -47,7 +47,11 @@ def latest_from_redis(client: redis.Redis) -> dict[str, dict[str, Any]]:
 
 def latest_from_database(jobs: Sequence[str] = JOB_NAMES) -> dict[str, dict[str, Any]]:
     """The last run of each of `jobs` from `job_run` (survives a Redis flush); one index
-    probe per job, however many runs the table keeps."""
+    probe per job, however many runs the table keeps.
+
+    SQL: the LATERAL top-1 per job over the (job, slot) primary key is what keeps it one probe
+    per job whatever the retention holds (a plain DISTINCT ON / GROUP BY would read every run
+    kept). Not measured on its own in bench/RESULTS.md."""
     rows = fetchall(
         "SELECT j.job, r.slot, r.epoch, r.holder, r.started_at, r.finished_at, r.ok, r.result"
         " FROM unnest(%s::text[]) AS j(job) CROSS JOIN LATERAL ("

@@ -1,0 +1,24 @@
+"""SQL expressions the services' Peewee queries share, where Peewee has no word for them."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from peewee import SQL, ColumnBase, NodeList, Value, fn
+
+
+def any_of(values: Iterable[Any]) -> ColumnBase:
+    """`= ANY(%s)` with the values bound as one array: a list of any length is one parameter
+    (a campaign's contact ids come by the hundred thousand), not one placeholder per value.
+    The list is bound as it is: the compared field's converter would turn it into one scalar."""
+    return fn.ANY(Value(list(values), converter=False, unpack=False))
+
+
+def epoch_seconds(moment: Any) -> ColumnBase:
+    """`extract(epoch FROM moment)`: seconds since 1970 of a timestamp, or in an interval."""
+    return fn.EXTRACT(NodeList((SQL("epoch FROM"), moment)))
+
+
+def milliseconds_ago(milliseconds: int) -> ColumnBase:
+    """Database time (`now()`, the transaction's start) minus `milliseconds`: thresholds are
+    measured on the database's clock, never this process's."""
+    return fn.now() - Value(milliseconds) * SQL("interval '1 millisecond'")
