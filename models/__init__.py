@@ -144,6 +144,7 @@ class ShortLink(Base):
     url = pw.TextField()
     clicks = pw.BigIntegerField(default=0)
     created_at = DateTimeTZField()
+    disabled_at = DateTimeTZField(null=True)
 
 
 ALL = (Shop, ApiKey, Contact, Suppression, Campaign, SendBatch, CampaignRecipient, DeliveryReport,
