@@ -62,6 +62,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
         "/ops/state": ops.OpsStateResource(checker),
         "/admin/shops": admin.ShopsResource(),
         f"{SHOP}/credits": admin.ShopCreditsResource(),
+        "/admin/links/{code}/disable": admin.ShortLinkDisableResource(),
         "/credits": credits.CreditsResource(),
         "/credits/transactions": credits.TransactionsResource(),
         "/contacts": contacts.ContactsResource(),

@@ -11,7 +11,8 @@ from api import schemas
 MAX_BODY = 5 * 1024 * 1024
 
 
-def read_json(req: falcon.Request, schema: dict[str, Any]) -> Any:
+def read_bytes(req: falcon.Request) -> bytes:
+    """The raw body, or 413 when it is over MAX_BODY (declared or actual)."""
     if req.content_length is not None and req.content_length > MAX_BODY:
         raise falcon.HTTPContentTooLarge(title="Body too large",
                                          description=f"bodies are limited to {MAX_BODY} bytes")
@@ -19,6 +20,12 @@ def read_json(req: falcon.Request, schema: dict[str, Any]) -> Any:
     if len(raw) > MAX_BODY:
         raise falcon.HTTPContentTooLarge(title="Body too large",
                                          description=f"bodies are limited to {MAX_BODY} bytes")
+    return raw
+
+
+def read_json(req: falcon.Request, schema: dict[str, Any], rows: str | None = None) -> Any:
+    """The body as JSON matching `schema` (400, 413, 422); `rows` as in `schemas.validate`."""
+    raw = read_bytes(req)
     if not raw.strip():
         raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body is empty")
     try:
@@ -28,7 +35,7 @@ def read_json(req: falcon.Request, schema: dict[str, Any]) -> Any:
     except RecursionError:  # "[[[[..." a few KiB deep exhausts the parser's stack
         raise falcon.HTTPBadRequest(title="Malformed JSON",
                                     description="the document is nested too deeply") from None
-    return schemas.validate(document, schema)
+    return schemas.validate(document, schema, rows)
 
 
 def int_param(req: falcon.Request, name: str, default: int | None = None,

@@ -14,13 +14,19 @@ BODIES = {
     ("post", "/campaigns/{campaign_id}/schedule"): schemas.CAMPAIGN_SCHEDULE,
     ("post", "/webhooks/mitto/dlr"): schemas.DELIVERY_REPORTS,
 }
+# Bodies that may also come as CSV (the columns are described in `api/contact_import.py`).
+CSV_BODIES = {("post", "/contacts"): {"type": "string", "description": (
+    "a header row naming phone (or Shopify's Phone / Default Address Phone) and optionally"
+    " first_name (First Name); other columns are ignored; ?default_country=GR for national"
+    " numbers")}}
 BODILESS = [("get", "/credits"), ("get", "/credits/transactions"), ("get", "/contacts"),
             ("get", "/campaigns"), ("get", "/campaigns/{campaign_id}"),
             ("post", "/campaigns/{campaign_id}/enqueue"), ("post", "/campaigns/{campaign_id}/pause"),
             ("post", "/campaigns/{campaign_id}/resume"), ("post", "/campaigns/{campaign_id}/cancel"),
             ("get", "/campaigns/{campaign_id}/progress"),
             ("get", "/campaigns/{campaign_id}/recipients"), ("get", "/u/{token}"),
-            ("get", "/r/{code}"), ("get", "/health"), ("get", "/readiness")]
+            ("post", "/u/{token}"), ("get", "/r/{code}"), ("head", "/r/{code}"),
+            ("post", "/admin/links/{code}/disable"), ("get", "/health"), ("get", "/readiness")]
 
 
 def document() -> dict:
@@ -29,6 +35,9 @@ def document() -> dict:
         paths.setdefault(path, {})[method] = {"requestBody": {"required": True, "content": {
             "application/json": {"schema": schema}}}, "responses": {"default": {
                 "description": "JSON; errors are {title, description}"}}}
+        if (method, path) in CSV_BODIES:
+            paths[path][method]["requestBody"]["content"]["text/csv"] = {
+                "schema": CSV_BODIES[(method, path)]}
     for method, path in BODILESS:
         paths.setdefault(path, {})[method] = {"responses": {"default": {"description": "JSON"}}}
     return {"openapi": "3.1.0", "info": {"title": "Astronote", "version": "1"},

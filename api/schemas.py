@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator, FormatChecker
 
+from service.contacts import MAX_IMPORT
 from service.delivery import DELIVERY_STATUSES
 from service.errors import InvalidInput
 
@@ -34,13 +35,30 @@ TOP_UP = _object({
     "reference": {"type": "string", "minLength": 1, "maxLength": 200},
 }, ("amount", "reference"))
 
+COUNTRY = {"type": "string", "pattern": "^[A-Z]{2}$"}  # ISO 3166 alpha-2, for national numbers
+
+# One contact of an import. It is checked row by row (`row_problem`), never as part of the whole
+# body: a bad row is reported by its index and the others are imported (SPEC 5).
+CONTACT = _object({
+    "phone": {"type": "string", "minLength": 1, "maxLength": 40},
+    "first_name": {"type": ["string", "null"], "maxLength": 100},
+}, ("phone",))
+
 CONTACTS_IMPORT = _object({
-    "contacts": {"type": "array", "maxItems": 10_000, "items": _object({
-        "phone": {"type": "string", "minLength": 1, "maxLength": 40},
-        "first_name": {"type": ["string", "null"], "maxLength": 100},
-    }, ("phone",))},
-    "default_country": {"type": "string", "pattern": "^[A-Z]{2}$"},
+    "contacts": {"type": "array", "maxItems": MAX_IMPORT, "items": CONTACT},
+    "default_country": COUNTRY,
 }, ("contacts",))
+
+# What refuses an import whole: its shape. Derived from CONTACTS_IMPORT (which the OpenAPI
+# document publishes) by leaving the rows unchecked, so the two cannot drift apart.
+CONTACTS_IMPORT_SHAPE = {**CONTACTS_IMPORT, "properties": {
+    **CONTACTS_IMPORT["properties"],
+    "contacts": {key: value for key, value in CONTACTS_IMPORT["properties"]["contacts"].items()
+                 if key != "items"},
+}}
+
+# The query of a CSV import (a CSV file has no room for it).
+CSV_IMPORT_QUERY = _object({"default_country": COUNTRY})
 
 CAMPAIGN_CREATE = _object({
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
@@ -139,11 +157,16 @@ def _validator(key: int, schema: dict[str, Any]) -> Draft202012Validator:
     return _validators[key]
 
 
-def validate(document: Any, schema: dict[str, Any]) -> Any:
-    """Return `document` if it matches `schema`, else raise InvalidInput naming the field."""
+def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> Any:
+    """Return `document` if it matches `schema`, else raise InvalidInput naming the field.
+    `rows` names a top-level list whose items are checked one by one (`row_problem`) by the
+    caller, not here."""
     validator = _validator(id(schema), schema)
     error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.path))), None)
     if error is None:
+        if rows is not None:
+            _storable({key: value for key, value in document.items() if key != rows})
+            return document
         return _storable(document)
     if error.context:  # oneOf: report the deepest (most specific) branch error
         error = max(error.context, key=lambda e: len(list(e.path)))
@@ -159,3 +182,43 @@ def validate(document: Any, schema: dict[str, Any]) -> Any:
     # The message quotes the offending value: a 5 MiB string is not worth echoing back whole.
     message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
     raise InvalidInput(f"{path or 'body'}: {message}", path or "body")
+
+
+_TYPE_NAMES = {"string": "a string", "null": "null", "object": "an object", "array": "a list",
+               "integer": "an integer", "number": "a number", "boolean": "true or false"}
+
+
+def _row_reason(error: Any) -> tuple[str | None, str]:
+    """(field, reason) of one schema error in a row, in words a merchant can act on."""
+    field = ".".join(str(part) for part in error.path) or None
+    name = field or "the row"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return ".".join(filter(None, [field, extra[0] if extra else ""])), (
+            f"unknown field {extra[0]!r}" if extra else "unknown field")
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        return ".".join(filter(None, [field, missing])) or None, f"{missing or name} is required"
+    if error.validator == "type":
+        types = error.validator_value
+        types = [types] if isinstance(types, str) else types
+        return field, f"{name} must be {' or '.join(_TYPE_NAMES.get(t, t) for t in types)}"
+    if error.validator == "minLength" and error.validator_value == 1:
+        return field, f"{name} is blank"
+    if error.validator == "maxLength":
+        return field, f"{name} is longer than {error.validator_value} characters"
+    message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+    return field, f"{name}: {message}"
+
+
+def row_problem(row: Any, schema: dict[str, Any]) -> tuple[str | None, str] | None:
+    """The first problem of one row of a bulk body as (field, reason), or None when the row is
+    valid. `field` is None when the row as a whole is wrong (not an object)."""
+    validator = _validator(id(schema), schema)
+    error = next(iter(sorted(validator.iter_errors(row), key=lambda e: list(e.path))), None)
+    if error is not None:
+        return _row_reason(error)
+    field = _unstorable_text(row)
+    if field is not None:
+        return field, f"{field} holds a NUL or an unpaired surrogate, which cannot be stored"
+    return None

@@ -153,6 +153,7 @@ class ShortLink(Base):
     url = pw.TextField()
     clicks = pw.BigIntegerField(default=0)
     created_at = DateTimeTZField()
+    disabled_at = DateTimeTZField(null=True)
 
 
 class JobRun(Base):

@@ -5,11 +5,17 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import struct
+from dataclasses import dataclass
 from typing import Iterable
+from urllib.parse import quote, urlsplit
 
-from models.database import db, execute_many, fetchall, fetchone
+from peewee import fn
+
+from models import ShortLink
+from models.database import db, execute_many, fetchall
 
 log = logging.getLogger("astronote.links")
 
@@ -29,8 +35,10 @@ def sample_short_url(base_url: str) -> str:
 
 def shorten(shop_id: int, campaign_id: int, urls: Iterable[str], base_url: str) -> dict[str, str]:
     """Short URL of each long URL, one code per (campaign, URL), created on first use.
-    Best effort: on any database error the caller gets no mapping and keeps the long URLs."""
-    urls = sorted(set(urls))
+    A URL that is not an allowed destination (`is_allowed_destination`) gets none and stays
+    as it was in the text. Best effort: on any database error the caller gets no mapping and
+    keeps the long URLs."""
+    urls = sorted({url for url in urls if is_allowed_destination(url)})
     if not urls:
         return {}
     try:
@@ -50,11 +58,99 @@ def shorten(shop_id: int, campaign_id: int, urls: Iterable[str], base_url: str) 
     return {url: short_url(base_url, code) for url, code in rows}
 
 
-def follow(code: str) -> str | None:
-    """Count a click and return the long URL (None for an unknown code)."""
-    row = fetchone("UPDATE short_link SET clicks = clicks + 1 WHERE code = %s RETURNING url",
-                   (code,))
-    return row[0] if row else None
+@dataclass(frozen=True)
+class Followed:
+    """Where a short link leads, or that it no longer does (disabled by an admin, or a
+    destination minted before the rules of `is_allowed_destination`)."""
+
+    url: str
+    disabled: bool
+
+    @property
+    def location(self) -> str:
+        """`url` as a Location header can carry it: ASCII, other characters percent-encoded
+        (as a browser encodes them), what is already percent-encoded left as it is."""
+        return quote(self.url, safe=_PRINTABLE_ASCII)
+
+
+_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
+
+
+def follow(code: str, count: bool = True) -> Followed | None:
+    """Where `code` leads (None for an unknown code), counting a click when `count` and the
+    link is live. Disabling wins a race with a click: the count is a conditional update, and
+    a link disabled in between answers as disabled, uncounted."""
+    link = (ShortLink
+            .select(ShortLink.url, ShortLink.disabled_at)
+            .where(ShortLink.code == code)
+            .first())
+    if link is None:
+        return None
+    if link.disabled_at is not None or not is_allowed_destination(link.url):
+        return Followed(link.url, disabled=True)
+    if count:
+        counted = (ShortLink
+                   .update(clicks=ShortLink.clicks + 1)
+                   .where(ShortLink.code == code, ShortLink.disabled_at.is_null())
+                   .execute())
+        if not counted:
+            return Followed(link.url, disabled=True)
+    return Followed(link.url, disabled=False)
+
+
+def disable(code: str) -> ShortLink | None:
+    """Disable a short link for good (idempotent: the first time is kept); None when no link
+    has this code. A disabled link answers 410 and counts no click."""
+    with db.atomic():
+        disabled = list(ShortLink
+                        .update(disabled_at=fn.coalesce(ShortLink.disabled_at, fn.now()))
+                        .where(ShortLink.code == code)
+                        .returning(ShortLink)
+                        .execute())
+    return disabled[0] if disabled else None
+
+
+# Link previewers fetch every URL of a message to draw a card: a fetch by one is not a click.
+# iMessage previews announce themselves as facebookexternalhit and Twitterbot.
+_PREVIEWERS = re.compile(
+    r"slackbot|facebookexternalhit|twitterbot|whatsapp|telegrambot|discordbot|linkedinbot"
+    r"|googlebot|bingbot|applebot|skypeuripreview",
+    re.IGNORECASE,
+)
+
+
+def is_link_previewer(user_agent: str | None) -> bool:
+    """Whether a request with this User-Agent comes from a known link previewer or crawler."""
+    return bool(user_agent) and _PREVIEWERS.search(user_agent) is not None
+
+
+# Names that only mean something on the recipient's own machine or network.
+_LOCAL_NAMES = ("localhost", "local", "internal", "home.arpa")
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+# A browser reads a host whose last label is a number (decimal, 0x hex, octal) as IPv4:
+# "http://2130706433", "http://0x7f.1" and "http://127.1" are all 127.0.0.1 (WHATWG URL).
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+
+def is_allowed_destination(url: str) -> bool:
+    """Whether a short link may lead to `url` (SPEC 6): `http`/`https`, no credentials, and a
+    host name with at least two labels: no IP literal in any form, no localhost or other
+    local-only name."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not one
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        return False
+    if parts.scheme.lower() not in ("http", "https") or "@" in parts.netloc:
+        return False
+    labels = host.lower().removesuffix(".").split(".")
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        return False  # also every IPv6 literal (":"), and "%" (browsers decode it in hosts)
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        return False
+    name = ".".join(labels)
+    return not any(name == local or name.endswith("." + local) for local in _LOCAL_NAMES)
 
 
 def _mac(secret: str, payload: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""`/admin/*`: shops and credit top-ups (ADMIN_TOKEN)."""
+"""`/admin/*`: shops, credit top-ups and short links (ADMIN_TOKEN)."""
 from __future__ import annotations
 
 import falcon
@@ -6,7 +6,7 @@ import falcon
 from api import schemas
 from api.body import read_json
 from models import Shop
-from service import credits, shops
+from service import credits, links, shops
 from service.errors import NotFound
 
 
@@ -28,3 +28,15 @@ class ShopCreditsResource:
         balance = credits.top_up(shop_id, body["amount"], body["reference"])
         resp.status = falcon.HTTP_201
         resp.media = {"balance": balance}
+
+
+# access: admin
+class ShortLinkDisableResource:
+    """`POST /admin/links/{code}/disable`: the link answers 410 from now on (idempotent)."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
+        link = links.disable(code) if schemas.SHORT_CODE.fullmatch(code) else None
+        if link is None:
+            raise NotFound(f"no short link has the code {code!r}")
+        resp.media = {"code": link.code, "url": link.url, "clicks": link.clicks,
+                      "disabled_at": link.disabled_at}

@@ -1,18 +1,18 @@
-"""`/contacts`: bulk import and listing."""
+"""`/contacts`: bulk import (JSON or CSV) and listing."""
 from __future__ import annotations
 
 import falcon
 
-from api import schemas
-from api.body import bool_param, int_param, page, read_json
+from api.body import bool_param, int_param, page
+from api.contact_import import read_import
 from service import contacts
 
 
 class ContactsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, schemas.CONTACTS_IMPORT)
-        result = contacts.import_contacts(req.context.shop_id, body["contacts"],
-                                          body.get("default_country"))
+        upload = read_import(req)
+        result = contacts.import_contacts(req.context.shop_id, upload.rows,
+                                          upload.default_country)
         resp.media = {"created": result.created, "updated": result.updated,
                       "invalid": result.invalid}
 

@@ -30,10 +30,10 @@ def test_a_contact_who_unsubscribes_mid_campaign_gets_nothing_from_later_batches
     campaign_id = launch(stack, key, "Hi {first_name}, our sale starts now")
     wait_for(lambda: stack.sim_messages(summary="1")["count"] >= 5, 30, "the first messages")
 
-    # When the last contact opens the unsubscribe link of an earlier message
+    # When the last contact confirms the unsubscribe link of an earlier message
     last_contact = rows(db, "SELECT max(id) FROM contact WHERE shop_id = %s", shop_id)[0][0]
     token = links.unsubscribe_token(settings.secret_key, shop_id, last_contact)
-    page = requests.get(f"{stack.web}/u/{token}", timeout=10)
+    page = requests.post(f"{stack.web}/u/{token}", timeout=10)
     assert page.status_code == 200 and "unsubscribed" in page.text
 
     # Then the campaign completes without messaging that contact: it is skipped
@@ -53,14 +53,14 @@ def test_messages_carry_working_short_and_unsubscribe_links(stack, db):
     campaign_id = launch(stack, key, "Hi {first_name}! New in: https://links.example/new-in")
     stack.wait_finished(key, campaign_id, timeout=60)
 
-    # When a contact follows the short link and then the unsubscribe link
+    # When a contact follows the short link and then confirms the unsubscribe link
     text = stack.sim_messages()["messages"][0]["text"]
     short = next(word for word in text.split() if "/r/" in word)
     unsubscribe = next(word for word in text.split() if "/u/" in word)
     redirect = requests.get(short, allow_redirects=False, timeout=10)
     assert redirect.status_code == 302
     assert redirect.headers["Location"] == "https://links.example/new-in"
-    assert requests.get(unsubscribe, timeout=10).status_code == 200
+    assert requests.post(unsubscribe, timeout=10).status_code == 200
 
     # Then the click is counted and the contact is opted out and suppressed
     assert rows(db, "SELECT clicks FROM short_link")[0][0] == 1

@@ -1,0 +1,116 @@
+"""Reading a contacts import (SPEC 5) from a JSON body or a CSV file.
+
+Only the shape or size of the body refuses an import whole; every row is checked on its own
+against `schemas.CONTACT`, and a bad one becomes a `RejectedRow` that `import_contacts` reports
+at its index while the others are imported. A CSV is read as a merchant's shop exports it
+(Shopify's customer export in particular): a header row, columns matched by name whatever their
+case, every column the import does not use ignored.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import falcon
+
+from api import schemas
+from api.body import read_bytes, read_json
+from service.contacts import MAX_IMPORT, RejectedRow
+from service.errors import InvalidInput
+
+# Header names, normalised (`_column_name`), in order of preference: a row's phone is the first
+# of its non-blank phone columns. Shopify's export has the customer's own `Phone`, often blank,
+# and the `Default Address Phone` of the address book.
+PHONE_COLUMNS = ("phone", "default_address_phone")
+FIRST_NAME_COLUMNS = ("first_name",)
+
+
+@dataclass(frozen=True)
+class ContactImport:
+    rows: list[Mapping[str, Any] | RejectedRow]
+    default_country: str | None
+
+
+def is_csv(req: falcon.Request) -> bool:
+    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "text/csv"
+
+
+def read_import(req: falcon.Request) -> ContactImport:
+    """The rows of a `POST /contacts` (CSV when `Content-Type: text/csv`, else JSON)."""
+    return _read_csv(req) if is_csv(req) else _read_json(req)
+
+
+def _checked(row: Any) -> Mapping[str, Any] | RejectedRow:
+    problem = schemas.row_problem(row, schemas.CONTACT)
+    return row if problem is None else RejectedRow(*problem)
+
+
+def _read_json(req: falcon.Request) -> ContactImport:
+    if req.get_param("default_country") is not None:
+        # Not ignored: a client that believes it applies would see its national numbers refused.
+        raise InvalidInput("a JSON import takes 'default_country' in the body; the query"
+                           " parameter is for CSV", "default_country")
+    body = read_json(req, schemas.CONTACTS_IMPORT_SHAPE, rows="contacts")
+    return ContactImport([_checked(row) for row in body["contacts"]],
+                         body.get("default_country"))
+
+
+def _read_csv(req: falcon.Request) -> ContactImport:
+    country = req.get_param("default_country")
+    if country is not None:
+        schemas.validate({"default_country": country}, schemas.CSV_IMPORT_QUERY)
+    raw = read_bytes(req)
+    if not raw.strip():
+        raise falcon.HTTPBadRequest(title="Malformed CSV", description="the body is empty")
+    try:
+        text = raw.decode("utf-8-sig")  # Excel writes a byte order mark, Shopify does not
+    except UnicodeDecodeError as error:
+        raise falcon.HTTPBadRequest(
+            title="Malformed CSV", description=f"the CSV is not UTF-8 (byte {error.start})"
+        ) from None
+    return ContactImport([_checked(row) for row in csv_rows(text)], country)
+
+
+def _column_name(header: str) -> str:
+    return "_".join(header.strip().lower().replace("-", " ").split())
+
+
+def _columns(header: list[str], names: tuple[str, ...]) -> list[int]:
+    """Positions of the columns called `names`, in the order of `names`."""
+    normalised = [_column_name(cell) for cell in header]
+    return [normalised.index(name) for name in names if name in normalised]
+
+
+def _first_filled(cells: list[str], positions: list[int]) -> str | None:
+    # A row may be shorter than the header: its missing cells are blank.
+    return next((cells[at] for at in positions if at < len(cells) and cells[at]), None)
+
+
+def csv_rows(text: str) -> list[dict[str, str | None]]:
+    """One `{phone, first_name}` per data row of `text` (blank rows are not rows); 422 when
+    the header names no phone column or there are more than MAX_IMPORT rows, 400 when it is
+    not CSV."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        phone_at = _columns(header, PHONE_COLUMNS)
+        name_at = _columns(header, FIRST_NAME_COLUMNS)
+        if not phone_at:
+            raise InvalidInput("the CSV header names no phone column (one of 'phone',"
+                               " 'Phone', 'Default Address Phone')", "phone")
+        rows = []
+        for record in reader:
+            cells = [cell.strip() for cell in record]
+            if not any(cells):
+                continue
+            if len(rows) == MAX_IMPORT:
+                raise InvalidInput(f"a CSV import holds at most {MAX_IMPORT} rows", "body")
+            rows.append({"phone": _first_filled(cells, phone_at) or "",
+                         "first_name": _first_filled(cells, name_at)})
+    except csv.Error as error:
+        raise falcon.HTTPBadRequest(
+            title="Malformed CSV", description=f"line {reader.line_num}: {error}") from None
+    return rows
