@@ -16,14 +16,9 @@ from models.expressions import milliseconds_ago
 from service import credits, delivery
 from service.infra import dispatch
 from service.infra.config import Settings
+from service.messages import compose_for, load_context
 from service.segments import segment_count
-from service.sending import (
-    Accepted,
-    Claimed,
-    compose_for,
-    load_context,
-    persist_results,
-)
+from service.sending import Accepted, Claimed, persist_results
 
 log = logging.getLogger("astronote.reconcile")
 

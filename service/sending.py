@@ -4,20 +4,25 @@ Only recipients this process claimed (one conditional UPDATE, committed before t
 call) are sent, so a batch published twice, or a paused or cancelled campaign's batch, sends
 nothing twice. Results are persisted in one transaction per batch; if that fails after the
 provider accepted, the results go to `persistSmsResults`, which writes them without calling
-the provider again.
+the provider again. What each recipient's text is and costs is `service.messages`.
 """
 from __future__ import annotations
 
 import logging
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from models.database import db, execute, execute_many, fetchall, fetchone
-from service import composition, credits, links, segments
+from peewee import SQL, fn
+
+from models import Campaign, CampaignRecipient, SendBatch
+from models.database import db, execute, execute_many, fetchall
+from service import credits, messages
 from service.infra import dispatch
 from service.infra.config import Settings
 from service.infra.ratelimit import RateLimiter
+from service.messages import CampaignContext
 from service.provider import Outcome, Provider, SendResult, Sms
 
 log = logging.getLogger("astronote.sending")
@@ -56,14 +61,33 @@ class BatchReport:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class BatchOutcomes:
+    """A batch's provider results, sorted by what happens to each recipient next."""
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    not_sent: list[int] = field(default_factory=list)
+    unknown: int = 0
+    retry_after_s: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # outcome -> recipients
+
+    def report(self, claimed: int, persisted: bool) -> BatchReport:
+        return BatchReport(claimed=claimed, accepted=len(self.accepted),
+                           rejected=len(self.rejected), not_sent=len(self.not_sent),
+                           unknown=self.unknown, retry_after_s=self.retry_after_s,
+                           persisted=persisted, outcomes=self.counts)
+
+
 def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -> list[Claimed]:
     """Claim the batch's sendable recipients (pending, no provider id, campaign sending) and
     skip suppressed numbers, in one statement; commit before any provider call.
 
-    `campaign_id + 0` keeps the planner on the primary key: with statistics taken before the
-    campaign's rows existed, it otherwise walks the (campaign_id, status) index through every
-    pending recipient of the campaign for each batch (measured: 1,236 recipients/s on 100,000
-    instead of 2,953/s on 20,000)."""
+    SQL, not Peewee: a data-modifying CTE, and the pipeline's hottest statement (once per
+    batch over every recipient; bench/RESULTS.md). `campaign_id + 0` keeps the planner on the
+    primary key: with statistics taken before the campaign's rows existed, it otherwise walks
+    the (campaign_id, status) index through every pending recipient of the campaign for each
+    batch (measured: 1,236 recipients/s on 100,000 instead of 2,953/s on 20,000; 3,827/s with
+    it). It stays a HOT update only while no index covers `status` (6,201/s)."""
     rows = fetchall(
         "WITH live AS (SELECT 1 FROM campaign WHERE id = %(c)s AND status = 'sending'),"
         " skipped AS ("
@@ -89,20 +113,44 @@ def unclaim(recipient_ids: Sequence[int], key: str) -> int:
     The batch is reopened too: a duplicate delivery that claimed nothing may have marked it
     finished meanwhile, and the reconciler only republishes unfinished batches."""
     with db.atomic():
-        undone = execute(
-            "UPDATE campaign_recipient SET status = 'pending', claimed_at = NULL,"
-            " batch_key = NULL, updated_at = now() WHERE id = ANY(%s) AND status = 'sending'"
-            " AND batch_key = %s AND mitto_message_id IS NULL", (list(recipient_ids), key))
+        undone = (CampaignRecipient
+                  .update(status="pending", claimed_at=None, batch_key=None,
+                          updated_at=fn.now())
+                  .where(CampaignRecipient.id.in_(list(recipient_ids)),
+                         CampaignRecipient.status == "sending",
+                         CampaignRecipient.batch_key == key,
+                         CampaignRecipient.mitto_message_id.is_null())
+                  .execute())
         if undone:
-            execute("UPDATE send_batch SET state = 'published', finished_at = NULL"
-                    " WHERE key = %s AND state = 'finished'", (key,))
+            (SendBatch
+             .update(state="published", finished_at=None)
+             .where(SendBatch.key == key, SendBatch.state == "finished")
+             .execute())
     return undone
+
+
+@contextmanager
+def claims_given_back_on_failure(claimed: Sequence[Claimed], key: str) -> Iterator[None]:
+    """For work done before the provider call: whatever fails in it (an error, the actor's
+    time limit) gives the claims back, so a retry of the batch sends them."""
+    try:
+        yield
+    except BaseException:
+        unclaim([r.id for r in claimed], key)
+        raise
 
 
 def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted],
                     rejected: Sequence[tuple[int, str]]) -> int:
     """Record a batch's provider outcomes in one transaction; idempotent, so a replay (the
-    repair actor) changes nothing. Returns the credits debited by this call."""
+    repair actor) changes nothing. Returns the credits debited by this call.
+
+    The per-recipient statements stay SQL: one UPDATE keyed by primary key over `unnest` of
+    the batch's ids per outcome, and one `execute_values` INSERT into `message_log`, are the
+    per-batch bulk work the pipeline benchmark measured (bench/RESULTS.md: updates by primary
+    key over `unnest`, with the country kept from import, took the bulk rate from 1,942/s to
+    2,953/s on 20,000; with `message_log` keyed by recipient, 6,201/s on 100,000). Peewee has
+    no UPDATE ... FROM unnest, and `delivery_rank()` is a SQL function."""
     with db.atomic():
         debited = 0
         if accepted:
@@ -131,72 +179,65 @@ def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted]
                 ([rid for rid, _ in rejected], [reason for _, reason in rejected]))
         # Rows every batch of the campaign and shop share come last, so their locks are held
         # only until the commit, in one order everywhere: campaign, reservation, shop.
-        execute("UPDATE campaign SET last_progress_at = now() WHERE id = %s", (campaign_id,))
+        (Campaign
+         .update(last_progress_at=fn.now())
+         .where(Campaign.id == campaign_id)
+         .execute())
         credits.consume(shop_id, campaign_id, debited)
     return debited
 
 
 def finish_batch(key: str) -> bool:
     """Mark the batch finished once none of its recipients is pending any more."""
-    return bool(execute(
-        "UPDATE send_batch b SET state = 'finished', finished_at = now()"
-        " WHERE b.key = %s AND b.state <> 'finished' AND NOT EXISTS ("
-        "   SELECT 1 FROM campaign_recipient r"
-        "   WHERE r.id = ANY(b.recipient_ids) AND r.status = 'pending')", (key,)))
+    pending = (CampaignRecipient
+               .select(SQL("1"))
+               .where(CampaignRecipient.id == fn.ANY(SendBatch.recipient_ids),
+                      CampaignRecipient.status == "pending"))
+    return bool(SendBatch
+                .update(state="finished", finished_at=fn.now())
+                .where(SendBatch.key == key,
+                       SendBatch.state != "finished",
+                       ~fn.EXISTS(pending))
+                .execute())
 
 
 def unfinished_batches(campaign_id: int) -> int:
-    row = fetchone("SELECT count(*) FROM send_batch WHERE campaign_id = %s"
-                   " AND state <> 'finished'", (campaign_id,))
-    return row[0]
-
-
-@dataclass(frozen=True)
-class CampaignContext:
-    """What composing a campaign's messages needs, read once per batch."""
-    campaign_id: int
-    shop_id: int
-    template: str
-    append_unsubscribe: bool
-    sender: str
-    short_links: dict[str, str]
-
-
-def load_context(shop_id: int, campaign_id: int, settings: Settings) -> CampaignContext | None:
-    row = fetchone("SELECT c.text, c.append_unsubscribe, s.sender FROM campaign c"
-                   " JOIN shop s ON s.id = c.shop_id WHERE c.id = %s AND c.shop_id = %s",
-                   (campaign_id, shop_id))
-    if row is None:
-        return None
-    template, append_unsubscribe, sender = row
-    short = links.shorten(shop_id, campaign_id, composition.find_urls(template),
-                          settings.public_base_url)
-    return CampaignContext(campaign_id, shop_id, template, append_unsubscribe,
-                           sender or settings.mitto_sender or "Astronote", short)
-
-
-def compose_for(context: CampaignContext, recipient: Claimed, settings: Settings) -> str:
-    unsubscribe = (links.unsubscribe_url(settings.public_base_url, settings.secret_key,
-                                         context.shop_id, recipient.contact_id)
-                   if context.append_unsubscribe else None)
-    return composition.compose(context.template, recipient.first_name, context.short_links,
-                               unsubscribe)
-
-
-def compose_batch(context: CampaignContext, claimed: Sequence[Claimed],
-                  settings: Settings) -> list[str]:
-    """The final text of each claimed recipient; composed once when it cannot differ."""
-    uniform = (not context.append_unsubscribe
-               and composition.FIRST_NAME_PLACEHOLDER not in context.template)
-    if uniform:
-        return [compose_for(context, claimed[0], settings)] * len(claimed)
-    return [compose_for(context, recipient, settings) for recipient in claimed]
+    """How many of the campaign's batches are not finished yet (0: its last batch is done)."""
+    return (SendBatch
+            .select()
+            .where(SendBatch.campaign == campaign_id, SendBatch.state != "finished")
+            .count())
 
 
 def callback_url(settings: Settings) -> str | None:
     if not settings.dlr_webhook_secret:
         return None
     return f"{settings.public_base_url}/webhooks/mitto/dlr?token={settings.dlr_webhook_secret}"
+
+
+def classify(campaign_id: int, key: str, claimed: Sequence[Claimed], texts: Sequence[str],
+             costs: Sequence[int], results: Sequence[SendResult]) -> BatchOutcomes:
+    """Sort each claimed recipient by its call's outcome (SPEC 4.4): accepted (persisted with
+    its text and cost), rejected (failed with the reason), surely not sent (given back, with
+    the longest Retry-After), unknown (left claimed until evidence or the claim timeout)."""
+    outcomes = BatchOutcomes()
+    for recipient, text, cost, result in zip(claimed, texts, costs, results):
+        outcomes.counts[result.outcome.value] = outcomes.counts.get(result.outcome.value, 0) + 1
+        if result.outcome is Outcome.ACCEPTED:
+            outcomes.accepted.append(Accepted(recipient.id, result.provider_id, text, cost,
+                                              recipient.country))
+        elif result.outcome is Outcome.REJECTED:
+            outcomes.rejected.append((recipient.id, result.reason or "rejected"))
+        elif result.outcome is Outcome.NOT_SENT:
+            outcomes.not_sent.append(recipient.id)
+            if result.retry_after_s is not None:
+                outcomes.retry_after_s = max(outcomes.retry_after_s or 0, result.retry_after_s)
+        else:
+            outcomes.unknown += 1
+            log.warning("unknown provider outcome; the claim stays until evidence or timeout",
+                        extra={"campaign_id": campaign_id, "recipient_id": recipient.id,
+                               "batch_key": key, "reason": result.reason})
+    return outcomes
 
 
 class BatchSender:
@@ -212,67 +253,58 @@ class BatchSender:
 
     def send(self, campaign_id: int, shop_id: int, recipient_ids: Sequence[int],
              key: str) -> BatchReport:
-        report = BatchReport()
+        """Send one batch: claim, compose and cost, check credits, call the provider, sort
+        the outcomes, persist; then give back what surely was not sent, or finish the batch."""
         claimed = claim_recipients(campaign_id, recipient_ids, key)
-        report.claimed = len(claimed)
         if not claimed:
-            if self._campaign_status(campaign_id) == "sending":
-                finish_batch(key)  # everything was done by an earlier delivery of this batch
-            return report
-        try:
-            context = load_context(shop_id, campaign_id, self.settings)
-            texts = compose_batch(context, claimed, self.settings)
-            segments_of: dict[str, int] = {}
-            costs = [segments_of.get(text) or segments_of.setdefault(
-                text, segments.segment_count(text)) for text in texts]
-            covered = self._covered(shop_id, campaign_id, key, sum(costs))
-        except BaseException:
-            # Nothing reached the provider yet: give the claims back so a retry sends them.
-            unclaim([r.id for r in claimed], key)
-            raise
+            self.finish_duplicate(campaign_id, key)
+            return BatchReport()
+        with claims_given_back_on_failure(claimed, key):
+            context = messages.load_context(shop_id, campaign_id, self.settings)
+            texts = messages.compose_batch(context, claimed, self.settings)
+            costs = messages.segment_costs(texts)
+            covered = self.cover(shop_id, campaign_id, key, sum(costs))
         if not covered:
-            persist_results(shop_id, campaign_id, [],
-                            [(r.id, "insufficient_credits") for r in claimed])
-            report.rejected = len(claimed)
-            return report
-        results = self._call_provider(context, claimed, texts, key)
-        accepted, rejected, not_sent = [], [], []
-        for recipient, text, cost, result in zip(claimed, texts, costs, results):
-            report.outcomes[result.outcome.value] = report.outcomes.get(result.outcome.value, 0) + 1
-            if result.outcome is Outcome.ACCEPTED:
-                accepted.append(Accepted(recipient.id, result.provider_id, text, cost,
-                                         recipient.country))
-            elif result.outcome is Outcome.REJECTED:
-                rejected.append((recipient.id, result.reason or "rejected"))
-            elif result.outcome is Outcome.NOT_SENT:
-                not_sent.append(recipient.id)
-                if result.retry_after_s is not None:
-                    report.retry_after_s = max(report.retry_after_s or 0, result.retry_after_s)
-            else:
-                report.unknown += 1
-                log.warning("unknown provider outcome; the claim stays until evidence or timeout",
-                            extra={"campaign_id": campaign_id, "recipient_id": recipient.id,
-                                   "batch_key": key, "reason": result.reason})
-        report.accepted, report.rejected, report.not_sent = (len(accepted), len(rejected),
-                                                             len(not_sent))
-        report.persisted = self._persist(shop_id, campaign_id, key, accepted, rejected)
-        if not_sent:
-            unclaim(not_sent, key)
+            return self.fail_uncovered(shop_id, campaign_id, claimed)
+        results = self.call_provider(context, claimed, texts, key)
+        outcomes = classify(campaign_id, key, claimed, texts, costs, results)
+        persisted = self.persist(shop_id, campaign_id, key, outcomes)
+        if outcomes.not_sent:
+            unclaim(outcomes.not_sent, key)  # pending again; the actor retries the batch
         else:
             finish_batch(key)
-        return report
+        return outcomes.report(len(claimed), persisted)
 
-    def _campaign_status(self, campaign_id: int) -> str | None:
-        row = fetchone("SELECT status FROM campaign WHERE id = %s", (campaign_id,))
-        return row[0] if row else None
+    def finish_duplicate(self, campaign_id: int, key: str) -> None:
+        """A delivery that claimed nothing. While the campaign is sending, an earlier delivery
+        of this batch did everything; a paused or cancelled campaign's batch is left as is."""
+        status = (Campaign
+                  .select(Campaign.status)
+                  .where(Campaign.id == campaign_id)
+                  .scalar())
+        if status == "sending":
+            finish_batch(key)
 
-    def _covered(self, shop_id: int, campaign_id: int, key: str, cost: int) -> bool:
-        row = fetchone("SELECT reserved FROM send_batch WHERE key = %s", (key,))
-        reserved = row[0] if row else 0
+    def cover(self, shop_id: int, campaign_id: int, key: str, cost: int) -> bool:
+        """Whether the batch's share of the reservation covers `cost`, else whether the
+        shop's available credits cover the excess (the reservation then grows by it)."""
+        reserved = (SendBatch
+                    .select(SendBatch.reserved)
+                    .where(SendBatch.key == key)
+                    .scalar()) or 0
         return cost <= reserved or credits.cover_excess(shop_id, campaign_id, cost - reserved)
 
-    def _call_provider(self, context: CampaignContext, claimed: Sequence[Claimed],
-                       texts: Sequence[str], key: str) -> list[SendResult]:
+    def fail_uncovered(self, shop_id: int, campaign_id: int,
+                       claimed: Sequence[Claimed]) -> BatchReport:
+        """Nothing is sent: every claimed recipient fails with `insufficient_credits`."""
+        persist_results(shop_id, campaign_id, [],
+                        [(r.id, "insufficient_credits") for r in claimed])
+        return BatchReport(claimed=len(claimed), rejected=len(claimed))
+
+    def call_provider(self, context: CampaignContext, claimed: Sequence[Claimed],
+                      texts: Sequence[str], key: str) -> list[SendResult]:
+        """One `/smsbulk` call when every text is the same, else one `/sms` call per
+        recipient on the shared pool; one result per claimed recipient, in order."""
         callback = callback_url(self.settings)
         if self.limiter:
             self.limiter.acquire(len(claimed))
@@ -287,10 +319,12 @@ class BatchSender:
 
         return list(self.calls.map(send_one, zip(claimed, texts)))
 
-    def _persist(self, shop_id: int, campaign_id: int, key: str, accepted: list[Accepted],
-                 rejected: list[tuple[int, str]]) -> bool:
+    def persist(self, shop_id: int, campaign_id: int, key: str,
+                outcomes: BatchOutcomes) -> bool:
+        """Persist the batch's results; if that fails, hand them to `persistSmsResults`
+        (the provider already has the messages) and say so (False)."""
         try:
-            persist_results(shop_id, campaign_id, accepted, rejected)
+            persist_results(shop_id, campaign_id, outcomes.accepted, outcomes.rejected)
             return True
         except Exception:  # noqa: BLE001 - any failure here must hand over to the repair
             log.exception("persisting provider results failed; handing over to persistSmsResults",
@@ -298,8 +332,8 @@ class BatchSender:
                                  "batch_key": key})
             dispatch.publish_persist({
                 "campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key,
-                "accepted": [a.as_list() for a in accepted],
-                "rejected": [list(r) for r in rejected]})
+                "accepted": [a.as_list() for a in outcomes.accepted],
+                "rejected": [list(r) for r in outcomes.rejected]})
             return False
 
 

@@ -7,8 +7,7 @@ import pytest
 from service import campaigns, composition, links
 from service.sending import load_context
 from tests.api.conftest import ADMIN, assert_error, auth, contact_ids, import_contacts
-
-SECRET = "test-secret"  # SECRET_KEY of tests/conftest.py
+from tests.conftest import SECRET_KEY as SECRET
 
 
 def opted_out(db, contact_id: int) -> tuple:
