@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service import campaigns, composition, links
-from service.sending import load_context
+from service.messages import load_context
 from tests.api.conftest import ADMIN, assert_error, auth, contact_ids, import_contacts
 from tests.conftest import SECRET_KEY as SECRET
 
