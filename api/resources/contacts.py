@@ -4,11 +4,14 @@ from __future__ import annotations
 import falcon
 
 from api import schemas
+from api.access import Access
 from api.body import bool_param, int_param, page, read_json
 from service import contacts
 
 
 class ContactsResource:
+    auth = Access.SHOP
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.CONTACTS_IMPORT)
         result = contacts.import_contacts(req.context.shop_id, body["contacts"],

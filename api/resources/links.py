@@ -6,6 +6,7 @@ import html
 import falcon
 
 from api import schemas
+from api.access import Access
 from service import contacts, links
 from service.infra.config import Settings
 
@@ -22,6 +23,8 @@ def page(resp: falcon.Response, status: str, title: str, text: str) -> None:
 
 
 class ShortLinkResource:
+    auth = Access.PUBLIC
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
         url = links.follow(code) if schemas.SHORT_CODE.fullmatch(code) else None
         if url is None:
@@ -31,6 +34,8 @@ class ShortLinkResource:
 
 
 class UnsubscribeResource:
+    auth = Access.PUBLIC
+
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key
 
