@@ -1,4 +1,5 @@
-"""`create_app(settings)`: wires resources, middleware and error mapping."""
+"""`create_app(settings)`: wires resources, middleware and error mapping. Every route is added
+through `add_routes`, which refuses a resource that does not declare who may call it."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,10 @@ import falcon.media
 import redis
 
 from api import errors, openapi
+from api.access import require_declared
 from api.instrumentation import RequestMetrics
-from api.middleware import Authentication, DatabaseConnection
+from api.middleware import Authentication, CanonicalPath, DatabaseConnection, SecurityHeaders
+from api.ops_access import OperatorSessions
 from api.resources import (
     admin,
     campaigns,
@@ -42,9 +45,22 @@ def _json_default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def add_routes(app: falcon.App, routes: dict[str, object]) -> None:
+    """The one way a route is added: its resource must declare its `Access` (`api/access.py`)."""
+    for path, resource in routes.items():
+        require_declared(path, resource)
+        app.add_route(path, resource)
+
+
 def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> falcon.App:
     metrics.configure(settings)
-    app = falcon.App(middleware=[RequestMetrics(), DatabaseConnection(), Authentication(settings)])
+    sessions = OperatorSessions(settings.secret_key, settings.admin_token,
+                                settings.ops_session_ttl_s,
+                                secure=settings.public_base_url.startswith("https://"))
+    # CanonicalPath before routing and everything that reads the path (RequestMetrics only
+    # starts a timer, so refused requests are still counted, as "unmatched").
+    app = falcon.App(middleware=[RequestMetrics(), CanonicalPath(), SecurityHeaders(),
+                                 DatabaseConnection(), Authentication(settings, sessions)])
     handler = falcon.media.JSONHandler(dumps=partial(json.dumps, default=_json_default))
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.req_options.strip_url_path_trailing_slash = True
@@ -58,8 +74,10 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
         "/health/full": health.FullHealthResource(checker),
         "/metrics": metrics_resource.MetricsResource(
             metrics.SystemCollector(checker.full, credits_debited)),
-        "/ops": ops.OpsPageResource(settings),
+        "/ops": ops.OpsPageResource(),
         "/ops/state": ops.OpsStateResource(checker),
+        "/ops/login": ops.OpsLoginResource(settings, sessions),
+        "/ops/logout": ops.OpsLogoutResource(sessions),
         "/admin/shops": admin.ShopsResource(),
         f"{SHOP}/credits": admin.ShopCreditsResource(),
         "/admin/links/{code}/disable": admin.ShortLinkDisableResource(),
@@ -75,11 +93,10 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
         f"{CAMPAIGN}/cancel": campaigns.ActionResource(campaign_service.cancel),
         f"{CAMPAIGN}/progress": campaigns.ProgressResource(),
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
-        "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings),
+        "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(),
         "/u/{token}": links.UnsubscribeResource(settings),
         "/r/{code}": links.ShortLinkResource(),
         "/openapi.json": openapi.OpenApiResource(),
     }
-    for path, resource in routes.items():
-        app.add_route(path, resource)
+    add_routes(app, routes)
     return app

@@ -39,11 +39,18 @@ def domain_error(req: falcon.Request, resp: falcon.Response, error: errors.Domai
     resp.media = body
 
 
+def dependency_name(error: Exception) -> str:
+    return "redis" if isinstance(error, redis.RedisError) else "postgresql"
+
+
 def dependency_down(req: falcon.Request, resp: falcon.Response, error: Exception,
                     params: dict) -> None:
-    log.warning("dependency unavailable", extra={"path": req.path, "error": str(error)[:200]})
+    # The answer names the dependency only: the error may hold a host name or a DSN.
+    name = dependency_name(error)
+    log.warning("dependency unavailable", extra={"path": req.path, "dependency": name,
+                                                 "error": str(error)[:200]})
     raise falcon.HTTPServiceUnavailable(title="Service unavailable",
-                                        description=f"a dependency is down: {type(error).__name__}",
+                                        description=f"{name} is unavailable, try again shortly",
                                         headers={"Retry-After": "5"})
 
 

@@ -1,17 +1,26 @@
-"""Falcon middleware: a pooled database connection per request, and authentication."""
+"""Falcon middleware: canonical paths only, a pooled database connection per request,
+authentication by routed resource, and the security headers of every answer."""
 from __future__ import annotations
-
-import hmac
 
 import falcon
 
-from api import ops_access
+from api import paths
+from api.access import Access, access_for
+from api.ops_access import LOGIN_PATH, OperatorSessions, same_secret
 from models.database import db
 from service import shops
 from service.errors import NotFound, Unauthorized
 from service.infra.config import Settings
 
-PUBLIC_PREFIXES = ("/health", "/readiness", "/u/", "/r/", "/webhooks/", "/openapi.json", "/metrics")
+
+class CanonicalPath:
+    """First of all middleware: a path in any spelling but the canonical one is a 404 before
+    routing, authentication or any resource sees it (see `api/paths.py`)."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        why = paths.refusal(req.env)
+        if why:
+            raise falcon.HTTPNotFound(description=f"there is nothing at this path ({why})")
 
 
 class DatabaseConnection:
@@ -30,29 +39,71 @@ def bearer(req: falcon.Request) -> str | None:
 
 
 class Authentication:
-    """`/admin/*` takes ADMIN_TOKEN; other non-public routes take a shop API key and see only
-    that shop (`req.context.shop_id`)."""
+    """Decides from the routed resource's declared `Access` (`api/access.py`), never from the
+    path; a shop's key sets `req.context.shop_id`, the only shop the resource may see."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sessions: OperatorSessions) -> None:
         self.admin_token = settings.admin_token
+        self.webhook_secret = settings.dlr_webhook_secret
+        self.sessions = sessions
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.method == "OPTIONS" or req.path.startswith(PUBLIC_PREFIXES):
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource,
+                         params: dict) -> None:
+        access = access_for(resource, req.method)
+        req.context.access = access
+        if access is Access.PUBLIC:
             return
+        # strip_url_path_trailing_slash serves `/r/{code}/` (links mangled by SMS apps); a
+        # protected route has one spelling only.
+        if paths.has_trailing_slash(req.env):
+            raise falcon.HTTPNotFound()
+        {Access.SHOP: self._shop, Access.ADMIN: self._admin, Access.OPERATOR: self._operator,
+         Access.WEBHOOK: self._webhook}[access](req, resource)
+
+    def _shop(self, req: falcon.Request, resource: object) -> None:
         token = bearer(req)
-        if ops_access.is_ops_path(req.path):
-            ops_access.authorize(req, self.admin_token, token)
-            return
-        if req.path.startswith("/admin/") or req.path == "/admin":
-            if not self.admin_token:
-                raise NotFound("the admin API is disabled (ADMIN_TOKEN is not set)")
-            # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-            if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
-                raise Unauthorized("a valid admin token is required")
-            return
         if not token:
             raise Unauthorized("an API key is required: Authorization: Bearer <key>")
         shop = shops.shop_for_key(token)
         if shop is None:
             raise Unauthorized("the API key is not valid")
         req.context.shop_id = shop.id
+
+    def _admin(self, req: falcon.Request, resource: object) -> None:
+        if not self.admin_token:
+            raise NotFound("the admin API is disabled (ADMIN_TOKEN is not set)")
+        if not same_secret(bearer(req), self.admin_token):
+            raise Unauthorized("a valid admin token is required: Authorization: Bearer"
+                               " <ADMIN_TOKEN>")
+
+    def _operator(self, req: falcon.Request, resource: object) -> None:
+        if not self.admin_token:
+            raise NotFound("the operator page is disabled (ADMIN_TOKEN is not set)")
+        if same_secret(bearer(req), self.admin_token) or self.sessions.present(req):
+            return
+        if req.method == "GET" and getattr(resource, "login_redirect", False):
+            raise falcon.HTTPSeeOther(LOGIN_PATH)
+        raise Unauthorized(f"log in at {LOGIN_PATH}, or send Authorization: Bearer"
+                           " <ADMIN_TOKEN>")
+
+    def _webhook(self, req: falcon.Request, resource: object) -> None:
+        if not self.webhook_secret:
+            raise NotFound("the delivery-report webhook is disabled (DLR_WEBHOOK_SECRET unset)")
+        token = req.get_header("X-Webhook-Token") or req.get_param("token")
+        if not same_secret(token, self.webhook_secret):
+            raise Unauthorized("a valid webhook token is required")
+
+
+class SecurityHeaders:
+    """`nosniff` and no framing on every answer (the operator page and the unsubscribe
+    confirmation must not be clickjacked); `no-store` on every answer of a non-public route,
+    which carry phone numbers, API keys and the operator's view."""
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
+                         req_succeeded: bool) -> None:
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("X-Frame-Options", "DENY")
+        if not resp.get_header("Content-Security-Policy"):
+            resp.set_header("Content-Security-Policy", "frame-ancestors 'none'")
+        if getattr(req.context, "access", Access.PUBLIC) is not Access.PUBLIC:
+            resp.cache_control = ["no-store"]

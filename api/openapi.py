@@ -4,6 +4,7 @@ from __future__ import annotations
 import falcon
 
 from api import schemas
+from api.access import Access
 
 BODIES = {
     ("post", "/admin/shops"): schemas.SHOP_CREATE,
@@ -46,5 +47,7 @@ def document() -> dict:
 
 
 class OpenApiResource:
+    auth = Access.PUBLIC
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = document()

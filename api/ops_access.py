@@ -1,55 +1,83 @@
-"""Who may see `/ops`: holders of ADMIN_TOKEN, like `/admin/*`.
+"""Operator sessions for `/ops`: a browser cannot send a bearer header when it opens a page, so
+the login form (`POST /ops/login`) exchanges ADMIN_TOKEN for a session cookie.
 
-A browser cannot send a bearer header when it opens a page, so `/ops?token=<ADMIN_TOKEN>`
-exchanges the token for a session cookie (HttpOnly, SameSite=Strict, path `/ops`) and
-redirects to `/ops`, keeping the token out of the address bar and the history. The cookie
-holds an HMAC of the token, never the token itself; changing ADMIN_TOKEN ends every session.
+The cookie (HttpOnly, SameSite=Strict, Path=/ops, Secure when PUBLIC_BASE_URL is https) holds
+its expiry, a random nonce and an HMAC of both under SECRET_KEY, never the token. The HMAC also
+covers a digest of ADMIN_TOKEN, so rotating either SECRET_KEY or ADMIN_TOKEN ends every
+session. The server keeps no session state: logging out deletes the cookie in the browser.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import secrets
+import time
+from typing import Callable
 
 import falcon
 
-from service.errors import NotFound, Unauthorized
-
 COOKIE = "astronote_ops"
 PATH = "/ops"
+LOGIN_PATH = "/ops/login"
+_VERSION = "v1"
 
 
-def is_ops_path(path: str) -> bool:
-    return path == PATH or path.startswith(PATH + "/")
-
-
-def session_value(admin_token: str) -> str:
-    return hmac.new(admin_token.encode(), b"astronote-ops-session", hashlib.sha256).hexdigest()
-
-
-def _same(given: str | None, expected: str) -> bool:
+def same_secret(given: str | None, expected: str | None) -> bool:
+    """Constant-time comparison of a presented secret with the configured one."""
     # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+    return bool(given) and bool(expected) and hmac.compare_digest(given.encode(),
+                                                                  expected.encode())
 
 
-def authorize(req: falcon.Request, admin_token: str | None, bearer_token: str | None) -> None:
-    """Raise unless the request carries ADMIN_TOKEN (bearer or `?token=`) or its session
-    cookie; `req.context.ops_login` tells the page to set the cookie."""
-    if not admin_token:
-        raise NotFound("the operator page is disabled (ADMIN_TOKEN is not set)")
-    if _same(bearer_token, admin_token):
-        return
-    for value in req.get_cookie_values(COOKIE) or ():
-        if _same(value, session_value(admin_token)):
-            return
-    if _same(req.get_param("token"), admin_token):
-        req.context.ops_login = True
-        return
-    raise Unauthorized("the operator page needs ADMIN_TOKEN: open /ops?token=<ADMIN_TOKEN>"
-                       " or send Authorization: Bearer <ADMIN_TOKEN>")
+class OperatorSessions:
+    """Issues and checks operator session cookies; `clock` returns Unix seconds."""
 
+    def __init__(self, secret_key: str, admin_token: str | None, ttl_s: int, secure: bool,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.secret_key = secret_key.encode()
+        self.admin_token = admin_token
+        self.ttl_s = ttl_s
+        self.secure = secure
+        self.clock = clock
 
-def start_session(req: falcon.Request, resp: falcon.Response, admin_token: str) -> None:
-    """Set the session cookie and redirect to the page without the token in its URL."""
-    resp.set_cookie(COOKIE, session_value(admin_token), path=PATH, http_only=True,
-                    secure=req.forwarded_scheme == "https", same_site="Strict")
-    raise falcon.HTTPSeeOther(PATH)
+    @property
+    def enabled(self) -> bool:
+        return bool(self.admin_token)
+
+    def _mac(self, expires: int, nonce: str) -> str:
+        token_digest = hashlib.sha256((self.admin_token or "").encode()).hexdigest()
+        message = f"ops-session:{_VERSION}:{expires}:{nonce}:{token_digest}".encode()
+        digest = hmac.new(self.secret_key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def issue(self) -> str:
+        """A new session value, valid for `ttl_s` seconds from now."""
+        expires = int(self.clock()) + self.ttl_s
+        nonce = secrets.token_urlsafe(12)
+        return f"{_VERSION}.{expires}.{nonce}.{self._mac(expires, nonce)}"
+
+    def valid(self, value: str | None) -> bool:
+        """True for a session this server issued that has not expired."""
+        if not self.enabled or not value:
+            return False
+        version, _, rest = value.partition(".")
+        expires_text, _, rest = rest.partition(".")
+        nonce, _, mac = rest.partition(".")
+        # isascii: str.isdigit() accepts digits int() refuses ("²"); and int() refuses more
+        # than 4,300 digits: a Unix time has 10.
+        if (version != _VERSION or len(expires_text) > 12 or not expires_text.isascii()
+                or not expires_text.isdigit() or not nonce or not mac):
+            return False
+        expires = int(expires_text)
+        return same_secret(mac, self._mac(expires, nonce)) and self.clock() < expires
+
+    def present(self, req: falcon.Request) -> bool:
+        return any(self.valid(value) for value in req.get_cookie_values(COOKIE) or ())
+
+    def start(self, resp: falcon.Response) -> None:
+        resp.set_cookie(COOKIE, self.issue(), max_age=self.ttl_s, path=PATH, secure=self.secure,
+                        http_only=True, same_site="Strict")
+
+    def end(self, resp: falcon.Response) -> None:
+        resp.unset_cookie(COOKIE, same_site="Strict", path=PATH)

@@ -177,6 +177,7 @@ def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]
         f"processes:  {', '.join(name for name in processes if name != 'clock')};"
         " clock (python -m scheduler)",
         f"API:        {stack.web_url}  (admin token: {stack.admin_token})",
+        f"operators:  {stack.web_url}/ops  (log in with the admin token)",
         f"simulator:  {stack.sim_url}  (API key {SIMULATOR_API_KEY}; /_sim/stats, /_sim/messages)",
         f"PostgreSQL: {stack.database_url}  ({origin('PostgreSQL')})",
         f"Redis:      {stack.redis_url}  ({origin('Redis')})",

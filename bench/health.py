@@ -136,7 +136,7 @@ def main() -> int:
         fill_campaigns(shop_id)
         pushed_s = push_messages(args.messages)
         full = wait_for(lambda: (lambda b: b if b["scheduler"]["lock"]["exists"] else None)(
-            stack.call("GET", "/health/full").json()), 30, "a leader")
+            stack.call("GET", "/health/full", "bench-admin").json()), 30, "a leader")
         waiting = full["queues"]["sms-send"]["waiting"]
         print(f"pushed {args.messages} messages in {pushed_s:.1f}s; sms-send waiting: {waiting};"
               f" stuck campaigns: {full['campaigns']['stuck_count']}; problems: "

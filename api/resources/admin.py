@@ -4,6 +4,7 @@ from __future__ import annotations
 import falcon
 
 from api import schemas
+from api.access import Access
 from api.body import read_json
 from models import Shop
 from service import credits, links, shops
@@ -11,6 +12,8 @@ from service.errors import NotFound
 
 
 class ShopsResource:
+    auth = Access.ADMIN
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.SHOP_CREATE)
         shop, key = shops.create_shop(body["domain"], body["name"], body.get("sender"),
@@ -21,6 +24,8 @@ class ShopsResource:
 
 
 class ShopCreditsResource:
+    auth = Access.ADMIN
+
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         body = read_json(req, schemas.TOP_UP)
         if not Shop.select().where(Shop.id == shop_id).exists():
@@ -30,9 +35,10 @@ class ShopCreditsResource:
         resp.media = {"balance": balance}
 
 
-# access: admin
 class ShortLinkDisableResource:
     """`POST /admin/links/{code}/disable`: the link answers 410 from now on (idempotent)."""
+
+    auth = Access.ADMIN
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
         link = links.disable(code) if schemas.SHORT_CODE.fullmatch(code) else None

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import falcon
 
 from api import schemas
+from api.access import Access
 from api.body import choice_param, int_param, page, read_json
 from service import campaigns
 from service.enqueue import enqueue
@@ -16,6 +17,8 @@ RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 
 
 class CampaignsResource:
+    auth = Access.SHOP
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.CAMPAIGN_CREATE)
         campaign = campaigns.create(req.context.shop_id, body["name"], body["text"],
@@ -32,6 +35,8 @@ class CampaignsResource:
 
 
 class CampaignResource:
+    auth = Access.SHOP
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         resp.media = campaigns.as_dict(campaigns.get(req.context.shop_id, campaign_id))
 
@@ -41,6 +46,8 @@ class CampaignResource:
 
 
 class EnqueueResource:
+    auth = Access.SHOP
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
@@ -53,6 +60,8 @@ class EnqueueResource:
 
 
 class ScheduleResource:
+    auth = Access.SHOP
+
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         body = read_json(req, schemas.CAMPAIGN_SCHEDULE)
         when = schemas.parse_datetime(body["scheduled_at"])
@@ -64,6 +73,8 @@ class ScheduleResource:
 class ActionResource:
     """pause, resume, cancel: bodiless POSTs mapped to one service function each."""
 
+    auth = Access.SHOP
+
     def __init__(self, action) -> None:
         self.action = action
 
@@ -72,11 +83,15 @@ class ActionResource:
 
 
 class ProgressResource:
+    auth = Access.SHOP
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         resp.media = campaigns.progress(req.context.shop_id, campaign_id)
 
 
 class RecipientsResource:
+    auth = Access.SHOP
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         limit = int_param(req, "limit", 50, 1, 100)
         items = campaigns.recipients(req.context.shop_id, campaign_id, limit,

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import falcon
 
+from api.access import Access
 from api.body import bool_param, int_param, page
 from api.contact_import import read_import
 from service import contacts
 
 
 class ContactsResource:
+    auth = Access.SHOP
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         upload = read_import(req)
         result = contacts.import_contacts(req.context.shop_id, upload.rows,

@@ -1,19 +1,25 @@
-"""`/health` (the process runs), `/readiness` (PostgreSQL and Redis answer) and `/health/full`
-(the whole system works: workers, leader, queues, stuck campaigns; SPEC 8)."""
+"""`/health` (public: the process runs), `/readiness` (public: PostgreSQL and Redis answer) and
+`/health/full` (admin token: the whole system works: workers, leader, queues, stuck campaigns;
+SPEC 8)."""
 from __future__ import annotations
 
 import falcon
 
+from api.access import Access
 from service.observability.health import HealthChecker
 
 
 class HealthResource:
+    auth = Access.PUBLIC
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"ok": True}
 
 
 class ReadinessResource:
     """503 naming the dependency that is down; never a 500."""
+
+    auth = Access.PUBLIC
 
     def __init__(self, checker: HealthChecker) -> None:
         self.checker = checker
@@ -26,6 +32,8 @@ class ReadinessResource:
 
 class FullHealthResource:
     """200 with `ok: true`, or 503 with `ok: false` and a reason for each problem."""
+
+    auth = Access.ADMIN
 
     def __init__(self, checker: HealthChecker) -> None:
         self.checker = checker

@@ -6,6 +6,7 @@ import html
 import falcon
 
 from api import schemas
+from api.access import Access
 from service import contacts, links
 from service.infra.config import Settings
 
@@ -30,6 +31,8 @@ def page(resp: falcon.Response, status: str, title: str, text: str, extra: str =
 
 
 class ShortLinkResource:
+    auth = Access.PUBLIC
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
         self.redirect(resp, code, count=not links.is_link_previewer(req.user_agent))
 
@@ -51,6 +54,8 @@ class ShortLinkResource:
 class UnsubscribeResource:
     """GET only shows a confirmation page: link scanners and message previewers fetch every
     link of a message, and must not opt anybody out. Confirming (POST) opts out."""
+
+    auth = Access.PUBLIC
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key

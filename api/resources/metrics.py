@@ -1,13 +1,17 @@
-"""`/metrics`: Prometheus text format, every process's events plus the system's state."""
+"""`/metrics` (admin token): Prometheus text format, every process's events plus the system's
+state."""
 from __future__ import annotations
 
 import falcon
 
+from api.access import Access
 from service.infra import metrics
 from service.infra.metrics import SystemCollector
 
 
 class MetricsResource:
+    auth = Access.ADMIN
+
     def __init__(self, collector: SystemCollector) -> None:
         self.collector = collector
 

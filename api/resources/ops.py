@@ -1,35 +1,108 @@
-"""The operator page (`/ops`, ADMIN_TOKEN): one HTML page that polls `/ops/state` and redraws
-campaigns, queues, workers, the leader and stuck campaigns without a reload."""
+"""The operator page (`/ops`): one HTML page that polls `/ops/state` and redraws campaigns,
+queues, workers, the leader and stuck campaigns without a reload; the login form that opens an
+operator session (`/ops/login`) and the logout (`/ops/logout`). See `api/ops_access.py`."""
 from __future__ import annotations
 
+import html
+import logging
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import falcon
 
-from api import ops_access
+from api.access import Access
+from api.ops_access import LOGIN_PATH, PATH, OperatorSessions, same_secret
 from service.infra.config import Settings
 from service.observability import board
 from service.observability.health import HealthChecker
 
-PAGE = Path(__file__).resolve().parent.parent / "static" / "ops.html"
+log = logging.getLogger("astronote.api")
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+PAGE = STATIC / "ops.html"
+LOGIN_PAGE = STATIC / "ops_login.html"
+# A login form holds one token: anything longer is not one.
+MAX_FORM = 4096
 
 
 class OpsPageResource:
-    def __init__(self, settings: Settings) -> None:
-        self.admin_token = settings.admin_token or ""
+    auth = Access.OPERATOR
+    login_redirect = True  # a browser without a session is sent to the form, not shown a 401
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if getattr(req.context, "ops_login", False):
-            ops_access.start_session(req, resp, self.admin_token)
         resp.content_type = falcon.MEDIA_HTML
-        resp.cache_control = ["no-store"]
         resp.data = PAGE.read_bytes()
 
 
 class OpsStateResource:
+    auth = Access.OPERATOR
+
     def __init__(self, checker: HealthChecker) -> None:
         self.checker = checker
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.cache_control = ["no-store"]
         resp.media = board.operator_state(self.checker)
+
+
+def login_page(resp: falcon.Response, status: str, error: str = "") -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_HTML
+    resp.cache_control = ["no-store"]
+    resp.text = LOGIN_PAGE.read_text().replace("{error}", html.escape(error))
+
+
+def form_token(req: falcon.Request) -> str | None:
+    """The `token` field of an urlencoded form body, or None."""
+    if req.content_length is not None and req.content_length > MAX_FORM:
+        return None
+    raw = req.bounded_stream.read(MAX_FORM + 1)
+    if len(raw) > MAX_FORM:
+        return None
+    values = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=10).get("token", [])
+    return values[0].strip() if len(values) == 1 else None
+
+
+class OpsLoginResource:
+    """Public by necessity: the form is how an operator proves to hold ADMIN_TOKEN."""
+
+    auth = Access.PUBLIC
+
+    def __init__(self, settings: Settings, sessions: OperatorSessions) -> None:
+        self.admin_token = settings.admin_token
+        self.sessions = sessions
+
+    def _require_enabled(self) -> None:
+        if not self.admin_token:
+            raise falcon.HTTPNotFound(description="the operator page is disabled"
+                                                  " (ADMIN_TOKEN is not set)")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._require_enabled()
+        login_page(resp, falcon.HTTP_200)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._require_enabled()
+        try:
+            token = form_token(req)
+        except ValueError:  # more fields than a login form has
+            token = None
+        if not same_secret(token, self.admin_token):
+            log.warning("operator login refused", extra={"remote_addr": req.remote_addr})
+            login_page(resp, falcon.HTTP_401, "That is not the admin token.")
+            return
+        log.info("operator logged in", extra={"remote_addr": req.remote_addr})
+        self.sessions.start(resp)
+        raise falcon.HTTPSeeOther(PATH, headers={"Cache-Control": "no-store"})
+
+
+class OpsLogoutResource:
+    """Public: deleting the cookie needs no proof, and an expired session must still log out."""
+
+    auth = Access.PUBLIC
+
+    def __init__(self, sessions: OperatorSessions) -> None:
+        self.sessions = sessions
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.sessions.end(resp)
+        raise falcon.HTTPSeeOther(LOGIN_PATH, headers={"Cache-Control": "no-store"})

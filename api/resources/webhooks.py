@@ -1,27 +1,19 @@
-"""`POST /webhooks/mitto/dlr`: delivery reports from the provider (one object or an array)."""
+"""`POST /webhooks/mitto/dlr`: delivery reports from the provider (one object or an array),
+authenticated with DLR_WEBHOOK_SECRET by `Authentication` (`Access.WEBHOOK`)."""
 from __future__ import annotations
-
-import hmac
 
 import falcon
 
 from api import schemas
+from api.access import Access
 from api.body import read_json
 from service import delivery
-from service.errors import NotFound, Unauthorized
-from service.infra.config import Settings
 
 
 class DeliveryReportResource:
-    def __init__(self, settings: Settings) -> None:
-        self.secret = settings.dlr_webhook_secret
+    auth = Access.WEBHOOK
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self.secret:
-            raise NotFound("the delivery-report webhook is disabled (DLR_WEBHOOK_SECRET unset)")
-        token = req.get_header("X-Webhook-Token") or req.get_param("token") or ""
-        if not hmac.compare_digest(token.encode(), self.secret.encode()):
-            raise Unauthorized("a valid webhook token is required")
         body = read_json(req, schemas.DELIVERY_REPORTS)
         reports = body if isinstance(body, list) else [body]
         for report in reports:

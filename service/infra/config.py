@@ -49,6 +49,7 @@ class Settings:
     evidence_window_ms: int
     schedule_interval_ms: int
     schedule_grace_ms: int
+    ops_session_ttl_s: int
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -63,7 +64,8 @@ class Settings:
                                          self.dlr_webhook_secret, self.mitto_api_key) if value)
 
 
-def _int(name: str, default: int, minimum: int = 0) -> Callable[[Mapping[str, str]], int]:
+def _int(name: str, default: int, minimum: int = 0,
+         maximum: int | None = None) -> Callable[[Mapping[str, str]], int]:
     def parse(env: Mapping[str, str]) -> int:
         raw = env.get(name, "").strip()
         if not raw:
@@ -74,6 +76,8 @@ def _int(name: str, default: int, minimum: int = 0) -> Callable[[Mapping[str, st
             raise ConfigError(f"{name}={raw!r} is not an integer") from None
         if value < minimum:
             raise ConfigError(f"{name}={value} must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name}={value} must be at most {maximum}")
         return value
 
     return parse
@@ -181,6 +185,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # A scheduled campaign found later than this past its time (say, after a long outage)
         # is failed with the reason rather than sent hours late without anyone deciding so.
         "schedule_grace_ms": _int("SCHEDULE_GRACE_MS", 3600000, 1000)(env),
+        # How long an operator's `/ops` login lasts; a week at most, so a lost cookie expires.
+        "ops_session_ttl_s": _int("OPS_SESSION_TTL_S", 8 * 3600, 60, 7 * 86400)(env),
     }
     settings = Settings(**values)
     if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:

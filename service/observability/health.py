@@ -1,6 +1,7 @@
 """What `/readiness` and `/health/full` report (SPEC 8), and why the system is not ok.
 
-`readiness()` answers whether this process can serve: PostgreSQL and Redis answer.
+`readiness()` answers whether this process can serve: PostgreSQL and Redis answer. It is public,
+so it names the dependency that is down and nothing else; the error goes to the log.
 `full()` answers whether the *system* works: a worker consumes every queue, a clock leads, no
 campaign is stuck. Each of those failures has a reason an operator can act on; the seed's
 campaign sat in `sending` for hours because nobody consumed `sms-send` and nothing said so.
@@ -11,6 +12,7 @@ and the database part is two queries on the `campaign` table.
 """
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
@@ -25,6 +27,8 @@ from service.infra import dispatch
 from service.infra.config import Settings
 from service.infra.queues import QueueCounter
 from service.observability import scheduler_state, workers
+
+log = logging.getLogger("astronote.health")
 
 # How many stuck campaigns are listed (and named in the reasons); the count is always exact.
 STUCK_LISTED = 50
@@ -59,12 +63,16 @@ class HealthChecker:
 
     # --- readiness -------------------------------------------------------------------------
     def readiness(self) -> dict[str, Any]:
-        """`{ok, down: {dependency: error}, reason}`: PostgreSQL and Redis answer."""
-        down = {name: error for name, error in (
+        """`{ok, down: [dependency], reason}`: PostgreSQL and Redis answer. The answer names
+        what is down, never the error (it may hold a host name or a DSN): that is logged."""
+        errors = {name: error for name, error in (
             # A round trip that reads no table: whether PostgreSQL answers, nothing more.
             ("postgresql", _probe(lambda: fetchall("SELECT 1"))),
             ("redis", _probe(self.client.ping))) if error}
-        reason = "; ".join(f"{name} is down ({error})" for name, error in down.items())
+        for name, error in errors.items():
+            log.warning("dependency down", extra={"dependency": name, "error": error})
+        down = list(errors)
+        reason = "; ".join(f"{name} is down" for name in down)
         return {"ok": not down, "down": down, **({"reason": reason} if down else {})}
 
     # --- the whole system ------------------------------------------------------------------
@@ -122,7 +130,7 @@ class HealthChecker:
                     .order_by(idle_since)
                     .limit(STUCK_LISTED)
                     .tuples())
-        # Ids only: this endpoint is public, campaign names are the merchants' business.
+        # Ids only: operators see this (and `/metrics`), campaign names are the merchants'.
         keys = ("id", "shop_id", "started_at", "last_progress_at", "idle_ms")
         return {"by_status": by_status, "stuck_after_ms": threshold_ms,
                 "stuck_count": rows[0][-1] if rows else 0,

@@ -1,6 +1,6 @@
-"""The operator page (`/ops`) in headless Chromium, against real processes: it renders, stays
-behind ADMIN_TOKEN, and shows a running campaign's progress moving without a reload. The
-screenshot is kept as `var/test-artifacts/ops.png`."""
+"""The operator page (`/ops`) in headless Chromium, against real processes: it stays behind a
+login with ADMIN_TOKEN, renders, shows a running campaign's progress moving without a reload,
+and logs out. The screenshot is kept as `var/test-artifacts/ops.png`."""
 from __future__ import annotations
 
 import socket
@@ -35,6 +35,16 @@ def text_of(browser, selector: str) -> str:
                                   selector)
 
 
+def submit_login(browser, token: str) -> None:
+    """Type the token into the login form and submit it, as an operator does."""
+    from selenium.webdriver.common.by import By
+
+    field = browser.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    browser.find_element(By.ID, "login").click()
+
+
 def test_the_operator_page_shows_a_campaign_progressing_live(make_stack, browser, tmp_path):
     # Given a worker whose provider answers slowly (so the campaign runs for a while), a clock,
     # and a 3,000-recipient campaign in 30 batches
@@ -51,15 +61,31 @@ def test_the_operator_page_shows_a_campaign_progressing_live(make_stack, browser
         "append_unsubscribe": False})
     campaign_id = created.json()["id"]
 
-    # The page is not public
-    assert requests.get(f"{stack.web}/ops", timeout=5).status_code == 401
-    assert requests.get(f"{stack.web}/ops?token=wrong", timeout=5).status_code == 401
+    # The page is not public, and the admin token in its URL (as it once was) opens nothing
+    admin = stack.env["ADMIN_TOKEN"]
+    for url in (f"{stack.web}/ops", f"{stack.web}/ops?token={admin}"):
+        answer = requests.get(url, timeout=5, allow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/ops/login"
+        assert "set-cookie" not in answer.headers
+    assert requests.get(f"{stack.web}/ops/state", timeout=5).status_code == 401
 
-    # When an operator opens it with the admin token
-    browser.get(f"{stack.web}/ops?token={stack.env['ADMIN_TOKEN']}")
+    # When an operator opens it, is sent to the login form, and types a wrong token
+    browser.get(f"{stack.web}/ops")
+    assert browser.current_url == f"{stack.web}/ops/login"
+    submit_login(browser, "wrong")
+    # Then the form says so, and the page stays closed
+    wait_for(lambda: "not the admin token" in text_of(browser, "#error"), 10, "the refusal")
+    assert browser.get_cookies() == []
 
-    # Then the token leaves the address bar for a session cookie, and the page renders
-    assert browser.current_url == f"{stack.web}/ops"
+    # When the operator types the admin token
+    submit_login(browser, admin)
+
+    # Then the form opens a session (a cookie scripts cannot read), and the page renders
+    wait_for(lambda: browser.current_url == f"{stack.web}/ops", 10, "the page after login")
+    (cookie,) = browser.get_cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ops"
+    assert admin not in cookie["value"]
+    assert browser.execute_script("return document.cookie;") == ""
     assert browser.title == "Astronote operations"
     wait_for(lambda: text_of(browser, "#status") == "OK", 30, "the page to say OK")
     browser.execute_script("window.notReloaded = true;")
@@ -101,3 +127,12 @@ def test_the_operator_page_shows_a_campaign_progressing_live(make_stack, browser
     assert text_of(browser, "#status") == "NOT OK"
     assert worker.poll() is not None
     browser.save_screenshot(str(ARTIFACTS / "ops-no-worker.png"))
+
+    # When the operator logs out
+    browser.execute_script("document.getElementById('logout').click();")
+
+    # Then the session is gone: back at the form, and the page sends there again
+    wait_for(lambda: browser.current_url == f"{stack.web}/ops/login", 10, "the form after logout")
+    assert browser.get_cookies() == []
+    browser.get(f"{stack.web}/ops")
+    assert browser.current_url == f"{stack.web}/ops/login"

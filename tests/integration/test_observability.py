@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timezone
 
 import dramatiq
+import redis
 
 from service.infra import dispatch
 from service.infra.queues import QueueCounter
@@ -101,4 +102,16 @@ def test_full_health_names_each_problem(db, settings, redis_client):
     # Then the other queue is named
     assert "no live worker consumes queue delivery-status-update (0 messages waiting)" in (
         checker.full()["problems"])
-    assert checker.readiness() == {"ok": True, "down": {}}
+    assert checker.readiness() == {"ok": True, "down": []}
+
+
+def test_readiness_names_a_dependency_that_is_down_and_nothing_else(db, settings):
+    # Given a Redis that does not answer, at an address that must not leak (host, port, DSN)
+    client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    checker = HealthChecker(settings, client)
+
+    # When readiness is asked (a public endpoint)
+    report = checker.readiness()
+
+    # Then it names Redis, and carries neither the error nor the address
+    assert report == {"ok": False, "down": ["redis"], "reason": "redis is down"}

@@ -65,6 +65,26 @@ def test_defaults_follow_the_contract():
     assert settings.public_base_url == "http://localhost:8000"
 
 
+# SECRET_KEY set, as every process will need it.
+KEY = {"SECRET_KEY": "s" * 40}
+
+
+def test_an_operator_session_lasts_eight_hours_unless_configured():
+    assert config.load(KEY).ops_session_ttl_s == 8 * 3600
+    assert config.load({**KEY, "OPS_SESSION_TTL_S": "900"}).ops_session_ttl_s == 900
+
+
+@pytest.mark.parametrize("value, says", [
+    ("30", "OPS_SESSION_TTL_S=30 must be at least 60"),
+    ("8h", "OPS_SESSION_TTL_S='8h' is not an integer"),
+    ("31536000", "OPS_SESSION_TTL_S=31536000 must be at most 604800"),
+])
+def test_an_operator_session_lifetime_out_of_bounds_is_named(value, says):
+    with pytest.raises(ConfigError) as error:
+        config.load({**KEY, "OPS_SESSION_TTL_S": value})
+    assert says in str(error.value)
+
+
 @pytest.mark.parametrize("command", [["-m", "astronote", "migrate"], ["-m", "scheduler"],
                                      ["-m", "dramatiq", "actors"]])
 def test_every_process_stops_with_one_line_and_no_traceback(command):
