@@ -15,6 +15,7 @@ from api.access import Access, UndeclaredAccess, responders, undeclared
 from api.app import add_routes, create_app
 from api.ops_access import COOKIE, OperatorSessions
 from tests.api.conftest import ADMIN, CheckedClient, assert_error, auth
+from tests.conftest import ADMIN_TOKEN
 
 PROTECTED = [("POST", "/admin/shops"), ("POST", "/admin/shops/{shop_id}/credits"),
              ("GET", "/ops/state"), ("GET", "/health/full"), ("GET", "/metrics"),
@@ -164,7 +165,7 @@ def test_a_public_route_keeps_its_trailing_slash_and_ordinary_escapes(client):
 @pytest.mark.parametrize("path", ["/health/full", "/metrics"])
 def test_full_health_and_metrics_answer_only_to_the_admin_token(client, shops, path):
     # When they are asked without the admin token, with a shop key, or with a wrong one
-    for headers in ({}, auth(shops.key), auth("admin-secret-but-longer")):
+    for headers in ({}, auth(shops.key), auth(ADMIN_TOKEN + "-but-longer")):
         assert_error(client.simulate_get(path, headers=headers), 401)
     # Then only the admin token gets the answer (/health/full is 503 here: no worker runs, no
     # clock leads; the unchecked client, since CheckedClient fails every 5xx)
@@ -229,18 +230,18 @@ def login(client: CheckedClient, token: str) -> falcon.testing.Result:
 
 def test_the_operator_page_sends_a_browser_without_a_session_to_the_login_form(client):
     # When the page is opened without a session, or with the token in the URL as it used to be
-    for query in ("", "token=admin-secret"):
+    for query in ("", f"token={ADMIN_TOKEN}"):
         result = client.simulate_get("/ops", query_string=query)
         # Then it redirects to the login form, and no session is started
         assert result.status_code == 303 and result.headers["location"].endswith("/ops/login")
         assert session_cookie(result) is None
     # ...and the state behind it is 401
-    assert_error(client.simulate_get("/ops/state", query_string="token=admin-secret"), 401)
+    assert_error(client.simulate_get("/ops/state", query_string=f"token={ADMIN_TOKEN}"), 401)
     form = client.simulate_get("/ops/login")
     assert form.status_code == 200 and '<form method="post" action="/ops/login">' in form.text
 
 
-@pytest.mark.parametrize("token", ["wrong", "", "admin-secret-but-longer", "caf%C3%A9"])
+@pytest.mark.parametrize("token", ["wrong", "", ADMIN_TOKEN + "-but-longer", "caf%C3%A9"])
 def test_a_wrong_token_on_the_login_form_is_refused_without_a_session(client, token):
     result = login(client, token)
     assert result.status_code == 401 and "not the admin token" in result.text
@@ -249,7 +250,7 @@ def test_a_wrong_token_on_the_login_form_is_refused_without_a_session(client, to
 
 def test_the_login_form_opens_a_session_that_shows_the_page_until_logout(client, settings):
     # When the operator logs in with the admin token
-    result = login(client, "admin-secret")
+    result = login(client, ADMIN_TOKEN)
 
     # Then a session cookie scoped to /ops, unreadable by scripts, never sent cross-site,
     # expiring with OPS_SESSION_TTL_S, and a redirect to the page
@@ -258,7 +259,7 @@ def test_the_login_form_opens_a_session_that_shows_the_page_until_logout(client,
     assert cookie.path == "/ops" and cookie.http_only and cookie.same_site == "Strict"
     assert cookie.max_age == settings.ops_session_ttl_s == 8 * 3600
     assert not cookie.secure  # PUBLIC_BASE_URL is http here
-    assert "admin-secret" not in cookie.value
+    assert ADMIN_TOKEN not in cookie.value
 
     # ...which opens the page (unframeable) and its state
     page = client.simulate_get("/ops", cookies={COOKIE: cookie.value})
@@ -279,11 +280,11 @@ def test_the_login_form_opens_a_session_that_shows_the_page_until_logout(client,
 def test_the_session_cookie_is_secure_when_the_public_url_is_https(settings, redis_client, db):
     app = create_app(dataclasses.replace(settings, public_base_url="https://ops.example"),
                      redis_client)
-    cookie = session_cookie(login(CheckedClient(app), "admin-secret"))
+    cookie = session_cookie(login(CheckedClient(app), ADMIN_TOKEN))
     assert cookie.secure
 
 
-@pytest.mark.parametrize("value", ["", "admin-secret", "v1.9999999999.nonce.forged",
+@pytest.mark.parametrize("value", ["", ADMIN_TOKEN, "v1.9999999999.nonce.forged",
                                    "v1.x.y.z", "v1.\u00b2.nonce.mac", "v1." + "9" * 5000 + ".n.m",
                                    "garbage"])
 def test_a_forged_session_cookie_opens_nothing(client, value):
@@ -293,7 +294,7 @@ def test_a_forged_session_cookie_opens_nothing(client, value):
 
 def test_a_session_is_not_a_bearer_token_for_the_admin_api(client, db):
     # Given a valid operator session
-    cookie = session_cookie(login(client, "admin-secret"))
+    cookie = session_cookie(login(client, ADMIN_TOKEN))
     # When it is used on the admin API (cookie or bearer)
     for kwargs in ({"cookies": {COOKIE: cookie.value}}, {"headers": auth(cookie.value)}):
         result = client.simulate_post("/admin/shops", json={"domain": "x.example", "name": "x"},
