@@ -1,19 +1,29 @@
 """The SMS provider (Mitto's public API, SPEC 7) and the classification of every call's outcome.
 
 Each outcome is classified here, where it arises (SPEC 4.4):
-- ACCEPTED: responseCode 0; the message exists at the provider.
+- ACCEPTED: responseCode 0 with a message id; the message exists at the provider.
 - REJECTED: responseCode != 0, or a 4xx other than 429: permanent for that message.
 - NOT_SENT: connection refused, connect timeout, 429, 503: the provider surely has nothing,
   so the claim may be undone and the batch retried.
-- UNKNOWN: read timeout, connection reset after sending, other 5xx: the provider may have it;
-  never resend blindly.
+- UNKNOWN: read timeout, connection reset after sending, other 5xx, and a 2xx answer that
+  cannot be read: the provider may have it; never resend blindly.
+
+Answers are classified by pure functions over (status, headers, body), total over any input:
+an answer of an unexpected shape is an outcome, never an exception.
 """
 from __future__ import annotations
 
 import enum
+import json
 import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,6 +31,13 @@ from requests.adapters import HTTPAdapter
 from service.infra import metrics
 
 log = logging.getLogger("astronote.provider")
+
+# A provider asking for longer than this is treated as asking for this: a batch retried after
+# five minutes is still honouring it, while an hour would outlive the claim timeout.
+RETRY_AFTER_CAP_S = 300.0
+
+_DELAY_SECONDS = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
+_PHONE = re.compile(r"\+?([0-9]{1,20})")
 
 
 class Outcome(enum.Enum):
@@ -52,24 +69,46 @@ class Provider(Protocol):
                   callback: str | None) -> list[SendResult]: ...
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """The wait a `Retry-After` value asks for, in seconds, at most RETRY_AFTER_CAP_S.
+
+    Delay-seconds (a decimal is tolerated) or an HTTP-date (a past date is 0); None when the
+    value is absent or unreadable (negative, `inf`, garbage), so the caller's backoff applies."""
+    text = (value or "").strip()
+    if _DELAY_SECONDS.fullmatch(text):
+        return min(float(text), RETRY_AFTER_CAP_S)
     try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # RFC 9110 dates are GMT
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(0.0, seconds), RETRY_AFTER_CAP_S) if math.isfinite(seconds) else None
 
 
-def classify_http_error(response: requests.Response) -> SendResult | None:
-    """The outcome of a non-2xx answer, or None for a 2xx one."""
-    status = response.status_code
-    if status < 300:
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)
+
+
+def classify_status(status: int, headers: Mapping[str, str], body: bytes,
+                    now: datetime | None = None) -> SendResult | None:
+    """The outcome of a non-2xx answer, or None for a 2xx one (its body decides)."""
+    if 200 <= status < 300:
         return None
-    reason = f"HTTP {status}: {response.text[:200]}"
+    reason = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
     if status in (429, 503):
-        return SendResult(Outcome.NOT_SENT, reason=reason, retry_after_s=_retry_after(response))
+        return SendResult(Outcome.NOT_SENT, reason=reason,
+                          retry_after_s=retry_after_seconds(_header(headers, "Retry-After"), now))
     if 400 <= status < 500:
         return SendResult(Outcome.REJECTED, reason=reason)
     return SendResult(Outcome.UNKNOWN, reason=reason)
+
+
+def classify_http_error(response: requests.Response) -> SendResult | None:
+    """`classify_status` of a `requests` response (the older name)."""
+    return classify_status(response.status_code, response.headers, response.content)
 
 
 def classify_exception(error: requests.RequestException) -> SendResult:
@@ -84,13 +123,109 @@ def classify_exception(error: requests.RequestException) -> SendResult:
     return SendResult(Outcome.UNKNOWN, reason=f"{type(error).__name__}: {str(error)[:200]}")
 
 
-def classify_message(message: dict[str, Any]) -> SendResult:
+def _is_code(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def classify_message(message: Any) -> SendResult:
+    """One message of an answer: accepted only with responseCode 0 and a string id; a code
+    that is not an integer, or no id, leaves the outcome unknown."""
+    if not isinstance(message, dict):
+        return SendResult(Outcome.UNKNOWN, reason="unreadable message in the answer")
     code = message.get("responseCode")
-    if code == 0 and message.get("id"):
-        return SendResult(Outcome.ACCEPTED, provider_id=str(message["id"]))
-    if code == 0:
-        return SendResult(Outcome.UNKNOWN, reason="accepted without a message id")
-    return SendResult(Outcome.REJECTED, reason=f"{code}: {message.get('responseText', '')}"[:200])
+    if not _is_code(code):
+        return SendResult(Outcome.UNKNOWN, reason="answer without an integer responseCode")
+    if code != 0:
+        text = message.get("responseText")
+        return SendResult(Outcome.REJECTED,
+                          reason=f"{code}: {text if isinstance(text, str) else ''}"[:200])
+    provider_id = message.get("id")
+    if isinstance(provider_id, str) and provider_id.strip():
+        return SendResult(Outcome.ACCEPTED, provider_id=provider_id)
+    return SendResult(Outcome.UNKNOWN, reason="accepted without a message id")
+
+
+_UNREADABLE = SendResult(Outcome.UNKNOWN, reason="unreadable answer")
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def classify_sms_answer(status: int, headers: Mapping[str, str], body: bytes,
+                        now: datetime | None = None) -> SendResult:
+    """The outcome of a `/sms` answer; a 2xx whose body cannot be read is unknown (the
+    provider may have accepted)."""
+    failure = classify_status(status, headers, body, now)
+    if failure:
+        return failure
+    answer = _json_object(body)
+    return classify_message(answer) if answer is not None else _UNREADABLE
+
+
+def _phone_key(number: Any) -> str | None:
+    """A number as both sides of a bulk call are compared: its digits, `+` optional."""
+    if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
+        number = str(number)
+    if not isinstance(number, str):
+        return None
+    match = _PHONE.fullmatch(number.strip())
+    return match.group(1) if match else None
+
+
+def classify_bulk_answer(status: int, headers: Mapping[str, str], body: bytes,
+                         to: Sequence[str], now: datetime | None = None) -> list[SendResult]:
+    """The outcome of a `/smsbulk` answer for each number of `to`, in that order.
+
+    Messages are matched to recipients by `to`, never by position: a recipient the answer
+    does not mention, or mentions more than once, is unknown."""
+    failure = classify_status(status, headers, body, now)
+    if failure:
+        return [failure] * len(to)
+    answer = _json_object(body)
+    if answer is None:
+        return [_UNREADABLE] * len(to)
+    messages = answer.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return [_whole_batch(answer)] * len(to)
+    return _match_messages(messages, to)
+
+
+def _whole_batch(answer: dict[str, Any]) -> SendResult:
+    # Without per-message entries only a refusal of the whole call can be read.
+    code = answer.get("responseCode")
+    if _is_code(code) and code != 0:
+        return classify_message(answer)
+    return SendResult(Outcome.UNKNOWN, reason="bulk answer without messages")
+
+
+def _match_messages(messages: list[Any], to: Sequence[str]) -> list[SendResult]:
+    """Each requested number's outcome from the message entries naming it by `to`."""
+    named: dict[str, list[Any]] = {}
+    for message in messages:
+        key = _phone_key(message.get("to")) if isinstance(message, dict) else None
+        if key is not None:
+            named.setdefault(key, []).append(message)
+    keys = [_phone_key(number) for number in to]
+    requested = Counter(keys)
+    stray = len(messages) - sum(len(named.get(key, ())) for key in requested if key)
+    if stray:
+        log.warning("bulk answer has messages naming no requested number",
+                    extra={"messages": len(messages), "stray": stray})
+    results = []
+    for key in keys:
+        entries = named.get(key, []) if key is not None else []
+        if not entries:
+            results.append(SendResult(Outcome.UNKNOWN, reason="not in the bulk answer"))
+        elif len(entries) > 1 or requested[key] > 1:
+            results.append(SendResult(Outcome.UNKNOWN, reason="ambiguous in the bulk answer"))
+        else:
+            results.append(classify_message(entries[0]))
+    return results
 
 
 class MittoClient:
@@ -134,13 +269,7 @@ class MittoClient:
             response = self._post("/sms", body)
         except requests.RequestException as error:
             return classify_exception(error)
-        failure = classify_http_error(response)
-        if failure:
-            return failure
-        try:
-            return classify_message(response.json())
-        except ValueError:
-            return SendResult(Outcome.UNKNOWN, reason="unreadable answer")
+        return classify_sms_answer(response.status_code, response.headers, response.content)
 
     def _send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
                    callback: str | None) -> list[SendResult]:
@@ -151,17 +280,5 @@ class MittoClient:
             response = self._post("/smsbulk", body)
         except requests.RequestException as error:
             return [classify_exception(error)] * len(to)
-        failure = classify_http_error(response)
-        if failure:
-            return [failure] * len(to)
-        try:
-            answer = response.json()
-            messages = answer.get("messages") or []
-        except (ValueError, AttributeError):
-            return [SendResult(Outcome.UNKNOWN, reason="unreadable answer")] * len(to)
-        if answer.get("responseCode", 0) != 0 and not messages:
-            return [classify_message(answer)] * len(to)
-        if len(messages) != len(to):
-            # The provider accepted something but the answer cannot be matched in order.
-            return [SendResult(Outcome.UNKNOWN, reason="bulk answer length mismatch")] * len(to)
-        return [classify_message(message) for message in messages]
+        return classify_bulk_answer(response.status_code, response.headers, response.content,
+                                    to)

@@ -3,17 +3,19 @@
 It speaks the provider's shape (`POST /sms`, `POST /smsbulk`, delivery reports POSTed back to the
 request's `callback`), records every accepted message so a test can count what was really sent,
 and injects faults (latency, 429, 5xx, timeouts, resets, rejections) either by rate or by a
-deterministic queue of forced outcomes. Control and inspection live under `/_sim/`:
-`POST /_sim/config` merges fields into the running config (`next` replaces the forced-outcome
-queue), `GET /_sim/messages[?reference=&to=&summary=1]`, `GET /_sim/stats`, `POST /_sim/reset`,
-`GET /_sim/health`.
+deterministic queue of forced outcomes, which also holds answers of the wrong shape and bulk
+answers out of order (`shuffle_bulk` answers every bulk call so). Control and inspection live
+under `/_sim/`: `POST /_sim/config` merges fields into the running config (`next` replaces the
+forced-outcome queue), `GET /_sim/messages[?reference=&to=&summary=1]`, `GET /_sim/stats`,
+`POST /_sim/reset`, `GET /_sim/health`.
 
 Only the stdlib serves HTTP: the simulator must sustain thousands of small requests per second
 and hundreds of keep-alive connections without adding a dependency.
 
 Modules: `config` (defaults, validation, forced outcomes), `state` (the Simulator: messages,
-stats, outcome choice), `reports` (delivery-report scheduling and posting), `wire` (lean
-HTTP/1.1 plumbing), `server` (the Mitto and `/_sim/` routes, the server), `cli` (the process).
+stats, outcome choice), `answers` (an accepted call's answer, well-formed or not), `reports`
+(delivery-report scheduling and posting), `wire` (lean HTTP/1.1 plumbing), `server` (the Mitto
+and `/_sim/` routes, the server), `cli` (the process).
 """
 
 from __future__ import annotations

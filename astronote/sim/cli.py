@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-rate-429", type=float, default=0.0)
     parser.add_argument("--fail-rate-500", type=float, default=0.0)
     parser.add_argument("--reject-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--shuffle-bulk", action="store_true", help="answer bulk messages out of request order"
+    )
     args = parser.parse_args(argv)
     try:
         serve(
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             fail_rate_429=args.fail_rate_429,
             fail_rate_500=args.fail_rate_500,
             reject_rate=args.reject_rate,
+            shuffle_bulk=args.shuffle_bulk,
         )
     except (ValueError, OSError) as exc:
         print(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from astronote.sim.answers import MALFORMED_ANSWERS
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "latency_ms": 0,
     "fail_rate_429": 0.0,
@@ -27,9 +29,25 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dlr_duplicate_rate": 0.0,
     "dlr_queued_first": False,
     "dlr_callback_override": None,
+    "shuffle_bulk": False,
 }
 
-FORCED_OUTCOMES = ("429", "500", "503", "timeout", "reject", "reset", "refuse_before", "ok")
+# `reset` accepts and records the messages, then resets the connection without answering;
+# `refuse_before` resets before accepting anything. `shuffled` answers a bulk call's messages in
+# another order than the request's; the `answer_*` ones accept, then answer in a wrong shape
+# (see `answers`).
+FORCED_OUTCOMES = (
+    "429",
+    "500",
+    "503",
+    "timeout",
+    "reject",
+    "reset",
+    "refuse_before",
+    "ok",
+    "shuffled",
+    *MALFORMED_ANSWERS,
+)
 
 # Final statuses and their statusCode; only Delivered is a success.
 DLR_STATUSES: dict[str, int] = {"Delivered": 0, "Undelivered": 1, "Failed": 2, "Expired": 3}
@@ -44,7 +62,7 @@ _RATE_FIELDS = (
     "dlr_duplicate_rate",
 )
 _NON_NEGATIVE_FIELDS = ("latency_ms", "retry_after_s", "timeout_s", "dlr_delay_ms")
-_BOOL_FIELDS = ("dlr_enabled", "dlr_queued_first")
+_BOOL_FIELDS = ("dlr_enabled", "dlr_queued_first", "shuffle_bulk")
 
 
 def _is_number(value: Any) -> bool:

@@ -14,6 +14,7 @@ from http.server import ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
 
+from astronote.sim.answers import answer_body
 from astronote.sim.state import Simulator
 from astronote.sim.wire import LeanRequestHandler
 
@@ -143,15 +144,9 @@ class _Handler(LeanRequestHandler):
             sim.bump(resets=1)
             self._reset_connection()
             return
-        if bulk:
-            response: dict[str, Any] = {
-                "responseCode": 0,
-                "responseText": "OK",
-                "messages": answers,
-            }
-        else:
-            response = answers[0]
-        encoded = json.dumps(response).encode()
+        if bulk and (outcome == "shuffled" or cfg["shuffle_bulk"]):
+            answers = sim.shuffled(answers)
+        encoded = json.dumps(answer_body(outcome, answers, bulk)).encode()
         if outcome == "timeout":
             sim.bump(timeouts=1)
             sim.sleep(cfg["timeout_s"])

@@ -289,6 +289,16 @@ class Simulator:
             dups = [dup_rate > 0 and self._rng.random() < dup_rate for _ in records]
         self._reports.schedule(url, plan_reports(records, finals, dups, cfg, base))
 
+    def shuffled(self, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`answers` in an order other than the request's, whenever they have two or more
+        distinct entries: a provider that answers a bulk call out of order."""
+        result = list(answers)
+        with self._rng_lock:
+            self._rng.shuffle(result)
+        if result == answers:
+            result = result[1:] + result[:1]
+        return result
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     def sleep(self, seconds: float) -> None:

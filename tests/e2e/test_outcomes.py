@@ -89,6 +89,26 @@ def test_throttling_is_retried_after_retry_after_and_rejections_fail_without_deb
     assert_invariants(db, stack, shop_id, campaign_id)
 
 
+def test_a_bulk_answer_out_of_order_gives_each_recipient_its_own_message(stack, db):
+    # Given a provider that answers every bulk call out of order and rejects one number
+    stack.sim_config(shuffle_bulk=True, reject_prefixes=["+306900000004"])
+    shop_id, key = stack.create_shop("shuffled.example", credits=1000)
+    stack.import_contacts(key, 12, named=False)
+
+    # When a bulk campaign is sent
+    campaign_id = launch(stack, key, "Weekend sale: 20% off", append_unsubscribe=False)
+
+    # Then each recipient holds the id the provider gave its own number; the rejected one failed
+    progress = stack.wait_finished(key, campaign_id, timeout=60)
+    assert (progress["sent"], progress["failed"]) == (11, 1)
+    recorded = {m["to"]: m["id"] for m in stack.sim_messages()["messages"]}
+    assert dict(rows(db, "SELECT phone, mitto_message_id FROM campaign_recipient"
+                         " WHERE campaign_id = %s AND status = 'sent'", campaign_id)) == recorded
+    assert rows(db, "SELECT phone FROM campaign_recipient WHERE status = 'failed'") == [
+        ("+306900000004",)]
+    assert_invariants(db, stack, shop_id, campaign_id)
+
+
 def test_an_unknown_outcome_is_never_resent_and_resolved_by_evidence(make_stack, db, settings):
     # Given a provider whose first answer never arrives (read timeout), though it took the message
     stack = make_stack(PROVIDER_READ_TIMEOUT_MS="1000", SEND_CONCURRENCY="1")

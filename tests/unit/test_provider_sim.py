@@ -204,6 +204,83 @@ def test_forced_reset_and_refuse_before(sim: SimServer) -> None:
     assert _messages(sim, reference="before")["count"] == 0
 
 
+def _bulk(sim: SimServer, numbers: list[str], reference: str) -> requests.Response:
+    body = {"from": "Shop", "to": ",".join(numbers), "text": "Sale", "reference": reference}
+    return requests.post(f"{sim.url}/smsbulk", json=body, headers=HEADERS, timeout=5)
+
+
+NUMBERS = [f"+3069000000{i:02d}" for i in range(8)]
+
+
+def test_forced_shuffled_bulk_answer_is_out_of_order_then_in_order(sim: SimServer) -> None:
+    # Given a provider forced to answer the next bulk call out of order
+    _config(sim, next=["shuffled"])
+
+    # When two bulk calls are made
+    shuffled = _bulk(sim, NUMBERS, "batch:1").json()["messages"]
+    ordered = _bulk(sim, NUMBERS, "batch:2").json()["messages"]
+
+    # Then the first answers every number once, in another order, each with its recorded id
+    assert [m["to"] for m in shuffled] != NUMBERS
+    assert sorted(m["to"] for m in shuffled) == sorted(NUMBERS)
+    recorded = {m["to"]: m["id"] for m in _messages(sim, reference="batch:1")["messages"]}
+    assert {m["to"]: m["id"] for m in shuffled} == recorded
+    assert [m["to"] for m in ordered] == NUMBERS
+
+
+def test_shuffle_bulk_answers_every_bulk_call_out_of_order(
+    start_sim: Callable[..., SimServer],
+) -> None:
+    sim = start_sim(shuffle_bulk=True, dlr_enabled=False)
+    for reference in ("batch:1", "batch:2"):
+        assert [m["to"] for m in _bulk(sim, NUMBERS[:2], reference).json()["messages"]] == [
+            NUMBERS[1],
+            NUMBERS[0],
+        ]
+    bad = requests.post(f"{sim.url}/_sim/config", json={"shuffle_bulk": 1}, timeout=5)
+    assert bad.status_code == 400 and "shuffle_bulk" in bad.text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "bulk_answer", "sms_answer"),
+    [
+        ("answer_array", list, list),
+        ("answer_string", "Accepted", "Accepted"),
+        ("answer_number", 0, 0),
+        (
+            "answer_no_messages",
+            {"responseCode": 0, "responseText": "OK"},
+            {"responseCode": 0, "responseText": "OK"},
+        ),
+        ("answer_no_ids", dict, dict),
+    ],
+)
+def test_forced_malformed_answers_still_record_the_messages(
+    sim: SimServer, outcome: str, bulk_answer: Any, sms_answer: Any
+) -> None:
+    # Given a provider forced to answer the next bulk and single calls in a wrong shape
+    _config(sim, next=[outcome, outcome])
+
+    # When both calls are made
+    many = _bulk(sim, NUMBERS[:3], "batch:1")
+    one = _sms(sim, reference="r-1")
+
+    # Then both answer 200 in that shape, and the messages were accepted all the same
+    assert many.status_code == 200 and one.status_code == 200
+    for answer, expected in ((many.json(), bulk_answer), (one.json(), sms_answer)):
+        if isinstance(expected, type):
+            assert isinstance(answer, expected)
+        else:
+            assert answer == expected
+    if outcome == "answer_no_ids":
+        assert all("id" not in m and m["responseCode"] == 0 for m in many.json()["messages"])
+        assert "id" not in one.json() and one.json()["to"] == "306900000001"
+    if outcome == "answer_array":
+        assert [m["to"] for m in many.json()] == NUMBERS[:3]
+    assert _messages(sim, reference="batch:1")["count"] == 3
+    assert _messages(sim, reference="r-1")["count"] == 1
+
+
 def test_missing_or_wrong_api_key_is_401(sim: SimServer) -> None:
     body = {"from": "Shop", "to": "306900000001", "text": "Hi"}
     for headers in ({}, {"X-Mitto-API-Key": "wrong"}):

@@ -1,0 +1,108 @@
+"""`MittoClient` against the real simulator over HTTP: every answer is an outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from astronote.sim import SimServer, start_background
+from service.provider import MittoClient, Outcome, Sms
+
+KEY = "sim-key"
+NUMBERS = [f"+3069100000{i:02d}" for i in range(10)]
+
+
+@pytest.fixture
+def sim() -> Iterator[SimServer]:
+    server = start_background(port=0, api_key=KEY, dlr_enabled=False)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def client(sim: SimServer) -> MittoClient:
+    return MittoClient(sim.url, KEY, connect_timeout_s=2, read_timeout_s=5, pool_size=2)
+
+
+def recorded_ids(sim: SimServer, reference: str) -> dict[str, str]:
+    """What the provider really accepted for a call: its message id per number."""
+    return {m["to"]: m["id"] for m in sim.simulator.messages(reference=reference)}
+
+
+def test_a_shuffled_bulk_answer_gives_each_recipient_its_own_message_id(
+        sim: SimServer, client: MittoClient) -> None:
+    # Given a provider that answers the next bulk call in another order than the request's
+    sim.simulator.update_config({"next": ["shuffled"]})
+
+    # When a batch is sent in one bulk call
+    results = client.send_bulk("Shop", NUMBERS, "Sale", "batch:1:abc", None)
+
+    # Then every recipient is accepted with the id the provider recorded for its own number
+    recorded = recorded_ids(sim, "batch:1:abc")
+    assert len(recorded) == len(NUMBERS)
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * len(NUMBERS)
+    assert [r.provider_id for r in results] == [recorded[number] for number in NUMBERS]
+
+
+def test_a_shuffled_bulk_answer_with_rejections_fails_only_the_rejected(
+        sim: SimServer, client: MittoClient) -> None:
+    # Given a provider rejecting two numbers and answering out of order
+    sim.simulator.update_config({"shuffle_bulk": True,
+                                 "reject_prefixes": [NUMBERS[3], NUMBERS[7]]})
+
+    # When the batch is sent
+    results = client.send_bulk("Shop", NUMBERS, "Sale", "batch:2:abc", None)
+
+    # Then exactly those two are rejected, and the others carry their own ids
+    rejected = [n for n, r in zip(NUMBERS, results) if r.outcome is Outcome.REJECTED]
+    assert rejected == [NUMBERS[3], NUMBERS[7]]
+    recorded = recorded_ids(sim, "batch:2:abc")
+    assert {n: r.provider_id for n, r in zip(NUMBERS, results)
+            if r.outcome is Outcome.ACCEPTED} == recorded
+
+
+@pytest.mark.parametrize("answer", ["answer_array", "answer_string", "answer_number",
+                                    "answer_no_messages", "answer_no_ids"])
+def test_an_accepted_call_answered_in_a_wrong_shape_is_unknown(
+        sim: SimServer, client: MittoClient, answer: str) -> None:
+    # Given a provider that accepts the next calls but answers them in a wrong shape
+    sim.simulator.update_config({"next": [answer, answer]})
+
+    # When a bulk call and a single call are made
+    many = client.send_bulk("Shop", NUMBERS[:3], "Sale", "batch:3:abc", None)
+    one = client.send_one("Shop", Sms(NUMBERS[5], "Hi Ann", "42"), None)
+
+    # Then every recipient is unknown, not an exception: the provider really has them all
+    assert [r.outcome for r in many] == [Outcome.UNKNOWN] * 3
+    assert one.outcome is Outcome.UNKNOWN
+    assert len(recorded_ids(sim, "batch:3:abc")) == 3 and recorded_ids(sim, "42")
+
+
+def test_a_connection_reset_after_accepting_is_unknown(sim: SimServer,
+                                                        client: MittoClient) -> None:
+    # Given a provider that records the next calls as sent, then resets without answering
+    sim.simulator.update_config({"next": ["reset", "reset"]})
+
+    # When a bulk call and a single call are made
+    many = client.send_bulk("Shop", NUMBERS[:4], "Sale", "batch:4:abc", None)
+    one = client.send_one("Shop", Sms(NUMBERS[6], "Hi Bob", "43"), None)
+
+    # Then their outcome is unknown (never resent blindly), though the provider has them
+    assert [r.outcome for r in many] == [Outcome.UNKNOWN] * 4
+    assert one.outcome is Outcome.UNKNOWN
+    assert len(recorded_ids(sim, "batch:4:abc")) == 4 and recorded_ids(sim, "43")
+
+    # And the client's pool recovers: the next call is answered normally
+    after = client.send_one("Shop", Sms(NUMBERS[7], "Hi Cy", "44"), None)
+    assert after.outcome is Outcome.ACCEPTED
+    assert after.provider_id == recorded_ids(sim, "44")[NUMBERS[7]]
+
+
+def test_a_throttled_call_is_not_sent_and_carries_retry_after(sim: SimServer,
+                                                               client: MittoClient) -> None:
+    sim.simulator.update_config({"next": ["429"], "retry_after_s": 2})
+    results = client.send_bulk("Shop", NUMBERS[:2], "Sale", "batch:5:abc", None)
+    assert [(r.outcome, r.retry_after_s) for r in results] == [(Outcome.NOT_SENT, 2.0)] * 2
+    assert recorded_ids(sim, "batch:5:abc") == {}
