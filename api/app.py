@@ -9,9 +9,12 @@ from functools import partial
 import falcon
 import falcon.media
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from api import errors, openapi
 from api.access import require_declared
+from api.idempotency import Idempotency
 from api.instrumentation import RequestMetrics
 from api.middleware import Authentication, CanonicalPath, DatabaseConnection, SecurityHeaders
 from api.ops_access import OperatorSessions
@@ -28,6 +31,7 @@ from api.resources import (
 from api.resources import metrics as metrics_resource
 from service import campaigns as campaign_service
 from service.infra import metrics
+from service.infra.api_rate_limit import ApiRateLimit
 from service.infra.config import Settings
 from service.observability.board import credits_debited
 from service.observability.health import HealthChecker
@@ -45,6 +49,13 @@ def _json_default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _limiter_client(settings: Settings) -> redis.Redis:
+    """A client that fails at once: the API limit lets requests through when Redis is down,
+    and must not make each of them wait for redis-py's retries and timeouts."""
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=0.5,
+                                socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+
+
 def add_routes(app: falcon.App, routes: dict[str, object]) -> None:
     """The one way a route is added: its resource must declare its `Access` (`api/access.py`)."""
     for path, resource in routes.items():
@@ -59,14 +70,19 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
                                 secure=settings.public_base_url.startswith("https://"))
     # CanonicalPath before routing and everything that reads the path (RequestMetrics only
     # starts a timer, so refused requests are still counted, as "unmatched").
+    redis_client = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=2,
+                                                        socket_connect_timeout=2)
+    rate_limit = (ApiRateLimit(_limiter_client(settings), settings.api_rate_limit)
+                  if settings.api_rate_limit else None)
+    # Idempotency after Authentication: a key is scoped to the shop the request authenticated.
     app = falcon.App(middleware=[RequestMetrics(), CanonicalPath(), SecurityHeaders(),
-                                 DatabaseConnection(), Authentication(settings, sessions)])
+                                 DatabaseConnection(),
+                                 Authentication(settings, sessions, rate_limit),
+                                 Idempotency()])
     handler = falcon.media.JSONHandler(dumps=partial(json.dumps, default=_json_default))
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
-    redis_client = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=2,
-                                                        socket_connect_timeout=2)
     checker = HealthChecker(settings, redis_client)
     routes = {
         "/health": health.HealthResource(),
@@ -80,6 +96,8 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
         "/ops/logout": ops.OpsLogoutResource(sessions),
         "/admin/shops": admin.ShopsResource(),
         f"{SHOP}/credits": admin.ShopCreditsResource(),
+        f"{SHOP}/keys": admin.ShopKeysResource(),
+        f"{SHOP}/keys/{{key_id:{_ID}}}": admin.ShopKeyResource(),
         "/admin/links/{code}/disable": admin.ShortLinkDisableResource(),
         "/credits": credits.CreditsResource(),
         "/credits/transactions": credits.TransactionsResource(),

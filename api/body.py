@@ -12,7 +12,11 @@ MAX_BODY = 5 * 1024 * 1024
 
 
 def read_bytes(req: falcon.Request) -> bytes:
-    """The raw body, or 413 when it is over MAX_BODY (declared or actual)."""
+    """The raw body, or 413 when it is over MAX_BODY (declared or actual). Read once per
+    request and kept: the idempotency middleware fingerprints it before the resource reads it."""
+    cached = getattr(req.context, "raw_body", None)
+    if cached is not None:
+        return cached
     if req.content_length is not None and req.content_length > MAX_BODY:
         raise falcon.HTTPContentTooLarge(title="Body too large",
                                          description=f"bodies are limited to {MAX_BODY} bytes")
@@ -20,6 +24,7 @@ def read_bytes(req: falcon.Request) -> bytes:
     if len(raw) > MAX_BODY:
         raise falcon.HTTPContentTooLarge(title="Body too large",
                                          description=f"bodies are limited to {MAX_BODY} bytes")
+    req.context.raw_body = raw
     return raw
 
 

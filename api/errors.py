@@ -35,7 +35,9 @@ def domain_error(req: falcon.Request, resp: falcon.Response, error: errors.Domai
         body["field"] = error.field
     if isinstance(error, errors.Unauthorized):
         resp.set_header("WWW-Authenticate", "Bearer")
-    resp.status = STATUS.get(type(error), falcon.HTTP_400)
+    # The most specific class mapped (a subclass of InvalidInput is still a 422).
+    resp.status = next((STATUS[cls] for cls in type(error).__mro__ if cls in STATUS),
+                       falcon.HTTP_400)
     resp.media = body
 
 

@@ -8,8 +8,9 @@ from api import paths
 from api.access import Access, access_for
 from api.ops_access import LOGIN_PATH, OperatorSessions, same_secret
 from models.database import db
-from service import shops
+from service import api_keys
 from service.errors import NotFound, Unauthorized
+from service.infra.api_rate_limit import ApiRateLimit
 from service.infra.config import Settings
 
 
@@ -42,10 +43,12 @@ class Authentication:
     """Decides from the routed resource's declared `Access` (`api/access.py`), never from the
     path; a shop's key sets `req.context.shop_id`, the only shop the resource may see."""
 
-    def __init__(self, settings: Settings, sessions: OperatorSessions) -> None:
+    def __init__(self, settings: Settings, sessions: OperatorSessions,
+                 rate_limit: ApiRateLimit | None = None) -> None:
         self.admin_token = settings.admin_token
         self.webhook_secret = settings.dlr_webhook_secret
         self.sessions = sessions
+        self.rate_limit = rate_limit
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource,
                          params: dict) -> None:
@@ -64,10 +67,20 @@ class Authentication:
         token = bearer(req)
         if not token:
             raise Unauthorized("an API key is required: Authorization: Bearer <key>")
-        shop = shops.shop_for_key(token)
-        if shop is None:
+        principal = api_keys.authenticate(token)
+        if principal is None:
             raise Unauthorized("the API key is not valid")
-        req.context.shop_id = shop.id
+        req.context.shop_id = principal.shop_id
+        req.context.api_key_id = principal.key_id
+        # Before the body is read or anything is queried: a shop over its budget costs one
+        # Redis round trip, and the other shops' requests do not wait behind it.
+        retry_after = self.rate_limit.retry_after(principal.shop_id) if self.rate_limit else None
+        if retry_after is not None:
+            raise falcon.HTTPTooManyRequests(
+                title="Too many requests",
+                description=f"this shop's API limit is {self.rate_limit.description};"
+                            f" retry after {retry_after} s",
+                retry_after=retry_after)
 
     def _admin(self, req: falcon.Request, resource: object) -> None:
         if not self.admin_token:

@@ -46,6 +46,9 @@ def process_environment(service_urls, **overrides: str) -> dict[str, str]:
         "DATABASE_URL": db_url, "REDIS_URL": redis_url, "ADMIN_TOKEN": ADMIN_TOKEN,
         "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "SECRET_KEY": SECRET_KEY,
         "MITTO_API_KEY": MITTO_API_KEY, "MITTO_SENDER": "Astronote",
+        # On (the code path runs in every test) but out of the way of tests that send
+        # hundreds of requests a second; tests/api/test_keys_limits.py sets a low one.
+        "API_RATE_LIMIT": "5000/second",
     }
     env.update(overrides)
     return env

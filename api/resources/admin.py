@@ -7,7 +7,7 @@ from api import schemas
 from api.access import Access
 from api.body import read_json
 from models import Shop
-from service import credits, links, shops
+from service import api_keys, credits, links, shops
 from service.errors import NotFound
 
 
@@ -46,3 +46,37 @@ class ShortLinkDisableResource:
             raise NotFound(f"no short link has the code {code!r}")
         resp.media = {"code": link.code, "url": link.url, "clicks": link.clicks,
                       "disabled_at": link.disabled_at}
+
+
+def _require_shop(shop_id: int) -> None:
+    if not Shop.select().where(Shop.id == shop_id).exists():
+        raise NotFound(f"shop {shop_id} does not exist")
+
+
+class ShopKeysResource:
+    """`POST /admin/shops/{id}/keys` issues a key (shown once); `GET` lists them (prefix,
+    created, last used, revoked), never anything that could authenticate."""
+
+    auth = Access.ADMIN
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
+        _require_shop(shop_id)
+        record, key = api_keys.issue_key(shop_id)
+        resp.status = falcon.HTTP_201
+        resp.media = {"id": record.id, "prefix": record.prefix, "api_key": key}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
+        _require_shop(shop_id)
+        resp.media = {"items": api_keys.list_keys(shop_id)}
+
+
+class ShopKeyResource:
+    """`DELETE /admin/shops/{id}/keys/{key_id}`: the key stops working at once, in every web
+    process (keys are looked up in PostgreSQL on each request; nothing caches them)."""
+
+    auth = Access.ADMIN
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, shop_id: int,
+                  key_id: int) -> None:
+        revoked_at = api_keys.revoke_key(shop_id, key_id)
+        resp.media = {"id": key_id, "revoked_at": revoked_at}

@@ -50,6 +50,7 @@ class Settings:
     schedule_interval_ms: int
     schedule_grace_ms: int
     ops_session_ttl_s: int
+    api_rate_limit: str | None
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -115,6 +116,25 @@ def _url(name: str, schemes: tuple[str, ...], default: str | None = None):
 def _text(name: str, default: str | None = None):
     def parse(env: Mapping[str, str]) -> str | None:
         return env.get(name, "").strip() or default
+
+    return parse
+
+
+def _rate(name: str, default: str):
+    """`N/second`, `N per minute`, ... (the `limits` library's notation); `0` or `off`: none."""
+    def parse(env: Mapping[str, str]) -> str | None:
+        raw = env.get(name, "").strip() or default
+        if raw.lower() in ("0", "off", "none"):
+            return None
+        from limits import parse as parse_rate
+
+        try:
+            item = parse_rate(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} must be a rate such as 100/second or 0 (off)")
+        if item.amount < 1:
+            raise ConfigError(f"{name}={raw!r} must allow at least 1 request")
+        return raw
 
     return parse
 
@@ -187,6 +207,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "schedule_grace_ms": _int("SCHEDULE_GRACE_MS", 3600000, 1000)(env),
         # How long an operator's `/ops` login lasts; a week at most, so a lost cookie expires.
         "ops_session_ttl_s": _int("OPS_SESSION_TTL_S", 8 * 3600, 60, 7 * 86400)(env),
+        # Per shop, shared by every web process: enough for a dashboard polling progress and
+        # an import script, not for one shop to take the API from the others.
+        "api_rate_limit": _rate("API_RATE_LIMIT", "100/second")(env),
     }
     settings = Settings(**values)
     if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:

@@ -1,0 +1,52 @@
+"""`Idempotency-Key` on the shop's POSTs (SPEC 5): the rules are `service/idempotency.py`'s;
+this middleware only reads the header and the body, and stores or replays the answer.
+
+It runs after authentication (the key is scoped to the calling shop) and before the resource,
+so a replayed answer runs nothing. Admin routes are idempotent by their own means instead
+(`reference` for top-ups and adjustments, the unique domain for a new shop): their answers can
+carry a clear API key, which must never be stored.
+"""
+from __future__ import annotations
+
+import falcon
+
+from api.access import Access
+from api.body import read_bytes
+from service import idempotency
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class Idempotency:
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource,
+                         params: dict) -> None:
+        key = req.get_header(idempotency.HEADER)
+        if key is None or req.method != "POST":
+            return
+        if getattr(req.context, "access", None) is not Access.SHOP:
+            return
+        shop_id = req.context.shop_id
+        request = idempotency.fingerprint(req.method, req.path, read_bytes(req))
+        stored = idempotency.begin(shop_id, key, request)
+        if stored is None:
+            req.context.idempotency = (shop_id, key)
+            return
+        resp.status = stored.status
+        resp.data = stored.body
+        if stored.content_type:
+            resp.content_type = stored.content_type
+        resp.set_header(REPLAYED_HEADER, "true")
+        resp.complete = True
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
+                         req_succeeded: bool) -> None:
+        claimed = getattr(req.context, "idempotency", None)
+        if claimed is None:
+            return
+        shop_id, key = claimed
+        status = resp.status_code
+        if status >= 500:
+            idempotency.abandon(shop_id, key)  # the client may retry what we failed to do
+            return
+        idempotency.finish(shop_id, key, idempotency.StoredAnswer(
+            status, resp.render_body() or b"", resp.content_type))

@@ -1,0 +1,153 @@
+"""API keys over HTTP (issue, list, revoke), the per-shop rate limit, idempotency keys."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from api.app import create_app
+from service import idempotency
+from tests.api.conftest import (
+    ADMIN,
+    CheckedClient,
+    assert_error,
+    auth,
+    create_campaign,
+    create_shop,
+    import_contacts,
+)
+
+
+def test_an_issued_key_works_is_listed_without_secrets_and_stops_at_once_when_revoked(client):
+    # Given a shop and a second key issued by the admin
+    shop_id, first = create_shop(client, "keys.example")
+    issued = client.simulate_post(f"/admin/shops/{shop_id}/keys", headers=ADMIN)
+    assert issued.status_code == 201
+    second = issued.json["api_key"]
+    assert second.startswith(issued.json["prefix"]) and second != first
+    assert client.simulate_get("/credits", headers=auth(second)).status_code == 200
+
+    # When the admin lists the keys: prefixes and times, never a key or its hash
+    listed = client.simulate_get(f"/admin/shops/{shop_id}/keys", headers=ADMIN).json["items"]
+    assert [item["id"] for item in listed][0] == issued.json["id"] and len(listed) == 2
+    assert first not in str(listed) and second not in str(listed)
+    assert all(set(item) == {"id", "prefix", "created_at", "last_used_at", "revoked_at"}
+               for item in listed)
+
+    # When the second key is revoked
+    revoked = client.simulate_delete(f"/admin/shops/{shop_id}/keys/{issued.json['id']}",
+                                     headers=ADMIN)
+    assert revoked.status_code == 200 and revoked.json["revoked_at"]
+
+    # Then it is refused on the very next request, and the first key still works
+    assert_error(client.simulate_get("/credits", headers=auth(second)), 401)
+    assert client.simulate_get("/credits", headers=auth(first)).status_code == 200
+
+
+def test_key_routes_need_the_admin_token_and_hide_other_shops(client):
+    shop_a, key_a = create_shop(client, "ka.example")
+    shop_b, _ = create_shop(client, "kb.example")
+    key_b_id = client.simulate_get(f"/admin/shops/{shop_b}/keys", headers=ADMIN).json[
+        "items"][0]["id"]
+    # A shop's own key cannot manage keys
+    assert_error(client.simulate_post(f"/admin/shops/{shop_a}/keys", headers=auth(key_a)), 401)
+    assert_error(client.simulate_get(f"/admin/shops/{shop_a}/keys", headers=auth(key_a)), 401)
+    # Shop B's key id under shop A is not found, and a missing shop is not found
+    assert_error(client.simulate_delete(f"/admin/shops/{shop_a}/keys/{key_b_id}",
+                                        headers=ADMIN), 404)
+    assert_error(client.simulate_post("/admin/shops/999999/keys", headers=ADMIN), 404)
+
+
+@pytest.fixture
+def limited(settings, redis_client, db):
+    """The app with a low per-shop limit: 5 requests a second."""
+    return CheckedClient(create_app(dataclasses.replace(settings, api_rate_limit="5/second"),
+                                    redis_client))
+
+
+def test_a_shop_over_its_limit_gets_429_with_retry_after_and_another_shop_does_not(limited):
+    # Given two shops under a limit of 5 requests a second
+    _, key_a = create_shop(limited, "ra.example")
+    _, key_b = create_shop(limited, "rb.example")
+
+    # When shop A makes 6 requests at once
+    answers = [limited.simulate_get("/credits", headers=auth(key_a)) for _ in range(6)]
+
+    # Then the sixth is 429 naming the limit, with Retry-After; shop B is served
+    assert [a.status_code for a in answers[:5]] == [200] * 5
+    body = assert_error(answers[5], 429)
+    assert "5 requests per 1 second" in body["description"]
+    assert int(answers[5].headers["retry-after"]) >= 1
+    assert limited.simulate_get("/credits", headers=auth(key_b)).status_code == 200
+    # And the admin API is not counted against any shop
+    assert limited.simulate_get("/admin/shops/1/keys", headers=ADMIN).status_code in (200, 404)
+
+
+def test_a_refused_request_does_no_work(limited, db):
+    # Given a shop that used its budget
+    _, key = create_shop(limited, "rc.example")
+    for _ in range(5):
+        limited.simulate_get("/credits", headers=auth(key))
+    # When it posts contacts
+    answer = limited.simulate_post("/contacts", headers=auth(key),
+                                   json={"contacts": [{"phone": "+306912345678"}]})
+    # Then nothing was imported
+    assert_error(answer, 429)
+    assert db.execute_sql("SELECT count(*) FROM contact").fetchone()[0] == 0
+
+
+def test_a_retried_create_replays_the_first_answer_and_creates_nothing_twice(client, db):
+    # Given a shop with contacts
+    _, key = create_shop(client, "idem.example", credits=100)
+    import_contacts(client, key, ["+306912345678"])
+    headers = {**auth(key), "Idempotency-Key": "create-1"}
+    body = {"name": "Spring", "text": "Hi!"}
+
+    # When the same POST is sent twice with the same key
+    first = client.simulate_post("/campaigns", headers=headers, json=body)
+    second = client.simulate_post("/campaigns", headers=headers, json=body)
+
+    # Then the second is the first answer again, and there is one campaign
+    assert first.status_code == second.status_code == 201
+    assert second.json == first.json and second.headers.get("idempotent-replayed") == "true"
+    assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 1
+
+    # And another body with the same key is refused, naming the header
+    other = client.simulate_post("/campaigns", headers=headers,
+                                 json={"name": "Other", "text": "Hi!"})
+    assert_error(other, 422, "Idempotency-Key")
+
+
+def test_a_retried_enqueue_replays_202_instead_of_409(client, db):
+    _, key = create_shop(client, "enq.example", credits=100)
+    import_contacts(client, key, ["+306912345678"])
+    campaign = create_campaign(client, key)
+    headers = {**auth(key), "Idempotency-Key": "enqueue-1"}
+    first = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=headers)
+    second = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=headers)
+    assert first.status_code == second.status_code == 202 and first.json == second.json
+    # Without the key a second enqueue is the state error it always was
+    assert_error(client.simulate_post(f"/campaigns/{campaign['id']}/enqueue",
+                                      headers=auth(key)), 409)
+
+
+def test_a_key_still_in_flight_is_409_and_keys_are_per_shop(client):
+    shop_a, key_a = create_shop(client, "fa.example")
+    _, key_b = create_shop(client, "fb.example")
+    body = b'{"name": "Spring", "text": "Hi!"}'
+    # Given shop A's request with key "k" still running
+    idempotency.begin(shop_a, "k", idempotency.fingerprint("POST", "/campaigns", body))
+    # Then the same request is 409, while shop B may use the same key for its own request
+    busy = client.simulate_post("/campaigns", headers={**auth(key_a), "Idempotency-Key": "k"},
+                                body=body, content_type="application/json")
+    assert_error(busy, 409)
+    own = client.simulate_post("/campaigns", headers={**auth(key_b), "Idempotency-Key": "k"},
+                               body=body, content_type="application/json")
+    assert own.status_code == 201
+
+
+def test_an_invalid_idempotency_key_is_422_naming_the_header(client):
+    _, key = create_shop(client, "bad-key.example")
+    answer = client.simulate_post("/campaigns", headers={**auth(key), "Idempotency-Key": "x" * 300},
+                                  json={"name": "Spring", "text": "Hi!"})
+    assert_error(answer, 422, "Idempotency-Key")
