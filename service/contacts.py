@@ -37,6 +37,9 @@ class Subscription:
     opted_out: bool
 
 
+E164_MAX_DIGITS = 15
+
+
 def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str, str | None]:
     """(E.164 form, ISO region) of `raw`, or ValueError saying why it is not a valid number.
     The region is kept with the contact: parsing again for every message costs ~0.1 ms."""
@@ -48,8 +51,12 @@ def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str, s
         raise ValueError(f"not a phone number ({error})") from None
     if not phonenumbers.is_valid_number(number):
         raise ValueError("not a valid phone number")
-    return (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-            phonenumbers.region_code_for_number(number))
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # phonenumbers accepts some national numbers (German fixed lines) longer than E.164's 15
+    # digits, which no provider can address.
+    if len(e164) - 1 > E164_MAX_DIGITS:
+        raise ValueError(f"not a valid phone number (more than {E164_MAX_DIGITS} digits)")
+    return e164, phonenumbers.region_code_for_number(number)
 
 
 def import_contacts(shop_id: int, rows: Sequence[Mapping[str, Any] | RejectedRow],

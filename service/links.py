@@ -177,6 +177,10 @@ def read_unsubscribe_token(secret: str, token: str) -> tuple[int, int] | None:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (ValueError, TypeError):
         return None
+    # The decoder is lenient ('+' reads as '-', a last character's unused bits are ignored):
+    # only the one canonical spelling of a token is that token.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
+        return None
     payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size:]
     if len(raw) != _PAYLOAD.size + _MAC_BYTES or not hmac.compare_digest(mac, _mac(secret, payload)):
         return None
