@@ -1,0 +1,165 @@
+"""Does a shop hammering the API move another shop's latency? (SPEC 5: a per-shop API rate
+limit shared by every web process.) Not a test: it prints the figures, side by side in one run.
+
+    .venv/bin/python bench/api_fairness.py [--seconds 15] [--hammer-threads 16]
+
+Set-up, on real processes: gunicorn as the Procfile runs it (2 gthread workers, 8 threads)
+against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local database
+`astronote_api_bench`, created if missing, and Redis db 13), which it wipes first. Shop B
+makes sequential `GET /campaigns/{id}/progress` calls on one keep-alive connection; shop A
+runs `--hammer-threads` threads of `POST /contacts` (100 rows each) as fast as it can.
+B polls 10 times a second (under any limit set here, as a dashboard would). Three phases, each `--seconds` long: B alone; B with A hammering and API_RATE_LIMIT off; B
+with A hammering and API_RATE_LIMIT=20/second (a new gunicorn, the same database).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, SECRET_KEY  # noqa: E402
+from tests.e2e.stack import Stack  # noqa: E402
+
+DB_URL = os.environ.get("BENCH_DATABASE_URL",
+                        "postgresql://postgres@127.0.0.1:5432/astronote_api_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+VICTIM_INTERVAL_S = 0.1
+
+
+def reset() -> None:
+    from models import database
+    from models.migrate import migrate
+
+    name = DB_URL.rsplit("/", 1)[1]
+    admin = psycopg2.connect(DB_URL.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if not cursor.fetchone():
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    database.bind(DB_URL, 2)
+    database.db.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    migrate()
+    database.db.close()
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def start(rate: str) -> Stack:
+    stack = Stack({"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL, "ADMIN_TOKEN": ADMIN_TOKEN,
+                   "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "SECRET_KEY": SECRET_KEY,
+                   "MITTO_API_KEY": "bench-key", "API_RATE_LIMIT": rate},
+                  f"api-fairness-{rate.replace('/', '-')}")
+    stack.start_web()
+    return stack
+
+
+def shop(web: str, domain: str) -> str:
+    answer = requests.post(f"{web}/admin/shops", headers=ADMIN,
+                           json={"domain": domain, "name": domain}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["api_key"]
+
+
+def victim_latencies(web: str, key: str, campaign_id: int, seconds: float) -> list[float]:
+    session = requests.Session()
+    session.trust_env = False
+    headers = {"Authorization": f"Bearer {key}"}
+    url = f"{web}/campaigns/{campaign_id}/progress"
+    timings: list[float] = []
+    deadline = time.monotonic() + seconds
+    next_at = time.monotonic()
+    while time.monotonic() < deadline:
+        began = time.perf_counter()
+        answer = session.get(url, headers=headers, timeout=30)
+        timings.append((time.perf_counter() - began) * 1000)
+        assert answer.status_code == 200, answer.text
+        next_at += VICTIM_INTERVAL_S
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    return timings
+
+
+def hammer(web: str, key: str, stop: threading.Event, counts: dict[int, int]) -> None:
+    session = requests.Session()
+    session.trust_env = False
+    headers = {"Authorization": f"Bearer {key}"}
+    rows = [{"phone": f"+3069{n:08d}"} for n in range(100)]
+    while not stop.is_set():
+        status = session.post(f"{web}/contacts", headers=headers, json={"contacts": rows},
+                              timeout=30).status_code
+        counts[status] = counts.get(status, 0) + 1
+
+
+def phase(web: str, keys: tuple[str, str], campaign_id: int, seconds: float,
+          threads: int) -> tuple[list[float], dict[int, int]]:
+    stop, counts = threading.Event(), {}
+    workers = [threading.Thread(target=hammer, args=(web, keys[0], stop, counts))
+               for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        return victim_latencies(web, keys[1], campaign_id, seconds), counts
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+
+
+def summary(label: str, timings: list[float], counts: dict[int, int], seconds: float) -> str:
+    timings = sorted(timings)
+    p99 = timings[max(0, int(0.99 * len(timings)) - 1)]
+    hammer = ", ".join(f"{status}: {n / seconds:.0f}/s" for status, n in sorted(counts.items()))
+    return (f"| {label} | {len(timings)} | {statistics.median(timings):.1f} | {p99:.1f} |"
+            f" {hammer or '-'} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--hammer-threads", type=int, default=16)
+    args = parser.parse_args()
+    reset()
+    rows = []
+    stack = start("0")
+    try:
+        keys = (shop(stack.web, "hammer.example"), shop(stack.web, "victim.example"))
+        victim = {"Authorization": f"Bearer {keys[1]}"}
+        requests.post(f"{stack.web}/contacts", headers=victim,
+                      json={"contacts": [{"phone": "+306912345678"}]}, timeout=10)
+        campaign_id = requests.post(f"{stack.web}/campaigns", headers=victim,
+                                    json={"name": "b", "text": "Hi"}, timeout=10).json()["id"]
+        rows.append(summary("B alone", victim_latencies(stack.web, keys[1], campaign_id,
+                                                         args.seconds), {}, args.seconds))
+        timings, counts = phase(stack.web, keys, campaign_id, args.seconds, args.hammer_threads)
+        rows.append(summary("B while A hammers, no API limit", timings, counts, args.seconds))
+    finally:
+        stack.close()
+    stack = start("20/second")
+    try:
+        timings, counts = phase(stack.web, keys, campaign_id, args.seconds, args.hammer_threads)
+        rows.append(summary("B while A hammers, API_RATE_LIMIT=20/second", timings, counts,
+                            args.seconds))
+    finally:
+        stack.close()
+    print(f"\n{args.hammer_threads} threads of shop A posting 100 contacts per request;"
+          f" shop B polling progress 10 times a second; {args.seconds:.0f} s per phase\n")
+    print("| phase | B requests | B p50 ms | B p99 ms | A answers |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
