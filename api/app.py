@@ -31,7 +31,7 @@ from api.resources import (
 from api.resources import metrics as metrics_resource
 from service import campaigns as campaign_service
 from service.infra import metrics
-from service.infra.api_rate_limit import ApiRateLimit
+from service.infra.api_rate_limit import ApiRateLimit, ShopConcurrency
 from service.infra.config import Settings
 from service.observability.board import credits_debited
 from service.observability.health import HealthChecker
@@ -72,12 +72,15 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
     # starts a timer, so refused requests are still counted, as "unmatched").
     redis_client = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                                         socket_connect_timeout=2)
-    rate_limit = (ApiRateLimit(_limiter_client(settings), settings.api_rate_limit)
+    limiter_client = _limiter_client(settings)
+    rate_limit = (ApiRateLimit(limiter_client, settings.api_rate_limit)
                   if settings.api_rate_limit else None)
+    concurrency = (ShopConcurrency(limiter_client, settings.api_shop_concurrency)
+                   if settings.api_shop_concurrency else None)
     # Idempotency after Authentication: a key is scoped to the shop the request authenticated.
     app = falcon.App(middleware=[RequestMetrics(), CanonicalPath(), SecurityHeaders(),
                                  DatabaseConnection(),
-                                 Authentication(settings, sessions, rate_limit),
+                                 Authentication(settings, sessions, rate_limit, concurrency),
                                  Idempotency()])
     handler = falcon.media.JSONHandler(dumps=partial(json.dumps, default=_json_default))
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})

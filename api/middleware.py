@@ -2,6 +2,8 @@
 authentication by routed resource, and the security headers of every answer."""
 from __future__ import annotations
 
+import uuid
+
 import falcon
 
 from api import paths
@@ -10,7 +12,7 @@ from api.ops_access import LOGIN_PATH, OperatorSessions, same_secret
 from models.database import db
 from service import api_keys
 from service.errors import NotFound, Unauthorized
-from service.infra.api_rate_limit import ApiRateLimit
+from service.infra.api_rate_limit import ApiRateLimit, ShopConcurrency
 from service.infra.config import Settings
 
 
@@ -44,11 +46,13 @@ class Authentication:
     path; a shop's key sets `req.context.shop_id`, the only shop the resource may see."""
 
     def __init__(self, settings: Settings, sessions: OperatorSessions,
-                 rate_limit: ApiRateLimit | None = None) -> None:
+                 rate_limit: ApiRateLimit | None = None,
+                 concurrency: ShopConcurrency | None = None) -> None:
         self.admin_token = settings.admin_token
         self.webhook_secret = settings.dlr_webhook_secret
         self.sessions = sessions
         self.rate_limit = rate_limit
+        self.concurrency = concurrency
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource,
                          params: dict) -> None:
@@ -74,13 +78,29 @@ class Authentication:
         req.context.api_key_id = principal.key_id
         # Before the body is read or anything is queried: a shop over its budget costs one
         # Redis round trip, and the other shops' requests do not wait behind it.
-        retry_after = self.rate_limit.retry_after(principal.shop_id) if self.rate_limit else None
-        if retry_after is not None:
-            raise falcon.HTTPTooManyRequests(
-                title="Too many requests",
-                description=f"this shop's API limit is {self.rate_limit.description};"
-                            f" retry after {retry_after} s",
-                retry_after=retry_after)
+        if self.rate_limit is not None:
+            retry_after = self.rate_limit.retry_after(principal.shop_id)
+            if retry_after is not None:
+                raise falcon.HTTPTooManyRequests(
+                    title="Too many requests",
+                    description=f"this shop's API limit is {self.rate_limit.description};"
+                                f" retry after {retry_after} s",
+                    retry_after=retry_after)
+        if self.concurrency is not None:
+            request_id = uuid.uuid4().hex
+            if not self.concurrency.acquire(principal.shop_id, request_id):
+                raise falcon.HTTPTooManyRequests(
+                    title="Too many requests",
+                    description=f"this shop may have {self.concurrency.cap} requests in"
+                                " flight at once; retry when one has been answered",
+                    retry_after=1)
+            req.context.in_flight = (principal.shop_id, request_id)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
+                         req_succeeded: bool) -> None:
+        in_flight = getattr(req.context, "in_flight", None)
+        if in_flight is not None and self.concurrency is not None:
+            self.concurrency.release(*in_flight)
 
     def _admin(self, req: falcon.Request, resource: object) -> None:
         if not self.admin_token:

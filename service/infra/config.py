@@ -51,6 +51,7 @@ class Settings:
     schedule_grace_ms: int
     ops_session_ttl_s: int
     api_rate_limit: str | None
+    api_shop_concurrency: int
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -210,6 +211,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Per shop, shared by every web process: enough for a dashboard polling progress and
         # an import script, not for one shop to take the API from the others.
         "api_rate_limit": _rate("API_RATE_LIMIT", "100/second")(env),
+        # Requests of one shop in flight at once across every web process (0: no cap); below
+        # the web threads of one process, so a shop's heavy imports leave threads for others.
+        "api_shop_concurrency": _int("API_SHOP_CONCURRENCY", 8, 0)(env),
     }
     settings = Settings(**values)
     if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
 from api.app import create_app
 from service import idempotency
+from service.infra.api_rate_limit import ShopConcurrency
 from tests.api.conftest import (
     ADMIN,
     CheckedClient,
@@ -151,3 +153,36 @@ def test_an_invalid_idempotency_key_is_422_naming_the_header(client):
     answer = client.simulate_post("/campaigns", headers={**auth(key), "Idempotency-Key": "x" * 300},
                                   json={"name": "Spring", "text": "Hi!"})
     assert_error(answer, 422, "Idempotency-Key")
+
+
+def test_a_shop_with_its_cap_of_requests_in_flight_gets_429_until_one_is_answered(
+        settings, redis_client, db):
+    # Given a cap of 2 requests in flight per shop, and shop A with 2 still running
+    app = create_app(dataclasses.replace(settings, api_shop_concurrency=2), redis_client)
+    client = CheckedClient(app)
+    shop_a, key_a = create_shop(client, "ca.example")
+    _, key_b = create_shop(client, "cb.example")
+    cap = ShopConcurrency(redis_client, 2)
+    assert cap.acquire(shop_a, "running-1") and cap.acquire(shop_a, "running-2")
+
+    # Then a third request of shop A is refused, and shop B is served
+    refused = client.simulate_get("/credits", headers=auth(key_a))
+    assert "2 requests in flight" in assert_error(refused, 429)["description"]
+    assert refused.headers["retry-after"] == "1"
+    assert client.simulate_get("/credits", headers=auth(key_b)).status_code == 200
+
+    # When one of them is answered, shop A is served again, and its answered requests
+    # release their place (a series of requests never locks the shop out)
+    cap.release(shop_a, "running-1")
+    assert [client.simulate_get("/credits", headers=auth(key_a)).status_code
+            for _ in range(5)] == [200] * 5
+
+
+def test_a_request_whose_process_died_stops_counting_after_a_while(redis_client, db):
+    # Given a shop whose only allowed slot is held by a request that will never be released
+    cap = ShopConcurrency(redis_client, 1, forget_after_ms=200)
+    assert cap.acquire(7, "died-mid-request")
+    assert not cap.acquire(7, "next")
+    # Then after forget_after_ms the slot is free again
+    time.sleep(0.3)
+    assert cap.acquire(7, "next")
