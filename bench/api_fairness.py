@@ -3,13 +3,14 @@ limit shared by every web process.) Not a test: it prints the figures, side by s
 
     .venv/bin/python bench/api_fairness.py [--seconds 15] [--hammer-threads 16]
 
-Set-up, on real processes: gunicorn as the Procfile runs it (2 gthread workers, 8 threads)
+Set-up, on real processes: gunicorn as the Procfile runs it (2 gthread workers, 8 threads each)
 against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local database
 `astronote_api_bench`, created if missing, and Redis db 13), which it wipes first. Shop B
 makes sequential `GET /campaigns/{id}/progress` calls on one keep-alive connection; shop A
 runs `--hammer-threads` threads of `POST /contacts` (100 rows each) as fast as it can.
-B polls 10 times a second (under any limit set here, as a dashboard would). Three phases, each `--seconds` long: B alone; B with A hammering and API_RATE_LIMIT off; B
-with A hammering and API_RATE_LIMIT=20/second (a new gunicorn, the same database).
+B polls 10 times a second (under any limit set here, as a dashboard would). Four phases, each `--seconds` long, each on a new gunicorn over the same database: B alone;
+B with A hammering and no limits at all (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0); the same
+with the default limits (100/second, 8 in flight); and with strict ones (20/second, 4).
 """
 from __future__ import annotations
 
@@ -58,12 +59,13 @@ def reset() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-def start(rate: str) -> Stack:
+def start(rate: str, concurrency: str) -> Stack:
     stack = Stack({"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL, "ADMIN_TOKEN": ADMIN_TOKEN,
                    "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "SECRET_KEY": SECRET_KEY,
-                   "MITTO_API_KEY": "bench-key", "API_RATE_LIMIT": rate},
-                  f"api-fairness-{rate.replace('/', '-')}")
-    stack.start_web()
+                   "MITTO_API_KEY": "bench-key", "API_RATE_LIMIT": rate,
+                   "API_SHOP_CONCURRENCY": concurrency},
+                  f"api-fairness-{rate.replace('/', '-')}-{concurrency}")
+    stack.start_web(workers=2, threads=8)
     return stack
 
 
@@ -133,7 +135,10 @@ def main() -> int:
     args = parser.parse_args()
     reset()
     rows = []
-    stack = start("0")
+    phases = (("no limits (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0)", "0", "0"),
+              ("default limits (100/second, 8 in flight)", "100/second", "8"),
+              ("strict limits (20/second, 4 in flight)", "20/second", "4"))
+    stack = start("100/second", "8")
     try:
         keys = (shop(stack.web, "hammer.example"), shop(stack.web, "victim.example"))
         victim = {"Authorization": f"Bearer {keys[1]}"}
@@ -143,17 +148,16 @@ def main() -> int:
                                     json={"name": "b", "text": "Hi"}, timeout=10).json()["id"]
         rows.append(summary("B alone", victim_latencies(stack.web, keys[1], campaign_id,
                                                          args.seconds), {}, args.seconds))
-        timings, counts = phase(stack.web, keys, campaign_id, args.seconds, args.hammer_threads)
-        rows.append(summary("B while A hammers, no API limit", timings, counts, args.seconds))
     finally:
         stack.close()
-    stack = start("20/second")
-    try:
-        timings, counts = phase(stack.web, keys, campaign_id, args.seconds, args.hammer_threads)
-        rows.append(summary("B while A hammers, API_RATE_LIMIT=20/second", timings, counts,
-                            args.seconds))
-    finally:
-        stack.close()
+    for label, rate, concurrency in phases:
+        stack = start(rate, concurrency)
+        try:
+            timings, counts = phase(stack.web, keys, campaign_id, args.seconds,
+                                    args.hammer_threads)
+            rows.append(summary(f"B while A hammers, {label}", timings, counts, args.seconds))
+        finally:
+            stack.close()
     print(f"\n{args.hammer_threads} threads of shop A posting 100 contacts per request;"
           f" shop B polling progress 10 times a second; {args.seconds:.0f} s per phase\n")
     print("| phase | B requests | B p50 ms | B p99 ms | A answers |\n|---|---|---|---|---|")

@@ -47,11 +47,11 @@ class Stack:
         self._spawn("sim", procfile.simulator(self.sim_port, self.env["MITTO_API_KEY"], options))
         wait_for(lambda: requests.get(f"{self.sim}/_sim/health", timeout=1).ok, 15, "simulator")
 
-    def start_web(self, workers: int = 2) -> None:
+    def start_web(self, workers: int = 2, threads: int = WEB_THREADS) -> None:
         # The Procfile's web process, on 127.0.0.1, stopping within 5 s.
         self._spawn("web", procfile.command(
             "web", {"WEB_CONCURRENCY": str(workers)},
-            {"--bind": f"127.0.0.1:{self.web_port}", "--threads": str(WEB_THREADS),
+            {"--bind": f"127.0.0.1:{self.web_port}", "--threads": str(threads),
              "--graceful-timeout": "5"}))
         wait_for(lambda: requests.get(f"{self.web}/health", timeout=1).ok, 20, "gunicorn")
 
