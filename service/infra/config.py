@@ -50,6 +50,7 @@ class Settings:
     schedule_interval_ms: int
     schedule_grace_ms: int
     ops_session_ttl_s: int
+    max_campaign_recipients: int
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -187,6 +188,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "schedule_grace_ms": _int("SCHEDULE_GRACE_MS", 3600000, 1000)(env),
         # How long an operator's `/ops` login lasts; a week at most, so a lost cookie expires.
         "ops_session_ttl_s": _int("OPS_SESSION_TTL_S", 8 * 3600, 60, 7 * 86400)(env),
+        # Enqueue refuses (422) a campaign with more eligible recipients, before inserting any:
+        # an abuse cap on one request's work, not a business limit.
+        "max_campaign_recipients": _int("MAX_CAMPAIGN_RECIPIENTS", 1_000_000, 1)(env),
     }
     settings = Settings(**values)
     if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:
