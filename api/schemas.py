@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator, FormatChecker
 
+from service.campaigns import MAX_CONTACT_IDS
 from service.contacts import MAX_IMPORT
 from service.delivery import DELIVERY_STATUSES
 from service.errors import InvalidInput
@@ -63,7 +64,8 @@ CSV_IMPORT_QUERY = _object({"default_country": COUNTRY})
 CAMPAIGN_CREATE = _object({
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "text": _TEXT,
-    "contact_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": 1_000_000},
+    "contact_ids": {"type": "array", "items": _ID, "minItems": 1,
+                    "maxItems": MAX_CONTACT_IDS},
     "append_unsubscribe": {"type": "boolean"},
 }, ("name", "text"))
 
@@ -157,10 +159,27 @@ def _validator(key: int, schema: dict[str, Any]) -> Draft202012Validator:
     return _validators[key]
 
 
+def _too_many(field: str, limit: int, count: int) -> InvalidInput:
+    # jsonschema's own message quotes the whole list and leaves the limit out.
+    return InvalidInput(f"{field}: at most {limit} items (it has {count})", field)
+
+
+def _refuse_oversized_lists(document: Any, schema: dict[str, Any]) -> None:
+    """A top-level list over its maxItems, refused before the validator walks every item of it
+    (a 5 MiB body holds 1.6 million ids: 13 s of validation to learn it has too many)."""
+    if not isinstance(document, dict):
+        return
+    for name, rules in schema.get("properties", {}).items():
+        value, limit = document.get(name), rules.get("maxItems")
+        if isinstance(value, list) and limit is not None and len(value) > limit:
+            raise _too_many(name, limit, len(value))
+
+
 def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> Any:
     """Return `document` if it matches `schema`, else raise InvalidInput naming the field.
     `rows` names a top-level list whose items are checked one by one (`row_problem`) by the
     caller, not here."""
+    _refuse_oversized_lists(document, schema)
     validator = _validator(id(schema), schema)
     error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.path))), None)
     if error is None:
@@ -179,6 +198,8 @@ def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> 
         missing = error.message.split("'")[1] if "'" in error.message else ""
         field = ".".join(filter(None, [path, missing]))
         raise InvalidInput(f"{field!r} is required", field)
+    if error.validator == "maxItems":
+        raise _too_many(path or "body", error.validator_value, len(error.instance))
     # The message quotes the offending value: a 5 MiB string is not worth echoing back whole.
     message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
     raise InvalidInput(f"{path or 'body'}: {message}", path or "body")

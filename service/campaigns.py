@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Sequence
 
-from peewee import SQL, Field, fn
+from peewee import SQL, Field, ModelSelect, fn
 
 from models import Campaign, CampaignRecipient, Contact, CreditReservation, SendBatch
 from models.database import db
@@ -17,19 +17,47 @@ from service import credits
 from service.errors import InvalidInput, InvalidTransition, NotFound
 from service.infra import dispatch
 
-CAMPAIGN_FIELDS = ("id", "name", "text", "status", "status_reason", "contact_ids",
-                   "append_unsubscribe", "scheduled_at", "started_at", "finished_at",
-                   "last_progress_at", "created_at", "updated_at")
+# A list audience holds at most this many contact ids (the create schema's maxItems, whose 422
+# says so). It is the default of MAX_CAMPAIGN_RECIPIENTS, which enqueue checks whatever the
+# audience; a 5 MiB body holds about 650,000 distinct ids anyway, and a bigger audience is
+# "all subscribed contacts".
+MAX_CONTACT_IDS = 1_000_000
+
+# The columns of a campaign answer. The list audience is not one: its ids (up to
+# MAX_CONTACT_IDS) are never read back for an answer, which says how many (`audience`).
+CAMPAIGN_FIELDS = ("id", "name", "text", "status", "status_reason", "append_unsubscribe",
+                   "scheduled_at", "started_at", "finished_at", "last_progress_at",
+                   "created_at", "updated_at")
 # What a merchant may edit, by request key: request keys reach the database only through this.
 EDITABLE_FIELDS: dict[str, Field] = {"name": Campaign.name, "text": Campaign.text}
 
 
+def audience(contact_count: int | None) -> dict[str, Any]:
+    """The answer's audience: every subscribed contact, or a list of `count` contacts."""
+    if contact_count is None:
+        return {"kind": "all_subscribed"}
+    return {"kind": "contacts", "count": contact_count}
+
+
 def as_dict(campaign: Campaign) -> dict[str, Any]:
-    return {name: getattr(campaign, name) for name in CAMPAIGN_FIELDS}
+    """A campaign read by `get` or `list_for_shop` as its API answer."""
+    return {**{name: getattr(campaign, name) for name in CAMPAIGN_FIELDS},
+            "audience": audience(campaign.contact_count)}  # type: ignore[attr-defined]
+
+
+def _answers(shop_id: int) -> ModelSelect[Campaign]:
+    # cardinality() in SQL: a list audience is counted by PostgreSQL, never shipped to Python.
+    return (Campaign
+            .select(*(getattr(Campaign, name) for name in CAMPAIGN_FIELDS),
+                    fn.cardinality(Campaign.contact_ids).alias("contact_count"))
+            .where(Campaign.shop == shop_id))
 
 
 def get(shop_id: int, campaign_id: int) -> Campaign:
-    campaign = Campaign.get_or_none((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
+    """The shop's campaign, without its list of contact ids (`as_dict` counts them)."""
+    campaign = (_answers(shop_id)
+                .where(Campaign.id == campaign_id)
+                .get_or_none())
     if campaign is None:
         raise NotFound(f"campaign {campaign_id} does not exist")
     return campaign
@@ -55,8 +83,7 @@ def create(shop_id: int, name: str, text: str, contact_ids: Sequence[int] | None
 
 def list_for_shop(shop_id: int, limit: int, after: int | None,
                   status: str | None = None) -> list[Campaign]:
-    query = (Campaign.select()
-             .where(Campaign.shop == shop_id)
+    query = (_answers(shop_id)
              .order_by(Campaign.id)
              .limit(limit))
     if after is not None:

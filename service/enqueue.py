@@ -1,16 +1,19 @@
 """Enqueue a campaign (SPEC 4.1): one transaction, then publish.
 
-In one transaction: move the campaign to `sending` (conditional), create its `pending`
-recipients with one INSERT ... SELECT, reserve an upper bound of its cost (locking the shop's
-credit row), and write the durable `send_batch` rows. Only after the commit are the batches
-published; a crash in between is healed by the reconciler, which republishes stale batches.
+In one transaction: move the campaign to `sending` (conditional), check its audience before
+writing anything (one aggregate: the recipient cap, and the exact cost against the available
+credits, so a shop that cannot pay gets its 402 without 100,000 rows inserted and rolled back),
+create its `pending` recipients with one INSERT ... SELECT, reserve an upper bound of its cost
+(locking the shop's credit row), and write the durable `send_batch` rows. Only after the
+commit are the batches published; a crash in between is healed by the reconciler, which
+republishes stale batches.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import redis
 from peewee import fn
@@ -18,9 +21,12 @@ from peewee import fn
 from models import Campaign, SendBatch
 from models.database import db, fetchall
 from models.expressions import any_of
-from service import composition, credits, links, segments
+from service import audience, composition, credits, links
+from service.audience import name_shape
 from service.errors import (
     DependencyUnavailable,
+    InsufficientCredits,
+    InvalidInput,
     InvalidTransition,
     NoRecipients,
     NotFound,
@@ -42,21 +48,6 @@ class EnqueueResult:
 def batch_key(campaign_id: int, recipient_ids: Sequence[int]) -> str:
     digest = hashlib.sha256(",".join(map(str, sorted(recipient_ids))).encode()).hexdigest()
     return f"batch:{campaign_id}:{digest}"
-
-
-def name_shape(name: str | None) -> object:
-    """Names that compose into texts of the same segment count share a shape, so the cost
-    is computed once per shape rather than once per recipient. A name of basic GSM-7
-    characters (one septet each) or of BMP characters outside GSM-7 (one UTF-16 unit each)
-    only matters by its length and encoding; any other name is its own shape."""
-    if not name:
-        return ("", 0)
-    if all(char in segments.GSM7_BASIC for char in name):
-        return ("gsm", len(name))
-    if all(ord(char) < 0x10000 for char in name) and not any(
-            char in segments.GSM7_EXTENSION for char in name):
-        return ("ucs2", len(name))
-    return name
 
 
 def _start_sending(shop_id: int, campaign_id: int,
@@ -92,40 +83,74 @@ def _create_recipients(shop_id: int, campaign_id: int, contact_ids: list | None)
     per-row foreign-key trigger and the ON CONFLICT arbiter were dropped)."""
     return fetchall(
         "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, country,"
-        " first_name) SELECT %s, c.shop_id, c.id, c.phone, c.country, c.first_name FROM contact c"
-        " WHERE c.shop_id = %s AND c.opted_out_at IS NULL"
-        "   AND (%s::bigint[] IS NULL OR c.id = ANY(%s::bigint[]))"
-        "   AND NOT EXISTS (SELECT 1 FROM suppression s"
-        "                   WHERE s.shop_id = c.shop_id AND s.phone = c.phone)"
+        " first_name) SELECT %s, c.shop_id, c.id, c.phone, c.country, c.first_name"
+        f" {audience.ELIGIBLE_CONTACTS}"
         " ORDER BY c.id"
         " RETURNING id, first_name",
-        (campaign_id, shop_id, contact_ids, contact_ids))
+        (campaign_id, *audience.eligible_params(shop_id, contact_ids)))
+
+
+def _pricing(template: str, append_unsubscribe: bool, base: str) -> Callable[[str | None], int]:
+    """The reservation's cost of one recipient by first name (the upper bound of SPEC 4.1),
+    computed once per name shape; the pre-check and the reservation share one, so they agree."""
+    unsubscribe_sample = links.sample_unsubscribe_url(base) if append_unsubscribe else None
+    personalised = composition.FIRST_NAME_PLACEHOLDER in template
+    costs: dict[object, int] = {}
+
+    def cost(name: str | None) -> int:
+        shape = name_shape(name) if personalised else None
+        if shape not in costs:
+            costs[shape] = composition.cost_upper_bound(
+                template, name, links.sample_short_url(base), unsubscribe_sample)
+        return costs[shape]
+
+    return cost
+
+
+def _check_audience(shop_id: int, campaign_id: int, contact_ids: list | None,
+                    cost: Callable[[str | None], int], personalised: bool,
+                    max_recipients: int) -> None:
+    """Refuse before a recipient is inserted: an empty audience (422), one over the cap (422),
+    or a reservation the shop's available credits cannot cover (402). The cost is the exact sum
+    the reservation will compute (the audience counted by name shape), never more, so this
+    refuses nothing the reservation would accept; the reservation, under the shop's lock,
+    stays the check that counts."""
+    shapes = (audience.count_by_name_shape(shop_id, contact_ids) if personalised
+              else [(None, audience.count(shop_id, contact_ids))])
+    size = sum(count for _, count in shapes)
+    if not size:
+        raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
+    if size > max_recipients:
+        raise InvalidInput(f"campaign {campaign_id} would send to {size} recipients; a campaign"
+                           f" sends to at most {max_recipients}", "audience")
+    needed = sum(count * cost(name) for name, count in shapes)
+    # Read without the shop's lock: a top-up or a release racing this only moves the refusal
+    # to the reservation, which takes the lock.
+    available = (credits.summary(shop_id).balance
+                 - credits.reserved_total(shop_id, excluding_campaign=campaign_id))
+    if needed > available:
+        raise InsufficientCredits(
+            f"this campaign needs up to {needed} credits; {max(available, 0)} available")
 
 
 def enqueue(shop_id: int, campaign_id: int, settings: Settings,
             scheduled: bool = False) -> EnqueueResult:
     """Start sending a draft or scheduled campaign. Raises NotFound, InvalidTransition (409),
-    NoRecipients (422) or InsufficientCredits (402); on any of them nothing has changed."""
+    NoRecipients (422), InvalidInput (422: more than `max_campaign_recipients`) or
+    InsufficientCredits (402); on any of them nothing has changed."""
     base = settings.public_base_url
     if not dispatch.broker_reachable():
         # Refuse before writing anything: the merchant can simply try again later.
         raise DependencyUnavailable("Redis is unreachable; the campaign was not started")
     with db.atomic():
         template, append_unsubscribe, contact_ids = _start_sending(shop_id, campaign_id, scheduled)
+        cost = _pricing(template, append_unsubscribe, base)
+        _check_audience(shop_id, campaign_id, contact_ids, cost,
+                        composition.FIRST_NAME_PLACEHOLDER in template,
+                        settings.max_campaign_recipients)
         recipients = _create_recipients(shop_id, campaign_id, contact_ids)
-        if not recipients:
+        if not recipients:  # the audience emptied since it was counted
             raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
-        unsubscribe_sample = links.sample_unsubscribe_url(base) if append_unsubscribe else None
-        personalised = composition.FIRST_NAME_PLACEHOLDER in template
-        costs: dict[object, int] = {}
-
-        def cost(name: str | None) -> int:
-            shape = name_shape(name) if personalised else None
-            if shape not in costs:
-                costs[shape] = composition.cost_upper_bound(
-                    template, name, links.sample_short_url(base), unsubscribe_sample)
-            return costs[shape]
-
         recipients.sort()
         size = settings.send_batch_size
         batches = []

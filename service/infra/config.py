@@ -52,6 +52,7 @@ class Settings:
     ops_session_ttl_s: int
     api_rate_limit: str | None
     api_shop_concurrency: int
+    max_campaign_recipients: int
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -214,6 +215,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Requests of one shop in flight at once across every web process (0: no cap); below
         # the web threads of one process, so a shop's heavy imports leave threads for others.
         "api_shop_concurrency": _int("API_SHOP_CONCURRENCY", 8, 0)(env),
+        # Enqueue refuses (422) a campaign with more eligible recipients, before inserting any:
+        # an abuse cap on one request's work, not a business limit.
+        "max_campaign_recipients": _int("MAX_CAMPAIGN_RECIPIENTS", 1_000_000, 1)(env),
     }
     settings = Settings(**values)
     if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:

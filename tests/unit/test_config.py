@@ -27,6 +27,8 @@ SIGNING_PROCESSES = {
     ("DATABASE_URL", "mysql://x/y", "DATABASE_URL='mysql://x/y' must be a URL"),
     ("MITTO_API_BASE", "ftp://x", "MITTO_API_BASE='ftp://x' must be a URL"),
     ("CLAIM_TIMEOUT_MS", "2000", "must be shorter than 4/5 of CLAIM_TIMEOUT_MS=2000"),
+    ("MAX_CAMPAIGN_RECIPIENTS", "0", "MAX_CAMPAIGN_RECIPIENTS=0 must be at least 1"),
+    ("MAX_CAMPAIGN_RECIPIENTS", "1e6", "MAX_CAMPAIGN_RECIPIENTS='1e6' is not an integer"),
 ])
 def test_an_invalid_value_is_named(name, value, says):
     with pytest.raises(ConfigError, match=None) as error:
@@ -63,6 +65,8 @@ def test_defaults_follow_the_contract():
         500, 300000, True, 15000, 5000)
     assert settings.send_time_limit_ms < settings.claim_timeout_ms
     assert settings.public_base_url == "http://localhost:8000"
+    assert settings.max_campaign_recipients == 1_000_000
+    assert config.load({"MAX_CAMPAIGN_RECIPIENTS": "5000"}).max_campaign_recipients == 5000
 
 
 # SECRET_KEY set, as every process will need it.

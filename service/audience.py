@@ -1,0 +1,78 @@
+"""A campaign's audience: who it sends to, counted by name shape without writing anything.
+
+The eligible contacts of a campaign (its shop's, subscribed, number not suppressed, in its list
+when it has one) are defined once, here, for the enqueue's INSERT ... SELECT and for the checks
+that run before it (the recipient cap and the credit pre-check), so the two cannot disagree on
+who is in the audience.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from models.database import fetchall
+from service.segments import GSM7_BASIC, GSM7_EXTENSION
+
+# `FROM ... WHERE` of the eligible contacts `c`; its parameters are `eligible_params(...)`.
+ELIGIBLE_CONTACTS = (
+    " FROM contact c"
+    " WHERE c.shop_id = %s AND c.opted_out_at IS NULL"
+    "   AND (%s::bigint[] IS NULL OR c.id = ANY(%s::bigint[]))"
+    "   AND NOT EXISTS (SELECT 1 FROM suppression s"
+    "                   WHERE s.shop_id = c.shop_id AND s.phone = c.phone)"
+)
+
+
+def eligible_params(shop_id: int, contact_ids: Sequence[int] | None) -> tuple:
+    return (shop_id, contact_ids, contact_ids)
+
+
+def name_shape(name: str | None) -> object:
+    """Names that compose into texts of the same segment count share a shape, so the cost
+    is computed once per shape rather than once per recipient. A name of basic GSM-7
+    characters (one septet each) or of BMP characters outside GSM-7 (one UTF-16 unit each)
+    only matters by its length and encoding; any other name is its own shape."""
+    if not name:
+        return ("", 0)
+    if all(char in GSM7_BASIC for char in name):
+        return ("gsm", len(name))
+    if all(ord(char) < 0x10000 for char in name) and not any(
+            char in GSM7_EXTENSION for char in name):
+        return ("ucs2", len(name))
+    return name
+
+
+
+def _bracket(chars: str) -> str:
+    # Inside a PostgreSQL (ARE) bracket expression these are the characters with a meaning.
+    return "".join("\\" + char if char in "\\]^-[" else char for char in sorted(chars))
+
+
+# `name_shape` in SQL: every character basic GSM-7; or none an extension character or outside
+# the BMP (a range of code points, not of collation, in PostgreSQL's regular expressions).
+_ALL_GSM_BASIC = f"^[{_bracket(''.join(GSM7_BASIC))}]+$"
+_NOT_LENGTH_ONLY = f"[{_bracket(''.join(GSM7_EXTENSION))}{chr(0x10000)}-{chr(0x10FFFF)}]"
+
+
+def count_by_name_shape(shop_id: int, contact_ids: Sequence[int] | None) -> list[tuple]:
+    """[(a first name of the shape, eligible contacts of that shape)]: one row per shape of
+    `name_shape` (a shape may span several rows, a row never spans two shapes), so summing
+    count x cost of the name over the rows gives exactly what pricing each contact would.
+
+    SQL: one aggregate over the audience; a name that is neither all basic GSM-7 nor of BMP
+    characters without extension ones is grouped by itself, as `name_shape` makes it its own
+    shape."""
+    return fetchall(
+        "SELECT min(first_name), count(*) FROM ("
+        "  SELECT c.first_name, CASE WHEN coalesce(c.first_name, '') = '' THEN 'none'"
+        "                            WHEN c.first_name ~ %s THEN 'gsm'"
+        "                            WHEN c.first_name !~ %s THEN 'ucs2' END AS kind"
+        f" {ELIGIBLE_CONTACTS}"
+        ") audience"
+        " GROUP BY kind, length(first_name), CASE WHEN kind IS NULL THEN first_name END",
+        (_ALL_GSM_BASIC, _NOT_LENGTH_ONLY, *eligible_params(shop_id, contact_ids)))
+
+
+def count(shop_id: int, contact_ids: Sequence[int] | None) -> int:
+    """How many contacts the campaign would send to right now."""
+    return fetchall(f"SELECT count(*) {ELIGIBLE_CONTACTS}",
+                    eligible_params(shop_id, contact_ids))[0][0]
