@@ -16,10 +16,13 @@ from peewee import SQL, Select, Value, fn
 from psycopg2.extras import Json
 
 from models import JobRun
+from models.database import db
 from models.expressions import epoch_seconds
 from service.observability.scheduler_state import JOBS_KEY
 
 RETENTION_DAYS = 7
+# pg_advisory_xact_lock key of the claims (any constant the migrations' lock does not use).
+CLAIM_LOCK = 0x6A6F625F72756E  # "job_run"
 
 
 def claim_slot(job: str, interval_ms: int, epoch: int, holder: str) -> tuple[int, datetime] | None:
@@ -32,11 +35,19 @@ def claim_slot(job: str, interval_ms: int, epoch: int, holder: str) -> tuple[int
     # Fencing: the claim's own WHERE refuses the slot once a newer epoch has run anything.
     claim = (Select(columns=[Value(job), slot, Value(epoch), Value(holder)])
              .where(~newer_epoch_ran))
-    claimed = list(JobRun
-                   .insert_from(claim, [JobRun.job, JobRun.slot, JobRun.epoch, JobRun.holder])
-                   .on_conflict(conflict_target=[JobRun.job, JobRun.slot], action="IGNORE")
-                   .returning(JobRun.slot, JobRun.started_at)
-                   .tuples())
+    with db.atomic():
+        # Claims take turns: under READ COMMITTED two overlapping leaders' NOT EXISTS would
+        # otherwise both look before either inserted, and the older epoch would claim a slot
+        # after the newer one's first claim (seen after a Redis flush, where the old leader
+        # keeps its lease until its next renewal). A claim is one short statement a few times
+        # a minute: waiting for the other's costs nothing.
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
+        claimed = list(JobRun
+                       .insert_from(claim, [JobRun.job, JobRun.slot, JobRun.epoch,
+                                            JobRun.holder])
+                       .on_conflict(conflict_target=[JobRun.job, JobRun.slot], action="IGNORE")
+                       .returning(JobRun.slot, JobRun.started_at)
+                       .tuples())
     return claimed[0] if claimed else None
 
 
