@@ -133,14 +133,14 @@ def release_expired_holds(settings: Settings) -> int:
 
 
 def settle_finished(settings: Settings) -> int:
-    """Settle every active reservation whose campaign can send no more (a cancelled campaign
-    whose calls in flight have resolved since; any other is a repair): no active
-    reservation outlives its campaign. Returns how many are no longer active."""
+    """Settle every active reservation of a completed or failed campaign (a repair: their
+    finalisation settles them; cancelled ones are settled by `delivery.finalize_cancelled`):
+    no active reservation outlives its campaign. Returns how many are no longer active."""
     finished = (CreditReservation
                 .select(CreditReservation.campaign)
                 .join(Campaign)
                 .where((CreditReservation.status == "active")
-                       & Campaign.status.not_in(MAY_SEND))
+                       & Campaign.status.in_(("completed", "failed")))
                 .scalars())
     return sum(settle(campaign_id, settings) in ("held", "released")
                for campaign_id in list(finished))
