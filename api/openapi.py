@@ -9,6 +9,7 @@ from api.access import Access
 BODIES = {
     ("post", "/admin/shops"): schemas.SHOP_CREATE,
     ("post", "/admin/shops/{shop_id}/credits"): schemas.TOP_UP,
+    ("post", "/admin/shops/{shop_id}/adjustments"): schemas.ADJUSTMENT,
     ("post", "/contacts"): schemas.CONTACTS_IMPORT,
     ("post", "/campaigns"): schemas.CAMPAIGN_CREATE,
     ("patch", "/campaigns/{campaign_id}"): schemas.CAMPAIGN_PATCH,

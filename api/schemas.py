@@ -36,6 +36,14 @@ TOP_UP = _object({
     "reference": {"type": "string", "minLength": 1, "maxLength": 200},
 }, ("amount", "reference"))
 
+# A refund (amount > 0) or an adjustment (amount < 0) of a shop's credits (`credits.adjust`).
+ADJUSTMENT = _object({
+    "amount": {"type": "integer", "minimum": -100_000_000, "maximum": 100_000_000,
+               "not": {"const": 0}},
+    "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+    "reference": {"type": "string", "minLength": 1, "maxLength": 200},
+}, ("amount", "reason", "reference"))
+
 COUNTRY = {"type": "string", "pattern": "^[A-Z]{2}$"}  # ISO 3166 alpha-2, for national numbers
 
 # One contact of an import. It is checked row by row (`row_problem`), never as part of the whole

@@ -130,9 +130,10 @@ class CreditReservation(Base):
     key = pw.TextField(unique=True)
     amount = pw.BigIntegerField()
     consumed = pw.BigIntegerField(default=0)
-    status = pw.TextField(default="active")
+    status = pw.TextField(default="active")  # active | held | released (0005)
     created_at = DateTimeTZField()
     released_at = DateTimeTZField(null=True)
+    released = pw.BigIntegerField(default=0)
 
 
 class MessageLog(Base):

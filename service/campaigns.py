@@ -13,9 +13,10 @@ from peewee import SQL, Field, ModelSelect, fn
 from models import Campaign, CampaignRecipient, Contact, CreditReservation, SendBatch
 from models.database import db
 from models.expressions import any_of
-from service import credits
+from service import credits, reservations
 from service.errors import InvalidInput, InvalidTransition, NotFound
 from service.infra import dispatch
+from service.infra.config import Settings
 
 # A list audience holds at most this many contact ids (the create schema's maxItems, whose 422
 # says so). It is the default of MAX_CAMPAIGN_RECIPIENTS, which enqueue checks whatever the
@@ -157,9 +158,12 @@ def resume(shop_id: int, campaign_id: int) -> Campaign:
     return campaign
 
 
-def cancel(shop_id: int, campaign_id: int) -> Campaign:
-    """Cancel: recipients not yet claimed are skipped and the reservation is released.
-    Messages already in flight still persist (and are debited) when their call returns."""
+def cancel(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
+    """Cancel: recipients not yet claimed are skipped and their part of the reservation is
+    released at once. Messages already in flight still persist (and are debited) when their
+    call returns, so the reservation keeps their part until they resolve, and the part of
+    messages of unknown outcome until evidence can no longer charge them
+    (`service.reservations`); a call given back meanwhile is skipped too (`sending.unclaim`)."""
     with db.atomic():
         campaign = _transition(
             shop_id, campaign_id,
@@ -176,7 +180,7 @@ def cancel(shop_id: int, campaign_id: int) -> Campaign:
          .where((SendBatch.campaign == campaign_id)
                 & (SendBatch.state != "finished"))
          .execute())
-        credits.release(campaign_id)
+        reservations.settle(campaign_id, settings)
     return campaign
 
 
@@ -197,16 +201,19 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
             delivery[delivery_status] = delivery.get(delivery_status, 0) + count
     reservation = (CreditReservation
                    .select(CreditReservation.amount, CreditReservation.consumed,
+                           CreditReservation.released, credits.outstanding(),
                            CreditReservation.status)
                    .where(CreditReservation.campaign == campaign_id)
                    .tuples()
                    .first())
-    amount, consumed, state = reservation or (0, 0, None)
+    amount, consumed, released, held, state = reservation or (0, 0, 0, 0, None)
     return {
         "id": campaign.id, "status": campaign.status, "status_reason": campaign.status_reason,
         "total": sum(counts.values()), **counts, "delivery": delivery,
-        "credits": {"reserved": amount, "consumed": consumed,
-                    "released": amount - consumed if state == "released" else 0},
+        # `held`: what the reservation still holds (all it has not sent while it sends; then
+        # calls in flight and messages of unknown outcome); `reservation`: its status.
+        "credits": {"reserved": amount, "consumed": consumed, "released": released,
+                    "held": held if state != "released" else 0, "reservation": state},
         "started_at": campaign.started_at, "finished_at": campaign.finished_at,
         "last_progress_at": campaign.last_progress_at,
     }

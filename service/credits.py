@@ -6,17 +6,21 @@ Reserving and topping up lock the shop row first (`SELECT ... FOR NO KEY UPDATE`
 campaigns of one shop can never reserve more than is available. The lock is NO KEY: inserting a
 ledger row takes a KEY SHARE lock on the shop through the foreign key, which a plain FOR UPDATE
 would conflict with (two batches of one shop would deadlock).
+
+A reservation holds `amount - consumed - released` (its outstanding part) while it is `active`
+(the campaign may still send) or `held` (the campaign is over; what may still be charged for
+messages of unknown outcome); `service.reservations` decides how much that is at each stage.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
-from peewee import EXCLUDED, fn
+from peewee import EXCLUDED, ColumnBase, fn
 
 from models import CreditReservation, CreditTransaction, Shop
 from models.database import db, execute_many
-from service.errors import InsufficientCredits, NotFound
+from service.errors import InsufficientCredits, InvalidInput, NotFound
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,19 @@ def lock_shop(shop_id: int) -> int:
     return balance
 
 
+def outstanding() -> ColumnBase:
+    """What a reservation still holds. Never below zero: a debit above its upper bound (a
+    configuration change between enqueue and send) must not make other credits look free."""
+    return fn.GREATEST(CreditReservation.amount - CreditReservation.consumed
+                       - CreditReservation.released, 0)
+
+
 def reserved_total(shop_id: int, excluding_campaign: int | None = None) -> int:
+    """Credits the shop's reservations still hold (active and held ones)."""
     query = (CreditReservation
-             .select(fn.COALESCE(fn.SUM(CreditReservation.amount - CreditReservation.consumed),
-                                 0))
+             .select(fn.COALESCE(fn.SUM(outstanding()), 0))
              .where((CreditReservation.shop == shop_id)
-                    & (CreditReservation.status == "active")))
+                    & (CreditReservation.status != "released")))
     if excluding_campaign is not None:
         query = query.where(CreditReservation.campaign != excluding_campaign)
     return int(query.scalar())
@@ -84,6 +95,38 @@ def top_up(shop_id: int, amount: int, reference: str) -> int:
         return lock_shop(shop_id)
 
 
+def adjust(shop_id: int, amount: int, reason: str, reference: str) -> CreditSummary:
+    """An operator's correction of the balance, once per (shop, reference): a positive amount
+    is a `refund` (credits given back, say for undelivered messages), a negative one an
+    `adjustment` (credits taken away). A repeated reference changes nothing, whichever kind it
+    was. A negative amount may only take available credits: what is reserved for campaigns
+    stays theirs, so it never makes an accepted campaign's debits uncoverable
+    (InsufficientCredits, 402). Returns the shop's credits after it."""
+    if not amount:
+        raise InvalidInput("amount must not be zero", "amount")
+    key = f"adjustment:{shop_id}:{reference}"
+    with db.atomic():
+        balance = lock_shop(shop_id)  # serialises adjustments, top-ups and reservations
+        done = (CreditTransaction
+                .select()
+                .where(CreditTransaction.idempotency_key == key)
+                .exists())
+        if not done:
+            available = balance - reserved_total(shop_id)
+            if -amount > available:
+                raise InsufficientCredits(f"an adjustment of {amount} credits needs {-amount}"
+                                          f" available; {max(available, 0)} available")
+            (CreditTransaction
+             .insert(shop=shop_id, kind="refund" if amount > 0 else "adjustment",
+                     amount=amount, idempotency_key=key, note=reason)
+             .execute())
+            (Shop
+             .update(credit_balance=Shop.credit_balance + amount)
+             .where(Shop.id == shop_id)
+             .execute())
+        return summary(shop_id)
+
+
 def reserve(shop_id: int, campaign_id: int, amount: int) -> None:
     """Create (or grow) the campaign's reservation; must run inside the enqueue transaction.
 
@@ -102,6 +145,7 @@ def reserve(shop_id: int, campaign_id: int, amount: int) -> None:
      .on_conflict(conflict_target=[CreditReservation.campaign],
                   update={CreditReservation.amount: EXCLUDED.amount + CreditReservation.consumed,
                           CreditReservation.status: "active",
+                          CreditReservation.released: 0,
                           CreditReservation.released_at: None})
      .execute())
 
@@ -152,14 +196,14 @@ def consume(shop_id: int, campaign_id: int, total: int) -> None:
     Every batch of a shop updates these two rows, so callers do this last in their
     transaction (the locks are held until the commit) and in this order (reservation, then
     shop) like every other transaction: no lock cycle. A late upgrade (evidence after the
-    campaign finished) finds the reservation released; the debit then draws on the balance
-    directly, which is what the reservation held."""
+    campaign finished) draws on the reservation's hold for unknown outcomes (`held`); only
+    evidence older than that hold finds it released and draws on the balance directly."""
     if not total:
         return
     (CreditReservation
      .update(consumed=CreditReservation.consumed + total)
      .where((CreditReservation.campaign == campaign_id)
-            & (CreditReservation.status == "active"))
+            & (CreditReservation.status != "released"))
      .execute())
     (Shop
      .update(credit_balance=Shop.credit_balance - total)
@@ -170,9 +214,11 @@ def consume(shop_id: int, campaign_id: int, total: int) -> None:
 def release(campaign_id: int) -> bool:
     """Release the campaign's reservation (idempotent): what was not consumed is available again."""
     return bool(CreditReservation
-                .update(status="released", released_at=fn.now())
+                .update(status="released", released_at=fn.now(),
+                        released=fn.GREATEST(CreditReservation.amount
+                                             - CreditReservation.consumed, 0))
                 .where((CreditReservation.campaign == campaign_id)
-                       & (CreditReservation.status == "active"))
+                       & (CreditReservation.status != "released"))
                 .execute())
 
 

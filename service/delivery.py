@@ -3,7 +3,9 @@
 Reports land in the `delivery_report` inbox as received and are applied to recipients by
 provider message id, idempotently: a report for a message not yet persisted waits in the inbox
 and is applied once the message id is known, and a status never moves to a lower rank
-(`delivery_rank()` in SQL), so duplicates and out-of-order reports change nothing.
+(`delivery_rank()` in SQL), so duplicates and out-of-order reports change nothing. A report
+naming by reference a recipient whose outcome is unknown is evidence that the provider has the
+message: it is made `sent` with its debit right away (`service.evidence`).
 """
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from typing import Any, Sequence
 
 from peewee import SQL, Case, Select, fn
 
-from models import Campaign, CampaignRecipient, SendBatch
+from models import Campaign, CampaignRecipient, CreditReservation, SendBatch
 from models.database import db, execute, execute_many
-from service import credits
+from service import evidence, reservations
+from service.infra.config import Settings
 
 DELIVERY_STATUSES = ("Queued", "Sent", "Delivered", "Undelivered", "Failed", "Expired")
 
@@ -41,8 +44,9 @@ WHERE id IN (SELECT report_id FROM matched)
 """
 
 
-def record_reports(reports: Sequence[dict[str, Any]]) -> int:
-    """Store validated reports in the inbox and apply those whose message is known.
+def record_reports(reports: Sequence[dict[str, Any]], settings: Settings) -> int:
+    """Store validated reports in the inbox and apply those whose message is known; those
+    naming a recipient of unknown outcome first make it `sent` (`evidence.resolve_reported`).
     Returns how many reports were applied now (the rest wait for their message).
 
     SQL (`execute_values`): one insert per webhook call, however many reports it carries (up
@@ -53,7 +57,12 @@ def record_reports(reports: Sequence[dict[str, Any]]) -> int:
         ids = [row[0] for row in execute_many(
             "INSERT INTO delivery_report (provider_id, reference, \"to\", status, status_code,"
             " reported_at) VALUES %s RETURNING id", rows, fetch=True)]
-        return apply_reports(report_ids=ids)
+        applied = apply_reports(report_ids=ids)
+    # After the commit: the reports are kept whatever happens next. Only reports that matched
+    # no persisted message are looked at (usually none: most reports follow their persist).
+    if applied < len(ids) and evidence.resolve_reported(ids, settings):
+        applied += apply_reports(report_ids=ids)
+    return applied
 
 
 def apply_reports(campaign_id: int | None = None, report_ids: Sequence[int] | None = None,
@@ -74,10 +83,11 @@ def apply_reports(campaign_id: int | None = None, report_ids: Sequence[int] | No
     return execute(_APPLY.format(scope=scope), params)
 
 
-def finalize_campaign(campaign_id: int) -> str | None:
+def finalize_campaign(campaign_id: int, settings: Settings) -> str | None:
     """Finish a `sending` campaign with nothing pending or in flight: `completed` if at least
-    one message was sent, else `failed`; set `finished_at`, release the reservation. Returns
-    the new status, or None when the campaign is not ready (or already final)."""
+    one message was sent, else `failed`; set `finished_at`, settle the reservation (released,
+    or held for its messages of unknown outcome: `service.reservations`). Returns the new
+    status, or None when the campaign is not ready (or already final)."""
     recipients = (CampaignRecipient
                   .select(SQL("1"))
                   .where(CampaignRecipient.campaign == campaign_id))
@@ -101,7 +111,7 @@ def finalize_campaign(campaign_id: int) -> str | None:
                         .tuples())
         if not finished:
             return None
-        credits.release(campaign_id)
+        reservations.settle(campaign_id, settings)
         (SendBatch
          .update(state="finished", finished_at=fn.now())
          .where((SendBatch.campaign == campaign_id)
@@ -110,7 +120,32 @@ def finalize_campaign(campaign_id: int) -> str | None:
     return finished[0][0]
 
 
-def refresh_campaign(campaign_id: int) -> str | None:
-    """`updateCampaignStatus`: apply the campaign's waiting reports, then try to finalise."""
+def finalize_cancelled(campaign_id: int, settings: Settings) -> str | None:
+    """A cancelled campaign is over once none of its calls is in flight: anything still
+    pending is skipped (nothing will send it) and its reservation settled. Returns
+    "cancelled" when that happened now, else None (calls still in flight, or done before)."""
+    unsettled = (CreditReservation
+                 .select()
+                 .join(Campaign)
+                 .where((CreditReservation.campaign == campaign_id)
+                        & (CreditReservation.status == "active")
+                        & (Campaign.status == "cancelled"))
+                 .exists())
+    if not unsettled:
+        return None
+    with db.atomic():
+        (CampaignRecipient
+         .update(status="skipped", error="cancelled", updated_at=fn.now())
+         .where((CampaignRecipient.campaign == campaign_id)
+                & (CampaignRecipient.status == "pending"))
+         .execute())
+        settled = reservations.settle(campaign_id, settings)
+    return "cancelled" if settled in ("held", "released") else None
+
+
+def refresh_campaign(campaign_id: int, settings: Settings) -> str | None:
+    """`updateCampaignStatus`: apply the campaign's waiting reports, then try to finalise it
+    (a cancelled one: settle its reservation once its calls in flight have resolved)."""
     apply_reports(campaign_id=campaign_id)
-    return finalize_campaign(campaign_id)
+    return (finalize_campaign(campaign_id, settings)
+            or finalize_cancelled(campaign_id, settings))

@@ -13,12 +13,10 @@ from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
 from models.expressions import milliseconds_ago
-from service import credits, delivery
+from service import delivery, evidence, reservations
 from service.infra import dispatch
 from service.infra.config import Settings
-from service.messages import compose_for, load_context
-from service.segments import segment_count
-from service.sending import Accepted, Claimed, persist_results
+from service.sending import Claimed
 
 log = logging.getLogger("astronote.reconcile")
 
@@ -62,8 +60,6 @@ def upgrade_by_evidence(settings: Settings) -> int:
     names_it = ((DeliveryReport.reference == CampaignRecipient.id.cast("text"))
                 | ((DeliveryReport.reference == CampaignRecipient.batch_key)
                    & (DeliveryReport.to == CampaignRecipient.phone)))
-    campaign_open = (Campaign.status.in_(("sending", "paused", "cancelled"))
-                     | (Campaign.finished_at > milliseconds_ago(settings.evidence_window_ms)))
     claim_timed_out = ((CampaignRecipient.status == "sending")
                        & (CampaignRecipient.claimed_at
                           < milliseconds_ago(settings.claim_timeout_ms)))
@@ -77,35 +73,23 @@ def upgrade_by_evidence(settings: Settings) -> int:
                 .join(DeliveryReport, on=DeliveryReport.provider_id.is_null(False) & names_it)
                 .switch(CampaignRecipient)
                 .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
-                .where(campaign_open & (claim_timed_out | failed_unknown))
+                .where(evidence.counts_for(settings) & (claim_timed_out | failed_unknown))
                 .distinct(CampaignRecipient.id)
                 .order_by(CampaignRecipient.id, DeliveryReport.id)
                 .tuples())
-    by_campaign: dict[tuple[int, int], list[tuple]] = defaultdict(list)
+    by_campaign: dict[tuple[int, int], list[evidence.Evidence]] = defaultdict(list)
     for rid, campaign_id, shop_id, contact_id, phone, country, first_name, provider_id in rows:
         by_campaign[(campaign_id, shop_id)].append(
             (Claimed(rid, contact_id, phone, country, first_name), provider_id))
     upgraded = 0
     for (campaign_id, shop_id), items in by_campaign.items():
         try:
-            upgraded += _persist_evidence(shop_id, campaign_id, items, settings)
+            upgraded += evidence.persist_evidence(shop_id, campaign_id, items, settings)
+            delivery.apply_reports(campaign_id=campaign_id)
         except Exception:  # noqa: BLE001 - one campaign's failure must not hold up the others
             log.exception("upgrading by evidence failed",
                           extra={"campaign_id": campaign_id, "shop_id": shop_id})
     return upgraded
-
-
-def _persist_evidence(shop_id: int, campaign_id: int, items: list[tuple[Claimed, str]],
-                      settings: Settings) -> int:
-    context = load_context(shop_id, campaign_id, settings)
-    accepted = []
-    for recipient, provider_id in items:
-        text = compose_for(context, recipient, settings)
-        accepted.append(Accepted(recipient.id, provider_id, text, segment_count(text),
-                                 recipient.country))
-    persist_results(shop_id, campaign_id, accepted, [])
-    delivery.apply_reports(campaign_id=campaign_id)
-    return len(accepted)
 
 
 def fail_unknown_outcomes(settings: Settings) -> int:
@@ -122,7 +106,7 @@ def fail_unknown_outcomes(settings: Settings) -> int:
             .execute())
 
 
-def finalize_idle_campaigns() -> dict[int, str]:
+def finalize_idle_campaigns(settings: Settings) -> dict[int, str]:
     """Finish every `sending` campaign that has nothing pending or in flight."""
     in_flight = (CampaignRecipient
                  .select(SQL("1"))
@@ -135,21 +119,33 @@ def finalize_idle_campaigns() -> dict[int, str]:
             .scalars())
     finished = {}
     for campaign_id in list(idle):
-        status = delivery.refresh_campaign(campaign_id)
+        status = delivery.refresh_campaign(campaign_id, settings)
         if status:
             finished[campaign_id] = status
     return finished
 
 
-def release_finished_reservations() -> int:
-    """No active reservation outlives its campaign."""
-    finished = (CreditReservation
-                .select(CreditReservation.campaign)
-                .join(Campaign)
-                .where((CreditReservation.status == "active")
-                       & Campaign.status.in_(("completed", "failed", "cancelled")))
-                .scalars())
-    return sum(credits.release(campaign_id) for campaign_id in list(finished))
+def finalize_cancelled_campaigns(settings: Settings) -> dict[int, str]:
+    """Finish every cancelled campaign whose calls in flight have all resolved: its
+    reservation, still holding their part, is settled (`service.reservations`)."""
+    unsettled = (CreditReservation
+                 .select(CreditReservation.campaign)
+                 .join(Campaign)
+                 .where((CreditReservation.status == "active")
+                        & (Campaign.status == "cancelled"))
+                 .scalars())
+    finished = {}
+    for campaign_id in list(unsettled):
+        if delivery.finalize_cancelled(campaign_id, settings):
+            finished[campaign_id] = "cancelled"
+    return finished
+
+
+def release_finished_reservations(settings: Settings) -> int:
+    """No active reservation outlives its campaign, and no hold outlives the evidence window:
+    settle what a finished campaign still holds, release holds that expired."""
+    return (reservations.settle_finished(settings)
+            + reservations.release_expired_holds(settings))
 
 
 def reconcile(settings: Settings) -> ReconcileReport:
@@ -159,8 +155,9 @@ def reconcile(settings: Settings) -> ReconcileReport:
     steps = (("republished_batches", lambda: republish_stale_batches(settings)),
              ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings)),
              ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),
-             ("finalized", finalize_idle_campaigns),
-             ("released_reservations", release_finished_reservations))
+             ("finalized", lambda: {**finalize_idle_campaigns(settings),
+                                    **finalize_cancelled_campaigns(settings)}),
+             ("released_reservations", lambda: release_finished_reservations(settings)))
     for name, repair in steps:
         try:
             setattr(report, name, repair())

@@ -109,19 +109,38 @@ def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -
 
 
 def unclaim(recipient_ids: Sequence[int], key: str) -> int:
-    """Undo claims whose call surely did not reach the provider (they become pending again).
-    The batch is reopened too: a duplicate delivery that claimed nothing may have marked it
-    finished meanwhile, and the reconciler only republishes unfinished batches."""
+    """Undo claims whose call surely did not reach the provider: they become pending again,
+    or `skipped` (`cancelled`) when the campaign was cancelled meanwhile, like every recipient
+    the cancel found pending: nothing will ever send them. A pending one's batch is reopened
+    too: a duplicate delivery that claimed nothing may have marked it finished meanwhile, and
+    the reconciler only republishes unfinished batches.
+
+    The campaign row is read FOR SHARE, which waits for a cancel being committed: either this
+    sees the cancel, or the cancel (which takes the row first) sees these rows pending."""
+    ids = list(recipient_ids)
+    if not ids:
+        return 0
     with db.atomic():
+        campaign_status = (Campaign
+                           .select(Campaign.status)
+                           .where(Campaign.id.in_(CampaignRecipient
+                                                  .select(CampaignRecipient.campaign)
+                                                  .where(CampaignRecipient.id.in_(ids))))
+                           .for_update("FOR SHARE")
+                           .scalar())
+        cancelled = campaign_status == "cancelled"
+        given_back = ({CampaignRecipient.status: "skipped", CampaignRecipient.error: "cancelled"}
+                      if cancelled else
+                      {CampaignRecipient.status: "pending", CampaignRecipient.claimed_at: None,
+                       CampaignRecipient.batch_key: None})
         undone = (CampaignRecipient
-                  .update(status="pending", claimed_at=None, batch_key=None,
-                          updated_at=fn.now())
-                  .where(CampaignRecipient.id.in_(list(recipient_ids)),
+                  .update({**given_back, CampaignRecipient.updated_at: fn.now()})
+                  .where(CampaignRecipient.id.in_(ids),
                          CampaignRecipient.status == "sending",
                          CampaignRecipient.batch_key == key,
                          CampaignRecipient.mitto_message_id.is_null())
                   .execute())
-        if undone:
+        if undone and not cancelled:
             (SendBatch
              .update(state="published", finished_at=None)
              .where(SendBatch.key == key, SendBatch.state == "finished")

@@ -1,4 +1,4 @@
-"""`/admin/*`: shops, credit top-ups and short links (ADMIN_TOKEN)."""
+"""`/admin/*`: shops, credit top-ups, refunds and adjustments, short links (ADMIN_TOKEN)."""
 from __future__ import annotations
 
 import falcon
@@ -33,6 +33,20 @@ class ShopCreditsResource:
         balance = credits.top_up(shop_id, body["amount"], body["reference"])
         resp.status = falcon.HTTP_201
         resp.media = {"balance": balance}
+
+
+class ShopAdjustmentsResource:
+    """`POST /admin/shops/{id}/adjustments`: a refund (amount > 0) or an adjustment (amount < 0)
+    in the ledger, once per reference; 402 when a negative one exceeds the available credits."""
+
+    auth = Access.ADMIN
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
+        body = read_json(req, schemas.ADJUSTMENT)
+        after = credits.adjust(shop_id, body["amount"], body["reason"], body["reference"])
+        resp.status = falcon.HTTP_201
+        resp.media = {"balance": after.balance, "reserved": after.reserved,
+                      "available": after.available}
 
 
 class ShortLinkDisableResource:

@@ -8,10 +8,14 @@ from api import schemas
 from api.access import Access
 from api.body import read_json
 from service import delivery
+from service.infra.config import Settings
 
 
 class DeliveryReportResource:
     auth = Access.WEBHOOK
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.DELIVERY_REPORTS)
@@ -19,5 +23,5 @@ class DeliveryReportResource:
         for report in reports:
             if report.get("timestamp"):
                 report["timestamp"] = schemas.parse_datetime(report["timestamp"])
-        applied = delivery.record_reports(reports)
+        applied = delivery.record_reports(reports, self.settings)
         resp.media = {"received": len(reports), "applied": applied}

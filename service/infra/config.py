@@ -40,6 +40,7 @@ class Settings:
     reconcile_interval_ms: int
     status_refresh_interval_ms: int
     stuck_campaign_after_ms: int
+    paused_campaign_alert_ms: int
     batch_stale_after_ms: int
     send_max_retries: int
     broker_heartbeat_timeout_ms: int
@@ -189,6 +190,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "reconcile_interval_ms": _int("RECONCILE_INTERVAL_MS", 30000, 100)(env),
         "status_refresh_interval_ms": _int("STATUS_REFRESH_INTERVAL_MS", 30000, 100)(env),
         "stuck_campaign_after_ms": _int("STUCK_CAMPAIGN_AFTER_MS", 300000, 1000)(env),
+        # A campaign paused longer than this is listed by /health/full (a day by default): a
+        # pause is the merchant's choice, but one forgotten holds its credits indefinitely.
+        "paused_campaign_alert_ms": _int("PAUSED_CAMPAIGN_ALERT_MS", 86400000, 1000)(env),
         # A published batch not finished after this long is presumed lost (Redis flush, dead
         # worker) and is published again; the claim makes the duplicate harmless.
         "batch_stale_after_ms": _int("BATCH_STALE_AFTER_MS", 120000, 100)(env),
@@ -200,7 +204,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "broker_maintenance_chance": _int("BROKER_MAINTENANCE_CHANCE", 10000, 0)(env),
         "db_max_connections": _int("DB_MAX_CONNECTIONS", 20, 1)(env),
         # How long after a campaign finished a delivery report can still prove that a message
-        # of unknown outcome was sent (providers report within days).
+        # of unknown outcome was sent (providers report within days); the campaign's
+        # reservation holds those messages' credits exactly as long (service/reservations.py).
         "evidence_window_ms": _int("EVIDENCE_WINDOW_MS", 7 * 86400000, 0)(env),
         # How often the leading clock launches scheduled campaigns whose time has come.
         "schedule_interval_ms": _int("SCHEDULE_INTERVAL_MS", 10000, 100)(env),

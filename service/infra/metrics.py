@@ -204,6 +204,9 @@ class SystemCollector:
         yield Gauge("astronote_campaigns_stuck",
                     "Campaigns sending with no progress past STUCK_CAMPAIGN_AFTER_MS",
                     value=campaigns["stuck_count"])
+        yield Gauge("astronote_campaigns_long_paused",
+                    "Campaigns paused for longer than PAUSED_CAMPAIGN_ALERT_MS",
+                    value=campaigns.get("long_paused_count", 0))
 
 
 def exposition(collector: SystemCollector) -> tuple[bytes, str]:

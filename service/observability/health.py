@@ -5,10 +5,11 @@ so it names the dependency that is down and nothing else; the error goes to the 
 `full()` answers whether the *system* works: a worker consumes every queue, a clock leads, no
 campaign is stuck. Each of those failures has a reason an operator can act on; the seed's
 campaign sat in `sending` for hours because nobody consumed `sms-send` and nothing said so.
+Campaigns paused for long are listed too, without making `ok` false (a merchant's choice).
 
 Cheap by construction (p95 well under 50 ms with 100,000 waiting messages, see bench/health.py):
 queue counts are one Lua round trip of O(1) reads, workers and clocks are small indexed sets,
-and the database part is two queries on the `campaign` table.
+and the database part is three queries on the `campaign` table.
 """
 from __future__ import annotations
 
@@ -134,7 +135,30 @@ class HealthChecker:
         keys = ("id", "shop_id", "started_at", "last_progress_at", "idle_ms")
         return {"by_status": by_status, "stuck_after_ms": threshold_ms,
                 "stuck_count": rows[0][-1] if rows else 0,
-                "stuck": [dict(zip(keys, row[:-1])) for row in rows]}
+                "stuck": [dict(zip(keys, row[:-1])) for row in rows],
+                **self._long_paused()}
+
+    def _long_paused(self) -> dict[str, Any]:
+        """Campaigns paused for longer than PAUSED_CAMPAIGN_ALERT_MS. Listed, but not a reason
+        for `ok: false`: a pause is the merchant's choice, and nothing in the system is
+        broken; an operator may still want to ask about one that holds its credits for days."""
+        threshold_ms = self.settings.paused_campaign_alert_ms
+        # Pausing is a paused campaign's last update (its answers in flight write progress
+        # only), so `updated_at` is when it was paused.
+        paused_ms = (epoch_seconds(fn.now() - Campaign.updated_at) * 1000).cast("bigint")
+        rows = list(Campaign
+                    .select(Campaign.id, Campaign.shop, Campaign.updated_at,
+                            paused_ms.alias("paused_ms"),
+                            fn.COUNT(SQL("*")).over().alias("count"))
+                    .where((Campaign.status == "paused")
+                           & (Campaign.updated_at < milliseconds_ago(threshold_ms)))
+                    .order_by(Campaign.updated_at)
+                    .limit(STUCK_LISTED)
+                    .tuples())
+        keys = ("id", "shop_id", "paused_since", "paused_ms")
+        return {"paused_alert_after_ms": threshold_ms,
+                "long_paused_count": rows[0][-1] if rows else 0,
+                "long_paused": [dict(zip(keys, row[:-1])) for row in rows]}
 
     def _problems(self, report: dict[str, Any]) -> list[str]:
         problems: list[str] = []

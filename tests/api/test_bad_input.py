@@ -52,6 +52,7 @@ def future(days: int = 1) -> str:
 ENDPOINTS = {
     "create shop": ("POST", "/admin/shops", "admin"),
     "top up": ("POST", "/admin/shops/{shop_id}/credits", "admin"),
+    "adjust credits": ("POST", "/admin/shops/{shop_id}/adjustments", "admin"),
     "import contacts": ("POST", "/contacts", "shop"),
     "create campaign": ("POST", "/campaigns", "shop"),
     "edit campaign": ("PATCH", "/campaigns/{campaign_id}", "shop"),
@@ -63,6 +64,7 @@ ENDPOINTS = {
 VALID = {
     "create shop": {"domain": "new-shop.example", "name": "New"},
     "top up": {"amount": 10, "reference": "order-1"},
+    "adjust credits": {"amount": -10, "reason": "chargeback", "reference": "ticket-1"},
     "import contacts": {"contacts": [{"phone": "+14155552671", "first_name": "Ann"}]},
     "create campaign": {"name": "Autumn", "text": "Autumn sale"},
     "edit campaign": {"name": "Renamed"},
@@ -267,6 +269,7 @@ def test_a_body_of_exactly_5_mib_is_read(send, db):
 UNKNOWN = {
     "create shop": ({**VALID["create shop"], "credit_balance": 10**6}, "credit_balance"),
     "top up": ({**VALID["top up"], "shop_id": 2}, "shop_id"),
+    "adjust credits": ({**VALID["adjust credits"], "kind": "top-up"}, "kind"),
     "import contacts": ({**VALID["import contacts"], "tags": ["vip"]}, "tags"),
     "create campaign": ({**VALID["create campaign"], "status": "sending"}, "status"),
     "edit campaign": ({"name": "x", "status": "completed"}, "status"),

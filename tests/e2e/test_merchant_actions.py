@@ -63,5 +63,9 @@ def test_a_cancelled_campaign_skips_the_rest_and_releases_its_credits(make_stack
              "calls in flight to land")
     progress = stack.progress(key, campaign_id)
     assert progress["skipped"] > 0 and progress["sent"] + progress["skipped"] == 120
+    # The part its calls in flight held is released once they have resolved (the worker's
+    # status update after them settles the reservation).
+    wait_for(lambda: stack.progress(key, campaign_id)["credits"]["reservation"] == "released",
+             30, "the reservation to be released")
     assert stack.call("GET", "/credits", key).json()["reserved"] == 0
     assert_invariants(db, stack, shop_id, campaign_id)

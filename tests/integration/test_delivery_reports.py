@@ -33,12 +33,13 @@ def accept(shop_id, campaign_id, recipient, provider_id):
 def test_a_report_that_arrives_before_the_send_is_persisted_is_applied(db, settings):
     # Given a claimed recipient whose report arrives before its send is persisted
     shop_id, campaign_id, (first, *_) = sending_campaign(settings)
-    assert delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}]) == 0
+    assert delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}],
+                                   settings) == 0
 
     # When the send is persisted and the campaign's status refreshed
     accept(shop_id, campaign_id, first, "p-1")
     assert delivery_status(db, first.id) == "Queued"
-    delivery.refresh_campaign(campaign_id)
+    delivery.refresh_campaign(campaign_id, settings)
 
     # Then the early report is applied
     assert delivery_status(db, first.id) == "Delivered"
@@ -49,11 +50,11 @@ def test_a_status_never_moves_backwards_and_duplicates_change_nothing(db, settin
     accept(shop_id, campaign_id, first, "p-1")
     accept(shop_id, campaign_id, second, "p-2")
 
-    delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}])
+    delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}], settings)
     delivery.record_reports([{"id": "p-1", "deliveryStatus": "Sent"},
                              {"id": "p-1", "deliveryStatus": "Queued"},
-                             {"id": "p-1", "deliveryStatus": "Expired"}])
-    delivery.record_reports([{"id": "p-2", "deliveryStatus": "Sent"}] * 2)
+                             {"id": "p-1", "deliveryStatus": "Expired"}], settings)
+    delivery.record_reports([{"id": "p-2", "deliveryStatus": "Sent"}] * 2, settings)
 
     assert delivery_status(db, first.id) == "Delivered"
     assert delivery_status(db, second.id) == "Sent"
@@ -69,3 +70,50 @@ def test_a_replayed_persist_debits_nothing(db, settings):
     assert credits.summary(shop_id).balance == 99
     assert db.execute_sql("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'"
                           ).fetchone()[0] == 1
+
+
+def recipient(db, recipient_id: int) -> tuple:
+    return db.execute_sql("SELECT status, mitto_message_id, delivery_status FROM"
+                          " campaign_recipient WHERE id = %s", (recipient_id,)).fetchone()
+
+
+def debits(db) -> int:
+    return db.execute_sql("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'"
+                          ).fetchone()[0]
+
+
+def test_a_report_naming_a_call_still_in_flight_makes_it_sent_at_once(db, settings):
+    # Given a recipient whose `/sms` call is still in flight (its answer not yet persisted)
+    shop_id, campaign_id, (first, second, _) = sending_campaign(settings)
+
+    # When the provider's report naming it by reference (its id) arrives first
+    applied = delivery.record_reports([{"id": "p-1", "reference": str(first.id),
+                                        "to": first.phone, "deliveryStatus": "Delivered"}],
+                                      settings)
+
+    # Then it is sent with the report's message id and its debit, and the report applied
+    assert applied == 1
+    assert recipient(db, first.id) == ("sent", "p-1", "Delivered")
+    assert recipient(db, second.id)[0] == "sending"
+    assert (debits(db), credits.summary(shop_id).balance) == (1, 99)
+    assert db.execute_sql("SELECT consumed FROM credit_reservation").fetchone()[0] == 1
+
+    # When the call's own answer is persisted afterwards, Then nothing is debited twice
+    accept(shop_id, campaign_id, first, "p-1")
+    assert recipient(db, first.id) == ("sent", "p-1", "Delivered")
+    assert (debits(db), credits.summary(shop_id).balance) == (1, 99)
+
+
+def test_a_bulk_report_names_its_recipient_by_batch_reference_and_number(db, settings):
+    # Given a `/smsbulk` call in flight for a batch of three
+    shop_id, campaign_id, claimed = sending_campaign(settings)
+    key = batch_key(campaign_id, [r.id for r in claimed])
+
+    # When a report names the batch and one number
+    delivery.record_reports([{"id": "b-7", "reference": key, "to": claimed[1].phone,
+                              "deliveryStatus": "Sent"}], settings)
+
+    # Then that recipient alone is sent and debited
+    assert [recipient(db, r.id)[0] for r in claimed] == ["sending", "sent", "sending"]
+    assert recipient(db, claimed[1].id) == ("sent", "b-7", "Sent")
+    assert credits.summary(shop_id).balance == 99

@@ -115,3 +115,25 @@ def test_readiness_names_a_dependency_that_is_down_and_nothing_else(db, settings
 
     # Then it names Redis, and carries neither the error nor the address
     assert report == {"ok": False, "down": ["redis"], "reason": "redis is down"}
+
+
+def test_a_campaign_paused_for_long_is_listed_but_does_not_make_health_fail(db, settings,
+                                                                          redis_client):
+    # Given a campaign paused two days ago, one paused just now, and a live worker
+    db.execute_sql("INSERT INTO shop (domain, name) VALUES ('p.example', 'P')")
+    db.execute_sql("INSERT INTO campaign (shop_id, name, text, status, updated_at)"
+                   " SELECT id, 'old', 't', 'paused', now() - interval '2 days' FROM shop")
+    db.execute_sql("INSERT INTO campaign (shop_id, name, text, status)"
+                   " SELECT id, 'new', 't', 'paused' FROM shop")
+    workers.register(redis_client, entry(queues=dispatch.QUEUES))
+    checker = HealthChecker(settings, redis_client)
+
+    # When full health is read (PAUSED_CAMPAIGN_ALERT_MS: a day by default)
+    report = checker.full()
+
+    # Then the old one is listed with how long it has been paused, and no problem is added
+    (old,) = report["campaigns"]["long_paused"]
+    assert old["paused_ms"] >= 2 * 86_400_000 and old["shop_id"] == 1
+    assert report["campaigns"]["long_paused_count"] == 1
+    assert report["campaigns"]["paused_alert_after_ms"] == settings.paused_campaign_alert_ms
+    assert not [problem for problem in report["problems"] if "pause" in problem]

@@ -37,17 +37,41 @@ def test_evidence_after_the_campaign_finished_still_makes_the_message_sent(db, s
 
     # When the provider's report naming it by reference arrives later
     delivery.record_reports([{"id": "late-1", "reference": str(recipient_id),
-                              "deliveryStatus": "Delivered"}])
-    report = reconcile.reconcile(quick)
+                              "deliveryStatus": "Delivered"}], settings)
 
-    # Then it is sent, delivered, and debited once from the balance
-    assert report.upgraded_by_evidence == 1 and not report.errors
+    # Then it is sent and debited once as the report is applied (not at the next reconcile),
+    # and the campaign, which now sent a message, is completed
     assert status_of(recipient_id) == ("sent", None)
+    assert credits.summary(shop_id).balance == 9
+    assert campaigns.get(shop_id, campaign_id).status == "completed"
+    report = reconcile.reconcile(quick)
+    assert report.upgraded_by_evidence == 0 and not report.errors
     assert credits.summary(shop_id).balance == 9
 
 
+def test_the_reconciler_upgrades_what_a_report_could_not(db, settings):
+    # Given two shops with late evidence whose at-once upgrade did not happen (reports stored
+    # while the recipients' rows were being changed by another transaction)
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    first_shop, _, first = campaign_in_flight(settings, "first.example", 1)
+    second_shop, _, second = campaign_in_flight(settings, "second.example", 5)
+    reconcile.reconcile(quick)
+    db.execute_sql("INSERT INTO delivery_report (provider_id, reference, status) VALUES"
+                   " ('a-1', %s, 'Sent'), ('b-1', %s, 'Sent')", (str(first), str(second)))
+
+    # When reconcile runs
+    report = reconcile.reconcile(quick)
+
+    # Then both are sent, each debited from the credit its campaign held for it
+    assert report.upgraded_by_evidence == 2 and not report.errors
+    assert (status_of(first), status_of(second)) == (("sent", None), ("sent", None))
+    assert credits.summary(first_shop) == credits.CreditSummary(0, 0, 0)
+    assert credits.summary(second_shop) == credits.CreditSummary(4, 0, 4)
+
+
 def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest(db, settings):
-    # Given two shops with late evidence, one of which has spent all its credits since
+    # Given two shops with late evidence, one of whose balance was zeroed behind the ledger's
+    # back (through the API a shop cannot spend the credit held for a late debit)
     quick = dataclasses.replace(settings, claim_timeout_ms=0)
     broke_shop, _, broke = campaign_in_flight(settings, "broke.example", 1)
     fine_shop, _, fine = campaign_in_flight(settings, "fine.example", 5)
@@ -55,14 +79,14 @@ def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest
     db.execute_sql("UPDATE shop SET credit_balance = 0 WHERE id = %s", (broke_shop,))
     db.execute_sql("INSERT INTO credit_transaction (shop_id, kind, amount, idempotency_key)"
                    " VALUES (%s, 'adjustment', -1, 'spent')", (broke_shop,))
-    delivery.record_reports([{"id": "b-1", "reference": str(broke), "deliveryStatus": "Sent"},
-                             {"id": "f-1", "reference": str(fine), "deliveryStatus": "Sent"}])
 
-    # When reconcile runs
-    report = reconcile.reconcile(quick)
+    # When their reports arrive together
+    delivery.record_reports([{"id": "b-1", "reference": str(broke), "deliveryStatus": "Sent"},
+                             {"id": "f-1", "reference": str(fine), "deliveryStatus": "Sent"}],
+                            settings)
 
     # Then the covered one is upgraded, the other stays failed (balance never below zero)
     assert status_of(fine) == ("sent", None)
     assert status_of(broke) == ("failed", "unknown_outcome")
     assert credits.summary(broke_shop).balance == 0
-    assert report.upgraded_by_evidence == 1
+    assert credits.summary(fine_shop).balance == 4

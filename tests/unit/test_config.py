@@ -73,6 +73,14 @@ def test_defaults_follow_the_contract():
 KEY = {"SECRET_KEY": "s" * 40}
 
 
+def test_a_paused_campaign_is_reported_after_a_day_unless_configured():
+    assert config.load(KEY).paused_campaign_alert_ms == 24 * 3600 * 1000
+    configured = config.load({**KEY, "PAUSED_CAMPAIGN_ALERT_MS": "60000"})
+    assert configured.paused_campaign_alert_ms == 60000
+    with pytest.raises(ConfigError, match="PAUSED_CAMPAIGN_ALERT_MS='1d' is not an integer"):
+        config.load({**KEY, "PAUSED_CAMPAIGN_ALERT_MS": "1d"})
+
+
 def test_an_operator_session_lasts_eight_hours_unless_configured():
     assert config.load(KEY).ops_session_ttl_s == 8 * 3600
     assert config.load({**KEY, "OPS_SESSION_TTL_S": "900"}).ops_session_ttl_s == 900

@@ -1,0 +1,151 @@
+"""Provider evidence for messages of unknown outcome (SPEC 4.7).
+
+A recipient's outcome is unknown while its call is in flight or its answer was lost (`sending`),
+and after CLAIM_TIMEOUT_MS as `failed` with `unknown_outcome`. A delivery report naming it (by
+its reference: the recipient id for `/sms`, the batch key and its number for `/smsbulk`) proves
+the provider has the message, so it becomes `sent` with the report's provider id, its debit and
+its message log row, exactly as the send would have persisted it (the same text and cost).
+Reports resolve unknowns as they are applied (`resolve_reported`, called by
+`service.delivery.record_reports`); the reconciler resolves what is left.
+
+Evidence counts while the campaign may send and until EVIDENCE_WINDOW_MS after it finished
+(`counts_for`), exactly as long as its reservation holds credits for messages of unknown
+outcome (`service.reservations`): a debit that evidence adds always finds credits held for it.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Sequence
+
+import redis
+from peewee import ColumnBase, fn
+
+from models import Campaign, CampaignRecipient
+from models.database import db, fetchall
+from models.expressions import milliseconds_ago
+from service import reservations
+from service.infra import dispatch
+from service.infra.config import Settings
+from service.messages import compose_for, load_context
+from service.segments import segment_count
+from service.sending import Accepted, Claimed, persist_results, unfinished_batches
+
+log = logging.getLogger("astronote.evidence")
+
+Evidence = tuple[Claimed, str]  # a recipient of unknown outcome, and the provider id named
+
+# The recipients the given (unapplied) reports name, with the provider id each report gives.
+# SQL: the two ways a report names a recipient must each reach it through an index (the
+# recipient's primary key from a numeric reference; the batch's unique key, then the primary
+# keys of its recipients), which a text comparison of `id::text` would not; Peewee has no
+# regular-expression CASE nor `= ANY(array column)` join.
+_NAMED = """
+WITH reports AS (
+    SELECT id, provider_id, reference, "to" FROM delivery_report
+    WHERE id = ANY(%(ids)s) AND applied_at IS NULL
+      AND provider_id IS NOT NULL AND reference IS NOT NULL
+), named AS (
+    SELECT d.id AS report_id, d.provider_id, r.id AS recipient_id
+    FROM reports d
+    JOIN campaign_recipient r ON r.id = CASE WHEN d.reference ~ '^[0-9]{1,18}$'
+                                             THEN d.reference::bigint END
+    UNION ALL
+    SELECT d.id, d.provider_id, r.id
+    FROM reports d
+    JOIN send_batch b ON b.key = d.reference
+    JOIN campaign_recipient r ON r.id = ANY(b.recipient_ids) AND r.phone = d."to"
+)
+SELECT DISTINCT ON (r.id) r.id, r.contact_id, r.phone, r.country, r.first_name,
+       r.campaign_id, r.shop_id, n.provider_id
+FROM named n
+JOIN campaign_recipient r ON r.id = n.recipient_id
+JOIN campaign c ON c.id = r.campaign_id
+WHERE r.mitto_message_id IS NULL
+  AND (r.status = 'sending' OR (r.status = 'failed' AND r.error = 'unknown_outcome'))
+  AND (c.status IN ('sending', 'paused')
+       OR c.finished_at > now() - %(window)s * interval '1 millisecond')
+ORDER BY r.id, n.report_id
+"""
+
+
+def counts_for(settings: Settings) -> ColumnBase:
+    """Whether evidence still counts for a campaign: it may send, or it finished (completed,
+    failed or cancelled) less than EVIDENCE_WINDOW_MS ago."""
+    return (Campaign.status.in_(("sending", "paused"))
+            | (Campaign.finished_at > milliseconds_ago(settings.evidence_window_ms)))
+
+
+def resolve_reported(report_ids: Sequence[int], settings: Settings) -> int:
+    """Make `sent` every recipient of unknown outcome that these reports name; returns how
+    many. A campaign whose upgrade fails is logged and left to the reconciler."""
+    if not report_ids:
+        return 0
+    rows = fetchall(_NAMED, {"ids": list(report_ids), "window": settings.evidence_window_ms})
+    by_campaign: dict[tuple[int, int], list[Evidence]] = defaultdict(list)
+    for rid, contact_id, phone, country, first_name, campaign_id, shop_id, provider_id in rows:
+        by_campaign[(campaign_id, shop_id)].append(
+            (Claimed(rid, contact_id, phone, country, first_name), provider_id))
+    resolved = 0
+    for (campaign_id, shop_id), items in by_campaign.items():
+        try:
+            done = persist_evidence(shop_id, campaign_id, items, settings)
+        except Exception:  # noqa: BLE001 - the report is stored; the reconciler retries
+            log.exception("resolving unknown outcomes by report failed",
+                          extra={"campaign_id": campaign_id, "shop_id": shop_id})
+            continue
+        resolved += done
+        if done and not unfinished_batches(campaign_id):
+            # These may have been the campaign's last unknowns: finish it now, as the worker
+            # does after its last batch, rather than at the clock's next refresh.
+            _publish_status_update(campaign_id)
+    return resolved
+
+
+def _publish_status_update(campaign_id: int) -> None:
+    try:
+        dispatch.publish_status_update(campaign_id)
+    except redis.RedisError:
+        log.warning("publishing the status update failed; the clock's refresh will do it",
+                    exc_info=True, extra={"campaign_id": campaign_id})
+
+
+def persist_evidence(shop_id: int, campaign_id: int, items: Sequence[Evidence],
+                     settings: Settings) -> int:
+    """Persist each recipient as the send would have (text, cost, debit, message log) with
+    the provider id its evidence names, in one transaction; returns how many.
+
+    Recipients another transaction is changing right now are skipped (SKIP LOCKED): a worker
+    persisting its own answer for them resolves them anyway, and whatever stays unknown is
+    the reconciler's. A `failed` campaign that now has a sent message is `completed`
+    (`finished_at` kept), and the campaign's reservation is settled: a finished campaign's
+    hold shrinks to what is still unknown."""
+    context = load_context(shop_id, campaign_id, settings)
+    if context is None:
+        return 0
+    with db.atomic():
+        unresolved = set(CampaignRecipient
+                         .select(CampaignRecipient.id)
+                         .where(CampaignRecipient.id.in_([r.id for r, _ in items])
+                                & CampaignRecipient.mitto_message_id.is_null()
+                                & (reservations.IN_FLIGHT | reservations.UNKNOWN_OUTCOME))
+                         .for_update(skip_locked=True)
+                         .scalars())
+        accepted = []
+        for recipient, provider_id in items:
+            if recipient.id in unresolved:
+                text = compose_for(context, recipient, settings)
+                accepted.append(Accepted(recipient.id, provider_id, text, segment_count(text),
+                                         recipient.country))
+        if not accepted:
+            return 0
+        persist_results(shop_id, campaign_id, accepted, [])
+        (Campaign
+         .update(status="completed", status_reason=None, updated_at=fn.now())
+         .where((Campaign.id == campaign_id)
+                & (Campaign.status == "failed"))
+         .execute())
+        reservations.settle(campaign_id, settings)
+    log.info("unknown outcomes resolved by evidence",
+             extra={"campaign_id": campaign_id, "shop_id": shop_id, "sent": len(accepted)})
+    return len(accepted)

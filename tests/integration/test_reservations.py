@@ -1,0 +1,240 @@
+"""Reservations follow the money (SPEC 3, 4): a cancel releases at once only what will never be
+sent, calls in flight keep their credits until they resolve, a campaign accepted for exactly the
+available credits never fails for lack of them, and cancel and pause mean the same in the send
+path. On real PostgreSQL, with the real `BatchSender` and a fake provider."""
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from models.database import fetchall
+from service import campaigns, credits, delivery, reconcile
+from service.credits import CreditSummary
+from service.provider import Outcome
+from service.sending import Accepted, BatchSender, claim_recipients, persist_results, unclaim
+from tests.integration.ledger import (
+    FakeProvider,
+    assert_books_balance,
+    enqueue_campaign,
+    reservation,
+    shop_with_contacts,
+    statuses,
+)
+
+
+@pytest.fixture
+def calls():
+    pool = ThreadPoolExecutor(4)
+    yield pool
+    pool.shutdown()
+
+
+def accept(shop_id: int, campaign_id: int, recipient_ids) -> None:
+    """The provider's answers to calls in flight arrive: accepted, one segment each."""
+    persist_results(shop_id, campaign_id, [Accepted(rid, f"p-{rid}", "Flash sale today", 1, None)
+                                           for rid in recipient_ids], [])
+
+
+def send_all(sender: BatchSender, campaign_id: int, shop_id: int):
+    """Deliver every unfinished batch of the campaign to the sender once, as the worker would."""
+    batches = fetchall("SELECT key, recipient_ids FROM send_batch WHERE campaign_id = %s"
+                       " AND state <> 'finished' ORDER BY id", (campaign_id,))
+    return [sender.send(campaign_id, shop_id, ids, key) for key, ids in batches]
+
+
+def test_cancel_releases_at_once_only_what_will_never_be_sent(db, settings):
+    # Given 20 credits and a campaign of 10 one-segment messages, 4 of them in flight
+    shop_id, contact_ids = shop_with_contacts("cancel.example", 20, 10)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    in_flight = sending.recipients[:4]
+    claim_recipients(sending.campaign_id, in_flight, sending.key)
+    assert credits.summary(shop_id) == CreditSummary(20, 10, 10)
+
+    # When the merchant cancels it
+    campaigns.cancel(shop_id, sending.campaign_id, settings)
+
+    # Then the 6 never sent are skipped and their credits available; the 4 in flight stay held
+    assert statuses(sending.campaign_id) == {"sending": 4, "skipped": 6}
+    assert credits.summary(shop_id) == CreditSummary(20, 4, 16)
+    assert reservation(sending.campaign_id) == ("active", 10, 0, 6)
+
+    # When 3 calls are answered accepted and the 4th was throttled after the cancel
+    accept(shop_id, sending.campaign_id, in_flight[:3])
+    assert credits.summary(shop_id) == CreditSummary(17, 1, 16)
+    unclaim(in_flight[3:], sending.key)
+
+    # Then the throttled one is skipped, not pending, and the reservation is released once
+    # nothing is in flight; the credits it held for the throttled call are available again
+    assert statuses(sending.campaign_id) == {"sent": 3, "skipped": 7}
+    assert delivery.refresh_campaign(sending.campaign_id, settings) == "cancelled"
+    assert reservation(sending.campaign_id) == ("released", 10, 3, 7)
+    assert credits.summary(shop_id) == CreditSummary(17, 0, 17)
+    assert_books_balance(shop_id)
+
+
+def test_a_campaign_for_exactly_what_a_cancel_left_available_sends_everyone(db, settings, calls):
+    # Given a cancelled campaign with 4 calls still in flight
+    shop_id, contact_ids = shop_with_contacts("exact.example", 20, 40)
+    cancelled = enqueue_campaign(settings, shop_id, contact_ids[:10])
+    claim_recipients(cancelled.campaign_id, cancelled.recipients[:4], cancelled.key)
+    campaigns.cancel(shop_id, cancelled.campaign_id, settings)
+    available = credits.summary(shop_id).available
+
+    # When a second campaign is enqueued for exactly the available credits
+    second = enqueue_campaign(settings, shop_id, contact_ids[10:10 + available])
+    assert credits.summary(shop_id).available == 0
+    # ...and the calls in flight of the first are then answered accepted, and debited
+    accept(shop_id, cancelled.campaign_id, cancelled.recipients[:4])
+    provider = FakeProvider()
+    send_all(BatchSender(settings, provider, calls), second.campaign_id, shop_id)
+
+    # Then every recipient of the second campaign was sent, none failed for lack of credits
+    assert available == 16
+    assert statuses(second.campaign_id) == {"sent": 16}
+    assert len(provider.sent) == 16
+    assert delivery.refresh_campaign(second.campaign_id, settings) == "completed"
+    assert delivery.refresh_campaign(cancelled.campaign_id, settings) == "cancelled"
+    assert assert_books_balance(shop_id)["balance"] == 0
+
+
+def test_a_cancel_while_the_call_is_in_flight_skips_what_the_provider_throttled(db, settings,
+                                                                                calls):
+    # Given a campaign of 5 whose provider call is answered after the merchant cancelled it:
+    # 3 accepted, 2 throttled
+    shop_id, contact_ids = shop_with_contacts("inflight.example", 10, 5)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    provider = FakeProvider(
+        during_call=lambda: campaigns.cancel(shop_id, sending.campaign_id, settings),
+        outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2)
+    sender = BatchSender(settings, provider, calls)
+
+    # When the batch is sent, and delivered again as the actor retries the throttled part
+    first = send_all(sender, sending.campaign_id, shop_id)
+    retry = sender.send(sending.campaign_id, shop_id, sending.recipients, sending.key)
+
+    # Then the accepted ones are sent and debited, the throttled ones skipped (never pending
+    # again, never sent), the batch stays finished and the reservation is released
+    assert (first[0].accepted, first[0].not_sent, retry.claimed) == (3, 2, 0)
+    assert statuses(sending.campaign_id) == {"sent": 3, "skipped": 2}
+    assert fetchall("SELECT DISTINCT error FROM campaign_recipient WHERE status = 'skipped'"
+                    ) == [("cancelled",)]
+    assert fetchall("SELECT state FROM send_batch") == [("finished",)]
+    assert delivery.refresh_campaign(sending.campaign_id, settings) == "cancelled"
+    assert reservation(sending.campaign_id)[0] == "released"
+    assert credits.summary(shop_id) == CreditSummary(7, 0, 7)
+    assert_books_balance(shop_id)
+
+
+def test_answers_after_a_pause_are_kept_and_resume_sends_the_rest_once(db, settings, calls):
+    # Given a campaign of 5 paused while its call is in flight: 3 accepted, 2 throttled
+    shop_id, contact_ids = shop_with_contacts("pause.example", 10, 5)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    pauses = [lambda: campaigns.pause(shop_id, sending.campaign_id)]
+    provider = FakeProvider(during_call=lambda: pauses and pauses.pop()(),
+                            outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2)
+    sender = BatchSender(settings, provider, calls)
+    send_all(sender, sending.campaign_id, shop_id)
+
+    # Then the answers that arrived after the pause are persisted and debited
+    assert statuses(sending.campaign_id) == {"sent": 3, "pending": 2}
+    assert credits.summary(shop_id).balance == 7
+    # ...a redelivery while it is paused sends nothing, and it is not finalised
+    assert sender.send(sending.campaign_id, shop_id, sending.recipients,
+                       sending.key).claimed == 0
+    assert delivery.refresh_campaign(sending.campaign_id, settings) is None
+
+    # When it is resumed and its unfinished batch delivered
+    campaigns.resume(shop_id, sending.campaign_id)
+    send_all(sender, sending.campaign_id, shop_id)
+
+    # Then each remaining recipient was sent exactly once
+    assert statuses(sending.campaign_id) == {"sent": 5}
+    assert sorted(provider.sent) == sorted(set(provider.sent)) and len(provider.sent) == 5
+    assert delivery.refresh_campaign(sending.campaign_id, settings) == "completed"
+    assert reservation(sending.campaign_id) == ("released", 5, 5, 0)
+    assert_books_balance(shop_id)
+
+
+def test_late_evidence_is_charged_against_credits_held_for_it(db, settings):
+    # Given a campaign whose one message had an unknown outcome: failed, campaign failed
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, contact_ids = shop_with_contacts("late.example", 5, 1)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    claim_recipients(sending.campaign_id, sending.recipients, sending.key)
+    reconcile.reconcile(quick)
+    failed = campaigns.get(shop_id, sending.campaign_id)
+    assert (failed.status, failed.status_reason) == ("failed", "no message was sent")
+
+    # Then its credit stays held for the evidence that may still come
+    assert reservation(sending.campaign_id) == ("held", 1, 0, 0)
+    assert credits.summary(shop_id) == CreditSummary(5, 1, 4)
+
+    # When the shop's other credits are taken away meanwhile (all but the held one can be)
+    with pytest.raises(credits.InsufficientCredits):
+        credits.adjust(shop_id, -5, "chargeback", "cb-1")
+    credits.adjust(shop_id, -4, "chargeback", "cb-2")
+    # ...and the provider's report naming the message arrives
+    delivery.record_reports([{"id": "late-1", "reference": str(sending.recipients[0]),
+                              "deliveryStatus": "Delivered"}], settings)
+
+    # Then the message is sent with its debit, drawn from the hold: the balance is 0, never
+    # below; the campaign is completed, its finish time kept, and nothing is held any more
+    assert statuses(sending.campaign_id) == {"sent": 1}
+    completed = campaigns.get(shop_id, sending.campaign_id)
+    assert (completed.status, completed.status_reason) == ("completed", None)
+    assert completed.finished_at == failed.finished_at
+    assert reservation(sending.campaign_id) == ("released", 1, 1, 0)
+    assert assert_books_balance(shop_id) == {"top-up": 5, "debit": -1, "refund": 0,
+                                             "adjustment": -4, "balance": 0}
+    assert not reconcile.reconcile(quick).errors
+
+
+def test_a_hold_ends_with_the_evidence_window(db, settings):
+    # Given a failed campaign holding a credit for its message of unknown outcome
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, contact_ids = shop_with_contacts("window.example", 5, 1)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    claim_recipients(sending.campaign_id, sending.recipients, sending.key)
+    reconcile.reconcile(quick)
+    assert reservation(sending.campaign_id)[0] == "held"
+
+    # When the evidence window has passed
+    past = dataclasses.replace(quick, evidence_window_ms=0)
+    report = reconcile.reconcile(past)
+
+    # Then the hold is released, and a report arriving later charges nothing
+    assert report.released_reservations == 1 and not report.errors
+    assert credits.summary(shop_id) == CreditSummary(5, 0, 5)
+    delivery.record_reports([{"id": "too-late", "reference": str(sending.recipients[0]),
+                              "deliveryStatus": "Delivered"}], past)
+    assert not reconcile.reconcile(past).errors
+    assert statuses(sending.campaign_id) == {"failed": 1}
+    assert_books_balance(shop_id)
+
+
+def test_the_reconciler_finalises_a_cancelled_campaign_once_nothing_is_in_flight(db, settings):
+    # Given a cancelled campaign with two calls in flight, one of which never answers
+    shop_id, contact_ids = shop_with_contacts("settle.example", 10, 5)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    claim_recipients(sending.campaign_id, sending.recipients[:2], sending.key)
+    campaigns.cancel(shop_id, sending.campaign_id, settings)
+
+    # When the reconciler runs while they are in flight
+    report = reconcile.reconcile(settings)
+    # Then the campaign is not finalised and their credits stay reserved
+    assert report.finalized == {} and reservation(sending.campaign_id)[0] == "active"
+    assert credits.summary(shop_id) == CreditSummary(10, 2, 8)
+
+    # When one is answered and the other's claim times out
+    accept(shop_id, sending.campaign_id, sending.recipients[:1])
+    report = reconcile.reconcile(dataclasses.replace(settings, claim_timeout_ms=0))
+
+    # Then it is finalised: no recipient pending, the sent one debited, the unknown one's
+    # credit held for evidence (not active: the campaign is over)
+    assert report.finalized == {sending.campaign_id: "cancelled"}
+    assert statuses(sending.campaign_id) == {"sent": 1, "failed": 1, "skipped": 3}
+    assert reservation(sending.campaign_id) == ("held", 5, 1, 3)
+    assert credits.summary(shop_id) == CreditSummary(9, 1, 8)
+    assert_books_balance(shop_id)
