@@ -37,4 +37,3 @@ def redis_broker(settings: Settings) -> RedisBroker:
         dead_message_ttl=settings.broker_dead_message_ttl_ms,
         maintenance_chance=settings.broker_maintenance_chance,
     )
-

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
+import dramatiq
 import redis
 
 from service.infra.config import Settings
@@ -73,8 +74,6 @@ def counter_for(settings: Settings, client: redis.Redis) -> Counter:
     """The counter of the broker in use: Redis keys, or RabbitMQ's own counts (through the
     process's broker, which `runtime.boot` has set up)."""
     if settings.broker_url:
-        import dramatiq
-
         from service.infra.rabbitmq import RabbitmqQueueCounter
 
         return RabbitmqQueueCounter(dramatiq.get_broker())  # type: ignore[arg-type]
