@@ -1,6 +1,6 @@
 """The worker's entry point: `dramatiq actors --queues sms-send delivery-status-update`.
 
-Importing this package boots the process (settings, JSON logs, database, Redis broker) and
+Importing this package boots the process (settings, JSON logs, database, broker) and
 declares every actor. Actors are adapters: they take ids, and the work is in `service`.
 """
 from __future__ import annotations

@@ -54,14 +54,15 @@ class WorkerPresence(Middleware):
             threads = sum(1 for thread in list(worker.workers) if thread.is_alive())
             if not queues or not threads:
                 return None
-            return workers.WorkerEntry(holder, queues, threads, processes, broker.broker_id,
-                                       started_at)
+            # Only Dramatiq's Redis broker has an id (its heartbeats' key); RabbitMQ has none.
+            return workers.WorkerEntry(holder, queues, threads, processes,
+                                       getattr(broker, "broker_id", None), started_at)
 
         first = entry()
         log.info("worker consuming" if first else "worker started but consumes nothing", extra={
             "holder": holder, "queues": first.queues if first else [],
             "threads": first.threads if first else 0, "processes": processes,
-            "broker_id": getattr(broker, "broker_id", None)})
+            "broker": type(broker).__name__, "broker_id": getattr(broker, "broker_id", None)})
         self.presence = workers.Presence(client, entry)
         self.presence.start()
 

@@ -61,7 +61,9 @@ def _queues(health: dict[str, Any]) -> list[str]:
     if "error" in queues:
         return [f"  unknown: {queues['error']}"]
     consumers = workers.get("consumers", {})
-    rows = [[name, str(q["waiting"]), str(q["active"]), str(q["delayed"]), str(q["failed"]),
+    # `active` is None on RabbitMQ (messages held by workers are not visible over AMQP).
+    rows = [[name, str(q["waiting"]), str(q["active"] if q["active"] is not None else "?"),
+             str(q["delayed"]), str(q["failed"]),
              str(consumers.get(name, "?"))] for name, q in queues.items()]
     return _table(rows, ["queue", "waiting", "active", "delayed", "failed", "consumers"])
 

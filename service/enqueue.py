@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import redis
 from peewee import fn
 
 from models import Campaign, SendBatch
@@ -141,7 +140,8 @@ def enqueue(shop_id: int, campaign_id: int, settings: Settings,
     base = settings.public_base_url
     if not dispatch.broker_reachable():
         # Refuse before writing anything: the merchant can simply try again later.
-        raise DependencyUnavailable("Redis is unreachable; the campaign was not started")
+        raise DependencyUnavailable(f"{'RabbitMQ' if settings.broker_url else 'Redis'} is"
+                                    " unreachable; the campaign was not started")
     with db.atomic():
         template, append_unsubscribe, contact_ids = _start_sending(shop_id, campaign_id, scheduled)
         cost = _pricing(template, append_unsubscribe, base)
@@ -172,13 +172,13 @@ def enqueue(shop_id: int, campaign_id: int, settings: Settings,
 
 def publish_batches(shop_id: int, campaign_id: int, batches: Sequence[tuple[str, list]]) -> None:
     """Publish committed batches, then record that they were published. A batch a worker
-    already finished stays finished (the update is conditional). If Redis fails half-way, the
-    campaign is committed all the same: the unpublished batches stay `pending` and the
-    reconciler publishes them once Redis is back, so the caller still gets its 202."""
+    already finished stays finished (the update is conditional). If the broker fails half-way,
+    the campaign is committed all the same: the unpublished batches stay `pending` and the
+    reconciler publishes them once the broker is back, so the caller still gets its 202."""
     try:
         for _, ids in batches:
             dispatch.publish_batch(campaign_id, shop_id, ids)
-    except redis.RedisError:
+    except dispatch.PUBLISH_ERRORS:
         log.warning("publishing batches failed; the reconciler will publish them",
                     exc_info=True, extra={"campaign_id": campaign_id, "shop_id": shop_id})
         return

@@ -51,3 +51,7 @@ class DependencyUnavailable(DomainError):
     """PostgreSQL, Redis or the provider cannot be reached right now."""
 
     title = "Service unavailable"
+
+
+class BrokerUnavailable(DependencyUnavailable):
+    """RabbitMQ (BROKER_URL) cannot be reached: a message could not be published."""

@@ -1,16 +1,31 @@
 """Fixtures: real PostgreSQL and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded
-servers under ./var/test), a clean schema per session and clean tables per test."""
+servers under ./var/test), a clean schema per session and clean tables per test.
+
+Brokers: by default every process, the test process included, runs on the session's broker:
+Redis, or TEST_BROKER_URL=amqp://... (RabbitMQ; its queues are purged with each test). A test
+marked `@pytest.mark.brokers("redis", "rabbitmq")` runs once on each, whatever TEST_BROKER_URL
+says; `@pytest.mark.brokers("redis")` pins a test that is about the Redis broker itself. The
+`broker_url` fixture gives the test's BROKER_URL and, for the test's duration, makes the test
+process publish through that broker too (the reconciler run in process, a batch published by
+hand). Its RabbitMQ is TEST_BROKER_URL when that is amqp://, else TEST_RABBITMQ_URL (default:
+the local guest account). When it does not answer, the RabbitMQ runs are skipped with the
+reason; under CI (CI=true: .ci/run starts RabbitMQ) they fail instead."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from pathlib import Path
+from typing import Iterator
 
+import dramatiq
 import pytest
 import redis
+from dramatiq.brokers.redis import RedisBroker
 
 from models import database
 from models.migrate import migrate
-from service.infra import broker, config
+from service.infra import broker, config, dispatch
 
 ROOT = Path(__file__).resolve().parent.parent
 # The processes' secrets, as long as the configuration requires (SECRET_KEY 32 characters,
@@ -43,7 +58,8 @@ def process_environment(service_urls, **overrides: str) -> dict[str, str]:
     """The environment of a process under test (also read by the test process itself)."""
     db_url, redis_url = service_urls
     env = {
-        "DATABASE_URL": db_url, "REDIS_URL": redis_url, "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATABASE_URL": db_url, "REDIS_URL": redis_url,
+        "BROKER_URL": os.environ.get("TEST_BROKER_URL", ""), "ADMIN_TOKEN": ADMIN_TOKEN,
         "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "SECRET_KEY": SECRET_KEY,
         "MITTO_API_KEY": MITTO_API_KEY, "MITTO_SENDER": "Astronote",
         # On (the code path runs in every test) but out of the way of tests that send
@@ -76,11 +92,84 @@ def redis_client(settings):
     return redis.Redis.from_url(settings.redis_url)
 
 
+def purge_queues(current: dramatiq.Broker) -> None:
+    """Drop every message of our queues on RabbitMQ (waiting, delayed and dead-lettered);
+    on Redis, FLUSHDB has already done it."""
+    if not isinstance(current, RedisBroker):
+        from service.infra import rabbitmq
+
+        rabbitmq.ping(current)  # the test thread's connection may have gone stale while idle
+        for queue in dispatch.QUEUES:
+            current.flush(queue)
+
+
 @pytest.fixture
 def db(schema, redis_client):
-    """A clean database and an empty Redis for each test."""
+    """A clean database, an empty Redis and empty queues for each test."""
     schema.execute_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
     redis_client.flushdb()
+    purge_queues(dramatiq.get_broker())
     yield schema
     if not schema.is_closed():
         schema.close()
+
+
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("brokers")
+    if marker and "broker_url" in metafunc.fixturenames:
+        metafunc.parametrize("broker_url", marker.args, indirect=True)
+
+
+def rabbitmq_url() -> str:
+    chosen = os.environ.get("TEST_BROKER_URL", "")
+    if chosen.startswith("amqp"):
+        return chosen
+    return os.environ.get("TEST_RABBITMQ_URL") or DEFAULT_RABBITMQ_URL
+
+
+def require_rabbitmq(candidate: dramatiq.Broker, url: str) -> None:
+    from service.infra import rabbitmq
+
+    if rabbitmq.reachable(candidate):
+        return
+    reason = (f"RabbitMQ does not answer at {url.split('@')[-1]} (set TEST_RABBITMQ_URL, or"
+              " start it: rabbitmq-server -detached)")
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason}; CI must run the RabbitMQ tests", pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def using_broker(settings: config.Settings, url: str | None) -> Iterator[config.Settings]:
+    """Meanwhile the test process publishes through the broker of `url` (None: Redis)."""
+    own = dramatiq.get_broker()
+    switched = dataclasses.replace(settings, broker_url=url)
+    current = broker.setup_broker(switched)
+    config.override(switched)
+    try:
+        yield switched
+    finally:
+        current.close()
+        dramatiq.set_broker(own)
+        config.override(settings)
+
+
+@pytest.fixture
+def broker_url(request, db, settings):
+    """BROKER_URL of this test's processes ("" for Redis), its queues empty; the test process
+    publishes through the same broker meanwhile."""
+    if hasattr(request, "param"):
+        wanted = rabbitmq_url() if request.param == "rabbitmq" else None
+    else:
+        wanted = settings.broker_url
+    if wanted == settings.broker_url:
+        yield wanted or ""
+        return
+    with using_broker(settings, wanted):
+        if wanted:
+            require_rabbitmq(dramatiq.get_broker(), wanted)
+        purge_queues(dramatiq.get_broker())
+        yield wanted or ""

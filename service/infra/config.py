@@ -20,6 +20,7 @@ class ConfigError(Exception):
 class Settings:
     database_url: str | None
     redis_url: str | None
+    broker_url: str | None
     port: int
     mitto_api_base: str
     mitto_api_key: str | None
@@ -60,6 +61,11 @@ class Settings:
         """The send actor's time limit: shorter than the claim timeout, so a batch still
         running can never race the reconciler that resolves its claims."""
         return max(1000, self.claim_timeout_ms * 4 // 5)
+
+    @property
+    def broker_kind(self) -> str:
+        """Which broker Dramatiq runs on: `rabbitmq` when BROKER_URL is set, else `redis`."""
+        return "rabbitmq" if self.broker_url else "redis"
 
     @property
     def secret_values(self) -> tuple[str, ...]:
@@ -116,6 +122,30 @@ def _url(name: str, schemes: tuple[str, ...], default: str | None = None):
     return parse
 
 
+def _broker_url(name: str) -> Callable[[Mapping[str, str]], str | None]:
+    """`amqp://` or `amqps://`, as pika reads it (unset: Dramatiq uses REDIS_URL's Redis).
+    The message never repeats the value: its password is a secret."""
+    def parse(env: Mapping[str, str]) -> str | None:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return None
+        scheme = urlparse(raw).scheme
+        if scheme not in ("amqp", "amqps"):
+            raise ConfigError(f"{name} must be an amqp:// or amqps:// URL (it starts with"
+                              f" {scheme + '://' if scheme else 'no scheme'}); unset it to run"
+                              " Dramatiq on REDIS_URL's Redis")
+        import pika
+
+        try:
+            pika.URLParameters(raw)
+        except Exception as error:  # noqa: BLE001 - pika says what is wrong in ValueError & co
+            reason = str(error).replace(urlparse(raw).password or "\0", "[redacted]")
+            raise ConfigError(f"{name} is not a valid RabbitMQ URL: {reason}") from None
+        return raw
+
+    return parse
+
+
 def _text(name: str, default: str | None = None):
     def parse(env: Mapping[str, str]) -> str | None:
         return env.get(name, "").strip() or default
@@ -165,6 +195,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     values = {
         "database_url": _url("DATABASE_URL", ("postgres", "postgresql"))(env),
         "redis_url": _url("REDIS_URL", ("redis", "rediss", "unix"))(env),
+        # Dramatiq's broker when set (RabbitMQ); Redis stays required for everything else.
+        "broker_url": _broker_url("BROKER_URL")(env),
         "port": port,
         "mitto_api_base": _url("MITTO_API_BASE", ("http", "https"), "https://rest.mittoapi.net")(env),
         "mitto_api_key": _text("MITTO_API_KEY")(env),

@@ -1,7 +1,8 @@
 """Publishing actor messages by name, so services and the web process need not import actors.
 
 Callers publish only after their transaction has committed: a message must never name rows
-that a rollback could take back. What Redis loses, the durable `send_batch` rows bring back."""
+that a rollback could take back. What the broker loses (Redis, or RabbitMQ with BROKER_URL),
+the durable `send_batch` rows bring back."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,23 +10,39 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import BrokerConnectionError
+
+from service.errors import BrokerUnavailable
 
 SEND_QUEUE = "sms-send"
 STATUS_QUEUE = "delivery-status-update"
 QUEUES = (SEND_QUEUE, STATUS_QUEUE)
+# What a failed publish raises: the Redis broker's own errors, or BrokerUnavailable (a 503,
+# like a lost Redis) for RabbitMQ, after Dramatiq's retries on new connections.
+PUBLISH_ERRORS = (redis.RedisError, BrokerUnavailable)
 
 
 def broker_reachable() -> bool:
-    """Whether the broker's Redis answers right now."""
-    try:
-        return bool(dramatiq.get_broker().client.ping())
-    except redis.RedisError:
-        return False
+    """Whether the broker (Redis, or RabbitMQ with BROKER_URL) answers right now."""
+    broker = dramatiq.get_broker()
+    if isinstance(broker, RedisBroker):
+        try:
+            return bool(broker.client.ping())
+        except redis.RedisError:
+            return False
+    from service.infra import rabbitmq
+
+    return rabbitmq.reachable(broker)
 
 
 def publish(queue: str, actor_name: str, *args: Any, delay_ms: int | None = None) -> None:
     message = Message(queue_name=queue, actor_name=actor_name, args=args, kwargs={}, options={})
-    dramatiq.get_broker().enqueue(message, delay=delay_ms)
+    try:
+        dramatiq.get_broker().enqueue(message, delay=delay_ms)
+    except BrokerConnectionError as error:
+        raise BrokerUnavailable("RabbitMQ is unreachable; the message was not published") \
+            from error
 
 
 def publish_batch(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> None:

@@ -166,7 +166,8 @@ class SystemCollector:
                       labels=["queue", "state"])
         for queue, counts in queues.items():
             for state in ("waiting", "active", "delayed", "failed"):
-                depth.add_metric([queue, state], counts[state])
+                if counts[state] is not None:  # `active` is unknown on RabbitMQ: no sample
+                    depth.add_metric([queue, state], counts[state])
         yield depth
 
     @staticmethod

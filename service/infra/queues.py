@@ -12,12 +12,18 @@ Dramatiq's Redis broker (namespace `dramatiq`, see `dramatiq/brokers/redis/dispa
 
 Everything is read by one Lua script: one round trip however many queues and processes, and
 every count is O(1) in Redis (LLEN, SCARD, ZCARD), so 100,000 waiting messages cost nothing.
+
+With BROKER_URL (RabbitMQ) the counts come from RabbitMQ itself
+(`service.infra.rabbitmq.RabbitmqQueueCounter`); `counter_for` picks the one in use.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
+import dramatiq
 import redis
+
+from service.infra.config import Settings
 
 NAMESPACE = "dramatiq"
 STATES = ("waiting", "active", "delayed", "failed")
@@ -55,6 +61,25 @@ return result
 """
 
 
+class Counter(Protocol):
+    """Counts the messages of each queue of the broker in use."""
+
+    def counts(self, queues: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def ping(self) -> None:
+        """Raise unless the broker answers."""
+
+
+def counter_for(settings: Settings, client: redis.Redis) -> Counter:
+    """The counter of the broker in use: Redis keys, or RabbitMQ's own counts (through the
+    process's broker, which `runtime.boot` has set up)."""
+    if settings.broker_url:
+        from service.infra.rabbitmq import RabbitmqQueueCounter
+
+        return RabbitmqQueueCounter(dramatiq.get_broker())  # type: ignore[arg-type]
+    return QueueCounter(client, settings.broker_heartbeat_timeout_ms)
+
+
 class QueueCounter:
     """Counts `{waiting, active, delayed, failed}` (and `orphaned`) for each queue."""
 
@@ -62,7 +87,11 @@ class QueueCounter:
                  namespace: str = NAMESPACE) -> None:
         self.namespace = namespace
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        self.client = client
         self._count = client.register_script(_COUNT)
+
+    def ping(self) -> None:
+        self.client.ping()
 
     def counts(self, queues: Sequence[str]) -> dict[str, dict[str, int]]:
         """One round trip (EVALSHA; EVAL once after a Redis restart flushed the script)."""

@@ -45,14 +45,14 @@ class WorkerEntry:
     queues: list[str]
     threads: int
     processes: int | None  # the CLI's --processes: how many siblings were asked for
-    broker_id: str
+    broker_id: str | None  # Dramatiq's Redis broker's id; None on RabbitMQ
     started_at: datetime
 
     def as_hash(self) -> dict[str, str]:
         return {"holder": self.holder, "queues": json.dumps(self.queues),
                 "threads": str(self.threads),
                 "processes": "" if self.processes is None else str(self.processes),
-                "broker_id": self.broker_id, "started_at": self.started_at.isoformat(),
+                "broker_id": self.broker_id or "", "started_at": self.started_at.isoformat(),
                 "seen_at": datetime.now(timezone.utc).isoformat()}
 
 

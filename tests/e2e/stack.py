@@ -7,16 +7,44 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import dramatiq
+import redis
 import requests
+from dramatiq.brokers.redis import RedisBroker
 
 from astronote import processes as procfile
 from astronote.launcher import ProcessGroup, free_port, wait_for
 from service.infra.dispatch import QUEUES
+from tests.conftest import purge_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "var" / "test-logs"
 # The tests have always run gunicorn with 4 threads, not the Procfile's 8.
 WEB_THREADS = 4
+
+
+def queued_messages(queue: str) -> int:
+    """Messages of `queue` the broker holds, on the broker the test process publishes to (the
+    test's processes use the same): on Redis every message not yet acknowledged, on RabbitMQ
+    those waiting and delayed (RabbitMQ does not count what a consumer holds)."""
+    current = dramatiq.get_broker()
+    if isinstance(current, RedisBroker):
+        return int(current.client.hlen(f"dramatiq:{queue}.msgs"))
+    from service.infra.rabbitmq import RabbitmqQueueCounter
+
+    counts = RabbitmqQueueCounter(current).counts([queue])[queue]
+    return counts["waiting"] + counts["delayed"]
+
+
+def lose_queued_messages(redis_client: redis.Redis) -> None:
+    """The broker loses every message: on Redis a FLUSHDB, which also takes the leader lock
+    and the clock registry (FLUSHALL would also hit other test runs on the host); on RabbitMQ
+    every queue purged (its Redis holds no message)."""
+    current = dramatiq.get_broker()
+    if isinstance(current, RedisBroker):
+        redis_client.flushdb()
+    else:
+        purge_queues(current)
 
 
 class Stack:

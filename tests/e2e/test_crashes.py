@@ -8,6 +8,8 @@ import threading
 import time
 from urllib.parse import urlparse
 
+import pytest
+
 from service import reconcile
 from tests.e2e.invariants import assert_invariants, rows
 from tests.e2e.stack import LOGS, wait_for
@@ -24,6 +26,7 @@ def count(db, sql: str, *params) -> int:
     return rows(db, sql, *params)[0][0]
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_worker_killed_mid_batch_sends_nothing_twice(make_stack, db, settings):
     # Given a personalised campaign sent slowly (100 ms per provider call, 8 in flight)
     stack = make_stack(SEND_BATCH_SIZE="50", SEND_CONCURRENCY="8",
@@ -41,7 +44,8 @@ def test_worker_killed_mid_batch_sends_nothing_twice(make_stack, db, settings):
     killed_at = rows(db, "SELECT now()")[0][0]
     in_flight = count(db, "SELECT count(*) FROM campaign_recipient"
                           " WHERE campaign_id = %s AND status = 'sending'", campaign_id)
-    # ...and a new worker takes over (Dramatiq requeues the dead worker's messages)
+    # ...and a new worker takes over (Dramatiq requeues the dead worker's messages; RabbitMQ
+    # does it as soon as the dead worker's connection drops)
     stack.start_worker("worker-2")
     wait_for(lambda: count(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
                                " AND status = 'pending'", campaign_id) == 0, 90,
@@ -121,6 +125,7 @@ def enqueue_and_die(stack, key: str, campaign_id: int) -> None:
         pass  # the web process is killed while this call waits on its publish
 
 
+@pytest.mark.brokers("redis")  # the web process hangs on its Redis broker's publish
 def test_web_killed_between_commit_and_publish_is_healed_by_the_reconciler(make_stack, db,
                                                                            settings):
     # Given a web process whose Redis hangs after the enqueue checked it, so the web process

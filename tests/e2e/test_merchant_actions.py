@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.e2e.invariants import assert_invariants, rows
 from tests.e2e.stack import wait_for
 
@@ -23,6 +25,7 @@ def start(stack, key: str) -> int:
     return campaign["id"]
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_a_paused_campaign_sends_nothing_until_resumed(make_stack, db):
     # Given a campaign sending slowly
     stack = slow_stack(make_stack)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import pytest
 import requests
 
 from service import links, reconcile
@@ -69,6 +70,7 @@ def test_messages_carry_working_short_and_unsubscribe_links(stack, db):
     assert rows(db, "SELECT source FROM suppression") == [("link",)]
 
 
+@pytest.mark.brokers("redis", "rabbitmq")  # the retry is a delayed message (`.DQ` queue)
 def test_throttling_is_retried_after_retry_after_and_rejections_fail_without_debit(stack, db):
     # Given a provider that throttles the first two calls and rejects one number
     stack.sim_config(next=["429", "429"], retry_after_s=1, reject_prefixes=["+306900000007"])

@@ -1,6 +1,8 @@
 """The whole path of a campaign through real processes: gunicorn, a Dramatiq worker, the
-provider simulator, PostgreSQL and Redis."""
+provider simulator, PostgreSQL and Redis (and RabbitMQ as the broker)."""
 from __future__ import annotations
+
+import pytest
 
 from tests.e2e.stack import wait_for
 
@@ -12,6 +14,7 @@ def ledger(db, shop_id: int) -> dict[str, int]:
         f"{kind}_rows": count for kind, _, count in rows}
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_a_1000_recipient_campaign_is_sent_once_each_and_charged_exactly(stack, db):
     # Given a shop with 1,000 contacts and enough credits
     shop_id, key = stack.create_shop("shop-one.example", credits=5000)

@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timezone
 
 import dramatiq
+import pytest
 import redis
 
 from service.infra import dispatch
@@ -19,7 +20,9 @@ def entry(holder: str = "host-a:1", queues=("sms-send",)) -> workers.WorkerEntry
                                datetime.now(timezone.utc))
 
 
-def test_queue_counts_come_from_the_brokers_keys_in_one_script(db, settings, redis_client):
+@pytest.mark.brokers("redis")  # on RabbitMQ: tests/integration/test_rabbitmq.py
+def test_queue_counts_come_from_the_brokers_keys_in_one_script(db, settings, redis_client,
+                                                               broker_url):
     # Given 4 messages published to sms-send and 2 delayed ones
     for n in range(4):
         dispatch.publish_batch(n, 1, [n])

@@ -137,3 +137,40 @@ def test_every_process_stops_on_a_short_secret_key(process):
     assert "SECRET_KEY must be at least 32 characters (it has 31)" in done.stderr, done.stderr
     assert SECRET_KEY[:31] not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("value, says", [
+    ("redis://127.0.0.1:6379/0", "BROKER_URL must be an amqp:// or amqps:// URL (it starts with"
+                                 " redis://)"),
+    ("guest:s3cret-pw@rabbit", "BROKER_URL must be an amqp:// or amqps:// URL"),
+    ("amqp://guest:s3cret-pw@rabbit:five/", "BROKER_URL is not a valid RabbitMQ URL: Port"),
+    ("amqp://guest:s3cret-pw@rabbit/?heartbeat=often", "BROKER_URL is not a valid RabbitMQ URL:"
+                                                       " Invalid heartbeat value 'often'"),
+    ("amqp://guest:s3cret-pw@rabbit/?prefetch=1", "Unknown URL parameter: 'prefetch'"),
+])
+def test_an_invalid_broker_url_is_named_without_its_password(value, says):
+    with pytest.raises(ConfigError) as error:
+        config.load({"BROKER_URL": value})
+    assert says in str(error.value)
+    assert "s3cret-pw" not in str(error.value)
+
+
+def test_a_broker_url_chooses_rabbitmq_and_none_keeps_redis():
+    assert config.load({}).broker_kind == "redis"
+    assert config.load({"BROKER_URL": " "}).broker_url is None
+    rabbit = config.load({"BROKER_URL": "amqps://u:p@rabbit.internal/%2Fastronote"})
+    assert (rabbit.broker_kind, rabbit.broker_url) == (
+        "rabbitmq", "amqps://u:p@rabbit.internal/%2Fastronote")
+
+
+@pytest.mark.parametrize("process", ["web", "worker", "clock"])
+def test_every_process_stops_with_one_line_on_an_invalid_broker_url(process):
+    # Given a BROKER_URL pika cannot read
+    # When the process starts
+    done = run_process(SIGNING_PROCESSES[process], SECRET_KEY=SECRET_KEY,
+                       BROKER_URL="amqp://guest:s3cret-pw@rabbit:five/")
+    # Then it stops at once with one line naming the variable, and not the password
+    assert done.returncode != 0
+    assert "astronote: configuration error: BROKER_URL is not a valid RabbitMQ URL" in (
+        done.stderr), done.stderr
+    assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr
