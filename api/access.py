@@ -22,6 +22,7 @@ class Access(enum.Enum):
     ADMIN = "admin"  # ADMIN_TOKEN as a bearer token
     OPERATOR = "operator"  # ADMIN_TOKEN as a bearer token, or the operator session cookie
     WEBHOOK = "webhook"  # DLR_WEBHOOK_SECRET, header `X-Webhook-Token` or `?token=`
+    SHOPIFY = "shopify"  # X-Shopify-Hmac-Sha256: HMAC of the raw body under SHOPIFY_API_SECRET
 
 
 class UndeclaredAccess(Exception):

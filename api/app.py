@@ -24,8 +24,10 @@ from api.resources import (
     contacts,
     credits,
     health,
+    inbound,
     links,
     ops,
+    shopify,
     webhooks,
 )
 from api.resources import metrics as metrics_resource
@@ -35,12 +37,14 @@ from service.infra.api_rate_limit import ApiRateLimit, ShopConcurrency
 from service.infra.config import Settings
 from service.observability.board import credits_debited
 from service.observability.health import HealthChecker
+from service.provider import MittoClient, Provider
 
 # Only ids PostgreSQL can hold (bigserial) match: any other number in a path is a 404 like a
 # missing id, not a query error.
 _ID = "int(min=1, max=9223372036854775807)"
 SHOP = "/admin/shops/{shop_id:%s}" % _ID
 CAMPAIGN = "/campaigns/{campaign_id:%s}" % _ID
+CONTACT = f"/contacts/{{contact_id:{_ID}}}"
 
 
 def _json_default(value: object) -> str:
@@ -63,7 +67,16 @@ def add_routes(app: falcon.App, routes: dict[str, object]) -> None:
         app.add_route(path, resource)
 
 
-def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> falcon.App:
+def reply_provider(settings: Settings) -> MittoClient:
+    """The provider the web process answers STOP, START and HELP through: a few calls at a
+    time at most, one per inbound keyword message."""
+    return MittoClient(settings.mitto_api_base, settings.mitto_api_key,
+                       settings.provider_connect_timeout_ms / 1000,
+                       settings.provider_read_timeout_ms / 1000, pool_size=4)
+
+
+def create_app(settings: Settings, redis_client: redis.Redis | None = None,
+               provider: Provider | None = None) -> falcon.App:
     metrics.configure(settings)
     sessions = OperatorSessions(settings.secret_key, settings.admin_token,
                                 settings.ops_session_ttl_s,
@@ -105,7 +118,11 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
         "/admin/links/{code}/disable": admin.ShortLinkDisableResource(),
         "/credits": credits.CreditsResource(),
         "/credits/transactions": credits.TransactionsResource(),
-        "/contacts": contacts.ContactsResource(),
+        "/contacts": contacts.ContactsResource(settings),
+        CONTACT: contacts.ContactResource(settings),
+        f"{CONTACT}/consent": contacts.ConsentResource(),
+        "/inbound": inbound.InboundMessagesResource(),
+        f"/admin/exports/{{export_id:{_ID}}}": admin.ExportResource(),
         "/campaigns": campaigns.CampaignsResource(),
         CAMPAIGN: campaigns.CampaignResource(),
         f"{CAMPAIGN}/enqueue": campaigns.EnqueueResource(settings),
@@ -117,6 +134,11 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
         f"{CAMPAIGN}/progress": campaigns.ProgressResource(),
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
         "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings),
+        "/webhooks/mitto/inbound": webhooks.InboundResource(
+            settings, provider or reply_provider(settings)),
+        "/webhooks/shopify/customers/redact": shopify.CustomerRedactResource(settings),
+        "/webhooks/shopify/customers/data_request": shopify.DataRequestResource(settings),
+        "/webhooks/shopify/shop/redact": shopify.ShopRedactResource(settings),
         "/u/{token}": links.UnsubscribeResource(settings),
         "/r/{code}": links.ShortLinkResource(),
         "/openapi.json": openapi.OpenApiResource(),

@@ -5,18 +5,26 @@ against `schemas.CONTACT`, and a bad one becomes a `RejectedRow` that `import_co
 at its index while the others are imported. A CSV is read as a merchant's shop exports it
 (Shopify's customer export in particular): a header row, columns matched by name whatever their
 case, every column the import does not use ignored.
+
+Consent (SPEC 11): a JSON row's `consent: {source, collected_at, proof?}`; in a CSV, the columns
+`consent_source`, `consent_collected_at` (RFC 3339 with an offset) and `consent_proof`, or else
+Shopify's `Accepts SMS Marketing` = yes, which is consent with source `shopify` collected (as
+far as the export tells) by the time of the import.
 """
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import falcon
 
 from api import schemas
 from api.body import read_bytes, read_json
+from service.consent import Consent
 from service.contacts import MAX_IMPORT, RejectedRow
 from service.errors import InvalidInput
 
@@ -25,6 +33,10 @@ from service.errors import InvalidInput
 # and the `Default Address Phone` of the address book.
 PHONE_COLUMNS = ("phone", "default_address_phone")
 FIRST_NAME_COLUMNS = ("first_name",)
+CONSENT_COLUMNS = ("consent_source", "consent_collected_at", "consent_proof")
+CONSENT_KEYS = ("source", "collected_at", "proof")  # the same, as a JSON row names them
+SHOPIFY_SMS_CONSENT = "accepts_sms_marketing"
+SHOPIFY_PROOF = "Shopify customer export: Accepts SMS Marketing = yes"
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,16 @@ def read_import(req: falcon.Request) -> ContactImport:
 
 
 def _checked(row: Any) -> Mapping[str, Any] | RejectedRow:
+    """The row with its consent read (`Consent`), or why it is refused."""
     problem = schemas.row_problem(row, schemas.CONTACT)
-    return row if problem is None else RejectedRow(*problem)
+    if problem is not None:
+        return RejectedRow(*problem)
+    given = row.get("consent")
+    if given is None:
+        return row
+    return {**row, "consent": Consent(given["source"],
+                                      schemas.parse_datetime(given["collected_at"]),
+                                      given.get("proof"))}
 
 
 def _read_json(req: falcon.Request) -> ContactImport:
@@ -71,7 +91,8 @@ def _read_csv(req: falcon.Request) -> ContactImport:
         raise falcon.HTTPBadRequest(
             title="Malformed CSV", description=f"the CSV is not UTF-8 (byte {error.start})"
         ) from None
-    return ContactImport([_checked(row) for row in csv_rows(text)], country)
+    return ContactImport([_checked(row) for row in csv_rows(text, datetime.now(UTC))],
+                         country)
 
 
 def _column_name(header: str) -> str:
@@ -89,15 +110,33 @@ def _first_filled(cells: list[str], positions: list[int]) -> str | None:
     return next((cells[at] for at in positions if at < len(cells) and cells[at]), None)
 
 
-def csv_rows(text: str) -> list[dict[str, str | None]]:
-    """One `{phone, first_name}` per data row of `text` (blank rows are not rows); 422 when
-    the header names no phone column or there are more than MAX_IMPORT rows, 400 when it is
-    not CSV."""
+def _consent(cells: list[str], consent_at: list[int | None], shopify_at: list[int],
+             now: datetime) -> dict[str, Any] | None:
+    """A row's consent as a JSON row would carry it (checked like one), or None."""
+    given = {key: _first_filled(cells, [at]) for key, at in zip(CONSENT_KEYS, consent_at)
+             if at is not None}
+    given = {key: value for key, value in given.items() if value}
+    if "source" in given or "collected_at" in given:
+        return given
+    if (_first_filled(cells, shopify_at) or "").lower() in ("yes", "true"):
+        return {"source": "shopify", "collected_at": now.isoformat(), "proof": SHOPIFY_PROOF}
+    return None
+
+
+def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One `{phone, first_name, consent?}` per data row of `text` (blank rows are not rows);
+    422 when the header names no phone column or there are more than MAX_IMPORT rows, 400 when
+    it is not CSV. `now` is when a Shopify consent counts as collected."""
+    now = now or datetime.now(UTC)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, [])
         phone_at = _columns(header, PHONE_COLUMNS)
         name_at = _columns(header, FIRST_NAME_COLUMNS)
+        normalised = [_column_name(cell) for cell in header]
+        consent_at = [normalised.index(name) if name in normalised else None
+                      for name in CONSENT_COLUMNS]
+        shopify_at = _columns(header, (SHOPIFY_SMS_CONSENT,))
         if not phone_at:
             raise InvalidInput("the CSV header names no phone column (one of 'phone',"
                                " 'Phone', 'Default Address Phone')", "phone")
@@ -108,8 +147,12 @@ def csv_rows(text: str) -> list[dict[str, str | None]]:
                 continue
             if len(rows) == MAX_IMPORT:
                 raise InvalidInput(f"a CSV import holds at most {MAX_IMPORT} rows", "body")
-            rows.append({"phone": _first_filled(cells, phone_at) or "",
-                         "first_name": _first_filled(cells, name_at)})
+            row: dict[str, Any] = {"phone": _first_filled(cells, phone_at) or "",
+                                   "first_name": _first_filled(cells, name_at)}
+            given = _consent(cells, consent_at, shopify_at, now)
+            if given is not None:
+                row["consent"] = given
+            rows.append(row)
     except csv.Error as error:
         raise falcon.HTTPBadRequest(
             title="Malformed CSV", description=f"line {reader.line_num}: {error}") from None

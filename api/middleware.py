@@ -2,12 +2,16 @@
 authentication by routed resource, and the security headers of every answer."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import uuid
 
 import falcon
 
 from api import paths
 from api.access import Access, access_for
+from api.body import read_bytes
 from api.ops_access import LOGIN_PATH, OperatorSessions, same_secret
 from models.database import db
 from service import api_keys
@@ -50,6 +54,7 @@ class Authentication:
                  concurrency: ShopConcurrency | None = None) -> None:
         self.admin_token = settings.admin_token
         self.webhook_secret = settings.dlr_webhook_secret
+        self.shopify_secret = settings.shopify_api_secret
         self.sessions = sessions
         self.rate_limit = rate_limit
         self.concurrency = concurrency
@@ -65,7 +70,7 @@ class Authentication:
         if paths.has_trailing_slash(req.env):
             raise falcon.HTTPNotFound()
         {Access.SHOP: self._shop, Access.ADMIN: self._admin, Access.OPERATOR: self._operator,
-         Access.WEBHOOK: self._webhook}[access](req, resource)
+         Access.WEBHOOK: self._webhook, Access.SHOPIFY: self._shopify}[access](req, resource)
 
     def _shop(self, req: falcon.Request, resource: object) -> None:
         token = bearer(req)
@@ -121,10 +126,25 @@ class Authentication:
 
     def _webhook(self, req: falcon.Request, resource: object) -> None:
         if not self.webhook_secret:
-            raise NotFound("the delivery-report webhook is disabled (DLR_WEBHOOK_SECRET unset)")
+            raise NotFound("the provider's webhooks are disabled (DLR_WEBHOOK_SECRET unset)")
         token = req.get_header("X-Webhook-Token") or req.get_param("token")
         if not same_secret(token, self.webhook_secret):
             raise Unauthorized("a valid webhook token is required")
+
+    def _shopify(self, req: falcon.Request, resource: object) -> None:
+        if not self.shopify_secret:
+            raise NotFound("the Shopify webhooks are disabled (SHOPIFY_API_SECRET unset)")
+        # The signature covers the body exactly as sent; read_bytes keeps it for the resource.
+        if not shopify_signature_valid(self.shopify_secret, read_bytes(req),
+                                       req.get_header("X-Shopify-Hmac-Sha256")):
+            raise Unauthorized("a valid X-Shopify-Hmac-Sha256 signature is required")
+
+
+def shopify_signature_valid(secret: str, body: bytes, signature: str | None) -> bool:
+    """Whether `signature` is Shopify's base64 HMAC-SHA256 of `body` under `secret`, compared
+    in constant time."""
+    expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+    return signature is not None and hmac.compare_digest(signature.strip().encode(), expected)
 
 
 class SecurityHeaders:

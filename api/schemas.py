@@ -29,6 +29,10 @@ SHOP_CREATE = _object({
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "sender": {"type": "string", "minLength": 1, "maxLength": 15},
     "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "format": "timezone"},
+    # The answer to HELP (default: one naming the shop and how to stop, `service/shops.py`).
+    "help_text": {"type": "string", "minLength": 1, "maxLength": 480},
+    # Message only contacts with consent (default true).
+    "require_consent": {"type": "boolean"},
 }, ("domain", "name"))
 
 TOP_UP = _object({
@@ -46,11 +50,20 @@ ADJUSTMENT = _object({
 
 COUNTRY = {"type": "string", "pattern": "^[A-Z]{2}$"}  # ISO 3166 alpha-2, for national numbers
 
+# A contact's consent as the merchant collected it (SPEC 11): how (`shopify`, `checkout`, ...),
+# when, and evidence (a form's URL, a checkbox's wording). `null`: no consent given.
+CONSENT = {**_object({
+    "source": {"type": "string", "minLength": 1, "maxLength": 100},
+    "collected_at": {"type": "string", "format": "date-time"},
+    "proof": {"type": ["string", "null"], "maxLength": 2000},
+}, ("source", "collected_at")), "type": ["object", "null"]}
+
 # One contact of an import. It is checked row by row (`row_problem`), never as part of the whole
 # body: a bad row is reported by its index and the others are imported (SPEC 5).
 CONTACT = _object({
     "phone": {"type": "string", "minLength": 1, "maxLength": 40},
     "first_name": {"type": ["string", "null"], "maxLength": 100},
+    "consent": CONSENT,
 }, ("phone",))
 
 CONTACTS_IMPORT = _object({
@@ -97,6 +110,34 @@ DELIVERY_REPORT = {**_object({
 
 DELIVERY_REPORTS = {"oneOf": [DELIVERY_REPORT, {"type": "array", "minItems": 1,
                                                 "maxItems": 10_000, "items": DELIVERY_REPORT}]}
+
+# An inbound message (SPEC 11): `from` the customer's number, `to` the sender id or number they
+# wrote to; `id` (the provider's) makes a retry recognisable, `timestamp` when it was received.
+INBOUND_MESSAGE = {**_object({
+    "from": {"type": "string", "minLength": 1, "maxLength": 40},
+    "to": {"type": "string", "minLength": 1, "maxLength": 40},
+    "text": {"type": "string", "maxLength": 2000},
+    "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 100},
+    "timestamp": {"type": ["string", "null"], "format": "date-time"},
+}, ("from", "to", "text")), "additionalProperties": True}  # providers add fields over time
+
+# Shopify's mandatory privacy webhooks. Only what is read is checked; Shopify adds fields.
+_SHOPIFY_DOMAIN = {"type": "string", "minLength": 1, "maxLength": 255}
+_SHOPIFY_CUSTOMER = {"type": "object", "properties": {
+    "id": {"type": ["integer", "string", "null"]},
+    "email": {"type": ["string", "null"]},
+    "phone": {"type": ["string", "null"], "maxLength": 40},
+}}
+SHOPIFY_CUSTOMER_REDACT = {"type": "object", "required": ["shop_domain", "customer"],
+                           "properties": {"shop_domain": _SHOPIFY_DOMAIN,
+                                          "customer": _SHOPIFY_CUSTOMER}}
+SHOPIFY_DATA_REQUEST = {"type": "object", "required": ["shop_domain", "customer"],
+                        "properties": {"shop_domain": _SHOPIFY_DOMAIN,
+                                       "customer": _SHOPIFY_CUSTOMER,
+                                       "data_request": {"type": "object", "properties": {
+                                           "id": {"type": ["integer", "string", "null"]}}}}}
+SHOPIFY_SHOP_REDACT = {"type": "object", "required": ["shop_domain"],
+                       "properties": {"shop_domain": _SHOPIFY_DOMAIN}}
 
 # Short-link codes are URL-safe base64 (`service.links`): anything else names no link, and a NUL
 # in it would reach PostgreSQL as an error rather than as a miss.

@@ -35,6 +35,10 @@ POLL_S = 0.2
 STALL_AFTER_S = 120
 DELIVERY_WAIT_S = 20
 SIM_OPTIONS = ("--dlr-batch", "100")
+SENDER = "DemoShop"
+# The shop requires consent (every new shop does): the demo's contacts opted in at checkout.
+CONSENT = {"source": "checkout", "collected_at": "2024-01-01T00:00:00Z",
+           "proof": "demo: the SMS box ticked at checkout"}
 
 
 class DemoFailure(Exception):
@@ -108,7 +112,7 @@ def create_shop(stack: LocalStack, credits: int) -> Shop:
     admin = Api(stack.web_url, stack.admin_token)
     domain = f"demo-{uuid.uuid4().hex[:10]}.example"
     shop = admin.call("POST", "/admin/shops", 201,
-                      json={"domain": domain, "name": "Demo Shop", "sender": "DemoShop"})
+                      json={"domain": domain, "name": "Demo Shop", "sender": SENDER})
     admin.call("POST", f"/admin/shops/{shop['id']}/credits", 201,
                json={"amount": credits, "reference": "demo-top-up"})
     return Shop(shop["id"], Api(stack.web_url, shop["api_key"]), credits)
@@ -116,7 +120,8 @@ def create_shop(stack: LocalStack, credits: int) -> Shop:
 
 def import_contacts(shop: Shop, count: int) -> None:
     for offset in range(0, count, 10_000):
-        chunk = [{"phone": f"+30690{i:07d}", "first_name": FIRST_NAMES[i % len(FIRST_NAMES)]}
+        chunk = [{"phone": f"+30690{i:07d}", "first_name": FIRST_NAMES[i % len(FIRST_NAMES)],
+                  "consent": CONSENT}
                  for i in range(offset, min(count, offset + 10_000))]
         answer = shop.api.call("POST", "/contacts", json={"contacts": chunk})
         if answer["invalid"]:
@@ -246,8 +251,30 @@ def run_campaign(stack: LocalStack, background: BackgroundStack, recipients: int
         cancel_quietly(shop, campaign["id"])
         raise
     send_seconds = time.monotonic() - started
-    return report(stack, shop, campaign["id"], enqueued["recipients"], balance_before,
-                  send_seconds)
+    outcome = report(stack, shop, campaign["id"], enqueued["recipients"], balance_before,
+                     send_seconds)
+    reply_stop(stack, shop, outcome)
+    return outcome
+
+
+def reply_stop(stack: LocalStack, shop: Shop, outcome: Outcome) -> None:
+    """The first customer replies STOP (the simulator forwards it to the inbound webhook): the
+    number is opted out, answered once, and no credit is taken for the answer."""
+    phone = "+306900000000"
+    balance = shop.api.call("GET", "/credits")["balance"]
+    answer = requests.post(f"{stack.sim_url}/_sim/inbound", timeout=60, json={
+        "from": phone.lstrip("+"), "to": SENDER, "text": "STOP"}).json()
+    body = (answer.get("answers") or [{}])[0].get("body") or {}
+    opted_out = [item["phone"] for item in shop.api.pages("/contacts?opted_out=true")]
+    answered = requests.get(f"{stack.sim_url}/_sim/messages", params={"to": phone},
+                            timeout=60).json()["count"] - 1
+    ok = (body.get("keyword") == "stop" and opted_out == [phone] and answered == 1
+          and shop.api.call("GET", "/credits")["balance"] == balance)
+    outcome.lines.append(f"compliance: {phone} replied STOP: "
+                         + ("opted out, answered once, nothing charged" if ok else
+                            f"NOT handled ({body or answer}, opted out {opted_out},"
+                            f" {answered} answers)"))
+    outcome.check(ok, "a STOP reply was not handled")
 
 
 def cancel_quietly(shop: Shop, campaign_id: int) -> None:

@@ -112,10 +112,15 @@ def process_commands(stack: LocalStack, sim_options: tuple[str, ...] = ()) -> di
     WORKER_THREADS from its environment) and the simulator. The API listens on 127.0.0.1 only,
     and stops within 5 s."""
     web_options = {"--bind": f"127.0.0.1:{stack.web_port}", "--graceful-timeout": "5"}
+    # Customers' replies (`POST /_sim/inbound`) go to this stack's inbound webhook.
+    token = stack.env.get("DLR_WEBHOOK_SECRET")
+    inbound = (("--inbound-url", f"{stack.web_url}/webhooks/mitto/inbound?token={token}")
+               if token else ())
     return {
         "web": processes.command("web", stack.env, web_options),
         "worker": processes.command("worker", stack.env),
-        "sim": processes.simulator(stack.sim_port, stack.env["MITTO_API_KEY"], sim_options),
+        "sim": processes.simulator(stack.sim_port, stack.env["MITTO_API_KEY"],
+                                   (*sim_options, *inbound)),
         "clock": processes.command("clock", stack.env),
     }
 
@@ -178,7 +183,8 @@ def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]
         " clock (python -m scheduler)",
         f"API:        {stack.web_url}  (admin token: {stack.admin_token})",
         f"operators:  {stack.web_url}/ops  (log in with the admin token)",
-        f"simulator:  {stack.sim_url}  (API key {SIMULATOR_API_KEY}; /_sim/stats, /_sim/messages)",
+        f"simulator:  {stack.sim_url}  (API key {SIMULATOR_API_KEY}; /_sim/stats, /_sim/messages;"
+        " POST /_sim/inbound {from, to, text} replies as a customer)",
         f"PostgreSQL: {stack.database_url}  ({origin('PostgreSQL')})",
         f"Redis:      {stack.redis_url}  ({origin('Redis')})",
         *stack.notes,

@@ -28,6 +28,8 @@ class Shop(Base):
     timezone = pw.TextField(default="UTC")
     credit_balance = pw.BigIntegerField(default=0)
     created_at = DateTimeTZField()
+    help_text = pw.TextField(null=True)
+    require_consent = pw.BooleanField(default=True)
 
 
 class ApiKey(Base):
@@ -41,19 +43,23 @@ class ApiKey(Base):
 
 class Contact(Base):
     shop = pw.ForeignKeyField(Shop)
-    phone = pw.TextField()
+    phone = pw.TextField(null=True)  # None once erased
     country = pw.TextField(null=True)
     first_name = pw.TextField(null=True)
     opted_out_at = DateTimeTZField(null=True)
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
+    consent_source = pw.TextField(null=True)
+    consent_collected_at = DateTimeTZField(null=True)
+    erased_at = DateTimeTZField(null=True)
 
 
 class Suppression(Base):
     shop = pw.ForeignKeyField(Shop)
-    phone = pw.TextField()
+    phone = pw.TextField(null=True)  # None once erased: then only `phone_hash` names it
     source = pw.TextField()
     created_at = DateTimeTZField()
+    phone_hash = pw.TextField(null=True)
 
 
 class Campaign(Base):
@@ -88,7 +94,7 @@ class CampaignRecipient(Base):
     campaign = pw.ForeignKeyField(Campaign)
     shop_id = pw.BigIntegerField()
     contact_id = pw.BigIntegerField()
-    phone = pw.TextField()
+    phone = pw.TextField(null=True)  # None once erased
     country = pw.TextField(null=True)
     first_name = pw.TextField(null=True)
     status = pw.TextField(default="pending")
@@ -141,7 +147,7 @@ class MessageLog(Base):
     shop_id = pw.BigIntegerField()
     campaign_id = pw.BigIntegerField()
     provider_id = pw.TextField()
-    text = pw.TextField()
+    text = pw.TextField(null=True)  # None once erased
     segments = pw.IntegerField()
     country = pw.TextField(null=True)
     created_at = DateTimeTZField()
@@ -188,5 +194,52 @@ class IdempotencyKey(Base):
         primary_key = pw.CompositeKey("shop", "key")
 
 
+class ConsentEvent(Base):
+    """One opt-in or opt-out of a contact; append-only (a trigger refuses other changes)."""
+
+    shop = pw.ForeignKeyField(Shop)
+    contact = pw.ForeignKeyField(Contact)
+    kind = pw.TextField()
+    source = pw.TextField()
+    consent_source = pw.TextField(null=True)
+    collected_at = DateTimeTZField()
+    proof = pw.TextField(null=True)
+    created_at = DateTimeTZField()
+
+
+class InboundMessage(Base):
+    shop = pw.ForeignKeyField(Shop)
+    message_key = pw.TextField()
+    provider_id = pw.TextField(null=True)
+    phone = pw.TextField(null=True)  # None once erased
+    sender = pw.TextField()
+    text = pw.TextField(null=True)  # None once erased
+    keyword = pw.TextField(null=True)
+    received_at = DateTimeTZField()
+    created_at = DateTimeTZField()
+
+
+class InboundReply(Base):
+    """The one answer to an inbound STOP, START or HELP; its row is the claim to send it."""
+
+    message_key = pw.TextField(primary_key=True)
+    sender = pw.TextField()
+    text = pw.TextField()
+    segments = pw.IntegerField()
+    state = pw.TextField(default="sending")
+    provider_id = pw.TextField(null=True)
+    created_at = DateTimeTZField()
+    finished_at = DateTimeTZField(null=True)
+
+
+class DataExport(Base):
+    shop = pw.ForeignKeyField(Shop)
+    request_key = pw.TextField()
+    phone_hash = pw.TextField(null=True)
+    document = BinaryJSONField(index=False)
+    created_at = DateTimeTZField()
+
+
 ALL = (Shop, ApiKey, Contact, Suppression, Campaign, SendBatch, CampaignRecipient, DeliveryReport,
-       CreditTransaction, CreditReservation, MessageLog, ShortLink, JobRun, IdempotencyKey)
+       CreditTransaction, CreditReservation, MessageLog, ShortLink, JobRun, IdempotencyKey,
+       ConsentEvent, InboundMessage, InboundReply, DataExport)

@@ -19,6 +19,9 @@ ELIGIBLE_CONTACTS = (
     "   AND (%s::bigint[] IS NULL OR c.id = ANY(%s::bigint[]))"
     "   AND NOT EXISTS (SELECT 1 FROM suppression s"
     "                   WHERE s.shop_id = c.shop_id AND s.phone = c.phone)"
+    # A shop that requires consent sends only to contacts that gave it (SPEC 11).
+    "   AND (c.consent_collected_at IS NOT NULL"
+    "        OR NOT (SELECT require_consent FROM shop WHERE id = c.shop_id))"
 )
 
 

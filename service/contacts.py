@@ -1,16 +1,23 @@
-"""Contacts: bulk import with E.164 normalisation, listing, and opting out."""
+"""Contacts: bulk import with E.164 normalisation and consent, listing, and opting out."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import phonenumbers
-from peewee import fn
 
-from models import Contact, Shop, Suppression
+from models import Contact, Shop
 from models.database import db, execute_many
+from service import consent, suppressions
+from service.consent import Consent
+from service.infra import config
 
 MAX_IMPORT = 10_000
+# A consent "collected" later than this after the import's own time is a mistake (a wrong
+# year, a time zone off by a day), not a consent: the row is refused rather than stored.
+CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -59,18 +66,40 @@ def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str, s
     return e164, phonenumbers.region_code_for_number(number)
 
 
+@dataclass
+class _Merged:
+    """One number of an import once its duplicates are merged."""
+
+    country: str | None
+    name: str | None = None
+    consent: Consent | None = None
+
+
+def _consent_of(row: Mapping[str, Any]) -> Consent | None:
+    given = row.get("consent")
+    if given is None or isinstance(given, Consent):
+        return given
+    return Consent(given["source"], given["collected_at"], given.get("proof"))
+
+
 def import_contacts(shop_id: int, rows: Sequence[Mapping[str, Any] | RejectedRow],
-                    default_region: str | None = None) -> ImportResult:
+                    default_region: str | None = None, secret: str | None = None,
+                    now: datetime | None = None) -> ImportResult:
     """Upsert the valid rows in one statement and report every other one by its index.
 
-    A row is a contact (`phone`, optional `first_name`) or a `RejectedRow`; a phone that is not
-    a valid number (for `default_region` when national) is reported like a rejected row.
-    Duplicates (after normalisation) are one contact, created or updated once: the last row
-    with a first name gives it, and a later duplicate without one keeps the earlier name (as a
-    re-import without names keeps the stored ones). A re-imported number keeps its opt-out:
-    suppression outlives the contact row."""
+    A row is a contact (`phone`, optional `first_name`, optional `consent`: a `Consent` or a
+    mapping with `source`, `collected_at` as a datetime and `proof`) or a `RejectedRow`; a
+    phone that is not a valid number (for `default_region` when national), or a consent
+    collected after `now`, is reported like a rejected row. Duplicates (after normalisation)
+    are one contact, created or updated once: the last row with a first name gives it, and a
+    later duplicate without one keeps the earlier name (as a re-import without names keeps the
+    stored ones); consent likewise. A contact's consent in force is its most recent one; each
+    consent imported is logged once. A re-imported number keeps its opt-out: suppression
+    outlives the contact row, and a number the shop erased (known by its digest under `secret`,
+    SECRET_KEY by default) is suppressed and opted out again."""
+    now = now or datetime.now(UTC)
     result = ImportResult()
-    merged: dict[str, tuple[str | None, str | None]] = {}
+    merged: dict[str, _Merged] = {}
     for index, row in enumerate(rows):
         if isinstance(row, RejectedRow):
             result.invalid.append({"index": index, "field": row.field, "error": row.error})
@@ -80,39 +109,66 @@ def import_contacts(shop_id: int, rows: Sequence[Mapping[str, Any] | RejectedRow
         except ValueError as error:
             result.invalid.append({"index": index, "field": "phone", "error": str(error)})
             continue
-        name = (row.get("first_name") or "").strip() or None
-        if name is None and phone in merged:
-            name = merged[phone][1]
-        merged[phone] = (country, name)
-    outcome = _upsert(shop_id, [(shop_id, phone, country, name)
-                                for phone, (country, name) in merged.items()])
-    result.created = sum(1 for (inserted,) in outcome if inserted)
+        given = _consent_of(row)
+        if given is not None and given.collected_at > now + CONSENT_CLOCK_SKEW:
+            result.invalid.append({"index": index, "field": "consent.collected_at",
+                                   "error": "consent.collected_at is in the future"})
+            continue
+        earlier = merged.get(phone, _Merged(country))
+        name = (row.get("first_name") or "").strip() or earlier.name
+        merged[phone] = _Merged(country, name, given or earlier.consent)
+    with db.atomic():
+        outcome = _upsert(shop_id, [
+            (shop_id, phone, item.country, item.name,
+             item.consent.source if item.consent else None,
+             item.consent.collected_at if item.consent else None)
+            for phone, item in merged.items()])
+        ids = {phone: contact_id for contact_id, phone, _ in outcome}
+        consent.record_imported(shop_id, [(ids[phone], item.consent)
+                                          for phone, item in merged.items() if item.consent])
+        _suppress_erased(shop_id, list(merged), secret or config.settings().secret_key)
+    result.created = sum(1 for _, _, inserted in outcome if inserted)
     result.updated = len(outcome) - result.created
     return result
 
 
-def _upsert(shop_id: int, rows: list[tuple[int, str, str | None, str | None]]) -> list[tuple]:
-    """One `(created?)` per row. SQL rather than Peewee: `execute_values` pages 10,000 rows
-    into a few statements, and `xmax = 0` (the row was inserted, not updated) is what tells
-    created from updated in the same round trip."""
-    with db.atomic():
-        return execute_many(
-            "INSERT INTO contact (shop_id, phone, country, first_name) VALUES %s"
-            " ON CONFLICT (shop_id, phone) DO UPDATE"
-            " SET first_name = coalesce(EXCLUDED.first_name, contact.first_name),"
-            "     updated_at = now()"
-            " RETURNING (xmax = 0)",
-            rows, fetch=True,
-        )
+def _upsert(shop_id: int, rows: list[tuple]) -> list[tuple]:
+    """One `(id, phone, created?)` per row. SQL rather than Peewee: `execute_values` pages
+    10,000 rows into a few statements, and `xmax = 0` (the row was inserted, not updated) is
+    what tells created from updated in the same round trip. The consent in force is the most
+    recently collected one, whichever import brought it."""
+    return execute_many(
+        "INSERT INTO contact (shop_id, phone, country, first_name, consent_source,"
+        " consent_collected_at) VALUES %s"
+        " ON CONFLICT (shop_id, phone) DO UPDATE"
+        " SET first_name = coalesce(EXCLUDED.first_name, contact.first_name),"
+        "     consent_source = CASE WHEN EXCLUDED.consent_collected_at"
+        "         > coalesce(contact.consent_collected_at, '-infinity')"
+        "         THEN EXCLUDED.consent_source ELSE contact.consent_source END,"
+        "     consent_collected_at = greatest(EXCLUDED.consent_collected_at,"
+        "                                     contact.consent_collected_at),"
+        "     updated_at = now()"
+        " RETURNING id, phone, (xmax = 0)",
+        rows, template="(%s, %s, %s, %s, %s, %s::timestamptz)", fetch=True,
+    )
+
+
+def _suppress_erased(shop_id: int, phones: list[str], secret: str) -> None:
+    """Numbers the shop erased before, imported again: suppressed and opted out once more."""
+    erased = suppressions.restore_erased(shop_id, phones, secret)
+    for phone in erased:
+        consent.opt_out(shop_id, phone, "erasure", "the number was erased before")
 
 
 def list_contacts(shop_id: int, limit: int, after: int | None,
                   opted_out: bool | None) -> list[dict[str, Any]]:
-    """One keyset page of the shop's contacts, optionally only (un)subscribed ones."""
+    """One keyset page of the shop's contacts (erased ones are gone), optionally only
+    (un)subscribed ones."""
     query = (Contact
              .select(Contact.id, Contact.phone, Contact.first_name, Contact.opted_out_at,
-                     Contact.created_at)
-             .where(Contact.shop == shop_id))
+                     Contact.consent_source, Contact.consent_collected_at, Contact.created_at)
+             .where((Contact.shop == shop_id)
+                    & Contact.erased_at.is_null()))
     if after is not None:
         query = query.where(Contact.id > after)
     if opted_out is not None:
@@ -135,22 +191,31 @@ def subscription(shop_id: int, contact_id: int) -> Subscription | None:
 
 
 def opt_out(shop_id: int, contact_id: int, source: str = "link") -> Subscription | None:
-    """Opt the contact out and suppress its number for the shop (idempotent: the first
+    """Opt the contact out, log it and suppress its number for the shop (idempotent: the first
     opt-out time is kept). Returns the contact's subscription afterwards, None when it does
-    not exist."""
+    not exist. An erased contact is opted out already, with no number left to suppress."""
     with db.atomic():
-        rows = (Contact
-                .update(opted_out_at=fn.coalesce(Contact.opted_out_at, fn.now()),
-                        updated_at=fn.now())
-                .where(Contact.id == contact_id, Contact.shop == shop_id)
-                .returning(Contact.phone)
-                .tuples()
-                .execute())
-        phones = [phone for (phone,) in rows]
-        if not phones:
-            return None
-        (Suppression
-         .insert(shop=shop_id, phone=phones[0], source=source)
-         .on_conflict_ignore()
-         .execute())
+        phone = phone_of(shop_id, contact_id)
+        if phone is None:
+            return subscription(shop_id, contact_id)
+        consent.opt_out(shop_id, phone, source, "unsubscribe link" if source == "link" else None)
+        suppressions.suppress(shop_id, phone, source)
     return subscription(shop_id, contact_id)
+
+
+def phone_of(shop_id: int, contact_id: int) -> str | None:
+    """The contact's number; None when the shop has no such contact or it was erased."""
+    return (Contact
+            .select(Contact.phone)
+            .where((Contact.id == contact_id)
+                   & (Contact.shop == shop_id))
+            .scalar())
+
+
+def exists(shop_id: int, contact_id: int) -> bool:
+    """Whether the shop has this contact (erased or not)."""
+    return (Contact
+            .select()
+            .where((Contact.id == contact_id)
+                   & (Contact.shop == shop_id))
+            .exists())

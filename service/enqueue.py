@@ -76,10 +76,13 @@ def _start_sending(shop_id: int, campaign_id: int,
 
 def _create_recipients(shop_id: int, campaign_id: int, contact_ids: list | None) -> list[tuple]:
     """Insert the audience as pending recipients; return [(recipient id, first name)].
+    The audience leaves out opted-out and suppressed numbers and, when the shop requires
+    consent (SPEC 11), contacts without it. Erased contacts are opted out.
 
     SQL: one INSERT ... SELECT for the whole audience, the statement bench/RESULTS.md measured
     (enqueue of 100,000 recipients in 1.69 s; the insert went from 2.9 s to 1.7 s once the
-    per-row foreign-key trigger and the ON CONFLICT arbiter were dropped)."""
+    per-row foreign-key trigger and the ON CONFLICT arbiter were dropped). The shop's
+    `require_consent` is an uncorrelated subquery: read once, not once per contact."""
     return fetchall(
         "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, country,"
         " first_name) SELECT %s, c.shop_id, c.id, c.phone, c.country, c.first_name"

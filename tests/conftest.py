@@ -34,8 +34,10 @@ SECRET_KEY = "test-secret-key-5d1f0c2b9e8a4f7b6c3d2e1f0a9b8c7d"
 ADMIN_TOKEN = "test-admin-token-8c4e2a7f1b9d3e6a"
 DLR_WEBHOOK_SECRET = "test-dlr-secret-3b7e9a1c5d2f8e4b"
 MITTO_API_KEY = "test-mitto-api-key-6f2a8d4c1e9b"
+SHOPIFY_API_SECRET = "test-shopify-secret-9d4b7e2a6c1f8e3b5a0d"
 TABLES = ("job_run", "message_log", "credit_transaction", "credit_reservation", "delivery_report",
           "campaign_recipient", "send_batch", "short_link", "campaign", "suppression",
+          "consent_event", "inbound_message", "inbound_reply", "data_export",
           "contact", "api_key", "shop")
 
 
@@ -62,6 +64,7 @@ def process_environment(service_urls, **overrides: str) -> dict[str, str]:
         "BROKER_URL": os.environ.get("TEST_BROKER_URL", ""), "ADMIN_TOKEN": ADMIN_TOKEN,
         "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "SECRET_KEY": SECRET_KEY,
         "MITTO_API_KEY": MITTO_API_KEY, "MITTO_SENDER": "Astronote",
+        "SHOPIFY_API_SECRET": SHOPIFY_API_SECRET,
         # On (the code path runs in every test) but out of the way of tests that send
         # hundreds of requests a second; tests/api/test_keys_limits.py sets a low one.
         "API_RATE_LIMIT": "5000/second",

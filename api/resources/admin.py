@@ -1,4 +1,5 @@
-"""`/admin/*`: shops, credit top-ups, refunds and adjustments, short links (ADMIN_TOKEN)."""
+"""`/admin/*`: shops, credit top-ups, refunds and adjustments, short links, data exports
+(ADMIN_TOKEN)."""
 from __future__ import annotations
 
 import falcon
@@ -7,7 +8,7 @@ from api import schemas
 from api.access import Access
 from api.body import read_json
 from models import Shop
-from service import api_keys, credits, links, shops
+from service import api_keys, credits, exports, links, shops
 from service.errors import NotFound
 
 
@@ -17,10 +18,13 @@ class ShopsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.SHOP_CREATE)
         shop, key = shops.create_shop(body["domain"], body["name"], body.get("sender"),
-                                      body.get("timezone", "UTC"))
+                                      body.get("timezone", "UTC"), body.get("help_text"),
+                                      body.get("require_consent", True))
         resp.status = falcon.HTTP_201
         resp.media = {"id": shop.id, "domain": shop.domain, "name": shop.name,
-                      "sender": shop.sender, "timezone": shop.timezone, "api_key": key}
+                      "sender": shop.sender, "timezone": shop.timezone,
+                      "help_text": shops.help_text(shop),
+                      "require_consent": shop.require_consent, "api_key": key}
 
 
 class ShopCreditsResource:
@@ -94,3 +98,16 @@ class ShopKeyResource:
                   key_id: int) -> None:
         revoked_at = api_keys.revoke_key(shop_id, key_id)
         resp.media = {"id": key_id, "revoked_at": revoked_at}
+
+
+class ExportResource:
+    """`GET /admin/exports/{id}`: a customer's data export (Shopify's customers/data_request),
+    to hand over to the shop."""
+
+    auth = Access.ADMIN
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, export_id: int) -> None:
+        export = exports.get_export(export_id)
+        if export is None:
+            raise NotFound(f"export {export_id} does not exist")
+        resp.media = export

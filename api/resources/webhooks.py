@@ -1,14 +1,22 @@
-"""`POST /webhooks/mitto/dlr`: delivery reports from the provider (one object or an array),
-authenticated with DLR_WEBHOOK_SECRET by `Authentication` (`Access.WEBHOOK`)."""
+"""The provider's webhooks, authenticated with DLR_WEBHOOK_SECRET by `Authentication`
+(`Access.WEBHOOK`): `POST /webhooks/mitto/dlr`, delivery reports (one object or an array), and
+`POST /webhooks/mitto/inbound`, a message a customer sent (SPEC 11)."""
 from __future__ import annotations
+
+import logging
 
 import falcon
 
 from api import schemas
 from api.access import Access
 from api.body import read_json
-from service import delivery
+from service import delivery, inbound
+from service.contacts import normalise_phone
+from service.errors import InvalidInput
 from service.infra.config import Settings
+from service.provider import Provider
+
+log = logging.getLogger("astronote.api.webhooks")
 
 
 class DeliveryReportResource:
@@ -25,3 +33,36 @@ class DeliveryReportResource:
                 report["timestamp"] = schemas.parse_datetime(report["timestamp"])
         applied = delivery.record_reports(reports, self.settings)
         resp.media = {"received": len(reports), "applied": applied}
+
+
+def inbound_number(raw: str) -> str:
+    """The customer's number in E.164; providers write it with or without the `+`."""
+    digits = raw.strip()
+    try:
+        return normalise_phone(digits if digits.startswith("+") else f"+{digits}")[0]
+    except ValueError as error:
+        raise InvalidInput(f"'from' is not a phone number: {error}", "from") from None
+
+
+class InboundResource:
+    """`{from, to, text, id?, timestamp?}` (`schemas.INBOUND_MESSAGE`); 200 whether or not a
+    shop was found for it, so the provider does not retry what cannot succeed later."""
+
+    auth = Access.WEBHOOK
+
+    def __init__(self, settings: Settings, provider: Provider) -> None:
+        self.settings = settings
+        self.provider = provider
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, schemas.INBOUND_MESSAGE)
+        message = inbound.Inbound(
+            phone=inbound_number(body["from"]), sender=body["to"].strip(), text=body["text"],
+            provider_id=body.get("id"),
+            received_at=schemas.parse_datetime(body["timestamp"]) if body.get("timestamp")
+            else None)
+        received = inbound.receive(message, self.settings, self.provider)
+        if not received.shop_ids:
+            log.warning("inbound message for no shop", extra={"keyword": received.keyword})
+        resp.media = {"keyword": received.keyword, "shops": len(received.shop_ids),
+                      "duplicate": received.duplicate, "reply": received.reply}

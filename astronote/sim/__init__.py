@@ -7,15 +7,17 @@ deterministic queue of forced outcomes, which also holds answers of the wrong sh
 answers out of order (`shuffle_bulk` answers every bulk call so). Control and inspection live
 under `/_sim/`: `POST /_sim/config` merges fields into the running config (`next` replaces the
 forced-outcome queue), `GET /_sim/messages[?reference=&to=&summary=1]`, `GET /_sim/stats`,
-`POST /_sim/reset`, `GET /_sim/health`.
+`POST /_sim/reset`, `GET /_sim/health`, and `POST /_sim/inbound {from, to, text, id?,
+timestamp?, repeat?}`, which posts a customer's message to the configured `inbound_url` (the
+application's inbound webhook) and answers with the application's answers.
 
 Only the stdlib serves HTTP: the simulator must sustain thousands of small requests per second
 and hundreds of keep-alive connections without adding a dependency.
 
 Modules: `config` (defaults, validation, forced outcomes), `state` (the Simulator: messages,
 stats, outcome choice), `answers` (an accepted call's answer, well-formed or not), `reports`
-(delivery-report scheduling and posting), `wire` (lean HTTP/1.1 plumbing), `server` (the Mitto
-and `/_sim/` routes, the server), `cli` (the process).
+(delivery-report scheduling and posting), `inbound` (customers' messages), `wire` (lean
+HTTP/1.1 plumbing), `server` (the Mitto and `/_sim/` routes, the server), `cli` (the process).
 """
 
 from __future__ import annotations

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shuffle-bulk", action="store_true", help="answer bulk messages out of request order"
     )
+    parser.add_argument(
+        "--inbound-url", default=None, help="where POST /_sim/inbound posts customers' messages"
+    )
     args = parser.parse_args(argv)
     try:
         serve(
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             fail_rate_500=args.fail_rate_500,
             reject_rate=args.reject_rate,
             shuffle_bulk=args.shuffle_bulk,
+            inbound_url=args.inbound_url,
         )
     except (ValueError, OSError) as exc:
         print(

@@ -30,6 +30,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dlr_queued_first": False,
     "dlr_callback_override": None,
     "shuffle_bulk": False,
+    # Where `POST /_sim/inbound` posts the messages customers "send" (the application's
+    # inbound webhook, with its token).
+    "inbound_url": None,
 }
 
 # `reset` accepts and records the messages, then resets the connection without answering;
@@ -115,8 +118,8 @@ def validate_config(update: Any, base: dict[str, Any]) -> dict[str, Any]:
                     "with a positive sum"
                 )
             value = {k: float(w) for k, w in value.items()}
-        elif key == "dlr_callback_override":
+        elif key in ("dlr_callback_override", "inbound_url"):
             if value is not None and not isinstance(value, str):
-                raise ValueError("dlr_callback_override must be a URL string or null")
+                raise ValueError(f"{key} must be a URL string or null")
         merged[key] = value
     return merged

@@ -61,6 +61,11 @@ class _Handler(LeanRequestHandler):
                 self._send_json(200, sim.update_config(update))
             except ValueError as exc:
                 self._bad_request(str(exc))
+        elif path == "/_sim/inbound":
+            try:
+                self._send_json(200, self.server.simulator.send_inbound(json.loads(body or b"{}")))
+            except ValueError as exc:
+                self._bad_request(str(exc))
         elif path == "/_sim/reset":
             self.server.simulator.reset()
             self._send_json(200, {"ok": True})

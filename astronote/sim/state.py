@@ -16,6 +16,7 @@ from collections import Counter, deque
 from typing import Any
 
 from astronote.sim.config import DEFAULT_CONFIG, validate_config
+from astronote.sim.inbound import inbound_message, post_inbound
 from astronote.sim.reports import DeliveryReports, now_iso, plan_reports
 
 _REJECT_CODE = 6
@@ -31,6 +32,7 @@ _STAT_KEYS = (
     "bad_requests",
     "dlr_sent",
     "dlr_failed",
+    "inbound_posted",
 )
 
 
@@ -298,6 +300,19 @@ class Simulator:
         if result == answers:
             result = result[1:] + result[:1]
         return result
+
+    # ---- inbound messages ----------------------------------------------------------------
+
+    def send_inbound(self, request: Any) -> dict[str, Any]:
+        """Post a customer's message to the inbound URL (ValueError when the request is wrong
+        or no URL is configured); the message and the application's answers."""
+        message, repeat, url = inbound_message(request)
+        url = url or self._config["inbound_url"]
+        if not url:
+            raise ValueError("no inbound_url is configured (POST /_sim/config)")
+        answers = post_inbound(url, message, repeat)
+        self.bump(inbound_posted=repeat)
+        return {"message": message, "answers": answers}
 
     # ---- lifecycle -----------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ class Settings:
     api_rate_limit: str | None
     api_shop_concurrency: int
     max_campaign_recipients: int
+    shopify_api_secret: str | None
+    inbound_match_days: int
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -71,7 +73,8 @@ class Settings:
     def secret_values(self) -> tuple[str, ...]:
         """The configured secrets, which no log line may show."""
         return tuple(value for value in (self.secret_key, self.admin_token,
-                                         self.dlr_webhook_secret, self.mitto_api_key) if value)
+                                         self.dlr_webhook_secret, self.mitto_api_key,
+                                         self.shopify_api_secret) if value)
 
 
 def _int(name: str, default: int, minimum: int = 0,
@@ -255,6 +258,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Enqueue refuses (422) a campaign with more eligible recipients, before inserting any:
         # an abuse cap on one request's work, not a business limit.
         "max_campaign_recipients": _int("MAX_CAMPAIGN_RECIPIENTS", 1_000_000, 1)(env),
+        # The Shopify app's API secret: it signs the privacy webhooks (X-Shopify-Hmac-Sha256).
+        # Unset disables them (404). Shopify's secrets are 32 characters or more.
+        "shopify_api_secret": _secret("SHOPIFY_API_SECRET", 32)(env),
+        # A reply to the shared MITTO_SENDER is for every shop that messaged the number from
+        # it within this many days (a shop's own sender needs no such guess).
+        "inbound_match_days": _int("INBOUND_MATCH_DAYS", 30, 1, 3650)(env),
     }
     settings = Settings(**values)
     if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:

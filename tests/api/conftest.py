@@ -1,9 +1,11 @@
 """API fixtures: the Falcon app in process (`falcon.testing.TestClient`) over the real
-PostgreSQL and Redis of `tests/conftest.py`, shops made through the admin API, and one
-assertion helper every answer goes through."""
+PostgreSQL and Redis of `tests/conftest.py`, shops made through the admin API, a fake provider
+for the answers to inbound replies, and one assertion helper every answer goes through."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
@@ -11,9 +13,13 @@ import falcon.testing
 import pytest
 
 from api.app import create_app
+from service.provider import Outcome, SendResult, Sms
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# What the helpers import with: a consent, so campaigns of shops that require it (every shop
+# made here, as every new shop) reach the contacts, as they did before consent existed.
+CONSENT = {"source": "checkout", "collected_at": "2024-01-01T00:00:00Z"}
 
 
 def auth(key: str) -> dict[str, str]:
@@ -53,9 +59,38 @@ class CheckedClient(falcon.testing.TestClient):
         return result
 
 
+@dataclass
+class FakeProvider:
+    """Records every message the app sends (the answers to STOP, START and HELP) and answers
+    each call with the next of `outcomes` (accepted once they run out)."""
+
+    sent: list[tuple[str, Sms]] = field(default_factory=list)
+    outcomes: list[SendResult] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send_one(self, sender: str, sms: Sms, callback: str | None) -> SendResult:
+        with self.lock:
+            self.sent.append((sender, sms))
+            if self.outcomes:
+                return self.outcomes.pop(0)
+            return SendResult(Outcome.ACCEPTED, provider_id=f"reply-{len(self.sent)}")
+
+    def send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
+                  callback: str | None) -> list[SendResult]:
+        raise AssertionError("the API sends no bulk messages")
+
+    def to(self, phone: str) -> list[str]:
+        return [sms.text for _, sms in self.sent if sms.to == phone]
+
+
 @pytest.fixture
-def client(settings, redis_client, db) -> CheckedClient:
-    return CheckedClient(create_app(settings, redis_client))
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+@pytest.fixture
+def client(settings, redis_client, db, provider) -> CheckedClient:
+    return CheckedClient(create_app(settings, redis_client, provider))
 
 
 def create_shop(client: CheckedClient, domain: str, credits: int = 0) -> tuple[int, str]:
@@ -77,8 +112,8 @@ def top_up(client: CheckedClient, shop_id: int, amount: int, reference: str) -> 
 
 
 def import_contacts(client: CheckedClient, key: str, phones: list[str]) -> dict:
-    answer = client.simulate_post("/contacts", headers=auth(key),
-                                  json={"contacts": [{"phone": p} for p in phones]})
+    answer = client.simulate_post("/contacts", headers=auth(key), json={
+        "contacts": [{"phone": p, "consent": CONSENT} for p in phones]})
     assert answer.status_code == 200, answer.text
     return answer.json
 

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "var" / "test-logs"
 # The tests have always run gunicorn with 4 threads, not the Procfile's 8.
 WEB_THREADS = 4
+CONSENT = {"source": "checkout", "collected_at": "2024-01-01T00:00:00Z"}
 
 
 def queued_messages(queue: str) -> int:
@@ -120,7 +121,8 @@ class Stack:
 
     def import_contacts(self, key: str, count: int, start: int = 0, named: bool = True) -> None:
         for offset in range(0, count, 10_000):
-            chunk = [{"phone": f"+30690{start + i:07d}",
+            # With consent: every new shop requires it, and these tests are about sending.
+            chunk = [{"phone": f"+30690{start + i:07d}", "consent": CONSENT,
                       **({"first_name": f"N{start + i}"} if named else {})}
                      for i in range(offset, min(count, offset + 10_000))]
             answer = self.call("POST", "/contacts", key, json={"contacts": chunk})

@@ -127,6 +127,8 @@ def test_a_model_that_disagrees_with_its_migration_is_reported(db):
         created_at = DateTimeTZField()
         logo_url = pw.TextField(null=True)  # no such column
         contact_ids = ArrayField(pw.IntegerField, index=False)  # no such column either
+        help_text = pw.TextField(null=True)
+        require_consent = pw.BooleanField()
         # `id` is an AutoField (integer, the table's is bigint); `sender` is missing
 
         class Meta:

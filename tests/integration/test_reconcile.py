@@ -11,7 +11,8 @@ from service.sending import claim_recipients
 
 def campaign_in_flight(settings, domain: str, balance: int):
     """A shop whose one-recipient campaign's provider call had an unknown outcome."""
-    shop, _ = shops.create_shop(domain, domain)
+    # (about reconciling, not consent: a shop that does not require it)
+    shop, _ = shops.create_shop(domain, domain, require_consent=False)
     credits.top_up(shop.id, balance, "initial")
     contacts.import_contacts(shop.id, [{"phone": "+306900000001"}])
     campaign = campaigns.create(shop.id, "c", "Hello there", append_unsubscribe=False)

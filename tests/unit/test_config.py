@@ -29,6 +29,7 @@ SIGNING_PROCESSES = {
     ("CLAIM_TIMEOUT_MS", "2000", "must be shorter than 4/5 of CLAIM_TIMEOUT_MS=2000"),
     ("MAX_CAMPAIGN_RECIPIENTS", "0", "MAX_CAMPAIGN_RECIPIENTS=0 must be at least 1"),
     ("MAX_CAMPAIGN_RECIPIENTS", "1e6", "MAX_CAMPAIGN_RECIPIENTS='1e6' is not an integer"),
+    ("INBOUND_MATCH_DAYS", "0", "INBOUND_MATCH_DAYS=0 must be at least 1"),
 ])
 def test_an_invalid_value_is_named(name, value, says):
     with pytest.raises(ConfigError, match=None) as error:
@@ -38,6 +39,7 @@ def test_an_invalid_value_is_named(name, value, says):
 
 @pytest.mark.parametrize("name, minimum", [
     ("SECRET_KEY", 32), ("ADMIN_TOKEN", 24), ("DLR_WEBHOOK_SECRET", 24),
+    ("SHOPIFY_API_SECRET", 32),
 ])
 def test_a_short_secret_is_named_without_its_value(name, minimum):
     # Given a secret one character shorter than its minimum
@@ -54,7 +56,7 @@ def test_a_short_secret_is_named_without_its_value(name, minimum):
 def test_secrets_of_the_minimum_length_are_accepted_and_unset_ones_disable_their_feature():
     settings = config.load({"SECRET_KEY": "k" * 32, "ADMIN_TOKEN": "a" * 24})
     assert (settings.secret_key, settings.admin_token) == ("k" * 32, "a" * 24)
-    assert settings.dlr_webhook_secret is None
+    assert settings.dlr_webhook_secret is None and settings.shopify_api_secret is None
     assert config.load({}).secret_key is None  # no default: `runtime.check` requires it
 
 
@@ -67,6 +69,7 @@ def test_defaults_follow_the_contract():
     assert settings.public_base_url == "http://localhost:8000"
     assert settings.max_campaign_recipients == 1_000_000
     assert config.load({"MAX_CAMPAIGN_RECIPIENTS": "5000"}).max_campaign_recipients == 5000
+    assert settings.inbound_match_days == 30
 
 
 # SECRET_KEY set, as every process will need it.

@@ -331,6 +331,29 @@ def test_dlr_duplicates_and_intermediate(sim: SimServer, receiver: _Receiver) ->
     assert {r["id"] for r in reports} == {answer["id"]}
 
 
+def test_inbound_messages_are_posted_to_the_inbound_url(
+    sim: SimServer, receiver: _Receiver
+) -> None:
+    # Given no inbound URL yet: a request is refused, naming what is missing
+    body = {"from": "306900000001", "to": "306999000001", "text": "STOP"}
+    refused = requests.post(f"{sim.url}/_sim/inbound", json=body, timeout=5)
+    assert refused.status_code == 400 and "inbound_url" in refused.text
+    # When one is configured and a customer's message is sent twice (a provider's retry)
+    _config(sim, inbound_url=receiver.url)
+    answer = requests.post(f"{sim.url}/_sim/inbound", json={**body, "repeat": 2}, timeout=5)
+    # Then the same message, with one id and a timestamp, reached the URL twice
+    assert answer.status_code == 200, answer.text
+    assert [a["status"] for a in answer.json()["answers"]] == [200, 200]
+    posted = receiver.wait_for(2)
+    assert posted[0] == posted[1] == answer.json()["message"]
+    assert posted[0]["text"] == "STOP" and posted[0]["id"].startswith("in-")
+    assert posted[0]["timestamp"].endswith("Z")
+    assert _stats(sim)["inbound_posted"] == 2
+    # And a request of the wrong shape is refused
+    for bad in ({**body, "repeat": 0}, {**body, "text": 5}, {**body, "sender": "x"}):
+        assert requests.post(f"{sim.url}/_sim/inbound", json=bad, timeout=5).status_code == 400
+
+
 def test_summary_reports_duplicates_and_reset_restores(start_sim: Callable[..., SimServer]) -> None:
     sim = start_sim(latency_ms=0, dlr_enabled=False)
     _sms(sim, reference="r-1")

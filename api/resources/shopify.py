@@ -1,0 +1,98 @@
+"""Shopify's mandatory privacy webhooks (SPEC 11), signed with SHOPIFY_API_SECRET and checked
+by `Authentication` (`Access.SHOPIFY`) before anything is read. The shop is found by its
+`shop_domain`, the customer by `customer.phone`. Every answer is 200 once the signature is
+good, also when there is nothing to erase or export: Shopify retries anything else, and a
+retry would find nothing more. Each call changes nothing the second time."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import falcon
+
+from api import schemas
+from api.access import Access
+from api.body import read_bytes, read_json
+from service import erasure, exports, shops
+from service.contacts import normalise_phone
+from service.infra.config import Settings
+
+log = logging.getLogger("astronote.api.shopify")
+
+
+def customer_phone(body: dict[str, Any]) -> str | None:
+    """The customer's number in E.164, or None when Shopify gave none we can read."""
+    raw = (body.get("customer") or {}).get("phone")
+    try:
+        return normalise_phone(raw)[0] if raw else None
+    except ValueError:
+        return None
+
+
+class CustomerRedactResource:
+    """`POST /webhooks/shopify/customers/redact`: erase the customer's number everywhere."""
+
+    auth = Access.SHOPIFY
+
+    def __init__(self, settings: Settings) -> None:
+        self.secret = settings.secret_key
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, schemas.SHOPIFY_CUSTOMER_REDACT)
+        shop, phone = shops.by_domain(body["shop_domain"]), customer_phone(body)
+        if shop is None or phone is None:
+            log.warning("customers/redact matched nothing",
+                        extra={"shop_found": shop is not None, "phone_given": phone is not None})
+            resp.media = {"erased": None}
+            return
+        erased = erasure.erase_number(shop.id, phone, self.secret)
+        log.info("customer erased", extra={"shop_id": shop.id, **erased.as_dict()})
+        resp.media = {"erased": erased.as_dict()}
+
+
+class DataRequestResource:
+    """`POST /webhooks/shopify/customers/data_request`: write the customer's export, which the
+    admin fetches with `GET /admin/exports/{id}`."""
+
+    auth = Access.SHOPIFY
+
+    def __init__(self, settings: Settings) -> None:
+        self.secret = settings.secret_key
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, schemas.SHOPIFY_DATA_REQUEST)
+        shop = shops.by_domain(body["shop_domain"])
+        if shop is None:
+            log.warning("customers/data_request for an unknown shop")
+            resp.media = {"export_id": None}
+            return
+        request_id = (body.get("data_request") or {}).get("id")
+        # Without Shopify's request id, the body itself names the request (a retry is equal).
+        request_key = (f"shopify:{request_id}" if request_id is not None
+                       else "body:" + hashlib.sha256(read_bytes(req)).hexdigest())
+        customer = {"id": body["customer"].get("id"), "phone": body["customer"].get("phone")}
+        export_id = exports.export_customer(shop.id, request_key, customer_phone(body),
+                                            customer, self.secret)
+        log.info("customer data exported", extra={"shop_id": shop.id, "export_id": export_id})
+        resp.media = {"export_id": export_id}
+
+
+class ShopRedactResource:
+    """`POST /webhooks/shopify/shop/redact`: erase every customer's data of the shop."""
+
+    auth = Access.SHOPIFY
+
+    def __init__(self, settings: Settings) -> None:
+        self.secret = settings.secret_key
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, schemas.SHOPIFY_SHOP_REDACT)
+        shop = shops.by_domain(body["shop_domain"])
+        if shop is None:
+            log.warning("shop/redact for an unknown shop")
+            resp.media = {"erased": None}
+            return
+        erased = erasure.erase_shop(shop.id, self.secret)
+        log.info("shop erased", extra={"shop_id": shop.id, **erased.as_dict()})
+        resp.media = {"erased": erased.as_dict()}

@@ -1,0 +1,179 @@
+"""Erasure (SPEC 11): a customer's number, name and message texts, or a whole shop's, removed
+from every table, while the number stays suppressed and the ledger stays as it is.
+
+What is erased, per shop: the contact (kept as a tombstone: opted out, `erased_at`, no phone or
+name; its consent log keeps its events, without proofs, plus an `erasure` opt-out), its
+campaign recipients' phone and name, the texts of its messages, the number in delivery reports
+of those messages, its inbound messages' number and text, and the shop's data exports of it.
+Its suppression becomes a keyed digest (`service/suppressions.py`), so a later import of the
+number suppresses it again. A recipient still `pending` becomes `skipped` (`erased`): it has
+no number left, and the send-time claim only takes pending rows. Credit rows are not touched.
+
+Everything runs in one transaction and changes nothing the second time.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from peewee import Case, fn
+
+from models import (
+    Campaign,
+    CampaignRecipient,
+    ConsentEvent,
+    Contact,
+    DataExport,
+    DeliveryReport,
+    InboundMessage,
+    MessageLog,
+)
+from models.database import db
+from service import consent, contacts, suppressions
+
+log = logging.getLogger("astronote.erasure")
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What one erasure changed (all zero when there was nothing left to erase)."""
+
+    contacts: int = 0
+    recipients: int = 0
+    messages: int = 0
+    reports: int = 0
+    inbound: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"contacts": self.contacts, "recipients": self.recipients,
+                "messages": self.messages, "reports": self.reports, "inbound": self.inbound}
+
+
+def erase_number(shop_id: int, phone: str, secret: str) -> Erased:
+    """Erase everything the shop holds about `phone` (E.164) and keep it suppressed
+    (Shopify's customers/redact)."""
+    with db.atomic():
+        contact_ids = _erase_contacts(shop_id, Contact.phone == phone)
+        recipients = CampaignRecipient.contact_id.in_(contact_ids) if contact_ids else None
+        erased = _erase_campaign_data(shop_id, recipients, [phone, phone.lstrip("+")])
+        inbound = (InboundMessage
+                   .update(phone=None, text=None)
+                   .where((InboundMessage.shop == shop_id)
+                          & (InboundMessage.phone == phone))
+                   .execute())
+        suppressions.hash_numbers(shop_id, [phone], secret)
+        (DataExport
+         .delete()
+         .where((DataExport.shop == shop_id)
+                & (DataExport.phone_hash == suppressions.phone_digest(secret, phone)))
+         .execute())
+    return Erased(len(contact_ids), *erased, inbound)
+
+
+def erase_contact(shop_id: int, contact_id: int, secret: str) -> Erased | None:
+    """`DELETE /contacts/{id}`: erase the contact's number as `erase_number` does; None when
+    the shop has no such contact (an erased one is erased already: nothing changes)."""
+    if not contacts.exists(shop_id, contact_id):
+        return None
+    phone = contacts.phone_of(shop_id, contact_id)
+    return erase_number(shop_id, phone, secret) if phone else Erased()
+
+
+def erase_shop(shop_id: int, secret: str) -> Erased:
+    """Erase every contact, recipient, message text, inbound message and export of the shop
+    (Shopify's shop/redact); its suppressions become digests. The shop row, its campaigns'
+    templates and its ledger stay."""
+    with db.atomic():
+        contact_ids = _erase_contacts(shop_id, Contact.phone.is_null(False))
+        erased = _erase_campaign_data(shop_id, CampaignRecipient.id.is_null(False), None)
+        inbound = (InboundMessage
+                   .update(phone=None, text=None)
+                   .where((InboundMessage.shop == shop_id)
+                          & InboundMessage.phone.is_null(False))
+                   .execute())
+        suppressions.hash_shop_numbers(shop_id, secret)
+        (DataExport
+         .delete()
+         .where(DataExport.shop == shop_id)
+         .execute())
+    return Erased(len(contact_ids), *erased, inbound)
+
+
+def _erase_contacts(shop_id: int, which: Any) -> list[int]:
+    """Turn the shop's contacts matching `which` into tombstones; their consent log loses its
+    proofs and gains an `erasure` opt-out. Returns their ids."""
+    ids = [contact_id for (contact_id,) in (Contact
+                                            .update(phone=None, first_name=None,
+                                                    opted_out_at=fn.coalesce(
+                                                        Contact.opted_out_at, fn.now()),
+                                                    erased_at=fn.now(), updated_at=fn.now())
+                                            .where((Contact.shop == shop_id)
+                                                   & Contact.erased_at.is_null()
+                                                   & which)
+                                            .returning(Contact.id)
+                                            .tuples()
+                                            .execute())]
+    if ids:
+        (ConsentEvent
+         .update(proof=None)
+         .where(ConsentEvent.contact.in_(ids)
+                & ConsentEvent.proof.is_null(False))
+         .execute())
+        consent.record(shop_id, ids, "opt_out", "erasure")
+    return ids
+
+
+def _erase_campaign_data(shop_id: int, which: Any | None,
+                         phone_forms: Sequence[str] | None) -> tuple[int, int, int]:
+    """(recipients, message texts, delivery reports) erased among the shop's recipients
+    matching `which` (None: none). `phone_forms` are the spellings of the number a report of
+    a bulk call may carry; None: every report of the shop's bulk calls is the shop's."""
+    if which is None:
+        return 0, 0, 0
+    # Every statement reaches recipients through (campaign, contact), the unique index.
+    scope = (CampaignRecipient.campaign.in_(Campaign
+                                            .select(Campaign.id)
+                                            .where(Campaign.shop == shop_id))
+             & which)
+    pending = CampaignRecipient.status == "pending"
+    recipients = (CampaignRecipient
+                  .update(phone=None, first_name=None,
+                          status=Case(None, [(pending, "skipped")], CampaignRecipient.status),
+                          error=Case(None, [(pending, "erased")], CampaignRecipient.error),
+                          updated_at=fn.now())
+                  .where(scope & CampaignRecipient.phone.is_null(False))
+                  .execute())
+    ids = CampaignRecipient.select(CampaignRecipient.id).where(scope)
+    messages = (MessageLog
+                .update(text=None)
+                .where(MessageLog.recipient_id.in_(ids)
+                       & MessageLog.text.is_null(False))
+                .execute())
+    return recipients, messages, _erase_reports(scope, phone_forms)
+
+
+def _erase_reports(scope: Any, phone_forms: Sequence[str] | None) -> int:
+    """The number in delivery reports of the scope's messages: matched by provider id, by
+    reference (a `/sms` call's is the recipient id) and, for `/smsbulk` calls (whose reference
+    is the batch key, shared), by batch key and number. One statement per index."""
+    has_number = DeliveryReport.to.is_null(False)
+    by_id = (CampaignRecipient
+             .select(CampaignRecipient.mitto_message_id)
+             .where(scope & CampaignRecipient.mitto_message_id.is_null(False)))
+    by_reference = (CampaignRecipient
+                    .select(CampaignRecipient.id.cast("text"))
+                    .where(scope))
+    by_batch = (CampaignRecipient
+                .select(CampaignRecipient.batch_key)
+                .where(scope & CampaignRecipient.batch_key.is_null(False)))
+    in_batch = DeliveryReport.reference.in_(by_batch)
+    if phone_forms is not None:
+        in_batch &= DeliveryReport.to.in_(list(phone_forms))
+    return sum((DeliveryReport
+                .update(to=None)
+                .where(has_number & matched)
+                .execute())
+               for matched in (DeliveryReport.provider_id.in_(by_id),
+                               DeliveryReport.reference.in_(by_reference), in_batch))

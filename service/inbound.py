@@ -1,0 +1,196 @@
+"""Inbound messages (SPEC 11): STOP, START and HELP replies, and every other reply kept.
+
+A reply is for the shop whose sender it was written to. When that sender is the shared
+MITTO_SENDER (or several shops use the same one), it is for each of those shops that messaged
+the number within INBOUND_MATCH_DAYS: a reply cannot say which of them it answers, and opting
+the number out of all of them is the safe reading of a STOP.
+
+- STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, OPTOUT, REVOKE: the number is suppressed
+  (source `reply`) and its contact opted out, logged in its consent;
+- START, UNSTOP, YES: the suppressions its owner may lift are lifted, the contact is
+  subscribed again with consent from the reply;
+- HELP, INFO: nothing changes;
+and each of them gets one answer (`service/replies.py`). A keyword is the whole message, case,
+spacing and punctuation aside ("Stop!" is one, "please stop" is not). Every message is stored
+for its shops once: a provider retry of the same message (same id) changes and sends nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from peewee import SQL, fn
+
+from models import Campaign, CampaignRecipient, Contact, InboundMessage, Shop
+from models.database import db
+from service import consent, replies, shops, suppressions
+from service.infra.config import Settings
+from service.provider import Provider
+
+KEYWORDS = {
+    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT",
+                     "REVOKE"), "stop"),
+    **dict.fromkeys(("START", "UNSTOP", "YES"), "start"),
+    **dict.fromkeys(("HELP", "INFO"), "help"),
+}
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
+_INNER_SPACING = re.compile(r"[\s_-]+")
+_NOT_ALPHANUMERIC = re.compile(r"[^0-9a-z]")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """An inbound message as the provider reported it; `phone` is E.164 already."""
+
+    phone: str
+    sender: str
+    text: str
+    provider_id: str | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Received:
+    """What receiving a message did: its keyword, the shops it was for, whether it was seen
+    before (a retry), and the state of the answer sent now (None: none was sent now)."""
+
+    keyword: str | None
+    shop_ids: tuple[int, ...]
+    duplicate: bool
+    reply: str | None
+
+
+def keyword_of(text: str) -> str | None:
+    """`stop`, `start` or `help` when the whole message is one of their words (case, width,
+    spacing and punctuation around or inside it aside: "Stop!", "opt-out"), else None."""
+    core = _INNER_SPACING.sub("", _EDGES.sub("", unicodedata.normalize("NFKC", text)))
+    return KEYWORDS.get(core.upper())
+
+
+def sender_key(sender: str) -> str:
+    """A sender id as replies name it: "+30 699 000 0000" and "306990000000" are one."""
+    return _NOT_ALPHANUMERIC.sub("", sender.lower())
+
+
+def message_key(secret: str, message: Inbound) -> str:
+    """The provider's id, else a keyed digest of the message (a retry of it is the same)."""
+    if message.provider_id:
+        return f"id:{message.provider_id}"
+    when = message.received_at.isoformat() if message.received_at else ""
+    material = "\x1f".join((message.phone, sender_key(message.sender), message.text, when))
+    return "digest:" + hmac.new(secret.encode(), material.encode(), hashlib.sha256).hexdigest()
+
+
+def _sender_matches(key: str) -> Any:
+    return fn.regexp_replace(fn.lower(Shop.sender), "[^0-9a-z]", "", "g") == key
+
+
+def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
+    """The shops among `candidates` (a condition on Shop) that sent `phone` a message within
+    `days`. Through the contact (indexed by phone) and the shop's campaigns that were still
+    open in the window, each probed by (campaign, contact): no scan of recipients."""
+    window = fn.now() - SQL("make_interval(days => %s)", (days,))
+    sent = (CampaignRecipient
+            .select(SQL("1"))
+            .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
+            .where((Campaign.shop == Contact.shop)
+                   & (Campaign.finished_at.is_null() | (Campaign.finished_at > window))
+                   & (CampaignRecipient.contact_id == Contact.id)
+                   & (CampaignRecipient.sent_at > window)))
+    return list(Shop
+                .select(Shop)
+                .join(Contact, on=(Contact.shop == Shop.id))
+                .where((Contact.phone == phone)
+                       & candidates
+                       & fn.EXISTS(sent))
+                .distinct()
+                .order_by(Shop.id))
+
+
+def shops_for(message: Inbound, settings: Settings) -> list[Shop]:
+    """The shops a reply is for: the one whose own sender it was written to; else, for the
+    shared MITTO_SENDER or a sender several shops use, those that messaged the number."""
+    key = sender_key(message.sender)
+    if not key:
+        return []
+    days = settings.inbound_match_days
+    if settings.mitto_sender and key == sender_key(settings.mitto_sender):
+        return messaged_recently(message.phone, Shop.sender.is_null() | _sender_matches(key),
+                                 days)
+    owners = list(Shop
+                  .select(Shop)
+                  .where(_sender_matches(key))
+                  .order_by(Shop.id))
+    if len(owners) <= 1:
+        return owners
+    return messaged_recently(message.phone, _sender_matches(key), days)
+
+
+def _store(message: Inbound, key: str, keyword: str | None, shop_ids: Sequence[int]) -> set[int]:
+    """Store the message for each shop; returns the shops that had not stored it yet."""
+    if not shop_ids:
+        return set()
+    received_at = message.received_at or datetime.now(UTC)
+    rows = [(shop_id, key, message.provider_id, message.phone, message.sender, message.text,
+             keyword, received_at) for shop_id in shop_ids]
+    stored = (InboundMessage
+              .insert_many(rows, fields=[InboundMessage.shop, InboundMessage.message_key,
+                                         InboundMessage.provider_id, InboundMessage.phone,
+                                         InboundMessage.sender, InboundMessage.text,
+                                         InboundMessage.keyword, InboundMessage.received_at])
+              .on_conflict_ignore()
+              .returning(InboundMessage.shop)
+              .tuples()
+              .execute())
+    return {shop_id for (shop_id,) in stored}
+
+
+def _apply(keyword: str | None, shop_id: int, message: Inbound, key: str, secret: str) -> None:
+    proof = f"reply {message.text.strip()[:40]!r} ({key})"
+    if keyword == "stop":
+        suppressions.suppress(shop_id, message.phone, "reply")
+        consent.opt_out(shop_id, message.phone, "reply", proof)
+    elif keyword == "start":
+        suppressions.lift(shop_id, message.phone, secret)
+        consent.opt_in(shop_id, message.phone, "reply", proof)
+
+
+def receive(message: Inbound, settings: Settings, provider: Provider) -> Received:
+    """Store an inbound message for its shops and act on its keyword, in one transaction;
+    then, after the commit, answer a keyword once (`replies.send_once`)."""
+    keyword = keyword_of(message.text)
+    key = message_key(settings.secret_key, message)
+    targets = shops_for(message, settings)
+    with db.atomic():
+        new = _store(message, key, keyword, [shop.id for shop in targets])
+        for shop_id in sorted(new):
+            _apply(keyword, shop_id, message, key, settings.secret_key)
+    state = None
+    if keyword and targets:
+        answer = replies.answer(keyword, [(shop.name, shops.help_text(shop)) for shop in targets])
+        state = replies.send_once(key, message.sender, message.phone, answer, provider)
+    return Received(keyword, tuple(shop.id for shop in targets),
+                    duplicate=bool(targets) and not new, reply=state)
+
+
+def list_inbound(shop_id: int, limit: int, after: int | None) -> list[dict[str, Any]]:
+    """One keyset page of the shop's inbound messages (erased ones are gone)."""
+    query = (InboundMessage
+             .select(InboundMessage.id, InboundMessage.phone.alias("from"),
+                     InboundMessage.sender.alias("to"), InboundMessage.text,
+                     InboundMessage.keyword, InboundMessage.provider_id,
+                     InboundMessage.received_at)
+             .where((InboundMessage.shop == shop_id)
+                    & InboundMessage.phone.is_null(False)))
+    if after is not None:
+        query = query.where(InboundMessage.id > after)
+    return list(query
+                .order_by(InboundMessage.id)
+                .limit(limit)
+                .dicts())
