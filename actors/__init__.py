@@ -5,7 +5,7 @@ declares every actor. Actors are adapters: they take ids, and the work is in `se
 """
 from __future__ import annotations
 
-from actors.middleware import DatabaseConnection
+from actors.middleware import DatabaseConnection, WorkerStopping
 from service.infra import metrics, runtime
 
 settings = runtime.boot("worker")
@@ -16,6 +16,8 @@ import dramatiq  # noqa: E402
 from actors.presence import WorkerPresence  # noqa: E402
 
 dramatiq.get_broker().add_middleware(DatabaseConnection())
+stopping = WorkerStopping()
+dramatiq.get_broker().add_middleware(stopping)
 dramatiq.get_broker().add_middleware(WorkerPresence(settings.redis_url))
 
 from actors import sms, status  # noqa: E402,F401

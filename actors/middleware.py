@@ -1,5 +1,8 @@
-"""Dramatiq middleware: each message gets a pooled database connection for its duration."""
+"""Dramatiq middleware: each message gets a pooled database connection for its duration, and
+batches learn that their worker is shutting down."""
 from __future__ import annotations
+
+import threading
 
 from dramatiq import Middleware
 
@@ -15,3 +18,15 @@ class DatabaseConnection(Middleware):
             db.close()
 
     after_skip_message = after_process_message
+
+
+class WorkerStopping(Middleware):
+    """Sets `stopping` when the worker shuts down (SIGTERM): a batch then stops after the
+    window in flight and puts its rest back on the queue, rather than holding the shutdown
+    for a whole batch or being cut off by it."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        self.stopping.set()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -9,20 +10,34 @@ from functools import lru_cache
 import dramatiq
 import redis
 
-from actors import settings
+from actors import settings, stopping
 from service.enqueue import batch_key
 from service.infra import dispatch, metrics
+from service.infra.call_slots import CallSlots
 from service.infra.ratelimit import RateLimiter
 from service.provider import MittoClient
-from service.sending import BatchReport, BatchSender, repair_persist, unfinished_batches
+from service.sending import BatchReport, repair_persist, unfinished_batches
+from service.windows import BatchSender
 
 log = logging.getLogger("astronote.actors.sms")
 
 
-@lru_cache(maxsize=1)
+# The process's SEND_CONCURRENCY calls, shared by every batch its threads send.
+slots = CallSlots(settings.send_concurrency)
+_creating = threading.Lock()
+
+
 def batch_sender() -> BatchSender:
-    """One provider session and one pool of SEND_CONCURRENCY calls per worker process,
-    created lazily so each forked process gets its own."""
+    """The process's one BatchSender. Under a lock: two threads creating one each would
+    double the calls the process makes at once."""
+    with _creating:
+        return _batch_sender()
+
+
+@lru_cache(maxsize=1)
+def _batch_sender() -> BatchSender:
+    """One provider session, one pool of SEND_CONCURRENCY calls and as many call slots per
+    worker process, created lazily so each forked process gets its own."""
     provider = MittoClient(settings.mitto_api_base, settings.mitto_api_key,
                            settings.provider_connect_timeout_ms / 1000,
                            settings.provider_read_timeout_ms / 1000,
@@ -30,15 +45,34 @@ def batch_sender() -> BatchSender:
     limiter = (RateLimiter(redis.Redis.from_url(settings.redis_url), settings.provider_rate_limit)
                if settings.provider_rate_limit else None)
     calls = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="provider")
-    return BatchSender(settings, provider, calls, limiter)
+    return BatchSender(settings, provider, calls, slots, limiter, stopping.stopping)
+
+
+def finish_windows_at_exit() -> None:
+    """Let every batch end the window it has in flight (answers persisted, the rest of the
+    batch back on the queue) before the process exits. Dramatiq's worker process exits at
+    once on a second SIGTERM, without stopping its threads, and a SIGTERM to the process
+    group (a platform stopping the worker, `kill` of the group) is two: the parent forwards
+    the one it got to the child, which got its own."""
+    stopping.stopping.set()
+    slots.wait_idle(settings.send_window_worst_ms / 1000)
+
+
+# Called by `threading._shutdown()`, which every exit path of a worker process runs (a forked
+# multiprocessing child ends with `os._exit`, skipping `atexit`), before the pool of provider
+# calls is shut down: registered later than `concurrent.futures`' own hook, it runs first.
+threading._register_atexit(finish_windows_at_exit)  # type: ignore[attr-defined]
 
 
 def batch_result(report: BatchReport) -> str:
     """The batch-duration label: `empty` (claimed nothing: a duplicate or a paused campaign),
-    `retry` (some messages surely not sent), else `sent`."""
+    `retry` (some messages surely not sent), `deferred` (stopped at its deadline or a
+    shutdown, the rest back on the queue), else `sent`."""
     if not report.claimed:
         return "empty"
-    return "retry" if report.not_sent else "sent"
+    if report.not_sent:
+        return "retry"
+    return "deferred" if report.republished else "sent"
 
 
 @dramatiq.actor(actor_name="sendBulkSMS", queue_name=dispatch.SEND_QUEUE,
@@ -58,11 +92,13 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
     log.info("batch sent", extra={"campaign_id": campaign_id, "shop_id": shop_id,
                                   "batch_key": key, "claimed": report.claimed,
                                   "accepted": report.accepted, "rejected": report.rejected,
-                                  "not_sent": report.not_sent, "unknown": report.unknown})
+                                  "not_sent": report.not_sent, "unknown": report.unknown,
+                                  "windows": report.windows,
+                                  "republished": report.republished})
     if report.claimed and not unfinished_batches(campaign_id):
         # The campaign's last batch: finish it now rather than waiting for the clock.
         dispatch.publish_status_update(campaign_id)
-    if report.not_sent:
+    if report.not_sent and not report.republished:
         # The provider surely has none of these; they are pending again. Retry the batch,
         # honouring Retry-After when the provider gave one (else Dramatiq's backoff).
         delay = int(report.retry_after_s * 1000) if report.retry_after_s is not None else None

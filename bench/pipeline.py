@@ -27,6 +27,7 @@ from tests.e2e.stack import Stack, wait_for  # noqa: E402
 
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
+DLR_SECRET = "bench-dlr-secret-0123456789"
 
 
 def reset_database() -> None:
@@ -79,7 +80,7 @@ class PeakRss:
 def make_stack(concurrency: int, processes: int, threads: int) -> Stack:
     env = {"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL,
            "ADMIN_TOKEN": "bench-admin-token-0123456789",
-           "DLR_WEBHOOK_SECRET": "bench-dlr-secret-0123456789",
+           "DLR_WEBHOOK_SECRET": DLR_SECRET,
            "SECRET_KEY": "bench-secret-key-0123456789abcdef", "MITTO_API_KEY": "bench",
            "SEND_CONCURRENCY": str(concurrency), "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
     return Stack(env, f"bench-{int(time.time())}")
@@ -129,7 +130,7 @@ def webhook_ingest(stack: Stack, count: int, batch: int, concurrency: int = 8) -
 
     def post(chunk: list[str]) -> None:
         body = [{"id": pid, "deliveryStatus": "Delivered"} for pid in chunk]
-        session.post(f"{stack.web}/webhooks/mitto/dlr?token=bench-dlr",
+        session.post(f"{stack.web}/webhooks/mitto/dlr?token={DLR_SECRET}",
                      json=body if batch > 1 else body[0], timeout=30).raise_for_status()
 
     started = time.perf_counter()

@@ -65,12 +65,17 @@ def compose_for(context: CampaignContext, recipient: Addressee, settings: Settin
                                unsubscribe)
 
 
+def uniform(context: CampaignContext) -> bool:
+    """Whether every recipient's text is the same (no first name, no unsubscribe link of
+    their own): the campaign then goes out in `/smsbulk` calls."""
+    return (not context.append_unsubscribe
+            and composition.FIRST_NAME_PLACEHOLDER not in context.template)
+
+
 def compose_batch(context: CampaignContext, recipients: Sequence[Addressee],
                   settings: Settings) -> list[str]:
     """The final text of each recipient; composed once when it cannot differ."""
-    uniform = (not context.append_unsubscribe
-               and composition.FIRST_NAME_PLACEHOLDER not in context.template)
-    if uniform:
+    if uniform(context):
         return [compose_for(context, recipients[0], settings)] * len(recipients)
     return [compose_for(context, recipient, settings) for recipient in recipients]
 

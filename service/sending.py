@@ -1,29 +1,27 @@
-"""Sending one batch (SPEC 4.2-4.6): claim, compose, call the provider, persist.
+"""Sending (SPEC 4.2-4.6): the statements a batch's windows are made of.
 
-Only recipients this process claimed (one conditional UPDATE, committed before the provider
-call) are sent, so a batch published twice, or a paused or cancelled campaign's batch, sends
-nothing twice. Results are persisted in one transaction per batch; if that fails after the
-provider accepted, the results go to `persistSmsResults`, which writes them without calling
-the provider again. What each recipient's text is and costs is `service.messages`.
+Only recipients this process claimed (one conditional UPDATE per window, committed right
+before the provider calls) are sent, so a batch published twice, or a paused or cancelled
+campaign's batch, sends nothing twice. Results are persisted in one transaction per window;
+if that fails after the provider accepted, the results go to `persistSmsResults`, which
+writes them without calling the provider again. How a batch is cut into windows is
+`service.windows`; what each recipient's text is and costs is `service.messages`.
 """
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, SendBatch
 from models.database import db, execute, execute_many, fetchall
-from service import credits, messages
+from models.expressions import any_of
+from service import credits
 from service.infra import dispatch
 from service.infra.config import Settings
-from service.infra.ratelimit import RateLimiter
-from service.messages import CampaignContext
-from service.provider import Outcome, Provider, SendResult, Sms
+from service.provider import Outcome, SendResult
 
 log = logging.getLogger("astronote.sending")
 
@@ -51,6 +49,7 @@ class Accepted:
 
 @dataclass
 class BatchReport:
+    """What one delivery of a batch (or one of its windows) did."""
     claimed: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -59,6 +58,24 @@ class BatchReport:
     retry_after_s: float | None = None
     persisted: bool = True
     outcomes: dict[str, int] = field(default_factory=dict)
+    windows: int = 0
+    # The rest of the batch went back on the queue (deadline, shutdown, or throttled after
+    # some progress): the actor has nothing to retry.
+    republished: bool = False
+
+    def add(self, window: BatchReport) -> None:
+        """Count one window's outcomes in the batch's."""
+        self.claimed += window.claimed
+        self.accepted += window.accepted
+        self.rejected += window.rejected
+        self.not_sent += window.not_sent
+        self.unknown += window.unknown
+        if window.retry_after_s is not None:
+            self.retry_after_s = max(self.retry_after_s or 0, window.retry_after_s)
+        self.persisted = self.persisted and window.persisted
+        for outcome, count in window.outcomes.items():
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + count
+        self.windows += 1
 
 
 @dataclass
@@ -78,12 +95,27 @@ class BatchOutcomes:
                            persisted=persisted, outcomes=self.counts)
 
 
+def pending_recipients(campaign_id: int, recipient_ids: Sequence[int]) -> list[int]:
+    """The batch's recipients still to send, in id order: a redelivered, retried or resumed
+    batch cuts its windows from these only. A read: the claim of each window decides.
+
+    `campaign_id + 0` keeps the planner on the primary key, as in the claim below."""
+    return list(CampaignRecipient
+                .select(CampaignRecipient.id)
+                .where(CampaignRecipient.id == any_of(recipient_ids),
+                       (CampaignRecipient.campaign + 0) == campaign_id,
+                       CampaignRecipient.status == "pending",
+                       CampaignRecipient.mitto_message_id.is_null())
+                .order_by(CampaignRecipient.id)
+                .scalars())
+
+
 def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -> list[Claimed]:
-    """Claim the batch's sendable recipients (pending, no provider id, campaign sending) and
+    """Claim a window's sendable recipients (pending, no provider id, campaign sending) and
     skip suppressed numbers, in one statement; commit before any provider call.
 
     SQL, not Peewee: a data-modifying CTE, and the pipeline's hottest statement (once per
-    batch over every recipient; bench/RESULTS.md). `campaign_id + 0` keeps the planner on the
+    window over its recipients; bench/RESULTS.md). `campaign_id + 0` keeps the planner on the
     primary key: with statistics taken before the campaign's rows existed, it otherwise walks
     the (campaign_id, status) index through every pending recipient of the campaign for each
     batch (measured: 1,236 recipients/s on 100,000 instead of 2,953/s on 20,000; 3,827/s with
@@ -146,17 +178,6 @@ def unclaim(recipient_ids: Sequence[int], key: str) -> int:
              .where(SendBatch.key == key, SendBatch.state == "finished")
              .execute())
     return undone
-
-
-@contextmanager
-def claims_given_back_on_failure(claimed: Sequence[Claimed], key: str) -> Iterator[None]:
-    """For work done before the provider call: whatever fails in it (an error, the actor's
-    time limit) gives the claims back, so a retry of the batch sends them."""
-    try:
-        yield
-    except BaseException:
-        unclaim([r.id for r in claimed], key)
-        raise
 
 
 def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted],
@@ -259,101 +280,41 @@ def classify(campaign_id: int, key: str, claimed: Sequence[Claimed], texts: Sequ
     return outcomes
 
 
-class BatchSender:
-    """Sends batches with one provider, one rate limiter and one pool of provider calls
-    shared by every thread of the worker process (SEND_CONCURRENCY calls in flight)."""
+def persist_or_hand_over(shop_id: int, campaign_id: int, key: str,
+                         outcomes: BatchOutcomes) -> bool:
+    """Persist a window's results; if that fails, hand them to `persistSmsResults` (the
+    provider already has the messages) and say so (False)."""
+    try:
+        persist_results(shop_id, campaign_id, outcomes.accepted, outcomes.rejected)
+        return True
+    except Exception:  # noqa: BLE001 - any failure here must hand over to the repair
+        log.exception("persisting provider results failed; handing over to persistSmsResults",
+                      extra={"campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key})
+        dispatch.publish_persist({
+            "campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key,
+            "accepted": [a.as_list() for a in outcomes.accepted],
+            "rejected": [list(r) for r in outcomes.rejected]})
+        return False
 
-    def __init__(self, settings: Settings, provider: Provider, calls: Executor,
-                 limiter: RateLimiter | None = None) -> None:
-        self.settings = settings
-        self.provider = provider
-        self.calls = calls
-        self.limiter = limiter
 
-    def send(self, campaign_id: int, shop_id: int, recipient_ids: Sequence[int],
-             key: str) -> BatchReport:
-        """Send one batch: claim, compose and cost, check credits, call the provider, sort
-        the outcomes, persist; then give back what surely was not sent, or finish the batch."""
-        claimed = claim_recipients(campaign_id, recipient_ids, key)
-        if not claimed:
-            self.finish_duplicate(campaign_id, key)
-            return BatchReport()
-        with claims_given_back_on_failure(claimed, key):
-            context = messages.load_context(shop_id, campaign_id, self.settings)
-            texts = messages.compose_batch(context, claimed, self.settings)
-            costs = messages.segment_costs(texts)
-            covered = self.cover(shop_id, campaign_id, key, sum(costs))
-        if not covered:
-            return self.fail_uncovered(shop_id, campaign_id, claimed)
-        results = self.call_provider(context, claimed, texts, key)
-        outcomes = classify(campaign_id, key, claimed, texts, costs, results)
-        persisted = self.persist(shop_id, campaign_id, key, outcomes)
-        if outcomes.not_sent:
-            unclaim(outcomes.not_sent, key)  # pending again; the actor retries the batch
-        else:
-            finish_batch(key)
-        return outcomes.report(len(claimed), persisted)
+def campaign_sending(campaign_id: int) -> bool:
+    """Whether the campaign is `sending` now (not paused, cancelled or finished)."""
+    return (Campaign
+            .select(Campaign.status)
+            .where(Campaign.id == campaign_id)
+            .scalar()) == "sending"
 
-    def finish_duplicate(self, campaign_id: int, key: str) -> None:
-        """A delivery that claimed nothing. While the campaign is sending, an earlier delivery
-        of this batch did everything; a paused or cancelled campaign's batch is left as is."""
-        status = (Campaign
-                  .select(Campaign.status)
-                  .where(Campaign.id == campaign_id)
-                  .scalar())
-        if status == "sending":
-            finish_batch(key)
 
-    def cover(self, shop_id: int, campaign_id: int, key: str, cost: int) -> bool:
-        """Whether the batch's share of the reservation covers `cost`, else whether the
-        shop's available credits cover the excess (the reservation then grows by it)."""
-        reserved = (SendBatch
-                    .select(SendBatch.reserved)
-                    .where(SendBatch.key == key)
-                    .scalar()) or 0
-        return cost <= reserved or credits.cover_excess(shop_id, campaign_id, cost - reserved)
-
-    def fail_uncovered(self, shop_id: int, campaign_id: int,
-                       claimed: Sequence[Claimed]) -> BatchReport:
-        """Nothing is sent: every claimed recipient fails with `insufficient_credits`."""
-        persist_results(shop_id, campaign_id, [],
-                        [(r.id, "insufficient_credits") for r in claimed])
-        return BatchReport(claimed=len(claimed), rejected=len(claimed))
-
-    def call_provider(self, context: CampaignContext, claimed: Sequence[Claimed],
-                      texts: Sequence[str], key: str) -> list[SendResult]:
-        """One `/smsbulk` call when every text is the same, else one `/sms` call per
-        recipient on the shared pool; one result per claimed recipient, in order."""
-        callback = callback_url(self.settings)
-        if self.limiter:
-            self.limiter.acquire(len(claimed))
-        if len(set(texts)) == 1:
-            return self.provider.send_bulk(context.sender, [r.phone for r in claimed], texts[0],
-                                           key, callback)
-
-        def send_one(pair: tuple[Claimed, str]) -> SendResult:
-            recipient, text = pair
-            return self.provider.send_one(context.sender, Sms(recipient.phone, text,
-                                                              str(recipient.id)), callback)
-
-        return list(self.calls.map(send_one, zip(claimed, texts)))
-
-    def persist(self, shop_id: int, campaign_id: int, key: str,
-                outcomes: BatchOutcomes) -> bool:
-        """Persist the batch's results; if that fails, hand them to `persistSmsResults`
-        (the provider already has the messages) and say so (False)."""
-        try:
-            persist_results(shop_id, campaign_id, outcomes.accepted, outcomes.rejected)
-            return True
-        except Exception:  # noqa: BLE001 - any failure here must hand over to the repair
-            log.exception("persisting provider results failed; handing over to persistSmsResults",
-                          extra={"campaign_id": campaign_id, "shop_id": shop_id,
-                                 "batch_key": key})
-            dispatch.publish_persist({
-                "campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key,
-                "accepted": [a.as_list() for a in outcomes.accepted],
-                "rejected": [list(r) for r in outcomes.rejected]})
-            return False
+def republish_batch(campaign_id: int, shop_id: int, recipient_ids: list[int], key: str,
+                    delay_ms: int | None = None) -> None:
+    """Put an unfinished batch back on the queue (its next delivery sends what is still
+    pending), recorded as published now so the reconciler does not publish it again."""
+    (SendBatch
+     .update(state="published", published_at=fn.now(),
+             publish_count=SendBatch.publish_count + 1)
+     .where(SendBatch.key == key, SendBatch.state != "finished")
+     .execute())
+    dispatch.publish_batch(campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
 
 
 def repair_persist(payload: dict[str, Any]) -> int:

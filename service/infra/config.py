@@ -16,6 +16,12 @@ class ConfigError(Exception):
     """A configuration variable is missing or malformed; the message names it."""
 
 
+# What one window of a batch may spend around its provider calls (claim, compose, persist):
+# tens of milliseconds in practice; small, so short timeouts such as CLAIM_TIMEOUT_MS=8000
+# with PROVIDER_READ_TIMEOUT_MS=3000 remain a valid configuration.
+SEND_WINDOW_MARGIN_MS = 250
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -68,6 +74,14 @@ class Settings:
     def broker_kind(self) -> str:
         """Which broker Dramatiq runs on: `rabbitmq` when BROKER_URL is set, else `redis`."""
         return "rabbitmq" if self.broker_url else "redis"
+
+    @property
+    def send_window_worst_ms(self) -> int:
+        """The longest one window of a batch can take: its provider calls at their connect
+        and read timeouts, and the claim and persist around them. A batch starts a window
+        only while one this long still ends before the time limit."""
+        return (self.provider_connect_timeout_ms + self.provider_read_timeout_ms
+                + SEND_WINDOW_MARGIN_MS)
 
     @property
     def secret_values(self) -> tuple[str, ...]:
@@ -266,10 +280,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "inbound_match_days": _int("INBOUND_MATCH_DAYS", 30, 1, 3650)(env),
     }
     settings = Settings(**values)
-    if settings.provider_read_timeout_ms >= settings.send_time_limit_ms:
+    if settings.send_window_worst_ms >= settings.send_time_limit_ms:
+        # Not even one window of calls fits in the time limit: a batch would be interrupted
+        # with calls in flight, or its claims resolved by the reconciler while it runs.
         raise ConfigError(
-            f"PROVIDER_READ_TIMEOUT_MS={settings.provider_read_timeout_ms} must be shorter than "
-            f"4/5 of CLAIM_TIMEOUT_MS={settings.claim_timeout_ms}"
+            f"PROVIDER_CONNECT_TIMEOUT_MS={settings.provider_connect_timeout_ms} + "
+            f"PROVIDER_READ_TIMEOUT_MS={settings.provider_read_timeout_ms} (one window of "
+            f"provider calls, plus {SEND_WINDOW_MARGIN_MS} ms to claim and persist it) must be "
+            f"shorter than 4/5 of CLAIM_TIMEOUT_MS={settings.claim_timeout_ms} (the send "
+            f"time limit, {settings.send_time_limit_ms} ms)"
         )
     return settings
 

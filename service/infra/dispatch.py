@@ -45,8 +45,9 @@ def publish(queue: str, actor_name: str, *args: Any, delay_ms: int | None = None
             from error
 
 
-def publish_batch(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> None:
-    publish(SEND_QUEUE, "sendBulkSMS", campaign_id, shop_id, recipient_ids)
+def publish_batch(campaign_id: int, shop_id: int, recipient_ids: list[int],
+                  delay_ms: int | None = None) -> None:
+    publish(SEND_QUEUE, "sendBulkSMS", campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
 
 
 def publish_persist(payload: dict[str, Any]) -> None:

@@ -55,7 +55,7 @@ def reservation(campaign_id: int) -> tuple:
 
 def shop_with_contacts(domain: str, balance: int, count: int) -> tuple[int, list[int]]:
     """A shop with `balance` credits and `count` contacts: (shop id, contact ids)."""
-    shop, _ = shops.create_shop(domain, domain)
+    shop, _ = shops.create_shop(domain, domain, require_consent=False)
     credits.top_up(shop.id, balance, "initial")
     contacts.import_contacts(shop.id, [{"phone": f"+3069{i:08d}"} for i in range(count)])
     ids = [row[0] for row in fetchall("SELECT id FROM contact WHERE shop_id = %s ORDER BY id",

@@ -19,7 +19,7 @@ CHARACTERS = "".join(sorted(GSM7_BASIC)) + "".join(sorted(GSM7_EXTENSION)) + OTH
 def test_the_sql_groups_never_mix_two_name_shapes(db):
     # Given contacts whose names hold each character once (between two letters, so that no
     # whitespace is stripped), names of one class only, and names of several lengths
-    shop, _ = shops.create_shop("shapes.example", "Shapes")
+    shop, _ = shops.create_shop("shapes.example", "Shapes", require_consent=False)
     names = ([f"a{char}b" for char in CHARACTERS] + ["çω", "中文字", "€€", "😀", "Ann", "Anna",
                                                     "Zoë", "Zoë", None])
     contacts.import_contacts(shop.id, [{"phone": f"+30690{i:07d}", "first_name": name}
@@ -42,7 +42,7 @@ def test_the_sql_groups_never_mix_two_name_shapes(db):
 
 def test_a_list_audience_is_counted_without_being_read(db):
     # Given a campaign to a list of two contacts
-    shop, _ = shops.create_shop("list.example", "List")
+    shop, _ = shops.create_shop("list.example", "List", require_consent=False)
     contacts.import_contacts(shop.id, [{"phone": "+306900000001"}, {"phone": "+306900000002"}])
     ids = [row[0] for row in fetchall("SELECT id FROM contact")]
     created = campaigns.create(shop.id, "c", "Hello there", contact_ids=ids)

@@ -72,6 +72,38 @@ def test_defaults_follow_the_contract():
     assert settings.inbound_match_days == 30
 
 
+def test_a_window_of_calls_that_cannot_end_within_the_send_time_limit_is_refused():
+    # Given provider timeouts whose sum (one window of calls at worst) exceeds the send
+    # actor's time limit, 4/5 of the claim timeout
+    env = {"CLAIM_TIMEOUT_MS": "8000", "PROVIDER_READ_TIMEOUT_MS": "4000"}
+    # When the configuration is loaded
+    with pytest.raises(ConfigError) as error:
+        config.load(env)
+    # Then it is refused with one line naming every variable involved
+    message = str(error.value)
+    assert "\n" not in message
+    for says in ("PROVIDER_CONNECT_TIMEOUT_MS=3000", "PROVIDER_READ_TIMEOUT_MS=4000",
+                 "CLAIM_TIMEOUT_MS=8000", "6400 ms"):
+        assert says in message
+
+
+def test_short_timeouts_that_leave_room_for_one_window_are_valid():
+    settings = config.load({"CLAIM_TIMEOUT_MS": "8000", "PROVIDER_READ_TIMEOUT_MS": "3000",
+                            "SEND_BATCH_SIZE": "50"})
+    assert settings.send_window_worst_ms < settings.send_time_limit_ms == 6400
+
+
+def test_a_worker_with_no_room_for_a_window_stops_with_one_line():
+    env = {**os.environ, "CLAIM_TIMEOUT_MS": "8000", "PROVIDER_READ_TIMEOUT_MS": "6000",
+           "DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-m", "dramatiq", "actors", "--processes", "1",
+                           "--threads", "1"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert "PROVIDER_READ_TIMEOUT_MS=6000" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # SECRET_KEY set, as every process will need it.
 KEY = {"SECRET_KEY": "s" * 40}
 

@@ -1,0 +1,294 @@
+"""A batch sent window by window on real PostgreSQL and Redis, with a fake provider: claims
+no larger than the calls in flight, pause and opt-out at the next window, the deadline and
+a shutdown putting the rest back on the queue, and a time limit that loses no answer."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+
+import pytest
+from dramatiq.middleware.threading import raise_thread_exception
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+from models.database import connection, fetchall
+from service import campaigns, contacts, credits, shops
+from service.enqueue import batch_key, enqueue
+from service.infra.call_slots import CallSlots
+from service.provider import Outcome, SendResult, Sms
+from service.windows import BatchSender
+
+
+class FakeProvider:
+    """Accepts every message, unless `answer` says otherwise; `during_call(sms)` runs inside
+    each `/sms` call (a test looks at the database there, or pauses the campaign)."""
+
+    def __init__(self, during_call: Callable[[Sms], None] | None = None,
+                 answer: Callable[[Sms], SendResult] | None = None) -> None:
+        self.during_call, self.answer = during_call, answer
+        self.sent: list[str] = []
+        self.bulk_calls = 0
+        self.lock = threading.Lock()
+
+    def send_one(self, sender: str, sms: Sms, callback: str | None) -> SendResult:
+        if self.during_call:
+            self.during_call(sms)
+        result = (self.answer(sms) if self.answer
+                  else SendResult(Outcome.ACCEPTED, provider_id=f"p-{sms.reference}"))
+        if result.outcome is Outcome.ACCEPTED:
+            with self.lock:
+                self.sent.append(sms.to)
+        return result
+
+    def send_bulk(self, sender: str, to: list[str], text: str, reference: str,
+                  callback: str | None) -> list[SendResult]:
+        with self.lock:
+            self.bulk_calls += 1
+            self.sent += to
+        return [SendResult(Outcome.ACCEPTED, provider_id=f"b-{number}") for number in to]
+
+
+class HeldCalls(Executor):
+    """A pool whose first `running` calls start at once and wait for `release`; the others
+    never start, as on a pool busy with other batches' calls."""
+
+    def __init__(self, running: int) -> None:
+        self.running, self.started = running, 0
+        self.released = threading.Event()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        if self.started < self.running:
+            self.started += 1
+            future.set_running_or_notify_cancel()
+
+            def run() -> None:
+                self.released.wait(10)
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as error:  # noqa: BLE001 - handed to the future
+                    future.set_exception(error)
+
+            threading.Thread(target=run, daemon=True).start()
+        return future
+
+
+class Clock:
+    """Monotonic seconds that a test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def batch(db, settings):
+    """A sending campaign of twelve personalised messages in one batch:
+    (shop id, campaign id, recipient ids, batch key)."""
+    shop, _ = shops.create_shop("windows.example", "Windows")
+    credits.top_up(shop.id, 1000, "initial")
+    contacts.import_contacts(shop.id, [{"phone": f"+30690000{i:04d}", "first_name": f"N{i}"}
+                                       for i in range(12)])
+    campaign = campaigns.create(shop.id, "c", "Hi {first_name}, new in today",
+                                append_unsubscribe=False)
+    enqueue(shop.id, campaign.id, dataclasses.replace(settings, send_batch_size=12))
+    ids = [row[0] for row in fetchall("SELECT id FROM campaign_recipient WHERE campaign_id = %s"
+                                      " ORDER BY id", (campaign.id,))]
+    return shop.id, campaign.id, ids, batch_key(campaign.id, ids)
+
+
+def statuses(campaign_id: int) -> dict[str, int]:
+    return dict(fetchall("SELECT status, count(*) FROM campaign_recipient"
+                         " WHERE campaign_id = %s GROUP BY status", (campaign_id,)))
+
+
+def in_flight(campaign_id: int) -> int:
+    with connection():  # the provider's calls run on pool threads, each with its connection
+        return statuses(campaign_id).get("sending", 0)
+
+
+def batch_state(key: str) -> tuple[str, int]:
+    return fetchall("SELECT state, publish_count FROM send_batch WHERE key = %s", (key,))[0]
+
+
+def sender(settings, provider, slots: int = 4, **options) -> BatchSender:
+    calls = options.pop("calls", None) or ThreadPoolExecutor(slots)
+    return BatchSender(settings, provider, calls, CallSlots(slots), **options)
+
+
+def test_a_batch_claims_no_more_recipients_than_the_calls_it_makes_at_once(batch, settings):
+    # Given a batch of twelve and a process that makes four calls at once
+    shop_id, campaign_id, ids, key = batch
+    seen: list[int] = []
+    provider = FakeProvider(during_call=lambda sms: seen.append(in_flight(campaign_id)))
+
+    # When the batch is sent
+    report = sender(settings, provider, slots=4).send(campaign_id, shop_id, ids, key)
+
+    # Then it went in three windows of four: during every call, exactly its window was
+    # claimed, each window persisted before the next was claimed
+    assert (report.windows, report.claimed, report.accepted) == (3, 12, 12)
+    assert len(seen) == 12 and set(seen) == {4}
+    assert statuses(campaign_id) == {"sent": 12}
+    assert batch_state(key)[0] == "finished"
+    assert fetchall("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'")[0][0] == 12
+
+
+def test_a_uniform_batch_is_one_bulk_call_however_few_the_slots(db, settings):
+    # Given a campaign whose texts are all the same, and a process of two call slots
+    shop, _ = shops.create_shop("bulk.example", "Bulk")
+    credits.top_up(shop.id, 100, "initial")
+    contacts.import_contacts(shop.id, [{"phone": f"+30691000{i:04d}"} for i in range(12)])
+    campaign = campaigns.create(shop.id, "c", "Sale today", append_unsubscribe=False)
+    enqueue(shop.id, campaign.id, settings)
+    ids = [row[0] for row in fetchall("SELECT id FROM campaign_recipient ORDER BY id")]
+    provider = FakeProvider()
+
+    # When its batch is sent
+    report = sender(settings, provider, slots=2).send(shop_id=shop.id, campaign_id=campaign.id,
+                                                      recipient_ids=ids,
+                                                      key=batch_key(campaign.id, ids))
+
+    # Then one /smsbulk call carried the whole batch: one call is one window
+    assert (provider.bulk_calls, report.windows, report.accepted) == (1, 1, 12)
+
+
+def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
+    # Given a batch whose first window's calls are in flight when the merchant pauses
+    shop_id, campaign_id, ids, key = batch
+    paused = threading.Event()
+
+    def pause_once(sms: Sms) -> None:
+        if not paused.is_set():
+            paused.set()
+            with connection():
+                campaigns.pause(shop_id, campaign_id)
+
+    provider = FakeProvider(during_call=pause_once)
+    send = sender(settings, provider, slots=4)
+
+    # When the batch is sent
+    report = send.send(campaign_id, shop_id, ids, key)
+
+    # Then the window in flight was sent and persisted, and nothing more was claimed
+    assert (len(provider.sent), report.accepted, report.republished) == (4, 4, False)
+    assert statuses(campaign_id) == {"sent": 4, "pending": 8}
+    assert batch_state(key)[0] != "finished"  # resume publishes it again
+
+    # When it is resumed and the batch delivered again, Then the rest is sent, each once
+    campaigns.resume(shop_id, campaign_id)
+    send.send(campaign_id, shop_id, ids, key)
+    assert statuses(campaign_id) == {"sent": 12}
+    assert len(provider.sent) == len(set(provider.sent)) == 12
+
+
+def test_an_opt_out_during_a_window_skips_the_contact_at_the_next_one(batch, settings):
+    # Given a contact of the batch's last window who opts out while the first is in flight
+    shop_id, campaign_id, ids, key = batch
+    last = fetchall("SELECT contact_id, phone FROM campaign_recipient WHERE id = %s",
+                    (ids[-1],))[0]
+    opted = threading.Event()
+
+    def opt_out_once(sms: Sms) -> None:
+        if not opted.is_set():
+            opted.set()
+            with connection():
+                contacts.opt_out(shop_id, last[0])
+
+    provider = FakeProvider(during_call=opt_out_once)
+
+    # When the batch is sent
+    sender(settings, provider, slots=4).send(campaign_id, shop_id, ids, key)
+
+    # Then that contact got nothing and is skipped; everyone else was sent once
+    assert last[1] not in provider.sent
+    assert statuses(campaign_id) == {"sent": 11, "skipped": 1}
+
+
+@pytest.mark.parametrize("stop", ["deadline", "shutdown"])
+def test_a_batch_stopped_between_windows_puts_its_rest_back_on_the_queue(batch, settings,
+                                                                         redis_client, stop):
+    # Given a batch whose first window ends past its deadline, or during a worker shutdown
+    shop_id, campaign_id, ids, key = batch
+    clock, stopping = Clock(), threading.Event()
+
+    def first_window_ends_late(sms: Sms) -> None:
+        if stop == "deadline":
+            clock.now += settings.send_time_limit_ms / 1000
+        else:
+            stopping.set()
+
+    provider = FakeProvider(during_call=first_window_ends_late)
+    queued = redis_client.llen("dramatiq:sms-send")
+
+    # When the batch is sent
+    report = sender(settings, provider, slots=4, clock=clock, stopping=stopping).send(
+        campaign_id, shop_id, ids, key)
+
+    # Then one window was sent and persisted, nothing is left in flight, and the batch is
+    # published again (recorded as such) for its next delivery to send the rest
+    assert (report.windows, report.accepted, report.republished) == (1, 4, True)
+    assert statuses(campaign_id) == {"sent": 4, "pending": 8}
+    assert batch_state(key) == ("published", 2)
+    assert redis_client.llen("dramatiq:sms-send") == queued + 1
+
+
+def test_a_batch_throttled_after_some_progress_comes_back_after_retry_after(batch, settings,
+                                                                          redis_client):
+    # Given a provider that throttles every call after the first window's
+    shop_id, campaign_id, ids, key = batch
+    calls = iter(range(100))
+
+    def answer(sms: Sms) -> SendResult:
+        if next(calls) < 4:
+            return SendResult(Outcome.ACCEPTED, provider_id=f"p-{sms.reference}")
+        return SendResult(Outcome.NOT_SENT, reason="HTTP 429", retry_after_s=2)
+
+    # When the batch is sent
+    report = sender(settings, FakeProvider(answer=answer), slots=4).send(
+        campaign_id, shop_id, ids, key)
+
+    # Then the throttled window is pending again, no window followed it, and the batch comes
+    # back after Retry-After as a new message (its retries are kept for real failures)
+    assert (report.windows, report.accepted, report.not_sent) == (2, 4, 4)
+    assert report.republished
+    assert statuses(campaign_id) == {"sent": 4, "pending": 8}
+    assert redis_client.llen("dramatiq:sms-send.DQ") == 1
+
+
+def test_a_window_interrupted_by_the_time_limit_keeps_every_answer(batch, settings):
+    # Given a window of four claims: two calls under way, two not started yet
+    shop_id, campaign_id, ids, key = batch
+    calls, provider = HeldCalls(running=2), FakeProvider()
+    send = sender(settings, provider, slots=4, calls=calls)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            send.send(campaign_id, shop_id, ids, key)
+        except BaseException as error:  # noqa: BLE001 - the test looks at it
+            raised.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while (calls.started < 2 or statuses(campaign_id).get("sending") != 4) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    # When Dramatiq's time limit interrupts the batch's thread, and the calls under way answer
+    raise_thread_exception(thread.ident, TimeLimitExceeded)
+    calls.released.set()
+    thread.join(timeout=10)
+
+    # Then the exception went on, but only after both answers were persisted (sent and
+    # debited) and the two claims never called were given back: nothing is left in flight
+    assert len(raised) == 1 and isinstance(raised[0], TimeLimitExceeded)
+    assert statuses(campaign_id) == {"sent": 2, "pending": 10}
+    assert len(provider.sent) == 2
+    assert fetchall("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'")[0][0] == 2
+    assert send.slots.free == 4
