@@ -96,7 +96,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> f
         "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(),
         "/u/{token}": links.UnsubscribeResource(settings),
         "/r/{code}": links.ShortLinkResource(),
-        "/openapi.json": openapi.OpenApiResource(),
+        "/openapi.json": openapi.OpenApiResource(app),
     }
     add_routes(app, routes)
     return app
