@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from api.app import create_app
 from api.ops_access import OperatorSessions
 from models import ApiKey
-from service import api_keys
+from service import api_keys, links
 from tests.api.conftest import (
     CheckedClient,
     auth,
@@ -88,6 +88,8 @@ class Tenants:
     redis_client: Any
     b_key: str = field(default_factory=api_keys.new_key)
     a_ids: frozenset[int] = frozenset()
+    b_id: int = 0
+    b_campaign_id: int = 0
 
     def reset(self) -> None:
         self.db.execute_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
@@ -107,14 +109,14 @@ class Tenants:
         # key is the same after every reset (the schema's configuration holds it)
         for sequence in SEQUENCES:
             self.db.execute_sql("SELECT setval(%s, %s)", (sequence, B_IDS_FROM))
-        b_id, _ = create_shop(client, "shop-b.example", credits=1000)
+        self.b_id, _ = create_shop(client, "shop-b.example", credits=1000)
         (ApiKey
          .update(key_hash=api_keys.hash_key(self.b_key))
-         .where(ApiKey.shop == b_id)
+         .where(ApiKey.shop == self.b_id)
          .execute())
         import_contacts(client, self.b_key, ["+447911123401", "+447911123402"])
-        create_campaign(client, self.b_key, name="B draft")
-        assert min(self.shop_ids(b_id)) > max(self.a_ids)
+        self.b_campaign_id = create_campaign(client, self.b_key, name="B draft")["id"]
+        assert min(self.shop_ids(self.b_id)) > max(self.a_ids)
 
     def shop_ids(self, shop_id: int) -> frozenset[int]:
         """The ids of every row the shop owns, whatever the table."""
@@ -227,3 +229,56 @@ def test_call_sequences_along_the_links_answer_as_documented(tenants, settings):
     Workflow.run(settings=hypothesis.settings(
         max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS, deadline=None,
         suppress_health_check=list(hypothesis.HealthCheck)))
+
+
+def test_answers_random_input_cannot_reach_conform_too(api_schema, tenants, settings):
+    """The answers no generated value reaches (a real token, link or report), sent through
+    schemathesis so that they are checked the same way."""
+    contact_id = tenants.db.execute_sql("SELECT min(id) FROM contact WHERE shop_id = %s",
+                                        (tenants.b_id,)).fetchone()[0]
+    url = links.shorten(tenants.b_id, tenants.b_campaign_id, ["https://shop-b.example/sale"],
+                        settings.public_base_url)["https://shop-b.example/sale"]
+    code = url.rsplit("/", 1)[1]
+    token = links.unsubscribe_token(settings.secret_key, tenants.b_id, contact_id)
+    campaign = {"campaign_id": tenants.b_campaign_id}
+    form = "application/x-www-form-urlencoded"
+    steps = [
+        # Given shop B's campaign, launched, watched, paused, resumed and cancelled
+        ("POST", "/campaigns/{campaign_id}/enqueue", {"path_parameters": campaign}, 202),
+        ("GET", "/campaigns/{campaign_id}/progress", {"path_parameters": campaign}, 200),
+        ("GET", "/campaigns/{campaign_id}/recipients", {"path_parameters": campaign}, 200),
+        ("POST", "/campaigns/{campaign_id}/pause", {"path_parameters": campaign}, 200),
+        ("POST", "/campaigns/{campaign_id}/resume", {"path_parameters": campaign}, 200),
+        ("POST", "/campaigns/{campaign_id}/cancel", {"path_parameters": campaign}, 200),
+        ("GET", "/credits/transactions", {}, 200),
+        ("POST", "/contacts", {"body": "Phone,First Name\n+447911123409,Ann\n",
+                               "media_type": "text/csv"}, 200),
+        # And a delivery report, a short link followed, checked and disabled
+        ("POST", "/webhooks/mitto/dlr", {"body": {"id": "m-1", "deliveryStatus": "Delivered"}},
+         200),
+        ("GET", "/r/{code}", {"path_parameters": {"code": code}}, 302),
+        ("HEAD", "/r/{code}", {"path_parameters": {"code": code}}, 302),
+        ("POST", "/admin/links/{code}/disable", {"path_parameters": {"code": code}}, 200),
+        ("GET", "/r/{code}", {"path_parameters": {"code": code}}, 410),
+        # And a contact's unsubscribe page, confirmed, and the operator's login and logout
+        ("GET", "/u/{token}", {"path_parameters": {"token": token}}, 200),
+        ("POST", "/u/{token}", {"path_parameters": {"token": token},
+                                "body": {"List-Unsubscribe": "One-Click"}, "media_type": form},
+         200),
+        ("POST", "/ops/login", {"body": {"token": ADMIN_TOKEN}, "media_type": form}, 303),
+        ("POST", "/ops/login", {"body": {"token": "not-the-token"}, "media_type": form}, 401),
+        ("POST", "/ops/logout", {}, 303),
+    ]
+    # (a case made by hand carries no credentials: each gets those its operation requires)
+    credentials = {"shopApiKey": {"Authorization": f"Bearer {tenants.b_key}"},
+                   "adminToken": {"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                   "webhookToken": {"X-Webhook-Token": DLR_WEBHOOK_SECRET}}
+    for method, path, given, status in steps:
+        # When each is sent
+        case = api_schema[path][method].Case(**given)
+        security = case.operation.definition.raw["security"]
+        headers = credentials[next(iter(security[0]))] if security else {}
+        response = case.call_and_validate(headers=headers,
+                                          additional_checks=[tenants.no_cross_shop_read])
+        # Then it answers as expected, and as documented
+        assert response.status_code == status, (method, path, response.text[:300])
