@@ -141,7 +141,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None,
         "/webhooks/shopify/shop/redact": shopify.ShopRedactResource(settings),
         "/u/{token}": links.UnsubscribeResource(settings),
         "/r/{code}": links.ShortLinkResource(),
-        "/openapi.json": openapi.OpenApiResource(),
+        "/openapi.json": openapi.OpenApiResource(app),
     }
     add_routes(app, routes)
     return app

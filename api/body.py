@@ -60,6 +60,19 @@ def int_param(req: falcon.Request, name: str, default: int | None = None,
     return value
 
 
+def page_limit(req: falcon.Request) -> int:
+    """`limit` of a list, bounded as the OpenAPI document says (`schemas.PAGE_LIMIT`)."""
+    bounds = schemas.PAGE_LIMIT
+    limit = int_param(req, "limit", bounds["default"], bounds["minimum"], bounds["maximum"])
+    return bounds["default"] if limit is None else limit
+
+
+def page_after(req: falcon.Request) -> int | None:
+    """`after` of a list: the `next` of the previous page (`schemas.PAGE_AFTER`)."""
+    bounds = schemas.PAGE_AFTER
+    return int_param(req, "after", None, bounds["minimum"], bounds["maximum"])
+
+
 def choice_param(req: falcon.Request, name: str, choices: tuple[str, ...]) -> str | None:
     raw = req.get_param(name)
     if raw is not None and raw not in choices:

@@ -1,5 +1,7 @@
 """Request schemas: one JSON Schema per body, used both to validate requests and to publish the
-OpenAPI document (`GET /openapi.json`), so the two can never drift apart."""
+OpenAPI document (`GET /openapi.json`), so the two can never drift apart; and the schemas of the
+answers, which the document publishes and `tests/api/test_schemathesis.py` holds every answer
+to."""
 from __future__ import annotations
 
 import re
@@ -15,6 +17,7 @@ from service.delivery import DELIVERY_STATUSES
 from service.errors import InvalidInput
 
 _ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+ID = _ID  # bigserial: what the router's `int(min=1, max=...)` converter matches
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 1600}
 
 
@@ -292,3 +295,159 @@ def row_problem(row: Any, schema: dict[str, Any]) -> tuple[str | None, str] | No
     if field is not None:
         return field, f"{field} holds a NUL or an unpaired surrogate, which cannot be stored"
     return None
+
+
+# --- answers ---------------------------------------------------------------------------------
+# What the API answers, as published in the OpenAPI document. Objects list every field they
+# carry and no other (`additionalProperties: false`): a field added to an answer without its
+# schema fails tests/api/test_schemathesis.py.
+
+CAMPAIGN_STATUSES = ("draft", "scheduled", "sending", "paused", "completed", "failed",
+                     "cancelled")
+RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+LEDGER_KINDS = ("top-up", "debit", "refund", "adjustment")
+
+# `limit` and `after` of every list (`api/body.py` reads them with these bounds).
+PAGE_LIMIT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}
+PAGE_AFTER: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+
+_COUNT = {"type": "integer", "minimum": 0}
+_CREDITS = {"type": "integer"}
+_TIME = {"type": "string", "format": "date-time"}
+_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_ID_OR_NULL = {"oneOf": [_ID, {"type": "null"}]}
+
+
+def answer(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An answer object: every property is present unless named in `optional`."""
+    return {"type": "object", "properties": properties,
+            "required": [name for name in properties if name not in optional],
+            "additionalProperties": False}
+
+
+def page_of(item: dict[str, Any]) -> dict[str, Any]:
+    """A keyset page of `item`s (`api/body.py`'s `page`)."""
+    return answer({"items": {"type": "array", "items": item, "maxItems": PAGE_LIMIT["maximum"]},
+                   "next": {**_ID_OR_NULL, "description": "the `after` of the next page; null on"
+                                                         " the last page"}})
+
+
+ERROR = answer({
+    "title": {"type": "string", "minLength": 1},
+    "description": {"type": "string", "minLength": 1},
+    "field": {"type": "string", "description": "the field (or header) at fault, on a 422"},
+}, optional=("field",))
+
+SHOP_CREATED = answer({
+    "id": _ID, "domain": {"type": "string"}, "name": {"type": "string"},
+    "sender": _TEXT_OR_NULL, "timezone": {"type": "string"},
+    "api_key": {"type": "string", "description": "shown once: only its hash is stored"},
+})
+
+BALANCE = answer({"balance": _CREDITS})
+
+CREDITS = answer({"balance": _CREDITS, "reserved": _CREDITS, "available": _CREDITS})
+
+TRANSACTION = answer({
+    "id": _ID, "kind": {"enum": list(LEDGER_KINDS)}, "amount": _CREDITS,
+    "key": {"type": "string", "description": "the idempotency key of the ledger row"},
+    "campaign_id": _ID_OR_NULL, "recipient_id": _ID_OR_NULL, "note": _TEXT_OR_NULL,
+    "created_at": _TIME,
+})
+
+CONTACT_LISTED = answer({
+    "id": _ID, "phone": {"type": "string", "description": "E.164"},
+    "first_name": _TEXT_OR_NULL, "opted_out_at": _TIME_OR_NULL, "created_at": _TIME,
+})
+
+CONTACTS_IMPORTED = answer({
+    "created": _COUNT, "updated": _COUNT,
+    "invalid": {"type": "array", "items": answer({
+        "index": {"type": "integer", "minimum": 0,
+                  "description": "0-based row (blank CSV lines are not rows)"},
+        "field": _TEXT_OR_NULL, "error": {"type": "string"},
+    })},
+})
+
+# The audience of a campaign: `contact_ids` (the list it was created with, null for every
+# subscribed contact) or the `audience` object that replaces it (SPEC 5); both are described
+# until every answer carries the object.
+AUDIENCE = {"oneOf": [
+    answer({"kind": {"const": "all_subscribed"}}),
+    answer({"kind": {"const": "contacts"}, "count": _COUNT}),
+]}
+
+CAMPAIGN = answer({
+    "id": _ID, "name": {"type": "string"}, "text": {"type": "string"},
+    "status": {"enum": list(CAMPAIGN_STATUSES)}, "status_reason": _TEXT_OR_NULL,
+    "contact_ids": {"type": ["array", "null"], "items": _ID},
+    "audience": AUDIENCE,
+    "append_unsubscribe": {"type": "boolean"},
+    "scheduled_at": _TIME_OR_NULL, "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL,
+    "last_progress_at": _TIME_OR_NULL, "created_at": _TIME, "updated_at": _TIME,
+}, optional=("contact_ids", "audience"))
+
+ENQUEUED = answer({
+    "id": _ID, "status": {"const": "sending"}, "recipients": _COUNT,
+    "reserved_credits": _COUNT, "batches": _COUNT,
+})
+
+PROGRESS = answer({
+    "id": _ID, "status": {"enum": list(CAMPAIGN_STATUSES)}, "status_reason": _TEXT_OR_NULL,
+    "total": _COUNT, **{status: _COUNT for status in RECIPIENT_STATUSES},
+    "delivery": {"type": "object", "additionalProperties": _COUNT,
+                 "description": "recipients by delivery status"},
+    "credits": answer({"reserved": _COUNT, "consumed": _COUNT, "released": _COUNT}),
+    "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL, "last_progress_at": _TIME_OR_NULL,
+})
+
+RECIPIENT = answer({
+    "id": _ID, "contact_id": _ID, "phone": {"type": "string"}, "first_name": _TEXT_OR_NULL,
+    "status": {"enum": list(RECIPIENT_STATUSES)}, "mitto_message_id": _TEXT_OR_NULL,
+    "delivery_status": _TEXT_OR_NULL, "error": _TEXT_OR_NULL, "sent_at": _TIME_OR_NULL,
+    "delivery_at": _TIME_OR_NULL,
+})
+
+SHORT_LINK_DISABLED = answer({
+    "code": {"type": "string"}, "url": {"type": "string"}, "clicks": _COUNT,
+    "disabled_at": _TIME,
+})
+
+API_KEY_ISSUED = answer({
+    "id": _ID, "prefix": {"type": "string"},
+    "api_key": {"type": "string", "description": "shown once: only its hash is stored"},
+})
+
+API_KEYS = answer({"items": {"type": "array", "items": answer({
+    "id": _ID, "prefix": {"type": "string"}, "created_at": _TIME,
+    "last_used_at": _TIME_OR_NULL, "revoked_at": _TIME_OR_NULL,
+})}})
+
+API_KEY_REVOKED = answer({"id": _ID, "revoked_at": _TIME})
+
+REPORTS_RECEIVED = answer({"received": _COUNT, "applied": _COUNT})
+
+HEALTH = answer({"ok": {"const": True}})
+
+READINESS = answer({
+    "ok": {"type": "boolean"},
+    "down": {"type": "array", "items": {"enum": ["postgresql", "redis"]}},
+    "reason": {"type": "string"},
+}, optional=("reason",))
+
+# The sections of `/health/full` are described in the README (SPEC 8); they are objects, and a
+# section whose dependency is down is `{"error": ...}`.
+_SECTION = {"type": "object"}
+FULL_HEALTH = answer({
+    "ok": {"type": "boolean"}, "problems": {"type": "array", "items": {"type": "string"}},
+    "checked_at": _TIME,
+    "dependencies": answer({"postgresql": {"type": "string"}, "redis": {"type": "string"}}),
+    "scheduler": _SECTION, "workers": _SECTION, "queues": _SECTION, "campaigns": _SECTION,
+    "took_ms": {"type": "number", "minimum": 0},
+})
+
+OPERATOR_STATE = answer({"health": FULL_HEALTH,
+                         "campaigns": {"type": "array", "items": {"type": "object"}}})
+
+HTML_PAGE = {"type": "string"}

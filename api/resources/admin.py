@@ -7,13 +7,25 @@ import falcon
 from api import schemas
 from api.access import Access
 from api.body import read_json
+from api.docs import Answer, Operation, id_links
 from models import Shop
 from service import api_keys, credits, exports, links, shops
 from service.errors import NotFound
 
+SHOP_LINKS = id_links("shop_id", "$response.body#/id",
+                      ("POST", "/admin/shops/{shop_id}/credits"),
+                      ("POST", "/admin/shops/{shop_id}/keys"),
+                      ("GET", "/admin/shops/{shop_id}/keys"))
+
 
 class ShopsResource:
     auth = Access.ADMIN
+    docs = {"POST": Operation(
+        "Create a shop and its first API key",
+        {201: Answer("The shop, with its API key (shown once)", schemas.SHOP_CREATED,
+                     links=SHOP_LINKS)},
+        body=schemas.SHOP_CREATE,
+        description="A domain that already has a shop is a 422 naming `domain`.")}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.SHOP_CREATE)
@@ -29,6 +41,11 @@ class ShopsResource:
 
 class ShopCreditsResource:
     auth = Access.ADMIN
+    docs = {"POST": Operation(
+        "Top up a shop's credits",
+        {201: Answer("The balance after the top-up", schemas.BALANCE)},
+        body=schemas.TOP_UP,
+        description="The same `reference` for the same shop again adds nothing.")}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         body = read_json(req, schemas.TOP_UP)
@@ -57,6 +74,9 @@ class ShortLinkDisableResource:
     """`POST /admin/links/{code}/disable`: the link answers 410 from now on (idempotent)."""
 
     auth = Access.ADMIN
+    docs = {"POST": Operation(
+        "Disable a short link: it answers 410 from now on (idempotent)",
+        {200: Answer("The link", schemas.SHORT_LINK_DISABLED)})}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
         link = links.disable(code) if schemas.SHORT_CODE.fullmatch(code) else None

@@ -7,17 +7,42 @@ import falcon
 
 from api import schemas
 from api.access import Access
-from api.body import choice_param, int_param, page, read_json
+from api.body import choice_param, page, page_after, page_limit, read_json
+from api.docs import AFTER, LIMIT, Answer, Operation, Param, id_links
 from service import campaigns
 from service.enqueue import enqueue
 from service.infra.config import Settings
 
-STATUSES = ("draft", "scheduled", "sending", "paused", "completed", "failed", "cancelled")
-RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+STATUSES = schemas.CAMPAIGN_STATUSES
+RECIPIENT_STATUSES = schemas.RECIPIENT_STATUSES
+
+CAMPAIGN_PATH = "/campaigns/{campaign_id}"
+# Where a campaign's id leads (schemathesis' stateful tests follow these links).
+CAMPAIGN_LINKS = id_links("campaign_id", "$response.body#/id",
+                          ("GET", CAMPAIGN_PATH), ("PATCH", CAMPAIGN_PATH),
+                          *(("POST", f"{CAMPAIGN_PATH}/{action}")
+                            for action in ("enqueue", "schedule", "pause", "resume", "cancel")),
+                          ("GET", f"{CAMPAIGN_PATH}/progress"),
+                          ("GET", f"{CAMPAIGN_PATH}/recipients"))
+CAMPAIGN_ANSWER = Answer("The campaign", schemas.CAMPAIGN, links=CAMPAIGN_LINKS)
 
 
 class CampaignsResource:
     auth = Access.SHOP
+    docs = {
+        "POST": Operation(
+            "Create a draft campaign",
+            {201: Answer("The draft", schemas.CAMPAIGN, links=CAMPAIGN_LINKS)},
+            body=schemas.CAMPAIGN_CREATE,
+            description="Without `contact_ids` the audience is every subscribed contact; an"
+                        " id that is not one of the shop's contacts is a 422."),
+        "GET": Operation(
+            "List the shop's campaigns",
+            {200: Answer("A page of campaigns", schemas.page_of(schemas.CAMPAIGN), links=id_links(
+                "campaign_id", "$response.body#/items/0/id", ("GET", CAMPAIGN_PATH)))},
+            query=(LIMIT, AFTER, Param("status", {"enum": list(STATUSES)},
+                                       "only campaigns in this status"))),
+    }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.CAMPAIGN_CREATE)
@@ -27,15 +52,19 @@ class CampaignsResource:
         resp.media = campaigns.as_dict(campaign)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = int_param(req, "limit", 50, 1, 100)
-        found = campaigns.list_for_shop(req.context.shop_id, limit,
-                                        int_param(req, "after", None, 0),
+        limit = page_limit(req)
+        found = campaigns.list_for_shop(req.context.shop_id, limit, page_after(req),
                                         choice_param(req, "status", STATUSES))
         resp.media = page([campaigns.as_dict(c) for c in found], limit)
 
 
 class CampaignResource:
     auth = Access.SHOP
+    docs = {
+        "GET": Operation("Read a campaign", {200: CAMPAIGN_ANSWER}),
+        "PATCH": Operation("Edit a draft or scheduled campaign's name or text",
+                           {200: CAMPAIGN_ANSWER}, body=schemas.CAMPAIGN_PATCH, errors=(409,)),
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         resp.media = campaigns.as_dict(campaigns.get(req.context.shop_id, campaign_id))
@@ -47,6 +76,17 @@ class CampaignResource:
 
 class EnqueueResource:
     auth = Access.SHOP
+    docs = {"POST": Operation(
+        "Launch a draft or scheduled campaign",
+        {202: Answer("Sending: recipients created, credits reserved, batches queued",
+                     schemas.ENQUEUED, links=id_links(
+                         "campaign_id", "$response.body#/id",
+                         ("GET", f"{CAMPAIGN_PATH}/progress"), ("POST", f"{CAMPAIGN_PATH}/pause"),
+                         ("POST", f"{CAMPAIGN_PATH}/cancel")))},
+        errors=(402, 409, 422),
+        description="402: the shop's available credits do not cover the campaign's upper"
+                    " bound; 409: not a draft or scheduled; 422: no eligible recipient; 503:"
+                    " Redis is down (nothing was written).")}
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -61,6 +101,9 @@ class EnqueueResource:
 
 class ScheduleResource:
     auth = Access.SHOP
+    docs = {"POST": Operation("Schedule (or reschedule) a draft or scheduled campaign",
+                              {200: CAMPAIGN_ANSWER}, body=schemas.CAMPAIGN_SCHEDULE,
+                              errors=(409,))}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         body = read_json(req, schemas.CAMPAIGN_SCHEDULE)
@@ -77,6 +120,10 @@ class ActionResource:
 
     def __init__(self, action) -> None:
         self.action = action
+        # One class, three routes: each instance documents its own action.
+        self.docs = {"POST": Operation(
+            f"{action.__name__.capitalize()} the campaign",
+            {200: CAMPAIGN_ANSWER}, errors=(409,), description=action.__doc__)}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         resp.media = campaigns.as_dict(self.action(req.context.shop_id, campaign_id))
@@ -84,6 +131,8 @@ class ActionResource:
 
 class ProgressResource:
     auth = Access.SHOP
+    docs = {"GET": Operation("A campaign's progress: recipients by status, delivery, credits",
+                             {200: Answer("The progress", schemas.PROGRESS)})}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         resp.media = campaigns.progress(req.context.shop_id, campaign_id)
@@ -91,10 +140,14 @@ class ProgressResource:
 
 class RecipientsResource:
     auth = Access.SHOP
+    docs = {"GET": Operation(
+        "List a campaign's recipients",
+        {200: Answer("A page of recipients", schemas.page_of(schemas.RECIPIENT))},
+        query=(LIMIT, AFTER, Param("status", {"enum": list(RECIPIENT_STATUSES)},
+                                   "only recipients in this status")))}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
-        limit = int_param(req, "limit", 50, 1, 100)
-        items = campaigns.recipients(req.context.shop_id, campaign_id, limit,
-                                     int_param(req, "after", None, 0),
+        limit = page_limit(req)
+        items = campaigns.recipients(req.context.shop_id, campaign_id, limit, page_after(req),
                                      choice_param(req, "status", RECIPIENT_STATUSES))
         resp.media = page(items, limit)

@@ -3,16 +3,43 @@ from __future__ import annotations
 
 import falcon
 
+from api import schemas
 from api.access import Access
-from api.body import bool_param, int_param, page
+from api.body import bool_param, page, page_after, page_limit
 from api.contact_import import read_import
+from api.docs import AFTER, LIMIT, Answer, Operation, Param
 from service import consent, contacts, erasure
 from service.errors import NotFound
 from service.infra.config import Settings
 
+# How a CSV import is read: `api/contact_import.py`.
+CSV_IMPORT = {"type": "string", "description": (
+    "UTF-8 (with or without BOM) with a header row naming `phone` (or Shopify's `Phone`, else"
+    " `Default Address Phone`) and optionally `first_name` (`First Name`), in any case; other"
+    " columns are ignored. `?default_country=GR` reads national numbers.")}
+
 
 class ContactsResource:
     auth = Access.SHOP
+    docs = {
+        "POST": Operation(
+            "Import contacts (JSON or CSV), up to 10,000 rows",
+            {200: Answer("What was imported; each bad row is reported by its index",
+                         schemas.CONTACTS_IMPORTED)},
+            body=schemas.CONTACTS_IMPORT, other_bodies={"text/csv": CSV_IMPORT},
+            query=(Param("default_country", schemas.COUNTRY,
+                         "CSV only (a JSON import takes it in the body): the country of"
+                         " national numbers, ISO 3166 alpha-2"),),
+            description="Only the body's shape or size refuses an import whole; a row that"
+                        " does not match the row schema is reported in `invalid` and the"
+                        " other rows are imported. A number given twice is one contact."),
+        "GET": Operation(
+            "List the shop's contacts",
+            {200: Answer("A page of contacts", schemas.page_of(schemas.CONTACT_LISTED))},
+            query=(LIMIT, AFTER, Param("opted_out", {"type": "boolean"},
+                                       "true: only opted-out contacts; false: only"
+                                       " subscribed ones"))),
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key
@@ -25,10 +52,9 @@ class ContactsResource:
                       "invalid": result.invalid}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = int_param(req, "limit", 50, 1, 100)
+        limit = page_limit(req)
         opted_out = bool_param(req, "opted_out")
-        items = contacts.list_contacts(req.context.shop_id, limit,
-                                       int_param(req, "after", None, 0), opted_out)
+        items = contacts.list_contacts(req.context.shop_id, limit, page_after(req), opted_out)
         resp.media = page(items, limit)
 
 

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import falcon
 
+from api import schemas
 from api.access import Access
-from api.body import int_param, page
+from api.body import page, page_after, page_limit
+from api.docs import AFTER, LIMIT, Answer, Operation
 from service import credits
 
 
 class CreditsResource:
     auth = Access.SHOP
+    docs = {"GET": Operation(
+        "The shop's credits: balance, reserved by sending campaigns, available",
+        {200: Answer("The credits", schemas.CREDITS)})}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         summary = credits.summary(req.context.shop_id)
@@ -19,8 +24,12 @@ class CreditsResource:
 
 class TransactionsResource:
     auth = Access.SHOP
+    docs = {"GET": Operation(
+        "The shop's credit ledger (top-ups, debits, refunds, adjustments)",
+        {200: Answer("A page of ledger rows", schemas.page_of(schemas.TRANSACTION))},
+        query=(LIMIT, AFTER))}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = int_param(req, "limit", 50, 1, 100)
-        items = credits.transactions(req.context.shop_id, limit, int_param(req, "after", None, 0))
+        limit = page_limit(req)
+        items = credits.transactions(req.context.shop_id, limit, page_after(req))
         resp.media = page(items, limit)

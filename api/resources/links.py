@@ -7,6 +7,7 @@ import falcon
 
 from api import schemas
 from api.access import Access
+from api.docs import HTML, Answer, Operation
 from service import contacts, links
 from service.infra.config import Settings
 
@@ -23,6 +24,18 @@ CONFIRM_FORM = """<form method="post">
 <button type="submit">Unsubscribe</button></form>"""
 
 
+LOCATION = {"Location": ({"type": "string", "format": "uri"}, True)}
+REDIRECT = {302: Answer("To the link's destination", headers=LOCATION),
+            404: Answer("No link has this code (an HTML page)", schemas.HTML_PAGE, HTML),
+            410: Answer("The link was disabled (an HTML page)", schemas.HTML_PAGE, HTML)}
+UNSUBSCRIBE_PAGES = {
+    200: Answer("The page (HTML)", schemas.HTML_PAGE, HTML),
+    404: Answer("The link is not genuine (an HTML page)", schemas.HTML_PAGE, HTML),
+}
+# The confirmation form's field, which is also RFC 8058's one-click body; it is not read.
+ONE_CLICK = {"type": "object", "properties": {"List-Unsubscribe": {"const": "One-Click"}}}
+
+
 def page(resp: falcon.Response, status: str, title: str, text: str, extra: str = "") -> None:
     """An HTML page; `title` and `text` are escaped, `extra` is markup of our own."""
     resp.status = status
@@ -32,6 +45,11 @@ def page(resp: falcon.Response, status: str, title: str, text: str, extra: str =
 
 class ShortLinkResource:
     auth = Access.PUBLIC
+    docs = {
+        "GET": Operation("Follow a short link (the click is counted, unless a link previewer"
+                         " fetches it)", REDIRECT),
+        "HEAD": Operation("Check a short link (never counted)", REDIRECT),
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
         self.redirect(resp, code, count=not links.is_link_previewer(req.user_agent))
@@ -56,6 +74,13 @@ class UnsubscribeResource:
     link of a message, and must not opt anybody out. Confirming (POST) opts out."""
 
     auth = Access.PUBLIC
+    docs = {
+        "GET": Operation("The unsubscribe confirmation page, naming the shop; changes nothing",
+                         UNSUBSCRIBE_PAGES),
+        "POST": Operation("Confirm: the contact is opted out (idempotent)", UNSUBSCRIBE_PAGES,
+                          other_bodies={"application/x-www-form-urlencoded": ONE_CLICK},
+                          body_required=False),
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key

@@ -10,7 +10,9 @@ from urllib.parse import parse_qs
 
 import falcon
 
+from api import schemas
 from api.access import Access
+from api.docs import HTML, Answer, Operation
 from api.ops_access import LOGIN_PATH, PATH, OperatorSessions, same_secret
 from service.infra.config import Settings
 from service.observability import board
@@ -24,10 +26,19 @@ LOGIN_PAGE = STATIC / "ops_login.html"
 # A login form holds one token: anything longer is not one.
 MAX_FORM = 4096
 
+SEE_LOGIN = Answer(f"To the login form, {LOGIN_PATH}",
+                   headers={"Location": ({"type": "string"}, True)})
+LOGIN_FORM = {"type": "object", "required": ["token"], "additionalProperties": False,
+              "properties": {"token": {"type": "string", "description": "ADMIN_TOKEN"}}}
+
 
 class OpsPageResource:
     auth = Access.OPERATOR
     login_redirect = True  # a browser without a session is sent to the form, not shown a 401
+    docs = {"GET": Operation(
+        "The operator page (HTML): campaigns, queues, workers, leader, stuck campaigns",
+        {200: Answer("The page", schemas.HTML_PAGE, HTML), 303: SEE_LOGIN},
+        needs_dependencies=False)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_HTML
@@ -36,6 +47,9 @@ class OpsPageResource:
 
 class OpsStateResource:
     auth = Access.OPERATOR
+    docs = {"GET": Operation("What the operator page shows: `/health/full` and the campaigns",
+                             {200: Answer("The state", schemas.OPERATOR_STATE)},
+                             needs_dependencies=False)}
 
     def __init__(self, checker: HealthChecker) -> None:
         self.checker = checker
@@ -66,6 +80,19 @@ class OpsLoginResource:
     """Public by necessity: the form is how an operator proves to hold ADMIN_TOKEN."""
 
     auth = Access.PUBLIC
+    docs = {
+        "GET": Operation("The login form (HTML)",
+                         {200: Answer("The form", schemas.HTML_PAGE, HTML)}, errors=(404,),
+                         needs_dependencies=False),
+        "POST": Operation(
+            "Log in with the admin token: an operator session cookie",
+            {303: Answer(f"Logged in: to {PATH}, with the session cookie", headers={
+                "Location": ({"type": "string"}, True),
+                "Set-Cookie": ({"type": "string"}, True)}),
+             401: Answer("Not the admin token: the form again (HTML)", schemas.HTML_PAGE, HTML)},
+            other_bodies={"application/x-www-form-urlencoded": LOGIN_FORM},
+            errors=(404,), needs_dependencies=False),
+    }
 
     def __init__(self, settings: Settings, sessions: OperatorSessions) -> None:
         self.admin_token = settings.admin_token
@@ -99,6 +126,8 @@ class OpsLogoutResource:
     """Public: deleting the cookie needs no proof, and an expired session must still log out."""
 
     auth = Access.PUBLIC
+    docs = {"POST": Operation("Log out: the session cookie is deleted", {303: SEE_LOGIN},
+                              needs_dependencies=False)}
 
     def __init__(self, sessions: OperatorSessions) -> None:
         self.sessions = sessions

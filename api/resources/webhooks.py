@@ -10,6 +10,7 @@ import falcon
 from api import schemas
 from api.access import Access
 from api.body import read_json
+from api.docs import Answer, Operation
 from service import delivery, inbound
 from service.contacts import normalise_phone
 from service.errors import InvalidInput
@@ -21,6 +22,11 @@ log = logging.getLogger("astronote.api.webhooks")
 
 class DeliveryReportResource:
     auth = Access.WEBHOOK
+    docs = {"POST": Operation(
+        "Delivery reports from the provider (one report or an array)",
+        {200: Answer("Stored; `applied` of them matched a message already",
+                     schemas.REPORTS_RECEIVED)},
+        body=schemas.DELIVERY_REPORTS)}
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
