@@ -40,6 +40,9 @@ SECURITY_SCHEMES = {
                      "description": "`DLR_WEBHOOK_SECRET`; unset, the webhook answers 404."},
     "webhookTokenQuery": {"type": "apiKey", "in": "query", "name": "token",
                           "description": "`DLR_WEBHOOK_SECRET` in the callback URL (`?token=`)."},
+    "shopifyHmac": {"type": "apiKey", "in": "header", "name": "X-Shopify-Hmac-Sha256",
+                    "description": "base64 HMAC-SHA256 of the raw body under SHOPIFY_API_SECRET;"
+                                   " unset, the webhooks answer 404."},
     "operatorSession": {"type": "apiKey", "in": "cookie", "name": COOKIE, "description": (
         "The operator session `POST /ops/login` sets (HttpOnly, SameSite=Strict, Path=/ops).")},
 }
@@ -51,6 +54,7 @@ SECURITY: dict[Access, list[dict[str, list]]] = {
     Access.ADMIN: [{"adminToken": []}],
     Access.OPERATOR: [{"adminToken": []}, {"operatorSession": []}],
     Access.WEBHOOK: [{"webhookToken": []}, {"webhookTokenQuery": []}],
+    Access.SHOPIFY: [{"shopifyHmac": []}],
 }
 
 _RETRY_AFTER = {"description": "seconds to wait before retrying",

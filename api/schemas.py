@@ -342,8 +342,19 @@ ERROR = answer({
 SHOP_CREATED = answer({
     "id": _ID, "domain": {"type": "string"}, "name": {"type": "string"},
     "sender": _TEXT_OR_NULL, "timezone": {"type": "string"},
+    "help_text": {"type": "string"}, "require_consent": {"type": "boolean"},
     "api_key": {"type": "string", "description": "shown once: only its hash is stored"},
 })
+
+KEY_ISSUED = answer({"id": _ID, "prefix": {"type": "string"},
+                     "api_key": {"type": "string", "description": "shown once"}})
+KEY_LISTED = answer({"id": _ID, "prefix": {"type": "string"}, "created_at": _TIME,
+                     "last_used_at": _TIME_OR_NULL, "revoked_at": _TIME_OR_NULL})
+KEYS = answer({"items": {"type": "array", "items": KEY_LISTED}})
+KEY_REVOKED = answer({"id": _ID, "revoked_at": _TIME})
+# The compliance answers (SPEC 11) are JSON objects whose fields the README describes; their
+# schemas are not itemised yet.
+COMPLIANCE_ANSWER: dict[str, Any] = {"type": "object"}
 
 BALANCE = answer({"balance": _CREDITS})
 
@@ -359,6 +370,7 @@ TRANSACTION = answer({
 CONTACT_LISTED = answer({
     "id": _ID, "phone": {"type": "string", "description": "E.164"},
     "first_name": _TEXT_OR_NULL, "opted_out_at": _TIME_OR_NULL, "created_at": _TIME,
+    "consent_source": _TEXT_OR_NULL, "consent_collected_at": _TIME_OR_NULL,
 })
 
 CONTACTS_IMPORTED = answer({
@@ -398,7 +410,10 @@ PROGRESS = answer({
     "total": _COUNT, **{status: _COUNT for status in RECIPIENT_STATUSES},
     "delivery": {"type": "object", "additionalProperties": _COUNT,
                  "description": "recipients by delivery status"},
-    "credits": answer({"reserved": _COUNT, "consumed": _COUNT, "released": _COUNT}),
+    "credits": answer({"reserved": _COUNT, "consumed": _COUNT, "released": _COUNT,
+                       "held": {**_COUNT, "description": "what the reservation still holds"},
+                       "reservation": {"enum": ["active", "held", "released", None],
+                                       "description": "the reservation's status"}}),
     "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL, "last_progress_at": _TIME_OR_NULL,
 })
 

@@ -61,6 +61,12 @@ class ShopAdjustmentsResource:
     in the ledger, once per reference; 402 when a negative one exceeds the available credits."""
 
     auth = Access.ADMIN
+    docs = {"POST": Operation(
+        "Refund (amount > 0) or adjust (amount < 0) a shop's credits",
+        {201: Answer("The shop's credits after it", schemas.CREDITS)},
+        body=schemas.ADJUSTMENT, errors=(402,),
+        description="The same `reference` for the same shop again adds nothing; a negative"
+                    " adjustment may take only available credits (402).")}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         body = read_json(req, schemas.ADJUSTMENT)
@@ -96,6 +102,11 @@ class ShopKeysResource:
     created, last used, revoked), never anything that could authenticate."""
 
     auth = Access.ADMIN
+    docs = {"POST": Operation("Issue an API key for a shop",
+                              {201: Answer("The key (shown once)", schemas.KEY_ISSUED)},
+                              body_required=False),
+            "GET": Operation("A shop's API keys (no secret)",
+                             {200: Answer("The keys, newest first", schemas.KEYS)})}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         _require_shop(shop_id)
@@ -113,6 +124,8 @@ class ShopKeyResource:
     process (keys are looked up in PostgreSQL on each request; nothing caches them)."""
 
     auth = Access.ADMIN
+    docs = {"DELETE": Operation("Revoke a shop's API key (at once, in every web process)",
+                                {200: Answer("When it was revoked", schemas.KEY_REVOKED)})}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, shop_id: int,
                   key_id: int) -> None:
@@ -125,6 +138,8 @@ class ExportResource:
     to hand over to the shop."""
 
     auth = Access.ADMIN
+    docs = {"GET": Operation("A customer's data export",
+                             {200: Answer("The export", schemas.COMPLIANCE_ANSWER)})}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, export_id: int) -> None:
         export = exports.get_export(export_id)

@@ -120,10 +120,12 @@ class ActionResource:
 
     def __init__(self, action) -> None:
         self.action = action
-        # One class, three routes: each instance documents its own action.
+        # One class, three routes: each instance documents its own action (cancel comes
+        # bound to the settings by functools.partial).
+        function = getattr(action, "func", action)
         self.docs = {"POST": Operation(
-            f"{action.__name__.capitalize()} the campaign",
-            {200: CAMPAIGN_ANSWER}, errors=(409,), description=action.__doc__)}
+            f"{function.__name__.capitalize()} the campaign",
+            {200: CAMPAIGN_ANSWER}, errors=(409,), description=function.__doc__)}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         resp.media = campaigns.as_dict(self.action(req.context.shop_id, campaign_id))

@@ -5,7 +5,7 @@ import falcon
 
 from api import schemas
 from api.access import Access
-from api.body import bool_param, page, page_after, page_limit
+from api.body import bool_param, page, page_after, page_limit, int_param
 from api.contact_import import read_import
 from api.docs import AFTER, LIMIT, Answer, Operation, Param
 from service import consent, contacts, erasure
@@ -63,6 +63,8 @@ class ContactResource:
     when it was erased already."""
 
     auth = Access.SHOP
+    docs = {"DELETE": Operation("Erase a contact (its number stays suppressed)",
+                                {204: Answer("Erased")})}
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key
@@ -77,6 +79,9 @@ class ConsentResource:
     """`GET /contacts/{id}/consent`: the consent in force and the log, `?limit&after`."""
 
     auth = Access.SHOP
+    docs = {"GET": Operation("A contact's consent in force and its consent log",
+                             {200: Answer("Consent", schemas.COMPLIANCE_ANSWER)},
+                             query=(LIMIT, AFTER))}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, contact_id: int) -> None:
         limit = int_param(req, "limit", 50, 1, 100)

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import falcon
 
+from api import schemas
 from api.access import Access
+from api.docs import AFTER, LIMIT, Answer, Operation
 from api.body import int_param, page
 from service import inbound
 
 
 class InboundMessagesResource:
     auth = Access.SHOP
+    docs = {"GET": Operation("The messages customers sent the shop",
+                             {200: Answer("A page of inbound messages",
+                                          schemas.COMPLIANCE_ANSWER)},
+                             query=(LIMIT, AFTER))}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = int_param(req, "limit", 50, 1, 100)

@@ -13,6 +13,7 @@ import falcon
 
 from api import schemas
 from api.access import Access
+from api.docs import Answer, Operation
 from api.body import read_bytes, read_json
 from service import erasure, exports, shops
 from service.contacts import normalise_phone
@@ -34,6 +35,9 @@ class CustomerRedactResource:
     """`POST /webhooks/shopify/customers/redact`: erase the customer's number everywhere."""
 
     auth = Access.SHOPIFY
+    docs = {"POST": Operation("Shopify customers/redact: erase a customer",
+                              {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
+                              body=schemas.SHOPIFY_CUSTOMER_REDACT)}
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key
@@ -56,6 +60,9 @@ class DataRequestResource:
     admin fetches with `GET /admin/exports/{id}`."""
 
     auth = Access.SHOPIFY
+    docs = {"POST": Operation("Shopify customers/data_request: export a customer's data",
+                              {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
+                              body=schemas.SHOPIFY_DATA_REQUEST)}
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key
@@ -82,6 +89,9 @@ class ShopRedactResource:
     """`POST /webhooks/shopify/shop/redact`: erase every customer's data of the shop."""
 
     auth = Access.SHOPIFY
+    docs = {"POST": Operation("Shopify shop/redact: erase a shop's personal data",
+                              {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
+                              body=schemas.SHOPIFY_SHOP_REDACT)}
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key

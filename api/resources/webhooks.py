@@ -55,6 +55,9 @@ class InboundResource:
     shop was found for it, so the provider does not retry what cannot succeed later."""
 
     auth = Access.WEBHOOK
+    docs = {"POST": Operation("An inbound message from a customer (STOP, START, HELP, ...)",
+                              {200: Answer("What it did", schemas.COMPLIANCE_ANSWER)},
+                              body=schemas.INBOUND_MESSAGE)}
 
     def __init__(self, settings: Settings, provider: Provider) -> None:
         self.settings = settings

@@ -119,7 +119,8 @@ def test_security_follows_each_resources_declared_access(app, document):
     expected = {Access.PUBLIC: [], Access.SHOP: [{"shopApiKey": []}],
                 Access.ADMIN: [{"adminToken": []}],
                 Access.OPERATOR: [{"adminToken": []}, {"operatorSession": []}],
-                Access.WEBHOOK: [{"webhookToken": []}, {"webhookTokenQuery": []}]}
+                Access.WEBHOOK: [{"webhookToken": []}, {"webhookTokenQuery": []}],
+                Access.SHOPIFY: [{"shopifyHmac": []}]}
     # Then every operation requires exactly what its resource declares
     for method, path, operation in operations(document):
         assert operation["security"] == expected[declared[(method, path)]], (method, path)
@@ -188,6 +189,11 @@ def test_request_bodies_are_the_schemas_that_validate(document):
         ("PATCH", "/campaigns/{campaign_id}"): schemas.CAMPAIGN_PATCH,
         ("POST", "/campaigns/{campaign_id}/schedule"): schemas.CAMPAIGN_SCHEDULE,
         ("POST", "/webhooks/mitto/dlr"): schemas.DELIVERY_REPORTS,
+        ("POST", "/admin/shops/{shop_id}/adjustments"): schemas.ADJUSTMENT,
+        ("POST", "/webhooks/mitto/inbound"): schemas.INBOUND_MESSAGE,
+        ("POST", "/webhooks/shopify/customers/redact"): schemas.SHOPIFY_CUSTOMER_REDACT,
+        ("POST", "/webhooks/shopify/customers/data_request"): schemas.SHOPIFY_DATA_REQUEST,
+        ("POST", "/webhooks/shopify/shop/redact"): schemas.SHOPIFY_SHOP_REDACT,
     }
     # And a contacts import may also be CSV, with its query parameter
     assert "text/csv" in bodies[("POST", "/contacts")]["content"]
