@@ -1,6 +1,7 @@
 """gunicorn reads this file from the working directory (the Procfile's and the tests'):
 JSON logs in the master as in the workers, an access log without secrets, the configuration
 checked before any worker starts, and a truthful start line with the bound address."""
+
 from api.serving import LOGCONFIG, on_starting, post_worker_init, when_ready  # noqa: F401
 
 logconfig_dict = LOGCONFIG

@@ -3,6 +3,7 @@
 Importing this package boots the process (settings, JSON logs, database, broker) and
 declares every actor. Actors are adapters: they take ids, and the work is in `service`.
 """
+
 from __future__ import annotations
 
 from actors.middleware import DatabaseConnection, WorkerStopping

@@ -1,5 +1,6 @@
 """Dramatiq middleware: each message gets a pooled database connection for its duration, and
 batches learn that their worker is shutting down."""
+
 from __future__ import annotations
 
 import threading

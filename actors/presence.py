@@ -1,13 +1,15 @@
 """Dramatiq middleware that makes a worker process visible: it logs what the process really
-consumes once its threads run, and keeps it registered in Redis (`service.observability.workers`) while they
-are alive. The seed logged "workers started" on a process that had started none."""
+consumes once its threads run, and keeps it registered in Redis
+(`service.observability.workers`) while they are alive. The seed logged "workers started" on
+a process that had started none."""
+
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 from dramatiq import Middleware
@@ -43,26 +45,39 @@ class WorkerPresence(Middleware):
     def after_worker_boot(self, broker, worker) -> None:
         client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
         holder = f"{socket.gethostname()}:{os.getpid()}"
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         processes = cli_processes()
 
         def entry() -> workers.WorkerEntry | None:
             # Only what is really running counts: a queue whose consumer thread died is not
             # consumed, and a process whose worker threads all died consumes nothing.
-            queues = sorted({q_name(name) for name, thread in list(worker.consumers.items())
-                             if thread.is_alive()})
+            queues = sorted(
+                {
+                    q_name(name)
+                    for name, thread in list(worker.consumers.items())
+                    if thread.is_alive()
+                }
+            )
             threads = sum(1 for thread in list(worker.workers) if thread.is_alive())
             if not queues or not threads:
                 return None
             # Only Dramatiq's Redis broker has an id (its heartbeats' key); RabbitMQ has none.
-            return workers.WorkerEntry(holder, queues, threads, processes,
-                                       getattr(broker, "broker_id", None), started_at)
+            return workers.WorkerEntry(
+                holder, queues, threads, processes, getattr(broker, "broker_id", None), started_at
+            )
 
         first = entry()
-        log.info("worker consuming" if first else "worker started but consumes nothing", extra={
-            "holder": holder, "queues": first.queues if first else [],
-            "threads": first.threads if first else 0, "processes": processes,
-            "broker": type(broker).__name__, "broker_id": getattr(broker, "broker_id", None)})
+        log.info(
+            "worker consuming" if first else "worker started but consumes nothing",
+            extra={
+                "holder": holder,
+                "queues": first.queues if first else [],
+                "threads": first.threads if first else 0,
+                "processes": processes,
+                "broker": type(broker).__name__,
+                "broker_id": getattr(broker, "broker_id", None),
+            },
+        )
         self.presence = workers.Presence(client, entry)
         self.presence.start()
 

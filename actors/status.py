@@ -1,4 +1,5 @@
 """`updateCampaignStatus` on queue `delivery-status-update`."""
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,13 @@ from service.infra import dispatch
 log = logging.getLogger("astronote.actors.status")
 
 
-@dramatiq.actor(actor_name="updateCampaignStatus", queue_name=dispatch.STATUS_QUEUE,
-                max_retries=20, min_backoff=500, max_backoff=30_000)
+@dramatiq.actor(
+    actor_name="updateCampaignStatus",
+    queue_name=dispatch.STATUS_QUEUE,
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=30_000,
+)
 def update_campaign_status(campaign_id: int) -> None:
     status = delivery.refresh_campaign(campaign_id, settings)
     if status:

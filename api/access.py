@@ -5,10 +5,11 @@ A class declares one `Access` for all its responders (`auth = Access.SHOP`), or 
 HTTP method to `Access` when its responders differ. `create_app` refuses to register a resource
 whose responders are not all declared, so a route cannot go live unguarded.
 """
+
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from collections.abc import Mapping
 
 import falcon
 
@@ -31,8 +32,9 @@ class UndeclaredAccess(Exception):
 
 def responders(resource: object) -> list[str]:
     """The HTTP methods `resource` answers itself (Falcon answers the others with 405)."""
-    return [method for method in METHODS if callable(getattr(resource, f"on_{method.lower()}",
-                                                             None))]
+    return [
+        method for method in METHODS if callable(getattr(resource, f"on_{method.lower()}", None))
+    ]
 
 
 def declaration(resource: object) -> Access | Mapping[str, Access] | None:
@@ -53,8 +55,10 @@ def undeclared(resource: object) -> list[str]:
 def require_declared(uri_template: str, resource: object) -> None:
     missing = undeclared(resource)
     if missing:
-        raise UndeclaredAccess(f"{type(resource).__name__} at {uri_template} declares no access"
-                               f" for {', '.join(missing)}: set `auth = Access.<who>`")
+        raise UndeclaredAccess(
+            f"{type(resource).__name__} at {uri_template} declares no access"
+            f" for {', '.join(missing)}: set `auth = Access.<who>`"
+        )
 
 
 def access_for(resource: object, method: str) -> Access:

@@ -5,6 +5,7 @@ Query strings carry them: `/ops?token=` ADMIN_TOKEN, the delivery-report callbac
 a contact's unsubscribe capability. So request targets and referers are printed redacted, and no
 format (`access_log_format`) can print a credential header or the WSGI environment.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,14 +18,23 @@ REDACTED = "[redacted]"
 # Query parameters whose values are plain (pagination and filters). Every other parameter's
 # value is redacted, so a parameter added later is secret until someone says otherwise.
 PLAIN_PARAMETERS = frozenset({"limit", "after", "status", "opted_out"})
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
-                            "x-webhook-token", "x-mitto-api-key"})
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-webhook-token",
+        "x-mitto-api-key",
+    }
+)
 _UNSUBSCRIBE_TOKEN = re.compile(r"(/u/)[^/?#\s]+")
 _HEADER_ATOM = re.compile(r"\{(.+)\}[io]")
 
 
 def redact_query(query: str) -> str:
     """`query` with the value of every parameter but the plain ones replaced by [redacted]."""
+
     def redact(pair: str) -> str:
         name, equals, _ = pair.partition("=")
         if unquote_plus(name) in PLAIN_PARAMETERS:
@@ -53,16 +63,19 @@ class AccessLogger(Logger):
     """gunicorn's logger, whose access lines print no secret. (Its error lines, like every
     line, go through `JsonFormatter`, which hides the configured secrets.)"""
 
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any],
-              request_time: Any) -> dict[str, Any]:
+    def atoms(
+        self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
+    ) -> dict[str, Any]:
         atoms = super().atoms(resp, req, environ, request_time)
-        atoms.update({
-            "r": f"{environ['REQUEST_METHOD']} {redact_target(environ['RAW_URI'])}"
-                 f" {environ['SERVER_PROTOCOL']}",
-            "U": redact_target(atoms["U"] or ""),
-            "q": redact_query(atoms["q"] or ""),
-            "f": redact_target(atoms["f"]),
-            # The user name of Basic authentication is half a credential (often an API key).
-            "u": "-",
-        })
+        atoms.update(
+            {
+                "r": f"{environ['REQUEST_METHOD']} {redact_target(environ['RAW_URI'])}"
+                f" {environ['SERVER_PROTOCOL']}",
+                "U": redact_target(atoms["U"] or ""),
+                "q": redact_query(atoms["q"] or ""),
+                "f": redact_target(atoms["f"]),
+                # The user name of Basic authentication is half a credential (often an API key).
+                "u": "-",
+            }
+        )
         return {atom: value for atom, value in atoms.items() if _printable(atom)}

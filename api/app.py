@@ -1,10 +1,12 @@
 """`create_app(settings)`: wires resources, middleware and error mapping. Every route is added
 through `add_routes`, which refuses a resource that does not declare who may call it."""
+
 from __future__ import annotations
 
 import json
 from datetime import date, datetime
 from functools import partial
+from typing import Any
 
 import falcon
 import falcon.media
@@ -42,8 +44,8 @@ from service.provider import MittoClient, Provider
 # Only ids PostgreSQL can hold (bigserial) match: any other number in a path is a 404 like a
 # missing id, not a query error.
 _ID = "int(min=1, max=9223372036854775807)"
-SHOP = "/admin/shops/{shop_id:%s}" % _ID
-CAMPAIGN = "/campaigns/{campaign_id:%s}" % _ID
+SHOP = f"/admin/shops/{{shop_id:{_ID}}}"
+CAMPAIGN = f"/campaigns/{{campaign_id:{_ID}}}"
 CONTACT = f"/contacts/{{contact_id:{_ID}}}"
 
 
@@ -56,8 +58,12 @@ def _json_default(value: object) -> str:
 def _limiter_client(settings: Settings) -> redis.Redis:
     """A client that fails at once: the API limit lets requests through when Redis is down,
     and must not make each of them wait for redis-py's retries and timeouts."""
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=0.5,
-                                socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def add_routes(app: falcon.App, routes: dict[str, object]) -> None:
@@ -70,31 +76,49 @@ def add_routes(app: falcon.App, routes: dict[str, object]) -> None:
 def reply_provider(settings: Settings) -> MittoClient:
     """The provider the web process answers STOP, START and HELP through: a few calls at a
     time at most, one per inbound keyword message."""
-    return MittoClient(settings.mitto_api_base, settings.mitto_api_key,
-                       settings.provider_connect_timeout_ms / 1000,
-                       settings.provider_read_timeout_ms / 1000, pool_size=4)
+    return MittoClient(
+        settings.mitto_api_base,
+        settings.mitto_api_key,
+        settings.provider_connect_timeout_ms / 1000,
+        settings.provider_read_timeout_ms / 1000,
+        pool_size=4,
+    )
 
 
-def create_app(settings: Settings, redis_client: redis.Redis | None = None,
-               provider: Provider | None = None) -> falcon.App:
+def create_app(
+    settings: Settings, redis_client: redis.Redis | None = None, provider: Provider | None = None
+) -> falcon.App:
     metrics.configure(settings)
-    sessions = OperatorSessions(settings.secret_key, settings.admin_token,
-                                settings.ops_session_ttl_s,
-                                secure=settings.public_base_url.startswith("https://"))
+    sessions = OperatorSessions(
+        settings.secret_key,
+        settings.admin_token,
+        settings.ops_session_ttl_s,
+        secure=settings.public_base_url.startswith("https://"),
+    )
     # CanonicalPath before routing and everything that reads the path (RequestMetrics only
     # starts a timer, so refused requests are still counted, as "unmatched").
-    redis_client = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=2,
-                                                        socket_connect_timeout=2)
+    redis_client = redis_client or redis.Redis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+    )
     limiter_client = _limiter_client(settings)
-    rate_limit = (ApiRateLimit(limiter_client, settings.api_rate_limit)
-                  if settings.api_rate_limit else None)
-    concurrency = (ShopConcurrency(limiter_client, settings.api_shop_concurrency)
-                   if settings.api_shop_concurrency else None)
+    rate_limit = (
+        ApiRateLimit(limiter_client, settings.api_rate_limit) if settings.api_rate_limit else None
+    )
+    concurrency = (
+        ShopConcurrency(limiter_client, settings.api_shop_concurrency)
+        if settings.api_shop_concurrency
+        else None
+    )
     # Idempotency after Authentication: a key is scoped to the shop the request authenticated.
-    app = falcon.App(middleware=[RequestMetrics(), CanonicalPath(), SecurityHeaders(),
-                                 DatabaseConnection(),
-                                 Authentication(settings, sessions, rate_limit, concurrency),
-                                 Idempotency()])
+    middleware: list[Any] = [
+        RequestMetrics(),
+        CanonicalPath(),
+        SecurityHeaders(),
+        DatabaseConnection(),
+        Authentication(settings, sessions, rate_limit, concurrency),
+        Idempotency(),
+    ]
+    app = falcon.App(middleware=middleware)
     handler = falcon.media.JSONHandler(dumps=partial(json.dumps, default=_json_default))
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.req_options.strip_url_path_trailing_slash = True
@@ -105,7 +129,8 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None,
         "/readiness": health.ReadinessResource(checker),
         "/health/full": health.FullHealthResource(checker),
         "/metrics": metrics_resource.MetricsResource(
-            metrics.SystemCollector(checker.full, credits_debited)),
+            metrics.SystemCollector(checker.full, credits_debited)
+        ),
         "/ops": ops.OpsPageResource(),
         "/ops/state": ops.OpsStateResource(checker),
         "/ops/login": ops.OpsLoginResource(settings, sessions),
@@ -129,13 +154,15 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None,
         f"{CAMPAIGN}/schedule": campaigns.ScheduleResource(),
         f"{CAMPAIGN}/pause": campaigns.ActionResource(campaign_service.pause),
         f"{CAMPAIGN}/resume": campaigns.ActionResource(campaign_service.resume),
-        f"{CAMPAIGN}/cancel": campaigns.ActionResource(partial(campaign_service.cancel,
-                                                               settings=settings)),
+        f"{CAMPAIGN}/cancel": campaigns.ActionResource(
+            partial(campaign_service.cancel, settings=settings)
+        ),
         f"{CAMPAIGN}/progress": campaigns.ProgressResource(),
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
         "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings),
         "/webhooks/mitto/inbound": webhooks.InboundResource(
-            settings, provider or reply_provider(settings)),
+            settings, provider or reply_provider(settings)
+        ),
         "/webhooks/shopify/customers/redact": shopify.CustomerRedactResource(settings),
         "/webhooks/shopify/customers/data_request": shopify.DataRequestResource(settings),
         "/webhooks/shopify/shop/redact": shopify.ShopRedactResource(settings),

@@ -1,8 +1,9 @@
 """Reading request bodies: size cap (413), JSON (400), schema (422)."""
+
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, overload
 
 import falcon
 
@@ -18,12 +19,14 @@ def read_bytes(req: falcon.Request) -> bytes:
     if cached is not None:
         return cached
     if req.content_length is not None and req.content_length > MAX_BODY:
-        raise falcon.HTTPContentTooLarge(title="Body too large",
-                                         description=f"bodies are limited to {MAX_BODY} bytes")
+        raise falcon.HTTPContentTooLarge(
+            title="Body too large", description=f"bodies are limited to {MAX_BODY} bytes"
+        )
     raw = req.bounded_stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise falcon.HTTPContentTooLarge(title="Body too large",
-                                         description=f"bodies are limited to {MAX_BODY} bytes")
+        raise falcon.HTTPContentTooLarge(
+            title="Body too large", description=f"bodies are limited to {MAX_BODY} bytes"
+        )
     req.context.raw_body = raw
     return raw
 
@@ -38,13 +41,31 @@ def read_json(req: falcon.Request, schema: dict[str, Any], rows: str | None = No
     except (ValueError, UnicodeDecodeError) as error:
         raise falcon.HTTPBadRequest(title="Malformed JSON", description=str(error)) from None
     except RecursionError:  # "[[[[..." a few KiB deep exhausts the parser's stack
-        raise falcon.HTTPBadRequest(title="Malformed JSON",
-                                    description="the document is nested too deeply") from None
+        raise falcon.HTTPBadRequest(
+            title="Malformed JSON", description="the document is nested too deeply"
+        ) from None
     return schemas.validate(document, schema, rows)
 
 
-def int_param(req: falcon.Request, name: str, default: int | None = None,
-              minimum: int = 1, maximum: int = 2**63 - 1) -> int | None:
+@overload
+def int_param(
+    req: falcon.Request, name: str, default: int, minimum: int = 1, maximum: int = 2**63 - 1
+) -> int: ...
+
+
+@overload
+def int_param(
+    req: falcon.Request, name: str, default: None = None, minimum: int = 1, maximum: int = 2**63 - 1
+) -> int | None: ...
+
+
+def int_param(
+    req: falcon.Request,
+    name: str,
+    default: int | None = None,
+    minimum: int = 1,
+    maximum: int = 2**63 - 1,
+) -> int | None:
     raw = req.get_param(name)
     if raw is None:
         return default
@@ -52,11 +73,13 @@ def int_param(req: falcon.Request, name: str, default: int | None = None,
         value = int(raw)
     except ValueError:
         raise falcon.HTTPUnprocessableEntity(
-            title="Invalid input", description=f"query parameter {name!r} must be an integer")
+            title="Invalid input", description=f"query parameter {name!r} must be an integer"
+        ) from None
     if not minimum <= value <= maximum:
         raise falcon.HTTPUnprocessableEntity(
             title="Invalid input",
-            description=f"query parameter {name!r} must be between {minimum} and {maximum}")
+            description=f"query parameter {name!r} must be between {minimum} and {maximum}",
+        )
     return value
 
 
@@ -78,7 +101,8 @@ def choice_param(req: falcon.Request, name: str, choices: tuple[str, ...]) -> st
     if raw is not None and raw not in choices:
         raise falcon.HTTPUnprocessableEntity(
             title="Invalid input",
-            description=f"query parameter {name!r} must be one of {', '.join(choices)}")
+            description=f"query parameter {name!r} must be one of {', '.join(choices)}",
+        )
     return raw
 
 
@@ -89,7 +113,8 @@ def bool_param(req: falcon.Request, name: str) -> bool | None:
         return req.get_param_as_bool(name)
     except falcon.HTTPInvalidParam:
         raise falcon.HTTPUnprocessableEntity(
-            title="Invalid input", description=f"query parameter {name!r} must be true or false")
+            title="Invalid input", description=f"query parameter {name!r} must be true or false"
+        ) from None
 
 
 def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:

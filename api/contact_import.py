@@ -11,6 +11,7 @@ Consent (SPEC 11): a JSON row's `consent: {source, collected_at, proof?}`; in a 
 Shopify's `Accepts SMS Marketing` = yes, which is consent with source `shopify` collected (as
 far as the export tells) by the time of the import.
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,19 +64,23 @@ def _checked(row: Any) -> Mapping[str, Any] | RejectedRow:
     given = row.get("consent")
     if given is None:
         return row
-    return {**row, "consent": Consent(given["source"],
-                                      schemas.parse_datetime(given["collected_at"]),
-                                      given.get("proof"))}
+    return {
+        **row,
+        "consent": Consent(
+            given["source"], schemas.parse_datetime(given["collected_at"]), given.get("proof")
+        ),
+    }
 
 
 def _read_json(req: falcon.Request) -> ContactImport:
     if req.get_param("default_country") is not None:
         # Not ignored: a client that believes it applies would see its national numbers refused.
-        raise InvalidInput("a JSON import takes 'default_country' in the body; the query"
-                           " parameter is for CSV", "default_country")
+        raise InvalidInput(
+            "a JSON import takes 'default_country' in the body; the query parameter is for CSV",
+            "default_country",
+        )
     body = read_json(req, schemas.CONTACTS_IMPORT_SHAPE, rows="contacts")
-    return ContactImport([_checked(row) for row in body["contacts"]],
-                         body.get("default_country"))
+    return ContactImport([_checked(row) for row in body["contacts"]], body.get("default_country"))
 
 
 def _read_csv(req: falcon.Request) -> ContactImport:
@@ -91,8 +96,7 @@ def _read_csv(req: falcon.Request) -> ContactImport:
         raise falcon.HTTPBadRequest(
             title="Malformed CSV", description=f"the CSV is not UTF-8 (byte {error.start})"
         ) from None
-    return ContactImport([_checked(row) for row in csv_rows(text, datetime.now(UTC))],
-                         country)
+    return ContactImport([_checked(row) for row in csv_rows(text, datetime.now(UTC))], country)
 
 
 def _column_name(header: str) -> str:
@@ -110,11 +114,15 @@ def _first_filled(cells: list[str], positions: list[int]) -> str | None:
     return next((cells[at] for at in positions if at < len(cells) and cells[at]), None)
 
 
-def _consent(cells: list[str], consent_at: list[int | None], shopify_at: list[int],
-             now: datetime) -> dict[str, Any] | None:
+def _consent(
+    cells: list[str], consent_at: list[int | None], shopify_at: list[int], now: datetime
+) -> dict[str, Any] | None:
     """A row's consent as a JSON row would carry it (checked like one), or None."""
-    given = {key: _first_filled(cells, [at]) for key, at in zip(CONSENT_KEYS, consent_at)
-             if at is not None}
+    given = {
+        key: _first_filled(cells, [at])
+        for key, at in zip(CONSENT_KEYS, consent_at)
+        if at is not None
+    }
     given = {key: value for key, value in given.items() if value}
     if "source" in given or "collected_at" in given:
         return given
@@ -134,26 +142,33 @@ def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:
         phone_at = _columns(header, PHONE_COLUMNS)
         name_at = _columns(header, FIRST_NAME_COLUMNS)
         normalised = [_column_name(cell) for cell in header]
-        consent_at = [normalised.index(name) if name in normalised else None
-                      for name in CONSENT_COLUMNS]
+        consent_at = [
+            normalised.index(name) if name in normalised else None for name in CONSENT_COLUMNS
+        ]
         shopify_at = _columns(header, (SHOPIFY_SMS_CONSENT,))
         if not phone_at:
-            raise InvalidInput("the CSV header names no phone column (one of 'phone',"
-                               " 'Phone', 'Default Address Phone')", "phone")
-        rows = []
+            raise InvalidInput(
+                "the CSV header names no phone column (one of 'phone',"
+                " 'Phone', 'Default Address Phone')",
+                "phone",
+            )
+        rows: list[Any] = []
         for record in reader:
             cells = [cell.strip() for cell in record]
             if not any(cells):
                 continue
             if len(rows) == MAX_IMPORT:
                 raise InvalidInput(f"a CSV import holds at most {MAX_IMPORT} rows", "body")
-            row: dict[str, Any] = {"phone": _first_filled(cells, phone_at) or "",
-                                   "first_name": _first_filled(cells, name_at)}
+            row: dict[str, Any] = {
+                "phone": _first_filled(cells, phone_at) or "",
+                "first_name": _first_filled(cells, name_at),
+            }
             given = _consent(cells, consent_at, shopify_at, now)
             if given is not None:
                 row["consent"] = given
             rows.append(row)
     except csv.Error as error:
         raise falcon.HTTPBadRequest(
-            title="Malformed CSV", description=f"line {reader.line_num}: {error}") from None
+            title="Malformed CSV", description=f"line {reader.line_num}: {error}"
+        ) from None
     return rows

@@ -9,6 +9,7 @@ operation lists only the errors of its own (`errors`: 402 for an enqueue, 409 fo
 transition). A responder without an `Operation` is left out of the document, and
 `tests/api/test_openapi.py` names it.
 """
+
 from __future__ import annotations
 
 import re
@@ -87,6 +88,7 @@ def operation_id(method: str, path: str) -> str:
 def id_links(parameter: str, expression: str, *targets: tuple[str, str]) -> dict[str, Link]:
     """Links from an answer holding an id (`expression`, such as `$response.body#/id`) to each
     (method, path) that takes it as `parameter`."""
-    return {operation_id(method, path): Link(method, path, {parameter: expression})
-            for method, path in targets}
-
+    return {
+        operation_id(method, path): Link(method, path, {parameter: expression})
+        for method, path in targets
+    }

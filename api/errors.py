@@ -1,4 +1,5 @@
 """The one place where errors become HTTP answers: `{"title": ..., "description": ...}`."""
+
 from __future__ import annotations
 
 import json
@@ -24,20 +25,28 @@ STATUS = {
 }
 
 # A lost database or Redis is the dependency's fault, not the request's: 503, never 500.
-UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, psycopg2.OperationalError,
-               psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
+UNAVAILABLE = (
+    peewee.OperationalError,
+    peewee.InterfaceError,
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
 
 
-def domain_error(req: falcon.Request, resp: falcon.Response, error: errors.DomainError,
-                 params: dict) -> None:
+def domain_error(
+    req: falcon.Request, resp: falcon.Response, error: errors.DomainError, params: dict
+) -> None:
     body = {"title": error.title, "description": error.description}
     if error.field:
         body["field"] = error.field
     if isinstance(error, errors.Unauthorized):
         resp.set_header("WWW-Authenticate", "Bearer")
     # The most specific class mapped (a subclass of InvalidInput is still a 422).
-    resp.status = next((STATUS[cls] for cls in type(error).__mro__ if cls in STATUS),
-                       falcon.HTTP_400)
+    resp.status = next(
+        (STATUS[cls] for cls in type(error).__mro__ if cls in STATUS), falcon.HTTP_400
+    )
     resp.media = body
 
 
@@ -45,24 +54,27 @@ def dependency_name(error: Exception) -> str:
     return "redis" if isinstance(error, redis.RedisError) else "postgresql"
 
 
-def dependency_down(req: falcon.Request, resp: falcon.Response, error: Exception,
-                    params: dict) -> None:
+def dependency_down(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict
+) -> None:
     # The answer names the dependency only: the error may hold a host name or a DSN.
     name = dependency_name(error)
-    log.warning("dependency unavailable", extra={"path": req.path, "dependency": name,
-                                                 "error": str(error)[:200]})
-    raise falcon.HTTPServiceUnavailable(title="Service unavailable",
-                                        description=f"{name} is unavailable, try again shortly",
-                                        headers={"Retry-After": "5"})
+    log.warning(
+        "dependency unavailable",
+        extra={"path": req.path, "dependency": name, "error": str(error)[:200]},
+    )
+    raise falcon.HTTPServiceUnavailable(
+        title="Service unavailable",
+        description=f"{name} is unavailable, try again shortly",
+        headers={"Retry-After": "5"},
+    )
 
 
-def unexpected(req: falcon.Request, resp: falcon.Response, error: Exception,
-               params: dict) -> None:
+def unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict) -> None:
     if isinstance(error, falcon.HTTPError):
         raise error
     log.exception("unexpected error", extra={"path": req.path, "method": req.method})
-    raise falcon.HTTPInternalServerError(title="Internal error",
-                                         description="the error was logged")
+    raise falcon.HTTPInternalServerError(title="Internal error", description="the error was logged")
 
 
 # Falcon raises its routing errors without a description; SPEC 5 promises one on every error.

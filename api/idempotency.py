@@ -6,6 +6,7 @@ so a replayed answer runs nothing. Admin routes are idempotent by their own mean
 (`reference` for top-ups and adjustments, the unique domain for a new shop): their answers can
 carry a clear API key, which must never be stored.
 """
+
 from __future__ import annotations
 
 import falcon
@@ -18,8 +19,9 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class Idempotency:
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource,
-                         params: dict) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource, params: dict
+    ) -> None:
         key = req.get_header(idempotency.HEADER)
         if key is None or req.method != "POST":
             return
@@ -38,8 +40,9 @@ class Idempotency:
         resp.set_header(REPLAYED_HEADER, "true")
         resp.complete = True
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
-                         req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool
+    ) -> None:
         claimed = getattr(req.context, "idempotency", None)
         if claimed is None:
             return
@@ -48,5 +51,8 @@ class Idempotency:
         if status >= 500:
             idempotency.abandon(shop_id, key)  # the client may retry what we failed to do
             return
-        idempotency.finish(shop_id, key, idempotency.StoredAnswer(
-            status, resp.render_body() or b"", resp.content_type))
+        idempotency.finish(
+            shop_id,
+            key,
+            idempotency.StoredAnswer(status, resp.render_body() or b"", resp.content_type),
+        )

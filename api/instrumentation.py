@@ -1,5 +1,6 @@
 """Falcon middleware that times each request into `astronote_http_request_seconds`, labelled by
 route template (`/campaigns/{campaign_id}`), never by the concrete path (ids are unbounded)."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,9 @@ class RequestMetrics:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.began = time.perf_counter()
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
-                         req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool
+    ) -> None:
         began = getattr(req.context, "began", None)
         if began is None:
             return

@@ -1,5 +1,6 @@
 """Falcon middleware: canonical paths only, a pooled database connection per request,
 authentication by routed resource, and the security headers of every answer."""
+
 from __future__ import annotations
 
 import base64
@@ -33,8 +34,9 @@ class CanonicalPath:
 class DatabaseConnection:
     """Connect lazily (autoconnect), hand the connection back to the pool after the answer."""
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
-                         req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool
+    ) -> None:
         if not db.is_closed():
             db.close()
 
@@ -49,9 +51,13 @@ class Authentication:
     """Decides from the routed resource's declared `Access` (`api/access.py`), never from the
     path; a shop's key sets `req.context.shop_id`, the only shop the resource may see."""
 
-    def __init__(self, settings: Settings, sessions: OperatorSessions,
-                 rate_limit: ApiRateLimit | None = None,
-                 concurrency: ShopConcurrency | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: OperatorSessions,
+        rate_limit: ApiRateLimit | None = None,
+        concurrency: ShopConcurrency | None = None,
+    ) -> None:
         self.admin_token = settings.admin_token
         self.webhook_secret = settings.dlr_webhook_secret
         self.shopify_secret = settings.shopify_api_secret
@@ -59,8 +65,9 @@ class Authentication:
         self.rate_limit = rate_limit
         self.concurrency = concurrency
 
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource,
-                         params: dict) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource, params: dict
+    ) -> None:
         access = access_for(resource, req.method)
         req.context.access = access
         if access is Access.PUBLIC:
@@ -69,8 +76,13 @@ class Authentication:
         # protected route has one spelling only.
         if paths.has_trailing_slash(req.env):
             raise falcon.HTTPNotFound()
-        {Access.SHOP: self._shop, Access.ADMIN: self._admin, Access.OPERATOR: self._operator,
-         Access.WEBHOOK: self._webhook, Access.SHOPIFY: self._shopify}[access](req, resource)
+        {
+            Access.SHOP: self._shop,
+            Access.ADMIN: self._admin,
+            Access.OPERATOR: self._operator,
+            Access.WEBHOOK: self._webhook,
+            Access.SHOPIFY: self._shopify,
+        }[access](req, resource)
 
     def _shop(self, req: falcon.Request, resource: object) -> None:
         token = bearer(req)
@@ -89,20 +101,23 @@ class Authentication:
                 raise falcon.HTTPTooManyRequests(
                     title="Too many requests",
                     description=f"this shop's API limit is {self.rate_limit.description};"
-                                f" retry after {retry_after} s",
-                    retry_after=retry_after)
+                    f" retry after {retry_after} s",
+                    retry_after=retry_after,
+                )
         if self.concurrency is not None:
             request_id = uuid.uuid4().hex
             if not self.concurrency.acquire(principal.shop_id, request_id):
                 raise falcon.HTTPTooManyRequests(
                     title="Too many requests",
                     description=f"this shop may have {self.concurrency.cap} requests in"
-                                " flight at once; retry when one has been answered",
-                    retry_after=1)
+                    " flight at once; retry when one has been answered",
+                    retry_after=1,
+                )
             req.context.in_flight = (principal.shop_id, request_id)
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
-                         req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool
+    ) -> None:
         in_flight = getattr(req.context, "in_flight", None)
         if in_flight is not None and self.concurrency is not None:
             self.concurrency.release(*in_flight)
@@ -111,8 +126,9 @@ class Authentication:
         if not self.admin_token:
             raise NotFound("the admin API is disabled (ADMIN_TOKEN is not set)")
         if not same_secret(bearer(req), self.admin_token):
-            raise Unauthorized("a valid admin token is required: Authorization: Bearer"
-                               " <ADMIN_TOKEN>")
+            raise Unauthorized(
+                "a valid admin token is required: Authorization: Bearer <ADMIN_TOKEN>"
+            )
 
     def _operator(self, req: falcon.Request, resource: object) -> None:
         if not self.admin_token:
@@ -121,8 +137,7 @@ class Authentication:
             return
         if req.method == "GET" and getattr(resource, "login_redirect", False):
             raise falcon.HTTPSeeOther(LOGIN_PATH)
-        raise Unauthorized(f"log in at {LOGIN_PATH}, or send Authorization: Bearer"
-                           " <ADMIN_TOKEN>")
+        raise Unauthorized(f"log in at {LOGIN_PATH}, or send Authorization: Bearer <ADMIN_TOKEN>")
 
     def _webhook(self, req: falcon.Request, resource: object) -> None:
         if not self.webhook_secret:
@@ -135,8 +150,9 @@ class Authentication:
         if not self.shopify_secret:
             raise NotFound("the Shopify webhooks are disabled (SHOPIFY_API_SECRET unset)")
         # The signature covers the body exactly as sent; read_bytes keeps it for the resource.
-        if not shopify_signature_valid(self.shopify_secret, read_bytes(req),
-                                       req.get_header("X-Shopify-Hmac-Sha256")):
+        if not shopify_signature_valid(
+            self.shopify_secret, read_bytes(req), req.get_header("X-Shopify-Hmac-Sha256")
+        ):
             raise Unauthorized("a valid X-Shopify-Hmac-Sha256 signature is required")
 
 
@@ -152,8 +168,9 @@ class SecurityHeaders:
     confirmation must not be clickjacked); `no-store` on every answer of a non-public route,
     which carry phone numbers, API keys and the operator's view."""
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
-                         req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool
+    ) -> None:
         resp.set_header("X-Content-Type-Options", "nosniff")
         resp.set_header("X-Frame-Options", "DENY")
         if not resp.get_header("Content-Security-Policy"):

@@ -7,6 +7,7 @@ path parameters from the URI template and its converters (an id is `int(min=1, m
 security from the resource's `Access`, and the error answers from the access, the body and the
 parameters. A new route needs only its `docs`.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,26 +26,56 @@ from service.idempotency import MAX_KEY_LENGTH
 
 # Every public schema constant of `api/schemas.py` is a named component (CAMPAIGN_CREATE ->
 # CampaignCreate), found by identity wherever an operation uses it; other schemas are inline.
-COMPONENTS = {id(value): "".join(word.capitalize() for word in name.split("_"))
-              for name, value in vars(schemas).items()
-              if name.isupper() and not name.startswith("_") and isinstance(value, dict)}
+COMPONENTS = {
+    id(value): "".join(word.capitalize() for word in name.split("_"))
+    for name, value in vars(schemas).items()
+    if name.isupper() and not name.startswith("_") and isinstance(value, dict)
+}
 
 SECURITY_SCHEMES = {
-    "shopApiKey": {"type": "http", "scheme": "bearer", "description": (
-        "A shop's API key (`POST /admin/shops` answers the first one, once):"
-        " `Authorization: Bearer <key>`. The operation sees only that shop's data.")},
-    "adminToken": {"type": "http", "scheme": "bearer", "description": (
-        "`ADMIN_TOKEN`: `Authorization: Bearer <token>`. Unset, the routes that take it"
-        " answer 404.")},
-    "webhookToken": {"type": "apiKey", "in": "header", "name": "X-Webhook-Token",
-                     "description": "`DLR_WEBHOOK_SECRET`; unset, the webhook answers 404."},
-    "webhookTokenQuery": {"type": "apiKey", "in": "query", "name": "token",
-                          "description": "`DLR_WEBHOOK_SECRET` in the callback URL (`?token=`)."},
-    "shopifyHmac": {"type": "apiKey", "in": "header", "name": "X-Shopify-Hmac-Sha256",
-                    "description": "base64 HMAC-SHA256 of the raw body under SHOPIFY_API_SECRET;"
-                                   " unset, the webhooks answer 404."},
-    "operatorSession": {"type": "apiKey", "in": "cookie", "name": COOKIE, "description": (
-        "The operator session `POST /ops/login` sets (HttpOnly, SameSite=Strict, Path=/ops).")},
+    "shopApiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": (
+            "A shop's API key (`POST /admin/shops` answers the first one, once):"
+            " `Authorization: Bearer <key>`. The operation sees only that shop's data."
+        ),
+    },
+    "adminToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": (
+            "`ADMIN_TOKEN`: `Authorization: Bearer <token>`. Unset, the routes that take it"
+            " answer 404."
+        ),
+    },
+    "webhookToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Webhook-Token",
+        "description": "`DLR_WEBHOOK_SECRET`; unset, the webhook answers 404.",
+    },
+    "webhookTokenQuery": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "`DLR_WEBHOOK_SECRET` in the callback URL (`?token=`).",
+    },
+    "shopifyHmac": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Shopify-Hmac-Sha256",
+        "description": "base64 HMAC-SHA256 of the raw body under SHOPIFY_API_SECRET;"
+        " unset, the webhooks answer 404.",
+    },
+    "operatorSession": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": COOKIE,
+        "description": (
+            "The operator session `POST /ops/login` sets (HttpOnly, SameSite=Strict, Path=/ops)."
+        ),
+    },
 }
 
 # Who may call an operation (`api/access.py`) -> its OpenAPI security requirement (any one).
@@ -57,34 +88,55 @@ SECURITY: dict[Access, list[dict[str, list]]] = {
     Access.SHOPIFY: [{"shopifyHmac": []}],
 }
 
-_RETRY_AFTER = {"description": "seconds to wait before retrying",
-                "schema": {"type": "integer", "minimum": 0}}
+_RETRY_AFTER = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "integer", "minimum": 0},
+}
 
 # Every error is `{title, description, field?}` (`api/errors.py`); what each status means here.
 ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     400: ("Malformed body: not JSON (or not CSV), or empty", {}),
-    401: ("Missing or invalid credentials", {"WWW-Authenticate": {
-        "description": "`Bearer`", "schema": {"type": "string"}}}),
+    401: (
+        "Missing or invalid credentials",
+        {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    ),
     402: ("Insufficient credits: nothing changed", {}),
-    404: ("Not found: no such object, another shop's (indistinguishable), a disabled feature,"
-          " or a path not in its one canonical spelling", {}),
-    409: ("Invalid state transition, or a request with this Idempotency-Key still in flight",
-          {}),
+    404: (
+        "Not found: no such object, another shop's (indistinguishable), a disabled feature,"
+        " or a path not in its one canonical spelling",
+        {},
+    ),
+    409: ("Invalid state transition, or a request with this Idempotency-Key still in flight", {}),
     413: ("Body over 5 MiB", {}),
-    422: ("Validation failed (`field` names the field or header), or an Idempotency-Key"
-          " reused with another request", {}),
-    429: ("The shop's API rate limit is exhausted", {
-        "Retry-After": {**_RETRY_AFTER, "required": True}}),
-    503: ("PostgreSQL or Redis is unavailable (the answer names which, never the error)",
-          {"Retry-After": _RETRY_AFTER}),
+    422: (
+        "Validation failed (`field` names the field or header), or an Idempotency-Key"
+        " reused with another request",
+        {},
+    ),
+    429: (
+        "The shop's API rate limit is exhausted",
+        {"Retry-After": {**_RETRY_AFTER, "required": True}},
+    ),
+    503: (
+        "PostgreSQL or Redis is unavailable (the answer names which, never the error)",
+        {"Retry-After": _RETRY_AFTER},
+    ),
 }
 
 IDEMPOTENCY_KEY = {
-    "name": IDEMPOTENCY_HEADER, "in": "header", "required": False,
-    "description": ("Same key and body again: the first answer again. Same key, another body:"
-                    " 422. Still in flight: 409. Per shop, kept 24 h."),
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH,
-               "pattern": "^[!-~]([ -~]*[!-~])?$"},
+    "name": IDEMPOTENCY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "Same key and body again: the first answer again. Same key, another body:"
+        " 422. Still in flight: 409. Per shop, kept 24 h."
+    ),
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": "^[!-~]([ -~]*[!-~])?$",
+    },
 }
 
 # `{name}` or `{name:converter(arguments)}` in a Falcon URI template.
@@ -110,8 +162,13 @@ def path_parameter(name: str, converter: str | None, arguments: str | None) -> d
     elif converter == "int":
         bounds = dict(_ARGUMENT.findall(arguments or ""))
         schema = {"type": "integer"}
-        schema.update({key: int(bounds[arg]) for key, arg in (("minimum", "min"),
-                                                              ("maximum", "max")) if arg in bounds})
+        schema.update(
+            {
+                key: int(bounds[arg])
+                for key, arg in (("minimum", "min"), ("maximum", "max"))
+                if arg in bounds
+            }
+        )
     else:
         raise ValueError(f"no OpenAPI description for the route converter {converter!r}")
     return {"name": name, "in": "path", "required": True, "schema": schema}
@@ -123,8 +180,9 @@ def openapi_path(uri_template: str) -> tuple[str, list[dict[str, Any]]]:
     return _FIELD.sub(lambda field: f"{{{field.group(1)}}}", uri_template), parameters
 
 
-def error_statuses(method: str, access: Access, operation: Operation,
-                   has_path_parameters: bool) -> set[int]:
+def error_statuses(
+    method: str, access: Access, operation: Operation, has_path_parameters: bool
+) -> set[int]:
     """The error answers an operation can give, from what it is and what it declares."""
     statuses = set(operation.errors)
     if has_path_parameters or access is not Access.PUBLIC:
@@ -149,13 +207,19 @@ def answer_object(answer: Answer, ids: set[str]) -> dict[str, Any]:
     if answer.schema is not None:
         described["content"] = {answer.media_type: {"schema": answer.schema}}
     if answer.headers:
-        described["headers"] = {name: {"schema": schema, "required": required}
-                                for name, (schema, required) in answer.headers.items()}
+        described["headers"] = {
+            name: {"schema": schema, "required": required}
+            for name, (schema, required) in answer.headers.items()
+        }
     # A link to an operation that is not documented would be a broken reference.
-    links = {name: {"operationId": operation_id(link.method, link.path),
-                    "parameters": dict(link.parameters)}
-             for name, link in answer.links.items()
-             if operation_id(link.method, link.path) in ids}
+    links = {
+        name: {
+            "operationId": operation_id(link.method, link.path),
+            "parameters": dict(link.parameters),
+        }
+        for name, link in answer.links.items()
+        if operation_id(link.method, link.path) in ids
+    }
     if links:
         described["links"] = links
     return described
@@ -165,35 +229,57 @@ def error_object(status: int, also: dict[str, Any] | None) -> dict[str, Any]:
     """The JSON error of `status`; merged into the operation's own answer when it has one
     (the link pages answer a 404 as HTML, the canonical-path check as JSON)."""
     description, headers = ERRORS[status]
-    described: dict[str, Any] = {"description": description,
-                                 "content": {JSON: {"schema": schemas.ERROR}}}
+    described: dict[str, Any] = {
+        "description": description,
+        "content": {JSON: {"schema": schemas.ERROR}},
+    }
     if headers:
         described["headers"] = dict(headers)
     if also is None:
         return described
-    merged = {**described, **also, "description": f"{also['description']}; or: {description}",
-              "content": {**described["content"], **also.get("content", {})}}
+    merged = {
+        **described,
+        **also,
+        "description": f"{also['description']}; or: {description}",
+        "content": {**described["content"], **also.get("content", {})},
+    }
     if headers or "headers" in also:
         merged["headers"] = {**headers, **also.get("headers", {})}
     return merged
 
 
-def operation_object(method: str, path: str, path_parameters: list[dict[str, Any]],
-                     access: Access, operation: Operation, ids: set[str]) -> dict[str, Any]:
+def operation_object(
+    method: str,
+    path: str,
+    path_parameters: list[dict[str, Any]],
+    access: Access,
+    operation: Operation,
+    ids: set[str],
+) -> dict[str, Any]:
     parameters = list(path_parameters)
-    parameters += [{"name": param.name, "in": param.location, "required": param.required,
-                    "description": param.description, "schema": param.schema}
-                   for param in operation.query]
+    parameters += [
+        {
+            "name": param.name,
+            "in": param.location,
+            "required": param.required,
+            "description": param.description,
+            "schema": param.schema,
+        }
+        for param in operation.query
+    ]
     if access is Access.SHOP and method == "POST":
         parameters.append(IDEMPOTENCY_KEY)
-    answers = {str(status): answer_object(answer, ids)
-               for status, answer in operation.answers.items()}
+    answers = {
+        str(status): answer_object(answer, ids) for status, answer in operation.answers.items()
+    }
     for status in sorted(error_statuses(method, access, operation, bool(path_parameters))):
         answers[str(status)] = error_object(status, answers.get(str(status)))
     described: dict[str, Any] = {
-        "operationId": operation_id(method, path), "summary": operation.summary,
+        "operationId": operation_id(method, path),
+        "summary": operation.summary,
         "tags": [path.strip("/").split("/")[0] or "root"],
-        "security": SECURITY[access], "responses": dict(sorted(answers.items())),
+        "security": SECURITY[access],
+        "responses": dict(sorted(answers.items())),
     }
     if operation.description:
         described["description"] = operation.description
@@ -201,8 +287,9 @@ def operation_object(method: str, path: str, path_parameters: list[dict[str, Any
         described["parameters"] = parameters
     if operation.body is not None or operation.other_bodies:
         content = {JSON: {"schema": operation.body}} if operation.body is not None else {}
-        content.update({media: {"schema": schema}
-                        for media, schema in operation.other_bodies.items()})
+        content.update(
+            {media: {"schema": schema} for media, schema in operation.other_bodies.items()}
+        )
         described["requestBody"] = {"required": operation.body_required, "content": content}
     return described
 
@@ -239,18 +326,26 @@ def document(app: falcon.App) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, path_parameters, access, operation in operations:
         paths.setdefault(path, {})[method.lower()] = operation_object(
-            method, path, path_parameters, access, operation, ids)
+            method, path, path_parameters, access, operation, ids
+        )
     components: dict[str, Any] = {}
     paths = referenced(paths, components)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Astronote", "version": _version(), "description": (
-            "SMS campaigns for online shops. Errors are `{title, description, field?}`; lists"
-            " are keyset-paginated (`limit` at most 100, `after` = the previous page's"
-            " `next`).")},
+        "info": {
+            "title": "Astronote",
+            "version": _version(),
+            "description": (
+                "SMS campaigns for online shops. Errors are `{title, description, field?}`; lists"
+                " are keyset-paginated (`limit` at most 100, `after` = the previous page's"
+                " `next`)."
+            ),
+        },
         "paths": paths,
-        "components": {"schemas": dict(sorted(components.items())),
-                       "securitySchemes": SECURITY_SCHEMES},
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }
 
 
@@ -265,9 +360,13 @@ class OpenApiResource:
     """Built on the first request, once every route has been added, then served as is."""
 
     auth = Access.PUBLIC
-    docs = {"GET": Operation(
-        "This document", {200: Answer("The OpenAPI 3.1 document", {"type": "object"})},
-        needs_dependencies=False)}
+    docs = {
+        "GET": Operation(
+            "This document",
+            {200: Answer("The OpenAPI 3.1 document", {"type": "object"})},
+            needs_dependencies=False,
+        )
+    }
 
     def __init__(self, app: falcon.App) -> None:
         self.app = app
@@ -277,4 +376,3 @@ class OpenApiResource:
         if self._document is None:
             self._document = document(self.app)
         resp.media = self._document
-

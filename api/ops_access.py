@@ -6,6 +6,7 @@ its expiry, a random nonce and an HMAC of both under SECRET_KEY, never the token
 covers a digest of ADMIN_TOKEN, so rotating either SECRET_KEY or ADMIN_TOKEN ends every
 session. The server keeps no session state: logging out deletes the cookie in the browser.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import falcon
 
@@ -26,15 +27,22 @@ _VERSION = "v1"
 def same_secret(given: str | None, expected: str | None) -> bool:
     """Constant-time comparison of a presented secret with the configured one."""
     # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    return bool(given) and bool(expected) and hmac.compare_digest(given.encode(),
-                                                                  expected.encode())
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 class OperatorSessions:
     """Issues and checks operator session cookies; `clock` returns Unix seconds."""
 
-    def __init__(self, secret_key: str, admin_token: str | None, ttl_s: int, secure: bool,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        secret_key: str,
+        admin_token: str | None,
+        ttl_s: int,
+        secure: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.secret_key = secret_key.encode()
         self.admin_token = admin_token
         self.ttl_s = ttl_s
@@ -66,8 +74,14 @@ class OperatorSessions:
         nonce, _, mac = rest.partition(".")
         # isascii: str.isdigit() accepts digits int() refuses ("²"); and int() refuses more
         # than 4,300 digits: a Unix time has 10.
-        if (version != _VERSION or len(expires_text) > 12 or not expires_text.isascii()
-                or not expires_text.isdigit() or not nonce or not mac):
+        if (
+            version != _VERSION
+            or len(expires_text) > 12
+            or not expires_text.isascii()
+            or not expires_text.isdigit()
+            or not nonce
+            or not mac
+        ):
             return False
         expires = int(expires_text)
         return same_secret(mac, self._mac(expires, nonce)) and self.clock() < expires
@@ -76,8 +90,15 @@ class OperatorSessions:
         return any(self.valid(value) for value in req.get_cookie_values(COOKIE) or ())
 
     def start(self, resp: falcon.Response) -> None:
-        resp.set_cookie(COOKIE, self.issue(), max_age=self.ttl_s, path=PATH, secure=self.secure,
-                        http_only=True, same_site="Strict")
+        resp.set_cookie(
+            COOKIE,
+            self.issue(),
+            max_age=self.ttl_s,
+            path=PATH,
+            secure=self.secure,
+            http_only=True,
+            same_site="Strict",
+        )
 
     def end(self, resp: falcon.Response) -> None:
         resp.unset_cookie(COOKIE, same_site="Strict", path=PATH)

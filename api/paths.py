@@ -12,17 +12,19 @@ the decoded path:
   `-._~`): each has exactly one canonical spelling, itself.
 Other percent-encodings (`%20`, `%C3%A9`) are left to the routes, which answer 404 themselves.
 """
+
 from __future__ import annotations
 
 import re
 import string
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 _UNRESERVED = string.ascii_letters + string.digits + "-._~"
 # A percent-encoded character that must never be encoded: `/`, `\`, `%` or an unreserved one.
 _NON_CANONICAL_ESCAPE = re.compile(
-    "%(" + "|".join(f"{ord(c):02X}" for c in "/\\%" + _UNRESERVED) + ")", re.IGNORECASE)
+    "%(" + "|".join(f"{ord(c):02X}" for c in "/\\%" + _UNRESERVED) + ")", re.IGNORECASE
+)
 
 
 def sent_path(environ: Mapping[str, object]) -> str:

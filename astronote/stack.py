@@ -6,15 +6,16 @@ environment (always pointed at the simulator), the schema migration, and the pro
 (the Procfile's, through `astronote.processes`). `up()` then runs the processes in the
 foreground with honcho until Ctrl-C.
 """
+
 from __future__ import annotations
 
 import os
 import shlex
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from astronote import embedded, processes
 from astronote.embedded import EmbeddedServers
@@ -114,13 +115,15 @@ def process_commands(stack: LocalStack, sim_options: tuple[str, ...] = ()) -> di
     web_options = {"--bind": f"127.0.0.1:{stack.web_port}", "--graceful-timeout": "5"}
     # Customers' replies (`POST /_sim/inbound`) go to this stack's inbound webhook.
     token = stack.env.get("DLR_WEBHOOK_SECRET")
-    inbound = (("--inbound-url", f"{stack.web_url}/webhooks/mitto/inbound?token={token}")
-               if token else ())
+    inbound = (
+        ("--inbound-url", f"{stack.web_url}/webhooks/mitto/inbound?token={token}") if token else ()
+    )
     return {
         "web": processes.command("web", stack.env, web_options),
         "worker": processes.command("worker", stack.env),
-        "sim": processes.simulator(stack.sim_port, stack.env["MITTO_API_KEY"],
-                                   (*sim_options, *inbound)),
+        "sim": processes.simulator(
+            stack.sim_port, stack.env["MITTO_API_KEY"], (*sim_options, *inbound)
+        ),
         "clock": processes.command("clock", stack.env),
     }
 
@@ -137,14 +140,17 @@ def prepare(var_dir: Path = VAR_DIR, environ: Mapping[str, str] | None = None) -
 
     environ = dict(os.environ if environ is None else environ)
     embedded_names = tuple(
-        name for name, var in (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"))
+        name
+        for name, var in (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"))
         if not environ.get(var, "").strip()
     )
     if embedded_names:
         first = "PostgreSQL" in embedded_names and not (var_dir / "pgdata").exists()
-        print(f"starting embedded {' and '.join(embedded_names)} under {var_dir}/"
-              + (" (first start: creating the database cluster takes a while)" if first else ""),
-              flush=True)
+        print(
+            f"starting embedded {' and '.join(embedded_names)} under {var_dir}/"
+            + (" (first start: creating the database cluster takes a while)" if first else ""),
+            flush=True,
+        )
     database_url, redis_url, servers = resolve_servers(var_dir, environ)
     try:
         stack = _assemble(environ, database_url, redis_url, embedded_names, servers)
@@ -158,22 +164,33 @@ def prepare(var_dir: Path = VAR_DIR, environ: Mapping[str, str] | None = None) -
         raise
 
 
-def _assemble(environ: dict[str, str], database_url: str, redis_url: str,
-              embedded_names: tuple[str, ...], servers: EmbeddedServers | None) -> LocalStack:
+def _assemble(
+    environ: dict[str, str],
+    database_url: str,
+    redis_url: str,
+    embedded_names: tuple[str, ...],
+    servers: EmbeddedServers | None,
+) -> LocalStack:
     wanted_web = int(environ.get("PORT", "") or DEFAULT_WEB_PORT)
     web_port = choose_port(wanted_web)
     sim_port = choose_port(DEFAULT_SIM_PORT, taken=(web_port,))
-    notes = [f"port {wanted} is taken; {what} uses {port} instead"
-             for what, wanted, port in (("the API", wanted_web, web_port),
-                                        ("the simulator", DEFAULT_SIM_PORT, sim_port))
-             if wanted != port]
+    notes = [
+        f"port {wanted} is taken; {what} uses {port} instead"
+        for what, wanted, port in (
+            ("the API", wanted_web, web_port),
+            ("the simulator", DEFAULT_SIM_PORT, sim_port),
+        )
+        if wanted != port
+    ]
     env = child_environment(environ, database_url, redis_url, web_port, sim_port)
-    return LocalStack(env, web_port, sim_port, database_url, redis_url, embedded_names,
-                      servers, notes)
+    return LocalStack(
+        env, web_port, sim_port, database_url, redis_url, embedded_names, servers, notes
+    )
 
 
 def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]:
     """What runs where, for the start-up banner."""
+
     def origin(name: str) -> str:
         embedded_here = name in stack.embedded_names
         return f"embedded, data in {VAR_DIR}/" if embedded_here else "from environment"

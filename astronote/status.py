@@ -3,12 +3,14 @@ so it works when no web process runs (exactly when an operator needs it most).
 
 Exit status: 0 when the system is ok, 1 when not (so scripts and cron can alert on it).
 """
+
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 BAR_WIDTH = 24
 
@@ -37,19 +39,46 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 def render(state: dict[str, Any], now: datetime | None = None) -> str:
     """The operator state (`service.board.operator_state`) as plain text."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     health = state["health"]
-    out = [f"Astronote status at {now.isoformat(timespec='seconds')}: "
-           + ("OK" if health["ok"] else "NOT OK")]
+    out = [
+        f"Astronote status at {now.isoformat(timespec='seconds')}: "
+        + ("OK" if health["ok"] else "NOT OK")
+    ]
     out += [f"  ! {problem}" for problem in health["problems"]]
     out += ["", "Campaigns"]
-    rows = [[str(c["id"]), c["shop"], c["name"][:30],
-             c["status"] + (" (STUCK)" if c.get("stuck") else ""), progress_bar(c["percent"]),
-             f"{c['counts']['sent']}/{c['total']}", str(c["counts"]["failed"]),
-             str(c["counts"]["pending"]), _ago(c["last_progress_at"], now)]
-            for c in state["campaigns"]]
-    out += _table(rows, ["id", "shop", "name", "status", "progress", "sent", "failed",
-                         "pending", "last progress"]) if rows else ["  none"]
+    rows = [
+        [
+            str(c["id"]),
+            c["shop"],
+            c["name"][:30],
+            c["status"] + (" (STUCK)" if c.get("stuck") else ""),
+            progress_bar(c["percent"]),
+            f"{c['counts']['sent']}/{c['total']}",
+            str(c["counts"]["failed"]),
+            str(c["counts"]["pending"]),
+            _ago(c["last_progress_at"], now),
+        ]
+        for c in state["campaigns"]
+    ]
+    out += (
+        _table(
+            rows,
+            [
+                "id",
+                "shop",
+                "name",
+                "status",
+                "progress",
+                "sent",
+                "failed",
+                "pending",
+                "last progress",
+            ],
+        )
+        if rows
+        else ["  none"]
+    )
     out += ["", "Queues"] + _queues(health)
     out += ["", "Workers"] + _workers(health)
     out += ["", "Scheduler"] + _scheduler(health, now)
@@ -62,9 +91,17 @@ def _queues(health: dict[str, Any]) -> list[str]:
         return [f"  unknown: {queues['error']}"]
     consumers = workers.get("consumers", {})
     # `active` is None on RabbitMQ (messages held by workers are not visible over AMQP).
-    rows = [[name, str(q["waiting"]), str(q["active"] if q["active"] is not None else "?"),
-             str(q["delayed"]), str(q["failed"]),
-             str(consumers.get(name, "?"))] for name, q in queues.items()]
+    rows = [
+        [
+            name,
+            str(q["waiting"]),
+            str(q["active"] if q["active"] is not None else "?"),
+            str(q["delayed"]),
+            str(q["failed"]),
+            str(consumers.get(name, "?")),
+        ]
+        for name, q in queues.items()
+    ]
     return _table(rows, ["queue", "waiting", "active", "delayed", "failed", "consumers"])
 
 
@@ -74,8 +111,10 @@ def _workers(health: dict[str, Any]) -> list[str]:
         return [f"  unknown: {workers['error']}"]
     if not workers["processes"]:
         return ["  no live worker process"]
-    rows = [[w["holder"], ", ".join(w["queues"]), str(w["threads"]), f"{int(w['age_s'])} s"]
-            for w in workers["processes"]]
+    rows = [
+        [w["holder"], ", ".join(w["queues"]), str(w["threads"]), f"{int(w['age_s'])} s"]
+        for w in workers["processes"]
+    ]
     return _table(rows, ["process", "queues", "threads", "age"])
 
 
@@ -84,17 +123,30 @@ def _scheduler(health: dict[str, Any], now: datetime) -> list[str]:
     if "error" in scheduler:
         return [f"  unknown: {scheduler['error']}"]
     lock = scheduler["lock"]
-    lines = [f"  leader: {lock['holder']} (epoch {lock['epoch']}, lock ttl {lock['ttl_ms']} ms)"
-             if lock["exists"] else "  leader: none"]
-    lines += [f"  clock {c['holder']}: RUN_SCHEDULER={str(c['run_scheduler']).lower()}, "
-              + ("leading" if c["leading"] else "standby") for c in scheduler["clocks"]]
-    lines += [f"  job {name}: last run {_ago(run.get('started_at'), now)}, "
-              + ("ok" if run.get("ok") else "failed") for name, run in scheduler["jobs"].items()]
+    lines = [
+        f"  leader: {lock['holder']} (epoch {lock['epoch']}, lock ttl {lock['ttl_ms']} ms)"
+        if lock["exists"]
+        else "  leader: none"
+    ]
+    lines += [
+        f"  clock {c['holder']}: RUN_SCHEDULER={str(c['run_scheduler']).lower()}, "
+        + ("leading" if c["leading"] else "standby")
+        for c in scheduler["clocks"]
+    ]
+    lines += [
+        f"  job {name}: last run {_ago(run.get('started_at'), now)}, "
+        + ("ok" if run.get("ok") else "failed")
+        for name, run in scheduler["jobs"].items()
+    ]
     return lines
 
 
-def run(as_json: bool, watch_s: float | None, out: TextIO,
-        state_of: Callable[[], dict[str, Any]] | None = None) -> int:
+def run(
+    as_json: bool,
+    watch_s: float | None,
+    out: TextIO,
+    state_of: Callable[[], dict[str, Any]] | None = None,
+) -> int:
     """Print the state once (or every `watch_s` seconds until Ctrl-C); 0 if ok, else 1."""
     if state_of is None:
         state_of = _live_state()

@@ -8,10 +8,12 @@ against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local database
 `astronote_api_bench`, created if missing, and Redis db 13), which it wipes first. Shop B
 makes sequential `GET /campaigns/{id}/progress` calls on one keep-alive connection; shop A
 runs `--hammer-threads` threads of `POST /contacts` (100 rows each) as fast as it can.
-B polls 10 times a second (under any limit set here, as a dashboard would). Four phases, each `--seconds` long, each on a new gunicorn over the same database: B alone;
+B polls 10 times a second (under any limit set here, as a dashboard would). Four phases,
+each `--seconds` long, each on a new gunicorn over the same database: B alone;
 B with A hammering and no limits at all (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0); the same
 with the default limits (100/second, 8 in flight); and with strict ones (20/second, 4).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, SECRET_KEY  # noqa: E402
 from tests.e2e.stack import Stack  # noqa: E402
 
-DB_URL = os.environ.get("BENCH_DATABASE_URL",
-                        "postgresql://postgres@127.0.0.1:5432/astronote_api_bench")
+DB_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_api_bench"
+)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VICTIM_INTERVAL_S = 0.1
@@ -60,18 +63,27 @@ def reset() -> None:
 
 
 def start(rate: str, concurrency: str) -> Stack:
-    stack = Stack({"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL, "ADMIN_TOKEN": ADMIN_TOKEN,
-                   "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "SECRET_KEY": SECRET_KEY,
-                   "MITTO_API_KEY": "bench-key", "API_RATE_LIMIT": rate,
-                   "API_SHOP_CONCURRENCY": concurrency},
-                  f"api-fairness-{rate.replace('/', '-')}-{concurrency}")
+    stack = Stack(
+        {
+            "DATABASE_URL": DB_URL,
+            "REDIS_URL": REDIS_URL,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET,
+            "SECRET_KEY": SECRET_KEY,
+            "MITTO_API_KEY": "bench-key",
+            "API_RATE_LIMIT": rate,
+            "API_SHOP_CONCURRENCY": concurrency,
+        },
+        f"api-fairness-{rate.replace('/', '-')}-{concurrency}",
+    )
     stack.start_web(workers=2, threads=8)
     return stack
 
 
 def shop(web: str, domain: str) -> str:
-    answer = requests.post(f"{web}/admin/shops", headers=ADMIN,
-                           json={"domain": domain, "name": domain}, timeout=10)
+    answer = requests.post(
+        f"{web}/admin/shops", headers=ADMIN, json={"domain": domain, "name": domain}, timeout=10
+    )
     answer.raise_for_status()
     return answer.json()["api_key"]
 
@@ -100,16 +112,19 @@ def hammer(web: str, key: str, stop: threading.Event, counts: dict[int, int]) ->
     headers = {"Authorization": f"Bearer {key}"}
     rows = [{"phone": f"+3069{n:08d}"} for n in range(100)]
     while not stop.is_set():
-        status = session.post(f"{web}/contacts", headers=headers, json={"contacts": rows},
-                              timeout=30).status_code
+        status = session.post(
+            f"{web}/contacts", headers=headers, json={"contacts": rows}, timeout=30
+        ).status_code
         counts[status] = counts.get(status, 0) + 1
 
 
-def phase(web: str, keys: tuple[str, str], campaign_id: int, seconds: float,
-          threads: int) -> tuple[list[float], dict[int, int]]:
+def phase(
+    web: str, keys: tuple[str, str], campaign_id: int, seconds: float, threads: int
+) -> tuple[list[float], dict[int, int]]:
     stop, counts = threading.Event(), {}
-    workers = [threading.Thread(target=hammer, args=(web, keys[0], stop, counts))
-               for _ in range(threads)]
+    workers = [
+        threading.Thread(target=hammer, args=(web, keys[0], stop, counts)) for _ in range(threads)
+    ]
     for worker in workers:
         worker.start()
     try:
@@ -124,8 +139,10 @@ def summary(label: str, timings: list[float], counts: dict[int, int], seconds: f
     timings = sorted(timings)
     p99 = timings[max(0, int(0.99 * len(timings)) - 1)]
     hammer = ", ".join(f"{status}: {n / seconds:.0f}/s" for status, n in sorted(counts.items()))
-    return (f"| {label} | {len(timings)} | {statistics.median(timings):.1f} | {p99:.1f} |"
-            f" {hammer or '-'} |")
+    return (
+        f"| {label} | {len(timings)} | {statistics.median(timings):.1f} | {p99:.1f} |"
+        f" {hammer or '-'} |"
+    )
 
 
 def main() -> int:
@@ -135,31 +152,45 @@ def main() -> int:
     args = parser.parse_args()
     reset()
     rows = []
-    phases = (("no limits (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0)", "0", "0"),
-              ("default limits (100/second, 8 in flight)", "100/second", "8"),
-              ("strict limits (20/second, 4 in flight)", "20/second", "4"))
+    phases = (
+        ("no limits (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0)", "0", "0"),
+        ("default limits (100/second, 8 in flight)", "100/second", "8"),
+        ("strict limits (20/second, 4 in flight)", "20/second", "4"),
+    )
     stack = start("100/second", "8")
     try:
         keys = (shop(stack.web, "hammer.example"), shop(stack.web, "victim.example"))
         victim = {"Authorization": f"Bearer {keys[1]}"}
-        requests.post(f"{stack.web}/contacts", headers=victim,
-                      json={"contacts": [{"phone": "+306912345678"}]}, timeout=10)
-        campaign_id = requests.post(f"{stack.web}/campaigns", headers=victim,
-                                    json={"name": "b", "text": "Hi"}, timeout=10).json()["id"]
-        rows.append(summary("B alone", victim_latencies(stack.web, keys[1], campaign_id,
-                                                         args.seconds), {}, args.seconds))
+        requests.post(
+            f"{stack.web}/contacts",
+            headers=victim,
+            json={"contacts": [{"phone": "+306912345678"}]},
+            timeout=10,
+        )
+        campaign_id = requests.post(
+            f"{stack.web}/campaigns", headers=victim, json={"name": "b", "text": "Hi"}, timeout=10
+        ).json()["id"]
+        rows.append(
+            summary(
+                "B alone",
+                victim_latencies(stack.web, keys[1], campaign_id, args.seconds),
+                {},
+                args.seconds,
+            )
+        )
     finally:
         stack.close()
     for label, rate, concurrency in phases:
         stack = start(rate, concurrency)
         try:
-            timings, counts = phase(stack.web, keys, campaign_id, args.seconds,
-                                    args.hammer_threads)
+            timings, counts = phase(stack.web, keys, campaign_id, args.seconds, args.hammer_threads)
             rows.append(summary(f"B while A hammers, {label}", timings, counts, args.seconds))
         finally:
             stack.close()
-    print(f"\n{args.hammer_threads} threads of shop A posting 100 contacts per request;"
-          f" shop B polling progress 10 times a second; {args.seconds:.0f} s per phase\n")
+    print(
+        f"\n{args.hammer_threads} threads of shop A posting 100 contacts per request;"
+        f" shop B polling progress 10 times a second; {args.seconds:.0f} s per phase\n"
+    )
     print("| phase | B requests | B p50 ms | B p99 ms | A answers |\n|---|---|---|---|---|")
     print("\n".join(rows))
     return 0

@@ -5,6 +5,7 @@
 Same set-up as bench/pipeline.py (its database and Redis); reads utime+stime of every
 PostgreSQL, gunicorn, Dramatiq, simulator and Redis process before and after the campaign.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pipeline  # noqa: E402
 
-KINDS = (("postgres", "postgres"), ("gunicorn", "web"), ("dramatiq", "worker"),
-         ("provider-sim", "simulator"), ("redis", "redis"))
+KINDS = (
+    ("postgres", "postgres"),
+    ("gunicorn", "web"),
+    ("dramatiq", "worker"),
+    ("provider-sim", "simulator"),
+    ("redis", "redis"),
+)
 
 
 def cpu_seconds() -> dict[tuple[str, str], float]:
@@ -50,16 +56,20 @@ def main() -> int:
         stack.import_contacts(key, args.recipients)
         time.sleep(2)
         before = cpu_seconds()
-        result = pipeline.run_campaign(stack, key, "Spring sale: 20% off everything today",
-                                       unsubscribe=False)
+        result = pipeline.run_campaign(
+            stack, key, "Spring sale: 20% off everything today", unsubscribe=False
+        )
         after = cpu_seconds()
     finally:
         stack.close()
     split: dict[str, float] = {}
     for (kind, pid), total in after.items():
         split[kind] = split.get(kind, 0.0) + total - before.get((kind, pid), 0.0)
-    print(json.dumps({"campaign": result,
-                      "cpu_seconds": {k: round(v, 1) for k, v in sorted(split.items())}}))
+    print(
+        json.dumps(
+            {"campaign": result, "cpu_seconds": {k: round(v, 1) for k, v in sorted(split.items())}}
+        )
+    )
     return 0
 
 

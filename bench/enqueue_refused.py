@@ -8,6 +8,7 @@ and a personalised campaign `--runs` times each: every call must be a 402 that w
 (no recipient, no batch, the campaign still a draft). Then a shop that can pay enqueues the bulk
 campaign once, for the cost of the accepted path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,26 +23,39 @@ sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import make_stack, query, reset_database  # noqa: E402
 
-TEXTS = {"bulk": "Spring sale: 20% off everything today",
-         "personalised": "Hi {first_name}, your personal offer is waiting"}
+TEXTS = {
+    "bulk": "Spring sale: 20% off everything today",
+    "personalised": "Hi {first_name}, your personal offer is waiting",
+}
 
 
 def refused_enqueue(stack, key: str, text: str, runs: int) -> dict:
-    campaign = stack.call("POST", "/campaigns", key, json={
-        "name": "refused", "text": text, "append_unsubscribe": False}).json()
+    campaign = stack.call(
+        "POST",
+        "/campaigns",
+        key,
+        json={"name": "refused", "text": text, "append_unsubscribe": False},
+    ).json()
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
         answer = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key)
         timings.append(time.perf_counter() - started)
         assert answer.status_code == 402, answer.text
-    written = query("SELECT (SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s),"
-                    " (SELECT count(*) FROM send_batch WHERE campaign_id = %s),"
-                    " (SELECT status FROM campaign WHERE id = %s)",
-                    campaign["id"], campaign["id"], campaign["id"])[0]
+    written = query(
+        "SELECT (SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s),"
+        " (SELECT count(*) FROM send_batch WHERE campaign_id = %s),"
+        " (SELECT status FROM campaign WHERE id = %s)",
+        campaign["id"],
+        campaign["id"],
+        campaign["id"],
+    )[0]
     assert written == (0, 0, "draft"), written
-    return {"median_s": round(statistics.median(timings), 3), "max_s": round(max(timings), 3),
-            "answer": answer.json()["description"]}
+    return {
+        "median_s": round(statistics.median(timings), 3),
+        "max_s": round(max(timings), 3),
+        "answer": answer.json()["description"],
+    }
 
 
 def main() -> int:
@@ -60,8 +74,12 @@ def main() -> int:
             results[f"refused_{label}"] = refused_enqueue(stack, poor, text, args.runs)
         _, rich = stack.create_shop("rich.example", credits=10 * args.recipients)
         stack.import_contacts(rich, args.recipients)
-        campaign = stack.call("POST", "/campaigns", rich, json={
-            "name": "accepted", "text": TEXTS["bulk"], "append_unsubscribe": False}).json()
+        campaign = stack.call(
+            "POST",
+            "/campaigns",
+            rich,
+            json={"name": "accepted", "text": TEXTS["bulk"], "append_unsubscribe": False},
+        ).json()
         started = time.perf_counter()
         answer = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", rich)
         results["accepted_bulk_s"] = round(time.perf_counter() - started, 3)

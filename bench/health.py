@@ -16,6 +16,7 @@ Then each endpoint gets `--requests` sequential requests on one keep-alive conne
 Runs against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local PostgreSQL database
 `astronote_health_bench`, created if missing, and Redis db 6), which it wipes first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.stack import Stack, wait_for  # noqa: E402
 
-DB_URL = os.environ.get("BENCH_DATABASE_URL",
-                        "postgresql://postgres@127.0.0.1:5432/astronote_health_bench")
+DB_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_health_bench"
+)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
 ENDPOINTS = ("/health", "/readiness", "/health/full", "/metrics", "/ops/state")
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -88,7 +90,9 @@ def fill_campaigns(shop_id: int) -> None:
             " SELECT %s, 'filler ' || n, 'Hello', (ARRAY['draft', 'scheduled', 'paused',"
             "   'completed', 'failed', 'cancelled'])[1 + n %% 6], now() - interval '1 day',"
             "   CASE WHEN n %% 6 >= 3 THEN now() - interval '1 day' END, now() - interval '1 day'"
-            " FROM generate_series(1, 5000) AS n", (shop_id,))
+            " FROM generate_series(1, 5000) AS n",
+            (shop_id,),
+        )
         cursor.execute("ANALYZE")
 
 
@@ -103,8 +107,12 @@ def measure(url: str, count: int, headers: dict[str, str]) -> dict[str, float]:
         timings.append((time.perf_counter() - began) * 1000)
         statuses.add(answer.status_code)
     timings.sort()
-    return {"p50": statistics.median(timings), "p95": timings[int(0.95 * count) - 1],
-            "max": timings[-1], "statuses": sorted(statuses)}
+    return {
+        "p50": statistics.median(timings),
+        "p95": timings[int(0.95 * count) - 1],
+        "max": timings[-1],
+        "statuses": sorted(statuses),
+    }
 
 
 def main() -> int:
@@ -116,14 +124,20 @@ def main() -> int:
     args = parser.parse_args()
 
     reset()
-    stack = Stack({"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL,
-                   "ADMIN_TOKEN": "bench-admin-token-0123456789",
-                   "SECRET_KEY": "bench-secret-key-0123456789abcdef", "MITTO_API_KEY": "bench",
-                   "LOG_LEVEL": "WARNING",
-                   "PROMETHEUS_MULTIPROC_DIR": str(ROOT / "var" / "bench-metrics"),
-                   # The big campaign, with no worker, is stuck at once: health lists it.
-                   "STUCK_CAMPAIGN_AFTER_MS": "1000"},
-                  f"bench-health-{int(time.time())}")
+    stack = Stack(
+        {
+            "DATABASE_URL": DB_URL,
+            "REDIS_URL": REDIS_URL,
+            "ADMIN_TOKEN": "bench-admin-token-0123456789",
+            "SECRET_KEY": "bench-secret-key-0123456789abcdef",
+            "MITTO_API_KEY": "bench",
+            "LOG_LEVEL": "WARNING",
+            "PROMETHEUS_MULTIPROC_DIR": str(ROOT / "var" / "bench-metrics"),
+            # The big campaign, with no worker, is stuck at once: health lists it.
+            "STUCK_CAMPAIGN_AFTER_MS": "1000",
+        },
+        f"bench-health-{int(time.time())}",
+    )
     (ROOT / "var" / "bench-metrics").mkdir(parents=True, exist_ok=True)
     try:
         stack.start_web(workers=2)
@@ -135,21 +149,37 @@ def main() -> int:
         assert enqueued.status_code == 202, enqueued.text
         fill_campaigns(shop_id)
         pushed_s = push_messages(args.messages)
-        full = wait_for(lambda: (lambda b: b if b["scheduler"]["lock"]["exists"] else None)(
-            stack.call("GET", "/health/full", "bench-admin").json()), 30, "a leader")
+        full = wait_for(
+            lambda: (lambda b: b if b["scheduler"]["lock"]["exists"] else None)(
+                stack.call("GET", "/health/full", "bench-admin").json()
+            ),
+            30,
+            "a leader",
+        )
         waiting = full["queues"]["sms-send"]["waiting"]
-        print(f"pushed {args.messages} messages in {pushed_s:.1f}s; sms-send waiting: {waiting};"
-              f" stuck campaigns: {full['campaigns']['stuck_count']}; problems: "
-              f"{full['problems']}")
-        figures = {path: measure(f"{stack.web}{path}", args.requests,
-                                 {"Authorization": "Bearer bench-admin"})
-                   for path in ENDPOINTS}
+        print(
+            f"pushed {args.messages} messages in {pushed_s:.1f}s; sms-send waiting: {waiting};"
+            f" stuck campaigns: {full['campaigns']['stuck_count']}; problems: "
+            f"{full['problems']}"
+        )
+        figures = {
+            path: measure(
+                f"{stack.web}{path}", args.requests, {"Authorization": "Bearer bench-admin"}
+            )
+            for path in ENDPOINTS
+        }
     finally:
         stack.close()
-    lines = [f"| `{path}` | {f['p50']:.1f} | {f['p95']:.1f} | {f['max']:.1f} |"
-             f" {', '.join(map(str, f['statuses']))} |" for path, f in figures.items()]
-    table = ["| endpoint | p50 ms | p95 ms | max ms | HTTP status |", "|---|---|---|---|---|",
-             *lines]
+    lines = [
+        f"| `{path}` | {f['p50']:.1f} | {f['p95']:.1f} | {f['max']:.1f} |"
+        f" {', '.join(map(str, f['statuses']))} |"
+        for path, f in figures.items()
+    ]
+    table = [
+        "| endpoint | p50 ms | p95 ms | max ms | HTTP status |",
+        "|---|---|---|---|---|",
+        *lines,
+    ]
     print("\n".join(table))
     if args.record:
         record(args, waiting, table)
@@ -159,17 +189,24 @@ def main() -> int:
 def record(args: argparse.Namespace, waiting: int, table: list[str]) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
     section = [
-        "", "## Health endpoints", "",
+        "",
+        "## Health endpoints",
+        "",
         f"{date.today().isoformat()}, {os.cpu_count()} CPUs ({platform.machine()}), local"
-        " PostgreSQL and Redis. Command:", "",
-        "    .venv/bin/python bench/health.py --record", "",
+        " PostgreSQL and Redis. Command:",
+        "",
+        "    .venv/bin/python bench/health.py --record",
+        "",
         f"{waiting:,} messages waiting in `sms-send` ({args.messages:,} pushed through the"
         f" broker plus the {args.recipients // 500} batches of a {args.recipients:,}-recipient"
         " campaign enqueued with no worker running, reported stuck), 5,001 campaigns, a"
         " leading clock (its reconciler running meanwhile); gunicorn with 2 gthread workers. "
         f"{args.requests} sequential requests per endpoint on one keep-alive connection"
-        " (the status is 503 because no worker runs: that is what health must say).", "",
-        *table, ""]
+        " (the status is 503 because no worker runs: that is what health must say).",
+        "",
+        *table,
+        "",
+    ]
     RESULTS.write_text(text.rstrip("\n") + "\n" + "\n".join(section))
 
 

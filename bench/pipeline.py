@@ -6,6 +6,7 @@ Runs against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local PostgreSQL
 `astronote_bench`, created if missing, and Redis db 5). The simulator's delivery reports are
 off for the throughput runs; the webhook's ingest rate is measured separately.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.stack import Stack, wait_for  # noqa: E402
 
-DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_bench")
+DB_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_bench"
+)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
 DLR_SECRET = "bench-dlr-secret-0123456789"
 
@@ -78,27 +81,46 @@ class PeakRss:
 
 
 def make_stack(concurrency: int, processes: int, threads: int) -> Stack:
-    env = {"DATABASE_URL": DB_URL, "REDIS_URL": REDIS_URL,
-           "ADMIN_TOKEN": "bench-admin-token-0123456789",
-           "DLR_WEBHOOK_SECRET": DLR_SECRET,
-           "SECRET_KEY": "bench-secret-key-0123456789abcdef", "MITTO_API_KEY": "bench",
-           "SEND_CONCURRENCY": str(concurrency), "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
+    env = {
+        "DATABASE_URL": DB_URL,
+        "REDIS_URL": REDIS_URL,
+        "ADMIN_TOKEN": "bench-admin-token-0123456789",
+        "DLR_WEBHOOK_SECRET": DLR_SECRET,
+        "SECRET_KEY": "bench-secret-key-0123456789abcdef",
+        "MITTO_API_KEY": "bench",
+        "SEND_CONCURRENCY": str(concurrency),
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    }
     return Stack(env, f"bench-{int(time.time())}")
 
 
 def run_campaign(stack: Stack, key: str, text: str, unsubscribe: bool) -> dict:
-    campaign = stack.call("POST", "/campaigns", key, json={
-        "name": "bench", "text": text, "append_unsubscribe": unsubscribe}).json()
+    campaign = stack.call(
+        "POST",
+        "/campaigns",
+        key,
+        json={"name": "bench", "text": text, "append_unsubscribe": unsubscribe},
+    ).json()
     started = time.perf_counter()
     answer = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key)
     enqueue_s = time.perf_counter() - started
     assert answer.status_code == 202, answer.text
-    progress = wait_for(lambda: (lambda p: p if p["status"] in ("completed", "failed") else None)(
-        stack.progress(key, campaign["id"])), 1800, "campaign", interval=1.0)
+    progress = wait_for(
+        lambda: (lambda p: p if p["status"] in ("completed", "failed") else None)(
+            stack.progress(key, campaign["id"])
+        ),
+        1800,
+        "campaign",
+        interval=1.0,
+    )
     total_s = time.perf_counter() - started
-    return {"recipients": progress["total"], "sent": progress["sent"],
-            "enqueue_s": round(enqueue_s, 2), "total_s": round(total_s, 2),
-            "rate_per_s": round(progress["total"] / total_s)}
+    return {
+        "recipients": progress["total"],
+        "sent": progress["sent"],
+        "enqueue_s": round(enqueue_s, 2),
+        "total_s": round(total_s, 2),
+        "rate_per_s": round(progress["total"] / total_s),
+    }
 
 
 def bare_loop(sim: str, count: int, concurrency: int) -> float:
@@ -109,9 +131,16 @@ def bare_loop(sim: str, count: int, concurrency: int) -> float:
     session.headers["X-Mitto-API-Key"] = "bench"
 
     def call(i: int) -> None:
-        session.post(f"{sim}/sms", json={"from": "Bench", "to": f"+30691{i:07d}",
-                                        "text": f"Hi N{i}, bare loop", "reference": str(i)},
-                     timeout=30).raise_for_status()
+        session.post(
+            f"{sim}/sms",
+            json={
+                "from": "Bench",
+                "to": f"+30691{i:07d}",
+                "text": f"Hi N{i}, bare loop",
+                "reference": str(i),
+            },
+            timeout=30,
+        ).raise_for_status()
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -124,14 +153,23 @@ def webhook_ingest(stack: Stack, count: int, batch: int, concurrency: int = 8) -
     session = requests.Session()
     session.trust_env = False
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=concurrency))
-    ids = [row[0] for row in query("SELECT mitto_message_id FROM campaign_recipient"
-                                   " WHERE mitto_message_id IS NOT NULL LIMIT %s", count)]
-    chunks = [ids[i:i + batch] for i in range(0, len(ids), batch)]
+    ids = [
+        row[0]
+        for row in query(
+            "SELECT mitto_message_id FROM campaign_recipient"
+            " WHERE mitto_message_id IS NOT NULL LIMIT %s",
+            count,
+        )
+    ]
+    chunks = [ids[i : i + batch] for i in range(0, len(ids), batch)]
 
     def post(chunk: list[str]) -> None:
         body = [{"id": pid, "deliveryStatus": "Delivered"} for pid in chunk]
-        session.post(f"{stack.web}/webhooks/mitto/dlr?token={DLR_SECRET}",
-                     json=body if batch > 1 else body[0], timeout=30).raise_for_status()
+        session.post(
+            f"{stack.web}/webhooks/mitto/dlr?token={DLR_SECRET}",
+            json=body if batch > 1 else body[0],
+            timeout=30,
+        ).raise_for_status()
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -166,30 +204,50 @@ def main() -> int:
         started = time.perf_counter()
         stack.import_contacts(key, max(args.bulk, args.personal))
         results["import_contacts_per_s"] = round(
-            max(args.bulk, args.personal) / (time.perf_counter() - started))
+            max(args.bulk, args.personal) / (time.perf_counter() - started)
+        )
 
         if args.bulk:
-            results["bulk"] = run_campaign(stack, key, "Spring sale: 20% off everything today",
-                                           unsubscribe=False)
+            results["bulk"] = run_campaign(
+                stack, key, "Spring sale: 20% off everything today", unsubscribe=False
+            )
             results["worker_peak_rss_mb"] = round(rss.stop(), 1)
         if args.personal:
             contacts_all = args.personal
             # Personalised campaigns go to the first `personal` contacts only.
-            ids = [row[0] for row in query("SELECT id FROM contact ORDER BY id LIMIT %s",
-                                           contacts_all)]
+            ids = [
+                row[0] for row in query("SELECT id FROM contact ORDER BY id LIMIT %s", contacts_all)
+            ]
 
             def personal(label: str) -> dict:
-                campaign = stack.call("POST", "/campaigns", key, json={
-                    "name": label, "text": "Hi {first_name}, your personal offer is waiting",
-                    "contact_ids": ids, "append_unsubscribe": False}).json()
+                campaign = stack.call(
+                    "POST",
+                    "/campaigns",
+                    key,
+                    json={
+                        "name": label,
+                        "text": "Hi {first_name}, your personal offer is waiting",
+                        "contact_ids": ids,
+                        "append_unsubscribe": False,
+                    },
+                ).json()
                 started = time.perf_counter()
-                assert stack.call("POST", f"/campaigns/{campaign['id']}/enqueue",
-                                  key).status_code == 202
-                wait_for(lambda: stack.progress(key, campaign["id"])["status"] == "completed",
-                         1800, label, interval=0.2)
+                assert (
+                    stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key).status_code
+                    == 202
+                )
+                wait_for(
+                    lambda: stack.progress(key, campaign["id"])["status"] == "completed",
+                    1800,
+                    label,
+                    interval=0.2,
+                )
                 elapsed = time.perf_counter() - started
-                return {"recipients": len(ids), "total_s": round(elapsed, 2),
-                        "rate_per_s": round(len(ids) / elapsed)}
+                return {
+                    "recipients": len(ids),
+                    "total_s": round(elapsed, 2),
+                    "rate_per_s": round(len(ids) / elapsed),
+                }
 
             results["personal"] = personal("personal")
             bare = bare_loop(stack.sim, len(ids), args.concurrency * args.processes)
@@ -197,12 +255,14 @@ def main() -> int:
             results["personal_vs_bare"] = round(results["personal"]["rate_per_s"] / bare, 2)
             stack.sim_config(latency_ms=args.latency_ms)
             results["personal_latency"] = personal("personal-latency")
-            results["latency_vs_zero"] = round(results["personal_latency"]["rate_per_s"]
-                                               / results["personal"]["rate_per_s"], 2)
+            results["latency_vs_zero"] = round(
+                results["personal_latency"]["rate_per_s"] / results["personal"]["rate_per_s"], 2
+            )
             stack.sim_config(latency_ms=0)
         for batch in (1, 100):
             results[f"webhook_reports_per_s_batch_{batch}"] = round(
-                webhook_ingest(stack, 20_000, batch))
+                webhook_ingest(stack, 20_000, batch)
+            )
     finally:
         stack.close()
     print(json.dumps(results, indent=2))

@@ -5,6 +5,7 @@ each model's fields with the migrated database (names, types, nullability, prima
 migration that changes a table fails the tests until its model follows. Every `bigserial`
 primary key is a `BigAutoField`, so foreign keys to it are `bigint` like their columns.
 """
+
 from __future__ import annotations
 
 import peewee as pw
@@ -240,6 +241,23 @@ class DataExport(Base):
     created_at = DateTimeTZField()
 
 
-ALL = (Shop, ApiKey, Contact, Suppression, Campaign, SendBatch, CampaignRecipient, DeliveryReport,
-       CreditTransaction, CreditReservation, MessageLog, ShortLink, JobRun, IdempotencyKey,
-       ConsentEvent, InboundMessage, InboundReply, DataExport)
+ALL = (
+    Shop,
+    ApiKey,
+    Contact,
+    Suppression,
+    Campaign,
+    SendBatch,
+    CampaignRecipient,
+    DeliveryReport,
+    CreditTransaction,
+    CreditReservation,
+    MessageLog,
+    ShortLink,
+    JobRun,
+    IdempotencyKey,
+    ConsentEvent,
+    InboundMessage,
+    InboundReply,
+    DataExport,
+)

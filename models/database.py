@@ -1,8 +1,10 @@
 """The database handle: one pooled PostgreSQL connection per thread, bound at process start."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import peewee
@@ -72,10 +74,17 @@ def execute(sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
     return db.execute_sql(sql, params).rowcount
 
 
-def execute_many(sql: str, rows: Sequence[Sequence[Any]], template: str | None = None,
-                 fetch: bool = False, page_size: int = 1000) -> list[tuple]:
+def execute_many(
+    sql: str,
+    rows: Sequence[Sequence[Any]],
+    template: str | None = None,
+    fetch: bool = False,
+    page_size: int = 1000,
+) -> list[tuple]:
     """`INSERT/UPDATE ... VALUES %s` over many rows in few round trips (psycopg2 execute_values)."""
     if not rows:
         return []
     cursor = db.cursor()
-    return execute_values(cursor, sql, rows, template=template, page_size=page_size, fetch=fetch) or []
+    return (
+        execute_values(cursor, sql, rows, template=template, page_size=page_size, fetch=fetch) or []
+    )

@@ -1,7 +1,9 @@
 """SQL expressions the services' Peewee queries share, where Peewee has no word for them."""
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from peewee import SQL, ColumnBase, NodeList, Value, fn
 

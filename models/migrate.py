@@ -3,6 +3,7 @@
 An advisory lock serialises concurrent `astronote migrate` runs (two release phases at once);
 the `schema_migration` table records what was applied, so running it twice changes nothing.
 """
+
 from __future__ import annotations
 
 import logging

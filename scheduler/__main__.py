@@ -1,4 +1,5 @@
 """`python -m scheduler`: the Procfile's clock process."""
+
 from __future__ import annotations
 
 import logging
@@ -22,10 +23,12 @@ def main() -> int:
     # A Redis call must give up well within the lease, so a hung connection cannot keep the
     # election loop from noticing that its lease ran out.
     timeout_s = min(2.0, max(0.2, settings.scheduler_lock_ttl_ms / 5000))
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout_s,
-                                  socket_connect_timeout=timeout_s)
-    leadership = Leadership(client, f"{socket.gethostname()}:{os.getpid()}",
-                            settings.scheduler_lock_ttl_ms, next_epoch)
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    leadership = Leadership(
+        client, f"{socket.gethostname()}:{os.getpid()}", settings.scheduler_lock_ttl_ms, next_epoch
+    )
     stop = ShutdownSignal()
     return Clock(settings, client, leadership, all_jobs(settings), stop).run()
 

@@ -7,11 +7,12 @@ unless this clock leads; each run also checks the lease on the monotonic clock f
 claims its (job, slot) in PostgreSQL, so a leader that was paused past its lease, or two
 leaders that overlap anyway, never do a slot's work twice.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -30,7 +31,7 @@ from service.observability.scheduler_state import read_lock
 
 log = logging.getLogger("astronote.clock")
 
-UNIX_EPOCH = datetime.fromtimestamp(0, timezone.utc)
+UNIX_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def next_epoch() -> int:
@@ -46,32 +47,47 @@ def renew_period_s(settings: Settings) -> float:
 def mid_slot_trigger(interval_ms: int) -> IntervalTrigger:
     """Fire in the middle of each slot `floor(t / interval)`: runs then land in consecutive
     slots even if firing or the database's clock is late or early by up to half an interval."""
-    return IntervalTrigger(seconds=interval_ms / 1000, timezone=timezone.utc,
-                           start_date=UNIX_EPOCH + timedelta(milliseconds=interval_ms / 2))
+    return IntervalTrigger(
+        seconds=interval_ms / 1000,
+        timezone=UTC,
+        start_date=UNIX_EPOCH + timedelta(milliseconds=interval_ms / 2),
+    )
 
 
 def build_scheduler(clock: Clock, jobs: list[Job]) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(
-        timezone=timezone.utc,
+        timezone=UTC,
         executors={"default": ThreadPoolExecutor(max(1, len(jobs)))},
         # A run missed while paused or standing by happens once, as soon as we lead.
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+    )
     for job in jobs:
-        scheduler.add_job(clock.run_job, mid_slot_trigger(job.interval_ms), args=(job,),
-                          id=job.name, name=job.name)
+        scheduler.add_job(
+            clock.run_job,
+            mid_slot_trigger(job.interval_ms),
+            args=(job,),
+            id=job.name,
+            name=job.name,
+        )
     return scheduler
 
 
 class Clock:
-    def __init__(self, settings: Settings, client: redis.Redis, leadership: Leadership,
-                 jobs: list[Job], stop: ShutdownSignal) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        leadership: Leadership,
+        jobs: list[Job],
+        stop: ShutdownSignal,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.leadership = leadership
         self.holder = leadership.holder
         self.jobs = jobs
         self.stop = stop
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         self.leading: bool | None = None  # None until the first election round
         self.scheduler = build_scheduler(self, jobs)
 
@@ -93,19 +109,31 @@ class Clock:
         return 0
 
     def _log_start(self) -> None:
-        log.info("clock started", extra={
-            "holder": self.holder, "run_scheduler": self.settings.run_scheduler,
-            "leading": False, "lock_ttl_ms": self.settings.scheduler_lock_ttl_ms,
-            "lock_retry_ms": self.settings.scheduler_lock_retry_ms,
-            "renew_ms": int(renew_period_s(self.settings) * 1000),
-            "jobs": {job.name: job.interval_ms for job in self.jobs}})
+        log.info(
+            "clock started",
+            extra={
+                "holder": self.holder,
+                "run_scheduler": self.settings.run_scheduler,
+                "leading": False,
+                "lock_ttl_ms": self.settings.scheduler_lock_ttl_ms,
+                "lock_retry_ms": self.settings.scheduler_lock_retry_ms,
+                "renew_ms": int(renew_period_s(self.settings) * 1000),
+                "jobs": {job.name: job.interval_ms for job in self.jobs},
+            },
+        )
 
     def _stay_idle(self) -> int:
         """RUN_SCHEDULER=false: keep running and reporting ourselves, never take the lock."""
-        log.warning("RUN_SCHEDULER=false: this clock will never take the leader lock nor run "
-                    "any job; another clock with RUN_SCHEDULER=true must lead",
-                    extra={"holder": self.holder, "run_scheduler": False, "leading": False,
-                           "lock": self._lock_state()})
+        log.warning(
+            "RUN_SCHEDULER=false: this clock will never take the leader lock nor run "
+            "any job; another clock with RUN_SCHEDULER=true must lead",
+            extra={
+                "holder": self.holder,
+                "run_scheduler": False,
+                "leading": False,
+                "lock": self._lock_state(),
+            },
+        )
         while True:
             self._announce()
             if self.stop.wait(self.settings.scheduler_lock_retry_ms / 1000):
@@ -125,9 +153,14 @@ class Clock:
         try:
             self.leadership.acquire()
         except Exception as error:  # noqa: BLE001 - Redis or PostgreSQL away: retry next round
-            log.warning("leader election round failed", extra={
-                "holder": self.holder, "error": f"{type(error).__name__}: {error}",
-                "lease_remaining_ms": self.leadership.lease_remaining_ms()})
+            log.warning(
+                "leader election round failed",
+                extra={
+                    "holder": self.holder,
+                    "error": f"{type(error).__name__}: {error}",
+                    "lease_remaining_ms": self.leadership.lease_remaining_ms(),
+                },
+            )
         self._follow(self.leadership.is_leading())
 
     def _follow(self, leading: bool) -> None:
@@ -137,15 +170,21 @@ class Clock:
         first, self.leading = self.leading is None, leading
         if leading:
             self.scheduler.resume()
-            log.info("leading: this clock now runs the jobs", extra={
-                "holder": self.holder, "leading": True, "epoch": self.leadership.epoch})
+            log.info(
+                "leading: this clock now runs the jobs",
+                extra={"holder": self.holder, "leading": True, "epoch": self.leadership.epoch},
+            )
             return
         self.scheduler.pause()
         if self.leadership.epoch is not None:
             self.leadership.abandon()  # the lease ran out unrenewed: whatever Redis says later
         lock = self._lock_state()
-        extra = {"holder": self.holder, "leading": False, "lock": lock,
-                 "why": self._why_standby(lock)}
+        extra = {
+            "holder": self.holder,
+            "leading": False,
+            "lock": lock,
+            "why": self._why_standby(lock),
+        }
         if first:
             log.info("standby: this clock runs no job", extra=extra)
         else:
@@ -168,10 +207,15 @@ class Clock:
 
     def _announce(self) -> None:
         try:
-            clocks.register(self.client, self.holder,
-                              3 * self.settings.scheduler_lock_retry_ms,
-                              self.settings.run_scheduler, bool(self.leading),
-                              self.leadership.epoch if self.leading else None, self.started_at)
+            clocks.register(
+                self.client,
+                self.holder,
+                3 * self.settings.scheduler_lock_retry_ms,
+                self.settings.run_scheduler,
+                bool(self.leading),
+                self.leadership.epoch if self.leading else None,
+                self.started_at,
+            )
         except redis.RedisError as error:
             log.warning("could not register this clock", extra={"error": str(error)})
 
@@ -188,12 +232,17 @@ class Clock:
         if self.leadership.epoch is not None:
             try:
                 released = self.leadership.release()
-                log.info("released the leader lock" if released else
-                         "the leader lock was no longer ours; nothing released",
-                         extra={"holder": self.holder, "leading": False})
+                log.info(
+                    "released the leader lock"
+                    if released
+                    else "the leader lock was no longer ours; nothing released",
+                    extra={"holder": self.holder, "leading": False},
+                )
             except redis.RedisError as error:
-                log.warning("could not release the leader lock; it expires with its TTL",
-                            extra={"holder": self.holder, "error": str(error)})
+                log.warning(
+                    "could not release the leader lock; it expires with its TTL",
+                    extra={"holder": self.holder, "error": str(error)},
+                )
         self.scheduler.shutdown(wait=True)
         self._unregister()
         log.info("clock stopped", extra={"holder": self.holder, "leading": False})
@@ -203,16 +252,24 @@ class Clock:
         """APScheduler's entry: check the lease, claim the slot, run, record."""
         epoch = self.leadership.epoch
         if epoch is None or not self.leadership.lease_valid():
-            log.warning("job not run: this clock's lease may have expired", extra={
-                "job": job.name, "holder": self.holder,
-                "lease_remaining_ms": self.leadership.lease_remaining_ms()})
+            log.warning(
+                "job not run: this clock's lease may have expired",
+                extra={
+                    "job": job.name,
+                    "holder": self.holder,
+                    "lease_remaining_ms": self.leadership.lease_remaining_ms(),
+                },
+            )
             return
         try:
             with database.connection():
                 summary = self._claim_and_run(job, epoch)
         except Exception as error:  # noqa: BLE001 - the next slot retries; say why this failed
-            log.error("job could not run", exc_info=True, extra={
-                "job": job.name, "holder": self.holder, "epoch": epoch, "error": str(error)})
+            log.error(
+                "job could not run",
+                exc_info=True,
+                extra={"job": job.name, "holder": self.holder, "epoch": epoch, "error": str(error)},
+            )
             return
         if summary is not None:
             self._publish(job, summary)
@@ -220,8 +277,10 @@ class Clock:
     def _claim_and_run(self, job: Job, epoch: int) -> dict[str, Any] | None:
         claimed = runs.claim_slot(job.name, job.interval_ms, epoch, self.holder)
         if claimed is None:
-            log.info("job not run: its slot already ran, or a newer leader exists",
-                     extra={"job": job.name, "holder": self.holder, "epoch": epoch})
+            log.info(
+                "job not run: its slot already ran, or a newer leader exists",
+                extra={"job": job.name, "holder": self.holder, "epoch": epoch},
+            )
             return None
         slot, started_at = claimed
         began = time.monotonic()
@@ -231,10 +290,15 @@ class Clock:
             log.error("job failed", exc_info=True, extra={"job": job.name, "epoch": epoch})
             result, ok = {"error": f"{type(error).__name__}: {error}"}, False
         runs.finish(job.name, slot, job.interval_ms, ok, result)
-        summary = {"slot": slot, "epoch": epoch, "holder": self.holder,
-                   "started_at": started_at.isoformat(),
-                   "duration_ms": int((time.monotonic() - began) * 1000), "ok": ok,
-                   "result": result}
+        summary = {
+            "slot": slot,
+            "epoch": epoch,
+            "holder": self.holder,
+            "started_at": started_at.isoformat(),
+            "duration_ms": int((time.monotonic() - began) * 1000),
+            "ok": ok,
+            "result": result,
+        }
         log.info("job ran", extra={"job": job.name, **summary})
         return summary
 
@@ -242,5 +306,6 @@ class Clock:
         try:
             runs.publish(self.client, job.name, summary)
         except redis.RedisError as error:
-            log.warning("could not publish the job's run", extra={"job": job.name,
-                                                                  "error": str(error)})
+            log.warning(
+                "could not publish the job's run", extra={"job": job.name, "error": str(error)}
+            )

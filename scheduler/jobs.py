@@ -4,10 +4,12 @@ Each job only publishes actor messages or calls services whose effects are condi
 updates, so it stays harmless if two leaders overlap; the (job, slot) claim in `runs` makes
 such an overlap run each slot once anyway.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from service import reconcile, scheduling
 from service.infra.config import Settings
@@ -46,5 +48,6 @@ SCHEDULE: dict[str, tuple[str, Callable[[Settings], dict[str, Any]]]] = {
 
 
 def all_jobs(settings: Settings) -> list[Job]:
-    return [Job(name, getattr(settings, interval), run)
-            for name, (interval, run) in SCHEDULE.items()]
+    return [
+        Job(name, getattr(settings, interval), run) for name, (interval, run) in SCHEDULE.items()
+    ]

@@ -16,14 +16,15 @@ deadline on a monotonic clock, measured from the moment it *sent* the command, a
 `lease_valid()` answers "may I still act?" without asking Redis: a paused process that wakes
 up after its lease expired finds out before it acts, not after.
 """
+
 from __future__ import annotations
 
 import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
 
@@ -70,9 +71,15 @@ class Leadership:
     """One clock's view of the leader lock. Thread-safe: the election loop mutates it, job
     threads read it (`lease_valid()`), and every mutation swaps one immutable `Tenure`."""
 
-    def __init__(self, client: redis.Redis, holder: str, ttl_ms: int,
-                 next_epoch: Callable[[], int], clock: Callable[[], float] = time.monotonic,
-                 key: str = LEADER_KEY) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        holder: str,
+        ttl_ms: int,
+        next_epoch: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+        key: str = LEADER_KEY,
+    ) -> None:
         self.client = client
         self.holder = holder
         self.ttl_ms = ttl_ms

@@ -6,6 +6,7 @@ Python handler only when the main thread next executes bytecode, so a main threa
 over that much later. CPython's C-level handler, though, writes the signal number to the
 wakeup fd whatever thread received it, so `select()` on that fd wakes the loop at once.
 """
+
 from __future__ import annotations
 
 import os

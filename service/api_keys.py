@@ -5,6 +5,7 @@ stops working at once in every web process: there is no cache to expire. `last_u
 written at most once a minute per key (a conditional update), so a busy key costs no write per
 request.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,33 +45,38 @@ def issue_key(shop_id: int) -> tuple[ApiKey, str]:
     """A new key for the shop; the clear key is returned once and never stored."""
     key = new_key()
     with db.atomic():
-        record = ApiKey.create(shop=shop_id, key_hash=hash_key(key),
-                               prefix=key[:SHOWN_PREFIX_LENGTH])
+        record = ApiKey.create(
+            shop=shop_id, key_hash=hash_key(key), prefix=key[:SHOWN_PREFIX_LENGTH]
+        )
     return record, key
 
 
 def list_keys(shop_id: int) -> list[dict[str, object]]:
     """Every key of the shop, newest first, without anything that could authenticate."""
-    rows = (ApiKey
-            .select(ApiKey.id, ApiKey.prefix, ApiKey.created_at, ApiKey.last_used_at,
-                    ApiKey.revoked_at)
-            .where(ApiKey.shop == shop_id)
-            .order_by(ApiKey.id.desc())
-            .dicts())
+    rows = (
+        ApiKey.select(
+            ApiKey.id, ApiKey.prefix, ApiKey.created_at, ApiKey.last_used_at, ApiKey.revoked_at
+        )
+        .where(ApiKey.shop == shop_id)
+        .order_by(ApiKey.id.desc())
+        .dicts()
+    )
     return list(rows)
 
 
 def revoke_key(shop_id: int, key_id: int) -> datetime:
     """Revoke one key of the shop (idempotent: revoking again keeps the first time)."""
     with db.atomic():
-        (ApiKey
-         .update(revoked_at=pw.fn.now())
-         .where(ApiKey.id == key_id, ApiKey.shop == shop_id, ApiKey.revoked_at.is_null())
-         .execute())
-        revoked_at = (ApiKey
-                      .select(ApiKey.revoked_at)
-                      .where(ApiKey.id == key_id, ApiKey.shop == shop_id)
-                      .scalar())
+        (
+            ApiKey.update(revoked_at=pw.fn.now())
+            .where(ApiKey.id == key_id, ApiKey.shop == shop_id, ApiKey.revoked_at.is_null())
+            .execute()
+        )
+        revoked_at = (
+            ApiKey.select(ApiKey.revoked_at)
+            .where(ApiKey.id == key_id, ApiKey.shop == shop_id)
+            .scalar()
+        )
     if revoked_at is None:
         raise NotFound(f"key {key_id} does not exist")
     return revoked_at
@@ -78,18 +84,20 @@ def revoke_key(shop_id: int, key_id: int) -> datetime:
 
 def authenticate(key: str) -> Principal | None:
     """The shop and key a valid (not revoked) API key names, or None."""
-    row = (ApiKey
-           .select(ApiKey.id, ApiKey.shop, ApiKey.last_used_at,
-                   pw.SQL(f"now() - interval '{LAST_USED_RESOLUTION}'"))
-           .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_null())
-           .tuples()
-           .first())
+    row = (
+        ApiKey.select(
+            ApiKey.id,
+            ApiKey.shop,
+            ApiKey.last_used_at,
+            pw.SQL(f"now() - interval '{LAST_USED_RESOLUTION}'"),
+        )
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_null())
+        .tuples()
+        .first()
+    )
     if row is None:
         return None
     key_id, shop_id, last_used_at, stale_before = row
     if last_used_at is None or last_used_at < stale_before:
-        (ApiKey
-         .update(last_used_at=pw.fn.now())
-         .where(ApiKey.id == key_id)
-         .execute())
+        (ApiKey.update(last_used_at=pw.fn.now()).where(ApiKey.id == key_id).execute())
     return Principal(shop_id=shop_id, key_id=key_id)

@@ -5,9 +5,10 @@ when it has one) are defined once, here, for the enqueue's INSERT ... SELECT and
 that run before it (the recipient cap and the credit pre-check), so the two cannot disagree on
 who is in the audience.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from models.database import fetchall
 from service.segments import GSM7_BASIC, GSM7_EXTENSION
@@ -39,10 +40,10 @@ def name_shape(name: str | None) -> object:
     if all(char in GSM7_BASIC for char in name):
         return ("gsm", len(name))
     if all(ord(char) < 0x10000 for char in name) and not any(
-            char in GSM7_EXTENSION for char in name):
+        char in GSM7_EXTENSION for char in name
+    ):
         return ("ucs2", len(name))
     return name
-
 
 
 def _bracket(chars: str) -> str:
@@ -72,10 +73,12 @@ def count_by_name_shape(shop_id: int, contact_ids: Sequence[int] | None) -> list
         f" {ELIGIBLE_CONTACTS}"
         ") audience"
         " GROUP BY kind, length(first_name), CASE WHEN kind IS NULL THEN first_name END",
-        (_ALL_GSM_BASIC, _NOT_LENGTH_ONLY, *eligible_params(shop_id, contact_ids)))
+        (_ALL_GSM_BASIC, _NOT_LENGTH_ONLY, *eligible_params(shop_id, contact_ids)),
+    )
 
 
 def count(shop_id: int, contact_ids: Sequence[int] | None) -> int:
     """How many contacts the campaign would send to right now."""
-    return fetchall(f"SELECT count(*) {ELIGIBLE_CONTACTS}",
-                    eligible_params(shop_id, contact_ids))[0][0]
+    return fetchall(f"SELECT count(*) {ELIGIBLE_CONTACTS}", eligible_params(shop_id, contact_ids))[
+        0
+    ][0]

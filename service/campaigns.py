@@ -3,10 +3,12 @@
 Every transition is one conditional UPDATE whose row count says whether it happened; a
 campaign in the wrong state gets `InvalidTransition` (409), another shop's campaign `NotFound`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from peewee import SQL, Field, ModelSelect, fn
 
@@ -26,9 +28,20 @@ MAX_CONTACT_IDS = 1_000_000
 
 # The columns of a campaign answer. The list audience is not one: its ids (up to
 # MAX_CONTACT_IDS) are never read back for an answer, which says how many (`audience`).
-CAMPAIGN_FIELDS = ("id", "name", "text", "status", "status_reason", "append_unsubscribe",
-                   "scheduled_at", "started_at", "finished_at", "last_progress_at",
-                   "created_at", "updated_at")
+CAMPAIGN_FIELDS = (
+    "id",
+    "name",
+    "text",
+    "status",
+    "status_reason",
+    "append_unsubscribe",
+    "scheduled_at",
+    "started_at",
+    "finished_at",
+    "last_progress_at",
+    "created_at",
+    "updated_at",
+)
 # What a merchant may edit, by request key: request keys reach the database only through this.
 EDITABLE_FIELDS: dict[str, Field] = {"name": Campaign.name, "text": Campaign.text}
 
@@ -42,51 +55,60 @@ def audience(contact_count: int | None) -> dict[str, Any]:
 
 def as_dict(campaign: Campaign) -> dict[str, Any]:
     """A campaign read by `get` or `list_for_shop` as its API answer."""
-    return {**{name: getattr(campaign, name) for name in CAMPAIGN_FIELDS},
-            "audience": audience(campaign.contact_count)}  # type: ignore[attr-defined]
+    return {
+        **{name: getattr(campaign, name) for name in CAMPAIGN_FIELDS},
+        "audience": audience(campaign.contact_count),
+    }
 
 
 def _answers(shop_id: int) -> ModelSelect[Campaign]:
     # cardinality() in SQL: a list audience is counted by PostgreSQL, never shipped to Python.
-    return (Campaign
-            .select(*(getattr(Campaign, name) for name in CAMPAIGN_FIELDS),
-                    fn.cardinality(Campaign.contact_ids).alias("contact_count"))
-            .where(Campaign.shop == shop_id))
+    return Campaign.select(
+        *(getattr(Campaign, name) for name in CAMPAIGN_FIELDS),
+        fn.cardinality(Campaign.contact_ids).alias("contact_count"),
+    ).where(Campaign.shop == shop_id)
 
 
 def get(shop_id: int, campaign_id: int) -> Campaign:
     """The shop's campaign, without its list of contact ids (`as_dict` counts them)."""
-    campaign = (_answers(shop_id)
-                .where(Campaign.id == campaign_id)
-                .get_or_none())
+    campaign = _answers(shop_id).where(Campaign.id == campaign_id).get_or_none()
     if campaign is None:
         raise NotFound(f"campaign {campaign_id} does not exist")
     return campaign
 
 
-def create(shop_id: int, name: str, text: str, contact_ids: Sequence[int] | None = None,
-           append_unsubscribe: bool = True) -> Campaign:
+def create(
+    shop_id: int,
+    name: str,
+    text: str,
+    contact_ids: Sequence[int] | None = None,
+    append_unsubscribe: bool = True,
+) -> Campaign:
     """A draft campaign. `contact_ids` must all be the shop's contacts (else 422 naming them)."""
     if contact_ids is not None:
         contact_ids = sorted(set(contact_ids))
-        known = set(Contact
-                    .select(Contact.id)
-                    .where((Contact.shop == shop_id)
-                           & (Contact.id == any_of(contact_ids)))
-                    .scalars())
+        known = set(
+            Contact.select(Contact.id)
+            .where((Contact.shop == shop_id) & (Contact.id == any_of(contact_ids)))
+            .scalars()
+        )
         unknown = [cid for cid in contact_ids if cid not in known]
         if unknown:
             raise InvalidInput(f"unknown contact ids: {unknown[:20]}", "contact_ids")
-    campaign = Campaign.create(shop=shop_id, name=name, text=text, contact_ids=contact_ids,
-                               append_unsubscribe=append_unsubscribe)
+    campaign = Campaign.create(
+        shop=shop_id,
+        name=name,
+        text=text,
+        contact_ids=contact_ids,
+        append_unsubscribe=append_unsubscribe,
+    )
     return get(shop_id, campaign.id)  # with the database's timestamps
 
 
-def list_for_shop(shop_id: int, limit: int, after: int | None,
-                  status: str | None = None) -> list[Campaign]:
-    query = (_answers(shop_id)
-             .order_by(Campaign.id)
-             .limit(limit))
+def list_for_shop(
+    shop_id: int, limit: int, after: int | None, status: str | None = None
+) -> list[Campaign]:
+    query = _answers(shop_id).order_by(Campaign.id).limit(limit)
     if after is not None:
         query = query.where(Campaign.id > after)
     if status is not None:
@@ -94,19 +116,24 @@ def list_for_shop(shop_id: int, limit: int, after: int | None,
     return list(query)
 
 
-def _transition(shop_id: int, campaign_id: int, changes: dict[Field, Any],
-                from_states: Sequence[str]) -> Campaign:
+def _transition(
+    shop_id: int, campaign_id: int, changes: dict[Field, Any], from_states: Sequence[str]
+) -> Campaign:
     """Apply `changes` if the campaign is in one of `from_states`; else 404 or 409."""
-    changed = (Campaign
-               .update({**changes, Campaign.updated_at: fn.now()})
-               .where((Campaign.id == campaign_id)
-                      & (Campaign.shop == shop_id)
-                      & (Campaign.status.in_(from_states)))
-               .execute())
+    changed = (
+        Campaign.update({**changes, Campaign.updated_at: fn.now()})
+        .where(
+            (Campaign.id == campaign_id)
+            & (Campaign.shop == shop_id)
+            & (Campaign.status.in_(from_states))
+        )
+        .execute()
+    )
     campaign = get(shop_id, campaign_id)
     if not changed:
         raise InvalidTransition(
-            f"campaign {campaign_id} is {campaign.status}; allowed from {', '.join(from_states)}")
+            f"campaign {campaign_id} is {campaign.status}; allowed from {', '.join(from_states)}"
+        )
     return campaign
 
 
@@ -115,22 +142,29 @@ def update(shop_id: int, campaign_id: int, changes: dict[str, Any]) -> Campaign:
     editable field is `InvalidInput` naming it (the API's schema refuses those already)."""
     unknown = sorted(set(changes) - EDITABLE_FIELDS.keys())
     if unknown:
-        raise InvalidInput(f"{unknown[0]} cannot be edited; editable: "
-                           f"{', '.join(EDITABLE_FIELDS)}", unknown[0])
+        raise InvalidInput(
+            f"{unknown[0]} cannot be edited; editable: {', '.join(EDITABLE_FIELDS)}", unknown[0]
+        )
     if not changes:
         raise InvalidInput(f"nothing to edit; editable: {', '.join(EDITABLE_FIELDS)}")
-    return _transition(shop_id, campaign_id,
-                       {EDITABLE_FIELDS[name]: value for name, value in changes.items()},
-                       ("draft", "scheduled"))
+    return _transition(
+        shop_id,
+        campaign_id,
+        {EDITABLE_FIELDS[name]: value for name, value in changes.items()},
+        ("draft", "scheduled"),
+    )
 
 
 def schedule(shop_id: int, campaign_id: int, scheduled_at: datetime, now: datetime) -> Campaign:
     """Schedule (or reschedule) a draft or scheduled campaign for `scheduled_at`."""
     if scheduled_at <= now:
         raise InvalidInput("scheduled_at must be in the future", "scheduled_at")
-    return _transition(shop_id, campaign_id,
-                       {Campaign.status: "scheduled", Campaign.scheduled_at: scheduled_at},
-                       ("draft", "scheduled"))
+    return _transition(
+        shop_id,
+        campaign_id,
+        {Campaign.status: "scheduled", Campaign.scheduled_at: scheduled_at},
+        ("draft", "scheduled"),
+    )
 
 
 def pause(shop_id: int, campaign_id: int) -> Campaign:
@@ -141,16 +175,20 @@ def pause(shop_id: int, campaign_id: int) -> Campaign:
 def resume(shop_id: int, campaign_id: int) -> Campaign:
     """Back to sending with the same reservation; unfinished batches are published again."""
     with db.atomic():
-        campaign = _transition(shop_id, campaign_id,
-                               {Campaign.status: "sending", Campaign.last_progress_at: fn.now()},
-                               ("paused",))
-        batches = list(SendBatch
-                       .update(state="published", published_at=fn.now(),
-                               publish_count=SendBatch.publish_count + 1)
-                       .where((SendBatch.campaign == campaign_id)
-                              & (SendBatch.state != "finished"))
-                       .returning(SendBatch.recipient_ids)
-                       .tuples())
+        campaign = _transition(
+            shop_id,
+            campaign_id,
+            {Campaign.status: "sending", Campaign.last_progress_at: fn.now()},
+            ("paused",),
+        )
+        batches = list(
+            SendBatch.update(
+                state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
+            )
+            .where((SendBatch.campaign == campaign_id) & (SendBatch.state != "finished"))
+            .returning(SendBatch.recipient_ids)
+            .tuples()
+        )
     for (recipient_ids,) in batches:
         dispatch.publish_batch(campaign_id, shop_id, recipient_ids)
     # A campaign paused after its last batch finishes here rather than waiting for the clock.
@@ -166,20 +204,28 @@ def cancel(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
     (`service.reservations`); a call given back meanwhile is skipped too (`sending.unclaim`)."""
     with db.atomic():
         campaign = _transition(
-            shop_id, campaign_id,
-            {Campaign.status: "cancelled", Campaign.finished_at: fn.now(),
-             Campaign.status_reason: "cancelled by merchant"},
-            ("draft", "scheduled", "sending", "paused"))
-        (CampaignRecipient
-         .update(status="skipped", error="cancelled", updated_at=fn.now())
-         .where((CampaignRecipient.campaign == campaign_id)
-                & (CampaignRecipient.status == "pending"))
-         .execute())
-        (SendBatch
-         .update(state="finished", finished_at=fn.now())
-         .where((SendBatch.campaign == campaign_id)
-                & (SendBatch.state != "finished"))
-         .execute())
+            shop_id,
+            campaign_id,
+            {
+                Campaign.status: "cancelled",
+                Campaign.finished_at: fn.now(),
+                Campaign.status_reason: "cancelled by merchant",
+            },
+            ("draft", "scheduled", "sending", "paused"),
+        )
+        (
+            CampaignRecipient.update(status="skipped", error="cancelled", updated_at=fn.now())
+            .where(
+                (CampaignRecipient.campaign == campaign_id)
+                & (CampaignRecipient.status == "pending")
+            )
+            .execute()
+        )
+        (
+            SendBatch.update(state="finished", finished_at=fn.now())
+            .where((SendBatch.campaign == campaign_id) & (SendBatch.state != "finished"))
+            .execute()
+        )
         reservations.settle(campaign_id, settings)
     return campaign
 
@@ -189,49 +235,75 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
     campaign = get(shop_id, campaign_id)
     counts = dict.fromkeys(("pending", "sending", "sent", "failed", "skipped"), 0)
     delivery: dict[str, int] = {}
-    by_status = (CampaignRecipient
-                 .select(CampaignRecipient.status, CampaignRecipient.delivery_status,
-                         fn.COUNT(SQL("*")))
-                 .where(CampaignRecipient.campaign == campaign_id)
-                 .group_by(CampaignRecipient.status, CampaignRecipient.delivery_status)
-                 .tuples())
+    by_status = (
+        CampaignRecipient.select(
+            CampaignRecipient.status, CampaignRecipient.delivery_status, fn.COUNT(SQL("*"))
+        )
+        .where(CampaignRecipient.campaign == campaign_id)
+        .group_by(CampaignRecipient.status, CampaignRecipient.delivery_status)
+        .tuples()
+    )
     for status, delivery_status, count in by_status:
         counts[status] += count
         if delivery_status:
             delivery[delivery_status] = delivery.get(delivery_status, 0) + count
-    reservation = (CreditReservation
-                   .select(CreditReservation.amount, CreditReservation.consumed,
-                           CreditReservation.released, credits.outstanding(),
-                           CreditReservation.status)
-                   .where(CreditReservation.campaign == campaign_id)
-                   .tuples()
-                   .first())
+    reservation = (
+        CreditReservation.select(
+            CreditReservation.amount,
+            CreditReservation.consumed,
+            CreditReservation.released,
+            credits.outstanding(),
+            CreditReservation.status,
+        )
+        .where(CreditReservation.campaign == campaign_id)
+        .tuples()
+        .first()
+    )
     amount, consumed, released, held, state = reservation or (0, 0, 0, 0, None)
     return {
-        "id": campaign.id, "status": campaign.status, "status_reason": campaign.status_reason,
-        "total": sum(counts.values()), **counts, "delivery": delivery,
+        "id": campaign.id,
+        "status": campaign.status,
+        "status_reason": campaign.status_reason,
+        "total": sum(counts.values()),
+        **counts,
+        "delivery": delivery,
         # `held`: what the reservation still holds (all it has not sent while it sends; then
         # calls in flight and messages of unknown outcome); `reservation`: its status.
-        "credits": {"reserved": amount, "consumed": consumed, "released": released,
-                    "held": held if state != "released" else 0, "reservation": state},
-        "started_at": campaign.started_at, "finished_at": campaign.finished_at,
+        "credits": {
+            "reserved": amount,
+            "consumed": consumed,
+            "released": released,
+            "held": held if state != "released" else 0,
+            "reservation": state,
+        },
+        "started_at": campaign.started_at,
+        "finished_at": campaign.finished_at,
         "last_progress_at": campaign.last_progress_at,
     }
 
 
-def recipients(shop_id: int, campaign_id: int, limit: int, after: int | None,
-               status: str | None) -> list[dict[str, Any]]:
+def recipients(
+    shop_id: int, campaign_id: int, limit: int, after: int | None, status: str | None
+) -> list[dict[str, Any]]:
     """The campaign's recipients in id order, `limit` of them after the id `after`."""
     get(shop_id, campaign_id)
-    query = (CampaignRecipient
-             .select(CampaignRecipient.id, CampaignRecipient.contact_id, CampaignRecipient.phone,
-                     CampaignRecipient.first_name, CampaignRecipient.status,
-                     CampaignRecipient.mitto_message_id, CampaignRecipient.delivery_status,
-                     CampaignRecipient.error, CampaignRecipient.sent_at,
-                     CampaignRecipient.delivery_at)
-             .where(CampaignRecipient.campaign == campaign_id)
-             .order_by(CampaignRecipient.id)
-             .limit(limit))
+    query = (
+        CampaignRecipient.select(
+            CampaignRecipient.id,
+            CampaignRecipient.contact_id,
+            CampaignRecipient.phone,
+            CampaignRecipient.first_name,
+            CampaignRecipient.status,
+            CampaignRecipient.mitto_message_id,
+            CampaignRecipient.delivery_status,
+            CampaignRecipient.error,
+            CampaignRecipient.sent_at,
+            CampaignRecipient.delivery_at,
+        )
+        .where(CampaignRecipient.campaign == campaign_id)
+        .order_by(CampaignRecipient.id)
+        .limit(limit)
+    )
     if after is not None:
         query = query.where(CampaignRecipient.id > after)
     if status is not None:

@@ -7,11 +7,12 @@ Shortening and the unsubscribe link are best effort: a URL with no short link st
 and a missing unsubscribe URL means no suffix. The cost of a message is the SMS segment count of
 the final text, which is why `cost_upper_bound` exists: the exact text is only known at send time.
 """
+
 from __future__ import annotations
 
 import itertools
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from service.segments import (
     GSM7,

@@ -1,4 +1,5 @@
 """Contacts: bulk import with E.164 normalisation and consent, listing, and opting out."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -82,9 +83,13 @@ def _consent_of(row: Mapping[str, Any]) -> Consent | None:
     return Consent(given["source"], given["collected_at"], given.get("proof"))
 
 
-def import_contacts(shop_id: int, rows: Sequence[Mapping[str, Any] | RejectedRow],
-                    default_region: str | None = None, secret: str | None = None,
-                    now: datetime | None = None) -> ImportResult:
+def import_contacts(
+    shop_id: int,
+    rows: Sequence[Mapping[str, Any] | RejectedRow],
+    default_region: str | None = None,
+    secret: str | None = None,
+    now: datetime | None = None,
+) -> ImportResult:
     """Upsert the valid rows in one statement and report every other one by its index.
 
     A row is a contact (`phone`, optional `first_name`, optional `consent`: a `Consent` or a
@@ -111,21 +116,36 @@ def import_contacts(shop_id: int, rows: Sequence[Mapping[str, Any] | RejectedRow
             continue
         given = _consent_of(row)
         if given is not None and given.collected_at > now + CONSENT_CLOCK_SKEW:
-            result.invalid.append({"index": index, "field": "consent.collected_at",
-                                   "error": "consent.collected_at is in the future"})
+            result.invalid.append(
+                {
+                    "index": index,
+                    "field": "consent.collected_at",
+                    "error": "consent.collected_at is in the future",
+                }
+            )
             continue
         earlier = merged.get(phone, _Merged(country))
         name = (row.get("first_name") or "").strip() or earlier.name
         merged[phone] = _Merged(country, name, given or earlier.consent)
     with db.atomic():
-        outcome = _upsert(shop_id, [
-            (shop_id, phone, item.country, item.name,
-             item.consent.source if item.consent else None,
-             item.consent.collected_at if item.consent else None)
-            for phone, item in merged.items()])
+        outcome = _upsert(
+            shop_id,
+            [
+                (
+                    shop_id,
+                    phone,
+                    item.country,
+                    item.name,
+                    item.consent.source if item.consent else None,
+                    item.consent.collected_at if item.consent else None,
+                )
+                for phone, item in merged.items()
+            ],
+        )
         ids = {phone: contact_id for contact_id, phone, _ in outcome}
-        consent.record_imported(shop_id, [(ids[phone], item.consent)
-                                          for phone, item in merged.items() if item.consent])
+        consent.record_imported(
+            shop_id, [(ids[phone], item.consent) for phone, item in merged.items() if item.consent]
+        )
         _suppress_erased(shop_id, list(merged), secret or config.settings().secret_key)
     result.created = sum(1 for _, _, inserted in outcome if inserted)
     result.updated = len(outcome) - result.created
@@ -149,7 +169,9 @@ def _upsert(shop_id: int, rows: list[tuple]) -> list[tuple]:
         "                                     contact.consent_collected_at),"
         "     updated_at = now()"
         " RETURNING id, phone, (xmax = 0)",
-        rows, template="(%s, %s, %s, %s, %s, %s::timestamptz)", fetch=True,
+        rows,
+        template="(%s, %s, %s, %s, %s, %s::timestamptz)",
+        fetch=True,
     )
 
 
@@ -160,33 +182,36 @@ def _suppress_erased(shop_id: int, phones: list[str], secret: str) -> None:
         consent.opt_out(shop_id, phone, "erasure", "the number was erased before")
 
 
-def list_contacts(shop_id: int, limit: int, after: int | None,
-                  opted_out: bool | None) -> list[dict[str, Any]]:
+def list_contacts(
+    shop_id: int, limit: int, after: int | None, opted_out: bool | None
+) -> list[dict[str, Any]]:
     """One keyset page of the shop's contacts (erased ones are gone), optionally only
     (un)subscribed ones."""
-    query = (Contact
-             .select(Contact.id, Contact.phone, Contact.first_name, Contact.opted_out_at,
-                     Contact.consent_source, Contact.consent_collected_at, Contact.created_at)
-             .where((Contact.shop == shop_id)
-                    & Contact.erased_at.is_null()))
+    query = Contact.select(
+        Contact.id,
+        Contact.phone,
+        Contact.first_name,
+        Contact.opted_out_at,
+        Contact.consent_source,
+        Contact.consent_collected_at,
+        Contact.created_at,
+    ).where((Contact.shop == shop_id) & Contact.erased_at.is_null())
     if after is not None:
         query = query.where(Contact.id > after)
     if opted_out is not None:
         query = query.where(Contact.opted_out_at.is_null(not opted_out))
-    return list(query
-                .order_by(Contact.id)
-                .limit(limit)
-                .dicts())
+    return list(query.order_by(Contact.id).limit(limit).dicts())
 
 
 def subscription(shop_id: int, contact_id: int) -> Subscription | None:
     """The shop and opt-out state of a contact, or None when it does not exist. Reads only."""
-    row = (Contact
-           .select(Shop.name, Contact.opted_out_at)
-           .join(Shop)
-           .where(Contact.id == contact_id, Contact.shop == shop_id)
-           .tuples()
-           .first())
+    row = (
+        Contact.select(Shop.name, Contact.opted_out_at)
+        .join(Shop)
+        .where(Contact.id == contact_id, Contact.shop == shop_id)
+        .tuples()
+        .first()
+    )
     return None if row is None else Subscription(row[0], row[1] is not None)
 
 
@@ -205,17 +230,13 @@ def opt_out(shop_id: int, contact_id: int, source: str = "link") -> Subscription
 
 def phone_of(shop_id: int, contact_id: int) -> str | None:
     """The contact's number; None when the shop has no such contact or it was erased."""
-    return (Contact
-            .select(Contact.phone)
-            .where((Contact.id == contact_id)
-                   & (Contact.shop == shop_id))
-            .scalar())
+    return (
+        Contact.select(Contact.phone)
+        .where((Contact.id == contact_id) & (Contact.shop == shop_id))
+        .scalar()
+    )
 
 
 def exists(shop_id: int, contact_id: int) -> bool:
     """Whether the shop has this contact (erased or not)."""
-    return (Contact
-            .select()
-            .where((Contact.id == contact_id)
-                   & (Contact.shop == shop_id))
-            .exists())
+    return Contact.select().where((Contact.id == contact_id) & (Contact.shop == shop_id)).exists()

@@ -11,10 +11,11 @@ A reservation holds `amount - consumed - released` (its outstanding part) while 
 (the campaign may still send) or `held` (the campaign is over; what may still be charged for
 messages of unknown outcome); `service.reservations` decides how much that is at each stage.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from peewee import EXCLUDED, ColumnBase, fn
 
@@ -36,11 +37,12 @@ def reservation_key(shop_id: int, campaign_id: int) -> str:
 
 def lock_shop(shop_id: int) -> int:
     """Lock the shop's credit row for this transaction and return its balance."""
-    balance = (Shop
-               .select(Shop.credit_balance)
-               .where(Shop.id == shop_id)
-               .for_update("FOR NO KEY UPDATE")
-               .scalar())
+    balance = (
+        Shop.select(Shop.credit_balance)
+        .where(Shop.id == shop_id)
+        .for_update("FOR NO KEY UPDATE")
+        .scalar()
+    )
     if balance is None:
         raise NotFound(f"shop {shop_id} does not exist")
     return balance
@@ -49,26 +51,23 @@ def lock_shop(shop_id: int) -> int:
 def outstanding() -> ColumnBase:
     """What a reservation still holds. Never below zero: a debit above its upper bound (a
     configuration change between enqueue and send) must not make other credits look free."""
-    return fn.GREATEST(CreditReservation.amount - CreditReservation.consumed
-                       - CreditReservation.released, 0)
+    return fn.GREATEST(
+        CreditReservation.amount - CreditReservation.consumed - CreditReservation.released, 0
+    )
 
 
 def reserved_total(shop_id: int, excluding_campaign: int | None = None) -> int:
     """Credits the shop's reservations still hold (active and held ones)."""
-    query = (CreditReservation
-             .select(fn.COALESCE(fn.SUM(outstanding()), 0))
-             .where((CreditReservation.shop == shop_id)
-                    & (CreditReservation.status != "released")))
+    query = CreditReservation.select(fn.COALESCE(fn.SUM(outstanding()), 0)).where(
+        (CreditReservation.shop == shop_id) & (CreditReservation.status != "released")
+    )
     if excluding_campaign is not None:
         query = query.where(CreditReservation.campaign != excluding_campaign)
     return int(query.scalar())
 
 
 def summary(shop_id: int) -> CreditSummary:
-    balance = (Shop
-               .select(Shop.credit_balance)
-               .where(Shop.id == shop_id)
-               .scalar())
+    balance = Shop.select(Shop.credit_balance).where(Shop.id == shop_id).scalar()
     if balance is None:
         raise NotFound(f"shop {shop_id} does not exist")
     reserved = reserved_total(shop_id)
@@ -80,18 +79,24 @@ def top_up(shop_id: int, amount: int, reference: str) -> int:
     Returns the balance."""
     with db.atomic():
         lock_shop(shop_id)
-        inserted = (CreditTransaction
-                    .insert(shop=shop_id, kind="top-up", amount=amount,
-                            idempotency_key=f"top-up:{shop_id}:{reference}", note=reference)
-                    .on_conflict(conflict_target=[CreditTransaction.idempotency_key],
-                                 action="IGNORE")
-                    .as_rowcount()
-                    .execute())
+        inserted = (
+            CreditTransaction.insert(
+                shop=shop_id,
+                kind="top-up",
+                amount=amount,
+                idempotency_key=f"top-up:{shop_id}:{reference}",
+                note=reference,
+            )
+            .on_conflict(conflict_target=[CreditTransaction.idempotency_key], action="IGNORE")
+            .as_rowcount()
+            .execute()
+        )
         if inserted:
-            (Shop
-             .update(credit_balance=Shop.credit_balance + amount)
-             .where(Shop.id == shop_id)
-             .execute())
+            (
+                Shop.update(credit_balance=Shop.credit_balance + amount)
+                .where(Shop.id == shop_id)
+                .execute()
+            )
         return lock_shop(shop_id)
 
 
@@ -107,23 +112,28 @@ def adjust(shop_id: int, amount: int, reason: str, reference: str) -> CreditSumm
     key = f"adjustment:{shop_id}:{reference}"
     with db.atomic():
         balance = lock_shop(shop_id)  # serialises adjustments, top-ups and reservations
-        done = (CreditTransaction
-                .select()
-                .where(CreditTransaction.idempotency_key == key)
-                .exists())
+        done = CreditTransaction.select().where(CreditTransaction.idempotency_key == key).exists()
         if not done:
             available = balance - reserved_total(shop_id)
             if -amount > available:
-                raise InsufficientCredits(f"an adjustment of {amount} credits needs {-amount}"
-                                          f" available; {max(available, 0)} available")
-            (CreditTransaction
-             .insert(shop=shop_id, kind="refund" if amount > 0 else "adjustment",
-                     amount=amount, idempotency_key=key, note=reason)
-             .execute())
-            (Shop
-             .update(credit_balance=Shop.credit_balance + amount)
-             .where(Shop.id == shop_id)
-             .execute())
+                raise InsufficientCredits(
+                    f"an adjustment of {amount} credits needs {-amount}"
+                    f" available; {max(available, 0)} available"
+                )
+            (
+                CreditTransaction.insert(
+                    shop=shop_id,
+                    kind="refund" if amount > 0 else "adjustment",
+                    amount=amount,
+                    idempotency_key=key,
+                    note=reason,
+                ).execute()
+            )
+            (
+                Shop.update(credit_balance=Shop.credit_balance + amount)
+                .where(Shop.id == shop_id)
+                .execute()
+            )
         return summary(shop_id)
 
 
@@ -139,15 +149,24 @@ def reserve(shop_id: int, campaign_id: int, amount: int) -> None:
         raise InsufficientCredits(
             f"this campaign needs up to {amount} credits; {max(balance - others, 0)} available"
         )
-    (CreditReservation
-     .insert(shop=shop_id, campaign=campaign_id, key=reservation_key(shop_id, campaign_id),
-             amount=amount)
-     .on_conflict(conflict_target=[CreditReservation.campaign],
-                  update={CreditReservation.amount: EXCLUDED.amount + CreditReservation.consumed,
-                          CreditReservation.status: "active",
-                          CreditReservation.released: 0,
-                          CreditReservation.released_at: None})
-     .execute())
+    (
+        CreditReservation.insert(
+            shop=shop_id,
+            campaign=campaign_id,
+            key=reservation_key(shop_id, campaign_id),
+            amount=amount,
+        )
+        .on_conflict(
+            conflict_target=[CreditReservation.campaign],
+            update={
+                CreditReservation.amount: EXCLUDED.amount + CreditReservation.consumed,
+                CreditReservation.status: "active",
+                CreditReservation.released: 0,
+                CreditReservation.released_at: None,
+            },
+        )
+        .execute()
+    )
 
 
 def cover_excess(shop_id: int, campaign_id: int, excess: int) -> bool:
@@ -157,19 +176,22 @@ def cover_excess(shop_id: int, campaign_id: int, excess: int) -> bool:
     was computed at enqueue; a configuration change can exceed it)."""
     with db.atomic():
         # Reservation before shop: the order every batch's persist takes them in.
-        (CreditReservation
-         .select(CreditReservation.id)
-         .where(CreditReservation.campaign == campaign_id)
-         .for_update()
-         .execute())
+        (
+            CreditReservation.select(CreditReservation.id)
+            .where(CreditReservation.campaign == campaign_id)
+            .for_update()
+            .execute()
+        )
         balance = lock_shop(shop_id)
         if excess > balance - reserved_total(shop_id):
             return False
-        return bool(CreditReservation
-                    .update(amount=CreditReservation.amount + excess)
-                    .where((CreditReservation.campaign == campaign_id)
-                           & (CreditReservation.status == "active"))
-                    .execute())
+        return bool(
+            CreditReservation.update(amount=CreditReservation.amount + excess)
+            .where(
+                (CreditReservation.campaign == campaign_id) & (CreditReservation.status == "active")
+            )
+            .execute()
+        )
 
 
 def insert_debits(shop_id: int, campaign_id: int, debits: Sequence[tuple[int, int]]) -> int:
@@ -185,7 +207,9 @@ def insert_debits(shop_id: int, campaign_id: int, debits: Sequence[tuple[int, in
     inserted = execute_many(
         "INSERT INTO credit_transaction (shop_id, kind, amount, idempotency_key, campaign_id,"
         " recipient_id) VALUES %s ON CONFLICT (idempotency_key) DO NOTHING RETURNING amount",
-        rows, template="(%s, 'debit', %s, %s, %s, %s)", fetch=True,
+        rows,
+        template="(%s, 'debit', %s, %s, %s, %s)",
+        fetch=True,
     )
     return -sum(row[0] for row in inserted)
 
@@ -200,38 +224,48 @@ def consume(shop_id: int, campaign_id: int, total: int) -> None:
     evidence older than that hold finds it released and draws on the balance directly."""
     if not total:
         return
-    (CreditReservation
-     .update(consumed=CreditReservation.consumed + total)
-     .where((CreditReservation.campaign == campaign_id)
-            & (CreditReservation.status != "released"))
-     .execute())
-    (Shop
-     .update(credit_balance=Shop.credit_balance - total)
-     .where(Shop.id == shop_id)
-     .execute())
+    (
+        CreditReservation.update(consumed=CreditReservation.consumed + total)
+        .where(
+            (CreditReservation.campaign == campaign_id) & (CreditReservation.status != "released")
+        )
+        .execute()
+    )
+    (Shop.update(credit_balance=Shop.credit_balance - total).where(Shop.id == shop_id).execute())
 
 
 def release(campaign_id: int) -> bool:
     """Release the campaign's reservation (idempotent): what was not consumed is available again."""
-    return bool(CreditReservation
-                .update(status="released", released_at=fn.now(),
-                        released=fn.GREATEST(CreditReservation.amount
-                                             - CreditReservation.consumed, 0))
-                .where((CreditReservation.campaign == campaign_id)
-                       & (CreditReservation.status != "released"))
-                .execute())
+    return bool(
+        CreditReservation.update(
+            status="released",
+            released_at=fn.now(),
+            released=fn.GREATEST(CreditReservation.amount - CreditReservation.consumed, 0),
+        )
+        .where(
+            (CreditReservation.campaign == campaign_id) & (CreditReservation.status != "released")
+        )
+        .execute()
+    )
 
 
 def transactions(shop_id: int, limit: int, after: int | None) -> list[dict]:
     """The shop's ledger rows in id order, `limit` of them after the id `after`."""
-    query = (CreditTransaction
-             .select(CreditTransaction.id, CreditTransaction.kind, CreditTransaction.amount,
-                     CreditTransaction.idempotency_key.alias("key"),
-                     CreditTransaction.campaign_id, CreditTransaction.recipient_id,
-                     CreditTransaction.note, CreditTransaction.created_at)
-             .where(CreditTransaction.shop == shop_id)
-             .order_by(CreditTransaction.id)
-             .limit(limit))
+    query = (
+        CreditTransaction.select(
+            CreditTransaction.id,
+            CreditTransaction.kind,
+            CreditTransaction.amount,
+            CreditTransaction.idempotency_key.alias("key"),
+            CreditTransaction.campaign_id,
+            CreditTransaction.recipient_id,
+            CreditTransaction.note,
+            CreditTransaction.created_at,
+        )
+        .where(CreditTransaction.shop == shop_id)
+        .order_by(CreditTransaction.id)
+        .limit(limit)
+    )
     if after is not None:
         query = query.where(CreditTransaction.id > after)
     return list(query.dicts())

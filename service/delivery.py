@@ -7,9 +7,11 @@ and is applied once the message id is known, and a status never moves to a lower
 naming by reference a recipient whose outcome is unknown is evidence that the provider has the
 message: it is made `sent` with its debit right away (`service.evidence`).
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from peewee import SQL, Case, Select, fn
 
@@ -51,12 +53,27 @@ def record_reports(reports: Sequence[dict[str, Any]], settings: Settings) -> int
 
     SQL (`execute_values`): one insert per webhook call, however many reports it carries (up
     to 10,000), as measured in bench/RESULTS.md (arrays of 100 reports: 9,072 reports/s)."""
-    rows = [(r.get("id"), r.get("reference"), r.get("to"), r["deliveryStatus"],
-             r.get("statusCode"), r.get("timestamp")) for r in reports]
+    rows = [
+        (
+            r.get("id"),
+            r.get("reference"),
+            r.get("to"),
+            r["deliveryStatus"],
+            r.get("statusCode"),
+            r.get("timestamp"),
+        )
+        for r in reports
+    ]
     with db.atomic():
-        ids = [row[0] for row in execute_many(
-            "INSERT INTO delivery_report (provider_id, reference, \"to\", status, status_code,"
-            " reported_at) VALUES %s RETURNING id", rows, fetch=True)]
+        ids = [
+            row[0]
+            for row in execute_many(
+                'INSERT INTO delivery_report (provider_id, reference, "to", status, status_code,'
+                " reported_at) VALUES %s RETURNING id",
+                rows,
+                fetch=True,
+            )
+        ]
         applied = apply_reports(report_ids=ids)
     # After the commit: the reports are kept whatever happens next. Only reports that matched
     # no persisted message are looked at (usually none: most reports follow their persist).
@@ -65,15 +82,17 @@ def record_reports(reports: Sequence[dict[str, Any]], settings: Settings) -> int
     return applied
 
 
-def apply_reports(campaign_id: int | None = None, report_ids: Sequence[int] | None = None,
-                  limit: int = 50_000) -> int:
+def apply_reports(
+    campaign_id: int | None = None, report_ids: Sequence[int] | None = None, limit: int = 50_000
+) -> int:
     """Apply waiting reports (of one campaign, or the given reports) to their recipients.
 
     SQL: one writable CTE matches reports to recipients by message id, keeps the best report
     per recipient (DISTINCT ON), moves a status only to a higher `delivery_rank()` and marks
     the reports applied, in one statement; the webhook's figures in bench/RESULTS.md (9,072
     reports/s in arrays of 100) are this statement's."""
-    scope, params = "", {"limit": limit}
+    scope = ""
+    params: dict[str, Any] = {"limit": limit}
     if campaign_id is not None:
         scope += " AND r.campaign_id = %(campaign)s"
         params["campaign"] = campaign_id
@@ -88,35 +107,34 @@ def finalize_campaign(campaign_id: int, settings: Settings) -> str | None:
     one message was sent, else `failed`; set `finished_at`, settle the reservation (released,
     or held for its messages of unknown outcome: `service.reservations`). Returns the new
     status, or None when the campaign is not ready (or already final)."""
-    recipients = (CampaignRecipient
-                  .select(SQL("1"))
-                  .where(CampaignRecipient.campaign == campaign_id))
+    recipients = CampaignRecipient.select(SQL("1")).where(CampaignRecipient.campaign == campaign_id)
     # Whether any message was sent, evaluated once for both CASEs (a FROM item of the UPDATE).
-    sent = (Select(columns=[fn.EXISTS(recipients.where(CampaignRecipient.status == "sent"))
-                            .alias("any")])
-            .alias("sent"))
+    sent = Select(
+        columns=[fn.EXISTS(recipients.where(CampaignRecipient.status == "sent")).alias("any")]
+    ).alias("sent")
     in_flight = fn.EXISTS(recipients.where(CampaignRecipient.status.in_(("pending", "sending"))))
     with db.atomic():
-        finished = list(Campaign
-                        .update(status=Case(None, [(sent.c.any, "completed")], "failed"),
-                                status_reason=Case(None, [(sent.c.any, None)],
-                                                   "no message was sent"),
-                                finished_at=fn.now(), last_progress_at=fn.now(),
-                                updated_at=fn.now())
-                        .from_(sent)
-                        .where((Campaign.id == campaign_id)
-                               & (Campaign.status == "sending")
-                               & ~in_flight)
-                        .returning(Campaign.status)
-                        .tuples())
+        finished = list(
+            Campaign.update(
+                status=Case(None, [(sent.c.any, "completed")], "failed"),
+                status_reason=Case(None, [(sent.c.any, None)], "no message was sent"),
+                finished_at=fn.now(),
+                last_progress_at=fn.now(),
+                updated_at=fn.now(),
+            )
+            .from_(sent)
+            .where((Campaign.id == campaign_id) & (Campaign.status == "sending") & ~in_flight)
+            .returning(Campaign.status)
+            .tuples()
+        )
         if not finished:
             return None
         reservations.settle(campaign_id, settings)
-        (SendBatch
-         .update(state="finished", finished_at=fn.now())
-         .where((SendBatch.campaign == campaign_id)
-                & (SendBatch.state != "finished"))
-         .execute())
+        (
+            SendBatch.update(state="finished", finished_at=fn.now())
+            .where((SendBatch.campaign == campaign_id) & (SendBatch.state != "finished"))
+            .execute()
+        )
     return finished[0][0]
 
 
@@ -124,21 +142,27 @@ def finalize_cancelled(campaign_id: int, settings: Settings) -> str | None:
     """A cancelled campaign is over once none of its calls is in flight: anything still
     pending is skipped (nothing will send it) and its reservation settled. Returns
     "cancelled" when that happened now, else None (calls still in flight, or done before)."""
-    unsettled = (CreditReservation
-                 .select()
-                 .join(Campaign)
-                 .where((CreditReservation.campaign == campaign_id)
-                        & (CreditReservation.status == "active")
-                        & (Campaign.status == "cancelled"))
-                 .exists())
+    unsettled = (
+        CreditReservation.select()
+        .join(Campaign)
+        .where(
+            (CreditReservation.campaign == campaign_id)
+            & (CreditReservation.status == "active")
+            & (Campaign.status == "cancelled")
+        )
+        .exists()
+    )
     if not unsettled:
         return None
     with db.atomic():
-        (CampaignRecipient
-         .update(status="skipped", error="cancelled", updated_at=fn.now())
-         .where((CampaignRecipient.campaign == campaign_id)
-                & (CampaignRecipient.status == "pending"))
-         .execute())
+        (
+            CampaignRecipient.update(status="skipped", error="cancelled", updated_at=fn.now())
+            .where(
+                (CampaignRecipient.campaign == campaign_id)
+                & (CampaignRecipient.status == "pending")
+            )
+            .execute()
+        )
         settled = reservations.settle(campaign_id, settings)
     return "cancelled" if settled in ("held", "released") else None
 
@@ -147,5 +171,4 @@ def refresh_campaign(campaign_id: int, settings: Settings) -> str | None:
     """`updateCampaignStatus`: apply the campaign's waiting reports, then try to finalise it
     (a cancelled one: settle its reservation once its calls in flight have resolved)."""
     apply_reports(campaign_id=campaign_id)
-    return (finalize_campaign(campaign_id, settings)
-            or finalize_cancelled(campaign_id, settings))
+    return finalize_campaign(campaign_id, settings) or finalize_cancelled(campaign_id, settings)

@@ -8,12 +8,13 @@ create its `pending` recipients with one INSERT ... SELECT, reserve an upper bou
 commit are the batches published; a crash in between is healed by the reconciler, which
 republishes stale batches.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from peewee import fn
 
@@ -49,28 +50,38 @@ def batch_key(campaign_id: int, recipient_ids: Sequence[int]) -> str:
     return f"batch:{campaign_id}:{digest}"
 
 
-def _start_sending(shop_id: int, campaign_id: int,
-                   scheduled: bool) -> tuple[str, bool, list | None]:
+def _start_sending(
+    shop_id: int, campaign_id: int, scheduled: bool
+) -> tuple[str, bool, list | None]:
     from_states = ["scheduled"] if scheduled else ["draft", "scheduled"]
-    started = list(Campaign
-                   .update(status="sending", status_reason=None,
-                           started_at=fn.COALESCE(Campaign.started_at, fn.now()),
-                           last_progress_at=fn.now(), updated_at=fn.now())
-                   .where((Campaign.id == campaign_id)
-                          & (Campaign.shop == shop_id)
-                          & Campaign.status.in_(from_states))
-                   .returning(Campaign.text, Campaign.append_unsubscribe, Campaign.contact_ids)
-                   .tuples())
+    started = list(
+        Campaign.update(
+            status="sending",
+            status_reason=None,
+            started_at=fn.COALESCE(Campaign.started_at, fn.now()),
+            last_progress_at=fn.now(),
+            updated_at=fn.now(),
+        )
+        .where(
+            (Campaign.id == campaign_id)
+            & (Campaign.shop == shop_id)
+            & Campaign.status.in_(from_states)
+        )
+        .returning(Campaign.text, Campaign.append_unsubscribe, Campaign.contact_ids)
+        .tuples()
+    )
     if not started:
-        current = (Campaign
-                   .select(Campaign.status)
-                   .where((Campaign.id == campaign_id)
-                          & (Campaign.shop == shop_id))
-                   .scalar())
+        current = (
+            Campaign.select(Campaign.status)
+            .where((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
+            .scalar()
+        )
         if current is None:
             raise NotFound(f"campaign {campaign_id} does not exist")
-        raise InvalidTransition(f"campaign {campaign_id} is {current}; only a draft or "
-                                "scheduled campaign can be enqueued")
+        raise InvalidTransition(
+            f"campaign {campaign_id} is {current}; only a draft or "
+            "scheduled campaign can be enqueued"
+        )
     return started[0]
 
 
@@ -89,7 +100,8 @@ def _create_recipients(shop_id: int, campaign_id: int, contact_ids: list | None)
         f" {audience.ELIGIBLE_CONTACTS}"
         " ORDER BY c.id"
         " RETURNING id, first_name",
-        (campaign_id, *audience.eligible_params(shop_id, contact_ids)))
+        (campaign_id, *audience.eligible_params(shop_id, contact_ids)),
+    )
 
 
 def _pricing(template: str, append_unsubscribe: bool, base: str) -> Callable[[str | None], int]:
@@ -103,54 +115,76 @@ def _pricing(template: str, append_unsubscribe: bool, base: str) -> Callable[[st
         shape = name_shape(name) if personalised else None
         if shape not in costs:
             costs[shape] = composition.cost_upper_bound(
-                template, name, links.sample_short_url(base), unsubscribe_sample)
+                template, name, links.sample_short_url(base), unsubscribe_sample
+            )
         return costs[shape]
 
     return cost
 
 
-def _check_audience(shop_id: int, campaign_id: int, contact_ids: list | None,
-                    cost: Callable[[str | None], int], personalised: bool,
-                    max_recipients: int) -> None:
+def _check_audience(
+    shop_id: int,
+    campaign_id: int,
+    contact_ids: list | None,
+    cost: Callable[[str | None], int],
+    personalised: bool,
+    max_recipients: int,
+) -> None:
     """Refuse before a recipient is inserted: an empty audience (422), one over the cap (422),
     or a reservation the shop's available credits cannot cover (402). The cost is the exact sum
     the reservation will compute (the audience counted by name shape), never more, so this
     refuses nothing the reservation would accept; the reservation, under the shop's lock,
     stays the check that counts."""
-    shapes = (audience.count_by_name_shape(shop_id, contact_ids) if personalised
-              else [(None, audience.count(shop_id, contact_ids))])
+    shapes = (
+        audience.count_by_name_shape(shop_id, contact_ids)
+        if personalised
+        else [(None, audience.count(shop_id, contact_ids))]
+    )
     size = sum(count for _, count in shapes)
     if not size:
         raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
     if size > max_recipients:
-        raise InvalidInput(f"campaign {campaign_id} would send to {size} recipients; a campaign"
-                           f" sends to at most {max_recipients}", "audience")
+        raise InvalidInput(
+            f"campaign {campaign_id} would send to {size} recipients; a campaign"
+            f" sends to at most {max_recipients}",
+            "audience",
+        )
     needed = sum(count * cost(name) for name, count in shapes)
     # Read without the shop's lock: a top-up or a release racing this only moves the refusal
     # to the reservation, which takes the lock.
-    available = (credits.summary(shop_id).balance
-                 - credits.reserved_total(shop_id, excluding_campaign=campaign_id))
+    available = credits.summary(shop_id).balance - credits.reserved_total(
+        shop_id, excluding_campaign=campaign_id
+    )
     if needed > available:
         raise InsufficientCredits(
-            f"this campaign needs up to {needed} credits; {max(available, 0)} available")
+            f"this campaign needs up to {needed} credits; {max(available, 0)} available"
+        )
 
 
-def enqueue(shop_id: int, campaign_id: int, settings: Settings,
-            scheduled: bool = False) -> EnqueueResult:
+def enqueue(
+    shop_id: int, campaign_id: int, settings: Settings, scheduled: bool = False
+) -> EnqueueResult:
     """Start sending a draft or scheduled campaign. Raises NotFound, InvalidTransition (409),
     NoRecipients (422), InvalidInput (422: more than `max_campaign_recipients`) or
     InsufficientCredits (402); on any of them nothing has changed."""
     base = settings.public_base_url
     if not dispatch.broker_reachable():
         # Refuse before writing anything: the merchant can simply try again later.
-        raise DependencyUnavailable(f"{'RabbitMQ' if settings.broker_url else 'Redis'} is"
-                                    " unreachable; the campaign was not started")
+        raise DependencyUnavailable(
+            f"{'RabbitMQ' if settings.broker_url else 'Redis'} is"
+            " unreachable; the campaign was not started"
+        )
     with db.atomic():
         template, append_unsubscribe, contact_ids = _start_sending(shop_id, campaign_id, scheduled)
         cost = _pricing(template, append_unsubscribe, base)
-        _check_audience(shop_id, campaign_id, contact_ids, cost,
-                        composition.FIRST_NAME_PLACEHOLDER in template,
-                        settings.max_campaign_recipients)
+        _check_audience(
+            shop_id,
+            campaign_id,
+            contact_ids,
+            cost,
+            composition.FIRST_NAME_PLACEHOLDER in template,
+            settings.max_campaign_recipients,
+        )
         recipients = _create_recipients(shop_id, campaign_id, contact_ids)
         if not recipients:  # the audience emptied since it was counted
             raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
@@ -158,17 +192,25 @@ def enqueue(shop_id: int, campaign_id: int, settings: Settings,
         size = settings.send_batch_size
         batches = []
         for start in range(0, len(recipients), size):
-            chunk = recipients[start:start + size]
+            chunk = recipients[start : start + size]
             ids = [rid for rid, _ in chunk]
             reserved = sum(cost(name) for _, name in chunk)
             batches.append((campaign_id, batch_key(campaign_id, ids), ids, reserved))
         total = sum(batch[3] for batch in batches)
         credits.reserve(shop_id, campaign_id, total)
-        (SendBatch
-         .insert_many(batches, fields=[SendBatch.campaign, SendBatch.key,
-                                       SendBatch.recipient_ids, SendBatch.reserved])
-         .as_rowcount()
-         .execute())
+        (
+            SendBatch.insert_many(
+                batches,
+                fields=[
+                    SendBatch.campaign,
+                    SendBatch.key,
+                    SendBatch.recipient_ids,
+                    SendBatch.reserved,
+                ],
+            )
+            .as_rowcount()
+            .execute()
+        )
     publish_batches(shop_id, campaign_id, [(key, ids) for _, key, ids, _ in batches])
     return EnqueueResult(campaign_id, len(recipients), total, len(batches))
 
@@ -182,11 +224,18 @@ def publish_batches(shop_id: int, campaign_id: int, batches: Sequence[tuple[str,
         for _, ids in batches:
             dispatch.publish_batch(campaign_id, shop_id, ids)
     except dispatch.PUBLISH_ERRORS:
-        log.warning("publishing batches failed; the reconciler will publish them",
-                    exc_info=True, extra={"campaign_id": campaign_id, "shop_id": shop_id})
+        log.warning(
+            "publishing batches failed; the reconciler will publish them",
+            exc_info=True,
+            extra={"campaign_id": campaign_id, "shop_id": shop_id},
+        )
         return
-    (SendBatch
-     .update(state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1)
-     .where((SendBatch.key == any_of(key for key, _ in batches))
-            & (SendBatch.state == "pending"))
-     .execute())
+    (
+        SendBatch.update(
+            state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
+        )
+        .where(
+            (SendBatch.key == any_of(key for key, _ in batches)) & (SendBatch.state == "pending")
+        )
+        .execute()
+    )

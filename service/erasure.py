@@ -11,6 +11,7 @@ no number left, and the send-time claim only takes pending rows. Credit rows are
 
 Everything runs in one transaction and changes nothing the second time.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,13 @@ class Erased:
     inbound: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"contacts": self.contacts, "recipients": self.recipients,
-                "messages": self.messages, "reports": self.reports, "inbound": self.inbound}
+        return {
+            "contacts": self.contacts,
+            "recipients": self.recipients,
+            "messages": self.messages,
+            "reports": self.reports,
+            "inbound": self.inbound,
+        }
 
 
 def erase_number(shop_id: int, phone: str, secret: str) -> Erased:
@@ -58,17 +64,20 @@ def erase_number(shop_id: int, phone: str, secret: str) -> Erased:
         contact_ids = _erase_contacts(shop_id, Contact.phone == phone)
         recipients = CampaignRecipient.contact_id.in_(contact_ids) if contact_ids else None
         erased = _erase_campaign_data(shop_id, recipients, [phone, phone.lstrip("+")])
-        inbound = (InboundMessage
-                   .update(phone=None, text=None)
-                   .where((InboundMessage.shop == shop_id)
-                          & (InboundMessage.phone == phone))
-                   .execute())
+        inbound = (
+            InboundMessage.update(phone=None, text=None)
+            .where((InboundMessage.shop == shop_id) & (InboundMessage.phone == phone))
+            .execute()
+        )
         suppressions.hash_numbers(shop_id, [phone], secret)
-        (DataExport
-         .delete()
-         .where((DataExport.shop == shop_id)
-                & (DataExport.phone_hash == suppressions.phone_digest(secret, phone)))
-         .execute())
+        (
+            DataExport.delete()
+            .where(
+                (DataExport.shop == shop_id)
+                & (DataExport.phone_hash == suppressions.phone_digest(secret, phone))
+            )
+            .execute()
+        )
     return Erased(len(contact_ids), *erased, inbound)
 
 
@@ -88,69 +97,76 @@ def erase_shop(shop_id: int, secret: str) -> Erased:
     with db.atomic():
         contact_ids = _erase_contacts(shop_id, Contact.phone.is_null(False))
         erased = _erase_campaign_data(shop_id, CampaignRecipient.id.is_null(False), None)
-        inbound = (InboundMessage
-                   .update(phone=None, text=None)
-                   .where((InboundMessage.shop == shop_id)
-                          & InboundMessage.phone.is_null(False))
-                   .execute())
+        inbound = (
+            InboundMessage.update(phone=None, text=None)
+            .where((InboundMessage.shop == shop_id) & InboundMessage.phone.is_null(False))
+            .execute()
+        )
         suppressions.hash_shop_numbers(shop_id, secret)
-        (DataExport
-         .delete()
-         .where(DataExport.shop == shop_id)
-         .execute())
+        (DataExport.delete().where(DataExport.shop == shop_id).execute())
     return Erased(len(contact_ids), *erased, inbound)
 
 
 def _erase_contacts(shop_id: int, which: Any) -> list[int]:
     """Turn the shop's contacts matching `which` into tombstones; their consent log loses its
     proofs and gains an `erasure` opt-out. Returns their ids."""
-    ids = [contact_id for (contact_id,) in (Contact
-                                            .update(phone=None, first_name=None,
-                                                    opted_out_at=fn.coalesce(
-                                                        Contact.opted_out_at, fn.now()),
-                                                    erased_at=fn.now(), updated_at=fn.now())
-                                            .where((Contact.shop == shop_id)
-                                                   & Contact.erased_at.is_null()
-                                                   & which)
-                                            .returning(Contact.id)
-                                            .tuples()
-                                            .execute())]
+    ids = [
+        contact_id
+        for (contact_id,) in (
+            Contact.update(
+                phone=None,
+                first_name=None,
+                opted_out_at=fn.coalesce(Contact.opted_out_at, fn.now()),
+                erased_at=fn.now(),
+                updated_at=fn.now(),
+            )
+            .where((Contact.shop == shop_id) & Contact.erased_at.is_null() & which)
+            .returning(Contact.id)
+            .tuples()
+            .execute()
+        )
+    ]
     if ids:
-        (ConsentEvent
-         .update(proof=None)
-         .where(ConsentEvent.contact.in_(ids)
-                & ConsentEvent.proof.is_null(False))
-         .execute())
+        (
+            ConsentEvent.update(proof=None)
+            .where(ConsentEvent.contact.in_(ids) & ConsentEvent.proof.is_null(False))
+            .execute()
+        )
         consent.record(shop_id, ids, "opt_out", "erasure")
     return ids
 
 
-def _erase_campaign_data(shop_id: int, which: Any | None,
-                         phone_forms: Sequence[str] | None) -> tuple[int, int, int]:
+def _erase_campaign_data(
+    shop_id: int, which: Any | None, phone_forms: Sequence[str] | None
+) -> tuple[int, int, int]:
     """(recipients, message texts, delivery reports) erased among the shop's recipients
     matching `which` (None: none). `phone_forms` are the spellings of the number a report of
     a bulk call may carry; None: every report of the shop's bulk calls is the shop's."""
     if which is None:
         return 0, 0, 0
     # Every statement reaches recipients through (campaign, contact), the unique index.
-    scope = (CampaignRecipient.campaign.in_(Campaign
-                                            .select(Campaign.id)
-                                            .where(Campaign.shop == shop_id))
-             & which)
+    scope = (
+        CampaignRecipient.campaign.in_(Campaign.select(Campaign.id).where(Campaign.shop == shop_id))
+        & which
+    )
     pending = CampaignRecipient.status == "pending"
-    recipients = (CampaignRecipient
-                  .update(phone=None, first_name=None,
-                          status=Case(None, [(pending, "skipped")], CampaignRecipient.status),
-                          error=Case(None, [(pending, "erased")], CampaignRecipient.error),
-                          updated_at=fn.now())
-                  .where(scope & CampaignRecipient.phone.is_null(False))
-                  .execute())
+    recipients = (
+        CampaignRecipient.update(
+            phone=None,
+            first_name=None,
+            status=Case(None, [(pending, "skipped")], CampaignRecipient.status),
+            error=Case(None, [(pending, "erased")], CampaignRecipient.error),
+            updated_at=fn.now(),
+        )
+        .where(scope & CampaignRecipient.phone.is_null(False))
+        .execute()
+    )
     ids = CampaignRecipient.select(CampaignRecipient.id).where(scope)
-    messages = (MessageLog
-                .update(text=None)
-                .where(MessageLog.recipient_id.in_(ids)
-                       & MessageLog.text.is_null(False))
-                .execute())
+    messages = (
+        MessageLog.update(text=None)
+        .where(MessageLog.recipient_id.in_(ids) & MessageLog.text.is_null(False))
+        .execute()
+    )
     return recipients, messages, _erase_reports(scope, phone_forms)
 
 
@@ -159,21 +175,21 @@ def _erase_reports(scope: Any, phone_forms: Sequence[str] | None) -> int:
     reference (a `/sms` call's is the recipient id) and, for `/smsbulk` calls (whose reference
     is the batch key, shared), by batch key and number. One statement per index."""
     has_number = DeliveryReport.to.is_null(False)
-    by_id = (CampaignRecipient
-             .select(CampaignRecipient.mitto_message_id)
-             .where(scope & CampaignRecipient.mitto_message_id.is_null(False)))
-    by_reference = (CampaignRecipient
-                    .select(CampaignRecipient.id.cast("text"))
-                    .where(scope))
-    by_batch = (CampaignRecipient
-                .select(CampaignRecipient.batch_key)
-                .where(scope & CampaignRecipient.batch_key.is_null(False)))
+    by_id = CampaignRecipient.select(CampaignRecipient.mitto_message_id).where(
+        scope & CampaignRecipient.mitto_message_id.is_null(False)
+    )
+    by_reference = CampaignRecipient.select(CampaignRecipient.id.cast("text")).where(scope)
+    by_batch = CampaignRecipient.select(CampaignRecipient.batch_key).where(
+        scope & CampaignRecipient.batch_key.is_null(False)
+    )
     in_batch = DeliveryReport.reference.in_(by_batch)
     if phone_forms is not None:
         in_batch &= DeliveryReport.to.in_(list(phone_forms))
-    return sum((DeliveryReport
-                .update(to=None)
-                .where(has_number & matched)
-                .execute())
-               for matched in (DeliveryReport.provider_id.in_(by_id),
-                               DeliveryReport.reference.in_(by_reference), in_batch))
+    return sum(
+        (DeliveryReport.update(to=None).where(has_number & matched).execute())
+        for matched in (
+            DeliveryReport.provider_id.in_(by_id),
+            DeliveryReport.reference.in_(by_reference),
+            in_batch,
+        )
+    )

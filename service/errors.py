@@ -1,4 +1,5 @@
 """Domain errors raised by services; `api/errors.py` maps each to one HTTP status."""
+
 from __future__ import annotations
 
 

@@ -12,11 +12,12 @@ Evidence counts while the campaign may send and until EVIDENCE_WINDOW_MS after i
 (`counts_for`), exactly as long as its reservation holds credits for messages of unknown
 outcome (`service.reservations`): a debit that evidence adds always finds credits held for it.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import redis
 from peewee import ColumnBase, fn
@@ -72,8 +73,9 @@ ORDER BY r.id, n.report_id
 def counts_for(settings: Settings) -> ColumnBase:
     """Whether evidence still counts for a campaign: it may send, or it finished (completed,
     failed or cancelled) less than EVIDENCE_WINDOW_MS ago."""
-    return (Campaign.status.in_(("sending", "paused"))
-            | (Campaign.finished_at > milliseconds_ago(settings.evidence_window_ms)))
+    return Campaign.status.in_(("sending", "paused")) | (
+        Campaign.finished_at > milliseconds_ago(settings.evidence_window_ms)
+    )
 
 
 def resolve_reported(report_ids: Sequence[int], settings: Settings) -> int:
@@ -85,14 +87,17 @@ def resolve_reported(report_ids: Sequence[int], settings: Settings) -> int:
     by_campaign: dict[tuple[int, int], list[Evidence]] = defaultdict(list)
     for rid, contact_id, phone, country, first_name, campaign_id, shop_id, provider_id in rows:
         by_campaign[(campaign_id, shop_id)].append(
-            (Claimed(rid, contact_id, phone, country, first_name), provider_id))
+            (Claimed(rid, contact_id, phone, country, first_name), provider_id)
+        )
     resolved = 0
     for (campaign_id, shop_id), items in by_campaign.items():
         try:
             done = persist_evidence(shop_id, campaign_id, items, settings)
         except Exception:  # noqa: BLE001 - the report is stored; the reconciler retries
-            log.exception("resolving unknown outcomes by report failed",
-                          extra={"campaign_id": campaign_id, "shop_id": shop_id})
+            log.exception(
+                "resolving unknown outcomes by report failed",
+                extra={"campaign_id": campaign_id, "shop_id": shop_id},
+            )
             continue
         resolved += done
         if done and not unfinished_batches(campaign_id):
@@ -106,12 +111,16 @@ def _publish_status_update(campaign_id: int) -> None:
     try:
         dispatch.publish_status_update(campaign_id)
     except redis.RedisError:
-        log.warning("publishing the status update failed; the clock's refresh will do it",
-                    exc_info=True, extra={"campaign_id": campaign_id})
+        log.warning(
+            "publishing the status update failed; the clock's refresh will do it",
+            exc_info=True,
+            extra={"campaign_id": campaign_id},
+        )
 
 
-def persist_evidence(shop_id: int, campaign_id: int, items: Sequence[Evidence],
-                     settings: Settings) -> int:
+def persist_evidence(
+    shop_id: int, campaign_id: int, items: Sequence[Evidence], settings: Settings
+) -> int:
     """Persist each recipient as the send would have (text, cost, debit, message log) with
     the provider id its evidence names, in one transaction; returns how many.
 
@@ -124,28 +133,36 @@ def persist_evidence(shop_id: int, campaign_id: int, items: Sequence[Evidence],
     if context is None:
         return 0
     with db.atomic():
-        unresolved = set(CampaignRecipient
-                         .select(CampaignRecipient.id)
-                         .where(CampaignRecipient.id.in_([r.id for r, _ in items])
-                                & CampaignRecipient.mitto_message_id.is_null()
-                                & (reservations.IN_FLIGHT | reservations.UNKNOWN_OUTCOME))
-                         .for_update(skip_locked=True)
-                         .scalars())
+        unresolved = set(
+            CampaignRecipient.select(CampaignRecipient.id)
+            .where(
+                CampaignRecipient.id.in_([r.id for r, _ in items])
+                & CampaignRecipient.mitto_message_id.is_null()
+                & (reservations.IN_FLIGHT | reservations.UNKNOWN_OUTCOME)
+            )
+            .for_update(skip_locked=True)
+            .scalars()
+        )
         accepted = []
         for recipient, provider_id in items:
             if recipient.id in unresolved:
                 text = compose_for(context, recipient, settings)
-                accepted.append(Accepted(recipient.id, provider_id, text, segment_count(text),
-                                         recipient.country))
+                accepted.append(
+                    Accepted(
+                        recipient.id, provider_id, text, segment_count(text), recipient.country
+                    )
+                )
         if not accepted:
             return 0
         persist_results(shop_id, campaign_id, accepted, [])
-        (Campaign
-         .update(status="completed", status_reason=None, updated_at=fn.now())
-         .where((Campaign.id == campaign_id)
-                & (Campaign.status == "failed"))
-         .execute())
+        (
+            Campaign.update(status="completed", status_reason=None, updated_at=fn.now())
+            .where((Campaign.id == campaign_id) & (Campaign.status == "failed"))
+            .execute()
+        )
         reservations.settle(campaign_id, settings)
-    log.info("unknown outcomes resolved by evidence",
-             extra={"campaign_id": campaign_id, "shop_id": shop_id, "sent": len(accepted)})
+    log.info(
+        "unknown outcomes resolved by evidence",
+        extra={"campaign_id": campaign_id, "shop_id": shop_id, "sent": len(accepted)},
+    )
     return len(accepted)

@@ -1,6 +1,7 @@
 """Data exports (SPEC 11): what a shop holds about one customer, for Shopify's
 customers/data_request. The export is written once per (shop, request) and kept for the
 admin to fetch (`GET /admin/exports/{id}`) and hand over; erasing the customer deletes it."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -37,78 +38,135 @@ def customer_data(shop_id: int, phone: str | None, secret: str) -> dict[str, Any
     """Every record the shop holds about the number: contacts, consent log, messages sent,
     inbound messages, and whether it is suppressed."""
     if phone is None:
-        return {"phone": None, "contacts": [], "consent_events": [], "messages": [],
-                "inbound": [], "suppressed": False}
-    found = list(Contact
-                 .select(Contact.id, Contact.phone, Contact.first_name, Contact.country,
-                         Contact.opted_out_at, Contact.consent_source,
-                         Contact.consent_collected_at, Contact.created_at)
-                 .where((Contact.shop == shop_id)
-                        & (Contact.phone == phone))
-                 .dicts())
+        return {
+            "phone": None,
+            "contacts": [],
+            "consent_events": [],
+            "messages": [],
+            "inbound": [],
+            "suppressed": False,
+        }
+    found = list(
+        Contact.select(
+            Contact.id,
+            Contact.phone,
+            Contact.first_name,
+            Contact.country,
+            Contact.opted_out_at,
+            Contact.consent_source,
+            Contact.consent_collected_at,
+            Contact.created_at,
+        )
+        .where((Contact.shop == shop_id) & (Contact.phone == phone))
+        .dicts()
+    )
     ids = [contact["id"] for contact in found]
-    events = list(ConsentEvent
-                  .select(ConsentEvent.id, ConsentEvent.contact.alias("contact_id"),
-                          ConsentEvent.kind, ConsentEvent.source, ConsentEvent.consent_source,
-                          ConsentEvent.collected_at, ConsentEvent.proof,
-                          ConsentEvent.created_at)
-                  .where(ConsentEvent.contact.in_(ids))
-                  .order_by(ConsentEvent.id)
-                  .dicts()) if ids else []
-    messages = list(CampaignRecipient
-                    .select(CampaignRecipient.campaign.alias("campaign_id"),
-                            CampaignRecipient.status, CampaignRecipient.sent_at,
-                            CampaignRecipient.delivery_status, MessageLog.text)
-                    .join(MessageLog, JOIN.LEFT_OUTER,
-                          on=(MessageLog.recipient_id == CampaignRecipient.id))
-                    .where(CampaignRecipient.campaign.in_(Campaign
-                                                          .select(Campaign.id)
-                                                          .where(Campaign.shop == shop_id))
-                           & CampaignRecipient.contact_id.in_(ids))
-                    .order_by(CampaignRecipient.id)
-                    .dicts()) if ids else []
-    inbound = list(InboundMessage
-                   .select(InboundMessage.sender.alias("to"), InboundMessage.text,
-                           InboundMessage.keyword, InboundMessage.received_at)
-                   .where((InboundMessage.shop == shop_id)
-                          & (InboundMessage.phone == phone))
-                   .order_by(InboundMessage.id)
-                   .dicts())
-    return _plain({"phone": phone, "contacts": found, "consent_events": events,
-                   "messages": messages, "inbound": inbound,
-                   "suppressed": suppressions.is_suppressed(shop_id, phone, secret)})
+    events = (
+        list(
+            ConsentEvent.select(
+                ConsentEvent.id,
+                ConsentEvent.contact.alias("contact_id"),
+                ConsentEvent.kind,
+                ConsentEvent.source,
+                ConsentEvent.consent_source,
+                ConsentEvent.collected_at,
+                ConsentEvent.proof,
+                ConsentEvent.created_at,
+            )
+            .where(ConsentEvent.contact.in_(ids))
+            .order_by(ConsentEvent.id)
+            .dicts()
+        )
+        if ids
+        else []
+    )
+    messages = (
+        list(
+            CampaignRecipient.select(
+                CampaignRecipient.campaign.alias("campaign_id"),
+                CampaignRecipient.status,
+                CampaignRecipient.sent_at,
+                CampaignRecipient.delivery_status,
+                MessageLog.text,
+            )
+            .join(MessageLog, JOIN.LEFT_OUTER, on=(MessageLog.recipient_id == CampaignRecipient.id))
+            .where(
+                CampaignRecipient.campaign.in_(
+                    Campaign.select(Campaign.id).where(Campaign.shop == shop_id)
+                )
+                & CampaignRecipient.contact_id.in_(ids)
+            )
+            .order_by(CampaignRecipient.id)
+            .dicts()
+        )
+        if ids
+        else []
+    )
+    inbound = list(
+        InboundMessage.select(
+            InboundMessage.sender.alias("to"),
+            InboundMessage.text,
+            InboundMessage.keyword,
+            InboundMessage.received_at,
+        )
+        .where((InboundMessage.shop == shop_id) & (InboundMessage.phone == phone))
+        .order_by(InboundMessage.id)
+        .dicts()
+    )
+    return _plain(
+        {
+            "phone": phone,
+            "contacts": found,
+            "consent_events": events,
+            "messages": messages,
+            "inbound": inbound,
+            "suppressed": suppressions.is_suppressed(shop_id, phone, secret),
+        }
+    )
 
 
-def export_customer(shop_id: int, request_key: str, phone: str | None,
-                    customer: dict[str, Any], secret: str) -> int:
+def export_customer(
+    shop_id: int, request_key: str, phone: str | None, customer: dict[str, Any], secret: str
+) -> int:
     """Write the export for one data request once (a retry of it returns the same export);
     returns its id."""
-    document = {"shop": Shop.get_by_id(shop_id).domain, "customer": customer,
-                "data": customer_data(shop_id, phone, secret)}
+    document = {
+        "shop": Shop.get_by_id(shop_id).domain,
+        "customer": customer,
+        "data": customer_data(shop_id, phone, secret),
+    }
     digest = suppressions.phone_digest(secret, phone) if phone else None
     with db.atomic():
-        created = list(DataExport
-                       .insert(shop=shop_id, request_key=request_key, phone_hash=digest,
-                               document=document)
-                       .on_conflict_ignore()
-                       .returning(DataExport.id)
-                       .tuples()
-                       .execute())
+        created = list(
+            DataExport.insert(
+                shop=shop_id, request_key=request_key, phone_hash=digest, document=document
+            )
+            .on_conflict_ignore()
+            .returning(DataExport.id)
+            .tuples()
+            .execute()
+        )
         if created:
             return created[0][0]
-        return (DataExport
-                .select(DataExport.id)
-                .where((DataExport.shop == shop_id)
-                       & (DataExport.request_key == request_key))
-                .scalar())
+        return (
+            DataExport.select(DataExport.id)
+            .where((DataExport.shop == shop_id) & (DataExport.request_key == request_key))
+            .scalar()
+        )
 
 
 def get_export(export_id: int) -> dict[str, Any] | None:
     """An export as the admin fetches it, or None."""
-    row = (DataExport
-           .select(DataExport.id, DataExport.shop.alias("shop_id"), DataExport.request_key,
-                   DataExport.document, DataExport.created_at)
-           .where(DataExport.id == export_id)
-           .dicts()
-           .first())
+    row = (
+        DataExport.select(
+            DataExport.id,
+            DataExport.shop.alias("shop_id"),
+            DataExport.request_key,
+            DataExport.document,
+            DataExport.created_at,
+        )
+        .where(DataExport.id == export_id)
+        .dicts()
+        .first()
+    )
     return row

@@ -12,6 +12,7 @@ primary key, never by a read followed by a write. A request whose process died l
 `in_flight`; after `IN_FLIGHT_TIMEOUT` the key may be used again (the actions behind it are
 themselves conditional updates or carry their own references, so a rerun cannot spend twice).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,9 @@ def fingerprint(method: str, route: str, body: bytes) -> str:
 
 def validate_key(key: str) -> str:
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-        raise InvalidInput(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
-                           HEADER)
+        raise InvalidInput(
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters", HEADER
+        )
     return key
 
 
@@ -69,17 +71,19 @@ def begin(shop_id: int, key: str, request_fingerprint: str) -> StoredAnswer | No
     validate_key(key)
     with db.atomic():
         _forget_expired(shop_id, key)
-        claimed = (IdempotencyKey
-                   .insert(shop=shop_id, key=key, fingerprint=request_fingerprint)
-                   .on_conflict_ignore()
-                   .returning(IdempotencyKey.key)
-                   .execute())
+        claimed = (
+            IdempotencyKey.insert(shop=shop_id, key=key, fingerprint=request_fingerprint)
+            .on_conflict_ignore()
+            .returning(IdempotencyKey.key)
+            .execute()
+        )
         if list(claimed):
             return None
-        row = (IdempotencyKey
-               .select()
-               .where(IdempotencyKey.shop == shop_id, IdempotencyKey.key == key)
-               .first())
+        row = (
+            IdempotencyKey.select()
+            .where(IdempotencyKey.shop == shop_id, IdempotencyKey.key == key)
+            .first()
+        )
     if row is None:  # expired and deleted by a concurrent request between our two statements
         raise KeyInFlight(f"a request with this {HEADER} is in progress; retry shortly")
     if row.fingerprint != request_fingerprint:
@@ -92,40 +96,54 @@ def begin(shop_id: int, key: str, request_fingerprint: str) -> StoredAnswer | No
 def finish(shop_id: int, key: str, answer: StoredAnswer) -> None:
     """Store the answer of the request that claimed `key`, for its retries to replay."""
     with db.atomic():
-        (IdempotencyKey
-         .update(state="done", response_status=answer.status, response_body=answer.body,
-                 response_type=answer.content_type, finished_at=pw.fn.now())
-         .where(IdempotencyKey.shop == shop_id,
+        (
+            IdempotencyKey.update(
+                state="done",
+                response_status=answer.status,
+                response_body=answer.body,
+                response_type=answer.content_type,
+                finished_at=pw.fn.now(),
+            )
+            .where(
+                IdempotencyKey.shop == shop_id,
                 IdempotencyKey.key == key,
-                IdempotencyKey.state == "in_flight")
-         .execute())
+                IdempotencyKey.state == "in_flight",
+            )
+            .execute()
+        )
 
 
 def abandon(shop_id: int, key: str) -> None:
     """Forget a claimed key whose request produced no answer worth keeping (a 5xx)."""
     with db.atomic():
-        (IdempotencyKey
-         .delete()
-         .where(IdempotencyKey.shop == shop_id,
+        (
+            IdempotencyKey.delete()
+            .where(
+                IdempotencyKey.shop == shop_id,
                 IdempotencyKey.key == key,
-                IdempotencyKey.state == "in_flight")
-         .execute())
+                IdempotencyKey.state == "in_flight",
+            )
+            .execute()
+        )
 
 
 def purge_expired() -> int:
     """Drop every key older than the retention (the clock's reconcile calls it)."""
     with db.atomic():
-        return (IdempotencyKey
-                .delete()
-                .where(IdempotencyKey.created_at < pw.SQL(f"now() - interval '{RETENTION}'"))
-                .execute())
+        return (
+            IdempotencyKey.delete()
+            .where(IdempotencyKey.created_at < pw.SQL(f"now() - interval '{RETENTION}'"))
+            .execute()
+        )
 
 
 def _forget_expired(shop_id: int, key: str) -> None:
-    expired = (IdempotencyKey.created_at < pw.SQL(f"now() - interval '{RETENTION}'"))
-    abandoned = ((IdempotencyKey.state == "in_flight")
-                 & (IdempotencyKey.created_at < pw.SQL(f"now() - interval '{IN_FLIGHT_TIMEOUT}'")))
-    (IdempotencyKey
-     .delete()
-     .where(IdempotencyKey.shop == shop_id, IdempotencyKey.key == key, expired | abandoned)
-     .execute())
+    expired = IdempotencyKey.created_at < pw.SQL(f"now() - interval '{RETENTION}'")
+    abandoned = (IdempotencyKey.state == "in_flight") & (
+        IdempotencyKey.created_at < pw.SQL(f"now() - interval '{IN_FLIGHT_TIMEOUT}'")
+    )
+    (
+        IdempotencyKey.delete()
+        .where(IdempotencyKey.shop == shop_id, IdempotencyKey.key == key, expired | abandoned)
+        .execute()
+    )

@@ -14,6 +14,7 @@ and each of them gets one answer (`service/replies.py`). A keyword is the whole 
 spacing and punctuation aside ("Stop!" is one, "please stop" is not). Every message is stored
 for its shops once: a provider retry of the same message (same id) changes and sends nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,9 @@ from service.infra.config import Settings
 from service.provider import Provider
 
 KEYWORDS = {
-    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT",
-                     "REVOKE"), "stop"),
+    **dict.fromkeys(
+        ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"), "stop"
+    ),
     **dict.fromkeys(("START", "UNSTOP", "YES"), "start"),
     **dict.fromkeys(("HELP", "INFO"), "help"),
 }
@@ -96,21 +98,23 @@ def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
     `days`. Through the contact (indexed by phone) and the shop's campaigns that were still
     open in the window, each probed by (campaign, contact): no scan of recipients."""
     window = fn.now() - SQL("make_interval(days => %s)", (days,))
-    sent = (CampaignRecipient
-            .select(SQL("1"))
-            .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
-            .where((Campaign.shop == Contact.shop)
-                   & (Campaign.finished_at.is_null() | (Campaign.finished_at > window))
-                   & (CampaignRecipient.contact_id == Contact.id)
-                   & (CampaignRecipient.sent_at > window)))
-    return list(Shop
-                .select(Shop)
-                .join(Contact, on=(Contact.shop == Shop.id))
-                .where((Contact.phone == phone)
-                       & candidates
-                       & fn.EXISTS(sent))
-                .distinct()
-                .order_by(Shop.id))
+    sent = (
+        CampaignRecipient.select(SQL("1"))
+        .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
+        .where(
+            (Campaign.shop == Contact.shop)
+            & (Campaign.finished_at.is_null() | (Campaign.finished_at > window))
+            & (CampaignRecipient.contact_id == Contact.id)
+            & (CampaignRecipient.sent_at > window)
+        )
+    )
+    return list(
+        Shop.select(Shop)
+        .join(Contact, on=(Contact.shop == Shop.id))
+        .where((Contact.phone == phone) & candidates & fn.EXISTS(sent))
+        .distinct()
+        .order_by(Shop.id)
+    )
 
 
 def shops_for(message: Inbound, settings: Settings) -> list[Shop]:
@@ -121,12 +125,8 @@ def shops_for(message: Inbound, settings: Settings) -> list[Shop]:
         return []
     days = settings.inbound_match_days
     if settings.mitto_sender and key == sender_key(settings.mitto_sender):
-        return messaged_recently(message.phone, Shop.sender.is_null() | _sender_matches(key),
-                                 days)
-    owners = list(Shop
-                  .select(Shop)
-                  .where(_sender_matches(key))
-                  .order_by(Shop.id))
+        return messaged_recently(message.phone, Shop.sender.is_null() | _sender_matches(key), days)
+    owners = list(Shop.select(Shop).where(_sender_matches(key)).order_by(Shop.id))
     if len(owners) <= 1:
         return owners
     return messaged_recently(message.phone, _sender_matches(key), days)
@@ -137,17 +137,38 @@ def _store(message: Inbound, key: str, keyword: str | None, shop_ids: Sequence[i
     if not shop_ids:
         return set()
     received_at = message.received_at or datetime.now(UTC)
-    rows = [(shop_id, key, message.provider_id, message.phone, message.sender, message.text,
-             keyword, received_at) for shop_id in shop_ids]
-    stored = (InboundMessage
-              .insert_many(rows, fields=[InboundMessage.shop, InboundMessage.message_key,
-                                         InboundMessage.provider_id, InboundMessage.phone,
-                                         InboundMessage.sender, InboundMessage.text,
-                                         InboundMessage.keyword, InboundMessage.received_at])
-              .on_conflict_ignore()
-              .returning(InboundMessage.shop)
-              .tuples()
-              .execute())
+    rows = [
+        (
+            shop_id,
+            key,
+            message.provider_id,
+            message.phone,
+            message.sender,
+            message.text,
+            keyword,
+            received_at,
+        )
+        for shop_id in shop_ids
+    ]
+    stored = (
+        InboundMessage.insert_many(
+            rows,
+            fields=[
+                InboundMessage.shop,
+                InboundMessage.message_key,
+                InboundMessage.provider_id,
+                InboundMessage.phone,
+                InboundMessage.sender,
+                InboundMessage.text,
+                InboundMessage.keyword,
+                InboundMessage.received_at,
+            ],
+        )
+        .on_conflict_ignore()
+        .returning(InboundMessage.shop)
+        .tuples()
+        .execute()
+    )
     return {shop_id for (shop_id,) in stored}
 
 
@@ -175,22 +196,25 @@ def receive(message: Inbound, settings: Settings, provider: Provider) -> Receive
     if keyword and targets:
         answer = replies.answer(keyword, [(shop.name, shops.help_text(shop)) for shop in targets])
         state = replies.send_once(key, message.sender, message.phone, answer, provider)
-    return Received(keyword, tuple(shop.id for shop in targets),
-                    duplicate=bool(targets) and not new, reply=state)
+    return Received(
+        keyword,
+        tuple(shop.id for shop in targets),
+        duplicate=bool(targets) and not new,
+        reply=state,
+    )
 
 
 def list_inbound(shop_id: int, limit: int, after: int | None) -> list[dict[str, Any]]:
     """One keyset page of the shop's inbound messages (erased ones are gone)."""
-    query = (InboundMessage
-             .select(InboundMessage.id, InboundMessage.phone.alias("from"),
-                     InboundMessage.sender.alias("to"), InboundMessage.text,
-                     InboundMessage.keyword, InboundMessage.provider_id,
-                     InboundMessage.received_at)
-             .where((InboundMessage.shop == shop_id)
-                    & InboundMessage.phone.is_null(False)))
+    query = InboundMessage.select(
+        InboundMessage.id,
+        InboundMessage.phone.alias("from"),
+        InboundMessage.sender.alias("to"),
+        InboundMessage.text,
+        InboundMessage.keyword,
+        InboundMessage.provider_id,
+        InboundMessage.received_at,
+    ).where((InboundMessage.shop == shop_id) & InboundMessage.phone.is_null(False))
     if after is not None:
         query = query.where(InboundMessage.id > after)
-    return list(query
-                .order_by(InboundMessage.id)
-                .limit(limit)
-                .dicts())
+    return list(query.order_by(InboundMessage.id).limit(limit).dicts())

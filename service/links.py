@@ -1,4 +1,5 @@
 """Short links (`/r/{code}`) and signed unsubscribe tokens (`/u/{token}`). SPEC 6."""
+
 from __future__ import annotations
 
 import base64
@@ -8,8 +9,8 @@ import logging
 import re
 import secrets
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 from urllib.parse import quote, urlsplit
 
 from peewee import fn
@@ -46,14 +47,21 @@ def shorten(shop_id: int, campaign_id: int, urls: Iterable[str], base_url: str) 
             execute_many(
                 "INSERT INTO short_link (shop_id, campaign_id, code, url) VALUES %s"
                 " ON CONFLICT (campaign_id, url) DO NOTHING",
-                [(shop_id, campaign_id, secrets.token_urlsafe(8)[:CODE_LENGTH], url)
-                 for url in urls],
+                [
+                    (shop_id, campaign_id, secrets.token_urlsafe(8)[:CODE_LENGTH], url)
+                    for url in urls
+                ],
             )
-            rows = fetchall("SELECT url, code FROM short_link WHERE campaign_id = %s"
-                            " AND url = ANY(%s)", (campaign_id, urls))
+            rows = fetchall(
+                "SELECT url, code FROM short_link WHERE campaign_id = %s AND url = ANY(%s)",
+                (campaign_id, urls),
+            )
     except Exception:  # noqa: BLE001 - shortening is best effort by contract
-        log.warning("url shortening failed; sending long urls", exc_info=True,
-                    extra={"campaign_id": campaign_id, "shop_id": shop_id})
+        log.warning(
+            "url shortening failed; sending long urls",
+            exc_info=True,
+            extra={"campaign_id": campaign_id, "shop_id": shop_id},
+        )
         return {}
     return {url: short_url(base_url, code) for url, code in rows}
 
@@ -80,19 +88,19 @@ def follow(code: str, count: bool = True) -> Followed | None:
     """Where `code` leads (None for an unknown code), counting a click when `count` and the
     link is live. Disabling wins a race with a click: the count is a conditional update, and
     a link disabled in between answers as disabled, uncounted."""
-    link = (ShortLink
-            .select(ShortLink.url, ShortLink.disabled_at)
-            .where(ShortLink.code == code)
-            .first())
+    link = (
+        ShortLink.select(ShortLink.url, ShortLink.disabled_at).where(ShortLink.code == code).first()
+    )
     if link is None:
         return None
     if link.disabled_at is not None or not is_allowed_destination(link.url):
         return Followed(link.url, disabled=True)
     if count:
-        counted = (ShortLink
-                   .update(clicks=ShortLink.clicks + 1)
-                   .where(ShortLink.code == code, ShortLink.disabled_at.is_null())
-                   .execute())
+        counted = (
+            ShortLink.update(clicks=ShortLink.clicks + 1)
+            .where(ShortLink.code == code, ShortLink.disabled_at.is_null())
+            .execute()
+        )
         if not counted:
             return Followed(link.url, disabled=True)
     return Followed(link.url, disabled=False)
@@ -102,11 +110,12 @@ def disable(code: str) -> ShortLink | None:
     """Disable a short link for good (idempotent: the first time is kept); None when no link
     has this code. A disabled link answers 410 and counts no click."""
     with db.atomic():
-        disabled = list(ShortLink
-                        .update(disabled_at=fn.coalesce(ShortLink.disabled_at, fn.now()))
-                        .where(ShortLink.code == code)
-                        .returning(ShortLink)
-                        .execute())
+        disabled = list(
+            ShortLink.update(disabled_at=fn.coalesce(ShortLink.disabled_at, fn.now()))
+            .where(ShortLink.code == code)
+            .returning(ShortLink)
+            .execute()
+        )
     return disabled[0] if disabled else None
 
 
@@ -121,7 +130,9 @@ _PREVIEWERS = re.compile(
 
 def is_link_previewer(user_agent: str | None) -> bool:
     """Whether a request with this User-Agent comes from a known link previewer or crawler."""
-    return bool(user_agent) and _PREVIEWERS.search(user_agent) is not None
+    if not user_agent:
+        return False
+    return _PREVIEWERS.search(user_agent) is not None
 
 
 # Names that only mean something on the recipient's own machine or network.
@@ -154,7 +165,9 @@ def is_allowed_destination(url: str) -> bool:
 
 
 def _mac(secret: str, payload: bytes) -> bytes:
-    return hmac.new(secret.encode(), b"unsubscribe:" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac.new(secret.encode(), b"unsubscribe:" + payload, hashlib.sha256).digest()[
+        :_MAC_BYTES
+    ]
 
 
 def unsubscribe_token(secret: str, shop_id: int, contact_id: int) -> str:
@@ -181,7 +194,9 @@ def read_unsubscribe_token(secret: str, token: str) -> tuple[int, int] | None:
     # only the one canonical spelling of a token is that token.
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
         return None
-    payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size:]
-    if len(raw) != _PAYLOAD.size + _MAC_BYTES or not hmac.compare_digest(mac, _mac(secret, payload)):
+    payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
+    if len(raw) != _PAYLOAD.size + _MAC_BYTES or not hmac.compare_digest(
+        mac, _mac(secret, payload)
+    ):
         return None
     return _PAYLOAD.unpack(payload)

@@ -6,10 +6,12 @@ the text itself, without I/O) and costed in SMS segments (`service.segments`). T
 (`service.sending`) and the repair by evidence (`service.reconcile`) compose the same way, so a
 message persisted by either has the text and cost the provider was sent.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from models import Campaign, Shop
 from service import composition, links, segments
@@ -29,6 +31,7 @@ class Addressee(Protocol):
 @dataclass(frozen=True)
 class CampaignContext:
     """What composing a campaign's messages needs, read once per batch."""
+
     campaign_id: int
     shop_id: int
     template: str
@@ -40,40 +43,56 @@ class CampaignContext:
 def load_context(shop_id: int, campaign_id: int, settings: Settings) -> CampaignContext | None:
     """The campaign's template, sender and short links (created on first use); None when the
     shop has no such campaign. The sender falls back to MITTO_SENDER, then "Astronote"."""
-    row = (Campaign
-           .select(Campaign.text, Campaign.append_unsubscribe, Shop.sender)
-           .join(Shop)
-           .where((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
-           .tuples()
-           .first())
+    row = (
+        Campaign.select(Campaign.text, Campaign.append_unsubscribe, Shop.sender)
+        .join(Shop)
+        .where((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
+        .tuples()
+        .first()
+    )
     if row is None:
         return None
     template, append_unsubscribe, sender = row
-    short = links.shorten(shop_id, campaign_id, composition.find_urls(template),
-                          settings.public_base_url)
-    return CampaignContext(campaign_id, shop_id, template, append_unsubscribe,
-                           sender or settings.mitto_sender or "Astronote", short)
+    short = links.shorten(
+        shop_id, campaign_id, composition.find_urls(template), settings.public_base_url
+    )
+    return CampaignContext(
+        campaign_id,
+        shop_id,
+        template,
+        append_unsubscribe,
+        sender or settings.mitto_sender or "Astronote",
+        short,
+    )
 
 
 def compose_for(context: CampaignContext, recipient: Addressee, settings: Settings) -> str:
     """The final text of one recipient's message: personalised, links shortened, and the
     unsubscribe link appended unless the campaign opted out of it."""
-    unsubscribe = (links.unsubscribe_url(settings.public_base_url, settings.secret_key,
-                                         context.shop_id, recipient.contact_id)
-                   if context.append_unsubscribe else None)
-    return composition.compose(context.template, recipient.first_name, context.short_links,
-                               unsubscribe)
+    unsubscribe = (
+        links.unsubscribe_url(
+            settings.public_base_url, settings.secret_key, context.shop_id, recipient.contact_id
+        )
+        if context.append_unsubscribe
+        else None
+    )
+    return composition.compose(
+        context.template, recipient.first_name, context.short_links, unsubscribe
+    )
 
 
 def uniform(context: CampaignContext) -> bool:
     """Whether every recipient's text is the same (no first name, no unsubscribe link of
     their own): the campaign then goes out in `/smsbulk` calls."""
-    return (not context.append_unsubscribe
-            and composition.FIRST_NAME_PLACEHOLDER not in context.template)
+    return (
+        not context.append_unsubscribe
+        and composition.FIRST_NAME_PLACEHOLDER not in context.template
+    )
 
 
-def compose_batch(context: CampaignContext, recipients: Sequence[Addressee],
-                  settings: Settings) -> list[str]:
+def compose_batch(
+    context: CampaignContext, recipients: Sequence[Addressee], settings: Settings
+) -> list[str]:
     """The final text of each recipient; composed once when it cannot differ."""
     if uniform(context):
         return [compose_for(context, recipients[0], settings)] * len(recipients)
@@ -84,5 +103,7 @@ def segment_costs(texts: Sequence[str]) -> list[int]:
     """The SMS segments each text costs, counted once per distinct text (a batch's texts
     differ by first name at most, so most of them repeat)."""
     counted: dict[str, int] = {}
-    return [counted.get(text) or counted.setdefault(text, segments.segment_count(text))
-            for text in texts]
+    return [
+        counted.get(text) or counted.setdefault(text, segments.segment_count(text))
+        for text in texts
+    ]

@@ -11,6 +11,7 @@ Each outcome is classified here, where it arises (SPEC 4.4):
 Answers are classified by pure functions over (status, headers, body), total over any input:
 an answer of an unexpected shape is an outcome, never an exception.
 """
+
 from __future__ import annotations
 
 import enum
@@ -65,8 +66,9 @@ class Sms:
 class Provider(Protocol):
     def send_one(self, sender: str, sms: Sms, callback: str | None) -> SendResult: ...
 
-    def send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
-                  callback: str | None) -> list[SendResult]: ...
+    def send_bulk(
+        self, sender: str, to: Sequence[str], text: str, reference: str, callback: str | None
+    ) -> list[SendResult]: ...
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -92,15 +94,19 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
-def classify_status(status: int, headers: Mapping[str, str], body: bytes,
-                    now: datetime | None = None) -> SendResult | None:
+def classify_status(
+    status: int, headers: Mapping[str, str], body: bytes, now: datetime | None = None
+) -> SendResult | None:
     """The outcome of a non-2xx answer, or None for a 2xx one (its body decides)."""
     if 200 <= status < 300:
         return None
     reason = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
     if status in (429, 503):
-        return SendResult(Outcome.NOT_SENT, reason=reason,
-                          retry_after_s=retry_after_seconds(_header(headers, "Retry-After"), now))
+        return SendResult(
+            Outcome.NOT_SENT,
+            reason=reason,
+            retry_after_s=retry_after_seconds(_header(headers, "Retry-After"), now),
+        )
     if 400 <= status < 500:
         return SendResult(Outcome.REJECTED, reason=reason)
     return SendResult(Outcome.UNKNOWN, reason=reason)
@@ -114,8 +120,7 @@ def classify_http_error(response: requests.Response) -> SendResult | None:
 def classify_exception(error: requests.RequestException) -> SendResult:
     if isinstance(error, requests.ConnectTimeout):
         return SendResult(Outcome.NOT_SENT, reason="connect timeout")
-    if isinstance(error, requests.ConnectionError) and not isinstance(
-            error, requests.ReadTimeout):
+    if isinstance(error, requests.ConnectionError) and not isinstance(error, requests.ReadTimeout):
         # urllib3 reports "refused" while connecting; anything else may have reached the provider.
         text = str(error)
         if "refused" in text.lower() or "NewConnectionError" in text:
@@ -137,8 +142,9 @@ def classify_message(message: Any) -> SendResult:
         return SendResult(Outcome.UNKNOWN, reason="answer without an integer responseCode")
     if code != 0:
         text = message.get("responseText")
-        return SendResult(Outcome.REJECTED,
-                          reason=f"{code}: {text if isinstance(text, str) else ''}"[:200])
+        return SendResult(
+            Outcome.REJECTED, reason=f"{code}: {text if isinstance(text, str) else ''}"[:200]
+        )
     provider_id = message.get("id")
     if isinstance(provider_id, str) and provider_id.strip():
         return SendResult(Outcome.ACCEPTED, provider_id=provider_id)
@@ -156,8 +162,9 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
-def classify_sms_answer(status: int, headers: Mapping[str, str], body: bytes,
-                        now: datetime | None = None) -> SendResult:
+def classify_sms_answer(
+    status: int, headers: Mapping[str, str], body: bytes, now: datetime | None = None
+) -> SendResult:
     """The outcome of a `/sms` answer; a 2xx whose body cannot be read is unknown (the
     provider may have accepted)."""
     failure = classify_status(status, headers, body, now)
@@ -177,8 +184,13 @@ def _phone_key(number: Any) -> str | None:
     return match.group(1) if match else None
 
 
-def classify_bulk_answer(status: int, headers: Mapping[str, str], body: bytes,
-                         to: Sequence[str], now: datetime | None = None) -> list[SendResult]:
+def classify_bulk_answer(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    to: Sequence[str],
+    now: datetime | None = None,
+) -> list[SendResult]:
     """The outcome of a `/smsbulk` answer for each number of `to`, in that order.
 
     Messages are matched to recipients by `to`, never by position: a recipient the answer
@@ -214,8 +226,10 @@ def _match_messages(messages: list[Any], to: Sequence[str]) -> list[SendResult]:
     requested = Counter(keys)
     stray = len(messages) - sum(len(named.get(key, ())) for key in requested if key)
     if stray:
-        log.warning("bulk answer has messages naming no requested number",
-                    extra={"messages": len(messages), "stray": stray})
+        log.warning(
+            "bulk answer has messages naming no requested number",
+            extra={"messages": len(messages), "stray": stray},
+        )
     results = []
     for key in keys:
         entries = named.get(key, []) if key is not None else []
@@ -231,8 +245,14 @@ def _match_messages(messages: list[Any], to: Sequence[str]) -> list[SendResult]:
 class MittoClient:
     """`requests` with one pooled session (pool at least as large as the concurrency)."""
 
-    def __init__(self, base_url: str, api_key: str | None, connect_timeout_s: float,
-                 read_timeout_s: float, pool_size: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        pool_size: int,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout_s, read_timeout_s)
         self.session = requests.Session()
@@ -240,8 +260,9 @@ class MittoClient:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.session.headers.update({"X-Mitto-API-Key": api_key or "",
-                                     "Content-Type": "application/json"})
+        self.session.headers.update(
+            {"X-Mitto-API-Key": api_key or "", "Content-Type": "application/json"}
+        )
 
     def _post(self, path: str, body: dict[str, Any]) -> requests.Response:
         return self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout)
@@ -252,13 +273,15 @@ class MittoClient:
         metrics.observe_provider_call("sms", result.outcome.value, call.seconds)
         return result
 
-    def send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
-                  callback: str | None) -> list[SendResult]:
+    def send_bulk(
+        self, sender: str, to: Sequence[str], text: str, reference: str, callback: str | None
+    ) -> list[SendResult]:
         with metrics.timed() as call:
             results = self._send_bulk(sender, to, text, reference, callback)
         outcomes = {result.outcome.value for result in results}
-        metrics.observe_provider_call("smsbulk", outcomes.pop() if len(outcomes) == 1 else "mixed",
-                                      call.seconds)
+        metrics.observe_provider_call(
+            "smsbulk", outcomes.pop() if len(outcomes) == 1 else "mixed", call.seconds
+        )
         return results
 
     def _send_one(self, sender: str, sms: Sms, callback: str | None) -> SendResult:
@@ -271,8 +294,9 @@ class MittoClient:
             return classify_exception(error)
         return classify_sms_answer(response.status_code, response.headers, response.content)
 
-    def _send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
-                   callback: str | None) -> list[SendResult]:
+    def _send_bulk(
+        self, sender: str, to: Sequence[str], text: str, reference: str, callback: str | None
+    ) -> list[SendResult]:
         body = {"from": sender, "to": ",".join(to), "text": text, "reference": reference}
         if callback:
             body["callback"] = callback
@@ -280,5 +304,4 @@ class MittoClient:
             response = self._post("/smsbulk", body)
         except requests.RequestException as error:
             return [classify_exception(error)] * len(to)
-        return classify_bulk_answer(response.status_code, response.headers, response.content,
-                                    to)
+        return classify_bulk_answer(response.status_code, response.headers, response.content, to)

@@ -3,6 +3,7 @@
 Each function is safe to run from two processes at once: its effects are conditional updates,
 and what it publishes is harmless twice (a batch sends only what it claims).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,17 +36,23 @@ def republish_stale_batches(settings: Settings) -> int:
     """Publish again the unfinished batches of `sending` campaigns that were never published
     (a web process died after its commit) or were published long ago (a Redis flush, a dead
     worker). The claim makes a duplicate send nothing twice."""
-    rows = list(SendBatch
-                .update(state="published", published_at=fn.now(),
-                        publish_count=SendBatch.publish_count + 1)
-                .from_(Campaign)
-                .where((Campaign.id == SendBatch.campaign)
-                       & (Campaign.status == "sending")
-                       & (SendBatch.state != "finished")
-                       & (fn.COALESCE(SendBatch.published_at, SendBatch.created_at)
-                          < milliseconds_ago(settings.batch_stale_after_ms)))
-                .returning(SendBatch.campaign, Campaign.shop, SendBatch.recipient_ids)
-                .tuples())
+    rows = list(
+        SendBatch.update(
+            state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
+        )
+        .from_(Campaign)
+        .where(
+            (Campaign.id == SendBatch.campaign)
+            & (Campaign.status == "sending")
+            & (SendBatch.state != "finished")
+            & (
+                fn.COALESCE(SendBatch.published_at, SendBatch.created_at)
+                < milliseconds_ago(settings.batch_stale_after_ms)
+            )
+        )
+        .returning(SendBatch.campaign, Campaign.shop, SendBatch.recipient_ids)
+        .tuples()
+    )
     for campaign_id, shop_id, recipient_ids in rows:
         dispatch.publish_batch(campaign_id, shop_id, recipient_ids)
     if rows:
@@ -57,66 +64,81 @@ def upgrade_by_evidence(settings: Settings) -> int:
     """Recipients whose outcome is unknown (claim timed out, or already failed as
     `unknown_outcome`) but for which a delivery report names them by reference: the provider
     has the message, so they become `sent` with their debit."""
-    names_it = ((DeliveryReport.reference == CampaignRecipient.id.cast("text"))
-                | ((DeliveryReport.reference == CampaignRecipient.batch_key)
-                   & (DeliveryReport.to == CampaignRecipient.phone)))
-    claim_timed_out = ((CampaignRecipient.status == "sending")
-                       & (CampaignRecipient.claimed_at
-                          < milliseconds_ago(settings.claim_timeout_ms)))
-    failed_unknown = ((CampaignRecipient.status == "failed")
-                      & (CampaignRecipient.error == "unknown_outcome"))
-    rows = list(CampaignRecipient
-                .select(CampaignRecipient.id, CampaignRecipient.campaign,
-                        CampaignRecipient.shop_id, CampaignRecipient.contact_id,
-                        CampaignRecipient.phone, CampaignRecipient.country,
-                        CampaignRecipient.first_name, DeliveryReport.provider_id)
-                .join(DeliveryReport, on=DeliveryReport.provider_id.is_null(False) & names_it)
-                .switch(CampaignRecipient)
-                .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
-                .where(evidence.counts_for(settings) & (claim_timed_out | failed_unknown))
-                .distinct(CampaignRecipient.id)
-                .order_by(CampaignRecipient.id, DeliveryReport.id)
-                .tuples())
+    names_it = (DeliveryReport.reference == CampaignRecipient.id.cast("text")) | (
+        (DeliveryReport.reference == CampaignRecipient.batch_key)
+        & (DeliveryReport.to == CampaignRecipient.phone)
+    )
+    claim_timed_out = (CampaignRecipient.status == "sending") & (
+        CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms)
+    )
+    failed_unknown = (CampaignRecipient.status == "failed") & (
+        CampaignRecipient.error == "unknown_outcome"
+    )
+    rows = list(
+        CampaignRecipient.select(
+            CampaignRecipient.id,
+            CampaignRecipient.campaign,
+            CampaignRecipient.shop_id,
+            CampaignRecipient.contact_id,
+            CampaignRecipient.phone,
+            CampaignRecipient.country,
+            CampaignRecipient.first_name,
+            DeliveryReport.provider_id,
+        )
+        .join(DeliveryReport, on=DeliveryReport.provider_id.is_null(False) & names_it)
+        .switch(CampaignRecipient)
+        .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
+        .where(evidence.counts_for(settings) & (claim_timed_out | failed_unknown))
+        .distinct(CampaignRecipient.id)
+        .order_by(CampaignRecipient.id, DeliveryReport.id)
+        .tuples()
+    )
     by_campaign: dict[tuple[int, int], list[evidence.Evidence]] = defaultdict(list)
     for rid, campaign_id, shop_id, contact_id, phone, country, first_name, provider_id in rows:
         by_campaign[(campaign_id, shop_id)].append(
-            (Claimed(rid, contact_id, phone, country, first_name), provider_id))
+            (Claimed(rid, contact_id, phone, country, first_name), provider_id)
+        )
     upgraded = 0
     for (campaign_id, shop_id), items in by_campaign.items():
         try:
             upgraded += evidence.persist_evidence(shop_id, campaign_id, items, settings)
             delivery.apply_reports(campaign_id=campaign_id)
         except Exception:  # noqa: BLE001 - one campaign's failure must not hold up the others
-            log.exception("upgrading by evidence failed",
-                          extra={"campaign_id": campaign_id, "shop_id": shop_id})
+            log.exception(
+                "upgrading by evidence failed",
+                extra={"campaign_id": campaign_id, "shop_id": shop_id},
+            )
     return upgraded
 
 
 def fail_unknown_outcomes(settings: Settings) -> int:
     """Claims older than CLAIM_TIMEOUT_MS without evidence: `failed`, reason `unknown_outcome`,
     no debit. Never resent: at most once towards the provider."""
-    open_campaigns = (Campaign
-                      .select(Campaign.id)
-                      .where(Campaign.status.in_(("sending", "paused", "cancelled"))))
-    return (CampaignRecipient
-            .update(status="failed", error="unknown_outcome", updated_at=fn.now())
-            .where((CampaignRecipient.status == "sending")
-                   & (CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms))
-                   & CampaignRecipient.campaign.in_(open_campaigns))
-            .execute())
+    open_campaigns = Campaign.select(Campaign.id).where(
+        Campaign.status.in_(("sending", "paused", "cancelled"))
+    )
+    return (
+        CampaignRecipient.update(status="failed", error="unknown_outcome", updated_at=fn.now())
+        .where(
+            (CampaignRecipient.status == "sending")
+            & (CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms))
+            & CampaignRecipient.campaign.in_(open_campaigns)
+        )
+        .execute()
+    )
 
 
 def finalize_idle_campaigns(settings: Settings) -> dict[int, str]:
     """Finish every `sending` campaign that has nothing pending or in flight."""
-    in_flight = (CampaignRecipient
-                 .select(SQL("1"))
-                 .where((CampaignRecipient.campaign == Campaign.id)
-                        & CampaignRecipient.status.in_(("pending", "sending"))))
-    idle = (Campaign
-            .select(Campaign.id)
-            .where((Campaign.status == "sending")
-                   & ~fn.EXISTS(in_flight))
-            .scalars())
+    in_flight = CampaignRecipient.select(SQL("1")).where(
+        (CampaignRecipient.campaign == Campaign.id)
+        & CampaignRecipient.status.in_(("pending", "sending"))
+    )
+    idle = (
+        Campaign.select(Campaign.id)
+        .where((Campaign.status == "sending") & ~fn.EXISTS(in_flight))
+        .scalars()
+    )
     finished = {}
     for campaign_id in list(idle):
         status = delivery.refresh_campaign(campaign_id, settings)
@@ -128,12 +150,12 @@ def finalize_idle_campaigns(settings: Settings) -> dict[int, str]:
 def finalize_cancelled_campaigns(settings: Settings) -> dict[int, str]:
     """Finish every cancelled campaign whose calls in flight have all resolved: its
     reservation, still holding their part, is settled (`service.reservations`)."""
-    unsettled = (CreditReservation
-                 .select(CreditReservation.campaign)
-                 .join(Campaign)
-                 .where((CreditReservation.status == "active")
-                        & (Campaign.status == "cancelled"))
-                 .scalars())
+    unsettled = (
+        CreditReservation.select(CreditReservation.campaign)
+        .join(Campaign)
+        .where((CreditReservation.status == "active") & (Campaign.status == "cancelled"))
+        .scalars()
+    )
     finished = {}
     for campaign_id in list(unsettled):
         if delivery.finalize_cancelled(campaign_id, settings):
@@ -144,20 +166,23 @@ def finalize_cancelled_campaigns(settings: Settings) -> dict[int, str]:
 def release_finished_reservations(settings: Settings) -> int:
     """No active reservation outlives its campaign, and no hold outlives the evidence window:
     settle what a finished campaign still holds, release holds that expired."""
-    return (reservations.settle_finished(settings)
-            + reservations.release_expired_holds(settings))
+    return reservations.settle_finished(settings) + reservations.release_expired_holds(settings)
 
 
 def reconcile(settings: Settings) -> ReconcileReport:
     """Every repair, in the order that lets one feed the next. A repair that fails is logged
     and reported; the ones after it still run."""
     report = ReconcileReport()
-    steps = (("republished_batches", lambda: republish_stale_batches(settings)),
-             ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings)),
-             ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),
-             ("finalized", lambda: {**finalize_idle_campaigns(settings),
-                                    **finalize_cancelled_campaigns(settings)}),
-             ("released_reservations", lambda: release_finished_reservations(settings)))
+    steps = (
+        ("republished_batches", lambda: republish_stale_batches(settings)),
+        ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings)),
+        ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),
+        (
+            "finalized",
+            lambda: {**finalize_idle_campaigns(settings), **finalize_cancelled_campaigns(settings)},
+        ),
+        ("released_reservations", lambda: release_finished_reservations(settings)),
+    )
     for name, repair in steps:
         try:
             setattr(report, name, repair())

@@ -14,6 +14,7 @@
 So `available` never counts credits a message in flight may still take, and a late debit always
 finds credits held for it: the balance covers it without going below zero.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,14 +30,16 @@ from service.infra.config import Settings
 # Campaign statuses whose reservation still covers everything they have not sent.
 MAY_SEND = ("draft", "scheduled", "sending", "paused")
 IN_FLIGHT = CampaignRecipient.status == "sending"
-UNKNOWN_OUTCOME = ((CampaignRecipient.status == "failed")
-                   & (CampaignRecipient.error == "unknown_outcome"))
+UNKNOWN_OUTCOME = (CampaignRecipient.status == "failed") & (
+    CampaignRecipient.error == "unknown_outcome"
+)
 
 
 @dataclass(frozen=True)
 class Hold:
     """What may still be charged for a campaign: its calls in flight and its messages of
     unknown outcome, each as (recipients, upper bound of their cost in credits)."""
+
     in_flight: int = 0
     in_flight_credits: int = 0
     unknown: int = 0
@@ -57,19 +60,23 @@ class Hold:
 def unresolved_hold(campaign_id: int, settings: Settings) -> Hold:
     """The upper bound of what the campaign's unresolved messages may cost, computed as the
     enqueue reserved it (`composition.cost_upper_bound`), so it never exceeds their share."""
-    campaign = (Campaign
-                .select(Campaign.text, Campaign.append_unsubscribe)
-                .where(Campaign.id == campaign_id)
-                .first())
+    campaign = (
+        Campaign.select(Campaign.text, Campaign.append_unsubscribe)
+        .where(Campaign.id == campaign_id)
+        .first()
+    )
     if campaign is None:
         return Hold()
-    unresolved = (CampaignRecipient
-                  .select(IN_FLIGHT.alias("in_flight"), CampaignRecipient.first_name,
-                          fn.COUNT(SQL("*")).alias("count"))
-                  .where((CampaignRecipient.campaign == campaign_id)
-                         & (IN_FLIGHT | UNKNOWN_OUTCOME))
-                  .group_by(SQL("1"), CampaignRecipient.first_name)
-                  .tuples())
+    unresolved = (
+        CampaignRecipient.select(
+            IN_FLIGHT.alias("in_flight"),
+            CampaignRecipient.first_name,
+            fn.COUNT(SQL("*")).alias("count"),
+        )
+        .where((CampaignRecipient.campaign == campaign_id) & (IN_FLIGHT | UNKNOWN_OUTCOME))
+        .group_by(SQL("1"), CampaignRecipient.first_name)
+        .tuples()
+    )
     base = settings.public_base_url
     short = links.sample_short_url(base)
     unsubscribe = links.sample_unsubscribe_url(base) if campaign.append_unsubscribe else None
@@ -94,41 +101,47 @@ def settle(campaign_id: int, settings: Settings) -> str | None:
     The reservation row is locked before the hold is read, so settles run one at a time; a
     debit committed after the hold was read is taken from the hold, so the hold is never
     short. Credits once released stay released: another campaign may have reserved them."""
-    status = (Campaign
-              .select(Campaign.status)
-              .where(Campaign.id == campaign_id)
-              .scalar())
+    status = Campaign.select(Campaign.status).where(Campaign.id == campaign_id).scalar()
     if status is None or status in MAY_SEND:
         return None  # checked unlocked: a campaign that can send no more never can again
     with db.atomic():
-        reservation = (CreditReservation
-                       .select(CreditReservation.id)
-                       .where((CreditReservation.campaign == campaign_id)
-                              & (CreditReservation.status != "released"))
-                       .for_update()
-                       .first())
+        reservation = (
+            CreditReservation.select(CreditReservation.id)
+            .where(
+                (CreditReservation.campaign == campaign_id)
+                & (CreditReservation.status != "released")
+            )
+            .for_update()
+            .first()
+        )
         if reservation is None:
             return None
         hold = unresolved_hold(campaign_id, settings)
         unneeded = CreditReservation.amount - CreditReservation.consumed - hold.credits
-        (CreditReservation
-         .update(released=fn.GREATEST(CreditReservation.released, unneeded, 0),
-                 status=hold.status,
-                 released_at=fn.now() if hold.status == "released" else None)
-         .where(CreditReservation.id == reservation.id)
-         .execute())
+        (
+            CreditReservation.update(
+                released=fn.GREATEST(CreditReservation.released, unneeded, 0),
+                status=hold.status,
+                released_at=fn.now() if hold.status == "released" else None,
+            )
+            .where(CreditReservation.id == reservation.id)
+            .execute()
+        )
     return hold.status
 
 
 def release_expired_holds(settings: Settings) -> int:
     """Release the holds of campaigns that finished more than EVIDENCE_WINDOW_MS ago: from
     then on evidence no longer counts (`service.evidence`), so nothing can be charged."""
-    expired = (CreditReservation
-               .select(CreditReservation.campaign)
-               .join(Campaign)
-               .where((CreditReservation.status == "held")
-                      & (Campaign.finished_at < milliseconds_ago(settings.evidence_window_ms)))
-               .scalars())
+    expired = (
+        CreditReservation.select(CreditReservation.campaign)
+        .join(Campaign)
+        .where(
+            (CreditReservation.status == "held")
+            & (Campaign.finished_at < milliseconds_ago(settings.evidence_window_ms))
+        )
+        .scalars()
+    )
     return sum(credits.release(campaign_id) for campaign_id in list(expired))
 
 
@@ -136,11 +149,14 @@ def settle_finished(settings: Settings) -> int:
     """Settle every active reservation of a completed or failed campaign (a repair: their
     finalisation settles them; cancelled ones are settled by `delivery.finalize_cancelled`):
     no active reservation outlives its campaign. Returns how many are no longer active."""
-    finished = (CreditReservation
-                .select(CreditReservation.campaign)
-                .join(Campaign)
-                .where((CreditReservation.status == "active")
-                       & Campaign.status.in_(("completed", "failed")))
-                .scalars())
-    return sum(settle(campaign_id, settings) in ("held", "released")
-               for campaign_id in list(finished))
+    finished = (
+        CreditReservation.select(CreditReservation.campaign)
+        .join(Campaign)
+        .where(
+            (CreditReservation.status == "active") & Campaign.status.in_(("completed", "failed"))
+        )
+        .scalars()
+    )
+    return sum(
+        settle(campaign_id, settings) in ("held", "released") for campaign_id in list(finished)
+    )

@@ -3,6 +3,7 @@
 Every effect is a conditional update or goes through `enqueue` (itself conditional on the
 campaign being `scheduled`), so two clocks running these at once launch nothing twice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,13 +16,13 @@ from peewee import Select, Value, fn
 from models import Campaign, CampaignRecipient, DeliveryReport
 from models.database import db
 from models.expressions import epoch_seconds, milliseconds_ago
+from service import enqueue
 from service.errors import (
     InsufficientCredits,
     InvalidTransition,
     NoRecipients,
     NotFound,
 )
-from service import enqueue
 from service.infra import dispatch
 from service.infra.config import Settings
 
@@ -51,41 +52,55 @@ def expire_overdue(grace_ms: int, now: datetime) -> list[int]:
     """Fail scheduled campaigns more than `grace_ms` past their time: after a long outage a
     merchant's "Friday 9:00 sale" must not go out on Sunday without anyone deciding so."""
     late_s = fn.floor(epoch_seconds(Value(now) - Campaign.scheduled_at)).cast("bigint")
-    reason = fn.format("not sent: found %s s after scheduled_at, beyond the %s s grace"
-                       " (the clock did not launch it in time)", late_s, Value(grace_ms) / 1000)
-    rows = list(Campaign
-                .update(status="failed", finished_at=fn.now(), updated_at=fn.now(),
-                        status_reason=reason)
-                .where((Campaign.status == "scheduled")
-                       & (Campaign.scheduled_at < now - timedelta(milliseconds=grace_ms)))
-                .returning(Campaign.id, Campaign.shop, Campaign.status_reason)
-                .tuples())
+    reason = fn.format(
+        "not sent: found %s s after scheduled_at, beyond the %s s grace"
+        " (the clock did not launch it in time)",
+        late_s,
+        Value(grace_ms) / 1000,
+    )
+    rows = list(
+        Campaign.update(
+            status="failed", finished_at=fn.now(), updated_at=fn.now(), status_reason=reason
+        )
+        .where(
+            (Campaign.status == "scheduled")
+            & (Campaign.scheduled_at < now - timedelta(milliseconds=grace_ms))
+        )
+        .returning(Campaign.id, Campaign.shop, Campaign.status_reason)
+        .tuples()
+    )
     for campaign_id, shop_id, reason in rows:
-        log.warning("scheduled campaign overdue: failed", extra={
-            "campaign_id": campaign_id, "shop_id": shop_id, "reason": reason})
+        log.warning(
+            "scheduled campaign overdue: failed",
+            extra={"campaign_id": campaign_id, "shop_id": shop_id, "reason": reason},
+        )
     return [row[0] for row in rows]
 
 
 def due_campaigns(grace_ms: int, now: datetime, limit: int) -> list[tuple[int, int]]:
     """(campaign id, shop id) of scheduled campaigns whose time has come, oldest first."""
-    return list(Campaign
-                .select(Campaign.id, Campaign.shop)
-                .where((Campaign.status == "scheduled")
-                       & (Campaign.scheduled_at <= now)
-                       & (Campaign.scheduled_at >= now - timedelta(milliseconds=grace_ms)))
-                .order_by(Campaign.scheduled_at, Campaign.id)
-                .limit(limit)
-                .tuples())
+    return list(
+        Campaign.select(Campaign.id, Campaign.shop)
+        .where(
+            (Campaign.status == "scheduled")
+            & (Campaign.scheduled_at <= now)
+            & (Campaign.scheduled_at >= now - timedelta(milliseconds=grace_ms))
+        )
+        .order_by(Campaign.scheduled_at, Campaign.id)
+        .limit(limit)
+        .tuples()
+    )
 
 
 def fail_scheduled(campaign_id: int, reason: str) -> bool:
     """scheduled -> failed with `reason`; False if the campaign left `scheduled` meanwhile."""
-    return bool(Campaign
-                .update(status="failed", status_reason=reason, finished_at=fn.now(),
-                        updated_at=fn.now())
-                .where((Campaign.id == campaign_id)
-                       & (Campaign.status == "scheduled"))
-                .execute())
+    return bool(
+        Campaign.update(
+            status="failed", status_reason=reason, finished_at=fn.now(), updated_at=fn.now()
+        )
+        .where((Campaign.id == campaign_id) & (Campaign.status == "scheduled"))
+        .execute()
+    )
 
 
 def launch(shop_id: int, campaign_id: int, settings: Settings, report: LaunchReport) -> None:
@@ -100,16 +115,24 @@ def launch(shop_id: int, campaign_id: int, settings: Settings, report: LaunchRep
         reason = f"not sent: {error.title.lower()}: {error.description}"
         if fail_scheduled(campaign_id, reason):
             report.failed[campaign_id] = reason
-            log.warning("scheduled campaign cannot be sent: failed",
-                        extra={**context, "reason": reason})
+            log.warning(
+                "scheduled campaign cannot be sent: failed", extra={**context, "reason": reason}
+            )
         return
     report.launched.append(campaign_id)
-    log.info("scheduled campaign launched", extra={
-        **context, "recipients": result.recipients, "reserved_credits": result.reserved_credits})
+    log.info(
+        "scheduled campaign launched",
+        extra={
+            **context,
+            "recipients": result.recipients,
+            "reserved_credits": result.reserved_credits,
+        },
+    )
 
 
-def launch_due_campaigns(settings: Settings, now: datetime | None = None,
-                         limit: int = 1000) -> LaunchReport:
+def launch_due_campaigns(
+    settings: Settings, now: datetime | None = None, limit: int = 1000
+) -> LaunchReport:
     """Launch every scheduled campaign whose time has come (database time unless `now` is
     given); fail those overdue by more than SCHEDULE_GRACE_MS or that cannot be sent."""
     now = now or database_now()
@@ -121,21 +144,22 @@ def launch_due_campaigns(settings: Settings, now: datetime | None = None,
 
 def campaigns_to_refresh(limit: int = 10_000) -> list[int]:
     """Campaigns still sending, and finished ones with delivery reports waiting to be applied."""
-    sending = (Campaign
-               .select(Campaign.id)
-               .where(Campaign.status == "sending"))
-    with_waiting_reports = (DeliveryReport
-                            .select(CampaignRecipient.campaign)
-                            .join(CampaignRecipient,
-                                  on=(CampaignRecipient.mitto_message_id
-                                      == DeliveryReport.provider_id))
-                            .where(DeliveryReport.applied_at.is_null()
-                                   & DeliveryReport.provider_id.is_null(False)
-                                   & (DeliveryReport.received_at > milliseconds_ago(
-                                       REFRESH_REPORTS_WINDOW_HOURS * 3_600_000))))
-    return sorted((sending | with_waiting_reports)
-                  .limit(limit)
-                  .scalars())
+    sending = Campaign.select(Campaign.id).where(Campaign.status == "sending")
+    with_waiting_reports = (
+        DeliveryReport.select(CampaignRecipient.campaign)
+        .join(
+            CampaignRecipient, on=(CampaignRecipient.mitto_message_id == DeliveryReport.provider_id)
+        )
+        .where(
+            DeliveryReport.applied_at.is_null()
+            & DeliveryReport.provider_id.is_null(False)
+            & (
+                DeliveryReport.received_at
+                > milliseconds_ago(REFRESH_REPORTS_WINDOW_HOURS * 3_600_000)
+            )
+        )
+    )
+    return sorted((sending | with_waiting_reports).limit(limit).scalars())
 
 
 def refresh_statuses(limit: int = 10_000) -> list[int]:

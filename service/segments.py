@@ -10,9 +10,10 @@ the next part, which is why the count is a greedy packing rather than a plain ce
 The empty text is not sendable, so it costs 0 segments (not the 1 a provider would charge if it
 accepted it); callers reject empty messages before they get here.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 GSM7 = "GSM-7"
 UCS2 = "UCS-2"
@@ -24,7 +25,8 @@ UCS2 = "UCS-2"
 # text containing "ç" must still be sent UCS-2 to arrive intact).
 _GSM7_BASIC_TABLE = (
     "@£$¥èéùìòÇ\nØø\rÅå"  # 0x00-0x0F
-    "Δ_ΦΓΛΩΠΨΣΘΞ" "ÆæßÉ"  # 0x10-0x1F, ESC at 0x1B left out
+    "Δ_ΦΓΛΩΠΨΣΘΞ"
+    "ÆæßÉ"  # 0x10-0x1F, ESC at 0x1B left out
     " !\"#¤%&'()*+,-./"  # 0x20-0x2F
     "0123456789:;<=>?"  # 0x30-0x3F
     "¡ABCDEFGHIJKLMNO"  # 0x40-0x4F

@@ -7,11 +7,13 @@ if that fails after the provider accepted, the results go to `persistSmsResults`
 writes them without calling the provider again. How a batch is cut into windows is
 `service.windows`; what each recipient's text is and costs is `service.messages`.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from peewee import SQL, fn
 
@@ -50,6 +52,7 @@ class Accepted:
 @dataclass
 class BatchReport:
     """What one delivery of a batch (or one of its windows) did."""
+
     claimed: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -81,6 +84,7 @@ class BatchReport:
 @dataclass
 class BatchOutcomes:
     """A batch's provider results, sorted by what happens to each recipient next."""
+
     accepted: list[Accepted] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     not_sent: list[int] = field(default_factory=list)
@@ -89,10 +93,16 @@ class BatchOutcomes:
     counts: dict[str, int] = field(default_factory=dict)  # outcome -> recipients
 
     def report(self, claimed: int, persisted: bool) -> BatchReport:
-        return BatchReport(claimed=claimed, accepted=len(self.accepted),
-                           rejected=len(self.rejected), not_sent=len(self.not_sent),
-                           unknown=self.unknown, retry_after_s=self.retry_after_s,
-                           persisted=persisted, outcomes=self.counts)
+        return BatchReport(
+            claimed=claimed,
+            accepted=len(self.accepted),
+            rejected=len(self.rejected),
+            not_sent=len(self.not_sent),
+            unknown=self.unknown,
+            retry_after_s=self.retry_after_s,
+            persisted=persisted,
+            outcomes=self.counts,
+        )
 
 
 def pending_recipients(campaign_id: int, recipient_ids: Sequence[int]) -> list[int]:
@@ -100,14 +110,17 @@ def pending_recipients(campaign_id: int, recipient_ids: Sequence[int]) -> list[i
     batch cuts its windows from these only. A read: the claim of each window decides.
 
     `campaign_id + 0` keeps the planner on the primary key, as in the claim below."""
-    return list(CampaignRecipient
-                .select(CampaignRecipient.id)
-                .where(CampaignRecipient.id == any_of(recipient_ids),
-                       (CampaignRecipient.campaign + 0) == campaign_id,
-                       CampaignRecipient.status == "pending",
-                       CampaignRecipient.mitto_message_id.is_null())
-                .order_by(CampaignRecipient.id)
-                .scalars())
+    return list(
+        CampaignRecipient.select(CampaignRecipient.id)
+        .where(
+            CampaignRecipient.id == any_of(recipient_ids),
+            (CampaignRecipient.campaign + 0) == campaign_id,
+            CampaignRecipient.status == "pending",
+            CampaignRecipient.mitto_message_id.is_null(),
+        )
+        .order_by(CampaignRecipient.id)
+        .scalars()
+    )
 
 
 def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -> list[Claimed]:
@@ -136,7 +149,8 @@ def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -
         "   AND NOT EXISTS (SELECT 1 FROM suppression s"
         "                   WHERE s.shop_id = r.shop_id AND s.phone = r.phone)"
         " RETURNING r.id, r.contact_id, r.phone, r.country, r.first_name",
-        {"c": campaign_id, "ids": list(recipient_ids), "key": key})
+        {"c": campaign_id, "ids": list(recipient_ids), "key": key},
+    )
     return sorted(Claimed(*row) for row in rows)
 
 
@@ -153,35 +167,53 @@ def unclaim(recipient_ids: Sequence[int], key: str) -> int:
     if not ids:
         return 0
     with db.atomic():
-        campaign_status = (Campaign
-                           .select(Campaign.status)
-                           .where(Campaign.id.in_(CampaignRecipient
-                                                  .select(CampaignRecipient.campaign)
-                                                  .where(CampaignRecipient.id.in_(ids))))
-                           .for_update("FOR SHARE")
-                           .scalar())
+        campaign_status = (
+            Campaign.select(Campaign.status)
+            .where(
+                Campaign.id.in_(
+                    CampaignRecipient.select(CampaignRecipient.campaign).where(
+                        CampaignRecipient.id.in_(ids)
+                    )
+                )
+            )
+            .for_update("FOR SHARE")
+            .scalar()
+        )
         cancelled = campaign_status == "cancelled"
-        given_back = ({CampaignRecipient.status: "skipped", CampaignRecipient.error: "cancelled"}
-                      if cancelled else
-                      {CampaignRecipient.status: "pending", CampaignRecipient.claimed_at: None,
-                       CampaignRecipient.batch_key: None})
-        undone = (CampaignRecipient
-                  .update({**given_back, CampaignRecipient.updated_at: fn.now()})
-                  .where(CampaignRecipient.id.in_(ids),
-                         CampaignRecipient.status == "sending",
-                         CampaignRecipient.batch_key == key,
-                         CampaignRecipient.mitto_message_id.is_null())
-                  .execute())
+        given_back = (
+            {CampaignRecipient.status: "skipped", CampaignRecipient.error: "cancelled"}
+            if cancelled
+            else {
+                CampaignRecipient.status: "pending",
+                CampaignRecipient.claimed_at: None,
+                CampaignRecipient.batch_key: None,
+            }
+        )
+        undone = (
+            CampaignRecipient.update({**given_back, CampaignRecipient.updated_at: fn.now()})
+            .where(
+                CampaignRecipient.id.in_(ids),
+                CampaignRecipient.status == "sending",
+                CampaignRecipient.batch_key == key,
+                CampaignRecipient.mitto_message_id.is_null(),
+            )
+            .execute()
+        )
         if undone and not cancelled:
-            (SendBatch
-             .update(state="published", finished_at=None)
-             .where(SendBatch.key == key, SendBatch.state == "finished")
-             .execute())
+            (
+                SendBatch.update(state="published", finished_at=None)
+                .where(SendBatch.key == key, SendBatch.state == "finished")
+                .execute()
+            )
     return undone
 
 
-def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted],
-                    rejected: Sequence[tuple[int, str]]) -> int:
+def persist_results(
+    shop_id: int,
+    campaign_id: int,
+    accepted: Sequence[Accepted],
+    rejected: Sequence[tuple[int, str]],
+) -> int:
     """Record a batch's provider outcomes in one transaction; idempotent, so a replay (the
     repair actor) changes nothing. Returns the credits debited by this call.
 
@@ -203,50 +235,61 @@ def persist_results(shop_id: int, campaign_id: int, accepted: Sequence[Accepted]
                 " WHERE r.id = v.id AND r.mitto_message_id IS NULL"
                 "   AND (r.status = 'sending' OR (r.status = 'failed'"
                 "        AND r.error = 'unknown_outcome'))",
-                ([a.recipient_id for a in accepted], [a.provider_id for a in accepted]))
+                ([a.recipient_id for a in accepted], [a.provider_id for a in accepted]),
+            )
             debited = credits.insert_debits(
-                shop_id, campaign_id, [(a.recipient_id, a.segments) for a in accepted])
+                shop_id, campaign_id, [(a.recipient_id, a.segments) for a in accepted]
+            )
             execute_many(
                 "INSERT INTO message_log (shop_id, campaign_id, recipient_id, provider_id, text,"
                 " segments, country) VALUES %s ON CONFLICT (recipient_id) DO NOTHING",
-                [(shop_id, campaign_id, a.recipient_id, a.provider_id, a.text, a.segments,
-                  a.country) for a in accepted])
+                [
+                    (
+                        shop_id,
+                        campaign_id,
+                        a.recipient_id,
+                        a.provider_id,
+                        a.text,
+                        a.segments,
+                        a.country,
+                    )
+                    for a in accepted
+                ],
+            )
         if rejected:
             execute(
                 "UPDATE campaign_recipient r SET status = 'failed', error = v.reason,"
                 " updated_at = now() FROM unnest(%s::bigint[], %s::text[]) AS v(id, reason)"
                 " WHERE r.id = v.id AND r.status = 'sending'",
-                ([rid for rid, _ in rejected], [reason for _, reason in rejected]))
+                ([rid for rid, _ in rejected], [reason for _, reason in rejected]),
+            )
         # Rows every batch of the campaign and shop share come last, so their locks are held
         # only until the commit, in one order everywhere: campaign, reservation, shop.
-        (Campaign
-         .update(last_progress_at=fn.now())
-         .where(Campaign.id == campaign_id)
-         .execute())
+        (Campaign.update(last_progress_at=fn.now()).where(Campaign.id == campaign_id).execute())
         credits.consume(shop_id, campaign_id, debited)
     return debited
 
 
 def finish_batch(key: str) -> bool:
     """Mark the batch finished once none of its recipients is pending any more."""
-    pending = (CampaignRecipient
-               .select(SQL("1"))
-               .where(CampaignRecipient.id == fn.ANY(SendBatch.recipient_ids),
-                      CampaignRecipient.status == "pending"))
-    return bool(SendBatch
-                .update(state="finished", finished_at=fn.now())
-                .where(SendBatch.key == key,
-                       SendBatch.state != "finished",
-                       ~fn.EXISTS(pending))
-                .execute())
+    pending = CampaignRecipient.select(SQL("1")).where(
+        CampaignRecipient.id == fn.ANY(SendBatch.recipient_ids),
+        CampaignRecipient.status == "pending",
+    )
+    return bool(
+        SendBatch.update(state="finished", finished_at=fn.now())
+        .where(SendBatch.key == key, SendBatch.state != "finished", ~fn.EXISTS(pending))
+        .execute()
+    )
 
 
 def unfinished_batches(campaign_id: int) -> int:
     """How many of the campaign's batches are not finished yet (0: its last batch is done)."""
-    return (SendBatch
-            .select()
-            .where(SendBatch.campaign == campaign_id, SendBatch.state != "finished")
-            .count())
+    return (
+        SendBatch.select()
+        .where(SendBatch.campaign == campaign_id, SendBatch.state != "finished")
+        .count()
+    )
 
 
 def callback_url(settings: Settings) -> str | None:
@@ -255,8 +298,14 @@ def callback_url(settings: Settings) -> str | None:
     return f"{settings.public_base_url}/webhooks/mitto/dlr?token={settings.dlr_webhook_secret}"
 
 
-def classify(campaign_id: int, key: str, claimed: Sequence[Claimed], texts: Sequence[str],
-             costs: Sequence[int], results: Sequence[SendResult]) -> BatchOutcomes:
+def classify(
+    campaign_id: int,
+    key: str,
+    claimed: Sequence[Claimed],
+    texts: Sequence[str],
+    costs: Sequence[int],
+    results: Sequence[SendResult],
+) -> BatchOutcomes:
     """Sort each claimed recipient by its call's outcome (SPEC 4.4): accepted (persisted with
     its text and cost), rejected (failed with the reason), surely not sent (given back, with
     the longest Retry-After), unknown (left claimed until evidence or the claim timeout)."""
@@ -264,8 +313,11 @@ def classify(campaign_id: int, key: str, claimed: Sequence[Claimed], texts: Sequ
     for recipient, text, cost, result in zip(claimed, texts, costs, results):
         outcomes.counts[result.outcome.value] = outcomes.counts.get(result.outcome.value, 0) + 1
         if result.outcome is Outcome.ACCEPTED:
-            outcomes.accepted.append(Accepted(recipient.id, result.provider_id, text, cost,
-                                              recipient.country))
+            # The classifier accepts only an answer that carries the message's id.
+            assert result.provider_id is not None
+            outcomes.accepted.append(
+                Accepted(recipient.id, result.provider_id, text, cost, recipient.country)
+            )
         elif result.outcome is Outcome.REJECTED:
             outcomes.rejected.append((recipient.id, result.reason or "rejected"))
         elif result.outcome is Outcome.NOT_SENT:
@@ -274,46 +326,60 @@ def classify(campaign_id: int, key: str, claimed: Sequence[Claimed], texts: Sequ
                 outcomes.retry_after_s = max(outcomes.retry_after_s or 0, result.retry_after_s)
         else:
             outcomes.unknown += 1
-            log.warning("unknown provider outcome; the claim stays until evidence or timeout",
-                        extra={"campaign_id": campaign_id, "recipient_id": recipient.id,
-                               "batch_key": key, "reason": result.reason})
+            log.warning(
+                "unknown provider outcome; the claim stays until evidence or timeout",
+                extra={
+                    "campaign_id": campaign_id,
+                    "recipient_id": recipient.id,
+                    "batch_key": key,
+                    "reason": result.reason,
+                },
+            )
     return outcomes
 
 
-def persist_or_hand_over(shop_id: int, campaign_id: int, key: str,
-                         outcomes: BatchOutcomes) -> bool:
+def persist_or_hand_over(shop_id: int, campaign_id: int, key: str, outcomes: BatchOutcomes) -> bool:
     """Persist a window's results; if that fails, hand them to `persistSmsResults` (the
     provider already has the messages) and say so (False)."""
     try:
         persist_results(shop_id, campaign_id, outcomes.accepted, outcomes.rejected)
         return True
     except Exception:  # noqa: BLE001 - any failure here must hand over to the repair
-        log.exception("persisting provider results failed; handing over to persistSmsResults",
-                      extra={"campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key})
-        dispatch.publish_persist({
-            "campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key,
-            "accepted": [a.as_list() for a in outcomes.accepted],
-            "rejected": [list(r) for r in outcomes.rejected]})
+        log.exception(
+            "persisting provider results failed; handing over to persistSmsResults",
+            extra={"campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key},
+        )
+        dispatch.publish_persist(
+            {
+                "campaign_id": campaign_id,
+                "shop_id": shop_id,
+                "batch_key": key,
+                "accepted": [a.as_list() for a in outcomes.accepted],
+                "rejected": [list(r) for r in outcomes.rejected],
+            }
+        )
         return False
 
 
 def campaign_sending(campaign_id: int) -> bool:
     """Whether the campaign is `sending` now (not paused, cancelled or finished)."""
-    return (Campaign
-            .select(Campaign.status)
-            .where(Campaign.id == campaign_id)
-            .scalar()) == "sending"
+    return (
+        Campaign.select(Campaign.status).where(Campaign.id == campaign_id).scalar()
+    ) == "sending"
 
 
-def republish_batch(campaign_id: int, shop_id: int, recipient_ids: list[int], key: str,
-                    delay_ms: int | None = None) -> None:
+def republish_batch(
+    campaign_id: int, shop_id: int, recipient_ids: list[int], key: str, delay_ms: int | None = None
+) -> None:
     """Put an unfinished batch back on the queue (its next delivery sends what is still
     pending), recorded as published now so the reconciler does not publish it again."""
-    (SendBatch
-     .update(state="published", published_at=fn.now(),
-             publish_count=SendBatch.publish_count + 1)
-     .where(SendBatch.key == key, SendBatch.state != "finished")
-     .execute())
+    (
+        SendBatch.update(
+            state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
+        )
+        .where(SendBatch.key == key, SendBatch.state != "finished")
+        .execute()
+    )
     dispatch.publish_batch(campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
 
 

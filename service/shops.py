@@ -1,4 +1,5 @@
 """Shops (tenants). A new shop gets its first API key (`service/api_keys.py`)."""
+
 from __future__ import annotations
 
 import peewee as pw
@@ -9,9 +10,14 @@ from service import api_keys
 from service.errors import InvalidInput
 
 
-def create_shop(domain: str, name: str, sender: str | None = None,
-                timezone: str = "UTC", help_text: str | None = None,
-                require_consent: bool = True) -> tuple[Shop, str]:
+def create_shop(
+    domain: str,
+    name: str,
+    sender: str | None = None,
+    timezone: str = "UTC",
+    help_text: str | None = None,
+    require_consent: bool = True,
+) -> tuple[Shop, str]:
     """Create a shop and its first API key; return both (the key in clear, shown once).
     Without `help_text` the shop answers HELP with `default_help_text`; with
     `require_consent` (the default for new shops) its campaigns reach only contacts with
@@ -19,10 +25,19 @@ def create_shop(domain: str, name: str, sender: str | None = None,
     key = api_keys.new_key()
     try:
         with db.atomic():
-            shop = Shop.create(domain=domain, name=name, sender=sender, timezone=timezone,
-                               help_text=help_text, require_consent=require_consent)
-            ApiKey.create(shop=shop, key_hash=api_keys.hash_key(key),
-                          prefix=key[:api_keys.SHOWN_PREFIX_LENGTH])
+            shop = Shop.create(
+                domain=domain,
+                name=name,
+                sender=sender,
+                timezone=timezone,
+                help_text=help_text,
+                require_consent=require_consent,
+            )
+            ApiKey.create(
+                shop=shop,
+                key_hash=api_keys.hash_key(key),
+                prefix=key[: api_keys.SHOWN_PREFIX_LENGTH],
+            )
     except pw.IntegrityError:
         raise InvalidInput(f"a shop with domain {domain!r} already exists", "domain") from None
     return shop, key
@@ -40,7 +55,4 @@ def help_text(shop: Shop) -> str:
 
 def by_domain(domain: str) -> Shop | None:
     """The shop of a Shopify shop domain (`example.myshopify.com`), case aside."""
-    return (Shop
-            .select()
-            .where(pw.fn.lower(Shop.domain) == domain.strip().lower())
-            .first())
+    return Shop.select().where(pw.fn.lower(Shop.domain) == domain.strip().lower()).first()

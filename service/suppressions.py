@@ -7,6 +7,7 @@ import that brings an erased number back finds the digest (`restore_erased`) and
 the number in clear again, so the enqueue and the send-time claim, which compare numbers in
 clear, leave it out like any other. Rotating SECRET_KEY makes the digests unrecognisable.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,23 +30,29 @@ def phone_digest(secret: str, phone: str) -> str:
 def suppress(shop_id: int, phone: str, source: str) -> bool:
     """Suppress `phone` for the shop (idempotent: the first source and time are kept). Returns
     whether it was not suppressed before."""
-    return bool(Suppression
-                .insert(shop=shop_id, phone=phone, source=source)
-                .on_conflict_ignore()
-                .as_rowcount()
-                .execute())
+    return bool(
+        Suppression.insert(shop=shop_id, phone=phone, source=source)
+        .on_conflict_ignore()
+        .as_rowcount()
+        .execute()
+    )
 
 
 def lift(shop_id: int, phone: str, secret: str) -> int:
     """Remove the shop's suppressions of `phone` that its owner may lift (by link, by reply,
     by erasure), in clear or hashed; returns how many."""
-    return (Suppression
-            .delete()
-            .where((Suppression.shop == shop_id)
-                   & ((Suppression.phone == phone)
-                      | (Suppression.phone_hash == phone_digest(secret, phone)))
-                   & Suppression.source.in_(LIFTABLE_SOURCES))
-            .execute())
+    return (
+        Suppression.delete()
+        .where(
+            (Suppression.shop == shop_id)
+            & (
+                (Suppression.phone == phone)
+                | (Suppression.phone_hash == phone_digest(secret, phone))
+            )
+            & Suppression.source.in_(LIFTABLE_SOURCES)
+        )
+        .execute()
+    )
 
 
 def hash_numbers(shop_id: int, phones: Sequence[str], secret: str) -> None:
@@ -53,34 +60,49 @@ def hash_numbers(shop_id: int, phones: Sequence[str], secret: str) -> None:
     a number that was not suppressed is suppressed as erased. Inside the caller's transaction."""
     if not phones:
         return
-    sources = dict(Suppression
-                   .select(Suppression.phone, Suppression.source)
-                   .where((Suppression.shop == shop_id)
-                          & Suppression.phone.in_(list(phones)))
-                   .tuples())
-    (Suppression
-     .insert_many([(shop_id, None, phone_digest(secret, phone), sources.get(phone, "erasure"))
-                   for phone in phones],
-                  fields=[Suppression.shop, Suppression.phone, Suppression.phone_hash,
-                          Suppression.source])
-     .on_conflict(conflict_target=[Suppression.shop, Suppression.phone_hash],
-                  conflict_where=Suppression.phone_hash.is_null(False), action="IGNORE")
-     .as_rowcount()
-     .execute())
-    (Suppression
-     .delete()
-     .where((Suppression.shop == shop_id)
-            & Suppression.phone.in_(list(phones)))
-     .execute())
+    sources = dict(
+        Suppression.select(Suppression.phone, Suppression.source)
+        .where((Suppression.shop == shop_id) & Suppression.phone.in_(list(phones)))
+        .tuples()
+    )
+    (
+        Suppression.insert_many(
+            [
+                (shop_id, None, phone_digest(secret, phone), sources.get(phone, "erasure"))
+                for phone in phones
+            ],
+            fields=[
+                Suppression.shop,
+                Suppression.phone,
+                Suppression.phone_hash,
+                Suppression.source,
+            ],
+        )
+        .on_conflict(
+            conflict_target=[Suppression.shop, Suppression.phone_hash],
+            conflict_where=Suppression.phone_hash.is_null(False),
+            action="IGNORE",
+        )
+        .as_rowcount()
+        .execute()
+    )
+    (
+        Suppression.delete()
+        .where((Suppression.shop == shop_id) & Suppression.phone.in_(list(phones)))
+        .execute()
+    )
 
 
 def hash_shop_numbers(shop_id: int, secret: str) -> int:
     """Shop erasure: every suppression of the shop in clear becomes its digest."""
-    phones = [phone for (phone,) in (Suppression
-                                     .select(Suppression.phone)
-                                     .where((Suppression.shop == shop_id)
-                                            & Suppression.phone.is_null(False))
-                                     .tuples())]
+    phones = [
+        phone
+        for (phone,) in (
+            Suppression.select(Suppression.phone)
+            .where((Suppression.shop == shop_id) & Suppression.phone.is_null(False))
+            .tuples()
+        )
+    ]
     with db.atomic():
         hash_numbers(shop_id, phones, secret)
     return len(phones)
@@ -92,27 +114,35 @@ def restore_erased(shop_id: int, phones: Iterable[str], secret: str) -> list[str
     by_digest = {phone_digest(secret, phone): phone for phone in phones}
     if not by_digest:
         return []
-    erased = list(Suppression
-                  .select(Suppression.phone_hash, Suppression.source)
-                  .where((Suppression.shop == shop_id)
-                         & Suppression.phone_hash.in_(list(by_digest)))
-                  .tuples())
+    erased = list(
+        Suppression.select(Suppression.phone_hash, Suppression.source)
+        .where((Suppression.shop == shop_id) & Suppression.phone_hash.in_(list(by_digest)))
+        .tuples()
+    )
     if not erased:
         return []
-    (Suppression
-     .insert_many([(shop_id, by_digest[digest], source) for digest, source in erased],
-                  fields=[Suppression.shop, Suppression.phone, Suppression.source])
-     .on_conflict_ignore()
-     .as_rowcount()
-     .execute())
+    (
+        Suppression.insert_many(
+            [(shop_id, by_digest[digest], source) for digest, source in erased],
+            fields=[Suppression.shop, Suppression.phone, Suppression.source],
+        )
+        .on_conflict_ignore()
+        .as_rowcount()
+        .execute()
+    )
     return sorted(by_digest[digest] for digest, _ in erased)
 
 
 def is_suppressed(shop_id: int, phone: str, secret: str) -> bool:
     """Whether the shop suppresses `phone`, in clear or as an erased number."""
-    return (Suppression
-            .select()
-            .where((Suppression.shop == shop_id)
-                   & ((Suppression.phone == phone)
-                      | (Suppression.phone_hash == phone_digest(secret, phone))))
-            .exists())
+    return (
+        Suppression.select()
+        .where(
+            (Suppression.shop == shop_id)
+            & (
+                (Suppression.phone == phone)
+                | (Suppression.phone_hash == phone_digest(secret, phone))
+            )
+        )
+        .exists()
+    )

@@ -16,6 +16,7 @@ the batch then goes back on the queue. Should the time limit, or anything else, 
 window all the same, the calls already made are waited for, their answers persisted and the
 claims never called given back before the exception goes on (`WindowCalls`, `salvage`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -91,6 +92,7 @@ class WindowCalls:
 @dataclass
 class BatchRun:
     """One delivery of a batch: what its windows share, and why it stopped short, if it did."""
+
     campaign_id: int
     shop_id: int
     key: str
@@ -110,10 +112,16 @@ class BatchSender:
     process's call slots (SEND_CONCURRENCY), shared by every thread of the worker process.
     `stopping` is set when the worker shuts down; `clock` is monotonic seconds."""
 
-    def __init__(self, settings: Settings, provider: Provider, calls: Executor,
-                 slots: CallSlots, limiter: RateLimiter | None = None,
-                 stopping: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        provider: Provider,
+        calls: Executor,
+        slots: CallSlots,
+        limiter: RateLimiter | None = None,
+        stopping: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.provider = provider
         self.calls = calls
@@ -122,8 +130,9 @@ class BatchSender:
         self.stopping = stopping or threading.Event()
         self.clock = clock
 
-    def send(self, campaign_id: int, shop_id: int, recipient_ids: list[int],
-             key: str) -> BatchReport:
+    def send(
+        self, campaign_id: int, shop_id: int, recipient_ids: list[int], key: str
+    ) -> BatchReport:
         """Send one batch window by window. Then finish it; or, if it stopped short, leave it
         for resume (campaign no longer sending), for the actor's retry (calls surely not sent,
         nothing else done), or put its rest back on the queue (deadline, shutdown, throttled
@@ -137,9 +146,14 @@ class BatchSender:
         if context is None:
             raise NotFound(f"campaign {campaign_id} of shop {shop_id} does not exist")
         settings = self.settings
-        run = BatchRun(campaign_id, shop_id, key, context, budget=self.reserved(key),
-                       stop_by=began + (settings.send_time_limit_ms
-                                        - settings.send_window_worst_ms) / 1000)
+        run = BatchRun(
+            campaign_id,
+            shop_id,
+            key,
+            context,
+            budget=self.reserved(key),
+            stop_by=began + (settings.send_time_limit_ms - settings.send_window_worst_ms) / 1000,
+        )
         with self.slots.lease() as lease:
             self.send_windows(run, pending, lease)
         self.conclude(run, recipient_ids)
@@ -149,8 +163,11 @@ class BatchSender:
         """Window after window until the batch is done or one of them stops it."""
         while pending:
             wanted = 1 if run.bulk else len(pending)
-            if (self.stopping.is_set() or self.clock() > run.stop_by
-                    or not lease.take(wanted, run.stop_by - self.clock())):
+            if (
+                self.stopping.is_set()
+                or self.clock() > run.stop_by
+                or not lease.take(wanted, run.stop_by - self.clock())
+            ):
                 run.stopped = "deferred"
                 return
             try:
@@ -190,10 +207,12 @@ class BatchSender:
             if not self.cover(run, sum(costs)):
                 return self.fail_uncovered(run, claimed)
             self.call_provider(run, claimed, texts, calls)
-            outcomes = sending.classify(run.campaign_id, run.key, claimed, texts, costs,
-                                        calls.results())
-            persisted = sending.persist_or_hand_over(run.shop_id, run.campaign_id, run.key,
-                                                     outcomes)
+            outcomes = sending.classify(
+                run.campaign_id, run.key, claimed, texts, costs, calls.results()
+            )
+            persisted = sending.persist_or_hand_over(
+                run.shop_id, run.campaign_id, run.key, outcomes
+            )
             if outcomes.not_sent:
                 sending.unclaim(outcomes.not_sent, run.key)  # pending again
             return outcomes.report(len(claimed), persisted)
@@ -202,22 +221,32 @@ class BatchSender:
                 self.salvage(run, claimed, texts, costs, calls)
             raise
 
-    def call_provider(self, run: BatchRun, claimed: Sequence[Claimed], texts: Sequence[str],
-                      calls: WindowCalls) -> None:
+    def call_provider(
+        self, run: BatchRun, claimed: Sequence[Claimed], texts: Sequence[str], calls: WindowCalls
+    ) -> None:
         """Start the window's calls: one `/smsbulk` call for a uniform campaign, else one
         `/sms` call per recipient, all on the pool (the window holds a slot for each)."""
         callback = sending.callback_url(self.settings)
         sender = run.context.sender
         if run.bulk:
             numbers = [r.phone for r in claimed]
-            calls.start_bulk(lambda: self.provider.send_bulk(sender, numbers, texts[0],
-                                                             run.key, callback))
+            calls.start_bulk(
+                lambda: self.provider.send_bulk(sender, numbers, texts[0], run.key, callback)
+            )
             return
-        calls.start_each(lambda sms: self.provider.send_one(sender, sms, callback),
-                         [Sms(r.phone, text, str(r.id)) for r, text in zip(claimed, texts)])
+        calls.start_each(
+            lambda sms: self.provider.send_one(sender, sms, callback),
+            [Sms(r.phone, text, str(r.id)) for r, text in zip(claimed, texts)],
+        )
 
-    def salvage(self, run: BatchRun, claimed: Sequence[Claimed], texts: Sequence[str],
-                costs: Sequence[int], calls: WindowCalls) -> None:
+    def salvage(
+        self,
+        run: BatchRun,
+        claimed: Sequence[Claimed],
+        texts: Sequence[str],
+        costs: Sequence[int],
+        calls: WindowCalls,
+    ) -> None:
         """The window was interrupted (the time limit, a shutdown, an error): persist the
         answers of the calls already made, waiting for those under way, and give back every
         claim whose call never started or surely did not reach the provider."""
@@ -226,22 +255,32 @@ class BatchSender:
             answered = [(i, answer) for i, answer in enumerate(answers) if answer is not None]
             give_back = [claimed[i].id for i, answer in enumerate(answers) if answer is None]
             if answered:
-                outcomes = sending.classify(run.campaign_id, run.key,
-                                            [claimed[i] for i, _ in answered],
-                                            [texts[i] for i, _ in answered],
-                                            [costs[i] for i, _ in answered],
-                                            [answer for _, answer in answered])
+                outcomes = sending.classify(
+                    run.campaign_id,
+                    run.key,
+                    [claimed[i] for i, _ in answered],
+                    [texts[i] for i, _ in answered],
+                    [costs[i] for i, _ in answered],
+                    [answer for _, answer in answered],
+                )
                 sending.persist_or_hand_over(run.shop_id, run.campaign_id, run.key, outcomes)
                 give_back += outcomes.not_sent
             if give_back:
                 sending.unclaim(give_back, run.key)
-            log.warning("window interrupted: answers persisted, claims not sent given back",
-                        extra={"campaign_id": run.campaign_id, "batch_key": run.key,
-                               "answered": len(answered), "given_back": len(give_back)})
+            log.warning(
+                "window interrupted: answers persisted, claims not sent given back",
+                extra={
+                    "campaign_id": run.campaign_id,
+                    "batch_key": run.key,
+                    "answered": len(answered),
+                    "given_back": len(give_back),
+                },
+            )
         except Exception:  # noqa: BLE001 - the interruption itself must still propagate
-            log.exception("salvaging an interrupted window failed; its claims wait for the"
-                          " reconciler", extra={"campaign_id": run.campaign_id,
-                                                "batch_key": run.key})
+            log.exception(
+                "salvaging an interrupted window failed; its claims wait for the reconciler",
+                extra={"campaign_id": run.campaign_id, "batch_key": run.key},
+            )
 
     def conclude(self, run: BatchRun, recipient_ids: list[int]) -> None:
         """Finish the batch, or put its rest back on the queue when it stopped short for a
@@ -249,20 +288,29 @@ class BatchSender:
         report = run.report
         if run.stopped is None:
             sending.finish_batch(run.key)
-        elif run.stopped == "deferred" or (run.stopped == "not_sent"
-                                           and report.accepted + report.rejected):
+        elif run.stopped == "deferred" or (
+            run.stopped == "not_sent" and report.accepted + report.rejected
+        ):
             # A delivery that made progress is not a failed attempt: republishing keeps the
             # actor's retries for deliveries that could send nothing at all.
             delay = None
             if run.stopped == "not_sent":
-                delay = (int(report.retry_after_s * 1000) if report.retry_after_s is not None
-                         else THROTTLED_DELAY_MS)
-            sending.republish_batch(run.campaign_id, run.shop_id, recipient_ids, run.key,
-                                    delay)
+                delay = (
+                    int(report.retry_after_s * 1000)
+                    if report.retry_after_s is not None
+                    else THROTTLED_DELAY_MS
+                )
+            sending.republish_batch(run.campaign_id, run.shop_id, recipient_ids, run.key, delay)
             report.republished = True
-            log.info("batch stopped short; its rest is back on the queue",
-                     extra={"campaign_id": run.campaign_id, "batch_key": run.key,
-                            "reason": run.stopped, "delay_ms": delay})
+            log.info(
+                "batch stopped short; its rest is back on the queue",
+                extra={
+                    "campaign_id": run.campaign_id,
+                    "batch_key": run.key,
+                    "reason": run.stopped,
+                    "delay_ms": delay,
+                },
+            )
 
     def finish_duplicate(self, campaign_id: int, key: str) -> None:
         """A delivery with nothing pending. While the campaign is sending, an earlier delivery
@@ -272,23 +320,22 @@ class BatchSender:
 
     def reserved(self, key: str) -> int:
         """The batch's part of the campaign's reservation."""
-        return (SendBatch
-                .select(SendBatch.reserved)
-                .where(SendBatch.key == key)
-                .scalar()) or 0
+        return (SendBatch.select(SendBatch.reserved).where(SendBatch.key == key).scalar()) or 0
 
     def cover(self, run: BatchRun, cost: int) -> bool:
         """Whether what is left of the batch's part of the reservation covers `cost` (this
         delivery's windows draw on it in turn), else whether the shop's available credits
         cover the excess (the reservation then grows by it)."""
-        covered = cost <= run.budget or credits.cover_excess(run.shop_id, run.campaign_id,
-                                                             cost - run.budget)
+        covered = cost <= run.budget or credits.cover_excess(
+            run.shop_id, run.campaign_id, cost - run.budget
+        )
         if covered:
             run.budget = max(0, run.budget - cost)
         return covered
 
     def fail_uncovered(self, run: BatchRun, claimed: Sequence[Claimed]) -> BatchReport:
         """Nothing is sent: every claimed recipient fails with `insufficient_credits`."""
-        sending.persist_results(run.shop_id, run.campaign_id, [],
-                                [(r.id, "insufficient_credits") for r in claimed])
+        sending.persist_results(
+            run.shop_id, run.campaign_id, [], [(r.id, "insufficient_credits") for r in claimed]
+        )
         return BatchReport(claimed=len(claimed), rejected=len(claimed))

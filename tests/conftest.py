@@ -10,13 +10,14 @@ process publish through that broker too (the reconciler run in process, a batch 
 hand). Its RabbitMQ is TEST_BROKER_URL when that is amqp://, else TEST_RABBITMQ_URL (default:
 the local guest account). When it does not answer, the RabbitMQ runs are skipped with the
 reason; under CI (CI=true: .ci/run starts RabbitMQ) they fail instead."""
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import dramatiq
 import pytest
@@ -35,10 +36,25 @@ ADMIN_TOKEN = "test-admin-token-8c4e2a7f1b9d3e6a"
 DLR_WEBHOOK_SECRET = "test-dlr-secret-3b7e9a1c5d2f8e4b"
 MITTO_API_KEY = "test-mitto-api-key-6f2a8d4c1e9b"
 SHOPIFY_API_SECRET = "test-shopify-secret-9d4b7e2a6c1f8e3b5a0d"
-TABLES = ("job_run", "message_log", "credit_transaction", "credit_reservation", "delivery_report",
-          "campaign_recipient", "send_batch", "short_link", "campaign", "suppression",
-          "consent_event", "inbound_message", "inbound_reply", "data_export",
-          "contact", "api_key", "shop")
+TABLES = (
+    "job_run",
+    "message_log",
+    "credit_transaction",
+    "credit_reservation",
+    "delivery_report",
+    "campaign_recipient",
+    "send_batch",
+    "short_link",
+    "campaign",
+    "suppression",
+    "consent_event",
+    "inbound_message",
+    "inbound_reply",
+    "data_export",
+    "contact",
+    "api_key",
+    "shop",
+)
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +76,14 @@ def process_environment(service_urls, **overrides: str) -> dict[str, str]:
     """The environment of a process under test (also read by the test process itself)."""
     db_url, redis_url = service_urls
     env = {
-        "DATABASE_URL": db_url, "REDIS_URL": redis_url,
-        "BROKER_URL": os.environ.get("TEST_BROKER_URL", ""), "ADMIN_TOKEN": ADMIN_TOKEN,
-        "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "SECRET_KEY": SECRET_KEY,
-        "MITTO_API_KEY": MITTO_API_KEY, "MITTO_SENDER": "Astronote",
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "BROKER_URL": os.environ.get("TEST_BROKER_URL", ""),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET,
+        "SECRET_KEY": SECRET_KEY,
+        "MITTO_API_KEY": MITTO_API_KEY,
+        "MITTO_SENDER": "Astronote",
         "SHOPIFY_API_SECRET": SHOPIFY_API_SECRET,
         # On (the code path runs in every test) but out of the way of tests that send
         # hundreds of requests a second; tests/api/test_keys_limits.py sets a low one.
@@ -138,8 +158,10 @@ def require_rabbitmq(candidate: dramatiq.Broker, url: str) -> None:
 
     if rabbitmq.reachable(candidate):
         return
-    reason = (f"RabbitMQ does not answer at {url.split('@')[-1]} (set TEST_RABBITMQ_URL, or"
-              " start it: rabbitmq-server -detached)")
+    reason = (
+        f"RabbitMQ does not answer at {url.split('@')[-1]} (set TEST_RABBITMQ_URL, or"
+        " start it: rabbitmq-server -detached)"
+    )
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{reason}; CI must run the RabbitMQ tests", pytrace=False)
     pytest.skip(reason)

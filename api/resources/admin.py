@@ -1,5 +1,6 @@
 """`/admin/*`: shops, credit top-ups, refunds and adjustments, short links, data exports
 (ADMIN_TOKEN)."""
+
 from __future__ import annotations
 
 import falcon
@@ -12,40 +13,65 @@ from models import Shop
 from service import api_keys, credits, exports, links, shops
 from service.errors import NotFound
 
-SHOP_LINKS = id_links("shop_id", "$response.body#/id",
-                      ("POST", "/admin/shops/{shop_id}/credits"),
-                      ("POST", "/admin/shops/{shop_id}/keys"),
-                      ("GET", "/admin/shops/{shop_id}/keys"))
+SHOP_LINKS = id_links(
+    "shop_id",
+    "$response.body#/id",
+    ("POST", "/admin/shops/{shop_id}/credits"),
+    ("POST", "/admin/shops/{shop_id}/keys"),
+    ("GET", "/admin/shops/{shop_id}/keys"),
+)
 
 
 class ShopsResource:
     auth = Access.ADMIN
-    docs = {"POST": Operation(
-        "Create a shop and its first API key",
-        {201: Answer("The shop, with its API key (shown once)", schemas.SHOP_CREATED,
-                     links=SHOP_LINKS)},
-        body=schemas.SHOP_CREATE,
-        description="A domain that already has a shop is a 422 naming `domain`.")}
+    docs = {
+        "POST": Operation(
+            "Create a shop and its first API key",
+            {
+                201: Answer(
+                    "The shop, with its API key (shown once)",
+                    schemas.SHOP_CREATED,
+                    links=SHOP_LINKS,
+                )
+            },
+            body=schemas.SHOP_CREATE,
+            description="A domain that already has a shop is a 422 naming `domain`.",
+        )
+    }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.SHOP_CREATE)
-        shop, key = shops.create_shop(body["domain"], body["name"], body.get("sender"),
-                                      body.get("timezone", "UTC"), body.get("help_text"),
-                                      body.get("require_consent", True))
+        shop, key = shops.create_shop(
+            body["domain"],
+            body["name"],
+            body.get("sender"),
+            body.get("timezone", "UTC"),
+            body.get("help_text"),
+            body.get("require_consent", True),
+        )
         resp.status = falcon.HTTP_201
-        resp.media = {"id": shop.id, "domain": shop.domain, "name": shop.name,
-                      "sender": shop.sender, "timezone": shop.timezone,
-                      "help_text": shops.help_text(shop),
-                      "require_consent": shop.require_consent, "api_key": key}
+        resp.media = {
+            "id": shop.id,
+            "domain": shop.domain,
+            "name": shop.name,
+            "sender": shop.sender,
+            "timezone": shop.timezone,
+            "help_text": shops.help_text(shop),
+            "require_consent": shop.require_consent,
+            "api_key": key,
+        }
 
 
 class ShopCreditsResource:
     auth = Access.ADMIN
-    docs = {"POST": Operation(
-        "Top up a shop's credits",
-        {201: Answer("The balance after the top-up", schemas.BALANCE)},
-        body=schemas.TOP_UP,
-        description="The same `reference` for the same shop again adds nothing.")}
+    docs = {
+        "POST": Operation(
+            "Top up a shop's credits",
+            {201: Answer("The balance after the top-up", schemas.BALANCE)},
+            body=schemas.TOP_UP,
+            description="The same `reference` for the same shop again adds nothing.",
+        )
+    }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         body = read_json(req, schemas.TOP_UP)
@@ -61,35 +87,49 @@ class ShopAdjustmentsResource:
     in the ledger, once per reference; 402 when a negative one exceeds the available credits."""
 
     auth = Access.ADMIN
-    docs = {"POST": Operation(
-        "Refund (amount > 0) or adjust (amount < 0) a shop's credits",
-        {201: Answer("The shop's credits after it", schemas.CREDITS)},
-        body=schemas.ADJUSTMENT, errors=(402,),
-        description="The same `reference` for the same shop again adds nothing; a negative"
-                    " adjustment may take only available credits (402).")}
+    docs = {
+        "POST": Operation(
+            "Refund (amount > 0) or adjust (amount < 0) a shop's credits",
+            {201: Answer("The shop's credits after it", schemas.CREDITS)},
+            body=schemas.ADJUSTMENT,
+            errors=(402,),
+            description="The same `reference` for the same shop again adds nothing; a negative"
+            " adjustment may take only available credits (402).",
+        )
+    }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         body = read_json(req, schemas.ADJUSTMENT)
         after = credits.adjust(shop_id, body["amount"], body["reason"], body["reference"])
         resp.status = falcon.HTTP_201
-        resp.media = {"balance": after.balance, "reserved": after.reserved,
-                      "available": after.available}
+        resp.media = {
+            "balance": after.balance,
+            "reserved": after.reserved,
+            "available": after.available,
+        }
 
 
 class ShortLinkDisableResource:
     """`POST /admin/links/{code}/disable`: the link answers 410 from now on (idempotent)."""
 
     auth = Access.ADMIN
-    docs = {"POST": Operation(
-        "Disable a short link: it answers 410 from now on (idempotent)",
-        {200: Answer("The link", schemas.SHORT_LINK_DISABLED)})}
+    docs = {
+        "POST": Operation(
+            "Disable a short link: it answers 410 from now on (idempotent)",
+            {200: Answer("The link", schemas.SHORT_LINK_DISABLED)},
+        )
+    }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
         link = links.disable(code) if schemas.SHORT_CODE.fullmatch(code) else None
         if link is None:
             raise NotFound(f"no short link has the code {code!r}")
-        resp.media = {"code": link.code, "url": link.url, "clicks": link.clicks,
-                      "disabled_at": link.disabled_at}
+        resp.media = {
+            "code": link.code,
+            "url": link.url,
+            "clicks": link.clicks,
+            "disabled_at": link.disabled_at,
+        }
 
 
 def _require_shop(shop_id: int) -> None:
@@ -102,11 +142,16 @@ class ShopKeysResource:
     created, last used, revoked), never anything that could authenticate."""
 
     auth = Access.ADMIN
-    docs = {"POST": Operation("Issue an API key for a shop",
-                              {201: Answer("The key (shown once)", schemas.KEY_ISSUED)},
-                              body_required=False),
-            "GET": Operation("A shop's API keys (no secret)",
-                             {200: Answer("The keys, newest first", schemas.KEYS)})}
+    docs = {
+        "POST": Operation(
+            "Issue an API key for a shop",
+            {201: Answer("The key (shown once)", schemas.KEY_ISSUED)},
+            body_required=False,
+        ),
+        "GET": Operation(
+            "A shop's API keys (no secret)", {200: Answer("The keys, newest first", schemas.KEYS)}
+        ),
+    }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         _require_shop(shop_id)
@@ -124,11 +169,16 @@ class ShopKeyResource:
     process (keys are looked up in PostgreSQL on each request; nothing caches them)."""
 
     auth = Access.ADMIN
-    docs = {"DELETE": Operation("Revoke a shop's API key (at once, in every web process)",
-                                {200: Answer("When it was revoked", schemas.KEY_REVOKED)})}
+    docs = {
+        "DELETE": Operation(
+            "Revoke a shop's API key (at once, in every web process)",
+            {200: Answer("When it was revoked", schemas.KEY_REVOKED)},
+        )
+    }
 
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, shop_id: int,
-                  key_id: int) -> None:
+    def on_delete(
+        self, req: falcon.Request, resp: falcon.Response, shop_id: int, key_id: int
+    ) -> None:
         revoked_at = api_keys.revoke_key(shop_id, key_id)
         resp.media = {"id": key_id, "revoked_at": revoked_at}
 
@@ -138,8 +188,11 @@ class ExportResource:
     to hand over to the shop."""
 
     auth = Access.ADMIN
-    docs = {"GET": Operation("A customer's data export",
-                             {200: Answer("The export", schemas.COMPLIANCE_ANSWER)})}
+    docs = {
+        "GET": Operation(
+            "A customer's data export", {200: Answer("The export", schemas.COMPLIANCE_ANSWER)}
+        )
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, export_id: int) -> None:
         export = exports.get_export(export_id)

@@ -1,7 +1,8 @@
 """`/campaigns`: create, read, edit, and the merchant's actions on a campaign."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import falcon
 
@@ -18,12 +19,18 @@ RECIPIENT_STATUSES = schemas.RECIPIENT_STATUSES
 
 CAMPAIGN_PATH = "/campaigns/{campaign_id}"
 # Where a campaign's id leads (schemathesis' stateful tests follow these links).
-CAMPAIGN_LINKS = id_links("campaign_id", "$response.body#/id",
-                          ("GET", CAMPAIGN_PATH), ("PATCH", CAMPAIGN_PATH),
-                          *(("POST", f"{CAMPAIGN_PATH}/{action}")
-                            for action in ("enqueue", "schedule", "pause", "resume", "cancel")),
-                          ("GET", f"{CAMPAIGN_PATH}/progress"),
-                          ("GET", f"{CAMPAIGN_PATH}/recipients"))
+CAMPAIGN_LINKS = id_links(
+    "campaign_id",
+    "$response.body#/id",
+    ("GET", CAMPAIGN_PATH),
+    ("PATCH", CAMPAIGN_PATH),
+    *(
+        ("POST", f"{CAMPAIGN_PATH}/{action}")
+        for action in ("enqueue", "schedule", "pause", "resume", "cancel")
+    ),
+    ("GET", f"{CAMPAIGN_PATH}/progress"),
+    ("GET", f"{CAMPAIGN_PATH}/recipients"),
+)
 CAMPAIGN_ANSWER = Answer("The campaign", schemas.CAMPAIGN, links=CAMPAIGN_LINKS)
 
 
@@ -35,26 +42,44 @@ class CampaignsResource:
             {201: Answer("The draft", schemas.CAMPAIGN, links=CAMPAIGN_LINKS)},
             body=schemas.CAMPAIGN_CREATE,
             description="Without `contact_ids` the audience is every subscribed contact; an"
-                        " id that is not one of the shop's contacts is a 422."),
+            " id that is not one of the shop's contacts is a 422.",
+        ),
         "GET": Operation(
             "List the shop's campaigns",
-            {200: Answer("A page of campaigns", schemas.page_of(schemas.CAMPAIGN), links=id_links(
-                "campaign_id", "$response.body#/items/0/id", ("GET", CAMPAIGN_PATH)))},
-            query=(LIMIT, AFTER, Param("status", {"enum": list(STATUSES)},
-                                       "only campaigns in this status"))),
+            {
+                200: Answer(
+                    "A page of campaigns",
+                    schemas.page_of(schemas.CAMPAIGN),
+                    links=id_links(
+                        "campaign_id", "$response.body#/items/0/id", ("GET", CAMPAIGN_PATH)
+                    ),
+                )
+            },
+            query=(
+                LIMIT,
+                AFTER,
+                Param("status", {"enum": list(STATUSES)}, "only campaigns in this status"),
+            ),
+        ),
     }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.CAMPAIGN_CREATE)
-        campaign = campaigns.create(req.context.shop_id, body["name"], body["text"],
-                                    body.get("contact_ids"), body.get("append_unsubscribe", True))
+        campaign = campaigns.create(
+            req.context.shop_id,
+            body["name"],
+            body["text"],
+            body.get("contact_ids"),
+            body.get("append_unsubscribe", True),
+        )
         resp.status = falcon.HTTP_201
         resp.media = campaigns.as_dict(campaign)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = page_limit(req)
-        found = campaigns.list_for_shop(req.context.shop_id, limit, page_after(req),
-                                        choice_param(req, "status", STATUSES))
+        found = campaigns.list_for_shop(
+            req.context.shop_id, limit, page_after(req), choice_param(req, "status", STATUSES)
+        )
         resp.media = page([campaigns.as_dict(c) for c in found], limit)
 
 
@@ -62,8 +87,12 @@ class CampaignResource:
     auth = Access.SHOP
     docs = {
         "GET": Operation("Read a campaign", {200: CAMPAIGN_ANSWER}),
-        "PATCH": Operation("Edit a draft or scheduled campaign's name or text",
-                           {200: CAMPAIGN_ANSWER}, body=schemas.CAMPAIGN_PATCH, errors=(409,)),
+        "PATCH": Operation(
+            "Edit a draft or scheduled campaign's name or text",
+            {200: CAMPAIGN_ANSWER},
+            body=schemas.CAMPAIGN_PATCH,
+            errors=(409,),
+        ),
     }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
@@ -76,17 +105,28 @@ class CampaignResource:
 
 class EnqueueResource:
     auth = Access.SHOP
-    docs = {"POST": Operation(
-        "Launch a draft or scheduled campaign",
-        {202: Answer("Sending: recipients created, credits reserved, batches queued",
-                     schemas.ENQUEUED, links=id_links(
-                         "campaign_id", "$response.body#/id",
-                         ("GET", f"{CAMPAIGN_PATH}/progress"), ("POST", f"{CAMPAIGN_PATH}/pause"),
-                         ("POST", f"{CAMPAIGN_PATH}/cancel")))},
-        errors=(402, 409, 422),
-        description="402: the shop's available credits do not cover the campaign's upper"
-                    " bound; 409: not a draft or scheduled; 422: no eligible recipient; 503:"
-                    " Redis is down (nothing was written).")}
+    docs = {
+        "POST": Operation(
+            "Launch a draft or scheduled campaign",
+            {
+                202: Answer(
+                    "Sending: recipients created, credits reserved, batches queued",
+                    schemas.ENQUEUED,
+                    links=id_links(
+                        "campaign_id",
+                        "$response.body#/id",
+                        ("GET", f"{CAMPAIGN_PATH}/progress"),
+                        ("POST", f"{CAMPAIGN_PATH}/pause"),
+                        ("POST", f"{CAMPAIGN_PATH}/cancel"),
+                    ),
+                )
+            },
+            errors=(402, 409, 422),
+            description="402: the shop's available credits do not cover the campaign's upper"
+            " bound; 409: not a draft or scheduled; 422: no eligible recipient; 503:"
+            " Redis is down (nothing was written).",
+        )
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -94,22 +134,30 @@ class EnqueueResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         result = enqueue(req.context.shop_id, campaign_id, self.settings)
         resp.status = falcon.HTTP_202
-        resp.media = {"id": result.campaign_id, "status": "sending",
-                      "recipients": result.recipients,
-                      "reserved_credits": result.reserved_credits, "batches": result.batches}
+        resp.media = {
+            "id": result.campaign_id,
+            "status": "sending",
+            "recipients": result.recipients,
+            "reserved_credits": result.reserved_credits,
+            "batches": result.batches,
+        }
 
 
 class ScheduleResource:
     auth = Access.SHOP
-    docs = {"POST": Operation("Schedule (or reschedule) a draft or scheduled campaign",
-                              {200: CAMPAIGN_ANSWER}, body=schemas.CAMPAIGN_SCHEDULE,
-                              errors=(409,))}
+    docs = {
+        "POST": Operation(
+            "Schedule (or reschedule) a draft or scheduled campaign",
+            {200: CAMPAIGN_ANSWER},
+            body=schemas.CAMPAIGN_SCHEDULE,
+            errors=(409,),
+        )
+    }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         body = read_json(req, schemas.CAMPAIGN_SCHEDULE)
         when = schemas.parse_datetime(body["scheduled_at"])
-        campaign = campaigns.schedule(req.context.shop_id, campaign_id, when,
-                                      datetime.now(timezone.utc))
+        campaign = campaigns.schedule(req.context.shop_id, campaign_id, when, datetime.now(UTC))
         resp.media = campaigns.as_dict(campaign)
 
 
@@ -123,9 +171,14 @@ class ActionResource:
         # One class, three routes: each instance documents its own action (cancel comes
         # bound to the settings by functools.partial).
         function = getattr(action, "func", action)
-        self.docs = {"POST": Operation(
-            f"{function.__name__.capitalize()} the campaign",
-            {200: CAMPAIGN_ANSWER}, errors=(409,), description=function.__doc__)}
+        self.docs = {
+            "POST": Operation(
+                f"{function.__name__.capitalize()} the campaign",
+                {200: CAMPAIGN_ANSWER},
+                errors=(409,),
+                description=function.__doc__,
+            )
+        }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         resp.media = campaigns.as_dict(self.action(req.context.shop_id, campaign_id))
@@ -133,8 +186,12 @@ class ActionResource:
 
 class ProgressResource:
     auth = Access.SHOP
-    docs = {"GET": Operation("A campaign's progress: recipients by status, delivery, credits",
-                             {200: Answer("The progress", schemas.PROGRESS)})}
+    docs = {
+        "GET": Operation(
+            "A campaign's progress: recipients by status, delivery, credits",
+            {200: Answer("The progress", schemas.PROGRESS)},
+        )
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         resp.media = campaigns.progress(req.context.shop_id, campaign_id)
@@ -142,14 +199,27 @@ class ProgressResource:
 
 class RecipientsResource:
     auth = Access.SHOP
-    docs = {"GET": Operation(
-        "List a campaign's recipients",
-        {200: Answer("A page of recipients", schemas.page_of(schemas.RECIPIENT))},
-        query=(LIMIT, AFTER, Param("status", {"enum": list(RECIPIENT_STATUSES)},
-                                   "only recipients in this status")))}
+    docs = {
+        "GET": Operation(
+            "List a campaign's recipients",
+            {200: Answer("A page of recipients", schemas.page_of(schemas.RECIPIENT))},
+            query=(
+                LIMIT,
+                AFTER,
+                Param(
+                    "status", {"enum": list(RECIPIENT_STATUSES)}, "only recipients in this status"
+                ),
+            ),
+        )
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         limit = page_limit(req)
-        items = campaigns.recipients(req.context.shop_id, campaign_id, limit, page_after(req),
-                                     choice_param(req, "status", RECIPIENT_STATUSES))
+        items = campaigns.recipients(
+            req.context.shop_id,
+            campaign_id,
+            limit,
+            page_after(req),
+            choice_param(req, "status", RECIPIENT_STATUSES),
+        )
         resp.media = page(items, limit)

@@ -1,11 +1,12 @@
 """`/contacts`: bulk import (JSON or CSV) and listing; one contact's consent log and erasure."""
+
 from __future__ import annotations
 
 import falcon
 
 from api import schemas
 from api.access import Access
-from api.body import bool_param, page, page_after, page_limit, int_param
+from api.body import bool_param, int_param, page, page_after, page_limit
 from api.contact_import import read_import
 from api.docs import AFTER, LIMIT, Answer, Operation, Param
 from service import consent, contacts, erasure
@@ -13,10 +14,14 @@ from service.errors import NotFound
 from service.infra.config import Settings
 
 # How a CSV import is read: `api/contact_import.py`.
-CSV_IMPORT = {"type": "string", "description": (
-    "UTF-8 (with or without BOM) with a header row naming `phone` (or Shopify's `Phone`, else"
-    " `Default Address Phone`) and optionally `first_name` (`First Name`), in any case; other"
-    " columns are ignored. `?default_country=GR` reads national numbers.")}
+CSV_IMPORT = {
+    "type": "string",
+    "description": (
+        "UTF-8 (with or without BOM) with a header row naming `phone` (or Shopify's `Phone`, else"
+        " `Default Address Phone`) and optionally `first_name` (`First Name`), in any case; other"
+        " columns are ignored. `?default_country=GR` reads national numbers."
+    ),
+}
 
 
 class ContactsResource:
@@ -24,21 +29,39 @@ class ContactsResource:
     docs = {
         "POST": Operation(
             "Import contacts (JSON or CSV), up to 10,000 rows",
-            {200: Answer("What was imported; each bad row is reported by its index",
-                         schemas.CONTACTS_IMPORTED)},
-            body=schemas.CONTACTS_IMPORT, other_bodies={"text/csv": CSV_IMPORT},
-            query=(Param("default_country", schemas.COUNTRY,
-                         "CSV only (a JSON import takes it in the body): the country of"
-                         " national numbers, ISO 3166 alpha-2"),),
+            {
+                200: Answer(
+                    "What was imported; each bad row is reported by its index",
+                    schemas.CONTACTS_IMPORTED,
+                )
+            },
+            body=schemas.CONTACTS_IMPORT,
+            other_bodies={"text/csv": CSV_IMPORT},
+            query=(
+                Param(
+                    "default_country",
+                    schemas.COUNTRY,
+                    "CSV only (a JSON import takes it in the body): the country of"
+                    " national numbers, ISO 3166 alpha-2",
+                ),
+            ),
             description="Only the body's shape or size refuses an import whole; a row that"
-                        " does not match the row schema is reported in `invalid` and the"
-                        " other rows are imported. A number given twice is one contact."),
+            " does not match the row schema is reported in `invalid` and the"
+            " other rows are imported. A number given twice is one contact.",
+        ),
         "GET": Operation(
             "List the shop's contacts",
             {200: Answer("A page of contacts", schemas.page_of(schemas.CONTACT_LISTED))},
-            query=(LIMIT, AFTER, Param("opted_out", {"type": "boolean"},
-                                       "true: only opted-out contacts; false: only"
-                                       " subscribed ones"))),
+            query=(
+                LIMIT,
+                AFTER,
+                Param(
+                    "opted_out",
+                    {"type": "boolean"},
+                    "true: only opted-out contacts; false: only subscribed ones",
+                ),
+            ),
+        ),
     }
 
     def __init__(self, settings: Settings) -> None:
@@ -46,10 +69,14 @@ class ContactsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         upload = read_import(req)
-        result = contacts.import_contacts(req.context.shop_id, upload.rows,
-                                          upload.default_country, self.secret)
-        resp.media = {"created": result.created, "updated": result.updated,
-                      "invalid": result.invalid}
+        result = contacts.import_contacts(
+            req.context.shop_id, upload.rows, upload.default_country, self.secret
+        )
+        resp.media = {
+            "created": result.created,
+            "updated": result.updated,
+            "invalid": result.invalid,
+        }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = page_limit(req)
@@ -63,8 +90,11 @@ class ContactResource:
     when it was erased already."""
 
     auth = Access.SHOP
-    docs = {"DELETE": Operation("Erase a contact (its number stays suppressed)",
-                                {204: Answer("Erased")})}
+    docs = {
+        "DELETE": Operation(
+            "Erase a contact (its number stays suppressed)", {204: Answer("Erased")}
+        )
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key
@@ -79,14 +109,19 @@ class ConsentResource:
     """`GET /contacts/{id}/consent`: the consent in force and the log, `?limit&after`."""
 
     auth = Access.SHOP
-    docs = {"GET": Operation("A contact's consent in force and its consent log",
-                             {200: Answer("Consent", schemas.COMPLIANCE_ANSWER)},
-                             query=(LIMIT, AFTER))}
+    docs = {
+        "GET": Operation(
+            "A contact's consent in force and its consent log",
+            {200: Answer("Consent", schemas.COMPLIANCE_ANSWER)},
+            query=(LIMIT, AFTER),
+        )
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, contact_id: int) -> None:
         limit = int_param(req, "limit", 50, 1, 100)
-        found = consent.history(req.context.shop_id, contact_id, limit,
-                                int_param(req, "after", None, 0))
+        found = consent.history(
+            req.context.shop_id, contact_id, limit, int_param(req, "after", None, 0)
+        )
         if found is None:
             raise NotFound(f"contact {contact_id} does not exist")
         resp.media = {**found, "next": page(found["items"], limit)["next"]}

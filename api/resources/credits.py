@@ -1,4 +1,5 @@
 """`/credits`: the shop's balance, reservations and ledger."""
+
 from __future__ import annotations
 
 import falcon
@@ -12,22 +13,31 @@ from service import credits
 
 class CreditsResource:
     auth = Access.SHOP
-    docs = {"GET": Operation(
-        "The shop's credits: balance, reserved by sending campaigns, available",
-        {200: Answer("The credits", schemas.CREDITS)})}
+    docs = {
+        "GET": Operation(
+            "The shop's credits: balance, reserved by sending campaigns, available",
+            {200: Answer("The credits", schemas.CREDITS)},
+        )
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         summary = credits.summary(req.context.shop_id)
-        resp.media = {"balance": summary.balance, "reserved": summary.reserved,
-                      "available": summary.available}
+        resp.media = {
+            "balance": summary.balance,
+            "reserved": summary.reserved,
+            "available": summary.available,
+        }
 
 
 class TransactionsResource:
     auth = Access.SHOP
-    docs = {"GET": Operation(
-        "The shop's credit ledger (top-ups, debits, refunds, adjustments)",
-        {200: Answer("A page of ledger rows", schemas.page_of(schemas.TRANSACTION))},
-        query=(LIMIT, AFTER))}
+    docs = {
+        "GET": Operation(
+            "The shop's credit ledger (top-ups, debits, refunds, adjustments)",
+            {200: Answer("A page of ledger rows", schemas.page_of(schemas.TRANSACTION))},
+            query=(LIMIT, AFTER),
+        )
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = page_limit(req)

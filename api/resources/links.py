@@ -1,4 +1,5 @@
 """Public link routes: `/r/{code}` (short links) and `/u/{token}` (unsubscribe)."""
+
 from __future__ import annotations
 
 import html
@@ -25,9 +26,11 @@ CONFIRM_FORM = """<form method="post">
 
 
 LOCATION = {"Location": ({"type": "string", "format": "uri"}, True)}
-REDIRECT = {302: Answer("To the link's destination", headers=LOCATION),
-            404: Answer("No link has this code (an HTML page)", schemas.HTML_PAGE, HTML),
-            410: Answer("The link was disabled (an HTML page)", schemas.HTML_PAGE, HTML)}
+REDIRECT = {
+    302: Answer("To the link's destination", headers=LOCATION),
+    404: Answer("No link has this code (an HTML page)", schemas.HTML_PAGE, HTML),
+    410: Answer("The link was disabled (an HTML page)", schemas.HTML_PAGE, HTML),
+}
 UNSUBSCRIBE_PAGES = {
     200: Answer("The page (HTML)", schemas.HTML_PAGE, HTML),
     404: Answer("The link is not genuine (an HTML page)", schemas.HTML_PAGE, HTML),
@@ -46,8 +49,10 @@ def page(resp: falcon.Response, status: str, title: str, text: str, extra: str =
 class ShortLinkResource:
     auth = Access.PUBLIC
     docs = {
-        "GET": Operation("Follow a short link (the click is counted, unless a link previewer"
-                         " fetches it)", REDIRECT),
+        "GET": Operation(
+            "Follow a short link (the click is counted, unless a link previewer fetches it)",
+            REDIRECT,
+        ),
         "HEAD": Operation("Check a short link (never counted)", REDIRECT),
     }
 
@@ -75,11 +80,15 @@ class UnsubscribeResource:
 
     auth = Access.PUBLIC
     docs = {
-        "GET": Operation("The unsubscribe confirmation page, naming the shop; changes nothing",
-                         UNSUBSCRIBE_PAGES),
-        "POST": Operation("Confirm: the contact is opted out (idempotent)", UNSUBSCRIBE_PAGES,
-                          other_bodies={"application/x-www-form-urlencoded": ONE_CLICK},
-                          body_required=False),
+        "GET": Operation(
+            "The unsubscribe confirmation page, naming the shop; changes nothing", UNSUBSCRIBE_PAGES
+        ),
+        "POST": Operation(
+            "Confirm: the contact is opted out (idempotent)",
+            UNSUBSCRIBE_PAGES,
+            other_bodies={"application/x-www-form-urlencoded": ONE_CLICK},
+            body_required=False,
+        ),
     }
 
     def __init__(self, settings: Settings) -> None:
@@ -94,9 +103,13 @@ class UnsubscribeResource:
         elif state.opted_out:
             done(resp, state.shop_name)
         else:
-            page(resp, falcon.HTTP_200, f"Unsubscribe from {state.shop_name}?",
-                 f"You will no longer receive text messages from {state.shop_name}.",
-                 CONFIRM_FORM)
+            page(
+                resp,
+                falcon.HTTP_200,
+                f"Unsubscribe from {state.shop_name}?",
+                f"You will no longer receive text messages from {state.shop_name}.",
+                CONFIRM_FORM,
+            )
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
         # The body is not read: the form's and RFC 8058's one-click body say the same thing.
@@ -120,5 +133,9 @@ def not_valid(resp: falcon.Response) -> None:
 
 
 def done(resp: falcon.Response, shop_name: str) -> None:
-    page(resp, falcon.HTTP_200, "You are unsubscribed",
-         f"You will not receive further messages from {shop_name}.")
+    page(
+        resp,
+        falcon.HTTP_200,
+        "You are unsubscribed",
+        f"You will not receive further messages from {shop_name}.",
+    )

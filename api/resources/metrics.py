@@ -1,5 +1,6 @@
 """`/metrics` (admin token): Prometheus text format, every process's events plus the system's
 state."""
+
 from __future__ import annotations
 
 import falcon
@@ -12,9 +13,12 @@ from service.infra.metrics import SystemCollector
 
 class MetricsResource:
     auth = Access.ADMIN
-    docs = {"GET": Operation(
-        "Prometheus metrics, aggregated across web and worker processes",
-        {200: Answer("The Prometheus text format", {"type": "string"}, "text/plain")})}
+    docs = {
+        "GET": Operation(
+            "Prometheus metrics, aggregated across web and worker processes",
+            {200: Answer("The Prometheus text format", {"type": "string"}, "text/plain")},
+        )
+    }
 
     def __init__(self, collector: SystemCollector) -> None:
         self.collector = collector

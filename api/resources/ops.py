@@ -1,6 +1,7 @@
 """The operator page (`/ops`): one HTML page that polls `/ops/state` and redraws campaigns,
 queues, workers, the leader and stuck campaigns without a reload; the login form that opens an
 operator session (`/ops/login`) and the logout (`/ops/logout`). See `api/ops_access.py`."""
+
 from __future__ import annotations
 
 import html
@@ -26,19 +27,27 @@ LOGIN_PAGE = STATIC / "ops_login.html"
 # A login form holds one token: anything longer is not one.
 MAX_FORM = 4096
 
-SEE_LOGIN = Answer(f"To the login form, {LOGIN_PATH}",
-                   headers={"Location": ({"type": "string"}, True)})
-LOGIN_FORM = {"type": "object", "required": ["token"], "additionalProperties": False,
-              "properties": {"token": {"type": "string", "description": "ADMIN_TOKEN"}}}
+SEE_LOGIN = Answer(
+    f"To the login form, {LOGIN_PATH}", headers={"Location": ({"type": "string"}, True)}
+)
+LOGIN_FORM = {
+    "type": "object",
+    "required": ["token"],
+    "additionalProperties": False,
+    "properties": {"token": {"type": "string", "description": "ADMIN_TOKEN"}},
+}
 
 
 class OpsPageResource:
     auth = Access.OPERATOR
     login_redirect = True  # a browser without a session is sent to the form, not shown a 401
-    docs = {"GET": Operation(
-        "The operator page (HTML): campaigns, queues, workers, leader, stuck campaigns",
-        {200: Answer("The page", schemas.HTML_PAGE, HTML), 303: SEE_LOGIN},
-        needs_dependencies=False)}
+    docs = {
+        "GET": Operation(
+            "The operator page (HTML): campaigns, queues, workers, leader, stuck campaigns",
+            {200: Answer("The page", schemas.HTML_PAGE, HTML), 303: SEE_LOGIN},
+            needs_dependencies=False,
+        )
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_HTML
@@ -47,9 +56,13 @@ class OpsPageResource:
 
 class OpsStateResource:
     auth = Access.OPERATOR
-    docs = {"GET": Operation("What the operator page shows: `/health/full` and the campaigns",
-                             {200: Answer("The state", schemas.OPERATOR_STATE)},
-                             needs_dependencies=False)}
+    docs = {
+        "GET": Operation(
+            "What the operator page shows: `/health/full` and the campaigns",
+            {200: Answer("The state", schemas.OPERATOR_STATE)},
+            needs_dependencies=False,
+        )
+    }
 
     def __init__(self, checker: HealthChecker) -> None:
         self.checker = checker
@@ -81,17 +94,28 @@ class OpsLoginResource:
 
     auth = Access.PUBLIC
     docs = {
-        "GET": Operation("The login form (HTML)",
-                         {200: Answer("The form", schemas.HTML_PAGE, HTML)}, errors=(404,),
-                         needs_dependencies=False),
+        "GET": Operation(
+            "The login form (HTML)",
+            {200: Answer("The form", schemas.HTML_PAGE, HTML)},
+            errors=(404,),
+            needs_dependencies=False,
+        ),
         "POST": Operation(
             "Log in with the admin token: an operator session cookie",
-            {303: Answer(f"Logged in: to {PATH}, with the session cookie", headers={
-                "Location": ({"type": "string"}, True),
-                "Set-Cookie": ({"type": "string"}, True)}),
-             401: Answer("Not the admin token: the form again (HTML)", schemas.HTML_PAGE, HTML)},
+            {
+                303: Answer(
+                    f"Logged in: to {PATH}, with the session cookie",
+                    headers={
+                        "Location": ({"type": "string"}, True),
+                        "Set-Cookie": ({"type": "string"}, True),
+                    },
+                ),
+                401: Answer("Not the admin token: the form again (HTML)", schemas.HTML_PAGE, HTML),
+            },
             other_bodies={"application/x-www-form-urlencoded": LOGIN_FORM},
-            errors=(404,), needs_dependencies=False),
+            errors=(404,),
+            needs_dependencies=False,
+        ),
     }
 
     def __init__(self, settings: Settings, sessions: OperatorSessions) -> None:
@@ -100,8 +124,9 @@ class OpsLoginResource:
 
     def _require_enabled(self) -> None:
         if not self.admin_token:
-            raise falcon.HTTPNotFound(description="the operator page is disabled"
-                                                  " (ADMIN_TOKEN is not set)")
+            raise falcon.HTTPNotFound(
+                description="the operator page is disabled (ADMIN_TOKEN is not set)"
+            )
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._require_enabled()
@@ -126,8 +151,11 @@ class OpsLogoutResource:
     """Public: deleting the cookie needs no proof, and an expired session must still log out."""
 
     auth = Access.PUBLIC
-    docs = {"POST": Operation("Log out: the session cookie is deleted", {303: SEE_LOGIN},
-                              needs_dependencies=False)}
+    docs = {
+        "POST": Operation(
+            "Log out: the session cookie is deleted", {303: SEE_LOGIN}, needs_dependencies=False
+        )
+    }
 
     def __init__(self, sessions: OperatorSessions) -> None:
         self.sessions = sessions

@@ -3,6 +3,7 @@ by `Authentication` (`Access.SHOPIFY`) before anything is read. The shop is foun
 `shop_domain`, the customer by `customer.phone`. Every answer is 200 once the signature is
 good, also when there is nothing to erase or export: Shopify retries anything else, and a
 retry would find nothing more. Each call changes nothing the second time."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ import falcon
 
 from api import schemas
 from api.access import Access
-from api.docs import Answer, Operation
 from api.body import read_bytes, read_json
+from api.docs import Answer, Operation
 from service import erasure, exports, shops
 from service.contacts import normalise_phone
 from service.infra.config import Settings
@@ -35,9 +36,13 @@ class CustomerRedactResource:
     """`POST /webhooks/shopify/customers/redact`: erase the customer's number everywhere."""
 
     auth = Access.SHOPIFY
-    docs = {"POST": Operation("Shopify customers/redact: erase a customer",
-                              {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
-                              body=schemas.SHOPIFY_CUSTOMER_REDACT)}
+    docs = {
+        "POST": Operation(
+            "Shopify customers/redact: erase a customer",
+            {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
+            body=schemas.SHOPIFY_CUSTOMER_REDACT,
+        )
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key
@@ -46,8 +51,10 @@ class CustomerRedactResource:
         body = read_json(req, schemas.SHOPIFY_CUSTOMER_REDACT)
         shop, phone = shops.by_domain(body["shop_domain"]), customer_phone(body)
         if shop is None or phone is None:
-            log.warning("customers/redact matched nothing",
-                        extra={"shop_found": shop is not None, "phone_given": phone is not None})
+            log.warning(
+                "customers/redact matched nothing",
+                extra={"shop_found": shop is not None, "phone_given": phone is not None},
+            )
             resp.media = {"erased": None}
             return
         erased = erasure.erase_number(shop.id, phone, self.secret)
@@ -60,9 +67,13 @@ class DataRequestResource:
     admin fetches with `GET /admin/exports/{id}`."""
 
     auth = Access.SHOPIFY
-    docs = {"POST": Operation("Shopify customers/data_request: export a customer's data",
-                              {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
-                              body=schemas.SHOPIFY_DATA_REQUEST)}
+    docs = {
+        "POST": Operation(
+            "Shopify customers/data_request: export a customer's data",
+            {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
+            body=schemas.SHOPIFY_DATA_REQUEST,
+        )
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key
@@ -76,11 +87,15 @@ class DataRequestResource:
             return
         request_id = (body.get("data_request") or {}).get("id")
         # Without Shopify's request id, the body itself names the request (a retry is equal).
-        request_key = (f"shopify:{request_id}" if request_id is not None
-                       else "body:" + hashlib.sha256(read_bytes(req)).hexdigest())
+        request_key = (
+            f"shopify:{request_id}"
+            if request_id is not None
+            else "body:" + hashlib.sha256(read_bytes(req)).hexdigest()
+        )
         customer = {"id": body["customer"].get("id"), "phone": body["customer"].get("phone")}
-        export_id = exports.export_customer(shop.id, request_key, customer_phone(body),
-                                            customer, self.secret)
+        export_id = exports.export_customer(
+            shop.id, request_key, customer_phone(body), customer, self.secret
+        )
         log.info("customer data exported", extra={"shop_id": shop.id, "export_id": export_id})
         resp.media = {"export_id": export_id}
 
@@ -89,9 +104,13 @@ class ShopRedactResource:
     """`POST /webhooks/shopify/shop/redact`: erase every customer's data of the shop."""
 
     auth = Access.SHOPIFY
-    docs = {"POST": Operation("Shopify shop/redact: erase a shop's personal data",
-                              {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
-                              body=schemas.SHOPIFY_SHOP_REDACT)}
+    docs = {
+        "POST": Operation(
+            "Shopify shop/redact: erase a shop's personal data",
+            {200: Answer("What was done", schemas.COMPLIANCE_ANSWER)},
+            body=schemas.SHOPIFY_SHOP_REDACT,
+        )
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.secret_key

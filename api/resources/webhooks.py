@@ -1,6 +1,7 @@
 """The provider's webhooks, authenticated with DLR_WEBHOOK_SECRET by `Authentication`
 (`Access.WEBHOOK`): `POST /webhooks/mitto/dlr`, delivery reports (one object or an array), and
 `POST /webhooks/mitto/inbound`, a message a customer sent (SPEC 11)."""
+
 from __future__ import annotations
 
 import logging
@@ -22,11 +23,17 @@ log = logging.getLogger("astronote.api.webhooks")
 
 class DeliveryReportResource:
     auth = Access.WEBHOOK
-    docs = {"POST": Operation(
-        "Delivery reports from the provider (one report or an array)",
-        {200: Answer("Stored; `applied` of them matched a message already",
-                     schemas.REPORTS_RECEIVED)},
-        body=schemas.DELIVERY_REPORTS)}
+    docs = {
+        "POST": Operation(
+            "Delivery reports from the provider (one report or an array)",
+            {
+                200: Answer(
+                    "Stored; `applied` of them matched a message already", schemas.REPORTS_RECEIVED
+                )
+            },
+            body=schemas.DELIVERY_REPORTS,
+        )
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -55,9 +62,13 @@ class InboundResource:
     shop was found for it, so the provider does not retry what cannot succeed later."""
 
     auth = Access.WEBHOOK
-    docs = {"POST": Operation("An inbound message from a customer (STOP, START, HELP, ...)",
-                              {200: Answer("What it did", schemas.COMPLIANCE_ANSWER)},
-                              body=schemas.INBOUND_MESSAGE)}
+    docs = {
+        "POST": Operation(
+            "An inbound message from a customer (STOP, START, HELP, ...)",
+            {200: Answer("What it did", schemas.COMPLIANCE_ANSWER)},
+            body=schemas.INBOUND_MESSAGE,
+        )
+    }
 
     def __init__(self, settings: Settings, provider: Provider) -> None:
         self.settings = settings
@@ -66,12 +77,20 @@ class InboundResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.INBOUND_MESSAGE)
         message = inbound.Inbound(
-            phone=inbound_number(body["from"]), sender=body["to"].strip(), text=body["text"],
+            phone=inbound_number(body["from"]),
+            sender=body["to"].strip(),
+            text=body["text"],
             provider_id=body.get("id"),
-            received_at=schemas.parse_datetime(body["timestamp"]) if body.get("timestamp")
-            else None)
+            received_at=schemas.parse_datetime(body["timestamp"])
+            if body.get("timestamp")
+            else None,
+        )
         received = inbound.receive(message, self.settings, self.provider)
         if not received.shop_ids:
             log.warning("inbound message for no shop", extra={"keyword": received.keyword})
-        resp.media = {"keyword": received.keyword, "shops": len(received.shop_ids),
-                      "duplicate": received.duplicate, "reply": received.reply}
+        resp.media = {
+            "keyword": received.keyword,
+            "shops": len(received.shop_ids),
+            "duplicate": received.duplicate,
+            "reply": received.reply,
+        }

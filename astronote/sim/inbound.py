@@ -38,9 +38,13 @@ def inbound_message(request: Any) -> tuple[dict[str, Any], int, str | None]:
     url = request.get("url")
     if url is not None and not isinstance(url, str):
         raise ValueError("url must be a string")
-    message = {"from": request["from"], "to": request["to"], "text": request["text"],
-               "id": request.get("id") or f"in-{_prefix}{next(_ids):08x}",
-               "timestamp": request.get("timestamp") or now_iso()}
+    message = {
+        "from": request["from"],
+        "to": request["to"],
+        "text": request["text"],
+        "id": request.get("id") or f"in-{_prefix}{next(_ids):08x}",
+        "timestamp": request.get("timestamp") or now_iso(),
+    }
     return message, repeat, url
 
 

@@ -12,8 +12,9 @@ import itertools
 import json
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import requests
 
@@ -30,7 +31,7 @@ _DLR_TIMEOUT = (2.0, 5.0)
 
 def now_iso() -> str:
     """The provider's timestamp format, shared by send answers and delivery reports."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def plan_reports(

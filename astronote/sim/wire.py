@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import socket
 import struct
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qs
 
 _REASONS = {

@@ -10,6 +10,7 @@ If Redis cannot be reached the request is let through, and the limiter is not as
 `PAUSE_AFTER_ERROR_S`: an API limit must not take the API down with it, nor make every request
 wait for a connect timeout (enqueue, which needs Redis, answers 503 on its own).
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,9 @@ class ApiRateLimit:
 
     def __init__(self, client: redis.Redis, rate: str) -> None:
         self.item: RateLimitItem = parse(rate)
-        storage = RedisStorage("redis://", connection_pool=client.connection_pool,
-                               key_prefix=KEY_PREFIX)
+        storage = RedisStorage(
+            "redis://", connection_pool=client.connection_pool, key_prefix=KEY_PREFIX
+        )
         self.limiter = SlidingWindowCounterRateLimiter(storage)
         self._paused_until = 0.0
 
@@ -49,8 +51,10 @@ class ApiRateLimit:
                 return None
             reset_at, _ = self.limiter.get_window_stats(self.item, "shop", str(shop_id))
         except redis.RedisError as error:
-            log.warning("api rate limit unavailable, requests let through",
-                        extra={"shop_id": shop_id, "error": type(error).__name__})
+            log.warning(
+                "api rate limit unavailable, requests let through",
+                extra={"shop_id": shop_id, "error": type(error).__name__},
+            )
             self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR_S
             return None
         return max(1, math.ceil(reset_at - time.time()))
@@ -91,12 +95,17 @@ class ShopConcurrency:
         if time.monotonic() < self._paused_until:
             return True
         try:
-            return bool(self.acquire_script(
-                keys=[self.key(shop_id)],
-                args=[int(time.time() * 1000), request_id, self.cap, self.forget_after_ms]))
+            return bool(
+                self.acquire_script(
+                    keys=[self.key(shop_id)],
+                    args=[int(time.time() * 1000), request_id, self.cap, self.forget_after_ms],
+                )
+            )
         except redis.RedisError as error:
-            log.warning("api concurrency limit unavailable, requests let through",
-                        extra={"shop_id": shop_id, "error": type(error).__name__})
+            log.warning(
+                "api concurrency limit unavailable, requests let through",
+                extra={"shop_id": shop_id, "error": type(error).__name__},
+            )
             self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR_S
             return True
 

@@ -1,5 +1,6 @@
 """The Dramatiq broker, configured from settings in one place: Redis (REDIS_URL) unless
 BROKER_URL names a RabbitMQ (`service.infra.rabbitmq`)."""
+
 from __future__ import annotations
 
 import dramatiq
@@ -29,8 +30,7 @@ def setup_broker(settings: Settings) -> Broker:
 def redis_broker(settings: Settings) -> RedisBroker:
     # Timeouts: a Redis that stops answering must fail a publish (the reconciler republishes
     # from PostgreSQL), not hold a web thread forever.
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
-                                  socket_connect_timeout=5)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     return RedisBroker(
         client=client,
         heartbeat_timeout=settings.broker_heartbeat_timeout_ms,

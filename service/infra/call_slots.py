@@ -11,6 +11,7 @@ A slot count is only ever changed by one assignment under the lock (`Lease.held`
 lease ends in a `finally`: an exception raised into the thread asynchronously (Dramatiq's
 time limit) cannot leak slots.
 """
+
 from __future__ import annotations
 
 import threading

@@ -3,12 +3,13 @@
 `load()` returns an immutable `Settings`; an invalid value raises `ConfigError` whose message
 names the variable, and `load_or_exit()` turns that into one line on stderr and exit status 2.
 """
+
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 from urllib.parse import urlparse
 
 
@@ -24,8 +25,9 @@ SEND_WINDOW_MARGIN_MS = 250
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None
-    redis_url: str | None
+    # Empty when unset: `runtime.require` stops every process that needs them with one line.
+    database_url: str
+    redis_url: str
     broker_url: str | None
     port: int
     mitto_api_base: str
@@ -34,7 +36,7 @@ class Settings:
     public_base_url: str
     admin_token: str | None
     dlr_webhook_secret: str | None
-    secret_key: str | None
+    secret_key: str
     run_scheduler: bool
     scheduler_lock_ttl_ms: int
     scheduler_lock_retry_ms: int
@@ -80,19 +82,29 @@ class Settings:
         """The longest one window of a batch can take: its provider calls at their connect
         and read timeouts, and the claim and persist around them. A batch starts a window
         only while one this long still ends before the time limit."""
-        return (self.provider_connect_timeout_ms + self.provider_read_timeout_ms
-                + SEND_WINDOW_MARGIN_MS)
+        return (
+            self.provider_connect_timeout_ms + self.provider_read_timeout_ms + SEND_WINDOW_MARGIN_MS
+        )
 
     @property
     def secret_values(self) -> tuple[str, ...]:
         """The configured secrets, which no log line may show."""
-        return tuple(value for value in (self.secret_key, self.admin_token,
-                                         self.dlr_webhook_secret, self.mitto_api_key,
-                                         self.shopify_api_secret) if value)
+        return tuple(
+            value
+            for value in (
+                self.secret_key,
+                self.admin_token,
+                self.dlr_webhook_secret,
+                self.mitto_api_key,
+                self.shopify_api_secret,
+            )
+            if value
+        )
 
 
-def _int(name: str, default: int, minimum: int = 0,
-         maximum: int | None = None) -> Callable[[Mapping[str, str]], int]:
+def _int(
+    name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> Callable[[Mapping[str, str]], int]:
     def parse(env: Mapping[str, str]) -> int:
         raw = env.get(name, "").strip()
         if not raw:
@@ -133,7 +145,9 @@ def _url(name: str, schemes: tuple[str, ...], default: str | None = None):
             return None
         parsed = urlparse(raw)
         if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
-            raise ConfigError(f"{name}={raw!r} must be a URL starting with {' or '.join(schemes)}://")
+            raise ConfigError(
+                f"{name}={raw!r} must be a URL starting with {' or '.join(schemes)}://"
+            )
         return raw.rstrip("/") if parsed.scheme.startswith("http") else raw
 
     return parse
@@ -142,15 +156,18 @@ def _url(name: str, schemes: tuple[str, ...], default: str | None = None):
 def _broker_url(name: str) -> Callable[[Mapping[str, str]], str | None]:
     """`amqp://` or `amqps://`, as pika reads it (unset: Dramatiq uses REDIS_URL's Redis).
     The message never repeats the value: its password is a secret."""
+
     def parse(env: Mapping[str, str]) -> str | None:
         raw = env.get(name, "").strip()
         if not raw:
             return None
         scheme = urlparse(raw).scheme
         if scheme not in ("amqp", "amqps"):
-            raise ConfigError(f"{name} must be an amqp:// or amqps:// URL (it starts with"
-                              f" {scheme + '://' if scheme else 'no scheme'}); unset it to run"
-                              " Dramatiq on REDIS_URL's Redis")
+            raise ConfigError(
+                f"{name} must be an amqp:// or amqps:// URL (it starts with"
+                f" {scheme + '://' if scheme else 'no scheme'}); unset it to run"
+                " Dramatiq on REDIS_URL's Redis"
+            )
         import pika
 
         try:
@@ -172,6 +189,7 @@ def _text(name: str, default: str | None = None):
 
 def _rate(name: str, default: str):
     """`N/second`, `N per minute`, ... (the `limits` library's notation); `0` or `off`: none."""
+
     def parse(env: Mapping[str, str]) -> str | None:
         raw = env.get(name, "").strip() or default
         if raw.lower() in ("0", "off", "none"):
@@ -181,7 +199,9 @@ def _rate(name: str, default: str):
         try:
             item = parse_rate(raw)
         except ValueError:
-            raise ConfigError(f"{name}={raw!r} must be a rate such as 100/second or 0 (off)")
+            raise ConfigError(
+                f"{name}={raw!r} must be a rate such as 100/second or 0 (off)"
+            ) from None
         if item.amount < 1:
             raise ConfigError(f"{name}={raw!r} must allow at least 1 request")
         return raw
@@ -196,8 +216,9 @@ def _secret(name: str, min_length: int) -> Callable[[Mapping[str, str]], str | N
             return None
         if len(value) < min_length:
             # The value itself stays out of the message: it is a secret, even a bad one.
-            raise ConfigError(f"{name} must be at least {min_length} characters"
-                              f" (it has {len(value)})")
+            raise ConfigError(
+                f"{name} must be at least {min_length} characters (it has {len(value)})"
+            )
         return value
 
     return parse
@@ -210,22 +231,26 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if port > 65535:
         raise ConfigError(f"PORT={port} must be at most 65535")
     values = {
-        "database_url": _url("DATABASE_URL", ("postgres", "postgresql"))(env),
-        "redis_url": _url("REDIS_URL", ("redis", "rediss", "unix"))(env),
+        "database_url": _url("DATABASE_URL", ("postgres", "postgresql"))(env) or "",
+        "redis_url": _url("REDIS_URL", ("redis", "rediss", "unix"))(env) or "",
         # Dramatiq's broker when set (RabbitMQ); Redis stays required for everything else.
         "broker_url": _broker_url("BROKER_URL")(env),
         "port": port,
-        "mitto_api_base": _url("MITTO_API_BASE", ("http", "https"), "https://rest.mittoapi.net")(env),
+        "mitto_api_base": _url("MITTO_API_BASE", ("http", "https"), "https://rest.mittoapi.net")(
+            env
+        ),
         "mitto_api_key": _text("MITTO_API_KEY")(env),
         "mitto_sender": _text("MITTO_SENDER")(env),
-        "public_base_url": _url("PUBLIC_BASE_URL", ("http", "https"), f"http://localhost:{port}")(env),
+        "public_base_url": _url("PUBLIC_BASE_URL", ("http", "https"), f"http://localhost:{port}")(
+            env
+        ),
         # Unset disables the admin API and the ops page, or the delivery-report webhook.
         "admin_token": _secret("ADMIN_TOKEN", 24)(env),
         "dlr_webhook_secret": _secret("DLR_WEBHOOK_SECRET", 24)(env),
         # Signs unsubscribe tokens. No default: one written in the code would let anyone forge
         # every contact's opt-out; `runtime.check` requires it of every process that signs or
         # checks them, and only `astronote up`/`demo` generate one (astronote/secrets_store.py).
-        "secret_key": _secret("SECRET_KEY", 32)(env),
+        "secret_key": _secret("SECRET_KEY", 32)(env) or "",
         "run_scheduler": _bool("RUN_SCHEDULER", True)(env),
         "scheduler_lock_ttl_ms": _int("SCHEDULER_LOCK_TTL_MS", 15000, 1000)(env),
         "scheduler_lock_retry_ms": _int("SCHEDULER_LOCK_RETRY_MS", 5000, 100)(env),
@@ -317,4 +342,3 @@ def override(new: Settings | None) -> None:
     """Replace the process-wide settings (tests and the CLI's embedded servers)."""
     global _current
     _current = new
-

@@ -3,6 +3,7 @@
 Callers publish only after their transaction has committed: a message must never name rows
 that a rollback could take back. What the broker loses (Redis, or RabbitMQ with BROKER_URL),
 the durable `send_batch` rows bring back."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,20 +34,22 @@ def broker_reachable() -> bool:
             return False
     from service.infra import rabbitmq
 
-    return rabbitmq.reachable(broker)
+    return rabbitmq.reachable(broker)  # type: ignore[arg-type]  # a RabbitmqBroker here
 
 
 def publish(queue: str, actor_name: str, *args: Any, delay_ms: int | None = None) -> None:
-    message = Message(queue_name=queue, actor_name=actor_name, args=args, kwargs={}, options={})
+    message: Message[Any] = Message(
+        queue_name=queue, actor_name=actor_name, args=args, kwargs={}, options={}
+    )
     try:
         dramatiq.get_broker().enqueue(message, delay=delay_ms)
     except BrokerConnectionError as error:
-        raise BrokerUnavailable("RabbitMQ is unreachable; the message was not published") \
-            from error
+        raise BrokerUnavailable("RabbitMQ is unreachable; the message was not published") from error
 
 
-def publish_batch(campaign_id: int, shop_id: int, recipient_ids: list[int],
-                  delay_ms: int | None = None) -> None:
+def publish_batch(
+    campaign_id: int, shop_id: int, recipient_ids: list[int], delay_ms: int | None = None
+) -> None:
     publish(SEND_QUEUE, "sendBulkSMS", campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
 
 

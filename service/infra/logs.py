@@ -1,12 +1,13 @@
 """Structured logs: one JSON object per line, carrying the `extra` fields a call site passes
 (`shop_id`, `campaign_id`, `batch_key`, ...)."""
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 REDACTED = "[redacted]"
@@ -20,8 +21,12 @@ def hide_secrets(*values: str) -> None:
     """Show none of `values` (the configured secrets) in any line this process logs, whoever
     logs them (a library's exception text included): each appears as [redacted]."""
     global _hidden
-    forms = {form for value in values if len(value) >= MIN_HIDDEN_LENGTH
-             for form in (value, json.dumps(value)[1:-1])}  # as is, and as JSON escapes it
+    forms = {
+        form
+        for value in values
+        if len(value) >= MIN_HIDDEN_LENGTH
+        for form in (value, json.dumps(value)[1:-1])
+    }  # as is, and as JSON escapes it
     _hidden = tuple(sorted(forms, key=len, reverse=True))
 
 
@@ -32,7 +37,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "process": self.role,

@@ -17,16 +17,18 @@ Multiprocess mode needs `PROMETHEUS_MULTIPROC_DIR` before the first metric is cr
 default directory is derived from the database and Redis URLs, so the processes of one
 deployment on one host share it and two deployments (or test runs) on a host never mix.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from service.infra.config import Settings
 
@@ -46,8 +48,11 @@ def metrics_dir(settings: Settings) -> Path:
     if given:
         return Path(given)
     deployment = f"{settings.database_url}|{settings.redis_url}".encode()
-    return (Path(tempfile.gettempdir()) / "astronote-metrics"
-            / hashlib.sha256(deployment).hexdigest()[:12])
+    return (
+        Path(tempfile.gettempdir())
+        / "astronote-metrics"
+        / hashlib.sha256(deployment).hexdigest()[:12]
+    )
 
 
 def configure(settings: Settings) -> Path:
@@ -83,16 +88,30 @@ def instruments() -> Instruments:
     from prometheus_client import Counter, Histogram
 
     return Instruments(
-        messages=Counter("astronote_messages", "Messages by provider outcome: accepted,"
-                         " rejected, not_sent (retried), unknown (never resent blindly)",
-                         ["outcome"]),
-        provider_call=Histogram("astronote_provider_call_seconds", "Provider HTTP call latency",
-                                ["endpoint", "outcome"], buckets=CALL_BUCKETS),
-        batch_duration=Histogram("astronote_batch_duration_seconds",
-                                 "sendBulkSMS duration, claim to persist",
-                                 ["result"], buckets=BATCH_BUCKETS),
-        http_request=Histogram("astronote_http_request_seconds", "API request duration",
-                               ["method", "route", "status"], buckets=HTTP_BUCKETS),
+        messages=Counter(
+            "astronote_messages",
+            "Messages by provider outcome: accepted,"
+            " rejected, not_sent (retried), unknown (never resent blindly)",
+            ["outcome"],
+        ),
+        provider_call=Histogram(
+            "astronote_provider_call_seconds",
+            "Provider HTTP call latency",
+            ["endpoint", "outcome"],
+            buckets=CALL_BUCKETS,
+        ),
+        batch_duration=Histogram(
+            "astronote_batch_duration_seconds",
+            "sendBulkSMS duration, claim to persist",
+            ["result"],
+            buckets=BATCH_BUCKETS,
+        ),
+        http_request=Histogram(
+            "astronote_http_request_seconds",
+            "API request duration",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+        ),
     )
 
 
@@ -131,8 +150,9 @@ class timed:
 class SystemCollector:
     """Gauges of the system's state, from the `/health/full` snapshot and the ledger."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]],
-                 credits_debited: Callable[[], int]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, Any]], credits_debited: Callable[[], int]
+    ) -> None:
         self.snapshot = snapshot
         self.credits_debited = credits_debited
 
@@ -140,13 +160,15 @@ class SystemCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         state = self.snapshot()
-        up = GaugeMetricFamily("astronote_dependency_up", "1 when the dependency answers",
-                               labels=["dependency"])
+        up = GaugeMetricFamily(
+            "astronote_dependency_up", "1 when the dependency answers", labels=["dependency"]
+        )
         for name, value in state["dependencies"].items():
             up.add_metric([name], 1 if value == "ok" else 0)
         yield up
-        yield GaugeMetricFamily("astronote_health_ok", "1 when /health/full says ok",
-                                value=1 if state["ok"] else 0)
+        yield GaugeMetricFamily(
+            "astronote_health_ok", "1 when /health/full says ok", value=1 if state["ok"] else 0
+        )
         yield from self._queues(state.get("queues", {}), GaugeMetricFamily)
         yield from self._processes(state, GaugeMetricFamily)
         yield from self._campaigns(state.get("campaigns", {}), GaugeMetricFamily)
@@ -155,15 +177,19 @@ class SystemCollector:
                 debited = self.credits_debited()
             except Exception:  # noqa: BLE001 - the database went away between two queries
                 return
-            yield CounterMetricFamily("astronote_credits_debited",
-                                      "Credits debited for accepted messages", value=debited)
+            yield CounterMetricFamily(
+                "astronote_credits_debited", "Credits debited for accepted messages", value=debited
+            )
 
     @staticmethod
     def _queues(queues: dict[str, Any], Gauge) -> Iterator[Any]:
         if "error" in queues:
             return
-        depth = Gauge("astronote_queue_messages", "Messages in each Dramatiq queue by state",
-                      labels=["queue", "state"])
+        depth = Gauge(
+            "astronote_queue_messages",
+            "Messages in each Dramatiq queue by state",
+            labels=["queue", "state"],
+        )
         for queue, counts in queues.items():
             for state in ("waiting", "active", "delayed", "failed"):
                 if counts[state] is not None:  # `active` is unknown on RabbitMQ: no sample
@@ -175,22 +201,36 @@ class SystemCollector:
         workers, scheduler = state.get("workers", {}), state.get("scheduler", {})
         if "error" not in workers:
             yield Gauge("astronote_workers_live", "Live worker processes", value=workers["live"])
-            consumers = Gauge("astronote_queue_consumers",
-                              "Live worker processes consuming each queue", labels=["queue"])
+            consumers = Gauge(
+                "astronote_queue_consumers",
+                "Live worker processes consuming each queue",
+                labels=["queue"],
+            )
             for queue, count in workers["consumers"].items():
                 consumers.add_metric([queue], count)
             yield consumers
         if "error" not in scheduler:
             lock = scheduler["lock"]
-            yield Gauge("astronote_scheduler_leader", "1 while a clock holds the leader lock",
-                        value=1 if lock["exists"] else 0)
-            yield Gauge("astronote_scheduler_epoch", "Fencing epoch of the leading clock",
-                        value=lock["epoch"] or 0)
-            clocks = Gauge("astronote_clocks", "Live clock processes by RUN_SCHEDULER",
-                           labels=["run_scheduler"])
+            yield Gauge(
+                "astronote_scheduler_leader",
+                "1 while a clock holds the leader lock",
+                value=1 if lock["exists"] else 0,
+            )
+            yield Gauge(
+                "astronote_scheduler_epoch",
+                "Fencing epoch of the leading clock",
+                value=lock["epoch"] or 0,
+            )
+            clocks = Gauge(
+                "astronote_clocks",
+                "Live clock processes by RUN_SCHEDULER",
+                labels=["run_scheduler"],
+            )
             for flag in (True, False):
-                clocks.add_metric([str(flag).lower()], sum(
-                    1 for c in scheduler["clocks"] if c["run_scheduler"] is flag))
+                clocks.add_metric(
+                    [str(flag).lower()],
+                    sum(1 for c in scheduler["clocks"] if c["run_scheduler"] is flag),
+                )
             yield clocks
 
     @staticmethod
@@ -198,16 +238,27 @@ class SystemCollector:
         if "error" in campaigns or not campaigns:
             return
         by_status = Gauge("astronote_campaigns", "Campaigns by status", labels=["status"])
-        for status in ("draft", "scheduled", "sending", "paused", "completed", "failed",
-                       "cancelled"):
+        for status in (
+            "draft",
+            "scheduled",
+            "sending",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled",
+        ):
             by_status.add_metric([status], campaigns["by_status"].get(status, 0))
         yield by_status
-        yield Gauge("astronote_campaigns_stuck",
-                    "Campaigns sending with no progress past STUCK_CAMPAIGN_AFTER_MS",
-                    value=campaigns["stuck_count"])
-        yield Gauge("astronote_campaigns_long_paused",
-                    "Campaigns paused for longer than PAUSED_CAMPAIGN_ALERT_MS",
-                    value=campaigns.get("long_paused_count", 0))
+        yield Gauge(
+            "astronote_campaigns_stuck",
+            "Campaigns sending with no progress past STUCK_CAMPAIGN_AFTER_MS",
+            value=campaigns["stuck_count"],
+        )
+        yield Gauge(
+            "astronote_campaigns_long_paused",
+            "Campaigns paused for longer than PAUSED_CAMPAIGN_ALERT_MS",
+            value=campaigns.get("long_paused_count", 0),
+        )
 
 
 def exposition(collector: SystemCollector) -> tuple[bytes, str]:

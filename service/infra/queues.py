@@ -16,9 +16,11 @@ every count is O(1) in Redis (LLEN, SCARD, ZCARD), so 100,000 waiting messages c
 With BROKER_URL (RabbitMQ) the counts come from RabbitMQ itself
 (`service.infra.rabbitmq.RabbitmqQueueCounter`); `counter_for` picks the one in use.
 """
+
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import dramatiq
 import redis
@@ -83,8 +85,9 @@ def counter_for(settings: Settings, client: redis.Redis) -> Counter:
 class QueueCounter:
     """Counts `{waiting, active, delayed, failed}` (and `orphaned`) for each queue."""
 
-    def __init__(self, client: redis.Redis, heartbeat_timeout_ms: int,
-                 namespace: str = NAMESPACE) -> None:
+    def __init__(
+        self, client: redis.Redis, heartbeat_timeout_ms: int, namespace: str = NAMESPACE
+    ) -> None:
         self.namespace = namespace
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.client = client
@@ -96,5 +99,7 @@ class QueueCounter:
     def counts(self, queues: Sequence[str]) -> dict[str, dict[str, int]]:
         """One round trip (EVALSHA; EVAL once after a Redis restart flushed the script)."""
         rows = self._count(args=[self.namespace, self.heartbeat_timeout_ms, *queues])
-        return {queue: dict(zip((*STATES, "orphaned"), map(int, row)))
-                for queue, row in zip(queues, rows)}
+        return {
+            queue: dict(zip((*STATES, "orphaned"), map(int, row)))
+            for queue, row in zip(queues, rows)
+        }

@@ -17,9 +17,10 @@ Each queue `q` is three RabbitMQ queues: `q` (waiting), `q.DQ` (delayed: retries
 or delayed until their eta inside a worker) are not in that count and AMQP offers no other,
 so `active` is unknown (`None`) on RabbitMQ.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pika
@@ -63,8 +64,9 @@ def ping(broker: RabbitmqBroker) -> None:
         except pika.exceptions.AMQPError as error:
             del broker.connection
             if attempt == 2:
-                raise BrokerUnavailable(f"RabbitMQ is unreachable ({type(error).__name__})") \
-                    from error
+                raise BrokerUnavailable(
+                    f"RabbitMQ is unreachable ({type(error).__name__})"
+                ) from error
 
 
 def reachable(broker: RabbitmqBroker) -> bool:
@@ -89,8 +91,7 @@ class RabbitmqQueueCounter:
             return {queue: self._queue(queue) for queue in queues}
         except pika.exceptions.AMQPConnectionError as error:
             del self.broker.connection
-            raise BrokerUnavailable(f"RabbitMQ is unreachable ({type(error).__name__})") \
-                from error
+            raise BrokerUnavailable(f"RabbitMQ is unreachable ({type(error).__name__})") from error
 
     def ping(self) -> None:
         ping(self.broker)
@@ -99,8 +100,13 @@ class RabbitmqQueueCounter:
         waiting, consumers = self._declared(queue)
         delayed, _ = self._declared(dq_name(queue))
         failed, _ = self._declared(xq_name(queue))
-        return {"waiting": waiting, "active": None, "delayed": delayed, "failed": failed,
-                "consumers": consumers}
+        return {
+            "waiting": waiting,
+            "active": None,
+            "delayed": delayed,
+            "failed": failed,
+            "consumers": consumers,
+        }
 
     def _declared(self, name: str) -> tuple[int, int]:
         """(ready messages, consumers) of queue `name`; (0, 0) if it does not exist."""

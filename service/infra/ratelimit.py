@@ -1,8 +1,9 @@
 """PROVIDER_RATE_LIMIT: messages per second across every worker process, counted in Redis."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
@@ -11,9 +12,14 @@ class RateLimiter:
     """A one-second fixed window shared through Redis. `acquire(n)` blocks until `n` messages
     fit in the current window (a batch larger than the limit is spread over several windows)."""
 
-    def __init__(self, client: redis.Redis, per_second: int, key: str = "astronote:rate:provider",
-                 clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        per_second: int,
+        key: str = "astronote:rate:provider",
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.client, self.per_second, self.key = client, per_second, key
         self.clock, self.sleep = clock, sleep
 

@@ -1,4 +1,5 @@
 """Process start-up shared by web, worker and clock: settings, logs, database, broker."""
+
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,6 @@
 """The operator's board: every live campaign (and the last finished ones) with its progress,
 across shops. Read by `/ops/state` and `astronote status`; admin only."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,33 +15,57 @@ RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 
 
 def _newest(statuses: tuple[str, ...], limit: int) -> Select:
-    return (Campaign
-            .select(Campaign.id)
-            .where(Campaign.status.in_(statuses))
-            .order_by(Campaign.id.desc())
-            .limit(limit))
+    return (
+        Campaign.select(Campaign.id)
+        .where(Campaign.status.in_(statuses))
+        .order_by(Campaign.id.desc())
+        .limit(limit)
+    )
 
 
-def campaign_board(sending_limit: int = 50, waiting_limit: int = 20,
-                   finished_limit: int = 10) -> list[dict[str, Any]]:
+def campaign_board(
+    sending_limit: int = 50, waiting_limit: int = 20, finished_limit: int = 10
+) -> list[dict[str, Any]]:
     """Campaigns sending (first: they move), then paused and scheduled ones, then the last
     finished ones, newest first within each, each with its recipients counted by status."""
     # One newest-first top-N per group of statuses, then one join for all of them.
-    shown = (_newest(("sending",), sending_limit)
-             + _newest(("paused", "scheduled"), waiting_limit)
-             + _newest(("completed", "failed", "cancelled"), finished_limit)).cte("shown")
+    shown = (
+        _newest(("sending",), sending_limit)
+        + _newest(("paused", "scheduled"), waiting_limit)
+        + _newest(("completed", "failed", "cancelled"), finished_limit)
+    ).cte("shown")
     group = Case(Campaign.status, [("sending", 0), ("paused", 1), ("scheduled", 2)], 3)
-    keys = ("id", "shop_id", "shop", "name", "status", "status_reason", "scheduled_at",
-            "started_at", "finished_at", "last_progress_at")
-    rows = (Campaign
-            .select(Campaign.id, Campaign.shop, Shop.domain, Campaign.name, Campaign.status,
-                    Campaign.status_reason, Campaign.scheduled_at, Campaign.started_at,
-                    Campaign.finished_at, Campaign.last_progress_at)
-            .join(Shop)
-            .where(Campaign.id.in_(shown.select(shown.c.id)))
-            .order_by(group, Campaign.id.desc())
-            .with_cte(shown)
-            .tuples())
+    keys = (
+        "id",
+        "shop_id",
+        "shop",
+        "name",
+        "status",
+        "status_reason",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "last_progress_at",
+    )
+    rows = (
+        Campaign.select(
+            Campaign.id,
+            Campaign.shop,
+            Shop.domain,
+            Campaign.name,
+            Campaign.status,
+            Campaign.status_reason,
+            Campaign.scheduled_at,
+            Campaign.started_at,
+            Campaign.finished_at,
+            Campaign.last_progress_at,
+        )
+        .join(Shop)
+        .where(Campaign.id.in_(shown.select(shown.c.id)))
+        .order_by(group, Campaign.id.desc())
+        .with_cte(shown)
+        .tuples()
+    )
     board = [dict(zip(keys, row)) for row in rows]
     counts = _recipient_counts([campaign["id"] for campaign in board])
     for campaign in board:
@@ -48,8 +73,9 @@ def campaign_board(sending_limit: int = 50, waiting_limit: int = 20,
         campaign["counts"] = {status: by_status.get(status, 0) for status in RECIPIENT_STATUSES}
         total = sum(campaign["counts"].values())
         done = total - campaign["counts"]["pending"] - campaign["counts"]["sending"]
-        campaign.update(total=total, done=done,
-                        percent=round(100 * done / total, 1) if total else 0.0)
+        campaign.update(
+            total=total, done=done, percent=round(100 * done / total, 1) if total else 0.0
+        )
     return board
 
 
@@ -57,12 +83,14 @@ def _recipient_counts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
     # One statement for every campaign shown: a correlated count per campaign would let the
     # planner pick a full scan for each when one campaign holds most of the rows.
     counts: dict[int, dict[str, int]] = {}
-    by_status = (CampaignRecipient
-                 .select(CampaignRecipient.campaign, CampaignRecipient.status,
-                         fn.COUNT(SQL("*")))
-                 .where(CampaignRecipient.campaign == any_of(campaign_ids))
-                 .group_by(CampaignRecipient.campaign, CampaignRecipient.status)
-                 .tuples())
+    by_status = (
+        CampaignRecipient.select(
+            CampaignRecipient.campaign, CampaignRecipient.status, fn.COUNT(SQL("*"))
+        )
+        .where(CampaignRecipient.campaign == any_of(campaign_ids))
+        .group_by(CampaignRecipient.campaign, CampaignRecipient.status)
+        .tuples()
+    )
     for campaign_id, status, count in by_status:
         counts.setdefault(campaign_id, {})[status] = count
     return counts
@@ -86,6 +114,6 @@ def operator_state(checker: HealthChecker) -> dict[str, Any]:
 def credits_debited() -> int:
     """Credits debited for accepted messages, all shops (each campaign's reservation counts
     exactly the debit rows its sends inserted): one row per campaign, not per message."""
-    return int(CreditReservation
-               .select(fn.COALESCE(fn.SUM(CreditReservation.consumed), 0))
-               .scalar())
+    return int(
+        CreditReservation.select(fn.COALESCE(fn.SUM(CreditReservation.consumed), 0)).scalar()
+    )

@@ -6,9 +6,10 @@ one clock, idle, and nothing said so.
 The set `astronote:clocks` indexes the keys, so reading them never scans the keyspace; a
 member whose key has expired is a dead clock and is dropped by the reader.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -23,13 +24,25 @@ def clock_key(holder: str) -> str:
     return f"{KEY_PREFIX}{holder}"
 
 
-def register(client: redis.Redis, holder: str, ttl_ms: int, run_scheduler: bool,
-             leading: bool, epoch: int | None, started_at: datetime) -> None:
+def register(
+    client: redis.Redis,
+    holder: str,
+    ttl_ms: int,
+    run_scheduler: bool,
+    leading: bool,
+    epoch: int | None,
+    started_at: datetime,
+) -> None:
     """Announce (or refresh) this clock; it disappears `ttl_ms` after its last announcement."""
     key = clock_key(holder)
-    entry = {"holder": holder, "run_scheduler": int(run_scheduler), "leading": int(leading),
-             "epoch": "" if epoch is None else epoch, "started_at": started_at.isoformat(),
-             "seen_at": datetime.now(timezone.utc).isoformat()}
+    entry = {
+        "holder": holder,
+        "run_scheduler": int(run_scheduler),
+        "leading": int(leading),
+        "epoch": "" if epoch is None else epoch,
+        "started_at": started_at.isoformat(),
+        "seen_at": datetime.now(UTC).isoformat(),
+    }
     presence.announce(client, INDEX_KEY, key, entry, ttl_ms)
 
 
@@ -43,8 +56,11 @@ def live_clocks(client: redis.Redis) -> list[dict[str, Any]]:
 
 
 def _decode(values: dict[str, str]) -> dict[str, Any]:
-    return {"holder": values.get("holder"),
-            "run_scheduler": values.get("run_scheduler") == "1",
-            "leading": values.get("leading") == "1",
-            "epoch": int(values["epoch"]) if values.get("epoch") else None,
-            "started_at": values.get("started_at"), "seen_at": values.get("seen_at")}
+    return {
+        "holder": values.get("holder"),
+        "run_scheduler": values.get("run_scheduler") == "1",
+        "leading": values.get("leading") == "1",
+        "epoch": int(values["epoch"]) if values.get("epoch") else None,
+        "started_at": values.get("started_at"),
+        "seen_at": values.get("seen_at"),
+    }

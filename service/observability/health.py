@@ -13,12 +13,14 @@ queue counts are one Lua round trip of O(1) reads (on RabbitMQ, three passive de
 queue), workers and clocks are small indexed sets, and the database part is three queries on the
 `campaign` table.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from peewee import SQL, fn
@@ -27,8 +29,8 @@ from models import Campaign
 from models.database import fetchall
 from models.expressions import epoch_seconds, milliseconds_ago
 from service.infra import dispatch
-from service.infra.config import Settings
 from service.infra import queues as queue_counts
+from service.infra.config import Settings
 from service.observability import scheduler_state, workers
 
 log = logging.getLogger("astronote.health")
@@ -55,9 +57,13 @@ def _probe(check: Callable[[], Any]) -> str | None:
 class HealthChecker:
     """Reads the state of the whole system from PostgreSQL and Redis; needs no other process."""
 
-    def __init__(self, settings: Settings, client: redis.Redis,
-                 queues: Sequence[str] = dispatch.QUEUES,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        queues: Sequence[str] = dispatch.QUEUES,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.settings = settings
         self.client = client
         self.queues = tuple(queues)
@@ -70,11 +76,16 @@ class HealthChecker:
     def readiness(self) -> dict[str, Any]:
         """`{ok, down: [dependency], reason}`: PostgreSQL and Redis answer. The answer names
         what is down, never the error (it may hold a host name or a DSN): that is logged."""
-        errors = {name: error for name, error in (
-            # A round trip that reads no table: whether PostgreSQL answers, nothing more.
-            ("postgresql", _probe(lambda: fetchall("SELECT 1"))),
-            ("redis", _probe(self.client.ping)),
-            *([(self.broker, _probe(self.counter.ping))] if self.broker else [])) if error}
+        errors = {
+            name: error
+            for name, error in (
+                # A round trip that reads no table: whether PostgreSQL answers, nothing more.
+                ("postgresql", _probe(lambda: fetchall("SELECT 1"))),
+                ("redis", _probe(self.client.ping)),
+                *([(self.broker, _probe(self.counter.ping))] if self.broker else []),
+            )
+            if error
+        }
         for name, error in errors.items():
             log.warning("dependency down", extra={"dependency": name, "error": error})
         down = list(errors)
@@ -86,20 +97,29 @@ class HealthChecker:
         """The system as an operator needs it; `ok` false with a reason for each problem."""
         began = time.perf_counter()
         problems: list[str] = []
-        dependencies = {"postgresql": "ok", "redis": "ok",
-                        **({self.broker: "ok"} if self.broker else {})}
+        dependencies = {
+            "postgresql": "ok",
+            "redis": "ok",
+            **({self.broker: "ok"} if self.broker else {}),
+        }
         report: dict[str, Any] = {}
         try:
             report.update(self._redis_sections())
         except redis.RedisError as error:
             dependencies["redis"] = describe(error)
-            problems.append(f"redis is down ({describe(error)}): workers, queues and the "
-                            "scheduler lock cannot be read, and nothing can be published"
-                            if not self.broker else
-                            f"redis is down ({describe(error)}): workers and the scheduler "
-                            "lock cannot be read, and no clock can lead")
-            report.update({name: {"error": dependencies["redis"]}
-                           for name in ("scheduler", "workers", "queues")})
+            problems.append(
+                f"redis is down ({describe(error)}): workers, queues and the "
+                "scheduler lock cannot be read, and nothing can be published"
+                if not self.broker
+                else f"redis is down ({describe(error)}): workers and the scheduler "
+                "lock cannot be read, and no clock can lead"
+            )
+            report.update(
+                {
+                    name: {"error": dependencies["redis"]}
+                    for name in ("scheduler", "workers", "queues")
+                }
+            )
         if self.broker:
             report["queues"] = self._broker_queues(dependencies, problems)
         try:
@@ -112,17 +132,24 @@ class HealthChecker:
             problems.append(f"postgresql is down ({describe(error)})")
             report["campaigns"] = {"error": dependencies["postgresql"]}
         problems += self._problems(report)
-        return {"ok": not problems, "problems": problems,
-                "checked_at": self.clock().isoformat(), "dependencies": dependencies,
-                **report, "took_ms": round((time.perf_counter() - began) * 1000, 1)}
+        return {
+            "ok": not problems,
+            "problems": problems,
+            "checked_at": self.clock().isoformat(),
+            "dependencies": dependencies,
+            **report,
+            "took_ms": round((time.perf_counter() - began) * 1000, 1),
+        }
 
     def _redis_sections(self) -> dict[str, Any]:
         queues = {} if self.broker else {"queues": self.counter.counts(self.queues)}
         live = workers.live_workers(self.client, self.clock())
         consumers = {queue: sum(1 for w in live if queue in w["queues"]) for queue in self.queues}
-        return {"scheduler": scheduler_state.snapshot(self.client),
-                "workers": {"live": len(live), "consumers": consumers, "processes": live},
-                **queues}
+        return {
+            "scheduler": scheduler_state.snapshot(self.client),
+            "workers": {"live": len(live), "consumers": consumers, "processes": live},
+            **queues,
+        }
 
     def _broker_queues(self, dependencies: dict[str, str], problems: list[str]) -> dict:
         """Queue counts from RabbitMQ; `active` is None there (unacknowledged messages are
@@ -130,37 +157,46 @@ class HealthChecker:
         try:
             return self.counter.counts(self.queues)
         except Exception as error:  # noqa: BLE001 - any broker failure: say so, never a 500
-            log.warning("dependency down", extra={"dependency": self.broker,
-                                                  "error": describe(error)})
-            dependencies[self.broker] = describe(error)
-            problems.append(f"{self.broker} is down ({describe(error)}): queues cannot be read"
-                            " and nothing can be published")
-            return {"error": dependencies[self.broker]}
+            broker = self.broker or "broker"
+            log.warning("dependency down", extra={"dependency": broker, "error": describe(error)})
+            dependencies[broker] = describe(error)
+            problems.append(
+                f"{broker} is down ({describe(error)}): queues cannot be read"
+                " and nothing can be published"
+            )
+            return {"error": dependencies[broker]}
 
     def _campaigns(self) -> dict[str, Any]:
-        by_status = dict(Campaign
-                         .select(Campaign.status, fn.COUNT(SQL("*")))
-                         .group_by(Campaign.status)
-                         .tuples())
+        by_status = dict(
+            Campaign.select(Campaign.status, fn.COUNT(SQL("*"))).group_by(Campaign.status).tuples()
+        )
         threshold_ms = self.settings.stuck_campaign_after_ms
         # A campaign that never progressed is measured from its start (enqueue sets both).
         idle_since = fn.COALESCE(Campaign.last_progress_at, Campaign.started_at)
         idle_ms = (epoch_seconds(fn.now() - idle_since) * 1000).cast("bigint")
-        rows = list(Campaign
-                    .select(Campaign.id, Campaign.shop, Campaign.started_at,
-                            Campaign.last_progress_at, idle_ms.alias("idle_ms"),
-                            fn.COUNT(SQL("*")).over().alias("stuck"))
-                    .where((Campaign.status == "sending")
-                           & (idle_since < milliseconds_ago(threshold_ms)))
-                    .order_by(idle_since)
-                    .limit(STUCK_LISTED)
-                    .tuples())
+        rows = list(
+            Campaign.select(
+                Campaign.id,
+                Campaign.shop,
+                Campaign.started_at,
+                Campaign.last_progress_at,
+                idle_ms.alias("idle_ms"),
+                fn.COUNT(SQL("*")).over().alias("stuck"),
+            )
+            .where((Campaign.status == "sending") & (idle_since < milliseconds_ago(threshold_ms)))
+            .order_by(idle_since)
+            .limit(STUCK_LISTED)
+            .tuples()
+        )
         # Ids only: operators see this (and `/metrics`), campaign names are the merchants'.
         keys = ("id", "shop_id", "started_at", "last_progress_at", "idle_ms")
-        return {"by_status": by_status, "stuck_after_ms": threshold_ms,
-                "stuck_count": rows[0][-1] if rows else 0,
-                "stuck": [dict(zip(keys, row[:-1])) for row in rows],
-                **self._long_paused()}
+        return {
+            "by_status": by_status,
+            "stuck_after_ms": threshold_ms,
+            "stuck_count": rows[0][-1] if rows else 0,
+            "stuck": [dict(zip(keys, row[:-1])) for row in rows],
+            **self._long_paused(),
+        }
 
     def _long_paused(self) -> dict[str, Any]:
         """Campaigns paused for longer than PAUSED_CAMPAIGN_ALERT_MS. Listed, but not a reason
@@ -170,26 +206,36 @@ class HealthChecker:
         # Pausing is a paused campaign's last update (its answers in flight write progress
         # only), so `updated_at` is when it was paused.
         paused_ms = (epoch_seconds(fn.now() - Campaign.updated_at) * 1000).cast("bigint")
-        rows = list(Campaign
-                    .select(Campaign.id, Campaign.shop, Campaign.updated_at,
-                            paused_ms.alias("paused_ms"),
-                            fn.COUNT(SQL("*")).over().alias("count"))
-                    .where((Campaign.status == "paused")
-                           & (Campaign.updated_at < milliseconds_ago(threshold_ms)))
-                    .order_by(Campaign.updated_at)
-                    .limit(STUCK_LISTED)
-                    .tuples())
+        rows = list(
+            Campaign.select(
+                Campaign.id,
+                Campaign.shop,
+                Campaign.updated_at,
+                paused_ms.alias("paused_ms"),
+                fn.COUNT(SQL("*")).over().alias("count"),
+            )
+            .where(
+                (Campaign.status == "paused")
+                & (Campaign.updated_at < milliseconds_ago(threshold_ms))
+            )
+            .order_by(Campaign.updated_at)
+            .limit(STUCK_LISTED)
+            .tuples()
+        )
         keys = ("id", "shop_id", "paused_since", "paused_ms")
-        return {"paused_alert_after_ms": threshold_ms,
-                "long_paused_count": rows[0][-1] if rows else 0,
-                "long_paused": [dict(zip(keys, row[:-1])) for row in rows]}
+        return {
+            "paused_alert_after_ms": threshold_ms,
+            "long_paused_count": rows[0][-1] if rows else 0,
+            "long_paused": [dict(zip(keys, row[:-1])) for row in rows],
+        }
 
     def _problems(self, report: dict[str, Any]) -> list[str]:
         problems: list[str] = []
         if "error" not in report.get("workers", {"error": True}):
             queues = report.get("queues", {})
-            problems += self._worker_problems(report["workers"],
-                                              {} if "error" in queues else queues)
+            problems += self._worker_problems(
+                report["workers"], {} if "error" in queues else queues
+            )
         if "error" not in report.get("scheduler", {"error": True}):
             problems += scheduler_state.problems(report["scheduler"])
         campaigns = report.get("campaigns", {})
@@ -200,17 +246,26 @@ class HealthChecker:
     def _worker_problems(self, state: dict[str, Any], queues: dict[str, dict]) -> list[str]:
         if not state["live"]:
             waiting = sum(counts["waiting"] + counts["delayed"] for counts in queues.values())
-            return [f"no live worker process: nothing consumes {', '.join(self.queues)}"
-                    f" ({waiting} messages waiting)"]
-        return [f"no live worker consumes queue {queue}"
-                f" ({queues.get(queue, {}).get('waiting', 0)} messages waiting)"
-                for queue, count in state["consumers"].items() if not count]
+            return [
+                f"no live worker process: nothing consumes {', '.join(self.queues)}"
+                f" ({waiting} messages waiting)"
+            ]
+        return [
+            f"no live worker consumes queue {queue}"
+            f" ({queues.get(queue, {}).get('waiting', 0)} messages waiting)"
+            for queue, count in state["consumers"].items()
+            if not count
+        ]
 
     @staticmethod
     def _stuck_problem(campaigns: dict[str, Any]) -> str:
-        named = ", ".join(f"{c['id']} (shop {c['shop_id']}, idle {c['idle_ms'] // 1000} s)"
-                          for c in campaigns["stuck"][:STUCK_NAMED])
+        named = ", ".join(
+            f"{c['id']} (shop {c['shop_id']}, idle {c['idle_ms'] // 1000} s)"
+            for c in campaigns["stuck"][:STUCK_NAMED]
+        )
         more = campaigns["stuck_count"] - min(STUCK_NAMED, len(campaigns["stuck"]))
-        return (f"{campaigns['stuck_count']} campaign(s) stuck in sending with no progress for"
-                f" over {campaigns['stuck_after_ms'] // 1000} s: {named}"
-                + (f" and {more} more" if more > 0 else ""))
+        return (
+            f"{campaigns['stuck_count']} campaign(s) stuck in sending with no progress for"
+            f" over {campaigns['stuck_after_ms'] // 1000} s: {named}"
+            + (f" and {more} more" if more > 0 else "")
+        )

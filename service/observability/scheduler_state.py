@@ -10,10 +10,12 @@ The key names are the contract between the clock (`scheduler/`, the writer) and 
 jobs' hash is empty until the leader's next run; `latest_from_database(JOB_NAMES)` has them
 meanwhile.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 
@@ -29,20 +31,29 @@ JOB_NAMES = ("launch_scheduled", "refresh_statuses", "reconcile")
 def read_lock(client: redis.Redis, key: str = LEADER_KEY) -> dict[str, Any]:
     """The lock as health shows it: `{exists, ttl_ms, holder, epoch}`."""
     with client.pipeline(transaction=True) as pipe:
-        raw, ttl_ms = pipe.get(key).pttl(key).execute()
+        pipe.get(key)
+        pipe.pttl(key)
+        raw, ttl_ms = pipe.execute()
     if raw is None:
         return {"exists": False, "ttl_ms": None, "holder": None, "epoch": None}
     try:
         value = json.loads(raw)
     except ValueError:
         value = {}
-    return {"exists": True, "ttl_ms": ttl_ms if ttl_ms >= 0 else None,
-            "holder": value.get("holder"), "epoch": value.get("epoch")}
+    return {
+        "exists": True,
+        "ttl_ms": ttl_ms if ttl_ms >= 0 else None,
+        "holder": value.get("holder"),
+        "epoch": value.get("epoch"),
+    }
 
 
 def latest_from_redis(client: redis.Redis) -> dict[str, dict[str, Any]]:
     """The last run of each job as the leader published it (empty after a Redis flush)."""
-    return {name.decode(): json.loads(raw) for name, raw in client.hgetall(JOBS_KEY).items()}
+    return {
+        name.decode() if isinstance(name, bytes) else name: json.loads(raw)
+        for name, raw in client.hgetall(JOBS_KEY).items()
+    }
 
 
 def latest_from_database(jobs: Sequence[str] = JOB_NAMES) -> dict[str, dict[str, Any]]:
@@ -56,16 +67,20 @@ def latest_from_database(jobs: Sequence[str] = JOB_NAMES) -> dict[str, dict[str,
         "SELECT j.job, r.slot, r.epoch, r.holder, r.started_at, r.finished_at, r.ok, r.result"
         " FROM unnest(%s::text[]) AS j(job) CROSS JOIN LATERAL ("
         "   SELECT * FROM job_run WHERE job_run.job = j.job ORDER BY slot DESC LIMIT 1) r",
-        (list(jobs),))
+        (list(jobs),),
+    )
     keys = ("slot", "epoch", "holder", "started_at", "finished_at", "ok", "result")
     return {row[0]: dict(zip(keys, row[1:])) for row in rows}
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
     live = clocks.live_clocks(client)
-    return {"lock": read_lock(client), "clocks": live,
-            "run_scheduler": {clock["holder"]: clock["run_scheduler"] for clock in live},
-            "jobs": latest_from_redis(client)}
+    return {
+        "lock": read_lock(client),
+        "clocks": live,
+        "run_scheduler": {clock["holder"]: clock["run_scheduler"] for clock in live},
+        "jobs": latest_from_redis(client),
+    }
 
 
 def problems(state: dict[str, Any]) -> list[str]:

@@ -10,14 +10,16 @@ not consuming is simply absent, within `TTL_MS`.
 The set `astronote:workers` indexes the keys so readers never scan the keyspace; a member whose
 key has expired is a dead worker and is dropped by the reader.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -49,11 +51,15 @@ class WorkerEntry:
     started_at: datetime
 
     def as_hash(self) -> dict[str, str]:
-        return {"holder": self.holder, "queues": json.dumps(self.queues),
-                "threads": str(self.threads),
-                "processes": "" if self.processes is None else str(self.processes),
-                "broker_id": self.broker_id or "", "started_at": self.started_at.isoformat(),
-                "seen_at": datetime.now(timezone.utc).isoformat()}
+        return {
+            "holder": self.holder,
+            "queues": json.dumps(self.queues),
+            "threads": str(self.threads),
+            "processes": "" if self.processes is None else str(self.processes),
+            "broker_id": self.broker_id or "",
+            "started_at": self.started_at.isoformat(),
+            "seen_at": datetime.now(UTC).isoformat(),
+        }
 
 
 def register(client: redis.Redis, entry: WorkerEntry, ttl_ms: int = TTL_MS) -> None:
@@ -68,28 +74,37 @@ def unregister(client: redis.Redis, holder: str) -> None:
 
 def live_workers(client: redis.Redis, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every worker process that announced itself within its TTL, with its age in seconds."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return [_decode(values, now) for values in presence.live_entries(client, INDEX_KEY)]
 
 
 def _decode(values: dict[str, str], now: datetime) -> dict[str, Any]:
     started_at = datetime.fromisoformat(values["started_at"])
     host, _, pid = values.get("holder", "").rpartition(":")
-    return {"holder": values.get("holder"), "host": host,
-            "pid": int(pid) if pid.isdigit() else None,
-            "queues": json.loads(values.get("queues") or "[]"),
-            "threads": int(values.get("threads") or 0),
-            "processes": int(values["processes"]) if values.get("processes") else None,
-            "started_at": values["started_at"], "seen_at": values.get("seen_at"),
-            "age_s": round((now - started_at).total_seconds(), 1)}
+    return {
+        "holder": values.get("holder"),
+        "host": host,
+        "pid": int(pid) if pid.isdigit() else None,
+        "queues": json.loads(values.get("queues") or "[]"),
+        "threads": int(values.get("threads") or 0),
+        "processes": int(values["processes"]) if values.get("processes") else None,
+        "started_at": values["started_at"],
+        "seen_at": values.get("seen_at"),
+        "age_s": round((now - started_at).total_seconds(), 1),
+    }
 
 
 class Presence:
     """Keeps one worker process registered from a daemon thread while `alive()` says its
     threads are working; stops refreshing (so it expires) as soon as they are not."""
 
-    def __init__(self, client: redis.Redis, entry_of: Callable[[], WorkerEntry | None],
-                 refresh_ms: int = REFRESH_MS, ttl_ms: int = TTL_MS) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        entry_of: Callable[[], WorkerEntry | None],
+        refresh_ms: int = REFRESH_MS,
+        ttl_ms: int = TTL_MS,
+    ) -> None:
         self.client = client
         self.entry_of = entry_of
         self.refresh_s = refresh_ms / 1000
@@ -113,8 +128,10 @@ class Presence:
             register(self.client, entry, self.ttl_ms)
         except redis.RedisError as error:
             if not self._failing:
-                log.warning("could not register this worker in Redis; health will not list it",
-                            extra={"holder": entry.holder, "error": str(error)[:200]})
+                log.warning(
+                    "could not register this worker in Redis; health will not list it",
+                    extra={"holder": entry.holder, "error": str(error)[:200]},
+                )
             self._failing = True
             return False
         if self._failing:

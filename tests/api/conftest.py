@@ -1,6 +1,7 @@
 """API fixtures: the Falcon app in process (`falcon.testing.TestClient`) over the real
 PostgreSQL and Redis of `tests/conftest.py`, shops made through the admin API, a fake provider
 for the answers to inbound replies, and one assertion helper every answer goes through."""
+
 from __future__ import annotations
 
 import threading
@@ -31,7 +32,8 @@ def assert_answer(result: falcon.testing.Result) -> None:
     `{"title", "description"}` (the HTML link pages are checked by their own tests)."""
     assert result.status_code < 500, f"{result.status_code}: {result.text[:500]}"
     if result.status_code >= 400 and not result.headers.get("content-type", "").startswith(
-            "text/html"):
+        "text/html"
+    ):
         assert result.headers.get("content-type", "").startswith("application/json"), result.text
         body = result.json
         assert isinstance(body, dict), body
@@ -75,8 +77,9 @@ class FakeProvider:
                 return self.outcomes.pop(0)
             return SendResult(Outcome.ACCEPTED, provider_id=f"reply-{len(self.sent)}")
 
-    def send_bulk(self, sender: str, to: Sequence[str], text: str, reference: str,
-                  callback: str | None) -> list[SendResult]:
+    def send_bulk(
+        self, sender: str, to: Sequence[str], text: str, reference: str, callback: str | None
+    ) -> list[SendResult]:
         raise AssertionError("the API sends no bulk messages")
 
     def to(self, phone: str) -> list[str]:
@@ -95,8 +98,9 @@ def client(settings, redis_client, db, provider) -> CheckedClient:
 
 def create_shop(client: CheckedClient, domain: str, credits: int = 0) -> tuple[int, str]:
     """A shop made through the admin API (and topped up when `credits`): (id, API key)."""
-    created = client.simulate_post("/admin/shops", headers=ADMIN,
-                                   json={"domain": domain, "name": domain.split(".")[0]})
+    created = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": domain, "name": domain.split(".")[0]}
+    )
     assert created.status_code == 201, created.text
     shop_id, key = created.json["id"], created.json["api_key"]
     if credits:
@@ -105,15 +109,21 @@ def create_shop(client: CheckedClient, domain: str, credits: int = 0) -> tuple[i
 
 
 def top_up(client: CheckedClient, shop_id: int, amount: int, reference: str) -> int:
-    answer = client.simulate_post(f"/admin/shops/{shop_id}/credits", headers=ADMIN,
-                                  json={"amount": amount, "reference": reference})
+    answer = client.simulate_post(
+        f"/admin/shops/{shop_id}/credits",
+        headers=ADMIN,
+        json={"amount": amount, "reference": reference},
+    )
     assert answer.status_code == 201, answer.text
     return answer.json["balance"]
 
 
 def import_contacts(client: CheckedClient, key: str, phones: list[str]) -> dict:
-    answer = client.simulate_post("/contacts", headers=auth(key), json={
-        "contacts": [{"phone": p, "consent": CONSENT} for p in phones]})
+    answer = client.simulate_post(
+        "/contacts",
+        headers=auth(key),
+        json={"contacts": [{"phone": p, "consent": CONSENT} for p in phones]},
+    )
     assert answer.status_code == 200, answer.text
     return answer.json
 
@@ -150,5 +160,6 @@ def shops(client) -> Shops:
     import_contacts(client, key, ["+306912345678", "+306912345679"])
     import_contacts(client, other_key, ["+447911123456"])
     other_campaign = create_campaign(client, other_key)
-    return Shops(shop_id, key, other_id, other_key, contact_ids(client, other_key)[0],
-                 other_campaign["id"])
+    return Shops(
+        shop_id, key, other_id, other_key, contact_ids(client, other_key)[0], other_campaign["id"]
+    )

@@ -2,6 +2,7 @@
 the canonical one is refused before routing, `/health/full` and `/metrics` need the admin token,
 the operator page needs a login, and every answer carries the security headers. In process
 (`falcon.testing`); `tests/e2e/test_path_spellings.py` sends the same spellings to gunicorn."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,9 +18,15 @@ from api.ops_access import COOKIE, OperatorSessions
 from tests.api.conftest import ADMIN, CheckedClient, assert_error, auth
 from tests.conftest import ADMIN_TOKEN
 
-PROTECTED = [("POST", "/admin/shops"), ("POST", "/admin/shops/{shop_id}/credits"),
-             ("GET", "/ops/state"), ("GET", "/health/full"), ("GET", "/metrics"),
-             ("GET", "/contacts"), ("GET", "/credits")]
+PROTECTED = [
+    ("POST", "/admin/shops"),
+    ("POST", "/admin/shops/{shop_id}/credits"),
+    ("GET", "/ops/state"),
+    ("GET", "/health/full"),
+    ("GET", "/metrics"),
+    ("GET", "/contacts"),
+    ("GET", "/credits"),
+]
 
 
 def shop_count(db) -> int:
@@ -43,6 +50,7 @@ def routed_resources(app: falcon.App) -> list[tuple[str, object]]:
 
 # --- every route declares its access ---------------------------------------------------------
 
+
 def test_every_routed_resource_declares_who_may_call_each_responder(settings, redis_client):
     # Given the application as gunicorn serves it
     app = create_app(settings, redis_client)
@@ -50,8 +58,9 @@ def test_every_routed_resource_declares_who_may_call_each_responder(settings, re
     routes = routed_resources(app)
     # Then every resource answers something, and says who may call each of its responders
     assert len(routes) >= 20, [template for template, _ in routes]
-    missing = {template: undeclared(resource) for template, resource in routes
-               if undeclared(resource)}
+    missing = {
+        template: undeclared(resource) for template, resource in routes if undeclared(resource)
+    }
     assert missing == {}
     assert all(responders(resource) for _, resource in routes)
 
@@ -82,14 +91,23 @@ def test_a_resource_without_a_declaration_cannot_be_routed():
 def test_the_admin_and_operator_routes_are_declared_as_such(settings, redis_client):
     # (a resource marked public by mistake would pass the walk above: pin the sensitive ones)
     routes = dict(routed_resources(create_app(settings, redis_client)))
-    expected = {"/admin/shops": Access.ADMIN, "/ops": Access.OPERATOR,
-                "/ops/state": Access.OPERATOR, "/health/full": Access.ADMIN,
-                "/metrics": Access.ADMIN, "/webhooks/mitto/dlr": Access.WEBHOOK,
-                "/contacts": Access.SHOP, "/health": Access.PUBLIC,
-                "/readiness": Access.PUBLIC}
+    expected = {
+        "/admin/shops": Access.ADMIN,
+        "/ops": Access.OPERATOR,
+        "/ops/state": Access.OPERATOR,
+        "/health/full": Access.ADMIN,
+        "/metrics": Access.ADMIN,
+        "/webhooks/mitto/dlr": Access.WEBHOOK,
+        "/contacts": Access.SHOP,
+        "/health": Access.PUBLIC,
+        "/readiness": Access.PUBLIC,
+    }
     assert {path: routes[path].auth for path in expected} == expected
-    credits = next(resource for template, resource in routes.items()
-                   if template.startswith("/admin/shops/{shop_id") and "credits" in template)
+    credits = next(
+        resource
+        for template, resource in routes.items()
+        if template.startswith("/admin/shops/{shop_id") and "credits" in template
+    )
     assert credits.auth is Access.ADMIN
 
 
@@ -112,29 +130,50 @@ SPELLINGS = {
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("credential", ["shop", "wrong", "none"])
-def test_a_shop_key_cannot_reach_an_admin_route_by_any_spelling(client, db, shops, spelling,
-                                                                credential):
+def test_a_shop_key_cannot_reach_an_admin_route_by_any_spelling(
+    client, db, shops, spelling, credential
+):
     # Given a shop's key, a wrong token or none, and the shops as they are
     headers = {"shop": auth(shops.key), "wrong": auth("wrong"), "none": {}}[credential]
     respell = SPELLINGS[spelling]
     before = (shop_count(db), balances(db))
     # When the admin routes are called through another spelling of their path
-    created = client.simulate_post(respell("/admin/shops"), headers=headers,
-                                   json={"domain": "evil.example", "name": "e"})
-    topped = client.simulate_post(respell(f"/admin/shops/{shops.id}/credits"), headers=headers,
-                                  json={"amount": 10**6, "reference": "mint"})
+    created = client.simulate_post(
+        respell("/admin/shops"), headers=headers, json={"domain": "evil.example", "name": "e"}
+    )
+    topped = client.simulate_post(
+        respell(f"/admin/shops/{shops.id}/credits"),
+        headers=headers,
+        json={"amount": 10**6, "reference": "mint"},
+    )
     # Then neither succeeds, and no shop or credit was added
     assert created.status_code in (401, 404), created.text
     assert topped.status_code in (401, 404), topped.text
     assert (shop_count(db), balances(db)) == before
 
 
-@pytest.mark.parametrize("path", [
-    "//admin/shops", "///admin/shops", "/admin//shops", "/./admin/shops", "/admin/./shops",
-    "/ops/../admin/shops", "/admin/shops/..", "/admin%2Fshops", "/admin%2fshops",
-    "/%2Fadmin/shops", "/%2e/admin/shops", "/.%2E/admin/shops", "/admin%5Cshops",
-    "/admin\\shops", "/admin/shops/", "/%61dmin/shops", "/admin%252Fshops",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//admin/shops",
+        "///admin/shops",
+        "/admin//shops",
+        "/./admin/shops",
+        "/admin/./shops",
+        "/ops/../admin/shops",
+        "/admin/shops/..",
+        "/admin%2Fshops",
+        "/admin%2fshops",
+        "/%2Fadmin/shops",
+        "/%2e/admin/shops",
+        "/.%2E/admin/shops",
+        "/admin%5Cshops",
+        "/admin\\shops",
+        "/admin/shops/",
+        "/%61dmin/shops",
+        "/admin%252Fshops",
+    ],
+)
 def test_a_non_canonical_path_is_a_404_even_with_the_admin_token(client, db, path):
     # When the admin token itself is sent to another spelling of /admin/shops
     result = client.simulate_post(path, headers=ADMIN, json={"domain": "x.example", "name": "x"})
@@ -145,8 +184,9 @@ def test_a_non_canonical_path_is_a_404_even_with_the_admin_token(client, db, pat
 
 def test_the_canonical_spelling_with_the_admin_token_is_served(client, db):
     # (the control: the refusals above are about the spelling, not the route)
-    result = client.simulate_post("/admin/shops", headers=ADMIN,
-                                  json={"domain": "x.example", "name": "x"})
+    result = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": "x.example", "name": "x"}
+    )
     assert result.status_code == 201
     assert shop_count(db) == 1
 
@@ -157,10 +197,12 @@ def test_a_public_route_keeps_its_trailing_slash_and_ordinary_escapes(client):
     for path in ("/r/unknown/", "/r/a%20b"):
         result = client.simulate_get(path)
         assert result.status_code == 404 and result.headers["content-type"].startswith(
-            "text/html"), path
+            "text/html"
+        ), path
 
 
 # --- health and metrics ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/health/full", "/metrics"])
 def test_full_health_and_metrics_answer_only_to_the_admin_token(client, shops, path):
@@ -191,10 +233,15 @@ def test_a_dependency_error_names_the_dependency_not_the_error():
 
 # --- security headers ------------------------------------------------------------------------
 
+
 def test_every_answer_is_nosniff_and_unframeable(client, shops):
-    for result in (client.simulate_get("/health"), client.simulate_get("/no-such-thing"),
-                   client.simulate_get("//admin/shops"), client.simulate_get("/r/unknown"),
-                   client.simulate_get("/contacts", headers=auth(shops.key))):
+    for result in (
+        client.simulate_get("/health"),
+        client.simulate_get("/no-such-thing"),
+        client.simulate_get("//admin/shops"),
+        client.simulate_get("/r/unknown"),
+        client.simulate_get("/contacts", headers=auth(shops.key)),
+    ):
         assert result.headers["x-content-type-options"] == "nosniff"
         assert result.headers["x-frame-options"] == "DENY"
         assert result.headers["content-security-policy"] == "frame-ancestors 'none'"
@@ -202,11 +249,13 @@ def test_every_answer_is_nosniff_and_unframeable(client, shops):
 
 def test_authenticated_answers_are_not_stored(client, db):
     # When a shop is created (its API key is in the answer) and its contacts are listed
-    created = client.simulate_post("/admin/shops", headers=ADMIN,
-                                   json={"domain": "x.example", "name": "x"})
+    created = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": "x.example", "name": "x"}
+    )
     key = created.json["api_key"]
-    client.simulate_post("/contacts", headers=auth(key),
-                         json={"contacts": [{"phone": "+306912345678"}]})
+    client.simulate_post(
+        "/contacts", headers=auth(key), json={"contacts": [{"phone": "+306912345678"}]}
+    )
     listed = client.simulate_get("/contacts", headers=auth(key))
     refused = client.simulate_get("/contacts")
     # Then no cache may keep them, nor the refusal
@@ -219,13 +268,17 @@ def test_authenticated_answers_are_not_stored(client, db):
 
 # --- the operator page: login, session, logout ------------------------------------------------
 
+
 def session_cookie(result: falcon.testing.Result) -> falcon.testing.Cookie | None:
     return result.cookies.get(COOKIE)
 
 
 def login(client: CheckedClient, token: str) -> falcon.testing.Result:
-    return client.simulate_post("/ops/login", body=f"token={token}",
-                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+    return client.simulate_post(
+        "/ops/login",
+        body=f"token={token}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
 
 
 def test_the_operator_page_sends_a_browser_without_a_session_to_the_login_form(client):
@@ -278,15 +331,25 @@ def test_the_login_form_opens_a_session_that_shows_the_page_until_logout(client,
 
 
 def test_the_session_cookie_is_secure_when_the_public_url_is_https(settings, redis_client, db):
-    app = create_app(dataclasses.replace(settings, public_base_url="https://ops.example"),
-                     redis_client)
+    app = create_app(
+        dataclasses.replace(settings, public_base_url="https://ops.example"), redis_client
+    )
     cookie = session_cookie(login(CheckedClient(app), ADMIN_TOKEN))
     assert cookie.secure
 
 
-@pytest.mark.parametrize("value", ["", ADMIN_TOKEN, "v1.9999999999.nonce.forged",
-                                   "v1.x.y.z", "v1.\u00b2.nonce.mac", "v1." + "9" * 5000 + ".n.m",
-                                   "garbage"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        ADMIN_TOKEN,
+        "v1.9999999999.nonce.forged",
+        "v1.x.y.z",
+        "v1.\u00b2.nonce.mac",
+        "v1." + "9" * 5000 + ".n.m",
+        "garbage",
+    ],
+)
 def test_a_forged_session_cookie_opens_nothing(client, value):
     assert client.simulate_get("/ops", cookies={COOKIE: value}).status_code == 303
     assert_error(client.simulate_get("/ops/state", cookies={COOKIE: value}), 401)
@@ -297,8 +360,9 @@ def test_a_session_is_not_a_bearer_token_for_the_admin_api(client, db):
     cookie = session_cookie(login(client, ADMIN_TOKEN))
     # When it is used on the admin API (cookie or bearer)
     for kwargs in ({"cookies": {COOKIE: cookie.value}}, {"headers": auth(cookie.value)}):
-        result = client.simulate_post("/admin/shops", json={"domain": "x.example", "name": "x"},
-                                      **kwargs)
+        result = client.simulate_post(
+            "/admin/shops", json={"domain": "x.example", "name": "x"}, **kwargs
+        )
         # Then 401: the session is for the operator page only
         assert_error(result, 401)
     assert shop_count(db) == 0
@@ -338,10 +402,17 @@ def test_rotating_the_secret_key_or_the_admin_token_ends_every_session():
 
 
 def test_without_an_admin_token_the_operator_page_and_admin_api_are_disabled(
-        settings, redis_client, db):
+    settings, redis_client, db
+):
     app = create_app(dataclasses.replace(settings, admin_token=None), redis_client)
     client = CheckedClient(app)
-    for method, path in [("GET", "/ops"), ("GET", "/ops/login"), ("GET", "/ops/state"),
-                         ("GET", "/health/full"), ("GET", "/metrics"), ("POST", "/admin/shops")]:
+    for method, path in [
+        ("GET", "/ops"),
+        ("GET", "/ops/login"),
+        ("GET", "/ops/state"),
+        ("GET", "/health/full"),
+        ("GET", "/metrics"),
+        ("POST", "/admin/shops"),
+    ]:
         assert_error(client.simulate_request(method, path, headers=auth("anything")), 404)
     assert login(client, "").status_code == 404

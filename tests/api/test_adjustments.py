@@ -1,14 +1,17 @@
 """`POST /admin/shops/{id}/adjustments` (SPEC 3, 5): refunds and adjustments in the ledger, once
 per reference; a negative one never takes credits reserved for a campaign."""
+
 from __future__ import annotations
 
 from tests.api.conftest import ADMIN, assert_error, auth, create_shop, import_contacts
 
 
 def adjust(client, shop_id: int, amount: int, reference: str, reason: str = "support ticket"):
-    return client.simulate_post(f"/admin/shops/{shop_id}/adjustments", headers=ADMIN,
-                                json={"amount": amount, "reason": reason,
-                                      "reference": reference})
+    return client.simulate_post(
+        f"/admin/shops/{shop_id}/adjustments",
+        headers=ADMIN,
+        json={"amount": amount, "reason": reason, "reference": reference},
+    )
 
 
 def ledger(client, key: str) -> list[tuple]:
@@ -29,8 +32,10 @@ def test_a_refund_and_an_adjustment_are_in_the_ledger_once_per_reference(client,
     assert (first.status_code, again.status_code, taken.status_code) == (201, 201, 201)
     assert first.json == again.json == {"balance": 107, "reserved": 0, "available": 107}
     assert taken.json["balance"] == 77
-    assert ledger(client, key)[1:] == [("refund", 7, "undelivered messages"),
-                                      ("adjustment", -30, "duplicate top-up")]
+    assert ledger(client, key)[1:] == [
+        ("refund", 7, "undelivered messages"),
+        ("adjustment", -30, "duplicate top-up"),
+    ]
     assert client.simulate_get("/credits", headers=auth(key)).json["balance"] == 77
 
 
@@ -38,10 +43,15 @@ def test_a_negative_adjustment_cannot_take_reserved_credits(client, db):
     # Given a shop with 10 credits, 2 of them reserved by a sending campaign
     shop_id, key = create_shop(client, "reserved.example", credits=10)
     import_contacts(client, key, ["+306912345678", "+306912345679"])
-    campaign = client.simulate_post("/campaigns", headers=auth(key), json={
-        "name": "c", "text": "Sale today", "append_unsubscribe": False}).json
-    assert client.simulate_post(f"/campaigns/{campaign['id']}/enqueue",
-                                headers=auth(key)).status_code == 202
+    campaign = client.simulate_post(
+        "/campaigns",
+        headers=auth(key),
+        json={"name": "c", "text": "Sale today", "append_unsubscribe": False},
+    ).json
+    assert (
+        client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key)).status_code
+        == 202
+    )
 
     # When an operator takes away more than is available, then exactly what is
     refused = adjust(client, shop_id, -9, "ticket-3")
@@ -58,6 +68,13 @@ def test_an_adjustment_of_zero_or_for_a_missing_shop_is_refused(client, db):
     shop_id, _ = create_shop(client, "zero.example", credits=5)
     assert_error(adjust(client, shop_id, 0, "ticket-5"), 422, "amount")
     assert_error(adjust(client, 987654, 5, "ticket-6"), 404)
-    assert_error(client.simulate_post(f"/admin/shops/{shop_id}/adjustments", headers=ADMIN,
-                                      json={"amount": 5, "reference": "ticket-7"}), 422, "reason")
+    assert_error(
+        client.simulate_post(
+            f"/admin/shops/{shop_id}/adjustments",
+            headers=ADMIN,
+            json={"amount": 5, "reference": "ticket-7"},
+        ),
+        422,
+        "reason",
+    )
     assert db.execute_sql("SELECT count(*) FROM credit_transaction").fetchone()[0] == 1

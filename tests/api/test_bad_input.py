@@ -1,10 +1,11 @@
 """Bad input to every endpoint of SPEC 5 that takes input: the answer is the documented status
 with a JSON `{"title", "description"}` naming the field, nothing is written, and never a 500.
 Every request goes through `CheckedClient`, which fails any 5xx or non-JSON error on its own."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,11 +25,22 @@ from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, SECRET_KEY
 
 MISSING_ID = 987654
 WEBHOOK = {"X-Webhook-Token": DLR_WEBHOOK_SECRET}
-TABLES = ("shop", "api_key", "contact", "suppression", "campaign", "campaign_recipient",
-          "send_batch", "credit_transaction", "credit_reservation", "delivery_report")
+TABLES = (
+    "shop",
+    "api_key",
+    "contact",
+    "suppression",
+    "campaign",
+    "campaign_recipient",
+    "send_batch",
+    "credit_transaction",
+    "credit_reservation",
+    "delivery_report",
+)
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
 
 def count(db, table: str) -> int:
     return db.execute_sql(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -45,7 +57,7 @@ def snapshot(db) -> dict:
 
 
 def future(days: int = 1) -> str:
-    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat()
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
 
 
 # Every endpoint with a body: (method, path template, who authenticates).
@@ -86,14 +98,14 @@ def send(client, shops, draft):
     def request(name: str, **kwargs):
         method, template, who = ENDPOINTS[name]
         path = template.format(shop_id=shops.id, campaign_id=draft)
-        headers = {"admin": ADMIN, "shop": auth(shops.key),
-                   "webhook": WEBHOOK}[who]
+        headers = {"admin": ADMIN, "shop": auth(shops.key), "webhook": WEBHOOK}[who]
         return client.simulate_request(method, path, headers=headers, **kwargs)
 
     return request
 
 
 # --- framework errors and authentication -----------------------------------------------------
+
 
 def test_unknown_route_is_a_json_404(client, shops):
     # Given an authenticated shop
@@ -118,28 +130,45 @@ def test_a_method_the_route_lacks_is_a_json_405(client, shops, draft):
 def test_errors_are_json_whatever_the_client_accepts(client, shops, accept):
     # When a client that prefers another type gets an error (Falcon would answer XML, or nothing)
     missing = client.simulate_get("/no-such-thing", headers={**auth(shops.key), "Accept": accept})
-    invalid = client.simulate_get("/contacts", headers={**auth(shops.key), "Accept": accept},
-                                  query_string="limit=0")
+    invalid = client.simulate_get(
+        "/contacts", headers={**auth(shops.key), "Accept": accept}, query_string="limit=0"
+    )
     # Then they are JSON all the same
     assert_error(missing, 404)
     assert_error(invalid, 422, "limit")
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Bearer ak_not-a-real-key"},
-    {"Authorization": "Basic YWRtaW46YWRtaW4="},
-    {"Authorization": "Bearer caf\u00e9"},  # not ASCII: must not crash the comparison
-], ids=["none", "empty", "wrong", "basic", "latin-1"])
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/credits"), ("GET", "/credits/transactions"), ("POST", "/contacts"),
-    ("GET", "/contacts"), ("POST", "/campaigns"), ("GET", "/campaigns"), ("GET", "/campaigns/1"),
-    ("PATCH", "/campaigns/1"), ("POST", "/campaigns/1/enqueue"), ("POST", "/campaigns/1/schedule"),
-    ("POST", "/campaigns/1/pause"), ("POST", "/campaigns/1/resume"),
-    ("POST", "/campaigns/1/cancel"), ("GET", "/campaigns/1/progress"),
-    ("GET", "/campaigns/1/recipients"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer ak_not-a-real-key"},
+        {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        {"Authorization": "Bearer caf\u00e9"},  # not ASCII: must not crash the comparison
+    ],
+    ids=["none", "empty", "wrong", "basic", "latin-1"],
+)
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/credits"),
+        ("GET", "/credits/transactions"),
+        ("POST", "/contacts"),
+        ("GET", "/contacts"),
+        ("POST", "/campaigns"),
+        ("GET", "/campaigns"),
+        ("GET", "/campaigns/1"),
+        ("PATCH", "/campaigns/1"),
+        ("POST", "/campaigns/1/enqueue"),
+        ("POST", "/campaigns/1/schedule"),
+        ("POST", "/campaigns/1/pause"),
+        ("POST", "/campaigns/1/resume"),
+        ("POST", "/campaigns/1/cancel"),
+        ("GET", "/campaigns/1/progress"),
+        ("GET", "/campaigns/1/recipients"),
+    ],
+)
 def test_a_shop_route_without_a_valid_key_is_401(client, db, shops, headers, method, path):
     # Given a shop with data
     before = snapshot(db)
@@ -151,18 +180,26 @@ def test_a_shop_route_without_a_valid_key_is_401(client, db, shops, headers, met
     assert snapshot(db) == before
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {ADMIN_TOKEN}-but-longer"},
-    {"Authorization": "Bearer caf\u00e9"},
-], ids=["none", "wrong", "prefix", "latin-1"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}-but-longer"},
+        {"Authorization": "Bearer caf\u00e9"},
+    ],
+    ids=["none", "wrong", "prefix", "latin-1"],
+)
 def test_an_admin_route_without_the_admin_token_is_401(client, db, shops, headers):
     # Given shops
     before = snapshot(db)
     # When the admin routes are called without the admin token
-    created = client.simulate_post("/admin/shops", headers=headers,
-                                   json={"domain": "x.example", "name": "x"})
-    topped = client.simulate_post(f"/admin/shops/{shops.id}/credits", headers=headers,
-                                  json={"amount": 5, "reference": "r"})
+    created = client.simulate_post(
+        "/admin/shops", headers=headers, json={"domain": "x.example", "name": "x"}
+    )
+    topped = client.simulate_post(
+        f"/admin/shops/{shops.id}/credits", headers=headers, json={"amount": 5, "reference": "r"}
+    )
     # Then both are 401 and no shop or credit was added
     assert_error(created, 401)
     assert_error(topped, 401)
@@ -173,10 +210,14 @@ def test_an_admin_route_with_a_shop_key_is_401(client, db, shops):
     # Given a shop's valid API key
     before = snapshot(db)
     # When it is used on the admin routes
-    created = client.simulate_post("/admin/shops", headers=auth(shops.key),
-                                   json={"domain": "x.example", "name": "x"})
-    topped = client.simulate_post(f"/admin/shops/{shops.id}/credits", headers=auth(shops.key),
-                                  json={"amount": 5, "reference": "r"})
+    created = client.simulate_post(
+        "/admin/shops", headers=auth(shops.key), json={"domain": "x.example", "name": "x"}
+    )
+    topped = client.simulate_post(
+        f"/admin/shops/{shops.id}/credits",
+        headers=auth(shops.key),
+        json={"amount": 5, "reference": "r"},
+    )
     # Then 401: a shop cannot create shops or credit itself
     assert_error(created, 401)
     assert_error(topped, 401)
@@ -192,12 +233,29 @@ def test_the_admin_token_is_not_a_shop_key(client, shops):
 
 # --- bodies: the same malformations on every endpoint ----------------------------------------
 
+
 @pytest.mark.parametrize("name", ENDPOINTS)
-@pytest.mark.parametrize("raw", [
-    b"{", b'{"name": "x",}', b"{'name': 'x'}", b"nul", b"\xff\xfe\x00", b'{"a": 1} trailing',
-    b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
-], ids=["unclosed", "trailing-comma", "single-quotes", "bad-literal", "not-utf8", "trailing",
-        "deep"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b'{"name": "x",}',
+        b"{'name': 'x'}",
+        b"nul",
+        b"\xff\xfe\x00",
+        b'{"a": 1} trailing',
+        b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
+    ],
+    ids=[
+        "unclosed",
+        "trailing-comma",
+        "single-quotes",
+        "bad-literal",
+        "not-utf8",
+        "trailing",
+        "deep",
+    ],
+)
 def test_malformed_json_is_400(send, db, name, raw):
     # Given everything as it is
     before = snapshot(db)
@@ -220,8 +278,11 @@ def test_an_empty_body_is_400(send, db, name, raw):
 
 
 @pytest.mark.parametrize("name", ENDPOINTS)
-@pytest.mark.parametrize("document", [[], [1, 2], "text", 42, None, True],
-                         ids=["empty-array", "array", "string", "number", "null", "bool"])
+@pytest.mark.parametrize(
+    "document",
+    [[], [1, 2], "text", 42, None, True],
+    ids=["empty-array", "array", "string", "number", "null", "bool"],
+)
 def test_a_body_that_is_not_an_object_is_422(send, db, name, document):
     # (the delivery-report webhook takes an array of reports, but not of numbers, nor empty)
     before = snapshot(db)
@@ -249,8 +310,9 @@ def test_a_body_over_5_mib_is_413(send, db, name):
 def test_a_declared_length_over_5_mib_is_413_before_reading(send, db):
     before = snapshot(db)
     # When the Content-Length says more than 5 MiB (whatever the body is)
-    result = send("edit campaign", body=b'{"name": "x"}',
-                  extras={"CONTENT_LENGTH": str(MAX_BODY + 1)})
+    result = send(
+        "edit campaign", body=b'{"name": "x"}', extras={"CONTENT_LENGTH": str(MAX_BODY + 1)}
+    )
     # Then 413 without reading it, and nothing was applied
     assert_error(result, 413)
     assert snapshot(db) == before
@@ -314,8 +376,18 @@ BAD_ROWS = [
 def test_a_bad_row_is_reported_by_index_and_the_other_rows_imported(send, db, row, field):
     before = count(db, "contact")
     # When one row of an import is wrong (sent escaped: "\ud800" is valid JSON, not UTF-8)
-    result = send("import contacts", body=json.dumps({"contacts": [
-        {"phone": "+14155552671"}, row, {"phone": "+447911123456", "first_name": "Bo"}]}))
+    result = send(
+        "import contacts",
+        body=json.dumps(
+            {
+                "contacts": [
+                    {"phone": "+14155552671"},
+                    row,
+                    {"phone": "+447911123456", "first_name": "Bo"},
+                ]
+            }
+        ),
+    )
     # Then 200: that row is reported at index 1 naming its field, the other two are imported
     assert result.status_code == 200, result.text
     assert result.json["created"] == 2
@@ -330,10 +402,12 @@ WRONG_TYPES = [
     ("create shop", {"domain": "not a domain", "name": "x"}, "domain"),
     ("create shop", {"domain": "a.example", "name": ""}, "name"),
     ("create shop", {"domain": "a.example", "name": "x", "sender": "x" * 16}, "sender"),
-    ("create shop", {"domain": "a.example", "name": "x", "timezone": "Mars/Olympus"},
-     "timezone"),
-    ("create shop", {"domain": "a.example", "name": "x", "timezone": "../../etc/passwd"},
-     "timezone"),
+    ("create shop", {"domain": "a.example", "name": "x", "timezone": "Mars/Olympus"}, "timezone"),
+    (
+        "create shop",
+        {"domain": "a.example", "name": "x", "timezone": "../../etc/passwd"},
+        "timezone",
+    ),
     ("create shop", {"domain": "shop-one.example", "name": "taken"}, "domain"),
     ("top up", {"amount": "10", "reference": "r"}, "amount"),
     ("top up", {"amount": 0, "reference": "r"}, "amount"),
@@ -353,25 +427,38 @@ WRONG_TYPES = [
     ("create campaign", {"name": "n", "text": "t", "contact_ids": [2**63 - 1]}, "contact_ids"),
     ("create campaign", {"name": "n", "text": "t", "contact_ids": []}, "contact_ids"),
     ("create campaign", {"name": "n", "text": "t", "contact_ids": 1}, "contact_ids"),
-    ("create campaign", {"name": "n", "text": "t", "append_unsubscribe": "yes"},
-     "append_unsubscribe"),
+    (
+        "create campaign",
+        {"name": "n", "text": "t", "append_unsubscribe": "yes"},
+        "append_unsubscribe",
+    ),
     ("edit campaign", {"name": None}, "name"),
     ("edit campaign", {"text": ["a"]}, "text"),
     ("schedule campaign", {"scheduled_at": 1767225600}, "scheduled_at"),
     ("schedule campaign", {"scheduled_at": "tomorrow"}, "scheduled_at"),
     ("schedule campaign", {"scheduled_at": "2030-02-30T10:00:00+00:00"}, "scheduled_at"),
     ("delivery report", {"id": 5, "deliveryStatus": "Delivered"}, "id"),
-    ("delivery report", {"id": "m", "deliveryStatus": "Delivered", "statusCode": "0"},
-     "statusCode"),
-    ("delivery report", {"id": "m", "deliveryStatus": "Delivered", "timestamp": "yesterday"},
-     "timestamp"),
-    ("delivery report", [{"id": "m", "deliveryStatus": "Delivered"}, {"id": "n"}],
-     "1.deliveryStatus"),
+    (
+        "delivery report",
+        {"id": "m", "deliveryStatus": "Delivered", "statusCode": "0"},
+        "statusCode",
+    ),
+    (
+        "delivery report",
+        {"id": "m", "deliveryStatus": "Delivered", "timestamp": "yesterday"},
+        "timestamp",
+    ),
+    (
+        "delivery report",
+        [{"id": "m", "deliveryStatus": "Delivered"}, {"id": "n"}],
+        "1.deliveryStatus",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, body, field", WRONG_TYPES,
-                         ids=[f"{n}:{f}" for n, _, f in WRONG_TYPES])
+@pytest.mark.parametrize(
+    "name, body, field", WRONG_TYPES, ids=[f"{n}:{f}" for n, _, f in WRONG_TYPES]
+)
 def test_a_wrong_type_or_value_is_422_naming_the_field(send, db, name, body, field):
     before = snapshot(db)
     # When a field has the wrong type or is out of range
@@ -416,8 +503,9 @@ TEXT_FIELDS = [
 
 
 @pytest.mark.parametrize("character", ["\u0000", "\ud800"], ids=["nul", "lone-surrogate"])
-@pytest.mark.parametrize("name, template, field", TEXT_FIELDS,
-                         ids=[f"{n}:{f}" for n, _, f in TEXT_FIELDS])
+@pytest.mark.parametrize(
+    "name, template, field", TEXT_FIELDS, ids=[f"{n}:{f}" for n, _, f in TEXT_FIELDS]
+)
 def test_text_postgresql_cannot_store_is_422(send, db, name, template, field, character):
     # Given a string JSON allows but PostgreSQL text does not (NUL, an unpaired surrogate)
     body = json.loads(json.dumps(template).replace("{}", json.dumps(f"a{character}b")[1:-1]))
@@ -431,16 +519,23 @@ def test_text_postgresql_cannot_store_is_422(send, db, name, template, field, ch
 
 # --- contact import --------------------------------------------------------------------------
 
+
 def test_invalid_phones_are_reported_by_index_and_valid_rows_still_imported(client, db, shops):
     before = count(db, "contact")
     # When an import mixes valid and invalid numbers
-    result = client.simulate_post("/contacts", headers=auth(shops.key), json={"contacts": [
-        {"phone": "+14155552671", "first_name": "Ann"},
-        {"phone": "not a phone"},
-        {"phone": "+3069123"},
-        {"phone": "+447911123456"},
-        {"phone": "6912345677"},  # national, and no default country
-    ]})
+    result = client.simulate_post(
+        "/contacts",
+        headers=auth(shops.key),
+        json={
+            "contacts": [
+                {"phone": "+14155552671", "first_name": "Ann"},
+                {"phone": "not a phone"},
+                {"phone": "+3069123"},
+                {"phone": "+447911123456"},
+                {"phone": "6912345677"},  # national, and no default country
+            ]
+        },
+    )
     # Then 200: the two valid ones are created, the others reported by index with a reason
     assert result.status_code == 200, result.text
     assert result.json["created"] == 2 and result.json["updated"] == 0
@@ -451,17 +546,25 @@ def test_invalid_phones_are_reported_by_index_and_valid_rows_still_imported(clie
 
 def test_a_default_country_reads_national_numbers(client, shops):
     # When national numbers come with their country
-    result = client.simulate_post("/contacts", headers=auth(shops.key), json={
-        "contacts": [{"phone": "6912345670"}], "default_country": "GR"})
+    result = client.simulate_post(
+        "/contacts",
+        headers=auth(shops.key),
+        json={"contacts": [{"phone": "6912345670"}], "default_country": "GR"},
+    )
     # Then they are valid
     assert result.status_code == 200, result.text
     assert (result.json["created"], result.json["invalid"]) == (1, [])
 
 
 def test_an_unknown_default_country_makes_national_numbers_invalid_not_an_error(client, shops):
-    result = client.simulate_post("/contacts", headers=auth(shops.key), json={
-        "contacts": [{"phone": "6912345670"}, {"phone": "+14155552671"}],
-        "default_country": "ZZ"})
+    result = client.simulate_post(
+        "/contacts",
+        headers=auth(shops.key),
+        json={
+            "contacts": [{"phone": "6912345670"}, {"phone": "+14155552671"}],
+            "default_country": "ZZ",
+        },
+    )
     assert result.status_code == 200, result.text
     assert result.json["created"] == 1
     assert [row["index"] for row in result.json["invalid"]] == [0]
@@ -470,12 +573,18 @@ def test_an_unknown_default_country_makes_national_numbers_invalid_not_an_error(
 def test_duplicates_in_one_import_are_merged(client, db, shops):
     before = count(db, "contact")
     # When one number appears three times in different spellings
-    result = client.simulate_post("/contacts", headers=auth(shops.key), json={"contacts": [
-        {"phone": "+1 415 555 2671", "first_name": "Ann"},
-        {"phone": "+14155552671"},
-        {"phone": "+1 (415) 555-2671", "first_name": "Anna"},
-        {"phone": "+447911123458"},
-    ]})
+    result = client.simulate_post(
+        "/contacts",
+        headers=auth(shops.key),
+        json={
+            "contacts": [
+                {"phone": "+1 415 555 2671", "first_name": "Ann"},
+                {"phone": "+14155552671"},
+                {"phone": "+1 (415) 555-2671", "first_name": "Anna"},
+                {"phone": "+447911123458"},
+            ]
+        },
+    )
     # Then it is created once (with the last first name given)
     assert result.status_code == 200, result.text
     assert (result.json["created"], result.json["updated"]) == (2, 0)
@@ -486,8 +595,9 @@ def test_duplicates_in_one_import_are_merged(client, db, shops):
 
 def test_a_reimport_updates_instead_of_creating(client, shops):
     # Given a shop's existing contact, when it is imported again
-    result = client.simulate_post("/contacts", headers=auth(shops.key),
-                                  json={"contacts": [{"phone": "+306912345678"}]})
+    result = client.simulate_post(
+        "/contacts", headers=auth(shops.key), json={"contacts": [{"phone": "+306912345678"}]}
+    )
     # Then it is counted as updated
     assert (result.json["created"], result.json["updated"]) == (0, 1)
 
@@ -501,23 +611,32 @@ def test_an_empty_import_creates_nothing(client, shops):
 # --- another shop's ids are missing ids ------------------------------------------------------
 
 CAMPAIGN_ROUTES = [
-    ("GET", "", None), ("PATCH", "", {"name": "mine now"}), ("POST", "/enqueue", None),
-    ("POST", "/schedule", "future"), ("POST", "/pause", None), ("POST", "/resume", None),
-    ("POST", "/cancel", None), ("GET", "/progress", None), ("GET", "/recipients", None),
+    ("GET", "", None),
+    ("PATCH", "", {"name": "mine now"}),
+    ("POST", "/enqueue", None),
+    ("POST", "/schedule", "future"),
+    ("POST", "/pause", None),
+    ("POST", "/resume", None),
+    ("POST", "/cancel", None),
+    ("GET", "/progress", None),
+    ("GET", "/recipients", None),
 ]
 
 
-@pytest.mark.parametrize("method, suffix, body", CAMPAIGN_ROUTES,
-                         ids=[f"{m} {s or '/'}" for m, s, _ in CAMPAIGN_ROUTES])
-def test_another_shops_campaign_is_404_exactly_like_a_missing_one(client, db, shops, method,
-                                                                  suffix, body):
+@pytest.mark.parametrize(
+    "method, suffix, body", CAMPAIGN_ROUTES, ids=[f"{m} {s or '/'}" for m, s, _ in CAMPAIGN_ROUTES]
+)
+def test_another_shops_campaign_is_404_exactly_like_a_missing_one(
+    client, db, shops, method, suffix, body
+):
     # Given another shop's campaign id and an id that does not exist
     body = {"scheduled_at": future()} if body == "future" else body
     before = snapshot(db)
 
     def call(campaign_id: int):
-        return client.simulate_request(method, f"/campaigns/{campaign_id}{suffix}",
-                                       headers=auth(shops.key), json=body)
+        return client.simulate_request(
+            method, f"/campaigns/{campaign_id}{suffix}", headers=auth(shops.key), json=body
+        )
 
     # When the shop uses each
     other, missing = call(shops.other_campaign_id), call(MISSING_ID)
@@ -526,7 +645,8 @@ def test_another_shops_campaign_is_404_exactly_like_a_missing_one(client, db, sh
     assert_error(missing, 404)
     assert other.json["title"] == missing.json["title"]
     assert other.json["description"] == missing.json["description"].replace(
-        str(MISSING_ID), str(shops.other_campaign_id))
+        str(MISSING_ID), str(shops.other_campaign_id)
+    )
     assert snapshot(db) == before
 
 
@@ -534,15 +654,22 @@ def test_another_shops_contact_ids_in_a_campaign_are_422_like_missing_ones(clien
     before = count(db, "campaign")
     own = contact_ids(client, shops.key)
     # When a campaign names another shop's contact, or one that does not exist
-    other = client.simulate_post("/campaigns", headers=auth(shops.key), json={
-        "name": "n", "text": "t", "contact_ids": [*own, shops.other_contact_id]})
-    missing = client.simulate_post("/campaigns", headers=auth(shops.key), json={
-        "name": "n", "text": "t", "contact_ids": [*own, MISSING_ID]})
+    other = client.simulate_post(
+        "/campaigns",
+        headers=auth(shops.key),
+        json={"name": "n", "text": "t", "contact_ids": [*own, shops.other_contact_id]},
+    )
+    missing = client.simulate_post(
+        "/campaigns",
+        headers=auth(shops.key),
+        json={"name": "n", "text": "t", "contact_ids": [*own, MISSING_ID]},
+    )
     # Then both are 422 naming contact_ids, and no campaign was created
     assert_error(other, 422, "contact_ids")
     assert_error(missing, 422, "contact_ids")
     assert other.json["description"] == missing.json["description"].replace(
-        str(MISSING_ID), str(shops.other_contact_id))
+        str(MISSING_ID), str(shops.other_contact_id)
+    )
     assert count(db, "campaign") == before
 
 
@@ -557,8 +684,9 @@ def test_another_shops_list_data_is_not_listed(client, shops):
 
 def test_a_top_up_for_a_missing_shop_is_404(client, db, shops):
     before = snapshot(db)
-    result = client.simulate_post(f"/admin/shops/{MISSING_ID}/credits", headers=ADMIN,
-                                  json={"amount": 5, "reference": "r"})
+    result = client.simulate_post(
+        f"/admin/shops/{MISSING_ID}/credits", headers=ADMIN, json={"amount": 5, "reference": "r"}
+    )
     assert_error(result, 404)
     assert snapshot(db) == before
 
@@ -569,60 +697,99 @@ LISTS = ["/credits/transactions", "/contacts", "/campaigns", "/campaigns/{campai
 
 
 @pytest.mark.parametrize("path", LISTS)
-@pytest.mark.parametrize("query, name", [
-    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=abc", "limit"), ("limit=", "limit"),
-    ("limit=1.5", "limit"), ("limit=-1", "limit"), ("after=-1", "after"), ("after=x", "after"),
-    ("after=99999999999999999999", "after"), ("limit=10&limit=1000", "limit"),
-])
+@pytest.mark.parametrize(
+    "query, name",
+    [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=", "limit"),
+        ("limit=1.5", "limit"),
+        ("limit=-1", "limit"),
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("after=99999999999999999999", "after"),
+        ("limit=10&limit=1000", "limit"),
+    ],
+)
 def test_query_params_out_of_range_are_422_naming_them(client, shops, draft, path, query, name):
     # When a list is asked for with a bad limit or cursor
-    result = client.simulate_get(path.format(campaign=draft), headers=auth(shops.key),
-                                 query_string=query)
+    result = client.simulate_get(
+        path.format(campaign=draft), headers=auth(shops.key), query_string=query
+    )
     # Then 422 naming the parameter
     assert_error(result, 422, name)
 
 
-@pytest.mark.parametrize("path, query", [
-    ("/campaigns", "status=bogus"), ("/campaigns", "status="),
-    ("/campaigns/{campaign}/recipients", "status=bogus"),
-    ("/campaigns/{campaign}/recipients", "status=SENT"),
-    ("/contacts", "opted_out=maybe"),
-])
+@pytest.mark.parametrize(
+    "path, query",
+    [
+        ("/campaigns", "status=bogus"),
+        ("/campaigns", "status="),
+        ("/campaigns/{campaign}/recipients", "status=bogus"),
+        ("/campaigns/{campaign}/recipients", "status=SENT"),
+        ("/contacts", "opted_out=maybe"),
+    ],
+)
 def test_a_filter_outside_its_choices_is_422(client, shops, draft, path, query):
-    result = client.simulate_get(path.format(campaign=draft), headers=auth(shops.key),
-                                 query_string=query)
+    result = client.simulate_get(
+        path.format(campaign=draft), headers=auth(shops.key), query_string=query
+    )
     assert_error(result, 422, query.split("=")[0])
 
 
-@pytest.mark.parametrize("path, query", [
-    ("/credits/transactions", "limit=1&after=0"), ("/contacts", "limit=100&opted_out=false"),
-    ("/campaigns", "limit=1&status=draft"), ("/campaigns/{campaign}/recipients", "status=sent"),
-])
+@pytest.mark.parametrize(
+    "path, query",
+    [
+        ("/credits/transactions", "limit=1&after=0"),
+        ("/contacts", "limit=100&opted_out=false"),
+        ("/campaigns", "limit=1&status=draft"),
+        ("/campaigns/{campaign}/recipients", "status=sent"),
+    ],
+)
 def test_query_params_in_range_are_accepted(client, shops, draft, path, query):
     # (the control: the bounds above are not rejecting everything)
-    result = client.simulate_get(path.format(campaign=draft), headers=auth(shops.key),
-                                 query_string=query)
+    result = client.simulate_get(
+        path.format(campaign=draft), headers=auth(shops.key), query_string=query
+    )
     assert result.status_code == 200, result.text
     assert set(result.json) == {"items", "next"}
 
 
-NOT_IDS = ["abc", "1.5", "1e3", "%201", "0x1", "0", "-1", "99999999999999999999999",
-           "9223372036854775808"]
+NOT_IDS = [
+    "abc",
+    "1.5",
+    "1e3",
+    "%201",
+    "0x1",
+    "0",
+    "-1",
+    "99999999999999999999999",
+    "9223372036854775808",
+]
 
 
 @pytest.mark.parametrize("not_id", NOT_IDS)
-@pytest.mark.parametrize("method, template", [
-    ("GET", "/campaigns/{}"), ("PATCH", "/campaigns/{}"), ("POST", "/campaigns/{}/enqueue"),
-    ("POST", "/campaigns/{}/schedule"), ("POST", "/campaigns/{}/cancel"),
-    ("GET", "/campaigns/{}/progress"), ("GET", "/campaigns/{}/recipients"),
-    ("POST", "/admin/shops/{}/credits"),
-])
+@pytest.mark.parametrize(
+    "method, template",
+    [
+        ("GET", "/campaigns/{}"),
+        ("PATCH", "/campaigns/{}"),
+        ("POST", "/campaigns/{}/enqueue"),
+        ("POST", "/campaigns/{}/schedule"),
+        ("POST", "/campaigns/{}/cancel"),
+        ("GET", "/campaigns/{}/progress"),
+        ("GET", "/campaigns/{}/recipients"),
+        ("POST", "/admin/shops/{}/credits"),
+    ],
+)
 def test_path_ids_that_are_not_ids_are_404(client, db, shops, not_id, method, template):
     before = snapshot(db)
     headers = ADMIN if template.startswith("/admin") else auth(shops.key)
     # When an id in the path is not an integer, or not one PostgreSQL can hold
-    result = client.simulate_request(method, template.format(not_id), headers=headers,
-                                     json={"amount": 5, "reference": "r"})
+    result = client.simulate_request(
+        method, template.format(not_id), headers=headers, json={"amount": 5, "reference": "r"}
+    )
     # Then 404 like a missing id, before the body is even read, and nothing changed
     assert_error(result, 404)
     assert snapshot(db) == before
@@ -630,9 +797,11 @@ def test_path_ids_that_are_not_ids_are_404(client, db, shops, not_id, method, te
 
 # --- state transitions -----------------------------------------------------------------------
 
+
 def campaign_row(db, campaign_id: int) -> tuple:
-    return db.execute_sql("SELECT status, started_at FROM campaign WHERE id = %s",
-                          (campaign_id,)).fetchone()
+    return db.execute_sql(
+        "SELECT status, started_at FROM campaign WHERE id = %s", (campaign_id,)
+    ).fetchone()
 
 
 def test_patch_on_a_sending_campaign_is_409_and_changes_nothing(client, db, shops, draft):
@@ -641,8 +810,9 @@ def test_patch_on_a_sending_campaign_is_409_and_changes_nothing(client, db, shop
     assert enqueued.status_code == 202, enqueued.text
     before = snapshot(db)
     # When it is edited
-    result = client.simulate_patch(f"/campaigns/{draft}", headers=auth(shops.key),
-                                   json={"text": "changed"})
+    result = client.simulate_patch(
+        f"/campaigns/{draft}", headers=auth(shops.key), json={"text": "changed"}
+    )
     # Then 409 and its text is what is being sent
     assert_error(result, 409)
     assert snapshot(db) == before
@@ -665,8 +835,10 @@ def test_enqueue_with_no_eligible_contact_is_422_and_changes_nothing(client, db,
     # Given a shop whose only contact opted out, and a campaign for everyone
     _, key = create_shop(client, "lonely.example", credits=100)
     import_contacts(client, key, ["+14155552671"])
-    token = links.unsubscribe_token(SECRET_KEY, *db.execute_sql(
-        "SELECT shop_id, id FROM contact WHERE phone = '+14155552671'").fetchone())
+    token = links.unsubscribe_token(
+        SECRET_KEY,
+        *db.execute_sql("SELECT shop_id, id FROM contact WHERE phone = '+14155552671'").fetchone(),
+    )
     assert client.simulate_post(f"/u/{token}").status_code == 200
     campaign = create_campaign(client, key)
     before = snapshot(db)
@@ -704,11 +876,16 @@ def test_enqueue_without_credits_is_402_and_nothing_changed(client, db, redis_cl
         assert count(db, table) == 0, table
     assert not redis_client.keys("dramatiq:*sms-send*")
     assert client.simulate_get("/credits", headers=auth(key)).json == {
-        "balance": 0, "reserved": 0, "available": 0}
+        "balance": 0,
+        "reserved": 0,
+        "available": 0,
+    }
     # ...so once topped up it can be enqueued
     top_up(client, shop_id, 100, "late")
-    assert client.simulate_post(f"/campaigns/{campaign['id']}/enqueue",
-                                headers=auth(key)).status_code == 202
+    assert (
+        client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key)).status_code
+        == 202
+    )
 
 
 @pytest.mark.parametrize("action", ["pause", "resume"])
@@ -728,34 +905,46 @@ def test_cancel_twice_is_409_the_second_time(client, shops, draft):
 
 def test_bodiless_actions_ignore_a_body(client, shops, draft):
     # (enqueue, pause, resume and cancel take no body: garbage in one is not read)
-    result = client.simulate_post(f"/campaigns/{draft}/cancel", headers=auth(shops.key),
-                                  body=b"{not json")
+    result = client.simulate_post(
+        f"/campaigns/{draft}/cancel", headers=auth(shops.key), body=b"{not json"
+    )
     assert result.status_code == 200, result.text
 
 
 # --- scheduling ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("when", [
-    (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(),
-    "2001-01-01T00:00:00Z",
-    "0001-01-01T00:00:00+01:00",
-], ids=["a-minute-ago", "2001", "year-1"])
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+        "2001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00+01:00",
+    ],
+    ids=["a-minute-ago", "2001", "year-1"],
+)
 def test_schedule_in_the_past_is_422(client, db, shops, draft, when):
     before = snapshot(db)
-    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
-                                  json={"scheduled_at": when})
+    result = client.simulate_post(
+        f"/campaigns/{draft}/schedule", headers=auth(shops.key), json={"scheduled_at": when}
+    )
     assert_error(result, 422, "scheduled_at")
     assert snapshot(db) == before
 
 
-@pytest.mark.parametrize("when", [
-    (datetime.now() + timedelta(days=1)).replace(microsecond=0).isoformat(),
-    (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%d"),
-], ids=["naive", "date-only"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        (datetime.now() + timedelta(days=1)).replace(microsecond=0).isoformat(),
+        (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%d"),
+    ],
+    ids=["naive", "date-only"],
+)
 def test_schedule_with_a_naive_timestamp_is_422(client, db, shops, draft, when):
     before = snapshot(db)
-    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
-                                  json={"scheduled_at": when})
+    result = client.simulate_post(
+        f"/campaigns/{draft}/schedule", headers=auth(shops.key), json={"scheduled_at": when}
+    )
     assert_error(result, 422, "scheduled_at")
     assert snapshot(db) == before
 
@@ -763,8 +952,11 @@ def test_schedule_with_a_naive_timestamp_is_422(client, db, shops, draft, when):
 def test_schedule_beyond_what_a_timestamp_can_hold_is_422(client, db, shops, draft):
     before = snapshot(db)
     # When the time is valid on its face but past year 9999 once read in UTC
-    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
-                                  json={"scheduled_at": "9999-12-31T23:59:59-05:00"})
+    result = client.simulate_post(
+        f"/campaigns/{draft}/schedule",
+        headers=auth(shops.key),
+        json={"scheduled_at": "9999-12-31T23:59:59-05:00"},
+    )
     # Then 422, not a campaign that can no longer be read back
     assert_error(result, 422, "scheduled_at")
     assert snapshot(db) == before
@@ -773,41 +965,60 @@ def test_schedule_beyond_what_a_timestamp_can_hold_is_422(client, db, shops, dra
 
 def test_schedule_in_the_future_with_an_offset_is_accepted(client, shops, draft):
     # (the control)
-    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
-                                  json={"scheduled_at": future()})
+    result = client.simulate_post(
+        f"/campaigns/{draft}/schedule", headers=auth(shops.key), json={"scheduled_at": future()}
+    )
     assert result.status_code == 200, result.text
     assert result.json["status"] == "scheduled"
 
 
 def test_schedule_of_a_sending_campaign_is_409(client, shops, draft):
     client.simulate_post(f"/campaigns/{draft}/enqueue", headers=auth(shops.key))
-    result = client.simulate_post(f"/campaigns/{draft}/schedule", headers=auth(shops.key),
-                                  json={"scheduled_at": future()})
+    result = client.simulate_post(
+        f"/campaigns/{draft}/schedule", headers=auth(shops.key), json={"scheduled_at": future()}
+    )
     assert_error(result, 409)
 
 
 # --- delivery-report webhook -----------------------------------------------------------------
 
-REPORT = {"id": "msg-1", "to": "+14155552671", "reference": "r-1",
-          "deliveryStatus": "Delivered", "statusCode": 0, "timestamp": "2025-01-01T00:00:00Z"}
+REPORT = {
+    "id": "msg-1",
+    "to": "+14155552671",
+    "reference": "r-1",
+    "deliveryStatus": "Delivered",
+    "statusCode": 0,
+    "timestamp": "2025-01-01T00:00:00Z",
+}
 
 
-@pytest.mark.parametrize("headers, query", [
-    ({}, None), ({"X-Webhook-Token": "wrong"}, None), ({}, "token=wrong"),
-    ({"X-Webhook-Token": "caf\u00e9"}, None), ({"X-Webhook-Token": ""}, "token="),
-], ids=["none", "wrong-header", "wrong-query", "latin-1", "empty"])
+@pytest.mark.parametrize(
+    "headers, query",
+    [
+        ({}, None),
+        ({"X-Webhook-Token": "wrong"}, None),
+        ({}, "token=wrong"),
+        ({"X-Webhook-Token": "caf\u00e9"}, None),
+        ({"X-Webhook-Token": ""}, "token="),
+    ],
+    ids=["none", "wrong-header", "wrong-query", "latin-1", "empty"],
+)
 def test_the_dlr_webhook_without_the_token_is_401(client, db, headers, query):
     before = count(db, "delivery_report")
-    result = client.simulate_post("/webhooks/mitto/dlr", headers=headers, query_string=query,
-                                  json=REPORT)
+    result = client.simulate_post(
+        "/webhooks/mitto/dlr", headers=headers, query_string=query, json=REPORT
+    )
     assert_error(result, 401)
     assert count(db, "delivery_report") == before
 
 
 def test_the_dlr_webhook_token_may_come_in_the_query(client, db):
     # (the control: the right token is accepted either way)
-    result = client.simulate_post("/webhooks/mitto/dlr", query_string=f"token={DLR_WEBHOOK_SECRET}",
-                                  json=[REPORT, {**REPORT, "id": "msg-2"}])
+    result = client.simulate_post(
+        "/webhooks/mitto/dlr",
+        query_string=f"token={DLR_WEBHOOK_SECRET}",
+        json=[REPORT, {**REPORT, "id": "msg-2"}],
+    )
     assert result.status_code == 200, result.text
     assert result.json["received"] == 2
     assert count(db, "delivery_report") == 2
@@ -817,33 +1028,43 @@ def test_the_dlr_webhook_token_may_come_in_the_query(client, db):
 def test_a_dlr_with_a_bad_delivery_status_is_422(client, db, status):
     before = count(db, "delivery_report")
     # When one report of a batch has a status outside the provider's list
-    result = client.simulate_post("/webhooks/mitto/dlr", headers=WEBHOOK,
-                                  json=[REPORT, {**REPORT, "deliveryStatus": status}])
+    result = client.simulate_post(
+        "/webhooks/mitto/dlr", headers=WEBHOOK, json=[REPORT, {**REPORT, "deliveryStatus": status}]
+    )
     # Then 422 naming it, and none of the batch was stored
     assert_error(result, 422, "deliveryStatus")
     assert count(db, "delivery_report") == before
 
 
-@pytest.mark.parametrize("field, value", [
-    ("statusCode", 2**31), ("statusCode", -(2**31) - 1), ("statusCode", 10**20),
-    ("timestamp", "9999-12-31T23:59:59-05:00"), ("timestamp", "2025-01-01T00:00:00"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("statusCode", 2**31),
+        ("statusCode", -(2**31) - 1),
+        ("statusCode", 10**20),
+        ("timestamp", "9999-12-31T23:59:59-05:00"),
+        ("timestamp", "2025-01-01T00:00:00"),
+    ],
+)
 def test_a_dlr_field_postgresql_cannot_hold_is_422(client, db, field, value):
     before = count(db, "delivery_report")
-    result = client.simulate_post("/webhooks/mitto/dlr", headers=WEBHOOK,
-                                  json={**REPORT, field: value})
+    result = client.simulate_post(
+        "/webhooks/mitto/dlr", headers=WEBHOOK, json={**REPORT, field: value}
+    )
     assert_error(result, 422, field)
     assert count(db, "delivery_report") == before
 
 
 def test_a_dlr_with_extra_provider_fields_is_accepted(client, db):
     # (SPEC 7: providers add fields over time; a report is not lost for one)
-    result = client.simulate_post("/webhooks/mitto/dlr", headers=WEBHOOK,
-                                  json={**REPORT, "networkCode": "20201"})
+    result = client.simulate_post(
+        "/webhooks/mitto/dlr", headers=WEBHOOK, json={**REPORT, "networkCode": "20201"}
+    )
     assert result.status_code == 200, result.text
 
 
 # --- public link pages -----------------------------------------------------------------------
+
 
 def assert_html_page(result, status: int) -> None:
     assert result.status_code == status, result.text
@@ -852,10 +1073,20 @@ def assert_html_page(result, status: int) -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
-@pytest.mark.parametrize("token", [
-    "forged", "A" * 43, "x" * 500, "%00", "%ff%fe", "caf%C3%A9", "====", "a.b",
-    "AAAAAAAAAAEAAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAA",  # right length, payload (1, 1), no valid MAC
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "forged",
+        "A" * 43,
+        "x" * 500,
+        "%00",
+        "%ff%fe",
+        "caf%C3%A9",
+        "====",
+        "a.b",
+        "AAAAAAAAAAEAAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAA",  # right length, payload (1, 1), no valid MAC
+    ],
+)
 def test_unsubscribe_with_a_forged_token_is_a_404_page(client, db, shops, token, method):
     before = snapshot(db)
     result = client.simulate_request(method, f"/u/{token}")
@@ -864,8 +1095,9 @@ def test_unsubscribe_with_a_forged_token_is_a_404_page(client, db, shops, token,
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
-def test_unsubscribe_with_a_genuine_token_for_a_missing_contact_is_a_404_page(client, shops,
-                                                                              method):
+def test_unsubscribe_with_a_genuine_token_for_a_missing_contact_is_a_404_page(
+    client, shops, method
+):
     token = links.unsubscribe_token(SECRET_KEY, shops.id, MISSING_ID)
     assert_html_page(client.simulate_request(method, f"/u/{token}"), 404)
 
@@ -886,8 +1118,9 @@ def test_an_unknown_short_link_is_a_404_page(client, code):
 
 def test_a_real_short_link_redirects_and_counts_the_click(client, db, shops):
     # (the control: the check on the code's alphabet lets real codes through)
-    short = links.shorten(shops.other_id, shops.other_campaign_id, ["https://shop.example/sale"],
-                          "http://localhost")["https://shop.example/sale"]
+    short = links.shorten(
+        shops.other_id, shops.other_campaign_id, ["https://shop.example/sale"], "http://localhost"
+    )["https://shop.example/sale"]
     result = client.simulate_get(short.removeprefix("http://localhost"))
     assert result.status_code == 302
     assert result.headers["location"] == "https://shop.example/sale"
@@ -901,6 +1134,7 @@ def test_a_short_link_with_a_trailing_slash_is_the_same_link(client, shops):
 
 # --- credits ---------------------------------------------------------------------------------
 
+
 def test_a_top_up_with_the_same_reference_twice_adds_credits_once(client, db, shops):
     # Given a shop with 1000 credits
     # When the same top-up is posted twice (a retried admin call)
@@ -909,8 +1143,10 @@ def test_a_top_up_with_the_same_reference_twice_adds_credits_once(client, db, sh
     # Then it counted once, in the balance and in the ledger
     assert first == second == 1250
     assert client.simulate_get("/credits", headers=auth(shops.key)).json["balance"] == 1250
-    rows = db.execute_sql("SELECT count(*) FROM credit_transaction WHERE shop_id = %s"
-                          " AND note = 'invoice-42'", (shops.id,)).fetchone()[0]
+    rows = db.execute_sql(
+        "SELECT count(*) FROM credit_transaction WHERE shop_id = %s AND note = 'invoice-42'",
+        (shops.id,),
+    ).fetchone()[0]
     assert rows == 1
 
 

@@ -1,10 +1,11 @@
 """Abuse caps (a 4xx naming the limit and the field, before the heavy work) and the campaign
 answer's `audience`, which says who a campaign goes to without echoing its contact ids."""
+
 from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -27,6 +28,7 @@ def count(db, table: str) -> int:
 
 
 # --- caps ------------------------------------------------------------------------------------
+
 
 def test_more_contact_ids_than_the_cap_are_422_naming_the_field_and_the_limit(client, db, shops):
     # Given a campaign body listing one contact id more than a campaign may hold
@@ -57,8 +59,9 @@ def test_a_json_import_over_the_cap_is_422_naming_the_field_and_the_limit(client
 
 def test_a_csv_import_over_the_cap_names_the_limit(client, db, shops):
     text = "phone\n" + "".join(f"+30690{i:07d}\n" for i in range(MAX_IMPORT + 1))
-    result = client.simulate_post("/contacts", headers=auth(shops.key), body=text,
-                                  content_type="text/csv")
+    result = client.simulate_post(
+        "/contacts", headers=auth(shops.key), body=text, content_type="text/csv"
+    )
     error = assert_error(result, 422, "body")
     assert f"at most {MAX_IMPORT} rows" in error["description"]
     assert count(db, "contact") == 3
@@ -67,8 +70,9 @@ def test_a_csv_import_over_the_cap_names_the_limit(client, db, shops):
 @pytest.fixture
 def capped(settings, redis_client, db) -> CheckedClient:
     """The API with MAX_CAMPAIGN_RECIPIENTS=2."""
-    return CheckedClient(create_app(dataclasses.replace(settings, max_campaign_recipients=2),
-                                    redis_client))
+    return CheckedClient(
+        create_app(dataclasses.replace(settings, max_campaign_recipients=2), redis_client)
+    )
 
 
 def test_enqueue_over_the_recipient_cap_is_422_naming_it_and_writes_nothing(capped, db):
@@ -83,8 +87,10 @@ def test_enqueue_over_the_recipient_cap_is_422_naming_it_and_writes_nothing(capp
     error = assert_error(result, 422, "audience")
     assert error["field"] == "audience"
     assert "3 recipients" in error["description"] and "at most 2" in error["description"]
-    assert capped.simulate_get(f"/campaigns/{campaign['id']}",
-                               headers=auth(key)).json["status"] == "draft"
+    assert (
+        capped.simulate_get(f"/campaigns/{campaign['id']}", headers=auth(key)).json["status"]
+        == "draft"
+    )
     for table in ("campaign_recipient", "send_batch", "credit_reservation"):
         assert count(db, table) == 0, table
 
@@ -102,6 +108,7 @@ def test_an_audience_of_exactly_the_cap_is_enqueued(capped, db):
 
 # --- the audience in campaign answers --------------------------------------------------------
 
+
 def test_a_campaign_to_everyone_answers_all_subscribed(client, shops):
     created = create_campaign(client, shops.key)
     assert created["audience"] == {"kind": "all_subscribed"}
@@ -114,15 +121,16 @@ def test_every_campaign_answer_counts_a_list_audience_instead_of_echoing_it(clie
     headers = auth(shops.key)
     created = create_campaign(client, shops.key, contact_ids=[first, second, first])
     path = f"/campaigns/{created['id']}"
-    when = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    when = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     # When it is read, listed, edited, scheduled and cancelled
     answers = {
         "create": created,
         "get": client.simulate_get(path, headers=headers).json,
         "list": client.simulate_get("/campaigns", headers=headers).json["items"][0],
         "patch": client.simulate_patch(path, headers=headers, json={"name": "Renamed"}).json,
-        "schedule": client.simulate_post(f"{path}/schedule", headers=headers,
-                                         json={"scheduled_at": when}).json,
+        "schedule": client.simulate_post(
+            f"{path}/schedule", headers=headers, json={"scheduled_at": when}
+        ).json,
         "cancel": client.simulate_post(f"{path}/cancel", headers=headers).json,
     }
     # Then each says it goes to two contacts, and none carries their ids

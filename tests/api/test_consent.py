@@ -1,6 +1,7 @@
 """Consent (SPEC 11): contacts carry consent from their import (JSON, CSV, Shopify's export),
 each contact has an append-only consent log (`GET /contacts/{id}/consent`), and a shop that
 requires consent sends campaigns only to contacts with it."""
+
 from __future__ import annotations
 
 import peewee
@@ -16,8 +17,9 @@ PHONE = "+306912345678"
 
 
 def make_shop(client, domain: str, **fields) -> tuple[int, str]:
-    created = client.simulate_post("/admin/shops", headers=ADMIN,
-                                   json={"domain": domain, "name": "Shop", **fields})
+    created = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": domain, "name": "Shop", **fields}
+    )
     assert created.status_code == 201, created.text
     top_up(client, created.json["id"], 100, "initial")
     return created.json["id"], created.json["api_key"]
@@ -30,8 +32,9 @@ def imported(client, key: str, rows: list[dict]) -> dict:
 
 
 def contact_id(db, shop_id: int, phone: str = PHONE) -> int:
-    return db.execute_sql("SELECT id FROM contact WHERE shop_id = %s AND phone = %s",
-                          (shop_id, phone)).fetchone()[0]
+    return db.execute_sql(
+        "SELECT id FROM contact WHERE shop_id = %s AND phone = %s", (shop_id, phone)
+    ).fetchone()[0]
 
 
 def consent_of(client, key: str, contact: int) -> dict:
@@ -41,13 +44,16 @@ def consent_of(client, key: str, contact: int) -> dict:
 
 
 def events(body: dict) -> list[tuple]:
-    return [(e["kind"], e["source"], e["consent_source"], e["collected_at"], e["proof"])
-            for e in body["items"]]
+    return [
+        (e["kind"], e["source"], e["consent_source"], e["collected_at"], e["proof"])
+        for e in body["items"]
+    ]
 
 
 def recipients_of_a_new_campaign(client, key: str) -> int | None:
-    campaign = client.simulate_post("/campaigns", headers=auth(key),
-                                    json={"name": "c", "text": "Sale today"}).json
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Sale today"}
+    ).json
     answer = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
     return answer.json.get("recipients") if answer.status_code == 202 else None
 
@@ -59,10 +65,14 @@ def shop(client) -> tuple[int, str]:
 
 # --- consent on import and its log -----------------------------------------------------------
 
+
 def test_an_imported_consent_is_the_contacts_and_is_logged_once(client, db, shop):
     shop_id, key = shop
-    given = {"source": "checkout", "collected_at": "2025-01-10T09:00:00+02:00",
-             "proof": "form v3, box ticked"}
+    given = {
+        "source": "checkout",
+        "collected_at": "2025-01-10T09:00:00+02:00",
+        "proof": "form v3, box ticked",
+    }
     # When a contact is imported with its consent, then imported again as it was
     imported(client, key, [{"phone": PHONE, "consent": given}])
     imported(client, key, [{"phone": PHONE, "consent": given}])
@@ -70,8 +80,9 @@ def test_an_imported_consent_is_the_contacts_and_is_logged_once(client, db, shop
     body = consent_of(client, key, contact_id(db, shop_id))
     assert body["consent"] == {"source": "checkout", "collected_at": "2025-01-10T07:00:00+00:00"}
     assert body["consented"] is True and body["opted_out_at"] is None
-    assert events(body) == [("opt_in", "import", "checkout", "2025-01-10T07:00:00+00:00",
-                             "form v3, box ticked")]
+    assert events(body) == [
+        ("opt_in", "import", "checkout", "2025-01-10T07:00:00+00:00", "form v3, box ticked")
+    ]
     # And the list of contacts shows it
     listed = client.simulate_get("/contacts", headers=auth(key)).json["items"][0]
     assert listed["consent_source"] == "checkout"
@@ -80,10 +91,16 @@ def test_an_imported_consent_is_the_contacts_and_is_logged_once(client, db, shop
 def test_the_most_recent_consent_is_in_force_and_every_one_is_logged(client, db, shop):
     shop_id, key = shop
     # Given consents imported out of order: 2025, then 2024 (an old file), then none
-    imported(client, key, [{"phone": PHONE, "consent": {
-        "source": "popup", "collected_at": "2025-05-01T00:00:00Z"}}])
-    imported(client, key, [{"phone": PHONE, "consent": {
-        "source": "paper", "collected_at": "2024-05-01T00:00:00Z"}}])
+    imported(
+        client,
+        key,
+        [{"phone": PHONE, "consent": {"source": "popup", "collected_at": "2025-05-01T00:00:00Z"}}],
+    )
+    imported(
+        client,
+        key,
+        [{"phone": PHONE, "consent": {"source": "paper", "collected_at": "2024-05-01T00:00:00Z"}}],
+    )
     imported(client, key, [{"phone": PHONE, "first_name": "Ann"}])
     # Then the 2025 one is in force, and both are in the log
     body = consent_of(client, key, contact_id(db, shop_id))
@@ -91,20 +108,25 @@ def test_the_most_recent_consent_is_in_force_and_every_one_is_logged(client, db,
     assert [e[2] for e in events(body)] == ["popup", "paper"]
 
 
-@pytest.mark.parametrize("consent, field", [
-    ({"source": "checkout"}, "consent.collected_at"),
-    ({"collected_at": "2025-01-01T00:00:00Z"}, "consent.source"),
-    ({"source": "checkout", "collected_at": "2025-01-01T00:00:00"}, "consent.collected_at"),
-    ({"source": "checkout", "collected_at": "2999-01-01T00:00:00Z"}, "consent.collected_at"),
-    ({"source": "", "collected_at": "2025-01-01T00:00:00Z"}, "consent.source"),
-    ({"source": "x", "collected_at": "2025-01-01T00:00:00Z", "ip": "1.2.3.4"}, "consent.ip"),
-    ("yes", "consent"),
-])
-def test_a_row_with_a_bad_consent_is_reported_and_the_others_imported(client, db, shop,
-                                                                      consent, field):
+@pytest.mark.parametrize(
+    "consent, field",
+    [
+        ({"source": "checkout"}, "consent.collected_at"),
+        ({"collected_at": "2025-01-01T00:00:00Z"}, "consent.source"),
+        ({"source": "checkout", "collected_at": "2025-01-01T00:00:00"}, "consent.collected_at"),
+        ({"source": "checkout", "collected_at": "2999-01-01T00:00:00Z"}, "consent.collected_at"),
+        ({"source": "", "collected_at": "2025-01-01T00:00:00Z"}, "consent.source"),
+        ({"source": "x", "collected_at": "2025-01-01T00:00:00Z", "ip": "1.2.3.4"}, "consent.ip"),
+        ("yes", "consent"),
+    ],
+)
+def test_a_row_with_a_bad_consent_is_reported_and_the_others_imported(
+    client, db, shop, consent, field
+):
     shop_id, key = shop
-    result = imported(client, key, [{"phone": PHONE, "consent": consent},
-                                    {"phone": "+306912345679"}])
+    result = imported(
+        client, key, [{"phone": PHONE, "consent": consent}, {"phone": "+306912345679"}]
+    )
     assert result["created"] == 1
     assert [(row["index"], row["field"]) for row in result["invalid"]] == [(0, field)]
 
@@ -112,25 +134,40 @@ def test_a_row_with_a_bad_consent_is_reported_and_the_others_imported(client, db
 def test_csv_consent_columns_and_shopifys_accepts_sms_marketing(client, db, shop):
     shop_id, key = shop
     # Given a CSV with consent columns, and a Shopify export (yes for one customer, no for one)
-    csv_text = ("phone,first_name,consent_source,consent_collected_at,consent_proof\n"
-                "+306900000001,Ann,web_form,2025-02-01T10:00:00Z,https://shop.example/f\n"
-                "+306900000002,Bob,,,\n"
-                "+306900000003,Cy,web_form,,\n")
-    shopify = "\n".join([SHOPIFY_HEADER, shopify_row("Eva", "", "+306900000004"),
-                         shopify_row("Dan", "", "+306900000005").replace(",yes,12.50",
-                                                                         ",no,12.50")])
+    csv_text = (
+        "phone,first_name,consent_source,consent_collected_at,consent_proof\n"
+        "+306900000001,Ann,web_form,2025-02-01T10:00:00Z,https://shop.example/f\n"
+        "+306900000002,Bob,,,\n"
+        "+306900000003,Cy,web_form,,\n"
+    )
+    shopify = "\n".join(
+        [
+            SHOPIFY_HEADER,
+            shopify_row("Eva", "", "+306900000004"),
+            shopify_row("Dan", "", "+306900000005").replace(",yes,12.50", ",no,12.50"),
+        ]
+    )
     # When both are imported
     first = post_csv(client, key, csv_text).json
     second = post_csv(client, key, shopify).json
     # Then the row with a source but no time is refused, the others imported
     assert (first["created"], [(r["index"], r["field"]) for r in first["invalid"]]) == (
-        2, [(2, "consent.collected_at")])
+        2,
+        [(2, "consent.collected_at")],
+    )
     assert second["created"] == 2 and second["invalid"] == []
     # And consent is what each row said: the form's, none, Shopify's yes, none for no
-    rows = dict(db.execute_sql("SELECT phone, consent_source FROM contact WHERE shop_id = %s",
-                               (shop_id,)).fetchall())
-    assert rows == {"+306900000001": "web_form", "+306900000002": None,
-                    "+306900000004": "shopify", "+306900000005": None}
+    rows = dict(
+        db.execute_sql(
+            "SELECT phone, consent_source FROM contact WHERE shop_id = %s", (shop_id,)
+        ).fetchall()
+    )
+    assert rows == {
+        "+306900000001": "web_form",
+        "+306900000002": None,
+        "+306900000004": "shopify",
+        "+306900000005": None,
+    }
     shopify_log = events(consent_of(client, key, contact_id(db, shop_id, "+306900000004")))
     assert shopify_log[0][:3] == ("opt_in", "import", "shopify")
     assert "Accepts SMS Marketing" in shopify_log[0][4]
@@ -138,8 +175,16 @@ def test_csv_consent_columns_and_shopifys_accepts_sms_marketing(client, db, shop
 
 def test_the_unsubscribe_link_logs_an_opt_out(client, db, shop):
     shop_id, key = shop
-    imported(client, key, [{"phone": PHONE, "consent": {
-        "source": "checkout", "collected_at": "2025-01-01T00:00:00Z"}}])
+    imported(
+        client,
+        key,
+        [
+            {
+                "phone": PHONE,
+                "consent": {"source": "checkout", "collected_at": "2025-01-01T00:00:00Z"},
+            }
+        ],
+    )
     contact = contact_id(db, shop_id)
     token = links.unsubscribe_token(SECRET_KEY, shop_id, contact)
     for _ in range(2):
@@ -161,47 +206,92 @@ def test_another_shops_contact_has_no_consent_to_show(client, db, shop):
 
 def test_the_consent_log_is_paginated(client, db, shop):
     shop_id, key = shop
-    imported(client, key, [{"phone": PHONE, "consent": {
-        "source": f"s{n}", "collected_at": f"2025-01-0{n + 1}T00:00:00Z"}} for n in range(3)])
+    imported(
+        client,
+        key,
+        [
+            {
+                "phone": PHONE,
+                "consent": {"source": f"s{n}", "collected_at": f"2025-01-0{n + 1}T00:00:00Z"},
+            }
+            for n in range(3)
+        ],
+    )
     contact = contact_id(db, shop_id)
-    first = client.simulate_get(f"/contacts/{contact}/consent", headers=auth(key),
-                                params={"limit": 2}).json
+    first = client.simulate_get(
+        f"/contacts/{contact}/consent", headers=auth(key), params={"limit": 2}
+    ).json
     assert len(first["items"]) == 1 and first["next"] is None  # one row per phone per import
     for n in range(3):
-        imported(client, key, [{"phone": PHONE, "consent": {
-            "source": f"t{n}", "collected_at": f"2025-02-0{n + 1}T00:00:00Z"}}])
-    page = client.simulate_get(f"/contacts/{contact}/consent", headers=auth(key),
-                               params={"limit": 2}).json
-    rest = client.simulate_get(f"/contacts/{contact}/consent", headers=auth(key),
-                               params={"limit": 2, "after": page["next"]}).json
-    assert [e["consent_source"] for e in page["items"] + rest["items"]] == [
-        "s2", "t0", "t1", "t2"]
+        imported(
+            client,
+            key,
+            [
+                {
+                    "phone": PHONE,
+                    "consent": {"source": f"t{n}", "collected_at": f"2025-02-0{n + 1}T00:00:00Z"},
+                }
+            ],
+        )
+    page = client.simulate_get(
+        f"/contacts/{contact}/consent", headers=auth(key), params={"limit": 2}
+    ).json
+    rest = client.simulate_get(
+        f"/contacts/{contact}/consent",
+        headers=auth(key),
+        params={"limit": 2, "after": page["next"]},
+    ).json
+    assert [e["consent_source"] for e in page["items"] + rest["items"]] == ["s2", "t0", "t1", "t2"]
 
 
 def test_the_consent_log_cannot_be_rewritten(client, db, shop):
     shop_id, key = shop
-    imported(client, key, [{"phone": PHONE, "consent": {
-        "source": "checkout", "collected_at": "2025-01-01T00:00:00Z", "proof": "p"}}])
-    for statement in ("UPDATE consent_event SET source = 'admin'", "DELETE FROM consent_event",
-                      "UPDATE consent_event SET proof = 'forged'"):
+    imported(
+        client,
+        key,
+        [
+            {
+                "phone": PHONE,
+                "consent": {
+                    "source": "checkout",
+                    "collected_at": "2025-01-01T00:00:00Z",
+                    "proof": "p",
+                },
+            }
+        ],
+    )
+    for statement in (
+        "UPDATE consent_event SET source = 'admin'",
+        "DELETE FROM consent_event",
+        "UPDATE consent_event SET proof = 'forged'",
+    ):
         with pytest.raises(peewee.DatabaseError, match="append-only"):
             with db.atomic():
                 db.execute_sql(statement)
-    assert db.execute_sql("SELECT source, proof FROM consent_event").fetchall() == [
-        ("import", "p")]
+    assert db.execute_sql("SELECT source, proof FROM consent_event").fetchall() == [("import", "p")]
 
 
 # --- require_consent -------------------------------------------------------------------------
 
+
 def test_a_shop_that_requires_consent_sends_only_to_contacts_with_it(client, db, shop):
     _, key = shop
     # Given three contacts: with consent, without, and with consent but opted out
-    imported(client, key, [
-        {"phone": "+306900000001", "consent": {"source": "checkout",
-                                               "collected_at": "2025-01-01T00:00:00Z"}},
-        {"phone": "+306900000002"},
-        {"phone": "+306900000003", "consent": {"source": "checkout",
-                                               "collected_at": "2025-01-01T00:00:00Z"}}])
+    imported(
+        client,
+        key,
+        [
+            {
+                "phone": "+306900000001",
+                "consent": {"source": "checkout", "collected_at": "2025-01-01T00:00:00Z"},
+            },
+            {"phone": "+306900000002"},
+            {
+                "phone": "+306900000003",
+                "consent": {"source": "checkout", "collected_at": "2025-01-01T00:00:00Z"},
+            },
+        ],
+    )
     db.execute_sql("UPDATE contact SET opted_out_at = now() WHERE phone = '+306900000003'")
     # Then a campaign for everyone reaches the one with consent only
     assert recipients_of_a_new_campaign(client, key) == 1
@@ -218,18 +308,21 @@ def test_a_shop_created_without_require_consent_sends_to_every_subscribed_contac
 def test_a_shop_without_any_consented_contact_has_no_recipients(client, db, shop):
     _, key = shop
     imported(client, key, [{"phone": "+306900000001"}])
-    campaign = client.simulate_post("/campaigns", headers=auth(key),
-                                    json={"name": "c", "text": "Sale today"}).json
-    assert_error(client.simulate_post(f"/campaigns/{campaign['id']}/enqueue",
-                                      headers=auth(key)), 422)
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Sale today"}
+    ).json
+    assert_error(
+        client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key)), 422
+    )
 
 
 def test_existing_shops_keep_sending_without_consent_and_new_ones_require_it(db):
     # Given the schema of before this change, with a shop in it
     with pytest.raises(Rollback):
         with db.atomic():
-            db.execute_sql("CREATE SCHEMA before_compliance; SET LOCAL search_path TO"
-                           " before_compliance")
+            db.execute_sql(
+                "CREATE SCHEMA before_compliance; SET LOCAL search_path TO before_compliance"
+            )
             versions = available()
             for version, path in versions:
                 if version.startswith("0005"):

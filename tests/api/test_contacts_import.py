@@ -1,6 +1,7 @@
 """`POST /contacts` (SPEC 5): only the body's shape or size refuses an import whole; a bad row
 is reported by its index and every valid row is imported, from JSON and from CSV (a Shopify
 customer export as it comes)."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,22 +19,31 @@ SHOPIFY_HEADER = (
 
 
 def shopify_row(first: str, address_phone: str, phone: str, note: str = "") -> str:
-    return (f"7001,{first},Papadopoulou,{first.lower()}@mail.example,yes,,\"Odos 1, 2nd floor\","
-            f",Athens,,GR,10431,{address_phone},{phone},yes,12.50,1,{note},no,\"vip, summer\"")
+    return (
+        f'7001,{first},Papadopoulou,{first.lower()}@mail.example,yes,,"Odos 1, 2nd floor",'
+        f',Athens,,GR,10431,{address_phone},{phone},yes,12.50,1,{note},no,"vip, summer"'
+    )
 
 
 def contacts_of(db, shop_id: int) -> dict[str, str | None]:
-    rows = db.execute_sql("SELECT phone, first_name FROM contact WHERE shop_id = %s",
-                          (shop_id,)).fetchall()
+    rows = db.execute_sql(
+        "SELECT phone, first_name FROM contact WHERE shop_id = %s", (shop_id,)
+    ).fetchall()
     return dict(rows)
 
 
 def post_csv(client, key: str, text: str | bytes, **kwargs):
-    return client.simulate_post("/contacts", headers=auth(key), body=text,
-                                content_type=kwargs.pop("content_type", "text/csv"), **kwargs)
+    return client.simulate_post(
+        "/contacts",
+        headers=auth(key),
+        body=text,
+        content_type=kwargs.pop("content_type", "text/csv"),
+        **kwargs,
+    )
 
 
 # --- JSON ------------------------------------------------------------------------------------
+
 
 def test_ten_thousand_rows_with_one_blank_phone_import_the_other_9999(client, db, shops):
     # Given a 10,000-row import (the most one takes) in which one phone cell is blank
@@ -50,38 +60,59 @@ def test_ten_thousand_rows_with_one_blank_phone_import_the_other_9999(client, db
 
 def test_every_bad_row_is_reported_in_order_with_its_field(client, shops):
     # When an import mixes several kinds of bad rows with good ones
-    result = client.simulate_post("/contacts", headers=auth(shops.key), json={"contacts": [
-        {"phone": "+14155552671"},
-        {"phone": "+447911123456", "first_name": "x" * 101},
-        "not a row",
-        {"phone": "+14155552672", "tags": ["vip"]},
-        {"phone": "12"},
-        {"phone": "+447911123457", "first_name": None},
-    ]})
+    result = client.simulate_post(
+        "/contacts",
+        headers=auth(shops.key),
+        json={
+            "contacts": [
+                {"phone": "+14155552671"},
+                {"phone": "+447911123456", "first_name": "x" * 101},
+                "not a row",
+                {"phone": "+14155552672", "tags": ["vip"]},
+                {"phone": "12"},
+                {"phone": "+447911123457", "first_name": None},
+            ]
+        },
+    )
     # Then the good rows are created and each bad one is reported once, in index order
     assert result.status_code == 200, result.text
     assert result.json["created"] == 2
     assert [(row["index"], row["field"]) for row in result.json["invalid"]] == [
-        (1, "first_name"), (2, None), (3, "tags"), (4, "phone")]
+        (1, "first_name"),
+        (2, None),
+        (3, "tags"),
+        (4, "phone"),
+    ]
 
 
 def test_a_later_duplicate_without_a_name_keeps_the_earlier_name(client, db, shops):
     # When one number appears twice, named only the first time
-    result = client.simulate_post("/contacts", headers=auth(shops.key), json={"contacts": [
-        {"phone": "+1 415 555 2671", "first_name": "Ann"}, {"phone": "+14155552671"}]})
+    result = client.simulate_post(
+        "/contacts",
+        headers=auth(shops.key),
+        json={
+            "contacts": [
+                {"phone": "+1 415 555 2671", "first_name": "Ann"},
+                {"phone": "+14155552671"},
+            ]
+        },
+    )
     # Then it is one contact, created once, with the name given
     assert (result.json["created"], result.json["updated"], result.json["invalid"]) == (1, 0, [])
     assert contacts_of(db, shops.id)["+14155552671"] == "Ann"
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"contacts": [{"phone": "+14155552671"}], "source": "shopify"}, "source"),
-    ({"contacts": "+14155552671"}, "contacts"),
-    ({"contacts": None}, "contacts"),
-    ({"rows": []}, "contacts"),
-    ({"contacts": [{"phone": "+14155552671"}] * 10_001}, "contacts"),
-    ({"contacts": [], "default_country": "Greece"}, "default_country"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"contacts": [{"phone": "+14155552671"}], "source": "shopify"}, "source"),
+        ({"contacts": "+14155552671"}, "contacts"),
+        ({"contacts": None}, "contacts"),
+        ({"rows": []}, "contacts"),
+        ({"contacts": [{"phone": "+14155552671"}] * 10_001}, "contacts"),
+        ({"contacts": [], "default_country": "Greece"}, "default_country"),
+    ],
+)
 def test_a_body_of_the_wrong_shape_is_refused_whole(client, db, shops, body, field):
     before = contacts_of(db, shops.id)
     # When the body itself is wrong (not one row of it)
@@ -93,25 +124,35 @@ def test_a_body_of_the_wrong_shape_is_refused_whole(client, db, shops, body, fie
 
 def test_a_json_import_refuses_default_country_as_a_query_parameter(client, db, shops):
     # (it belongs in the JSON body; ignoring it would refuse every national number)
-    result = client.simulate_post("/contacts", headers=auth(shops.key),
-                                  query_string="default_country=GR",
-                                  json={"contacts": [{"phone": "6912345670"}]})
+    result = client.simulate_post(
+        "/contacts",
+        headers=auth(shops.key),
+        query_string="default_country=GR",
+        json={"contacts": [{"phone": "6912345670"}]},
+    )
     assert_error(result, 422, "default_country")
 
 
 # --- CSV -------------------------------------------------------------------------------------
 
+
 def test_a_shopify_customer_export_is_imported(client, db, shops):
     # Given Shopify's export: a byte order mark, CRLF lines, quoted commas, many columns, the
     # customer's Phone often blank with the number in Default Address Phone, and one customer
     # with no number at all
-    text = "\ufeff" + "\r\n".join([
-        SHOPIFY_HEADER,
-        shopify_row("Eleni", "", "+306912000001"),
-        shopify_row("Nikos", "+30 691 200 0002", ""),
-        shopify_row("Maria", "", "", note="\"called, no phone\""),
-        shopify_row("Zoë", "+306912000099", "+306912000004"),
-    ]) + "\r\n"
+    text = (
+        "\ufeff"
+        + "\r\n".join(
+            [
+                SHOPIFY_HEADER,
+                shopify_row("Eleni", "", "+306912000001"),
+                shopify_row("Nikos", "+30 691 200 0002", ""),
+                shopify_row("Maria", "", "", note='"called, no phone"'),
+                shopify_row("Zoë", "+306912000099", "+306912000004"),
+            ]
+        )
+        + "\r\n"
+    )
     # When it is posted as text/csv
     result = post_csv(client, shops.key, text.encode("utf-8"))
     # Then every customer with a number is imported (the customer's own Phone first), and the
@@ -120,9 +161,9 @@ def test_a_shopify_customer_export_is_imported(client, db, shops):
     assert (result.json["created"], result.json["updated"]) == (3, 0)
     assert result.json["invalid"] == [{"index": 2, "field": "phone", "error": "phone is blank"}]
     imported = contacts_of(db, shops.id)
-    assert {phone: imported[phone] for phone in ("+306912000001", "+306912000002",
-                                                 "+306912000004")} == {
-        "+306912000001": "Eleni", "+306912000002": "Nikos", "+306912000004": "Zoë"}
+    assert {
+        phone: imported[phone] for phone in ("+306912000001", "+306912000002", "+306912000004")
+    } == {"+306912000001": "Eleni", "+306912000002": "Nikos", "+306912000004": "Zoë"}
     assert "+306912000099" not in imported
 
 
@@ -131,8 +172,13 @@ def test_a_plain_csv_with_national_numbers_and_a_default_country(client, db, sho
     # and its country given as a query parameter (a CSV has no room for it)
     text = "PHONE,first_name\n6912000011,Ann\n\n6912000012,\n12,Bad\n"
     # When it is imported
-    result = post_csv(client, shops.key, text, query_string="default_country=GR",
-                      content_type="text/csv; charset=utf-8")
+    result = post_csv(
+        client,
+        shops.key,
+        text,
+        query_string="default_country=GR",
+        content_type="text/csv; charset=utf-8",
+    )
     # Then both numbers are read as Greek; the blank line is not a row; the bad one is index 2
     assert result.status_code == 200, result.text
     assert result.json["created"] == 2
@@ -148,8 +194,7 @@ def test_a_csv_row_is_checked_like_a_json_row(client, db, shops):
     # Then the long one is reported naming first_name, the short row is imported without one
     assert result.status_code == 200, result.text
     assert result.json["created"] == 1
-    assert [(row["index"], row["field"]) for row in result.json["invalid"]] == [
-        (0, "first_name")]
+    assert [(row["index"], row["field"]) for row in result.json["invalid"]] == [(0, "first_name")]
 
 
 def test_a_csv_of_exactly_ten_thousand_rows_is_imported(client, db, shops):
@@ -159,14 +204,18 @@ def test_a_csv_of_exactly_ten_thousand_rows_is_imported(client, db, shops):
     assert (result.json["created"], result.json["invalid"]) == (10_000, [])
 
 
-@pytest.mark.parametrize("text, status, field", [
-    ("first_name,email\nAnn,a@mail.example\n", 422, "phone"),
-    ("+306912000031\n+306912000032\n", 422, "phone"),  # no header row
-    ("phone\n" + "+306912000031\n" * 10_001, 422, "body"),
-    (b"phone,first_name\n+306912000031,Ren\xe9e\n", 400, None),  # Latin-1, not UTF-8
-    ("", 400, None),
-    ("phone\n" + "x" * 200_000 + "\n", 400, None),  # a cell past csv's field size limit
-], ids=["no-phone-column", "no-header", "10001-rows", "not-utf8", "empty", "huge-cell"])
+@pytest.mark.parametrize(
+    "text, status, field",
+    [
+        ("first_name,email\nAnn,a@mail.example\n", 422, "phone"),
+        ("+306912000031\n+306912000032\n", 422, "phone"),  # no header row
+        ("phone\n" + "+306912000031\n" * 10_001, 422, "body"),
+        (b"phone,first_name\n+306912000031,Ren\xe9e\n", 400, None),  # Latin-1, not UTF-8
+        ("", 400, None),
+        ("phone\n" + "x" * 200_000 + "\n", 400, None),  # a cell past csv's field size limit
+    ],
+    ids=["no-phone-column", "no-header", "10001-rows", "not-utf8", "empty", "huge-cell"],
+)
 def test_a_csv_of_the_wrong_shape_is_refused_whole(client, db, shops, text, status, field):
     before = contacts_of(db, shops.id)
     result = post_csv(client, shops.key, text)
@@ -181,6 +230,5 @@ def test_a_csv_over_5_mib_is_413(client, db, shops):
 
 
 def test_a_csv_default_country_is_checked(client, shops):
-    result = post_csv(client, shops.key, "phone\n6912000051\n",
-                      query_string="default_country=gr")
+    result = post_csv(client, shops.key, "phone\n6912000051\n", query_string="default_country=gr")
     assert_error(result, 422, "default_country")

@@ -2,6 +2,7 @@
 customer's number, name and message texts from every table, keep the number suppressed (as a
 digest) and leave the ledger as it was; customers/data_request writes an export the admin
 fetches; shop/redact erases a whole shop. Shopify's calls are checked by their signature."""
+
 from __future__ import annotations
 
 import base64
@@ -45,56 +46,98 @@ def shopify(client, topic: str, body: dict, secret: str = SHOPIFY_API_SECRET):
 
 
 def redact_body(phone: str | None = PHONE, domain: str = DOMAIN) -> dict:
-    return {"shop_id": 954889, "shop_domain": domain, "orders_to_redact": [299938],
-            "customer": {"id": 191167, "email": "ann@example.com", "phone": phone}}
+    return {
+        "shop_id": 954889,
+        "shop_domain": domain,
+        "orders_to_redact": [299938],
+        "customer": {"id": 191167, "email": "ann@example.com", "phone": phone},
+    }
 
 
 def ledger(db, shop_id: int) -> tuple:
-    return db.execute_sql("SELECT s.credit_balance, (SELECT count(*) FROM credit_transaction t"
-                          " WHERE t.shop_id = s.id), (SELECT sum(amount) FROM credit_transaction"
-                          " t WHERE t.shop_id = s.id) FROM shop s WHERE s.id = %s",
-                          (shop_id,)).fetchone()
+    return db.execute_sql(
+        "SELECT s.credit_balance, (SELECT count(*) FROM credit_transaction t"
+        " WHERE t.shop_id = s.id), (SELECT sum(amount) FROM credit_transaction"
+        " t WHERE t.shop_id = s.id) FROM shop s WHERE s.id = %s",
+        (shop_id,),
+    ).fetchone()
 
 
 def sent_campaign(client, db, key: str) -> int:
     """A campaign sent to the shop's contacts (claimed and persisted as a worker would, with
     a delivery report naming each number); returns its id."""
-    campaign = client.simulate_post("/campaigns", headers=auth(key), json={
-        "name": "c", "text": "Hi {first_name}, sale today"}).json
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Hi {first_name}, sale today"}
+    ).json
     enqueued = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
     assert enqueued.status_code == 202, enqueued.text
     shop_id = campaign_shop(db, campaign["id"])
-    ids = [rid for (rid,) in db.execute_sql("SELECT id FROM campaign_recipient WHERE"
-                                            " campaign_id = %s ORDER BY id", (campaign["id"],))]
+    ids = [
+        rid
+        for (rid,) in db.execute_sql(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s ORDER BY id",
+            (campaign["id"],),
+        )
+    ]
     claimed = claim_recipients(campaign["id"], ids, batch_key(campaign["id"], ids))
-    persist_results(shop_id, campaign["id"], [
-        Accepted(r.id, f"m-{r.id}", f"Hi {r.first_name}, sale today", 1, r.country)
-        for r in claimed], [])
-    reports = [{"id": f"m-{r.id}", "to": r.phone.lstrip("+"), "reference": str(r.id),
-                "deliveryStatus": "Delivered"} for r in claimed]
-    assert client.simulate_post(f"/webhooks/mitto/dlr?token={DLR_WEBHOOK_SECRET}",
-                                json=reports).status_code == 200
+    persist_results(
+        shop_id,
+        campaign["id"],
+        [
+            Accepted(r.id, f"m-{r.id}", f"Hi {r.first_name}, sale today", 1, r.country)
+            for r in claimed
+        ],
+        [],
+    )
+    reports = [
+        {
+            "id": f"m-{r.id}",
+            "to": r.phone.lstrip("+"),
+            "reference": str(r.id),
+            "deliveryStatus": "Delivered",
+        }
+        for r in claimed
+    ]
+    assert (
+        client.simulate_post(
+            f"/webhooks/mitto/dlr?token={DLR_WEBHOOK_SECRET}", json=reports
+        ).status_code
+        == 200
+    )
     return campaign["id"]
 
 
 def campaign_shop(db, campaign_id: int) -> int:
-    return db.execute_sql("SELECT shop_id FROM campaign WHERE id = %s",
-                          (campaign_id,)).fetchone()[0]
+    return db.execute_sql("SELECT shop_id FROM campaign WHERE id = %s", (campaign_id,)).fetchone()[
+        0
+    ]
 
 
 @pytest.fixture
 def shop(client, db) -> tuple[int, str]:
     """A shop with two contacts that were sent a campaign, and a reply from one of them."""
-    created = client.simulate_post("/admin/shops", headers=ADMIN, json={
-        "domain": DOMAIN, "name": "Erasure", "sender": "306999000001"})
+    created = client.simulate_post(
+        "/admin/shops",
+        headers=ADMIN,
+        json={"domain": DOMAIN, "name": "Erasure", "sender": "306999000001"},
+    )
     shop_id, key = created.json["id"], created.json["api_key"]
     top_up(client, shop_id, 100, "initial")
-    client.simulate_post("/contacts", headers=auth(key), json={"contacts": [
-        {"phone": PHONE, "first_name": "Annabel", "consent": {**CONSENT, "proof": PHONE}},
-        {"phone": OTHER, "first_name": "Bob", "consent": CONSENT}]})
+    client.simulate_post(
+        "/contacts",
+        headers=auth(key),
+        json={
+            "contacts": [
+                {"phone": PHONE, "first_name": "Annabel", "consent": {**CONSENT, "proof": PHONE}},
+                {"phone": OTHER, "first_name": "Bob", "consent": CONSENT},
+            ]
+        },
+    )
     sent_campaign(client, db, key)
-    answer = client.simulate_post(f"/webhooks/mitto/inbound?token={DLR_WEBHOOK_SECRET}", json={
-        "from": DIGITS, "to": "306999000001", "text": "Thanks Annabel here", "id": "in-1"})
+    answer = client.simulate_post(
+        f"/webhooks/mitto/inbound?token={DLR_WEBHOOK_SECRET}",
+        json={"from": DIGITS, "to": "306999000001", "text": "Thanks Annabel here", "id": "in-1"},
+    )
     assert answer.status_code == 200
     return shop_id, key
 
@@ -107,17 +150,25 @@ def assert_erased(db, shop_id: int) -> None:
     """The number and the name are nowhere; the number is suppressed as a digest."""
     assert places_holding(db, DIGITS) == []
     assert places_holding(db, "Annabel") == []
-    assert db.execute_sql("SELECT phone, source FROM suppression WHERE shop_id = %s AND"
-                          " phone_hash IS NOT NULL", (shop_id,)).fetchall() == [(None, "erasure")]
+    assert db.execute_sql(
+        "SELECT phone, source FROM suppression WHERE shop_id = %s AND phone_hash IS NOT NULL",
+        (shop_id,),
+    ).fetchall() == [(None, "erasure")]
 
 
 # --- DELETE /contacts/{id} -------------------------------------------------------------------
+
 
 def test_deleting_a_contact_erases_it_everywhere_and_keeps_it_suppressed(client, db, shop):
     shop_id, key = shop
     before = ledger(db, shop_id)
     assert {table for table, _, _ in places_holding(db, DIGITS)} >= {
-        "contact", "campaign_recipient", "delivery_report", "inbound_message", "consent_event"}
+        "contact",
+        "campaign_recipient",
+        "delivery_report",
+        "inbound_message",
+        "consent_event",
+    }
     contact = contact_of(db, PHONE)
     # When the merchant deletes the contact, twice
     first = client.simulate_delete(f"/contacts/{contact}", headers=auth(key))
@@ -128,14 +179,17 @@ def test_deleting_a_contact_erases_it_everywhere_and_keeps_it_suppressed(client,
     # And the ledger, the other contact and the campaign's counts are as they were
     assert ledger(db, shop_id) == before
     assert places_holding(db, OTHER.lstrip("+")) != []
-    assert db.execute_sql("SELECT count(*), count(*) FILTER (WHERE status = 'sent')"
-                          " FROM campaign_recipient").fetchone() == (2, 2)
+    assert db.execute_sql(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'sent') FROM campaign_recipient"
+    ).fetchone() == (2, 2)
     # And the contact is gone from the list; its consent log ends with the erasure
     listed = client.simulate_get("/contacts", headers=auth(key)).json["items"]
     assert [item["phone"] for item in listed] == [OTHER]
     log = client.simulate_get(f"/contacts/{contact}/consent", headers=auth(key)).json
     assert [(e["kind"], e["source"], e["proof"]) for e in log["items"]] == [
-        ("opt_in", "import", None), ("opt_out", "erasure", None)]
+        ("opt_in", "import", None),
+        ("opt_out", "erasure", None),
+    ]
     assert log["erased_at"] is not None
 
 
@@ -143,80 +197,110 @@ def test_an_erased_number_imported_again_is_still_never_messaged(client, db, sho
     shop_id, key = shop
     client.simulate_delete(f"/contacts/{contact_of(db, PHONE)}", headers=auth(key))
     # When the merchant imports the number again, with consent
-    again = client.simulate_post("/contacts", headers=auth(key), json={"contacts": [
-        {"phone": PHONE, "consent": CONSENT}]}).json
+    again = client.simulate_post(
+        "/contacts", headers=auth(key), json={"contacts": [{"phone": PHONE, "consent": CONSENT}]}
+    ).json
     # Then it is a new contact, opted out and suppressed as before
     assert again["created"] == 1
-    assert db.execute_sql("SELECT opted_out_at IS NOT NULL FROM contact WHERE phone = %s",
-                          (PHONE,)).fetchone() == (True,)
-    assert db.execute_sql("SELECT source FROM suppression WHERE phone = %s",
-                          (PHONE,)).fetchall() == [("erasure",)]
+    assert db.execute_sql(
+        "SELECT opted_out_at IS NOT NULL FROM contact WHERE phone = %s", (PHONE,)
+    ).fetchone() == (True,)
+    assert db.execute_sql(
+        "SELECT source FROM suppression WHERE phone = %s", (PHONE,)
+    ).fetchall() == [("erasure",)]
     # And a new campaign leaves it out
-    campaign = client.simulate_post("/campaigns", headers=auth(key),
-                                    json={"name": "c", "text": "Again"}).json
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Again"}
+    ).json
     enqueued = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
     assert enqueued.json["recipients"] == 1
-    assert db.execute_sql("SELECT phone FROM campaign_recipient WHERE campaign_id = %s",
-                          (campaign["id"],)).fetchall() == [(OTHER,)]
+    assert db.execute_sql(
+        "SELECT phone FROM campaign_recipient WHERE campaign_id = %s", (campaign["id"],)
+    ).fetchall() == [(OTHER,)]
 
 
-def test_erasing_a_number_skips_its_pending_recipient_in_a_campaign_already_sending(client, db,
-                                                                                    shop):
+def test_erasing_a_number_skips_its_pending_recipient_in_a_campaign_already_sending(
+    client, db, shop
+):
     shop_id, key = shop
-    campaign = client.simulate_post("/campaigns", headers=auth(key),
-                                    json={"name": "c", "text": "Second"}).json
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Second"}
+    ).json
     client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
     # When the number is erased before its batch is claimed
     client.simulate_delete(f"/contacts/{contact_of(db, PHONE)}", headers=auth(key))
-    ids = [rid for (rid,) in db.execute_sql("SELECT id FROM campaign_recipient WHERE"
-                                            " campaign_id = %s", (campaign["id"],))]
+    ids = [
+        rid
+        for (rid,) in db.execute_sql(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s", (campaign["id"],)
+        )
+    ]
     claimed = claim_recipients(campaign["id"], ids, batch_key(campaign["id"], ids))
     # Then the claim has only the other number; the erased one is skipped, with no number
     assert [r.phone for r in claimed] == [OTHER]
-    assert db.execute_sql("SELECT phone, status, error FROM campaign_recipient WHERE"
-                          " campaign_id = %s AND status = 'skipped'",
-                          (campaign["id"],)).fetchall() == [(None, "skipped", "erased")]
+    assert db.execute_sql(
+        "SELECT phone, status, error FROM campaign_recipient WHERE"
+        " campaign_id = %s AND status = 'skipped'",
+        (campaign["id"],),
+    ).fetchall() == [(None, "skipped", "erased")]
 
 
-def test_a_claim_given_back_after_the_erasure_does_not_make_the_recipient_pending(client, db,
-                                                                                  shop):
+def test_a_claim_given_back_after_the_erasure_does_not_make_the_recipient_pending(client, db, shop):
     _, key = shop
     # Given a recipient claimed by a worker, its provider call in flight
-    campaign = client.simulate_post("/campaigns", headers=auth(key),
-                                    json={"name": "c", "text": "Second"}).json
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Second"}
+    ).json
     client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
-    ids = [rid for (rid,) in db.execute_sql("SELECT id FROM campaign_recipient WHERE"
-                                            " campaign_id = %s", (campaign["id"],))]
+    ids = [
+        rid
+        for (rid,) in db.execute_sql(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s", (campaign["id"],)
+        )
+    ]
     key_of_batch = batch_key(campaign["id"], ids)
     assert len(claim_recipients(campaign["id"], ids, key_of_batch)) == 2
     # When the number is erased meanwhile, and the call surely did not reach the provider
     client.simulate_delete(f"/contacts/{contact_of(db, PHONE)}", headers=auth(key))
     unclaim(ids, key_of_batch)
     # Then the other recipient is pending again, and the erased one is skipped: no number
-    assert set(db.execute_sql("SELECT phone, status, error FROM campaign_recipient WHERE"
-                              " campaign_id = %s", (campaign["id"],)).fetchall()) == {
-        (None, "skipped", "erased"), (OTHER, "pending", None)}
+    assert set(
+        db.execute_sql(
+            "SELECT phone, status, error FROM campaign_recipient WHERE campaign_id = %s",
+            (campaign["id"],),
+        ).fetchall()
+    ) == {(None, "skipped", "erased"), (OTHER, "pending", None)}
     assert [r.phone for r in claim_recipients(campaign["id"], ids, key_of_batch)] == [OTHER]
 
 
 def test_another_shops_contact_cannot_be_deleted(client, db, shop):
-    created = client.simulate_post("/admin/shops", headers=ADMIN,
-                                   json={"domain": "other.example", "name": "Other"}).json
+    created = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": "other.example", "name": "Other"}
+    ).json
     contact = contact_of(db, PHONE)
-    assert_error(client.simulate_delete(f"/contacts/{contact}",
-                                        headers=auth(created["api_key"])), 404)
+    assert_error(
+        client.simulate_delete(f"/contacts/{contact}", headers=auth(created["api_key"])), 404
+    )
     assert_error(client.simulate_delete("/contacts/424242", headers=auth(shop[1])), 404)
     assert places_holding(db, DIGITS) != []
 
 
 # --- Shopify's privacy webhooks ---------------------------------------------------------------
 
+
 def test_the_compliance_routes_declare_who_may_call_them(settings, redis_client):
-    routes = {template: resource.auth for template, resource in
-              routed_resources(create_app(settings, redis_client))}
-    assert {template: access for template, access in routes.items()
-            if "shopify" in template or "inbound" in template or "exports" in template
-            or template.startswith("/contacts/")} == {
+    routes = {
+        template: resource.auth
+        for template, resource in routed_resources(create_app(settings, redis_client))
+    }
+    assert {
+        template: access
+        for template, access in routes.items()
+        if "shopify" in template
+        or "inbound" in template
+        or "exports" in template
+        or template.startswith("/contacts/")
+    } == {
         "/webhooks/shopify/customers/redact": Access.SHOPIFY,
         "/webhooks/shopify/customers/data_request": Access.SHOPIFY,
         "/webhooks/shopify/shop/redact": Access.SHOPIFY,
@@ -228,20 +312,30 @@ def test_the_compliance_routes_declare_who_may_call_them(settings, redis_client)
     }
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"X-Shopify-Hmac-Sha256": "bm90IGl0"}, {"X-Shopify-Hmac-Sha256": "é"}])
-def test_a_redact_call_without_a_good_signature_is_refused_and_changes_nothing(client, db, shop,
-                                                                                headers):
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Shopify-Hmac-Sha256": "bm90IGl0"}, {"X-Shopify-Hmac-Sha256": "é"}]
+)
+def test_a_redact_call_without_a_good_signature_is_refused_and_changes_nothing(
+    client, db, shop, headers
+):
     where = places_holding(db, DIGITS)
-    answer = client.simulate_post("/webhooks/shopify/customers/redact",
-                                  body=json.dumps(redact_body()).encode(), headers=headers)
+    answer = client.simulate_post(
+        "/webhooks/shopify/customers/redact",
+        body=json.dumps(redact_body()).encode(),
+        headers=headers,
+    )
     assert_error(answer, 401)
     # Signed with another secret, or the body changed after signing: refused the same
     assert_error(shopify(client, "customers/redact", redact_body(), "x" * 40), 401)
     raw, good = signed(redact_body(OTHER))
-    assert_error(client.simulate_post("/webhooks/shopify/customers/redact",
-                                      body=json.dumps(redact_body()).encode(), headers=good),
-                 401)
+    assert_error(
+        client.simulate_post(
+            "/webhooks/shopify/customers/redact",
+            body=json.dumps(redact_body()).encode(),
+            headers=good,
+        ),
+        401,
+    )
     assert places_holding(db, DIGITS) == where
 
 
@@ -251,16 +345,32 @@ def test_customers_redact_erases_the_customer_once(client, db, shop):
     first = shopify(client, "customers/redact", redact_body("+30 691 234 5678"))
     again = shopify(client, "customers/redact", redact_body())
     assert first.status_code == again.status_code == 200, first.text
-    assert first.json["erased"] == {"contacts": 1, "recipients": 1, "messages": 1,
-                                    "reports": 1, "inbound": 1}
-    assert again.json["erased"] == {"contacts": 0, "recipients": 0, "messages": 0,
-                                    "reports": 0, "inbound": 0}
+    assert first.json["erased"] == {
+        "contacts": 1,
+        "recipients": 1,
+        "messages": 1,
+        "reports": 1,
+        "inbound": 1,
+    }
+    assert again.json["erased"] == {
+        "contacts": 0,
+        "recipients": 0,
+        "messages": 0,
+        "reports": 0,
+        "inbound": 0,
+    }
     assert_erased(db, shop_id)
     assert ledger(db, shop_id) == before
 
 
-@pytest.mark.parametrize("body", [redact_body(domain="unknown.myshopify.com"),
-                                  redact_body(phone=None), redact_body(phone="not a phone")])
+@pytest.mark.parametrize(
+    "body",
+    [
+        redact_body(domain="unknown.myshopify.com"),
+        redact_body(phone=None),
+        redact_body(phone="not a phone"),
+    ],
+)
 def test_a_redact_that_matches_nothing_is_200_and_changes_nothing(client, db, shop, body):
     where = places_holding(db, DIGITS)
     answer = shopify(client, "customers/redact", body)
@@ -269,12 +379,14 @@ def test_a_redact_that_matches_nothing_is_200_and_changes_nothing(client, db, sh
 
 
 def test_without_the_app_secret_the_shopify_webhooks_are_off(settings, redis_client, db):
-    off = CheckedClient(create_app(dataclasses.replace(settings, shopify_api_secret=None),
-                                   redis_client))
+    off = CheckedClient(
+        create_app(dataclasses.replace(settings, shopify_api_secret=None), redis_client)
+    )
     for topic in ("customers/redact", "customers/data_request", "shop/redact"):
         raw, headers = signed(redact_body())
-        assert_error(off.simulate_post(f"/webhooks/shopify/{topic}", body=raw,
-                                       headers=headers), 404)
+        assert_error(
+            off.simulate_post(f"/webhooks/shopify/{topic}", body=raw, headers=headers), 404
+        )
 
 
 def test_a_data_request_writes_an_export_the_admin_fetches(client, db, shop):
@@ -299,19 +411,25 @@ def test_a_data_request_writes_an_export_the_admin_fetches(client, db, shop):
     assert_error(client.simulate_get("/admin/exports/424242", headers=ADMIN), 404)
     # And erasing the customer deletes the export too
     shopify(client, "customers/redact", redact_body())
-    assert_error(client.simulate_get(f"/admin/exports/{first.json['export_id']}",
-                                     headers=ADMIN), 404)
+    assert_error(
+        client.simulate_get(f"/admin/exports/{first.json['export_id']}", headers=ADMIN), 404
+    )
 
 
 def test_shop_redact_erases_every_customer_of_that_shop_only(client, db, shop):
     shop_id, key = shop
     # Given another shop with the same number, and a number this shop suppressed by link
-    other = client.simulate_post("/admin/shops", headers=ADMIN,
-                                 json={"domain": "keep.example", "name": "Keep"}).json
-    client.simulate_post("/contacts", headers=auth(other["api_key"]),
-                         json={"contacts": [{"phone": PHONE, "first_name": "Annabel"}]})
-    db.execute_sql("INSERT INTO suppression (shop_id, phone, source) VALUES (%s, %s, 'link')",
-                   (shop_id, OTHER))
+    other = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": "keep.example", "name": "Keep"}
+    ).json
+    client.simulate_post(
+        "/contacts",
+        headers=auth(other["api_key"]),
+        json={"contacts": [{"phone": PHONE, "first_name": "Annabel"}]},
+    )
+    db.execute_sql(
+        "INSERT INTO suppression (shop_id, phone, source) VALUES (%s, %s, 'link')", (shop_id, OTHER)
+    )
     before = ledger(db, shop_id)
     # When Shopify asks to erase the shop's data
     answer = shopify(client, "shop/redact", {"shop_id": 1, "shop_domain": DOMAIN})
@@ -320,11 +438,14 @@ def test_shop_redact_erases_every_customer_of_that_shop_only(client, db, shop):
     assert places_holding(db, OTHER.lstrip("+")) == []
     assert places_holding(db, "Bob") == []
     assert {table for table, _, _ in places_holding(db, DIGITS)} == {"contact"}
-    assert db.execute_sql("SELECT count(*) FROM contact WHERE shop_id = %s AND phone IS NOT"
-                          " NULL", (shop_id,)).fetchone() == (0,)
+    assert db.execute_sql(
+        "SELECT count(*) FROM contact WHERE shop_id = %s AND phone IS NOT NULL", (shop_id,)
+    ).fetchone() == (0,)
     # And its suppressions are digests, its ledger unchanged; a second call changes nothing
-    assert db.execute_sql("SELECT source FROM suppression WHERE shop_id = %s AND phone IS NULL"
-                          " ORDER BY source", (shop_id,)).fetchall() == [("link",)]
+    assert db.execute_sql(
+        "SELECT source FROM suppression WHERE shop_id = %s AND phone IS NULL ORDER BY source",
+        (shop_id,),
+    ).fetchall() == [("link",)]
     assert ledger(db, shop_id) == before
     again = shopify(client, "shop/redact", {"shop_id": 1, "shop_domain": DOMAIN})
     assert again.json["erased"]["contacts"] == 0

@@ -1,6 +1,7 @@
 """Inbound replies (SPEC 11): STOP opts the number out of the shop it wrote to with one
 answer, START opts it back in, HELP answers with the shop's help text, and every other reply is
 kept for the shop (`GET /inbound`). In process, with a fake provider for the answers."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,29 +31,46 @@ def make_shop(client, domain: str, sender: str | None = SENDER, **fields) -> tup
 
 
 def reply(client, text: str, phone: str = PHONE, to: str = SENDER, **fields) -> dict:
-    answer = client.simulate_post(INBOUND, json={"from": phone.lstrip("+"), "to": to,
-                                                 "text": text, **fields})
+    answer = client.simulate_post(
+        INBOUND, json={"from": phone.lstrip("+"), "to": to, "text": text, **fields}
+    )
     assert answer.status_code == 200, answer.text
     return answer.json
 
 
 def subscribe(client, key: str, phones: list[str]) -> None:
-    answer = client.simulate_post("/contacts", headers=auth(key), json={
-        "contacts": [{"phone": phone, "consent": CONSENT} for phone in phones]})
+    answer = client.simulate_post(
+        "/contacts",
+        headers=auth(key),
+        json={"contacts": [{"phone": phone, "consent": CONSENT} for phone in phones]},
+    )
     assert answer.status_code == 200 and not answer.json["invalid"], answer.text
 
 
 def state(db, shop_id: int, phone: str = PHONE) -> dict:
     """The number's suppression, the contact's opt-out and consent, and its consent log."""
-    suppression = db.execute_sql("SELECT source FROM suppression WHERE shop_id = %s AND phone = %s",
-                                 (shop_id, phone)).fetchall()
-    contact = db.execute_sql("SELECT id, opted_out_at IS NOT NULL, consent_source FROM contact"
-                             " WHERE shop_id = %s AND phone = %s", (shop_id, phone)).fetchone()
-    events = db.execute_sql("SELECT kind, source FROM consent_event WHERE contact_id = %s"
-                            " ORDER BY id", (contact[0],)).fetchall() if contact else []
-    return {"suppressed": [s for (s,) in suppression],
-            "opted_out": contact[1] if contact else None,
-            "consent": contact[2] if contact else None, "events": events}
+    suppression = db.execute_sql(
+        "SELECT source FROM suppression WHERE shop_id = %s AND phone = %s", (shop_id, phone)
+    ).fetchall()
+    contact = db.execute_sql(
+        "SELECT id, opted_out_at IS NOT NULL, consent_source FROM contact"
+        " WHERE shop_id = %s AND phone = %s",
+        (shop_id, phone),
+    ).fetchone()
+    events = (
+        db.execute_sql(
+            "SELECT kind, source FROM consent_event WHERE contact_id = %s ORDER BY id",
+            (contact[0],),
+        ).fetchall()
+        if contact
+        else []
+    )
+    return {
+        "suppressed": [s for (s,) in suppression],
+        "opted_out": contact[1] if contact else None,
+        "consent": contact[2] if contact else None,
+        "events": events,
+    }
 
 
 @pytest.fixture
@@ -64,16 +82,21 @@ def shop(client) -> tuple[int, str]:
 
 # --- STOP ------------------------------------------------------------------------------------
 
-def test_stop_opts_the_number_out_with_one_answer_however_often_it_arrives(client, db, provider,
-                                                                           shop):
+
+def test_stop_opts_the_number_out_with_one_answer_however_often_it_arrives(
+    client, db, provider, shop
+):
     shop_id, _ = shop
     # When the customer replies " Stop! ", and the provider delivers it twice (same id)
     first = reply(client, " Stop! ", id="in-1")
     again = reply(client, " Stop! ", id="in-1")
     # Then the number is suppressed (reply), the contact opted out, and its log says so
-    assert state(db, shop_id) == {"suppressed": ["reply"], "opted_out": True,
-                                  "consent": "checkout",
-                                  "events": [("opt_in", "import"), ("opt_out", "reply")]}
+    assert state(db, shop_id) == {
+        "suppressed": ["reply"],
+        "opted_out": True,
+        "consent": "checkout",
+        "events": [("opt_in", "import"), ("opt_out", "reply")],
+    }
     # And one answer went out, from the number the customer wrote to, naming the shop
     assert first == {"keyword": "stop", "shops": 1, "duplicate": False, "reply": "sent"}
     assert again == {"keyword": "stop", "shops": 1, "duplicate": True, "reply": None}
@@ -82,24 +105,44 @@ def test_stop_opts_the_number_out_with_one_answer_however_often_it_arrives(clien
     assert "START" in provider.sent[0][1].text
     # And the answer is recorded, charged nothing
     assert db.execute_sql("SELECT state, provider_id FROM inbound_reply").fetchall() == [
-        ("sent", "reply-1")]
-    assert db.execute_sql("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'"
-                          ).fetchone() == (0,)
+        ("sent", "reply-1")
+    ]
+    assert db.execute_sql(
+        "SELECT count(*) FROM credit_transaction WHERE kind = 'debit'"
+    ).fetchone() == (0,)
 
 
-@pytest.mark.parametrize("text", ["stop", "STOP.", "Stop!", "stopall", "Unsubscribe", "cancel",
-                                  "END", "quit", "OPTOUT", "opt-out", "Opt out", "revoke",
-                                  "\u00a0STOP\u00a0", "ＳＴＯＰ"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stop",
+        "STOP.",
+        "Stop!",
+        "stopall",
+        "Unsubscribe",
+        "cancel",
+        "END",
+        "quit",
+        "OPTOUT",
+        "opt-out",
+        "Opt out",
+        "revoke",
+        "\u00a0STOP\u00a0",
+        "ＳＴＯＰ",
+    ],
+)
 def test_every_stop_word_alone_opts_out(client, db, provider, shop, text):
     reply(client, text)
     assert state(db, shop[0])["suppressed"] == ["reply"]
     assert len(provider.sent) == 1
 
 
-@pytest.mark.parametrize("text", ["please stop sending", "stop it", "don't stop", "STOPPED",
-                                  "S.T.O.P", "", "yes please"])
-def test_a_reply_that_is_not_only_a_keyword_is_kept_and_changes_nothing(client, db, provider,
-                                                                        shop, text):
+@pytest.mark.parametrize(
+    "text", ["please stop sending", "stop it", "don't stop", "STOPPED", "S.T.O.P", "", "yes please"]
+)
+def test_a_reply_that_is_not_only_a_keyword_is_kept_and_changes_nothing(
+    client, db, provider, shop, text
+):
     shop_id, key = shop
     # When the customer writes something that merely contains a keyword
     answer = reply(client, text)
@@ -108,16 +151,17 @@ def test_a_reply_that_is_not_only_a_keyword_is_kept_and_changes_nothing(client, 
     assert state(db, shop_id)["suppressed"] == [] and provider.sent == []
     # ...and the shop sees the message
     listed = client.simulate_get("/inbound", headers=auth(key)).json
-    assert [(item["from"], item["to"], item["text"], item["keyword"])
-            for item in listed["items"]] == [(PHONE, SENDER, text, None)]
+    assert [
+        (item["from"], item["to"], item["text"], item["keyword"]) for item in listed["items"]
+    ] == [(PHONE, SENDER, text, None)]
 
 
-def test_a_number_that_wrote_stop_is_not_claimed_by_a_campaign_already_sending(client, db,
-                                                                             shop):
+def test_a_number_that_wrote_stop_is_not_claimed_by_a_campaign_already_sending(client, db, shop):
     shop_id, key = shop
     # Given a campaign enqueued to both contacts, not sent yet
-    campaign = client.simulate_post("/campaigns", headers=auth(key),
-                                    json={"name": "c", "text": "Sale today"}).json
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Sale today"}
+    ).json
     enqueued = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
     assert enqueued.json["recipients"] == 2, enqueued.text
     # When one of them replies STOP before its batch is claimed
@@ -126,11 +170,13 @@ def test_a_number_that_wrote_stop_is_not_claimed_by_a_campaign_already_sending(c
     claimed = claim_recipients(campaign["id"], ids, batch_key(campaign["id"], ids))
     # Then the claim sends only to the other, and skips the number that stopped
     assert [r.phone for r in claimed] == ["+306912345679"]
-    assert db.execute_sql("SELECT status, error FROM campaign_recipient WHERE phone = %s",
-                          (PHONE,)).fetchone() == ("skipped", "suppressed")
+    assert db.execute_sql(
+        "SELECT status, error FROM campaign_recipient WHERE phone = %s", (PHONE,)
+    ).fetchone() == ("skipped", "suppressed")
 
 
 # --- START and HELP --------------------------------------------------------------------------
+
 
 def test_start_opts_back_in_with_consent_from_the_reply(client, db, provider, shop):
     shop_id, key = shop
@@ -140,21 +186,27 @@ def test_start_opts_back_in_with_consent_from_the_reply(client, db, provider, sh
     answer = reply(client, "Start", id="in-2")
     # Then it is subscribed again, with consent from its reply, and told so once
     assert answer == {"keyword": "start", "shops": 1, "duplicate": False, "reply": "sent"}
-    assert state(db, shop_id) == {"suppressed": [], "opted_out": False, "consent": "reply",
-                                  "events": [("opt_in", "import"), ("opt_out", "reply"),
-                                             ("opt_in", "reply")]}
+    assert state(db, shop_id) == {
+        "suppressed": [],
+        "opted_out": False,
+        "consent": "reply",
+        "events": [("opt_in", "import"), ("opt_out", "reply"), ("opt_in", "reply")],
+    }
     assert "subscribed again" in provider.to(PHONE)[-1]
     # And the next campaign reaches it
-    campaign = client.simulate_post("/campaigns", headers=auth(key),
-                                    json={"name": "c", "text": "Sale today"}).json
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Sale today"}
+    ).json
     enqueued = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
     assert enqueued.json["recipients"] == 2
 
 
 def test_start_does_not_lift_an_admin_suppression(client, db, shop):
     shop_id, _ = shop
-    db.execute_sql("INSERT INTO suppression (shop_id, phone, source) VALUES (%s, %s, 'admin')",
-                   (shop_id, PHONE))
+    db.execute_sql(
+        "INSERT INTO suppression (shop_id, phone, source) VALUES (%s, %s, 'admin')",
+        (shop_id, PHONE),
+    )
     reply(client, "UNSTOP")
     assert state(db, shop_id)["suppressed"] == ["admin"]
 
@@ -170,13 +222,15 @@ def test_help_answers_with_the_shop_help_text_or_a_default_naming_it(client, db,
     assert first["keyword"] == "help" and first["reply"] == "sent"
     assert provider.to(PHONE) == [
         "Helpful: call 210 000 0000",
-        "plain: marketing messages. Msg & data rates may apply. Reply STOP to unsubscribe."]
+        "plain: marketing messages. Msg & data rates may apply. Reply STOP to unsubscribe.",
+    ]
     assert db.execute_sql("SELECT count(*) FROM suppression").fetchone() == (0,)
 
 
 def test_the_default_help_text_is_shown_at_shop_creation(client):
-    created = client.simulate_post("/admin/shops", headers=ADMIN,
-                                   json={"domain": "new.example", "name": "New Shop"})
+    created = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": "new.example", "name": "New Shop"}
+    )
     assert created.json["help_text"].startswith("New Shop: ")
     assert "Reply STOP to unsubscribe" in created.json["help_text"]
     assert created.json["require_consent"] is True
@@ -184,26 +238,34 @@ def test_the_default_help_text_is_shown_at_shop_creation(client):
 
 # --- which shop a reply is for ---------------------------------------------------------------
 
+
 def sent_to(db, shop_id: int, phone: str, days_ago: int) -> None:
     """A message of the shop's to `phone`, `days_ago` days ago (a finished campaign)."""
-    (contact_id,) = db.execute_sql("SELECT id FROM contact WHERE shop_id = %s AND phone = %s",
-                                   (shop_id, phone)).fetchone()
+    (contact_id,) = db.execute_sql(
+        "SELECT id FROM contact WHERE shop_id = %s AND phone = %s", (shop_id, phone)
+    ).fetchone()
     (campaign_id,) = db.execute_sql(
         "INSERT INTO campaign (shop_id, name, text, status, finished_at)"
         " VALUES (%s, 'old', 'x', 'completed', now() - make_interval(days => %s)) RETURNING id",
-        (shop_id, days_ago)).fetchone()
-    db.execute_sql("INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone,"
-                   " status, sent_at) VALUES (%s, %s, %s, %s, 'sent',"
-                   " now() - make_interval(days => %s))",
-                   (campaign_id, shop_id, contact_id, phone, days_ago))
+        (shop_id, days_ago),
+    ).fetchone()
+    db.execute_sql(
+        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone,"
+        " status, sent_at) VALUES (%s, %s, %s, %s, 'sent',"
+        " now() - make_interval(days => %s))",
+        (campaign_id, shop_id, contact_id, phone, days_ago),
+    )
 
 
-def test_a_reply_to_the_shared_sender_is_for_the_shops_that_messaged_the_number(client, db,
-                                                                               provider):
+def test_a_reply_to_the_shared_sender_is_for_the_shops_that_messaged_the_number(
+    client, db, provider
+):
     # Given three shops on the shared MITTO_SENDER, all with the number: one messaged it
     # yesterday, one 40 days ago (INBOUND_MATCH_DAYS is 30), one never
-    shops = {name: make_shop(client, f"{name}.example", sender=None)
-             for name in ("recent", "old", "never")}
+    shops = {
+        name: make_shop(client, f"{name}.example", sender=None)
+        for name in ("recent", "old", "never")
+    }
     for _, key in shops.values():
         subscribe(client, key, [PHONE])
     sent_to(db, shops["recent"][0], PHONE, 1)
@@ -213,7 +275,10 @@ def test_a_reply_to_the_shared_sender_is_for_the_shops_that_messaged_the_number(
     # Then only the shop that messaged it lately loses it, and one answer names that shop
     assert answer["shops"] == 1
     assert {name: state(db, shop_id)["suppressed"] for name, (shop_id, _) in shops.items()} == {
-        "recent": ["reply"], "old": [], "never": []}
+        "recent": ["reply"],
+        "old": [],
+        "never": [],
+    }
     assert [sms.text.split(":")[0] for _, sms in provider.sent] == ["recent"]
 
 
@@ -224,7 +289,9 @@ def test_a_sender_two_shops_share_goes_by_who_messaged_the_number(client, db, pr
     sent_to(db, second[0], PHONE, 2)
     reply(client, "STOP", to=f"+{SENDER[:2]} {SENDER[2:]}")  # the same number, spelt otherwise
     assert (state(db, first[0])["suppressed"], state(db, second[0])["suppressed"]) == (
-        [], ["reply"])
+        [],
+        ["reply"],
+    )
 
 
 def test_a_reply_for_no_shop_is_answered_200_and_changes_nothing(client, db, provider, shop):
@@ -241,8 +308,10 @@ def test_a_stop_from_a_number_that_is_not_a_contact_still_suppresses_it(client, 
 
 # --- the answer ------------------------------------------------------------------------------
 
-def test_an_answer_that_surely_did_not_reach_the_provider_is_sent_on_the_retry(client, db,
-                                                                             provider, shop):
+
+def test_an_answer_that_surely_did_not_reach_the_provider_is_sent_on_the_retry(
+    client, db, provider, shop
+):
     # Given a provider that refuses the first call (429: nothing was sent)
     provider.outcomes.append(SendResult(Outcome.NOT_SENT, reason="HTTP 429"))
     # When the STOP arrives, then again (the provider retries its delivery)
@@ -270,31 +339,38 @@ def test_without_an_id_a_retry_is_recognised_by_its_content_and_time(client, pro
 
 # --- the webhook and the list ----------------------------------------------------------------
 
+
 def test_the_inbound_webhook_needs_the_webhook_token(client, db, shop):
     body = {"from": PHONE, "to": SENDER, "text": "STOP"}
     assert_error(client.simulate_post("/webhooks/mitto/inbound", json=body), 401)
     assert_error(client.simulate_post("/webhooks/mitto/inbound?token=wrong", json=body), 401)
     headers = {"X-Webhook-Token": DLR_WEBHOOK_SECRET}
-    assert client.simulate_post("/webhooks/mitto/inbound", json=body,
-                                headers=headers).status_code == 200
+    assert (
+        client.simulate_post("/webhooks/mitto/inbound", json=body, headers=headers).status_code
+        == 200
+    )
     assert state(db, shop[0])["suppressed"] == ["reply"]
 
 
-def test_without_the_webhook_secret_the_inbound_webhook_is_off(settings, redis_client, db,
-                                                               provider):
-    off = CheckedClient(create_app(dataclasses.replace(settings, dlr_webhook_secret=None),
-                                   redis_client, provider))
-    assert_error(off.simulate_post(INBOUND, json={"from": PHONE, "to": SENDER, "text": "x"}),
-                 404)
+def test_without_the_webhook_secret_the_inbound_webhook_is_off(
+    settings, redis_client, db, provider
+):
+    off = CheckedClient(
+        create_app(dataclasses.replace(settings, dlr_webhook_secret=None), redis_client, provider)
+    )
+    assert_error(off.simulate_post(INBOUND, json={"from": PHONE, "to": SENDER, "text": "x"}), 404)
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"to": SENDER, "text": "STOP"}, "from"),
-    ({"from": PHONE, "text": "STOP"}, "to"),
-    ({"from": PHONE, "to": SENDER}, "text"),
-    ({"from": "not a number", "to": SENDER, "text": "STOP"}, "from"),
-    ({"from": PHONE, "to": SENDER, "text": "STOP", "timestamp": "yesterday"}, "timestamp"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"to": SENDER, "text": "STOP"}, "from"),
+        ({"from": PHONE, "text": "STOP"}, "to"),
+        ({"from": PHONE, "to": SENDER}, "text"),
+        ({"from": "not a number", "to": SENDER, "text": "STOP"}, "from"),
+        ({"from": PHONE, "to": SENDER, "text": "STOP", "timestamp": "yesterday"}, "timestamp"),
+    ],
+)
 def test_a_malformed_inbound_message_is_a_422_naming_the_field(client, db, body, field):
     assert_error(client.simulate_post(INBOUND, json=body), 422, field)
 
@@ -306,10 +382,14 @@ def test_the_inbound_list_is_paginated_and_only_the_shops_own(client, db, shop):
         reply(client, f"thanks {n}")
     reply(client, "hello other", to="306999000002")
     first = client.simulate_get("/inbound", headers=auth(key), params={"limit": 2}).json
-    rest = client.simulate_get("/inbound", headers=auth(key),
-                               params={"limit": 2, "after": first["next"]}).json
+    rest = client.simulate_get(
+        "/inbound", headers=auth(key), params={"limit": 2, "after": first["next"]}
+    ).json
     assert [item["text"] for item in first["items"] + rest["items"]] == [
-        "thanks 0", "thanks 1", "thanks 2"]
+        "thanks 0",
+        "thanks 1",
+        "thanks 2",
+    ]
     assert rest["next"] is None
     other = client.simulate_get("/inbound", headers=auth(other_key)).json["items"]
     assert [item["text"] for item in other] == ["hello other"]

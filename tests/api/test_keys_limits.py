@@ -1,4 +1,5 @@
 """API keys over HTTP (issue, list, revoke), the per-shop rate limit, idempotency keys."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,12 +34,14 @@ def test_an_issued_key_works_is_listed_without_secrets_and_stops_at_once_when_re
     listed = client.simulate_get(f"/admin/shops/{shop_id}/keys", headers=ADMIN).json["items"]
     assert [item["id"] for item in listed][0] == issued.json["id"] and len(listed) == 2
     assert first not in str(listed) and second not in str(listed)
-    assert all(set(item) == {"id", "prefix", "created_at", "last_used_at", "revoked_at"}
-               for item in listed)
+    assert all(
+        set(item) == {"id", "prefix", "created_at", "last_used_at", "revoked_at"} for item in listed
+    )
 
     # When the second key is revoked
-    revoked = client.simulate_delete(f"/admin/shops/{shop_id}/keys/{issued.json['id']}",
-                                     headers=ADMIN)
+    revoked = client.simulate_delete(
+        f"/admin/shops/{shop_id}/keys/{issued.json['id']}", headers=ADMIN
+    )
     assert revoked.status_code == 200 and revoked.json["revoked_at"]
 
     # Then it is refused on the very next request, and the first key still works
@@ -49,22 +52,25 @@ def test_an_issued_key_works_is_listed_without_secrets_and_stops_at_once_when_re
 def test_key_routes_need_the_admin_token_and_hide_other_shops(client):
     shop_a, key_a = create_shop(client, "ka.example")
     shop_b, _ = create_shop(client, "kb.example")
-    key_b_id = client.simulate_get(f"/admin/shops/{shop_b}/keys", headers=ADMIN).json[
-        "items"][0]["id"]
+    key_b_id = client.simulate_get(f"/admin/shops/{shop_b}/keys", headers=ADMIN).json["items"][0][
+        "id"
+    ]
     # A shop's own key cannot manage keys
     assert_error(client.simulate_post(f"/admin/shops/{shop_a}/keys", headers=auth(key_a)), 401)
     assert_error(client.simulate_get(f"/admin/shops/{shop_a}/keys", headers=auth(key_a)), 401)
     # Shop B's key id under shop A is not found, and a missing shop is not found
-    assert_error(client.simulate_delete(f"/admin/shops/{shop_a}/keys/{key_b_id}",
-                                        headers=ADMIN), 404)
+    assert_error(
+        client.simulate_delete(f"/admin/shops/{shop_a}/keys/{key_b_id}", headers=ADMIN), 404
+    )
     assert_error(client.simulate_post("/admin/shops/999999/keys", headers=ADMIN), 404)
 
 
 @pytest.fixture
 def limited(settings, redis_client, db):
     """The app with a low per-shop limit: 5 requests a second."""
-    return CheckedClient(create_app(dataclasses.replace(settings, api_rate_limit="5/second"),
-                                    redis_client))
+    return CheckedClient(
+        create_app(dataclasses.replace(settings, api_rate_limit="5/second"), redis_client)
+    )
 
 
 def test_a_shop_over_its_limit_gets_429_with_retry_after_and_another_shop_does_not(limited):
@@ -91,8 +97,9 @@ def test_a_refused_request_does_no_work(limited, db):
     for _ in range(5):
         limited.simulate_get("/credits", headers=auth(key))
     # When it posts contacts
-    answer = limited.simulate_post("/contacts", headers=auth(key),
-                                   json={"contacts": [{"phone": "+306912345678"}]})
+    answer = limited.simulate_post(
+        "/contacts", headers=auth(key), json={"contacts": [{"phone": "+306912345678"}]}
+    )
     # Then nothing was imported
     assert_error(answer, 429)
     assert db.execute_sql("SELECT count(*) FROM contact").fetchone()[0] == 0
@@ -115,8 +122,9 @@ def test_a_retried_create_replays_the_first_answer_and_creates_nothing_twice(cli
     assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 1
 
     # And another body with the same key is refused, naming the header
-    other = client.simulate_post("/campaigns", headers=headers,
-                                 json={"name": "Other", "text": "Hi!"})
+    other = client.simulate_post(
+        "/campaigns", headers=headers, json={"name": "Other", "text": "Hi!"}
+    )
     assert_error(other, 422, "Idempotency-Key")
 
 
@@ -129,8 +137,9 @@ def test_a_retried_enqueue_replays_202_instead_of_409(client, db):
     second = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=headers)
     assert first.status_code == second.status_code == 202 and first.json == second.json
     # Without the key a second enqueue is the state error it always was
-    assert_error(client.simulate_post(f"/campaigns/{campaign['id']}/enqueue",
-                                      headers=auth(key)), 409)
+    assert_error(
+        client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key)), 409
+    )
 
 
 def test_a_key_still_in_flight_is_409_and_keys_are_per_shop(client):
@@ -140,23 +149,35 @@ def test_a_key_still_in_flight_is_409_and_keys_are_per_shop(client):
     # Given shop A's request with key "k" still running
     idempotency.begin(shop_a, "k", idempotency.fingerprint("POST", "/campaigns", body))
     # Then the same request is 409, while shop B may use the same key for its own request
-    busy = client.simulate_post("/campaigns", headers={**auth(key_a), "Idempotency-Key": "k"},
-                                body=body, content_type="application/json")
+    busy = client.simulate_post(
+        "/campaigns",
+        headers={**auth(key_a), "Idempotency-Key": "k"},
+        body=body,
+        content_type="application/json",
+    )
     assert_error(busy, 409)
-    own = client.simulate_post("/campaigns", headers={**auth(key_b), "Idempotency-Key": "k"},
-                               body=body, content_type="application/json")
+    own = client.simulate_post(
+        "/campaigns",
+        headers={**auth(key_b), "Idempotency-Key": "k"},
+        body=body,
+        content_type="application/json",
+    )
     assert own.status_code == 201
 
 
 def test_an_invalid_idempotency_key_is_422_naming_the_header(client):
     _, key = create_shop(client, "bad-key.example")
-    answer = client.simulate_post("/campaigns", headers={**auth(key), "Idempotency-Key": "x" * 300},
-                                  json={"name": "Spring", "text": "Hi!"})
+    answer = client.simulate_post(
+        "/campaigns",
+        headers={**auth(key), "Idempotency-Key": "x" * 300},
+        json={"name": "Spring", "text": "Hi!"},
+    )
     assert_error(answer, 422, "Idempotency-Key")
 
 
 def test_a_shop_with_its_cap_of_requests_in_flight_gets_429_until_one_is_answered(
-        settings, redis_client, db):
+    settings, redis_client, db
+):
     # Given a cap of 2 requests in flight per shop, and shop A with 2 still running
     app = create_app(dataclasses.replace(settings, api_shop_concurrency=2), redis_client)
     client = CheckedClient(app)
@@ -174,8 +195,9 @@ def test_a_shop_with_its_cap_of_requests_in_flight_gets_429_until_one_is_answere
     # When one of them is answered, shop A is served again, and its answered requests
     # release their place (a series of requests never locks the shop out)
     cap.release(shop_a, "running-1")
-    assert [client.simulate_get("/credits", headers=auth(key_a)).status_code
-            for _ in range(5)] == [200] * 5
+    assert [client.simulate_get("/credits", headers=auth(key_a)).status_code for _ in range(5)] == [
+        200
+    ] * 5
 
 
 def test_a_request_whose_process_died_stops_counting_after_a_while(redis_client, db):

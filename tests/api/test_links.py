@@ -1,5 +1,6 @@
 """The public link routes (SPEC 6): the unsubscribe page that scanners cannot trigger, and
 short links that lead only to public web pages, can be disabled, and count only people."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,10 +13,12 @@ from tests.conftest import SECRET_KEY as SECRET
 
 def opted_out(db, contact_id: int) -> tuple:
     """(opted_out_at, suppression rows) of a contact."""
-    at, phone = db.execute_sql("SELECT opted_out_at, phone FROM contact WHERE id = %s",
-                               (contact_id,)).fetchone()
-    suppressions = db.execute_sql("SELECT source FROM suppression WHERE phone = %s",
-                                  (phone,)).fetchall()
+    at, phone = db.execute_sql(
+        "SELECT opted_out_at, phone FROM contact WHERE id = %s", (contact_id,)
+    ).fetchone()
+    suppressions = db.execute_sql(
+        "SELECT source FROM suppression WHERE phone = %s", (phone,)
+    ).fetchall()
     return at, suppressions
 
 
@@ -27,6 +30,7 @@ def contact(client, shops) -> tuple[int, str]:
 
 
 # --- unsubscribe -----------------------------------------------------------------------------
+
 
 def test_get_shows_a_confirmation_page_and_changes_nothing(client, db, shops, contact):
     contact_id, path = contact
@@ -41,8 +45,7 @@ def test_get_shows_a_confirmation_page_and_changes_nothing(client, db, shops, co
         assert page.headers["cache-control"] == "no-store"
     # ...and the contact is still subscribed, with no suppression
     assert opted_out(db, contact_id) == (None, [])
-    listed = client.simulate_get("/contacts", headers=auth(shops.key),
-                                 params={"opted_out": "true"})
+    listed = client.simulate_get("/contacts", headers=auth(shops.key), params={"opted_out": "true"})
     assert listed.json["items"] == []
 
 
@@ -55,8 +58,7 @@ def test_post_opts_the_contact_out_once(client, db, shops, contact):
     assert "You are unsubscribed" in first.text and "shop-one" in first.text
     at, suppressions = opted_out(db, contact_id)
     assert at is not None and suppressions == [("link",)]
-    listed = client.simulate_get("/contacts", headers=auth(shops.key),
-                                 params={"opted_out": "true"})
+    listed = client.simulate_get("/contacts", headers=auth(shops.key), params={"opted_out": "true"})
     assert [item["id"] for item in listed.json["items"]] == [contact_id]
     assert opted_out(db, contact_id)[0] == at
     # And the page opened again says so, with no button
@@ -64,11 +66,14 @@ def test_post_opts_the_contact_out_once(client, db, shops, contact):
     assert "You are unsubscribed" in again.text and "<form" not in again.text
 
 
-@pytest.mark.parametrize("body, content_type", [
-    ("List-Unsubscribe=One-Click", "application/x-www-form-urlencoded"),  # RFC 8058
-    ("", None),
-    ("{not json", "application/json"),  # the body is not read: nothing in it can break this
-])
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        ("List-Unsubscribe=One-Click", "application/x-www-form-urlencoded"),  # RFC 8058
+        ("", None),
+        ("{not json", "application/json"),  # the body is not read: nothing in it can break this
+    ],
+)
 def test_post_opts_out_whatever_the_body(client, db, contact, body, content_type):
     contact_id, path = contact
     headers = {"Content-Type": content_type} if content_type else {}
@@ -79,8 +84,11 @@ def test_post_opts_out_whatever_the_body(client, db, contact, body, content_type
 
 def test_the_shop_name_is_escaped(client, db):
     # Given a shop whose name is markup
-    created = client.simulate_post("/admin/shops", headers=ADMIN, json={
-        "domain": "markup.example", "name": '<script>alert("x")</script> & Sons'})
+    created = client.simulate_post(
+        "/admin/shops",
+        headers=ADMIN,
+        json={"domain": "markup.example", "name": '<script>alert("x")</script> & Sons'},
+    )
     shop_id, key = created.json["id"], created.json["api_key"]
     import_contacts(client, key, ["+14155552671"])
     path = f"/u/{links.unsubscribe_token(SECRET, shop_id, contact_ids(client, key)[0])}"
@@ -102,6 +110,7 @@ def test_a_token_of_one_shop_does_not_opt_out_anothers_contact(client, db, shops
 
 # --- short links -----------------------------------------------------------------------------
 
+
 def mint(shops, url: str = "https://shop.example/sale") -> str:
     """A short link of the other shop's campaign; its path."""
     short = links.shorten(shops.other_id, shops.other_campaign_id, [url], "http://localhost")
@@ -115,13 +124,17 @@ def clicks(db) -> int:
 BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Version/17.4 Safari/604.1"
 
 
-@pytest.mark.parametrize("user_agent", [
-    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
-    "facebookexternalhit/1.1 Facebot Twitterbot/1.0",  # an iMessage preview
-    "WhatsApp/2.23.20.0 A", "TelegramBot (like TwitterBot)",
-    "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
-    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-])
+@pytest.mark.parametrize(
+    "user_agent",
+    [
+        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        "facebookexternalhit/1.1 Facebot Twitterbot/1.0",  # an iMessage preview
+        "WhatsApp/2.23.20.0 A",
+        "TelegramBot (like TwitterBot)",
+        "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    ],
+)
 def test_a_previewer_is_redirected_but_not_counted(client, db, shops, user_agent):
     path = mint(shops)
     result = client.simulate_get(path, headers={"User-Agent": user_agent})
@@ -175,16 +188,19 @@ def test_disabling_an_unknown_code_is_404(client, shops, code):
 def test_disabling_takes_the_admin_token(client, db, shops, headers):
     path = mint(shops)
     headers = auth(shops.key) if headers is None else headers
-    result = client.simulate_post(f"/admin/links/{path.removeprefix('/r/')}/disable",
-                                  headers=headers)
+    result = client.simulate_post(
+        f"/admin/links/{path.removeprefix('/r/')}/disable", headers=headers
+    )
     assert_error(result, 401)
     assert client.simulate_get(path).status_code == 302
 
 
 def test_urls_that_are_not_allowed_destinations_are_not_shortened(db, settings, shops):
     # Given a campaign whose text links a public page and several that are not
-    text = ("Sale https://shop.example/sale also http://127.0.0.1/admin http://2130706433/x"
-            " http://localhost:8000/ https://user:pw@shop.example/ http://intranet/")
+    text = (
+        "Sale https://shop.example/sale also http://127.0.0.1/admin http://2130706433/x"
+        " http://localhost:8000/ https://user:pw@shop.example/ http://intranet/"
+    )
     campaign = campaigns.create(shops.id, "c", text)
     # When a batch's context is loaded (where the worker shortens the campaign's URLs)
     context = load_context(shops.id, campaign.id, settings)
@@ -193,15 +209,18 @@ def test_urls_that_are_not_allowed_destinations_are_not_shortened(db, settings, 
     final = composition.compose(text, None, context.short_links, None)
     assert final.startswith(f"Sale {context.short_links['https://shop.example/sale']} also")
     assert final.endswith(text.removeprefix("Sale https://shop.example/sale"))
-    assert db.execute_sql("SELECT url FROM short_link WHERE campaign_id = %s",
-                          (campaign.id,)).fetchall() == [("https://shop.example/sale",)]
+    assert db.execute_sql(
+        "SELECT url FROM short_link WHERE campaign_id = %s", (campaign.id,)
+    ).fetchall() == [("https://shop.example/sale",)]
 
 
 def test_a_stored_link_to_a_refused_destination_is_not_followed(client, db, shops):
     # Given a link minted before the destination rules (written straight into the table)
-    db.execute_sql("INSERT INTO short_link (shop_id, campaign_id, code, url)"
-                   " VALUES (%s, %s, 'legacy0001', 'http://127.0.0.1:8080/admin')",
-                   (shops.other_id, shops.other_campaign_id))
+    db.execute_sql(
+        "INSERT INTO short_link (shop_id, campaign_id, code, url)"
+        " VALUES (%s, %s, 'legacy0001', 'http://127.0.0.1:8080/admin')",
+        (shops.other_id, shops.other_campaign_id),
+    )
     # When it is followed, Then 410, not a redirect into the recipient's own network
     result = client.simulate_get("/r/legacy0001", headers={"User-Agent": BROWSER})
     assert result.status_code == 410
@@ -214,4 +233,5 @@ def test_a_destination_with_non_ascii_characters_redirects_percent_encoded(clien
     result = client.simulate_get(path, headers={"User-Agent": BROWSER})
     assert result.status_code == 302
     assert result.headers["location"] == (
-        "https://shop.example/%CE%BA%CE%B1%CE%BB%CE%BF%CE%BA%CE%B1%CE%AF%CF%81%CE%B9?size=M%2FL")
+        "https://shop.example/%CE%BA%CE%B1%CE%BB%CE%BF%CE%BA%CE%B1%CE%AF%CF%81%CE%B9?size=M%2FL"
+    )

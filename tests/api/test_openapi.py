@@ -2,6 +2,7 @@
 parameters as the router constrains them, the request schemas that validate, the answers, the
 error shape of every error and the security of every operation. `test_schemathesis.py` holds
 the application to it."""
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,11 @@ def document(app) -> dict:
 
 
 def operations(document: dict) -> list[tuple[str, str, dict]]:
-    return [(method.upper(), path, operation) for path, item in document["paths"].items()
-            for method, operation in item.items()]
+    return [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
 
 
 def dereferenced(document: dict, value):
@@ -55,9 +59,12 @@ def dereferenced(document: dict, value):
 def routed_operations(app: falcon.App) -> set[tuple[str, str]]:
     """(method, path) of every responder a resource defines, by Falcon's own inspector (the
     document walks the router itself: this test must not share its walk)."""
-    return {(method.method, _FIELD.sub(r"{\1}", route.path))
-            for route in falcon.inspect.inspect_routes(app)
-            for method in route.methods if not method.internal}
+    return {
+        (method.method, _FIELD.sub(r"{\1}", route.path))
+        for route in falcon.inspect.inspect_routes(app)
+        for method in route.methods
+        if not method.internal
+    }
 
 
 def test_the_document_is_valid_openapi_3_1(document):
@@ -78,8 +85,9 @@ def test_every_routed_operation_is_documented_and_nothing_else(app, document):
     assert sorted(documented - routed_set) == [], "documented but not routed"
 
 
-def test_path_parameters_are_constrained_as_the_router_constrains_them(document, settings,
-                                                                       redis_client, db):
+def test_path_parameters_are_constrained_as_the_router_constrains_them(
+    document, settings, redis_client, db
+):
     # Given a client with the admin token and a shop's key
     client = falcon.testing.TestClient(create_app(settings, redis_client))
     _, key = create_shop(client, "params.example")
@@ -105,8 +113,7 @@ def test_path_parameters_are_constrained_as_the_router_constrains_them(document,
                 url = url.replace(f"{{{name}}}", str(value))
             answer = client.simulate_request(method, url, headers=headers, json={})
             routing_miss = answer.json.get("description") == "there is nothing at this path"
-            assert routing_miss is not routed_there, (method, url, answer.status_code,
-                                                      answer.text)
+            assert routing_miss is not routed_there, (method, url, answer.status_code, answer.text)
 
 
 def test_security_follows_each_resources_declared_access(app, document):
@@ -116,18 +123,24 @@ def test_security_follows_each_resources_declared_access(app, document):
         path, _ = openapi_path(template)
         for method in getattr(resource, "docs", {}):
             declared[(method, path)] = access_for(resource, method)
-    expected = {Access.PUBLIC: [], Access.SHOP: [{"shopApiKey": []}],
-                Access.ADMIN: [{"adminToken": []}],
-                Access.OPERATOR: [{"adminToken": []}, {"operatorSession": []}],
-                Access.WEBHOOK: [{"webhookToken": []}, {"webhookTokenQuery": []}],
-                Access.SHOPIFY: [{"shopifyHmac": []}]}
+    expected = {
+        Access.PUBLIC: [],
+        Access.SHOP: [{"shopApiKey": []}],
+        Access.ADMIN: [{"adminToken": []}],
+        Access.OPERATOR: [{"adminToken": []}, {"operatorSession": []}],
+        Access.WEBHOOK: [{"webhookToken": []}, {"webhookTokenQuery": []}],
+        Access.SHOPIFY: [{"shopifyHmac": []}],
+    }
     # Then every operation requires exactly what its resource declares
     for method, path, operation in operations(document):
         assert operation["security"] == expected[declared[(method, path)]], (method, path)
     schemes = document["components"]["securitySchemes"]
     assert schemes == SECURITY_SCHEMES
-    assert schemes["webhookToken"] == {**schemes["webhookToken"], "in": "header",
-                                       "name": "X-Webhook-Token"}
+    assert schemes["webhookToken"] == {
+        **schemes["webhookToken"],
+        "in": "header",
+        "name": "X-Webhook-Token",
+    }
     assert schemes["webhookTokenQuery"]["in"] == "query"
     assert schemes["operatorSession"]["in"] == "cookie"
 
@@ -150,9 +163,9 @@ def test_every_error_answer_has_the_error_shape(document):
                 continue
             # Then every other 4xx and 5xx answers JSON {title, description, field?}
             assert content["application/json"]["schema"] == {
-                "$ref": "#/components/schemas/Error"}, (method, path, status)
-            assert dereferenced(document, content["application/json"]["schema"]) == (
-                schemas.ERROR)
+                "$ref": "#/components/schemas/Error"
+            }, (method, path, status)
+            assert dereferenced(document, content["application/json"]["schema"]) == (schemas.ERROR)
     # And the only others are the pages a person's browser is shown
     assert pages == PAGES
     error = document["components"]["schemas"]["Error"]
@@ -176,10 +189,16 @@ def test_shop_operations_document_the_rate_limit_and_posts_the_idempotency_key(d
 
 
 def test_request_bodies_are_the_schemas_that_validate(document):
-    bodies = {(method, path): operation["requestBody"]
-              for method, path, operation in operations(document) if "requestBody" in operation}
-    json_schema = {key: dereferenced(document, body["content"]["application/json"]["schema"])
-                   for key, body in bodies.items() if "application/json" in body["content"]}
+    bodies = {
+        (method, path): operation["requestBody"]
+        for method, path, operation in operations(document)
+        if "requestBody" in operation
+    }
+    json_schema = {
+        key: dereferenced(document, body["content"]["application/json"]["schema"])
+        for key, body in bodies.items()
+        if "application/json" in body["content"]
+    }
     # Then each JSON body is the very schema its resource validates with
     assert json_schema == {
         ("POST", "/admin/shops"): schemas.SHOP_CREATE,
@@ -199,12 +218,16 @@ def test_request_bodies_are_the_schemas_that_validate(document):
     assert "text/csv" in bodies[("POST", "/contacts")]["content"]
     contacts = document["paths"]["/contacts"]
     assert [p["name"] for p in contacts["post"]["parameters"] if p["in"] == "query"] == [
-        "default_country"]
-    assert [p["name"] for p in contacts["get"]["parameters"]] == ["limit", "after",
-                                                                  "opted_out"]
+        "default_country"
+    ]
+    assert [p["name"] for p in contacts["get"]["parameters"]] == ["limit", "after", "opted_out"]
     limit = next(p for p in contacts["get"]["parameters"] if p["name"] == "limit")
-    assert dereferenced(document, limit["schema"]) == {"type": "integer", "minimum": 1,
-                                                       "maximum": 100, "default": 50}
+    assert dereferenced(document, limit["schema"]) == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 50,
+    }
 
 
 def test_creating_a_campaign_links_to_the_operations_on_it(document):
@@ -212,10 +235,15 @@ def test_creating_a_campaign_links_to_the_operations_on_it(document):
     # Then the stateful tests can go from the new campaign to reading, launching, pausing it
     links = created["links"]
     targets = {link["operationId"] for link in links.values()}
-    assert {"get_campaigns_campaign_id", "post_campaigns_campaign_id_enqueue",
-            "post_campaigns_campaign_id_pause", "get_campaigns_campaign_id_progress"} <= targets
-    assert all(link["parameters"] == {"campaign_id": "$response.body#/id"}
-               for link in links.values())
+    assert {
+        "get_campaigns_campaign_id",
+        "post_campaigns_campaign_id_enqueue",
+        "post_campaigns_campaign_id_pause",
+        "get_campaigns_campaign_id_progress",
+    } <= targets
+    assert all(
+        link["parameters"] == {"campaign_id": "$response.body#/id"} for link in links.values()
+    )
     ids = {operation["operationId"] for _, _, operation in operations(document)}
     assert targets <= ids
 
@@ -224,8 +252,11 @@ def test_a_new_route_needs_only_its_docs(settings, redis_client, db):
     # Given a new admin route whose resource declares its access and its docs, nothing more
     class ThingsResource:
         auth = Access.ADMIN
-        docs = {"POST": Operation("Make a thing", {201: Answer("The thing", schemas.BALANCE)},
-                                  body=schemas.TOP_UP)}
+        docs = {
+            "POST": Operation(
+                "Make a thing", {201: Answer("The thing", schemas.BALANCE)}, body=schemas.TOP_UP
+            )
+        }
 
         def on_post(self, req, resp, shop_id):
             resp.status = falcon.HTTP_201
@@ -236,10 +267,12 @@ def test_a_new_route_needs_only_its_docs(settings, redis_client, db):
     document = falcon.testing.TestClient(app).simulate_get("/openapi.json").json
     # Then the route is there with its path parameter, security and error answers derived
     operation = document["paths"]["/admin/shops/{shop_id}/things"]["post"]
-    assert operation["parameters"] == [{"name": "shop_id", "in": "path", "required": True,
-                                        "schema": ID_SCHEMA}]
+    assert operation["parameters"] == [
+        {"name": "shop_id", "in": "path", "required": True, "schema": ID_SCHEMA}
+    ]
     assert operation["security"] == [{"adminToken": []}]
     assert sorted(operation["responses"]) == ["201", "400", "401", "404", "413", "422", "503"]
     assert operation["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/TopUp"}
+        "$ref": "#/components/schemas/TopUp"
+    }
     validate(document)

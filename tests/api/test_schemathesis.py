@@ -11,6 +11,7 @@ any of A's ids in an id field of B's answers is a leak, not a coincidence.
 Bounded for CI on two cores: `MAX_EXAMPLES` per operation and the stateful steps keep both
 tests well under two minutes together.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -42,17 +43,35 @@ STATEFUL_STEPS = 10
 MARKER = "shop-a-private-9c41f"
 # Shop B's rows start here in every table, far above anything shop A made.
 B_IDS_FROM = 1_000_000
-SEQUENCES = ("shop_id_seq", "api_key_id_seq", "contact_id_seq", "campaign_id_seq",
-             "campaign_recipient_id_seq", "credit_transaction_id_seq",
-             "credit_reservation_id_seq", "send_batch_id_seq", "short_link_id_seq")
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_headers_conformance", "response_schema_conformance",
-          "negative_data_rejection", "missing_required_header", "ignored_auth",
-          "unsupported_method", "use_after_free", "ensure_resource_availability")
+SEQUENCES = (
+    "shop_id_seq",
+    "api_key_id_seq",
+    "contact_id_seq",
+    "campaign_id_seq",
+    "campaign_recipient_id_seq",
+    "credit_transaction_id_seq",
+    "credit_reservation_id_seq",
+    "send_batch_id_seq",
+    "short_link_id_seq",
+)
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+    "missing_required_header",
+    "ignored_auth",
+    "unsupported_method",
+    "use_after_free",
+    "ensure_resource_availability",
+)
 
 # Shop creation takes an IANA zone: generated strings are almost never one.
-schemathesis.openapi.format("timezone", st.sampled_from(["UTC", "Europe/Athens",
-                                                         "America/New_York"]))
+schemathesis.openapi.format(
+    "timezone", st.sampled_from(["UTC", "Europe/Athens", "America/New_York"])
+)
 
 
 @schemathesis.serializer("text/csv")
@@ -71,8 +90,7 @@ def id_values(document: Any) -> Iterator[int]:
             for key, item in value.items():
                 if key in ("id", "next") or key.endswith(("_id", "_ids")):
                     items = item if isinstance(item, list) else [item]
-                    yield from (i for i in items if isinstance(i, int)
-                                and not isinstance(i, bool))
+                    yield from (i for i in items if isinstance(i, int) and not isinstance(i, bool))
                 pending.append(item)
         elif isinstance(value, list):
             pending.extend(value)
@@ -101,8 +119,7 @@ class Tenants:
         import_contacts(client, a_key, ["+306912345601", "+306912345602", "+306912345603"])
         create_campaign(client, a_key, name="A draft", text=f"Draft {MARKER}")
         launched = create_campaign(client, a_key, name="A launched", text=f"Sale {MARKER}")
-        enqueued = client.simulate_post(f"/campaigns/{launched['id']}/enqueue",
-                                        headers=auth(a_key))
+        enqueued = client.simulate_post(f"/campaigns/{launched['id']}/enqueue", headers=auth(a_key))
         assert enqueued.status_code == 202, enqueued.text
         self.a_ids = self.shop_ids(a_id)
         # Shop B, whose rows all get ids above shop A's, with a contact and a campaign; its
@@ -110,10 +127,11 @@ class Tenants:
         for sequence in SEQUENCES:
             self.db.execute_sql("SELECT setval(%s, %s)", (sequence, B_IDS_FROM))
         self.b_id, _ = create_shop(client, "shop-b.example", credits=1000)
-        (ApiKey
-         .update(key_hash=api_keys.hash_key(self.b_key))
-         .where(ApiKey.shop == self.b_id)
-         .execute())
+        (
+            ApiKey.update(key_hash=api_keys.hash_key(self.b_key))
+            .where(ApiKey.shop == self.b_id)
+            .execute()
+        )
         import_contacts(client, self.b_key, ["+447911123401", "+447911123402"])
         self.b_campaign_id = create_campaign(client, self.b_key, name="B draft")["id"]
         assert min(self.shop_ids(self.b_id)) > max(self.a_ids)
@@ -126,18 +144,27 @@ class Tenants:
             " UNION SELECT id FROM campaign_recipient WHERE shop_id = %(shop)s"
             " UNION SELECT id FROM credit_transaction WHERE shop_id = %(shop)s"
             " UNION SELECT id FROM api_key WHERE shop_id = %(shop)s"
-            " UNION SELECT %(shop)s", {"shop": shop_id}).fetchall()
+            " UNION SELECT %(shop)s",
+            {"shop": shop_id},
+        ).fetchall()
         return frozenset(row[0] for row in rows)
 
     def with_shop_a_ids(self, path_parameters: dict[str, Any] | None) -> Any:
         """Besides the generated ids, shop A's own ids in every id of a path (a random bigint
         is hardly ever one of them)."""
-        ids = [name for name, value in (path_parameters or {}).items()
-               if name.endswith("_id") and isinstance(value, int)]
+        ids = [
+            name
+            for name, value in (path_parameters or {}).items()
+            if name.endswith("_id") and isinstance(value, int)
+        ]
         if not ids:
             return st.just(path_parameters)
-        return st.one_of(st.just(path_parameters), st.sampled_from(sorted(self.a_ids)).map(
-            lambda a_id: {**path_parameters, **dict.fromkeys(ids, a_id)}))
+        return st.one_of(
+            st.just(path_parameters),
+            st.sampled_from(sorted(self.a_ids)).map(
+                lambda a_id: {**path_parameters, **dict.fromkeys(ids, a_id)}
+            ),
+        )
 
     def no_cross_shop_read(self, ctx: Any, response: Any, case: Any) -> None:
         """Custom check: an answer read with shop B's key holds none of shop A's ids or text."""
@@ -162,30 +189,42 @@ def load_schema(tenants: Tenants, settings, mode: str) -> Any:
     """The document as the application serves it, with shop B's key as the shops' credential,
     the admin token for admin and operator routes, and the webhook secret."""
     session = OperatorSessions(settings.secret_key, settings.admin_token, 3600, secure=False)
-    config = schemathesis.Config.from_dict({
-        "generation": {"mode": mode, "max-examples": MAX_EXAMPLES},
-        "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
-        # Their 503 is the documented report of a system that is not ok (here: no worker and
-        # no clock run), not a server error.
-        "operations": [
-            {"include-path": ["/health/full", "/readiness"], "checks": {
-                "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503"]}}},
-            # A contacts import reports each row that breaks the row schema in `invalid` and
-            # imports the others (SPEC 5): such a body is answered 200 by design.
-            # The shop's POSTs: the document already describes the Idempotency-Key header
-            # the idempotency middleware (api/middleware.py, being changed elsewhere) checks;
-            # until it is merged an invalid key is ignored rather than refused.
-            {"include-method": "POST", "include-path-regex": "^/(contacts|campaigns)",
-             "checks": {"negative_data_rejection": {"enabled": False}}},
-        ],
-        "auth": {"auto-signup": False, "openapi": {
-            "shopApiKey": {"bearer": tenants.b_key},
-            "adminToken": {"bearer": ADMIN_TOKEN},
-            "webhookToken": {"api_key": DLR_WEBHOOK_SECRET},
-            "webhookTokenQuery": {"api_key": DLR_WEBHOOK_SECRET},
-            "operatorSession": {"api_key": session.issue()},
-        }},
-    })
+    config = schemathesis.Config.from_dict(
+        {
+            "generation": {"mode": mode, "max-examples": MAX_EXAMPLES},
+            "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+            # Their 503 is the documented report of a system that is not ok (here: no worker and
+            # no clock run), not a server error.
+            "operations": [
+                {
+                    "include-path": ["/health/full", "/readiness"],
+                    "checks": {
+                        "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503"]}
+                    },
+                },
+                # A contacts import reports each row that breaks the row schema in `invalid` and
+                # imports the others (SPEC 5): such a body is answered 200 by design.
+                # The shop's POSTs: the document already describes the Idempotency-Key header
+                # the idempotency middleware (api/middleware.py, being changed elsewhere) checks;
+                # until it is merged an invalid key is ignored rather than refused.
+                {
+                    "include-method": "POST",
+                    "include-path-regex": "^/(contacts|campaigns)",
+                    "checks": {"negative_data_rejection": {"enabled": False}},
+                },
+            ],
+            "auth": {
+                "auto-signup": False,
+                "openapi": {
+                    "shopApiKey": {"bearer": tenants.b_key},
+                    "adminToken": {"bearer": ADMIN_TOKEN},
+                    "webhookToken": {"api_key": DLR_WEBHOOK_SECRET},
+                    "webhookTokenQuery": {"api_key": DLR_WEBHOOK_SECRET},
+                    "operatorSession": {"api_key": session.issue()},
+                },
+            },
+        }
+    )
     return schemathesis.openapi.from_wsgi("/openapi.json", tenants.app, config=config)
 
 
@@ -221,23 +260,34 @@ def test_call_sequences_along_the_links_answer_as_documented(tenants, settings):
             tenants.reset()
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
-            super().validate_response(response, case,
-                                      additional_checks=[tenants.no_cross_shop_read], **kwargs)
+            super().validate_response(
+                response, case, additional_checks=[tenants.no_cross_shop_read], **kwargs
+            )
 
     # When it runs sequences of calls (create, read, edit, launch, pause, ...) as shop B
     # Then every answer conforms, and none holds shop A's data
-    Workflow.run(settings=hypothesis.settings(
-        max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS, deadline=None,
-        suppress_health_check=list(hypothesis.HealthCheck)))
+    Workflow.run(
+        settings=hypothesis.settings(
+            max_examples=STATEFUL_SCENARIOS,
+            stateful_step_count=STATEFUL_STEPS,
+            deadline=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+    )
 
 
 def test_answers_random_input_cannot_reach_conform_too(api_schema, tenants, settings):
     """The answers no generated value reaches (a real token, link or report), sent through
     schemathesis so that they are checked the same way."""
-    contact_id = tenants.db.execute_sql("SELECT min(id) FROM contact WHERE shop_id = %s",
-                                        (tenants.b_id,)).fetchone()[0]
-    url = links.shorten(tenants.b_id, tenants.b_campaign_id, ["https://shop-b.example/sale"],
-                        settings.public_base_url)["https://shop-b.example/sale"]
+    contact_id = tenants.db.execute_sql(
+        "SELECT min(id) FROM contact WHERE shop_id = %s", (tenants.b_id,)
+    ).fetchone()[0]
+    url = links.shorten(
+        tenants.b_id,
+        tenants.b_campaign_id,
+        ["https://shop-b.example/sale"],
+        settings.public_base_url,
+    )["https://shop-b.example/sale"]
     code = url.rsplit("/", 1)[1]
     token = links.unsubscribe_token(settings.secret_key, tenants.b_id, contact_id)
     campaign = {"campaign_id": tenants.b_campaign_id}
@@ -251,34 +301,52 @@ def test_answers_random_input_cannot_reach_conform_too(api_schema, tenants, sett
         ("POST", "/campaigns/{campaign_id}/resume", {"path_parameters": campaign}, 200),
         ("POST", "/campaigns/{campaign_id}/cancel", {"path_parameters": campaign}, 200),
         ("GET", "/credits/transactions", {}, 200),
-        ("POST", "/contacts", {"body": "Phone,First Name\n+447911123409,Ann\n",
-                               "media_type": "text/csv"}, 200),
+        (
+            "POST",
+            "/contacts",
+            {"body": "Phone,First Name\n+447911123409,Ann\n", "media_type": "text/csv"},
+            200,
+        ),
         # And a delivery report, a short link followed, checked and disabled
-        ("POST", "/webhooks/mitto/dlr", {"body": {"id": "m-1", "deliveryStatus": "Delivered"}},
-         200),
+        (
+            "POST",
+            "/webhooks/mitto/dlr",
+            {"body": {"id": "m-1", "deliveryStatus": "Delivered"}},
+            200,
+        ),
         ("GET", "/r/{code}", {"path_parameters": {"code": code}}, 302),
         ("HEAD", "/r/{code}", {"path_parameters": {"code": code}}, 302),
         ("POST", "/admin/links/{code}/disable", {"path_parameters": {"code": code}}, 200),
         ("GET", "/r/{code}", {"path_parameters": {"code": code}}, 410),
         # And a contact's unsubscribe page, confirmed, and the operator's login and logout
         ("GET", "/u/{token}", {"path_parameters": {"token": token}}, 200),
-        ("POST", "/u/{token}", {"path_parameters": {"token": token},
-                                "body": {"List-Unsubscribe": "One-Click"}, "media_type": form},
-         200),
+        (
+            "POST",
+            "/u/{token}",
+            {
+                "path_parameters": {"token": token},
+                "body": {"List-Unsubscribe": "One-Click"},
+                "media_type": form,
+            },
+            200,
+        ),
         ("POST", "/ops/login", {"body": {"token": ADMIN_TOKEN}, "media_type": form}, 303),
         ("POST", "/ops/login", {"body": {"token": "not-the-token"}, "media_type": form}, 401),
         ("POST", "/ops/logout", {}, 303),
     ]
     # (a case made by hand carries no credentials: each gets those its operation requires)
-    credentials = {"shopApiKey": {"Authorization": f"Bearer {tenants.b_key}"},
-                   "adminToken": {"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                   "webhookToken": {"X-Webhook-Token": DLR_WEBHOOK_SECRET}}
+    credentials = {
+        "shopApiKey": {"Authorization": f"Bearer {tenants.b_key}"},
+        "adminToken": {"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        "webhookToken": {"X-Webhook-Token": DLR_WEBHOOK_SECRET},
+    }
     for method, path, given, status in steps:
         # When each is sent
         case = api_schema[path][method].Case(**given)
         security = case.operation.definition.raw["security"]
         headers = credentials[next(iter(security[0]))] if security else {}
-        response = case.call_and_validate(headers=headers,
-                                          additional_checks=[tenants.no_cross_shop_read])
+        response = case.call_and_validate(
+            headers=headers, additional_checks=[tenants.no_cross_shop_read]
+        )
         # Then it answers as expected, and as documented
         assert response.status_code == status, (method, path, response.text[:300])

@@ -4,6 +4,7 @@
 developer machines run as root); where that is impossible the page tests are skipped with the
 reason, never silently passed.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,17 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 PACKAGES = ("chromium", "chromium-driver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", "--window-size=1400,1000")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
 
 
 def _installed() -> bool:
@@ -31,8 +40,10 @@ def ensure_chromium() -> None:
         return
     apt = shutil.which("apt-get")
     if not apt or os.geteuid() != 0:
-        pytest.skip(f"{CHROMIUM} and {CHROMEDRIVER} are missing and apt-get cannot install "
-                    f"them here (needs root and apt-get): apt-get install {' '.join(PACKAGES)}")
+        pytest.skip(
+            f"{CHROMIUM} and {CHROMEDRIVER} are missing and apt-get cannot install "
+            f"them here (needs root and apt-get): apt-get install {' '.join(PACKAGES)}"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", *PACKAGES]):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)

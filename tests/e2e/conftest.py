@@ -2,6 +2,7 @@
 (`broker_url`, tests/conftest.py): the marked tests run on Redis and on RabbitMQ, the CI's
 bounded RabbitMQ pass (the pipeline, a worker killed mid-send, pause and resume, a retry after
 Retry-After, health's queue counts, the clock's republish of lost batches)."""
+
 from __future__ import annotations
 
 import pytest

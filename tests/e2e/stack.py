@@ -1,4 +1,5 @@
 """Real processes for end-to-end tests: the provider simulator, gunicorn and Dramatiq workers."""
+
 from __future__ import annotations
 
 import os
@@ -53,10 +54,14 @@ class Stack:
 
     def __init__(self, env: dict[str, str], name: str) -> None:
         self.sim_port, self.web_port = free_port(), free_port()
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
-                    "MITTO_API_BASE": f"http://127.0.0.1:{self.sim_port}",
-                    "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
-                    "PORT": str(self.web_port)}
+        self.env = {
+            **os.environ,
+            **env,
+            "PYTHONUNBUFFERED": "1",
+            "MITTO_API_BASE": f"http://127.0.0.1:{self.sim_port}",
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
+            "PORT": str(self.web_port),
+        }
         self.name = name
         self.group = ProcessGroup(LOGS, prefix=f"{name}.", cwd=ROOT)
         self.processes: dict[str, subprocess.Popen] = self.group.processes
@@ -78,17 +83,37 @@ class Stack:
 
     def start_web(self, workers: int = 2, threads: int = WEB_THREADS) -> None:
         # The Procfile's web process, on 127.0.0.1, stopping within 5 s.
-        self._spawn("web", procfile.command(
-            "web", {"WEB_CONCURRENCY": str(workers)},
-            {"--bind": f"127.0.0.1:{self.web_port}", "--threads": str(threads),
-             "--graceful-timeout": "5"}))
+        self._spawn(
+            "web",
+            procfile.command(
+                "web",
+                {"WEB_CONCURRENCY": str(workers)},
+                {
+                    "--bind": f"127.0.0.1:{self.web_port}",
+                    "--threads": str(threads),
+                    "--graceful-timeout": "5",
+                },
+            ),
+        )
         wait_for(lambda: requests.get(f"{self.web}/health", timeout=1).ok, 20, "gunicorn")
 
-    def start_worker(self, label: str = "worker", processes: int = 1, threads: int = 4,
-                     queues: tuple[str, ...] = QUEUES, **env: str) -> subprocess.Popen:
-        return self._spawn(label, procfile.command(
-            "worker", {"WORKER_PROCESSES": str(processes), "WORKER_THREADS": str(threads)},
-            {"--queues": queues}), **env)
+    def start_worker(
+        self,
+        label: str = "worker",
+        processes: int = 1,
+        threads: int = 4,
+        queues: tuple[str, ...] = QUEUES,
+        **env: str,
+    ) -> subprocess.Popen:
+        return self._spawn(
+            label,
+            procfile.command(
+                "worker",
+                {"WORKER_PROCESSES": str(processes), "WORKER_THREADS": str(threads)},
+                {"--queues": queues},
+            ),
+            **env,
+        )
 
     def start_clock(self, label: str = "clock", **env: str) -> subprocess.Popen:
         return self._spawn(label, procfile.command("clock"), **env)
@@ -104,27 +129,36 @@ class Stack:
         headers = kwargs.pop("headers", {})
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        return requests.request(method, f"{self.web}{path}", headers=headers, timeout=30,
-                                **kwargs)
+        return requests.request(method, f"{self.web}{path}", headers=headers, timeout=30, **kwargs)
 
     def create_shop(self, domain: str, credits: int) -> tuple[int, str]:
         admin = self.env["ADMIN_TOKEN"]
-        answer = self.call("POST", "/admin/shops", admin,
-                           json={"domain": domain, "name": domain, "sender": "Shop"})
+        answer = self.call(
+            "POST", "/admin/shops", admin, json={"domain": domain, "name": domain, "sender": "Shop"}
+        )
         assert answer.status_code == 201, answer.text
         shop = answer.json()
         if credits:
-            top_up = self.call("POST", f"/admin/shops/{shop['id']}/credits", admin,
-                               json={"amount": credits, "reference": "initial"})
+            top_up = self.call(
+                "POST",
+                f"/admin/shops/{shop['id']}/credits",
+                admin,
+                json={"amount": credits, "reference": "initial"},
+            )
             assert top_up.status_code == 201, top_up.text
         return shop["id"], shop["api_key"]
 
     def import_contacts(self, key: str, count: int, start: int = 0, named: bool = True) -> None:
         for offset in range(0, count, 10_000):
             # With consent: every new shop requires it, and these tests are about sending.
-            chunk = [{"phone": f"+30690{start + i:07d}", "consent": CONSENT,
-                      **({"first_name": f"N{start + i}"} if named else {})}
-                     for i in range(offset, min(count, offset + 10_000))]
+            chunk = [
+                {
+                    "phone": f"+30690{start + i:07d}",
+                    "consent": CONSENT,
+                    **({"first_name": f"N{start + i}"} if named else {}),
+                }
+                for i in range(offset, min(count, offset + 10_000))
+            ]
             answer = self.call("POST", "/contacts", key, json={"contacts": chunk})
             assert answer.status_code == 200 and not answer.json()["invalid"], answer.text[:500]
 
@@ -132,10 +166,14 @@ class Stack:
         return self.call("GET", f"/campaigns/{campaign_id}/progress", key).json()
 
     def wait_finished(self, key: str, campaign_id: int, timeout: float) -> dict:
-        return wait_for(lambda: (lambda p: p if p["status"] in ("completed", "failed",
-                                                               "cancelled") else None)(
-            self.progress(key, campaign_id)), timeout, f"campaign {campaign_id} to finish",
-            interval=0.25)
+        return wait_for(
+            lambda: (lambda p: p if p["status"] in ("completed", "failed", "cancelled") else None)(
+                self.progress(key, campaign_id)
+            ),
+            timeout,
+            f"campaign {campaign_id} to finish",
+            interval=0.25,
+        )
 
     def sim_messages(self, **params: str) -> dict:
         return requests.get(f"{self.sim}/_sim/messages", params=params, timeout=30).json()

@@ -1,5 +1,6 @@
 """API keys, the per-shop limits and idempotency keys over real gunicorn (2 worker processes),
 where each request may land in either process: what one process learns, the other must too."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -20,19 +21,22 @@ def test_a_revoked_key_is_refused_by_every_web_process_at_once(make_stack, db):
     assert issued.status_code == 201
     second, key_id = issued.json()["api_key"], issued.json()["id"]
     with ThreadPoolExecutor(8) as pool:
-        before = list(pool.map(lambda _: stack.call("GET", "/credits", second).status_code,
-                               range(40)))
+        before = list(
+            pool.map(lambda _: stack.call("GET", "/credits", second).status_code, range(40))
+        )
     assert before == [200] * 40
 
     # When the admin revokes it
-    revoked = requests.delete(f"{stack.web}/admin/shops/{shop_id}/keys/{key_id}",
-                              headers=ADMIN, timeout=10)
+    revoked = requests.delete(
+        f"{stack.web}/admin/shops/{shop_id}/keys/{key_id}", headers=ADMIN, timeout=10
+    )
     assert revoked.status_code == 200
 
     # Then the very next requests, whichever process answers them, are all refused
     with ThreadPoolExecutor(8) as pool:
-        after = list(pool.map(lambda _: stack.call("GET", "/credits", second).status_code,
-                              range(40)))
+        after = list(
+            pool.map(lambda _: stack.call("GET", "/credits", second).status_code, range(40))
+        )
     assert after == [401] * 40
     assert stack.call("GET", "/credits", first).status_code == 200
 
@@ -63,13 +67,19 @@ def test_a_retried_post_with_its_idempotency_key_is_replayed_by_any_process(make
     stack.start_web(workers=2)
     _, key = stack.create_shop("replay.example", credits=0)
     headers = {"Idempotency-Key": "create-spring"}
-    body = {"name": "Spring", "text": "Spring sale, reply STOP to opt out",
-            "append_unsubscribe": False}
+    body = {
+        "name": "Spring",
+        "text": "Spring sale, reply STOP to opt out",
+        "append_unsubscribe": False,
+    }
     first = stack.call("POST", "/campaigns", key, json=body, headers=headers)
     with ThreadPoolExecutor(5) as pool:
-        retries = list(pool.map(
-            lambda _: stack.call("POST", "/campaigns", key, json=body, headers=headers),
-            range(10)))
+        retries = list(
+            pool.map(
+                lambda _: stack.call("POST", "/campaigns", key, json=body, headers=headers),
+                range(10),
+            )
+        )
 
     # Then every retry is the first answer, and one campaign exists
     assert first.status_code == 201

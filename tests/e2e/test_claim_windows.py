@@ -2,6 +2,7 @@
 kill leaves of unknown outcome at most the calls in flight, a pause stops every message not
 yet handed to the provider, a shutdown stops after the window in flight, and a provider too
 slow for a whole batch within the time limit loses no answer."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,21 +24,30 @@ def launch(stack, key: str, text: str = PERSONAL) -> int:
 
 
 def count(db, campaign_id: int, condition: str, *params) -> int:
-    return rows(db, f"SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
-                    f" AND {condition}", campaign_id, *params)[0][0]
+    return rows(
+        db,
+        f"SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s AND {condition}",
+        campaign_id,
+        *params,
+    )[0][0]
 
 
 def accepted(stack) -> int:
     return stack.sim_messages(summary="1")["count"]
 
 
-def test_a_killed_worker_leaves_unknown_only_the_calls_that_were_in_flight(make_stack, db,
-                                                                           settings):
+def test_a_killed_worker_leaves_unknown_only_the_calls_that_were_in_flight(
+    make_stack, db, settings
+):
     # Given a personalised campaign of 600 sent by a worker of 2 processes x 8 calls at once
     # (16 calls in flight at most), 4 threads each, batches of 100, a provider taking 200 ms
     processes, concurrency = 2, 8
-    stack = make_stack(SEND_BATCH_SIZE="100", SEND_CONCURRENCY=str(concurrency),
-                       BROKER_HEARTBEAT_TIMEOUT_MS="2000", BROKER_MAINTENANCE_CHANCE="1000000")
+    stack = make_stack(
+        SEND_BATCH_SIZE="100",
+        SEND_CONCURRENCY=str(concurrency),
+        BROKER_HEARTBEAT_TIMEOUT_MS="2000",
+        BROKER_MAINTENANCE_CHANCE="1000000",
+    )
     stack.start_sim("--latency-ms", "200", "--dlr-delay-ms", "100")
     stack.start_web()
     stack.start_worker("worker-1", processes=processes, threads=4)
@@ -48,24 +58,35 @@ def test_a_killed_worker_leaves_unknown_only_the_calls_that_were_in_flight(make_
     # When the worker is killed with SIGKILL twice, mid-campaign, a new one starting each time
     in_flight, previous_kill = [], rows(db, "SELECT now() - interval '1 hour'")[0][0]
     for attempt, sent_before in ((1, 100), (2, 300)):
-        wait_for(lambda wanted=sent_before: accepted(stack) >= wanted, 60,
-                 f"{sent_before} messages sent")
+        wait_for(
+            lambda wanted=sent_before: accepted(stack) >= wanted, 60, f"{sent_before} messages sent"
+        )
         stack.kill(f"worker-{attempt}")
         # Then it held claimed at most the calls it could make at once (earlier kills' claims
         # are still unresolved: they are not counted again)
-        in_flight.append(count(db, campaign_id, "status = 'sending' AND claimed_at > %s",
-                               previous_kill))
+        in_flight.append(
+            count(db, campaign_id, "status = 'sending' AND claimed_at > %s", previous_kill)
+        )
         assert in_flight[-1] <= processes * concurrency, in_flight
         previous_kill = rows(db, "SELECT now()")[0][0]
         stack.start_worker(f"worker-{attempt + 1}", processes=processes, threads=4)
 
-    wait_for(lambda: count(db, campaign_id, "status = 'pending'") == 0, 120,
-             "every pending recipient to be claimed again")
-    wait_for(lambda: count(db, campaign_id, "status = 'sending' AND claimed_at > %s",
-                           previous_kill) == 0, 60, "the last worker to finish its calls")
+    wait_for(
+        lambda: count(db, campaign_id, "status = 'pending'") == 0,
+        120,
+        "every pending recipient to be claimed again",
+    )
+    wait_for(
+        lambda: (
+            count(db, campaign_id, "status = 'sending' AND claimed_at > %s", previous_kill) == 0
+        ),
+        60,
+        "the last worker to finish its calls",
+    )
     time.sleep(1)  # the last delivery reports: the evidence of calls in flight at the kills
-    reconcile.reconcile(dataclasses.replace(settings, claim_timeout_ms=1000,
-                                            batch_stale_after_ms=1000))
+    reconcile.reconcile(
+        dataclasses.replace(settings, claim_timeout_ms=1000, batch_stale_after_ms=1000)
+    )
 
     # ...only those can be of unknown outcome, and every other recipient was sent exactly once
     progress = stack.wait_finished(key, campaign_id, timeout=30)
@@ -137,14 +158,20 @@ def test_a_worker_shutting_down_stops_after_the_window_in_flight(make_stack, db)
 
 
 def test_a_provider_too_slow_for_a_whole_batch_within_the_time_limit_loses_no_answer(
-        make_stack, db):
+    make_stack, db
+):
     # Given a send time limit of 6.4 s (CLAIM_TIMEOUT_MS=8000), a provider answering in 1 s
     # with no delivery reports (no evidence could repair a lost answer), and batches of 40
     # over 4 calls at once: a batch takes 10 s at best; the clock reconciles every second
-    stack = make_stack(CLAIM_TIMEOUT_MS="8000", PROVIDER_CONNECT_TIMEOUT_MS="1000",
-                       PROVIDER_READ_TIMEOUT_MS="3000", SEND_BATCH_SIZE="40",
-                       SEND_CONCURRENCY="4", RECONCILE_INTERVAL_MS="1000",
-                       STATUS_REFRESH_INTERVAL_MS="1000")
+    stack = make_stack(
+        CLAIM_TIMEOUT_MS="8000",
+        PROVIDER_CONNECT_TIMEOUT_MS="1000",
+        PROVIDER_READ_TIMEOUT_MS="3000",
+        SEND_BATCH_SIZE="40",
+        SEND_CONCURRENCY="4",
+        RECONCILE_INTERVAL_MS="1000",
+        STATUS_REFRESH_INTERVAL_MS="1000",
+    )
     stack.start_sim("--latency-ms", "1000", "--no-dlr")
     stack.start_web()
     stack.start_worker(processes=1, threads=2)

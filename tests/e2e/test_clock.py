@@ -3,6 +3,7 @@ running their jobs against PostgreSQL, dying, pausing, and a Redis flush mid-cam
 
 Clocks run with a 1.5 s lock TTL, a 0.5 s retry and 1 s job intervals, so every failover
 happens within a few seconds."""
+
 from __future__ import annotations
 
 import json
@@ -11,22 +12,26 @@ import signal
 import socket
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from service import campaigns, contacts, credits, scheduling, shops
+from service.infra.dispatch import SEND_QUEUE
 from service.observability import clocks as clock_registry
 from service.observability import scheduler_state
 from service.observability.scheduler_state import JOB_NAMES, LEADER_KEY, read_lock
-from service.infra.dispatch import SEND_QUEUE
 from tests.e2e.stack import LOGS, Stack, lose_queued_messages, queued_messages, wait_for
 
 TTL_MS, RETRY_MS, INTERVAL_MS = 1500, 500, 1000
-FAST = {"SCHEDULER_LOCK_TTL_MS": str(TTL_MS), "SCHEDULER_LOCK_RETRY_MS": str(RETRY_MS),
-        "SCHEDULE_INTERVAL_MS": str(INTERVAL_MS), "RECONCILE_INTERVAL_MS": str(INTERVAL_MS),
-        "STATUS_REFRESH_INTERVAL_MS": str(INTERVAL_MS)}
+FAST = {
+    "SCHEDULER_LOCK_TTL_MS": str(TTL_MS),
+    "SCHEDULER_LOCK_RETRY_MS": str(RETRY_MS),
+    "SCHEDULE_INTERVAL_MS": str(INTERVAL_MS),
+    "RECONCILE_INTERVAL_MS": str(INTERVAL_MS),
+    "STATUS_REFRESH_INTERVAL_MS": str(INTERVAL_MS),
+}
 TTL_S, RETRY_S, INTERVAL_S = TTL_MS / 1000, RETRY_MS / 1000, INTERVAL_MS / 1000
 # Polling, process scheduling and a database round trip on a busy CI machine.
 SLACK_S = 0.5
@@ -59,7 +64,9 @@ def job_runs(db, holder: str | None = None) -> list[dict[str, Any]]:
     keys = ("job", "slot", "epoch", "holder", "started_at", "finished_at", "ok", "result")
     rows = db.execute_sql(
         f"SELECT {', '.join(keys)} FROM job_run WHERE %s::text IS NULL OR holder = %s"
-        " ORDER BY started_at", (holder, holder)).fetchall()
+        " ORDER BY started_at",
+        (holder, holder),
+    ).fetchall()
     return [dict(zip(keys, row)) for row in rows]
 
 
@@ -67,12 +74,18 @@ def database_now(db) -> datetime:
     return db.execute_sql("SELECT now()").fetchone()[0]
 
 
-def wait_for_leader(redis_client, clocks: dict[str, subprocess.Popen], db,
-                    timeout: float = 15) -> str:
+def wait_for_leader(
+    redis_client, clocks: dict[str, subprocess.Popen], db, timeout: float = 15
+) -> str:
     """The label of the clock that holds the lock and has run a job."""
     by_holder = {holder_of(process): label for label, process in clocks.items()}
-    holder = wait_for(lambda: (lambda h: h if h in by_holder and job_runs(db, h) else None)(
-        read_lock(redis_client)["holder"]), timeout, "a clock to lead and run a job")
+    holder = wait_for(
+        lambda: (lambda h: h if h in by_holder and job_runs(db, h) else None)(
+            read_lock(redis_client)["holder"]
+        ),
+        timeout,
+        "a clock to lead and run a job",
+    )
     return by_holder[holder]
 
 
@@ -96,7 +109,8 @@ def assert_one_leader_at_a_time(rows: list[dict[str, Any]], allow_overrun: bool 
     for run in rows:
         newer = [starts[e] for e in spans if e > run["epoch"]]
         assert not newer or run["started_at"] <= min(newer), (
-            f"epoch {run['epoch']} started {run['job']} after a newer epoch ran")
+            f"epoch {run['epoch']} started {run['job']} after a newer epoch ran"
+        )
 
 
 def first_run_after(db, holder: str, since: float, timeout: float) -> float:
@@ -106,9 +120,12 @@ def first_run_after(db, holder: str, since: float, timeout: float) -> float:
 
 
 def lock_taken_after(redis_client, holders: set[str], since: float, timeout: float) -> str:
-    holder = wait_for(lambda: (lambda h: h if h in holders else None)(
-        read_lock(redis_client)["holder"]), timeout, f"one of {holders} to take the lock",
-        interval=0.02)
+    holder = wait_for(
+        lambda: (lambda h: h if h in holders else None)(read_lock(redis_client)["holder"]),
+        timeout,
+        f"one of {holders} to take the lock",
+        interval=0.02,
+    )
     print(f"lock taken by {holder} after {time.monotonic() - since:.2f}s")
     return holder
 
@@ -119,36 +136,43 @@ def no_job_runs(db):
 
 
 # --- campaigns, set up the way the API would ---------------------------------------------------
-def scheduled_campaign(db, domain: str, recipients: int, credits_amount: int,
-                       due_in: timedelta) -> tuple[int, int]:
+def scheduled_campaign(
+    db, domain: str, recipients: int, credits_amount: int, due_in: timedelta
+) -> tuple[int, int]:
     """A shop with `recipients` contacts and a campaign scheduled `due_in` from database time."""
     # (about the clock, not consent: a shop that does not require it)
     shop, _ = shops.create_shop(domain, domain, "Shop", require_consent=False)
     if credits_amount:
         credits.top_up(shop.id, credits_amount, "initial")
-    contacts.import_contacts(shop.id, [{"phone": f"+30690{n:07d}", "first_name": f"N{n}"}
-                                       for n in range(recipients)])
+    contacts.import_contacts(
+        shop.id, [{"phone": f"+30690{n:07d}", "first_name": f"N{n}"} for n in range(recipients)]
+    )
     campaign = campaigns.create(shop.id, "Scheduled", "Hi {first_name}, our sale starts now")
-    db.execute_sql("UPDATE campaign SET status = 'scheduled', scheduled_at = now() + %s"
-                   " WHERE id = %s", (due_in, campaign.id))
+    db.execute_sql(
+        "UPDATE campaign SET status = 'scheduled', scheduled_at = now() + %s WHERE id = %s",
+        (due_in, campaign.id),
+    )
     return shop.id, campaign.id
 
 
 def campaign_row(db, campaign_id: int) -> dict[str, Any]:
     keys = ("status", "status_reason", "scheduled_at", "started_at")
-    row = db.execute_sql(f"SELECT {', '.join(keys)} FROM campaign WHERE id = %s",
-                         (campaign_id,)).fetchone()
+    row = db.execute_sql(
+        f"SELECT {', '.join(keys)} FROM campaign WHERE id = %s", (campaign_id,)
+    ).fetchone()
     return dict(zip(keys, row))
 
 
 def batches(db, campaign_id: int) -> list[tuple[str, int]]:
-    return db.execute_sql("SELECT key, publish_count FROM send_batch WHERE campaign_id = %s",
-                          (campaign_id,)).fetchall()
+    return db.execute_sql(
+        "SELECT key, publish_count FROM send_batch WHERE campaign_id = %s", (campaign_id,)
+    ).fetchall()
 
 
 # --- leader election ----------------------------------------------------------------------------
 def test_of_three_clocks_one_runs_jobs_and_standbys_take_over_when_it_dies_or_stops(
-        make_stack, db, redis_client):
+    make_stack, db, redis_client
+):
     # Given three clocks
     stack = make_stack(**FAST)
     clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b", "clock-c")}
@@ -170,16 +194,23 @@ def test_of_three_clocks_one_runs_jobs_and_standbys_take_over_when_it_dies_or_st
     # ...and health can tell who leads, on which epoch, every clock's RUN_SCHEDULER, and
     # when each job last ran (from Redis, and from PostgreSQL should Redis be flushed)
     leader_holder = holder_of(clocks[first])
-    state = wait_for(lambda: (lambda st: st if len(st["clocks"]) == 3 else None)(
-        scheduler_state.snapshot(redis_client)), 5, "three clocks to register")
+    state = wait_for(
+        lambda: (lambda st: st if len(st["clocks"]) == 3 else None)(
+            scheduler_state.snapshot(redis_client)
+        ),
+        5,
+        "three clocks to register",
+    )
     assert state["lock"]["holder"] == leader_holder and 0 < state["lock"]["ttl_ms"] <= TTL_MS
     assert state["run_scheduler"] == {holder_of(p): True for p in clocks.values()}
     assert [c["holder"] for c in state["clocks"] if c["leading"]] == [leader_holder]
     assert {name: run["holder"] for name, run in state["jobs"].items()} == dict.fromkeys(
-        JOB_NAMES, leader_holder)
+        JOB_NAMES, leader_holder
+    )
     recorded = scheduler_state.latest_from_database(JOB_NAMES)
     assert {name: run["epoch"] for name, run in recorded.items()} == dict.fromkeys(
-        JOB_NAMES, state["lock"]["epoch"])
+        JOB_NAMES, state["lock"]["epoch"]
+    )
     assert scheduler_state.problems(state) == []
 
     # When the leader is killed with SIGKILL (no chance to release its lock)
@@ -197,8 +228,10 @@ def test_of_three_clocks_one_runs_jobs_and_standbys_take_over_when_it_dies_or_st
 
     # When that leader gets SIGTERM (a deploy, a scale-down)
     last_standby = standbys - {second_holder}
-    before = {job: max(r["slot"] for r in job_runs(db, second_holder) if r["job"] == job)
-              for job in JOB_NAMES}
+    before = {
+        job: max(r["slot"] for r in job_runs(db, second_holder) if r["job"] == job)
+        for job in JOB_NAMES
+    }
     terminated_at = time.monotonic()
     os.killpg(clocks[second].pid, signal.SIGTERM)
 
@@ -209,8 +242,11 @@ def test_of_three_clocks_one_runs_jobs_and_standbys_take_over_when_it_dies_or_st
     print(f"SIGTERM: standby took the lock {term_takeover:.2f}s after the signal")
     assert clocks[second].wait(10) == 0
     assert "released the leader lock" in messages(stack, second)
-    wait_for(lambda: {r["job"] for r in job_runs(db, third_holder)} == set(JOB_NAMES),
-             RETRY_S + 1 + INTERVAL_S, "the last clock to run every job")
+    wait_for(
+        lambda: {r["job"] for r in job_runs(db, third_holder)} == set(JOB_NAMES),
+        RETRY_S + 1 + INTERVAL_S,
+        "the last clock to run every job",
+    )
     for job in JOB_NAMES:
         after = min(r["slot"] for r in job_runs(db, third_holder) if r["job"] == job)
         assert after <= before[job] + 1, f"{job}: slots {before[job]} -> {after}"
@@ -223,7 +259,8 @@ def test_of_three_clocks_one_runs_jobs_and_standbys_take_over_when_it_dies_or_st
 
 
 def test_the_lock_ttl_in_force_is_the_configured_one_renewed_every_third(
-        make_stack, db, redis_client):
+    make_stack, db, redis_client
+):
     # Given a clock with a 4 s TTL (renewed every min(TTL/3, retry) = 0.5 s)
     ttl_ms = 4000
     stack = make_stack(**{**FAST, "SCHEDULER_LOCK_TTL_MS": str(ttl_ms)})
@@ -241,8 +278,7 @@ def test_the_lock_ttl_in_force_is_the_configured_one_renewed_every_third(
     assert all(ttl_ms - RETRY_MS - 1000 <= pttl <= ttl_ms for pttl in samples), samples
 
 
-def test_a_leader_paused_past_its_ttl_repeats_nothing_and_steps_down(
-        make_stack, db, redis_client):
+def test_a_leader_paused_past_its_ttl_repeats_nothing_and_steps_down(make_stack, db, redis_client):
     # Given two clocks, and a campaign that falls due while the leader will be paused
     stack = make_stack(**FAST)
     clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b")}
@@ -254,23 +290,31 @@ def test_a_leader_paused_past_its_ttl_repeats_nothing_and_steps_down(
     clocks[leader].send_signal(signal.SIGSTOP)
     stopped_at = database_now(db)
     paused = time.monotonic()
-    lock_taken_after(redis_client, {holder_of(clocks[standby])}, paused,
-                     TTL_S + RETRY_S + SLACK_S)
-    wait_for(lambda: campaign_row(db, campaign_id)["status"] == "sending", 2 * INTERVAL_S + 1,
-             "the standby to launch the campaign")
+    lock_taken_after(redis_client, {holder_of(clocks[standby])}, paused, TTL_S + RETRY_S + SLACK_S)
+    wait_for(
+        lambda: campaign_row(db, campaign_id)["status"] == "sending",
+        2 * INTERVAL_S + 1,
+        "the standby to launch the campaign",
+    )
     time.sleep(max(0.0, TTL_S + 2 - (time.monotonic() - paused)))
     # ...and then continues (SIGCONT), waking up with jobs overdue on its timers
     clocks[leader].send_signal(signal.SIGCONT)
 
     # Then it steps down at its first renewal, and runs nothing after waking
-    wait_for(lambda: "stepped down: this clock no longer runs jobs" in messages(stack, leader),
-             RETRY_S + 2, "the woken leader to step down")
+    wait_for(
+        lambda: "stepped down: this clock no longer runs jobs" in messages(stack, leader),
+        RETRY_S + 2,
+        "the woken leader to step down",
+    )
     time.sleep(2 * INTERVAL_S)
     late = [r for r in job_runs(db, holder_of(clocks[leader])) if r["started_at"] >= stopped_at]
     assert late == []
     assert read_lock(redis_client)["holder"] == holder_of(clocks[standby])
-    entry = next(c for c in clock_registry.live_clocks(redis_client)
-                 if c["holder"] == holder_of(clocks[leader]))
+    entry = next(
+        c
+        for c in clock_registry.live_clocks(redis_client)
+        if c["holder"] == holder_of(clocks[leader])
+    )
     assert entry["leading"] is False
 
     # And the campaign was launched once: each batch published once, queued once
@@ -282,14 +326,17 @@ def test_a_leader_paused_past_its_ttl_repeats_nothing_and_steps_down(
 
 
 def test_clocks_with_run_scheduler_false_stay_up_run_nothing_and_say_why(
-        make_stack, db, redis_client):
+    make_stack, db, redis_client
+):
     # Given a campaign due now, and only clocks with RUN_SCHEDULER=false
     _, campaign_id = scheduled_campaign(db, "idle.example", 5, 100, timedelta(seconds=-1))
     stack = make_stack(**FAST, RUN_SCHEDULER="false")
     clocks = {label: start_clock(stack, label) for label in ("clock-a", "clock-b")}
 
     # When several retry periods and job intervals go by
-    wait_for(lambda: len(clock_registry.live_clocks(redis_client)) == 2, 15, "both clocks to report")
+    wait_for(
+        lambda: len(clock_registry.live_clocks(redis_client)) == 2, 15, "both clocks to report"
+    )
     time.sleep(3 * INTERVAL_S)
 
     # Then both are still running, nobody took the lock, no job ran, the campaign waits...
@@ -302,12 +349,14 @@ def test_clocks_with_run_scheduler_false_stay_up_run_nothing_and_say_why(
     assert state["run_scheduler"] == {holder_of(p): False for p in clocks.values()}
     assert not any(c["leading"] for c in state["clocks"])
     assert scheduler_state.problems(state) == [
-        "no scheduler leader: every live clock has RUN_SCHEDULER=false"]
+        "no scheduler leader: every live clock has RUN_SCHEDULER=false"
+    ]
     # ...and each clock's log says so at start
     for label in clocks:
         warning = next(e for e in log_entries(stack, label) if e["level"] == "warning")
-        assert warning["msg"].startswith("RUN_SCHEDULER=false: this clock will never take the "
-                                         "leader lock nor run any job")
+        assert warning["msg"].startswith(
+            "RUN_SCHEDULER=false: this clock will never take the leader lock nor run any job"
+        )
         assert warning["lock"]["exists"] is False
 
 
@@ -346,17 +395,27 @@ def test_a_scheduled_campaign_launches_on_time_once_with_two_clocks(make_stack, 
     _, broke_key = stack.create_shop("broke.example", credits=0)
     stack.import_contacts(key, 50)
     stack.import_contacts(broke_key, 5, start=100)
-    due = datetime.now(timezone.utc) + timedelta(seconds=2.5)
+    due = datetime.now(UTC) + timedelta(seconds=2.5)
     ids = {}
     for name, shop_key in (("on-time", key), ("broke", broke_key), ("missed", key)):
-        created = stack.call("POST", "/campaigns", shop_key,
-                             json={"name": name, "text": "Hi {first_name}, sale today"})
+        created = stack.call(
+            "POST",
+            "/campaigns",
+            shop_key,
+            json={"name": name, "text": "Hi {first_name}, sale today"},
+        )
         ids[name] = created.json()["id"]
-        scheduled = stack.call("POST", f"/campaigns/{ids[name]}/schedule", shop_key,
-                               json={"scheduled_at": due.isoformat()})
+        scheduled = stack.call(
+            "POST",
+            f"/campaigns/{ids[name]}/schedule",
+            shop_key,
+            json={"scheduled_at": due.isoformat()},
+        )
         assert scheduled.status_code == 200, scheduled.text
-    db.execute_sql("UPDATE campaign SET scheduled_at = now() - interval '2 hours'"
-                   " WHERE id = %s", (ids["missed"],))
+    db.execute_sql(
+        "UPDATE campaign SET scheduled_at = now() - interval '2 hours' WHERE id = %s",
+        (ids["missed"],),
+    )
 
     # When its time comes
     progress = stack.wait_finished(key, ids["on-time"], timeout=30)
@@ -370,8 +429,11 @@ def test_a_scheduled_campaign_launches_on_time_once_with_two_clocks(make_stack, 
     sent = stack.sim_messages()
     assert sent["count"] == 50 and len({m["to"] for m in sent["messages"]}) == 50
     assert all(count == 1 for _, count in batches(db, ids["on-time"]))
-    launches = [r for r in job_runs(db) if r["job"] == "launch_scheduled"
-                and ids["on-time"] in r["result"]["launched"]]
+    launches = [
+        r
+        for r in job_runs(db)
+        if r["job"] == "launch_scheduled" and ids["on-time"] in r["result"]["launched"]
+    ]
     assert len(launches) == 1
 
     # And the other two failed, saying why, with nothing reserved
@@ -387,7 +449,8 @@ def test_a_scheduled_campaign_launches_on_time_once_with_two_clocks(make_stack, 
 
 @pytest.mark.brokers("redis", "rabbitmq")
 def test_a_campaign_survives_a_redis_flush_and_sends_each_message_once(
-        make_stack, db, redis_client):
+    make_stack, db, redis_client
+):
     # Given the whole stack with two clocks and a slow provider, and a 600-recipient campaign
     # in batches of 20 that is still sending
     stack = make_stack(**FAST, BATCH_STALE_AFTER_MS="2000", SEND_BATCH_SIZE="20")
@@ -399,11 +462,16 @@ def test_a_campaign_survives_a_redis_flush_and_sends_each_message_once(
     wait_for_leader(redis_client, clocks, db)
     _, key = stack.create_shop("flushed.example", credits=5000)
     stack.import_contacts(key, 600)
-    campaign_id = stack.call("POST", "/campaigns", key,
-                             json={"name": "Flush", "text": "Hi {first_name}!"}).json()["id"]
+    campaign_id = stack.call(
+        "POST", "/campaigns", key, json={"name": "Flush", "text": "Hi {first_name}!"}
+    ).json()["id"]
     assert stack.call("POST", f"/campaigns/{campaign_id}/enqueue", key).status_code == 202
-    at_flush = wait_for(lambda: (lambda p: p if p["sent"] >= 40 else None)(
-        stack.progress(key, campaign_id)), 30, "the first 40 messages", interval=0.05)
+    at_flush = wait_for(
+        lambda: (lambda p: p if p["sent"] >= 40 else None)(stack.progress(key, campaign_id)),
+        30,
+        "the first 40 messages",
+        interval=0.05,
+    )
 
     # When the broker loses every queued batch: on Redis a flush, which also takes the leader
     # lock and the clock registry; on RabbitMQ its queues purged
@@ -421,7 +489,10 @@ def test_a_campaign_survives_a_redis_flush_and_sends_each_message_once(
     # ...because the leader (re-)took the lock and republished the lost batches from PostgreSQL
     assert read_lock(redis_client)["exists"]
     # (a run still under way has no result yet: the leader keeps running jobs)
-    republished = sum((r["result"] or {}).get("republished_batches", 0) for r in job_runs(db)
-                      if r["job"] == "reconcile" and r["started_at"] > flushed_at)
+    republished = sum(
+        (r["result"] or {}).get("republished_batches", 0)
+        for r in job_runs(db)
+        if r["job"] == "reconcile" and r["started_at"] > flushed_at
+    )
     assert republished > 0
     assert_one_leader_at_a_time(job_runs(db), allow_overrun=True)

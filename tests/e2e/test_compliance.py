@@ -2,6 +2,7 @@
 that number at once with one answer and START subscribes it again; Shopify's customers/redact
 erases a customer from every table, is refused without a good signature, and the erased number
 is never messaged again. The simulator plays the customer (`POST /_sim/inbound`)."""
+
 from __future__ import annotations
 
 import base64
@@ -23,21 +24,32 @@ def start(stack: Stack, *sim_options: str) -> None:
     stack.start_sim("--dlr-delay-ms", "50", *sim_options)
     stack.start_web()
     stack.start_worker()
-    stack.sim_config(inbound_url=f"{stack.web}/webhooks/mitto/inbound"
-                                 f"?token={DLR_WEBHOOK_SECRET}")
+    stack.sim_config(inbound_url=f"{stack.web}/webhooks/mitto/inbound?token={DLR_WEBHOOK_SECRET}")
 
 
 def create_shop(stack: Stack, domain: str, credits: int) -> tuple[int, str]:
-    shop = stack.call("POST", "/admin/shops", ADMIN_TOKEN,
-                      json={"domain": domain, "name": "Compliance", "sender": SENDER}).json()
-    assert stack.call("POST", f"/admin/shops/{shop['id']}/credits", ADMIN_TOKEN, json={
-        "amount": credits, "reference": "initial"}).status_code == 201
+    shop = stack.call(
+        "POST",
+        "/admin/shops",
+        ADMIN_TOKEN,
+        json={"domain": domain, "name": "Compliance", "sender": SENDER},
+    ).json()
+    assert (
+        stack.call(
+            "POST",
+            f"/admin/shops/{shop['id']}/credits",
+            ADMIN_TOKEN,
+            json={"amount": credits, "reference": "initial"},
+        ).status_code
+        == 201
+    )
     return shop["id"], shop["api_key"]
 
 
 def launch(stack: Stack, key: str, text: str, **fields) -> dict:
-    campaign = stack.call("POST", "/campaigns", key,
-                          json={"name": "c", "text": text, **fields}).json()
+    campaign = stack.call(
+        "POST", "/campaigns", key, json={"name": "c", "text": text, **fields}
+    ).json()
     enqueued = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key)
     assert enqueued.status_code == 202, enqueued.text
     return enqueued.json()
@@ -45,8 +57,11 @@ def launch(stack: Stack, key: str, text: str, **fields) -> dict:
 
 def customer_writes(stack: Stack, phone: str, text: str, repeat: int = 1) -> list[dict]:
     """The customer's message as the provider forwards it (digits, no `+`); the app's answers."""
-    answer = requests.post(f"{stack.sim}/_sim/inbound", timeout=60, json={
-        "from": phone.lstrip("+"), "to": SENDER, "text": text, "repeat": repeat})
+    answer = requests.post(
+        f"{stack.sim}/_sim/inbound",
+        timeout=60,
+        json={"from": phone.lstrip("+"), "to": SENDER, "text": text, "repeat": repeat},
+    )
     assert answer.status_code == 200, answer.text
     answers = answer.json()["answers"]
     assert [a["status"] for a in answers] == [200] * repeat, answers
@@ -55,14 +70,17 @@ def customer_writes(stack: Stack, phone: str, text: str, repeat: int = 1) -> lis
 
 def books(db, shop_id: int) -> tuple:
     """(balance, ledger rows, ledger sum, debits) of the shop."""
-    return rows(db, "SELECT s.credit_balance, count(t.id), coalesce(sum(t.amount), 0),"
-                    " count(t.id) FILTER (WHERE t.kind = 'debit') FROM shop s"
-                    " LEFT JOIN credit_transaction t ON t.shop_id = s.id WHERE s.id = %s"
-                    " GROUP BY s.id", shop_id)[0]
+    return rows(
+        db,
+        "SELECT s.credit_balance, count(t.id), coalesce(sum(t.amount), 0),"
+        " count(t.id) FILTER (WHERE t.kind = 'debit') FROM shop s"
+        " LEFT JOIN credit_transaction t ON t.shop_id = s.id WHERE s.id = %s"
+        " GROUP BY s.id",
+        shop_id,
+    )[0]
 
 
-def test_a_stop_in_the_middle_of_a_campaign_stops_that_number_and_start_resumes_it(make_stack,
-                                                                                   db):
+def test_a_stop_in_the_middle_of_a_campaign_stops_that_number_and_start_resumes_it(make_stack, db):
     # Given a campaign of 300 messages in batches of 10, each provider call taking 400 ms
     stack = make_stack(SEND_BATCH_SIZE="10")
     start(stack, "--latency-ms", "400")
@@ -72,18 +90,22 @@ def test_a_stop_in_the_middle_of_a_campaign_stops_that_number_and_start_resumes_
     first = launch(stack, key, "Summer sale today", append_unsubscribe=False)
     wait_for(lambda: stack.sim_messages(summary="1")["count"] > 0, 30, "the first messages")
     assert rows(db, "SELECT status FROM campaign_recipient WHERE phone = %s", target) == [
-        ("pending",)], "the campaign reached the number before its STOP: nothing to prove"
+        ("pending",)
+    ], "the campaign reached the number before its STOP: nothing to prove"
 
     # When its customer replies STOP while the campaign sends, delivered twice by the provider
     answers = customer_writes(stack, target, "Stop!", repeat=2)
 
     # Then the second delivery is recognised, and the campaign finishes without the number
     assert [(a["keyword"], a["duplicate"], a["reply"]) for a in answers] == [
-        ("stop", False, "sent"), ("stop", True, None)]
+        ("stop", False, "sent"),
+        ("stop", True, None),
+    ]
     progress = stack.wait_finished(key, first["id"], timeout=120)
     assert (progress["status"], progress["sent"], progress["skipped"]) == ("completed", 299, 1)
-    assert rows(db, "SELECT status, error FROM campaign_recipient WHERE phone = %s",
-                target) == [("skipped", "suppressed")]
+    assert rows(db, "SELECT status, error FROM campaign_recipient WHERE phone = %s", target) == [
+        ("skipped", "suppressed")
+    ]
     # And the number got exactly one message, the answer, from the number it wrote to
     to_target = stack.sim_messages(to=target)["messages"]
     assert [(m["from"], m["endpoint"]) for m in to_target] == [(SENDER, "sms")]
@@ -111,49 +133,70 @@ def sign(body: bytes, secret: str = SHOPIFY_API_SECRET) -> str:
 
 
 def test_a_redact_webhook_erases_the_customer_everywhere_and_only_with_its_signature(
-        make_stack, db):
+    make_stack, db
+):
     # Given a shop whose five customers got a personalised campaign, delivered, and one of
     # whom (Zenobia) replied
     stack = make_stack()
     start(stack)
     domain = "redact-e2e.myshopify.com"
     shop_id, key = create_shop(stack, domain, credits=1000)
-    people = [(f"+30690000100{n}", name) for n, name in
-              enumerate(("Alexia", "Zenobia", "Chrysa", "Danae", "Ermis"))]
+    people = [
+        (f"+30690000100{n}", name)
+        for n, name in enumerate(("Alexia", "Zenobia", "Chrysa", "Danae", "Ermis"))
+    ]
     phone, digits = people[1][0], people[1][0].lstrip("+")
     contacts = [{"phone": p, "first_name": name, "consent": CONSENT} for p, name in people]
     assert stack.call("POST", "/contacts", key, json={"contacts": contacts}).status_code == 200
     first = launch(stack, key, "Hi {first_name}, your summer offer is ready")
     stack.wait_finished(key, first["id"], timeout=60)
-    wait_for(lambda: stack.progress(key, first["id"])["delivery"] == {"Delivered": 5}, 30,
-             "the delivery reports")
+    wait_for(
+        lambda: stack.progress(key, first["id"])["delivery"] == {"Delivered": 5},
+        30,
+        "the delivery reports",
+    )
     customer_writes(stack, phone, "Thanks, Zenobia here")
     held = {table for table, _, _ in places_holding(db, digits)}
     assert {"contact", "campaign_recipient", "delivery_report", "inbound_message"} <= held
     assert {table for table, _, _ in places_holding(db, "Zenobia")} >= {"message_log"}
     before, where = books(db, shop_id), places_holding(db, digits)
-    body = json.dumps({"shop_id": 1, "shop_domain": domain, "orders_to_redact": [],
-                       "customer": {"id": 7, "email": "z@example.com", "phone": phone}}).encode()
+    body = json.dumps(
+        {
+            "shop_id": 1,
+            "shop_domain": domain,
+            "orders_to_redact": [],
+            "customer": {"id": 7, "email": "z@example.com", "phone": phone},
+        }
+    ).encode()
     url = f"{stack.web}/webhooks/shopify/customers/redact"
 
     # When Shopify's redact arrives with a bad signature
-    forged = requests.post(url, data=body, timeout=30, headers={
-        "Content-Type": "application/json", "X-Shopify-Hmac-Sha256": sign(body, "x" * 40)})
+    forged = requests.post(
+        url,
+        data=body,
+        timeout=30,
+        headers={"Content-Type": "application/json", "X-Shopify-Hmac-Sha256": sign(body, "x" * 40)},
+    )
     # Then it is refused and nothing changed
     assert forged.status_code == 401
     assert places_holding(db, digits) == where
 
     # When it arrives signed
-    redacted = requests.post(url, data=body, timeout=30, headers={
-        "Content-Type": "application/json", "X-Shopify-Hmac-Sha256": sign(body)})
+    redacted = requests.post(
+        url,
+        data=body,
+        timeout=30,
+        headers={"Content-Type": "application/json", "X-Shopify-Hmac-Sha256": sign(body)},
+    )
     # Then the number and the name are in no column of any table, the balances are unchanged,
     # and the number is suppressed by its digest
     assert redacted.status_code == 200, redacted.text
     assert places_holding(db, digits) == []
     assert places_holding(db, "Zenobia") == []
     assert books(db, shop_id) == before
-    assert rows(db, "SELECT source FROM suppression WHERE shop_id = %s AND phone IS NULL",
-                shop_id) == [("erasure",)]
+    assert rows(
+        db, "SELECT source FROM suppression WHERE shop_id = %s AND phone IS NULL", shop_id
+    ) == [("erasure",)]
 
     # When the merchant imports every customer again and sends a new campaign
     assert stack.call("POST", "/contacts", key, json={"contacts": contacts}).status_code == 200

@@ -1,4 +1,5 @@
 """Credits and concurrency: exact reservations, racing enqueues, duplicate publishes."""
+
 from __future__ import annotations
 
 import threading
@@ -8,8 +9,9 @@ from tests.e2e.invariants import assert_invariants, rows
 
 
 def create_campaign(stack, key: str, text: str = "Weekend offer, reply STOP to opt out") -> int:
-    answer = stack.call("POST", "/campaigns", key,
-                        json={"name": "c", "text": text, "append_unsubscribe": False})
+    answer = stack.call(
+        "POST", "/campaigns", key, json={"name": "c", "text": text, "append_unsubscribe": False}
+    )
     assert answer.status_code == 201, answer.text
     return answer.json()["id"]
 
@@ -43,8 +45,11 @@ def test_a_balance_that_covers_exactly_the_reservation_sends_every_message(stack
     # Then every message is sent and the balance is exactly spent
     progress = stack.wait_finished(key, campaign_id, timeout=60)
     assert (progress["status"], progress["sent"]) == ("completed", 300)
-    assert stack.call("GET", "/credits", key).json() == {"balance": 0, "reserved": 0,
-                                                          "available": 0}
+    assert stack.call("GET", "/credits", key).json() == {
+        "balance": 0,
+        "reserved": 0,
+        "available": 0,
+    }
     assert_invariants(db, stack, shop_id, campaign_id)
 
 
@@ -87,8 +92,10 @@ def test_two_campaigns_that_together_exceed_the_credits_one_is_refused(stack, db
     first, second = create_campaign(stack, key), create_campaign(stack, key)
 
     # When both are enqueued at the same moment
-    answers = at_once(lambda: stack.call("POST", f"/campaigns/{first}/enqueue", key),
-                      lambda: stack.call("POST", f"/campaigns/{second}/enqueue", key))
+    answers = at_once(
+        lambda: stack.call("POST", f"/campaigns/{first}/enqueue", key),
+        lambda: stack.call("POST", f"/campaigns/{second}/enqueue", key),
+    )
 
     # Then exactly one is accepted and the other gets 402, with nothing of it written
     assert sorted(a.status_code for a in answers) == [202, 402]
@@ -96,8 +103,9 @@ def test_two_campaigns_that_together_exceed_the_credits_one_is_refused(stack, db
     loser = second if winner == first else first
     assert stack.wait_finished(key, winner, timeout=60)["sent"] == 300
     assert stack.call("GET", f"/campaigns/{loser}", key).json()["status"] == "draft"
-    assert rows(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s",
-                loser)[0][0] == 0
+    assert (
+        rows(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s", loser)[0][0] == 0
+    )
     assert stack.call("GET", "/credits", key).json()["balance"] == 200
     assert_invariants(db, stack, shop_id, winner)
 

@@ -1,5 +1,6 @@
 """Crashes and failures in the middle of a send: nothing is sent twice, nothing is lost, and
 the ledger still balances."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,12 @@ def count(db, sql: str, *params) -> int:
 @pytest.mark.brokers("redis", "rabbitmq")
 def test_worker_killed_mid_batch_sends_nothing_twice(make_stack, db, settings):
     # Given a personalised campaign sent slowly (100 ms per provider call, 8 in flight)
-    stack = make_stack(SEND_BATCH_SIZE="50", SEND_CONCURRENCY="8",
-                       BROKER_HEARTBEAT_TIMEOUT_MS="2000", BROKER_MAINTENANCE_CHANCE="1000000")
+    stack = make_stack(
+        SEND_BATCH_SIZE="50",
+        SEND_CONCURRENCY="8",
+        BROKER_HEARTBEAT_TIMEOUT_MS="2000",
+        BROKER_MAINTENANCE_CHANCE="1000000",
+    )
     stack.start_sim("--latency-ms", "100", "--dlr-delay-ms", "100")
     stack.start_web()
     stack.start_worker("worker-1")
@@ -42,17 +47,41 @@ def test_worker_killed_mid_batch_sends_nothing_twice(make_stack, db, settings):
     wait_for(lambda: stack.sim_messages(summary="1")["count"] >= 60, 30, "some messages sent")
     stack.kill("worker-1")
     killed_at = rows(db, "SELECT now()")[0][0]
-    in_flight = count(db, "SELECT count(*) FROM campaign_recipient"
-                          " WHERE campaign_id = %s AND status = 'sending'", campaign_id)
+    in_flight = count(
+        db,
+        "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s AND status = 'sending'",
+        campaign_id,
+    )
     # ...and a new worker takes over (Dramatiq requeues the dead worker's messages; RabbitMQ
     # does it as soon as the dead worker's connection drops)
     stack.start_worker("worker-2")
-    wait_for(lambda: count(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
-                               " AND status = 'pending'", campaign_id) == 0, 90,
-             "every pending recipient to be claimed again")
-    wait_for(lambda: count(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
-                               " AND status = 'sending' AND claimed_at > %s",
-                           campaign_id, killed_at) == 0, 60, "the new worker to finish its calls")
+    wait_for(
+        lambda: (
+            count(
+                db,
+                "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
+                " AND status = 'pending'",
+                campaign_id,
+            )
+            == 0
+        ),
+        90,
+        "every pending recipient to be claimed again",
+    )
+    wait_for(
+        lambda: (
+            count(
+                db,
+                "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
+                " AND status = 'sending' AND claimed_at > %s",
+                campaign_id,
+                killed_at,
+            )
+            == 0
+        ),
+        60,
+        "the new worker to finish its calls",
+    )
     time.sleep(1)  # let the last delivery reports land: they are the evidence
     # ...and the reconcile services run with a short claim timeout
     short = dataclasses.replace(settings, claim_timeout_ms=1000, batch_stale_after_ms=1000)
@@ -126,8 +155,9 @@ def enqueue_and_die(stack, key: str, campaign_id: int) -> None:
 
 
 @pytest.mark.brokers("redis")  # the web process hangs on its Redis broker's publish
-def test_web_killed_between_commit_and_publish_is_healed_by_the_reconciler(make_stack, db,
-                                                                           settings):
+def test_web_killed_between_commit_and_publish_is_healed_by_the_reconciler(
+    make_stack, db, settings
+):
     # Given a web process whose Redis hangs after the enqueue checked it, so the web process
     # stops between the enqueue's commit and its publish
     hole = FreezingRedis(settings.redis_url)
@@ -138,19 +168,32 @@ def test_web_killed_between_commit_and_publish_is_healed_by_the_reconciler(make_
         stack.start_web(workers=1)
         shop_id, key = stack.create_shop("publish.example", credits=1000)
         stack.import_contacts(key, 120)
-        campaign = stack.call("POST", "/campaigns", key,
-                              json={"name": "c", "text": "Flash sale today"}).json()
-        threading.Thread(target=enqueue_and_die, args=(stack, key, campaign["id"]),
-                         daemon=True).start()
-        wait_for(lambda: count(db, "SELECT count(*) FROM send_batch WHERE campaign_id = %s",
-                               campaign["id"]), 20, "the enqueue transaction to commit")
+        campaign = stack.call(
+            "POST", "/campaigns", key, json={"name": "c", "text": "Flash sale today"}
+        ).json()
+        threading.Thread(
+            target=enqueue_and_die, args=(stack, key, campaign["id"]), daemon=True
+        ).start()
+        wait_for(
+            lambda: count(
+                db, "SELECT count(*) FROM send_batch WHERE campaign_id = %s", campaign["id"]
+            ),
+            20,
+            "the enqueue transaction to commit",
+        )
 
         # When the web process is killed before it could publish
         stack.kill("web")
     finally:
         hole.close()
-    assert count(db, "SELECT count(*) FROM send_batch WHERE campaign_id = %s"
-                     " AND state = 'pending'", campaign["id"]) >= 1
+    assert (
+        count(
+            db,
+            "SELECT count(*) FROM send_batch WHERE campaign_id = %s AND state = 'pending'",
+            campaign["id"],
+        )
+        >= 1
+    )
     stack.env["REDIS_URL"] = settings.redis_url
     stack.start_worker()
     time.sleep(1)

@@ -1,5 +1,6 @@
 """`astronote demo` as a user runs it: its own stack (gunicorn, Dramatiq, clock, simulator)
 against the tests' PostgreSQL and Redis, and a report that says the books balance."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,15 @@ def run_demo(service_urls, *args: str) -> tuple[int, str]:
     env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url}
     for name in ("PORT", "ADMIN_TOKEN", "MITTO_API_KEY", "MITTO_API_BASE", "PUBLIC_BASE_URL"):
         env.pop(name, None)
-    demo = subprocess.Popen([sys.executable, "-m", "astronote", "demo", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "astronote", "demo", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = demo.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:

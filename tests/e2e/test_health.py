@@ -2,6 +2,7 @@
 `/metrics`, the start lines of each process, and `astronote status`, while workers, clocks
 and Redis die and come back. The seed's incident (no worker consuming `sms-send`, an idle
 clock, readiness green) must show within a minute."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,13 @@ import redis
 from tests.e2e.stack import LOGS, ROOT, Stack, free_port, wait_for
 
 TTL_MS, RETRY_MS = 1500, 500
-FAST_CLOCK = {"SCHEDULER_LOCK_TTL_MS": str(TTL_MS), "SCHEDULER_LOCK_RETRY_MS": str(RETRY_MS),
-              "RECONCILE_INTERVAL_MS": "1000", "STATUS_REFRESH_INTERVAL_MS": "1000",
-              "SCHEDULE_INTERVAL_MS": "1000"}
+FAST_CLOCK = {
+    "SCHEDULER_LOCK_TTL_MS": str(TTL_MS),
+    "SCHEDULER_LOCK_RETRY_MS": str(RETRY_MS),
+    "RECONCILE_INTERVAL_MS": "1000",
+    "STATUS_REFRESH_INTERVAL_MS": "1000",
+    "SCHEDULE_INTERVAL_MS": "1000",
+}
 # SPEC 8 / issue 4: every such state is visible within a minute.
 VISIBLE_WITHIN_S = 60
 
@@ -50,8 +55,12 @@ def scrape(stack: Stack):
 
 def health_when(stack: Stack, predicate, timeout: float, what: str) -> dict[str, Any]:
     """Poll `/health/full` until `predicate(status, body)` holds; the body."""
-    return wait_for(lambda: (lambda s, b: b if predicate(s, b) else None)(*health(stack)),
-                    timeout, what, interval=0.2)
+    return wait_for(
+        lambda: (lambda s, b: b if predicate(s, b) else None)(*health(stack)),
+        timeout,
+        what,
+        interval=0.2,
+    )
 
 
 def holder_of(process: subprocess.Popen) -> str:
@@ -87,8 +96,12 @@ def launch_campaign(stack: Stack, key: str, recipients: int, **fields: Any) -> i
     """Import `recipients` contacts and launch one campaign to all of them. Without an
     unsubscribe link every text is the same, so each batch is one /smsbulk call."""
     stack.import_contacts(key, recipients)
-    body = {"name": "Sale", "text": "Big sale today, reply STOP to opt out",
-            "append_unsubscribe": False, **fields}
+    body = {
+        "name": "Sale",
+        "text": "Big sale today, reply STOP to opt out",
+        "append_unsubscribe": False,
+        **fields,
+    }
     created = stack.call("POST", "/campaigns", key, json=body)
     assert created.status_code == 201, created.text
     enqueued = stack.call("POST", f"/campaigns/{created.json()['id']}/enqueue", key)
@@ -97,8 +110,7 @@ def launch_campaign(stack: Stack, key: str, recipients: int, **fields: Any) -> i
 
 
 # --- workers --------------------------------------------------------------------------------
-def test_every_worker_stopped_is_reported_within_a_minute_and_a_new_one_heals_it(
-        observed_stack):
+def test_every_worker_stopped_is_reported_within_a_minute_and_a_new_one_heals_it(observed_stack):
     # Given a healthy system: web, one worker process, one clock
     stack = observed_stack(**FAST_CLOCK)
     stack.start_web()
@@ -121,8 +133,12 @@ def test_every_worker_stopped_is_reported_within_a_minute_and_a_new_one_heals_it
     died = time.monotonic()
 
     # Then /health/full says so, naming workers, within a minute
-    body = health_when(stack, lambda s, b: s == 503 and not b["ok"], VISIBLE_WITHIN_S,
-                       "/health/full to report the dead worker")
+    body = health_when(
+        stack,
+        lambda s, b: s == 503 and not b["ok"],
+        VISIBLE_WITHIN_S,
+        "/health/full to report the dead worker",
+    )
     print(f"dead worker reported after {time.monotonic() - died:.1f}s")
     assert any("no live worker" in problem for problem in body["problems"]), body["problems"]
     assert body["workers"]["live"] == 0
@@ -148,11 +164,16 @@ def test_a_worker_that_consumes_only_one_queue_leaves_the_other_reported(observe
     stack.start_worker(threads=1, queues=("sms-send",))
 
     # Then health names the queue nobody consumes
-    body = health_when(stack, lambda s, b: b["workers"].get("live") == 1
-                       and b["scheduler"]["lock"]["exists"], 30, "the worker and the leader")
+    body = health_when(
+        stack,
+        lambda s, b: b["workers"].get("live") == 1 and b["scheduler"]["lock"]["exists"],
+        30,
+        "the worker and the leader",
+    )
     assert body["ok"] is False
-    assert body["problems"] == ["no live worker consumes queue delivery-status-update"
-                                " (0 messages waiting)"]
+    assert body["problems"] == [
+        "no live worker consumes queue delivery-status-update (0 messages waiting)"
+    ]
 
 
 # --- clocks ---------------------------------------------------------------------------------
@@ -162,8 +183,12 @@ def test_every_clock_stopped_means_no_leader_within_the_lock_ttl(observed_stack)
     stack.start_web()
     stack.start_worker(threads=1)
     clock = stack.start_clock()
-    body = health_when(stack, lambda s, b: s == 200 and b["ok"] and b["scheduler"]["jobs"], 30,
-                       "the system to be ok and the leader to have run its jobs")
+    body = health_when(
+        stack,
+        lambda s, b: s == 200 and b["ok"] and b["scheduler"]["jobs"],
+        30,
+        "the system to be ok and the leader to have run its jobs",
+    )
     lock = body["scheduler"]["lock"]
     assert lock["holder"] == holder_of(clock) and lock["epoch"] is not None
     assert 0 < lock["ttl_ms"] <= TTL_MS
@@ -173,8 +198,12 @@ def test_every_clock_stopped_means_no_leader_within_the_lock_ttl(observed_stack)
     died = time.monotonic()
 
     # Then within the lock's TTL no leader is reported, and ok is false
-    body = health_when(stack, lambda s, b: not b["scheduler"]["lock"]["exists"],
-                       TTL_MS / 1000 + 2, "the lock to expire")
+    body = health_when(
+        stack,
+        lambda s, b: not b["scheduler"]["lock"]["exists"],
+        TTL_MS / 1000 + 2,
+        "the lock to expire",
+    )
     elapsed = time.monotonic() - died
     print(f"no leader reported after {elapsed:.2f}s (TTL {TTL_MS} ms)")
     assert elapsed <= TTL_MS / 1000 + 1.0
@@ -214,8 +243,9 @@ def test_a_campaign_without_progress_past_the_threshold_is_listed_as_stuck(obser
     body = health_when(stack, lambda s, b: b["campaigns"]["stuck"], 15, "a stuck campaign")
     (stuck,) = body["campaigns"]["stuck"]
     assert stuck["id"] == campaign_id and stuck["idle_ms"] >= 2000
-    assert any("stuck in sending" in p and f"{campaign_id} (shop" in p
-               for p in body["problems"]), body["problems"]
+    assert any("stuck in sending" in p and f"{campaign_id} (shop" in p for p in body["problems"]), (
+        body["problems"]
+    )
     metrics = scrape(stack).text
     assert metric(metrics, "astronote_campaigns_stuck") == 1
     assert metric(metrics, "astronote_queue_messages", queue="sms-send", state="waiting") == 10
@@ -245,9 +275,22 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: redis.Redis(port=self.port).ping(), 10, "the test's Redis")
 
     def stop(self) -> None:
@@ -272,7 +315,8 @@ def own_redis(tmp_path):
 
 @pytest.mark.brokers("redis")  # Redis as the broker; RabbitMQ down: tests/integration
 def test_redis_down_readiness_names_redis_and_the_api_answers_503_never_500(
-        observed_stack, own_redis):
+    observed_stack, own_redis
+):
     # Given a web process and a worker on a Redis of their own
     stack = observed_stack(REDIS_URL=own_redis.url)
     stack.start_web()
@@ -344,17 +388,32 @@ def test_metrics_add_up_across_processes_and_logs_say_what_runs(observed_stack):
     assert metric(text, "astronote_messages_total", outcome="accepted") == 1000
     assert metric(text, "astronote_messages_total", outcome="rejected") == 0
     assert metric(text, "astronote_batch_duration_seconds_count", result="sent") == 10
-    assert metric(text, "astronote_provider_call_seconds_count", endpoint="smsbulk",
-                  outcome="accepted") == 10
+    assert (
+        metric(
+            text, "astronote_provider_call_seconds_count", endpoint="smsbulk", outcome="accepted"
+        )
+        == 10
+    )
     assert metric(text, "astronote_credits_debited_total") == progress["credits"]["consumed"]
     assert metric(text, "astronote_campaigns", status="completed") == 1
     assert metric(text, "astronote_workers_live") == 2
     assert metric(text, "astronote_scheduler_leader") == 1
-    assert metric(text, "astronote_http_request_seconds_count", method="GET", route="/health",
-                  status="2xx") >= 20
+    assert (
+        metric(
+            text,
+            "astronote_http_request_seconds_count",
+            method="GET",
+            route="/health",
+            status="2xx",
+        )
+        >= 20
+    )
     # ...with no shop or campaign id (nor a shop's domain) as a label value
-    values = {value for name, value in re.findall(r'(\w+)="([^"]*)"', text)
-              if name not in ("le", "quantile")}
+    values = {
+        value
+        for name, value in re.findall(r'(\w+)="([^"]*)"', text)
+        if name not in ("le", "quantile")
+    }
     assert not [value for value in values if value.isdigit() or "example" in value], values
     assert "/campaigns/{campaign_id}/enqueue" in values
 
@@ -373,8 +432,12 @@ def test_metrics_add_up_across_processes_and_logs_say_what_runs(observed_stack):
     assert all("Dramatiq" in line for line in worker_other), worker_other
     batches = [e for e in worker if e["msg"] == "batch sent"]
     assert len(batches) == 10
-    assert all(e["shop_id"] and e["campaign_id"] == campaign_id
-               and e["batch_key"].startswith(f"batch:{campaign_id}:") for e in batches)
+    assert all(
+        e["shop_id"]
+        and e["campaign_id"] == campaign_id
+        and e["batch_key"].startswith(f"batch:{campaign_id}:")
+        for e in batches
+    )
     clock, clock_other = log_entries(stack, "clock")
     assert clock_other == []
     assert any(e["msg"].startswith("leading") for e in clock)
@@ -393,15 +456,22 @@ def test_astronote_status_prints_what_the_operator_page_shows(observed_stack, se
     health_when(stack, lambda s, b: s == 200 and b["ok"], 30, "the system to be ok")
 
     # When an operator runs `astronote status`
-    result = subprocess.run([sys.executable, "-m", "astronote", "status"], cwd=ROOT,
-                            env=stack.env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "astronote", "status"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     # Then it prints the same state, exits 0, and shows the campaign at 100%
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert ": OK" in out.splitlines()[0]
-    assert re.search(rf"^\s*{campaign_id}\s+status\.example\s+Sale\s+completed\s+\[#+\]\s+100\.0%",
-                     out, re.M), out
+    assert re.search(
+        rf"^\s*{campaign_id}\s+status\.example\s+Sale\s+completed\s+\[#+\]\s+100\.0%", out, re.M
+    ), out
     # (`active` is "?" on RabbitMQ: what workers hold is not visible over AMQP)
     assert re.search(r"^\s*sms-send\s+0\s+(0|\?)\s+0\s+0\s+1$", out, re.M), out
     assert "leader: " + socket.gethostname() in out
@@ -409,8 +479,14 @@ def test_astronote_status_prints_what_the_operator_page_shows(observed_stack, se
     # When every worker is gone, it exits 1 and says why
     stack.kill("worker")
     wait_for(lambda: not health(stack)[1]["ok"], VISIBLE_WITHIN_S, "the dead worker")
-    result = subprocess.run([sys.executable, "-m", "astronote", "status", "--json"], cwd=ROOT,
-                            env=stack.env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "astronote", "status", "--json"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     state = json.loads(result.stdout)
     assert any("no live worker" in p for p in state["health"]["problems"])

@@ -1,4 +1,5 @@
 """Pause, resume and cancel while a campaign is sending."""
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,9 @@ def slow_stack(make_stack):
 
 
 def start(stack, key: str) -> int:
-    campaign = stack.call("POST", "/campaigns", key,
-                          json={"name": "c", "text": "Hi {first_name}, 2 for 1 today"}).json()
+    campaign = stack.call(
+        "POST", "/campaigns", key, json={"name": "c", "text": "Hi {first_name}, 2 for 1 today"}
+    ).json()
     assert stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key).status_code == 202
     wait_for(lambda: stack.sim_messages(summary="1")["count"] >= 10, 30, "the first batch")
     return campaign["id"]
@@ -61,14 +63,27 @@ def test_a_cancelled_campaign_skips_the_rest_and_releases_its_credits(make_stack
     cancelled = stack.call("POST", f"/campaigns/{campaign_id}/cancel", key)
 
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    wait_for(lambda: rows(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
-                              " AND status = 'sending'", campaign_id)[0][0] == 0, 30,
-             "calls in flight to land")
+    wait_for(
+        lambda: (
+            rows(
+                db,
+                "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
+                " AND status = 'sending'",
+                campaign_id,
+            )[0][0]
+            == 0
+        ),
+        30,
+        "calls in flight to land",
+    )
     progress = stack.progress(key, campaign_id)
     assert progress["skipped"] > 0 and progress["sent"] + progress["skipped"] == 120
     # The part its calls in flight held is released once they have resolved (the worker's
     # status update after them settles the reservation).
-    wait_for(lambda: stack.progress(key, campaign_id)["credits"]["reservation"] == "released",
-             30, "the reservation to be released")
+    wait_for(
+        lambda: stack.progress(key, campaign_id)["credits"]["reservation"] == "released",
+        30,
+        "the reservation to be released",
+    )
     assert stack.call("GET", "/credits", key).json()["reserved"] == 0
     assert_invariants(db, stack, shop_id, campaign_id)

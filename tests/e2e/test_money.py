@@ -2,6 +2,7 @@
 credits of the calls in flight until they resolve, so a campaign accepted for exactly what is
 available is sent in full; calls throttled after a cancel are skipped, never left pending; and
 an operator's refunds and adjustments over HTTP."""
+
 from __future__ import annotations
 
 from tests.e2e.invariants import assert_invariants, rows
@@ -18,13 +19,18 @@ def slow_stack(make_stack):
 
 
 def count(db, campaign_id: int, status: str) -> int:
-    return rows(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
-                    " AND status = %s", campaign_id, status)[0][0]
+    return rows(
+        db,
+        "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s AND status = %s",
+        campaign_id,
+        status,
+    )[0][0]
 
 
 def launch(stack, key: str, text: str, **fields) -> int:
-    campaign = stack.call("POST", "/campaigns", key,
-                          json={"name": "c", "text": text, **fields}).json()
+    campaign = stack.call(
+        "POST", "/campaigns", key, json={"name": "c", "text": text, **fields}
+    ).json()
     answer = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key)
     assert answer.status_code == 202, answer.text
     return campaign["id"]
@@ -49,14 +55,20 @@ def test_a_cancel_holds_the_credits_of_calls_in_flight_until_they_resolve(make_s
     held = progress["credits"]["held"]
     assert (progress["status"], progress["skipped"], progress["sending"]) == ("cancelled", 90, 10)
     assert held >= 10 and progress["credits"]["reservation"] == "active"
-    assert stack.call("GET", "/credits", key).json() == {"balance": 1000, "reserved": held,
-                                                          "available": 1000 - held}
+    assert stack.call("GET", "/credits", key).json() == {
+        "balance": 1000,
+        "reserved": held,
+        "available": 1000 - held,
+    }
 
     # ...and once the calls resolve, the throttled ones are skipped (none left pending) and
     # the reservation is released
     wait_for(lambda: count(db, campaign_id, "sending") == 0, 30, "the calls in flight")
-    wait_for(lambda: stack.progress(key, campaign_id)["credits"]["reservation"] == "released",
-             30, "the reservation to be released")
+    wait_for(
+        lambda: stack.progress(key, campaign_id)["credits"]["reservation"] == "released",
+        30,
+        "the reservation to be released",
+    )
     progress = stack.progress(key, campaign_id)
     assert (progress["pending"], progress["sent"], progress["skipped"]) == (0, 5, 95)
     assert stack.call("GET", "/credits", key).json()["reserved"] == 0
@@ -68,8 +80,9 @@ def test_a_campaign_for_exactly_what_a_cancel_left_available_is_sent_in_full(mak
     stack = slow_stack(make_stack)
     shop_id, key = stack.create_shop("exact.example", credits=150)
     stack.import_contacts(key, 300)
-    contacts = [cid for (cid,) in rows(db, "SELECT id FROM contact WHERE shop_id = %s"
-                                           " ORDER BY id", shop_id)]
+    contacts = [
+        cid for (cid,) in rows(db, "SELECT id FROM contact WHERE shop_id = %s ORDER BY id", shop_id)
+    ]
     text = {"text": "Flash sale today", "append_unsubscribe": False}  # one segment each
     cancelled = launch(stack, key, contact_ids=contacts[:100], **text)
     wait_for(lambda: count(db, cancelled, "sending") == 10, 30, "the first batch's claims")
@@ -77,19 +90,25 @@ def test_a_campaign_for_exactly_what_a_cancel_left_available_is_sent_in_full(mak
 
     # When a second campaign is enqueued for exactly the credits then available (accepted)
     available = stack.call("GET", "/credits", key).json()["available"]
-    second = launch(stack, key, contact_ids=contacts[100:100 + available], **text)
+    second = launch(stack, key, contact_ids=contacts[100 : 100 + available], **text)
     stack.sim_config(latency_ms=0)
 
     # Then every one of its recipients is sent, none failed for lack of credits, and the
     # first campaign's calls in flight were debited too
     progress = stack.wait_finished(key, second, timeout=90)
     assert (progress["status"], progress["sent"], progress["failed"]) == ("completed", 140, 0)
-    wait_for(lambda: stack.progress(key, cancelled)["credits"]["reservation"] == "released",
-             30, "the cancelled campaign's reservation to be released")
+    wait_for(
+        lambda: stack.progress(key, cancelled)["credits"]["reservation"] == "released",
+        30,
+        "the cancelled campaign's reservation to be released",
+    )
     assert stack.progress(key, cancelled)["sent"] == 10
     assert available == 140  # 150 less the 10 credits the calls in flight held
-    assert stack.call("GET", "/credits", key).json() == {"balance": 0, "reserved": 0,
-                                                          "available": 0}
+    assert stack.call("GET", "/credits", key).json() == {
+        "balance": 0,
+        "reserved": 0,
+        "available": 0,
+    }
     assert_invariants(db, stack, shop_id, cancelled, others=(second,))
     assert_invariants(db, stack, shop_id, second, others=(cancelled,))
 
@@ -104,10 +123,12 @@ def test_an_operator_refunds_and_adjusts_credits_over_http(stack, db):
     refund = {"amount": 25, "reason": "undelivered messages", "reference": "ticket-1"}
     first = stack.call("POST", path, admin, json=refund)
     again = stack.call("POST", path, admin, json=refund)
-    taken = stack.call("POST", path, admin,
-                       json={"amount": -40, "reason": "goodwill reversed", "reference": "t-2"})
-    refused = stack.call("POST", path, admin,
-                         json={"amount": -500, "reason": "error", "reference": "ticket-3"})
+    taken = stack.call(
+        "POST", path, admin, json={"amount": -40, "reason": "goodwill reversed", "reference": "t-2"}
+    )
+    refused = stack.call(
+        "POST", path, admin, json={"amount": -500, "reason": "error", "reference": "ticket-3"}
+    )
     by_shop = stack.call("POST", path, key, json=refund)
 
     # Then the refund counts once, the adjustment is applied, the overdraw refused with 402,
@@ -119,5 +140,8 @@ def test_an_operator_refunds_and_adjusts_credits_over_http(stack, db):
     assert by_shop.status_code == 401
     ledger = stack.call("GET", "/credits/transactions", key).json()["items"]
     assert [(row["kind"], row["amount"]) for row in ledger] == [
-        ("top-up", 100), ("refund", 25), ("adjustment", -40)]
+        ("top-up", 100),
+        ("refund", 25),
+        ("adjustment", -40),
+    ]
     assert rows(db, "SELECT credit_balance FROM shop WHERE id = %s", shop_id) == [(85,)]

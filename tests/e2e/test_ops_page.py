@@ -1,6 +1,7 @@
 """The operator page (`/ops`) in headless Chromium, against real processes: it stays behind a
 login with ADMIN_TOKEN, renders, shows a running campaign's progress moving without a reload,
 and logs out. The screenshot is kept as `var/test-artifacts/ops.png`."""
+
 from __future__ import annotations
 
 import socket
@@ -27,12 +28,14 @@ def campaign_row(browser, campaign_id: int) -> dict[str, str] | None:
     return browser.execute_script(
         "const row = document.querySelector(`tr.campaign[data-id='${arguments[0]}']`);"
         "return row ? Object.assign({}, row.dataset, {text: row.innerText}) : null;",
-        campaign_id)
+        campaign_id,
+    )
 
 
 def text_of(browser, selector: str) -> str:
-    return browser.execute_script("return document.querySelector(arguments[0]).innerText;",
-                                  selector)
+    return browser.execute_script(
+        "return document.querySelector(arguments[0]).innerText;", selector
+    )
 
 
 def submit_login(browser, token: str) -> None:
@@ -48,17 +51,23 @@ def submit_login(browser, token: str) -> None:
 def test_the_operator_page_shows_a_campaign_progressing_live(make_stack, browser, tmp_path):
     # Given a worker whose provider answers slowly (so the campaign runs for a while), a clock,
     # and a 3,000-recipient campaign in 30 batches
-    stack = make_stack(SEND_BATCH_SIZE="100", PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
-                       **FAST_CLOCK)
+    stack = make_stack(SEND_BATCH_SIZE="100", PROMETHEUS_MULTIPROC_DIR=str(tmp_path), **FAST_CLOCK)
     stack.start_sim("--latency-ms", "400", "--dlr-delay-ms", "50")
     stack.start_web()
     worker = stack.start_worker(threads=1)
     clock = stack.start_clock()
     _, key = stack.create_shop("ops-page.example", credits=10_000)
     stack.import_contacts(key, 3000)
-    created = stack.call("POST", "/campaigns", key, json={
-        "name": "Winter <b>sale</b>", "text": "Winter sale, reply STOP to opt out",
-        "append_unsubscribe": False})
+    created = stack.call(
+        "POST",
+        "/campaigns",
+        key,
+        json={
+            "name": "Winter <b>sale</b>",
+            "text": "Winter sale, reply STOP to opt out",
+            "append_unsubscribe": False,
+        },
+    )
     campaign_id = created.json()["id"]
 
     # The page is not public, and the admin token in its URL (as it once was) opens nothing
@@ -95,11 +104,20 @@ def test_the_operator_page_shows_a_campaign_progressing_live(make_stack, browser
     assert enqueued.status_code == 202, enqueued.text
 
     # Then its progress bar appears and moves while it sends, without a reload
-    first = wait_for(lambda: (lambda r: r if r and r["status"] == "sending"
-                              and 0 < int(r["done"]) < 3000 else None)(
-        campaign_row(browser, campaign_id)), 30, "the campaign sending on the page")
-    later = wait_for(lambda: (lambda r: r if int(r["done"]) > int(first["done"]) else None)(
-        campaign_row(browser, campaign_id)), 15, "the progress to move")
+    first = wait_for(
+        lambda: (
+            lambda r: r if r and r["status"] == "sending" and 0 < int(r["done"]) < 3000 else None
+        )(campaign_row(browser, campaign_id)),
+        30,
+        "the campaign sending on the page",
+    )
+    later = wait_for(
+        lambda: (lambda r: r if int(r["done"]) > int(first["done"]) else None)(
+            campaign_row(browser, campaign_id)
+        ),
+        15,
+        "the progress to move",
+    )
     assert later["status"] == "sending" and int(later["done"]) < 3000, later
     assert float(later["percent"]) > float(first["percent"])
     assert browser.execute_script("return window.notReloaded === true;")
@@ -115,15 +133,24 @@ def test_the_operator_page_shows_a_campaign_progressing_live(make_stack, browser
     assert f"leader {socket.gethostname()}:{clock.pid}" in text_of(browser, "#leader")
 
     # And the campaign reaches 100% on the page
-    done = wait_for(lambda: (lambda r: r if r["status"] == "completed" else None)(
-        campaign_row(browser, campaign_id)), 90, "the campaign to complete on the page")
+    done = wait_for(
+        lambda: (lambda r: r if r["status"] == "completed" else None)(
+            campaign_row(browser, campaign_id)
+        ),
+        90,
+        "the campaign to complete on the page",
+    )
     assert (done["done"], done["sent"], done["percent"]) == ("3000", "3000", "100")
     browser.save_screenshot(str(ARTIFACTS / "ops-completed.png"))
 
     # When the worker dies, the page turns red and says why, within a minute
     stack.kill("worker")
-    wait_for(lambda: "no live worker" in text_of(browser, "#problems"), 60,
-             "the page to report the dead worker", interval=0.5)
+    wait_for(
+        lambda: "no live worker" in text_of(browser, "#problems"),
+        60,
+        "the page to report the dead worker",
+        interval=0.5,
+    )
     assert text_of(browser, "#status") == "NOT OK"
     assert worker.poll() is not None
     browser.save_screenshot(str(ARTIFACTS / "ops-no-worker.png"))

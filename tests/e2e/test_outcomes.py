@@ -1,4 +1,5 @@
 """What each provider outcome does to a recipient, and what merchants and contacts see."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,14 +14,16 @@ from tests.e2e.stack import LOGS, wait_for
 
 
 def launch(stack, key: str, text: str, **fields) -> int:
-    campaign = stack.call("POST", "/campaigns", key,
-                          json={"name": "c", "text": text, **fields}).json()
+    campaign = stack.call(
+        "POST", "/campaigns", key, json={"name": "c", "text": text, **fields}
+    ).json()
     assert stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key).status_code == 202
     return campaign["id"]
 
 
-def test_a_contact_who_unsubscribes_mid_campaign_gets_nothing_from_later_batches(make_stack, db,
-                                                                                   settings):
+def test_a_contact_who_unsubscribes_mid_campaign_gets_nothing_from_later_batches(
+    make_stack, db, settings
+):
     # Given a slow campaign: batches of 10, one batch at a time, 100 ms per call
     stack = make_stack(SEND_BATCH_SIZE="10", SEND_CONCURRENCY="2")
     stack.start_sim("--latency-ms", "100", "--dlr-delay-ms", "50")
@@ -42,8 +45,9 @@ def test_a_contact_who_unsubscribes_mid_campaign_gets_nothing_from_later_batches
     assert (progress["sent"], progress["skipped"]) == (99, 1)
     phone = rows(db, "SELECT phone FROM contact WHERE id = %s", last_contact)[0][0]
     assert stack.sim_messages(to=phone)["count"] == 0
-    assert rows(db, "SELECT status, error FROM campaign_recipient WHERE contact_id = %s",
-                last_contact) == [("skipped", "suppressed")]
+    assert rows(
+        db, "SELECT status, error FROM campaign_recipient WHERE contact_id = %s", last_contact
+    ) == [("skipped", "suppressed")]
     assert_invariants(db, stack, shop_id, campaign_id)
 
 
@@ -104,10 +108,20 @@ def test_a_bulk_answer_out_of_order_gives_each_recipient_its_own_message(stack, 
     progress = stack.wait_finished(key, campaign_id, timeout=60)
     assert (progress["sent"], progress["failed"]) == (11, 1)
     recorded = {m["to"]: m["id"] for m in stack.sim_messages()["messages"]}
-    assert dict(rows(db, "SELECT phone, mitto_message_id FROM campaign_recipient"
-                         " WHERE campaign_id = %s AND status = 'sent'", campaign_id)) == recorded
+    assert (
+        dict(
+            rows(
+                db,
+                "SELECT phone, mitto_message_id FROM campaign_recipient"
+                " WHERE campaign_id = %s AND status = 'sent'",
+                campaign_id,
+            )
+        )
+        == recorded
+    )
     assert rows(db, "SELECT phone FROM campaign_recipient WHERE status = 'failed'") == [
-        ("+306900000004",)]
+        ("+306900000004",)
+    ]
     assert_invariants(db, stack, shop_id, campaign_id)
 
 
@@ -129,8 +143,12 @@ def test_an_unknown_outcome_is_never_resent_and_resolved_by_evidence(make_stack,
     progress = stack.wait_finished(key, campaign_id, timeout=60)
     assert (progress["status"], progress["sent"]) == ("completed", 10)
     assert stack.sim_messages(summary="1")["count"] == 10
-    assert reconcile.reconcile(dataclasses.replace(settings, claim_timeout_ms=1000)
-                               ).upgraded_by_evidence == 0
+    assert (
+        reconcile.reconcile(
+            dataclasses.replace(settings, claim_timeout_ms=1000)
+        ).upgraded_by_evidence
+        == 0
+    )
     worker_log = (LOGS / f"{stack.name}.worker.log").read_text()
     assert worker_log.count("unknown provider outcome") == 2
     assert_invariants(db, stack, shop_id, campaign_id)
@@ -145,19 +163,34 @@ def test_an_unknown_outcome_without_evidence_fails_without_debit(make_stack, db,
     shop_id, key = stack.create_shop("lost.example", credits=1000)
     stack.import_contacts(key, 5, named=False)
     campaign_id = launch(stack, key, "Last chance today", append_unsubscribe=False)
-    wait_for(lambda: rows(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
-                              " AND status = 'sending'", campaign_id)[0][0] == 5, 30,
-             "the batch to be left in flight")
+    wait_for(
+        lambda: (
+            rows(
+                db,
+                "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
+                " AND status = 'sending'",
+                campaign_id,
+            )[0][0]
+            == 5
+        ),
+        30,
+        "the batch to be left in flight",
+    )
     time.sleep(1)  # older than the claim timeout below
 
     reconcile.reconcile(dataclasses.replace(settings, claim_timeout_ms=500))
 
     progress = stack.wait_finished(key, campaign_id, timeout=30)
     assert (progress["status"], progress["failed"]) == ("failed", 5)
-    assert {r["error"] for r in stack.call(
-        "GET", f"/campaigns/{campaign_id}/recipients", key).json()["items"]} == {"unknown_outcome"}
+    assert {
+        r["error"]
+        for r in stack.call("GET", f"/campaigns/{campaign_id}/recipients", key).json()["items"]
+    } == {"unknown_outcome"}
     assert rows(db, "SELECT count(*) FROM credit_transaction WHERE kind = 'debit'")[0][0] == 0
     # Their credits stay held for the evidence that may still come (EVIDENCE_WINDOW_MS)
-    assert stack.call("GET", "/credits", key).json() == {"balance": 1000, "reserved": 5,
-                                                          "available": 995}
+    assert stack.call("GET", "/credits", key).json() == {
+        "balance": 1000,
+        "reserved": 5,
+        "available": 995,
+    }
     assert (progress["credits"]["held"], progress["credits"]["reservation"]) == (5, "held")

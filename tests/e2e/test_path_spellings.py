@@ -2,6 +2,7 @@
 `requests`, which would normalise them first): no 2xx without the admin token, and nothing
 changed. The incident: `//admin/shops` with a shop's API key created shops and minted credits,
 because authentication compared path strings while Falcon's router drops the extra slash."""
+
 from __future__ import annotations
 
 import itertools
@@ -50,31 +51,42 @@ def refused_spellings(path: str, origin: str) -> dict[str, str]:
         "absolute form, double slash": f"{origin}/{path}",
     }
     if rest:
-        spellings.update({
-            "interior double slash": interior(path, "//"),
-            "interior dot segment": interior(path, "/./"),
-            "encoded slash": interior(path, "%2F"),
-            "encoded slash, lower case": interior(path, "%2f"),
-            "double-encoded slash": interior(path, "%252F"),
-            "backslash": interior(path, "\\"),
-            "encoded backslash": interior(path, "%5C"),
-            "path parameter": f"/{first};/{rest}",
-        })
+        spellings.update(
+            {
+                "interior double slash": interior(path, "//"),
+                "interior dot segment": interior(path, "/./"),
+                "encoded slash": interior(path, "%2F"),
+                "encoded slash, lower case": interior(path, "%2f"),
+                "double-encoded slash": interior(path, "%252F"),
+                "backslash": interior(path, "\\"),
+                "encoded backslash": interior(path, "%5C"),
+                "path parameter": f"/{first};/{rest}",
+            }
+        )
     return spellings
 
 
 def equivalent_spellings(path: str, origin: str, admin_token: str) -> dict[str, str]:
     """Request targets whose path *is* `path`: authentication alone must refuse them."""
-    return {"canonical": path, "absolute form": origin + path, "fragment": path + "#x",
-            "token in the query": f"{path}?token={admin_token}"}
+    return {
+        "canonical": path,
+        "absolute form": origin + path,
+        "fragment": path + "#x",
+        "token in the query": f"{path}?token={admin_token}",
+    }
 
 
-def send_raw(port: int, method: str, target: str, headers: dict[str, str],
-             body: str | None) -> tuple[int, str]:
+def send_raw(
+    port: int, method: str, target: str, headers: dict[str, str], body: str | None
+) -> tuple[int, str]:
     """Send one request line as written; (status, raw head of the answer)."""
     payload = (body or "").encode()
-    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
-             *(f"{name}: {value}" for name, value in headers.items())]
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -88,10 +100,13 @@ def send_raw(port: int, method: str, target: str, headers: dict[str, str],
 
 def state(db) -> tuple:
     """What a request that got through would have changed: shops, the ledger, balances."""
-    return (db.execute_sql("SELECT count(*) FROM shop").fetchone(),
-            db.execute_sql("SELECT count(*), coalesce(sum(amount), 0) FROM credit_transaction")
-            .fetchone(),
-            db.execute_sql("SELECT id, credit_balance FROM shop ORDER BY id").fetchall())
+    return (
+        db.execute_sql("SELECT count(*) FROM shop").fetchone(),
+        db.execute_sql(
+            "SELECT count(*), coalesce(sum(amount), 0) FROM credit_transaction"
+        ).fetchone(),
+        db.execute_sql("SELECT id, credit_balance FROM shop ORDER BY id").fetchall(),
+    )
 
 
 @pytest.fixture
@@ -110,29 +125,40 @@ def test_no_spelling_of_an_admin_or_operator_path_opens_it_without_the_admin_tok
     numbers = itertools.count()
     for method, template, body in ROUTES:
         path = template.format(shop_id=control_shop_id)
-        status, head = send_raw(web.web_port, method, path, {"Authorization": f"Bearer {admin}"},
-                                body and body.format(n=f"control-{next(numbers)}"))
+        status, head = send_raw(
+            web.web_port,
+            method,
+            path,
+            {"Authorization": f"Bearer {admin}"},
+            body and body.format(n=f"control-{next(numbers)}"),
+        )
         assert 200 <= status < 300 or (path == "/health/full" and status == 503), (path, head)
     before = state(db)
 
     # When every spelling of every route is sent with a shop key, a wrong token and none,
     # and the spellings that are not the path itself with the admin token as well
-    credentials = {"shop key": {"Authorization": f"Bearer {key}"},
-                   "wrong token": {"Authorization": "Bearer not-the-admin-token"},
-                   "no token": {}}
+    credentials = {
+        "shop key": {"Authorization": f"Bearer {key}"},
+        "wrong token": {"Authorization": "Bearer not-the-admin-token"},
+        "no token": {},
+    }
     answers, sent = [], 0
     for method, template, body in ROUTES:
         path = template.format(shop_id=shop_id)
         refused = refused_spellings(path, origin)
-        cases = [(name, target, who, headers)
-                 for name, target in {**refused,
-                                      **equivalent_spellings(path, origin, admin)}.items()
-                 for who, headers in credentials.items()]
-        cases += [(name, target, "admin token", {"Authorization": f"Bearer {admin}"})
-                  for name, target in refused.items()]
+        cases = [
+            (name, target, who, headers)
+            for name, target in {**refused, **equivalent_spellings(path, origin, admin)}.items()
+            for who, headers in credentials.items()
+        ]
+        cases += [
+            (name, target, "admin token", {"Authorization": f"Bearer {admin}"})
+            for name, target in refused.items()
+        ]
         for name, target, who, headers in cases:
-            status, head = send_raw(web.web_port, method, target, headers,
-                                    body and body.format(n=next(numbers)))
+            status, head = send_raw(
+                web.web_port, method, target, headers, body and body.format(n=next(numbers))
+            )
             sent += 1
             answers.append((status, name, target, who, "set-cookie" in head.lower()))
 

@@ -1,5 +1,6 @@
 """The whole path of a campaign through real processes: gunicorn, a Dramatiq worker, the
 provider simulator, PostgreSQL and Redis (and RabbitMQ as the broker)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,10 +9,14 @@ from tests.e2e.stack import wait_for
 
 
 def ledger(db, shop_id: int) -> dict[str, int]:
-    rows = db.execute_sql("SELECT kind, coalesce(sum(amount), 0), count(*) FROM credit_transaction"
-                          " WHERE shop_id = %s GROUP BY kind", (shop_id,)).fetchall()
+    rows = db.execute_sql(
+        "SELECT kind, coalesce(sum(amount), 0), count(*) FROM credit_transaction"
+        " WHERE shop_id = %s GROUP BY kind",
+        (shop_id,),
+    ).fetchall()
     return {kind: int(total) for kind, total, _ in rows} | {
-        f"{kind}_rows": count for kind, _, count in rows}
+        f"{kind}_rows": count for kind, _, count in rows
+    }
 
 
 @pytest.mark.brokers("redis", "rabbitmq")
@@ -19,8 +24,9 @@ def test_a_1000_recipient_campaign_is_sent_once_each_and_charged_exactly(stack, 
     # Given a shop with 1,000 contacts and enough credits
     shop_id, key = stack.create_shop("shop-one.example", credits=5000)
     stack.import_contacts(key, 1000)
-    created = stack.call("POST", "/campaigns", key,
-                         json={"name": "Spring", "text": "Hi {first_name}, spring sale!"})
+    created = stack.call(
+        "POST", "/campaigns", key, json={"name": "Spring", "text": "Hi {first_name}, spring sale!"}
+    )
     assert created.status_code == 201, created.text
     campaign = created.json()
     assert campaign["status"] == "draft"
@@ -51,6 +57,11 @@ def test_a_1000_recipient_campaign_is_sent_once_each_and_charged_exactly(stack, 
     assert progress["finished_at"] is not None
 
     # ...and delivery statuses reach Delivered from the simulator's reports
-    delivered = wait_for(lambda: (lambda p: p if p["delivery"].get("Delivered") == 1000 else None)(
-        stack.progress(key, campaign["id"])), 60, "1000 Delivered reports")
+    delivered = wait_for(
+        lambda: (lambda p: p if p["delivery"].get("Delivered") == 1000 else None)(
+            stack.progress(key, campaign["id"])
+        ),
+        60,
+        "1000 Delivered reports",
+    )
     assert delivered["delivery"] == {"Delivered": 1000}

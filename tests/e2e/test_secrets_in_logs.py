@@ -2,6 +2,7 @@
 real stack (simulator, gunicorn, a Dramatiq worker, a clock) after a campaign was sent with
 its delivery reports posted back to `?token=`, and an operator used the ops page, health and
 metrics with the admin token."""
+
 from __future__ import annotations
 
 import re
@@ -16,14 +17,18 @@ RECIPIENTS = 20
 
 def send_campaign_with_delivery_reports(stack: Stack, key: str) -> int:
     stack.import_contacts(key, RECIPIENTS)
-    campaign = stack.call("POST", "/campaigns", key,
-                          json={"name": "Logs", "text": "Hi {first_name}, 20% off today"}).json()
+    campaign = stack.call(
+        "POST", "/campaigns", key, json={"name": "Logs", "text": "Hi {first_name}, 20% off today"}
+    ).json()
     enqueued = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key)
     assert enqueued.status_code == 202, enqueued.text
     assert stack.wait_finished(key, campaign["id"], timeout=120)["status"] == "completed"
     # Every recipient's report came back through the callback (`?token=DLR_WEBHOOK_SECRET`).
-    wait_for(lambda: stack.progress(key, campaign["id"])["delivery"] == {
-        "Delivered": RECIPIENTS}, 60, "every delivery report")
+    wait_for(
+        lambda: stack.progress(key, campaign["id"])["delivery"] == {"Delivered": RECIPIENTS},
+        60,
+        "every delivery report",
+    )
     return campaign["id"]
 
 
@@ -40,8 +45,10 @@ def operate(stack: Stack) -> None:
 
 def read_logs(stack: Stack) -> dict[str, str]:
     """Each process's whole log, by process label."""
-    return {path.name.removeprefix(f"{stack.name}.").removesuffix(".log"): path.read_text()
-            for path in LOGS.glob(f"{stack.name}.*.log")}
+    return {
+        path.name.removeprefix(f"{stack.name}.").removesuffix(".log"): path.read_text()
+        for path in LOGS.glob(f"{stack.name}.*.log")
+    }
 
 
 def test_no_secret_token_or_api_key_reaches_any_process_log(make_stack):
@@ -67,20 +74,35 @@ def test_no_secret_token_or_api_key_reaches_any_process_log(make_stack):
     assert set(logs) == {"sim", "web", "worker", "clock"}, sorted(logs)
     assert all(logs.values()), [label for label, log in logs.items() if not log]
     # ...and none of them holds a secret, a token or an API key...
-    secrets = {"SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN,
-               "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET, "MITTO_API_KEY": MITTO_API_KEY,
-               "the shop's API key": api_key, "the unsubscribe token": unsubscribe_token}
-    leaks = [f"{name} in the {label} log, line {number}"
-             for label, log in logs.items()
-             for number, line in enumerate(log.splitlines(), 1)
-             for name, secret in secrets.items() if secret in line]
+    secrets = {
+        "SECRET_KEY": SECRET_KEY,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET,
+        "MITTO_API_KEY": MITTO_API_KEY,
+        "the shop's API key": api_key,
+        "the unsubscribe token": unsubscribe_token,
+    }
+    leaks = [
+        f"{name} in the {label} log, line {number}"
+        for label, log in logs.items()
+        for number, line in enumerate(log.splitlines(), 1)
+        for name, secret in secrets.items()
+        if secret in line
+    ]
     assert not leaks, leaks
     # ...though the requests and the work are all there, redacted where they carried one
     web = logs["web"]
-    for seen in ("POST /admin/shops", "POST /contacts", f"POST /campaigns/{campaign_id}/enqueue",
-                 "POST /webhooks/mitto/dlr?token=[redacted]", "GET /u/[redacted]",
-                 "GET /ops?token=[redacted]", "GET /ops/state", "GET /health/full",
-                 "GET /metrics"):
+    for seen in (
+        "POST /admin/shops",
+        "POST /contacts",
+        f"POST /campaigns/{campaign_id}/enqueue",
+        "POST /webhooks/mitto/dlr?token=[redacted]",
+        "GET /u/[redacted]",
+        "GET /ops?token=[redacted]",
+        "GET /ops/state",
+        "GET /health/full",
+        "GET /metrics",
+    ):
         assert seen in web, f"{seen!r} is not in the web log"
     assert '"batch sent"' in logs["worker"] and '"clock started"' in logs["clock"]
     assert "provider_sim.started" in logs["sim"]

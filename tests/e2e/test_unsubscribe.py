@@ -1,5 +1,6 @@
 """Unsubscribing over real gunicorn (SPEC 5, 6): opening the link changes nothing, confirming
 it opts the contact out, and the next campaign leaves the contact out."""
+
 from __future__ import annotations
 
 import requests
@@ -55,5 +56,9 @@ def test_opening_the_link_changes_nothing_and_confirming_it_opts_out(stack, db):
     stack.wait_finished(key, second["id"], timeout=60)
     wait_for(lambda: stack.sim_messages(summary="1")["count"] == 5, 10, "the second campaign")
     assert stack.sim_messages(to=phone)["count"] == 1  # the first campaign's message only
-    assert rows(db, "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s"
-                    " AND phone = %s", second["id"], phone) == [(0,)]
+    assert rows(
+        db,
+        "SELECT count(*) FROM campaign_recipient WHERE campaign_id = %s AND phone = %s",
+        second["id"],
+        phone,
+    ) == [(0,)]

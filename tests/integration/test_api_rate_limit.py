@@ -1,4 +1,5 @@
 """The per-shop API rate limit on real Redis: shared by every instance, per shop."""
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,9 @@ def test_a_shop_over_its_budget_is_told_when_to_retry_and_others_are_not(db, red
 
 def test_redis_down_lets_requests_through(db):
     # Given a limiter whose Redis does not answer
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
-                       retry=Retry(NoBackoff(), 0))
+    dead = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
     limiter = ApiRateLimit(dead, "1/second")
 
     # Then requests are not refused because of the limiter, and after the first failure the

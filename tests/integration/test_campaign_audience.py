@@ -1,5 +1,6 @@
 """A campaign's audience in SQL: counted by name shape exactly as the reservation prices it,
 and counted (never read back) in campaign answers."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -20,12 +21,23 @@ def test_the_sql_groups_never_mix_two_name_shapes(db):
     # Given contacts whose names hold each character once (between two letters, so that no
     # whitespace is stripped), names of one class only, and names of several lengths
     shop, _ = shops.create_shop("shapes.example", "Shapes", require_consent=False)
-    names = ([f"a{char}b" for char in CHARACTERS] + ["çω", "中文字", "€€", "😀", "Ann", "Anna",
-                                                    "Zoë", "Zoë", None])
-    contacts.import_contacts(shop.id, [{"phone": f"+30690{i:07d}", "first_name": name}
-                                       for i, name in enumerate(names)])
-    stored = [row[0] for row in fetchall("SELECT first_name FROM contact WHERE shop_id = %s",
-                                         (shop.id,))]
+    names = [f"a{char}b" for char in CHARACTERS] + [
+        "çω",
+        "中文字",
+        "€€",
+        "😀",
+        "Ann",
+        "Anna",
+        "Zoë",
+        "Zoë",
+        None,
+    ]
+    contacts.import_contacts(
+        shop.id, [{"phone": f"+30690{i:07d}", "first_name": name} for i, name in enumerate(names)]
+    )
+    stored = [
+        row[0] for row in fetchall("SELECT first_name FROM contact WHERE shop_id = %s", (shop.id,))
+    ]
     assert len(stored) == len(names)
 
     # When the audience is counted by name shape in SQL

@@ -1,4 +1,5 @@
 """Editing a campaign in the service: only whitelisted fields reach the database."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,9 @@ def test_name_and_text_are_edited(draft):
     assert stored.updated_at > stored.created_at
 
 
-@pytest.mark.parametrize("key", ["status", "shop_id", "status = 'sending', name",
-                                 "name = name; --"])
+@pytest.mark.parametrize(
+    "key", ["status", "shop_id", "status = 'sending', name", "name = name; --"]
+)
 def test_a_key_that_is_not_an_editable_field_is_invalid_input_and_changes_nothing(draft, key):
     # Given a draft campaign
     shop_id, campaign_id = draft

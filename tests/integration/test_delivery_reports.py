@@ -1,4 +1,5 @@
 """Delivery reports against real PostgreSQL: early, duplicated and out-of-order reports."""
+
 from __future__ import annotations
 
 from models.database import fetchall
@@ -14,28 +15,36 @@ def sending_campaign(settings, size: int = 3):
     contacts.import_contacts(shop.id, [{"phone": f"+30690000{i:04d}"} for i in range(size)])
     campaign = campaigns.create(shop.id, "c", "Hello there", append_unsubscribe=False)
     enqueue(shop.id, campaign.id, settings)
-    ids = [row[0] for row in fetchall("SELECT id FROM campaign_recipient WHERE campaign_id = %s"
-                                      " ORDER BY id", (campaign.id,))]
+    ids = [
+        row[0]
+        for row in fetchall(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s ORDER BY id", (campaign.id,)
+        )
+    ]
     key = batch_key(campaign.id, ids)
     claimed = claim_recipients(campaign.id, ids, key)
     return shop.id, campaign.id, claimed
 
 
 def delivery_status(db, recipient_id: int) -> str | None:
-    return db.execute_sql("SELECT delivery_status FROM campaign_recipient WHERE id = %s",
-                          (recipient_id,)).fetchone()[0]
+    return db.execute_sql(
+        "SELECT delivery_status FROM campaign_recipient WHERE id = %s", (recipient_id,)
+    ).fetchone()[0]
 
 
 def accept(shop_id, campaign_id, recipient, provider_id):
-    persist_results(shop_id, campaign_id,
-                    [Accepted(recipient.id, provider_id, "Hello there", 1, recipient.country)], [])
+    persist_results(
+        shop_id,
+        campaign_id,
+        [Accepted(recipient.id, provider_id, "Hello there", 1, recipient.country)],
+        [],
+    )
 
 
 def test_a_report_that_arrives_before_the_send_is_persisted_is_applied(db, settings):
     # Given a claimed recipient whose report arrives before its send is persisted
     shop_id, campaign_id, (first, *_) = sending_campaign(settings)
-    assert delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}],
-                                   settings) == 0
+    assert delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}], settings) == 0
 
     # When the send is persisted and the campaign's status refreshed
     accept(shop_id, campaign_id, first, "p-1")
@@ -52,9 +61,14 @@ def test_a_status_never_moves_backwards_and_duplicates_change_nothing(db, settin
     accept(shop_id, campaign_id, second, "p-2")
 
     delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}], settings)
-    delivery.record_reports([{"id": "p-1", "deliveryStatus": "Sent"},
-                             {"id": "p-1", "deliveryStatus": "Queued"},
-                             {"id": "p-1", "deliveryStatus": "Expired"}], settings)
+    delivery.record_reports(
+        [
+            {"id": "p-1", "deliveryStatus": "Sent"},
+            {"id": "p-1", "deliveryStatus": "Queued"},
+            {"id": "p-1", "deliveryStatus": "Expired"},
+        ],
+        settings,
+    )
     delivery.record_reports([{"id": "p-2", "deliveryStatus": "Sent"}] * 2, settings)
 
     assert delivery_status(db, first.id) == "Delivered"
@@ -69,18 +83,23 @@ def test_a_replayed_persist_debits_nothing(db, settings):
     accept(shop_id, campaign_id, first, "p-1")
     accept(shop_id, campaign_id, first, "p-1")
     assert credits.summary(shop_id).balance == 99
-    assert db.execute_sql("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'"
-                          ).fetchone()[0] == 1
+    assert (
+        db.execute_sql("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'").fetchone()[0]
+        == 1
+    )
 
 
 def recipient(db, recipient_id: int) -> tuple:
-    return db.execute_sql("SELECT status, mitto_message_id, delivery_status FROM"
-                          " campaign_recipient WHERE id = %s", (recipient_id,)).fetchone()
+    return db.execute_sql(
+        "SELECT status, mitto_message_id, delivery_status FROM campaign_recipient WHERE id = %s",
+        (recipient_id,),
+    ).fetchone()
 
 
 def debits(db) -> int:
-    return db.execute_sql("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'"
-                          ).fetchone()[0]
+    return db.execute_sql(
+        "SELECT count(*) FROM credit_transaction WHERE kind = 'debit'"
+    ).fetchone()[0]
 
 
 def test_a_report_naming_a_call_still_in_flight_makes_it_sent_at_once(db, settings):
@@ -88,9 +107,17 @@ def test_a_report_naming_a_call_still_in_flight_makes_it_sent_at_once(db, settin
     shop_id, campaign_id, (first, second, _) = sending_campaign(settings)
 
     # When the provider's report naming it by reference (its id) arrives first
-    applied = delivery.record_reports([{"id": "p-1", "reference": str(first.id),
-                                        "to": first.phone, "deliveryStatus": "Delivered"}],
-                                      settings)
+    applied = delivery.record_reports(
+        [
+            {
+                "id": "p-1",
+                "reference": str(first.id),
+                "to": first.phone,
+                "deliveryStatus": "Delivered",
+            }
+        ],
+        settings,
+    )
 
     # Then it is sent with the report's message id and its debit, and the report applied
     assert applied == 1
@@ -111,8 +138,10 @@ def test_a_bulk_report_names_its_recipient_by_batch_reference_and_number(db, set
     key = batch_key(campaign_id, [r.id for r in claimed])
 
     # When a report names the batch and one number
-    delivery.record_reports([{"id": "b-7", "reference": key, "to": claimed[1].phone,
-                              "deliveryStatus": "Sent"}], settings)
+    delivery.record_reports(
+        [{"id": "b-7", "reference": key, "to": claimed[1].phone, "deliveryStatus": "Sent"}],
+        settings,
+    )
 
     # Then that recipient alone is sent and debited
     assert [recipient(db, r.id)[0] for r in claimed] == ["sending", "sent", "sending"]

@@ -1,5 +1,6 @@
 """The enqueue's pre-check on real PostgreSQL: a shop that cannot pay is refused before a single
 recipient is inserted, and the check never refuses what the reservation itself would accept."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,19 @@ from service.errors import InsufficientCredits
 
 # Names of every shape the cost depends on: none, basic GSM-7 short and long, UCS-2 (a name
 # outside GSM-7 makes the whole text UCS-2), extension and astral characters.
-NAMES = [None, "Anna", "Bert", "Alexandros-Konstantinos" * 3, "Zoë", "Łukasz", "Ωmega",
-         "Jo€", "Mia😀", "中文", "ë" * 40]
+NAMES = [
+    None,
+    "Anna",
+    "Bert",
+    "Alexandros-Konstantinos" * 3,
+    "Zoë",
+    "Łukasz",
+    "Ωmega",
+    "Jo€",
+    "Mia😀",
+    "中文",
+    "ë" * 40,
+]
 TEMPLATE = "Hi {first_name}, spring sale at https://shop.example/spring today only"
 
 
@@ -20,15 +32,17 @@ def shop_with_audience(domain: str, balance: int, names=NAMES) -> int:
     shop, _ = shops.create_shop(domain, domain, require_consent=False)
     if balance:
         credits.top_up(shop.id, balance, "initial")
-    contacts.import_contacts(shop.id, [{"phone": f"+30690{i:07d}", "first_name": name}
-                                       for i, name in enumerate(names)])
+    contacts.import_contacts(
+        shop.id, [{"phone": f"+30690{i:07d}", "first_name": name} for i, name in enumerate(names)]
+    )
     return shop.id
 
 
 def recipient_ids_drawn() -> int:
     """How many recipient ids were ever drawn, rolled back or not (sequences never go back)."""
-    last_value, is_called = fetchall("SELECT last_value, is_called"
-                                     " FROM campaign_recipient_id_seq")[0]
+    last_value, is_called = fetchall("SELECT last_value, is_called FROM campaign_recipient_id_seq")[
+        0
+    ]
     return last_value if is_called else 0
 
 
@@ -38,11 +52,12 @@ def written(campaign_id: int) -> tuple:
         " (SELECT count(*) FROM campaign_recipient r WHERE r.campaign_id = c.id),"
         " (SELECT count(*) FROM send_batch b WHERE b.campaign_id = c.id),"
         " (SELECT count(*) FROM credit_reservation v WHERE v.campaign_id = c.id)"
-        " FROM campaign c WHERE c.id = %s", (campaign_id,))[0]
+        " FROM campaign c WHERE c.id = %s",
+        (campaign_id,),
+    )[0]
 
 
-@pytest.mark.parametrize("text", [TEMPLATE, "Spring sale today only"],
-                         ids=["personalised", "bulk"])
+@pytest.mark.parametrize("text", [TEMPLATE, "Spring sale today only"], ids=["personalised", "bulk"])
 def test_a_shop_that_cannot_pay_is_refused_before_any_recipient_is_inserted(db, settings, text):
     # Given a shop with 3 credits and a campaign to its 11 contacts
     shop_id = shop_with_audience("poor.example", 3)

@@ -1,4 +1,5 @@
 """API keys (issue, list, revoke) and idempotency keys, on real PostgreSQL."""
+
 from __future__ import annotations
 
 import threading
@@ -27,8 +28,9 @@ def test_a_revoked_key_stops_authenticating_and_others_keep_working(db):
     assert [k["id"] for k in listed] == [record.id, listed[1]["id"]]
     assert listed[0]["revoked_at"] == revoked_at and listed[1]["revoked_at"] is None
     assert listed[1]["last_used_at"] is not None
-    assert all(set(k) == {"id", "prefix", "created_at", "last_used_at", "revoked_at"}
-               for k in listed)
+    assert all(
+        set(k) == {"id", "prefix", "created_at", "last_used_at", "revoked_at"} for k in listed
+    )
 
 
 def test_another_shops_key_id_cannot_be_revoked(db):

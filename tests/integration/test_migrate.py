@@ -1,4 +1,5 @@
 """`astronote migrate` is idempotent: a second run changes nothing."""
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,13 @@ def test_migrate_twice_applies_nothing_the_second_time(db, settings):
 
     # When migrations run again, in-process and as the release process does
     assert migrate() == []
-    release = subprocess.run([sys.executable, "-m", "astronote", "migrate"], capture_output=True,
-                             text=True, timeout=60,
-                             env={**os.environ, "DATABASE_URL": settings.database_url})
+    release = subprocess.run(
+        [sys.executable, "-m", "astronote", "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DATABASE_URL": settings.database_url},
+    )
 
     # Then nothing was applied and the schema is unchanged
     assert release.returncode == 0, release.stderr

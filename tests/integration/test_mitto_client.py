@@ -32,7 +32,8 @@ def recorded_ids(sim: SimServer, reference: str) -> dict[str, str]:
 
 
 def test_a_shuffled_bulk_answer_gives_each_recipient_its_own_message_id(
-        sim: SimServer, client: MittoClient) -> None:
+    sim: SimServer, client: MittoClient
+) -> None:
     # Given a provider that answers the next bulk call in another order than the request's
     sim.simulator.update_config({"next": ["shuffled"]})
 
@@ -47,10 +48,10 @@ def test_a_shuffled_bulk_answer_gives_each_recipient_its_own_message_id(
 
 
 def test_a_shuffled_bulk_answer_with_rejections_fails_only_the_rejected(
-        sim: SimServer, client: MittoClient) -> None:
+    sim: SimServer, client: MittoClient
+) -> None:
     # Given a provider rejecting two numbers and answering out of order
-    sim.simulator.update_config({"shuffle_bulk": True,
-                                 "reject_prefixes": [NUMBERS[3], NUMBERS[7]]})
+    sim.simulator.update_config({"shuffle_bulk": True, "reject_prefixes": [NUMBERS[3], NUMBERS[7]]})
 
     # When the batch is sent
     results = client.send_bulk("Shop", NUMBERS, "Sale", "batch:2:abc", None)
@@ -59,14 +60,18 @@ def test_a_shuffled_bulk_answer_with_rejections_fails_only_the_rejected(
     rejected = [n for n, r in zip(NUMBERS, results) if r.outcome is Outcome.REJECTED]
     assert rejected == [NUMBERS[3], NUMBERS[7]]
     recorded = recorded_ids(sim, "batch:2:abc")
-    assert {n: r.provider_id for n, r in zip(NUMBERS, results)
-            if r.outcome is Outcome.ACCEPTED} == recorded
+    assert {
+        n: r.provider_id for n, r in zip(NUMBERS, results) if r.outcome is Outcome.ACCEPTED
+    } == recorded
 
 
-@pytest.mark.parametrize("answer", ["answer_array", "answer_string", "answer_number",
-                                    "answer_no_messages", "answer_no_ids"])
+@pytest.mark.parametrize(
+    "answer",
+    ["answer_array", "answer_string", "answer_number", "answer_no_messages", "answer_no_ids"],
+)
 def test_an_accepted_call_answered_in_a_wrong_shape_is_unknown(
-        sim: SimServer, client: MittoClient, answer: str) -> None:
+    sim: SimServer, client: MittoClient, answer: str
+) -> None:
     # Given a provider that accepts the next calls but answers them in a wrong shape
     sim.simulator.update_config({"next": [answer, answer]})
 
@@ -80,8 +85,7 @@ def test_an_accepted_call_answered_in_a_wrong_shape_is_unknown(
     assert len(recorded_ids(sim, "batch:3:abc")) == 3 and recorded_ids(sim, "42")
 
 
-def test_a_connection_reset_after_accepting_is_unknown(sim: SimServer,
-                                                        client: MittoClient) -> None:
+def test_a_connection_reset_after_accepting_is_unknown(sim: SimServer, client: MittoClient) -> None:
     # Given a provider that records the next calls as sent, then resets without answering
     sim.simulator.update_config({"next": ["reset", "reset"]})
 
@@ -100,8 +104,9 @@ def test_a_connection_reset_after_accepting_is_unknown(sim: SimServer,
     assert after.provider_id == recorded_ids(sim, "44")[NUMBERS[7]]
 
 
-def test_a_throttled_call_is_not_sent_and_carries_retry_after(sim: SimServer,
-                                                               client: MittoClient) -> None:
+def test_a_throttled_call_is_not_sent_and_carries_retry_after(
+    sim: SimServer, client: MittoClient
+) -> None:
     sim.simulator.update_config({"next": ["429"], "retry_after_s": 2})
     results = client.send_bulk("Shop", NUMBERS[:2], "Sale", "batch:5:abc", None)
     assert [(r.outcome, r.retry_after_s) for r in results] == [(Outcome.NOT_SENT, 2.0)] * 2

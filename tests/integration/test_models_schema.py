@@ -4,6 +4,7 @@ A migration that adds, drops, retypes or changes the nullability of a column, or
 fails here until `models/__init__.py` follows; the last test shows the comparison catches each
 kind of drift.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -17,11 +18,24 @@ import models
 # information_schema.columns.data_type of each Peewee field type (`Field.field_type`, which for
 # a foreign key is its target's type and for an array its element's).
 COLUMN_TYPES = {
-    "AUTO": "integer", "BIGAUTO": "bigint", "INT": "integer", "BIGINT": "bigint",
-    "SMALLINT": "smallint", "BOOL": "boolean", "TEXT": "text", "VARCHAR": "character varying",
-    "TIMESTAMPTZ": "timestamp with time zone", "DATETIME": "timestamp without time zone",
-    "JSON": "json", "JSONB": "jsonb", "FLOAT": "real", "DOUBLE": "double precision",
-    "DECIMAL": "numeric", "UUID": "uuid", "BLOB": "bytea", "DATE": "date",
+    "AUTO": "integer",
+    "BIGAUTO": "bigint",
+    "INT": "integer",
+    "BIGINT": "bigint",
+    "SMALLINT": "smallint",
+    "BOOL": "boolean",
+    "TEXT": "text",
+    "VARCHAR": "character varying",
+    "TIMESTAMPTZ": "timestamp with time zone",
+    "DATETIME": "timestamp without time zone",
+    "JSON": "json",
+    "JSONB": "jsonb",
+    "FLOAT": "real",
+    "DOUBLE": "double precision",
+    "DECIMAL": "numeric",
+    "UUID": "uuid",
+    "BLOB": "bytea",
+    "DATE": "date",
 }
 BOOKKEEPING = {"schema_migration"}  # models/migrate.py's own table
 
@@ -55,7 +69,9 @@ def table_columns(db: pw.Database, table: str) -> dict[str, tuple[str, bool]]:
         "   ON e.object_catalog = c.table_catalog AND e.object_schema = c.table_schema"
         "  AND e.object_name = c.table_name AND e.object_type = 'TABLE'"
         "  AND e.collection_type_identifier = c.dtd_identifier"
-        " WHERE c.table_schema = 'public' AND c.table_name = %s", (table,))
+        " WHERE c.table_schema = 'public' AND c.table_name = %s",
+        (table,),
+    )
     return {name: (data_type, nullable) for name, data_type, nullable in rows}
 
 
@@ -66,7 +82,9 @@ def table_primary_key(db: pw.Database, table: str) -> list[str]:
         "   ON k.constraint_schema = t.constraint_schema AND k.constraint_name = t.constraint_name"
         " WHERE t.table_schema = 'public' AND t.table_name = %s"
         "   AND t.constraint_type = 'PRIMARY KEY'"
-        " ORDER BY k.ordinal_position", (table,))
+        " ORDER BY k.ordinal_position",
+        (table,),
+    )
     return [row[0] for row in rows]
 
 
@@ -76,10 +94,14 @@ def schema_differences(db: pw.Database, model: type[pw.Model]) -> list[str]:
     declared, actual = model_columns(model), table_columns(db, table)
     if not actual:
         return [f"{table}: no such table"]
-    differences = [f"{table}.{name}: in the model, not in the table"
-                   for name in sorted(declared.keys() - actual.keys())]
-    differences += [f"{table}.{name}: in the table, not in the model"
-                    for name in sorted(actual.keys() - declared.keys())]
+    differences = [
+        f"{table}.{name}: in the model, not in the table"
+        for name in sorted(declared.keys() - actual.keys())
+    ]
+    differences += [
+        f"{table}.{name}: in the table, not in the model"
+        for name in sorted(actual.keys() - declared.keys())
+    ]
     for name in sorted(declared.keys() & actual.keys()):
         (model_type, model_null), (table_type, table_null) = declared[name], actual[name]
         if model_type != table_type:
@@ -87,8 +109,10 @@ def schema_differences(db: pw.Database, model: type[pw.Model]) -> list[str]:
         if model_null != table_null:
             differences.append(f"{table}.{name}: model null={model_null}, table {table_null}")
     if model_primary_key(model) != table_primary_key(db, table):
-        differences.append(f"{table}: model primary key {model_primary_key(model)},"
-                           f" table {table_primary_key(db, table)}")
+        differences.append(
+            f"{table}: model primary key {model_primary_key(model)},"
+            f" table {table_primary_key(db, table)}"
+        )
     return differences
 
 
@@ -104,9 +128,13 @@ def test_each_model_matches_its_migrated_table(db, model):
 
 def test_every_table_has_exactly_one_model(db):
     # Given the tables the migrations created
-    tables = {row[0] for row in db.execute_sql(
-        "SELECT table_name FROM information_schema.tables"
-        " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")} - BOOKKEEPING
+    tables = {
+        row[0]
+        for row in db.execute_sql(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
+    } - BOOKKEEPING
 
     # When they are matched with the models (every model is listed in models.ALL)
     declared = Counter(model._meta.table_name for model in models.ALL)

@@ -1,9 +1,10 @@
 """Health's building blocks against real Redis and PostgreSQL: queue counts from the broker's
 own keys, worker registrations that expire, and the reasons `/health/full` gives."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dramatiq
 import pytest
@@ -16,13 +17,13 @@ from service.observability.health import HealthChecker
 
 
 def entry(holder: str = "host-a:1", queues=("sms-send",)) -> workers.WorkerEntry:
-    return workers.WorkerEntry(holder, list(queues), 4, 2, "broker-id",
-                               datetime.now(timezone.utc))
+    return workers.WorkerEntry(holder, list(queues), 4, 2, "broker-id", datetime.now(UTC))
 
 
 @pytest.mark.brokers("redis")  # on RabbitMQ: tests/integration/test_rabbitmq.py
-def test_queue_counts_come_from_the_brokers_keys_in_one_script(db, settings, redis_client,
-                                                               broker_url):
+def test_queue_counts_come_from_the_brokers_keys_in_one_script(
+    db, settings, redis_client, broker_url
+):
     # Given 4 messages published to sms-send and 2 delayed ones
     for n in range(4):
         dispatch.publish_batch(n, 1, [n])
@@ -30,7 +31,12 @@ def test_queue_counts_come_from_the_brokers_keys_in_one_script(db, settings, red
         dispatch.publish(dispatch.SEND_QUEUE, "sendBulkSMS", n, 1, [n], delay_ms=600_000)
     counter = QueueCounter(redis_client, settings.broker_heartbeat_timeout_ms)
     assert counter.counts(dispatch.QUEUES)["sms-send"] == {
-        "waiting": 4, "active": 0, "delayed": 2, "failed": 0, "orphaned": 0}
+        "waiting": 4,
+        "active": 0,
+        "delayed": 2,
+        "failed": 0,
+        "orphaned": 0,
+    }
 
     # When a consumer takes two of them and dead-letters one
     consumer = dramatiq.get_broker().consume(dispatch.SEND_QUEUE, prefetch=2, timeout=100)
@@ -39,10 +45,16 @@ def test_queue_counts_come_from_the_brokers_keys_in_one_script(db, settings, red
 
     # Then one is active (taken, not acknowledged), one failed, two still wait
     counts = counter.counts(dispatch.QUEUES)
-    assert counts["sms-send"] == {"waiting": 2, "active": 1, "delayed": 2, "failed": 1,
-                                  "orphaned": 0}
+    assert counts["sms-send"] == {
+        "waiting": 2,
+        "active": 1,
+        "delayed": 2,
+        "failed": 1,
+        "orphaned": 0,
+    }
     assert counts["delivery-status-update"] == dict.fromkeys(
-        ("waiting", "active", "delayed", "failed", "orphaned"), 0)
+        ("waiting", "active", "delayed", "failed", "orphaned"), 0
+    )
     consumer.close()
 
 
@@ -64,8 +76,9 @@ def test_a_worker_that_stops_refreshing_disappears_after_its_ttl(db, redis_clien
 def test_presence_registers_only_while_the_worker_threads_live(db, redis_client):
     # Given a worker whose threads are alive
     alive = {"threads": True}
-    presence = workers.Presence(redis_client, lambda: entry() if alive["threads"] else None,
-                                refresh_ms=50, ttl_ms=300)
+    presence = workers.Presence(
+        redis_client, lambda: entry() if alive["threads"] else None, refresh_ms=50, ttl_ms=300
+    )
     presence.start()
     assert len(workers.live_workers(redis_client)) == 1
 
@@ -85,9 +98,11 @@ def test_presence_registers_only_while_the_worker_threads_live(db, redis_client)
 def test_full_health_names_each_problem(db, settings, redis_client):
     # Given no worker, no clock, and a campaign sending without progress for an hour
     db.execute_sql("INSERT INTO shop (domain, name) VALUES ('h.example', 'H')")
-    db.execute_sql("INSERT INTO campaign (shop_id, name, text, status, started_at,"
-                   " last_progress_at) SELECT id, 'c', 't', 'sending', now() - interval '2 h',"
-                   " now() - interval '1 h' FROM shop")
+    db.execute_sql(
+        "INSERT INTO campaign (shop_id, name, text, status, started_at,"
+        " last_progress_at) SELECT id, 'c', 't', 'sending', now() - interval '2 h',"
+        " now() - interval '1 h' FROM shop"
+    )
     checker = HealthChecker(settings, redis_client)
 
     # Then health is not ok, with one reason for each
@@ -103,8 +118,10 @@ def test_full_health_names_each_problem(db, settings, redis_client):
     workers.register(redis_client, entry(queues=("sms-send",)))
 
     # Then the other queue is named
-    assert "no live worker consumes queue delivery-status-update (0 messages waiting)" in (
-        checker.full()["problems"])
+    assert (
+        "no live worker consumes queue delivery-status-update (0 messages waiting)"
+        in (checker.full()["problems"])
+    )
     assert checker.readiness() == {"ok": True, "down": []}
 
 
@@ -120,14 +137,19 @@ def test_readiness_names_a_dependency_that_is_down_and_nothing_else(db, settings
     assert report == {"ok": False, "down": ["redis"], "reason": "redis is down"}
 
 
-def test_a_campaign_paused_for_long_is_listed_but_does_not_make_health_fail(db, settings,
-                                                                          redis_client):
+def test_a_campaign_paused_for_long_is_listed_but_does_not_make_health_fail(
+    db, settings, redis_client
+):
     # Given a campaign paused two days ago, one paused just now, and a live worker
     db.execute_sql("INSERT INTO shop (domain, name) VALUES ('p.example', 'P')")
-    db.execute_sql("INSERT INTO campaign (shop_id, name, text, status, updated_at)"
-                   " SELECT id, 'old', 't', 'paused', now() - interval '2 days' FROM shop")
-    db.execute_sql("INSERT INTO campaign (shop_id, name, text, status)"
-                   " SELECT id, 'new', 't', 'paused' FROM shop")
+    db.execute_sql(
+        "INSERT INTO campaign (shop_id, name, text, status, updated_at)"
+        " SELECT id, 'old', 't', 'paused', now() - interval '2 days' FROM shop"
+    )
+    db.execute_sql(
+        "INSERT INTO campaign (shop_id, name, text, status)"
+        " SELECT id, 'new', 't', 'paused' FROM shop"
+    )
     workers.register(redis_client, entry(queues=dispatch.QUEUES))
     checker = HealthChecker(settings, redis_client)
 

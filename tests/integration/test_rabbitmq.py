@@ -1,5 +1,6 @@
 """Dramatiq on RabbitMQ (BROKER_URL) against a real RabbitMQ: queue counts read from RabbitMQ,
 publishing from many threads at once, a connection that died, and a RabbitMQ that is down."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,12 @@ def test_queue_counts_come_from_rabbitmq(db, settings, redis_client, broker_url)
         dispatch.publish(dispatch.SEND_QUEUE, "sendBulkSMS", n, 1, [n], delay_ms=600_000)
     counter = RabbitmqQueueCounter(dramatiq.get_broker())
     assert counter.counts(dispatch.QUEUES)["sms-send"] == {
-        "waiting": 4, "active": None, "delayed": 2, "failed": 0, "consumers": 0}
+        "waiting": 4,
+        "active": None,
+        "delayed": 2,
+        "failed": 0,
+        "consumers": 0,
+    }
 
     # When a consumer takes two of them and dead-letters one
     consumer = dramatiq.get_broker().consume(dispatch.SEND_QUEUE, prefetch=2, timeout=1000)
@@ -44,22 +50,34 @@ def test_queue_counts_come_from_rabbitmq(db, settings, redis_client, broker_url)
     # Then one failed, and what the consumer holds is not counted as waiting: it holds two
     # again (its prefetch took a third message), so one waits; how many are active is unknown
     counts = counter.counts(dispatch.QUEUES)
-    assert counts["sms-send"] == {"waiting": 1, "active": None, "delayed": 2, "failed": 1,
-                                  "consumers": 1}
-    assert counts["delivery-status-update"] == {"waiting": 0, "active": None, "delayed": 0,
-                                                "failed": 0, "consumers": 0}
+    assert counts["sms-send"] == {
+        "waiting": 1,
+        "active": None,
+        "delayed": 2,
+        "failed": 1,
+        "consumers": 1,
+    }
+    assert counts["delivery-status-update"] == {
+        "waiting": 0,
+        "active": None,
+        "delayed": 0,
+        "failed": 0,
+        "consumers": 0,
+    }
     consumer.close()
 
     # ...and once the consumer is gone, /health/full counts what it held as waiting again,
     # with RabbitMQ as a dependency of its own
     checker = HealthChecker(dataclasses.replace(settings, broker_url=broker_url), redis_client)
-    report = wait_for(lambda: (lambda r: r if r["queues"]["sms-send"]["waiting"] == 3 else None)(
-        checker.full()), 5, "the message the consumer held to come back")
+    report = wait_for(
+        lambda: (lambda r: r if r["queues"]["sms-send"]["waiting"] == 3 else None)(checker.full()),
+        5,
+        "the message the consumer held to come back",
+    )
     assert report["dependencies"]["rabbitmq"] == "ok"
 
 
-def test_many_threads_publishing_at_once_each_get_a_connection_and_lose_nothing(
-        db, broker_url):
+def test_many_threads_publishing_at_once_each_get_a_connection_and_lose_nothing(db, broker_url):
     # Given 16 threads, as many as a web process's and a worker's threads together
     threads, each = 16, 25
     errors: list[BaseException] = []
@@ -115,8 +133,11 @@ def test_a_rabbitmq_that_is_down_is_named_and_nothing_is_started(db, settings, r
         checker = HealthChecker(down, redis_client)
 
         # Then readiness names RabbitMQ, and only RabbitMQ, without its address
-        assert checker.readiness() == {"ok": False, "down": ["rabbitmq"],
-                                       "reason": "rabbitmq is down"}
+        assert checker.readiness() == {
+            "ok": False,
+            "down": ["rabbitmq"],
+            "reason": "rabbitmq is down",
+        }
         # ...health says why, with Redis still read
         report = checker.full()
         assert report["ok"] is False and report["dependencies"]["redis"] == "ok"
@@ -133,6 +154,8 @@ def test_a_rabbitmq_that_is_down_is_named_and_nothing_is_started(db, settings, r
 
 def test_the_connection_url_gets_timeouts_unless_it_sets_its_own():
     assert connection_url("amqp://u:p@h:5672/%2Fv") == (
-        "amqp://u:p@h:5672/%2Fv?socket_timeout=5&blocked_connection_timeout=10")
+        "amqp://u:p@h:5672/%2Fv?socket_timeout=5&blocked_connection_timeout=10"
+    )
     assert connection_url("amqp://h/?socket_timeout=1") == (
-        "amqp://h/?socket_timeout=1&blocked_connection_timeout=10")
+        "amqp://h/?socket_timeout=1&blocked_connection_timeout=10"
+    )

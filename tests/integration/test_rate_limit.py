@@ -1,4 +1,5 @@
 """PROVIDER_RATE_LIMIT: one budget per second shared by every worker, through Redis."""
+
 from __future__ import annotations
 
 from service.infra.ratelimit import RateLimiter

@@ -1,4 +1,5 @@
 """Reconcile on real PostgreSQL: late evidence, and one failing repair not holding up others."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,15 +18,20 @@ def campaign_in_flight(settings, domain: str, balance: int):
     contacts.import_contacts(shop.id, [{"phone": "+306900000001"}])
     campaign = campaigns.create(shop.id, "c", "Hello there", append_unsubscribe=False)
     enqueue(shop.id, campaign.id, settings)
-    ids = [row[0] for row in fetchall("SELECT id FROM campaign_recipient WHERE campaign_id = %s",
-                                      (campaign.id,))]
+    ids = [
+        row[0]
+        for row in fetchall(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s", (campaign.id,)
+        )
+    ]
     claim_recipients(campaign.id, ids, batch_key(campaign.id, ids))
     return shop.id, campaign.id, ids[0]
 
 
 def status_of(recipient_id: int) -> tuple:
-    return fetchall("SELECT status, error FROM campaign_recipient WHERE id = %s",
-                    (recipient_id,))[0]
+    return fetchall("SELECT status, error FROM campaign_recipient WHERE id = %s", (recipient_id,))[
+        0
+    ]
 
 
 def test_evidence_after_the_campaign_finished_still_makes_the_message_sent(db, settings):
@@ -37,8 +43,9 @@ def test_evidence_after_the_campaign_finished_still_makes_the_message_sent(db, s
     assert campaigns.get(shop_id, campaign_id).status == "failed"
 
     # When the provider's report naming it by reference arrives later
-    delivery.record_reports([{"id": "late-1", "reference": str(recipient_id),
-                              "deliveryStatus": "Delivered"}], settings)
+    delivery.record_reports(
+        [{"id": "late-1", "reference": str(recipient_id), "deliveryStatus": "Delivered"}], settings
+    )
 
     # Then it is sent and debited once as the report is applied (not at the next reconcile),
     # and the campaign, which now sent a message, is completed
@@ -57,8 +64,11 @@ def test_the_reconciler_upgrades_what_a_report_could_not(db, settings):
     first_shop, _, first = campaign_in_flight(settings, "first.example", 1)
     second_shop, _, second = campaign_in_flight(settings, "second.example", 5)
     reconcile.reconcile(quick)
-    db.execute_sql("INSERT INTO delivery_report (provider_id, reference, status) VALUES"
-                   " ('a-1', %s, 'Sent'), ('b-1', %s, 'Sent')", (str(first), str(second)))
+    db.execute_sql(
+        "INSERT INTO delivery_report (provider_id, reference, status) VALUES"
+        " ('a-1', %s, 'Sent'), ('b-1', %s, 'Sent')",
+        (str(first), str(second)),
+    )
 
     # When reconcile runs
     report = reconcile.reconcile(quick)
@@ -78,13 +88,20 @@ def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest
     fine_shop, _, fine = campaign_in_flight(settings, "fine.example", 5)
     reconcile.reconcile(quick)
     db.execute_sql("UPDATE shop SET credit_balance = 0 WHERE id = %s", (broke_shop,))
-    db.execute_sql("INSERT INTO credit_transaction (shop_id, kind, amount, idempotency_key)"
-                   " VALUES (%s, 'adjustment', -1, 'spent')", (broke_shop,))
+    db.execute_sql(
+        "INSERT INTO credit_transaction (shop_id, kind, amount, idempotency_key)"
+        " VALUES (%s, 'adjustment', -1, 'spent')",
+        (broke_shop,),
+    )
 
     # When their reports arrive together
-    delivery.record_reports([{"id": "b-1", "reference": str(broke), "deliveryStatus": "Sent"},
-                             {"id": "f-1", "reference": str(fine), "deliveryStatus": "Sent"}],
-                            settings)
+    delivery.record_reports(
+        [
+            {"id": "b-1", "reference": str(broke), "deliveryStatus": "Sent"},
+            {"id": "f-1", "reference": str(fine), "deliveryStatus": "Sent"},
+        ],
+        settings,
+    )
 
     # Then the covered one is upgraded, the other stays failed (balance never below zero)
     assert status_of(fine) == ("sent", None)

@@ -2,6 +2,7 @@
 sent, calls in flight keep their credits until they resolve, a campaign accepted for exactly the
 available credits never fails for lack of them, and cancel and pause mean the same in the send
 path. On real PostgreSQL, with the real `BatchSender` and a fake provider."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,14 +34,21 @@ def calls():
 
 def accept(shop_id: int, campaign_id: int, recipient_ids) -> None:
     """The provider's answers to calls in flight arrive: accepted, one segment each."""
-    persist_results(shop_id, campaign_id, [Accepted(rid, f"p-{rid}", "Flash sale today", 1, None)
-                                           for rid in recipient_ids], [])
+    persist_results(
+        shop_id,
+        campaign_id,
+        [Accepted(rid, f"p-{rid}", "Flash sale today", 1, None) for rid in recipient_ids],
+        [],
+    )
 
 
 def send_all(sender: BatchSender, campaign_id: int, shop_id: int):
     """Deliver every unfinished batch of the campaign to the sender once, as the worker would."""
-    batches = fetchall("SELECT key, recipient_ids FROM send_batch WHERE campaign_id = %s"
-                       " AND state <> 'finished' ORDER BY id", (campaign_id,))
+    batches = fetchall(
+        "SELECT key, recipient_ids FROM send_batch WHERE campaign_id = %s"
+        " AND state <> 'finished' ORDER BY id",
+        (campaign_id,),
+    )
     return [sender.send(campaign_id, shop_id, ids, key) for key, ids in batches]
 
 
@@ -83,7 +91,7 @@ def test_a_campaign_for_exactly_what_a_cancel_left_available_sends_everyone(db, 
     available = credits.summary(shop_id).available
 
     # When a second campaign is enqueued for exactly the available credits
-    second = enqueue_campaign(settings, shop_id, contact_ids[10:10 + available])
+    second = enqueue_campaign(settings, shop_id, contact_ids[10 : 10 + available])
     assert credits.summary(shop_id).available == 0
     # ...and the calls in flight of the first are then answered accepted, and debited
     accept(shop_id, cancelled.campaign_id, cancelled.recipients[:4])
@@ -99,15 +107,17 @@ def test_a_campaign_for_exactly_what_a_cancel_left_available_sends_everyone(db, 
     assert assert_books_balance(shop_id)["balance"] == 0
 
 
-def test_a_cancel_while_the_call_is_in_flight_skips_what_the_provider_throttled(db, settings,
-                                                                                calls):
+def test_a_cancel_while_the_call_is_in_flight_skips_what_the_provider_throttled(
+    db, settings, calls
+):
     # Given a campaign of 5 whose provider call is answered after the merchant cancelled it:
     # 3 accepted, 2 throttled
     shop_id, contact_ids = shop_with_contacts("inflight.example", 10, 5)
     sending = enqueue_campaign(settings, shop_id, contact_ids)
     provider = FakeProvider(
         during_call=lambda: campaigns.cancel(shop_id, sending.campaign_id, settings),
-        outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2)
+        outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2,
+    )
     sender = BatchSender(settings, provider, calls)
 
     # When the batch is sent, and delivered again as the actor retries the throttled part
@@ -118,8 +128,9 @@ def test_a_cancel_while_the_call_is_in_flight_skips_what_the_provider_throttled(
     # again, never sent), the batch stays finished and the reservation is released
     assert (first[0].accepted, first[0].not_sent, retry.claimed) == (3, 2, 0)
     assert statuses(sending.campaign_id) == {"sent": 3, "skipped": 2}
-    assert fetchall("SELECT DISTINCT error FROM campaign_recipient WHERE status = 'skipped'"
-                    ) == [("cancelled",)]
+    assert fetchall("SELECT DISTINCT error FROM campaign_recipient WHERE status = 'skipped'") == [
+        ("cancelled",)
+    ]
     assert fetchall("SELECT state FROM send_batch") == [("finished",)]
     assert delivery.refresh_campaign(sending.campaign_id, settings) == "cancelled"
     assert reservation(sending.campaign_id)[0] == "released"
@@ -132,8 +143,10 @@ def test_answers_after_a_pause_are_kept_and_resume_sends_the_rest_once(db, setti
     shop_id, contact_ids = shop_with_contacts("pause.example", 10, 5)
     sending = enqueue_campaign(settings, shop_id, contact_ids)
     pauses = [lambda: campaigns.pause(shop_id, sending.campaign_id)]
-    provider = FakeProvider(during_call=lambda: pauses and pauses.pop()(),
-                            outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2)
+    provider = FakeProvider(
+        during_call=lambda: pauses and pauses.pop()(),
+        outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2,
+    )
     sender = BatchSender(settings, provider, calls)
     send_all(sender, sending.campaign_id, shop_id)
 
@@ -141,8 +154,7 @@ def test_answers_after_a_pause_are_kept_and_resume_sends_the_rest_once(db, setti
     assert statuses(sending.campaign_id) == {"sent": 3, "pending": 2}
     assert credits.summary(shop_id).balance == 7
     # ...a redelivery while it is paused sends nothing, and it is not finalised
-    assert sender.send(sending.campaign_id, shop_id, sending.recipients,
-                       sending.key).claimed == 0
+    assert sender.send(sending.campaign_id, shop_id, sending.recipients, sending.key).claimed == 0
     assert delivery.refresh_campaign(sending.campaign_id, settings) is None
 
     # When it is resumed and its unfinished batch delivered
@@ -176,8 +188,10 @@ def test_late_evidence_is_charged_against_credits_held_for_it(db, settings):
         credits.adjust(shop_id, -5, "chargeback", "cb-1")
     credits.adjust(shop_id, -4, "chargeback", "cb-2")
     # ...and the provider's report naming the message arrives
-    delivery.record_reports([{"id": "late-1", "reference": str(sending.recipients[0]),
-                              "deliveryStatus": "Delivered"}], settings)
+    delivery.record_reports(
+        [{"id": "late-1", "reference": str(sending.recipients[0]), "deliveryStatus": "Delivered"}],
+        settings,
+    )
 
     # Then the message is sent with its debit, drawn from the hold: the balance is 0, never
     # below; the campaign is completed, its finish time kept, and nothing is held any more
@@ -186,8 +200,13 @@ def test_late_evidence_is_charged_against_credits_held_for_it(db, settings):
     assert (completed.status, completed.status_reason) == ("completed", None)
     assert completed.finished_at == failed.finished_at
     assert reservation(sending.campaign_id) == ("released", 1, 1, 0)
-    assert assert_books_balance(shop_id) == {"top-up": 5, "debit": -1, "refund": 0,
-                                             "adjustment": -4, "balance": 0}
+    assert assert_books_balance(shop_id) == {
+        "top-up": 5,
+        "debit": -1,
+        "refund": 0,
+        "adjustment": -4,
+        "balance": 0,
+    }
     assert not reconcile.reconcile(quick).errors
 
 
@@ -207,8 +226,16 @@ def test_a_hold_ends_with_the_evidence_window(db, settings):
     # Then the hold is released, and a report arriving later charges nothing
     assert report.released_reservations == 1 and not report.errors
     assert credits.summary(shop_id) == CreditSummary(5, 0, 5)
-    delivery.record_reports([{"id": "too-late", "reference": str(sending.recipients[0]),
-                              "deliveryStatus": "Delivered"}], past)
+    delivery.record_reports(
+        [
+            {
+                "id": "too-late",
+                "reference": str(sending.recipients[0]),
+                "deliveryStatus": "Delivered",
+            }
+        ],
+        past,
+    )
     assert not reconcile.reconcile(past).errors
     assert statuses(sending.campaign_id) == {"failed": 1}
     assert_books_balance(shop_id)

@@ -1,6 +1,7 @@
 """A batch sent window by window on real PostgreSQL and Redis, with a fake provider: claims
 no larger than the calls in flight, pause and opt-out at the next window, the deadline and
 a shutdown putting the rest back on the queue, and a time limit that loses no answer."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,11 @@ class FakeProvider:
     """Accepts every message, unless `answer` says otherwise; `during_call(sms)` runs inside
     each `/sms` call (a test looks at the database there, or pauses the campaign)."""
 
-    def __init__(self, during_call: Callable[[Sms], None] | None = None,
-                 answer: Callable[[Sms], SendResult] | None = None) -> None:
+    def __init__(
+        self,
+        during_call: Callable[[Sms], None] | None = None,
+        answer: Callable[[Sms], SendResult] | None = None,
+    ) -> None:
         self.during_call, self.answer = during_call, answer
         self.sent: list[str] = []
         self.bulk_calls = 0
@@ -35,15 +39,19 @@ class FakeProvider:
     def send_one(self, sender: str, sms: Sms, callback: str | None) -> SendResult:
         if self.during_call:
             self.during_call(sms)
-        result = (self.answer(sms) if self.answer
-                  else SendResult(Outcome.ACCEPTED, provider_id=f"p-{sms.reference}"))
+        result = (
+            self.answer(sms)
+            if self.answer
+            else SendResult(Outcome.ACCEPTED, provider_id=f"p-{sms.reference}")
+        )
         if result.outcome is Outcome.ACCEPTED:
             with self.lock:
                 self.sent.append(sms.to)
         return result
 
-    def send_bulk(self, sender: str, to: list[str], text: str, reference: str,
-                  callback: str | None) -> list[SendResult]:
+    def send_bulk(
+        self, sender: str, to: list[str], text: str, reference: str, callback: str | None
+    ) -> list[SendResult]:
         with self.lock:
             self.bulk_calls += 1
             self.sent += to
@@ -91,19 +99,30 @@ def batch(db, settings):
     (shop id, campaign id, recipient ids, batch key)."""
     shop, _ = shops.create_shop("windows.example", "Windows")
     credits.top_up(shop.id, 1000, "initial")
-    contacts.import_contacts(shop.id, [{"phone": f"+30690000{i:04d}", "first_name": f"N{i}"}
-                                       for i in range(12)])
-    campaign = campaigns.create(shop.id, "c", "Hi {first_name}, new in today",
-                                append_unsubscribe=False)
+    contacts.import_contacts(
+        shop.id, [{"phone": f"+30690000{i:04d}", "first_name": f"N{i}"} for i in range(12)]
+    )
+    campaign = campaigns.create(
+        shop.id, "c", "Hi {first_name}, new in today", append_unsubscribe=False
+    )
     enqueue(shop.id, campaign.id, dataclasses.replace(settings, send_batch_size=12))
-    ids = [row[0] for row in fetchall("SELECT id FROM campaign_recipient WHERE campaign_id = %s"
-                                      " ORDER BY id", (campaign.id,))]
+    ids = [
+        row[0]
+        for row in fetchall(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s ORDER BY id", (campaign.id,)
+        )
+    ]
     return shop.id, campaign.id, ids, batch_key(campaign.id, ids)
 
 
 def statuses(campaign_id: int) -> dict[str, int]:
-    return dict(fetchall("SELECT status, count(*) FROM campaign_recipient"
-                         " WHERE campaign_id = %s GROUP BY status", (campaign_id,)))
+    return dict(
+        fetchall(
+            "SELECT status, count(*) FROM campaign_recipient"
+            " WHERE campaign_id = %s GROUP BY status",
+            (campaign_id,),
+        )
+    )
 
 
 def in_flight(campaign_id: int) -> int:
@@ -149,9 +168,9 @@ def test_a_uniform_batch_is_one_bulk_call_however_few_the_slots(db, settings):
     provider = FakeProvider()
 
     # When its batch is sent
-    report = sender(settings, provider, slots=2).send(shop_id=shop.id, campaign_id=campaign.id,
-                                                      recipient_ids=ids,
-                                                      key=batch_key(campaign.id, ids))
+    report = sender(settings, provider, slots=2).send(
+        shop_id=shop.id, campaign_id=campaign.id, recipient_ids=ids, key=batch_key(campaign.id, ids)
+    )
 
     # Then one /smsbulk call carried the whole batch: one call is one window
     assert (provider.bulk_calls, report.windows, report.accepted) == (1, 1, 12)
@@ -189,8 +208,7 @@ def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
 def test_an_opt_out_during_a_window_skips_the_contact_at_the_next_one(batch, settings):
     # Given a contact of the batch's last window who opts out while the first is in flight
     shop_id, campaign_id, ids, key = batch
-    last = fetchall("SELECT contact_id, phone FROM campaign_recipient WHERE id = %s",
-                    (ids[-1],))[0]
+    last = fetchall("SELECT contact_id, phone FROM campaign_recipient WHERE id = %s", (ids[-1],))[0]
     opted = threading.Event()
 
     def opt_out_once(sms: Sms) -> None:
@@ -210,8 +228,9 @@ def test_an_opt_out_during_a_window_skips_the_contact_at_the_next_one(batch, set
 
 
 @pytest.mark.parametrize("stop", ["deadline", "shutdown"])
-def test_a_batch_stopped_between_windows_puts_its_rest_back_on_the_queue(batch, settings,
-                                                                         redis_client, stop):
+def test_a_batch_stopped_between_windows_puts_its_rest_back_on_the_queue(
+    batch, settings, redis_client, stop
+):
     # Given a batch whose first window ends past its deadline, or during a worker shutdown
     shop_id, campaign_id, ids, key = batch
     clock, stopping = Clock(), threading.Event()
@@ -227,7 +246,8 @@ def test_a_batch_stopped_between_windows_puts_its_rest_back_on_the_queue(batch, 
 
     # When the batch is sent
     report = sender(settings, provider, slots=4, clock=clock, stopping=stopping).send(
-        campaign_id, shop_id, ids, key)
+        campaign_id, shop_id, ids, key
+    )
 
     # Then one window was sent and persisted, nothing is left in flight, and the batch is
     # published again (recorded as such) for its next delivery to send the rest
@@ -237,8 +257,9 @@ def test_a_batch_stopped_between_windows_puts_its_rest_back_on_the_queue(batch, 
     assert redis_client.llen("dramatiq:sms-send") == queued + 1
 
 
-def test_a_batch_throttled_after_some_progress_comes_back_after_retry_after(batch, settings,
-                                                                          redis_client):
+def test_a_batch_throttled_after_some_progress_comes_back_after_retry_after(
+    batch, settings, redis_client
+):
     # Given a provider that throttles every call after the first window's
     shop_id, campaign_id, ids, key = batch
     calls = iter(range(100))
@@ -250,7 +271,8 @@ def test_a_batch_throttled_after_some_progress_comes_back_after_retry_after(batc
 
     # When the batch is sent
     report = sender(settings, FakeProvider(answer=answer), slots=4).send(
-        campaign_id, shop_id, ids, key)
+        campaign_id, shop_id, ids, key
+    )
 
     # Then the throttled window is pending again, no window followed it, and the batch comes
     # back after Retry-After as a new message (its retries are kept for real failures)
@@ -276,8 +298,9 @@ def test_a_window_interrupted_by_the_time_limit_keeps_every_answer(batch, settin
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 10
-    while (calls.started < 2 or statuses(campaign_id).get("sending") != 4) \
-            and time.monotonic() < deadline:
+    while (
+        calls.started < 2 or statuses(campaign_id).get("sending") != 4
+    ) and time.monotonic() < deadline:
         time.sleep(0.01)
 
     # When Dramatiq's time limit interrupts the batch's thread, and the calls under way answer

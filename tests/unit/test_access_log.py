@@ -1,5 +1,6 @@
 """gunicorn's access log prints no secret (SPEC 8): the logger of `gunicorn.conf.py`, writing a
 real access log file, fed what gunicorn hands it for a request."""
+
 from __future__ import annotations
 
 import base64
@@ -12,14 +13,17 @@ from gunicorn.config import Config
 from api.access_log import AccessLogger, redact_target
 from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET
 
-EVERYTHING = ('%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(m)s %(U)s %(q)s'
-              ' %({authorization}i)s %({cookie}i)s %({x-webhook-token}i)s %({set-cookie}o)s'
-              ' %({http_authorization}e)s %({query_string}e)s %({raw_uri}e)s'
-              ' %({user-agent}i)s')
+EVERYTHING = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(m)s %(U)s %(q)s'
+    " %({authorization}i)s %({cookie}i)s %({x-webhook-token}i)s %({set-cookie}o)s"
+    " %({http_authorization}e)s %({query_string}e)s %({raw_uri}e)s"
+    " %({user-agent}i)s"
+)
 
 
-def access_line(tmp_path, target: str, headers: dict[str, str] | None = None,
-                log_format: str | None = None) -> str:
+def access_line(
+    tmp_path, target: str, headers: dict[str, str] | None = None, log_format: str | None = None
+) -> str:
     """The line the web process's logger writes for `GET target` answered 200."""
     cfg = Config()
     cfg.set("accesslog", str(tmp_path / "access.log"))
@@ -27,13 +31,19 @@ def access_line(tmp_path, target: str, headers: dict[str, str] | None = None,
         cfg.set("access_log_format", log_format)
     headers = {"User-Agent": "curl/8", **(headers or {})}
     path, _, query = target.partition("?")
-    environ = {"REQUEST_METHOD": "GET", "RAW_URI": target, "PATH_INFO": path,
-               "QUERY_STRING": query, "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.1",
-               **{f"HTTP_{name.upper().replace('-', '_')}": value
-                  for name, value in headers.items()}}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": target,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.0.0.1",
+        **{f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()},
+    }
     request = SimpleNamespace(headers=[(name.upper(), value) for name, value in headers.items()])
-    response = SimpleNamespace(status="200 OK", sent=2,
-                               headers=[("Set-Cookie", f"astronote_ops={ADMIN_TOKEN}")])
+    response = SimpleNamespace(
+        status="200 OK", sent=2, headers=[("Set-Cookie", f"astronote_ops={ADMIN_TOKEN}")]
+    )
     AccessLogger(cfg).access(response, request, environ, datetime.timedelta(milliseconds=3))
     return (tmp_path / "access.log").read_text()
 
@@ -41,9 +51,12 @@ def access_line(tmp_path, target: str, headers: dict[str, str] | None = None,
 def test_a_token_in_the_query_string_is_not_logged_whatever_the_format_asks_for(tmp_path):
     # Given the ops page opened with the admin token, its Referer, and every credential header
     target = f"/ops?token={ADMIN_TOKEN}"
-    headers = {"Referer": f"http://astronote.example{target}",
-               "Authorization": f"Bearer {ADMIN_TOKEN}", "Cookie": f"astronote_ops={ADMIN_TOKEN}",
-               "X-Webhook-Token": ADMIN_TOKEN}
+    headers = {
+        "Referer": f"http://astronote.example{target}",
+        "Authorization": f"Bearer {ADMIN_TOKEN}",
+        "Cookie": f"astronote_ops={ADMIN_TOKEN}",
+        "X-Webhook-Token": ADMIN_TOKEN,
+    }
     # When gunicorn logs the request in a format that prints every atom it has
     line = access_line(tmp_path, target, headers, EVERYTHING)
     # Then the token appears nowhere, and the request still does, with its query redacted
@@ -73,13 +86,16 @@ def test_the_user_of_basic_authentication_is_not_logged(tmp_path):
     assert line.startswith("10.0.0.1 - - ["), line
 
 
-@pytest.mark.parametrize("target, logged", [
-    ("/u/AAAAAAAAAAEAAAAAAAAAAQ", "/u/[redacted]"),
-    ("/ops?token=a&token=b", "/ops?token=[redacted]&token=[redacted]"),
-    ("/contacts?opted_out=true&api%5Fkey=k", "/contacts?opted_out=true&api%5Fkey=[redacted]"),
-    ("/ops?s3cr3t", "/ops?[redacted]"),
-    ("/health/full", "/health/full"),
-    ("http://h.example/u/tok?limit=5", "http://h.example/u/[redacted]?limit=5"),
-])
+@pytest.mark.parametrize(
+    "target, logged",
+    [
+        ("/u/AAAAAAAAAAEAAAAAAAAAAQ", "/u/[redacted]"),
+        ("/ops?token=a&token=b", "/ops?token=[redacted]&token=[redacted]"),
+        ("/contacts?opted_out=true&api%5Fkey=k", "/contacts?opted_out=true&api%5Fkey=[redacted]"),
+        ("/ops?s3cr3t", "/ops?[redacted]"),
+        ("/health/full", "/health/full"),
+        ("http://h.example/u/tok?limit=5", "http://h.example/u/[redacted]?limit=5"),
+    ],
+)
 def test_redacted_targets(target, logged):
     assert redact_target(target) == logged

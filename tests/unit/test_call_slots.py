@@ -1,4 +1,5 @@
 """Call slots: a worker process's SEND_CONCURRENCY calls, shared fairly by its batches."""
+
 from __future__ import annotations
 
 import threading

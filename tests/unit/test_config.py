@@ -1,4 +1,5 @@
 """Configuration: an invalid value stops a process with one line naming the variable."""
+
 from __future__ import annotations
 
 import os
@@ -20,27 +21,35 @@ SIGNING_PROCESSES = {
 }
 
 
-@pytest.mark.parametrize("name, value, says", [
-    ("PORT", "eighty", "PORT='eighty' is not an integer"),
-    ("SEND_BATCH_SIZE", "0", "SEND_BATCH_SIZE=0 must be at least 1"),
-    ("RUN_SCHEDULER", "maybe", "RUN_SCHEDULER='maybe' must be true or false"),
-    ("DATABASE_URL", "mysql://x/y", "DATABASE_URL='mysql://x/y' must be a URL"),
-    ("MITTO_API_BASE", "ftp://x", "MITTO_API_BASE='ftp://x' must be a URL"),
-    ("CLAIM_TIMEOUT_MS", "2000", "must be shorter than 4/5 of CLAIM_TIMEOUT_MS=2000"),
-    ("MAX_CAMPAIGN_RECIPIENTS", "0", "MAX_CAMPAIGN_RECIPIENTS=0 must be at least 1"),
-    ("MAX_CAMPAIGN_RECIPIENTS", "1e6", "MAX_CAMPAIGN_RECIPIENTS='1e6' is not an integer"),
-    ("INBOUND_MATCH_DAYS", "0", "INBOUND_MATCH_DAYS=0 must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "name, value, says",
+    [
+        ("PORT", "eighty", "PORT='eighty' is not an integer"),
+        ("SEND_BATCH_SIZE", "0", "SEND_BATCH_SIZE=0 must be at least 1"),
+        ("RUN_SCHEDULER", "maybe", "RUN_SCHEDULER='maybe' must be true or false"),
+        ("DATABASE_URL", "mysql://x/y", "DATABASE_URL='mysql://x/y' must be a URL"),
+        ("MITTO_API_BASE", "ftp://x", "MITTO_API_BASE='ftp://x' must be a URL"),
+        ("CLAIM_TIMEOUT_MS", "2000", "must be shorter than 4/5 of CLAIM_TIMEOUT_MS=2000"),
+        ("MAX_CAMPAIGN_RECIPIENTS", "0", "MAX_CAMPAIGN_RECIPIENTS=0 must be at least 1"),
+        ("MAX_CAMPAIGN_RECIPIENTS", "1e6", "MAX_CAMPAIGN_RECIPIENTS='1e6' is not an integer"),
+        ("INBOUND_MATCH_DAYS", "0", "INBOUND_MATCH_DAYS=0 must be at least 1"),
+    ],
+)
 def test_an_invalid_value_is_named(name, value, says):
     with pytest.raises(ConfigError, match=None) as error:
         config.load({name: value})
     assert says in str(error.value)
 
 
-@pytest.mark.parametrize("name, minimum", [
-    ("SECRET_KEY", 32), ("ADMIN_TOKEN", 24), ("DLR_WEBHOOK_SECRET", 24),
-    ("SHOPIFY_API_SECRET", 32),
-])
+@pytest.mark.parametrize(
+    "name, minimum",
+    [
+        ("SECRET_KEY", 32),
+        ("ADMIN_TOKEN", 24),
+        ("DLR_WEBHOOK_SECRET", 24),
+        ("SHOPIFY_API_SECRET", 32),
+    ],
+)
 def test_a_short_secret_is_named_without_its_value(name, minimum):
     # Given a secret one character shorter than its minimum
     short = "s3cr3t-" + "x" * (minimum - 8)
@@ -49,7 +58,8 @@ def test_a_short_secret_is_named_without_its_value(name, minimum):
         config.load({name: short})
     # Then the error names the variable and the length, and does not print the secret
     assert f"{name} must be at least {minimum} characters (it has {minimum - 1})" == str(
-        error.value)
+        error.value
+    )
     assert short not in str(error.value)
 
 
@@ -57,14 +67,18 @@ def test_secrets_of_the_minimum_length_are_accepted_and_unset_ones_disable_their
     settings = config.load({"SECRET_KEY": "k" * 32, "ADMIN_TOKEN": "a" * 24})
     assert (settings.secret_key, settings.admin_token) == ("k" * 32, "a" * 24)
     assert settings.dlr_webhook_secret is None and settings.shopify_api_secret is None
-    assert config.load({}).secret_key is None  # no default: `runtime.check` requires it
+    assert config.load({}).secret_key == ""  # no default: `runtime.check` requires it
 
 
 def test_defaults_follow_the_contract():
     settings = config.load({})
-    assert (settings.send_batch_size, settings.claim_timeout_ms, settings.run_scheduler,
-            settings.scheduler_lock_ttl_ms, settings.scheduler_lock_retry_ms) == (
-        500, 300000, True, 15000, 5000)
+    assert (
+        settings.send_batch_size,
+        settings.claim_timeout_ms,
+        settings.run_scheduler,
+        settings.scheduler_lock_ttl_ms,
+        settings.scheduler_lock_retry_ms,
+    ) == (500, 300000, True, 15000, 5000)
     assert settings.send_time_limit_ms < settings.claim_timeout_ms
     assert settings.public_base_url == "http://localhost:8000"
     assert settings.max_campaign_recipients == 1_000_000
@@ -82,23 +96,38 @@ def test_a_window_of_calls_that_cannot_end_within_the_send_time_limit_is_refused
     # Then it is refused with one line naming every variable involved
     message = str(error.value)
     assert "\n" not in message
-    for says in ("PROVIDER_CONNECT_TIMEOUT_MS=3000", "PROVIDER_READ_TIMEOUT_MS=4000",
-                 "CLAIM_TIMEOUT_MS=8000", "6400 ms"):
+    for says in (
+        "PROVIDER_CONNECT_TIMEOUT_MS=3000",
+        "PROVIDER_READ_TIMEOUT_MS=4000",
+        "CLAIM_TIMEOUT_MS=8000",
+        "6400 ms",
+    ):
         assert says in message
 
 
 def test_short_timeouts_that_leave_room_for_one_window_are_valid():
-    settings = config.load({"CLAIM_TIMEOUT_MS": "8000", "PROVIDER_READ_TIMEOUT_MS": "3000",
-                            "SEND_BATCH_SIZE": "50"})
+    settings = config.load(
+        {"CLAIM_TIMEOUT_MS": "8000", "PROVIDER_READ_TIMEOUT_MS": "3000", "SEND_BATCH_SIZE": "50"}
+    )
     assert settings.send_window_worst_ms < settings.send_time_limit_ms == 6400
 
 
 def test_a_worker_with_no_room_for_a_window_stops_with_one_line():
-    env = {**os.environ, "CLAIM_TIMEOUT_MS": "8000", "PROVIDER_READ_TIMEOUT_MS": "6000",
-           "DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, "-m", "dramatiq", "actors", "--processes", "1",
-                           "--threads", "1"], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        **os.environ,
+        "CLAIM_TIMEOUT_MS": "8000",
+        "PROVIDER_READ_TIMEOUT_MS": "6000",
+        "DATABASE_URL": "postgresql://x/y",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "dramatiq", "actors", "--processes", "1", "--threads", "1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "PROVIDER_READ_TIMEOUT_MS=6000" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
@@ -121,24 +150,33 @@ def test_an_operator_session_lasts_eight_hours_unless_configured():
     assert config.load({**KEY, "OPS_SESSION_TTL_S": "900"}).ops_session_ttl_s == 900
 
 
-@pytest.mark.parametrize("value, says", [
-    ("30", "OPS_SESSION_TTL_S=30 must be at least 60"),
-    ("8h", "OPS_SESSION_TTL_S='8h' is not an integer"),
-    ("31536000", "OPS_SESSION_TTL_S=31536000 must be at most 604800"),
-])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("30", "OPS_SESSION_TTL_S=30 must be at least 60"),
+        ("8h", "OPS_SESSION_TTL_S='8h' is not an integer"),
+        ("31536000", "OPS_SESSION_TTL_S=31536000 must be at most 604800"),
+    ],
+)
 def test_an_operator_session_lifetime_out_of_bounds_is_named(value, says):
     with pytest.raises(ConfigError) as error:
         config.load({**KEY, "OPS_SESSION_TTL_S": value})
     assert says in str(error.value)
 
 
-@pytest.mark.parametrize("command", [["-m", "astronote", "migrate"], ["-m", "scheduler"],
-                                     ["-m", "dramatiq", "actors"]])
+@pytest.mark.parametrize(
+    "command", [["-m", "astronote", "migrate"], ["-m", "scheduler"], ["-m", "dramatiq", "actors"]]
+)
 def test_every_process_stops_with_one_line_and_no_traceback(command):
-    env = {**os.environ, "SEND_BATCH_SIZE": "lots", "DATABASE_URL": "postgresql://x/y",
-           "REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True,
-                          timeout=60)
+    env = {
+        **os.environ,
+        "SEND_BATCH_SIZE": "lots",
+        "DATABASE_URL": "postgresql://x/y",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    done = subprocess.run(
+        [sys.executable, *command], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0
     assert "SEND_BATCH_SIZE='lots' is not an integer" in done.stderr
     assert "Traceback" not in done.stderr
@@ -147,10 +185,17 @@ def test_every_process_stops_with_one_line_and_no_traceback(command):
 def run_process(command: list[str], **env: str) -> subprocess.CompletedProcess:
     """`command` against unreachable servers, without SECRET_KEY unless `env` gives one."""
     environment = {name: value for name, value in os.environ.items() if name != "SECRET_KEY"}
-    environment.update({"DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://127.0.0.1:1/0",
-                        **env})
-    return subprocess.run([sys.executable, *command], env=environment, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    environment.update(
+        {"DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://127.0.0.1:1/0", **env}
+    )
+    return subprocess.run(
+        [sys.executable, *command],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("process", SIGNING_PROCESSES)
@@ -174,15 +219,22 @@ def test_every_process_stops_on_a_short_secret_key(process):
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("value, says", [
-    ("redis://127.0.0.1:6379/0", "BROKER_URL must be an amqp:// or amqps:// URL (it starts with"
-                                 " redis://)"),
-    ("guest:s3cret-pw@rabbit", "BROKER_URL must be an amqp:// or amqps:// URL"),
-    ("amqp://guest:s3cret-pw@rabbit:five/", "BROKER_URL is not a valid RabbitMQ URL: Port"),
-    ("amqp://guest:s3cret-pw@rabbit/?heartbeat=often", "BROKER_URL is not a valid RabbitMQ URL:"
-                                                       " Invalid heartbeat value 'often'"),
-    ("amqp://guest:s3cret-pw@rabbit/?prefetch=1", "Unknown URL parameter: 'prefetch'"),
-])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        (
+            "redis://127.0.0.1:6379/0",
+            "BROKER_URL must be an amqp:// or amqps:// URL (it starts with redis://)",
+        ),
+        ("guest:s3cret-pw@rabbit", "BROKER_URL must be an amqp:// or amqps:// URL"),
+        ("amqp://guest:s3cret-pw@rabbit:five/", "BROKER_URL is not a valid RabbitMQ URL: Port"),
+        (
+            "amqp://guest:s3cret-pw@rabbit/?heartbeat=often",
+            "BROKER_URL is not a valid RabbitMQ URL: Invalid heartbeat value 'often'",
+        ),
+        ("amqp://guest:s3cret-pw@rabbit/?prefetch=1", "Unknown URL parameter: 'prefetch'"),
+    ],
+)
 def test_an_invalid_broker_url_is_named_without_its_password(value, says):
     with pytest.raises(ConfigError) as error:
         config.load({"BROKER_URL": value})
@@ -195,17 +247,23 @@ def test_a_broker_url_chooses_rabbitmq_and_none_keeps_redis():
     assert config.load({"BROKER_URL": " "}).broker_url is None
     rabbit = config.load({"BROKER_URL": "amqps://u:p@rabbit.internal/%2Fastronote"})
     assert (rabbit.broker_kind, rabbit.broker_url) == (
-        "rabbitmq", "amqps://u:p@rabbit.internal/%2Fastronote")
+        "rabbitmq",
+        "amqps://u:p@rabbit.internal/%2Fastronote",
+    )
 
 
 @pytest.mark.parametrize("process", ["web", "worker", "clock"])
 def test_every_process_stops_with_one_line_on_an_invalid_broker_url(process):
     # Given a BROKER_URL pika cannot read
     # When the process starts
-    done = run_process(SIGNING_PROCESSES[process], SECRET_KEY=SECRET_KEY,
-                       BROKER_URL="amqp://guest:s3cret-pw@rabbit:five/")
+    done = run_process(
+        SIGNING_PROCESSES[process],
+        SECRET_KEY=SECRET_KEY,
+        BROKER_URL="amqp://guest:s3cret-pw@rabbit:five/",
+    )
     # Then it stops at once with one line naming the variable, and not the password
     assert done.returncode != 0
     assert "astronote: configuration error: BROKER_URL is not a valid RabbitMQ URL" in (
-        done.stderr), done.stderr
+        done.stderr
+    ), done.stderr
     assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr

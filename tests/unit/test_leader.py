@@ -1,4 +1,5 @@
 """Leader election against a real Redis, with an injected monotonic clock and epoch source."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """JSON log lines never show a configured secret, whoever wrote it (SPEC 8)."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The Procfile as the one source of process commands: what Heroku runs is what `astronote up`,
 the demo and the end-to-end tests run, with the overrides they ask for and nothing else."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,30 +44,59 @@ def test_procfile_variables_come_from_the_given_environment_else_their_defaults(
 
 def test_options_replace_the_procfiles_values_or_are_appended():
     # When a worker for one queue with explicit sizes is asked for
-    argv = processes.command("worker", {"WORKER_PROCESSES": "1", "WORKER_THREADS": "3"},
-                             {"--queues": ("sms-send",), "--verbose": ()})
+    argv = processes.command(
+        "worker",
+        {"WORKER_PROCESSES": "1", "WORKER_THREADS": "3"},
+        {"--queues": ("sms-send",), "--verbose": ()},
+    )
 
     # Then the Procfile's options carry those values and the new flag comes last
-    assert argv[1:] == ["-m", "dramatiq", "actors", "--skip-logging", "--processes", "1",
-                        "--threads", "3", "--queues", "sms-send", "--verbose"]
+    assert argv[1:] == [
+        "-m",
+        "dramatiq",
+        "actors",
+        "--skip-logging",
+        "--processes",
+        "1",
+        "--threads",
+        "3",
+        "--queues",
+        "sms-send",
+        "--verbose",
+    ]
 
 
 def test_the_web_command_of_a_local_stack():
     # When the web process is asked to bind locally with fewer threads and a graceful timeout
-    argv = processes.command("web", {"WEB_CONCURRENCY": "1"},
-                             {"--bind": "127.0.0.1:9001", "--threads": "4",
-                              "--graceful-timeout": "5"})
+    argv = processes.command(
+        "web",
+        {"WEB_CONCURRENCY": "1"},
+        {"--bind": "127.0.0.1:9001", "--threads": "4", "--graceful-timeout": "5"},
+    )
 
     # Then the Procfile's command carries exactly those values
-    assert argv[1:] == ["-m", "gunicorn", "api.wsgi:app", "--bind", "127.0.0.1:9001",
-                        "--worker-class", "gthread", "--workers", "1", "--threads", "4",
-                        "--graceful-timeout", "5"]
+    assert argv[1:] == [
+        "-m",
+        "gunicorn",
+        "api.wsgi:app",
+        "--bind",
+        "127.0.0.1:9001",
+        "--worker-class",
+        "gthread",
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+        "--graceful-timeout",
+        "5",
+    ]
 
 
 def test_a_missing_demo_extra_is_named_in_one_line():
     # Given a package of the extra that is not installed
-    message = cli.missing_demo_extra("demo", {"requests": "requests",
-                                              "no_such_module_here": "no-such-package"})
+    message = cli.missing_demo_extra(
+        "demo", {"requests": "requests", "no_such_module_here": "no-such-package"}
+    )
 
     # Then one line names it and how to install the extra; nothing when all are there
     assert message is not None and "\n" not in message

@@ -5,15 +5,15 @@ Hypothesis generates the inputs (any text, any JSON value, and inputs shaped lik
 thing so the generated cases get past the first check); every test is bounded by
 `max_examples` so the file runs in a few seconds.
 """
+
 from __future__ import annotations
 
 import math
 import re
 import string
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import phonenumbers
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -32,8 +32,7 @@ from service.segments import (
     text_length,
 )
 
-BOUNDED = settings(max_examples=200, deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow])
+BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Any Python string, lone surrogates included (JSON's "\ud800" decodes to one).
 ANY_CHAR = st.characters(exclude_categories=())
@@ -65,7 +64,8 @@ PHONE_LIKE = st.builds(
 @example(raw="", default_region=None)
 @example(raw="+" + "9" * 300, default_region="ZZ")
 def test_the_phone_normaliser_returns_a_normalised_number_or_refuses_with_value_error(
-        raw: str, default_region: str | None) -> None:
+    raw: str, default_region: str | None
+) -> None:
     # Given any string a contacts import may carry, and any default country the schema allows
     # When it is normalised
     try:
@@ -83,8 +83,7 @@ def test_the_phone_normaliser_returns_a_normalised_number_or_refuses_with_value_
 @BOUNDED
 @given(raw=PHONE_LIKE, default_region=DEFAULT_REGION)
 @example(raw="20100000000000", default_region="DE")
-def test_a_normalised_number_has_at_most_15_digits(raw: str,
-                                                   default_region: str | None) -> None:
+def test_a_normalised_number_has_at_most_15_digits(raw: str, default_region: str | None) -> None:
     # Given a string shaped like a phone number
     # When it is normalised
     try:
@@ -103,8 +102,9 @@ EXTENSION = "€[]{}~^|\\\f"
 GSM_BASIC_CHAR = st.sampled_from(sorted(GSM7_BASIC))  # the table is pinned by test_segments
 GSM_EXTENSION_CHAR = st.sampled_from(EXTENSION)
 GSM_CHAR = st.sampled_from(sorted(GSM7_BASIC | set(EXTENSION)))
-NON_GSM_BMP_CHAR = st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",),
-                                 exclude_characters=GSM7_BASIC | set(EXTENSION))
+NON_GSM_BMP_CHAR = st.characters(
+    max_codepoint=0xFFFF, exclude_categories=("Cs",), exclude_characters=GSM7_BASIC | set(EXTENSION)
+)
 ASTRAL_CHAR = st.characters(min_codepoint=0x10000)
 BMP_CHAR = st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",))
 
@@ -121,9 +121,9 @@ def utf16_units(text: str) -> int:
 def gsm_text_of(draw: st.DrawFn, length: int) -> str:
     """A GSM-7 text of exactly `length` septets, extension characters (2 each) mixed in."""
     extension = draw(st.integers(0, length // 2))
-    chars = (draw(st.lists(GSM_EXTENSION_CHAR, min_size=extension, max_size=extension))
-             + draw(st.lists(GSM_BASIC_CHAR, min_size=length - 2 * extension,
-                             max_size=length - 2 * extension)))
+    chars = draw(st.lists(GSM_EXTENSION_CHAR, min_size=extension, max_size=extension)) + draw(
+        st.lists(GSM_BASIC_CHAR, min_size=length - 2 * extension, max_size=length - 2 * extension)
+    )
     return "".join(draw(st.permutations(chars)))
 
 
@@ -131,10 +131,13 @@ def gsm_text_of(draw: st.DrawFn, length: int) -> str:
 def ucs2_text_of(draw: st.DrawFn, length: int) -> str:
     """A text of exactly `length` UTF-16 units with at least one character outside GSM-7."""
     astral = draw(st.integers(0, (length - 1) // 2))
-    chars = ([draw(NON_GSM_BMP_CHAR)]
-             + draw(st.lists(ASTRAL_CHAR, min_size=astral, max_size=astral))
-             + draw(st.lists(BMP_CHAR, min_size=length - 1 - 2 * astral,
-                             max_size=length - 1 - 2 * astral)))
+    chars = (
+        [draw(NON_GSM_BMP_CHAR)]
+        + draw(st.lists(ASTRAL_CHAR, min_size=astral, max_size=astral))
+        + draw(
+            st.lists(BMP_CHAR, min_size=length - 1 - 2 * astral, max_size=length - 1 - 2 * astral)
+        )
+    )
     return "".join(draw(st.permutations(chars)))
 
 
@@ -189,8 +192,11 @@ def test_texts_outside_gsm7_cost_70_then_67_per_part(text: str) -> None:
 
 
 @BOUNDED
-@given(text=st.text(st.one_of(BMP_CHAR, ASTRAL_CHAR), min_size=1, max_size=300).filter(
-    lambda t: encoding(t) == UCS2))
+@given(
+    text=st.text(st.one_of(BMP_CHAR, ASTRAL_CHAR), min_size=1, max_size=300).filter(
+        lambda t: encoding(t) == UCS2
+    )
+)
 def test_characters_beyond_the_bmp_count_as_two_utf16_units(text: str) -> None:
     # Given a UCS-2 text that may hold emoji (surrogate pairs)
     # When it is costed
@@ -205,15 +211,15 @@ def test_characters_beyond_the_bmp_count_as_two_utf16_units(text: str) -> None:
 
 @settings(BOUNDED, max_examples=50)
 @given(at_limit=gsm_text_of(160), one_more=GSM_BASIC_CHAR, extension=GSM_EXTENSION_CHAR)
-def test_gsm7_boundary_160_is_one_part_161_two(at_limit: str, one_more: str,
-                                               extension: str) -> None:
+def test_gsm7_boundary_160_is_one_part_161_two(
+    at_limit: str, one_more: str, extension: str
+) -> None:
     # Given a GSM-7 text of exactly 160 septets
     # When one more character is added (an extension character adds two septets)
     # Then 160 septets are one part, 161 or 162 are two
     assert segment_count(at_limit) == 1
     assert segment_count(at_limit + one_more) == 2
-    assert segment_count(at_limit[:-1] + extension) == (1 if at_limit[-1] in EXTENSION
-                                                        else 2)
+    assert segment_count(at_limit[:-1] + extension) == (1 if at_limit[-1] in EXTENSION else 2)
     assert segment_count(extension * 80) == 1
     assert segment_count(extension * 80 + one_more) == 2
 
@@ -229,8 +235,9 @@ def test_ucs2_boundary_70_is_one_part_71_two(at_limit: str, one_more: str) -> No
 
 
 @st.composite
-def parts_and_text(draw: st.DrawFn, alphabet: st.SearchStrategy[str],
-                   per_part: int) -> tuple[int, str]:
+def parts_and_text(
+    draw: st.DrawFn, alphabet: st.SearchStrategy[str], per_part: int
+) -> tuple[int, str]:
     """(k, a text of exactly k full parts of `per_part` characters from `alphabet`)."""
     parts = draw(st.integers(2, 6))
     return parts, draw(st.text(alphabet, min_size=parts * per_part, max_size=parts * per_part))
@@ -238,8 +245,7 @@ def parts_and_text(draw: st.DrawFn, alphabet: st.SearchStrategy[str],
 
 @settings(BOUNDED, max_examples=50)
 @given(full=parts_and_text(GSM_BASIC_CHAR, 153), one_more=GSM_BASIC_CHAR)
-def test_gsm7_parts_of_a_long_text_hold_153_septets(full: tuple[int, str],
-                                                    one_more: str) -> None:
+def test_gsm7_parts_of_a_long_text_hold_153_septets(full: tuple[int, str], one_more: str) -> None:
     # Given a GSM-7 text that fills k concatenated parts exactly
     parts, text = full
     # When one more character is added
@@ -286,14 +292,18 @@ def test_the_unsubscribe_token_parser_returns_ids_or_none(secret: str, token: st
     # When it is read
     ids = links.read_unsubscribe_token(secret, token)
     # Then it names a (shop, contact) or is refused (None), without raising
-    assert ids is None or (isinstance(ids, tuple) and len(ids) == 2
-                           and all(isinstance(part, int) and part >= 0 for part in ids))
+    assert ids is None or (
+        isinstance(ids, tuple)
+        and len(ids) == 2
+        and all(isinstance(part, int) and part >= 0 for part in ids)
+    )
 
 
 @BOUNDED
 @given(secret=SECRET, other=SECRET, shop_id=DB_ID, contact_id=DB_ID)
 def test_a_signed_token_round_trips_and_only_under_its_secret(
-        secret: str, other: str, shop_id: int, contact_id: int) -> None:
+    secret: str, other: str, shop_id: int, contact_id: int
+) -> None:
     # Given a token signed for (shop, contact)
     token = links.unsubscribe_token(secret, shop_id, contact_id)
     # When it is read with the secret, or with another one
@@ -305,15 +315,24 @@ def test_a_signed_token_round_trips_and_only_under_its_secret(
 
 def alterations(token: str, replacements: str) -> list[str]:
     """Every string that differs from `token` in exactly one character from `replacements`."""
-    return [token[:i] + ch + token[i + 1:] for i in range(len(token))
-            for ch in replacements if ch != token[i]]
+    return [
+        token[:i] + ch + token[i + 1 :]
+        for i in range(len(token))
+        for ch in replacements
+        if ch != token[i]
+    ]
 
 
 @BOUNDED
-@given(secret=SECRET, shop_id=DB_ID, contact_id=DB_ID,
-       replacement=ANY_CHAR.filter(lambda ch: ch not in TOKEN_ALPHABETS))
+@given(
+    secret=SECRET,
+    shop_id=DB_ID,
+    contact_id=DB_ID,
+    replacement=ANY_CHAR.filter(lambda ch: ch not in TOKEN_ALPHABETS),
+)
 def test_a_token_with_one_character_outside_its_alphabet_is_refused(
-        secret: str, shop_id: int, contact_id: int, replacement: str) -> None:
+    secret: str, shop_id: int, contact_id: int, replacement: str
+) -> None:
     # Given a genuine token
     token = links.unsubscribe_token(secret, shop_id, contact_id)
     # When any one character becomes a character no base64 alphabet has
@@ -325,7 +344,8 @@ def test_a_token_with_one_character_outside_its_alphabet_is_refused(
 @settings(BOUNDED, max_examples=20)
 @given(secret=SECRET, shop_id=DB_ID, contact_id=DB_ID)
 def test_a_token_altered_in_any_one_character_is_refused(
-        secret: str, shop_id: int, contact_id: int) -> None:
+    secret: str, shop_id: int, contact_id: int
+) -> None:
     # Given a genuine token
     token = links.unsubscribe_token(secret, shop_id, contact_id)
     # When any one character is replaced by another of the base64 alphabets
@@ -338,30 +358,45 @@ def test_a_token_altered_in_any_one_character_is_refused(
 
 # Any JSON value as `json.loads` returns it (it reads NaN and Infinity too, and no integer
 # longer than Python's 4,300-digit conversion limit).
-JSON_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
-                        st.text(ANY_CHAR, max_size=40))
+JSON_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(ANY_CHAR, max_size=40),
+)
 ANY_JSON = st.recursive(
     JSON_SCALAR,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.dictionaries(st.text(max_size=12), children, max_size=4)),
-    max_leaves=12)
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
 
-OFFSETS = st.builds(lambda minutes: timezone(timedelta(minutes=minutes)),
-                    st.integers(-(24 * 60 - 1), 24 * 60 - 1))
+OFFSETS = st.builds(
+    lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-(24 * 60 - 1), 24 * 60 - 1)
+)
 TIMESTAMP = st.one_of(
-    st.datetimes(timezones=st.one_of(st.none(), st.just(timezone.utc), OFFSETS)).map(
-        datetime.isoformat),
-    st.datetimes(timezones=st.just(timezone.utc)).map(
-        lambda moment: moment.isoformat().replace("+00:00", "Z")),
-    ANY_TEXT, ANY_JSON)
+    st.datetimes(timezones=st.one_of(st.none(), st.just(UTC), OFFSETS)).map(datetime.isoformat),
+    st.datetimes(timezones=st.just(UTC)).map(
+        lambda moment: moment.isoformat().replace("+00:00", "Z")
+    ),
+    ANY_TEXT,
+    ANY_JSON,
+)
 REPORT = st.fixed_dictionaries(
-    {"id": st.one_of(st.text(min_size=1, max_size=100), ANY_JSON),
-     "deliveryStatus": st.one_of(st.sampled_from(DELIVERY_STATUSES), ANY_JSON)},
-    optional={"to": st.one_of(st.none(), st.text(max_size=40), ANY_JSON),
-              "reference": st.one_of(st.none(), st.text(max_size=200), ANY_JSON),
-              "statusCode": st.one_of(st.none(), st.integers(-(2**32), 2**32), ANY_JSON),
-              "timestamp": st.one_of(st.none(), TIMESTAMP),
-              "price": ANY_JSON})  # providers add fields over time
+    {
+        "id": st.one_of(st.text(min_size=1, max_size=100), ANY_JSON),
+        "deliveryStatus": st.one_of(st.sampled_from(DELIVERY_STATUSES), ANY_JSON),
+    },
+    optional={
+        "to": st.one_of(st.none(), st.text(max_size=40), ANY_JSON),
+        "reference": st.one_of(st.none(), st.text(max_size=200), ANY_JSON),
+        "statusCode": st.one_of(st.none(), st.integers(-(2**32), 2**32), ANY_JSON),
+        "timestamp": st.one_of(st.none(), TIMESTAMP),
+        "price": ANY_JSON,
+    },
+)  # providers add fields over time
 REPORTS_LIKE = st.one_of(REPORT, st.lists(REPORT, max_size=4))
 
 
@@ -380,10 +415,12 @@ def delivery_reports(document: object) -> list[dict]:
 @BOUNDED
 @given(document=st.one_of(ANY_JSON, REPORTS_LIKE))
 @example(document=[])
-@example(document={"id": "m1", "deliveryStatus": "Delivered",
-                   "timestamp": "0001-01-01T00:30:00+01:00"})
-@example(document={"id": "m1", "deliveryStatus": "Delivered",
-                   "timestamp": "9999-12-31T23:30:00-01:00"})
+@example(
+    document={"id": "m1", "deliveryStatus": "Delivered", "timestamp": "0001-01-01T00:30:00+01:00"}
+)
+@example(
+    document={"id": "m1", "deliveryStatus": "Delivered", "timestamp": "9999-12-31T23:30:00-01:00"}
+)
 @example(document={"id": "m1", "deliveryStatus": "Sent", "to": "\x00"})
 def test_the_delivery_report_parser_gives_reports_or_invalid_input(document: object) -> None:
     # Given any JSON value as the webhook's body

@@ -24,13 +24,19 @@ NOW = datetime(2025, 1, 6, 12, 0, 0, tzinfo=UTC)
 
 
 def message(to: Any, id: Any = None, code: Any = 0, **fields: Any) -> dict[str, Any]:
-    return {"id": id if id is not None else f"id-{to}", "to": to, "responseCode": code,
-            "responseText": "Accepted" if code == 0 else "Invalid destination", **fields}
+    return {
+        "id": id if id is not None else f"id-{to}",
+        "to": to,
+        "responseCode": code,
+        "responseText": "Accepted" if code == 0 else "Invalid destination",
+        **fields,
+    }
 
 
 def bulk(messages: Any, **fields: Any) -> bytes:
-    return json.dumps({"responseCode": 0, "responseText": "OK", "messages": messages,
-                       **fields}).encode()
+    return json.dumps(
+        {"responseCode": 0, "responseText": "OK", "messages": messages, **fields}
+    ).encode()
 
 
 def outcomes(results: list[SendResult]) -> list[Outcome]:
@@ -57,17 +63,29 @@ def test_an_sms_answered_with_another_code_is_rejected_with_the_reason() -> None
     assert result.reason == "6: Invalid destination"
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"not json", b"\xff\xfe\x00garbage", b"[]", b'[{"id": "m-1", "responseCode": 0}]',
-    b'"Accepted"', b"0", b"null", b"true", b"[" * 100_000,
-    b'{"responseText": "OK"}',                             # no responseCode
-    b'{"id": "m-1", "responseCode": "0"}',                 # responseCode a string
-    b'{"id": "m-1", "responseCode": true}',                # a boolean is no code
-    b'{"id": "m-1", "responseCode": 0.0}',
-    b'{"responseCode": 0}',                                # no id
-    b'{"id": 17, "responseCode": 0}',                      # id not a string
-    b'{"id": "  ", "responseCode": 0}',
-], ids=repr)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe\x00garbage",
+        b"[]",
+        b'[{"id": "m-1", "responseCode": 0}]',
+        b'"Accepted"',
+        b"0",
+        b"null",
+        b"true",
+        b"[" * 100_000,
+        b'{"responseText": "OK"}',  # no responseCode
+        b'{"id": "m-1", "responseCode": "0"}',  # responseCode a string
+        b'{"id": "m-1", "responseCode": true}',  # a boolean is no code
+        b'{"id": "m-1", "responseCode": 0.0}',
+        b'{"responseCode": 0}',  # no id
+        b'{"id": 17, "responseCode": 0}',  # id not a string
+        b'{"id": "  ", "responseCode": 0}',
+    ],
+    ids=repr,
+)
 def test_a_2xx_sms_answer_that_cannot_be_read_is_unknown(body: bytes) -> None:
     # Given a 2xx answer of an unexpected shape: the provider may have accepted the message
     # When it is classified
@@ -77,11 +95,20 @@ def test_a_2xx_sms_answer_that_cannot_be_read_is_unknown(body: bytes) -> None:
     assert result.outcome is Outcome.UNKNOWN
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    (429, Outcome.NOT_SENT), (503, Outcome.NOT_SENT), (400, Outcome.REJECTED),
-    (401, Outcome.REJECTED), (422, Outcome.REJECTED), (500, Outcome.UNKNOWN),
-    (502, Outcome.UNKNOWN), (504, Outcome.UNKNOWN), (302, Outcome.UNKNOWN),
-])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (429, Outcome.NOT_SENT),
+        (503, Outcome.NOT_SENT),
+        (400, Outcome.REJECTED),
+        (401, Outcome.REJECTED),
+        (422, Outcome.REJECTED),
+        (500, Outcome.UNKNOWN),
+        (502, Outcome.UNKNOWN),
+        (504, Outcome.UNKNOWN),
+        (302, Outcome.UNKNOWN),
+    ],
+)
 def test_a_non_2xx_answer_is_classified_by_its_status(status: int, expected: Outcome) -> None:
     # Given an error status whose body is anything at all
     # When it is classified, for /sms and for /smsbulk
@@ -96,26 +123,43 @@ def test_a_non_2xx_answer_is_classified_by_its_status(status: int, expected: Out
 def test_a_429_carries_its_retry_after() -> None:
     result = classify_sms_answer(429, {"retry-after": "7"}, b"")
     assert (result.outcome, result.retry_after_s) == (Outcome.NOT_SENT, 7.0)
-    dated = classify_bulk_answer(503, {"Retry-After": "Mon, 06 Jan 2025 12:00:30 GMT"}, b"",
-                                 TO, now=NOW)
+    dated = classify_bulk_answer(
+        503, {"Retry-After": "Mon, 06 Jan 2025 12:00:30 GMT"}, b"", TO, now=NOW
+    )
     assert [r.retry_after_s for r in dated] == [30.0] * 3
 
 
 # ---- Retry-After --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    ("5", 5.0), (" 12 ", 12.0), ("1.5", 1.5), ("0", 0.0),
-    ("Mon, 06 Jan 2025 12:01:00 GMT", 60.0),
-    ("Monday, 06-Jan-25 12:00:10 GMT", 10.0),               # RFC 850, obsolete but legal
-    ("Mon, 06 Jan 2025 11:00:00 GMT", 0.0),                 # already past: retry now
-    ("86400", RETRY_AFTER_CAP_S), ("99999999999999", RETRY_AFTER_CAP_S),
-    ("Fri, 31 Dec 9999 23:59:59 GMT", RETRY_AFTER_CAP_S),
-    (None, None), ("", None), ("-5", None), ("soon", None), ("inf", None), ("nan", None),
-    ("1e3", None), ("1_000", None), ("0x10", None), ("Mon, 99 Foo 2025 25:61:00 GMT", None),
-])
-def test_retry_after_is_seconds_or_a_date_capped_else_ignored(value: str | None,
-                                                               seconds: float | None) -> None:
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("5", 5.0),
+        (" 12 ", 12.0),
+        ("1.5", 1.5),
+        ("0", 0.0),
+        ("Mon, 06 Jan 2025 12:01:00 GMT", 60.0),
+        ("Monday, 06-Jan-25 12:00:10 GMT", 10.0),  # RFC 850, obsolete but legal
+        ("Mon, 06 Jan 2025 11:00:00 GMT", 0.0),  # already past: retry now
+        ("86400", RETRY_AFTER_CAP_S),
+        ("99999999999999", RETRY_AFTER_CAP_S),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", RETRY_AFTER_CAP_S),
+        (None, None),
+        ("", None),
+        ("-5", None),
+        ("soon", None),
+        ("inf", None),
+        ("nan", None),
+        ("1e3", None),
+        ("1_000", None),
+        ("0x10", None),
+        ("Mon, 99 Foo 2025 25:61:00 GMT", None),
+    ],
+)
+def test_retry_after_is_seconds_or_a_date_capped_else_ignored(
+    value: str | None, seconds: float | None
+) -> None:
     assert retry_after_seconds(value, now=NOW) == seconds
 
 
@@ -137,12 +181,20 @@ def test_bulk_messages_are_matched_by_to_whatever_their_order() -> None:
 
     # Then each recipient gets its own message's outcome and id
     assert [(r.outcome, r.provider_id) for r in results] == [
-        (Outcome.ACCEPTED, "m-1"), (Outcome.REJECTED, None), (Outcome.ACCEPTED, "m-3")]
+        (Outcome.ACCEPTED, "m-1"),
+        (Outcome.REJECTED, None),
+        (Outcome.ACCEPTED, "m-3"),
+    ]
 
 
 def test_bulk_numbers_match_with_or_without_plus() -> None:
-    body = bulk([message("306900000001", id="m-1"), message(306900000002, id="m-2"),
-                 message(" +306900000003 ", id="m-3")])
+    body = bulk(
+        [
+            message("306900000001", id="m-1"),
+            message(306900000002, id="m-2"),
+            message(" +306900000003 ", id="m-3"),
+        ]
+    )
     results = classify_bulk_answer(200, {}, body, ["306900000001", *TO[1:]])
     assert [r.provider_id for r in results] == ["m-1", "m-2", "m-3"]
 
@@ -162,15 +214,25 @@ def test_a_recipient_missing_from_the_bulk_answer_is_unknown() -> None:
 
 def test_a_recipient_named_twice_is_unknown_and_strangers_are_ignored() -> None:
     # Given an answer with more messages than recipients: a duplicate and a number never asked
-    body = bulk([message(TO[0], id="m-1"), message(TO[1], id="m-2"), message(TO[1], id="m-2b"),
-                 message(TO[2], id="m-3"), message("+306999999999", id="m-x")])
+    body = bulk(
+        [
+            message(TO[0], id="m-1"),
+            message(TO[1], id="m-2"),
+            message(TO[1], id="m-2b"),
+            message(TO[2], id="m-3"),
+            message("+306999999999", id="m-x"),
+        ]
+    )
 
     # When it is classified
     results = classify_bulk_answer(200, {}, body, TO)
 
     # Then the ambiguous recipient is unknown and the others keep their own ids
     assert [(r.outcome, r.provider_id) for r in results] == [
-        (Outcome.ACCEPTED, "m-1"), (Outcome.UNKNOWN, None), (Outcome.ACCEPTED, "m-3")]
+        (Outcome.ACCEPTED, "m-1"),
+        (Outcome.UNKNOWN, None),
+        (Outcome.ACCEPTED, "m-3"),
+    ]
     assert results[1].reason == "ambiguous in the bulk answer"
 
 
@@ -181,10 +243,17 @@ def test_a_number_requested_twice_is_unknown_for_both_recipients() -> None:
 
 def test_unreadable_entries_leave_only_their_recipients_unknown() -> None:
     # Given entries that are not objects, lack `to` or `id`, or carry a string responseCode
-    body = bulk(["m-1", None, [TO[0]], {"id": "m-9"},
-                 message(TO[0], id="m-1", code="0"),
-                 {"to": TO[1], "responseCode": 0},
-                 message(TO[2], id="m-3")])
+    body = bulk(
+        [
+            "m-1",
+            None,
+            [TO[0]],
+            {"id": "m-9"},
+            message(TO[0], id="m-1", code="0"),
+            {"to": TO[1], "responseCode": 0},
+            message(TO[2], id="m-3"),
+        ]
+    )
 
     # When it is classified
     results = classify_bulk_answer(200, {}, body, TO)
@@ -193,16 +262,28 @@ def test_unreadable_entries_leave_only_their_recipients_unknown() -> None:
     assert outcomes(results) == [Outcome.UNKNOWN, Outcome.UNKNOWN, Outcome.ACCEPTED]
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"garbage", b"\x00\xff", b"[]", b"[1, 2, 3]", b'"OK"', b"42", b"null", b"[" * 100_000,
-    json.dumps([message(n) for n in TO]).encode(),           # the messages, as a bare array
-    b'{"responseCode": 0, "responseText": "OK"}',            # no messages
-    b'{"responseCode": 0, "messages": []}',
-    b'{"responseCode": 0, "messages": {"id": "m-1"}}',       # messages not a list
-    b'{"responseCode": 0, "messages": "m-1,m-2,m-3"}',
-    b'{"responseCode": "0", "messages": null}',
-    b'{"messages": null}',
-], ids=repr)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"garbage",
+        b"\x00\xff",
+        b"[]",
+        b"[1, 2, 3]",
+        b'"OK"',
+        b"42",
+        b"null",
+        b"[" * 100_000,
+        json.dumps([message(n) for n in TO]).encode(),  # the messages, as a bare array
+        b'{"responseCode": 0, "responseText": "OK"}',  # no messages
+        b'{"responseCode": 0, "messages": []}',
+        b'{"responseCode": 0, "messages": {"id": "m-1"}}',  # messages not a list
+        b'{"responseCode": 0, "messages": "m-1,m-2,m-3"}',
+        b'{"responseCode": "0", "messages": null}',
+        b'{"messages": null}',
+    ],
+    ids=repr,
+)
 def test_a_2xx_bulk_answer_that_cannot_be_read_is_unknown_for_all(body: bytes) -> None:
     # Given a 2xx bulk answer of an unexpected shape
     # When it is classified
@@ -222,17 +303,31 @@ def test_a_bulk_call_refused_whole_is_rejected_for_all() -> None:
 # ---- any answer at all --------------------------------------------------------------------
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
     | st.sampled_from(TO + ["306900000001", "+3069", "id-1"]),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
-        st.sampled_from(["id", "to", "responseCode", "responseText", "messages"]), inner,
-        max_size=5),
-    max_leaves=30)
-ENTRY = st.fixed_dictionaries({"to": st.sampled_from(TO + ["306900000002", "+1", 306900000003])},
-                              optional={"id": JSON, "responseCode": st.sampled_from([0, 6]) | JSON})
-ANSWERS = (st.binary()
-           | JSON.map(lambda value: json.dumps(value).encode())
-           | st.lists(ENTRY | JSON, max_size=6).map(bulk))
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(["id", "to", "responseCode", "responseText", "messages"]),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=30,
+)
+ENTRY = st.fixed_dictionaries(
+    {"to": st.sampled_from(TO + ["306900000002", "+1", 306900000003])},
+    optional={"id": JSON, "responseCode": st.sampled_from([0, 6]) | JSON},
+)
+ANSWERS = (
+    st.binary()
+    | JSON.map(lambda value: json.dumps(value).encode())
+    | st.lists(ENTRY | JSON, max_size=6).map(bulk)
+)
 
 
 @given(st.integers(200, 299), ANSWERS)
@@ -252,7 +347,11 @@ def test_a_bulk_recipient_is_accepted_only_with_its_own_single_message(entries: 
     # Then an accepted recipient is named, once, by an entry with code 0 and exactly that id
     for number, result in zip(TO, results):
         if result.outcome is Outcome.ACCEPTED:
-            named = [e for e in entries if isinstance(e, dict)
-                     and str(e.get("to")).strip().lstrip("+") == number.lstrip("+")]
+            named = [
+                e
+                for e in entries
+                if isinstance(e, dict)
+                and str(e.get("to")).strip().lstrip("+") == number.lstrip("+")
+            ]
             assert len(named) == 1
             assert named[0]["responseCode"] == 0 and named[0]["id"] == result.provider_id

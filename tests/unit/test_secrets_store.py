@@ -1,4 +1,5 @@
 """The development secrets of `astronote up`/`demo`: generated once under var/, private, reused."""
+
 from __future__ import annotations
 
 import stat
@@ -22,8 +23,10 @@ def test_each_secret_is_generated_once_private_and_long_enough(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # And the configuration accepts them (each longer than its minimum)
     settings = config.load(first)
-    assert (settings.secret_key, settings.admin_token) == (first["SECRET_KEY"],
-                                                           first["ADMIN_TOKEN"])
+    assert (settings.secret_key, settings.admin_token) == (
+        first["SECRET_KEY"],
+        first["ADMIN_TOKEN"],
+    )
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
-        secrets_store.FILES.values())  # no draft left behind
-
+        secrets_store.FILES.values()
+    )  # no draft left behind

@@ -14,7 +14,7 @@ from service.segments import (
     text_length,
 )
 
-EMOJI = "\U0001F600"  # outside the BMP: a surrogate pair, 2 UTF-16 units
+EMOJI = "\U0001f600"  # outside the BMP: a surrogate pair, 2 UTF-16 units
 UPPER_GREEK_GSM = "ΔΦΓΛΩΠΨΣΘΞ"
 
 
