@@ -13,8 +13,10 @@ import pytest
 from models.database import fetchall
 from service import campaigns, credits, delivery, reconcile
 from service.credits import CreditSummary
+from service.infra.call_slots import CallSlots
 from service.provider import Outcome
-from service.sending import Accepted, BatchSender, claim_recipients, persist_results, unclaim
+from service.sending import Accepted, claim_recipients, persist_results, unclaim
+from service.windows import BatchSender
 from tests.integration.ledger import (
     FakeProvider,
     assert_books_balance,
@@ -96,7 +98,7 @@ def test_a_campaign_for_exactly_what_a_cancel_left_available_sends_everyone(db, 
     # ...and the calls in flight of the first are then answered accepted, and debited
     accept(shop_id, cancelled.campaign_id, cancelled.recipients[:4])
     provider = FakeProvider()
-    send_all(BatchSender(settings, provider, calls), second.campaign_id, shop_id)
+    send_all(BatchSender(settings, provider, calls, CallSlots(8)), second.campaign_id, shop_id)
 
     # Then every recipient of the second campaign was sent, none failed for lack of credits
     assert available == 16
@@ -118,7 +120,7 @@ def test_a_cancel_while_the_call_is_in_flight_skips_what_the_provider_throttled(
         during_call=lambda: campaigns.cancel(shop_id, sending.campaign_id, settings),
         outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2,
     )
-    sender = BatchSender(settings, provider, calls)
+    sender = BatchSender(settings, provider, calls, CallSlots(8))
 
     # When the batch is sent, and delivered again as the actor retries the throttled part
     first = send_all(sender, sending.campaign_id, shop_id)
@@ -147,7 +149,7 @@ def test_answers_after_a_pause_are_kept_and_resume_sends_the_rest_once(db, setti
         during_call=lambda: pauses and pauses.pop()(),
         outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2,
     )
-    sender = BatchSender(settings, provider, calls)
+    sender = BatchSender(settings, provider, calls, CallSlots(8))
     send_all(sender, sending.campaign_id, shop_id)
 
     # Then the answers that arrived after the pause are persisted and debited
