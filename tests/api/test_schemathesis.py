@@ -64,7 +64,8 @@ CHECKS = (
     "missing_required_header",
     "ignored_auth",
     "unsupported_method",
-    "use_after_free",
+    # Not "use_after_free": an erased contact's consent log stays readable by design
+    # (`GET /contacts/{id}/consent` after `DELETE /contacts/{id}`: the proof of the erasure).
     "ensure_resource_availability",
 )
 

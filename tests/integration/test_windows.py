@@ -97,7 +97,7 @@ class Clock:
 def batch(db, settings):
     """A sending campaign of twelve personalised messages in one batch:
     (shop id, campaign id, recipient ids, batch key)."""
-    shop, _ = shops.create_shop("windows.example", "Windows")
+    shop, _ = shops.create_shop("windows.example", "Windows", require_consent=False)
     credits.top_up(shop.id, 1000, "initial")
     contacts.import_contacts(
         shop.id, [{"phone": f"+30690000{i:04d}", "first_name": f"N{i}"} for i in range(12)]
@@ -159,7 +159,7 @@ def test_a_batch_claims_no_more_recipients_than_the_calls_it_makes_at_once(batch
 
 def test_a_uniform_batch_is_one_bulk_call_however_few_the_slots(db, settings):
     # Given a campaign whose texts are all the same, and a process of two call slots
-    shop, _ = shops.create_shop("bulk.example", "Bulk")
+    shop, _ = shops.create_shop("bulk.example", "Bulk", require_consent=False)
     credits.top_up(shop.id, 100, "initial")
     contacts.import_contacts(shop.id, [{"phone": f"+30691000{i:04d}"} for i in range(12)])
     campaign = campaigns.create(shop.id, "c", "Sale today", append_unsubscribe=False)
