@@ -57,12 +57,12 @@ def _batch_sender() -> BatchSender:
 
 def finish_windows_at_exit() -> None:
     """Let every batch end the window it has in flight (answers persisted, the rest of the
-    batch back on the queue) before the process exits. Dramatiq's worker process exits at
-    once on a second SIGTERM, without stopping its threads, and a SIGTERM to the process
-    group (a platform stopping the worker, `kill` of the group) is two: the parent forwards
-    the one it got to the child, which got its own."""
-    stopping.stopping.set()
-    slots.wait_idle(settings.send_window_worst_ms / 1000)
+    batch back on the queue, its message acknowledged) before the process exits. Dramatiq's
+    worker process exits at once on a second SIGTERM, without stopping its threads, and a
+    SIGTERM to the process group (a platform stopping the worker, `kill` of the group) is
+    two: the parent forwards the one it got to the child, which got its own."""
+    # A window at its worst, then the batch's conclusion and the consumers' requeue.
+    stopping.stop_worker(timeout_ms=settings.send_window_worst_ms + 2000)
 
 
 # Called by `threading._shutdown()`, which every exit path of a worker process runs (a forked

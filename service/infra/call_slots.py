@@ -39,18 +39,6 @@ class CallSlots:
         """Batches sending now, each with its lease."""
         return len(self._leases)
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no batch is sending (told to stop, each ends after its window in
-        flight); False when some still are after `timeout_s`."""
-        give_up = self.clock() + timeout_s
-        with self._changed:
-            while self._leases:
-                left = give_up - self.clock()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-            return True
-
     @contextmanager
     def lease(self) -> Iterator[Lease]:
         """A batch's share of the slots while it sends; whatever it holds at the end is free."""

@@ -38,6 +38,19 @@ def queued_messages(queue: str) -> int:
     return counts["waiting"] + counts["delayed"]
 
 
+def held_by_consumers(queue: str) -> int:
+    """Messages of `queue` that a consumer fetched and did not acknowledge (Redis: its ack
+    set). With no worker running, each is stuck until the broker's heartbeat timeout hands
+    it to another worker."""
+    current = dramatiq.get_broker()
+    assert isinstance(current, RedisBroker), "only Dramatiq's Redis broker keeps ack sets"
+    client = current.client
+    return sum(
+        int(client.scard(key))
+        for key in client.scan_iter(match=f"{current.namespace}:__acks__.*.{queue}")
+    )
+
+
 def lose_queued_messages(redis_client: redis.Redis) -> None:
     """The broker loses every message: on Redis a FLUSHDB, which also takes the leader lock
     and the clock registry (FLUSHALL would also hit other test runs on the host); on RabbitMQ
