@@ -12,6 +12,7 @@ import dramatiq
 import redis
 
 from actors import settings, stopping
+from service import admission
 from service.enqueue import batch_key
 from service.infra import dispatch, metrics
 from service.infra.call_slots import CallSlots
@@ -122,6 +123,9 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
             "republished": report.republished,
         },
     )
+    # A batch that ended (or went back on the queue) may have left the shop a place in the
+    # queue: admit its next waiting batch now rather than at the clock's next reconcile.
+    admission.admit_shop(shop_id, settings)
     if report.claimed and not unfinished_batches(campaign_id):
         # The campaign's last batch: finish it now rather than waiting for the clock.
         dispatch.publish_status_update(campaign_id)

@@ -153,7 +153,9 @@ def create_app(
         f"{CAMPAIGN}/enqueue": campaigns.EnqueueResource(settings),
         f"{CAMPAIGN}/schedule": campaigns.ScheduleResource(),
         f"{CAMPAIGN}/pause": campaigns.ActionResource(campaign_service.pause),
-        f"{CAMPAIGN}/resume": campaigns.ActionResource(campaign_service.resume),
+        f"{CAMPAIGN}/resume": campaigns.ActionResource(
+            partial(campaign_service.resume, settings=settings)
+        ),
         f"{CAMPAIGN}/cancel": campaigns.ActionResource(
             partial(campaign_service.cancel, settings=settings)
         ),

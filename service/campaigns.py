@@ -15,7 +15,7 @@ from peewee import SQL, Field, ModelSelect, fn
 from models import Campaign, CampaignRecipient, Contact, CreditReservation, SendBatch
 from models.database import db
 from models.expressions import any_of
-from service import credits, reservations
+from service import admission, credits, reservations
 from service.errors import InvalidInput, InvalidTransition, NotFound
 from service.infra import dispatch
 from service.infra.config import Settings
@@ -172,8 +172,9 @@ def pause(shop_id: int, campaign_id: int) -> Campaign:
     return _transition(shop_id, campaign_id, {Campaign.status: "paused"}, ("sending",))
 
 
-def resume(shop_id: int, campaign_id: int) -> Campaign:
-    """Back to sending with the same reservation; unfinished batches are published again."""
+def resume(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
+    """Back to sending with the same reservation; unfinished batches wait for admission
+    again (fair admission publishes as many as the shop may have in the queue)."""
     with db.atomic():
         campaign = _transition(
             shop_id,
@@ -181,16 +182,15 @@ def resume(shop_id: int, campaign_id: int) -> Campaign:
             {Campaign.status: "sending", Campaign.last_progress_at: fn.now()},
             ("paused",),
         )
-        batches = list(
-            SendBatch.update(
-                state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
-            )
+        # A paused campaign's batches claim nothing, so those published before the pause
+        # were drained from the queue meanwhile (a delivery that claims nothing of a paused
+        # campaign leaves its batch unfinished): each one waits to be admitted again.
+        (
+            SendBatch.update(state="pending")
             .where((SendBatch.campaign == campaign_id) & (SendBatch.state != "finished"))
-            .returning(SendBatch.recipient_ids)
-            .tuples()
+            .execute()
         )
-    for (recipient_ids,) in batches:
-        dispatch.publish_batch(campaign_id, shop_id, recipient_ids)
+    admission.admit_shop(shop_id, settings)
     # A campaign paused after its last batch finishes here rather than waiting for the clock.
     dispatch.publish_status_update(campaign_id)
     return campaign

@@ -5,8 +5,9 @@ writing anything (one aggregate: the recipient cap, and the exact cost against t
 credits, so a shop that cannot pay gets its 402 without 100,000 rows inserted and rolled back),
 create its `pending` recipients with one INSERT ... SELECT, reserve an upper bound of its cost
 (locking the shop's credit row), and write the durable `send_batch` rows. Only after the
-commit are the batches published; a crash in between is healed by the reconciler, which
-republishes stale batches.
+commit are batches published, as many as fair admission lets the shop have in the queue
+(`service.admission`); the rest wait in PostgreSQL, and a crash in between is healed by the
+clock's admission of waiting batches.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from peewee import fn
 
 from models import Campaign, SendBatch
 from models.database import db, fetchall
-from models.expressions import any_of
-from service import audience, composition, credits, links
+from service import admission, audience, composition, credits, links
 from service.audience import name_shape
 from service.errors import (
     DependencyUnavailable,
@@ -211,31 +211,5 @@ def enqueue(
             .as_rowcount()
             .execute()
         )
-    publish_batches(shop_id, campaign_id, [(key, ids) for _, key, ids, _ in batches])
+    admission.admit_shop(shop_id, settings)
     return EnqueueResult(campaign_id, len(recipients), total, len(batches))
-
-
-def publish_batches(shop_id: int, campaign_id: int, batches: Sequence[tuple[str, list]]) -> None:
-    """Publish committed batches, then record that they were published. A batch a worker
-    already finished stays finished (the update is conditional). If the broker fails half-way,
-    the campaign is committed all the same: the unpublished batches stay `pending` and the
-    reconciler publishes them once the broker is back, so the caller still gets its 202."""
-    try:
-        for _, ids in batches:
-            dispatch.publish_batch(campaign_id, shop_id, ids)
-    except dispatch.PUBLISH_ERRORS:
-        log.warning(
-            "publishing batches failed; the reconciler will publish them",
-            exc_info=True,
-            extra={"campaign_id": campaign_id, "shop_id": shop_id},
-        )
-        return
-    (
-        SendBatch.update(
-            state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
-        )
-        .where(
-            (SendBatch.key == any_of(key for key, _ in batches)) & (SendBatch.state == "pending")
-        )
-        .execute()
-    )

@@ -14,7 +14,7 @@ from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
 from models.expressions import milliseconds_ago
-from service import delivery, evidence, reservations
+from service import admission, delivery, evidence, reservations
 from service.infra import dispatch
 from service.infra.config import Settings
 from service.sending import Claimed
@@ -24,6 +24,7 @@ log = logging.getLogger("astronote.reconcile")
 
 @dataclass
 class ReconcileReport:
+    admitted_batches: int = 0
     republished_batches: int = 0
     upgraded_by_evidence: int = 0
     unknown_outcomes: int = 0
@@ -33,9 +34,9 @@ class ReconcileReport:
 
 
 def republish_stale_batches(settings: Settings) -> int:
-    """Publish again the unfinished batches of `sending` campaigns that were never published
-    (a web process died after its commit) or were published long ago (a Redis flush, a dead
-    worker). The claim makes a duplicate send nothing twice."""
+    """Publish again the unfinished batches of `sending` campaigns that were published long
+    ago (a Redis flush, a dead worker). The claim makes a duplicate send nothing twice.
+    Batches never published wait for admission (`admit_waiting`), not for this."""
     rows = list(
         SendBatch.update(
             state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
@@ -44,11 +45,8 @@ def republish_stale_batches(settings: Settings) -> int:
         .where(
             (Campaign.id == SendBatch.campaign)
             & (Campaign.status == "sending")
-            & (SendBatch.state != "finished")
-            & (
-                fn.COALESCE(SendBatch.published_at, SendBatch.created_at)
-                < milliseconds_ago(settings.batch_stale_after_ms)
-            )
+            & (SendBatch.state == "published")
+            & (SendBatch.published_at < milliseconds_ago(settings.batch_stale_after_ms))
         )
         .returning(SendBatch.campaign, Campaign.shop, SendBatch.recipient_ids)
         .tuples()
@@ -174,6 +172,9 @@ def reconcile(settings: Settings) -> ReconcileReport:
     and reported; the ones after it still run."""
     report = ReconcileReport()
     steps = (
+        # Batches waiting for fair admission (a web process died after its commit, the broker
+        # was down, a worker died before admitting the next), then the stale ones.
+        ("admitted_batches", lambda: admission.admit_waiting(settings)),
         ("republished_batches", lambda: republish_stale_batches(settings)),
         ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings)),
         ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),

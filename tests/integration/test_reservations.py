@@ -160,7 +160,7 @@ def test_answers_after_a_pause_are_kept_and_resume_sends_the_rest_once(db, setti
     assert delivery.refresh_campaign(sending.campaign_id, settings) is None
 
     # When it is resumed and its unfinished batch delivered
-    campaigns.resume(shop_id, sending.campaign_id)
+    campaigns.resume(shop_id, sending.campaign_id, settings)
     send_all(sender, sending.campaign_id, shop_id)
 
     # Then each remaining recipient was sent exactly once

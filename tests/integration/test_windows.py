@@ -199,7 +199,7 @@ def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
     assert batch_state(key)[0] != "finished"  # resume publishes it again
 
     # When it is resumed and the batch delivered again, Then the rest is sent, each once
-    campaigns.resume(shop_id, campaign_id)
+    campaigns.resume(shop_id, campaign_id, settings)
     send.send(campaign_id, shop_id, ids, key)
     assert statuses(campaign_id) == {"sent": 12}
     assert len(provider.sent) == len(set(provider.sent)) == 12
