@@ -85,10 +85,11 @@ class _Handler(LeanRequestHandler):
         elif path == "/_sim/messages":
             reference = query.get("reference", [None])[0]
             to = query.get("to", [None])[0]
+            sender = query.get("from", [None])[0]
             if query.get("summary", ["0"])[0] not in ("", "0", "false"):
-                self._send_json(200, sim.summary(reference, to))
+                self._send_json(200, sim.summary(reference, to, sender))
             else:
-                selected = sim.messages(reference, to)
+                selected = sim.messages(reference, to, sender)
                 self._send_json(200, {"count": len(selected), "messages": selected})
         else:
             self._send(404, _BODY_404)

@@ -136,18 +136,25 @@ class Simulator:
         result["dlr_pending"] = self._reports.pending()
         return result
 
-    def messages(self, reference: str | None = None, to: str | None = None) -> list[dict[str, Any]]:
+    def messages(
+        self, reference: str | None = None, to: str | None = None, sender: str | None = None
+    ) -> list[dict[str, Any]]:
         with self._state_lock:
             selected = list(self._messages)
         if reference is not None:
             selected = [m for m in selected if _ref_text(m["reference"]) == reference]
         if to is not None:
             selected = [m for m in selected if m["to"] == to]
+        if sender is not None:
+            selected = [m for m in selected if m["from"] == sender]
         return selected
 
-    def summary(self, reference: str | None = None, to: str | None = None) -> dict[str, Any]:
-        """Count plus the (to, reference) keys accepted more than once: a resend is a bug."""
-        selected = self.messages(reference, to)
+    def summary(
+        self, reference: str | None = None, to: str | None = None, sender: str | None = None
+    ) -> dict[str, Any]:
+        """Count plus the (to, reference) keys accepted more than once: a resend is a bug;
+        `first_at` and `last_at`: when the first and the last of them were accepted."""
+        selected = self.messages(reference, to, sender)
         counts = Counter((m["to"], _hashable(m["reference"])) for m in selected)
         duplicates = [[key[0], key[1]] for key, n in counts.items() if n > 1]
         extra = sum(n - 1 for n in counts.values() if n > 1)
@@ -156,6 +163,8 @@ class Simulator:
             "unique": len(counts),
             "duplicates": duplicates,
             "duplicate_messages": extra,
+            "first_at": min((m["received_at"] for m in selected), default=None),
+            "last_at": max((m["received_at"] for m in selected), default=None),
         }
 
     def bump(self, **deltas: int) -> None:

@@ -257,10 +257,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "scheduler_lock_retry_ms": _int("SCHEDULER_LOCK_RETRY_MS", 5000, 100)(env),
         "send_batch_size": _int("SEND_BATCH_SIZE", 500, 1)(env),
         # Fair admission (service/admission.py): batches of one shop published and not yet
-        # finished. Enough to keep the default worker threads (2 processes x 8) busy for a
-        # shop sending alone, few enough that another shop's first batch waits behind at
-        # most this many of each busy shop's.
-        "shop_batches_in_flight": _int("SHOP_BATCHES_IN_FLIGHT", 16, 1)(env),
+        # finished. Twice the default worker threads (2 processes x 8), so a shop sending
+        # alone always has a batch waiting for each thread that frees up (with exactly as
+        # many, each thread waited for the next admission and the consumer's poll), few
+        # enough that another shop's first batch waits behind at most this many of each
+        # busy shop's.
+        "shop_batches_in_flight": _int("SHOP_BATCHES_IN_FLIGHT", 32, 1)(env),
         # 64 calls in flight per process hide 100 ms of provider latency up to ~640 msg/s each.
         "send_concurrency": _int("SEND_CONCURRENCY", 64, 1)(env),
         "provider_rate_limit": _int("PROVIDER_RATE_LIMIT", 0, 0)(env),

@@ -1,0 +1,159 @@
+"""Fair admission benchmark on real processes (not a test): while shop A's big bulk campaign
+sends, shop B launches 500-recipient campaigns one after another; how long until B's first
+message reaches the provider, and until B's campaign completes, and what A's rate is. Run
+twice side by side in one invocation: with fair admission (SHOP_BATCHES_IN_FLIGHT, default
+32) and without it (a bound no campaign reaches: every batch published at enqueue, as before).
+
+    .venv/bin/python bench/fairness.py [--big 100000] [--tries 10] [--rate-limit 0]
+
+Uses BENCH_DATABASE_URL / BENCH_REDIS_URL like bench/pipeline.py (its database is reset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.pipeline import make_stack, reset_database  # noqa: E402
+from tests.e2e.stack import Stack, wait_for  # noqa: E402
+
+SMALL = 500
+
+
+def seconds_since(moment: float, iso: str | None) -> float | None:
+    if iso is None:
+        return None
+    stamp = datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return round(stamp - moment, 2)
+
+
+def create_shop(stack: Stack, domain: str, sender: str, credits: int) -> str:
+    admin = stack.env["ADMIN_TOKEN"]
+    shop = stack.call(
+        "POST",
+        "/admin/shops",
+        admin,
+        json={"domain": domain, "name": domain, "sender": sender, "require_consent": False},
+    ).json()
+    stack.call(
+        "POST",
+        f"/admin/shops/{shop['id']}/credits",
+        admin,
+        json={"amount": credits, "reference": "initial"},
+    ).raise_for_status()
+    return shop["api_key"]
+
+
+def import_contacts(stack: Stack, key: str, count: int, start: int) -> None:
+    for offset in range(0, count, 10_000):
+        chunk = [
+            {"phone": f"+3069{start + i:08d}"} for i in range(offset, min(count, offset + 10_000))
+        ]
+        stack.call("POST", "/contacts", key, json={"contacts": chunk}).raise_for_status()
+
+
+def launch(stack: Stack, key: str, text: str) -> tuple[int, float]:
+    campaign = stack.call(
+        "POST", "/campaigns", key, json={"name": "c", "text": text, "append_unsubscribe": False}
+    ).json()
+    began = time.time()
+    answer = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key)
+    assert answer.status_code == 202, answer.text
+    return campaign["id"], began
+
+
+def finished(stack: Stack, key: str, campaign_id: int) -> bool:
+    return stack.progress(key, campaign_id)["status"] in ("completed", "failed")
+
+
+def run(args: argparse.Namespace, in_flight: int) -> dict:
+    reset_database()
+    stack = make_stack(args.concurrency, args.processes, args.threads)
+    stack.env["SHOP_BATCHES_IN_FLIGHT"] = str(in_flight)
+    if args.rate_limit:
+        stack.env["PROVIDER_RATE_LIMIT"] = str(args.rate_limit)
+    try:
+        stack.start_sim("--no-dlr")
+        stack.start_web(workers=2)
+        stack.start_worker(processes=args.processes, threads=args.threads)
+        stack.start_clock()
+        big_key = create_shop(stack, "a.example", "ShopA", 10_000_000)
+        small_key = create_shop(stack, "b.example", "ShopB", 10_000_000)
+        import_contacts(stack, big_key, args.big, 0)
+        import_contacts(stack, small_key, SMALL, 50_000_000)
+
+        big_id, big_began = launch(stack, big_key, "Spring sale: 20% off everything today")
+        time.sleep(2)  # A's batches are in the queue when B arrives
+        tries = []
+        for attempt in range(args.tries):
+            if finished(stack, big_key, big_id):
+                break
+            before = stack.sim_messages(summary="1", **{"from": "ShopB"})["count"]
+            small_id, began = launch(stack, small_key, f"Try {attempt}: members' preview")
+            messages = wait_for(
+                lambda seen=before: (lambda m: m if m["count"] > seen else None)(
+                    stack.sim_messages(**{"from": "ShopB"})
+                ),
+                600,
+                "B's first message",
+                interval=0.05,
+            )["messages"]
+            first_call_s = seconds_since(began, messages[before]["received_at"])
+            wait_for(lambda c=small_id: finished(stack, small_key, c), 900, "B", interval=0.1)
+            tries.append(
+                {
+                    "first_call_s": first_call_s,
+                    "complete_s": round(time.time() - began, 2),
+                    "a_still_sending": not finished(stack, big_key, big_id),
+                }
+            )
+        wait_for(lambda: finished(stack, big_key, big_id), 3600, "A", interval=0.5)
+        a_summary = stack.sim_messages(summary="1", **{"from": "ShopA"})
+        a_seconds = (
+            datetime.fromisoformat(a_summary["last_at"].replace("Z", "+00:00")).timestamp()
+            - big_began
+        )
+        # A's own rate while B's tries ran: the time B's messages took is not A's loss.
+        return {
+            "shop_batches_in_flight": in_flight,
+            "a_recipients": args.big,
+            "a_seconds": round(a_seconds, 1),
+            "a_rate_per_s": round(args.big / a_seconds),
+            "b_tries": len(tries),
+            "b_first_call_s": sorted(t["first_call_s"] for t in tries),
+            "b_complete_s": sorted(t["complete_s"] for t in tries),
+            "b_tries_during_a": sum(t["a_still_sending"] for t in tries),
+        }
+    finally:
+        stack.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--tries", type=int, default=10)
+    parser.add_argument("--rate-limit", type=int, default=0)
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    results = {
+        "machine": f"{os.cpu_count()} cores",
+        "args": vars(args),
+        "fair": run(args, args.in_flight),
+        "unbounded": run(args, 1_000_000_000),
+    }
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Fair admission on the real processes (SPEC 12): a shop's big campaign does not hold the send
+queue; another shop's campaign enqueued after it is sent while it is still sending."""
+
+from __future__ import annotations
+
+from tests.e2e.invariants import assert_invariants
+from tests.e2e.stack import wait_for
+
+
+def launch(stack, key: str, text: str) -> int:
+    campaign = stack.call("POST", "/campaigns", key, json={"name": "c", "text": text}).json()
+    answer = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key)
+    assert answer.status_code == 202, answer.text
+    return campaign["id"]
+
+
+def test_a_small_shop_is_sent_while_a_big_shop_is_still_sending(make_stack, db):
+    # Given a provider taking 200 ms a call, batches of 50, two worker threads and at most
+    # 2 batches of a shop in the queue
+    stack = make_stack(SEND_BATCH_SIZE="50", SHOP_BATCHES_IN_FLIGHT="2")
+    stack.start_sim("--latency-ms", "200", "--dlr-delay-ms", "50")
+    stack.start_web()
+    stack.start_worker(processes=1, threads=2)
+    big_shop, big_key = stack.create_shop("big.example", credits=10_000)
+    small_shop, small_key = stack.create_shop("small.example", credits=1_000)
+    stack.import_contacts(big_key, 2000)
+    stack.import_contacts(small_key, 50, start=100_000)
+
+    # When the big shop enqueues 40 batches, then the small shop one
+    big = launch(stack, big_key, "Spring sale: 20% off everything")
+    small = launch(stack, small_key, "Members' preview tonight")
+
+    # Then the small shop's campaign completes while the big one is still sending: its batch
+    # waited behind at most 2 of the big shop's, not 40
+    stack.wait_finished(small_key, small, timeout=60)
+    big_progress = stack.progress(big_key, big)
+    assert big_progress["status"] == "sending", big_progress
+    assert big_progress["sent"] < 1000, big_progress
+
+    # ...and the big one still sends everyone exactly once
+    assert stack.wait_finished(big_key, big, timeout=180)["status"] == "completed"
+    wait_for(lambda: stack.sim_messages(summary="1")["count"] == 2050, 30, "every message")
+    assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
+    assert_invariants(db, stack, big_shop, big, others=(small,))
+    assert_invariants(db, stack, small_shop, small, others=(big,))
