@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
 from models.expressions import milliseconds_ago
 from service import delivery, evidence, reservations
-from service.infra import dispatch
+from service.infra import clock, dispatch
 from service.infra.config import Settings
 from service.sending import Claimed
 
@@ -32,10 +33,13 @@ class ReconcileReport:
     errors: dict[str, str] = field(default_factory=dict)  # repair -> what went wrong
 
 
-def republish_stale_batches(settings: Settings) -> int:
+def republish_stale_batches(settings: Settings, now: datetime | None = None) -> int:
     """Publish again the unfinished batches of `sending` campaigns that were never published
     (a web process died after its commit) or were published long ago (a Redis flush, a dead
-    worker). The claim makes a duplicate send nothing twice."""
+    worker). The claim makes a duplicate send nothing twice. A batch whose recipients wait
+    for quiet hours to end is left alone until their opening (`not_before`, on the clock of
+    `service.infra.clock`, `now`): its own delayed message comes back then."""
+    now = now or clock.for_settings(settings).now()
     rows = list(
         SendBatch.update(
             state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
@@ -49,6 +53,7 @@ def republish_stale_batches(settings: Settings) -> int:
                 fn.COALESCE(SendBatch.published_at, SendBatch.created_at)
                 < milliseconds_ago(settings.batch_stale_after_ms)
             )
+            & (SendBatch.not_before.is_null() | (SendBatch.not_before <= now))
         )
         .returning(SendBatch.campaign, Campaign.shop, SendBatch.recipient_ids)
         .tuples()
@@ -169,12 +174,13 @@ def release_finished_reservations(settings: Settings) -> int:
     return reservations.settle_finished(settings) + reservations.release_expired_holds(settings)
 
 
-def reconcile(settings: Settings) -> ReconcileReport:
+def reconcile(settings: Settings, now: datetime | None = None) -> ReconcileReport:
     """Every repair, in the order that lets one feed the next. A repair that fails is logged
-    and reported; the ones after it still run."""
+    and reported; the ones after it still run. `now`: the time of quiet hours (default: the
+    process's clock, `service.infra.clock`)."""
     report = ReconcileReport()
     steps = (
-        ("republished_batches", lambda: republish_stale_batches(settings)),
+        ("republished_batches", lambda: republish_stale_batches(settings, now)),
         ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings)),
         ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),
         (
