@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import timezone as number_zones
-from phonenumbers.tzdata import TIMEZONE_DATA
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 UNKNOWN_ZONE = "Etc/Unknown"
 # A zone set with no moment at which all its zones are outside quiet hours (a long window
@@ -113,21 +113,43 @@ def calling_code_zones(calling_code: int) -> frozenset[str]:
 @lru_cache(maxsize=200_000)
 def number_zones_of(phone: str) -> frozenset[str]:
     """The zones of an E.164 number, empty when unknown (cached: a waiting batch's numbers
-    are looked at again at each of its deliveries)."""
-    try:
-        parsed = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
-        return frozenset()
-    zones = number_zones.time_zones_for_number(parsed)
+    are looked at again at each of its deliveries).
+
+    phonenumbers' `time_zones_for_number`, except in the North American plan (+1), where
+    the area code is looked up in the same prefix data directly: every NANP area code is one
+    region's, so this is its answer for geographic numbers (what 99.5% of 11,408 random valid
+    NANP numbers were), 30 times faster (1.9 us instead of 55 us a number, bench/RESULTS.md),
+    and for the Caribbean mobiles it calls non-geographic it gives their island's zone where
+    phonenumbers gives every zone of the plan, Guam to Hawaii, in which no moment is outside
+    quiet hours everywhere: they would never be sent."""
+    if phone.startswith("+1"):
+        zones: Sequence[str] = longest_prefix_zones(phone[1:])
+    else:
+        try:
+            parsed = phonenumbers.parse(phone, None)
+        except phonenumbers.NumberParseException:
+            return frozenset()
+        zones = number_zones.time_zones_for_number(parsed)
     return frozenset(z for z in zones if z != UNKNOWN_ZONE and zone_info(z) is not None)
 
 
-@lru_cache(maxsize=1024)
-def calling_code_of(country: str | None, phone: str) -> int:
-    """The calling code from the recipient's region (known since import), else the number."""
-    code = phonenumbers.country_code_for_region(country) if country else 0
-    if code:
-        return code
+def longest_prefix_zones(digits: str) -> Sequence[str]:
+    """The zones of the longest prefix of `digits` in phonenumbers' time-zone data."""
+    for length in range(min(len(digits), TIMEZONE_LONGEST_PREFIX), 0, -1):
+        zones = TIMEZONE_DATA.get(digits[:length])
+        if zones is not None:
+            return zones
+    return ()
+
+
+@lru_cache(maxsize=512)
+def calling_code_of_region(country: str) -> int:
+    """The calling code of an ISO region (0 when unknown)."""
+    return phonenumbers.country_code_for_region(country)
+
+
+@lru_cache(maxsize=200_000)
+def calling_code_of_number(phone: str) -> int:
     try:
         return phonenumbers.parse(phone, None).country_code or 0
     except phonenumbers.NumberParseException:
@@ -157,12 +179,18 @@ class QuietFilter:
         return self.openings[zones]
 
     def recipient_opening(self, phone: str | None, country: str | None) -> datetime | None:
-        """None when the recipient may be sent now, else its opening."""
+        """None when the recipient may be sent now, else its opening. The number is parsed
+        only when its calling code spans several zones that quiet hours do not all leave
+        alone right now (the region is known since import; a single-zone country's numbers
+        are in that zone, whatever their type)."""
         if not phone:
             return None  # erased: the claim skips it
-        country_zones = calling_code_zones(calling_code_of(country, phone))
-        if country_zones and self.opening_for(country_zones) is None:
-            return None  # every zone of the calling code is outside quiet hours
+        code = calling_code_of_region(country) if country else 0
+        country_zones = calling_code_zones(code or calling_code_of_number(phone))
+        if country_zones:
+            opening = self.opening_for(country_zones)
+            if opening is None or len(country_zones) == 1:
+                return opening
         return self.opening_for(number_zones_of(phone) or self.fallback)
 
     def split(

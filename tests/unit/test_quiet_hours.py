@@ -136,3 +136,12 @@ def test_the_default_quiet_hours_are_configured_in_one_place():
     for bad in ("21-08", "25:00-08:00", "08:00-08:00", "soon"):
         with pytest.raises(ConfigError, match="QUIET_HOURS_DEFAULT"):
             load({"QUIET_HOURS_DEFAULT": bad})
+
+
+def test_a_caribbean_mobile_is_in_its_island_not_everywhere_in_the_plan():
+    # phonenumbers gives a Jamaican mobile every zone of +1 (Guam to Hawaii: never all outside
+    # quiet hours); its area code says Jamaica, where 15:00 (20:00 UTC) is a sending time
+    assert number_zones_of("+18765024549") == {"America/Jamaica"}
+    assert opening("+18765024549", utc(2026, 12, 2, 20, 0)) is None
+    # a geographic number of the plan is where phonenumbers says
+    assert number_zones_of("+12125550123") == {"America/New_York"}
