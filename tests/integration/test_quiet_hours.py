@@ -10,7 +10,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from models.database import execute, fetchall
-from service import campaigns, contacts, credits, delivery, reconcile, shops
+from service import campaigns, contacts, credits, delivery, reconcile, scheduling, shops
 from service.enqueue import batch_key, enqueue
 from service.infra.clock import ShiftedClock
 from service.observability.health import HealthChecker
@@ -221,3 +221,52 @@ def test_without_a_cap_nobody_is_skipped(db, settings):
         campaign_id, ids, key = launch(settings, shop.id, text)
         sender(settings, FakeProvider()).send(campaign_id, shop.id, ids, key)
         assert statuses(campaign_id) == {"sent": 1}
+
+
+def test_a_scheduled_campaign_launched_in_quiet_hours_waits_too(db, settings):
+    # Given a campaign scheduled for 22:00 in Athens
+    shop, _ = shops.create_shop("scheduled.example", "S", require_consent=False, quiet_hours=NIGHT)
+    credits.top_up(shop.id, 100, "initial")
+    contacts.import_contacts(shop.id, [{"phone": p} for p in GREEK])
+    campaign = campaigns.create(shop.id, "c", "Hi {first_name}", append_unsubscribe=False)
+    campaigns.schedule(shop.id, campaign.id, EVENING, now=EVENING - timedelta(hours=1))
+
+    # When the clock launches it at its time and its batch is delivered
+    report = scheduling.launch_due_campaigns(settings, now=EVENING)
+    assert report.launched == [campaign.id]
+    (key, ids) = fetchall(
+        "SELECT key, recipient_ids FROM send_batch WHERE campaign_id = %s", (campaign.id,)
+    )[0]
+    clock = ShiftedClock()
+    clock.set(EVENING)
+    provider = FakeProvider()
+    sender(settings, provider, wall=clock).send(campaign.id, shop.id, ids, key)
+
+    # Then nothing is sent before 08:00 and everything after
+    assert provider.sent == [] and waiting_of(key) == (4, ATHENS_MORNING)
+    clock.set(ATHENS_MORNING)
+    sender(settings, provider, wall=clock).send(campaign.id, shop.id, ids, key)
+    assert statuses(campaign.id) == {"sent": 4}
+
+
+def test_zones_never_outside_quiet_hours_together_are_skipped_not_charged(db, settings):
+    # Given quiet hours of 14 hours a night and a Russian mobile (zones from UTC+2 to +12)
+    shop_id, (campaign_id, ids, key) = make_campaign(
+        settings, ["+79161234567", "+306940000001"], quiet=QuietHours(20 * 60, 10 * 60)
+    )
+    clock = ShiftedClock()
+    clock.set(datetime(2026, 12, 2, 10, 0, tzinfo=UTC))  # 12:00 in Athens
+
+    # When the batch is sent
+    provider = FakeProvider()
+    sender(settings, provider, wall=clock).send(campaign_id, shop_id, ids, key)
+
+    # Then the Russian number is skipped (there is no time to send it), the Greek one sent
+    assert provider.sent == ["+306940000001"]
+    assert fetchall(
+        "SELECT error FROM campaign_recipient WHERE campaign_id = %s AND status = 'skipped'",
+        (campaign_id,),
+    ) == [("quiet_hours",)]
+    assert batch_state(key)[0] == "finished"
+    assert delivery.refresh_campaign(campaign_id, settings) == "completed"
+    assert reservation(campaign_id)[2] == 1  # one message consumed
