@@ -1,10 +1,10 @@
 """The frequency cap (SPEC 11): at most N campaign messages per contact in a rolling 24 h.
 
-Off by default (`shop.frequency_cap` NULL); with a cap, each window of a batch skips, before
-its claim, the recipients whose contact was already sent N messages in the 24 h before now:
-`skipped` with reason `frequency_cap`, never claimed, never charged; their part of the
-reservation is released with the other skips' when the campaign is settled
-(`service.reservations`).
+Off by default (`shop.frequency_cap` NULL); with a cap, each window of a batch skips
+(`windows.BatchSender.admit`, `sending.skip_pending`), before its claim, the recipients whose
+contact was already sent N messages in the 24 h before now: `skipped` with reason
+`frequency_cap`, never claimed, never charged; their part of the reservation is released with
+the other skips' when the campaign is settled (`service.reservations`).
 
 How it counts, and why so: every message a contact was sent is a `campaign_recipient` row with
 `sent_at` (all campaign messages are marketing; answers to STOP/HELP are `inbound_reply` rows
@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from models.database import fetchall
-from service import sending
 
 WINDOW = timedelta(hours=24)
 REASON = "frequency_cap"
@@ -47,8 +46,3 @@ def over_cap(recipient_ids: Sequence[int], cap: int, now: datetime) -> list[int]
         {"ids": list(recipient_ids), "since": now - WINDOW, "cap": cap},
     )
     return [row[0] for row in rows]
-
-
-def skip_over_cap(campaign_id: int, recipient_ids: Sequence[int], cap: int, now: datetime) -> int:
-    """Skip (`frequency_cap`) the window's recipients over the cap. Returns how many."""
-    return sending.skip_pending(campaign_id, over_cap(recipient_ids, cap, now), REASON)
