@@ -14,7 +14,7 @@ import redis
 from actors import settings, stopping
 from service import admission
 from service.enqueue import batch_key
-from service.infra import dispatch, metrics
+from service.infra import clock, dispatch, metrics
 from service.infra.call_slots import CallSlots
 from service.infra.ratelimit import RateLimiter
 from service.provider import MittoClient
@@ -53,7 +53,15 @@ def _batch_sender() -> BatchSender:
         else None
     )
     calls = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="provider")
-    return BatchSender(settings, provider, calls, slots, limiter, stopping.stopping)
+    return BatchSender(
+        settings,
+        provider,
+        calls,
+        slots,
+        limiter,
+        stopping.stopping,
+        wall=clock.for_settings(settings),
+    )
 
 
 def finish_windows_at_exit() -> None:

@@ -31,6 +31,31 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
     }
 
 
+_CLOCK_TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+SHOP_TIMEZONE = {"type": "string", "minLength": 1, "maxLength": 64, "format": "timezone"}
+# SPEC 11: quiet hours in the recipient's local time (null: none; default 21:00-08:00, or the
+# configured QUIET_HOURS_DEFAULT) and the frequency cap (null: none, the default).
+COMPLIANCE_SETTINGS = {
+    "quiet_hours": {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"start": _CLOCK_TIME, "end": _CLOCK_TIME},
+                "required": ["start", "end"],
+                "additionalProperties": False,
+                "description": "local HH:MM, [start, end); crosses midnight when start > end",
+            },
+            {"type": "null"},
+        ]
+    },
+    "frequency_cap": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": 1000,
+        "description": "at most this many campaign messages per contact in 24 h",
+    },
+}
+
 SHOP_CREATE = _object(
     {
         "domain": {
@@ -41,14 +66,21 @@ SHOP_CREATE = _object(
         },
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "sender": {"type": "string", "minLength": 1, "maxLength": 15},
-        "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "format": "timezone"},
+        "timezone": SHOP_TIMEZONE,
         # The answer to HELP (default: one naming the shop and how to stop, `service/shops.py`).
         "help_text": {"type": "string", "minLength": 1, "maxLength": 480},
         # Message only contacts with consent (default true).
         "require_consent": {"type": "boolean"},
+        **COMPLIANCE_SETTINGS,
     },
     ("domain", "name"),
 )
+
+# What the operator may change of a shop afterwards (`PATCH /admin/shops/{id}`).
+SHOP_UPDATE = {
+    **_object({"timezone": SHOP_TIMEZONE, **COMPLIANCE_SETTINGS}, ()),
+    "minProperties": 1,
+}
 
 TOP_UP = _object(
     {
@@ -443,6 +475,14 @@ ERROR = answer(
     optional=("field",),
 )
 
+SHOP_COMPLIANCE = {
+    "quiet_hours": {
+        "type": ["object", "null"],
+        "properties": {"start": _CLOCK_TIME, "end": _CLOCK_TIME},
+    },
+    "frequency_cap": {"type": ["integer", "null"]},
+}
+
 SHOP_CREATED = answer(
     {
         "id": _ID,
@@ -452,8 +492,13 @@ SHOP_CREATED = answer(
         "timezone": {"type": "string"},
         "help_text": {"type": "string"},
         "require_consent": {"type": "boolean"},
+        **SHOP_COMPLIANCE,
         "api_key": {"type": "string", "description": "shown once: only its hash is stored"},
     }
+)
+
+SHOP_SETTINGS = answer(
+    {"id": _ID, "domain": {"type": "string"}, "timezone": {"type": "string"}, **SHOP_COMPLIANCE}
 )
 
 KEY_ISSUED = answer(
@@ -590,6 +635,16 @@ PROGRESS = answer(
                     "enum": ["active", "held", "released", None],
                     "description": "the reservation's status",
                 },
+            }
+        ),
+        "quiet_hours": answer(
+            {
+                "waiting": {
+                    **_COUNT,
+                    "description": "pending recipients waiting for quiet hours to end",
+                },
+                "next_opening": {**_TIME_OR_NULL, "description": "when the first of them go"},
+                "until": {**_TIME_OR_NULL, "description": "when the last of them go"},
             }
         ),
         "started_at": _TIME_OR_NULL,

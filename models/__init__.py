@@ -31,6 +31,10 @@ class Shop(Base):
     created_at = DateTimeTZField()
     help_text = pw.TextField(null=True)
     require_consent = pw.BooleanField(default=True)
+    # Quiet hours, minutes after local midnight, [start, end); None: none (`service.quiet_hours`).
+    quiet_start = pw.SmallIntegerField(null=True)
+    quiet_end = pw.SmallIntegerField(null=True)
+    frequency_cap = pw.IntegerField(null=True)  # messages per contact per 24 h; None: no cap
 
 
 class ApiKey(Base):
@@ -89,6 +93,8 @@ class SendBatch(Base):
     created_at = DateTimeTZField()
     published_at = DateTimeTZField(null=True)
     finished_at = DateTimeTZField(null=True)
+    waiting = pw.IntegerField(default=0)  # recipients waiting for quiet hours to end
+    not_before = DateTimeTZField(null=True)  # the earliest of their openings
 
 
 class CampaignRecipient(Base):

@@ -231,7 +231,8 @@ def cancel(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
 
 
 def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
-    """Counts by recipient status and delivery status, and the reservation's state."""
+    """Counts by recipient status and delivery status, the reservation's state, and the
+    recipients waiting for quiet hours to end."""
     campaign = get(shop_id, campaign_id)
     counts = dict.fromkeys(("pending", "sending", "sent", "failed", "skipped"), 0)
     delivery: dict[str, int] = {}
@@ -260,6 +261,20 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
         .first()
     )
     amount, consumed, released, held, state = reservation or (0, 0, 0, 0, None)
+    waiting, next_opening, last_opening = (
+        SendBatch.select(
+            fn.COALESCE(fn.SUM(SendBatch.waiting), 0),
+            fn.MIN(SendBatch.not_before),
+            fn.MAX(SendBatch.not_before),
+        )
+        .where(
+            (SendBatch.campaign == campaign_id)
+            & (SendBatch.state != "finished")
+            & (SendBatch.waiting > 0)
+        )
+        .tuples()
+        .first()
+    ) or (0, None, None)
     return {
         "id": campaign.id,
         "status": campaign.status,
@@ -275,6 +290,13 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
             "released": released,
             "held": held if state != "released" else 0,
             "reservation": state,
+        },
+        # Pending recipients held by quiet hours when their batch last looked (SPEC 11):
+        # they go from `next_opening`, the last of them at `until`.
+        "quiet_hours": {
+            "waiting": int(waiting),
+            "next_opening": next_opening,
+            "until": last_opening,
         },
         "started_at": campaign.started_at,
         "finished_at": campaign.finished_at,

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from models import Campaign, Shop
-from service import composition, links, segments
+from service import composition, links, quiet_hours, segments
 from service.infra.config import Settings
+from service.quiet_hours import QuietHours
 
 
 class Addressee(Protocol):
@@ -38,13 +39,25 @@ class CampaignContext:
     append_unsubscribe: bool
     sender: str
     short_links: dict[str, str]
+    # The shop's compliance settings (SPEC 11), applied by each window of the batch.
+    quiet: QuietHours | None = None
+    timezone: str = "UTC"
+    frequency_cap: int | None = None
 
 
 def load_context(shop_id: int, campaign_id: int, settings: Settings) -> CampaignContext | None:
     """The campaign's template, sender and short links (created on first use); None when the
     shop has no such campaign. The sender falls back to MITTO_SENDER, then "Astronote"."""
     row = (
-        Campaign.select(Campaign.text, Campaign.append_unsubscribe, Shop.sender)
+        Campaign.select(
+            Campaign.text,
+            Campaign.append_unsubscribe,
+            Shop.sender,
+            Shop.quiet_start,
+            Shop.quiet_end,
+            Shop.timezone,
+            Shop.frequency_cap,
+        )
         .join(Shop)
         .where((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
         .tuples()
@@ -52,7 +65,7 @@ def load_context(shop_id: int, campaign_id: int, settings: Settings) -> Campaign
     )
     if row is None:
         return None
-    template, append_unsubscribe, sender = row
+    template, append_unsubscribe, sender, quiet_start, quiet_end, timezone, cap = row
     short = links.shorten(
         shop_id, campaign_id, composition.find_urls(template), settings.public_base_url
     )
@@ -63,6 +76,9 @@ def load_context(shop_id: int, campaign_id: int, settings: Settings) -> Campaign
         append_unsubscribe,
         sender or settings.mitto_sender or "Astronote",
         short,
+        quiet_hours.of_shop(quiet_start, quiet_end),
+        timezone,
+        cap,
     )
 
 

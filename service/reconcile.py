@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
 from models.expressions import milliseconds_ago
 from service import admission, delivery, evidence, reservations
-from service.infra import dispatch
+from service.infra import clock, dispatch
 from service.infra.config import Settings
 from service.sending import Claimed
 
@@ -33,10 +34,13 @@ class ReconcileReport:
     errors: dict[str, str] = field(default_factory=dict)  # repair -> what went wrong
 
 
-def republish_stale_batches(settings: Settings) -> int:
+def republish_stale_batches(settings: Settings, now: datetime | None = None) -> int:
     """Publish again the unfinished batches of `sending` campaigns that were published long
     ago (a Redis flush, a dead worker). The claim makes a duplicate send nothing twice.
-    Batches never published wait for admission (`admit_waiting`), not for this."""
+    Batches never published wait for admission (`admit_waiting`), not for this. A batch whose
+    recipients wait for quiet hours to end is left alone until their opening (`not_before`,
+    on the clock of `service.infra.clock`, `now`): its own delayed message comes back then."""
+    now = now or clock.for_settings(settings).now()
     rows = list(
         SendBatch.update(
             state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
@@ -47,6 +51,7 @@ def republish_stale_batches(settings: Settings) -> int:
             & (Campaign.status == "sending")
             & (SendBatch.state == "published")
             & (SendBatch.published_at < milliseconds_ago(settings.batch_stale_after_ms))
+            & (SendBatch.not_before.is_null() | (SendBatch.not_before <= now))
         )
         .returning(SendBatch.campaign, Campaign.shop, SendBatch.recipient_ids)
         .tuples()
@@ -167,15 +172,16 @@ def release_finished_reservations(settings: Settings) -> int:
     return reservations.settle_finished(settings) + reservations.release_expired_holds(settings)
 
 
-def reconcile(settings: Settings) -> ReconcileReport:
+def reconcile(settings: Settings, now: datetime | None = None) -> ReconcileReport:
     """Every repair, in the order that lets one feed the next. A repair that fails is logged
-    and reported; the ones after it still run."""
+    and reported; the ones after it still run. `now`: the time of quiet hours (default: the
+    process's clock, `service.infra.clock`)."""
     report = ReconcileReport()
     steps = (
         # Batches waiting for fair admission (a web process died after its commit, the broker
         # was down, a worker died before admitting the next), then the stale ones.
         ("admitted_batches", lambda: admission.admit_waiting(settings)),
-        ("republished_batches", lambda: republish_stale_batches(settings)),
+        ("republished_batches", lambda: republish_stale_batches(settings, now)),
         ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings)),
         ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),
         (

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from peewee import SQL, fn
 
@@ -105,13 +106,24 @@ class BatchOutcomes:
         )
 
 
-def pending_recipients(campaign_id: int, recipient_ids: Sequence[int]) -> list[int]:
+class Pending(NamedTuple):
+    """A batch's recipient still to send, with what quiet hours look at."""
+
+    id: int
+    phone: str | None
+    country: str | None
+
+
+def pending_recipients(campaign_id: int, recipient_ids: Sequence[int]) -> list[Pending]:
     """The batch's recipients still to send, in id order: a redelivered, retried or resumed
     batch cuts its windows from these only. A read: the claim of each window decides.
 
     `campaign_id + 0` keeps the planner on the primary key, as in the claim below."""
-    return list(
-        CampaignRecipient.select(CampaignRecipient.id)
+    return [
+        Pending(*row)
+        for row in CampaignRecipient.select(
+            CampaignRecipient.id, CampaignRecipient.phone, CampaignRecipient.country
+        )
         .where(
             CampaignRecipient.id == any_of(recipient_ids),
             (CampaignRecipient.campaign + 0) == campaign_id,
@@ -119,7 +131,23 @@ def pending_recipients(campaign_id: int, recipient_ids: Sequence[int]) -> list[i
             CampaignRecipient.mitto_message_id.is_null(),
         )
         .order_by(CampaignRecipient.id)
-        .scalars()
+        .tuples()
+    ]
+
+
+def skip_pending(campaign_id: int, recipient_ids: Sequence[int], reason: str) -> int:
+    """Skip recipients that will not be sent (`frequency_cap`, `quiet_hours`) while they are
+    pending and the campaign is sending: one conditional UPDATE, so a concurrent claim or
+    cancel wins or loses each row whole. Nothing is charged for them; their part of the
+    reservation is released with the other skips' when the campaign settles."""
+    if not recipient_ids:
+        return 0
+    return execute(
+        "UPDATE campaign_recipient r SET status = 'skipped', error = %(reason)s,"
+        "       updated_at = now()"
+        " WHERE r.id = ANY(%(ids)s) AND r.campaign_id + 0 = %(c)s AND r.status = 'pending'"
+        "   AND EXISTS (SELECT 1 FROM campaign WHERE id = %(c)s AND status = 'sending')",
+        {"ids": list(recipient_ids), "c": campaign_id, "reason": reason},
     )
 
 
@@ -277,7 +305,7 @@ def finish_batch(key: str) -> bool:
         CampaignRecipient.status == "pending",
     )
     return bool(
-        SendBatch.update(state="finished", finished_at=fn.now())
+        SendBatch.update(state="finished", finished_at=fn.now(), waiting=0, not_before=None)
         .where(SendBatch.key == key, SendBatch.state != "finished", ~fn.EXISTS(pending))
         .execute()
     )
@@ -369,18 +397,41 @@ def campaign_sending(campaign_id: int) -> bool:
 
 
 def republish_batch(
-    campaign_id: int, shop_id: int, recipient_ids: list[int], key: str, delay_ms: int | None = None
-) -> None:
+    campaign_id: int,
+    shop_id: int,
+    recipient_ids: list[int],
+    key: str,
+    delay_ms: int | None = None,
+    waiting: int = 0,
+    not_before: datetime | None = None,
+    if_publish_count: int | None = None,
+) -> bool:
     """Put an unfinished batch back on the queue (its next delivery sends what is still
-    pending), recorded as published now so the reconciler does not publish it again."""
-    (
+    pending), recorded as published now so the reconciler does not publish it again; with
+    `waiting` recipients held by quiet hours until `not_before` at the earliest (the
+    reconciler leaves it alone until then, progress shows both).
+
+    With `if_publish_count`, only if nobody published the batch since that count was read
+    (a resume, another delivery): then that message carries it, and a waiting batch does
+    not multiply its deliveries. Returns whether it was published."""
+    condition = (SendBatch.key == key) & (SendBatch.state != "finished")
+    if if_publish_count is not None:
+        condition &= SendBatch.publish_count == if_publish_count
+    updated = (
         SendBatch.update(
-            state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
+            state="published",
+            published_at=fn.now(),
+            publish_count=SendBatch.publish_count + 1,
+            waiting=waiting,
+            not_before=not_before,
         )
-        .where(SendBatch.key == key, SendBatch.state != "finished")
+        .where(condition)
         .execute()
     )
+    if if_publish_count is not None and not updated:
+        return False
     dispatch.publish_batch(campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
+    return True
 
 
 def repair_persist(payload: dict[str, Any]) -> int:

@@ -25,16 +25,18 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from models import SendBatch
-from service import credits, messages, sending
+from service import credits, frequency, messages, quiet_hours, sending
 from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
+from service.infra.clock import WallClock
 from service.infra.config import Settings
 from service.infra.ratelimit import RateLimiter
 from service.messages import CampaignContext
 from service.provider import Outcome, Provider, SendResult, Sms
-from service.sending import BatchReport, Claimed
+from service.sending import BatchReport, Claimed, Pending
 
 log = logging.getLogger("astronote.sending")
 
@@ -98,9 +100,12 @@ class BatchRun:
     key: str
     context: CampaignContext
     budget: int  # what is left of the batch's part of the reservation
+    publishes: int  # the batch's publish_count when this delivery began
     stop_by: float  # the clock reading after which no window may start
     report: BatchReport = field(default_factory=BatchReport)
     stopped: str | None = None  # "deferred", "not_sent" or "not_sending"
+    # Recipients held by quiet hours at this delivery, and when each may go.
+    waiting: dict[int, datetime] = field(default_factory=dict)
 
     @property
     def bulk(self) -> bool:
@@ -110,7 +115,8 @@ class BatchRun:
 class BatchSender:
     """Sends batches with one provider, one rate limiter, one pool of provider calls and the
     process's call slots (SEND_CONCURRENCY), shared by every thread of the worker process.
-    `stopping` is set when the worker shuts down; `clock` is monotonic seconds."""
+    `stopping` is set when the worker shuts down; `clock` is monotonic seconds (deadlines);
+    `wall` is the time of day for quiet hours and the frequency cap."""
 
     def __init__(
         self,
@@ -121,6 +127,7 @@ class BatchSender:
         limiter: RateLimiter | None = None,
         stopping: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: WallClock | None = None,
     ) -> None:
         self.settings = settings
         self.provider = provider
@@ -129,6 +136,7 @@ class BatchSender:
         self.limiter = limiter
         self.stopping = stopping or threading.Event()
         self.clock = clock
+        self.wall = wall or WallClock()
 
     def send(
         self, campaign_id: int, shop_id: int, recipient_ids: list[int], key: str
@@ -146,12 +154,14 @@ class BatchSender:
         if context is None:
             raise NotFound(f"campaign {campaign_id} of shop {shop_id} does not exist")
         settings = self.settings
+        budget, publishes = self.reserved(key)
         run = BatchRun(
             campaign_id,
             shop_id,
             key,
             context,
-            budget=self.reserved(key),
+            budget=budget,
+            publishes=publishes,
             stop_by=began + (settings.send_time_limit_ms - settings.send_window_worst_ms) / 1000,
         )
         with self.slots.lease() as lease:
@@ -159,7 +169,7 @@ class BatchSender:
         self.conclude(run, recipient_ids)
         return run.report
 
-    def send_windows(self, run: BatchRun, pending: list[int], lease: Lease) -> None:
+    def send_windows(self, run: BatchRun, pending: list[Pending], lease: Lease) -> None:
         """Window after window until the batch is done or one of them stops it."""
         while pending:
             wanted = 1 if run.bulk else len(pending)
@@ -172,7 +182,10 @@ class BatchSender:
                 return
             try:
                 size = len(pending) if run.bulk else lease.held
-                window, pending = pending[:size], pending[size:]
+                cut, pending = pending[:size], pending[size:]
+                window = self.admit(run, cut)
+                if not window:
+                    continue  # all wait for quiet hours or were skipped; slots given back
                 if self.limiter:
                     self.limiter.acquire(len(window))
                 if self.clock() > run.stop_by:  # the rate limit made us wait too long
@@ -188,6 +201,32 @@ class BatchSender:
             if not done.claimed and not sending.campaign_sending(run.campaign_id):
                 run.stopped = "not_sending"  # paused or cancelled: nothing more is claimed
                 return
+
+    def admit(self, run: BatchRun, window: Sequence[Pending]) -> list[int]:
+        """The window's recipients that may be sent now (SPEC 11): those in quiet hours wait
+        (pending, their reservation kept: `run.waiting`), those over the frequency cap, or
+        whose zones never leave quiet hours together, are skipped. Decided at this window's
+        time, so a batch crossing the start of quiet hours stops sending at its next window."""
+        context = run.context
+        ids = [recipient.id for recipient in window]
+        if context.quiet is None and context.frequency_cap is None:
+            return ids
+        now = self.wall.now()
+        if context.quiet is not None:
+            quiet = quiet_hours.QuietFilter(context.quiet, context.timezone, now)
+            ids, waiting = quiet.split(window)
+            never = [w.recipient_id for w in waiting if w.opening == quiet_hours.NEVER]
+            sending.skip_pending(run.campaign_id, never, "quiet_hours")
+            run.waiting.update(
+                (w.recipient_id, w.opening) for w in waiting if w.opening != quiet_hours.NEVER
+            )
+        if ids and context.frequency_cap:
+            over = frequency.over_cap(ids, context.frequency_cap, now)
+            if over:
+                sending.skip_pending(run.campaign_id, over, frequency.REASON)
+                skipped = set(over)
+                ids = [rid for rid in ids if rid not in skipped]
+        return ids
 
     def send_window(self, run: BatchRun, window: Sequence[int]) -> BatchReport:
         """Claim, compose and cost, check credits, call the provider, sort the outcomes,
@@ -286,7 +325,9 @@ class BatchSender:
         """Finish the batch, or put its rest back on the queue when it stopped short for a
         reason the campaign itself does not decide."""
         report = run.report
-        if run.stopped is None:
+        if run.stopped is None and run.waiting:
+            self.wait_for_opening(run, recipient_ids)
+        elif run.stopped is None:
             sending.finish_batch(run.key)
         elif run.stopped == "deferred" or (
             run.stopped == "not_sent" and report.accepted + report.rejected
@@ -300,7 +341,15 @@ class BatchSender:
                     if report.retry_after_s is not None
                     else THROTTLED_DELAY_MS
                 )
-            sending.republish_batch(run.campaign_id, run.shop_id, recipient_ids, run.key, delay)
+            sending.republish_batch(
+                run.campaign_id,
+                run.shop_id,
+                recipient_ids,
+                run.key,
+                delay,
+                len(run.waiting),
+                min(run.waiting.values(), default=None),
+            )
             report.republished = True
             log.info(
                 "batch stopped short; its rest is back on the queue",
@@ -312,15 +361,52 @@ class BatchSender:
                 },
             )
 
+    def wait_for_opening(self, run: BatchRun, recipient_ids: list[int]) -> None:
+        """Everything sendable was sent and the rest waits for quiet hours to end: the batch
+        goes back on the queue for the earliest opening, or QUIET_HOURS_RECHECK_MS if that
+        is sooner (no worker thread sleeps through a night). A paused campaign's batch is
+        left for its resume, which publishes it again."""
+        opening = min(run.waiting.values())
+        if not sending.campaign_sending(run.campaign_id):
+            return
+        until_ms = int((opening - self.wall.now()).total_seconds() * 1000)
+        delay = max(1, min(until_ms, self.settings.quiet_hours_recheck_ms))
+        run.report.republished = sending.republish_batch(
+            run.campaign_id,
+            run.shop_id,
+            recipient_ids,
+            run.key,
+            delay,
+            len(run.waiting),
+            opening,
+            if_publish_count=run.publishes,
+        )
+        log.info(
+            "recipients wait for quiet hours to end; the batch is back on the queue",
+            extra={
+                "campaign_id": run.campaign_id,
+                "batch_key": run.key,
+                "waiting": len(run.waiting),
+                "not_before": opening.isoformat(),
+                "delay_ms": delay,
+            },
+        )
+
     def finish_duplicate(self, campaign_id: int, key: str) -> None:
         """A delivery with nothing pending. While the campaign is sending, an earlier delivery
         of this batch did everything; a paused or cancelled campaign's batch is left as is."""
         if sending.campaign_sending(campaign_id):
             sending.finish_batch(key)
 
-    def reserved(self, key: str) -> int:
-        """The batch's part of the campaign's reservation."""
-        return (SendBatch.select(SendBatch.reserved).where(SendBatch.key == key).scalar()) or 0
+    def reserved(self, key: str) -> tuple[int, int]:
+        """The batch's part of the campaign's reservation, and how often it was published."""
+        row = (
+            SendBatch.select(SendBatch.reserved, SendBatch.publish_count)
+            .where(SendBatch.key == key)
+            .tuples()
+            .first()
+        )
+        return row or (0, 0)
 
     def cover(self, run: BatchRun, cost: int) -> bool:
         """Whether what is left of the batch's part of the reservation covers `cost` (this

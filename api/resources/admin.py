@@ -12,6 +12,8 @@ from api.docs import Answer, Operation, id_links
 from models import Shop
 from service import api_keys, credits, exports, links, shops
 from service.errors import NotFound
+from service.infra.config import Settings
+from service.quiet_hours import QuietHours
 
 SHOP_LINKS = id_links(
     "shop_id",
@@ -20,6 +22,13 @@ SHOP_LINKS = id_links(
     ("POST", "/admin/shops/{shop_id}/keys"),
     ("GET", "/admin/shops/{shop_id}/keys"),
 )
+
+
+def _quiet_hours_given(body: dict, default: QuietHours | None) -> QuietHours | None:
+    """The body's quiet hours: absent is the configured default, null is none."""
+    if "quiet_hours" not in body:
+        return default
+    return shops.quiet_hours_from(body["quiet_hours"])
 
 
 class ShopsResource:
@@ -35,9 +44,15 @@ class ShopsResource:
                 )
             },
             body=schemas.SHOP_CREATE,
-            description="A domain that already has a shop is a 422 naming `domain`.",
+            description="A domain that already has a shop is a 422 naming `domain`. Without"
+            " `quiet_hours` the shop gets the default (21:00-08:00 unless QUIET_HOURS_DEFAULT"
+            " says otherwise); null is none. `frequency_cap` is off unless given.",
         )
     }
+
+    def __init__(self, settings: Settings) -> None:
+        default = settings.quiet_hours_default
+        self.default_quiet_hours = QuietHours(*default) if default else None
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.SHOP_CREATE)
@@ -48,6 +63,8 @@ class ShopsResource:
             body.get("timezone", "UTC"),
             body.get("help_text"),
             body.get("require_consent", True),
+            _quiet_hours_given(body, self.default_quiet_hours),
+            body.get("frequency_cap"),
         )
         resp.status = falcon.HTTP_201
         resp.media = {
@@ -58,7 +75,36 @@ class ShopsResource:
             "timezone": shop.timezone,
             "help_text": shops.help_text(shop),
             "require_consent": shop.require_consent,
+            **shops.compliance_settings(shop),
             "api_key": key,
+        }
+
+
+class ShopResource:
+    """`PATCH /admin/shops/{id}`: the shop's timezone, quiet hours and frequency cap."""
+
+    auth = Access.ADMIN
+    docs = {
+        "PATCH": Operation(
+            "Change a shop's timezone, quiet hours or frequency cap",
+            {200: Answer("The shop's settings after the change", schemas.SHOP_SETTINGS)},
+            body=schemas.SHOP_UPDATE,
+            description="Only the fields given change; `quiet_hours` or `frequency_cap` null"
+            " turns it off. Batches already queued apply it at their next delivery.",
+        )
+    }
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
+        body = read_json(req, schemas.SHOP_UPDATE)
+        changes = {name: body[name] for name in ("timezone", "frequency_cap") if name in body}
+        if "quiet_hours" in body:
+            changes["quiet_hours"] = shops.quiet_hours_from(body["quiet_hours"])
+        shop = shops.update_settings(shop_id, **changes)
+        resp.media = {
+            "id": shop.id,
+            "domain": shop.domain,
+            "timezone": shop.timezone,
+            **shops.compliance_settings(shop),
         }
 
 

@@ -66,6 +66,10 @@ class Settings:
     max_campaign_recipients: int
     shopify_api_secret: str | None
     inbound_match_days: int
+    # Quiet hours of a shop created without any (minutes after local midnight), or None.
+    quiet_hours_default: tuple[int, int] | None
+    quiet_hours_recheck_ms: int
+    test_clock_offset_key: str | None
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -210,6 +214,40 @@ def _rate(name: str, default: str):
     return parse
 
 
+def parse_clock_time(raw: str) -> int:
+    """`HH:MM` (24 h) as minutes after midnight; ValueError otherwise."""
+    hours, sep, minutes = raw.strip().partition(":")
+    if not sep or len(minutes) != 2 or not (hours.isdigit() and minutes.isdigit()):
+        raise ValueError(f"{raw!r} is not a time HH:MM")
+    value = int(hours) * 60 + int(minutes)
+    if int(hours) > 23 or int(minutes) > 59:
+        raise ValueError(f"{raw!r} is not a time of day (00:00 to 23:59)")
+    return value
+
+
+def _quiet_hours(name: str, default: str) -> Callable[[Mapping[str, str]], tuple[int, int] | None]:
+    """`HH:MM-HH:MM` (local start and end; crossing midnight when start > end), or `off`."""
+
+    def parse(env: Mapping[str, str]) -> tuple[int, int] | None:
+        raw = env.get(name, "").strip() or default
+        if raw.lower() in ("off", "none"):
+            return None
+        start, sep, end = raw.partition("-")
+        try:
+            if not sep:
+                raise ValueError("no '-'")
+            window = parse_clock_time(start), parse_clock_time(end)
+        except ValueError:
+            raise ConfigError(
+                f"{name}={raw!r} must be HH:MM-HH:MM (e.g. 21:00-08:00) or off"
+            ) from None
+        if window[0] == window[1]:
+            raise ConfigError(f"{name}={raw!r} must start and end at different times")
+        return window
+
+    return parse
+
+
 def _secret(name: str, min_length: int) -> Callable[[Mapping[str, str]], str | None]:
     def parse(env: Mapping[str, str]) -> str | None:
         value = env.get(name, "").strip()
@@ -311,6 +349,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # A reply to the shared MITTO_SENDER is for every shop that messaged the number from
         # it within this many days (a shop's own sender needs no such guess).
         "inbound_match_days": _int("INBOUND_MATCH_DAYS", 30, 1, 3650)(env),
+        # The quiet hours of a shop created without saying (SPEC 11): 21:00-08:00, or `off`.
+        "quiet_hours_default": _quiet_hours("QUIET_HOURS_DEFAULT", "21:00-08:00")(env),
+        # A batch waiting for quiet hours to end is back on the queue at the opening, or after
+        # this long if that is sooner, to look again (a changed setting, a lost message):
+        # Dramatiq workers hold delayed messages in memory, which hours-long delays would pin.
+        "quiet_hours_recheck_ms": _int("QUIET_HOURS_RECHECK_MS", 300000, 100)(env),
+        # Tests only, never in production: the Redis key of a time offset every process adds
+        # to its clock (`service/infra/clock.py`), so a test moves time without sleeping.
+        "test_clock_offset_key": _text("TEST_CLOCK_OFFSET_KEY")(env),
     }
     settings = Settings(**values)
     if settings.send_window_worst_ms >= settings.send_time_limit_ms:

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from peewee import SQL, fn
 
-from models import Campaign
+from models import Campaign, SendBatch
 from models.database import fetchall
 from models.expressions import epoch_seconds, milliseconds_ago
 from service.infra import dispatch
@@ -171,8 +171,11 @@ class HealthChecker:
             Campaign.select(Campaign.status, fn.COUNT(SQL("*"))).group_by(Campaign.status).tuples()
         )
         threshold_ms = self.settings.stuck_campaign_after_ms
-        # A campaign that never progressed is measured from its start (enqueue sets both).
-        idle_since = fn.COALESCE(Campaign.last_progress_at, Campaign.started_at)
+        # A campaign that never progressed is measured from its start (enqueue sets both);
+        # one whose recipients wait for quiet hours to end, from their latest opening.
+        idle_since = fn.GREATEST(
+            fn.COALESCE(Campaign.last_progress_at, Campaign.started_at), waiting_until()
+        )
         idle_ms = (epoch_seconds(fn.now() - idle_since) * 1000).cast("bigint")
         rows = list(
             Campaign.select(
@@ -269,3 +272,13 @@ class HealthChecker:
             f" over {campaigns['stuck_after_ms'] // 1000} s: {named}"
             + (f" and {more} more" if more > 0 else "")
         )
+
+
+def waiting_until() -> Any:
+    """The latest opening of the campaign's recipients waiting for quiet hours (NULL when
+    none wait): a campaign idle until then is waiting, not stuck."""
+    return SendBatch.select(fn.MAX(SendBatch.not_before)).where(
+        (SendBatch.campaign == Campaign.id)
+        & (SendBatch.state != "finished")
+        & (SendBatch.waiting > 0)
+    )

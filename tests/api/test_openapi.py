@@ -202,6 +202,7 @@ def test_request_bodies_are_the_schemas_that_validate(document):
     # Then each JSON body is the very schema its resource validates with
     assert json_schema == {
         ("POST", "/admin/shops"): schemas.SHOP_CREATE,
+        ("PATCH", "/admin/shops/{shop_id}"): schemas.SHOP_UPDATE,
         ("POST", "/admin/shops/{shop_id}/credits"): schemas.TOP_UP,
         ("POST", "/contacts"): schemas.CONTACTS_IMPORT,
         ("POST", "/campaigns"): schemas.CAMPAIGN_CREATE,

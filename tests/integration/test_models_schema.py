@@ -157,6 +157,9 @@ def test_a_model_that_disagrees_with_its_migration_is_reported(db):
         contact_ids = ArrayField(pw.IntegerField, index=False)  # no such column either
         help_text = pw.TextField(null=True)
         require_consent = pw.BooleanField()
+        quiet_start = pw.SmallIntegerField(null=True)
+        quiet_end = pw.SmallIntegerField(null=True)
+        frequency_cap = pw.IntegerField(null=True)
         # `id` is an AutoField (integer, the table's is bigint); `sender` is missing
 
         class Meta:

@@ -1,0 +1,272 @@
+"""Quiet hours and the frequency cap on real PostgreSQL and Redis (SPEC 11), with a fake
+provider and a shifted clock (never a sleep): recipients in quiet hours stay pending with
+their reservation, the batch goes back on the queue for their opening, the reconciler, the
+finalisation and the stuck-campaign check leave the campaign alone meanwhile, and everything
+is sent once the window opens; recipients over the frequency cap are skipped, not charged."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+from models.database import execute, fetchall
+from service import campaigns, contacts, credits, delivery, reconcile, scheduling, shops
+from service.enqueue import batch_key, enqueue
+from service.infra.clock import ShiftedClock
+from service.observability.health import HealthChecker
+from service.quiet_hours import QuietHours
+from tests.integration.test_windows import FakeProvider, batch_state, sender, statuses
+
+NIGHT = QuietHours(21 * 60, 8 * 60)
+GREEK = [f"+30690000{i:04d}" for i in range(4)]  # Europe/Athens, UTC+2 in December
+CALIFORNIAN = ["+14155550100", "+14155550101"]  # America/Los_Angeles, UTC-8
+# 20:00 UTC on 2 December: 22:00 in Athens (quiet), 12:00 in San Francisco (not).
+EVENING = datetime(2026, 12, 2, 20, 0, tzinfo=UTC)
+ATHENS_MORNING = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)  # 08:00 in Athens
+
+
+def make_campaign(settings, phones, text="Hi {first_name}", cap=None, quiet=NIGHT, domain="q"):
+    shop, _ = shops.create_shop(
+        f"{domain}.example",
+        "Quiet",
+        timezone="Europe/Athens",
+        require_consent=False,
+        quiet_hours=quiet,
+        frequency_cap=cap,
+    )
+    credits.top_up(shop.id, 1000, "initial")
+    contacts.import_contacts(
+        shop.id, [{"phone": p, "first_name": f"N{i}"} for i, p in enumerate(phones)]
+    )
+    return shop.id, launch(settings, shop.id, text)
+
+
+def launch(settings, shop_id: int, text: str) -> tuple[int, list[int], str]:
+    campaign = campaigns.create(shop_id, "c", text, append_unsubscribe=False)
+    enqueue(shop_id, campaign.id, dataclasses.replace(settings, send_batch_size=100))
+    ids = [
+        row[0]
+        for row in fetchall(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s ORDER BY id", (campaign.id,)
+        )
+    ]
+    return campaign.id, ids, batch_key(campaign.id, ids)
+
+
+def waiting_of(key: str) -> tuple[int, datetime | None]:
+    return fetchall("SELECT waiting, not_before FROM send_batch WHERE key = %s", (key,))[0]
+
+
+def reservation(campaign_id: int) -> tuple[str, int, int, int]:
+    return fetchall(
+        "SELECT status, amount, consumed, released FROM credit_reservation WHERE campaign_id = %s",
+        (campaign_id,),
+    )[0]
+
+
+def delayed_messages(redis_client) -> int:
+    return int(redis_client.llen("dramatiq:sms-send.DQ"))
+
+
+def test_recipients_in_quiet_hours_wait_and_go_when_the_window_opens(db, settings, redis_client):
+    # Given a shop with quiet hours 21:00-08:00, recipients in Athens and California, and
+    # the evening: 22:00 in Athens, noon in California
+    shop_id, (campaign_id, ids, key) = make_campaign(settings, GREEK + CALIFORNIAN)
+    reserved_before = reservation(campaign_id)
+    clock = ShiftedClock()
+    clock.set(EVENING)
+    provider = FakeProvider()
+    recheck = dataclasses.replace(settings, quiet_hours_recheck_ms=60_000)
+
+    # When the batch is sent
+    report = sender(recheck, provider, wall=clock).send(campaign_id, shop_id, ids, key)
+
+    # Then only the Californians were sent; the Athenians are pending, their batch back on
+    # the queue (delayed: no thread waits), waiting until 08:00 in Athens
+    assert sorted(provider.sent) == CALIFORNIAN
+    assert statuses(campaign_id) == {"sent": 2, "pending": 4}
+    assert report.republished
+    assert delayed_messages(redis_client) == 1
+    assert waiting_of(key) == (4, ATHENS_MORNING)
+    # and the reservation still holds their part
+    state, amount, consumed, released = reservation(campaign_id)
+    assert (state, amount, released) == ("active", reserved_before[1], 0)
+    assert consumed == 2
+    # and progress shows who waits and until when
+    progress = campaigns.progress(shop_id, campaign_id)
+    assert progress["status"] == "sending"
+    assert progress["quiet_hours"] == {
+        "waiting": 4,
+        "next_opening": ATHENS_MORNING,
+        "until": ATHENS_MORNING,
+    }
+
+    # And while they wait, the campaign is neither finished nor republished by the reconciler
+    assert delivery.refresh_campaign(campaign_id, settings) is None
+    stale_now = dataclasses.replace(settings, batch_stale_after_ms=100)
+    execute("UPDATE send_batch SET published_at = now() - interval '1 hour'")
+    assert reconcile.republish_stale_batches(stale_now, clock.now()) == 0
+    # nor called stuck, though it has not progressed for an hour
+    execute("UPDATE campaign SET last_progress_at = now() - interval '1 hour'")
+    checker = HealthChecker(
+        dataclasses.replace(settings, stuck_campaign_after_ms=1000), redis_client
+    )
+    assert checker._campaigns()["stuck_count"] == 0
+
+    # When the window opens and the batch comes back
+    clock.set(ATHENS_MORNING + timedelta(seconds=1))
+    assert reconcile.republish_stale_batches(stale_now, clock.now()) == 1
+    sender(recheck, provider, wall=clock).send(campaign_id, shop_id, ids, key)
+
+    # Then the rest is sent, the batch finished, and the campaign completes with exact credits
+    assert sorted(provider.sent) == sorted(GREEK + CALIFORNIAN)
+    assert statuses(campaign_id) == {"sent": 6}
+    assert batch_state(key)[0] == "finished" and waiting_of(key) == (0, None)
+    assert delivery.refresh_campaign(campaign_id, settings) == "completed"
+    state, amount, consumed, released = reservation(campaign_id)
+    assert (state, consumed, released) == ("released", 6, amount - 6)
+    assert credits.summary(shop_id).balance == 1000 - 6
+
+
+def test_a_batch_crossing_the_start_of_quiet_hours_stops_at_its_next_window(db, settings):
+    # Given six Athenians at 20:59 Athens time, sent two at a time
+    shop_id, (campaign_id, ids, key) = make_campaign(
+        settings, [f"+30691000{i:04d}" for i in range(6)]
+    )
+    clock = ShiftedClock()
+    clock.set(datetime(2026, 12, 2, 18, 59, 30, tzinfo=UTC))
+
+    # When 21:00 comes during the first window's calls
+    def nine_pm(sms) -> None:
+        clock.set(datetime(2026, 12, 2, 19, 0, 0, tzinfo=UTC))
+
+    provider = FakeProvider(during_call=nine_pm)
+    sender(settings, provider, slots=2, wall=clock).send(campaign_id, shop_id, ids, key)
+
+    # Then that window's two messages went, and nothing after: four wait until 08:00
+    assert len(provider.sent) == 2
+    assert statuses(campaign_id) == {"sent": 2, "pending": 4}
+    assert waiting_of(key) == (4, ATHENS_MORNING)
+
+
+def test_quiet_hours_off_send_at_any_time(db, settings):
+    shop_id, (campaign_id, ids, key) = make_campaign(settings, GREEK, quiet=None)
+    clock = ShiftedClock()
+    clock.set(EVENING)
+    provider = FakeProvider()
+    sender(settings, provider, wall=clock).send(campaign_id, shop_id, ids, key)
+    assert statuses(campaign_id) == {"sent": 4}
+    assert batch_state(key)[0] == "finished"
+
+
+def test_a_paused_campaign_waiting_is_left_for_its_resume(db, settings, redis_client):
+    # Given a campaign whose Athenians wait, then paused
+    shop_id, (campaign_id, ids, key) = make_campaign(settings, GREEK)
+    clock = ShiftedClock()
+    clock.set(EVENING)
+    campaigns.pause(shop_id, campaign_id)
+    queued = delayed_messages(redis_client)
+
+    # When its batch is delivered meanwhile
+    report = sender(settings, FakeProvider(), wall=clock).send(campaign_id, shop_id, ids, key)
+
+    # Then it is not put back on the queue: the resume publishes it again
+    assert not report.republished
+    assert delayed_messages(redis_client) == queued
+    assert statuses(campaign_id) == {"pending": 4}
+
+
+def test_recipients_over_the_frequency_cap_are_skipped_and_not_charged(db, settings):
+    # Given a shop capped at one message per contact per 24 h, and a first campaign that
+    # reached two of three contacts, one of them 25 hours ago
+    phones = ["+306920000001", "+306920000002", "+306920000003"]
+    shop, _ = shops.create_shop(
+        "cap.example", "Cap", require_consent=False, quiet_hours=None, frequency_cap=1
+    )
+    credits.top_up(shop.id, 100, "initial")
+    contacts.import_contacts(shop.id, [{"phone": p} for p in phones])
+    first_id, first_ids, first_key = launch(settings, shop.id, "First {first_name}")
+    execute("DELETE FROM campaign_recipient WHERE phone = %s", (phones[2],))
+    sender(settings, FakeProvider()).send(first_id, shop.id, first_ids[:2], first_key)
+    execute(
+        "UPDATE campaign_recipient SET sent_at = now() - interval '25 hours' WHERE phone = %s",
+        (phones[1],),
+    )
+    balance = credits.summary(shop.id).balance
+
+    # When a second campaign is sent to all three
+    second_id, second_ids, second_key = launch(settings, shop.id, "Second {first_name}")
+    provider = FakeProvider()
+    sender(settings, provider).send(second_id, shop.id, second_ids, second_key)
+
+    # Then the contact messaged an hour ago is skipped (frequency_cap), the others are sent
+    assert sorted(provider.sent) == phones[1:]
+    skipped = fetchall(
+        "SELECT phone, error FROM campaign_recipient WHERE campaign_id = %s AND status = 'skipped'",
+        (second_id,),
+    )
+    assert skipped == [(phones[0], "frequency_cap")]
+    # and only the two sent are charged; the skipped one's part is released at the end
+    assert credits.summary(shop.id).balance == balance - 2
+    assert delivery.refresh_campaign(second_id, settings) == "completed"
+    state, amount, consumed, released = reservation(second_id)
+    assert (state, consumed, released) == ("released", 2, amount - 2)
+
+
+def test_without_a_cap_nobody_is_skipped(db, settings):
+    shop, _ = shops.create_shop("nocap.example", "NoCap", require_consent=False)
+    credits.top_up(shop.id, 100, "initial")
+    contacts.import_contacts(shop.id, [{"phone": "+306930000001"}])
+    for text in ("One {first_name}", "Two {first_name}", "Three {first_name}"):
+        campaign_id, ids, key = launch(settings, shop.id, text)
+        sender(settings, FakeProvider()).send(campaign_id, shop.id, ids, key)
+        assert statuses(campaign_id) == {"sent": 1}
+
+
+def test_a_scheduled_campaign_launched_in_quiet_hours_waits_too(db, settings):
+    # Given a campaign scheduled for 22:00 in Athens
+    shop, _ = shops.create_shop("scheduled.example", "S", require_consent=False, quiet_hours=NIGHT)
+    credits.top_up(shop.id, 100, "initial")
+    contacts.import_contacts(shop.id, [{"phone": p} for p in GREEK])
+    campaign = campaigns.create(shop.id, "c", "Hi {first_name}", append_unsubscribe=False)
+    campaigns.schedule(shop.id, campaign.id, EVENING, now=EVENING - timedelta(hours=1))
+
+    # When the clock launches it at its time and its batch is delivered
+    report = scheduling.launch_due_campaigns(settings, now=EVENING)
+    assert report.launched == [campaign.id]
+    (key, ids) = fetchall(
+        "SELECT key, recipient_ids FROM send_batch WHERE campaign_id = %s", (campaign.id,)
+    )[0]
+    clock = ShiftedClock()
+    clock.set(EVENING)
+    provider = FakeProvider()
+    sender(settings, provider, wall=clock).send(campaign.id, shop.id, ids, key)
+
+    # Then nothing is sent before 08:00 and everything after
+    assert provider.sent == [] and waiting_of(key) == (4, ATHENS_MORNING)
+    clock.set(ATHENS_MORNING)
+    sender(settings, provider, wall=clock).send(campaign.id, shop.id, ids, key)
+    assert statuses(campaign.id) == {"sent": 4}
+
+
+def test_zones_never_outside_quiet_hours_together_are_skipped_not_charged(db, settings):
+    # Given quiet hours of 14 hours a night and a Russian mobile (zones from UTC+2 to +12)
+    shop_id, (campaign_id, ids, key) = make_campaign(
+        settings, ["+79161234567", "+306940000001"], quiet=QuietHours(20 * 60, 10 * 60)
+    )
+    clock = ShiftedClock()
+    clock.set(datetime(2026, 12, 2, 10, 0, tzinfo=UTC))  # 12:00 in Athens
+
+    # When the batch is sent
+    provider = FakeProvider()
+    sender(settings, provider, wall=clock).send(campaign_id, shop_id, ids, key)
+
+    # Then the Russian number is skipped (there is no time to send it), the Greek one sent
+    assert provider.sent == ["+306940000001"]
+    assert fetchall(
+        "SELECT error FROM campaign_recipient WHERE campaign_id = %s AND status = 'skipped'",
+        (campaign_id,),
+    ) == [("quiet_hours",)]
+    assert batch_state(key)[0] == "finished"
+    assert delivery.refresh_campaign(campaign_id, settings) == "completed"
+    assert reservation(campaign_id)[2] == 1  # one message consumed
