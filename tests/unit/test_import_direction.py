@@ -64,3 +64,23 @@ def test_the_check_sees_imports_wherever_they_are(tmp_path):
     )
     names = {name for name, _ in imported_packages(source, "service")}
     assert {"api", "scheduler", "service", "typing"} <= names
+
+
+def layout_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("\n## Layout")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+@pytest.mark.parametrize("folder", ["service", "service/infra", "service/observability"])
+def test_the_readme_layout_names_every_module_of_service(folder):
+    # Each module is named in backticks on its package's line(s) of the Layout section
+    section = layout_section()
+    lines = section.split("\n- ") if folder == "service" else section.split("\n  - ")
+    entry = next(line for line in lines if line.lstrip("- ").startswith(f"`{folder}/`"))
+    if folder == "service":
+        entry = entry.split("\n  - ")[0]  # the subpackages have their own lines
+    modules = sorted(path.stem for path in (ROOT / folder).glob("*.py") if path.stem != "__init__")
+    assert modules, folder
+    missing = [name for name in modules if f"`{name}`" not in entry]
+    assert missing == [], f"README Layout does not name {missing} under {folder}/"
