@@ -88,6 +88,8 @@ def process_environment(service_urls, **overrides: str) -> dict[str, str]:
         # On (the code path runs in every test) but out of the way of tests that send
         # hundreds of requests a second; tests/api/test_keys_limits.py sets a low one.
         "API_RATE_LIMIT": "5000/second",
+        # The tests send up to 8 requests of one shop at once (the default cap is 4).
+        "API_SHOP_CONCURRENCY": "8",
     }
     env.update(overrides)
     return env
