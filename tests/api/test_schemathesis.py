@@ -205,7 +205,8 @@ def load_schema(tenants: Tenants, settings, mode: str) -> Any:
                 },
                 # A contacts import reports each row that breaks the row schema in `invalid` and
                 # imports the others (SPEC 5, issue 8): a body whose rows are invalid is answered
-                # 200 by design, which this check would call accepting negative data. Only the
+                # 200 by design, which this check calls accepting negative data (it fails on
+                # `{"contacts": [{"phone": ""}]}`, checked 2026-12-02). Only the
                 # body's shape refuses an import, and test_contacts_import covers that. Every
                 # other POST (campaigns included) is held to the check.
                 {
