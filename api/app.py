@@ -35,7 +35,7 @@ from api.resources import (
 from api.resources import metrics as metrics_resource
 from service import campaigns as campaign_service
 from service.infra import metrics
-from service.infra.api_rate_limit import ApiRateLimit, ShopConcurrency
+from service.infra.api_rate_limit import ShopLimits
 from service.infra.config import Settings
 from service.observability.board import credits_debited
 from service.observability.health import HealthChecker
@@ -101,12 +101,9 @@ def create_app(
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2
     )
     limiter_client = _limiter_client(settings)
-    rate_limit = (
-        ApiRateLimit(limiter_client, settings.api_rate_limit) if settings.api_rate_limit else None
-    )
-    concurrency = (
-        ShopConcurrency(limiter_client, settings.api_shop_concurrency)
-        if settings.api_shop_concurrency
+    limits = (
+        ShopLimits(limiter_client, settings.api_rate_limit, settings.api_shop_concurrency)
+        if settings.api_rate_limit or settings.api_shop_concurrency
         else None
     )
     # Idempotency after Authentication: a key is scoped to the shop the request authenticated.
@@ -115,7 +112,7 @@ def create_app(
         CanonicalPath(),
         SecurityHeaders(),
         DatabaseConnection(),
-        Authentication(settings, sessions, rate_limit, concurrency),
+        Authentication(settings, sessions, limits),
         Idempotency(),
     ]
     app = falcon.App(middleware=middleware)

@@ -1,4 +1,5 @@
-"""Reading request bodies: size cap (413), JSON (400), schema (422)."""
+"""Reading request bodies: size cap (413), JSON (400), schema (422); and query parameters,
+whose errors are an `InvalidInput` naming the parameter in `field`, like a body field's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, overload
 import falcon
 
 from api import schemas
+from service.errors import InvalidInput
 
 MAX_BODY = 5 * 1024 * 1024
 
@@ -72,13 +74,10 @@ def int_param(
     try:
         value = int(raw)
     except ValueError:
-        raise falcon.HTTPUnprocessableEntity(
-            title="Invalid input", description=f"query parameter {name!r} must be an integer"
-        ) from None
+        raise InvalidInput(f"query parameter {name!r} must be an integer", name) from None
     if not minimum <= value <= maximum:
-        raise falcon.HTTPUnprocessableEntity(
-            title="Invalid input",
-            description=f"query parameter {name!r} must be between {minimum} and {maximum}",
+        raise InvalidInput(
+            f"query parameter {name!r} must be between {minimum} and {maximum}", name
         )
     return value
 
@@ -99,10 +98,7 @@ def page_after(req: falcon.Request) -> int | None:
 def choice_param(req: falcon.Request, name: str, choices: tuple[str, ...]) -> str | None:
     raw = req.get_param(name)
     if raw is not None and raw not in choices:
-        raise falcon.HTTPUnprocessableEntity(
-            title="Invalid input",
-            description=f"query parameter {name!r} must be one of {', '.join(choices)}",
-        )
+        raise InvalidInput(f"query parameter {name!r} must be one of {', '.join(choices)}", name)
     return raw
 
 
@@ -112,9 +108,7 @@ def bool_param(req: falcon.Request, name: str) -> bool | None:
     try:
         return req.get_param_as_bool(name)
     except falcon.HTTPInvalidParam:
-        raise falcon.HTTPUnprocessableEntity(
-            title="Invalid input", description=f"query parameter {name!r} must be true or false"
-        ) from None
+        raise InvalidInput(f"query parameter {name!r} must be true or false", name) from None
 
 
 def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import uuid
+from typing import Any
 
 import falcon
 
@@ -17,7 +18,7 @@ from api.ops_access import LOGIN_PATH, OperatorSessions, same_secret
 from models.database import db
 from service import api_keys
 from service.errors import NotFound, Unauthorized
-from service.infra.api_rate_limit import ApiRateLimit, ShopConcurrency
+from service.infra.api_rate_limit import Admission, ShopLimits
 from service.infra.config import Settings
 
 
@@ -52,18 +53,13 @@ class Authentication:
     path; a shop's key sets `req.context.shop_id`, the only shop the resource may see."""
 
     def __init__(
-        self,
-        settings: Settings,
-        sessions: OperatorSessions,
-        rate_limit: ApiRateLimit | None = None,
-        concurrency: ShopConcurrency | None = None,
+        self, settings: Settings, sessions: OperatorSessions, limits: ShopLimits | None = None
     ) -> None:
         self.admin_token = settings.admin_token
         self.webhook_secret = settings.dlr_webhook_secret
         self.shopify_secret = settings.shopify_api_secret
         self.sessions = sessions
-        self.rate_limit = rate_limit
-        self.concurrency = concurrency
+        self.limits = limits
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource, params: dict
@@ -88,39 +84,50 @@ class Authentication:
         token = bearer(req)
         if not token:
             raise Unauthorized("an API key is required: Authorization: Bearer <key>")
-        principal = api_keys.authenticate(token)
+        key_hash, request_id = api_keys.hash_key(token), uuid.uuid4().hex
+        # A key seen before names its shop in Redis: the shop's limits are decided there, in
+        # one round trip, before the body is read or the database asked (a shop over its
+        # budget costs the others no database connection or query).
+        admission = self._admit(req, request_id, key_hash=key_hash)
+        principal = api_keys.authenticate(token)  # every admitted request: revocation at once
         if principal is None:
+            if admission is not None and admission.shop_id is not None and self.limits:
+                self.limits.forget(key_hash)
             raise Unauthorized("the API key is not valid")
         req.context.shop_id = principal.shop_id
         req.context.api_key_id = principal.key_id
-        # Before the body is read or anything is queried: a shop over its budget costs one
-        # Redis round trip, and the other shops' requests do not wait behind it.
-        if self.rate_limit is not None:
-            retry_after = self.rate_limit.retry_after(principal.shop_id)
-            if retry_after is not None:
-                raise falcon.HTTPTooManyRequests(
-                    title="Too many requests",
-                    description=f"this shop's API limit is {self.rate_limit.description};"
-                    f" retry after {retry_after} s",
-                    retry_after=retry_after,
-                )
-        if self.concurrency is not None:
-            request_id = uuid.uuid4().hex
-            if not self.concurrency.acquire(principal.shop_id, request_id):
-                raise falcon.HTTPTooManyRequests(
-                    title="Too many requests",
-                    description=f"this shop may have {self.concurrency.cap} requests in"
-                    " flight at once; retry when one has been answered",
-                    retry_after=1,
-                )
-            req.context.in_flight = (principal.shop_id, request_id)
+        if self.limits is not None and (admission is None or admission.shop_id is None):
+            self.limits.remember(key_hash, principal.shop_id)
+            self._admit(req, request_id, shop_id=principal.shop_id)
+
+    def _admit(self, req: falcon.Request, request_id: str, **who: Any) -> Admission | None:
+        if self.limits is None:
+            return None
+        admission = self.limits.admit(request_id, **who)
+        if admission.held:
+            req.context.in_flight = (admission.shop_id, request_id)
+        if admission.refused == "rate":
+            raise falcon.HTTPTooManyRequests(
+                title="Too many requests",
+                description=f"this shop's API limit is {self.limits.rate_description};"
+                f" retry after {admission.retry_after} s",
+                retry_after=admission.retry_after,
+            )
+        if admission.refused == "concurrency":
+            raise falcon.HTTPTooManyRequests(
+                title="Too many requests",
+                description=f"this shop may have {self.limits.cap} requests in"
+                " flight at once; retry when one has been answered",
+                retry_after=admission.retry_after,
+            )
+        return admission
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool
     ) -> None:
         in_flight = getattr(req.context, "in_flight", None)
-        if in_flight is not None and self.concurrency is not None:
-            self.concurrency.release(*in_flight)
+        if in_flight is not None and self.limits is not None:
+            self.limits.release(*in_flight)
 
     def _admin(self, req: falcon.Request, resource: object) -> None:
         if not self.admin_token:

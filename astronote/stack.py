@@ -1,25 +1,32 @@
 """The local stack: web, worker, clock and the provider simulator on one machine.
 
-`prepare()` does what `astronote up` and `astronote demo` share: PostgreSQL and Redis (from
-DATABASE_URL / REDIS_URL, else embedded servers under ./var/), ports, the children's
-environment (always pointed at the simulator), the schema migration, and the process commands
-(the Procfile's, through `astronote.processes`). `up()` then runs the processes in the
-foreground with honcho until Ctrl-C.
+`StackProcesses` is the one place that starts a stack's processes (the Procfile's commands,
+through `astronote.processes`, and the simulator) and waits until they answer: `astronote up`,
+`astronote demo`, the end-to-end tests (`tests/e2e/stack.py`) and the benchmarks use it.
+`prepare()` does what `up` and `demo` share: PostgreSQL and Redis (from DATABASE_URL /
+REDIS_URL, else embedded servers under ./var/), ports, the children's environment (always
+pointed at the simulator) and the schema migration. `up()` then runs the processes in the
+foreground, their output on the terminal, until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
+import signal
+import subprocess
 import sys
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import requests
 
 from astronote import embedded, processes
 from astronote.embedded import EmbeddedServers
-from astronote.launcher import choose_port
+from astronote.launcher import ProcessGroup, choose_port, wait_for
 from astronote.secrets_store import dev_secrets
 
 VAR_DIR = Path("var")
@@ -55,6 +62,9 @@ class LocalStack:
     def admin_token(self) -> str:
         return self.env["ADMIN_TOKEN"]
 
+    def processes(self, group: ProcessGroup) -> StackProcesses:
+        return StackProcesses(self.env, self.web_port, self.sim_port, group)
+
     def close(self) -> None:
         if self.servers is not None:
             self.servers.close()
@@ -76,6 +86,18 @@ def resolve_servers(
     return database_url or servers.database_url, redis_url or servers.redis_url, servers
 
 
+def pointed_environment(environ: Mapping[str, str], web_port: int, sim_port: int) -> dict[str, str]:
+    """`environ` for a stack's process: the API on `web_port`, the provider at the simulator
+    on `sim_port`, output unbuffered (a log shows each line when it is written)."""
+    return {
+        **environ,
+        "PORT": str(web_port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
+        "MITTO_API_BASE": f"http://127.0.0.1:{sim_port}",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def child_environment(
     environ: Mapping[str, str], database_url: str, redis_url: str, web_port: int, sim_port: int
 ) -> dict[str, str]:
@@ -85,15 +107,11 @@ def child_environment(
         {
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
-            "PORT": str(web_port),
-            "PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
             # Always the simulator: a real provider key must never leave for a local stack.
-            "MITTO_API_BASE": f"http://127.0.0.1:{sim_port}",
             "MITTO_API_KEY": SIMULATOR_API_KEY,
-            "PYTHONUNBUFFERED": "1",
         }
     )
-    return env
+    return pointed_environment(env, web_port, sim_port)
 
 
 def migrate_schema(database_url: str) -> list[str]:
@@ -108,29 +126,95 @@ def migrate_schema(database_url: str) -> list[str]:
         database.db.close_all()
 
 
-def process_commands(stack: LocalStack, sim_options: tuple[str, ...] = ()) -> dict[str, list[str]]:
-    """The Procfile's processes for this stack (as argv; WEB_CONCURRENCY, WORKER_PROCESSES and
-    WORKER_THREADS from its environment) and the simulator. The API listens on 127.0.0.1 only,
-    and stops within 5 s."""
-    web_options = {"--bind": f"127.0.0.1:{stack.web_port}", "--graceful-timeout": "5"}
-    # Customers' replies (`POST /_sim/inbound`) go to this stack's inbound webhook.
-    token = stack.env.get("DLR_WEBHOOK_SECRET")
-    inbound = (
-        ("--inbound-url", f"{stack.web_url}/webhooks/mitto/inbound?token={token}") if token else ()
-    )
-    return {
-        "web": processes.command("web", stack.env, web_options),
-        "worker": processes.command("worker", stack.env),
-        "sim": processes.simulator(
-            stack.sim_port, stack.env["MITTO_API_KEY"], (*sim_options, *inbound)
-        ),
-        "clock": processes.command("clock", stack.env),
-    }
+def _numbers(**values: int | None) -> dict[str, str]:
+    return {name: str(value) for name, value in values.items() if value is not None}
 
 
-def shell_command(argv: list[str]) -> str:
-    """honcho runs each process through a shell, as a Procfile line."""
-    return "exec " + shlex.join(argv)
+class StackProcesses:
+    """Starts the processes of one stack in `group` with `env` (see `pointed_environment`):
+    each Procfile process as the Procfile runs it (the API on 127.0.0.1 only, stopping within
+    5 s) and the simulator, and waits until the API and the simulator answer."""
+
+    def __init__(
+        self, env: Mapping[str, str], web_port: int, sim_port: int, group: ProcessGroup
+    ) -> None:
+        self.env, self.web_port, self.sim_port, self.group = dict(env), web_port, sim_port, group
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    def commands(self, sim_options: Sequence[str] = ()) -> dict[str, list[str]]:
+        """What `start_all` runs, by label."""
+        return {
+            "web": self.web_command(),
+            "worker": self.worker_command(),
+            "sim": self.sim_command(sim_options, inbound=True),
+            "clock": processes.command("clock", self.env),
+        }
+
+    def web_command(self, workers: int | None = None, threads: int | None = None) -> list[str]:
+        variables = {**self.env, **_numbers(WEB_CONCURRENCY=workers)}
+        options = {"--bind": f"127.0.0.1:{self.web_port}", **_numbers(**{"--threads": threads})}
+        return processes.command("web", variables, {**options, "--graceful-timeout": "5"})
+
+    def worker_command(
+        self,
+        processes_: int | None = None,
+        threads: int | None = None,
+        queues: Sequence[str] | None = None,
+    ) -> list[str]:
+        variables = {
+            **self.env,
+            **_numbers(WORKER_PROCESSES=processes_, WORKER_THREADS=threads),
+        }
+        return processes.command("worker", variables, {"--queues": queues} if queues else {})
+
+    def sim_command(self, options: Sequence[str] = (), inbound: bool = False) -> list[str]:
+        """With `inbound`, customers' replies (`POST /_sim/inbound`) go to this stack's inbound
+        webhook."""
+        token = self.env.get("DLR_WEBHOOK_SECRET")
+        if inbound and token:
+            url = f"{self.web_url}/webhooks/mitto/inbound?token={token}"
+            options = (*options, "--inbound-url", url)
+        return processes.simulator(self.sim_port, self.env["MITTO_API_KEY"], options)
+
+    def start(self, label: str, argv: Sequence[str], **env: str) -> subprocess.Popen:
+        return self.group.start(label, argv, {**self.env, **env})
+
+    def start_all(self, sim_options: Sequence[str] = ()) -> None:
+        for label, argv in self.commands(sim_options).items():
+            self.start(label, argv)
+
+    def start_sim(self, options: Sequence[str] = (), timeout: float = 15) -> subprocess.Popen:
+        process = self.start("sim", self.sim_command(options))
+        self.wait_until_answering(f"{self.sim_url}/_sim/health", "simulator", timeout)
+        return process
+
+    def start_web(
+        self, workers: int | None = None, threads: int | None = None, timeout: float = 20
+    ) -> subprocess.Popen:
+        process = self.start("web", self.web_command(workers, threads))
+        self.wait_until_answering(f"{self.web_url}/health", "gunicorn", timeout)
+        return process
+
+    def wait_until_answering(
+        self,
+        url: str,
+        what: str,
+        timeout: float,
+        interval: float = 0.1,
+        watch: Callable[[], None] | None = None,
+        request_timeout: float = 1,
+    ) -> Any:
+        """Poll `url` until it answers 2xx (`watch` may give up early: a process died)."""
+        return wait_for(
+            lambda: requests.get(url, timeout=request_timeout).ok, timeout, what, interval, watch
+        )
 
 
 def prepare(var_dir: Path = VAR_DIR, environ: Mapping[str, str] | None = None) -> LocalStack:
@@ -208,24 +292,40 @@ def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]
     ]
 
 
-def up() -> int:
-    """Run web, worker, clock and the simulator until Ctrl-C."""
-    from honcho.manager import Manager
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
+
+def up() -> int:
+    """Run web, worker, clock and the simulator until Ctrl-C (or one of them exits), their
+    output on the terminal as `label | line` and in var/logs/. Each child leads its own
+    session, so Ctrl-C reaches this process only: it then stops them all, SIGTERM first (the
+    graceful way: gunicorn finishes its requests, a worker hands its batches back), SIGKILL to
+    any still running 10 s later."""
+    signal.signal(signal.SIGTERM, _raise_system_exit)  # so `finally` stops every child
     try:
         stack = prepare()
     except KeyboardInterrupt:
         return 130
+    group = ProcessGroup(VAR_DIR / "logs", echo=sys.stdout)
     try:
-        processes = process_commands(stack)
+        launch = stack.processes(group)
         print("astronote up: starting the local stack; Ctrl-C stops everything")
-        for line in describe(stack, processes):
+        for line in describe(stack, launch.commands()):
             print(f"  {line}")
         sys.stdout.flush()
-        manager = Manager()
-        for name, argv in processes.items():
-            manager.add_process(name, shell_command(argv), env=stack.env)
-        manager.loop()
-        return manager.returncode or 0
+        launch.start_all()
+        while (exited := group.exited()) is None:
+            time.sleep(0.2)
+        label, status = exited
+        print(f"astronote up: {label} exited with status {status}; stopping everything")
+        return status or 1
+    except KeyboardInterrupt:
+        print("\nastronote up: stopping everything", flush=True)
+        return 0
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        group.stop_all(grace=10)
         stack.close()

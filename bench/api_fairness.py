@@ -11,7 +11,9 @@ runs `--hammer-threads` threads of `POST /contacts` (100 rows each) as fast as i
 B polls 10 times a second (under any limit set here, as a dashboard would). Four phases,
 each `--seconds` long, each on a new gunicorn over the same database: B alone;
 B with A hammering and no limits at all (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0); the same
-with the default limits (100/second, 8 in flight); and with strict ones (20/second, 4).
+with the limits 100/second and 8 in flight (the default until 2026-12-02); and with strict ones
+(20/second, 4). `--limits RATE:CAP,...` runs other phases instead (e.g. the default since then,
+`100/second:4`).
 """
 
 from __future__ import annotations
@@ -149,14 +151,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--hammer-threads", type=int, default=16)
+    parser.add_argument(
+        "--limits",
+        help="other phases instead of the three: RATE:CAP,... (e.g. 100/second:2,0:1)",
+    )
     args = parser.parse_args()
     reset()
     rows = []
-    phases = (
+    phases: tuple[tuple[str, str, str], ...] = (
         ("no limits (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0)", "0", "0"),
-        ("default limits (100/second, 8 in flight)", "100/second", "8"),
+        ("limits 100/second, 8 in flight", "100/second", "8"),
         ("strict limits (20/second, 4 in flight)", "20/second", "4"),
     )
+    if args.limits:
+        phases = tuple(
+            (f"API_RATE_LIMIT={rate}, API_SHOP_CONCURRENCY={cap}", rate, cap)
+            for rate, cap in (pair.split(":") for pair in args.limits.split(","))
+        )
     stack = start("100/second", "8")
     try:
         keys = (shop(stack.web, "hammer.example"), shop(stack.web, "victim.example"))

@@ -1,7 +1,9 @@
 """API keys (SPEC 3, 5): issued per shop, shown once, stored as a SHA-256, revocable.
 
-Every request looks its key up in PostgreSQL (one index probe on `key_hash`), so a revoked key
-stops working at once in every web process: there is no cache to expire. `last_used_at` is
+Every request the API limits admit looks its key up in PostgreSQL (one index probe on
+`key_hash`), so a revoked key stops working at once in every web process: there is no cache to
+expire. (Redis maps a key's hash to its shop for the limits only, `service/infra/api_rate_limit`;
+that mapping authenticates nothing.) `last_used_at` is
 written at most once a minute per key (a conditional update), so a busy key costs no write per
 request.
 """

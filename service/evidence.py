@@ -80,7 +80,15 @@ def counts_for(settings: Settings) -> ColumnBase:
 
 def resolve_reported(report_ids: Sequence[int], settings: Settings) -> int:
     """Make `sent` every recipient of unknown outcome that these reports name; returns how
-    many. A campaign whose upgrade fails is logged and left to the reconciler."""
+    many. A campaign whose upgrade fails is logged and left to the reconciler.
+
+    Its read (`_NAMED`) is SQL: it reaches a recipient through two indexes, by primary key from
+    a numeric reference (`/sms`) and through the batch's unique key then `= ANY(recipient_ids)`
+    (`/smsbulk`), and Peewee has neither the regular-expression CASE nor the join on an array
+    column. Measured (`bench/sql_choices.py`, 100,000 recipients in batches of 500, 200
+    reports half of each kind): 29 ms for all 200, with index scans only (each bulk report reads
+    its batch's 500 rows); the naive `r.id::text = reference` join is a sequential scan of
+    every recipient (10 ms at 100,000 rows, growing with the table) and finds no bulk report."""
     if not report_ids:
         return 0
     rows = fetchall(_NAMED, {"ids": list(report_ids), "window": settings.evidence_window_ms})

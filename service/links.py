@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 from peewee import fn
 
 from models import ShortLink
-from models.database import db, execute_many, fetchall
+from models.database import db
 
 log = logging.getLogger("astronote.links")
 
@@ -38,24 +38,36 @@ def shorten(shop_id: int, campaign_id: int, urls: Iterable[str], base_url: str) 
     """Short URL of each long URL, one code per (campaign, URL), created on first use.
     A URL that is not an allowed destination (`is_allowed_destination`) gets none and stays
     as it was in the text. Best effort: on any database error the caller gets no mapping and
-    keeps the long URLs."""
+    keeps the long URLs. One `INSERT ... ON CONFLICT (campaign_id, url) DO NOTHING` for all the
+    URLs (a campaign's batches shorten the same URLs concurrently), then one read of the codes."""
     urls = sorted({url for url in urls if is_allowed_destination(url)})
     if not urls:
         return {}
     try:
         with db.atomic():
-            execute_many(
-                "INSERT INTO short_link (shop_id, campaign_id, code, url) VALUES %s"
-                " ON CONFLICT (campaign_id, url) DO NOTHING",
-                [
-                    (shop_id, campaign_id, secrets.token_urlsafe(8)[:CODE_LENGTH], url)
-                    for url in urls
-                ],
+            insert = (
+                ShortLink.insert_many(
+                    [
+                        {
+                            ShortLink.shop: shop_id,
+                            ShortLink.campaign: campaign_id,
+                            ShortLink.code: secrets.token_urlsafe(8)[:CODE_LENGTH],
+                            ShortLink.url: url,
+                        }
+                        for url in urls
+                    ]
+                )
+                .on_conflict(conflict_target=[ShortLink.campaign, ShortLink.url], action="nothing")
+                .as_rowcount()
             )
-            rows = fetchall(
-                "SELECT url, code FROM short_link WHERE campaign_id = %s AND url = ANY(%s)",
-                (campaign_id, urls),
+            insert.execute()
+            rows = (
+                ShortLink.select(ShortLink.url, ShortLink.code)
+                .where(ShortLink.campaign == campaign_id)
+                .where(ShortLink.url.in_(urls))
+                .tuples()
             )
+            mapping = {url: short_url(base_url, code) for url, code in rows}
     except Exception:  # noqa: BLE001 - shortening is best effort by contract
         log.warning(
             "url shortening failed; sending long urls",
@@ -63,7 +75,7 @@ def shorten(shop_id: int, campaign_id: int, urls: Iterable[str], base_url: str) 
             extra={"campaign_id": campaign_id, "shop_id": shop_id},
         )
         return {}
-    return {url: short_url(base_url, code) for url, code in rows}
+    return mapping
 
 
 @dataclass(frozen=True)

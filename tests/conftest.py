@@ -91,6 +91,8 @@ def process_environment(service_urls, **overrides: str) -> dict[str, str]:
         # Shops created through the API get no quiet hours: a test must not depend on the
         # time of day it runs at. Quiet hours' own tests set them, with an injected clock.
         "QUIET_HOURS_DEFAULT": "off",
+        # The tests send up to 8 requests of one shop at once (the default cap is 4).
+        "API_SHOP_CONCURRENCY": "8",
     }
     env.update(overrides)
     return env

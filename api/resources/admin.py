@@ -212,7 +212,8 @@ class ShopKeysResource:
 
 class ShopKeyResource:
     """`DELETE /admin/shops/{id}/keys/{key_id}`: the key stops working at once, in every web
-    process (keys are looked up in PostgreSQL on each request; nothing caches them)."""
+    process (every admitted request looks its key up in PostgreSQL; Redis only maps a key to its
+    shop for the API limits, which cannot authenticate anything)."""
 
     auth = Access.ADMIN
     docs = {

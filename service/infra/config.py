@@ -339,7 +339,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "api_rate_limit": _rate("API_RATE_LIMIT", "100/second")(env),
         # Requests of one shop in flight at once across every web process (0: no cap); below
         # the web threads of one process, so a shop's heavy imports leave threads for others.
-        "api_shop_concurrency": _int("API_SHOP_CONCURRENCY", 8, 0)(env),
+        # 4, not 8: on 2 cores a hammering shop got as much done with 4 requests in flight as
+        # with 8, and another shop's p99 was 2.5-4x lower (bench/RESULTS.md).
+        "api_shop_concurrency": _int("API_SHOP_CONCURRENCY", 4, 0)(env),
         # Enqueue refuses (422) a campaign with more eligible recipients, before inserting any:
         # an abuse cap on one request's work, not a business limit.
         "max_campaign_recipients": _int("MAX_CAMPAIGN_RECIPIENTS", 1_000_000, 1)(env),

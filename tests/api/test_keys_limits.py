@@ -105,6 +105,46 @@ def test_a_refused_request_does_no_work(limited, db):
     assert db.execute_sql("SELECT count(*) FROM contact").fetchone()[0] == 0
 
 
+def test_a_known_key_over_its_budget_is_refused_before_any_database_work(limited, monkeypatch):
+    # Given a shop whose key has been used (Redis knows its shop) up to its budget
+    _, key = create_shop(limited, "rd.example")
+    for _ in range(5):
+        assert limited.simulate_get("/credits", headers=auth(key)).status_code == 200
+
+    # When PostgreSQL would fail any key lookup from now on
+    def no_database(token):
+        raise AssertionError("the key was looked up in PostgreSQL")
+
+    monkeypatch.setattr("service.api_keys.authenticate", no_database)
+
+    # Then its next request is still a 429 with Retry-After: decided in Redis alone
+    refused = limited.simulate_get("/credits", headers=auth(key))
+    assert_error(refused, 429)
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_a_revoked_key_is_refused_and_stops_counting_against_its_shop(settings, redis_client, db):
+    # Given a shop with two keys under 5 requests a minute, the second used once
+    client = CheckedClient(
+        create_app(dataclasses.replace(settings, api_rate_limit="5/minute"), redis_client)
+    )
+    shop_id, first = create_shop(client, "rv.example")
+    issued = client.simulate_post(f"/admin/shops/{shop_id}/keys", headers=ADMIN).json
+    second, second_id = issued["api_key"], issued["id"]
+    assert client.simulate_get("/credits", headers=auth(second)).status_code == 200
+
+    # When the second is revoked and then sent 10 times
+    revoke = client.simulate_delete(f"/admin/shops/{shop_id}/keys/{second_id}", headers=ADMIN)
+    assert revoke.status_code == 200
+    after = [client.simulate_get("/credits", headers=auth(second)) for _ in range(10)]
+
+    # Then each is 401 (PostgreSQL decides for every admitted request), and only the first
+    # counted against the shop: its Redis mapping is forgotten at that first refusal
+    assert [answer.status_code for answer in after] == [401] * 10
+    statuses = [client.simulate_get("/credits", headers=auth(first)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
 def test_a_retried_create_replays_the_first_answer_and_creates_nothing_twice(client, db):
     # Given a shop with contacts
     _, key = create_shop(client, "idem.example", credits=100)

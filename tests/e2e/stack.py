@@ -15,6 +15,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from astronote import processes as procfile
 from astronote.launcher import ProcessGroup, free_port, wait_for
+from astronote.stack import StackProcesses, pointed_environment
 from service.infra.dispatch import QUEUES
 from tests.conftest import purge_queues
 
@@ -63,52 +64,31 @@ def lose_queued_messages(redis_client: redis.Redis) -> None:
 
 
 class Stack:
-    """Starts and stops the processes of one test; everything is killed at `close()`."""
+    """Starts and stops the processes of one test; everything is killed at `close()`. The
+    processes are started by `astronote.stack.StackProcesses`, as `astronote up` and the demo
+    start theirs; this adds free ports, a log per test and the API calls the tests make."""
 
     def __init__(self, env: dict[str, str], name: str) -> None:
         self.sim_port, self.web_port = free_port(), free_port()
-        self.env = {
-            **os.environ,
-            **env,
-            "PYTHONUNBUFFERED": "1",
-            "MITTO_API_BASE": f"http://127.0.0.1:{self.sim_port}",
-            "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
-            "PORT": str(self.web_port),
-        }
+        self.env = pointed_environment({**os.environ, **env}, self.web_port, self.sim_port)
         self.name = name
         self.group = ProcessGroup(LOGS, prefix=f"{name}.", cwd=ROOT)
+        self.launch = StackProcesses(self.env, self.web_port, self.sim_port, self.group)
         self.processes: dict[str, subprocess.Popen] = self.group.processes
 
     @property
     def web(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        return self.launch.web_url
 
     @property
     def sim(self) -> str:
-        return f"http://127.0.0.1:{self.sim_port}"
-
-    def _spawn(self, label: str, args: list[str], **env: str) -> subprocess.Popen:
-        return self.group.start(label, args, {**self.env, **env})
+        return self.launch.sim_url
 
     def start_sim(self, *options: str) -> None:
-        self._spawn("sim", procfile.simulator(self.sim_port, self.env["MITTO_API_KEY"], options))
-        wait_for(lambda: requests.get(f"{self.sim}/_sim/health", timeout=1).ok, 15, "simulator")
+        self.launch.start_sim(options)
 
     def start_web(self, workers: int = 2, threads: int = WEB_THREADS) -> None:
-        # The Procfile's web process, on 127.0.0.1, stopping within 5 s.
-        self._spawn(
-            "web",
-            procfile.command(
-                "web",
-                {"WEB_CONCURRENCY": str(workers)},
-                {
-                    "--bind": f"127.0.0.1:{self.web_port}",
-                    "--threads": str(threads),
-                    "--graceful-timeout": "5",
-                },
-            ),
-        )
-        wait_for(lambda: requests.get(f"{self.web}/health", timeout=1).ok, 20, "gunicorn")
+        self.launch.start_web(workers, threads)
 
     def start_worker(
         self,
@@ -118,18 +98,12 @@ class Stack:
         queues: tuple[str, ...] = QUEUES,
         **env: str,
     ) -> subprocess.Popen:
-        return self._spawn(
-            label,
-            procfile.command(
-                "worker",
-                {"WORKER_PROCESSES": str(processes), "WORKER_THREADS": str(threads)},
-                {"--queues": queues},
-            ),
-            **env,
+        return self.launch.start(
+            label, self.launch.worker_command(processes, threads, queues), **env
         )
 
     def start_clock(self, label: str = "clock", **env: str) -> subprocess.Popen:
-        return self._spawn(label, procfile.command("clock"), **env)
+        return self.launch.start(label, procfile.command("clock"), **env)
 
     def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
         self.group.kill(label, sig)
