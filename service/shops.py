@@ -6,7 +6,8 @@ import peewee as pw
 
 from models import ApiKey, Shop
 from models.database import db
-from service import api_keys
+from service import api_keys, audit
+from service.audit import Actor
 from service.errors import InvalidInput
 
 
@@ -17,11 +18,13 @@ def create_shop(
     timezone: str = "UTC",
     help_text: str | None = None,
     require_consent: bool = True,
+    actor: Actor = audit.ADMIN,
 ) -> tuple[Shop, str]:
     """Create a shop and its first API key; return both (the key in clear, shown once).
     Without `help_text` the shop answers HELP with `default_help_text`; with
     `require_consent` (the default for new shops) its campaigns reach only contacts with
-    consent."""
+    consent. The key's issue is recorded for `actor`: the operator, who alone creates shops
+    (the admin API, the demo)."""
     key = api_keys.new_key()
     try:
         with db.atomic():
@@ -33,10 +36,21 @@ def create_shop(
                 help_text=help_text,
                 require_consent=require_consent,
             )
-            ApiKey.create(
+            record = ApiKey.create(
                 shop=shop,
                 key_hash=api_keys.hash_key(key),
                 prefix=key[: api_keys.SHOWN_PREFIX_LENGTH],
+            )
+            audit.record(
+                actor,
+                audit.Event(
+                    shop.id,
+                    "api_key",
+                    "issued",
+                    "the shop's first key",
+                    subject_id=record.id,
+                    detail={"prefix": record.prefix},
+                ),
             )
     except pw.IntegrityError:
         raise InvalidInput(f"a shop with domain {domain!r} already exists", "domain") from None
