@@ -22,6 +22,7 @@ from tests.api.conftest import (
     create_shop,
     import_contacts,
 )
+from tests.api.test_erasure import DOMAIN, OTHER, redact_body, shopify
 from tests.conftest import DLR_WEBHOOK_SECRET, SECRET_KEY
 
 PHONE = "+306912345678"
@@ -266,3 +267,26 @@ def test_the_database_refuses_to_change_or_remove_an_event(client, db, statement
 
     # Then the database refused it and every event is as it was
     assert shop_events(client, shop_id) == before
+
+
+def test_shopify_redaction_is_an_event_of_the_shopify_webhook(client, db):
+    # Given a shop with two subscribed contacts, one of whom unsubscribed by link
+    created = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": DOMAIN, "name": "erasure"}
+    ).json
+    shop_id, key = created["id"], created["api_key"]
+    import_contacts(client, key, [PHONE, OTHER])
+    unsubscribed = contact_ids(client, key)[1]
+    client.simulate_post(f"/u/{links.unsubscribe_token(SECRET_KEY, shop_id, unsubscribed)}")
+
+    # When Shopify asks to redact the first customer, then the whole shop
+    assert shopify(client, "customers/redact", redact_body(PHONE)).status_code == 200
+    assert shopify(client, "shop/redact", {"shop_domain": DOMAIN}).status_code == 200
+
+    # Then each number's suppression changed by Shopify's webhook, named by its digest
+    events = shop_events(client, shop_id, "suppression")
+    shopify_webhook = ("webhook", "shopify", None)
+    assert [(e["action"], e["detail"]["phone_digest"], actor(e)) for e in events[1:]] == [
+        ("suppressed", suppressions.phone_digest(SECRET_KEY, PHONE), shopify_webhook),
+        ("erased", suppressions.phone_digest(SECRET_KEY, OTHER), shopify_webhook),
+    ]
