@@ -128,11 +128,12 @@ def _transition(
     """Apply `changes` if the campaign is in one of `from_states`; else 404 or 409. A status
     change is recorded for `actor` with `reason`, in the same transaction."""
     with db.atomic():
-        # Locked first so the status it moves from is the one the update changes.
+        # Locked first (as the update itself would lock it), so the status it moves from is the
+        # one the update changes.
         before = (
             Campaign.select(Campaign.status)
             .where((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
-            .for_update()
+            .for_update("FOR NO KEY UPDATE")
             .scalar()
         )
         changed = (

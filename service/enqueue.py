@@ -55,11 +55,12 @@ def _start_sending(
     shop_id: int, campaign_id: int, scheduled: bool, actor: Actor
 ) -> tuple[str, bool, list | None]:
     from_states = ["scheduled"] if scheduled else ["draft", "scheduled"]
-    # Locked first, so the status it moves from is the one the update changes.
+    # Locked first (as the update itself would lock it), so the status it moves from is the
+    # one the update changes.
     before = (
         Campaign.select(Campaign.status)
         .where((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
-        .for_update()
+        .for_update("FOR NO KEY UPDATE")
         .scalar()
     )
     started = list(
