@@ -7,7 +7,7 @@ import logging
 import dramatiq
 
 from actors import settings
-from service import delivery
+from service import audit, delivery
 from service.infra import dispatch
 
 log = logging.getLogger("astronote.actors.status")
@@ -21,6 +21,6 @@ log = logging.getLogger("astronote.actors.status")
     max_backoff=30_000,
 )
 def update_campaign_status(campaign_id: int) -> None:
-    status = delivery.refresh_campaign(campaign_id, settings)
+    status = delivery.refresh_campaign(campaign_id, settings, audit.WORKER)
     if status:
         log.info("campaign finished", extra={"campaign_id": campaign_id, "status": status})

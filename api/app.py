@@ -159,6 +159,8 @@ def create_app(
         ),
         f"{CAMPAIGN}/progress": campaigns.ProgressResource(),
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
+        f"{CAMPAIGN}/events": campaigns.EventsResource(),
+        "/admin/audit": admin.AuditResource(),
         "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings),
         "/webhooks/mitto/inbound": webhooks.InboundResource(
             settings, provider or reply_provider(settings)

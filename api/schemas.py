@@ -523,6 +523,42 @@ KEY_REVOKED = answer({"id": _ID, "revoked_at": _TIME})
 # schemas are not itemised yet.
 COMPLIANCE_ANSWER: dict[str, Any] = {"type": "object"}
 
+# One event of the audit trail (`service/audit.py`).
+AUDIT_EVENT = answer(
+    {
+        "id": _ID,
+        "shop_id": _ID,
+        "campaign_id": _ID_OR_NULL,
+        "at": _TIME,
+        "actor": answer(
+            {
+                "kind": {"enum": ["key", "admin", "webhook", "page", "clock", "worker"]},
+                "name": {
+                    **_TEXT_OR_NULL,
+                    "description": "the API key's id, the webhook (`provider`, `shopify`),"
+                    " the page (`unsubscribe`) or the clock's job",
+                },
+                "epoch": {
+                    "type": ["integer", "null"],
+                    "description": "the clock leader's fencing epoch (clock jobs only)",
+                },
+            }
+        ),
+        "subject": {"enum": ["campaign", "credits", "reservation", "api_key", "suppression"]},
+        "subject_id": _ID_OR_NULL,
+        "action": {"type": "string"},
+        "from_status": _TEXT_OR_NULL,
+        "to_status": _TEXT_OR_NULL,
+        "amount": {"type": ["integer", "null"], "description": "credits, where it moves some"},
+        "detail": {
+            "type": ["object", "null"],
+            "description": "what else it names: a contact's id, a number's suppression digest,"
+            " a reference",
+        },
+        "reason": {"type": "string"},
+    }
+)
+
 BALANCE = answer({"balance": _CREDITS})
 
 CREDITS = answer({"balance": _CREDITS, "reserved": _CREDITS, "available": _CREDITS})

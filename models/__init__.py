@@ -247,6 +247,26 @@ class DataExport(Base):
     created_at = DateTimeTZField()
 
 
+class AuditEvent(Base):
+    """One recorded change and its actor; append-only (triggers refuse UPDATE, DELETE and
+    TRUNCATE). No personal data: contacts by id, numbers by their suppression digest."""
+
+    shop = pw.ForeignKeyField(Shop)
+    campaign_id = pw.BigIntegerField(null=True)
+    at = DateTimeTZField()
+    actor_kind = pw.TextField()
+    actor_name = pw.TextField(null=True)
+    actor_epoch = pw.BigIntegerField(null=True)
+    subject = pw.TextField()
+    subject_id = pw.BigIntegerField(null=True)
+    action = pw.TextField()
+    from_status = pw.TextField(null=True)
+    to_status = pw.TextField(null=True)
+    amount = pw.BigIntegerField(null=True)
+    detail = BinaryJSONField(null=True, index=False)
+    reason = pw.TextField()
+
+
 ALL = (
     Shop,
     ApiKey,
@@ -266,4 +286,5 @@ ALL = (
     InboundMessage,
     InboundReply,
     DataExport,
+    AuditEvent,
 )

@@ -25,6 +25,7 @@ from scheduler import runs
 from scheduler.jobs import Job
 from scheduler.leader import Leadership
 from scheduler.shutdown import ShutdownSignal
+from service.audit import Actor
 from service.infra.config import Settings
 from service.observability import clocks
 from service.observability.scheduler_state import read_lock
@@ -285,7 +286,7 @@ class Clock:
         slot, started_at = claimed
         began = time.monotonic()
         try:
-            result, ok = job.run(self.settings), True
+            result, ok = job.run(self.settings, Actor.clock(job.name, epoch)), True
         except Exception as error:  # noqa: BLE001 - recorded in job_run and logged
             log.error("job failed", exc_info=True, extra={"job": job.name, "epoch": epoch})
             result, ok = {"error": f"{type(error).__name__}: {error}"}, False

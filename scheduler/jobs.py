@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from service import reconcile, scheduling
+from service.audit import Actor
 from service.infra.config import Settings
 
 
@@ -19,28 +20,29 @@ from service.infra.config import Settings
 class Job:
     name: str
     interval_ms: int
-    run: Callable[[Settings], dict[str, Any]]
+    # Called with the settings and the actor its changes are recorded for (the job, the epoch).
+    run: Callable[[Settings, Actor], dict[str, Any]]
 
 
-def launch_scheduled(settings: Settings) -> dict[str, Any]:
+def launch_scheduled(settings: Settings, actor: Actor) -> dict[str, Any]:
     """Scheduled campaigns whose time has come go to `sending` (or `failed`, with why)."""
-    return scheduling.launch_due_campaigns(settings).as_dict()
+    return scheduling.launch_due_campaigns(settings, actor).as_dict()
 
 
-def refresh_statuses(settings: Settings) -> dict[str, Any]:
+def refresh_statuses(settings: Settings, actor: Actor) -> dict[str, Any]:
     """`updateCampaignStatus` for sending campaigns and finished ones with waiting reports."""
     return {"published": len(scheduling.refresh_statuses())}
 
 
-def reconcile_campaigns(settings: Settings) -> dict[str, Any]:
+def reconcile_campaigns(settings: Settings, actor: Actor) -> dict[str, Any]:
     """Republish lost batches, resolve old claims, finalise idle campaigns, release credits."""
-    report = asdict(reconcile.reconcile(settings))
+    report = asdict(reconcile.reconcile(settings, actor))
     report["finalized"] = {str(k): v for k, v in report["finalized"].items()}
     return report
 
 
 # name -> (the Settings field holding its interval, what it runs)
-SCHEDULE: dict[str, tuple[str, Callable[[Settings], dict[str, Any]]]] = {
+SCHEDULE: dict[str, tuple[str, Callable[[Settings, Actor], dict[str, Any]]]] = {
     "launch_scheduled": ("schedule_interval_ms", launch_scheduled),
     "refresh_statuses": ("status_refresh_interval_ms", refresh_statuses),
     "reconcile": ("reconcile_interval_ms", reconcile_campaigns),

@@ -19,6 +19,8 @@ import peewee as pw
 
 from models import ApiKey
 from models.database import db
+from service import audit
+from service.audit import Actor
 from service.errors import NotFound
 
 KEY_PREFIX = "ak_"
@@ -43,12 +45,24 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def issue_key(shop_id: int) -> tuple[ApiKey, str]:
-    """A new key for the shop; the clear key is returned once and never stored."""
+def issue_key(shop_id: int, actor: Actor, reason: str = "issued") -> tuple[ApiKey, str]:
+    """A new key for the shop, recorded for `actor`; the clear key is returned once and
+    never stored."""
     key = new_key()
     with db.atomic():
         record = ApiKey.create(
             shop=shop_id, key_hash=hash_key(key), prefix=key[:SHOWN_PREFIX_LENGTH]
+        )
+        audit.record(
+            actor,
+            audit.Event(
+                shop_id,
+                "api_key",
+                "issued",
+                reason,
+                subject_id=record.id,
+                detail={"prefix": record.prefix},
+            ),
         )
     return record, key
 
@@ -66,14 +80,19 @@ def list_keys(shop_id: int) -> list[dict[str, object]]:
     return list(rows)
 
 
-def revoke_key(shop_id: int, key_id: int) -> datetime:
-    """Revoke one key of the shop (idempotent: revoking again keeps the first time)."""
+def revoke_key(shop_id: int, key_id: int, actor: Actor) -> datetime:
+    """Revoke one key of the shop (idempotent: revoking again keeps the first time, and
+    records nothing)."""
     with db.atomic():
-        (
+        revoked = (
             ApiKey.update(revoked_at=pw.fn.now())
             .where(ApiKey.id == key_id, ApiKey.shop == shop_id, ApiKey.revoked_at.is_null())
             .execute()
         )
+        if revoked:
+            audit.record(
+                actor, audit.Event(shop_id, "api_key", "revoked", "revoked", subject_id=key_id)
+            )
         revoked_at = (
             ApiKey.select(ApiKey.revoked_at)
             .where(ApiKey.id == key_id, ApiKey.shop == shop_id)

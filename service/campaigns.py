@@ -15,7 +15,8 @@ from peewee import SQL, Field, ModelSelect, fn
 from models import Campaign, CampaignRecipient, Contact, CreditReservation, SendBatch
 from models.database import db
 from models.expressions import any_of
-from service import admission, credits, reservations
+from service import admission, audit, credits, reservations
+from service.audit import Actor
 from service.errors import InvalidInput, InvalidTransition, NotFound
 from service.infra import dispatch
 from service.infra.config import Settings
@@ -117,18 +118,40 @@ def list_for_shop(
 
 
 def _transition(
-    shop_id: int, campaign_id: int, changes: dict[Field, Any], from_states: Sequence[str]
+    shop_id: int,
+    campaign_id: int,
+    changes: dict[Field, Any],
+    from_states: Sequence[str],
+    actor: Actor | None = None,
+    reason: str = "",
 ) -> Campaign:
-    """Apply `changes` if the campaign is in one of `from_states`; else 404 or 409."""
-    changed = (
-        Campaign.update({**changes, Campaign.updated_at: fn.now()})
-        .where(
-            (Campaign.id == campaign_id)
-            & (Campaign.shop == shop_id)
-            & (Campaign.status.in_(from_states))
+    """Apply `changes` if the campaign is in one of `from_states`; else 404 or 409. A status
+    change is recorded for `actor` with `reason`, in the same transaction."""
+    with db.atomic():
+        # Locked first (as the update itself would lock it), so the status it moves from is the
+        # one the update changes.
+        before = (
+            Campaign.select(Campaign.status)
+            .where((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
+            .for_update("FOR NO KEY UPDATE")
+            .scalar()
         )
-        .execute()
-    )
+        changed = (
+            Campaign.update({**changes, Campaign.updated_at: fn.now()})
+            .where(
+                (Campaign.id == campaign_id)
+                & (Campaign.shop == shop_id)
+                & (Campaign.status.in_(from_states))
+            )
+            .execute()
+        )
+        if changed and actor is not None and Campaign.status in changes:
+            audit.record(
+                actor,
+                audit.campaign_status(
+                    shop_id, campaign_id, before, changes[Campaign.status], reason
+                ),
+            )
     campaign = get(shop_id, campaign_id)
     if not changed:
         raise InvalidTransition(
@@ -155,7 +178,9 @@ def update(shop_id: int, campaign_id: int, changes: dict[str, Any]) -> Campaign:
     )
 
 
-def schedule(shop_id: int, campaign_id: int, scheduled_at: datetime, now: datetime) -> Campaign:
+def schedule(
+    shop_id: int, campaign_id: int, scheduled_at: datetime, now: datetime, actor: Actor
+) -> Campaign:
     """Schedule (or reschedule) a draft or scheduled campaign for `scheduled_at`."""
     if scheduled_at <= now:
         raise InvalidInput("scheduled_at must be in the future", "scheduled_at")
@@ -164,15 +189,19 @@ def schedule(shop_id: int, campaign_id: int, scheduled_at: datetime, now: dateti
         campaign_id,
         {Campaign.status: "scheduled", Campaign.scheduled_at: scheduled_at},
         ("draft", "scheduled"),
+        actor,
+        f"scheduled for {scheduled_at.isoformat()}",
     )
 
 
-def pause(shop_id: int, campaign_id: int) -> Campaign:
+def pause(shop_id: int, campaign_id: int, actor: Actor) -> Campaign:
     """Stop claiming: batches already queued claim nothing while the campaign is paused."""
-    return _transition(shop_id, campaign_id, {Campaign.status: "paused"}, ("sending",))
+    return _transition(
+        shop_id, campaign_id, {Campaign.status: "paused"}, ("sending",), actor, "paused"
+    )
 
 
-def resume(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
+def resume(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> Campaign:
     """Back to sending with the same reservation; unfinished batches wait for admission
     again (fair admission publishes as many as the shop may have in the queue)."""
     with db.atomic():
@@ -181,6 +210,8 @@ def resume(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
             campaign_id,
             {Campaign.status: "sending", Campaign.last_progress_at: fn.now()},
             ("paused",),
+            actor,
+            "resumed",
         )
         # A paused campaign's batches claim nothing, so those published before the pause
         # were drained from the queue meanwhile (a delivery that claims nothing of a paused
@@ -196,7 +227,7 @@ def resume(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
     return campaign
 
 
-def cancel(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
+def cancel(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> Campaign:
     """Cancel: recipients not yet claimed are skipped and their part of the reservation is
     released at once. Messages already in flight still persist (and are debited) when their
     call returns, so the reservation keeps their part until they resolve, and the part of
@@ -212,6 +243,8 @@ def cancel(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
                 Campaign.status_reason: "cancelled by merchant",
             },
             ("draft", "scheduled", "sending", "paused"),
+            actor,
+            "cancelled by merchant",
         )
         (
             CampaignRecipient.update(status="skipped", error="cancelled", updated_at=fn.now())
@@ -226,7 +259,7 @@ def cancel(shop_id: int, campaign_id: int, settings: Settings) -> Campaign:
             .where((SendBatch.campaign == campaign_id) & (SendBatch.state != "finished"))
             .execute()
         )
-        reservations.settle(campaign_id, settings)
+        reservations.settle(campaign_id, settings, actor)
     return campaign
 
 

@@ -12,6 +12,7 @@ import phonenumbers
 from models import Contact, Shop
 from models.database import db, execute_many
 from service import consent, suppressions
+from service.audit import Actor
 from service.consent import Consent
 from service.infra import config
 
@@ -89,6 +90,8 @@ def import_contacts(
     default_region: str | None = None,
     secret: str | None = None,
     now: datetime | None = None,
+    *,
+    actor: Actor,
 ) -> ImportResult:
     """Upsert the valid rows in one statement and report every other one by its index.
 
@@ -101,7 +104,7 @@ def import_contacts(
     stored ones); consent likewise. A contact's consent in force is its most recent one; each
     consent imported is logged once. A re-imported number keeps its opt-out: suppression
     outlives the contact row, and a number the shop erased (known by its digest under `secret`,
-    SECRET_KEY by default) is suppressed and opted out again."""
+    SECRET_KEY by default) is suppressed and opted out again, recorded for `actor`."""
     now = now or datetime.now(UTC)
     result = ImportResult()
     merged: dict[str, _Merged] = {}
@@ -146,7 +149,7 @@ def import_contacts(
         consent.record_imported(
             shop_id, [(ids[phone], item.consent) for phone, item in merged.items() if item.consent]
         )
-        _suppress_erased(shop_id, list(merged), secret or config.settings().secret_key)
+        _suppress_erased(shop_id, list(merged), secret or config.settings().secret_key, actor)
     result.created = sum(1 for _, _, inserted in outcome if inserted)
     result.updated = len(outcome) - result.created
     return result
@@ -175,9 +178,9 @@ def _upsert(shop_id: int, rows: list[tuple]) -> list[tuple]:
     )
 
 
-def _suppress_erased(shop_id: int, phones: list[str], secret: str) -> None:
+def _suppress_erased(shop_id: int, phones: list[str], secret: str, actor: Actor) -> None:
     """Numbers the shop erased before, imported again: suppressed and opted out once more."""
-    erased = suppressions.restore_erased(shop_id, phones, secret)
+    erased = suppressions.restore_erased(shop_id, phones, secret, actor)
     for phone in erased:
         consent.opt_out(shop_id, phone, "erasure", "the number was erased before")
 
@@ -215,16 +218,19 @@ def subscription(shop_id: int, contact_id: int) -> Subscription | None:
     return None if row is None else Subscription(row[0], row[1] is not None)
 
 
-def opt_out(shop_id: int, contact_id: int, source: str = "link") -> Subscription | None:
+def opt_out(
+    shop_id: int, contact_id: int, secret: str, actor: Actor, source: str = "link"
+) -> Subscription | None:
     """Opt the contact out, log it and suppress its number for the shop (idempotent: the first
-    opt-out time is kept). Returns the contact's subscription afterwards, None when it does
-    not exist. An erased contact is opted out already, with no number left to suppress."""
+    opt-out time is kept), the suppression recorded for `actor`. Returns the contact's
+    subscription afterwards, None when it does not exist. An erased contact is opted out
+    already, with no number left to suppress."""
     with db.atomic():
         phone = phone_of(shop_id, contact_id)
         if phone is None:
             return subscription(shop_id, contact_id)
         consent.opt_out(shop_id, phone, source, "unsubscribe link" if source == "link" else None)
-        suppressions.suppress(shop_id, phone, source)
+        suppressions.suppress(shop_id, phone, source, secret, actor, contact_id)
     return subscription(shop_id, contact_id)
 
 

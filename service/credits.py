@@ -21,6 +21,8 @@ from peewee import EXCLUDED, ColumnBase, fn
 
 from models import CreditReservation, CreditTransaction, Shop
 from models.database import db, execute_many
+from service import audit
+from service.audit import Actor
 from service.errors import InsufficientCredits, InvalidInput, NotFound
 
 
@@ -74,7 +76,7 @@ def summary(shop_id: int) -> CreditSummary:
     return CreditSummary(balance, reserved, balance - reserved)
 
 
-def top_up(shop_id: int, amount: int, reference: str) -> int:
+def top_up(shop_id: int, amount: int, reference: str, actor: Actor) -> int:
     """Add credits once per (shop, reference); a repeated reference adds nothing.
     Returns the balance."""
     with db.atomic():
@@ -97,10 +99,21 @@ def top_up(shop_id: int, amount: int, reference: str) -> int:
                 .where(Shop.id == shop_id)
                 .execute()
             )
+            audit.record(
+                actor,
+                audit.Event(
+                    shop_id,
+                    "credits",
+                    "top_up",
+                    f"top-up {reference}",
+                    amount=amount,
+                    detail={"reference": reference},
+                ),
+            )
         return lock_shop(shop_id)
 
 
-def adjust(shop_id: int, amount: int, reason: str, reference: str) -> CreditSummary:
+def adjust(shop_id: int, amount: int, reason: str, reference: str, actor: Actor) -> CreditSummary:
     """An operator's correction of the balance, once per (shop, reference): a positive amount
     is a `refund` (credits given back, say for undelivered messages), a negative one an
     `adjustment` (credits taken away). A repeated reference changes nothing, whichever kind it
@@ -134,10 +147,21 @@ def adjust(shop_id: int, amount: int, reason: str, reference: str) -> CreditSumm
                 .where(Shop.id == shop_id)
                 .execute()
             )
+            audit.record(
+                actor,
+                audit.Event(
+                    shop_id,
+                    "credits",
+                    "refund" if amount > 0 else "adjustment",
+                    reason,
+                    amount=amount,
+                    detail={"reference": reference},
+                ),
+            )
         return summary(shop_id)
 
 
-def reserve(shop_id: int, campaign_id: int, amount: int) -> None:
+def reserve(shop_id: int, campaign_id: int, amount: int, actor: Actor) -> None:
     """Create (or grow) the campaign's reservation; must run inside the enqueue transaction.
 
     The campaign's own active reservation counts as available to itself (a resumed or
@@ -167,9 +191,21 @@ def reserve(shop_id: int, campaign_id: int, amount: int) -> None:
         )
         .execute()
     )
+    audit.record(
+        actor,
+        audit.Event(
+            shop_id,
+            "reservation",
+            "reserved",
+            "the campaign's upper bound, reserved at enqueue",
+            campaign_id=campaign_id,
+            to_status="active",
+            amount=amount,
+        ),
+    )
 
 
-def cover_excess(shop_id: int, campaign_id: int, excess: int) -> bool:
+def cover_excess(shop_id: int, campaign_id: int, excess: int, actor: Actor) -> bool:
     """Grow an active reservation by `excess` if the shop's available credits allow it.
 
     Used when a batch turns out to cost more than its part of the reservation (the upper bound
@@ -185,13 +221,26 @@ def cover_excess(shop_id: int, campaign_id: int, excess: int) -> bool:
         balance = lock_shop(shop_id)
         if excess > balance - reserved_total(shop_id):
             return False
-        return bool(
+        grown = (
             CreditReservation.update(amount=CreditReservation.amount + excess)
             .where(
                 (CreditReservation.campaign == campaign_id) & (CreditReservation.status == "active")
             )
             .execute()
         )
+        if grown:
+            audit.record(
+                actor,
+                audit.Event(
+                    shop_id,
+                    "reservation",
+                    "grown",
+                    "a batch costs more than its part of the reservation",
+                    campaign_id=campaign_id,
+                    amount=excess,
+                ),
+            )
+        return bool(grown)
 
 
 def insert_debits(shop_id: int, campaign_id: int, debits: Sequence[tuple[int, int]]) -> int:
@@ -234,19 +283,37 @@ def consume(shop_id: int, campaign_id: int, total: int) -> None:
     (Shop.update(credit_balance=Shop.credit_balance - total).where(Shop.id == shop_id).execute())
 
 
-def release(campaign_id: int) -> bool:
-    """Release the campaign's reservation (idempotent): what was not consumed is available again."""
-    return bool(
-        CreditReservation.update(
-            status="released",
-            released_at=fn.now(),
-            released=fn.GREATEST(CreditReservation.amount - CreditReservation.consumed, 0),
+def release(campaign_id: int, actor: Actor, reason: str) -> bool:
+    """Release the campaign's reservation (idempotent): what was not consumed is available
+    again. Recorded for `actor` with `reason` when it was not released before."""
+    with db.atomic():
+        released = list(
+            CreditReservation.update(
+                status="released",
+                released_at=fn.now(),
+                released=fn.GREATEST(CreditReservation.amount - CreditReservation.consumed, 0),
+            )
+            .where(
+                (CreditReservation.campaign == campaign_id)
+                & (CreditReservation.status != "released")
+            )
+            .returning(CreditReservation.shop, CreditReservation.released)
+            .tuples()
         )
-        .where(
-            (CreditReservation.campaign == campaign_id) & (CreditReservation.status != "released")
-        )
-        .execute()
-    )
+        for shop_id, amount in released:
+            audit.record(
+                actor,
+                audit.Event(
+                    shop_id,
+                    "reservation",
+                    "released",
+                    reason,
+                    campaign_id=campaign_id,
+                    to_status="released",
+                    amount=amount,
+                ),
+            )
+    return bool(released)
 
 
 def transactions(shop_id: int, limit: int, after: int | None) -> list[dict]:

@@ -17,7 +17,8 @@ from peewee import SQL, Case, Select, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, SendBatch
 from models.database import db, execute, execute_many
-from service import evidence, reservations
+from service import audit, evidence, reservations
+from service.audit import Actor
 from service.infra.config import Settings
 
 DELIVERY_STATUSES = ("Queued", "Sent", "Delivered", "Undelivered", "Failed", "Expired")
@@ -46,7 +47,7 @@ WHERE id IN (SELECT report_id FROM matched)
 """
 
 
-def record_reports(reports: Sequence[dict[str, Any]], settings: Settings) -> int:
+def record_reports(reports: Sequence[dict[str, Any]], settings: Settings, actor: Actor) -> int:
     """Store validated reports in the inbox and apply those whose message is known; those
     naming a recipient of unknown outcome first make it `sent` (`evidence.resolve_reported`).
     Returns how many reports were applied now (the rest wait for their message).
@@ -77,7 +78,7 @@ def record_reports(reports: Sequence[dict[str, Any]], settings: Settings) -> int
         applied = apply_reports(report_ids=ids)
     # After the commit: the reports are kept whatever happens next. Only reports that matched
     # no persisted message are looked at (usually none: most reports follow their persist).
-    if applied < len(ids) and evidence.resolve_reported(ids, settings):
+    if applied < len(ids) and evidence.resolve_reported(ids, settings, actor):
         applied += apply_reports(report_ids=ids)
     return applied
 
@@ -102,7 +103,7 @@ def apply_reports(
     return execute(_APPLY.format(scope=scope), params)
 
 
-def finalize_campaign(campaign_id: int, settings: Settings) -> str | None:
+def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str | None:
     """Finish a `sending` campaign with nothing pending or in flight: `completed` if at least
     one message was sent, else `failed`; set `finished_at`, settle the reservation (released,
     or held for its messages of unknown outcome: `service.reservations`). Returns the new
@@ -124,12 +125,23 @@ def finalize_campaign(campaign_id: int, settings: Settings) -> str | None:
             )
             .from_(sent)
             .where((Campaign.id == campaign_id) & (Campaign.status == "sending") & ~in_flight)
-            .returning(Campaign.status)
+            .returning(Campaign.status, Campaign.shop, Campaign.status_reason)
             .tuples()
         )
         if not finished:
             return None
-        reservations.settle(campaign_id, settings)
+        status, shop_id, reason = finished[0]
+        audit.record(
+            actor,
+            audit.campaign_status(
+                shop_id,
+                campaign_id,
+                "sending",
+                status,
+                reason or "every recipient resolved: nothing pending or in flight",
+            ),
+        )
+        reservations.settle(campaign_id, settings, actor)
         (
             SendBatch.update(state="finished", finished_at=fn.now())
             .where((SendBatch.campaign == campaign_id) & (SendBatch.state != "finished"))
@@ -138,7 +150,7 @@ def finalize_campaign(campaign_id: int, settings: Settings) -> str | None:
     return finished[0][0]
 
 
-def finalize_cancelled(campaign_id: int, settings: Settings) -> str | None:
+def finalize_cancelled(campaign_id: int, settings: Settings, actor: Actor) -> str | None:
     """A cancelled campaign is over once none of its calls is in flight: anything still
     pending is skipped (nothing will send it) and its reservation settled. Returns
     "cancelled" when that happened now, else None (calls still in flight, or done before)."""
@@ -163,12 +175,14 @@ def finalize_cancelled(campaign_id: int, settings: Settings) -> str | None:
             )
             .execute()
         )
-        settled = reservations.settle(campaign_id, settings)
+        settled = reservations.settle(campaign_id, settings, actor)
     return "cancelled" if settled in ("held", "released") else None
 
 
-def refresh_campaign(campaign_id: int, settings: Settings) -> str | None:
+def refresh_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str | None:
     """`updateCampaignStatus`: apply the campaign's waiting reports, then try to finalise it
     (a cancelled one: settle its reservation once its calls in flight have resolved)."""
     apply_reports(campaign_id=campaign_id)
-    return finalize_campaign(campaign_id, settings) or finalize_cancelled(campaign_id, settings)
+    return finalize_campaign(campaign_id, settings, actor) or finalize_cancelled(
+        campaign_id, settings, actor
+    )

@@ -21,8 +21,9 @@ from peewee import fn
 
 from models import Campaign, SendBatch
 from models.database import db, fetchall
-from service import admission, audience, composition, credits, links
+from service import admission, audience, audit, composition, credits, links
 from service.audience import name_shape
+from service.audit import Actor
 from service.errors import (
     DependencyUnavailable,
     InsufficientCredits,
@@ -51,9 +52,17 @@ def batch_key(campaign_id: int, recipient_ids: Sequence[int]) -> str:
 
 
 def _start_sending(
-    shop_id: int, campaign_id: int, scheduled: bool
+    shop_id: int, campaign_id: int, scheduled: bool, actor: Actor
 ) -> tuple[str, bool, list | None]:
     from_states = ["scheduled"] if scheduled else ["draft", "scheduled"]
+    # Locked first (as the update itself would lock it), so the status it moves from is the
+    # one the update changes.
+    before = (
+        Campaign.select(Campaign.status)
+        .where((Campaign.id == campaign_id) & (Campaign.shop == shop_id))
+        .for_update("FOR NO KEY UPDATE")
+        .scalar()
+    )
     started = list(
         Campaign.update(
             status="sending",
@@ -82,6 +91,8 @@ def _start_sending(
             f"campaign {campaign_id} is {current}; only a draft or "
             "scheduled campaign can be enqueued"
         )
+    reason = "scheduled launch" if scheduled else "launched"
+    audit.record(actor, audit.campaign_status(shop_id, campaign_id, before, "sending", reason))
     return started[0]
 
 
@@ -162,11 +173,12 @@ def _check_audience(
 
 
 def enqueue(
-    shop_id: int, campaign_id: int, settings: Settings, scheduled: bool = False
+    shop_id: int, campaign_id: int, settings: Settings, actor: Actor, scheduled: bool = False
 ) -> EnqueueResult:
-    """Start sending a draft or scheduled campaign. Raises NotFound, InvalidTransition (409),
+    """Start sending a draft or scheduled campaign, recorded for `actor` (the merchant's key,
+    or the clock for a scheduled one). Raises NotFound, InvalidTransition (409),
     NoRecipients (422), InvalidInput (422: more than `max_campaign_recipients`) or
-    InsufficientCredits (402); on any of them nothing has changed."""
+    InsufficientCredits (402); on any of them nothing has changed (nor is recorded)."""
     base = settings.public_base_url
     if not dispatch.broker_reachable():
         # Refuse before writing anything: the merchant can simply try again later.
@@ -175,7 +187,9 @@ def enqueue(
             " unreachable; the campaign was not started"
         )
     with db.atomic():
-        template, append_unsubscribe, contact_ids = _start_sending(shop_id, campaign_id, scheduled)
+        template, append_unsubscribe, contact_ids = _start_sending(
+            shop_id, campaign_id, scheduled, actor
+        )
         cost = _pricing(template, append_unsubscribe, base)
         _check_audience(
             shop_id,
@@ -197,7 +211,7 @@ def enqueue(
             reserved = sum(cost(name) for _, name in chunk)
             batches.append((campaign_id, batch_key(campaign_id, ids), ids, reserved))
         total = sum(batch[3] for batch in batches)
-        credits.reserve(shop_id, campaign_id, total)
+        credits.reserve(shop_id, campaign_id, total, actor)
         (
             SendBatch.insert_many(
                 batches,

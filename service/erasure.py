@@ -33,6 +33,7 @@ from models import (
 )
 from models.database import db
 from service import consent, contacts, suppressions
+from service.audit import Actor
 
 log = logging.getLogger("astronote.erasure")
 
@@ -57,9 +58,9 @@ class Erased:
         }
 
 
-def erase_number(shop_id: int, phone: str, secret: str) -> Erased:
+def erase_number(shop_id: int, phone: str, secret: str, actor: Actor) -> Erased:
     """Erase everything the shop holds about `phone` (E.164) and keep it suppressed
-    (Shopify's customers/redact)."""
+    (Shopify's customers/redact); the suppression's change is recorded for `actor`."""
     with db.atomic():
         contact_ids = _erase_contacts(shop_id, Contact.phone == phone)
         recipients = CampaignRecipient.contact_id.in_(contact_ids) if contact_ids else None
@@ -69,7 +70,7 @@ def erase_number(shop_id: int, phone: str, secret: str) -> Erased:
             .where((InboundMessage.shop == shop_id) & (InboundMessage.phone == phone))
             .execute()
         )
-        suppressions.hash_numbers(shop_id, [phone], secret)
+        suppressions.hash_numbers(shop_id, [phone], secret, actor)
         (
             DataExport.delete()
             .where(
@@ -81,16 +82,16 @@ def erase_number(shop_id: int, phone: str, secret: str) -> Erased:
     return Erased(len(contact_ids), *erased, inbound)
 
 
-def erase_contact(shop_id: int, contact_id: int, secret: str) -> Erased | None:
+def erase_contact(shop_id: int, contact_id: int, secret: str, actor: Actor) -> Erased | None:
     """`DELETE /contacts/{id}`: erase the contact's number as `erase_number` does; None when
     the shop has no such contact (an erased one is erased already: nothing changes)."""
     if not contacts.exists(shop_id, contact_id):
         return None
     phone = contacts.phone_of(shop_id, contact_id)
-    return erase_number(shop_id, phone, secret) if phone else Erased()
+    return erase_number(shop_id, phone, secret, actor) if phone else Erased()
 
 
-def erase_shop(shop_id: int, secret: str) -> Erased:
+def erase_shop(shop_id: int, secret: str, actor: Actor) -> Erased:
     """Erase every contact, recipient, message text, inbound message and export of the shop
     (Shopify's shop/redact); its suppressions become digests. The shop row, its campaigns'
     templates and its ledger stay."""
@@ -102,7 +103,7 @@ def erase_shop(shop_id: int, secret: str) -> Erased:
             .where((InboundMessage.shop == shop_id) & InboundMessage.phone.is_null(False))
             .execute()
         )
-        suppressions.hash_shop_numbers(shop_id, secret)
+        suppressions.hash_shop_numbers(shop_id, secret, actor)
         (DataExport.delete().where(DataExport.shop == shop_id).execute())
     return Erased(len(contact_ids), *erased, inbound)
 

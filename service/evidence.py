@@ -25,7 +25,8 @@ from peewee import ColumnBase, fn
 from models import Campaign, CampaignRecipient
 from models.database import db, fetchall
 from models.expressions import milliseconds_ago
-from service import reservations
+from service import audit, reservations
+from service.audit import Actor
 from service.infra import dispatch
 from service.infra.config import Settings
 from service.messages import compose_for, load_context
@@ -78,7 +79,7 @@ def counts_for(settings: Settings) -> ColumnBase:
     )
 
 
-def resolve_reported(report_ids: Sequence[int], settings: Settings) -> int:
+def resolve_reported(report_ids: Sequence[int], settings: Settings, actor: Actor) -> int:
     """Make `sent` every recipient of unknown outcome that these reports name; returns how
     many. A campaign whose upgrade fails is logged and left to the reconciler.
 
@@ -100,7 +101,7 @@ def resolve_reported(report_ids: Sequence[int], settings: Settings) -> int:
     resolved = 0
     for (campaign_id, shop_id), items in by_campaign.items():
         try:
-            done = persist_evidence(shop_id, campaign_id, items, settings)
+            done = persist_evidence(shop_id, campaign_id, items, settings, actor)
         except Exception:  # noqa: BLE001 - the report is stored; the reconciler retries
             log.exception(
                 "resolving unknown outcomes by report failed",
@@ -127,7 +128,7 @@ def _publish_status_update(campaign_id: int) -> None:
 
 
 def persist_evidence(
-    shop_id: int, campaign_id: int, items: Sequence[Evidence], settings: Settings
+    shop_id: int, campaign_id: int, items: Sequence[Evidence], settings: Settings, actor: Actor
 ) -> int:
     """Persist each recipient as the send would have (text, cost, debit, message log) with
     the provider id its evidence names, in one transaction; returns how many.
@@ -163,12 +164,23 @@ def persist_evidence(
         if not accepted:
             return 0
         persist_results(shop_id, campaign_id, accepted, [])
-        (
+        revived = (
             Campaign.update(status="completed", status_reason=None, updated_at=fn.now())
             .where((Campaign.id == campaign_id) & (Campaign.status == "failed"))
             .execute()
         )
-        reservations.settle(campaign_id, settings)
+        if revived:
+            audit.record(
+                actor,
+                audit.campaign_status(
+                    shop_id,
+                    campaign_id,
+                    "failed",
+                    "completed",
+                    "a delivery report proves a message of unknown outcome was sent",
+                ),
+            )
+        reservations.settle(campaign_id, settings, actor)
     log.info(
         "unknown outcomes resolved by evidence",
         extra={"campaign_id": campaign_id, "shop_id": shop_id, "sent": len(accepted)},

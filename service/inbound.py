@@ -31,6 +31,7 @@ from peewee import SQL, fn
 from models import Campaign, CampaignRecipient, Contact, InboundMessage, Shop
 from models.database import db
 from service import consent, replies, shops, suppressions
+from service.audit import Actor
 from service.infra.config import Settings
 from service.provider import Provider
 
@@ -172,26 +173,29 @@ def _store(message: Inbound, key: str, keyword: str | None, shop_ids: Sequence[i
     return {shop_id for (shop_id,) in stored}
 
 
-def _apply(keyword: str | None, shop_id: int, message: Inbound, key: str, secret: str) -> None:
+def _apply(
+    keyword: str | None, shop_id: int, message: Inbound, key: str, secret: str, actor: Actor
+) -> None:
     proof = f"reply {message.text.strip()[:40]!r} ({key})"
     if keyword == "stop":
-        suppressions.suppress(shop_id, message.phone, "reply")
+        suppressions.suppress(shop_id, message.phone, "reply", secret, actor)
         consent.opt_out(shop_id, message.phone, "reply", proof)
     elif keyword == "start":
-        suppressions.lift(shop_id, message.phone, secret)
+        suppressions.lift(shop_id, message.phone, secret, actor, "opt-in by a START reply")
         consent.opt_in(shop_id, message.phone, "reply", proof)
 
 
-def receive(message: Inbound, settings: Settings, provider: Provider) -> Received:
-    """Store an inbound message for its shops and act on its keyword, in one transaction;
-    then, after the commit, answer a keyword once (`replies.send_once`)."""
+def receive(message: Inbound, settings: Settings, provider: Provider, actor: Actor) -> Received:
+    """Store an inbound message for its shops and act on its keyword, in one transaction (the
+    suppression changes recorded for `actor`, the provider's webhook); then, after the commit,
+    answer a keyword once (`replies.send_once`)."""
     keyword = keyword_of(message.text)
     key = message_key(settings.secret_key, message)
     targets = shops_for(message, settings)
     with db.atomic():
         new = _store(message, key, keyword, [shop.id for shop in targets])
         for shop_id in sorted(new):
-            _apply(keyword, shop_id, message, key, settings.secret_key)
+            _apply(keyword, shop_id, message, key, settings.secret_key, actor)
     state = None
     if keyword and targets:
         answer = replies.answer(keyword, [(shop.name, shops.help_text(shop)) for shop in targets])

@@ -16,6 +16,7 @@ from peewee import SQL, fn
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
 from models.expressions import milliseconds_ago
 from service import admission, delivery, evidence, reservations
+from service.audit import Actor
 from service.infra import clock, dispatch
 from service.infra.config import Settings
 from service.sending import Claimed
@@ -63,7 +64,7 @@ def republish_stale_batches(settings: Settings, now: datetime | None = None) -> 
     return len(rows)
 
 
-def upgrade_by_evidence(settings: Settings) -> int:
+def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
     """Recipients whose outcome is unknown (claim timed out, or already failed as
     `unknown_outcome`) but for which a delivery report names them by reference: the provider
     has the message, so they become `sent` with their debit."""
@@ -104,7 +105,7 @@ def upgrade_by_evidence(settings: Settings) -> int:
     upgraded = 0
     for (campaign_id, shop_id), items in by_campaign.items():
         try:
-            upgraded += evidence.persist_evidence(shop_id, campaign_id, items, settings)
+            upgraded += evidence.persist_evidence(shop_id, campaign_id, items, settings, actor)
             delivery.apply_reports(campaign_id=campaign_id)
         except Exception:  # noqa: BLE001 - one campaign's failure must not hold up the others
             log.exception(
@@ -131,7 +132,7 @@ def fail_unknown_outcomes(settings: Settings) -> int:
     )
 
 
-def finalize_idle_campaigns(settings: Settings) -> dict[int, str]:
+def finalize_idle_campaigns(settings: Settings, actor: Actor) -> dict[int, str]:
     """Finish every `sending` campaign that has nothing pending or in flight."""
     in_flight = CampaignRecipient.select(SQL("1")).where(
         (CampaignRecipient.campaign == Campaign.id)
@@ -144,13 +145,13 @@ def finalize_idle_campaigns(settings: Settings) -> dict[int, str]:
     )
     finished = {}
     for campaign_id in list(idle):
-        status = delivery.refresh_campaign(campaign_id, settings)
+        status = delivery.refresh_campaign(campaign_id, settings, actor)
         if status:
             finished[campaign_id] = status
     return finished
 
 
-def finalize_cancelled_campaigns(settings: Settings) -> dict[int, str]:
+def finalize_cancelled_campaigns(settings: Settings, actor: Actor) -> dict[int, str]:
     """Finish every cancelled campaign whose calls in flight have all resolved: its
     reservation, still holding their part, is settled (`service.reservations`)."""
     unsettled = (
@@ -161,34 +162,40 @@ def finalize_cancelled_campaigns(settings: Settings) -> dict[int, str]:
     )
     finished = {}
     for campaign_id in list(unsettled):
-        if delivery.finalize_cancelled(campaign_id, settings):
+        if delivery.finalize_cancelled(campaign_id, settings, actor):
             finished[campaign_id] = "cancelled"
     return finished
 
 
-def release_finished_reservations(settings: Settings) -> int:
+def release_finished_reservations(settings: Settings, actor: Actor) -> int:
     """No active reservation outlives its campaign, and no hold outlives the evidence window:
     settle what a finished campaign still holds, release holds that expired."""
-    return reservations.settle_finished(settings) + reservations.release_expired_holds(settings)
+    return reservations.settle_finished(settings, actor) + reservations.release_expired_holds(
+        settings, actor
+    )
 
 
-def reconcile(settings: Settings, now: datetime | None = None) -> ReconcileReport:
+def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> ReconcileReport:
     """Every repair, in the order that lets one feed the next. A repair that fails is logged
-    and reported; the ones after it still run. `now`: the time of quiet hours (default: the
-    process's clock, `service.infra.clock`)."""
+    and reported; the ones after it still run. What it changes is recorded for `actor` (the
+    clock's job, or the operator running `astronote reconcile`). `now`: the time of quiet
+    hours (default: the process's clock, `service.infra.clock`)."""
     report = ReconcileReport()
     steps = (
         # Batches waiting for fair admission (a web process died after its commit, the broker
         # was down, a worker died before admitting the next), then the stale ones.
         ("admitted_batches", lambda: admission.admit_waiting(settings)),
         ("republished_batches", lambda: republish_stale_batches(settings, now)),
-        ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings)),
+        ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings, actor)),
         ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),
         (
             "finalized",
-            lambda: {**finalize_idle_campaigns(settings), **finalize_cancelled_campaigns(settings)},
+            lambda: {
+                **finalize_idle_campaigns(settings, actor),
+                **finalize_cancelled_campaigns(settings, actor),
+            },
         ),
-        ("released_reservations", lambda: release_finished_reservations(settings)),
+        ("released_reservations", lambda: release_finished_reservations(settings, actor)),
     )
     for name, repair in steps:
         try:

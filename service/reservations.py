@@ -24,7 +24,8 @@ from peewee import SQL, fn
 from models import Campaign, CampaignRecipient, CreditReservation
 from models.database import db
 from models.expressions import milliseconds_ago
-from service import composition, credits, links
+from service import audit, composition, credits, links
+from service.audit import Actor
 from service.infra.config import Settings
 
 # Campaign statuses whose reservation still covers everything they have not sent.
@@ -92,7 +93,7 @@ def unresolved_hold(campaign_id: int, settings: Settings) -> Hold:
     return Hold(*counts[True], *counts[False])
 
 
-def settle(campaign_id: int, settings: Settings) -> str | None:
+def settle(campaign_id: int, settings: Settings, actor: Actor) -> str | None:
     """Bring the reservation of a cancelled or finished campaign down to its hold (see the
     module's docstring); idempotent. Returns the reservation's status after it, or None when
     there is nothing to settle: no reservation, already released, or a campaign that may
@@ -100,13 +101,20 @@ def settle(campaign_id: int, settings: Settings) -> str | None:
 
     The reservation row is locked before the hold is read, so settles run one at a time; a
     debit committed after the hold was read is taken from the hold, so the hold is never
-    short. Credits once released stay released: another campaign may have reserved them."""
+    short. Credits once released stay released: another campaign may have reserved them.
+    A settle that changes the reservation's status or releases credits is recorded for
+    `actor`; one that changes nothing (calls still in flight) records nothing."""
     status = Campaign.select(Campaign.status).where(Campaign.id == campaign_id).scalar()
     if status is None or status in MAY_SEND:
         return None  # checked unlocked: a campaign that can send no more never can again
     with db.atomic():
         reservation = (
-            CreditReservation.select(CreditReservation.id)
+            CreditReservation.select(
+                CreditReservation.id,
+                CreditReservation.shop,
+                CreditReservation.status,
+                CreditReservation.released,
+            )
             .where(
                 (CreditReservation.campaign == campaign_id)
                 & (CreditReservation.status != "released")
@@ -118,19 +126,46 @@ def settle(campaign_id: int, settings: Settings) -> str | None:
             return None
         hold = unresolved_hold(campaign_id, settings)
         unneeded = CreditReservation.amount - CreditReservation.consumed - hold.credits
-        (
+        (released,) = (
             CreditReservation.update(
                 released=fn.GREATEST(CreditReservation.released, unneeded, 0),
                 status=hold.status,
                 released_at=fn.now() if hold.status == "released" else None,
             )
             .where(CreditReservation.id == reservation.id)
+            .returning(CreditReservation.released)
+            .tuples()
             .execute()
-        )
+        )[0]
+        if hold.status != reservation.status or released != reservation.released:
+            audit.record(
+                actor,
+                audit.Event(
+                    reservation.shop_id,
+                    "reservation",
+                    "held" if hold.status == "held" else "released",
+                    _settle_reason(status, hold),
+                    campaign_id=campaign_id,
+                    from_status=reservation.status,
+                    to_status=hold.status,
+                    amount=released - reservation.released,
+                    detail={"in_flight": hold.in_flight, "unknown_outcome": hold.unknown}
+                    if hold.credits
+                    else None,
+                ),
+            )
     return hold.status
 
 
-def release_expired_holds(settings: Settings) -> int:
+def _settle_reason(campaign_status: str, hold: Hold) -> str:
+    if hold.in_flight:
+        return f"campaign {campaign_status}: unsent part released, calls in flight still held"
+    if hold.unknown:
+        return f"campaign {campaign_status}: held for messages of unknown outcome"
+    return f"campaign {campaign_status}: nothing more can be charged"
+
+
+def release_expired_holds(settings: Settings, actor: Actor) -> int:
     """Release the holds of campaigns that finished more than EVIDENCE_WINDOW_MS ago: from
     then on evidence no longer counts (`service.evidence`), so nothing can be charged."""
     expired = (
@@ -142,10 +177,11 @@ def release_expired_holds(settings: Settings) -> int:
         )
         .scalars()
     )
-    return sum(credits.release(campaign_id) for campaign_id in list(expired))
+    reason = "the evidence window ended: nothing more can be charged"
+    return sum(credits.release(campaign_id, actor, reason) for campaign_id in list(expired))
 
 
-def settle_finished(settings: Settings) -> int:
+def settle_finished(settings: Settings, actor: Actor) -> int:
     """Settle every active reservation of a completed or failed campaign (a repair: their
     finalisation settles them; cancelled ones are settled by `delivery.finalize_cancelled`):
     no active reservation outlives its campaign. Returns how many are no longer active."""
@@ -158,5 +194,6 @@ def settle_finished(settings: Settings) -> int:
         .scalars()
     )
     return sum(
-        settle(campaign_id, settings) in ("held", "released") for campaign_id in list(finished)
+        settle(campaign_id, settings, actor) in ("held", "released")
+        for campaign_id in list(finished)
     )

@@ -16,7 +16,8 @@ from peewee import Select, Value, fn
 from models import Campaign, CampaignRecipient, DeliveryReport
 from models.database import db
 from models.expressions import epoch_seconds, milliseconds_ago
-from service import enqueue
+from service import audit, enqueue
+from service.audit import Actor
 from service.errors import (
     InsufficientCredits,
     InvalidTransition,
@@ -48,7 +49,7 @@ def database_now() -> datetime:
     return Select(columns=[fn.now()]).scalar(db)
 
 
-def expire_overdue(grace_ms: int, now: datetime) -> list[int]:
+def expire_overdue(grace_ms: int, now: datetime, actor: Actor) -> list[int]:
     """Fail scheduled campaigns more than `grace_ms` past their time: after a long outage a
     merchant's "Friday 9:00 sale" must not go out on Sunday without anyone deciding so."""
     late_s = fn.floor(epoch_seconds(Value(now) - Campaign.scheduled_at)).cast("bigint")
@@ -58,17 +59,25 @@ def expire_overdue(grace_ms: int, now: datetime) -> list[int]:
         late_s,
         Value(grace_ms) / 1000,
     )
-    rows = list(
-        Campaign.update(
-            status="failed", finished_at=fn.now(), updated_at=fn.now(), status_reason=reason
+    with db.atomic():
+        rows = list(
+            Campaign.update(
+                status="failed", finished_at=fn.now(), updated_at=fn.now(), status_reason=reason
+            )
+            .where(
+                (Campaign.status == "scheduled")
+                & (Campaign.scheduled_at < now - timedelta(milliseconds=grace_ms))
+            )
+            .returning(Campaign.id, Campaign.shop, Campaign.status_reason)
+            .tuples()
         )
-        .where(
-            (Campaign.status == "scheduled")
-            & (Campaign.scheduled_at < now - timedelta(milliseconds=grace_ms))
+        audit.record_all(
+            actor,
+            (
+                audit.campaign_status(shop_id, campaign_id, "scheduled", "failed", reason)
+                for campaign_id, shop_id, reason in rows
+            ),
         )
-        .returning(Campaign.id, Campaign.shop, Campaign.status_reason)
-        .tuples()
-    )
     for campaign_id, shop_id, reason in rows:
         log.warning(
             "scheduled campaign overdue: failed",
@@ -92,28 +101,36 @@ def due_campaigns(grace_ms: int, now: datetime, limit: int) -> list[tuple[int, i
     )
 
 
-def fail_scheduled(campaign_id: int, reason: str) -> bool:
+def fail_scheduled(shop_id: int, campaign_id: int, reason: str, actor: Actor) -> bool:
     """scheduled -> failed with `reason`; False if the campaign left `scheduled` meanwhile."""
-    return bool(
-        Campaign.update(
-            status="failed", status_reason=reason, finished_at=fn.now(), updated_at=fn.now()
+    with db.atomic():
+        failed = (
+            Campaign.update(
+                status="failed", status_reason=reason, finished_at=fn.now(), updated_at=fn.now()
+            )
+            .where((Campaign.id == campaign_id) & (Campaign.status == "scheduled"))
+            .execute()
         )
-        .where((Campaign.id == campaign_id) & (Campaign.status == "scheduled"))
-        .execute()
-    )
+        if failed:
+            audit.record(
+                actor, audit.campaign_status(shop_id, campaign_id, "scheduled", "failed", reason)
+            )
+    return bool(failed)
 
 
-def launch(shop_id: int, campaign_id: int, settings: Settings, report: LaunchReport) -> None:
+def launch(
+    shop_id: int, campaign_id: int, settings: Settings, report: LaunchReport, actor: Actor
+) -> None:
     """Enqueue one due campaign; a campaign that cannot be sent fails with the reason."""
     context = {"campaign_id": campaign_id, "shop_id": shop_id}
     try:
-        result = enqueue.enqueue(shop_id, campaign_id, settings, scheduled=True)
+        result = enqueue.enqueue(shop_id, campaign_id, settings, actor, scheduled=True)
     except (InvalidTransition, NotFound):
         report.skipped.append(campaign_id)  # another clock launched it, or it was cancelled
         return
     except (InsufficientCredits, NoRecipients) as error:
         reason = f"not sent: {error.title.lower()}: {error.description}"
-        if fail_scheduled(campaign_id, reason):
+        if fail_scheduled(shop_id, campaign_id, reason, actor):
             report.failed[campaign_id] = reason
             log.warning(
                 "scheduled campaign cannot be sent: failed", extra={**context, "reason": reason}
@@ -131,14 +148,15 @@ def launch(shop_id: int, campaign_id: int, settings: Settings, report: LaunchRep
 
 
 def launch_due_campaigns(
-    settings: Settings, now: datetime | None = None, limit: int = 1000
+    settings: Settings, actor: Actor, now: datetime | None = None, limit: int = 1000
 ) -> LaunchReport:
     """Launch every scheduled campaign whose time has come (database time unless `now` is
-    given); fail those overdue by more than SCHEDULE_GRACE_MS or that cannot be sent."""
+    given); fail those overdue by more than SCHEDULE_GRACE_MS or that cannot be sent. Each
+    change is recorded for `actor` (the clock's job and epoch)."""
     now = now or database_now()
-    report = LaunchReport(expired=expire_overdue(settings.schedule_grace_ms, now))
+    report = LaunchReport(expired=expire_overdue(settings.schedule_grace_ms, now, actor))
     for campaign_id, shop_id in due_campaigns(settings.schedule_grace_ms, now, limit):
-        launch(shop_id, campaign_id, settings, report)
+        launch(shop_id, campaign_id, settings, report, actor)
     return report
 
 

@@ -10,7 +10,8 @@ import peewee as pw
 
 from models import ApiKey, Shop
 from models.database import db
-from service import api_keys
+from service import api_keys, audit
+from service.audit import Actor
 from service.errors import InvalidInput, NotFound
 from service.infra.config import parse_clock_time
 from service.quiet_hours import QuietHours, of_shop
@@ -28,12 +29,15 @@ def create_shop(
     require_consent: bool = True,
     quiet_hours: QuietHours | None = None,
     frequency_cap: int | None = None,
+    actor: Actor = audit.ADMIN,
 ) -> tuple[Shop, str]:
     """Create a shop and its first API key; return both (the key in clear, shown once).
     Without `help_text` the shop answers HELP with `default_help_text`; with
     `require_consent` (the default for new shops) its campaigns reach only contacts with
     consent. `quiet_hours` and `frequency_cap` are as given (None: none): the product's
-    default quiet hours are the admin API's (QUIET_HOURS_DEFAULT), not this function's."""
+    default quiet hours are the admin API's (QUIET_HOURS_DEFAULT), not this function's. The
+    key's issue is recorded for `actor`: the operator, who alone creates shops (the admin
+    API, the demo)."""
     check_compliance(quiet_hours, frequency_cap)
     key = api_keys.new_key()
     try:
@@ -49,10 +53,21 @@ def create_shop(
                 quiet_end=quiet_hours.end if quiet_hours else None,
                 frequency_cap=frequency_cap,
             )
-            ApiKey.create(
+            record = ApiKey.create(
                 shop=shop,
                 key_hash=api_keys.hash_key(key),
                 prefix=key[: api_keys.SHOWN_PREFIX_LENGTH],
+            )
+            audit.record(
+                actor,
+                audit.Event(
+                    shop.id,
+                    "api_key",
+                    "issued",
+                    "the shop's first key",
+                    subject_id=record.id,
+                    detail={"prefix": record.prefix},
+                ),
             )
     except pw.IntegrityError:
         raise InvalidInput(f"a shop with domain {domain!r} already exists", "domain") from None

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 
 from models import Suppression
 from models.database import db
+from service import audit
+from service.audit import Actor
 
 # Lifted by the number's owner (a START reply); an operator's or merchant's own block is not.
 LIFTABLE_SOURCES = ("link", "reply", "erasure")
@@ -27,21 +29,58 @@ def phone_digest(secret: str, phone: str) -> str:
     return hmac.new(secret.encode(), f"suppression:{phone}".encode(), hashlib.sha256).hexdigest()
 
 
-def suppress(shop_id: int, phone: str, source: str) -> bool:
-    """Suppress `phone` for the shop (idempotent: the first source and time are kept). Returns
-    whether it was not suppressed before."""
-    return bool(
+def _event(
+    shop_id: int,
+    action: str,
+    digest: str,
+    source: str,
+    reason: str,
+    contact_id: int | None = None,
+) -> audit.Event:
+    """A suppression change, naming the number by its digest only (and its contact by id)."""
+    detail: dict[str, object] = {"phone_digest": digest, "source": source}
+    if contact_id is not None:
+        detail["contact_id"] = contact_id
+    return audit.Event(shop_id, "suppression", action, reason, detail=detail)
+
+
+def suppress(
+    shop_id: int,
+    phone: str,
+    source: str,
+    secret: str,
+    actor: Actor,
+    contact_id: int | None = None,
+) -> bool:
+    """Suppress `phone` for the shop (idempotent: the first source and time are kept, and
+    only the first is recorded, for `actor`). Returns whether it was not suppressed before.
+    Inside the caller's transaction."""
+    added = bool(
         Suppression.insert(shop=shop_id, phone=phone, source=source)
         .on_conflict_ignore()
         .as_rowcount()
         .execute()
     )
+    if added:
+        audit.record(
+            actor,
+            _event(
+                shop_id,
+                "suppressed",
+                phone_digest(secret, phone),
+                source,
+                f"opt-out by {source}",
+                contact_id,
+            ),
+        )
+    return added
 
 
-def lift(shop_id: int, phone: str, secret: str) -> int:
+def lift(shop_id: int, phone: str, secret: str, actor: Actor, reason: str) -> int:
     """Remove the shop's suppressions of `phone` that its owner may lift (by link, by reply,
-    by erasure), in clear or hashed; returns how many."""
-    return (
+    by erasure), in clear or hashed; returns how many. Each is recorded for `actor`. Inside
+    the caller's transaction."""
+    lifted = list(
         Suppression.delete()
         .where(
             (Suppression.shop == shop_id)
@@ -51,13 +90,21 @@ def lift(shop_id: int, phone: str, secret: str) -> int:
             )
             & Suppression.source.in_(LIFTABLE_SOURCES)
         )
+        .returning(Suppression.source)
+        .tuples()
         .execute()
     )
+    digest = phone_digest(secret, phone)
+    audit.record_all(
+        actor, (_event(shop_id, "lifted", digest, source, reason) for (source,) in lifted)
+    )
+    return len(lifted)
 
 
-def hash_numbers(shop_id: int, phones: Sequence[str], secret: str) -> None:
+def hash_numbers(shop_id: int, phones: Sequence[str], secret: str, actor: Actor) -> None:
     """Erasure: every suppression of `phones` by the shop becomes its digest (source kept), and
-    a number that was not suppressed is suppressed as erased. Inside the caller's transaction."""
+    a number that was not suppressed is suppressed as erased; each recorded for `actor`. Inside
+    the caller's transaction."""
     if not phones:
         return
     sources = dict(
@@ -65,12 +112,31 @@ def hash_numbers(shop_id: int, phones: Sequence[str], secret: str) -> None:
         .where((Suppression.shop == shop_id) & Suppression.phone.in_(list(phones)))
         .tuples()
     )
+    digests = {phone: phone_digest(secret, phone) for phone in phones}
+    already = set(
+        Suppression.select(Suppression.phone_hash)
+        .where((Suppression.shop == shop_id) & Suppression.phone_hash.in_(list(digests.values())))
+        .scalars()
+    )
+    audit.record_all(
+        actor,
+        (
+            _event(
+                shop_id,
+                "erased" if phone in sources else "suppressed",
+                digests[phone],
+                sources.get(phone, "erasure"),
+                "the number was erased: kept as its digest only"
+                if phone in sources
+                else "the number was erased: suppressed so it is never messaged again",
+            )
+            for phone in phones
+            if phone in sources or digests[phone] not in already
+        ),
+    )
     (
         Suppression.insert_many(
-            [
-                (shop_id, None, phone_digest(secret, phone), sources.get(phone, "erasure"))
-                for phone in phones
-            ],
+            [(shop_id, None, digests[phone], sources.get(phone, "erasure")) for phone in phones],
             fields=[
                 Suppression.shop,
                 Suppression.phone,
@@ -93,7 +159,7 @@ def hash_numbers(shop_id: int, phones: Sequence[str], secret: str) -> None:
     )
 
 
-def hash_shop_numbers(shop_id: int, secret: str) -> int:
+def hash_shop_numbers(shop_id: int, secret: str, actor: Actor) -> int:
     """Shop erasure: every suppression of the shop in clear becomes its digest."""
     phones = [
         phone
@@ -104,13 +170,14 @@ def hash_shop_numbers(shop_id: int, secret: str) -> int:
         )
     ]
     with db.atomic():
-        hash_numbers(shop_id, phones, secret)
+        hash_numbers(shop_id, phones, secret, actor)
     return len(phones)
 
 
-def restore_erased(shop_id: int, phones: Iterable[str], secret: str) -> list[str]:
+def restore_erased(shop_id: int, phones: Iterable[str], secret: str, actor: Actor) -> list[str]:
     """The numbers among `phones` the shop erased earlier: each is suppressed in clear again
-    (with the source it had) and returned. Inside the caller's transaction."""
+    (with the source it had), recorded for `actor` and returned. Inside the caller's
+    transaction."""
     by_digest = {phone_digest(secret, phone): phone for phone in phones}
     if not by_digest:
         return []
@@ -121,14 +188,28 @@ def restore_erased(shop_id: int, phones: Iterable[str], secret: str) -> list[str
     )
     if not erased:
         return []
-    (
+    restored = (
         Suppression.insert_many(
             [(shop_id, by_digest[digest], source) for digest, source in erased],
             fields=[Suppression.shop, Suppression.phone, Suppression.source],
         )
         .on_conflict_ignore()
-        .as_rowcount()
+        .returning(Suppression.phone, Suppression.source)
+        .tuples()
         .execute()
+    )
+    audit.record_all(
+        actor,
+        (
+            _event(
+                shop_id,
+                "suppressed",
+                phone_digest(secret, phone),
+                source,
+                "an erased number was imported again: suppressed in clear again",
+            )
+            for phone, source in restored
+        ),
     )
     return sorted(by_digest[digest] for digest, _ in erased)
 

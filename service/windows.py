@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from models import SendBatch
-from service import credits, frequency, messages, quiet_hours, sending
+from service import audit, credits, frequency, messages, quiet_hours, sending
 from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
 from service.infra.clock import WallClock
@@ -413,7 +413,7 @@ class BatchSender:
         delivery's windows draw on it in turn), else whether the shop's available credits
         cover the excess (the reservation then grows by it)."""
         covered = cost <= run.budget or credits.cover_excess(
-            run.shop_id, run.campaign_id, cost - run.budget
+            run.shop_id, run.campaign_id, cost - run.budget, audit.WORKER
         )
         if covered:
             run.budget = max(0, run.budget - cost)

@@ -18,6 +18,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 import pytest
@@ -51,6 +52,7 @@ TABLES = (
     "inbound_message",
     "inbound_reply",
     "data_export",
+    "audit_event",
     "contact",
     "api_key",
     "shop",
@@ -131,10 +133,19 @@ def purge_queues(current: dramatiq.Broker) -> None:
             current.flush(queue)
 
 
+def truncate_tables(database: Any) -> None:
+    """Empty every table. The audit trail refuses TRUNCATE (a statement trigger): the tests
+    disable that trigger inside this one transaction, so it is never off for anyone else."""
+    with database.atomic():
+        database.execute_sql("ALTER TABLE audit_event DISABLE TRIGGER audit_event_no_truncate")
+        database.execute_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        database.execute_sql("ALTER TABLE audit_event ENABLE TRIGGER audit_event_no_truncate")
+
+
 @pytest.fixture
 def db(schema, redis_client):
     """A clean database, an empty Redis and empty queues for each test."""
-    schema.execute_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    truncate_tables(schema)
     redis_client.flushdb()
     purge_queues(dramatiq.get_broker())
     yield schema

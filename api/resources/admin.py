@@ -7,10 +7,10 @@ import falcon
 
 from api import schemas
 from api.access import Access
-from api.body import read_json
-from api.docs import Answer, Operation, id_links
+from api.body import int_param, page, page_after, page_limit, read_json
+from api.docs import AFTER, LIMIT, Answer, Operation, Param, id_links
 from models import Shop
-from service import api_keys, credits, exports, links, shops
+from service import api_keys, audit, credits, exports, links, shops
 from service.errors import NotFound
 from service.infra.config import Settings
 from service.quiet_hours import QuietHours
@@ -65,6 +65,7 @@ class ShopsResource:
             body.get("require_consent", True),
             _quiet_hours_given(body, self.default_quiet_hours),
             body.get("frequency_cap"),
+            audit.ADMIN,
         )
         resp.status = falcon.HTTP_201
         resp.media = {
@@ -123,7 +124,7 @@ class ShopCreditsResource:
         body = read_json(req, schemas.TOP_UP)
         if not Shop.select().where(Shop.id == shop_id).exists():
             raise NotFound(f"shop {shop_id} does not exist")
-        balance = credits.top_up(shop_id, body["amount"], body["reference"])
+        balance = credits.top_up(shop_id, body["amount"], body["reference"], audit.ADMIN)
         resp.status = falcon.HTTP_201
         resp.media = {"balance": balance}
 
@@ -146,7 +147,9 @@ class ShopAdjustmentsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         body = read_json(req, schemas.ADJUSTMENT)
-        after = credits.adjust(shop_id, body["amount"], body["reason"], body["reference"])
+        after = credits.adjust(
+            shop_id, body["amount"], body["reason"], body["reference"], audit.ADMIN
+        )
         resp.status = falcon.HTTP_201
         resp.media = {
             "balance": after.balance,
@@ -201,7 +204,7 @@ class ShopKeysResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, shop_id: int) -> None:
         _require_shop(shop_id)
-        record, key = api_keys.issue_key(shop_id)
+        record, key = api_keys.issue_key(shop_id, audit.ADMIN)
         resp.status = falcon.HTTP_201
         resp.media = {"id": record.id, "prefix": record.prefix, "api_key": key}
 
@@ -226,7 +229,7 @@ class ShopKeyResource:
     def on_delete(
         self, req: falcon.Request, resp: falcon.Response, shop_id: int, key_id: int
     ) -> None:
-        revoked_at = api_keys.revoke_key(shop_id, key_id)
+        revoked_at = api_keys.revoke_key(shop_id, key_id, audit.ADMIN)
         resp.media = {"id": key_id, "revoked_at": revoked_at}
 
 
@@ -246,3 +249,27 @@ class ExportResource:
         if export is None:
             raise NotFound(f"export {export_id} does not exist")
         resp.media = export
+
+
+class AuditResource:
+    """`GET /admin/audit?shop_id=`: the audit trail of one shop (or of every shop), oldest
+    first, for the operator."""
+
+    auth = Access.ADMIN
+    docs = {
+        "GET": Operation(
+            "The audit trail: campaign status changes, credit movements, API keys and"
+            " suppressions, with their actors, oldest first",
+            {200: Answer("A page of events", schemas.page_of(schemas.AUDIT_EVENT))},
+            query=(
+                LIMIT,
+                AFTER,
+                Param("shop_id", schemas.PAGE_AFTER, "only this shop's events"),
+            ),
+        )
+    }
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = page_limit(req)
+        shop_id = int_param(req, "shop_id", None, 0)
+        resp.media = page(audit.shop_events(shop_id, limit, page_after(req)), limit)

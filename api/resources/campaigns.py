@@ -10,7 +10,8 @@ from api import schemas
 from api.access import Access
 from api.body import choice_param, page, page_after, page_limit, read_json
 from api.docs import AFTER, LIMIT, Answer, Operation, Param, id_links
-from service import campaigns
+from service import audit, campaigns
+from service.audit import Actor
 from service.enqueue import enqueue
 from service.infra.config import Settings
 
@@ -30,8 +31,14 @@ CAMPAIGN_LINKS = id_links(
     ),
     ("GET", f"{CAMPAIGN_PATH}/progress"),
     ("GET", f"{CAMPAIGN_PATH}/recipients"),
+    ("GET", f"{CAMPAIGN_PATH}/events"),
 )
 CAMPAIGN_ANSWER = Answer("The campaign", schemas.CAMPAIGN, links=CAMPAIGN_LINKS)
+
+
+def key_actor(req: falcon.Request) -> Actor:
+    """The API key the request authenticated with, as the actor of what it changes."""
+    return Actor.key(req.context.api_key_id)
 
 
 class CampaignsResource:
@@ -132,7 +139,7 @@ class EnqueueResource:
         self.settings = settings
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
-        result = enqueue(req.context.shop_id, campaign_id, self.settings)
+        result = enqueue(req.context.shop_id, campaign_id, self.settings, key_actor(req))
         resp.status = falcon.HTTP_202
         resp.media = {
             "id": result.campaign_id,
@@ -157,7 +164,9 @@ class ScheduleResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
         body = read_json(req, schemas.CAMPAIGN_SCHEDULE)
         when = schemas.parse_datetime(body["scheduled_at"])
-        campaign = campaigns.schedule(req.context.shop_id, campaign_id, when, datetime.now(UTC))
+        campaign = campaigns.schedule(
+            req.context.shop_id, campaign_id, when, datetime.now(UTC), key_actor(req)
+        )
         resp.media = campaigns.as_dict(campaign)
 
 
@@ -181,7 +190,8 @@ class ActionResource:
         }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
-        resp.media = campaigns.as_dict(self.action(req.context.shop_id, campaign_id))
+        campaign = self.action(req.context.shop_id, campaign_id, actor=key_actor(req))
+        resp.media = campaigns.as_dict(campaign)
 
 
 class ProgressResource:
@@ -223,3 +233,24 @@ class RecipientsResource:
             choice_param(req, "status", RECIPIENT_STATUSES),
         )
         resp.media = page(items, limit)
+
+
+class EventsResource:
+    """`GET /campaigns/{id}/events`: the campaign's audit trail (status changes, its
+    reservation), oldest first; another shop's campaign is a 404."""
+
+    auth = Access.SHOP
+    docs = {
+        "GET": Operation(
+            "A campaign's audit trail: status changes and reservation events, oldest first",
+            {200: Answer("A page of events", schemas.page_of(schemas.AUDIT_EVENT))},
+            query=(LIMIT, AFTER),
+            description="Each event names its actor: `key` (the API key's id), `clock` (the"
+            " job and the leader's epoch), `worker`, `webhook`, `page` or `admin`.",
+        )
+    }
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
+        limit = page_limit(req)
+        campaigns.get(req.context.shop_id, campaign_id)  # 404 unless it is the shop's
+        resp.media = page(audit.campaign_events(campaign_id, limit, page_after(req)), limit)

@@ -10,6 +10,7 @@ from api.body import bool_param, int_param, page, page_after, page_limit
 from api.contact_import import read_import
 from api.docs import AFTER, LIMIT, Answer, Operation, Param
 from service import consent, contacts, erasure
+from service.audit import Actor
 from service.errors import NotFound
 from service.infra.config import Settings
 
@@ -70,7 +71,11 @@ class ContactsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         upload = read_import(req)
         result = contacts.import_contacts(
-            req.context.shop_id, upload.rows, upload.default_country, self.secret
+            req.context.shop_id,
+            upload.rows,
+            upload.default_country,
+            self.secret,
+            actor=Actor.key(req.context.api_key_id),
         )
         resp.media = {
             "created": result.created,
@@ -100,7 +105,12 @@ class ContactResource:
         self.secret = settings.secret_key
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, contact_id: int) -> None:
-        if erasure.erase_contact(req.context.shop_id, contact_id, self.secret) is None:
+        if (
+            erasure.erase_contact(
+                req.context.shop_id, contact_id, self.secret, Actor.key(req.context.api_key_id)
+            )
+            is None
+        ):
             raise NotFound(f"contact {contact_id} does not exist")
         resp.status = falcon.HTTP_204
 

@@ -9,7 +9,7 @@ import falcon
 from api import schemas
 from api.access import Access
 from api.docs import HTML, Answer, Operation
-from service import contacts, links
+from service import audit, contacts, links
 from service.infra.config import Settings
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8">
@@ -115,7 +115,11 @@ class UnsubscribeResource:
         # The body is not read: the form's and RFC 8058's one-click body say the same thing.
         private(resp)
         owner = links.read_unsubscribe_token(self.secret, token)
-        state = contacts.opt_out(*owner, source="link") if owner else None
+        state = (
+            contacts.opt_out(*owner, self.secret, audit.UNSUBSCRIBE_PAGE, source="link")
+            if owner
+            else None
+        )
         if state is None:
             not_valid(resp)
         else:

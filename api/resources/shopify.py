@@ -16,7 +16,7 @@ from api import schemas
 from api.access import Access
 from api.body import read_bytes, read_json
 from api.docs import Answer, Operation
-from service import erasure, exports, shops
+from service import audit, erasure, exports, shops
 from service.contacts import normalise_phone
 from service.infra.config import Settings
 
@@ -57,7 +57,7 @@ class CustomerRedactResource:
             )
             resp.media = {"erased": None}
             return
-        erased = erasure.erase_number(shop.id, phone, self.secret)
+        erased = erasure.erase_number(shop.id, phone, self.secret, audit.SHOPIFY_WEBHOOK)
         log.info("customer erased", extra={"shop_id": shop.id, **erased.as_dict()})
         resp.media = {"erased": erased.as_dict()}
 
@@ -122,6 +122,6 @@ class ShopRedactResource:
             log.warning("shop/redact for an unknown shop")
             resp.media = {"erased": None}
             return
-        erased = erasure.erase_shop(shop.id, self.secret)
+        erased = erasure.erase_shop(shop.id, self.secret, audit.SHOPIFY_WEBHOOK)
         log.info("shop erased", extra={"shop_id": shop.id, **erased.as_dict()})
         resp.media = {"erased": erased.as_dict()}

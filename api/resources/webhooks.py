@@ -12,7 +12,7 @@ from api import schemas
 from api.access import Access
 from api.body import read_json
 from api.docs import Answer, Operation
-from service import delivery, inbound
+from service import audit, delivery, inbound
 from service.contacts import normalise_phone
 from service.errors import InvalidInput
 from service.infra.config import Settings
@@ -44,7 +44,7 @@ class DeliveryReportResource:
         for report in reports:
             if report.get("timestamp"):
                 report["timestamp"] = schemas.parse_datetime(report["timestamp"])
-        applied = delivery.record_reports(reports, self.settings)
+        applied = delivery.record_reports(reports, self.settings, audit.PROVIDER_WEBHOOK)
         resp.media = {"received": len(reports), "applied": applied}
 
 
@@ -85,7 +85,7 @@ class InboundResource:
             if body.get("timestamp")
             else None,
         )
-        received = inbound.receive(message, self.settings, self.provider)
+        received = inbound.receive(message, self.settings, self.provider, audit.PROVIDER_WEBHOOK)
         if not received.shop_ids:
             log.warning("inbound message for no shop", extra={"keyword": received.keyword})
         resp.media = {

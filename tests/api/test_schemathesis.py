@@ -34,7 +34,7 @@ from tests.api.conftest import (
     create_shop,
     import_contacts,
 )
-from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, TABLES
+from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, truncate_tables
 
 MAX_EXAMPLES = 25
 STATEFUL_SCENARIOS = 30
@@ -53,6 +53,7 @@ SEQUENCES = (
     "credit_reservation_id_seq",
     "send_batch_id_seq",
     "short_link_id_seq",
+    "audit_event_id_seq",
 )
 CHECKS = (
     "not_a_server_error",
@@ -111,7 +112,7 @@ class Tenants:
     b_campaign_id: int = 0
 
     def reset(self) -> None:
-        self.db.execute_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        truncate_tables(self.db)
         self.redis_client.flushdb()
         client = CheckedClient(self.app)
         # Shop A with contacts, a draft and a launched campaign (recipients, a reservation,

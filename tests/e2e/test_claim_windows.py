@@ -10,7 +10,7 @@ import signal
 import time
 
 from astronote.launcher import signal_group
-from service import reconcile
+from service import audit, reconcile
 from service.infra.dispatch import SEND_QUEUE
 from tests.e2e.invariants import assert_invariants, rows
 from tests.e2e.stack import held_by_consumers, wait_for
@@ -87,7 +87,7 @@ def test_a_killed_worker_leaves_unknown_only_the_calls_that_were_in_flight(
     )
     time.sleep(1)  # the last delivery reports: the evidence of calls in flight at the kills
     reconcile.reconcile(
-        dataclasses.replace(settings, claim_timeout_ms=1000, batch_stale_after_ms=1000)
+        dataclasses.replace(settings, claim_timeout_ms=1000, batch_stale_after_ms=1000), audit.ADMIN
     )
 
     # ...only those can be of unknown outcome, and every other recipient was sent exactly once

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from service import campaigns, contacts, credits, scheduling, shops
+from service import audit, campaigns, contacts, credits, scheduling, shops
 from service.infra.dispatch import SEND_QUEUE
 from service.observability import clocks as clock_registry
 from service.observability import scheduler_state
@@ -143,9 +143,11 @@ def scheduled_campaign(
     # (about the clock, not consent: a shop that does not require it)
     shop, _ = shops.create_shop(domain, domain, "Shop", require_consent=False)
     if credits_amount:
-        credits.top_up(shop.id, credits_amount, "initial")
+        credits.top_up(shop.id, credits_amount, "initial", audit.ADMIN)
     contacts.import_contacts(
-        shop.id, [{"phone": f"+30690{n:07d}", "first_name": f"N{n}"} for n in range(recipients)]
+        shop.id,
+        [{"phone": f"+30690{n:07d}", "first_name": f"N{n}"} for n in range(recipients)],
+        actor=audit.ADMIN,
     )
     campaign = campaigns.create(shop.id, "Scheduled", "Hi {first_name}, our sale starts now")
     db.execute_sql(
@@ -368,8 +370,8 @@ def test_launching_due_campaigns_twice_launches_each_once_and_fails_the_unsendab
     db.execute_sql("UPDATE contact SET opted_out_at = now() WHERE shop_id = %s", (shop_id,))
 
     # When the launch job runs, and runs again (a second clock, the next slot)
-    first = scheduling.launch_due_campaigns(settings)
-    second = scheduling.launch_due_campaigns(settings)
+    first = scheduling.launch_due_campaigns(settings, audit.Actor.clock("launch_scheduled", 1))
+    second = scheduling.launch_due_campaigns(settings, audit.Actor.clock("launch_scheduled", 1))
 
     # Then the sendable one was launched once, the other failed with the reason
     assert (first.launched, second.launched) == ([sendable], [])

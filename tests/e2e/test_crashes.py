@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from service import reconcile
+from service import audit, reconcile
 from tests.e2e.invariants import assert_invariants, rows
 from tests.e2e.stack import LOGS, wait_for
 
@@ -85,7 +85,7 @@ def test_worker_killed_mid_batch_sends_nothing_twice(make_stack, db, settings):
     time.sleep(1)  # let the last delivery reports land: they are the evidence
     # ...and the reconcile services run with a short claim timeout
     short = dataclasses.replace(settings, claim_timeout_ms=1000, batch_stale_after_ms=1000)
-    report = reconcile.reconcile(short)
+    report = reconcile.reconcile(short, audit.ADMIN)
 
     # Then the campaign finished, nobody got two messages, and the books balance
     progress = stack.wait_finished(key, campaign_id, timeout=30)
@@ -200,7 +200,7 @@ def test_web_killed_between_commit_and_publish_is_healed_by_the_reconciler(
     assert stack.sim_messages(summary="1")["count"] == 0, "nothing was published"
 
     # Then the reconciler republishes the durable batches and the campaign completes
-    report = reconcile.reconcile(dataclasses.replace(settings, batch_stale_after_ms=0))
+    report = reconcile.reconcile(dataclasses.replace(settings, batch_stale_after_ms=0), audit.ADMIN)
     assert report.republished_batches >= 1
     stack.start_web(workers=1)
     progress = stack.wait_finished(key, campaign["id"], timeout=60)

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from service import links, reconcile
+from service import audit, links, reconcile
 from tests.e2e.invariants import assert_invariants, rows
 from tests.e2e.stack import LOGS, wait_for
 
@@ -145,7 +145,7 @@ def test_an_unknown_outcome_is_never_resent_and_resolved_by_evidence(make_stack,
     assert stack.sim_messages(summary="1")["count"] == 10
     assert (
         reconcile.reconcile(
-            dataclasses.replace(settings, claim_timeout_ms=1000)
+            dataclasses.replace(settings, claim_timeout_ms=1000), audit.ADMIN
         ).upgraded_by_evidence
         == 0
     )
@@ -178,7 +178,7 @@ def test_an_unknown_outcome_without_evidence_fails_without_debit(make_stack, db,
     )
     time.sleep(1)  # older than the claim timeout below
 
-    reconcile.reconcile(dataclasses.replace(settings, claim_timeout_ms=500))
+    reconcile.reconcile(dataclasses.replace(settings, claim_timeout_ms=500), audit.ADMIN)
 
     progress = stack.wait_finished(key, campaign_id, timeout=30)
     assert (progress["status"], progress["failed"]) == ("failed", 5)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.database import fetchall
-from service import campaigns, contacts, credits, shops
+from service import audit, campaigns, contacts, credits, shops
 from service.enqueue import batch_key, enqueue
 from service.provider import Outcome, SendResult, Sms
 
@@ -77,8 +77,10 @@ def reservation(campaign_id: int) -> tuple:
 def shop_with_contacts(domain: str, balance: int, count: int) -> tuple[int, list[int]]:
     """A shop with `balance` credits and `count` contacts: (shop id, contact ids)."""
     shop, _ = shops.create_shop(domain, domain, require_consent=False)
-    credits.top_up(shop.id, balance, "initial")
-    contacts.import_contacts(shop.id, [{"phone": f"+3069{i:08d}"} for i in range(count)])
+    credits.top_up(shop.id, balance, "initial", audit.ADMIN)
+    contacts.import_contacts(
+        shop.id, [{"phone": f"+3069{i:08d}"} for i in range(count)], actor=audit.ADMIN
+    )
     ids = [
         row[0]
         for row in fetchall("SELECT id FROM contact WHERE shop_id = %s ORDER BY id", (shop.id,))
@@ -99,7 +101,7 @@ def enqueue_campaign(
 ) -> Enqueued:
     """A campaign of one-segment texts (no unsubscribe link) to `contact_ids`, enqueued."""
     campaign = campaigns.create(shop_id, "c", text, list(contact_ids), append_unsubscribe=False)
-    enqueue(shop_id, campaign.id, settings)
+    enqueue(shop_id, campaign.id, settings, audit.ADMIN)
     ids = recipient_ids(campaign.id)
     return Enqueued(shop_id, campaign.id, ids, batch_key(campaign.id, ids))
 

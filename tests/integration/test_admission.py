@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from models.database import fetchall
-from service import admission, campaigns, reconcile
+from service import admission, audit, campaigns, reconcile
 from service.enqueue import enqueue
 from service.infra import dispatch
 from service.sending import finish_batch
@@ -63,15 +63,15 @@ def test_a_paused_campaign_holds_no_place_and_its_resume_waits_for_admission(db,
     first = enqueue_campaign(fair, shop_id, contact_ids[:50])
 
     # When it is paused and the shop enqueues another campaign
-    campaigns.pause(shop_id, first.campaign_id)
+    campaigns.pause(shop_id, first.campaign_id, audit.ADMIN)
     other = campaigns.create(shop_id, "c2", "Another sale", contact_ids[:20])
-    enqueue(shop_id, other.id, fair)
+    enqueue(shop_id, other.id, fair, audit.ADMIN)
 
     # Then the paused campaign's batches do not count: the new one's are all admitted
     assert batch_states(other.id) == {"published": 2}
 
     # When the paused one is resumed, Then it gets only the place left (3 - 2 = 1)
-    campaigns.resume(shop_id, first.campaign_id, fair)
+    campaigns.resume(shop_id, first.campaign_id, fair, audit.ADMIN)
     assert batch_states(first.campaign_id) == {"published": 1, "pending": 4}
 
 
@@ -87,6 +87,6 @@ def test_the_clock_admits_batches_a_lost_trigger_left_waiting(db, settings):
     )
 
     # When the clock reconciles, Then it admits the shop's share, and only that
-    report = reconcile.reconcile(fair)
+    report = reconcile.reconcile(fair, audit.ADMIN)
     assert report.admitted_batches == 2 and not report.errors
     assert batch_states(enqueued.campaign_id) == {"published": 2, "pending": 1}

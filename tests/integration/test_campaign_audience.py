@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from models.database import fetchall
-from service import audience, campaigns, contacts, shops
+from service import audience, audit, campaigns, contacts, shops
 from service.audience import name_shape
 from service.segments import GSM7_BASIC, GSM7_EXTENSION
 
@@ -33,7 +33,9 @@ def test_the_sql_groups_never_mix_two_name_shapes(db):
         None,
     ]
     contacts.import_contacts(
-        shop.id, [{"phone": f"+30690{i:07d}", "first_name": name} for i, name in enumerate(names)]
+        shop.id,
+        [{"phone": f"+30690{i:07d}", "first_name": name} for i, name in enumerate(names)],
+        actor=audit.ADMIN,
     )
     stored = [
         row[0] for row in fetchall("SELECT first_name FROM contact WHERE shop_id = %s", (shop.id,))
@@ -55,7 +57,9 @@ def test_the_sql_groups_never_mix_two_name_shapes(db):
 def test_a_list_audience_is_counted_without_being_read(db):
     # Given a campaign to a list of two contacts
     shop, _ = shops.create_shop("list.example", "List", require_consent=False)
-    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}, {"phone": "+306900000002"}])
+    contacts.import_contacts(
+        shop.id, [{"phone": "+306900000001"}, {"phone": "+306900000002"}], actor=audit.ADMIN
+    )
     ids = [row[0] for row in fetchall("SELECT id FROM contact")]
     created = campaigns.create(shop.id, "c", "Hello there", contact_ids=ids)
 

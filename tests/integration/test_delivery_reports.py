@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.database import fetchall
-from service import campaigns, contacts, credits, delivery, shops
+from service import audit, campaigns, contacts, credits, delivery, shops
 from service.enqueue import batch_key, enqueue
 from service.sending import Accepted, claim_recipients, persist_results
 
@@ -11,10 +11,12 @@ from service.sending import Accepted, claim_recipients, persist_results
 def sending_campaign(settings, size: int = 3):
     # (about delivery reports, not consent: a shop that does not require it)
     shop, _ = shops.create_shop("dlr.example", "DLR", require_consent=False)
-    credits.top_up(shop.id, 100, "initial")
-    contacts.import_contacts(shop.id, [{"phone": f"+30690000{i:04d}"} for i in range(size)])
+    credits.top_up(shop.id, 100, "initial", audit.ADMIN)
+    contacts.import_contacts(
+        shop.id, [{"phone": f"+30690000{i:04d}"} for i in range(size)], actor=audit.ADMIN
+    )
     campaign = campaigns.create(shop.id, "c", "Hello there", append_unsubscribe=False)
-    enqueue(shop.id, campaign.id, settings)
+    enqueue(shop.id, campaign.id, settings, audit.ADMIN)
     ids = [
         row[0]
         for row in fetchall(
@@ -44,12 +46,17 @@ def accept(shop_id, campaign_id, recipient, provider_id):
 def test_a_report_that_arrives_before_the_send_is_persisted_is_applied(db, settings):
     # Given a claimed recipient whose report arrives before its send is persisted
     shop_id, campaign_id, (first, *_) = sending_campaign(settings)
-    assert delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}], settings) == 0
+    assert (
+        delivery.record_reports(
+            [{"id": "p-1", "deliveryStatus": "Delivered"}], settings, audit.PROVIDER_WEBHOOK
+        )
+        == 0
+    )
 
     # When the send is persisted and the campaign's status refreshed
     accept(shop_id, campaign_id, first, "p-1")
     assert delivery_status(db, first.id) == "Queued"
-    delivery.refresh_campaign(campaign_id, settings)
+    delivery.refresh_campaign(campaign_id, settings, audit.WORKER)
 
     # Then the early report is applied
     assert delivery_status(db, first.id) == "Delivered"
@@ -60,7 +67,9 @@ def test_a_status_never_moves_backwards_and_duplicates_change_nothing(db, settin
     accept(shop_id, campaign_id, first, "p-1")
     accept(shop_id, campaign_id, second, "p-2")
 
-    delivery.record_reports([{"id": "p-1", "deliveryStatus": "Delivered"}], settings)
+    delivery.record_reports(
+        [{"id": "p-1", "deliveryStatus": "Delivered"}], settings, audit.PROVIDER_WEBHOOK
+    )
     delivery.record_reports(
         [
             {"id": "p-1", "deliveryStatus": "Sent"},
@@ -68,8 +77,11 @@ def test_a_status_never_moves_backwards_and_duplicates_change_nothing(db, settin
             {"id": "p-1", "deliveryStatus": "Expired"},
         ],
         settings,
+        audit.PROVIDER_WEBHOOK,
     )
-    delivery.record_reports([{"id": "p-2", "deliveryStatus": "Sent"}] * 2, settings)
+    delivery.record_reports(
+        [{"id": "p-2", "deliveryStatus": "Sent"}] * 2, settings, audit.PROVIDER_WEBHOOK
+    )
 
     assert delivery_status(db, first.id) == "Delivered"
     assert delivery_status(db, second.id) == "Sent"
@@ -117,6 +129,7 @@ def test_a_report_naming_a_call_still_in_flight_makes_it_sent_at_once(db, settin
             }
         ],
         settings,
+        audit.PROVIDER_WEBHOOK,
     )
 
     # Then it is sent with the report's message id and its debit, and the report applied
@@ -141,6 +154,7 @@ def test_a_bulk_report_names_its_recipient_by_batch_reference_and_number(db, set
     delivery.record_reports(
         [{"id": "b-7", "reference": key, "to": claimed[1].phone, "deliveryStatus": "Sent"}],
         settings,
+        audit.PROVIDER_WEBHOOK,
     )
 
     # Then that recipient alone is sent and debited

@@ -6,20 +6,20 @@ import threading
 
 import pytest
 
-from service import api_keys, idempotency, shops
+from service import api_keys, audit, idempotency, shops
 from service.errors import NotFound
 
 
 def test_a_revoked_key_stops_authenticating_and_others_keep_working(db):
     # Given a shop with its first key and a second one issued later
     shop, first = shops.create_shop("keys.example", "Keys")
-    record, second = api_keys.issue_key(shop.id)
+    record, second = api_keys.issue_key(shop.id, audit.ADMIN)
     assert api_keys.authenticate(first).shop_id == shop.id
     assert api_keys.authenticate(second) == api_keys.Principal(shop.id, record.id)
 
     # When the second key is revoked (twice: idempotent)
-    revoked_at = api_keys.revoke_key(shop.id, record.id)
-    assert api_keys.revoke_key(shop.id, record.id) == revoked_at
+    revoked_at = api_keys.revoke_key(shop.id, record.id, audit.ADMIN)
+    assert api_keys.revoke_key(shop.id, record.id, audit.ADMIN) == revoked_at
 
     # Then it no longer authenticates, the first still does, and the list shows both
     assert api_keys.authenticate(second) is None
@@ -41,7 +41,7 @@ def test_another_shops_key_id_cannot_be_revoked(db):
 
     # When shop A's admin path names shop B's key: not found, and B's key still works
     with pytest.raises(NotFound):
-        api_keys.revoke_key(shop_a.id, key_id_b)
+        api_keys.revoke_key(shop_a.id, key_id_b, audit.ADMIN)
     assert api_keys.authenticate(key_b).shop_id == shop_b.id
 
 

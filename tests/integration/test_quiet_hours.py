@@ -10,7 +10,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from models.database import execute, fetchall
-from service import campaigns, contacts, credits, delivery, reconcile, scheduling, shops
+from service import audit, campaigns, contacts, credits, delivery, reconcile, scheduling, shops
 from service.enqueue import batch_key, enqueue
 from service.infra.clock import ShiftedClock
 from service.observability.health import HealthChecker
@@ -34,16 +34,18 @@ def make_campaign(settings, phones, text="Hi {first_name}", cap=None, quiet=NIGH
         quiet_hours=quiet,
         frequency_cap=cap,
     )
-    credits.top_up(shop.id, 1000, "initial")
+    credits.top_up(shop.id, 1000, "initial", audit.ADMIN)
     contacts.import_contacts(
-        shop.id, [{"phone": p, "first_name": f"N{i}"} for i, p in enumerate(phones)]
+        shop.id,
+        [{"phone": p, "first_name": f"N{i}"} for i, p in enumerate(phones)],
+        actor=audit.ADMIN,
     )
     return shop.id, launch(settings, shop.id, text)
 
 
 def launch(settings, shop_id: int, text: str) -> tuple[int, list[int], str]:
     campaign = campaigns.create(shop_id, "c", text, append_unsubscribe=False)
-    enqueue(shop_id, campaign.id, dataclasses.replace(settings, send_batch_size=100))
+    enqueue(shop_id, campaign.id, dataclasses.replace(settings, send_batch_size=100), audit.ADMIN)
     ids = [
         row[0]
         for row in fetchall(
@@ -102,7 +104,7 @@ def test_recipients_in_quiet_hours_wait_and_go_when_the_window_opens(db, setting
     }
 
     # And while they wait, the campaign is neither finished nor republished by the reconciler
-    assert delivery.refresh_campaign(campaign_id, settings) is None
+    assert delivery.refresh_campaign(campaign_id, settings, audit.WORKER) is None
     stale_now = dataclasses.replace(settings, batch_stale_after_ms=100)
     execute("UPDATE send_batch SET published_at = now() - interval '1 hour'")
     assert reconcile.republish_stale_batches(stale_now, clock.now()) == 0
@@ -122,7 +124,7 @@ def test_recipients_in_quiet_hours_wait_and_go_when_the_window_opens(db, setting
     assert sorted(provider.sent) == sorted(GREEK + CALIFORNIAN)
     assert statuses(campaign_id) == {"sent": 6}
     assert batch_state(key)[0] == "finished" and waiting_of(key) == (0, None)
-    assert delivery.refresh_campaign(campaign_id, settings) == "completed"
+    assert delivery.refresh_campaign(campaign_id, settings, audit.WORKER) == "completed"
     state, amount, consumed, released = reservation(campaign_id)
     assert (state, consumed, released) == ("released", 6, amount - 6)
     assert credits.summary(shop_id).balance == 1000 - 6
@@ -164,7 +166,7 @@ def test_a_paused_campaign_waiting_is_left_for_its_resume(db, settings, redis_cl
     shop_id, (campaign_id, ids, key) = make_campaign(settings, GREEK)
     clock = ShiftedClock()
     clock.set(EVENING)
-    campaigns.pause(shop_id, campaign_id)
+    campaigns.pause(shop_id, campaign_id, audit.ADMIN)
     queued = delayed_messages(redis_client)
 
     # When its batch is delivered meanwhile
@@ -183,8 +185,8 @@ def test_recipients_over_the_frequency_cap_are_skipped_and_not_charged(db, setti
     shop, _ = shops.create_shop(
         "cap.example", "Cap", require_consent=False, quiet_hours=None, frequency_cap=1
     )
-    credits.top_up(shop.id, 100, "initial")
-    contacts.import_contacts(shop.id, [{"phone": p} for p in phones])
+    credits.top_up(shop.id, 100, "initial", audit.ADMIN)
+    contacts.import_contacts(shop.id, [{"phone": p} for p in phones], actor=audit.ADMIN)
     first_id, first_ids, first_key = launch(settings, shop.id, "First {first_name}")
     execute("DELETE FROM campaign_recipient WHERE phone = %s", (phones[2],))
     sender(settings, FakeProvider()).send(first_id, shop.id, first_ids[:2], first_key)
@@ -208,15 +210,15 @@ def test_recipients_over_the_frequency_cap_are_skipped_and_not_charged(db, setti
     assert skipped == [(phones[0], "frequency_cap")]
     # and only the two sent are charged; the skipped one's part is released at the end
     assert credits.summary(shop.id).balance == balance - 2
-    assert delivery.refresh_campaign(second_id, settings) == "completed"
+    assert delivery.refresh_campaign(second_id, settings, audit.WORKER) == "completed"
     state, amount, consumed, released = reservation(second_id)
     assert (state, consumed, released) == ("released", 2, amount - 2)
 
 
 def test_without_a_cap_nobody_is_skipped(db, settings):
     shop, _ = shops.create_shop("nocap.example", "NoCap", require_consent=False)
-    credits.top_up(shop.id, 100, "initial")
-    contacts.import_contacts(shop.id, [{"phone": "+306930000001"}])
+    credits.top_up(shop.id, 100, "initial", audit.ADMIN)
+    contacts.import_contacts(shop.id, [{"phone": "+306930000001"}], actor=audit.ADMIN)
     for text in ("One {first_name}", "Two {first_name}", "Three {first_name}"):
         campaign_id, ids, key = launch(settings, shop.id, text)
         sender(settings, FakeProvider()).send(campaign_id, shop.id, ids, key)
@@ -226,13 +228,13 @@ def test_without_a_cap_nobody_is_skipped(db, settings):
 def test_a_scheduled_campaign_launched_in_quiet_hours_waits_too(db, settings):
     # Given a campaign scheduled for 22:00 in Athens
     shop, _ = shops.create_shop("scheduled.example", "S", require_consent=False, quiet_hours=NIGHT)
-    credits.top_up(shop.id, 100, "initial")
-    contacts.import_contacts(shop.id, [{"phone": p} for p in GREEK])
+    credits.top_up(shop.id, 100, "initial", audit.ADMIN)
+    contacts.import_contacts(shop.id, [{"phone": p} for p in GREEK], actor=audit.ADMIN)
     campaign = campaigns.create(shop.id, "c", "Hi {first_name}", append_unsubscribe=False)
-    campaigns.schedule(shop.id, campaign.id, EVENING, now=EVENING - timedelta(hours=1))
+    campaigns.schedule(shop.id, campaign.id, EVENING, EVENING - timedelta(hours=1), audit.ADMIN)
 
     # When the clock launches it at its time and its batch is delivered
-    report = scheduling.launch_due_campaigns(settings, now=EVENING)
+    report = scheduling.launch_due_campaigns(settings, audit.ADMIN, now=EVENING)
     assert report.launched == [campaign.id]
     (key, ids) = fetchall(
         "SELECT key, recipient_ids FROM send_batch WHERE campaign_id = %s", (campaign.id,)
@@ -268,5 +270,5 @@ def test_zones_never_outside_quiet_hours_together_are_skipped_not_charged(db, se
         (campaign_id,),
     ) == [("quiet_hours",)]
     assert batch_state(key)[0] == "finished"
-    assert delivery.refresh_campaign(campaign_id, settings) == "completed"
+    assert delivery.refresh_campaign(campaign_id, settings, audit.WORKER) == "completed"
     assert reservation(campaign_id)[2] == 1  # one message consumed

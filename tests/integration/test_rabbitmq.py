@@ -9,7 +9,7 @@ import threading
 import dramatiq
 import pytest
 
-from service import campaigns, contacts, credits, shops
+from service import audit, campaigns, contacts, credits, shops
 from service.enqueue import enqueue
 from service.errors import BrokerUnavailable, DependencyUnavailable
 from service.infra import dispatch
@@ -125,8 +125,8 @@ def test_a_connection_that_died_is_replaced_on_the_next_publish(db, broker_url):
 def test_a_rabbitmq_that_is_down_is_named_and_nothing_is_started(db, settings, redis_client):
     # Given BROKER_URL naming a RabbitMQ that does not answer, and a draft campaign
     shop, _ = shops.create_shop("down.example", "Down")
-    credits.top_up(shop.id, 100, "initial")
-    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}])
+    credits.top_up(shop.id, 100, "initial", audit.ADMIN)
+    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}], actor=audit.ADMIN)
     campaign = campaigns.create(shop.id, "c", "Hello there", append_unsubscribe=False)
     port = free_port()
     with using_broker(settings, f"amqp://guest:secret-pw@127.0.0.1:{port}/") as down:
@@ -148,7 +148,7 @@ def test_a_rabbitmq_that_is_down_is_named_and_nothing_is_started(db, settings, r
         with pytest.raises(BrokerUnavailable):
             dispatch.publish_status_update(campaign.id)
         with pytest.raises(DependencyUnavailable, match="RabbitMQ is unreachable"):
-            enqueue(shop.id, campaign.id, down)
+            enqueue(shop.id, campaign.id, down, audit.ADMIN)
     assert campaigns.get(shop.id, campaign.id).status == "draft"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from models.database import fetchall
-from service import campaigns, contacts, credits, delivery, reconcile, shops
+from service import audit, campaigns, contacts, credits, delivery, reconcile, shops
 from service.enqueue import batch_key, enqueue
 from service.sending import claim_recipients
 
@@ -14,10 +14,10 @@ def campaign_in_flight(settings, domain: str, balance: int):
     """A shop whose one-recipient campaign's provider call had an unknown outcome."""
     # (about reconciling, not consent: a shop that does not require it)
     shop, _ = shops.create_shop(domain, domain, require_consent=False)
-    credits.top_up(shop.id, balance, "initial")
-    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}])
+    credits.top_up(shop.id, balance, "initial", audit.ADMIN)
+    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}], actor=audit.ADMIN)
     campaign = campaigns.create(shop.id, "c", "Hello there", append_unsubscribe=False)
-    enqueue(shop.id, campaign.id, settings)
+    enqueue(shop.id, campaign.id, settings, audit.ADMIN)
     ids = [
         row[0]
         for row in fetchall(
@@ -38,13 +38,15 @@ def test_evidence_after_the_campaign_finished_still_makes_the_message_sent(db, s
     # Given an unknown outcome resolved as failed, and the campaign finished
     quick = dataclasses.replace(settings, claim_timeout_ms=0)
     shop_id, campaign_id, recipient_id = campaign_in_flight(settings, "late.example", 10)
-    reconcile.reconcile(quick)
+    reconcile.reconcile(quick, audit.ADMIN)
     assert status_of(recipient_id) == ("failed", "unknown_outcome")
     assert campaigns.get(shop_id, campaign_id).status == "failed"
 
     # When the provider's report naming it by reference arrives later
     delivery.record_reports(
-        [{"id": "late-1", "reference": str(recipient_id), "deliveryStatus": "Delivered"}], settings
+        [{"id": "late-1", "reference": str(recipient_id), "deliveryStatus": "Delivered"}],
+        settings,
+        audit.PROVIDER_WEBHOOK,
     )
 
     # Then it is sent and debited once as the report is applied (not at the next reconcile),
@@ -52,7 +54,7 @@ def test_evidence_after_the_campaign_finished_still_makes_the_message_sent(db, s
     assert status_of(recipient_id) == ("sent", None)
     assert credits.summary(shop_id).balance == 9
     assert campaigns.get(shop_id, campaign_id).status == "completed"
-    report = reconcile.reconcile(quick)
+    report = reconcile.reconcile(quick, audit.ADMIN)
     assert report.upgraded_by_evidence == 0 and not report.errors
     assert credits.summary(shop_id).balance == 9
 
@@ -63,7 +65,7 @@ def test_the_reconciler_upgrades_what_a_report_could_not(db, settings):
     quick = dataclasses.replace(settings, claim_timeout_ms=0)
     first_shop, _, first = campaign_in_flight(settings, "first.example", 1)
     second_shop, _, second = campaign_in_flight(settings, "second.example", 5)
-    reconcile.reconcile(quick)
+    reconcile.reconcile(quick, audit.ADMIN)
     db.execute_sql(
         "INSERT INTO delivery_report (provider_id, reference, status) VALUES"
         " ('a-1', %s, 'Sent'), ('b-1', %s, 'Sent')",
@@ -71,7 +73,7 @@ def test_the_reconciler_upgrades_what_a_report_could_not(db, settings):
     )
 
     # When reconcile runs
-    report = reconcile.reconcile(quick)
+    report = reconcile.reconcile(quick, audit.ADMIN)
 
     # Then both are sent, each debited from the credit its campaign held for it
     assert report.upgraded_by_evidence == 2 and not report.errors
@@ -86,7 +88,7 @@ def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest
     quick = dataclasses.replace(settings, claim_timeout_ms=0)
     broke_shop, _, broke = campaign_in_flight(settings, "broke.example", 1)
     fine_shop, _, fine = campaign_in_flight(settings, "fine.example", 5)
-    reconcile.reconcile(quick)
+    reconcile.reconcile(quick, audit.ADMIN)
     db.execute_sql("UPDATE shop SET credit_balance = 0 WHERE id = %s", (broke_shop,))
     db.execute_sql(
         "INSERT INTO credit_transaction (shop_id, kind, amount, idempotency_key)"
@@ -101,6 +103,7 @@ def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest
             {"id": "f-1", "reference": str(fine), "deliveryStatus": "Sent"},
         ],
         settings,
+        audit.PROVIDER_WEBHOOK,
     )
 
     # Then the covered one is upgraded, the other stays failed (balance never below zero)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from models.database import fetchall
-from service import campaigns, credits, delivery, reconcile
+from service import audit, campaigns, credits, delivery, reconcile
 from service.credits import CreditSummary
 from service.infra.call_slots import CallSlots
 from service.provider import Outcome
@@ -63,7 +63,7 @@ def test_cancel_releases_at_once_only_what_will_never_be_sent(db, settings):
     assert credits.summary(shop_id) == CreditSummary(20, 10, 10)
 
     # When the merchant cancels it
-    campaigns.cancel(shop_id, sending.campaign_id, settings)
+    campaigns.cancel(shop_id, sending.campaign_id, settings, audit.ADMIN)
 
     # Then the 6 never sent are skipped and their credits available; the 4 in flight stay held
     assert statuses(sending.campaign_id) == {"sending": 4, "skipped": 6}
@@ -78,7 +78,7 @@ def test_cancel_releases_at_once_only_what_will_never_be_sent(db, settings):
     # Then the throttled one is skipped, not pending, and the reservation is released once
     # nothing is in flight; the credits it held for the throttled call are available again
     assert statuses(sending.campaign_id) == {"sent": 3, "skipped": 7}
-    assert delivery.refresh_campaign(sending.campaign_id, settings) == "cancelled"
+    assert delivery.refresh_campaign(sending.campaign_id, settings, audit.WORKER) == "cancelled"
     assert reservation(sending.campaign_id) == ("released", 10, 3, 7)
     assert credits.summary(shop_id) == CreditSummary(17, 0, 17)
     assert_books_balance(shop_id)
@@ -89,7 +89,7 @@ def test_a_campaign_for_exactly_what_a_cancel_left_available_sends_everyone(db, 
     shop_id, contact_ids = shop_with_contacts("exact.example", 20, 40)
     cancelled = enqueue_campaign(settings, shop_id, contact_ids[:10])
     claim_recipients(cancelled.campaign_id, cancelled.recipients[:4], cancelled.key)
-    campaigns.cancel(shop_id, cancelled.campaign_id, settings)
+    campaigns.cancel(shop_id, cancelled.campaign_id, settings, audit.ADMIN)
     available = credits.summary(shop_id).available
 
     # When a second campaign is enqueued for exactly the available credits
@@ -104,8 +104,8 @@ def test_a_campaign_for_exactly_what_a_cancel_left_available_sends_everyone(db, 
     assert available == 16
     assert statuses(second.campaign_id) == {"sent": 16}
     assert len(provider.sent) == 16
-    assert delivery.refresh_campaign(second.campaign_id, settings) == "completed"
-    assert delivery.refresh_campaign(cancelled.campaign_id, settings) == "cancelled"
+    assert delivery.refresh_campaign(second.campaign_id, settings, audit.WORKER) == "completed"
+    assert delivery.refresh_campaign(cancelled.campaign_id, settings, audit.WORKER) == "cancelled"
     assert assert_books_balance(shop_id)["balance"] == 0
 
 
@@ -117,7 +117,7 @@ def test_a_cancel_while_the_call_is_in_flight_skips_what_the_provider_throttled(
     shop_id, contact_ids = shop_with_contacts("inflight.example", 10, 5)
     sending = enqueue_campaign(settings, shop_id, contact_ids)
     provider = FakeProvider(
-        during_call=lambda: campaigns.cancel(shop_id, sending.campaign_id, settings),
+        during_call=lambda: campaigns.cancel(shop_id, sending.campaign_id, settings, audit.ADMIN),
         outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2,
     )
     sender = BatchSender(settings, provider, calls, CallSlots(8))
@@ -134,7 +134,7 @@ def test_a_cancel_while_the_call_is_in_flight_skips_what_the_provider_throttled(
         ("cancelled",)
     ]
     assert fetchall("SELECT state FROM send_batch") == [("finished",)]
-    assert delivery.refresh_campaign(sending.campaign_id, settings) == "cancelled"
+    assert delivery.refresh_campaign(sending.campaign_id, settings, audit.WORKER) == "cancelled"
     assert reservation(sending.campaign_id)[0] == "released"
     assert credits.summary(shop_id) == CreditSummary(7, 0, 7)
     assert_books_balance(shop_id)
@@ -144,7 +144,7 @@ def test_answers_after_a_pause_are_kept_and_resume_sends_the_rest_once(db, setti
     # Given a campaign of 5 paused while its call is in flight: 3 accepted, 2 throttled
     shop_id, contact_ids = shop_with_contacts("pause.example", 10, 5)
     sending = enqueue_campaign(settings, shop_id, contact_ids)
-    pauses = [lambda: campaigns.pause(shop_id, sending.campaign_id)]
+    pauses = [lambda: campaigns.pause(shop_id, sending.campaign_id, audit.ADMIN)]
     provider = FakeProvider(
         during_call=lambda: pauses and pauses.pop()(),
         outcomes=[Outcome.ACCEPTED] * 3 + [Outcome.NOT_SENT] * 2,
@@ -157,16 +157,16 @@ def test_answers_after_a_pause_are_kept_and_resume_sends_the_rest_once(db, setti
     assert credits.summary(shop_id).balance == 7
     # ...a redelivery while it is paused sends nothing, and it is not finalised
     assert sender.send(sending.campaign_id, shop_id, sending.recipients, sending.key).claimed == 0
-    assert delivery.refresh_campaign(sending.campaign_id, settings) is None
+    assert delivery.refresh_campaign(sending.campaign_id, settings, audit.WORKER) is None
 
     # When it is resumed and its unfinished batch delivered
-    campaigns.resume(shop_id, sending.campaign_id, settings)
+    campaigns.resume(shop_id, sending.campaign_id, settings, audit.ADMIN)
     send_all(sender, sending.campaign_id, shop_id)
 
     # Then each remaining recipient was sent exactly once
     assert statuses(sending.campaign_id) == {"sent": 5}
     assert sorted(provider.sent) == sorted(set(provider.sent)) and len(provider.sent) == 5
-    assert delivery.refresh_campaign(sending.campaign_id, settings) == "completed"
+    assert delivery.refresh_campaign(sending.campaign_id, settings, audit.WORKER) == "completed"
     assert reservation(sending.campaign_id) == ("released", 5, 5, 0)
     assert_books_balance(shop_id)
 
@@ -177,7 +177,7 @@ def test_late_evidence_is_charged_against_credits_held_for_it(db, settings):
     shop_id, contact_ids = shop_with_contacts("late.example", 5, 1)
     sending = enqueue_campaign(settings, shop_id, contact_ids)
     claim_recipients(sending.campaign_id, sending.recipients, sending.key)
-    reconcile.reconcile(quick)
+    reconcile.reconcile(quick, audit.ADMIN)
     failed = campaigns.get(shop_id, sending.campaign_id)
     assert (failed.status, failed.status_reason) == ("failed", "no message was sent")
 
@@ -187,12 +187,13 @@ def test_late_evidence_is_charged_against_credits_held_for_it(db, settings):
 
     # When the shop's other credits are taken away meanwhile (all but the held one can be)
     with pytest.raises(credits.InsufficientCredits):
-        credits.adjust(shop_id, -5, "chargeback", "cb-1")
-    credits.adjust(shop_id, -4, "chargeback", "cb-2")
+        credits.adjust(shop_id, -5, "chargeback", "cb-1", audit.ADMIN)
+    credits.adjust(shop_id, -4, "chargeback", "cb-2", audit.ADMIN)
     # ...and the provider's report naming the message arrives
     delivery.record_reports(
         [{"id": "late-1", "reference": str(sending.recipients[0]), "deliveryStatus": "Delivered"}],
         settings,
+        audit.PROVIDER_WEBHOOK,
     )
 
     # Then the message is sent with its debit, drawn from the hold: the balance is 0, never
@@ -209,7 +210,7 @@ def test_late_evidence_is_charged_against_credits_held_for_it(db, settings):
         "adjustment": -4,
         "balance": 0,
     }
-    assert not reconcile.reconcile(quick).errors
+    assert not reconcile.reconcile(quick, audit.ADMIN).errors
 
 
 def test_a_hold_ends_with_the_evidence_window(db, settings):
@@ -218,12 +219,12 @@ def test_a_hold_ends_with_the_evidence_window(db, settings):
     shop_id, contact_ids = shop_with_contacts("window.example", 5, 1)
     sending = enqueue_campaign(settings, shop_id, contact_ids)
     claim_recipients(sending.campaign_id, sending.recipients, sending.key)
-    reconcile.reconcile(quick)
+    reconcile.reconcile(quick, audit.ADMIN)
     assert reservation(sending.campaign_id)[0] == "held"
 
     # When the evidence window has passed
     past = dataclasses.replace(quick, evidence_window_ms=0)
-    report = reconcile.reconcile(past)
+    report = reconcile.reconcile(past, audit.ADMIN)
 
     # Then the hold is released, and a report arriving later charges nothing
     assert report.released_reservations == 1 and not report.errors
@@ -237,8 +238,9 @@ def test_a_hold_ends_with_the_evidence_window(db, settings):
             }
         ],
         past,
+        audit.PROVIDER_WEBHOOK,
     )
-    assert not reconcile.reconcile(past).errors
+    assert not reconcile.reconcile(past, audit.ADMIN).errors
     assert statuses(sending.campaign_id) == {"failed": 1}
     assert_books_balance(shop_id)
 
@@ -248,17 +250,17 @@ def test_the_reconciler_finalises_a_cancelled_campaign_once_nothing_is_in_flight
     shop_id, contact_ids = shop_with_contacts("settle.example", 10, 5)
     sending = enqueue_campaign(settings, shop_id, contact_ids)
     claim_recipients(sending.campaign_id, sending.recipients[:2], sending.key)
-    campaigns.cancel(shop_id, sending.campaign_id, settings)
+    campaigns.cancel(shop_id, sending.campaign_id, settings, audit.ADMIN)
 
     # When the reconciler runs while they are in flight
-    report = reconcile.reconcile(settings)
+    report = reconcile.reconcile(settings, audit.ADMIN)
     # Then the campaign is not finalised and their credits stay reserved
     assert report.finalized == {} and reservation(sending.campaign_id)[0] == "active"
     assert credits.summary(shop_id) == CreditSummary(10, 2, 8)
 
     # When one is answered and the other's claim times out
     accept(shop_id, sending.campaign_id, sending.recipients[:1])
-    report = reconcile.reconcile(dataclasses.replace(settings, claim_timeout_ms=0))
+    report = reconcile.reconcile(dataclasses.replace(settings, claim_timeout_ms=0), audit.ADMIN)
 
     # Then it is finalised: no recipient pending, the sent one debited, the unknown one's
     # credit held for evidence (not active: the campaign is over)

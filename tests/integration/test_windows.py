@@ -15,7 +15,7 @@ from dramatiq.middleware.threading import raise_thread_exception
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from models.database import connection, fetchall
-from service import campaigns, contacts, credits, shops
+from service import audit, campaigns, contacts, credits, shops
 from service.enqueue import batch_key, enqueue
 from service.infra.call_slots import CallSlots
 from service.provider import Outcome, SendResult, Sms
@@ -98,14 +98,16 @@ def batch(db, settings):
     """A sending campaign of twelve personalised messages in one batch:
     (shop id, campaign id, recipient ids, batch key)."""
     shop, _ = shops.create_shop("windows.example", "Windows", require_consent=False)
-    credits.top_up(shop.id, 1000, "initial")
+    credits.top_up(shop.id, 1000, "initial", audit.ADMIN)
     contacts.import_contacts(
-        shop.id, [{"phone": f"+30690000{i:04d}", "first_name": f"N{i}"} for i in range(12)]
+        shop.id,
+        [{"phone": f"+30690000{i:04d}", "first_name": f"N{i}"} for i in range(12)],
+        actor=audit.ADMIN,
     )
     campaign = campaigns.create(
         shop.id, "c", "Hi {first_name}, new in today", append_unsubscribe=False
     )
-    enqueue(shop.id, campaign.id, dataclasses.replace(settings, send_batch_size=12))
+    enqueue(shop.id, campaign.id, dataclasses.replace(settings, send_batch_size=12), audit.ADMIN)
     ids = [
         row[0]
         for row in fetchall(
@@ -160,10 +162,12 @@ def test_a_batch_claims_no_more_recipients_than_the_calls_it_makes_at_once(batch
 def test_a_uniform_batch_is_one_bulk_call_however_few_the_slots(db, settings):
     # Given a campaign whose texts are all the same, and a process of two call slots
     shop, _ = shops.create_shop("bulk.example", "Bulk", require_consent=False)
-    credits.top_up(shop.id, 100, "initial")
-    contacts.import_contacts(shop.id, [{"phone": f"+30691000{i:04d}"} for i in range(12)])
+    credits.top_up(shop.id, 100, "initial", audit.ADMIN)
+    contacts.import_contacts(
+        shop.id, [{"phone": f"+30691000{i:04d}"} for i in range(12)], actor=audit.ADMIN
+    )
     campaign = campaigns.create(shop.id, "c", "Sale today", append_unsubscribe=False)
-    enqueue(shop.id, campaign.id, settings)
+    enqueue(shop.id, campaign.id, settings, audit.ADMIN)
     ids = [row[0] for row in fetchall("SELECT id FROM campaign_recipient ORDER BY id")]
     provider = FakeProvider()
 
@@ -185,7 +189,7 @@ def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
         if not paused.is_set():
             paused.set()
             with connection():
-                campaigns.pause(shop_id, campaign_id)
+                campaigns.pause(shop_id, campaign_id, audit.ADMIN)
 
     provider = FakeProvider(during_call=pause_once)
     send = sender(settings, provider, slots=4)
@@ -199,7 +203,7 @@ def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
     assert batch_state(key)[0] != "finished"  # resume publishes it again
 
     # When it is resumed and the batch delivered again, Then the rest is sent, each once
-    campaigns.resume(shop_id, campaign_id, settings)
+    campaigns.resume(shop_id, campaign_id, settings, audit.ADMIN)
     send.send(campaign_id, shop_id, ids, key)
     assert statuses(campaign_id) == {"sent": 12}
     assert len(provider.sent) == len(set(provider.sent)) == 12
@@ -215,7 +219,7 @@ def test_an_opt_out_during_a_window_skips_the_contact_at_the_next_one(batch, set
         if not opted.is_set():
             opted.set()
             with connection():
-                contacts.opt_out(shop_id, last[0])
+                contacts.opt_out(shop_id, last[0], settings.secret_key, audit.UNSUBSCRIBE_PAGE)
 
     provider = FakeProvider(during_call=opt_out_once)
 
