@@ -1,4 +1,4 @@
-"""`updateCampaignStatus` on queue `delivery-status-update`."""
+"""`updateCampaignStatus` and `applyDeliveryReports` on queue `delivery-status-update`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import dramatiq
 
 from actors import settings
-from service import delivery
+from service import delivery, report_inbox
 from service.infra import dispatch
 
 log = logging.getLogger("astronote.actors.status")
@@ -24,3 +24,21 @@ def update_campaign_status(campaign_id: int) -> None:
     status = delivery.refresh_campaign(campaign_id, settings)
     if status:
         log.info("campaign finished", extra={"campaign_id": campaign_id, "status": status})
+
+
+@dramatiq.actor(
+    actor_name="applyDeliveryReports",
+    queue_name=dispatch.STATUS_QUEUE,
+    max_retries=20,
+    min_backoff=200,
+    max_backoff=10_000,
+)
+def apply_delivery_reports() -> None:
+    """Every stored report not yet examined (the webhook publishes this, debounced; the clock's
+    refresh too while any waits). Idempotent: a retry or a duplicate finds less to do."""
+    run = report_inbox.apply_stored_reports(settings)
+    if run.examined:
+        log.info(
+            "delivery reports applied",
+            extra={"examined": run.examined, "applied": run.applied, "resolved": run.resolved},
+        )

@@ -159,7 +159,7 @@ def create_app(
         ),
         f"{CAMPAIGN}/progress": campaigns.ProgressResource(),
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
-        "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings),
+        "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings, limiter_client),
         "/webhooks/mitto/inbound": webhooks.InboundResource(
             settings, provider or reply_provider(settings)
         ),

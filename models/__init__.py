@@ -118,6 +118,7 @@ class DeliveryReport(Base):
     reported_at = DateTimeTZField(null=True)
     received_at = DateTimeTZField()
     applied_at = DateTimeTZField(null=True)
+    examined_at = DateTimeTZField(null=True)
 
 
 class CreditTransaction(Base):

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from service import reconcile, scheduling
+from service import reconcile, report_inbox, scheduling
+from service.infra import dispatch
 from service.infra.config import Settings
 
 
@@ -28,8 +29,13 @@ def launch_scheduled(settings: Settings) -> dict[str, Any]:
 
 
 def refresh_statuses(settings: Settings) -> dict[str, Any]:
-    """`updateCampaignStatus` for sending campaigns and finished ones with waiting reports."""
-    return {"published": len(scheduling.refresh_statuses())}
+    """`updateCampaignStatus` for sending campaigns and finished ones with waiting reports;
+    `applyDeliveryReports` while stored reports wait for the applier (the fallback for a
+    webhook whose signal was lost: Redis or the broker down, a web process killed)."""
+    applier = report_inbox.has_unexamined()
+    if applier:
+        dispatch.publish_apply_reports()
+    return {"published": len(scheduling.refresh_statuses()), "applier": applier}
 
 
 def reconcile_campaigns(settings: Settings) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""The delivery-report inbox: stored by the webhook, applied in bulk by the applier (SPEC 4.8).
+
+The webhook does a constant amount of work per report: one multi-row INSERT, a commit (a report
+answered 200 is on disk), and at most one Redis command (`signal_applier`). Applying is the
+applier's (`apply_stored_reports`, actor `applyDeliveryReports`): it takes the reports nobody
+has examined yet in chunks locked FOR UPDATE SKIP LOCKED, so several appliers share a backlog
+and an applier killed mid-chunk leaves its chunk unexamined for the next. Each chunk, in one
+transaction: reports whose message is known are applied (`delivery.apply_reports`), recipients
+of unknown outcome they name are made `sent` with their debit (`evidence.resolve_reported`),
+and the chunk is marked examined. A report whose message is not persisted yet stays unapplied
+and its campaign's status refresh applies it once the message id is known.
+
+What triggers the applier: the webhook, after its commit, debounced by a Redis key (SET NX PX):
+the first report of a burst publishes one message delayed by the key's lifetime, so that run
+starts after the key expired and sees every report committed while it lived; a report
+committed after it expired sets the key again. If Redis or the broker fails, the clock's status
+refresh publishes the applier whenever unexamined reports exist (`scheduling.refresh_statuses`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from models import DeliveryReport
+from models.database import db, execute, execute_many, fetchall
+from service import delivery, evidence
+from service.infra import dispatch
+from service.infra.config import Settings
+from service.sending import unfinished_batches
+
+log = logging.getLogger("astronote.report_inbox")
+
+# Reports per applier transaction: large enough that the per-chunk statements cost little per
+# report, small enough that a chunk's transaction stays well under a second.
+APPLY_CHUNK = 5_000
+APPLY_SIGNAL_KEY = "astronote:reports:apply-signalled"
+
+_CLAIM = """
+SELECT id FROM delivery_report
+WHERE examined_at IS NULL
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+
+@dataclass
+class ApplyRun:
+    """What one applier run did: reports examined, applied, and recipients of unknown outcome
+    made `sent` by them."""
+
+    examined: int = 0
+    applied: int = 0
+    resolved: int = 0
+    campaign_ids: set[int] = field(default_factory=set)
+
+
+def store_reports(reports: Sequence[dict[str, Any]]) -> list[int]:
+    """Store validated reports in the inbox in one INSERT and one transaction; returns their
+    ids. Nothing is applied here (`apply_stored_reports`)."""
+    rows = [
+        (
+            r.get("id"),
+            r.get("reference"),
+            r.get("to"),
+            r["deliveryStatus"],
+            r.get("statusCode"),
+            r.get("timestamp"),
+        )
+        for r in reports
+    ]
+    with db.atomic():
+        return [
+            row[0]
+            for row in execute_many(
+                'INSERT INTO delivery_report (provider_id, reference, "to", status, status_code,'
+                " reported_at) VALUES %s RETURNING id",
+                rows,
+                fetch=True,
+            )
+        ]
+
+
+def signal_applier(client: redis.Redis, settings: Settings) -> bool:
+    """Have the applier run `report_apply_delay_ms` from now unless a run is already due then;
+    returns whether this call published it. Call after the reports' commit. A failure is
+    logged, never raised: the reports are stored, and the clock's refresh applies them."""
+    delay = settings.report_apply_delay_ms
+    try:
+        if not client.set(APPLY_SIGNAL_KEY, 1, nx=True, px=delay):
+            return False
+    except redis.RedisError:
+        log.warning("signalling the report applier failed; the clock's refresh will", exc_info=True)
+        return False
+    try:
+        dispatch.publish_apply_reports(delay_ms=delay)
+    except dispatch.PUBLISH_ERRORS:
+        log.warning("publishing the report applier failed; the clock's refresh will", exc_info=True)
+        try:
+            client.delete(APPLY_SIGNAL_KEY)  # the next report tries again at once
+        except redis.RedisError:
+            pass
+        return False
+    return True
+
+
+def apply_stored_reports(
+    settings: Settings, chunk: int = APPLY_CHUNK, max_chunks: int | None = None
+) -> ApplyRun:
+    """Apply unexamined reports, a chunk per transaction, until none is left that another
+    applier does not hold (or `max_chunks` chunks); then publish the status update of each
+    campaign whose last unknown outcomes these reports resolved."""
+    run = ApplyRun()
+    done = 0
+    while max_chunks is None or done < max_chunks:
+        taken = _apply_chunk(settings, chunk, run)
+        done += 1
+        if taken < chunk:
+            break
+    for campaign_id in sorted(run.campaign_ids):
+        if not unfinished_batches(campaign_id):
+            # These may have been the campaign's last unknowns: finish it now, as the worker
+            # does after its last batch, rather than at the clock's next refresh.
+            _publish_status_update(campaign_id)
+    return run
+
+
+def _apply_chunk(settings: Settings, chunk: int, run: ApplyRun) -> int:
+    with db.atomic():
+        ids = [row[0] for row in fetchall(_CLAIM, {"limit": chunk})]
+        if not ids:
+            return 0
+        applied = delivery.apply_reports(report_ids=ids)
+        if applied < len(ids):
+            # Usually none: most reports follow their message's persist.
+            resolved = evidence.resolve_reported(ids, settings)
+            if resolved.count:
+                applied += delivery.apply_reports(report_ids=ids)
+                run.resolved += resolved.count
+                run.campaign_ids |= resolved.campaign_ids
+        execute(
+            "UPDATE delivery_report SET examined_at = now() WHERE id = ANY(%(ids)s)", {"ids": ids}
+        )
+    run.examined += len(ids)
+    run.applied += applied
+    return len(ids)
+
+
+def has_unexamined() -> bool:
+    """Whether any stored report waits for the applier (the partial index answers)."""
+    return bool(DeliveryReport.select().where(DeliveryReport.examined_at.is_null()).exists())
+
+
+def _publish_status_update(campaign_id: int) -> None:
+    try:
+        dispatch.publish_status_update(campaign_id)
+    except dispatch.PUBLISH_ERRORS:
+        log.warning(
+            "publishing the status update failed; the clock's refresh will do it",
+            exc_info=True,
+            extra={"campaign_id": campaign_id},
+        )
