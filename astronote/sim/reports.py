@@ -2,7 +2,12 @@
 
 Reports wait in a heap ordered by due time. A small pool of sender threads, started on first
 use, takes the due ones (up to `dlr_batch` at a time) and POSTs them to the request's
-`callback`, retrying transient failures a few times.
+`callback`, retrying transient failures a few times. Two ways to post (`dlr_burst`):
+- pooled (default): the sender threads post over one session's keep-alive connections, so at
+  most `dlr_threads` posts are in flight;
+- burst: every post gets its own thread and a new connection (no session, `Connection:
+  close`), with no bound: a provider flushing a backlog, the load that once collapsed the
+  webhook (issue 11).
 """
 
 from __future__ import annotations
@@ -81,10 +86,12 @@ class DeliveryReports:
         stopping: threading.Event,
         batch_size: Callable[[], int],
         on_posted: Callable[[bool, int], None],
+        burst: Callable[[], bool] = lambda: False,
     ) -> None:
         self.threads = threads
         self._stopping = stopping
         self._batch_size = batch_size
+        self._burst = burst
         self._on_posted = on_posted
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, str, dict[str, Any]]] = []
@@ -172,37 +179,61 @@ class DeliveryReports:
             if item is None:
                 return
             batch_size, generation, taken = item
-            try:
-                by_url: dict[str, list[dict[str, Any]]] = {}
-                for url, report in taken:
-                    by_url.setdefault(url, []).append(report)
-                for url, reports in by_url.items():
-                    stamp = now_iso()
-                    for report in reports:
-                        report["timestamp"] = stamp
-                    # With batching on, even a lone report goes as an array: the receiver
-                    # must handle both shapes, and tests can rely on the shape.
-                    body = reports if batch_size > 1 else reports[0]
-                    ok = self._post_report(url, json.dumps(body).encode())
-                    # A reset during the post must not leak counts into the fresh stats.
-                    if generation == self._generation:
-                        self._on_posted(ok, len(reports))
-            finally:
-                with self._cond:
-                    self._in_flight -= len(taken)
+            if self._burst():
+                self._post_burst(batch_size, generation, taken)
+            else:
+                self._post_taken(batch_size, generation, taken, self._session)
 
-    def _post_report(self, url: str, body: bytes) -> bool:
-        session = self._session
-        assert session is not None
+    def _post_burst(
+        self, batch_size: int, generation: int, taken: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """One thread and one new connection per post, started at once: no bound at all."""
+        for start in range(0, len(taken), batch_size):
+            part = taken[start : start + batch_size]
+            threading.Thread(
+                target=self._post_taken,
+                args=(batch_size, generation, part, None),
+                name="provider-sim-dlr-burst",
+                daemon=True,
+            ).start()
+
+    def _post_taken(
+        self,
+        batch_size: int,
+        generation: int,
+        taken: list[tuple[str, dict[str, Any]]],
+        session: requests.Session | None,
+    ) -> None:
+        try:
+            by_url: dict[str, list[dict[str, Any]]] = {}
+            for url, report in taken:
+                by_url.setdefault(url, []).append(report)
+            for url, reports in by_url.items():
+                stamp = now_iso()
+                for report in reports:
+                    report["timestamp"] = stamp
+                # With batching on, even a lone report goes as an array: the receiver
+                # must handle both shapes, and tests can rely on the shape.
+                body = reports if batch_size > 1 else reports[0]
+                ok = self._post_report(url, json.dumps(body).encode(), session)
+                # A reset during the post must not leak counts into the fresh stats.
+                if generation == self._generation:
+                    self._on_posted(ok, len(reports))
+        finally:
+            with self._cond:
+                self._in_flight -= len(taken)
+
+    def _post_report(self, url: str, body: bytes, session: requests.Session | None) -> bool:
+        """POST with retries, over `session`, or without one over a new connection."""
+        headers = {"Content-Type": "application/json"}
+        if session is None:
+            headers["Connection"] = "close"
         for attempt in range(_DLR_ATTEMPTS):
             if self._stopping.is_set():
                 return False
             try:
-                response = session.post(
-                    url,
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=_DLR_TIMEOUT,
+                response = (session or requests).post(
+                    url, data=body, headers=headers, timeout=_DLR_TIMEOUT
                 )
                 status = response.status_code
                 response.close()
