@@ -1,7 +1,8 @@
 """The delivery-report inbox: stored by the webhook, applied in bulk by the applier (SPEC 4.8).
 
-The webhook does a constant amount of work per report: one multi-row INSERT, a commit (a report
-answered 200 is on disk), and at most one Redis command (`signal_applier`). Applying is the
+The webhook does a constant amount of work per request: one multi-row INSERT that is its own
+transaction (a report answered 200 is on disk), and at most one Redis round trip
+(`ApplierSignal`). Applying is the
 applier's (`apply_stored_reports`, actor `applyDeliveryReports`): it takes the reports nobody
 has examined yet in chunks locked FOR UPDATE SKIP LOCKED, so several appliers share a backlog
 and an applier killed mid-chunk leaves its chunk unexamined for the next. Each chunk, in one
@@ -10,17 +11,17 @@ of unknown outcome they name are made `sent` with their debit (`evidence.resolve
 and the chunk is marked examined. A report whose message is not persisted yet stays unapplied
 and its campaign's status refresh applies it once the message id is known.
 
-What triggers the applier: the webhook, after its commit, debounced by a Redis key (SET NX PX):
-the first report of a burst publishes one message delayed by the key's lifetime, so that run
-starts after the key expired and sees every report committed while it lived; a report
-committed after it expired sets the key again. If Redis or the broker fails, the clock's status
-refresh publishes the applier whenever unexamined reports exist (`scheduling.refresh_statuses`).
+What triggers the applier: the webhook, after its commit, debounced by a Redis key
+(`ApplierSignal`): a burst of reports publishes one applier message per REPORT_APPLY_DELAY_MS.
+If Redis or the broker fails, the clock's status refresh publishes the applier whenever
+unexamined reports exist (`scheduler/jobs.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +62,10 @@ class ApplyRun:
 
 
 def store_reports(reports: Sequence[dict[str, Any]]) -> list[int]:
-    """Store validated reports in the inbox in one INSERT and one transaction; returns their
-    ids. Nothing is applied here (`apply_stored_reports`)."""
+    """Store validated reports in the inbox; returns their ids. One INSERT statement however
+    many reports (every page in one statement), run outside any transaction block: it is its
+    own transaction, committed (and flushed, synchronous_commit) when this returns, in one
+    round trip instead of BEGIN, INSERT, COMMIT. Nothing is applied here."""
     rows = [
         (
             r.get("id"),
@@ -74,39 +77,73 @@ def store_reports(reports: Sequence[dict[str, Any]]) -> list[int]:
         )
         for r in reports
     ]
-    with db.atomic():
-        return [
-            row[0]
-            for row in execute_many(
-                'INSERT INTO delivery_report (provider_id, reference, "to", status, status_code,'
-                " reported_at) VALUES %s RETURNING id",
-                rows,
-                fetch=True,
-            )
-        ]
+    assert not db.in_transaction(), "the reports must be committed when this returns"
+    return [
+        row[0]
+        for row in execute_many(
+            'INSERT INTO delivery_report (provider_id, reference, "to", status, status_code,'
+            " reported_at) VALUES %s RETURNING id",
+            rows,
+            fetch=True,
+            page_size=max(1, len(rows)),
+        )
+    ]
 
 
-def signal_applier(client: redis.Redis, settings: Settings) -> bool:
-    """Have the applier run `report_apply_delay_ms` from now unless a run is already due then;
-    returns whether this call published it. Call after the reports' commit. A failure is
-    logged, never raised: the reports are stored, and the clock's refresh applies them."""
-    delay = settings.report_apply_delay_ms
-    try:
-        if not client.set(APPLY_SIGNAL_KEY, 1, nx=True, px=delay):
+class ApplierSignal:
+    """The webhook's trigger of the applier, debounced across every web process by a Redis
+    key (SET NX PX `report_apply_delay_ms`): the process that sets it publishes one applier
+    message delayed by the key's lifetime, so that run starts after the key expired and sees
+    every report committed while it lived; a report committed after it expired sets the key
+    again. Each process also remembers until when a run is known to be due (the key's expiry,
+    read in the same round trip) and sends nothing to Redis before then: most reports of a
+    burst cost no Redis command at all. Call `after` the reports' commit.
+
+    A failure is logged, never raised: the reports are stored, and the clock's status
+    refresh publishes the applier while any waits unexamined."""
+
+    def __init__(
+        self, client: redis.Redis, settings: Settings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.client = client
+        self.delay_ms = settings.report_apply_delay_ms
+        self.clock = clock
+        self._due_after = 0.0  # (clock) before this instant a run is known to be due later
+
+    def after_commit(self) -> bool:
+        """Make sure an applier run starts after now; returns whether this call published."""
+        before = self.clock()
+        if before < self._due_after:
             return False
-    except redis.RedisError:
-        log.warning("signalling the report applier failed; the clock's refresh will", exc_info=True)
-        return False
-    try:
-        dispatch.publish_apply_reports(delay_ms=delay)
-    except dispatch.PUBLISH_ERRORS:
-        log.warning("publishing the report applier failed; the clock's refresh will", exc_info=True)
         try:
-            client.delete(APPLY_SIGNAL_KEY)  # the next report tries again at once
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(APPLY_SIGNAL_KEY, 1, nx=True, px=self.delay_ms)
+            pipe.pttl(APPLY_SIGNAL_KEY)
+            won, ttl_ms = pipe.execute()
         except redis.RedisError:
-            pass
-        return False
-    return True
+            log.warning(
+                "signalling the report applier failed; the clock's refresh will", exc_info=True
+            )
+            return False
+        if ttl_ms > 0:
+            # The key expires ttl_ms after the command, which ran after `before`: the run it
+            # stands for starts no earlier than that.
+            self._due_after = max(self._due_after, before + ttl_ms / 1000)
+        if not won:
+            return False
+        try:
+            dispatch.publish_apply_reports(delay_ms=self.delay_ms)
+        except dispatch.PUBLISH_ERRORS:
+            log.warning(
+                "publishing the report applier failed; the clock's refresh will", exc_info=True
+            )
+            self._due_after = 0.0
+            try:
+                self.client.delete(APPLY_SIGNAL_KEY)  # the next report tries again at once
+            except redis.RedisError:
+                pass
+            return False
+        return True
 
 
 def apply_stored_reports(

@@ -39,8 +39,7 @@ class DeliveryReportResource:
     }
 
     def __init__(self, settings: Settings, signals: redis.Redis) -> None:
-        self.settings = settings
-        self.signals = signals
+        self.applier = report_inbox.ApplierSignal(signals, settings)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.DELIVERY_REPORTS)
@@ -51,7 +50,7 @@ class DeliveryReportResource:
         # Committed before the answer: a report answered 200 is on disk. Applying is the
         # applier's, signalled after the commit (at most one Redis command here).
         report_inbox.store_reports(reports)
-        report_inbox.signal_applier(self.signals, self.settings)
+        self.applier.after_commit()
         resp.media = {"received": len(reports)}
 
 

@@ -3,16 +3,16 @@
 Reports wait in a heap ordered by due time. A small pool of sender threads, started on first
 use, takes the due ones (up to `dlr_batch` at a time) and POSTs them to the request's
 `callback`, retrying transient failures a few times. Two ways to post (`dlr_burst`):
-- pooled (default): the sender threads post over one session's keep-alive connections, so at
-  most `dlr_threads` posts are in flight;
-- burst: every post gets its own thread and a new connection (no session, `Connection:
-  close`), with no bound: a provider flushing a backlog, the load that once collapsed the
-  webhook (issue 11).
+- pooled (default): each sender thread posts over its own keep-alive connection, so at most
+  `dlr_threads` posts are in flight;
+- burst: every post gets its own thread and a new connection (`Connection: close`), with no
+  bound: a provider flushing a backlog, the load that once collapsed the webhook (issue 11).
 """
 
 from __future__ import annotations
 
 import heapq
+import http.client
 import itertools
 import json
 import threading
@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-
-import requests
+from urllib.parse import urlsplit
 
 from astronote.sim.config import DLR_STATUSES
 
@@ -31,7 +30,7 @@ _INTERMEDIATE_STATUS = "Sent"
 
 _DLR_ATTEMPTS = 4
 _DLR_BACKOFF_S = (0.1, 0.3, 0.9)
-_DLR_TIMEOUT = (2.0, 5.0)
+_DLR_TIMEOUT = 5.0
 
 
 def now_iso() -> str:
@@ -99,7 +98,6 @@ class DeliveryReports:
         self._in_flight = 0
         self._generation = 0
         self._senders: list[threading.Thread] = []
-        self._session: requests.Session | None = None
 
     def schedule(self, url: str, entries: list[tuple[float, dict[str, Any]]]) -> None:
         """Queue `(due, report)` entries for posting to `url`."""
@@ -121,14 +119,12 @@ class DeliveryReports:
             self._generation += 1
 
     def close(self) -> None:
-        """Stop the senders (unsent reports are dropped) and close their HTTP session."""
+        """Stop the senders (unsent reports are dropped); their connections close with them."""
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
         for thread in self._senders:
             thread.join(timeout=2)
-        if self._session is not None:
-            self._session.close()
 
     def _ensure_senders(self) -> None:
         if self._senders:
@@ -136,16 +132,6 @@ class DeliveryReports:
         with self._cond:
             if self._senders or self._stopping.is_set():
                 return
-            session = requests.Session()
-            # Callbacks are explicit URLs; consulting proxy/netrc settings from the environment
-            # costs ~0.5 ms of CPU per post (it walks os.environ twice) for nothing.
-            session.trust_env = False
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=4, pool_maxsize=self.threads * 2
-            )
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._session = session
             for i in range(self.threads):
                 thread = threading.Thread(
                     target=self._sender_loop, name=f"provider-sim-dlr-{i}", daemon=True
@@ -174,15 +160,19 @@ class DeliveryReports:
             return batch_size, self._generation, taken
 
     def _sender_loop(self) -> None:
-        while True:
-            item = self._take_due()
-            if item is None:
-                return
-            batch_size, generation, taken = item
-            if self._burst():
-                self._post_burst(batch_size, generation, taken)
-            else:
-                self._post_taken(batch_size, generation, taken, self._session)
+        connections = Connections()
+        try:
+            while True:
+                item = self._take_due()
+                if item is None:
+                    return
+                batch_size, generation, taken = item
+                if self._burst():
+                    self._post_burst(batch_size, generation, taken)
+                else:
+                    self._post_taken(batch_size, generation, taken, connections)
+        finally:
+            connections.close()
 
     def _post_burst(
         self, batch_size: int, generation: int, taken: list[tuple[str, dict[str, Any]]]
@@ -202,7 +192,7 @@ class DeliveryReports:
         batch_size: int,
         generation: int,
         taken: list[tuple[str, dict[str, Any]]],
-        session: requests.Session | None,
+        connections: Connections | None,
     ) -> None:
         try:
             by_url: dict[str, list[dict[str, Any]]] = {}
@@ -215,7 +205,7 @@ class DeliveryReports:
                 # With batching on, even a lone report goes as an array: the receiver
                 # must handle both shapes, and tests can rely on the shape.
                 body = reports if batch_size > 1 else reports[0]
-                ok = self._post_report(url, json.dumps(body).encode(), session)
+                ok = self._post_report(url, json.dumps(body).encode(), connections)
                 # A reset during the post must not leak counts into the fresh stats.
                 if generation == self._generation:
                     self._on_posted(ok, len(reports))
@@ -223,26 +213,95 @@ class DeliveryReports:
             with self._cond:
                 self._in_flight -= len(taken)
 
-    def _post_report(self, url: str, body: bytes, session: requests.Session | None) -> bool:
-        """POST with retries, over `session`, or without one over a new connection."""
-        headers = {"Content-Type": "application/json"}
-        if session is None:
-            headers["Connection"] = "close"
+    def _post_report(self, url: str, body: bytes, connections: Connections | None) -> bool:
+        """POST with retries, over the thread's keep-alive `connections`, or without any over
+        a new connection closed after the answer."""
         for attempt in range(_DLR_ATTEMPTS):
             if self._stopping.is_set():
                 return False
-            try:
-                response = (session or requests).post(
-                    url, data=body, headers=headers, timeout=_DLR_TIMEOUT
-                )
-                status = response.status_code
-                response.close()
+            status = post_once(url, body, connections)
+            if status is not None:
                 if 200 <= status < 300:
                     return True
                 if status < 500 and status != 429:
                     return False  # the receiver refuses it: retrying cannot help
-            except requests.RequestException:
-                pass
             if attempt < len(_DLR_BACKOFF_S):
                 self._stopping.wait(_DLR_BACKOFF_S[attempt])
         return False
+
+
+class Connections:
+    """One sender thread's keep-alive connections, one per host (not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], http.client.HTTPConnection] = {}
+
+    def get(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
+        """The connection to use, and whether it is one already used (the server may have
+        closed it while idle)."""
+        key = (scheme, netloc)
+        connection = self._open.get(key)
+        if connection is None:
+            connection = self._open[key] = new_connection(scheme, netloc)
+            return connection, False
+        return connection, True
+
+    def drop(self, scheme: str, netloc: str) -> None:
+        connection = self._open.pop((scheme, netloc), None)
+        if connection is not None:
+            connection.close()
+
+    def close(self) -> None:
+        for connection in self._open.values():
+            connection.close()
+        self._open.clear()
+
+
+def new_connection(scheme: str, netloc: str) -> http.client.HTTPConnection:
+    kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    # One timeout for connect and read: the longer of requests' (connect, read) pair before.
+    return kind(netloc, timeout=_DLR_TIMEOUT)
+
+
+def post_once(url: str, body: bytes, connections: Connections | None) -> int | None:
+    """One POST of a JSON body; its status, or None when it failed without one (refused,
+    reset, timed out). The stdlib client, not `requests`: at thousands of posts a second its
+    per-request overhead was the simulator's bottleneck, not the receiver's. A kept-alive
+    connection the server closed while idle is replaced at once, as urllib3 does."""
+    parts = urlsplit(url)
+    target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    if connections is None:
+        headers["Connection"] = "close"
+        connection = new_connection(parts.scheme, parts.netloc)
+        try:
+            return _exchange(connection, target, body, headers)[0]
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            connection.close()
+    for _ in range(2):
+        connection, reused = connections.get(parts.scheme, parts.netloc)
+        try:
+            status, will_close = _exchange(connection, target, body, headers)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            connections.drop(parts.scheme, parts.netloc)
+            if reused:
+                continue  # closed while idle: once more on a new connection
+            return None
+        except (OSError, http.client.HTTPException):
+            connections.drop(parts.scheme, parts.netloc)
+            return None
+        if will_close:
+            connections.drop(parts.scheme, parts.netloc)
+        return status
+    return None
+
+
+def _exchange(
+    connection: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bool]:
+    connection.request("POST", target, body=body, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    return response.status, bool(response.will_close)
