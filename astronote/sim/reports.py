@@ -5,8 +5,9 @@ use, takes the due ones (up to `dlr_batch` at a time) and POSTs them to the requ
 `callback`, retrying transient failures a few times. Two ways to post (`dlr_burst`):
 - pooled (default): each sender thread posts over its own keep-alive connection, so at most
   `dlr_threads` posts are in flight;
-- burst: every post gets its own thread and a new connection (`Connection: close`), with no
-  bound: a provider flushing a backlog, the load that once collapsed the webhook (issue 11).
+- burst: every post at once on its own new connection (`Connection: close`), with no bound:
+  a provider flushing a backlog, the load that once collapsed the webhook (issue 11). The
+  posts in flight live on one event loop (`astronote.sim.burst`), not a thread each.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+from astronote.sim.burst import BurstPoster
 from astronote.sim.config import DLR_STATUSES
 
 # Sent (not Queued) is the intermediate report: the application itself marks an accepted
@@ -98,6 +101,7 @@ class DeliveryReports:
         self._in_flight = 0
         self._generation = 0
         self._senders: list[threading.Thread] = []
+        self._burst_poster = BurstPoster(stopping)
 
     def schedule(self, url: str, entries: list[tuple[float, dict[str, Any]]]) -> None:
         """Queue `(due, report)` entries for posting to `url`."""
@@ -125,6 +129,7 @@ class DeliveryReports:
             self._cond.notify_all()
         for thread in self._senders:
             thread.join(timeout=2)
+        self._burst_poster.close()
 
     def _ensure_senders(self) -> None:
         if self._senders:
@@ -177,45 +182,58 @@ class DeliveryReports:
     def _post_burst(
         self, batch_size: int, generation: int, taken: list[tuple[str, dict[str, Any]]]
     ) -> None:
-        """One thread and one new connection per post, started at once: no bound at all."""
+        """Every post at once on its own new connection: no bound at all (`BurstPoster`)."""
         for start in range(0, len(taken), batch_size):
             part = taken[start : start + batch_size]
-            threading.Thread(
-                target=self._post_taken,
-                args=(batch_size, generation, part, None),
-                name="provider-sim-dlr-burst",
-                daemon=True,
-            ).start()
+            for url, body, count in self._bodies(batch_size, part):
+                self._burst_poster.submit(url, body, partial(self._burst_done, generation, count))
+
+    def _burst_done(self, generation: int, count: int, ok: bool) -> None:
+        try:
+            if generation == self._generation:
+                self._on_posted(ok, count)
+        finally:
+            with self._cond:
+                self._in_flight -= count
+
+    @staticmethod
+    def _bodies(
+        batch_size: int, taken: list[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, bytes, int]]:
+        """The posts that carry `taken`: (url, JSON body, how many reports)."""
+        by_url: dict[str, list[dict[str, Any]]] = {}
+        for url, report in taken:
+            by_url.setdefault(url, []).append(report)
+        posts = []
+        for url, reports in by_url.items():
+            stamp = now_iso()
+            for report in reports:
+                report["timestamp"] = stamp
+            # With batching on, even a lone report goes as an array: the receiver must
+            # handle both shapes, and tests can rely on the shape.
+            body = reports if batch_size > 1 else reports[0]
+            posts.append((url, json.dumps(body).encode(), len(reports)))
+        return posts
 
     def _post_taken(
         self,
         batch_size: int,
         generation: int,
         taken: list[tuple[str, dict[str, Any]]],
-        connections: Connections | None,
+        connections: Connections,
     ) -> None:
         try:
-            by_url: dict[str, list[dict[str, Any]]] = {}
-            for url, report in taken:
-                by_url.setdefault(url, []).append(report)
-            for url, reports in by_url.items():
-                stamp = now_iso()
-                for report in reports:
-                    report["timestamp"] = stamp
-                # With batching on, even a lone report goes as an array: the receiver
-                # must handle both shapes, and tests can rely on the shape.
-                body = reports if batch_size > 1 else reports[0]
-                ok = self._post_report(url, json.dumps(body).encode(), connections)
+            for url, body, count in self._bodies(batch_size, taken):
+                ok = self._post_report(url, body, connections)
                 # A reset during the post must not leak counts into the fresh stats.
                 if generation == self._generation:
-                    self._on_posted(ok, len(reports))
+                    self._on_posted(ok, count)
         finally:
             with self._cond:
                 self._in_flight -= len(taken)
 
-    def _post_report(self, url: str, body: bytes, connections: Connections | None) -> bool:
-        """POST with retries, over the thread's keep-alive `connections`, or without any over
-        a new connection closed after the answer."""
+    def _post_report(self, url: str, body: bytes, connections: Connections) -> bool:
+        """POST with retries over the thread's keep-alive `connections`."""
         for attempt in range(_DLR_ATTEMPTS):
             if self._stopping.is_set():
                 return False
@@ -263,7 +281,7 @@ def new_connection(scheme: str, netloc: str) -> http.client.HTTPConnection:
     return kind(netloc, timeout=_DLR_TIMEOUT)
 
 
-def post_once(url: str, body: bytes, connections: Connections | None) -> int | None:
+def post_once(url: str, body: bytes, connections: Connections) -> int | None:
     """One POST of a JSON body; its status, or None when it failed without one (refused,
     reset, timed out). The stdlib client, not `requests`: at thousands of posts a second its
     per-request overhead was the simulator's bottleneck, not the receiver's. A kept-alive
@@ -271,15 +289,6 @@ def post_once(url: str, body: bytes, connections: Connections | None) -> int | N
     parts = urlsplit(url)
     target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
     headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
-    if connections is None:
-        headers["Connection"] = "close"
-        connection = new_connection(parts.scheme, parts.netloc)
-        try:
-            return _exchange(connection, target, body, headers)[0]
-        except (OSError, http.client.HTTPException):
-            return None
-        finally:
-            connection.close()
     for _ in range(2):
         connection, reused = connections.get(parts.scheme, parts.netloc)
         try:
