@@ -1,0 +1,85 @@
+"""The webhook's signal to the report applier (debounced in Redis) and the clock's fallback."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import redis
+
+from scheduler import jobs
+from service import report_inbox
+from tests.e2e.stack import queued_messages
+
+DELAYED = "delivery-status-update.DQ"  # where the Redis broker keeps delayed messages
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_burst_of_reports_publishes_one_applier_message_per_window(db, redis_client, settings):
+    # Given the webhook's signal with a 10 s window (so this test cannot outrun it)
+    slow = dataclasses.replace(settings, report_apply_delay_ms=10_000)
+    clock = Clock()
+    signal = report_inbox.ApplierSignal(redis_client, slow, clock=clock)
+    other_process = report_inbox.ApplierSignal(redis_client, slow, clock=clock)
+
+    # When reports arrive in two web processes within the window
+    published = [signal.after_commit(), signal.after_commit(), other_process.after_commit()]
+
+    # Then one applier message was published, delayed by the window
+    assert published == [True, False, False]
+    assert queued_messages(DELAYED) == 1
+    assert 9_000 < redis_client.pttl(report_inbox.APPLY_SIGNAL_KEY) <= 10_000
+
+    # When the window is over (the key gone) and a report arrives, Then another is published
+    redis_client.delete(report_inbox.APPLY_SIGNAL_KEY)
+    clock.now += 10.001
+    assert signal.after_commit() is True
+    assert queued_messages(DELAYED) == 2
+
+
+def test_a_process_skips_redis_while_a_run_is_known_to_be_due(db, redis_client, settings):
+    # Given a signal that has just published (the key lives 10 s)
+    slow = dataclasses.replace(settings, report_apply_delay_ms=10_000)
+    clock = Clock()
+    signal = report_inbox.ApplierSignal(redis_client, slow, clock=clock)
+    assert signal.after_commit()
+
+    # When the key is gone early (as after a FLUSHDB) but this process's window is not over
+    redis_client.delete(report_inbox.APPLY_SIGNAL_KEY)
+    clock.now += 5
+
+    # Then it sends nothing to Redis (the run it published starts after its window anyway)
+    assert signal.after_commit() is False
+    assert not redis_client.exists(report_inbox.APPLY_SIGNAL_KEY)
+
+
+def test_a_signal_with_redis_down_is_logged_not_raised(db, settings, caplog):
+    # Given Redis unreachable
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    signal = report_inbox.ApplierSignal(dead, settings)
+
+    # When a report's signal is sent, Then the webhook goes on (the clock's refresh applies it)
+    assert signal.after_commit() is False
+    assert "signalling the report applier failed" in caplog.text
+
+
+def test_the_clock_publishes_the_applier_only_while_reports_wait(db, settings):
+    # Given no stored report, Then the refresh publishes no applier
+    assert jobs.refresh_statuses(settings)["applier"] is False
+    assert queued_messages("delivery-status-update") == 0
+
+    # Given a stored report nobody examined (its webhook's signal lost)
+    report_inbox.store_reports([{"id": "lost-1", "deliveryStatus": "Delivered"}])
+
+    # Then the refresh publishes the applier, and once it ran, no more
+    assert jobs.refresh_statuses(settings)["applier"] is True
+    assert queued_messages("delivery-status-update") == 1
+    run = report_inbox.apply_stored_reports(settings)
+    assert (run.examined, run.applied) == (1, 0)  # no message has that id (yet)
+    assert jobs.refresh_statuses(settings)["applier"] is False
