@@ -18,6 +18,7 @@ from service.contacts import normalise_phone
 from service.errors import InvalidInput
 from service.infra.config import Settings
 from service.provider import Provider
+from service.report_writer import ReportWriter
 
 log = logging.getLogger("astronote.api.webhooks")
 
@@ -40,6 +41,7 @@ class DeliveryReportResource:
 
     def __init__(self, settings: Settings, signals: redis.Redis) -> None:
         self.applier = report_inbox.ApplierSignal(signals, settings)
+        self.writer = ReportWriter()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.DELIVERY_REPORTS)
@@ -49,7 +51,7 @@ class DeliveryReportResource:
                 report["timestamp"] = schemas.parse_datetime(report["timestamp"])
         # Committed before the answer: a report answered 200 is on disk. Applying is the
         # applier's, signalled after the commit (at most one Redis command here).
-        report_inbox.store_reports(reports)
+        self.writer.store(reports)
         self.applier.after_commit()
         resp.media = {"received": len(reports)}
 

@@ -5,9 +5,9 @@ use, takes the due ones (up to `dlr_batch` at a time) and POSTs them to the requ
 `callback`, retrying transient failures a few times. Two ways to post (`dlr_burst`):
 - pooled (default): each sender thread posts over its own keep-alive connection, so at most
   `dlr_threads` posts are in flight;
-- burst: every post at once on its own new connection (`Connection: close`), with no bound:
-  a provider flushing a backlog, the load that once collapsed the webhook (issue 11). The
-  posts in flight live on one event loop (`astronote.sim.burst`), not a thread each.
+- burst: every post at once on its own thread and new connection (`Connection: close`), with
+  no bound: a provider flushing a backlog, the load that once collapsed the webhook (issue
+  11). Those threads run in a child process (`astronote.sim.burst`).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class DeliveryReports:
     def _post_burst(
         self, batch_size: int, generation: int, taken: list[tuple[str, dict[str, Any]]]
     ) -> None:
-        """Every post at once on its own new connection: no bound at all (`BurstPoster`)."""
+        """Every post at once on its own thread and new connection: no bound (`BurstPoster`)."""
         for start in range(0, len(taken), batch_size):
             part = taken[start : start + batch_size]
             for url, body, count in self._bodies(batch_size, part):
