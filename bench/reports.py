@@ -2,7 +2,7 @@
 reports posted to the real webhook and to a no-op gunicorn app, in both simulator modes
 (pooled keep-alive connections, and a new connection per report without a bound).
 
-    .venv/bin/python bench/reports.py [--recipients 20000] [--dlr-threads 32]
+    .venv/bin/python bench/reports.py [--recipients 20000] [--dlr-threads 32] [--modes pooled,burst]
 
 Runs against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local PostgreSQL database
 `astronote_bench_reports`, created if missing, and Redis db 6; both are wiped). For each run:
@@ -14,11 +14,14 @@ reports the simulator had answered 2xx against the reports applied.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import requests
@@ -81,6 +84,39 @@ def applied_reports(campaign_id: int) -> tuple[int, float | None]:
     return count, lag
 
 
+def ingest(url: str, count: int, connections: int = 32) -> int:
+    """Reports per second `url` answers 200, posted one per request over keep-alive
+    connections by plain threads (no campaign running)."""
+    parts = urlsplit(url)
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    numbers = iter(range(count))
+    lock = threading.Lock()
+    answered = [0]
+
+    def post() -> None:
+        connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+        while True:
+            with lock:
+                i = next(numbers, None)
+            if i is None:
+                return
+            body = json.dumps({"id": f"ingest-{i}", "deliveryStatus": "Delivered"})
+            connection.request("POST", target, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            with lock:
+                answered[0] += response.status == 200
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=post) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answered[0] == count, answered
+    return round(count / (time.perf_counter() - started))
+
+
 def run(stack: Stack, key: str, label: str, real: bool) -> dict:
     before = sim_stats(stack)
     campaign = stack.call(
@@ -126,6 +162,10 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--dlr-threads", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--modes", default="pooled,burst")
+    parser.add_argument(
+        "--ingest", type=int, default=10_000, help="reports posted straight to both endpoints"
+    )
     args = parser.parse_args()
     results: dict = {"machine": f"{os.cpu_count()} cores", "args": vars(args), "runs": []}
     reset_database()
@@ -167,8 +207,16 @@ def main() -> int:
         stack.start_clock()
         _, key = stack.create_shop("bench.example", credits=10_000_000)
         stack.import_contacts(key, args.recipients)
+        if args.ingest:
+            # The endpoints alone: one report per request, 32 keep-alive connections.
+            webhook = f"{stack.web}/webhooks/mitto/dlr?token={DLR_SECRET}"
+            results["ingest_per_s"] = {
+                "noop": ingest(noop, args.ingest),
+                "webhook": ingest(webhook, args.ingest),
+            }
+            print("ingest", json.dumps(results["ingest_per_s"]), file=sys.stderr, flush=True)
         for round_ in range(args.rounds):
-            for mode in ("pooled", "burst"):
+            for mode in args.modes.split(","):
                 pair = {}
                 for target in ("noop", "webhook"):
                     stack.sim_config(
