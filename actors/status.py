@@ -12,6 +12,9 @@ from service.infra import dispatch
 
 log = logging.getLogger("astronote.actors.status")
 
+# 20 chunks of 5,000 reports: seconds of work, far below Dramatiq's 10-minute time limit.
+APPLY_RUN_CHUNKS = 20
+
 
 @dramatiq.actor(
     actor_name="updateCampaignStatus",
@@ -35,8 +38,12 @@ def update_campaign_status(campaign_id: int) -> None:
 )
 def apply_delivery_reports() -> None:
     """Every stored report not yet examined (the webhook publishes this, debounced; the clock's
-    refresh too while any waits). Idempotent: a retry or a duplicate finds less to do."""
-    run = report_inbox.apply_stored_reports(settings)
+    refresh too while any waits). Idempotent: a retry or a duplicate finds less to do. A run
+    stops after APPLY_RUN_CHUNKS chunks and publishes the next, so no run nears the actor's
+    time limit however long reports keep coming."""
+    run = report_inbox.apply_stored_reports(settings, max_chunks=APPLY_RUN_CHUNKS)
+    if run.more:
+        dispatch.publish_apply_reports()
     if run.examined:
         log.info(
             "delivery reports applied",

@@ -59,6 +59,7 @@ class ApplyRun:
     applied: int = 0
     resolved: int = 0
     campaign_ids: set[int] = field(default_factory=set)
+    more: bool = False  # stopped at max_chunks with a full last chunk: reports may remain
 
 
 def store_reports(reports: Sequence[dict[str, Any]]) -> list[int]:
@@ -159,6 +160,8 @@ def apply_stored_reports(
         done += 1
         if taken < chunk:
             break
+    else:
+        run.more = True
     for campaign_id in sorted(run.campaign_ids):
         if not unfinished_batches(campaign_id):
             # These may have been the campaign's last unknowns: finish it now, as the worker

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import psycopg2
 import redis
 
+from models.database import fetchall
 from scheduler import jobs
 from service import report_inbox
 from tests.e2e.stack import queued_messages
@@ -83,3 +85,41 @@ def test_the_clock_publishes_the_applier_only_while_reports_wait(db, settings):
     run = report_inbox.apply_stored_reports(settings)
     assert (run.examined, run.applied) == (1, 0)  # no message has that id (yet)
     assert jobs.refresh_statuses(settings)["applier"] is False
+
+
+def test_the_applier_works_in_chunks_and_skips_what_another_applier_holds(db, settings):
+    # Given five stored reports, two of them held by another applier's open transaction
+    report_inbox.store_reports([{"id": f"p-{i}", "deliveryStatus": "Sent"} for i in range(5)])
+    other = psycopg2.connect(settings.database_url)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT id FROM delivery_report WHERE id IN (1, 2) FOR UPDATE")
+
+            # When this applier runs in chunks of two
+            run = report_inbox.apply_stored_reports(settings, chunk=2)
+
+            # Then it examined the three nobody held, and left the two held ones
+            assert run.examined == 3
+            assert unexamined_ids() == [1, 2]
+        other.rollback()  # the other applier dies: its chunk is rolled back
+    finally:
+        other.close()
+
+    # And the next run examines what the dead one left
+    assert report_inbox.apply_stored_reports(settings, chunk=2).examined == 2
+    assert unexamined_ids() == []
+
+
+def unexamined_ids() -> list[int]:
+    return [
+        row[0]
+        for row in fetchall("SELECT id FROM delivery_report WHERE examined_at IS NULL ORDER BY id")
+    ]
+
+
+def test_a_run_bounded_in_chunks_says_when_reports_may_remain(db, settings):
+    report_inbox.store_reports([{"id": f"p-{i}", "deliveryStatus": "Sent"} for i in range(4)])
+    first = report_inbox.apply_stored_reports(settings, chunk=2, max_chunks=1)
+    assert (first.examined, first.more) == (2, True)
+    second = report_inbox.apply_stored_reports(settings, chunk=3, max_chunks=1)
+    assert (second.examined, second.more) == (2, False)
