@@ -30,8 +30,8 @@ class DeliveryReportResource:
             "Delivery reports from the provider (one report or an array)",
             {
                 200: Answer(
-                    "Stored (committed); applied to their messages by the applier within"
-                    " milliseconds",
+                    "Stored (committed); the applier applies them REPORT_APPLY_DELAY_MS (150 ms)"
+                    " later",
                     schemas.REPORTS_RECEIVED,
                 )
             },
@@ -50,7 +50,8 @@ class DeliveryReportResource:
             if report.get("timestamp"):
                 report["timestamp"] = schemas.parse_datetime(report["timestamp"])
         # Committed before the answer: a report answered 200 is on disk. Applying is the
-        # applier's, signalled after the commit (at most one Redis command here).
+        # applier's, signalled after the commit (at most one Redis round trip, and a publish
+        # once per REPORT_APPLY_DELAY_MS across every web process).
         self.writer.store(reports)
         self.applier.after_commit()
         resp.media = {"received": len(reports)}
