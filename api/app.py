@@ -161,7 +161,7 @@ def create_app(
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
         f"{CAMPAIGN}/events": campaigns.EventsResource(),
         "/admin/audit": admin.AuditResource(),
-        "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings),
+        "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings, limiter_client),
         "/webhooks/mitto/inbound": webhooks.InboundResource(
             settings, provider or reply_provider(settings)
         ),

@@ -740,7 +740,7 @@ API_KEYS = answer(
 
 API_KEY_REVOKED = answer({"id": _ID, "revoked_at": _TIME})
 
-REPORTS_RECEIVED = answer({"received": _COUNT, "applied": _COUNT})
+REPORTS_RECEIVED = answer({"received": _COUNT})
 
 HEALTH = answer({"ok": {"const": True}})
 

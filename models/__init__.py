@@ -124,6 +124,7 @@ class DeliveryReport(Base):
     reported_at = DateTimeTZField(null=True)
     received_at = DateTimeTZField()
     applied_at = DateTimeTZField(null=True)
+    examined_at = DateTimeTZField(null=True)
 
 
 class CreditTransaction(Base):

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from service import reconcile, scheduling
+from service import reconcile, report_inbox, scheduling
 from service.audit import Actor
+from service.infra import dispatch
 from service.infra.config import Settings
 
 
@@ -30,8 +31,13 @@ def launch_scheduled(settings: Settings, actor: Actor) -> dict[str, Any]:
 
 
 def refresh_statuses(settings: Settings, actor: Actor) -> dict[str, Any]:
-    """`updateCampaignStatus` for sending campaigns and finished ones with waiting reports."""
-    return {"published": len(scheduling.refresh_statuses())}
+    """`updateCampaignStatus` for sending campaigns and finished ones with waiting reports;
+    `applyDeliveryReports` while stored reports wait for the applier (the fallback for a
+    webhook whose signal was lost: Redis or the broker down, a web process killed)."""
+    applier = report_inbox.has_unexamined()
+    if applier:
+        dispatch.publish_apply_reports()
+    return {"published": len(scheduling.refresh_statuses()), "applier": applier}
 
 
 def reconcile_campaigns(settings: Settings, actor: Actor) -> dict[str, Any]:

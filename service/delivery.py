@@ -1,11 +1,11 @@
 """Delivery reports and campaign finalisation (SPEC 4.8).
 
-Reports land in the `delivery_report` inbox as received and are applied to recipients by
-provider message id, idempotently: a report for a message not yet persisted waits in the inbox
-and is applied once the message id is known, and a status never moves to a lower rank
-(`delivery_rank()` in SQL), so duplicates and out-of-order reports change nothing. A report
-naming by reference a recipient whose outcome is unknown is evidence that the provider has the
-message: it is made `sent` with its debit right away (`service.evidence`).
+Reports land in the `delivery_report` inbox as received (`service.report_inbox`) and are
+applied to recipients by provider message id, idempotently: a report for a message not yet
+persisted waits in the inbox and is applied once the message id is known, and a status never
+moves to a lower rank (`delivery_rank()` in SQL), so duplicates and out-of-order reports change
+nothing. A report naming by reference a recipient whose outcome is unknown is evidence that the
+provider has the message: the applier makes it `sent` with its debit (`service.evidence`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from typing import Any
 from peewee import SQL, Case, Select, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, SendBatch
-from models.database import db, execute, execute_many
-from service import audit, evidence, reservations
+from models.database import db, execute
+from service import audit, reservations
 from service.audit import Actor
 from service.infra.config import Settings
 
 DELIVERY_STATUSES = ("Queued", "Sent", "Delivered", "Undelivered", "Failed", "Expired")
 
+# The recipients to move are locked in id order before any is updated: appliers and status
+# refreshes running at once then wait for each other instead of deadlocking.
 _APPLY = """
 WITH matched AS (
     SELECT d.id AS report_id, r.id AS recipient_id, d.status, d.reported_at,
@@ -34,12 +36,18 @@ WITH matched AS (
 ), best AS (
     SELECT DISTINCT ON (recipient_id) recipient_id, status, reported_at, rank
     FROM matched ORDER BY recipient_id, rank DESC, report_id DESC
+), locked AS (
+    SELECT r.id FROM campaign_recipient r JOIN best ON best.recipient_id = r.id
+    WHERE best.rank > delivery_rank(r.delivery_status)
+    ORDER BY r.id
+    FOR UPDATE OF r
 ), moved AS (
     UPDATE campaign_recipient r
     SET delivery_status = best.status, delivery_at = coalesce(best.reported_at, now()),
         updated_at = now()
     FROM best
-    WHERE r.id = best.recipient_id AND best.rank > delivery_rank(r.delivery_status)
+    WHERE r.id = best.recipient_id AND r.id IN (SELECT id FROM locked)
+      AND best.rank > delivery_rank(r.delivery_status)
     RETURNING r.id
 )
 UPDATE delivery_report SET applied_at = now()
@@ -47,55 +55,21 @@ WHERE id IN (SELECT report_id FROM matched)
 """
 
 
-def record_reports(reports: Sequence[dict[str, Any]], settings: Settings, actor: Actor) -> int:
-    """Store validated reports in the inbox and apply those whose message is known; those
-    naming a recipient of unknown outcome first make it `sent` (`evidence.resolve_reported`).
-    Returns how many reports were applied now (the rest wait for their message).
-
-    SQL (`execute_values`): one insert per webhook call, however many reports it carries (up
-    to 10,000), as measured in bench/RESULTS.md (arrays of 100 reports: 9,072 reports/s)."""
-    rows = [
-        (
-            r.get("id"),
-            r.get("reference"),
-            r.get("to"),
-            r["deliveryStatus"],
-            r.get("statusCode"),
-            r.get("timestamp"),
-        )
-        for r in reports
-    ]
-    with db.atomic():
-        ids = [
-            row[0]
-            for row in execute_many(
-                'INSERT INTO delivery_report (provider_id, reference, "to", status, status_code,'
-                " reported_at) VALUES %s RETURNING id",
-                rows,
-                fetch=True,
-            )
-        ]
-        applied = apply_reports(report_ids=ids)
-    # After the commit: the reports are kept whatever happens next. Only reports that matched
-    # no persisted message are looked at (usually none: most reports follow their persist).
-    if applied < len(ids) and evidence.resolve_reported(ids, settings, actor):
-        applied += apply_reports(report_ids=ids)
-    return applied
-
-
 def apply_reports(
     campaign_id: int | None = None, report_ids: Sequence[int] | None = None, limit: int = 50_000
 ) -> int:
-    """Apply waiting reports (of one campaign, or the given reports) to their recipients.
+    """Apply stored reports (of one campaign, or the given reports) whose message is known to
+    their recipients; returns how many reports were applied. A campaign's refresh takes only
+    reports the applier has examined (`service.report_inbox`): the others are the applier's,
+    which holds them locked while it works.
 
     SQL: one writable CTE matches reports to recipients by message id, keeps the best report
     per recipient (DISTINCT ON), moves a status only to a higher `delivery_rank()` and marks
-    the reports applied, in one statement; the webhook's figures in bench/RESULTS.md (9,072
-    reports/s in arrays of 100) are this statement's."""
+    the reports applied, in one statement (figures in bench/RESULTS.md)."""
     scope = ""
     params: dict[str, Any] = {"limit": limit}
     if campaign_id is not None:
-        scope += " AND r.campaign_id = %(campaign)s"
+        scope += " AND r.campaign_id = %(campaign)s AND d.examined_at IS NOT NULL"
         params["campaign"] = campaign_id
     if report_ids is not None:
         scope += " AND d.id = ANY(%(ids)s)"

@@ -5,8 +5,8 @@ and after CLAIM_TIMEOUT_MS as `failed` with `unknown_outcome`. A delivery report
 its reference: the recipient id for `/sms`, the batch key and its number for `/smsbulk`) proves
 the provider has the message, so it becomes `sent` with the report's provider id, its debit and
 its message log row, exactly as the send would have persisted it (the same text and cost).
-Reports resolve unknowns as they are applied (`resolve_reported`, called by
-`service.delivery.record_reports`); the reconciler resolves what is left.
+Reports resolve unknowns as they are applied (`resolve_reported`, called by the report applier,
+`service.report_inbox`); the reconciler resolves what is left.
 
 Evidence counts while the campaign may send and until EVIDENCE_WINDOW_MS after it finished
 (`counts_for`), exactly as long as its reservation holds credits for messages of unknown
@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-import redis
 from peewee import ColumnBase, fn
 
 from models import Campaign, CampaignRecipient
@@ -27,11 +27,10 @@ from models.database import db, fetchall
 from models.expressions import milliseconds_ago
 from service import audit, reservations
 from service.audit import Actor
-from service.infra import dispatch
 from service.infra.config import Settings
 from service.messages import compose_for, load_context
 from service.segments import segment_count
-from service.sending import Accepted, Claimed, persist_results, unfinished_batches
+from service.sending import Accepted, Claimed, persist_results
 
 log = logging.getLogger("astronote.evidence")
 
@@ -79,9 +78,19 @@ def counts_for(settings: Settings) -> ColumnBase:
     )
 
 
-def resolve_reported(report_ids: Sequence[int], settings: Settings, actor: Actor) -> int:
-    """Make `sent` every recipient of unknown outcome that these reports name; returns how
-    many. A campaign whose upgrade fails is logged and left to the reconciler.
+@dataclass(frozen=True)
+class Resolved:
+    """Recipients of unknown outcome that reports made `sent`, and their campaigns."""
+
+    count: int
+    campaign_ids: frozenset[int]
+
+
+def resolve_reported(report_ids: Sequence[int], settings: Settings, actor: Actor) -> Resolved:
+    """Make `sent` every recipient of unknown outcome that these reports name. A campaign
+    whose upgrade fails is logged and left to the reconciler. May run inside the caller's
+    transaction (each campaign's upgrade is then a savepoint): the caller publishes the
+    campaigns' status updates once it has committed. What it changes is recorded for `actor`.
 
     Its read (`_NAMED`) is SQL: it reaches a recipient through two indexes, by primary key from
     a numeric reference (`/sms`) and through the batch's unique key then `= ANY(recipient_ids)`
@@ -91,7 +100,7 @@ def resolve_reported(report_ids: Sequence[int], settings: Settings, actor: Actor
     its batch's 500 rows); the naive `r.id::text = reference` join is a sequential scan of
     every recipient (10 ms at 100,000 rows, growing with the table) and finds no bulk report."""
     if not report_ids:
-        return 0
+        return Resolved(0, frozenset())
     rows = fetchall(_NAMED, {"ids": list(report_ids), "window": settings.evidence_window_ms})
     by_campaign: dict[tuple[int, int], list[Evidence]] = defaultdict(list)
     for rid, contact_id, phone, country, first_name, campaign_id, shop_id, provider_id in rows:
@@ -99,6 +108,7 @@ def resolve_reported(report_ids: Sequence[int], settings: Settings, actor: Actor
             (Claimed(rid, contact_id, phone, country, first_name), provider_id)
         )
     resolved = 0
+    campaign_ids: set[int] = set()
     for (campaign_id, shop_id), items in by_campaign.items():
         try:
             done = persist_evidence(shop_id, campaign_id, items, settings, actor)
@@ -109,22 +119,9 @@ def resolve_reported(report_ids: Sequence[int], settings: Settings, actor: Actor
             )
             continue
         resolved += done
-        if done and not unfinished_batches(campaign_id):
-            # These may have been the campaign's last unknowns: finish it now, as the worker
-            # does after its last batch, rather than at the clock's next refresh.
-            _publish_status_update(campaign_id)
-    return resolved
-
-
-def _publish_status_update(campaign_id: int) -> None:
-    try:
-        dispatch.publish_status_update(campaign_id)
-    except redis.RedisError:
-        log.warning(
-            "publishing the status update failed; the clock's refresh will do it",
-            exc_info=True,
-            extra={"campaign_id": campaign_id},
-        )
+        if done:
+            campaign_ids.add(campaign_id)
+    return Resolved(resolved, frozenset(campaign_ids))
 
 
 def persist_evidence(

@@ -7,16 +7,18 @@ from __future__ import annotations
 import logging
 
 import falcon
+import redis
 
 from api import schemas
 from api.access import Access
 from api.body import read_json
 from api.docs import Answer, Operation
-from service import audit, delivery, inbound
+from service import audit, inbound, report_inbox
 from service.contacts import normalise_phone
 from service.errors import InvalidInput
 from service.infra.config import Settings
 from service.provider import Provider
+from service.report_writer import ReportWriter
 
 log = logging.getLogger("astronote.api.webhooks")
 
@@ -28,15 +30,18 @@ class DeliveryReportResource:
             "Delivery reports from the provider (one report or an array)",
             {
                 200: Answer(
-                    "Stored; `applied` of them matched a message already", schemas.REPORTS_RECEIVED
+                    "Stored (committed); the applier applies them REPORT_APPLY_DELAY_MS (150 ms)"
+                    " later",
+                    schemas.REPORTS_RECEIVED,
                 )
             },
             body=schemas.DELIVERY_REPORTS,
         )
     }
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, signals: redis.Redis) -> None:
+        self.applier = report_inbox.ApplierSignal(signals, settings)
+        self.writer = ReportWriter()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.DELIVERY_REPORTS)
@@ -44,8 +49,12 @@ class DeliveryReportResource:
         for report in reports:
             if report.get("timestamp"):
                 report["timestamp"] = schemas.parse_datetime(report["timestamp"])
-        applied = delivery.record_reports(reports, self.settings, audit.PROVIDER_WEBHOOK)
-        resp.media = {"received": len(reports), "applied": applied}
+        # Committed before the answer: a report answered 200 is on disk. Applying is the
+        # applier's, signalled after the commit (at most one Redis round trip, and a publish
+        # once per REPORT_APPLY_DELAY_MS across every web process).
+        self.writer.store(reports)
+        self.applier.after_commit()
+        resp.media = {"received": len(reports)}
 
 
 def inbound_number(raw: str) -> str:

@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dlr", action="store_true", help="post no delivery reports")
     parser.add_argument("--dlr-batch", type=int, default=1)
     parser.add_argument("--dlr-threads", type=int, default=4)
+    parser.add_argument(
+        "--dlr-burst",
+        action="store_true",
+        help="post each report batch on its own thread and new connection, without a bound",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fail-rate-429", type=float, default=0.0)
     parser.add_argument("--fail-rate-500", type=float, default=0.0)
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             dlr_delay_ms=args.dlr_delay_ms,
             dlr_enabled=not args.no_dlr,
             dlr_batch=args.dlr_batch,
+            dlr_burst=args.dlr_burst,
             fail_rate_429=args.fail_rate_429,
             fail_rate_500=args.fail_rate_500,
             reject_rate=args.reject_rate,

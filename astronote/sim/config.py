@@ -26,6 +26,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dlr_delay_ms": 200,
     "dlr_mix": {"Delivered": 1.0},
     "dlr_batch": 1,
+    # False: posts over the senders' keep-alive connections (at most dlr_threads at once);
+    # True: every post on its own thread and new connection, unbounded (astronote/sim/reports).
+    "dlr_burst": False,
     "dlr_duplicate_rate": 0.0,
     "dlr_queued_first": False,
     "dlr_callback_override": None,
@@ -65,7 +68,7 @@ _RATE_FIELDS = (
     "dlr_duplicate_rate",
 )
 _NON_NEGATIVE_FIELDS = ("latency_ms", "retry_after_s", "timeout_s", "dlr_delay_ms")
-_BOOL_FIELDS = ("dlr_enabled", "dlr_queued_first", "shuffle_bulk")
+_BOOL_FIELDS = ("dlr_enabled", "dlr_queued_first", "dlr_burst", "shuffle_bulk")
 
 
 def _is_number(value: Any) -> bool:

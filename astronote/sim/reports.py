@@ -2,22 +2,29 @@
 
 Reports wait in a heap ordered by due time. A small pool of sender threads, started on first
 use, takes the due ones (up to `dlr_batch` at a time) and POSTs them to the request's
-`callback`, retrying transient failures a few times.
+`callback`, retrying transient failures a few times. Two ways to post (`dlr_burst`):
+- pooled (default): each sender thread posts over its own keep-alive connection, so at most
+  `dlr_threads` posts are in flight;
+- burst: every post at once on its own thread and new connection (`Connection: close`), with
+  no bound: a provider flushing a backlog, the load that once collapsed the webhook (issue
+  11). Those threads run in a child process (`astronote.sim.burst`).
 """
 
 from __future__ import annotations
 
 import heapq
+import http.client
 import itertools
 import json
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
-import requests
-
+from astronote.sim.burst import BurstPoster
 from astronote.sim.config import DLR_STATUSES
 
 # Sent (not Queued) is the intermediate report: the application itself marks an accepted
@@ -26,7 +33,7 @@ _INTERMEDIATE_STATUS = "Sent"
 
 _DLR_ATTEMPTS = 4
 _DLR_BACKOFF_S = (0.1, 0.3, 0.9)
-_DLR_TIMEOUT = (2.0, 5.0)
+_DLR_TIMEOUT = 5.0
 
 
 def now_iso() -> str:
@@ -81,10 +88,12 @@ class DeliveryReports:
         stopping: threading.Event,
         batch_size: Callable[[], int],
         on_posted: Callable[[bool, int], None],
+        burst: Callable[[], bool] = lambda: False,
     ) -> None:
         self.threads = threads
         self._stopping = stopping
         self._batch_size = batch_size
+        self._burst = burst
         self._on_posted = on_posted
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, str, dict[str, Any]]] = []
@@ -92,7 +101,7 @@ class DeliveryReports:
         self._in_flight = 0
         self._generation = 0
         self._senders: list[threading.Thread] = []
-        self._session: requests.Session | None = None
+        self._burst_poster = BurstPoster(stopping)
 
     def schedule(self, url: str, entries: list[tuple[float, dict[str, Any]]]) -> None:
         """Queue `(due, report)` entries for posting to `url`."""
@@ -114,14 +123,13 @@ class DeliveryReports:
             self._generation += 1
 
     def close(self) -> None:
-        """Stop the senders (unsent reports are dropped) and close their HTTP session."""
+        """Stop the senders (unsent reports are dropped); their connections close with them."""
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
         for thread in self._senders:
             thread.join(timeout=2)
-        if self._session is not None:
-            self._session.close()
+        self._burst_poster.close()
 
     def _ensure_senders(self) -> None:
         if self._senders:
@@ -129,16 +137,6 @@ class DeliveryReports:
         with self._cond:
             if self._senders or self._stopping.is_set():
                 return
-            session = requests.Session()
-            # Callbacks are explicit URLs; consulting proxy/netrc settings from the environment
-            # costs ~0.5 ms of CPU per post (it walks os.environ twice) for nothing.
-            session.trust_env = False
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=4, pool_maxsize=self.threads * 2
-            )
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._session = session
             for i in range(self.threads):
                 thread = threading.Thread(
                     target=self._sender_loop, name=f"provider-sim-dlr-{i}", daemon=True
@@ -167,51 +165,152 @@ class DeliveryReports:
             return batch_size, self._generation, taken
 
     def _sender_loop(self) -> None:
-        while True:
-            item = self._take_due()
-            if item is None:
-                return
-            batch_size, generation, taken = item
-            try:
-                by_url: dict[str, list[dict[str, Any]]] = {}
-                for url, report in taken:
-                    by_url.setdefault(url, []).append(report)
-                for url, reports in by_url.items():
-                    stamp = now_iso()
-                    for report in reports:
-                        report["timestamp"] = stamp
-                    # With batching on, even a lone report goes as an array: the receiver
-                    # must handle both shapes, and tests can rely on the shape.
-                    body = reports if batch_size > 1 else reports[0]
-                    ok = self._post_report(url, json.dumps(body).encode())
-                    # A reset during the post must not leak counts into the fresh stats.
-                    if generation == self._generation:
-                        self._on_posted(ok, len(reports))
-            finally:
-                with self._cond:
-                    self._in_flight -= len(taken)
+        connections = Connections()
+        try:
+            while True:
+                item = self._take_due()
+                if item is None:
+                    return
+                batch_size, generation, taken = item
+                if self._burst():
+                    self._post_burst(batch_size, generation, taken)
+                else:
+                    self._post_taken(batch_size, generation, taken, connections)
+        finally:
+            connections.close()
 
-    def _post_report(self, url: str, body: bytes) -> bool:
-        session = self._session
-        assert session is not None
+    def _post_burst(
+        self, batch_size: int, generation: int, taken: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Every post at once on its own thread and new connection: no bound (`BurstPoster`)."""
+        for start in range(0, len(taken), batch_size):
+            part = taken[start : start + batch_size]
+            for url, body, count in self._bodies(batch_size, part):
+                self._burst_poster.submit(url, body, partial(self._burst_done, generation, count))
+
+    def _burst_done(self, generation: int, count: int, ok: bool) -> None:
+        try:
+            if generation == self._generation:
+                self._on_posted(ok, count)
+        finally:
+            with self._cond:
+                self._in_flight -= count
+
+    @staticmethod
+    def _bodies(
+        batch_size: int, taken: list[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, bytes, int]]:
+        """The posts that carry `taken`: (url, JSON body, how many reports)."""
+        by_url: dict[str, list[dict[str, Any]]] = {}
+        for url, report in taken:
+            by_url.setdefault(url, []).append(report)
+        posts = []
+        for url, reports in by_url.items():
+            stamp = now_iso()
+            for report in reports:
+                report["timestamp"] = stamp
+            # With batching on, even a lone report goes as an array: the receiver must
+            # handle both shapes, and tests can rely on the shape.
+            body = reports if batch_size > 1 else reports[0]
+            posts.append((url, json.dumps(body).encode(), len(reports)))
+        return posts
+
+    def _post_taken(
+        self,
+        batch_size: int,
+        generation: int,
+        taken: list[tuple[str, dict[str, Any]]],
+        connections: Connections,
+    ) -> None:
+        try:
+            for url, body, count in self._bodies(batch_size, taken):
+                ok = self._post_report(url, body, connections)
+                # A reset during the post must not leak counts into the fresh stats.
+                if generation == self._generation:
+                    self._on_posted(ok, count)
+        finally:
+            with self._cond:
+                self._in_flight -= len(taken)
+
+    def _post_report(self, url: str, body: bytes, connections: Connections) -> bool:
+        """POST with retries over the thread's keep-alive `connections`."""
         for attempt in range(_DLR_ATTEMPTS):
             if self._stopping.is_set():
                 return False
-            try:
-                response = session.post(
-                    url,
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=_DLR_TIMEOUT,
-                )
-                status = response.status_code
-                response.close()
+            status = post_once(url, body, connections)
+            if status is not None:
                 if 200 <= status < 300:
                     return True
                 if status < 500 and status != 429:
                     return False  # the receiver refuses it: retrying cannot help
-            except requests.RequestException:
-                pass
             if attempt < len(_DLR_BACKOFF_S):
                 self._stopping.wait(_DLR_BACKOFF_S[attempt])
         return False
+
+
+class Connections:
+    """One sender thread's keep-alive connections, one per host (not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], http.client.HTTPConnection] = {}
+
+    def get(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
+        """The connection to use, and whether it is one already used (the server may have
+        closed it while idle)."""
+        key = (scheme, netloc)
+        connection = self._open.get(key)
+        if connection is None:
+            connection = self._open[key] = new_connection(scheme, netloc)
+            return connection, False
+        return connection, True
+
+    def drop(self, scheme: str, netloc: str) -> None:
+        connection = self._open.pop((scheme, netloc), None)
+        if connection is not None:
+            connection.close()
+
+    def close(self) -> None:
+        for connection in self._open.values():
+            connection.close()
+        self._open.clear()
+
+
+def new_connection(scheme: str, netloc: str) -> http.client.HTTPConnection:
+    kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    # One timeout for connect and read: the longer of requests' (connect, read) pair before.
+    return kind(netloc, timeout=_DLR_TIMEOUT)
+
+
+def post_once(url: str, body: bytes, connections: Connections) -> int | None:
+    """One POST of a JSON body; its status, or None when it failed without one (refused,
+    reset, timed out). The stdlib client, not `requests`: at thousands of posts a second its
+    per-request overhead was the simulator's bottleneck, not the receiver's. A kept-alive
+    connection the server closed while idle is replaced at once, as urllib3 does."""
+    parts = urlsplit(url)
+    target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    for _ in range(2):
+        connection, reused = connections.get(parts.scheme, parts.netloc)
+        try:
+            status, will_close = _exchange(connection, target, body, headers)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            connections.drop(parts.scheme, parts.netloc)
+            if reused:
+                continue  # closed while idle: once more on a new connection
+            return None
+        except (OSError, http.client.HTTPException):
+            connections.drop(parts.scheme, parts.netloc)
+            return None
+        if will_close:
+            connections.drop(parts.scheme, parts.netloc)
+        return status
+    return None
+
+
+def _exchange(
+    connection: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bool]:
+    connection.request("POST", target, body=body, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    return response.status, bool(response.will_close)

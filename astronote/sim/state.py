@@ -76,6 +76,7 @@ class Simulator:
             self._stopping,
             batch_size=lambda: self._config["dlr_batch"],
             on_posted=self._count_reports,
+            burst=lambda: self._config["dlr_burst"],
         )
         self._apply_config(self._startup_config)
 

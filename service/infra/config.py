@@ -70,6 +70,7 @@ class Settings:
     quiet_hours_default: tuple[int, int] | None
     quiet_hours_recheck_ms: int
     test_clock_offset_key: str | None
+    report_apply_delay_ms: int
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -309,6 +310,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "claim_timeout_ms": _int("CLAIM_TIMEOUT_MS", 300000, 1000)(env),
         "reconcile_interval_ms": _int("RECONCILE_INTERVAL_MS", 30000, 100)(env),
         "status_refresh_interval_ms": _int("STATUS_REFRESH_INTERVAL_MS", 30000, 100)(env),
+        # The webhook only stores reports; the applier runs at most once per this many ms
+        # (a burst of reports publishes one applier message), and this long after the first
+        # report of the burst: the delay a report waits before its effect shows.
+        "report_apply_delay_ms": _int("REPORT_APPLY_DELAY_MS", 150, 10, 10_000)(env),
         "stuck_campaign_after_ms": _int("STUCK_CAMPAIGN_AFTER_MS", 300000, 1000)(env),
         # A campaign paused longer than this is listed by /health/full (a day by default): a
         # pause is the merchant's choice, but one forgotten holds its credits indefinitely.

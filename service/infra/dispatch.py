@@ -59,3 +59,7 @@ def publish_persist(payload: dict[str, Any]) -> None:
 
 def publish_status_update(campaign_id: int) -> None:
     publish(STATUS_QUEUE, "updateCampaignStatus", campaign_id)
+
+
+def publish_apply_reports(delay_ms: int | None = None) -> None:
+    publish(STATUS_QUEUE, "applyDeliveryReports", delay_ms=delay_ms)

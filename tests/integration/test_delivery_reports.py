@@ -6,6 +6,7 @@ from models.database import fetchall
 from service import audit, campaigns, contacts, credits, delivery, shops
 from service.enqueue import batch_key, enqueue
 from service.sending import Accepted, claim_recipients, persist_results
+from tests.integration.reports import receive
 
 
 def sending_campaign(settings, size: int = 3):
@@ -46,12 +47,7 @@ def accept(shop_id, campaign_id, recipient, provider_id):
 def test_a_report_that_arrives_before_the_send_is_persisted_is_applied(db, settings):
     # Given a claimed recipient whose report arrives before its send is persisted
     shop_id, campaign_id, (first, *_) = sending_campaign(settings)
-    assert (
-        delivery.record_reports(
-            [{"id": "p-1", "deliveryStatus": "Delivered"}], settings, audit.PROVIDER_WEBHOOK
-        )
-        == 0
-    )
+    assert receive([{"id": "p-1", "deliveryStatus": "Delivered"}], settings) == 0
 
     # When the send is persisted and the campaign's status refreshed
     accept(shop_id, campaign_id, first, "p-1")
@@ -67,21 +63,16 @@ def test_a_status_never_moves_backwards_and_duplicates_change_nothing(db, settin
     accept(shop_id, campaign_id, first, "p-1")
     accept(shop_id, campaign_id, second, "p-2")
 
-    delivery.record_reports(
-        [{"id": "p-1", "deliveryStatus": "Delivered"}], settings, audit.PROVIDER_WEBHOOK
-    )
-    delivery.record_reports(
+    receive([{"id": "p-1", "deliveryStatus": "Delivered"}], settings)
+    receive(
         [
             {"id": "p-1", "deliveryStatus": "Sent"},
             {"id": "p-1", "deliveryStatus": "Queued"},
             {"id": "p-1", "deliveryStatus": "Expired"},
         ],
         settings,
-        audit.PROVIDER_WEBHOOK,
     )
-    delivery.record_reports(
-        [{"id": "p-2", "deliveryStatus": "Sent"}] * 2, settings, audit.PROVIDER_WEBHOOK
-    )
+    receive([{"id": "p-2", "deliveryStatus": "Sent"}] * 2, settings)
 
     assert delivery_status(db, first.id) == "Delivered"
     assert delivery_status(db, second.id) == "Sent"
@@ -119,7 +110,7 @@ def test_a_report_naming_a_call_still_in_flight_makes_it_sent_at_once(db, settin
     shop_id, campaign_id, (first, second, _) = sending_campaign(settings)
 
     # When the provider's report naming it by reference (its id) arrives first
-    applied = delivery.record_reports(
+    applied = receive(
         [
             {
                 "id": "p-1",
@@ -129,7 +120,6 @@ def test_a_report_naming_a_call_still_in_flight_makes_it_sent_at_once(db, settin
             }
         ],
         settings,
-        audit.PROVIDER_WEBHOOK,
     )
 
     # Then it is sent with the report's message id and its debit, and the report applied
@@ -151,10 +141,9 @@ def test_a_bulk_report_names_its_recipient_by_batch_reference_and_number(db, set
     key = batch_key(campaign_id, [r.id for r in claimed])
 
     # When a report names the batch and one number
-    delivery.record_reports(
+    receive(
         [{"id": "b-7", "reference": key, "to": claimed[1].phone, "deliveryStatus": "Sent"}],
         settings,
-        audit.PROVIDER_WEBHOOK,
     )
 
     # Then that recipient alone is sent and debited

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from models.database import fetchall
-from service import audit, campaigns, contacts, credits, delivery, reconcile, shops
+from service import audit, campaigns, contacts, credits, reconcile, shops
 from service.enqueue import batch_key, enqueue
 from service.sending import claim_recipients
+from tests.integration.reports import receive
 
 
 def campaign_in_flight(settings, domain: str, balance: int):
@@ -43,10 +44,8 @@ def test_evidence_after_the_campaign_finished_still_makes_the_message_sent(db, s
     assert campaigns.get(shop_id, campaign_id).status == "failed"
 
     # When the provider's report naming it by reference arrives later
-    delivery.record_reports(
-        [{"id": "late-1", "reference": str(recipient_id), "deliveryStatus": "Delivered"}],
-        settings,
-        audit.PROVIDER_WEBHOOK,
+    receive(
+        [{"id": "late-1", "reference": str(recipient_id), "deliveryStatus": "Delivered"}], settings
     )
 
     # Then it is sent and debited once as the report is applied (not at the next reconcile),
@@ -97,13 +96,12 @@ def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest
     )
 
     # When their reports arrive together
-    delivery.record_reports(
+    receive(
         [
             {"id": "b-1", "reference": str(broke), "deliveryStatus": "Sent"},
             {"id": "f-1", "reference": str(fine), "deliveryStatus": "Sent"},
         ],
         settings,
-        audit.PROVIDER_WEBHOOK,
     )
 
     # Then the covered one is upgraded, the other stays failed (balance never below zero)

@@ -25,6 +25,7 @@ from tests.integration.ledger import (
     shop_with_contacts,
     statuses,
 )
+from tests.integration.reports import receive
 
 
 @pytest.fixture
@@ -190,10 +191,9 @@ def test_late_evidence_is_charged_against_credits_held_for_it(db, settings):
         credits.adjust(shop_id, -5, "chargeback", "cb-1", audit.ADMIN)
     credits.adjust(shop_id, -4, "chargeback", "cb-2", audit.ADMIN)
     # ...and the provider's report naming the message arrives
-    delivery.record_reports(
+    receive(
         [{"id": "late-1", "reference": str(sending.recipients[0]), "deliveryStatus": "Delivered"}],
         settings,
-        audit.PROVIDER_WEBHOOK,
     )
 
     # Then the message is sent with its debit, drawn from the hold: the balance is 0, never
@@ -229,7 +229,7 @@ def test_a_hold_ends_with_the_evidence_window(db, settings):
     # Then the hold is released, and a report arriving later charges nothing
     assert report.released_reservations == 1 and not report.errors
     assert credits.summary(shop_id) == CreditSummary(5, 0, 5)
-    delivery.record_reports(
+    receive(
         [
             {
                 "id": "too-late",
@@ -238,7 +238,6 @@ def test_a_hold_ends_with_the_evidence_window(db, settings):
             }
         ],
         past,
-        audit.PROVIDER_WEBHOOK,
     )
     assert not reconcile.reconcile(past, audit.ADMIN).errors
     assert statuses(sending.campaign_id) == {"failed": 1}

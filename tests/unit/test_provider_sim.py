@@ -45,6 +45,10 @@ class _Receiver:
     def __init__(self) -> None:
         self.bodies: list[Any] = []
         self.paths: list[str] = []
+        self.connections: set[int] = set()  # the client ports posts came from
+        self.in_flight = self.most_in_flight = 0
+        # A post waits (up to hold_s) until this many are in flight: what shows a bound
+        self.hold_until, self.hold_s = 0, 0.0
         self._cond = threading.Condition()
         receiver = self
 
@@ -57,6 +61,14 @@ class _Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver._cond:
+                    receiver.connections.add(self.client_address[1])
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                    receiver._cond.notify_all()
+                    receiver._cond.wait_for(
+                        lambda: receiver.in_flight >= receiver.hold_until, receiver.hold_s
+                    )
+                    receiver.in_flight -= 1
                     receiver.bodies.append(json.loads(body))
                     receiver.paths.append(self.path)
                     receiver._cond.notify_all()
@@ -322,6 +334,56 @@ def test_dlr_batch_posts_arrays(sim: SimServer, receiver: _Receiver) -> None:
     assert sorted(r["to"] for r in reports) == numbers
     assert all(isinstance(body, list) for body in receiver.bodies)
     assert all(r["deliveryStatus"] == "Failed" and r["statusCode"] != 0 for r in reports)
+
+
+def _bulk_to(sim: SimServer, receiver: _Receiver, count: int) -> list[str]:
+    numbers = [f"3069000000{i:02d}" for i in range(count)]
+    requests.post(
+        f"{sim.url}/smsbulk",
+        json={"from": "S", "to": ",".join(numbers), "text": "x", "callback": receiver.url},
+        headers=HEADERS,
+        timeout=5,
+    ).raise_for_status()
+    return numbers
+
+
+def test_pooled_reports_reuse_a_bounded_pool_of_connections(
+    sim: SimServer, receiver: _Receiver
+) -> None:
+    # Given a receiver that holds each post until 20 are in flight (or 0.2 s)
+    receiver.hold_until, receiver.hold_s = 20, 0.2
+    # When 20 reports fall due at once with the default (pooled) posting
+    numbers = _bulk_to(sim, receiver, 20)
+    # Then all arrive, never more than the 4 sender threads at once, over reused connections
+    assert sorted(r["to"] for r in receiver.wait_for(20, timeout=5)) == numbers
+    assert receiver.most_in_flight <= 4
+    assert len(receiver.connections) <= 8
+
+
+def test_burst_reports_open_a_connection_per_post_without_a_bound(
+    start_sim: Callable[..., SimServer], receiver: _Receiver
+) -> None:
+    # Given the simulator in burst mode (started so, as `--dlr-burst` does)
+    sim = start_sim(dlr_delay_ms=20, dlr_burst=True)
+    assert requests.get(f"{sim.url}/_sim/config", timeout=5).json()["dlr_burst"] is True
+    receiver.hold_until, receiver.hold_s = 20, 3.0
+    # When 20 reports fall due at once
+    numbers = _bulk_to(sim, receiver, 20)
+    # Then all 20 are in flight together (4 sender threads could not), each on its own
+    # connection, and the simulator counts each as posted
+    assert sorted(r["to"] for r in receiver.wait_for(20, timeout=5)) == numbers
+    assert receiver.most_in_flight == 20
+    assert len(receiver.connections) == 20
+    deadline = time.monotonic() + 2
+    while _stats(sim)["dlr_sent"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _stats(sim)["dlr_sent"] == 20 and _stats(sim)["dlr_pending"] == 0
+
+
+def test_burst_mode_is_a_boolean_config_field(sim: SimServer) -> None:
+    assert _config(sim, dlr_burst=True)["dlr_burst"] is True
+    refused = requests.post(f"{sim.url}/_sim/config", json={"dlr_burst": "yes"}, timeout=5)
+    assert refused.status_code == 400 and "dlr_burst" in refused.text
 
 
 def test_dlr_duplicates_and_intermediate(sim: SimServer, receiver: _Receiver) -> None:

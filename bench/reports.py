@@ -1,0 +1,245 @@
+"""Delivery reports at the send rate (issue 11): the same bulk campaign with the simulator's
+reports posted to the real webhook and to a no-op gunicorn app, in both simulator modes
+(pooled keep-alive connections, and a new connection per report without a bound).
+
+    .venv/bin/python bench/reports.py [--recipients 20000] [--dlr-threads 32] [--modes pooled,burst]
+
+Runs against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local PostgreSQL database
+`astronote_bench_reports`, created if missing, and Redis db 6; both are wiped). For each run:
+the campaign's rate (recipients / seconds from the enqueue call to `completed`), the seconds
+from its last send (`max(sent_at)`) to its last report applied (`max(applied_at)`), and the
+reports the simulator had answered 2xx against the reports applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg2
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from astronote.launcher import free_port  # noqa: E402
+from tests.e2e.stack import Stack, wait_for  # noqa: E402
+
+DB_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_bench_reports"
+)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+DLR_SECRET = "bench-dlr-secret-0123456789"
+
+
+def reset_database() -> None:
+    from models import database
+    from models.migrate import migrate
+
+    name = DB_URL.rsplit("/", 1)[1]
+    admin = psycopg2.connect(DB_URL.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if not cursor.fetchone():
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    database.bind(DB_URL, 2)
+    database.db.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    migrate()
+    database.db.close()
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def query(sql: str, *params) -> list[tuple]:
+    with psycopg2.connect(DB_URL) as conn, conn.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def sim_stats(stack: Stack) -> dict:
+    return requests.get(f"{stack.sim}/_sim/stats", timeout=10).json()
+
+
+def applied_reports(campaign_id: int) -> tuple[int, float | None]:
+    """Reports applied to the campaign's messages, and the seconds from its last send to its
+    last report applied."""
+    count, last_applied, last_sent = query(
+        "SELECT count(d.id), max(d.applied_at),"
+        " (SELECT max(sent_at) FROM campaign_recipient WHERE campaign_id = %s)"
+        " FROM delivery_report d JOIN campaign_recipient r ON r.mitto_message_id = d.provider_id"
+        " WHERE r.campaign_id = %s AND d.applied_at IS NOT NULL",
+        campaign_id,
+        campaign_id,
+    )[0]
+    lag = (last_applied - last_sent).total_seconds() if last_applied and last_sent else None
+    return count, lag
+
+
+def ingest(url: str, count: int, connections: int = 32) -> int:
+    """Reports per second `url` answers 200, posted one per request over keep-alive
+    connections by plain threads (no campaign running)."""
+    parts = urlsplit(url)
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    numbers = iter(range(count))
+    lock = threading.Lock()
+    answered = [0]
+
+    def post() -> None:
+        connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+        while True:
+            with lock:
+                i = next(numbers, None)
+            if i is None:
+                return
+            body = json.dumps({"id": f"ingest-{i}", "deliveryStatus": "Delivered"})
+            connection.request("POST", target, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            with lock:
+                answered[0] += response.status == 200
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=post) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answered[0] == count, answered
+    return round(count / (time.perf_counter() - started))
+
+
+def run(stack: Stack, key: str, label: str, real: bool) -> dict:
+    before = sim_stats(stack)
+    campaign = stack.call(
+        "POST",
+        "/campaigns",
+        key,
+        json={"name": label, "text": "Spring sale: 20% off today", "append_unsubscribe": False},
+    ).json()
+    started = time.perf_counter()
+    answer = stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", key)
+    assert answer.status_code == 202, answer.text
+    progress = stack.wait_finished(key, campaign["id"], 900)
+    total_s = time.perf_counter() - started
+    result = {
+        "status": progress["status"],
+        "recipients": progress["total"],
+        "sent": progress["sent"],
+        "total_s": round(total_s, 2),
+        "rate_per_s": round(progress["total"] / total_s),
+    }
+    # Every report posted (answered or given up on), then, with the real webhook, applied.
+    wait_for(lambda: sim_stats(stack)["dlr_pending"] == 0, 600, "reports posted", interval=0.5)
+    after = sim_stats(stack)
+    result["reports_answered_2xx"] = after["dlr_sent"] - before["dlr_sent"]
+    result["reports_not_answered"] = after["dlr_failed"] - before["dlr_failed"]
+    result["reports_posted_s_after_completion"] = round(time.perf_counter() - started - total_s, 2)
+    if real:
+        wait_for(
+            lambda: applied_reports(campaign["id"])[0] >= result["reports_answered_2xx"],
+            120,
+            "reports applied",
+            interval=0.5,
+        )
+        time.sleep(1)  # anything applied beyond what was answered would show now
+        applied, lag = applied_reports(campaign["id"])
+        result["reports_applied"] = applied
+        result["last_send_to_last_applied_s"] = round(lag or 0.0, 2)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--dlr-threads", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--modes", default="pooled,burst")
+    parser.add_argument(
+        "--ingest", type=int, default=10_000, help="reports posted straight to both endpoints"
+    )
+    args = parser.parse_args()
+    results: dict = {"machine": f"{os.cpu_count()} cores", "args": vars(args), "runs": []}
+    reset_database()
+    env = {
+        "DATABASE_URL": DB_URL,
+        "REDIS_URL": REDIS_URL,
+        "ADMIN_TOKEN": "bench-admin-token-0123456789",
+        "DLR_WEBHOOK_SECRET": DLR_SECRET,
+        "SECRET_KEY": "bench-secret-key-0123456789abcdef",
+        "MITTO_API_KEY": "bench",
+        "SEND_CONCURRENCY": "64",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    }
+    stack = Stack(env, f"bench-reports-{int(time.time())}")
+    noop_port = free_port()
+    noop = f"http://127.0.0.1:{noop_port}/webhooks/mitto/dlr"
+    try:
+        stack.start_sim("--dlr-threads", str(args.dlr_threads))
+        stack.start_web(workers=2, threads=8)
+        stack._spawn(
+            "noop",
+            [
+                str(ROOT / ".venv/bin/gunicorn"),
+                "bench.noop_webhook:app",
+                "--config",
+                "/dev/null",
+                "--bind",
+                f"127.0.0.1:{noop_port}",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+            ],
+        )
+        wait_for(lambda: requests.post(noop, data=b"{}", timeout=1).ok, 20, "no-op webhook")
+        stack.start_worker(processes=2, threads=4)
+        stack.start_clock()
+        _, key = stack.create_shop("bench.example", credits=10_000_000)
+        stack.import_contacts(key, args.recipients)
+        if args.ingest:
+            # The endpoints alone: one report per request, 32 keep-alive connections.
+            webhook = f"{stack.web}/webhooks/mitto/dlr?token={DLR_SECRET}"
+            results["ingest_per_s"] = {
+                "noop": ingest(noop, args.ingest),
+                "webhook": ingest(webhook, args.ingest),
+            }
+            print("ingest", json.dumps(results["ingest_per_s"]), file=sys.stderr, flush=True)
+        for round_ in range(args.rounds):
+            for mode in args.modes.split(","):
+                pair = {}
+                for target in ("noop", "webhook"):
+                    stack.sim_config(
+                        dlr_burst=mode == "burst",
+                        dlr_callback_override=noop if target == "noop" else None,
+                    )
+                    pair[target] = run(stack, key, f"{mode}-{target}", real=target == "webhook")
+                    print(mode, target, json.dumps(pair[target]), file=sys.stderr, flush=True)
+                results["runs"].append(
+                    {
+                        "round": round_,
+                        "mode": mode,
+                        **pair,
+                        "rate_ratio": round(
+                            pair["webhook"]["rate_per_s"] / pair["noop"]["rate_per_s"], 2
+                        ),
+                    }
+                )
+    finally:
+        stack.close()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
