@@ -58,6 +58,7 @@ class BatchReport:
     rejected: int = 0
     not_sent: int = 0
     unknown: int = 0
+    throttled: int = 0  # of not_sent: answered 429 (the account is over its rate)
     retry_after_s: float | None = None
     persisted: bool = True
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -65,6 +66,9 @@ class BatchReport:
     # The rest of the batch went back on the queue (deadline, shutdown, or throttled after
     # some progress): the actor has nothing to retry.
     republished: bool = False
+    # Why the batch's next window was refused by the shared limiter, if it was:
+    # "cool_down", "provider", "sender" or "redis_down" (service/infra/ratelimit.py).
+    limited: str | None = None
 
     def add(self, window: BatchReport) -> None:
         """Count one window's outcomes in the batch's."""
@@ -73,6 +77,7 @@ class BatchReport:
         self.rejected += window.rejected
         self.not_sent += window.not_sent
         self.unknown += window.unknown
+        self.throttled += window.throttled
         if window.retry_after_s is not None:
             self.retry_after_s = max(self.retry_after_s or 0, window.retry_after_s)
         self.persisted = self.persisted and window.persisted
@@ -89,6 +94,7 @@ class BatchOutcomes:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     not_sent: list[int] = field(default_factory=list)
     unknown: int = 0
+    throttled: int = 0
     retry_after_s: float | None = None
     counts: dict[str, int] = field(default_factory=dict)  # outcome -> recipients
 
@@ -99,6 +105,7 @@ class BatchOutcomes:
             rejected=len(self.rejected),
             not_sent=len(self.not_sent),
             unknown=self.unknown,
+            throttled=self.throttled,
             retry_after_s=self.retry_after_s,
             persisted=persisted,
             outcomes=self.counts,
@@ -322,6 +329,7 @@ def classify(
             outcomes.rejected.append((recipient.id, result.reason or "rejected"))
         elif result.outcome is Outcome.NOT_SENT:
             outcomes.not_sent.append(recipient.id)
+            outcomes.throttled += result.throttled
             if result.retry_after_s is not None:
                 outcomes.retry_after_s = max(outcomes.retry_after_s or 0, result.retry_after_s)
         else:

@@ -15,6 +15,12 @@ the actor's time limit, and it stops between windows when its worker shuts down;
 the batch then goes back on the queue. Should the time limit, or anything else, interrupt a
 window all the same, the calls already made are waited for, their answers persisted and the
 claims never called given back before the exception goes on (`WindowCalls`, `salvage`).
+
+Rate limits never hold a worker (service/infra/ratelimit.py): each window asks the shared
+limiter for its recipients before claiming them, and is cut to what it gets (at most a
+limit's amount per second). Refused, or during the account's cool-down after a 429, the batch
+gives back its slots and goes back on the queue for as long as the limiter says: no sleep in
+the worker thread, no retry spent. A 429 starts that cool-down for every worker.
 """
 
 from __future__ import annotations
@@ -31,16 +37,21 @@ from service import credits, messages, sending
 from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
 from service.infra.config import Settings
-from service.infra.ratelimit import RateLimiter
+from service.infra.ratelimit import DEFAULT_COOL_DOWN_MS, SendLimiter
 from service.messages import CampaignContext
 from service.provider import Outcome, Provider, SendResult, Sms
 from service.sending import BatchReport, Claimed
 
 log = logging.getLogger("astronote.sending")
 
-# When the provider throttles a batch that made progress, its rest goes back on the queue
-# after Retry-After, or this long when the provider gave none.
-THROTTLED_DELAY_MS = 1000
+# When the provider surely did not take some messages of a batch that made progress (a
+# refused connection, a 503), its rest goes back on the queue after Retry-After, or this long.
+NOT_SENT_DELAY_MS = 1000
+
+
+def cool_down_ms(retry_after_s: float | None) -> int:
+    """How long a throttled batch waits when no shared limiter is configured."""
+    return int(retry_after_s * 1000) if retry_after_s is not None else DEFAULT_COOL_DOWN_MS
 
 
 class WindowCalls:
@@ -100,7 +111,8 @@ class BatchRun:
     budget: int  # what is left of the batch's part of the reservation
     stop_by: float  # the clock reading after which no window may start
     report: BatchReport = field(default_factory=BatchReport)
-    stopped: str | None = None  # "deferred", "not_sent" or "not_sending"
+    stopped: str | None = None  # "deferred", "throttled", "not_sent" or "not_sending"
+    delay_ms: int | None = None  # deferred or throttled: how long the rest waits on the queue
 
     @property
     def bulk(self) -> bool:
@@ -118,7 +130,7 @@ class BatchSender:
         provider: Provider,
         calls: Executor,
         slots: CallSlots,
-        limiter: RateLimiter | None = None,
+        limiter: SendLimiter | None = None,
         stopping: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -172,16 +184,29 @@ class BatchSender:
                 return
             try:
                 size = len(pending) if run.bulk else lease.held
-                window, pending = pending[:size], pending[size:]
                 if self.limiter:
-                    self.limiter.acquire(len(window))
-                if self.clock() > run.stop_by:  # the rate limit made us wait too long
-                    run.stopped = "deferred"
-                    return
+                    grant = self.limiter.acquire(run.context.sender, size)
+                    if not grant.count:
+                        # Nothing claimed: the rest waits on the queue, not in this thread.
+                        run.stopped, run.delay_ms = "deferred", grant.wait_ms
+                        run.report.limited = grant.reason
+                        return
+                    size = grant.count
+                window, pending = pending[:size], pending[size:]
                 done = self.send_window(run, window)
             finally:
                 lease.give_back()
             run.report.add(done)
+            if done.throttled:
+                # A 429: the account is over its rate. Every worker holds off for the
+                # cool-down; this batch's rest waits on the queue as long, no retry spent.
+                run.stopped = "throttled"
+                run.delay_ms = (
+                    self.limiter.cool_down(done.retry_after_s)
+                    if self.limiter
+                    else cool_down_ms(done.retry_after_s)
+                )
+                return
             if done.not_sent:
                 run.stopped = "not_sent"
                 return
@@ -288,17 +313,18 @@ class BatchSender:
         report = run.report
         if run.stopped is None:
             sending.finish_batch(run.key)
-        elif run.stopped == "deferred" or (
+        elif run.stopped in ("deferred", "throttled") or (
             run.stopped == "not_sent" and report.accepted + report.rejected
         ):
-            # A delivery that made progress is not a failed attempt: republishing keeps the
-            # actor's retries for deliveries that could send nothing at all.
-            delay = None
+            # Neither a rate limit nor a delivery that made progress is a failed attempt:
+            # republishing keeps the actor's retries for deliveries that could send nothing
+            # for a reason other than the account's rate.
+            delay = run.delay_ms
             if run.stopped == "not_sent":
                 delay = (
                     int(report.retry_after_s * 1000)
                     if report.retry_after_s is not None
-                    else THROTTLED_DELAY_MS
+                    else NOT_SENT_DELAY_MS
                 )
             sending.republish_batch(run.campaign_id, run.shop_id, recipient_ids, run.key, delay)
             report.republished = True
