@@ -82,6 +82,16 @@ class _Handler(LeanRequestHandler):
             self._send_json(200, sim.stats())
         elif path == "/_sim/config":
             self._send_json(200, sim.get_config())
+        elif path == "/_sim/timeline":
+            try:
+                window_ms = int(query.get("window_ms", ["1000"])[0])
+            except ValueError:
+                self._bad_request("window_ms must be an integer")
+                return
+            if window_ms < 1:
+                self._bad_request("window_ms must be at least 1")
+                return
+            self._send_json(200, sim.timeline(window_ms, query.get("from", [None])[0]))
         elif path == "/_sim/messages":
             reference = query.get("reference", [None])[0]
             to = query.get("to", [None])[0]
@@ -127,7 +137,7 @@ class _Handler(LeanRequestHandler):
         sim.sleep(cfg["latency_ms"] / 1000.0)
 
         if outcome == "429":
-            sim.bump(requests=1, throttled=1)
+            sim.throttled()
             retry_after = cfg["retry_after_s"]
             retry_text = (
                 str(int(retry_after)) if retry_after == int(retry_after) else str(retry_after)
