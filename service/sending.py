@@ -69,6 +69,7 @@ class BatchReport:
     # Why the batch's next window was refused by the shared limiter, if it was:
     # "cool_down", "provider", "sender" or "redis_down" (service/infra/ratelimit.py).
     limited: str | None = None
+    wait_ms: int | None = None  # limited: how long until the limiter allows a window
 
     def add(self, window: BatchReport) -> None:
         """Count one window's outcomes in the batch's."""
@@ -78,6 +79,8 @@ class BatchReport:
         self.not_sent += window.not_sent
         self.unknown += window.unknown
         self.throttled += window.throttled
+        if window.limited:
+            self.limited, self.wait_ms = window.limited, window.wait_ms
         if window.retry_after_s is not None:
             self.retry_after_s = max(self.retry_after_s or 0, window.retry_after_s)
         self.persisted = self.persisted and window.persisted

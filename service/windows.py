@@ -18,9 +18,11 @@ claims never called given back before the exception goes on (`WindowCalls`, `sal
 
 Rate limits never hold a worker (service/infra/ratelimit.py): each window asks the shared
 limiter for its recipients before claiming them, and is cut to what it gets (at most a
-limit's amount per second). Refused, or during the account's cool-down after a 429, the batch
-gives back its slots and goes back on the queue for as long as the limiter says: no sleep in
-the worker thread, no retry spent. A 429 starts that cool-down for every worker.
+limit's amount per second); right before its calls it is counted again, at the time it goes
+out (refused there, it gives its claims back). Refused, or during the account's cool-down
+after a 429, the batch gives back its slots and goes back on the queue for as long as the
+limiter says: no sleep in the worker thread, no retry spent. A 429 starts that cool-down for
+every worker.
 """
 
 from __future__ import annotations
@@ -197,6 +199,9 @@ class BatchSender:
             finally:
                 lease.give_back()
             run.report.add(done)
+            if done.limited:  # refused at dispatch: its claims were given back
+                run.stopped, run.delay_ms = "deferred", done.wait_ms
+                return
             if done.throttled:
                 # A 429: the account is over its rate. Every worker holds off for the
                 # cool-down; this batch's rest waits on the queue as long, no retry spent.
@@ -229,6 +234,12 @@ class BatchSender:
             calls.recipients = len(claimed)
             texts = messages.compose_batch(run.context, claimed, self.settings)
             costs = messages.segment_costs(texts)
+            if self.limiter:
+                sent_now = self.limiter.dispatch(run.context.sender, len(claimed))
+                if not sent_now.count:
+                    sending.unclaim([r.id for r in claimed], run.key)
+                    claimed = []
+                    return BatchReport(limited=sent_now.reason, wait_ms=sent_now.wait_ms)
             if not self.cover(run, sum(costs)):
                 return self.fail_uncovered(run, claimed)
             self.call_provider(run, claimed, texts, calls)

@@ -6,17 +6,23 @@
   worker from starting a window for that account until it ends (`SET ... PX`).
 
 Counted by the `limits` library's moving window (a log of the last `amount` sends: exact, no
-burst of twice the rate at a window boundary), on Redis, with Redis' clock: every worker
-stamps and compares sends with one clock, not its own. A window asks for its recipients
-before claiming them (`acquire`); what it gets it sends, what it does not get it never
-claims. Nothing here waits: a refusal says how long until the budget allows a window again,
-and the batch goes back on the queue for that long, giving its worker thread to other work.
+burst of twice the rate at a window boundary), on Redis, with Redis' clock read inside the
+library's scripts: every worker stamps and compares sends with one clock, not its own.
+
+Two counts per limit. A window asks for its recipients before claiming them (`acquire`,
+the admission): what it does not get it never claims. Right before its calls it counts them
+again (`dispatch`), stamped when they go out: a window whose claim took long enough to bring
+it closer to the previous window than the limit allows is refused there and gives its claims
+back (rare; the admission already spaced the windows). Nothing here waits: a refusal says how
+long until the budget allows a window again, and the batch goes back on the queue for that
+long, giving its worker thread to other work.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -46,9 +52,22 @@ def account_id(api_base: str, api_key: str | None) -> str:
     return hashlib.sha256(f"{api_base}\0{api_key or ''}".encode()).hexdigest()[:16]
 
 
+# Put before the library's scripts: the timestamp they compare and record is Redis' clock
+# when the script runs (milliseconds), not a time the caller read before sending it, which
+# a worker descheduled between the two would make stale and let sends through early.
+_NOW_MS = """
+local now_ms = redis.call('TIME')
+now_ms = tonumber(now_ms[1]) * 1000 + tonumber(now_ms[2]) / 1000
+"""
+# acquire_moving_window.lua: ARGV = timestamp, limit, expiry, amount.
+_ACQUIRE_PROLOGUE = _NOW_MS + "ARGV[1] = tostring(now_ms)\n"
+# moving_window.lua: ARGV = oldest timestamp still in the window, limit; given the expiry.
+_WINDOW_PROLOGUE = _NOW_MS + "ARGV[1] = tostring(now_ms - tonumber(ARGV[1]))\n"
+
+
 class RedisClockStorage(RedisStorage):
-    """The library's Redis storage and its moving-window scripts, fed Redis' own clock (in
-    milliseconds) rather than the calling process's `time.time()`.
+    """The library's Redis storage and its moving-window scripts, run on Redis' clock (in
+    milliseconds, read inside the script) rather than the calling process's `time.time()`.
 
     The scripts compare entries with `now - expiry` in whatever unit they are given: here
     milliseconds, so the key's EXPIRE (which the script sets in seconds from the same number)
@@ -57,30 +76,28 @@ class RedisClockStorage(RedisStorage):
     def __init__(self, client: redis.Redis, key_prefix: str = KEY_PREFIX) -> None:
         super().__init__("redis://", connection_pool=client.connection_pool, key_prefix=key_prefix)
         self.client = client
-
-    def now_ms(self) -> float:
-        seconds, micros = self.client.time()
-        return seconds * 1000 + micros / 1000
+        self.acquire_script = client.register_script(
+            _ACQUIRE_PROLOGUE.encode() + self.SCRIPT_ACQUIRE_MOVING_WINDOW
+        )
+        self.window_script = client.register_script(
+            _WINDOW_PROLOGUE.encode() + self.SCRIPT_MOVING_WINDOW
+        )
 
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         return bool(
-            self.lua_acquire_moving_window(
-                [self.prefixed_key(key)], [self.now_ms(), limit, expiry * 1000, amount]
-            )
+            self.acquire_script([self.prefixed_key(key)], [0, limit, expiry * 1000, amount])
         )
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        now = self.now_ms()
-        window = self.lua_moving_window([self.prefixed_key(key)], [now - expiry * 1000, limit])
+        window = self.window_script([self.prefixed_key(key)], [expiry * 1000, limit])
         if window:
             return float(window[0]) / 1000, int(window[1])
-        return now / 1000, 0
+        return 0.0, 0
 
     def free_in_ms(self, key: str, limit: int, expiry: int, amount: int) -> int:
         """How long until `amount` more entries fit: until the entry `amount` places from
         the oldest one the window may hold leaves the window (0: they fit now)."""
-        if amount > limit:
-            amount = limit
+        amount = min(amount, limit)
         pipe = self.client.pipeline(transaction=False)
         pipe.time()
         pipe.lindex(self.prefixed_key(key), limit - amount)
@@ -137,21 +154,33 @@ class SendLimiter:
         ]
         return min(caps) if caps else None
 
-    def limits_for(self, sender: str) -> list[Limit]:
-        """The budgets a send from `sender` draws on, the narrower (the sender's) first."""
+    def limits_for(self, sender: str, stage: str) -> list[Limit]:
+        """The budgets a send from `sender` draws on at `stage` ("admit" before the claim,
+        "send" right before the calls), the narrower (the sender's) first."""
         found: list[Limit] = []
         if self.sender is not None:
-            found.append(("sender", self.sender, ("sender", self.account, sender)))
+            found.append(("sender", self.sender, (stage, "sender", self.account, sender)))
         if self.provider is not None:
-            found.append(("provider", self.provider, ("provider", self.account)))
+            found.append(("provider", self.provider, (stage, "provider", self.account)))
         return found
 
     def acquire(self, sender: str, wanted: int) -> Grant:
-        """Take the budget for up to `wanted` messages from `sender` now, never waiting:
-        as many as every limit has left (at most `window_cap`), or none and how long until
-        a window may be tried again."""
+        """Before a window's claim: the budget for up to `wanted` messages from `sender`,
+        never waiting. As many as every limit has left (at most `window_cap`), or none and
+        how long until a window may be tried again (the cool-down, or the budget's return)."""
+        return self._guarded(lambda: self._acquire(sender, wanted))
+
+    def dispatch(self, sender: str, count: int) -> Grant:
+        """Right before a claimed window's calls: `count` sends counted at the time they go
+        out. The admission (`acquire`) spaces windows, but a claim slowed down (a busy
+        database, a descheduled thread) would let two admitted windows reach the provider
+        closer than the limit allows; this second count refuses the later one, whose claims
+        are then given back. All of `count` or nothing."""
+        return self._guarded(lambda: self._dispatch(sender, count))
+
+    def _guarded(self, decide: Callable[[], Grant]) -> Grant:
         try:
-            return self._acquire(sender, wanted)
+            return decide()
         except redis.RedisError as error:
             log.warning(
                 "send rate limit unavailable; the batch waits on the queue",
@@ -159,11 +188,14 @@ class SendLimiter:
             )
             return Grant(0, REDIS_DOWN_WAIT_MS, "redis_down")
 
-    def _acquire(self, sender: str, wanted: int) -> Grant:
+    def _cooling(self) -> Grant | None:
         cooling = int(self.client.pttl(self.cool_down_key))
-        if cooling > 0:
-            return Grant(0, cooling, "cool_down")
-        limits = self.limits_for(sender)
+        return Grant(0, cooling, "cool_down") if cooling > 0 else None
+
+    def _acquire(self, sender: str, wanted: int) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        limits = self.limits_for(sender, "admit")
         cap = self.window_cap
         count = min(wanted, cap) if cap is not None else wanted
         for _, item, ids in limits:
@@ -173,11 +205,19 @@ class SendLimiter:
             count = min(count, item.amount - used)
         if count <= 0:
             return self.refusal(limits, 1)
+        return self._hit(limits, count)
+
+    def _dispatch(self, sender: str, count: int) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        return self._hit(self.limits_for(sender, "send"), count)
+
+    def _hit(self, limits: list[Limit], count: int) -> Grant:
         for taken, (_, item, ids) in enumerate(limits):
             if not self.strategy.hit(item, *ids, cost=count):
-                # Another worker took the budget between the count and the hit. The sender's
-                # share taken just before is not given back (the library has no way to): it
-                # only makes this sender slower for a second, never faster than its limit.
+                # Another worker took the budget first. The sender's share taken just before
+                # is not given back (the library has no way to): it only makes this sender
+                # slower for a second, never faster than its limit.
                 return self.refusal(limits[taken:], count)
         return Grant(count)
 

@@ -350,6 +350,29 @@ def test_a_refused_window_claims_nothing_and_gives_its_thread_back(batch, settin
     assert 0 < eta <= 1001
 
 
+def test_a_window_too_close_to_the_last_one_when_it_goes_out_gives_its_claims_back(
+    batch, settings, redis_client
+):
+    # Given an account whose sends of this second already went out (counted at dispatch),
+    # though the admission still has room (another worker's claim was slow)
+    shop_id, campaign_id, ids, key = batch
+    limits = SendLimiter(redis_client, "acct", "10/second")
+    assert limits.dispatch("Other", 10).count == 10
+    provider = FakeProvider()
+
+    # When the batch is sent
+    report = sender(settings, provider, slots=4, limiter=limits).send(
+        campaign_id, shop_id, ids, key
+    )
+
+    # Then its window was claimed, refused right before the calls, given back; nothing was
+    # sent, and the batch waits on the queue for the budget
+    assert (report.claimed, report.limited, report.republished) == (0, "provider", True)
+    assert provider.sent == [] and statuses(campaign_id) == {"pending": 12}
+    [eta] = delayed_etas_ms(redis_client)
+    assert 0 < eta <= 1001
+
+
 def test_a_429_cools_the_account_down_for_every_worker_without_spending_a_retry(
     batch, settings, redis_client
 ):
