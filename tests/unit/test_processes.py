@@ -56,8 +56,6 @@ def test_options_replace_the_procfiles_values_or_are_appended():
         "dramatiq",
         "actors",
         "--skip-logging",
-        "--worker-timeout",
-        "100",
         "--processes",
         "1",
         "--threads",
