@@ -195,17 +195,20 @@ class SendLimiter:
     def _acquire(self, sender: str, wanted: int) -> Grant:
         if cooling := self._cooling():
             return cooling
-        limits = self.limits_for(sender, "admit")
+        admit, send = self.limits_for(sender, "admit"), self.limits_for(sender, "send")
         cap = self.window_cap
         count = min(wanted, cap) if cap is not None else wanted
-        for _, item, ids in limits:
+        # Room in both counts: admitted only when the sends of a second ago have also left
+        # the dispatch count, a window is not refused there for having claimed faster than
+        # the one before it.
+        for _, item, ids in admit + send:
             _, used = self.storage.get_moving_window(
                 item.key_for(*ids), item.amount, item.get_expiry()
             )
             count = min(count, item.amount - used)
         if count <= 0:
-            return self.refusal(limits, 1)
-        return self._hit(limits, count)
+            return self.refusal(admit + send, 1)
+        return self._hit(admit, count)
 
     def _dispatch(self, sender: str, count: int) -> Grant:
         if cooling := self._cooling():

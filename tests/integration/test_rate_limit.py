@@ -135,3 +135,15 @@ def test_provider_rate_limit_accepts_the_integer_and_the_rate_forms(value, expec
 def test_a_malformed_rate_names_the_variable():
     with pytest.raises(config.ConfigError, match="SENDER_RATE_LIMIT"):
         config.load({"SENDER_RATE_LIMIT": "fast"})
+
+
+def test_a_window_is_admitted_only_when_the_sends_of_a_second_ago_have_gone(redis_client, db):
+    # Given a second's sends counted when they went out (another worker's dispatch)
+    limits = limiter(redis_client, "10/second")
+    assert limits.dispatch("Shop", 10).count == 10
+
+    # Then no window is admitted until they leave the window, and a dispatch beyond the
+    # limit is refused whole
+    refused = limits.acquire("Shop", 5)
+    assert (refused.count, refused.reason) == (0, "provider") and 0 < refused.wait_ms <= 1001
+    assert limits.dispatch("Shop", 1).count == 0
