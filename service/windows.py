@@ -39,7 +39,7 @@ from service import credits, messages, sending
 from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
 from service.infra.config import Settings
-from service.infra.ratelimit import DEFAULT_COOL_DOWN_MS, SendLimiter
+from service.infra.ratelimit import DEFAULT_COOL_DOWN_MS, Grant, SendLimiter
 from service.messages import CampaignContext
 from service.provider import Outcome, Provider, SendResult, Sms
 from service.sending import BatchReport, Claimed
@@ -152,6 +152,10 @@ class BatchSender:
         nothing else done), or put its rest back on the queue (deadline, shutdown, throttled
         after some progress: `republished`)."""
         began = self.clock()
+        if self.limiter:
+            now = self.limiter.precheck()
+            if not now.count:
+                return self.defer_unread(campaign_id, shop_id, recipient_ids, key, now)
         pending = sending.pending_recipients(campaign_id, recipient_ids)
         if not pending:
             self.finish_duplicate(campaign_id, key)
@@ -348,6 +352,15 @@ class BatchSender:
                     "delay_ms": delay,
                 },
             )
+
+    def defer_unread(
+        self, campaign_id: int, shop_id: int, recipient_ids: list[int], key: str, refused: Grant
+    ) -> BatchReport:
+        """The account cannot send now (cool-down, budget used): back on the queue until it
+        can, before reading anything. With many batches waiting for one account's budget,
+        each comes back about once a second, and costs only this."""
+        sending.republish_batch(campaign_id, shop_id, recipient_ids, key, refused.wait_ms)
+        return BatchReport(republished=True, limited=refused.reason, wait_ms=refused.wait_ms)
 
     def finish_duplicate(self, campaign_id: int, key: str) -> None:
         """A delivery with nothing pending. While the campaign is sending, an earlier delivery

@@ -170,6 +170,29 @@ class SendLimiter:
         how long until a window may be tried again (the cool-down, or the budget's return)."""
         return self._guarded(lambda: self._acquire(sender, wanted))
 
+    def precheck(self) -> Grant:
+        """Before a delivery reads anything: whether the account can send at all now (its
+        cool-down, its provider-wide budget), taking nothing. A batch that would only be
+        refused goes back on the queue without its database reads."""
+        return self._guarded(self._precheck)
+
+    def _precheck(self) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        limits = [
+            limit
+            for stage in ("admit", "send")
+            for limit in self.limits_for("", stage)
+            if limit[0] == "provider"
+        ]
+        for _, item, ids in limits:
+            _, used = self.storage.get_moving_window(
+                item.key_for(*ids), item.amount, item.get_expiry()
+            )
+            if used >= item.amount:
+                return self.refusal(limits, 1)
+        return Grant(1)
+
     def dispatch(self, sender: str, count: int) -> Grant:
         """Right before a claimed window's calls: `count` sends counted at the time they go
         out. The admission (`acquire`) spaces windows, but a claim slowed down (a busy
