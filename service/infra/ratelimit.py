@@ -36,6 +36,8 @@ KEY_PREFIX = "astronote:send-limit"
 COOL_DOWN_KEY = "astronote:provider-cooldown"
 # A 429 without a readable Retry-After cools the account down this long.
 DEFAULT_COOL_DOWN_MS = 1000
+# A window takes at most this fraction of a limit's amount per second.
+WINDOWS_PER_SECOND = 4
 # When Redis cannot be reached, a batch waits this long on the queue: sending without the
 # shared count could exceed the account's limit; a batch put back costs no retry.
 REDIS_DOWN_WAIT_MS = 1000
@@ -145,10 +147,12 @@ class SendLimiter:
 
     @property
     def window_cap(self) -> int | None:
-        """The most recipients one window may send: a limit's amount per second (at least
-        one), so a bulk batch larger than that goes out second by second, not in one burst."""
+        """The most recipients one window may send: a quarter of a limit's amount per second
+        (at least one), so a bulk batch goes out in several calls across each second, not
+        as one burst: a call that reaches the provider late then moves a quarter of a
+        second's budget, not all of it, into the next second the provider counts."""
         caps = [
-            min(item.amount, max(1, item.amount // item.get_expiry()))
+            min(item.amount, max(1, item.amount // item.get_expiry() // WINDOWS_PER_SECOND))
             for item in (self.provider, self.sender)
             if item is not None
         ]

@@ -23,25 +23,27 @@ def limiter(client: redis.Redis, provider: str | None = None, sender: str | None
 
 
 def test_two_workers_share_one_budget_and_are_told_how_long_to_wait(redis_client, db):
-    # Given two workers' limiters for one account capped at 100 messages a second
-    first = limiter(redis_client, "100/second")
-    second = limiter(redis_client, "100/second")
+    # Given two workers' limiters for one account capped at 400 messages a second (windows
+    # of at most 100)
+    first = limiter(redis_client, "400/second")
+    second = limiter(redis_client, "400/second")
 
-    # When they ask for 60, then 60, then 1
-    a = first.acquire("Shop", 60)
-    b = second.acquire("Shop", 60)
+    # When they ask for 100 three times, then 100 again, then 1
+    taken = [first.acquire("Shop", 100).count for _ in range(3)]
+    b = second.acquire("Shop", 100)
     c = first.acquire("Shop", 1)
+    assert taken == [100, 100, 100]
 
-    # Then the second gets only what is left, the third nothing, and is told to come back
-    # when the first 60 leave the one-second window (not waiting for it)
-    assert (a.count, b.count, c.count) == (60, 40, 0)
+    # Then the second gets what is left, the third nothing, and is told to come back when
+    # the first window leaves the one-second window (not waiting for it)
+    assert (b.count, c.count) == (100, 0)
     assert c.reason == "provider" and 0 < c.wait_ms <= 1001
 
 
 def test_the_budget_comes_back_as_sends_leave_the_moving_window(redis_client, db):
-    # Given a budget of 5 a second used up
-    limits = limiter(redis_client, "5/second")
-    assert limits.acquire("Shop", 5).count == 5
+    # Given a budget of 8 a second used up (four windows of 2)
+    limits = limiter(redis_client, "8/second")
+    assert [limits.acquire("Shop", 5).count for _ in range(4)] == [2, 2, 2, 2]
     refused = limits.acquire("Shop", 1)
     assert refused.count == 0
 
@@ -49,42 +51,44 @@ def test_the_budget_comes_back_as_sends_leave_the_moving_window(redis_client, db
     time.sleep(refused.wait_ms / 1000)
 
     # Then the budget is back
-    assert limits.acquire("Shop", 5).count == 5
+    assert limits.acquire("Shop", 5).count == 2
 
 
-def test_a_window_takes_at_most_a_limits_amount_per_second(redis_client, db):
-    # A bulk window of 500 under 200/second goes out 200 at a time; 60/minute is 1 a second
-    assert limiter(redis_client, "200/second").acquire("Shop", 500).count == 200
-    assert limiter(redis_client, "200/second").window_cap == 200
+def test_a_window_takes_at_most_a_quarter_of_a_limits_amount_per_second(redis_client, db):
+    # A bulk window of 500 under 200/second goes out 50 at a time; 60/minute is 1 a window
+    assert limiter(redis_client, "200/second").acquire("Shop", 500).count == 50
+    assert limiter(redis_client, "200/second").window_cap == 50
     assert limiter(redis_client, "60/minute", account="other").window_cap == 1
     assert limiter(redis_client, "60/minute", account="other").acquire("Shop", 500).count == 1
-    assert limiter(redis_client, None, "10/second", account="x").window_cap == 10
+    assert limiter(redis_client, None, "10/second", account="x").window_cap == 2
     assert limiter(redis_client).window_cap is None
     assert limiter(redis_client).acquire("Shop", 500).count == 500  # no limit: no cut
 
 
 def test_each_sender_has_its_own_budget_within_the_accounts(redis_client, db):
-    # Given an account of 30 a second and a limit of 10 a second per sender
-    limits = limiter(redis_client, "30/second", "10/second")
+    # Given an account of 12 a second and a limit of 4 a second per sender (windows of 1)
+    limits = limiter(redis_client, "12/second", "4/second")
 
-    # When one sender asks twice and another once
-    first = limits.acquire("ShopA", 10)
-    again = limits.acquire("ShopA", 1)
-    other = limits.acquire("ShopB", 10)
+    def take(sender: str, times: int) -> list[int]:
+        return [limits.acquire(sender, 10).count for _ in range(times)]
 
-    # Then the first sender is held at its limit while the other gets its own 10
-    assert (first.count, again.count, other.count) == (10, 0, 10)
-    assert again.reason == "sender"
-    # And the account's budget counts both: 10 left
-    assert limits.acquire("ShopC", 10).count == 10
+    # When one sender asks five times and another four times
+    first = take("ShopA", 5)
+    other = take("ShopB", 4)
+
+    # Then the first sender is held at its limit while the other gets its own 4
+    assert first == [1, 1, 1, 1, 0] and other == [1, 1, 1, 1]
+    assert limits.acquire("ShopA", 1).reason == "sender"
+    # And the account's budget counts both: 4 left
+    assert take("ShopC", 4) == [1, 1, 1, 1]
     refused = limits.acquire("ShopD", 1)
     assert (refused.count, refused.reason) == (0, "provider")
 
 
 def test_the_window_runs_on_redis_clock_not_the_workers(redis_client, db, monkeypatch):
-    # Given the budget used up by one worker
+    # Given the budget used up by one worker (at dispatch, which takes all it asks for)
     limits = limiter(redis_client, "10/second")
-    assert limits.acquire("Shop", 10).count == 10
+    assert limits.dispatch("Shop", 10).count == 10
 
     # When another worker's own clock runs an hour ahead
     real_time = time.time
@@ -99,7 +103,7 @@ def test_a_cool_down_stops_every_worker_of_the_account_and_only_that_account(red
     in_force = limiter(redis_client).cool_down(2)
 
     # Then another worker of the account is refused for about that long, whatever its limits
-    refused = limiter(redis_client, "100/second").acquire("Shop", 10)
+    refused = limiter(redis_client, "400/second").acquire("Shop", 10)
     assert in_force == 2000
     assert (refused.count, refused.reason) == (0, "cool_down")
     assert 1900 < refused.wait_ms <= 2000
