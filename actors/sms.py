@@ -53,6 +53,7 @@ def _batch_sender() -> BatchSender:
         account_id(settings.mitto_api_base, settings.mitto_api_key),
         settings.provider_rate_limit,
         settings.sender_rate_limit,
+        settings.provider_rate_margin_ms,
     )
     calls = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="provider")
     return BatchSender(settings, provider, calls, slots, limiter, stopping.stopping)

@@ -208,13 +208,10 @@ class BatchSender:
                 return
             if done.throttled:
                 # A 429: the account is over its rate. Every worker holds off for the
-                # cool-down; this batch's rest waits on the queue as long, no retry spent.
+                # cool-down (set as the answers came); this batch's rest waits on the
+                # queue as long, no retry spent.
                 run.stopped = "throttled"
-                run.delay_ms = (
-                    self.limiter.cool_down(done.retry_after_s)
-                    if self.limiter
-                    else cool_down_ms(done.retry_after_s)
-                )
+                run.delay_ms = done.wait_ms or cool_down_ms(done.retry_after_s)
                 return
             if done.not_sent:
                 run.stopped = "not_sent"
@@ -247,19 +244,30 @@ class BatchSender:
             if not self.cover(run, sum(costs)):
                 return self.fail_uncovered(run, claimed)
             self.call_provider(run, claimed, texts, calls)
-            outcomes = sending.classify(
-                run.campaign_id, run.key, claimed, texts, costs, calls.results()
-            )
+            results = calls.results()
+            cool_down = self.throttled(results)
+            outcomes = sending.classify(run.campaign_id, run.key, claimed, texts, costs, results)
             persisted = sending.persist_or_hand_over(
                 run.shop_id, run.campaign_id, run.key, outcomes
             )
             if outcomes.not_sent:
                 sending.unclaim(outcomes.not_sent, run.key)  # pending again
-            return outcomes.report(len(claimed), persisted)
+            report = outcomes.report(len(claimed), persisted)
+            report.wait_ms = cool_down
+            return report
         except BaseException:
             if claimed:
                 self.salvage(run, claimed, texts, costs, calls)
             raise
+
+    def throttled(self, results: Sequence[SendResult]) -> int | None:
+        """If the provider answered 429, cool the account down for every worker at once,
+        before this window's answers are persisted; the cool-down in force (ms)."""
+        throttled = [result for result in results if result.throttled]
+        if not throttled or not self.limiter:
+            return None
+        waits = [r.retry_after_s for r in throttled if r.retry_after_s is not None]
+        return self.limiter.cool_down(max(waits) if waits else None)
 
     def call_provider(
         self, run: BatchRun, claimed: Sequence[Claimed], texts: Sequence[str], calls: WindowCalls

@@ -164,18 +164,22 @@ class Simulator:
             "duplicate_messages": extra,
         }
 
-    def throttled(self) -> None:
-        """A call answered 429: counted and its time kept for `timeline`."""
-        at = time.time()
+    def throttled(self, arrived: float | None = None) -> None:
+        """A call answered 429: counted and its time (of arrival) kept for `timeline`."""
+        at = arrived if arrived is not None else time.time()
         with self._state_lock:
             self._stats["requests"] += 1
             self._stats["throttled"] += 1
             self._throttled_at.append(at)
 
-    def timeline(self, window_ms: int = 1000, sender: str | None = None) -> dict[str, Any]:
-        """The rate messages were accepted at: the most in any `window_ms` (a sliding window,
+    def timeline(
+        self, window_ms: int = 1000, sender: str | None = None, times: bool = False
+    ) -> dict[str, Any]:
+        """The rate messages were accepted at (counted when their call arrived, as a provider
+        counts them): the most in any `window_ms` (a sliding window,
         not aligned to the clock's seconds), a count per clock second, the first and last
-        acceptance, and when each 429 was answered (epoch seconds). `sender`: only its own."""
+        acceptance, and when each 429 was answered (epoch seconds). `sender`: only its own;
+        `times`: also every message's time."""
         with self._state_lock:
             sent = [at for at, name in self._sent_at if sender is None or name == sender]
             throttled = list(self._throttled_at)
@@ -195,6 +199,7 @@ class Simulator:
             "last": sent[-1] if sent else None,
             "per_second": sorted([second, n] for second, n in per_second.items()),
             "throttled_at": throttled,
+            **({"sent_at": sent} if times else {}),
         }
 
     def bump(self, **deltas: int) -> None:
@@ -260,8 +265,10 @@ class Simulator:
         numbers: list[str],
         cfg: dict[str, Any],
         outcome: str,
+        arrived: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Decide, record and schedule reports for each number; return per-message answers."""
+        """Decide, record and schedule reports for each number; return per-message answers.
+        `arrived`: when the call arrived (epoch seconds; now if not given), for `timeline`."""
         text = payload["text"]
         text_length = len(text)
         reference = payload.get("reference")
@@ -306,7 +313,7 @@ class Simulator:
                 }
             )
         n_rejected = len(numbers) - len(records)
-        at = time.time()
+        at = arrived if arrived is not None else time.time()
         with self._state_lock:
             self._messages.extend(records)
             self._sent_at.extend((at, sender) for _ in records)

@@ -75,9 +75,12 @@ class RedisClockStorage(RedisStorage):
     milliseconds, so the key's EXPIRE (which the script sets in seconds from the same number)
     is 1000 times longer than needed; the list stays bounded by `amount` all the same."""
 
-    def __init__(self, client: redis.Redis, key_prefix: str = KEY_PREFIX) -> None:
+    def __init__(
+        self, client: redis.Redis, key_prefix: str = KEY_PREFIX, margin_ms: int = 0
+    ) -> None:
         super().__init__("redis://", connection_pool=client.connection_pool, key_prefix=key_prefix)
         self.client = client
+        self.margin_ms = margin_ms
         self.acquire_script = client.register_script(
             _ACQUIRE_PROLOGUE.encode() + self.SCRIPT_ACQUIRE_MOVING_WINDOW
         )
@@ -85,13 +88,19 @@ class RedisClockStorage(RedisStorage):
             _WINDOW_PROLOGUE.encode() + self.SCRIPT_MOVING_WINDOW
         )
 
+    def span_ms(self, expiry: int) -> int:
+        """How long a send counts: the limit's period and the margin for the time calls take
+        to reach the provider, which varies (a limit of N a second is then N in a second and
+        `margin_ms`, as counted here)."""
+        return expiry * 1000 + self.margin_ms
+
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         return bool(
-            self.acquire_script([self.prefixed_key(key)], [0, limit, expiry * 1000, amount])
+            self.acquire_script([self.prefixed_key(key)], [0, limit, self.span_ms(expiry), amount])
         )
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        window = self.window_script([self.prefixed_key(key)], [expiry * 1000, limit])
+        window = self.window_script([self.prefixed_key(key)], [self.span_ms(expiry), limit])
         if window:
             return float(window[0]) / 1000, int(window[1])
         return 0.0, 0
@@ -107,7 +116,7 @@ class RedisClockStorage(RedisStorage):
         if entry is None:
             return 0
         now = seconds * 1000 + micros / 1000
-        return max(0, int(float(entry) + expiry * 1000 - now) + 1)
+        return max(0, int(float(entry) + self.span_ms(expiry) - now) + 1)
 
 
 # A budget a send draws on: its name, its rate, its identifiers in Redis.
@@ -133,12 +142,13 @@ class SendLimiter:
         account: str,
         provider_rate: str | None = None,
         sender_rate: str | None = None,
+        margin_ms: int = 0,
     ) -> None:
         self.client = client
         self.account = account
         self.provider = parse_rate(provider_rate) if provider_rate else None
         self.sender = parse_rate(sender_rate) if sender_rate else None
-        self.storage = RedisClockStorage(client)
+        self.storage = RedisClockStorage(client, margin_ms=margin_ms)
         self.strategy = MovingWindowRateLimiter(self.storage)
 
     @property
