@@ -151,3 +151,18 @@ def test_a_window_is_admitted_only_when_the_sends_of_a_second_ago_have_gone(redi
     refused = limits.acquire("Shop", 5)
     assert (refused.count, refused.reason) == (0, "provider") and 0 < refused.wait_ms <= 1001
     assert limits.dispatch("Shop", 1).count == 0
+
+
+def test_the_margin_keeps_each_send_counted_longer_than_the_period(redis_client, db):
+    # Given a margin of 300 ms for the time calls take to reach the provider
+    limits = SendLimiter(redis_client, "acct", "4/second", margin_ms=300)
+    assert limits.dispatch("Shop", 4).count == 4
+
+    # Then the budget comes back 1.3 s after the sends, not 1 s
+    refused = limits.acquire("Shop", 1)
+    assert refused.count == 0 and 1000 < refused.wait_ms <= 1301
+    time.sleep(1.05)
+    assert limits.acquire("Shop", 1).count == 0
+    assert config.load({}).provider_rate_margin_ms == 25
+    with pytest.raises(config.ConfigError, match="PROVIDER_RATE_MARGIN_MS"):
+        config.load({"PROVIDER_RATE_MARGIN_MS": "5000"})
