@@ -56,6 +56,11 @@ class SendResult:
     reason: str | None = None
     retry_after_s: float | None = None
     throttled: bool = False  # a 429: the provider account is over its rate
+    # Never called: our own rate limit refused it right before the call (its reason:
+    # "provider", "sender", "cool_down", "redis_down"), and the budget allows it again in
+    # `limited_ms` (service/infra/ratelimit.py).
+    limited_by: str | None = None
+    limited_ms: int | None = None
 
 
 @dataclass(frozen=True)

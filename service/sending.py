@@ -100,6 +100,10 @@ class BatchOutcomes:
     throttled: int = 0
     retry_after_s: float | None = None
     counts: dict[str, int] = field(default_factory=dict)  # outcome -> recipients
+    # Never called: refused by our own rate limit right before the call (given back too).
+    limited: list[int] = field(default_factory=list)
+    limited_by: str | None = None
+    limited_ms: int | None = None
 
     def report(self, claimed: int, persisted: bool) -> BatchReport:
         return BatchReport(
@@ -112,6 +116,8 @@ class BatchOutcomes:
             retry_after_s=self.retry_after_s,
             persisted=persisted,
             outcomes=self.counts,
+            limited=self.limited_by,
+            wait_ms=self.limited_ms,
         )
 
 
@@ -321,6 +327,11 @@ def classify(
     the longest Retry-After), unknown (left claimed until evidence or the claim timeout)."""
     outcomes = BatchOutcomes()
     for recipient, text, cost, result in zip(claimed, texts, costs, results):
+        if result.limited_ms is not None:
+            outcomes.limited.append(recipient.id)
+            outcomes.limited_by = result.limited_by
+            outcomes.limited_ms = max(outcomes.limited_ms or 0, result.limited_ms)
+            continue
         outcomes.counts[result.outcome.value] = outcomes.counts.get(result.outcome.value, 0) + 1
         if result.outcome is Outcome.ACCEPTED:
             # The classifier accepts only an answer that carries the message's id.

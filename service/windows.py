@@ -17,11 +17,11 @@ window all the same, the calls already made are waited for, their answers persis
 claims never called given back before the exception goes on (`WindowCalls`, `salvage`).
 
 Rate limits never hold a worker (service/infra/ratelimit.py): each window asks the shared
-limiter for its recipients before claiming them, and is cut to what it gets (at most a
-limit's amount per second); right before its calls it is counted again, at the time it goes
-out (refused there, it gives its claims back). Refused, or during the account's cool-down
-after a 429, the batch gives back its slots and goes back on the queue for as long as the
-limiter says: no sleep in the worker thread, no retry spent. A 429 starts that cool-down for
+limiter for its recipients before claiming them, and is cut to what it gets (at most a limit's
+amount per second); each call is counted again on the pool thread right before it goes out
+(refused there, it is not made and its claims are given back). Refused, or during the account's
+cool-down after a 429, the batch gives back its slots and goes back on the queue for as long as
+the limiter says: no sleep in the worker thread, no retry spent. A 429 starts that cool-down for
 every worker.
 """
 
@@ -49,6 +49,21 @@ log = logging.getLogger("astronote.sending")
 # When the provider surely did not take some messages of a batch that made progress (a
 # refused connection, a 503), its rest goes back on the queue after Retry-After, or this long.
 NOT_SENT_DELAY_MS = 1000
+
+
+def dispatch_refused(limiter: SendLimiter, sender: str, count: int) -> SendResult | None:
+    """Count a call's messages as they go out, on the pool thread right before the call
+    (the closest to when the provider counts them); None if they may go, else the result
+    of every message of the call: never called, and when the budget allows them again."""
+    grant = limiter.dispatch(sender, count)
+    if grant.count:
+        return None
+    return SendResult(
+        Outcome.NOT_SENT,
+        reason=f"rate limit ({grant.reason})",
+        limited_by=grant.reason,
+        limited_ms=grant.wait_ms,
+    )
 
 
 def cool_down_ms(retry_after_s: float | None) -> int:
@@ -235,12 +250,6 @@ class BatchSender:
             calls.recipients = len(claimed)
             texts = messages.compose_batch(run.context, claimed, self.settings)
             costs = messages.segment_costs(texts)
-            if self.limiter:
-                sent_now = self.limiter.dispatch(run.context.sender, len(claimed))
-                if not sent_now.count:
-                    sending.unclaim([r.id for r in claimed], run.key)
-                    claimed = []
-                    return BatchReport(limited=sent_now.reason, wait_ms=sent_now.wait_ms)
             if not self.cover(run, sum(costs)):
                 return self.fail_uncovered(run, claimed)
             self.call_provider(run, claimed, texts, calls)
@@ -250,10 +259,11 @@ class BatchSender:
             persisted = sending.persist_or_hand_over(
                 run.shop_id, run.campaign_id, run.key, outcomes
             )
-            if outcomes.not_sent:
-                sending.unclaim(outcomes.not_sent, run.key)  # pending again
-            report = outcomes.report(len(claimed), persisted)
-            report.wait_ms = cool_down
+            if outcomes.not_sent or outcomes.limited:
+                sending.unclaim(outcomes.not_sent + outcomes.limited, run.key)  # pending again
+            report = outcomes.report(len(claimed) - len(outcomes.limited), persisted)
+            if cool_down is not None:
+                report.wait_ms = cool_down
             return report
         except BaseException:
             if claimed:
@@ -276,16 +286,28 @@ class BatchSender:
         `/sms` call per recipient, all on the pool (the window holds a slot for each)."""
         callback = sending.callback_url(self.settings)
         sender = run.context.sender
+        limiter = self.limiter if self.limiter and self.limiter.limits_sends else None
         if run.bulk:
             numbers = [r.phone for r in claimed]
-            calls.start_bulk(
-                lambda: self.provider.send_bulk(sender, numbers, texts[0], run.key, callback)
-            )
+
+            def bulk() -> list[SendResult]:
+                if limiter:
+                    refused = dispatch_refused(limiter, sender, len(numbers))
+                    if refused:
+                        return [refused] * len(numbers)
+                return self.provider.send_bulk(sender, numbers, texts[0], run.key, callback)
+
+            calls.start_bulk(bulk)
             return
-        calls.start_each(
-            lambda sms: self.provider.send_one(sender, sms, callback),
-            [Sms(r.phone, text, str(r.id)) for r, text in zip(claimed, texts)],
-        )
+
+        def one(sms: Sms) -> SendResult:
+            if limiter:
+                refused = dispatch_refused(limiter, sender, 1)
+                if refused:
+                    return refused
+            return self.provider.send_one(sender, sms, callback)
+
+        calls.start_each(one, [Sms(r.phone, text, str(r.id)) for r, text in zip(claimed, texts)])
 
     def salvage(
         self,
@@ -312,7 +334,7 @@ class BatchSender:
                     [answer for _, answer in answered],
                 )
                 sending.persist_or_hand_over(run.shop_id, run.campaign_id, run.key, outcomes)
-                give_back += outcomes.not_sent
+                give_back += outcomes.not_sent + outcomes.limited
             if give_back:
                 sending.unclaim(give_back, run.key)
             log.warning(

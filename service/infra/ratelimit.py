@@ -9,13 +9,13 @@ Counted by the `limits` library's moving window (a log of the last `amount` send
 burst of twice the rate at a window boundary), on Redis, with Redis' clock read inside the
 library's scripts: every worker stamps and compares sends with one clock, not its own.
 
-Two counts per limit. A window asks for its recipients before claiming them (`acquire`,
-the admission): what it does not get it never claims. Right before its calls it counts them
-again (`dispatch`), stamped when they go out: a window whose claim took long enough to bring
-it closer to the previous window than the limit allows is refused there and gives its claims
-back (rare; the admission already spaced the windows). Nothing here waits: a refusal says how
-long until the budget allows a window again, and the batch goes back on the queue for that
-long, giving its worker thread to other work.
+Two counts per limit. A window asks for its recipients before claiming them (`acquire`, the
+admission): what it does not get it never claims. Each call counts its messages again
+(`dispatch`) on the thread making it, right before it goes out: a call that a slow claim or a
+busy process brought closer to the previous ones than the limit allows is not made, and its
+claims are given back (rare; the admission already spaced the windows). Nothing here waits: a
+refusal says how long until the budget allows a window again, and the batch goes back on the
+queue for that long, giving its worker thread to other work.
 """
 
 from __future__ import annotations
@@ -150,6 +150,11 @@ class SendLimiter:
         self.sender = parse_rate(sender_rate) if sender_rate else None
         self.storage = RedisClockStorage(client, margin_ms=margin_ms)
         self.strategy = MovingWindowRateLimiter(self.storage)
+
+    @property
+    def limits_sends(self) -> bool:
+        """Whether any rate is configured (else only the cool-down is kept)."""
+        return self.provider is not None or self.sender is not None
 
     @property
     def cool_down_key(self) -> str:
