@@ -36,9 +36,6 @@ KEY_PREFIX = "astronote:send-limit"
 COOL_DOWN_KEY = "astronote:provider-cooldown"
 # A 429 without a readable Retry-After cools the account down this long.
 DEFAULT_COOL_DOWN_MS = 1000
-# A window is admitted this long before the budget for it frees (its claim and composition
-# take about as long); its calls are still counted when they go out, on the full span.
-LOOKAHEAD_MS = 30
 # A window takes at most this fraction of a limit's amount per second.
 WINDOWS_PER_SECOND = 4
 # When Redis cannot be reached, a batch waits this long on the queue: sending without the
@@ -153,11 +150,6 @@ class SendLimiter:
         self.sender = parse_rate(sender_rate) if sender_rate else None
         self.storage = RedisClockStorage(client, margin_ms=margin_ms)
         self.strategy = MovingWindowRateLimiter(self.storage)
-        # The admission's view of the same counts, LOOKAHEAD_MS shorter: a window is admitted
-        # (and its batch brought back from the queue) that much before the budget frees, so
-        # its claim is done by the time its calls may go; the dispatch keeps the full span.
-        self.early = RedisClockStorage(client, margin_ms=margin_ms - LOOKAHEAD_MS)
-        self.early_strategy = MovingWindowRateLimiter(self.early)
 
     @property
     def limits_sends(self) -> bool:
@@ -213,11 +205,11 @@ class SendLimiter:
             if limit[0] == "provider"
         ]
         for _, item, ids in limits:
-            _, used = self.early.get_moving_window(
+            _, used = self.storage.get_moving_window(
                 item.key_for(*ids), item.amount, item.get_expiry()
             )
             if used >= item.amount:
-                return self.refusal(limits, 1, self.early)
+                return self.refusal(limits, 1)
         return Grant(1)
 
     def dispatch(self, sender: str, count: int) -> Grant:
@@ -252,39 +244,33 @@ class SendLimiter:
         # the dispatch count, a window is not refused there for having claimed faster than
         # the one before it.
         for _, item, ids in admit + send:
-            _, used = self.early.get_moving_window(
+            _, used = self.storage.get_moving_window(
                 item.key_for(*ids), item.amount, item.get_expiry()
             )
             count = min(count, item.amount - used)
         if count <= 0:
-            return self.refusal(admit + send, 1, self.early)
-        return self._hit(admit, count, self.early_strategy, self.early)
+            return self.refusal(admit + send, 1)
+        return self._hit(admit, count)
 
     def _dispatch(self, sender: str, count: int) -> Grant:
         if cooling := self._cooling():
             return cooling
-        return self._hit(self.limits_for(sender, "send"), count, self.strategy, self.storage)
+        return self._hit(self.limits_for(sender, "send"), count)
 
-    def _hit(
-        self,
-        limits: list[Limit],
-        count: int,
-        strategy: MovingWindowRateLimiter,
-        storage: RedisClockStorage,
-    ) -> Grant:
+    def _hit(self, limits: list[Limit], count: int) -> Grant:
         for taken, (_, item, ids) in enumerate(limits):
-            if not strategy.hit(item, *ids, cost=count):
+            if not self.strategy.hit(item, *ids, cost=count):
                 # Another worker took the budget first. The sender's share taken just before
                 # is not given back (the library has no way to): it only makes this sender
                 # slower for a second, never faster than its limit.
-                return self.refusal(limits[taken:], count, storage)
+                return self.refusal(limits[taken:], count)
         return Grant(count)
 
-    def refusal(self, limits: list[Limit], count: int, storage: RedisClockStorage) -> Grant:
-        """None now: wait until every limit has room for `count` more (in `storage`'s view)."""
+    def refusal(self, limits: list[Limit], count: int) -> Grant:
+        """None now: wait until every limit has room for `count` more."""
         waits = [
             (
-                storage.free_in_ms(item.key_for(*ids), item.amount, item.get_expiry(), count),
+                self.storage.free_in_ms(item.key_for(*ids), item.amount, item.get_expiry(), count),
                 name,
             )
             for name, item, ids in limits
