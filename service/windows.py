@@ -17,12 +17,12 @@ window all the same, the calls already made are waited for, their answers persis
 claims never called given back before the exception goes on (`WindowCalls`, `salvage`).
 
 Rate limits never hold a worker (service/infra/ratelimit.py): each window asks the shared
-limiter for its recipients before claiming them, and is cut to what it gets (at most a limit's
-amount per second); each call is counted again on the pool thread right before it goes out
-(refused there, it is not made and its claims are given back). Refused, or during the account's
-cool-down after a 429, the batch gives back its slots and goes back on the queue for as long as
-the limiter says: no sleep in the worker thread, no retry spent. A 429 starts that cool-down for
-every worker.
+limiter for its recipients before claiming them, and is cut to what it gets (at most a quarter
+of a limit's amount per second); each call is counted again on the pool thread right before it
+goes out (refused there, it is not made and its claims are given back). Refused, or during the
+account's cool-down after a 429, the batch gives back its slots and goes back on the queue for
+as long as the limiter says: no sleep in the worker thread, no retry spent. A 429 starts that
+cool-down for every worker.
 """
 
 from __future__ import annotations
