@@ -271,7 +271,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "sender_rate_limit": _rate("SENDER_RATE_LIMIT", "0", per_second=True)(env),
         # A send counts against those limits this much longer than their period: the time
         # calls take to reach the provider varies, and the provider counts when they arrive.
-        "provider_rate_margin_ms": _int("PROVIDER_RATE_MARGIN_MS", 25, 0, 1000)(env),
+        "provider_rate_margin_ms": _int("PROVIDER_RATE_MARGIN_MS", 15, 0, 1000)(env),
         "provider_connect_timeout_ms": _int("PROVIDER_CONNECT_TIMEOUT_MS", 3000, 100)(env),
         "provider_read_timeout_ms": _int("PROVIDER_READ_TIMEOUT_MS", 15000, 100)(env),
         "claim_timeout_ms": _int("CLAIM_TIMEOUT_MS", 300000, 1000)(env),
