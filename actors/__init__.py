@@ -6,7 +6,7 @@ declares every actor. Actors are adapters: they take ids, and the work is in `se
 
 from __future__ import annotations
 
-from actors.middleware import DatabaseConnection, RequeuePrefetched, WorkerStopping
+from actors.middleware import DatabaseConnection, QueuePolling, RequeuePrefetched, WorkerStopping
 from service.infra import metrics, runtime
 
 settings = runtime.boot("worker")
@@ -16,6 +16,7 @@ import dramatiq  # noqa: E402
 
 from actors.presence import WorkerPresence  # noqa: E402
 
+dramatiq.get_broker().add_middleware(QueuePolling())
 dramatiq.get_broker().add_middleware(DatabaseConnection())
 dramatiq.get_broker().add_middleware(RequeuePrefetched())
 stopping = WorkerStopping()

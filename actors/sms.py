@@ -16,7 +16,7 @@ from service import admission
 from service.enqueue import batch_key
 from service.infra import clock, dispatch, metrics
 from service.infra.call_slots import CallSlots
-from service.infra.ratelimit import RateLimiter
+from service.infra.ratelimit import SendLimiter, account_id
 from service.provider import MittoClient
 from service.sending import BatchReport, repair_persist, unfinished_batches
 from service.windows import BatchSender
@@ -47,10 +47,14 @@ def _batch_sender() -> BatchSender:
         settings.provider_read_timeout_ms / 1000,
         pool_size=settings.send_concurrency,
     )
-    limiter = (
-        RateLimiter(redis.Redis.from_url(settings.redis_url), settings.provider_rate_limit)
-        if settings.provider_rate_limit
-        else None
+    # Always there: without PROVIDER_RATE_LIMIT or SENDER_RATE_LIMIT it still keeps the
+    # account's cool-down after a 429, which every worker honours.
+    limiter = SendLimiter(
+        redis.Redis.from_url(settings.redis_url),
+        account_id(settings.mitto_api_base, settings.mitto_api_key),
+        settings.provider_rate_limit,
+        settings.sender_rate_limit,
+        settings.provider_rate_margin_ms,
     )
     calls = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="provider")
     return BatchSender(
@@ -81,12 +85,17 @@ threading._register_atexit(finish_windows_at_exit)  # type: ignore[attr-defined]
 
 
 def batch_result(report: BatchReport) -> str:
-    """The batch-duration label: `empty` (claimed nothing: a duplicate or a paused campaign),
-    `retry` (some messages surely not sent), `deferred` (stopped at its deadline or a
-    shutdown, the rest back on the queue), else `sent`."""
+    """The batch-duration label: `limited` (the shared rate limit or the account's cool-down
+    put it back on the queue before it claimed anything), `empty` (claimed nothing: a
+    duplicate or a paused campaign), `throttled` (a 429: the rest back on the queue after the
+    cool-down), `retry` (some messages surely not sent, the actor retries), `deferred`
+    (stopped at its deadline, a shutdown or the rate limit, the rest back on the queue),
+    else `sent`."""
     if not report.claimed:
-        return "empty"
-    if report.not_sent:
+        return "limited" if report.limited else "empty"
+    if report.throttled:
+        return "throttled"
+    if report.not_sent and not report.republished:
         return "retry"
     return "deferred" if report.republished else "sent"
 
@@ -127,6 +136,8 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
             "rejected": report.rejected,
             "not_sent": report.not_sent,
             "unknown": report.unknown,
+            "throttled": report.throttled,
+            "limited": report.limited,
             "windows": report.windows,
             "republished": report.republished,
         },
@@ -138,7 +149,8 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
         # The campaign's last batch: finish it now rather than waiting for the clock.
         dispatch.publish_status_update(campaign_id)
     if report.not_sent and not report.republished:
-        # The provider surely has none of these; they are pending again. Retry the batch,
+        # The provider surely has none of these, for a reason other than its rate (a 429 is
+        # republished after the cool-down, above); they are pending again. Retry the batch,
         # honouring Retry-After when the provider gave one (else Dramatiq's backoff).
         delay = int(report.retry_after_s * 1000) if report.retry_after_s is not None else None
         raise dramatiq.Retry(f"{report.not_sent} messages not sent", delay=delay)

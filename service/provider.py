@@ -4,7 +4,8 @@ Each outcome is classified here, where it arises (SPEC 4.4):
 - ACCEPTED: responseCode 0 with a message id; the message exists at the provider.
 - REJECTED: responseCode != 0, or a 4xx other than 429: permanent for that message.
 - NOT_SENT: connection refused, connect timeout, 429, 503: the provider surely has nothing,
-  so the claim may be undone and the batch retried.
+  so the claim may be undone and the batch retried. A 429 is also `throttled`: the account is
+  over its rate, which slows every worker down (service/infra/ratelimit.py), not an error.
 - UNKNOWN: read timeout, connection reset after sending, other 5xx, and a 2xx answer that
   cannot be read: the provider may have it; never resend blindly.
 
@@ -54,6 +55,12 @@ class SendResult:
     provider_id: str | None = None
     reason: str | None = None
     retry_after_s: float | None = None
+    throttled: bool = False  # a 429: the provider account is over its rate
+    # Never called: our own rate limit refused it right before the call (its reason:
+    # "provider", "sender", "cool_down", "redis_down"), and the budget allows it again in
+    # `limited_ms` (service/infra/ratelimit.py).
+    limited_by: str | None = None
+    limited_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ def classify_status(
             Outcome.NOT_SENT,
             reason=reason,
             retry_after_s=retry_after_seconds(_header(headers, "Retry-After"), now),
+            throttled=status == 429,
         )
     if 400 <= status < 500:
         return SendResult(Outcome.REJECTED, reason=reason)

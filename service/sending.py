@@ -59,6 +59,7 @@ class BatchReport:
     rejected: int = 0
     not_sent: int = 0
     unknown: int = 0
+    throttled: int = 0  # of not_sent: answered 429 (the account is over its rate)
     retry_after_s: float | None = None
     persisted: bool = True
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -66,6 +67,10 @@ class BatchReport:
     # The rest of the batch went back on the queue (deadline, shutdown, or throttled after
     # some progress): the actor has nothing to retry.
     republished: bool = False
+    # Why the batch's next window was refused by the shared limiter, if it was:
+    # "cool_down", "provider", "sender" or "redis_down" (service/infra/ratelimit.py).
+    limited: str | None = None
+    wait_ms: int | None = None  # limited: how long until the limiter allows a window
 
     def add(self, window: BatchReport) -> None:
         """Count one window's outcomes in the batch's."""
@@ -74,6 +79,9 @@ class BatchReport:
         self.rejected += window.rejected
         self.not_sent += window.not_sent
         self.unknown += window.unknown
+        self.throttled += window.throttled
+        if window.limited:
+            self.limited, self.wait_ms = window.limited, window.wait_ms
         if window.retry_after_s is not None:
             self.retry_after_s = max(self.retry_after_s or 0, window.retry_after_s)
         self.persisted = self.persisted and window.persisted
@@ -90,8 +98,13 @@ class BatchOutcomes:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     not_sent: list[int] = field(default_factory=list)
     unknown: int = 0
+    throttled: int = 0
     retry_after_s: float | None = None
     counts: dict[str, int] = field(default_factory=dict)  # outcome -> recipients
+    # Never called: refused by our own rate limit right before the call (given back too).
+    limited: list[int] = field(default_factory=list)
+    limited_by: str | None = None
+    limited_ms: int | None = None
 
     def report(self, claimed: int, persisted: bool) -> BatchReport:
         return BatchReport(
@@ -100,9 +113,12 @@ class BatchOutcomes:
             rejected=len(self.rejected),
             not_sent=len(self.not_sent),
             unknown=self.unknown,
+            throttled=self.throttled,
             retry_after_s=self.retry_after_s,
             persisted=persisted,
             outcomes=self.counts,
+            limited=self.limited_by,
+            wait_ms=self.limited_ms,
         )
 
 
@@ -339,6 +355,11 @@ def classify(
     the longest Retry-After), unknown (left claimed until evidence or the claim timeout)."""
     outcomes = BatchOutcomes()
     for recipient, text, cost, result in zip(claimed, texts, costs, results):
+        if result.limited_ms is not None:
+            outcomes.limited.append(recipient.id)
+            outcomes.limited_by = result.limited_by
+            outcomes.limited_ms = max(outcomes.limited_ms or 0, result.limited_ms)
+            continue
         outcomes.counts[result.outcome.value] = outcomes.counts.get(result.outcome.value, 0) + 1
         if result.outcome is Outcome.ACCEPTED:
             # The classifier accepts only an answer that carries the message's id.
@@ -350,6 +371,7 @@ def classify(
             outcomes.rejected.append((recipient.id, result.reason or "rejected"))
         elif result.outcome is Outcome.NOT_SENT:
             outcomes.not_sent.append(recipient.id)
+            outcomes.throttled += result.throttled
             if result.retry_after_s is not None:
                 outcomes.retry_after_s = max(outcomes.retry_after_s or 0, result.retry_after_s)
         else:

@@ -15,6 +15,14 @@ the actor's time limit, and it stops between windows when its worker shuts down;
 the batch then goes back on the queue. Should the time limit, or anything else, interrupt a
 window all the same, the calls already made are waited for, their answers persisted and the
 claims never called given back before the exception goes on (`WindowCalls`, `salvage`).
+
+Rate limits never hold a worker (service/infra/ratelimit.py): each window asks the shared
+limiter for its recipients before claiming them, and is cut to what it gets (at most a quarter
+of a limit's amount per second); each call is counted again on the pool thread right before it
+goes out (refused there, it is not made and its claims are given back). Refused, or during the
+account's cool-down after a 429, the batch gives back its slots and goes back on the queue for
+as long as the limiter says: no sleep in the worker thread, no retry spent. A 429 starts that
+cool-down for every worker.
 """
 
 from __future__ import annotations
@@ -33,16 +41,36 @@ from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
 from service.infra.clock import WallClock
 from service.infra.config import Settings
-from service.infra.ratelimit import RateLimiter
+from service.infra.ratelimit import DEFAULT_COOL_DOWN_MS, Grant, SendLimiter
 from service.messages import CampaignContext
 from service.provider import Outcome, Provider, SendResult, Sms
 from service.sending import BatchReport, Claimed, Pending
 
 log = logging.getLogger("astronote.sending")
 
-# When the provider throttles a batch that made progress, its rest goes back on the queue
-# after Retry-After, or this long when the provider gave none.
-THROTTLED_DELAY_MS = 1000
+# When the provider surely did not take some messages of a batch that made progress (a
+# refused connection, a 503), its rest goes back on the queue after Retry-After, or this long.
+NOT_SENT_DELAY_MS = 1000
+
+
+def dispatch_refused(limiter: SendLimiter, sender: str, count: int) -> SendResult | None:
+    """Count a call's messages as they go out, on the pool thread right before the call
+    (the closest to when the provider counts them); None if they may go, else the result
+    of every message of the call: never called, and when the budget allows them again."""
+    grant = limiter.dispatch(sender, count)
+    if grant.count:
+        return None
+    return SendResult(
+        Outcome.NOT_SENT,
+        reason=f"rate limit ({grant.reason})",
+        limited_by=grant.reason,
+        limited_ms=grant.wait_ms,
+    )
+
+
+def cool_down_ms(retry_after_s: float | None) -> int:
+    """How long a throttled batch waits when no shared limiter is configured."""
+    return int(retry_after_s * 1000) if retry_after_s is not None else DEFAULT_COOL_DOWN_MS
 
 
 class WindowCalls:
@@ -103,7 +131,8 @@ class BatchRun:
     publishes: int  # the batch's publish_count when this delivery began
     stop_by: float  # the clock reading after which no window may start
     report: BatchReport = field(default_factory=BatchReport)
-    stopped: str | None = None  # "deferred", "not_sent" or "not_sending"
+    stopped: str | None = None  # "deferred", "throttled", "not_sent" or "not_sending"
+    delay_ms: int | None = None  # deferred or throttled: how long the rest waits on the queue
     # Recipients held by quiet hours at this delivery, and when each may go.
     waiting: dict[int, datetime] = field(default_factory=dict)
 
@@ -124,7 +153,7 @@ class BatchSender:
         provider: Provider,
         calls: Executor,
         slots: CallSlots,
-        limiter: RateLimiter | None = None,
+        limiter: SendLimiter | None = None,
         stopping: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: WallClock | None = None,
@@ -146,6 +175,10 @@ class BatchSender:
         nothing else done), or put its rest back on the queue (deadline, shutdown, throttled
         after some progress: `republished`)."""
         began = self.clock()
+        if self.limiter:
+            now = self.limiter.precheck()
+            if not now.count:
+                return self.defer_unread(campaign_id, shop_id, recipient_ids, key, now)
         pending = sending.pending_recipients(campaign_id, recipient_ids)
         if not pending:
             self.finish_duplicate(campaign_id, key)
@@ -187,14 +220,32 @@ class BatchSender:
                 if not window:
                     continue  # all wait for quiet hours or were skipped; slots given back
                 if self.limiter:
-                    self.limiter.acquire(len(window))
-                if self.clock() > run.stop_by:  # the rate limit made us wait too long
-                    run.stopped = "deferred"
-                    return
+                    grant = self.limiter.acquire(run.context.sender, len(window))
+                    if not grant.count:
+                        # Nothing claimed: the rest waits on the queue, not in this thread.
+                        run.stopped, run.delay_ms = "deferred", grant.wait_ms
+                        run.report.limited = grant.reason
+                        return
+                    if grant.count < len(window):
+                        # The budget's part now; the others stay first in line (pending in
+                        # the database, decided again at their window).
+                        later = set(window[grant.count :])
+                        pending = [r for r in cut if r.id in later] + pending
+                        window = window[: grant.count]
                 done = self.send_window(run, window)
             finally:
                 lease.give_back()
             run.report.add(done)
+            if done.limited:  # refused at dispatch: its claims were given back
+                run.stopped, run.delay_ms = "deferred", done.wait_ms
+                return
+            if done.throttled:
+                # A 429: the account is over its rate. Every worker holds off for the
+                # cool-down (set as the answers came); this batch's rest waits on the
+                # queue as long, no retry spent.
+                run.stopped = "throttled"
+                run.delay_ms = done.wait_ms or cool_down_ms(done.retry_after_s)
+                return
             if done.not_sent:
                 run.stopped = "not_sent"
                 return
@@ -246,19 +297,31 @@ class BatchSender:
             if not self.cover(run, sum(costs)):
                 return self.fail_uncovered(run, claimed)
             self.call_provider(run, claimed, texts, calls)
-            outcomes = sending.classify(
-                run.campaign_id, run.key, claimed, texts, costs, calls.results()
-            )
+            results = calls.results()
+            cool_down = self.throttled(results)
+            outcomes = sending.classify(run.campaign_id, run.key, claimed, texts, costs, results)
             persisted = sending.persist_or_hand_over(
                 run.shop_id, run.campaign_id, run.key, outcomes
             )
-            if outcomes.not_sent:
-                sending.unclaim(outcomes.not_sent, run.key)  # pending again
-            return outcomes.report(len(claimed), persisted)
+            if outcomes.not_sent or outcomes.limited:
+                sending.unclaim(outcomes.not_sent + outcomes.limited, run.key)  # pending again
+            report = outcomes.report(len(claimed) - len(outcomes.limited), persisted)
+            if cool_down is not None:
+                report.wait_ms = cool_down
+            return report
         except BaseException:
             if claimed:
                 self.salvage(run, claimed, texts, costs, calls)
             raise
+
+    def throttled(self, results: Sequence[SendResult]) -> int | None:
+        """If the provider answered 429, cool the account down for every worker at once,
+        before this window's answers are persisted; the cool-down in force (ms)."""
+        throttled = [result for result in results if result.throttled]
+        if not throttled or not self.limiter:
+            return None
+        waits = [r.retry_after_s for r in throttled if r.retry_after_s is not None]
+        return self.limiter.cool_down(max(waits) if waits else None)
 
     def call_provider(
         self, run: BatchRun, claimed: Sequence[Claimed], texts: Sequence[str], calls: WindowCalls
@@ -267,16 +330,28 @@ class BatchSender:
         `/sms` call per recipient, all on the pool (the window holds a slot for each)."""
         callback = sending.callback_url(self.settings)
         sender = run.context.sender
+        limiter = self.limiter if self.limiter and self.limiter.limits_sends else None
         if run.bulk:
             numbers = [r.phone for r in claimed]
-            calls.start_bulk(
-                lambda: self.provider.send_bulk(sender, numbers, texts[0], run.key, callback)
-            )
+
+            def bulk() -> list[SendResult]:
+                if limiter:
+                    refused = dispatch_refused(limiter, sender, len(numbers))
+                    if refused:
+                        return [refused] * len(numbers)
+                return self.provider.send_bulk(sender, numbers, texts[0], run.key, callback)
+
+            calls.start_bulk(bulk)
             return
-        calls.start_each(
-            lambda sms: self.provider.send_one(sender, sms, callback),
-            [Sms(r.phone, text, str(r.id)) for r, text in zip(claimed, texts)],
-        )
+
+        def one(sms: Sms) -> SendResult:
+            if limiter:
+                refused = dispatch_refused(limiter, sender, 1)
+                if refused:
+                    return refused
+            return self.provider.send_one(sender, sms, callback)
+
+        calls.start_each(one, [Sms(r.phone, text, str(r.id)) for r, text in zip(claimed, texts)])
 
     def salvage(
         self,
@@ -303,7 +378,7 @@ class BatchSender:
                     [answer for _, answer in answered],
                 )
                 sending.persist_or_hand_over(run.shop_id, run.campaign_id, run.key, outcomes)
-                give_back += outcomes.not_sent
+                give_back += outcomes.not_sent + outcomes.limited
             if give_back:
                 sending.unclaim(give_back, run.key)
             log.warning(
@@ -329,17 +404,18 @@ class BatchSender:
             self.wait_for_opening(run, recipient_ids)
         elif run.stopped is None:
             sending.finish_batch(run.key)
-        elif run.stopped == "deferred" or (
+        elif run.stopped in ("deferred", "throttled") or (
             run.stopped == "not_sent" and report.accepted + report.rejected
         ):
-            # A delivery that made progress is not a failed attempt: republishing keeps the
-            # actor's retries for deliveries that could send nothing at all.
-            delay = None
+            # Neither a rate limit nor a delivery that made progress is a failed attempt:
+            # republishing keeps the actor's retries for deliveries that could send nothing
+            # for a reason other than the account's rate.
+            delay = run.delay_ms
             if run.stopped == "not_sent":
                 delay = (
                     int(report.retry_after_s * 1000)
                     if report.retry_after_s is not None
-                    else THROTTLED_DELAY_MS
+                    else NOT_SENT_DELAY_MS
                 )
             sending.republish_batch(
                 run.campaign_id,
@@ -391,6 +467,15 @@ class BatchSender:
                 "delay_ms": delay,
             },
         )
+
+    def defer_unread(
+        self, campaign_id: int, shop_id: int, recipient_ids: list[int], key: str, refused: Grant
+    ) -> BatchReport:
+        """The account cannot send now (cool-down, budget used): back on the queue until it
+        can, before reading anything. With many batches waiting for one account's budget,
+        each comes back about once a second, and costs only this."""
+        sending.republish_batch(campaign_id, shop_id, recipient_ids, key, refused.wait_ms)
+        return BatchReport(republished=True, limited=refused.reason, wait_ms=refused.wait_ms)
 
     def finish_duplicate(self, campaign_id: int, key: str) -> None:
         """A delivery with nothing pending. While the campaign is sending, an earlier delivery

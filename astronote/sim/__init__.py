@@ -7,6 +7,8 @@ deterministic queue of forced outcomes, which also holds answers of the wrong sh
 answers out of order (`shuffle_bulk` answers every bulk call so). Control and inspection live
 under `/_sim/`: `POST /_sim/config` merges fields into the running config (`next` replaces the
 forced-outcome queue), `GET /_sim/messages[?reference=&to=&summary=1]`, `GET /_sim/stats`,
+`GET /_sim/timeline[?window_ms=1000&from=]` (the most messages accepted in any sliding window,
+a count per second, when each 429 was answered),
 `POST /_sim/reset`, `GET /_sim/health`, and `POST /_sim/inbound {from, to, text, id?,
 timestamp?, repeat?}`, which posts a customer's message to the configured `inbound_url` (the
 application's inbound webhook) and answers with the application's answers.

@@ -10,6 +10,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
@@ -82,6 +83,18 @@ class _Handler(LeanRequestHandler):
             self._send_json(200, sim.stats())
         elif path == "/_sim/config":
             self._send_json(200, sim.get_config())
+        elif path == "/_sim/timeline":
+            try:
+                window_ms = int(query.get("window_ms", ["1000"])[0])
+            except ValueError:
+                self._bad_request("window_ms must be an integer")
+                return
+            if window_ms < 1:
+                self._bad_request("window_ms must be at least 1")
+                return
+            sender = query.get("from", [None])[0]
+            times = query.get("times", ["0"])[0] not in ("", "0", "false")
+            self._send_json(200, sim.timeline(window_ms, sender, times))
         elif path == "/_sim/messages":
             reference = query.get("reference", [None])[0]
             to = query.get("to", [None])[0]
@@ -95,6 +108,8 @@ class _Handler(LeanRequestHandler):
             self._send(404, _BODY_404)
 
     def _send_sms(self, body: bytes, bulk: bool) -> None:
+        # The provider counts a call when it arrives, before its fate is decided.
+        arrived = time.time()
         sim = self.server.simulator
         if not sim.check_api_key(self.headers.get("X-Mitto-API-Key")):
             sim.bump(requests=1, bad_requests=1)
@@ -128,7 +143,7 @@ class _Handler(LeanRequestHandler):
         sim.sleep(cfg["latency_ms"] / 1000.0)
 
         if outcome == "429":
-            sim.bump(requests=1, throttled=1)
+            sim.throttled(arrived)
             retry_after = cfg["retry_after_s"]
             retry_text = (
                 str(int(retry_after)) if retry_after == int(retry_after) else str(retry_after)
@@ -145,7 +160,7 @@ class _Handler(LeanRequestHandler):
             return
 
         sim.bump(requests=1)
-        answers = sim.accept("smsbulk" if bulk else "sms", payload, numbers, cfg, outcome)
+        answers = sim.accept("smsbulk" if bulk else "sms", payload, numbers, cfg, outcome, arrived)
         if outcome == "reset":
             sim.bump(resets=1)
             self._reset_connection()

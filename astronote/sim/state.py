@@ -64,6 +64,10 @@ class Simulator:
         self._rng_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
+        # When each message was accepted (epoch seconds, sender) and each 429 answered: the
+        # provider's view of the rate it was sent at (`timeline`).
+        self._sent_at: list[tuple[float, str | None]] = []
+        self._throttled_at: list[float] = []
         self._stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
         # Ids are a per-process random prefix plus a counter: unique like uuid4 but without an
         # os.urandom call per message.
@@ -123,6 +127,8 @@ class Simulator:
         """Clear messages, stats and pending reports; restore the start-up configuration."""
         with self._state_lock:
             self._messages = []
+            self._sent_at = []
+            self._throttled_at = []
             self._stats = dict.fromkeys(_STAT_KEYS, 0)
         self._reports.clear()
         with self._rng_lock:
@@ -166,6 +172,44 @@ class Simulator:
             "duplicate_messages": extra,
             "first_at": min((m["received_at"] for m in selected), default=None),
             "last_at": max((m["received_at"] for m in selected), default=None),
+        }
+
+    def throttled(self, arrived: float | None = None) -> None:
+        """A call answered 429: counted and its time (of arrival) kept for `timeline`."""
+        at = arrived if arrived is not None else time.time()
+        with self._state_lock:
+            self._stats["requests"] += 1
+            self._stats["throttled"] += 1
+            self._throttled_at.append(at)
+
+    def timeline(
+        self, window_ms: int = 1000, sender: str | None = None, times: bool = False
+    ) -> dict[str, Any]:
+        """The rate messages were accepted at (counted when their call arrived, as a provider
+        counts them): the most in any `window_ms` (a sliding window,
+        not aligned to the clock's seconds), a count per clock second, the first and last
+        acceptance, and when each 429 was answered (epoch seconds). `sender`: only its own;
+        `times`: also every message's time."""
+        with self._state_lock:
+            sent = [at for at, name in self._sent_at if sender is None or name == sender]
+            throttled = list(self._throttled_at)
+        sent.sort()
+        span = window_ms / 1000
+        most, start = 0, 0
+        for end, at in enumerate(sent):
+            while at - sent[start] >= span:
+                start += 1
+            most = max(most, end - start + 1)
+        per_second = Counter(int(at) for at in sent)
+        return {
+            "sent": len(sent),
+            "window_ms": window_ms,
+            "max_in_window": most,
+            "first": sent[0] if sent else None,
+            "last": sent[-1] if sent else None,
+            "per_second": sorted([second, n] for second, n in per_second.items()),
+            "throttled_at": throttled,
+            **({"sent_at": sent} if times else {}),
         }
 
     def bump(self, **deltas: int) -> None:
@@ -231,8 +275,10 @@ class Simulator:
         numbers: list[str],
         cfg: dict[str, Any],
         outcome: str,
+        arrived: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Decide, record and schedule reports for each number; return per-message answers."""
+        """Decide, record and schedule reports for each number; return per-message answers.
+        `arrived`: when the call arrived (epoch seconds; now if not given), for `timeline`."""
         text = payload["text"]
         text_length = len(text)
         reference = payload.get("reference")
@@ -277,8 +323,10 @@ class Simulator:
                 }
             )
         n_rejected = len(numbers) - len(records)
+        at = arrived if arrived is not None else time.time()
         with self._state_lock:
             self._messages.extend(records)
+            self._sent_at.extend((at, sender) for _ in records)
             self._stats["accepted"] += len(records)
             self._stats["rejected"] += n_rejected
         callback = cfg["dlr_callback_override"] or payload.get("callback")

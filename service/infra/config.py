@@ -43,7 +43,9 @@ class Settings:
     send_batch_size: int
     shop_batches_in_flight: int
     send_concurrency: int
-    provider_rate_limit: int
+    provider_rate_limit: str | None
+    sender_rate_limit: str | None
+    provider_rate_margin_ms: int
     provider_connect_timeout_ms: int
     provider_read_timeout_ms: int
     claim_timeout_ms: int
@@ -193,13 +195,18 @@ def _text(name: str, default: str | None = None):
     return parse
 
 
-def _rate(name: str, default: str):
-    """`N/second`, `N per minute`, ... (the `limits` library's notation); `0` or `off`: none."""
+def _rate(name: str, default: str, per_second: bool = False):
+    """`N/second`, `N per minute`, ... (the `limits` library's notation); `0` or `off`: none.
+    With `per_second`, a bare integer N also means N/second."""
 
     def parse(env: Mapping[str, str]) -> str | None:
         raw = env.get(name, "").strip() or default
         if raw.lower() in ("0", "off", "none"):
             return None
+        if per_second and raw.isdigit():
+            if int(raw) == 0:
+                return None
+            raw = f"{int(raw)}/second"
         from limits import parse as parse_rate
 
         try:
@@ -304,7 +311,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "shop_batches_in_flight": _int("SHOP_BATCHES_IN_FLIGHT", 32, 1)(env),
         # 64 calls in flight per process hide 100 ms of provider latency up to ~640 msg/s each.
         "send_concurrency": _int("SEND_CONCURRENCY", 64, 1)(env),
-        "provider_rate_limit": _int("PROVIDER_RATE_LIMIT", 0, 0)(env),
+        # Messages per second (or `N/minute`, ...) for the provider account, shared by every
+        # worker; a bare integer is per second. Unset or 0: none (a 429 still cools it down).
+        "provider_rate_limit": _rate("PROVIDER_RATE_LIMIT", "0", per_second=True)(env),
+        # The same for each sender name on its own (a shop's sender among others).
+        "sender_rate_limit": _rate("SENDER_RATE_LIMIT", "0", per_second=True)(env),
+        # A send counts against those limits this much longer than their period: the time
+        # calls take to reach the provider varies, and the provider counts when they arrive.
+        "provider_rate_margin_ms": _int("PROVIDER_RATE_MARGIN_MS", 15, 0, 1000)(env),
         "provider_connect_timeout_ms": _int("PROVIDER_CONNECT_TIMEOUT_MS", 3000, 100)(env),
         "provider_read_timeout_ms": _int("PROVIDER_READ_TIMEOUT_MS", 15000, 100)(env),
         "claim_timeout_ms": _int("CLAIM_TIMEOUT_MS", 300000, 1000)(env),

@@ -1,42 +1,299 @@
-"""PROVIDER_RATE_LIMIT: messages per second across every worker process, counted in Redis."""
+"""The provider's rate limits, shared by every worker process through Redis (SPEC 4.2).
+
+- PROVIDER_RATE_LIMIT: messages per provider account (`200/second`, or a bare `200`).
+- SENDER_RATE_LIMIT: messages per sender name, each sender its own budget (optional).
+- A cool-down per provider account: a 429 (with its `Retry-After`, else a default) stops every
+  worker from starting a window for that account until it ends (`SET ... PX`).
+
+Counted by the `limits` library's moving window (a log of the last `amount` sends: exact, no
+burst of twice the rate at a window boundary), on Redis, with Redis' clock read inside the
+library's scripts: every worker stamps and compares sends with one clock, not its own.
+
+Two counts per limit. A window asks for its recipients before claiming them (`acquire`, the
+admission): what it does not get it never claims. Each call counts its messages again
+(`dispatch`) on the thread making it, right before it goes out: a call that a slow claim or a
+busy process brought closer to the previous ones than the limit allows is not made, and its
+claims are given back (rare; the admission already spaced the windows). Nothing here waits: a
+refusal says how long until the budget allows a window again, and the batch goes back on the
+queue for that long, giving its worker thread to other work.
+"""
 
 from __future__ import annotations
 
-import time
+import hashlib
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
+from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+log = logging.getLogger("astronote.sending")
+
+KEY_PREFIX = "astronote:send-limit"
+COOL_DOWN_KEY = "astronote:provider-cooldown"
+# A 429 without a readable Retry-After cools the account down this long.
+DEFAULT_COOL_DOWN_MS = 1000
+# A window takes at most this fraction of a limit's amount per second.
+WINDOWS_PER_SECOND = 4
+# When Redis cannot be reached, a batch waits this long on the queue: sending without the
+# shared count could exceed the account's limit; a batch put back costs no retry.
+REDIS_DOWN_WAIT_MS = 1000
 
 
-class RateLimiter:
-    """A one-second fixed window shared through Redis. `acquire(n)` blocks until `n` messages
-    fit in the current window (a batch larger than the limit is spread over several windows)."""
+def parse_rate(value: str) -> RateLimitItem:
+    """`200/second`, `50 per 10 seconds`, ..., or a bare integer meaning per second."""
+    text = value.strip()
+    return parse(f"{text}/second" if text.isdigit() else text)
+
+
+def account_id(api_base: str, api_key: str | None) -> str:
+    """A provider account's name in Redis: the API key is a secret, so only a digest of it."""
+    return hashlib.sha256(f"{api_base}\0{api_key or ''}".encode()).hexdigest()[:16]
+
+
+# Put before the library's scripts: the timestamp they compare and record is Redis' clock
+# when the script runs (milliseconds), not a time the caller read before sending it, which
+# a worker descheduled between the two would make stale and let sends through early.
+_NOW_MS = """
+local now_ms = redis.call('TIME')
+now_ms = tonumber(now_ms[1]) * 1000 + tonumber(now_ms[2]) / 1000
+"""
+# acquire_moving_window.lua: ARGV = timestamp, limit, expiry, amount.
+_ACQUIRE_PROLOGUE = _NOW_MS + "ARGV[1] = tostring(now_ms)\n"
+# moving_window.lua: ARGV = oldest timestamp still in the window, limit; given the expiry.
+_WINDOW_PROLOGUE = _NOW_MS + "ARGV[1] = tostring(now_ms - tonumber(ARGV[1]))\n"
+
+
+class RedisClockStorage(RedisStorage):
+    """The library's Redis storage and its moving-window scripts, run on Redis' clock (in
+    milliseconds, read inside the script) rather than the calling process's `time.time()`.
+
+    The scripts compare entries with `now - expiry` in whatever unit they are given: here
+    milliseconds, so the key's EXPIRE (which the script sets in seconds from the same number)
+    is 1000 times longer than needed; the list stays bounded by `amount` all the same."""
+
+    def __init__(
+        self, client: redis.Redis, key_prefix: str = KEY_PREFIX, margin_ms: int = 0
+    ) -> None:
+        super().__init__("redis://", connection_pool=client.connection_pool, key_prefix=key_prefix)
+        self.client = client
+        self.margin_ms = margin_ms
+        self.acquire_script = client.register_script(
+            _ACQUIRE_PROLOGUE.encode() + self.SCRIPT_ACQUIRE_MOVING_WINDOW
+        )
+        self.window_script = client.register_script(
+            _WINDOW_PROLOGUE.encode() + self.SCRIPT_MOVING_WINDOW
+        )
+
+    def span_ms(self, expiry: int) -> int:
+        """How long a send counts: the limit's period and the margin for the time calls take
+        to reach the provider, which varies (a limit of N a second is then N in a second and
+        `margin_ms`, as counted here)."""
+        return expiry * 1000 + self.margin_ms
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        return bool(
+            self.acquire_script([self.prefixed_key(key)], [0, limit, self.span_ms(expiry), amount])
+        )
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        window = self.window_script([self.prefixed_key(key)], [self.span_ms(expiry), limit])
+        if window:
+            return float(window[0]) / 1000, int(window[1])
+        return 0.0, 0
+
+    def free_in_ms(self, key: str, limit: int, expiry: int, amount: int) -> int:
+        """How long until `amount` more entries fit: until the entry `amount` places from
+        the oldest one the window may hold leaves the window (0: they fit now)."""
+        amount = min(amount, limit)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.lindex(self.prefixed_key(key), limit - amount)
+        (seconds, micros), entry = pipe.execute()
+        if entry is None:
+            return 0
+        now = seconds * 1000 + micros / 1000
+        return max(0, int(float(entry) + self.span_ms(expiry) - now) + 1)
+
+
+# A budget a send draws on: its name, its rate, its identifiers in Redis.
+Limit = tuple[str, RateLimitItem, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a window may send now: `count` recipients (0: none), else wait `wait_ms`."""
+
+    count: int
+    wait_ms: int = 0
+    reason: str | None = None  # "cool_down", "provider", "sender", "redis_down"
+
+
+class SendLimiter:
+    """The rate limits and the cool-down of one provider account, for every sender using it.
+    One per worker process; every process counts in the same Redis keys."""
 
     def __init__(
         self,
         client: redis.Redis,
-        per_second: int,
-        key: str = "astronote:rate:provider",
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        account: str,
+        provider_rate: str | None = None,
+        sender_rate: str | None = None,
+        margin_ms: int = 0,
     ) -> None:
-        self.client, self.per_second, self.key = client, per_second, key
-        self.clock, self.sleep = clock, sleep
+        self.client = client
+        self.account = account
+        self.provider = parse_rate(provider_rate) if provider_rate else None
+        self.sender = parse_rate(sender_rate) if sender_rate else None
+        self.storage = RedisClockStorage(client, margin_ms=margin_ms)
+        self.strategy = MovingWindowRateLimiter(self.storage)
 
-    def acquire(self, count: int) -> None:
-        remaining = count
-        while remaining > 0:
-            now = self.clock()
-            window = int(now)
-            take = min(remaining, self.per_second)
-            key = f"{self.key}:{window}"
+    @property
+    def limits_sends(self) -> bool:
+        """Whether any rate is configured (else only the cool-down is kept)."""
+        return self.provider is not None or self.sender is not None
+
+    @property
+    def cool_down_key(self) -> str:
+        return f"{COOL_DOWN_KEY}:{self.account}"
+
+    @property
+    def window_cap(self) -> int | None:
+        """The most recipients one window may send: a quarter of a limit's amount per second
+        (at least one), so a bulk batch goes out in several calls across each second, not
+        as one burst: a call that reaches the provider late then moves a quarter of a
+        second's budget, not all of it, into the next second the provider counts."""
+        caps = [
+            min(item.amount, max(1, item.amount // item.get_expiry() // WINDOWS_PER_SECOND))
+            for item in (self.provider, self.sender)
+            if item is not None
+        ]
+        return min(caps) if caps else None
+
+    def limits_for(self, sender: str, stage: str) -> list[Limit]:
+        """The budgets a send from `sender` draws on at `stage` ("admit" before the claim,
+        "send" right before the calls), the narrower (the sender's) first."""
+        found: list[Limit] = []
+        if self.sender is not None:
+            found.append(("sender", self.sender, (stage, "sender", self.account, sender)))
+        if self.provider is not None:
+            found.append(("provider", self.provider, (stage, "provider", self.account)))
+        return found
+
+    def acquire(self, sender: str, wanted: int) -> Grant:
+        """Before a window's claim: the budget for up to `wanted` messages from `sender`,
+        never waiting. As many as every limit has left (at most `window_cap`), or none and
+        how long until a window may be tried again (the cool-down, or the budget's return)."""
+        return self._guarded(lambda: self._acquire(sender, wanted))
+
+    def precheck(self) -> Grant:
+        """Before a delivery reads anything: whether the account can send at all now (its
+        cool-down, its provider-wide budget), taking nothing. A batch that would only be
+        refused goes back on the queue without its database reads."""
+        return self._guarded(self._precheck)
+
+    def _precheck(self) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        limits = [
+            limit
+            for stage in ("admit", "send")
+            for limit in self.limits_for("", stage)
+            if limit[0] == "provider"
+        ]
+        for _, item, ids in limits:
+            _, used = self.storage.get_moving_window(
+                item.key_for(*ids), item.amount, item.get_expiry()
+            )
+            if used >= item.amount:
+                return self.refusal(limits, 1)
+        return Grant(1)
+
+    def dispatch(self, sender: str, count: int) -> Grant:
+        """Right before a claimed window's calls: `count` sends counted at the time they go
+        out. The admission (`acquire`) spaces windows, but a claim slowed down (a busy
+        database, a descheduled thread) would let two admitted windows reach the provider
+        closer than the limit allows; this second count refuses the later one, whose claims
+        are then given back. All of `count` or nothing."""
+        return self._guarded(lambda: self._dispatch(sender, count))
+
+    def _guarded(self, decide: Callable[[], Grant]) -> Grant:
+        try:
+            return decide()
+        except redis.RedisError as error:
+            log.warning(
+                "send rate limit unavailable; the batch waits on the queue",
+                extra={"error": type(error).__name__},
+            )
+            return Grant(0, REDIS_DOWN_WAIT_MS, "redis_down")
+
+    def _cooling(self) -> Grant | None:
+        cooling = int(self.client.pttl(self.cool_down_key))
+        return Grant(0, cooling, "cool_down") if cooling > 0 else None
+
+    def _acquire(self, sender: str, wanted: int) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        admit, send = self.limits_for(sender, "admit"), self.limits_for(sender, "send")
+        cap = self.window_cap
+        count = min(wanted, cap) if cap is not None else wanted
+        # Room in both counts: admitted only when the sends of a second ago have also left
+        # the dispatch count, a window is not refused there for having claimed faster than
+        # the one before it.
+        for _, item, ids in admit + send:
+            _, used = self.storage.get_moving_window(
+                item.key_for(*ids), item.amount, item.get_expiry()
+            )
+            count = min(count, item.amount - used)
+        if count <= 0:
+            return self.refusal(admit + send, 1)
+        return self._hit(admit, count)
+
+    def _dispatch(self, sender: str, count: int) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        return self._hit(self.limits_for(sender, "send"), count)
+
+    def _hit(self, limits: list[Limit], count: int) -> Grant:
+        for taken, (_, item, ids) in enumerate(limits):
+            if not self.strategy.hit(item, *ids, cost=count):
+                # Another worker took the budget first. The sender's share taken just before
+                # is not given back (the library has no way to): it only makes this sender
+                # slower for a second, never faster than its limit.
+                return self.refusal(limits[taken:], count)
+        return Grant(count)
+
+    def refusal(self, limits: list[Limit], count: int) -> Grant:
+        """None now: wait until every limit has room for `count` more."""
+        waits = [
+            (
+                self.storage.free_in_ms(item.key_for(*ids), item.amount, item.get_expiry(), count),
+                name,
+            )
+            for name, item, ids in limits
+        ]
+        wait, name = max(waits)
+        return Grant(0, max(1, wait), name)
+
+    def cool_down(self, seconds: float | None) -> int:
+        """A 429: no worker starts a window for this account for `seconds` (the provider's
+        Retry-After, else DEFAULT_COOL_DOWN_MS). A longer cool-down already set is kept.
+        Returns the cool-down in force, in milliseconds."""
+        wanted = max(1, int(seconds * 1000)) if seconds is not None else DEFAULT_COOL_DOWN_MS
+        try:
             pipe = self.client.pipeline()
-            pipe.incrby(key, take)
-            pipe.expire(key, 5)
-            used = pipe.execute()[0]
-            if used <= self.per_second:
-                remaining -= take
-                continue
-            # Over the limit: give back what we took and wait for the next window.
-            self.client.decrby(key, take)
-            self.sleep(max(0.0, window + 1 - now))
+            pipe.set(self.cool_down_key, 1, px=wanted, nx=True)
+            pipe.pexpire(self.cool_down_key, wanted, gt=True)
+            pipe.pttl(self.cool_down_key)
+            in_force = int(pipe.execute()[-1])
+        except redis.RedisError as error:
+            log.warning("provider cool-down not recorded", extra={"error": type(error).__name__})
+            return wanted
+        log.info(
+            "provider throttled: account cooling down",
+            extra={"cool_down_ms": in_force, "asked_ms": wanted},
+        )
+        return in_force if in_force > 0 else wanted

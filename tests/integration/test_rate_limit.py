@@ -1,37 +1,168 @@
-"""PROVIDER_RATE_LIMIT: one budget per second shared by every worker, through Redis."""
+"""The send limiter on real Redis: one moving-window budget per provider account and per
+sender, shared by every worker, on Redis' clock; a cool-down after a 429 that every worker
+sees; refusals that say how long to wait instead of waiting."""
 
 from __future__ import annotations
 
-from service.infra.ratelimit import RateLimiter
+import time
+
+import pytest
+import redis
+
+from service.infra import config
+from service.infra.ratelimit import (
+    DEFAULT_COOL_DOWN_MS,
+    REDIS_DOWN_WAIT_MS,
+    SendLimiter,
+    parse_rate,
+)
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+def limiter(client: redis.Redis, provider: str | None = None, sender: str | None = None, **kw):
+    return SendLimiter(client, kw.get("account", "acct"), provider, sender)
 
 
-def test_two_limiters_share_one_budget_per_second(redis_client, db):
-    time = FakeTime()
-    first = RateLimiter(redis_client, 100, clock=time.clock, sleep=time.sleep)
-    second = RateLimiter(redis_client, 100, clock=time.clock, sleep=time.sleep)
+def test_two_workers_share_one_budget_and_are_told_how_long_to_wait(redis_client, db):
+    # Given two workers' limiters for one account capped at 400 messages a second (windows
+    # of at most 100)
+    first = limiter(redis_client, "400/second")
+    second = limiter(redis_client, "400/second")
 
-    first.acquire(60)
-    second.acquire(40)  # fills this second's budget exactly: no wait
-    assert time.slept == []
+    # When they ask for 100 three times, then 100 again, then 1
+    taken = [first.acquire("Shop", 100).count for _ in range(3)]
+    b = second.acquire("Shop", 100)
+    c = first.acquire("Shop", 1)
+    assert taken == [100, 100, 100]
 
-    second.acquire(30)  # over the shared budget: waits for the next second
-    assert time.slept == [1.0]
+    # Then the second gets what is left, the third nothing, and is told to come back when
+    # the first window leaves the one-second window (not waiting for it)
+    assert (b.count, c.count) == (100, 0)
+    assert c.reason == "provider" and 0 < c.wait_ms <= 1001
 
 
-def test_a_batch_larger_than_the_limit_is_spread_over_seconds(redis_client, db):
-    time = FakeTime()
-    RateLimiter(redis_client, 100, clock=time.clock, sleep=time.sleep).acquire(250)
-    assert len(time.slept) == 2 and time.now == 1002.0
+def test_the_budget_comes_back_as_sends_leave_the_moving_window(redis_client, db):
+    # Given a budget of 8 a second used up (four windows of 2)
+    limits = limiter(redis_client, "8/second")
+    assert [limits.acquire("Shop", 5).count for _ in range(4)] == [2, 2, 2, 2]
+    refused = limits.acquire("Shop", 1)
+    assert refused.count == 0
+
+    # When the test waits as long as it was told to
+    time.sleep(refused.wait_ms / 1000)
+
+    # Then the budget is back
+    assert limits.acquire("Shop", 5).count == 2
+
+
+def test_a_window_takes_at_most_a_quarter_of_a_limits_amount_per_second(redis_client, db):
+    # A bulk window of 500 under 200/second goes out 50 at a time; 60/minute is 1 a window
+    assert limiter(redis_client, "200/second").acquire("Shop", 500).count == 50
+    assert limiter(redis_client, "200/second").window_cap == 50
+    assert limiter(redis_client, "60/minute", account="other").window_cap == 1
+    assert limiter(redis_client, "60/minute", account="other").acquire("Shop", 500).count == 1
+    assert limiter(redis_client, None, "10/second", account="x").window_cap == 2
+    assert limiter(redis_client).window_cap is None
+    assert limiter(redis_client).acquire("Shop", 500).count == 500  # no limit: no cut
+
+
+def test_each_sender_has_its_own_budget_within_the_accounts(redis_client, db):
+    # Given an account of 12 a second and a limit of 4 a second per sender (windows of 1)
+    limits = limiter(redis_client, "12/second", "4/second")
+
+    def take(sender: str, times: int) -> list[int]:
+        return [limits.acquire(sender, 10).count for _ in range(times)]
+
+    # When one sender asks five times and another four times
+    first = take("ShopA", 5)
+    other = take("ShopB", 4)
+
+    # Then the first sender is held at its limit while the other gets its own 4
+    assert first == [1, 1, 1, 1, 0] and other == [1, 1, 1, 1]
+    assert limits.acquire("ShopA", 1).reason == "sender"
+    # And the account's budget counts both: 4 left
+    assert take("ShopC", 4) == [1, 1, 1, 1]
+    refused = limits.acquire("ShopD", 1)
+    assert (refused.count, refused.reason) == (0, "provider")
+
+
+def test_the_window_runs_on_redis_clock_not_the_workers(redis_client, db, monkeypatch):
+    # Given the budget used up by one worker (at dispatch, which takes all it asks for)
+    limits = limiter(redis_client, "10/second")
+    assert limits.dispatch("Shop", 10).count == 10
+
+    # When another worker's own clock runs an hour ahead
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+
+    # Then it still finds the budget used (its clock stamps and compares nothing)
+    assert limiter(redis_client, "10/second").acquire("Shop", 1).count == 0
+
+
+def test_a_cool_down_stops_every_worker_of_the_account_and_only_that_account(redis_client, db):
+    # Given a 429 with Retry-After: 2 seen by one worker
+    in_force = limiter(redis_client).cool_down(2)
+
+    # Then another worker of the account is refused for about that long, whatever its limits
+    refused = limiter(redis_client, "400/second").acquire("Shop", 10)
+    assert in_force == 2000
+    assert (refused.count, refused.reason) == (0, "cool_down")
+    assert 1900 < refused.wait_ms <= 2000
+    # A shorter Retry-After later does not shorten it; a 429 without one is DEFAULT_COOL_DOWN_MS
+    assert limiter(redis_client).cool_down(0.5) > 1900
+    assert limiter(redis_client, account="b").cool_down(None) == DEFAULT_COOL_DOWN_MS
+    # And another provider account is not cooled down by the first
+    assert limiter(redis_client, account="c").acquire("Shop", 10).count == 10
+
+
+def test_without_redis_a_window_is_refused_not_sent_unlimited(db):
+    # Given Redis out of reach
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+
+    # Then the limiter refuses, for a short wait on the queue, rather than raising
+    grant = SendLimiter(down, "acct", "100/second").acquire("Shop", 10)
+    assert (grant.count, grant.wait_ms, grant.reason) == (0, REDIS_DOWN_WAIT_MS, "redis_down")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("200", "200/second"), ("200/second", "200/second"), ("50 per minute", "50 per minute")],
+)
+def test_provider_rate_limit_accepts_the_integer_and_the_rate_forms(value, expected):
+    settings = config.load({"PROVIDER_RATE_LIMIT": value, "SENDER_RATE_LIMIT": "10/second"})
+    assert settings.provider_rate_limit == expected
+    assert settings.sender_rate_limit == "10/second"
+    assert parse_rate(settings.provider_rate_limit).amount == int(expected.split("/")[0].split()[0])
+    assert config.load({"PROVIDER_RATE_LIMIT": "0"}).provider_rate_limit is None
+    assert config.load({}).sender_rate_limit is None
+
+
+def test_a_malformed_rate_names_the_variable():
+    with pytest.raises(config.ConfigError, match="SENDER_RATE_LIMIT"):
+        config.load({"SENDER_RATE_LIMIT": "fast"})
+
+
+def test_a_window_is_admitted_only_when_the_sends_of_a_second_ago_have_gone(redis_client, db):
+    # Given a second's sends counted when they went out (another worker's dispatch)
+    limits = limiter(redis_client, "10/second")
+    assert limits.dispatch("Shop", 10).count == 10
+
+    # Then no window is admitted until they leave the window, and a dispatch beyond the
+    # limit is refused whole
+    refused = limits.acquire("Shop", 5)
+    assert (refused.count, refused.reason) == (0, "provider") and 0 < refused.wait_ms <= 1001
+    assert limits.dispatch("Shop", 1).count == 0
+
+
+def test_the_margin_keeps_each_send_counted_longer_than_the_period(redis_client, db):
+    # Given a margin of 300 ms for the time calls take to reach the provider
+    limits = SendLimiter(redis_client, "acct", "4/second", margin_ms=300)
+    assert limits.dispatch("Shop", 4).count == 4
+
+    # Then the budget comes back 1.3 s after the sends, not 1 s
+    refused = limits.acquire("Shop", 1)
+    assert refused.count == 0 and 1000 < refused.wait_ms <= 1301
+    time.sleep(1.05)
+    assert limits.acquire("Shop", 1).count == 0
+    assert config.load({}).provider_rate_margin_ms == 15
+    with pytest.raises(config.ConfigError, match="PROVIDER_RATE_MARGIN_MS"):
+        config.load({"PROVIDER_RATE_MARGIN_MS": "5000"})

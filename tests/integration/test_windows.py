@@ -18,6 +18,7 @@ from models.database import connection, fetchall
 from service import audit, campaigns, contacts, credits, shops
 from service.enqueue import batch_key, enqueue
 from service.infra.call_slots import CallSlots
+from service.infra.ratelimit import SendLimiter
 from service.provider import Outcome, SendResult, Sms
 from service.windows import BatchSender
 
@@ -271,7 +272,7 @@ def test_a_batch_throttled_after_some_progress_comes_back_after_retry_after(
     def answer(sms: Sms) -> SendResult:
         if next(calls) < 4:
             return SendResult(Outcome.ACCEPTED, provider_id=f"p-{sms.reference}")
-        return SendResult(Outcome.NOT_SENT, reason="HTTP 429", retry_after_s=2)
+        return SendResult(Outcome.NOT_SENT, reason="HTTP 429", retry_after_s=2, throttled=True)
 
     # When the batch is sent
     report = sender(settings, FakeProvider(answer=answer), slots=4).send(
@@ -284,6 +285,137 @@ def test_a_batch_throttled_after_some_progress_comes_back_after_retry_after(
     assert report.republished
     assert statuses(campaign_id) == {"sent": 4, "pending": 8}
     assert redis_client.llen("dramatiq:sms-send.DQ") == 1
+
+
+def delayed_etas_ms(redis_client) -> list[float]:
+    """How far in the future each delayed send message is due, in milliseconds."""
+    import json
+
+    now = time.time() * 1000
+    messages = redis_client.hvals("dramatiq:sms-send.DQ.msgs")
+    return sorted(json.loads(m)["options"]["eta"] - now for m in messages)
+
+
+@pytest.fixture
+def bulk_batch(db, settings):
+    """A sending campaign of twelve identical texts in one batch."""
+    shop, _ = shops.create_shop("bulk-limit.example", "Bulk", require_consent=False)
+    credits.top_up(shop.id, 100, "initial", audit.ADMIN)
+    contacts.import_contacts(
+        shop.id, [{"phone": f"+30692000{i:04d}"} for i in range(12)], actor=audit.ADMIN
+    )
+    campaign = campaigns.create(shop.id, "c", "Sale today", append_unsubscribe=False)
+    enqueue(shop.id, campaign.id, settings, audit.ADMIN)
+    ids = [row[0] for row in fetchall("SELECT id FROM campaign_recipient ORDER BY id")]
+    return shop.id, campaign.id, ids, batch_key(campaign.id, ids)
+
+
+def test_a_bulk_batch_beyond_the_rate_goes_out_a_seconds_budget_at_a_time(
+    bulk_batch, settings, redis_client
+):
+    # Given a bulk batch of twelve and an account limited to 8 messages a second
+    shop_id, campaign_id, ids, key = bulk_batch
+    provider = FakeProvider()
+    limits = SendLimiter(redis_client, "acct", "8/second")
+
+    # When its batch is sent
+    report = sender(settings, provider, slots=4, limiter=limits).send(
+        campaign_id, shop_id, ids, key
+    )
+
+    # Then a second's budget went out as four bulk calls of two, nothing more was claimed,
+    # and the rest waits on the queue until the budget comes back (about a second), without
+    # a retry
+    assert (provider.bulk_calls, len(provider.sent), report.windows) == (4, 8, 4)
+    assert report.republished and not report.not_sent
+    assert statuses(campaign_id) == {"sent": 8, "pending": 4}
+    assert batch_state(key) == ("published", 2)
+    [eta] = delayed_etas_ms(redis_client)
+    assert 500 < eta <= 1001
+
+
+def test_a_refused_window_claims_nothing_and_gives_its_thread_back(batch, settings, redis_client):
+    # Given an account whose budget another worker has just used up
+    shop_id, campaign_id, ids, key = batch
+    limits = SendLimiter(redis_client, "acct", "10/second")
+    assert [limits.acquire("Other", 10).count for _ in range(5)] == [2, 2, 2, 2, 2]
+    provider = FakeProvider()
+
+    # When the batch is sent
+    began = time.monotonic()
+    report = sender(settings, provider, slots=4, limiter=limits).send(
+        campaign_id, shop_id, ids, key
+    )
+
+    # Then it returned at once, claimed nothing, called nothing, and is on the queue again
+    # for as long as the limiter said
+    assert time.monotonic() - began < 0.5
+    assert (report.claimed, report.windows, report.limited) == (0, 0, "provider")
+    assert provider.sent == [] and statuses(campaign_id) == {"pending": 12}
+    assert report.republished
+    [eta] = delayed_etas_ms(redis_client)
+    assert 0 < eta <= 1001
+
+
+class RacedLimiter(SendLimiter):
+    """Another worker's window of 10 goes out between this one's admission and its calls."""
+
+    def acquire(self, sender: str, wanted: int):
+        grant = super().acquire(sender, wanted)
+        assert SendLimiter(self.client, self.account, "10/second").dispatch("Other", 10).count
+        return grant
+
+
+def test_a_window_too_close_to_the_last_one_when_it_goes_out_gives_its_claims_back(
+    batch, settings, redis_client
+):
+    # Given an account of 10 a second, whose whole second another worker sends while this
+    # batch claims its window
+    shop_id, campaign_id, ids, key = batch
+    limits = RacedLimiter(redis_client, "acct", "10/second")
+    provider = FakeProvider()
+
+    # When the batch is sent
+    report = sender(settings, provider, slots=4, limiter=limits).send(
+        campaign_id, shop_id, ids, key
+    )
+
+    # Then its window, admitted and claimed, was refused right before the calls and given
+    # back: nothing was sent, and the batch waits on the queue for the budget
+    assert (report.claimed, report.limited, report.republished) == (0, "provider", True)
+    assert provider.sent == [] and statuses(campaign_id) == {"pending": 12}
+    [eta] = delayed_etas_ms(redis_client)
+    assert 0 < eta <= 1001
+
+
+def test_a_429_cools_the_account_down_for_every_worker_without_spending_a_retry(
+    batch, settings, redis_client
+):
+    # Given a provider answering 429 with Retry-After: 3 to the first window
+    shop_id, campaign_id, ids, key = batch
+
+    def throttled(sms: Sms) -> SendResult:
+        return SendResult(Outcome.NOT_SENT, reason="HTTP 429", retry_after_s=3, throttled=True)
+
+    limits = SendLimiter(redis_client, "acct")
+
+    # When the batch is sent
+    report = sender(settings, FakeProvider(answer=throttled), slots=4, limiter=limits).send(
+        campaign_id, shop_id, ids, key
+    )
+
+    # Then its claims are pending again and the batch comes back after Retry-After as a new
+    # message (no retry spent: the actor raises nothing when `republished`)
+    assert (report.claimed, report.throttled, report.republished) == (4, 4, True)
+    assert statuses(campaign_id) == {"pending": 12}
+    [eta] = delayed_etas_ms(redis_client)
+    assert 2500 < eta <= 3001
+    # And another worker's batch of the same account starts no window meanwhile
+    other = FakeProvider()
+    again = sender(settings, other, slots=4, limiter=SendLimiter(redis_client, "acct")).send(
+        campaign_id, shop_id, ids, key
+    )
+    assert (again.claimed, again.limited, other.sent) == (0, "cool_down", [])
 
 
 def test_a_window_interrupted_by_the_time_limit_keeps_every_answer(batch, settings):

@@ -193,6 +193,41 @@ def test_forced_429_then_ok(sim: SimServer) -> None:
     assert _stats(sim)["throttled"] == 1
 
 
+def test_the_timeline_counts_the_most_messages_in_any_sliding_window(sim: SimServer) -> None:
+    # Given three messages from one sender, a bulk of two from another, and a 429
+    _config(sim, next=["ok", "ok", "429"])
+    began = time.time()
+    _sms(sim, **{"from": "A"})
+    _sms(sim, **{"from": "A"})
+    assert _sms(sim, **{"from": "A"}).status_code == 429
+    time.sleep(0.3)
+    _sms(sim, **{"from": "A"})
+    requests.post(
+        f"{sim.url}/smsbulk",
+        json={"from": "B", "to": "306900000001,306900000002", "text": "Sale"},
+        headers=HEADERS,
+        timeout=5,
+    )
+
+    # Then the timeline has every accepted message and the 429's time
+    timeline = requests.get(f"{sim.url}/_sim/timeline", timeout=5).json()
+    assert (timeline["sent"], timeline["max_in_window"], timeline["window_ms"]) == (5, 5, 1000)
+    assert sum(n for _, n in timeline["per_second"]) == 5
+    assert len(timeline["throttled_at"]) == 1 and timeline["throttled_at"][0] >= began
+    assert timeline["first"] >= began and timeline["last"] >= timeline["first"] + 0.3
+    # A window shorter than the pause splits the messages; a sender sees only its own
+    short = requests.get(f"{sim.url}/_sim/timeline?window_ms=200", timeout=5).json()
+    assert 2 <= short["max_in_window"] <= 3  # the bulk pair, and the /sms just before it
+    with_times = requests.get(f"{sim.url}/_sim/timeline?times=1", timeout=5).json()
+    assert len(with_times["sent_at"]) == 5 and "sent_at" not in timeline
+    only_b = requests.get(f"{sim.url}/_sim/timeline?from=B", timeout=5).json()
+    assert (only_b["sent"], only_b["max_in_window"]) == (2, 2)
+    bad = requests.get(f"{sim.url}/_sim/timeline?window_ms=x", timeout=5)
+    assert bad.status_code == 400
+    requests.post(f"{sim.url}/_sim/reset", timeout=5)
+    assert requests.get(f"{sim.url}/_sim/timeline", timeout=5).json()["sent"] == 0
+
+
 def test_forced_timeout_records_message_but_client_times_out(sim: SimServer) -> None:
     _config(sim, next=["timeout"], timeout_s=1.5)
     with pytest.raises(requests.exceptions.ReadTimeout):
