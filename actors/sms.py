@@ -15,6 +15,7 @@ from actors import settings, stopping
 from service.enqueue import batch_key
 from service.infra import dispatch, metrics
 from service.infra.call_slots import CallSlots
+from service.infra.faults import fault_point
 from service.infra.ratelimit import RateLimiter
 from service.provider import MittoClient
 from service.sending import BatchReport, repair_persist, unfinished_batches
@@ -95,6 +96,7 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
     began = time.perf_counter()
     try:
         report = batch_sender().send(campaign_id, shop_id, recipient_ids, key)
+        fault_point("after_persist_before_ack")
     except Exception:
         metrics.observe_batch("error", time.perf_counter() - began)
         raise

@@ -19,6 +19,7 @@ from models import Campaign, CampaignRecipient, CreditReservation, SendBatch
 from models.database import db, execute, execute_many
 from service import evidence, reservations
 from service.infra.config import Settings
+from service.infra.faults import fault_point
 
 DELIVERY_STATUSES = ("Queued", "Sent", "Delivered", "Undelivered", "Failed", "Expired")
 
@@ -129,6 +130,7 @@ def finalize_campaign(campaign_id: int, settings: Settings) -> str | None:
         )
         if not finished:
             return None
+        fault_point("inside_finalisation")
         reservations.settle(campaign_id, settings)
         (
             SendBatch.update(state="finished", finished_at=fn.now())

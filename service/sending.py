@@ -23,6 +23,7 @@ from models.expressions import any_of
 from service import credits
 from service.infra import dispatch
 from service.infra.config import Settings
+from service.infra.faults import fault_point
 from service.provider import Outcome, SendResult
 
 log = logging.getLogger("astronote.sending")
@@ -213,9 +214,11 @@ def persist_results(
     campaign_id: int,
     accepted: Sequence[Accepted],
     rejected: Sequence[tuple[int, str]],
+    fault: str = "inside_persist",
 ) -> int:
     """Record a batch's provider outcomes in one transaction; idempotent, so a replay (the
-    repair actor) changes nothing. Returns the credits debited by this call.
+    repair actor) changes nothing. Returns the credits debited by this call. `fault`: the
+    chaos suite's fault point inside the transaction (`service.infra.faults`).
 
     The per-recipient statements stay SQL: one UPDATE keyed by primary key over `unnest` of
     the batch's ids per outcome, and one `execute_values` INSERT into `message_log`, are the
@@ -263,6 +266,7 @@ def persist_results(
                 " WHERE r.id = v.id AND r.status = 'sending'",
                 ([rid for rid, _ in rejected], [reason for _, reason in rejected]),
             )
+        fault_point(fault)
         # Rows every batch of the campaign and shop share come last, so their locks are held
         # only until the commit, in one order everywhere: campaign, reservation, shop.
         (Campaign.update(last_progress_at=fn.now()).where(Campaign.id == campaign_id).execute())
@@ -387,6 +391,8 @@ def repair_persist(payload: dict[str, Any]) -> int:
     """`persistSmsResults`: write results a failed persist left behind, without the provider."""
     accepted = [Accepted(*item) for item in payload.get("accepted", [])]
     rejected = [tuple(item) for item in payload.get("rejected", [])]
-    debited = persist_results(payload["shop_id"], payload["campaign_id"], accepted, rejected)
+    debited = persist_results(
+        payload["shop_id"], payload["campaign_id"], accepted, rejected, fault="inside_repair"
+    )
     finish_batch(payload["batch_key"])
     return debited

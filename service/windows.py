@@ -31,6 +31,7 @@ from service import credits, messages, sending
 from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
 from service.infra.config import Settings
+from service.infra.faults import fault_point
 from service.infra.ratelimit import RateLimiter
 from service.messages import CampaignContext
 from service.provider import Outcome, Provider, SendResult, Sms
@@ -201,15 +202,16 @@ class BatchSender:
             claimed = sending.claim_recipients(run.campaign_id, window, run.key)
             if not claimed:
                 return BatchReport()
+            fault_point("after_claim_commit")
             calls.recipients = len(claimed)
             texts = messages.compose_batch(run.context, claimed, self.settings)
             costs = messages.segment_costs(texts)
             if not self.cover(run, sum(costs)):
                 return self.fail_uncovered(run, claimed)
             self.call_provider(run, claimed, texts, calls)
-            outcomes = sending.classify(
-                run.campaign_id, run.key, claimed, texts, costs, calls.results()
-            )
+            results = calls.results()
+            fault_point("after_provider_answer")
+            outcomes = sending.classify(run.campaign_id, run.key, claimed, texts, costs, results)
             persisted = sending.persist_or_hand_over(
                 run.shop_id, run.campaign_id, run.key, outcomes
             )
