@@ -242,11 +242,24 @@ class Run:
             self.live[label] = base
 
     def _supervise(self) -> None:
-        """Restart every worker or clock that exits, recording the fault."""
+        """Restart every worker or clock that exits, recording the fault. A worker process
+        that dies (its Dramatiq parent then stops its siblings, and exits) is recorded at
+        once, before the calls other processes had in flight resolve."""
+        children: dict[str, set[int]] = {}
         while not self._stop.is_set():
             for label, base in list(self.live.items()):
                 process = self.stack.processes.get(label)
-                if process is None or process.poll() is None:
+                if process is None:
+                    continue
+                now = _children(process.pid)
+                gone = children.get(label, set()) - now
+                children[label] = now
+                if gone and process.poll() is None:
+                    try:
+                        self.snapshot(f"{label}: worker process {sorted(gone)} gone")
+                    except Exception as error:  # noqa: BLE001 - keep supervising
+                        self.problems.append(f"snapshot failed: {error}")
+                if process.poll() is None:
                     continue
                 with self._lock:
                     self.live.pop(label, None)
@@ -428,6 +441,23 @@ class Run:
         )[0][0]
         if row.open_reservations:
             row.problems.append(f"{row.open_reservations} reservations open or short")
+        # A hold only while something is unknown; a campaign that sent something not `failed`.
+        for campaign_id, status, state, unknown_count, sent_count in self.query(
+            "SELECT c.id, c.status, r.status,"
+            " (SELECT count(*) FROM campaign_recipient x WHERE x.campaign_id = c.id"
+            "  AND x.status = 'failed' AND x.error = 'unknown_outcome'),"
+            " (SELECT count(*) FROM campaign_recipient x WHERE x.campaign_id = c.id"
+            "  AND x.status = 'sent')"
+            " FROM campaign c JOIN credit_reservation r ON r.campaign_id = c.id"
+            " WHERE c.status IN %s",
+            FINAL,
+        ):
+            if state != ("held" if unknown_count else "released"):
+                row.problems.append(
+                    f"campaign {campaign_id}: reservation {state} with {unknown_count} unknown"
+                )
+            if status == "failed" and sent_count:
+                row.problems.append(f"campaign {campaign_id} failed with {sent_count} sent")
 
         # Unknown outcomes against the calls in flight at the faults.
         unknown = {
@@ -448,12 +478,12 @@ class Run:
         fired = self.fault_log()
         kinds = Counter(kind for _, kind in fired)
         bench_kills = sum("by the bench" in f.what for f in self.faults)
-        exits = len(self.faults) - bench_kills
+        exits = sum(" exited " in f.what for f in self.faults)
         parts = [f"{n} {kind}" for kind, n in sorted(kinds.items())]
         if bench_kills:
             parts.append(f"{bench_kills} kill -9")
-        if exits and not kinds:
-            parts.append(f"{exits} exits")
+        if exits:
+            parts.append(f"{exits} restarts")
         row.faults = ", ".join(parts) or "-"
         last_fault = max(
             [self.disrupted_until]
@@ -464,6 +494,14 @@ class Run:
             row.total_s = settled - started
             row.settle_s = max(0.0, settled - max(last_fault, started))
         return row
+
+
+def _children(pid: int) -> set[int]:
+    """The child processes of `pid` (Linux), empty when it is gone."""
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except (OSError, ValueError):
+        return set()
 
 
 def run_scenario(scenario: Scenario, stack: Stack, database_url: str) -> Row:
@@ -521,11 +559,14 @@ class OwnServers:
     """A Redis and a PostgreSQL cluster of the bench's own, on free ports, in a temp dir."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="astronote-chaos-"))
         self.redis_port, self.pg_port = free_port(), free_port()
         self.redis: subprocess.Popen | None = None
+        # initdb refuses to run as root: the cluster then belongs to the postgres user.
         self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        self.pgdata = self.dir / "pgdata"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.dir / "pgdata"
 
     @property
     def redis_url(self) -> str:
@@ -578,6 +619,7 @@ class OwnServers:
         )
 
     def start(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="astronote-chaos-"))
         self.start_redis()
         if not self.pgdata.exists():
             if self.as_postgres:
@@ -709,9 +751,9 @@ def merchant_actions(run: Run) -> None:
 def fault_point_scenarios(per_shop: int) -> list[Scenario]:
     """Every fault point, killing and raising; one shop of five sends by `/smsbulk`."""
     points = [
-        ("after_claim_commit", 0.03, 0.1),
-        ("after_provider_answer", 0.03, 0.1),
-        ("inside_persist", 0.03, 0.1),
+        ("after_claim_commit", 0.05, 0.1),
+        ("after_provider_answer", 0.05, 0.1),
+        ("inside_persist", 0.05, 0.1),
         ("after_persist_before_ack", 0.05, 0.2),
         ("inside_finalisation", 0.5, 0.5),
     ]

@@ -253,6 +253,9 @@ class BatchSender:
         answers of the calls already made, waiting for those under way, and give back every
         claim whose call never started or surely did not reach the provider."""
         try:
+            # Interrupted before the calls were laid out (right after the claim, or while
+            # composing), `calls` does not know the window's size yet: every claim counts.
+            calls.recipients = len(claimed)
             answers = calls.collect()
             answered = [(i, answer) for i, answer in enumerate(answers) if answer is not None]
             give_back = [claimed[i].id for i, answer in enumerate(answers) if answer is None]
