@@ -142,7 +142,7 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
     max_backoff=60_000,
 )
 def persist_sms_results(payload: dict) -> None:
-    debited = repair_persist(payload)
+    debited = repair_persist(payload, settings)
     log.info(
         "provider results persisted by repair",
         extra={

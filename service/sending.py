@@ -20,7 +20,7 @@ from peewee import SQL, fn
 from models import Campaign, CampaignRecipient, SendBatch
 from models.database import db, execute, execute_many, fetchall
 from models.expressions import any_of
-from service import credits
+from service import credits, reservations
 from service.infra import dispatch
 from service.infra.config import Settings
 from service.infra.faults import fault_point
@@ -387,12 +387,27 @@ def republish_batch(
     dispatch.publish_batch(campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
 
 
-def repair_persist(payload: dict[str, Any]) -> int:
-    """`persistSmsResults`: write results a failed persist left behind, without the provider."""
+def repair_persist(payload: dict[str, Any], settings: Settings) -> int:
+    """`persistSmsResults`: write results a failed persist left behind, without the provider.
+
+    A repair that comes after the campaign finished (its claims timed out and failed as
+    `unknown_outcome` meanwhile) is late evidence, and ends like it (`service.evidence`): a
+    `failed` campaign that now has a sent message is `completed`, and the hold shrinks to what
+    is still unknown (else it stayed `held`, its credits reserved until the evidence window
+    passed)."""
+    campaign_id = payload["campaign_id"]
     accepted = [Accepted(*item) for item in payload.get("accepted", [])]
     rejected = [tuple(item) for item in payload.get("rejected", [])]
-    debited = persist_results(
-        payload["shop_id"], payload["campaign_id"], accepted, rejected, fault="inside_repair"
-    )
+    with db.atomic():
+        debited = persist_results(
+            payload["shop_id"], campaign_id, accepted, rejected, fault="inside_repair"
+        )
+        if debited:
+            (
+                Campaign.update(status="completed", status_reason=None, updated_at=fn.now())
+                .where((Campaign.id == campaign_id) & (Campaign.status == "failed"))
+                .execute()
+            )
     finish_batch(payload["batch_key"])
+    reservations.settle(campaign_id, settings)
     return debited
