@@ -504,11 +504,18 @@ def _children(pid: int) -> set[int]:
         return set()
 
 
+class StartFailed(Exception):
+    """The stack did not start (on a machine too busy to boot it in time): nothing was sent."""
+
+
 def run_scenario(scenario: Scenario, stack: Stack, database_url: str) -> Row:
     """Start the stack, send, disturb, settle, measure; the stack is stopped afterwards."""
     run = Run(scenario, stack, database_url)
     try:
-        run.start()
+        try:
+            run.start()
+        except TimeoutError as error:
+            raise StartFailed(str(error)) from error
         started = run.launch()
         if scenario.disrupt:
             scenario.disrupt(run)
@@ -795,7 +802,8 @@ def all_scenarios(args: argparse.Namespace, servers: OwnServers) -> list[Scenari
             bulk_shops=1,
             worker_groups=2,
             processes=2,
-            latency_ms=100,
+            # Slow enough that the kills fall while recipients are still to be claimed.
+            latency_ms=250,
             disrupt=kill_soak(args.soak_kills, args.kill_every),
             settle_timeout=600,
         ),
@@ -873,7 +881,7 @@ def main() -> int:
     parser.add_argument("--per-shop", type=int, default=300)
     parser.add_argument("--soak-recipients", type=int, default=10_000)
     parser.add_argument("--soak-kills", type=int, default=30)
-    parser.add_argument("--kill-every", type=float, default=2.5)
+    parser.add_argument("--kill-every", type=float, default=2.0)
     args = parser.parse_args()
     servers = OwnServers()
     scenarios = all_scenarios(args, servers)
@@ -887,15 +895,24 @@ def main() -> int:
     servers.start()
     try:
         for scenario in chosen:
-            servers.reset()
             print(f"== {scenario.name}: {scenario.what}", file=sys.stderr, flush=True)
             began = time.monotonic()
-            try:
-                row = run_scenario(
-                    scenario, bench_stack(servers, scenario.name), servers.database_url
-                )
-            except Exception as error:  # noqa: BLE001 - report it in the table and go on
-                row = Row(scenario.name, problems=[f"bench error: {type(error).__name__}: {error}"])
+            for attempt in range(3):
+                servers.reset()
+                try:
+                    row = run_scenario(
+                        scenario, bench_stack(servers, scenario.name), servers.database_url
+                    )
+                except StartFailed as error:
+                    row = Row(scenario.name, problems=[f"stack did not start: {error}"])
+                    print(f"   (start failed, attempt {attempt + 1}: {error})", file=sys.stderr)
+                    time.sleep(20)
+                    continue
+                except Exception as error:  # noqa: BLE001 - report it in the table and go on
+                    row = Row(
+                        scenario.name, problems=[f"bench error: {type(error).__name__}: {error}"]
+                    )
+                break
             rows.append(row)
             print(
                 "   " + " | ".join(row.cells()) + f"  ({time.monotonic() - began:.0f} s)",
