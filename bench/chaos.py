@@ -484,6 +484,14 @@ class Run:
             parts.append(f"{bench_kills} kill -9")
         if exits:
             parts.append(f"{exits} restarts")
+        for stat, says in (
+            ("hangs", "calls hung"),
+            ("timeouts", "answers too late"),
+            ("resets", "resets"),
+            ("throttled", "429s"),
+        ):
+            if stats.get(stat):
+                parts.append(f"{stats[stat]} {says}")
         row.faults = ", ".join(parts) or "-"
         last_fault = max(
             [self.disrupted_until]
