@@ -107,6 +107,7 @@ class Scenario:
     dlr_delay_ms: int = 100
     disrupt: Callable[[Run], None] | None = None
     settle_timeout: float = 180
+    env: dict[str, str] = field(default_factory=dict)  # over STACK_ENV
 
 
 @dataclass
@@ -812,6 +813,7 @@ def all_scenarios(args: argparse.Namespace, servers: OwnServers) -> list[Scenari
             processes=2,
             # Slow enough that the kills fall while recipients are still to be claimed.
             latency_ms=250,
+            env={"SEND_CONCURRENCY": "8"},
             disrupt=kill_soak(args.soak_kills, args.kill_every),
             settle_timeout=600,
         ),
@@ -871,15 +873,16 @@ def all_scenarios(args: argparse.Namespace, servers: OwnServers) -> list[Scenari
     ]
 
 
-def bench_stack(servers: OwnServers, name: str) -> Stack:
+def bench_stack(servers: OwnServers, scenario: Scenario) -> Stack:
     env = {
         "DATABASE_URL": servers.database_url,
         "REDIS_URL": servers.redis_url,
         "BROKER_URL": "",
         **SECRETS,
         **STACK_ENV,
+        **scenario.env,
     }
-    return Stack(env, f"chaos-{name.replace(' ', '_').replace('/', '-')}")
+    return Stack(env, f"chaos-{scenario.name.replace(' ', '_').replace('/', '-')}")
 
 
 def main() -> int:
@@ -909,7 +912,7 @@ def main() -> int:
                 servers.reset()
                 try:
                     row = run_scenario(
-                        scenario, bench_stack(servers, scenario.name), servers.database_url
+                        scenario, bench_stack(servers, scenario), servers.database_url
                     )
                 except StartFailed as error:
                     row = Row(scenario.name, problems=[f"stack did not start: {error}"])
