@@ -770,7 +770,7 @@ def fault_point_scenarios(per_shop: int) -> list[Scenario]:
         ("after_claim_commit", 0.05, 0.1),
         ("after_provider_answer", 0.05, 0.1),
         ("inside_persist", 0.05, 0.1),
-        ("after_persist_before_ack", 0.05, 0.2),
+        ("after_persist_before_ack", 0.2, 0.2),
         ("inside_finalisation", 0.5, 0.5),
     ]
     scenarios = []
