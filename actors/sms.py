@@ -16,6 +16,7 @@ from service import admission
 from service.enqueue import batch_key
 from service.infra import clock, dispatch, metrics
 from service.infra.call_slots import CallSlots
+from service.infra.faults import fault_point
 from service.infra.ratelimit import SendLimiter, account_id
 from service.provider import MittoClient
 from service.sending import BatchReport, repair_persist, unfinished_batches
@@ -113,6 +114,7 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
     began = time.perf_counter()
     try:
         report = batch_sender().send(campaign_id, shop_id, recipient_ids, key)
+        fault_point("after_persist_before_ack")
     except Exception:
         metrics.observe_batch("error", time.perf_counter() - began)
         raise
@@ -164,7 +166,7 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
     max_backoff=60_000,
 )
 def persist_sms_results(payload: dict) -> None:
-    debited = repair_persist(payload)
+    debited = repair_persist(payload, settings)
     log.info(
         "provider results persisted by repair",
         extra={

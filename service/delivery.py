@@ -20,6 +20,7 @@ from models.database import db, execute
 from service import audit, reservations
 from service.audit import Actor
 from service.infra.config import Settings
+from service.infra.faults import fault_point
 
 DELIVERY_STATUSES = ("Queued", "Sent", "Delivered", "Undelivered", "Failed", "Expired")
 
@@ -115,6 +116,7 @@ def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str
                 reason or "every recipient resolved: nothing pending or in flight",
             ),
         )
+        fault_point("inside_finalisation")
         reservations.settle(campaign_id, settings, actor)
         (
             SendBatch.update(state="finished", finished_at=fn.now())

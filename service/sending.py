@@ -21,9 +21,11 @@ from peewee import SQL, fn
 from models import Campaign, CampaignRecipient, SendBatch
 from models.database import db, execute, execute_many, fetchall
 from models.expressions import any_of
-from service import credits
+from service import audit, credits, reservations
+from service.audit import Actor
 from service.infra import dispatch
 from service.infra.config import Settings
+from service.infra.faults import fault_point
 from service.provider import Outcome, SendResult
 
 log = logging.getLogger("astronote.sending")
@@ -257,9 +259,11 @@ def persist_results(
     campaign_id: int,
     accepted: Sequence[Accepted],
     rejected: Sequence[tuple[int, str]],
+    fault: str = "inside_persist",
 ) -> int:
     """Record a batch's provider outcomes in one transaction; idempotent, so a replay (the
-    repair actor) changes nothing. Returns the credits debited by this call.
+    repair actor) changes nothing. Returns the credits debited by this call. `fault`: the
+    chaos suite's fault point inside the transaction (`service.infra.faults`).
 
     The per-recipient statements stay SQL: one UPDATE keyed by primary key over `unnest` of
     the batch's ids per outcome, and one `execute_values` INSERT into `message_log`, are the
@@ -307,6 +311,7 @@ def persist_results(
                 " WHERE r.id = v.id AND r.status = 'sending'",
                 ([rid for rid, _ in rejected], [reason for _, reason in rejected]),
             )
+        fault_point(fault)
         # Rows every batch of the campaign and shop share come last, so their locks are held
         # only until the commit, in one order everywhere: campaign, reservation, shop.
         (Campaign.update(last_progress_at=fn.now()).where(Campaign.id == campaign_id).execute())
@@ -456,10 +461,38 @@ def republish_batch(
     return True
 
 
-def repair_persist(payload: dict[str, Any]) -> int:
-    """`persistSmsResults`: write results a failed persist left behind, without the provider."""
+def repair_persist(payload: dict[str, Any], settings: Settings, actor: Actor = audit.WORKER) -> int:
+    """`persistSmsResults`: write results a failed persist left behind, without the provider.
+
+    A repair that comes after the campaign finished (its claims timed out and failed as
+    `unknown_outcome` meanwhile) is late evidence, and ends like it (`service.evidence`): a
+    `failed` campaign that now has a sent message is `completed`, and the hold shrinks to what
+    is still unknown (else it stayed `held`, its credits reserved until the evidence window
+    passed)."""
+    campaign_id = payload["campaign_id"]
     accepted = [Accepted(*item) for item in payload.get("accepted", [])]
     rejected = [tuple(item) for item in payload.get("rejected", [])]
-    debited = persist_results(payload["shop_id"], payload["campaign_id"], accepted, rejected)
+    with db.atomic():
+        debited = persist_results(
+            payload["shop_id"], campaign_id, accepted, rejected, fault="inside_repair"
+        )
+        if debited:
+            revived = (
+                Campaign.update(status="completed", status_reason=None, updated_at=fn.now())
+                .where((Campaign.id == campaign_id) & (Campaign.status == "failed"))
+                .execute()
+            )
+            if revived:
+                audit.record(
+                    actor,
+                    audit.campaign_status(
+                        payload["shop_id"],
+                        campaign_id,
+                        "failed",
+                        "completed",
+                        "a repaired persist proves a message of unknown outcome was sent",
+                    ),
+                )
     finish_batch(payload["batch_key"])
+    reservations.settle(campaign_id, settings, actor)
     return debited

@@ -41,6 +41,7 @@ from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
 from service.infra.clock import WallClock
 from service.infra.config import Settings
+from service.infra.faults import fault_point
 from service.infra.ratelimit import DEFAULT_COOL_DOWN_MS, Grant, SendLimiter
 from service.messages import CampaignContext
 from service.provider import Outcome, Provider, SendResult, Sms
@@ -291,6 +292,7 @@ class BatchSender:
             claimed = sending.claim_recipients(run.campaign_id, window, run.key)
             if not claimed:
                 return BatchReport()
+            fault_point("after_claim_commit")
             calls.recipients = len(claimed)
             texts = messages.compose_batch(run.context, claimed, self.settings)
             costs = messages.segment_costs(texts)
@@ -298,6 +300,7 @@ class BatchSender:
                 return self.fail_uncovered(run, claimed)
             self.call_provider(run, claimed, texts, calls)
             results = calls.results()
+            fault_point("after_provider_answer")
             cool_down = self.throttled(results)
             outcomes = sending.classify(run.campaign_id, run.key, claimed, texts, costs, results)
             persisted = sending.persist_or_hand_over(
@@ -365,6 +368,9 @@ class BatchSender:
         answers of the calls already made, waiting for those under way, and give back every
         claim whose call never started or surely did not reach the provider."""
         try:
+            # Interrupted before the calls were laid out (right after the claim, or while
+            # composing), `calls` does not know the window's size yet: every claim counts.
+            calls.recipients = len(claimed)
             answers = calls.collect()
             answered = [(i, answer) for i, answer in enumerate(answers) if answer is not None]
             give_back = [claimed[i].id for i, answer in enumerate(answers) if answer is None]

@@ -2,7 +2,7 @@
 
 It speaks the provider's shape (`POST /sms`, `POST /smsbulk`, delivery reports POSTed back to the
 request's `callback`), records every accepted message so a test can count what was really sent,
-and injects faults (latency, 429, 5xx, timeouts, resets, rejections) either by rate or by a
+and injects faults (latency, 429, 5xx, timeouts, resets, hangs, rejections) either by rate or by a
 deterministic queue of forced outcomes, which also holds answers of the wrong shape and bulk
 answers out of order (`shuffle_bulk` answers every bulk call so). Control and inspection live
 under `/_sim/`: `POST /_sim/config` merges fields into the running config (`next` replaces the

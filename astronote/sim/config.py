@@ -19,6 +19,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "timeout_rate": 0.0,
     "timeout_s": 30,
     "reset_rate": 0.0,
+    "hang_rate": 0.0,
     "reject_rate": 0.0,
     "reject_prefixes": [],
     "next": [],
@@ -39,7 +40,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 # `reset` accepts and records the messages, then resets the connection without answering;
-# `refuse_before` resets before accepting anything. `shuffled` answers a bulk call's messages in
+# `refuse_before` resets before accepting anything; `hang` accepts nothing and holds the
+# request for `timeout_s`, then resets it (a provider that hangs: `timeout` is one that accepts,
+# then answers too late). `shuffled` answers a bulk call's messages in
 # another order than the request's; the `answer_*` ones accept, then answer in a wrong shape
 # (see `answers`).
 FORCED_OUTCOMES = (
@@ -50,6 +53,7 @@ FORCED_OUTCOMES = (
     "reject",
     "reset",
     "refuse_before",
+    "hang",
     "ok",
     "shuffled",
     *MALFORMED_ANSWERS,
@@ -64,6 +68,7 @@ _RATE_FIELDS = (
     "fail_rate_503",
     "timeout_rate",
     "reset_rate",
+    "hang_rate",
     "reject_rate",
     "dlr_duplicate_rate",
 )

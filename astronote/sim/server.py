@@ -158,6 +158,12 @@ class _Handler(LeanRequestHandler):
             sim.bump(requests=1, resets=1)
             self._reset_connection()
             return
+        if outcome == "hang":
+            # Nothing is accepted: the provider holds the call, then drops it unanswered.
+            sim.bump(requests=1, hangs=1)
+            sim.sleep(cfg["timeout_s"])
+            self._reset_connection()
+            return
 
         sim.bump(requests=1)
         answers = sim.accept("smsbulk" if bulk else "sms", payload, numbers, cfg, outcome, arrived)

@@ -29,6 +29,7 @@ _STAT_KEYS = (
     "errors",
     "timeouts",
     "resets",
+    "hangs",
     "bad_requests",
     "dlr_sent",
     "dlr_failed",
@@ -239,6 +240,7 @@ class Simulator:
             ("503", cfg["fail_rate_503"]),
             ("timeout", cfg["timeout_rate"]),
             ("reset", cfg["reset_rate"]),
+            ("hang", cfg["hang_rate"]),
         )
         if not any(rate for _, rate in thresholds):
             return "ok"

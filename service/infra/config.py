@@ -73,6 +73,8 @@ class Settings:
     quiet_hours_recheck_ms: int
     test_clock_offset_key: str | None
     report_apply_delay_ms: int
+    # The chaos suite's armed fault points: (point, action, probability); empty in production.
+    chaos_faults: tuple[tuple[str, str, float], ...] = ()
 
     @property
     def send_time_limit_ms(self) -> int:
@@ -256,6 +258,40 @@ def _quiet_hours(name: str, default: str) -> Callable[[Mapping[str, str]], tuple
     return parse
 
 
+def _faults(name: str) -> Callable[[Mapping[str, str]], tuple[tuple[str, str, float], ...]]:
+    """`point=action:probability,...` (`service.infra.faults`: points and actions)."""
+
+    def parse(env: Mapping[str, str]) -> tuple[tuple[str, str, float], ...]:
+        from service.infra.faults import ACTIONS, POINTS
+
+        raw = env.get(name, "").strip()
+        faults = []
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            point, _, rest = item.partition("=")
+            action, _, chance = rest.partition(":")
+            point, action = point.strip(), action.strip()
+            if point not in POINTS:
+                raise ConfigError(
+                    f"{name}: unknown fault point {point!r} (one of {', '.join(POINTS)})"
+                )
+            if action not in ACTIONS:
+                raise ConfigError(
+                    f"{name}: {point} needs an action, kill or raise (got {action!r})"
+                )
+            try:
+                probability = float(chance) if chance.strip() else 1.0
+            except ValueError:
+                raise ConfigError(
+                    f"{name}: {point}'s probability {chance!r} is not a number"
+                ) from None
+            if not 0.0 <= probability <= 1.0:
+                raise ConfigError(f"{name}: {point}'s probability {probability} is not in [0, 1]")
+            faults.append((point, action, probability))
+        return tuple(faults)
+
+    return parse
+
+
 def _secret(name: str, min_length: int) -> Callable[[Mapping[str, str]], str | None]:
     def parse(env: Mapping[str, str]) -> str | None:
         value = env.get(name, "").strip()
@@ -379,6 +415,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Tests only, never in production: the Redis key of a time offset every process adds
         # to its clock (`service/infra/clock.py`), so a test moves time without sleeping.
         "test_clock_offset_key": _text("TEST_CLOCK_OFFSET_KEY")(env),
+        # The chaos suite only (bench/chaos.py): fault points to arm, `point=kill:0.05,...`.
+        "chaos_faults": _faults("CHAOS_FAULTS")(env),
     }
     settings = Settings(**values)
     if settings.send_window_worst_ms >= settings.send_time_limit_ms:

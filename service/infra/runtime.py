@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from models import database
-from service.infra import broker, config, logs
+from service.infra import broker, config, faults, logs
 from service.infra.config import Settings
 
 
@@ -34,4 +34,5 @@ def boot(role: str, needs_secret_key: bool = True) -> Settings:
     logs.hide_secrets(*settings.secret_values)
     database.bind(settings.database_url, settings.db_max_connections)
     broker.setup_broker(settings)
+    faults.arm(settings.chaos_faults)
     return settings

@@ -15,7 +15,13 @@ from service import audit, campaigns, credits, delivery, reconcile
 from service.credits import CreditSummary
 from service.infra.call_slots import CallSlots
 from service.provider import Outcome
-from service.sending import Accepted, claim_recipients, persist_results, unclaim
+from service.sending import (
+    Accepted,
+    claim_recipients,
+    persist_results,
+    repair_persist,
+    unclaim,
+)
 from service.windows import BatchSender
 from tests.integration.ledger import (
     FakeProvider,
@@ -211,6 +217,41 @@ def test_late_evidence_is_charged_against_credits_held_for_it(db, settings):
         "balance": 0,
     }
     assert not reconcile.reconcile(quick, audit.ADMIN).errors
+
+
+def test_a_repair_after_the_campaign_finished_completes_it_and_settles_its_hold(db, settings):
+    # Given a window whose persist failed after the provider accepted its one message (the
+    # results wait for persistSmsResults), while the reconciler failed the claim as unknown
+    # and finalised the campaign: failed, its credit held
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, contact_ids = shop_with_contacts("repair.example", 5, 1)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    claim_recipients(sending.campaign_id, sending.recipients, sending.key)
+    reconcile.reconcile(quick, audit.ADMIN)
+    failed = campaigns.get(shop_id, sending.campaign_id)
+    assert failed.status == "failed" and reservation(sending.campaign_id) == ("held", 1, 0, 0)
+
+    # When the repair runs at last
+    repair_persist(
+        {
+            "campaign_id": sending.campaign_id,
+            "shop_id": shop_id,
+            "batch_key": sending.key,
+            "accepted": [[sending.recipients[0], "p-1", "Flash sale today", 1, None]],
+            "rejected": [],
+        },
+        settings,
+    )
+
+    # Then it ends as late evidence does: sent and debited from the hold, the campaign
+    # completed (finish time kept), nothing held any more
+    assert statuses(sending.campaign_id) == {"sent": 1}
+    completed = campaigns.get(shop_id, sending.campaign_id)
+    assert (completed.status, completed.status_reason) == ("completed", None)
+    assert completed.finished_at == failed.finished_at
+    assert reservation(sending.campaign_id) == ("released", 1, 1, 0)
+    assert credits.summary(shop_id) == CreditSummary(4, 0, 4)
+    assert_books_balance(shop_id)
 
 
 def test_a_hold_ends_with_the_evidence_window(db, settings):

@@ -17,6 +17,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from models.database import connection, fetchall
 from service import audit, campaigns, contacts, credits, shops
 from service.enqueue import batch_key, enqueue
+from service.infra import faults
 from service.infra.call_slots import CallSlots
 from service.infra.ratelimit import SendLimiter
 from service.provider import Outcome, SendResult, Sms
@@ -451,3 +452,21 @@ def test_a_window_interrupted_by_the_time_limit_keeps_every_answer(batch, settin
     assert len(provider.sent) == 2
     assert fetchall("SELECT count(*) FROM credit_transaction WHERE kind = 'debit'")[0][0] == 2
     assert send.slots.free == 4
+
+
+def test_an_error_right_after_the_claim_commit_gives_every_claim_back(batch, settings):
+    # Given a window interrupted right after its claim was committed, before any call
+    shop_id, campaign_id, ids, key = batch
+    provider = FakeProvider()
+    send = sender(settings, provider, slots=4)
+    faults.arm([("after_claim_commit", "raise", 1.0)])
+    try:
+        # When it is sent, Then the error goes on...
+        with pytest.raises(faults.InjectedFault):
+            send.send(campaign_id, shop_id, ids, key)
+    finally:
+        faults.arm(())
+
+    # ...and its four claims are pending again: nothing was called, nothing is in flight
+    assert statuses(campaign_id) == {"pending": 12}
+    assert provider.sent == [] and send.slots.free == 4

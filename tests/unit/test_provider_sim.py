@@ -252,6 +252,30 @@ def test_forced_reset_and_refuse_before(sim: SimServer) -> None:
     assert _messages(sim, reference="before")["count"] == 0
 
 
+def test_hang_holds_the_call_then_drops_it_without_accepting(sim: SimServer) -> None:
+    # A provider that hangs: the forced one, then one drawn by rate, each held for timeout_s
+    _config(sim, next=["hang"], timeout_s=0.6)
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        _sms(sim, reference="held")
+    assert time.monotonic() - started >= 0.5, "answered before timeout_s"
+    _config(sim, hang_rate=1.0)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        _sms(sim, reference="held-by-rate")
+    # ...nothing was accepted; a client that gives up first sees a read timeout
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            f"{sim.url}/sms",
+            json={"from": "Shop", "to": "306900000001", "text": "Hi", "reference": "gave-up"},
+            headers=HEADERS,
+            timeout=0.2,
+        )
+    _config(sim, hang_rate=0.0)
+    assert _sms(sim, reference="after").status_code == 200
+    assert _messages(sim)["count"] == 1
+    assert _stats(sim)["hangs"] == 3
+
+
 def _bulk(sim: SimServer, numbers: list[str], reference: str) -> requests.Response:
     body = {"from": "Shop", "to": ",".join(numbers), "text": "Sale", "reference": reference}
     return requests.post(f"{sim.url}/smsbulk", json=body, headers=HEADERS, timeout=5)
