@@ -133,12 +133,14 @@ def _numbers(**values: int | None) -> dict[str, str]:
 class StackProcesses:
     """Starts the processes of one stack in `group` with `env` (see `pointed_environment`):
     each Procfile process as the Procfile runs it (the API on 127.0.0.1 only, stopping within
-    5 s) and the simulator, and waits until the API and the simulator answer."""
+    5 s) and the simulator, and waits until the API and the simulator answer. `env` is kept,
+    not copied: a change the caller makes to it (a test pointing the next process at another
+    Redis) applies to every process started after it."""
 
     def __init__(
-        self, env: Mapping[str, str], web_port: int, sim_port: int, group: ProcessGroup
+        self, env: dict[str, str], web_port: int, sim_port: int, group: ProcessGroup
     ) -> None:
-        self.env, self.web_port, self.sim_port, self.group = dict(env), web_port, sim_port, group
+        self.env, self.web_port, self.sim_port, self.group = env, web_port, sim_port, group
 
     @property
     def web_url(self) -> str:

@@ -37,9 +37,11 @@ def test_errors_raised_at_every_fault_point(make_stack, db, settings):
     row = chaos(
         make_stack,
         settings,
-        "after_claim_commit=raise:0.1,after_provider_answer=raise:0.1,inside_persist=raise:0.3,"
+        "after_claim_commit=raise:0.2,after_provider_answer=raise:0.2,inside_persist=raise:0.3,"
         "after_persist_before_ack=raise:0.2,inside_repair=raise:0.3,inside_finalisation=raise:0.5",
     )
+    # Each point fires by chance: the three the send path passes a dozen times each (claim,
+    # answer, persist) leave at least two fired in all but about one run in 300.
     fired = row.faults.split(", ")
-    assert len(fired) >= 3, row.faults
+    assert len(fired) >= 2, row.faults
     assert row.unknown == 0, "a raised error leaves no outcome unknown"
