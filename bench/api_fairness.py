@@ -26,12 +26,12 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg2
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, SECRET_KEY  # noqa: E402
 from tests.e2e.stack import Stack  # noqa: E402
 
@@ -44,24 +44,7 @@ VICTIM_INTERVAL_S = 0.1
 
 
 def reset() -> None:
-    from models import database
-    from models.migrate import migrate
-
-    name = DB_URL.rsplit("/", 1)[1]
-    admin = psycopg2.connect(DB_URL.rsplit("/", 1)[0] + "/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if not cursor.fetchone():
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    database.bind(DB_URL, 2)
-    database.db.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    migrate()
-    database.db.close()
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    common.reset(DB_URL, REDIS_URL)
 
 
 def start(rate: str, concurrency: str) -> Stack:

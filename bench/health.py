@@ -35,6 +35,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from tests.e2e.stack import Stack, wait_for  # noqa: E402
 
 DB_URL = os.environ.get(
@@ -46,24 +47,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 def reset() -> None:
-    from models import database
-    from models.migrate import migrate
-
-    name = DB_URL.rsplit("/", 1)[1]
-    admin = psycopg2.connect(DB_URL.rsplit("/", 1)[0] + "/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if not cursor.fetchone():
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    database.bind(DB_URL, 2)
-    database.db.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    migrate()
-    database.db.close()
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    common.reset(DB_URL, REDIS_URL)
 
 
 def push_messages(count: int) -> float:

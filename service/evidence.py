@@ -20,17 +20,17 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from peewee import ColumnBase, fn
+from peewee import ColumnBase
 
 from models import Campaign, CampaignRecipient
 from models.database import db, fetchall
 from models.expressions import milliseconds_ago
-from service import audit, reservations
+from service import reservations
 from service.audit import Actor
 from service.infra.config import Settings
 from service.messages import compose_for, load_context
 from service.segments import segment_count
-from service.sending import Accepted, Claimed, persist_results
+from service.sending import Accepted, Claimed, complete_failed, persist_results
 
 log = logging.getLogger("astronote.evidence")
 
@@ -161,22 +161,12 @@ def persist_evidence(
         if not accepted:
             return 0
         persist_results(shop_id, campaign_id, accepted, [])
-        revived = (
-            Campaign.update(status="completed", status_reason=None, updated_at=fn.now())
-            .where((Campaign.id == campaign_id) & (Campaign.status == "failed"))
-            .execute()
+        complete_failed(
+            shop_id,
+            campaign_id,
+            actor,
+            "a delivery report proves a message of unknown outcome was sent",
         )
-        if revived:
-            audit.record(
-                actor,
-                audit.campaign_status(
-                    shop_id,
-                    campaign_id,
-                    "failed",
-                    "completed",
-                    "a delivery report proves a message of unknown outcome was sent",
-                ),
-            )
         reservations.settle(campaign_id, settings, actor)
     log.info(
         "unknown outcomes resolved by evidence",

@@ -461,6 +461,21 @@ def republish_batch(
     return True
 
 
+def complete_failed(shop_id: int, campaign_id: int, actor: Actor, reason: str) -> bool:
+    """A `failed` campaign (nothing sent) that late evidence proves sent a message is
+    `completed`, its `finished_at` kept, recorded for `actor`; in the caller's transaction."""
+    revived = (
+        Campaign.update(status="completed", status_reason=None, updated_at=fn.now())
+        .where((Campaign.id == campaign_id) & (Campaign.status == "failed"))
+        .execute()
+    )
+    if revived:
+        audit.record(
+            actor, audit.campaign_status(shop_id, campaign_id, "failed", "completed", reason)
+        )
+    return bool(revived)
+
+
 def repair_persist(payload: dict[str, Any], settings: Settings, actor: Actor = audit.WORKER) -> int:
     """`persistSmsResults`: write results a failed persist left behind, without the provider.
 
@@ -477,22 +492,12 @@ def repair_persist(payload: dict[str, Any], settings: Settings, actor: Actor = a
             payload["shop_id"], campaign_id, accepted, rejected, fault="inside_repair"
         )
         if debited:
-            revived = (
-                Campaign.update(status="completed", status_reason=None, updated_at=fn.now())
-                .where((Campaign.id == campaign_id) & (Campaign.status == "failed"))
-                .execute()
+            complete_failed(
+                payload["shop_id"],
+                campaign_id,
+                actor,
+                "a repaired persist proves a message of unknown outcome was sent",
             )
-            if revived:
-                audit.record(
-                    actor,
-                    audit.campaign_status(
-                        payload["shop_id"],
-                        campaign_id,
-                        "failed",
-                        "completed",
-                        "a repaired persist proves a message of unknown outcome was sent",
-                    ),
-                )
     finish_batch(payload["batch_key"])
     reservations.settle(campaign_id, settings, actor)
     return debited
