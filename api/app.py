@@ -20,6 +20,7 @@ from api.idempotency import Idempotency
 from api.instrumentation import RequestMetrics
 from api.middleware import Authentication, CanonicalPath, DatabaseConnection, SecurityHeaders
 from api.ops_access import OperatorSessions
+from api.report_ingest import ReportIngest, ReportRoute
 from api.resources import (
     admin,
     campaigns,
@@ -85,8 +86,20 @@ def reply_provider(settings: Settings) -> MittoClient:
     )
 
 
-def create_app(
+def create_wsgi(
     settings: Settings, redis_client: redis.Redis | None = None, provider: Provider | None = None
+) -> ReportRoute:
+    """What gunicorn serves: the delivery-report webhook's own path (`api/report_ingest.py`)
+    in front of the Falcon app, both sharing one `ReportIngest`."""
+    ingest = ReportIngest(settings, _limiter_client(settings))
+    return ReportRoute(create_app(settings, redis_client, provider, ingest), ingest, settings)
+
+
+def create_app(
+    settings: Settings,
+    redis_client: redis.Redis | None = None,
+    provider: Provider | None = None,
+    ingest: ReportIngest | None = None,
 ) -> falcon.App:
     metrics.configure(settings)
     sessions = OperatorSessions(
@@ -161,7 +174,9 @@ def create_app(
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
         f"{CAMPAIGN}/events": campaigns.EventsResource(),
         "/admin/audit": admin.AuditResource(),
-        "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(settings, limiter_client),
+        "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(
+            ingest or ReportIngest(settings, limiter_client)
+        ),
         "/webhooks/mitto/inbound": webhooks.InboundResource(
             settings, provider or reply_provider(settings)
         ),

@@ -118,7 +118,8 @@ ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         {"Retry-After": {**_RETRY_AFTER, "required": True}},
     ),
     503: (
-        "PostgreSQL or Redis is unavailable (the answer names which, never the error)",
+        "PostgreSQL or Redis is unavailable (the answer names which, never the error), or"
+        " the delivery-report webhook sheds load (retry after `Retry-After`)",
         {"Retry-After": _RETRY_AFTER},
     ),
 }

@@ -1,6 +1,6 @@
 """gunicorn entry point: `gunicorn api.wsgi:app`."""
 
-from api.app import create_app
+from api.app import create_wsgi
 from service.infra import runtime
 
-app = create_app(runtime.boot("web"))
+app = create_wsgi(runtime.boot("web"))

@@ -7,18 +7,17 @@ from __future__ import annotations
 import logging
 
 import falcon
-import redis
 
 from api import schemas
 from api.access import Access
-from api.body import read_json
+from api.body import read_bytes, read_json
 from api.docs import Answer, Operation
-from service import audit, inbound, report_inbox
+from api.report_ingest import SHED_RETRY_AFTER_S, Refused, ReportIngest, parse_reports, shed
+from service import audit, inbound
 from service.contacts import normalise_phone
 from service.errors import InvalidInput
 from service.infra.config import Settings
 from service.provider import Provider
-from service.report_writer import ReportWriter
 
 log = logging.getLogger("astronote.api.webhooks")
 
@@ -36,25 +35,38 @@ class DeliveryReportResource:
                 )
             },
             body=schemas.DELIVERY_REPORTS,
+            description=(
+                "Answered before the rest of the API (`api/report_ingest.py`). A web process"
+                " holding REPORT_INGEST_MAX_PENDING reports waiting to be stored answers 503"
+                f" with `Retry-After: {SHED_RETRY_AFTER_S}` at once: those reports were not"
+                " stored, post them again."
+            ),
         )
     }
 
-    def __init__(self, settings: Settings, signals: redis.Redis) -> None:
-        self.applier = report_inbox.ApplierSignal(signals, settings)
-        self.writer = ReportWriter()
+    def __init__(self, ingest: ReportIngest) -> None:
+        self.ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, schemas.DELIVERY_REPORTS)
-        reports = body if isinstance(body, list) else [body]
-        for report in reports:
-            if report.get("timestamp"):
-                report["timestamp"] = schemas.parse_datetime(report["timestamp"])
-        # Committed before the answer: a report answered 200 is on disk. Applying is the
-        # applier's, signalled after the commit (at most one Redis round trip, and a publish
-        # once per REPORT_APPLY_DELAY_MS across every web process).
-        self.writer.store(reports)
-        self.applier.after_commit()
+        # In production `ReportRoute` answers this route before Falcon; this responder is the
+        # same intake (one parse, one writer, one bound) for whatever reaches it here.
+        if self.ingest.full():
+            raise _http(shed())
+        try:
+            reports = parse_reports(read_bytes(req))
+            self.ingest.store(reports)
+        except Refused as refused:
+            raise _http(refused) from None
         resp.media = {"received": len(reports)}
+
+
+def _http(refused: Refused) -> falcon.HTTPError:
+    return falcon.HTTPError(
+        refused.status,
+        title=refused.body["title"],
+        description=refused.body["description"],
+        headers=dict(refused.headers),
+    )
 
 
 def inbound_number(raw: str) -> str:

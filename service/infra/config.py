@@ -73,6 +73,7 @@ class Settings:
     quiet_hours_recheck_ms: int
     test_clock_offset_key: str | None
     report_apply_delay_ms: int
+    report_ingest_max_pending: int
     # The chaos suite's armed fault points: (point, action, probability); empty in production.
     chaos_faults: tuple[tuple[str, str, float], ...] = ()
 
@@ -364,6 +365,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # (a burst of reports publishes one applier message), and this long after the first
         # report of the burst: the delay a report waits before its effect shows.
         "report_apply_delay_ms": _int("REPORT_APPLY_DELAY_MS", 150, 10, 10_000)(env),
+        # Reports one web process holds waiting for (or in) their INSERT; the webhook answers
+        # a request beyond it 503 with Retry-After at once, and the provider retries later.
+        "report_ingest_max_pending": _int("REPORT_INGEST_MAX_PENDING", 20_000, 1)(env),
         "stuck_campaign_after_ms": _int("STUCK_CAMPAIGN_AFTER_MS", 300000, 1000)(env),
         # A campaign paused longer than this is listed by /health/full (a day by default): a
         # pause is the merchant's choice, but one forgotten holds its credits indefinitely.

@@ -13,7 +13,7 @@ import falcon
 import falcon.testing
 import pytest
 
-from api.app import create_app
+from api.app import create_wsgi
 from service.provider import Outcome, SendResult, Sms
 from tests.conftest import ADMIN_TOKEN
 
@@ -93,7 +93,7 @@ def provider() -> FakeProvider:
 
 @pytest.fixture
 def client(settings, redis_client, db, provider) -> CheckedClient:
-    return CheckedClient(create_app(settings, redis_client, provider))
+    return CheckedClient(create_wsgi(settings, redis_client, provider))
 
 
 def create_shop(client: CheckedClient, domain: str, credits: int = 0) -> tuple[int, str]:

@@ -1,0 +1,395 @@
+"""The delivery-report webhook's own path: `POST /webhooks/mitto/dlr` answered in front of Falcon.
+
+The provider posts a report per message, at the send rate. Through Falcon, its middleware and
+jsonschema, one report cost the web process about 0.64 ms of CPU (`bench/RESULTS.md`), five
+times what PostgreSQL spends storing it, which capped the webhook below the send rate. Here the
+route costs what a plain WSGI function costs: the token compared in constant time, the body's
+size, JSON and fields checked by hand (`parse_reports`, equal in effect to
+`schemas.DELIVERY_REPORTS`, which stays the documented body), the reports handed to the
+process's `ReportWriter`. Every other request, and any spelling of this path but the canonical
+one, goes to Falcon as before; Falcon's `DeliveryReportResource` answers through the same
+`ReportIngest`, so the two cannot differ.
+
+Answers follow `api/errors.py`: `{"title", "description", "field"?}` with the same statuses
+(401/404 for the token, 413, 400 for malformed JSON, 422 naming the field, 503 when PostgreSQL
+is down). Load is shed explicitly: a process holds at most REPORT_INGEST_MAX_PENDING reports
+waiting for or in their INSERT; a request beyond that is answered 503 with `Retry-After` at
+once, before its body is parsed, so a burst turns into the provider's retries instead of
+requests queueing until gunicorn's workers time out. A report answered 503 was not stored.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import redis
+
+from api import schemas
+from api.body import MAX_BODY
+from api.errors import UNAVAILABLE, dependency_name
+from models.database import db
+from service import report_inbox
+from service.delivery import DELIVERY_STATUSES
+from service.errors import InvalidInput
+from service.infra import metrics
+from service.infra.config import Settings
+from service.report_writer import ReportWriter
+
+log = logging.getLogger("astronote.api.reports")
+
+ROUTE = "/webhooks/mitto/dlr"
+MAX_REPORTS = 10_000  # per request, as `schemas.DELIVERY_REPORTS` says
+SHED_RETRY_AFTER_S = 1
+_STATUSES = frozenset(DELIVERY_STATUSES)
+_INT32 = 2**31
+
+
+class Refused(Exception):
+    """An answer other than 200: status line, body, extra headers."""
+
+    def __init__(
+        self,
+        status: str,
+        title: str,
+        description: str,
+        field: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.body: dict[str, str] = {"title": title, "description": description}
+        if field is not None:
+            self.body["field"] = field
+        self.headers = headers
+
+
+def _invalid(field: str, description: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {description}", field)
+
+
+def malformed(description: str) -> Refused:
+    return Refused("400 Bad Request", "Malformed JSON", description)
+
+
+# --- the body ----------------------------------------------------------------------------------
+
+
+def _text(value: Any, field: str, maximum: int, nullable: bool, minimum: int = 0) -> str | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str):
+        kind = "a string or null" if nullable else "a string"
+        raise _invalid(field, f"must be {kind}")
+    if not minimum <= len(value) <= maximum:
+        raise _invalid(field, f"must be {minimum} to {maximum} characters long")
+    return value
+
+
+def _status_code(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    # JSON Schema's integer: a number without a fractional part (1.0 is one), never a boolean.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(field, "must be an integer or null")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise _invalid(field, "must be an integer or null")
+        value = int(value)
+    if not -_INT32 <= value < _INT32:
+        raise _invalid(field, f"must be between {-_INT32} and {_INT32 - 1}")
+    return value
+
+
+def _timestamp(value: Any, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(field, "must be a string or null")
+    try:
+        return schemas.parse_datetime(value)
+    except ValueError as error:
+        shown = value if len(value) <= 100 else value[:100] + "..."
+        raise _invalid(field, f"{shown!r} is not an RFC 3339 date-time ({error})") from None
+
+
+class _Shallow(InvalidInput):
+    """A report that is not an object, or misses a required field: the schema names such an
+    error only when no report of the body has a wrong field (its deepest error wins)."""
+
+
+def _report(item: Any, prefix: str) -> tuple[dict[str, Any], str | None]:
+    """One report checked as `schemas.DELIVERY_REPORT` does, its fields in the schema's order;
+    with the first field holding text PostgreSQL cannot store (which the schema path checks
+    only once the whole body is valid), or None."""
+    if not isinstance(item, dict):
+        raise _Shallow(f"{prefix.rstrip('.') or 'body'}: a report must be an object", prefix[:-1])
+    get = item.get
+    id_ = _text(get("id"), f"{prefix}id", 100, False, 1) if "id" in item else None
+    to = _text(get("to"), f"{prefix}to", 40, True)
+    reference = _text(get("reference"), f"{prefix}reference", 200, True)
+    status = get("deliveryStatus")
+    if "deliveryStatus" in item and (not isinstance(status, str) or status not in _STATUSES):
+        raise _invalid(f"{prefix}deliveryStatus", f"must be one of {', '.join(DELIVERY_STATUSES)}")
+    status_code = _status_code(get("statusCode"), f"{prefix}statusCode")
+    timestamp = _timestamp(get("timestamp"), f"{prefix}timestamp")
+    for name in ("id", "deliveryStatus"):
+        if name not in item:
+            raise _Shallow(f"'{prefix}{name}' is required", f"{prefix}{name}")
+    report = {
+        "id": id_,
+        "to": to,
+        "reference": reference,
+        "deliveryStatus": status,
+        "statusCode": status_code,
+        "timestamp": timestamp,
+    }
+    # Providers add fields (kept out of storage), but like every body none may hold text
+    # PostgreSQL cannot store (`schemas._storable`).
+    for name, value in item.items():
+        if isinstance(value, str):
+            if schemas._UNSTORABLE.search(value):
+                return report, f"{prefix}{name}"
+        elif isinstance(value, (dict, list)):
+            inner = schemas._unstorable_text(value)
+            if inner is not None:
+                return report, f"{prefix}{name}.{inner}"
+    return report, None
+
+
+def _unstorable(field: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field!r} holds a NUL or an unpaired surrogate, which cannot be stored", field
+    )
+
+
+def parse_reports(raw: bytes) -> list[dict[str, Any]]:
+    """The reports of a body: one report object or an array of 1 to 10,000. Raises `Refused`
+    (400, malformed JSON) or `InvalidInput` naming the field (422); each report comes back with
+    the six stored fields only, `timestamp` parsed."""
+    if not raw.strip():
+        raise malformed("the body is empty")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise malformed(str(error)) from None
+    except RecursionError:  # "[[[[..." a few KiB deep exhausts the parser's stack
+        raise malformed("the document is nested too deeply") from None
+    if isinstance(document, dict):
+        items, prefixes = [document], [""]
+    elif not isinstance(document, list):
+        raise _invalid("body", "must be a report object or an array of reports")
+    elif not document:
+        raise _invalid("body", "an array of reports must hold at least one")
+    elif len(document) > MAX_REPORTS:
+        raise InvalidInput(
+            f"body: at most {MAX_REPORTS} items (it has {len(document)})", "body"
+        )  # as `schemas._too_many` says it
+    else:
+        items, prefixes = document, [f"{index}." for index in range(len(document))]
+    reports: list[dict[str, Any]] = []
+    shallow: _Shallow | None = None
+    unstorable: str | None = None
+    for item, prefix in zip(items, prefixes):
+        try:
+            report, bad_text = _report(item, prefix)
+        except _Shallow as error:
+            shallow = shallow or error
+            continue
+        reports.append(report)
+        unstorable = unstorable or bad_text
+    if shallow is not None:
+        raise shallow
+    if unstorable is not None:
+        raise _unstorable(unstorable)
+    return reports
+
+
+# --- storing -----------------------------------------------------------------------------------
+
+
+class ReportIngest:
+    """One web process's intake: the admission bound, the shared writer, the applier's signal.
+    Thread-safe."""
+
+    def __init__(self, settings: Settings, signals: redis.Redis) -> None:
+        self.max_pending = settings.report_ingest_max_pending
+        self.writer = ReportWriter()
+        self.applier = report_inbox.ApplierSignal(signals, settings)
+        self._lock = threading.Lock()
+        self._pending = 0  # reports admitted and not yet answered
+
+    def full(self) -> bool:
+        """Whether a request must be shed before its body is read (a racy read is fine)."""
+        return self._pending >= self.max_pending
+
+    def store(self, reports: list[dict[str, Any]]) -> None:
+        """Commit `reports` (a report answered 200 is on disk), then signal the applier; or
+        raise `Refused` (503) at once when the process already holds its bound. A request
+        alone may exceed the bound (an array of up to 10,000 always gets in eventually)."""
+        count = len(reports)
+        with self._lock:
+            if self._pending and self._pending + count > self.max_pending:
+                raise shed()
+            self._pending += count
+        try:
+            self.writer.store(reports)
+        finally:
+            with self._lock:
+                self._pending -= count
+        # Applying is the applier's, signalled after the commit (at most one Redis round trip,
+        # and a publish once per REPORT_APPLY_DELAY_MS across every web process).
+        self.applier.after_commit()
+
+
+def shed() -> Refused:
+    return Refused(
+        "503 Service Unavailable",
+        "Service unavailable",
+        f"too many delivery reports are being stored right now; retry after {SHED_RETRY_AFTER_S} s",
+        headers=(("Retry-After", str(SHED_RETRY_AFTER_S)),),
+    )
+
+
+# --- the WSGI front ----------------------------------------------------------------------------
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+# What `SecurityHeaders` adds to every answer of a route that is not public.
+_HEADERS = (
+    ("Content-Type", "application/json"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ("Cache-Control", "no-store"),
+)
+
+
+class ReportRoute:
+    """The WSGI application gunicorn serves: this route's POST in canonical spelling is
+    answered here, everything else by `app` (Falcon)."""
+
+    def __init__(self, app: WsgiApp, ingest: ReportIngest, settings: Settings) -> None:
+        self.app = app
+        self.ingest = ingest
+        self.secret = settings.dlr_webhook_secret.encode() if settings.dlr_webhook_secret else None
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != ROUTE or environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        raw_uri = environ.get("RAW_URI")
+        if raw_uri is not None and raw_uri.partition("?")[0] != ROUTE:
+            return self.app(environ, start_response)  # another spelling: Falcon refuses it
+        began = time.perf_counter()
+        try:
+            status, body, headers = self._answer(environ)
+        except Refused as refused:
+            status, body, headers = refused.status, refused.body, refused.headers
+        except InvalidInput as error:
+            status, body, headers = (
+                "422 Unprocessable Entity",
+                {"title": error.title, "description": error.description, "field": error.field},
+                (),
+            )
+        except UNAVAILABLE as error:
+            # The answer names the dependency only: the error may hold a host name or a DSN.
+            name = dependency_name(error)
+            log.warning(
+                "dependency unavailable",
+                extra={"path": ROUTE, "dependency": name, "error": str(error)[:200]},
+            )
+            status, body, headers = (
+                "503 Service Unavailable",
+                {
+                    "title": "Service unavailable",
+                    "description": f"{name} is unavailable, try again shortly",
+                },
+                (("Retry-After", "5"),),
+            )
+        except Exception:
+            log.exception("unexpected error", extra={"path": ROUTE, "method": "POST"})
+            status, body, headers = (
+                "500 Internal Server Error",
+                {"title": "Internal error", "description": "the error was logged"},
+                (),
+            )
+        finally:
+            if not db.is_closed():
+                db.close()  # this thread's pooled connection back to the pool
+        data = json.dumps(body).encode()
+        start_response(status, [*_HEADERS, ("Content-Length", str(len(data))), *headers])
+        metrics.observe_http("POST", ROUTE, f"{status[0]}xx", time.perf_counter() - began)
+        return [data]
+
+    def _answer(
+        self, environ: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], tuple[tuple[str, str], ...]]:
+        self._authenticate(environ)
+        length = _content_length(environ)
+        if self.ingest.full():
+            raise shed()  # before the body is read or parsed: the cheapest answer there is
+        stream = environ["wsgi.input"]
+        raw = stream.read(length) if length is not None else stream.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            raise _too_large()
+        reports = parse_reports(raw)
+        self.ingest.store(reports)
+        return "200 OK", {"received": len(reports)}, ()
+
+    def _authenticate(self, environ: dict[str, Any]) -> None:
+        if self.secret is None:
+            raise Refused(
+                "404 Not Found",
+                "Not found",
+                "the provider's webhooks are disabled (DLR_WEBHOOK_SECRET unset)",
+            )
+        token = environ.get("HTTP_X_WEBHOOK_TOKEN") or _query_token(environ.get("QUERY_STRING", ""))
+        # Bytes: compare_digest refuses str with non-ASCII characters. WSGI headers are
+        # latin-1 strings; encoded as UTF-8 like `same_secret` does.
+        if not token or not hmac.compare_digest(token.encode(), self.secret):
+            raise Refused(
+                "401 Unauthorized",
+                "Unauthorized",
+                "a valid webhook token is required",
+                headers=(("WWW-Authenticate", "Bearer"),),
+            )
+
+
+def _query_token(query: str) -> str | None:
+    """The last `token` parameter, decoded as Falcon's `get_param` does."""
+    if "token" not in query:
+        return None
+    token = None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "token":
+            token = value
+    return token
+
+
+def _too_large() -> Refused:
+    return Refused(
+        "413 Content Too Large", "Body too large", f"bodies are limited to {MAX_BODY} bytes"
+    )
+
+
+def _content_length(environ: dict[str, Any]) -> int | None:
+    declared = environ.get("CONTENT_LENGTH")
+    if not declared:
+        return None
+    try:
+        length = int(declared)
+    except ValueError:
+        raise Refused(
+            "400 Bad Request", "Invalid header value", "Content-Length is not a number"
+        ) from None
+    if length > MAX_BODY:
+        raise _too_large()
+    return max(length, 0)
