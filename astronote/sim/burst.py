@@ -1,42 +1,45 @@
-"""Reports posted as a burst: a thread and a new connection per post, at once, without any bound.
+"""Reports posted as a burst: a new connection per post, at once, without any bound.
 
-The posting threads run in a child process of the simulator: thousands of runnable threads in
-the simulator's own process would take its GIL from the API threads (each gets a thousandth of
-it), so its `/smsbulk` answers would time out at the caller: the simulator collapsing, not the
-receiver under test. In a process of their own they compete for CPU like any other program.
+The posts run in a child process of the simulator, on one asyncio event loop: each post is a
+task that opens its own connection (`Connection: close`) as soon as it arrives, however many
+are already open. A thread per post, as this once was, made the simulator's own cost the
+measurement: 13,000 runnable threads on two cores starved every process on the machine, the
+receiver under test included, and their GIL convoy made the child itself crawl. An event loop
+opens the same connections for a fraction of the CPU. A post that fails is retried as a
+provider does (`astronote.sim.retry`).
 """
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import itertools
 import multiprocessing
 import os
 import queue
+import resource
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-_ATTEMPTS = 4
-_BACKOFF_S = (0.1, 0.3, 0.9)
+from astronote.sim.retry import Retries
+
 _TIMEOUT_S = 5.0
 
 
 class BurstPoster:
-    """Posts submitted from any thread, each at once on its own thread and connection in the
-    child process; `on_done(ok)` is called when a post succeeded or gave up."""
+    """Posts submitted from any thread, each at once on its own connection in the child
+    process; `on_done(ok, retries)` is called when a post succeeded or gave up."""
 
     def __init__(self, stopping: threading.Event) -> None:
         self._stopping = stopping
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self._callbacks: dict[int, Callable[[bool], None]] = {}
+        self._callbacks: dict[int, Callable[[bool, int], None]] = {}
         self._jobs: Any = None
         self._child: Any = None
 
-    def submit(self, url: str, body: bytes, on_done: Callable[[bool], None]) -> None:
+    def submit(self, url: str, body: bytes, on_done: Callable[[bool, int], None]) -> None:
         self._ensure_child()
         job_id = next(self._ids)
         with self._lock:
@@ -69,61 +72,96 @@ class BurstPoster:
     def _collect(self, results: Any) -> None:
         while not self._stopping.is_set():
             try:
-                job_id, ok = results.get(timeout=0.5)
+                job_id, ok, retries = results.get(timeout=0.5)
             except queue.Empty:
                 continue
             with self._lock:
                 on_done = self._callbacks.pop(job_id, None)
             if on_done is not None:
-                on_done(ok)
+                on_done(ok, retries)
 
 
 def run_child(jobs: Any, results: Any, parent: int) -> None:
-    """The child process: a thread per post, started as soon as the post arrives."""
-    while os.getppid() == parent:
+    """The child process: an event loop starting a task per post as soon as the post arrives;
+    a thread hands it the jobs from the parent."""
+    # As many connections at once as the machine lets this process have.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    loop = asyncio.new_event_loop()
+
+    def feed() -> None:
         try:
-            job = jobs.get(timeout=1)
-        except queue.Empty:
-            continue
-        if job is None:
-            return
-        threading.Thread(target=_post_job, args=(job, results), daemon=True).start()
+            while os.getppid() == parent:
+                try:
+                    job = jobs.get(timeout=1)
+                except queue.Empty:
+                    continue
+                if job is None:
+                    break
+                loop.call_soon_threadsafe(_start, loop, job, results)
+            loop.call_soon_threadsafe(loop.stop)
+        except RuntimeError:  # the loop already closed: the process is exiting
+            pass
+
+    threading.Thread(target=feed, name="burst-feed", daemon=True).start()
+    loop.run_forever()
 
 
-def _post_job(job: tuple[int, str, bytes], results: Any) -> None:
+_tasks: set[asyncio.Task[None]] = set()  # held until done: the loop keeps weak references
+
+
+def _start(loop: asyncio.AbstractEventLoop, job: tuple[int, str, bytes], results: Any) -> None:
+    task = loop.create_task(_post_job(job, results))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _post_job(job: tuple[int, str, bytes], results: Any) -> None:
     job_id, url, body = job
-    ok = False
-    for attempt in range(_ATTEMPTS):
-        status = post_new_connection(url, body)
-        if status is not None:
-            if 200 <= status < 300:
-                ok = True
-                break
-            if status < 500 and status != 429:
-                break  # the receiver refuses it: retrying cannot help
-        if attempt < len(_BACKOFF_S):
-            time.sleep(_BACKOFF_S[attempt])
-    results.put((job_id, ok))
+    retries = Retries()
+    while True:
+        status, retry_after = await post_new_connection(url, body)
+        wait = retries.after(status, retry_after)
+        if wait is None:
+            break
+        await asyncio.sleep(wait)
+    ok = status is not None and 200 <= status < 300
+    results.put((job_id, ok, retries.attempts - 1))
 
 
-def post_new_connection(url: str, body: bytes) -> int | None:
-    """POST `body` (JSON) on a new connection closed after the answer; the status, or None
-    when it failed without one."""
-    parts = urlsplit(url)
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = kind(parts.netloc, timeout=_TIMEOUT_S)
-    target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
-    headers = {
-        "Content-Type": "application/json",
-        "Content-Length": str(len(body)),
-        "Connection": "close",
-    }
+async def post_new_connection(url: str, body: bytes) -> tuple[int | None, str | None]:
+    """POST `body` (JSON) on a new connection closed after the answer; the status and its
+    Retry-After, or None when it failed without one."""
     try:
-        connection.request("POST", target, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
+        return await asyncio.wait_for(_exchange(url, body), _TIMEOUT_S)
+    except (TimeoutError, OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError):
+        return None, None
+
+
+async def _exchange(url: str, body: bytes) -> tuple[int | None, str | None]:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    reader, writer = await asyncio.open_connection(
+        parts.hostname, port, ssl=True if parts.scheme == "https" else None
+    )
+    try:
+        target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
+        writer.write(
+            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        retry_after = None
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "retry-after":
+                retry_after = value.strip()
+        await reader.read()  # the body, to the close
+        return status, retry_after
     finally:
-        connection.close()
+        writer.close()

@@ -5,9 +5,11 @@ use, takes the due ones (up to `dlr_batch` at a time) and POSTs them to the requ
 `callback`, retrying transient failures a few times. Two ways to post (`dlr_burst`):
 - pooled (default): each sender thread posts over its own keep-alive connection, so at most
   `dlr_threads` posts are in flight;
-- burst: every post at once on its own thread and new connection (`Connection: close`), with
-  no bound: a provider flushing a backlog, the load that once collapsed the webhook (issue
-  11). Those threads run in a child process (`astronote.sim.burst`).
+- burst: every post at once on its own new connection (`Connection: close`), with no bound:
+  a provider flushing a backlog, the load that once collapsed the webhook (issue 11). Those
+  posts run in a child process (`astronote.sim.burst`).
+Either way a post that fails is retried as a provider does (`astronote.sim.retry`: 5xx, 429 and
+no answer, after `Retry-After` when given, bounded in attempts and time).
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ from urllib.parse import urlsplit
 
 from astronote.sim.burst import BurstPoster
 from astronote.sim.config import DLR_STATUSES
+from astronote.sim.retry import Retries
 
 # Sent (not Queued) is the intermediate report: the application itself marks an accepted
 # message Queued, so Sent is the one that exercises "statuses only move forward".
 _INTERMEDIATE_STATUS = "Sent"
 
-_DLR_ATTEMPTS = 4
-_DLR_BACKOFF_S = (0.1, 0.3, 0.9)
 _DLR_TIMEOUT = 5.0
 
 
@@ -89,12 +90,14 @@ class DeliveryReports:
         batch_size: Callable[[], int],
         on_posted: Callable[[bool, int], None],
         burst: Callable[[], bool] = lambda: False,
+        on_retry: Callable[[int], None] = lambda count: None,
     ) -> None:
         self.threads = threads
         self._stopping = stopping
         self._batch_size = batch_size
         self._burst = burst
         self._on_posted = on_posted
+        self._on_retry = on_retry
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, str, dict[str, Any]]] = []
         self._seq = itertools.count()
@@ -188,9 +191,11 @@ class DeliveryReports:
             for url, body, count in self._bodies(batch_size, part):
                 self._burst_poster.submit(url, body, partial(self._burst_done, generation, count))
 
-    def _burst_done(self, generation: int, count: int, ok: bool) -> None:
+    def _burst_done(self, generation: int, count: int, ok: bool, retries: int) -> None:
         try:
             if generation == self._generation:
+                if retries:
+                    self._on_retry(retries)
                 self._on_posted(ok, count)
         finally:
             with self._cond:
@@ -233,18 +238,15 @@ class DeliveryReports:
                 self._in_flight -= len(taken)
 
     def _post_report(self, url: str, body: bytes, connections: Connections) -> bool:
-        """POST with retries over the thread's keep-alive `connections`."""
-        for attempt in range(_DLR_ATTEMPTS):
-            if self._stopping.is_set():
-                return False
-            status = post_once(url, body, connections)
-            if status is not None:
-                if 200 <= status < 300:
-                    return True
-                if status < 500 and status != 429:
-                    return False  # the receiver refuses it: retrying cannot help
-            if attempt < len(_DLR_BACKOFF_S):
-                self._stopping.wait(_DLR_BACKOFF_S[attempt])
+        """POST with retries (`Retries`) over the thread's keep-alive `connections`."""
+        retries = Retries()
+        while not self._stopping.is_set():
+            status, retry_after = post_once(url, body, connections)
+            wait = retries.after(status, retry_after)
+            if wait is None:
+                return status is not None and 200 <= status < 300
+            self._on_retry(1)
+            self._stopping.wait(wait)
         return False
 
 
@@ -281,36 +283,36 @@ def new_connection(scheme: str, netloc: str) -> http.client.HTTPConnection:
     return kind(netloc, timeout=_DLR_TIMEOUT)
 
 
-def post_once(url: str, body: bytes, connections: Connections) -> int | None:
-    """One POST of a JSON body; its status, or None when it failed without one (refused,
-    reset, timed out). The stdlib client, not `requests`: at thousands of posts a second its
-    per-request overhead was the simulator's bottleneck, not the receiver's. A kept-alive
-    connection the server closed while idle is replaced at once, as urllib3 does."""
+def post_once(url: str, body: bytes, connections: Connections) -> tuple[int | None, str | None]:
+    """One POST of a JSON body; its status and Retry-After, or None when it failed without
+    one (refused, reset, timed out). The stdlib client, not `requests`: at thousands of posts
+    a second its per-request overhead was the simulator's bottleneck, not the receiver's.
+    A kept-alive connection the server closed while idle is replaced at once, as urllib3 does."""
     parts = urlsplit(url)
     target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
     headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
     for _ in range(2):
         connection, reused = connections.get(parts.scheme, parts.netloc)
         try:
-            status, will_close = _exchange(connection, target, body, headers)
+            status, will_close, retry_after = _exchange(connection, target, body, headers)
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
             connections.drop(parts.scheme, parts.netloc)
             if reused:
                 continue  # closed while idle: once more on a new connection
-            return None
+            return None, None
         except (OSError, http.client.HTTPException):
             connections.drop(parts.scheme, parts.netloc)
-            return None
+            return None, None
         if will_close:
             connections.drop(parts.scheme, parts.netloc)
-        return status
-    return None
+        return status, retry_after
+    return None, None
 
 
 def _exchange(
     connection: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]
-) -> tuple[int, bool]:
+) -> tuple[int, bool, str | None]:
     connection.request("POST", target, body=body, headers=headers)
     response = connection.getresponse()
     response.read()
-    return response.status, bool(response.will_close)
+    return response.status, bool(response.will_close), response.getheader("Retry-After")

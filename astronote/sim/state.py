@@ -33,6 +33,7 @@ _STAT_KEYS = (
     "bad_requests",
     "dlr_sent",
     "dlr_failed",
+    "dlr_retries",
     "inbound_posted",
 )
 
@@ -82,6 +83,7 @@ class Simulator:
             batch_size=lambda: self._config["dlr_batch"],
             on_posted=self._count_reports,
             burst=lambda: self._config["dlr_burst"],
+            on_retry=lambda count: self.bump(dlr_retries=count),
         )
         self._apply_config(self._startup_config)
 

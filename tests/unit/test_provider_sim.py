@@ -49,6 +49,8 @@ class _Receiver:
         self.in_flight = self.most_in_flight = 0
         # A post waits (up to hold_s) until this many are in flight: what shows a bound
         self.hold_until, self.hold_s = 0, 0.0
+        # The first `shed` posts are answered 503 with this Retry-After (a receiver shedding)
+        self.shed, self.retry_after, self.shed_at = 0, "0.2", []  # shed_at: monotonic times
         self._cond = threading.Condition()
         receiver = self
 
@@ -60,6 +62,16 @@ class _Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver._cond:
+                    shedding = len(receiver.shed_at) < receiver.shed
+                    if shedding:
+                        receiver.shed_at.append(time.monotonic())
+                if shedding:
+                    self.send_response(503)
+                    self.send_header("Retry-After", receiver.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with receiver._cond:
                     receiver.connections.add(self.client_address[1])
                     receiver.in_flight += 1
@@ -437,6 +449,47 @@ def test_burst_reports_open_a_connection_per_post_without_a_bound(
     while _stats(sim)["dlr_sent"] < 20 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _stats(sim)["dlr_sent"] == 20 and _stats(sim)["dlr_pending"] == 0
+
+
+@pytest.mark.parametrize("burst", [False, True], ids=["pooled", "burst"])
+def test_a_report_answered_503_is_retried_after_retry_after_and_counted_once(
+    start_sim: Callable[..., SimServer], receiver: _Receiver, burst: bool
+) -> None:
+    # Given a receiver that sheds its first 10 posts with 503 and Retry-After: 0.5
+    sim = start_sim(dlr_delay_ms=20, dlr_burst=burst)
+    receiver.shed, receiver.retry_after = 10, "0.5"
+    # When 10 reports fall due
+    numbers = _bulk_to(sim, receiver, 10)
+    # Then each arrives once, no sooner than Retry-After after its refusal
+    assert sorted(r["to"] for r in receiver.wait_for(10, timeout=10)) == numbers
+    assert len(receiver.shed_at) == 10
+    with receiver._cond:
+        assert len(receiver.bodies) == 10
+    deadline = time.monotonic() + 3
+    while _stats(sim)["dlr_sent"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # And the simulator counts 10 answered, none failed, 10 retried
+    stats = _stats(sim)
+    assert (stats["dlr_sent"], stats["dlr_failed"], stats["dlr_retries"]) == (10, 0, 10)
+
+
+def test_retries_honour_retry_after_and_stop_at_their_bound() -> None:
+    from astronote.sim import retry
+
+    now = [0.0]
+    retries = retry.Retries(clock=lambda: now[0])
+    # A 503 with Retry-After waits at least that long (with jitter, at most half more)
+    assert 2.0 <= retries.after(503, "2") <= 3.0
+    # A huge Retry-After is capped; a 4xx is final; a 2xx is done
+    assert retries.after(503, "86400") <= retry.MAX_RETRY_AFTER_S * 1.5
+    assert retries.after(400) is None and retries.after(200) is None
+    # No answer backs off; past the window (or the attempts) it gives up
+    assert retries.after(None) is not None
+    now[0] = retry.WINDOW_S
+    assert retries.after(None) is None
+    fresh = retry.Retries(clock=lambda: 0.0)
+    waits = [fresh.after(429) for _ in range(retry.MAX_ATTEMPTS)]
+    assert all(w is not None for w in waits[:-1]) and waits[-1] is None
 
 
 def test_burst_mode_is_a_boolean_config_field(sim: SimServer) -> None:
