@@ -69,6 +69,26 @@ def applied_reports(campaign_id: int) -> tuple[int, float | None]:
     return count, lag
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its descendants (gunicorn and its workers),
+    from /proc."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pending.extend(int(child) for child in children)
+    return total
+
+
+def load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def ingest(url: str, count: int, connections: int = 32) -> int:
     """Reports per second `url` answers 200, posted one per request over keep-alive
     connections by plain threads (no campaign running)."""
@@ -127,6 +147,8 @@ def run(stack: Stack, key: str, label: str, real: bool) -> dict:
     after = sim_stats(stack)
     result["reports_answered_2xx"] = after["dlr_sent"] - before["dlr_sent"]
     result["reports_not_answered"] = after["dlr_failed"] - before["dlr_failed"]
+    result["reports_retried"] = after["dlr_retries"] - before["dlr_retries"]
+    result["load_average"] = load()
     result["reports_posted_s_after_completion"] = round(time.perf_counter() - started - total_s, 2)
     if real:
         wait_for(
@@ -170,7 +192,7 @@ def main() -> int:
     try:
         stack.start_sim("--dlr-threads", str(args.dlr_threads))
         stack.start_web(workers=2, threads=8)
-        stack._spawn(
+        stack.launch.start(
             "noop",
             [
                 str(ROOT / ".venv/bin/gunicorn"),
@@ -195,11 +217,23 @@ def main() -> int:
         if args.ingest:
             # The endpoints alone: one report per request, 32 keep-alive connections.
             webhook = f"{stack.web}/webhooks/mitto/dlr?token={DLR_SECRET}"
-            results["ingest_per_s"] = {
-                "noop": ingest(noop, args.ingest),
-                "webhook": ingest(webhook, args.ingest),
-            }
-            print("ingest", json.dumps(results["ingest_per_s"]), file=sys.stderr, flush=True)
+            results["ingest_per_s"], results["ingest_cpu_ms_per_report"] = {}, {}
+            for target, url in (("noop", noop), ("webhook", webhook)):
+                pid = stack.processes[target if target == "noop" else "web"].pid
+                cpu = cpu_seconds(pid)
+                results["ingest_per_s"][target] = ingest(url, args.ingest)
+                results["ingest_cpu_ms_per_report"][target] = round(
+                    (cpu_seconds(pid) - cpu) * 1000 / args.ingest, 3
+                )
+            results["ingest_load_average"] = load()
+            print(
+                "ingest",
+                json.dumps(results["ingest_per_s"]),
+                json.dumps(results["ingest_cpu_ms_per_report"]),
+                results["ingest_load_average"],
+                file=sys.stderr,
+                flush=True,
+            )
         for round_ in range(args.rounds):
             for mode in args.modes.split(","):
                 pair = {}
