@@ -14,6 +14,8 @@ from urllib.parse import unquote_plus
 
 from gunicorn.glogging import Logger
 
+from api.paths import DELIVERY_REPORTS
+
 REDACTED = "[redacted]"
 # Query parameters whose values are plain (pagination and filters). Every other parameter's
 # value is redacted, so a parameter added later is secret until someone says otherwise.
@@ -61,7 +63,22 @@ def _printable(atom: str) -> bool:
 
 class AccessLogger(Logger):
     """gunicorn's logger, whose access lines print no secret. (Its error lines, like every
-    line, go through `JsonFormatter`, which hides the configured secrets.)"""
+    line, go through `JsonFormatter`, which hides the configured secrets.)
+
+    A delivery report stored (`POST /webhooks/mitto/dlr` answered 200) is not logged: the
+    provider posts one per message at the send rate, and its line cost the web process about
+    a third of a report's CPU (`bench/RESULTS.md`); `/metrics` counts them
+    (`astronote_http_request_seconds{route="/webhooks/mitto/dlr"}`). Every other answer of
+    that route (a refusal, a 503) is logged like any request."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if (
+            environ.get("PATH_INFO") == DELIVERY_REPORTS
+            and getattr(resp, "status_code", None) == 200
+            and environ.get("REQUEST_METHOD") == "POST"
+        ):
+            return
+        super().access(resp, req, environ, request_time)
 
     def atoms(
         self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any

@@ -20,6 +20,10 @@ import string
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+# The delivery-report webhook, answered in front of Falcon (`api/report_ingest.py`) and left out
+# of the access log when it stores reports (`api/access_log.py`).
+DELIVERY_REPORTS = "/webhooks/mitto/dlr"
+
 _UNRESERVED = string.ascii_letters + string.digits + "-._~"
 # A percent-encoded character that must never be encoded: `/`, `\`, `%` or an unreserved one.
 _NON_CANONICAL_ESCAPE = re.compile(

@@ -32,20 +32,19 @@ from urllib.parse import parse_qsl
 
 import redis
 
-from api import schemas
+from api import paths, schemas
 from api.body import MAX_BODY
 from api.errors import UNAVAILABLE, dependency_name
-from models.database import db
 from service import report_inbox
 from service.delivery import DELIVERY_STATUSES
 from service.errors import InvalidInput
 from service.infra import metrics
 from service.infra.config import Settings
-from service.report_writer import ReportWriter
+from service.report_writer import OwnConnection, ReportWriter
 
 log = logging.getLogger("astronote.api.reports")
 
-ROUTE = "/webhooks/mitto/dlr"
+ROUTE = paths.DELIVERY_REPORTS
 MAX_REPORTS = 10_000  # per request, as `schemas.DELIVERY_REPORTS` says
 SHED_RETRY_AFTER_S = 1
 _STATUSES = frozenset(DELIVERY_STATUSES)
@@ -221,7 +220,7 @@ class ReportIngest:
 
     def __init__(self, settings: Settings, signals: redis.Redis) -> None:
         self.max_pending = settings.report_ingest_max_pending
-        self.writer = ReportWriter()
+        self.writer = ReportWriter(OwnConnection(settings.database_url).write)
         self.applier = report_inbox.ApplierSignal(signals, settings)
         self._lock = threading.Lock()
         self._pending = 0  # reports admitted and not yet answered
@@ -275,7 +274,8 @@ _HEADERS = (
 
 class ReportRoute:
     """The WSGI application gunicorn serves: this route's POST in canonical spelling is
-    answered here, everything else by `app` (Falcon)."""
+    answered here, everything else by `app` (Falcon). It touches no pooled database connection:
+    the process's `ReportWriter` writes on one of its own (`OwnConnection`)."""
 
     def __init__(self, app: WsgiApp, ingest: ReportIngest, settings: Settings) -> None:
         self.app = app
@@ -321,9 +321,6 @@ class ReportRoute:
                 {"title": "Internal error", "description": "the error was logged"},
                 (),
             )
-        finally:
-            if not db.is_closed():
-                db.close()  # this thread's pooled connection back to the pool
         data = json.dumps(body).encode()
         start_response(status, [*_HEADERS, ("Content-Length", str(len(data))), *headers])
         metrics.observe_http("POST", ROUTE, f"{status[0]}xx", time.perf_counter() - began)

@@ -169,6 +169,9 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--dlr-threads", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--web-threads", type=int, default=16, help="gunicorn threads of the web and the no-op"
+    )
     parser.add_argument("--modes", default="pooled,burst")
     parser.add_argument(
         "--ingest", type=int, default=10_000, help="reports posted straight to both endpoints"
@@ -191,7 +194,7 @@ def main() -> int:
     noop = f"http://127.0.0.1:{noop_port}/webhooks/mitto/dlr"
     try:
         stack.start_sim("--dlr-threads", str(args.dlr_threads))
-        stack.start_web(workers=2, threads=8)
+        stack.start_web(workers=2, threads=args.web_threads)
         stack.launch.start(
             "noop",
             [
@@ -206,7 +209,7 @@ def main() -> int:
                 "--workers",
                 "2",
                 "--threads",
-                "8",
+                str(args.web_threads),
             ],
         )
         wait_for(lambda: requests.post(noop, data=b"{}", timeout=1).ok, 20, "no-op webhook")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from psycopg2.extras import execute_values
 
 from models import DeliveryReport
 from models.database import db, execute, execute_many, fetchall
@@ -62,12 +63,14 @@ class ApplyRun:
     more: bool = False  # stopped at max_chunks with a full last chunk: reports may remain
 
 
-def store_reports(reports: Sequence[dict[str, Any]]) -> list[int]:
-    """Store validated reports in the inbox; returns their ids. One INSERT statement however
-    many reports (every page in one statement), run outside any transaction block: it is its
-    own transaction, committed (and flushed, synchronous_commit) when this returns, in one
-    round trip instead of BEGIN, INSERT, COMMIT. Nothing is applied here."""
-    rows = [
+_INSERT = (
+    'INSERT INTO delivery_report (provider_id, reference, "to", status, status_code,'
+    " reported_at) VALUES %s RETURNING id"
+)
+
+
+def _rows(reports: Sequence[dict[str, Any]]) -> list[tuple]:
+    return [
         (
             r.get("id"),
             r.get("reference"),
@@ -78,17 +81,29 @@ def store_reports(reports: Sequence[dict[str, Any]]) -> list[int]:
         )
         for r in reports
     ]
+
+
+def store_reports(reports: Sequence[dict[str, Any]]) -> list[int]:
+    """Store validated reports in the inbox; returns their ids. One INSERT statement however
+    many reports (every page in one statement), run outside any transaction block: it is its
+    own transaction, committed (and flushed, synchronous_commit) when this returns, in one
+    round trip instead of BEGIN, INSERT, COMMIT. Nothing is applied here."""
+    rows = _rows(reports)
     assert not db.in_transaction(), "the reports must be committed when this returns"
-    return [
-        row[0]
-        for row in execute_many(
-            'INSERT INTO delivery_report (provider_id, reference, "to", status, status_code,'
-            " reported_at) VALUES %s RETURNING id",
-            rows,
-            fetch=True,
-            page_size=max(1, len(rows)),
-        )
-    ]
+    return [row[0] for row in execute_many(_INSERT, rows, fetch=True, page_size=max(1, len(rows)))]
+
+
+def store_reports_on(connection: Any, reports: Sequence[dict[str, Any]]) -> list[int]:
+    """`store_reports` on a psycopg2 connection of the caller's, in autocommit."""
+    rows = _rows(reports)
+    assert connection.autocommit, "the reports must be committed when this returns"
+    with connection.cursor() as cursor:
+        return [
+            row[0]
+            for row in execute_values(
+                cursor, _INSERT, rows, page_size=max(1, len(rows)), fetch=True
+            )
+        ]
 
 
 class ApplierSignal:

@@ -10,6 +10,11 @@ its reports; only the waiting requests touch no connection at all.
 
 A group that fails is written again request by request, so one request's bad report (or a
 lost connection) fails that request alone.
+
+`OwnConnection` is the web's writer: one PostgreSQL connection of the process's own, used by
+one writing request at a time. A connection taken from the pool for each INSERT would cost a
+`SELECT 1` round trip (the pool's liveness check) per INSERT, and keeping the pool's
+connections in the request threads would hold one per thread.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg2
+
+from models.database import connect_params
 from service import report_inbox
 
 
@@ -103,3 +111,32 @@ class ReportWriter:
                 self.write(list(request.reports))
             except Exception as error:  # noqa: BLE001 - raised in the request's own thread
                 request.error = error
+
+
+class OwnConnection:
+    """`write(reports)` on a connection of its own (autocommit), opened on first use and
+    again after a failure. Not thread-safe: `ReportWriter` calls it from one request at a
+    time."""
+
+    def __init__(self, database_url: str) -> None:
+        # A PostgreSQL that does not answer fails the write (503) rather than hold it.
+        self.params = {"connect_timeout": 5, **connect_params(database_url)}
+        self._connection: Any = None
+
+    def write(self, reports: list[dict[str, Any]]) -> list[int]:
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg2.connect(**self.params)
+            self._connection.autocommit = True
+        try:
+            return report_inbox.store_reports_on(self._connection, reports)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            self.close()  # the next write connects again
+            raise
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except psycopg2.Error:
+                pass

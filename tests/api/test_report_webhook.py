@@ -184,7 +184,7 @@ def test_postgresql_down_is_503_naming_it(settings, redis_client, db, monkeypatc
     def down(*args, **kwargs):
         raise psycopg2.OperationalError("could not connect to server at db.internal:5432")
 
-    monkeypatch.setattr(report_inbox, "execute_many", down)
+    monkeypatch.setattr(report_inbox, "execute_values", down)
     result = client.simulate_post(ROUTE, headers=WEBHOOK, json=REPORT)
     body = assert_unavailable(result)
     assert "postgresql" in body["description"] and "db.internal" not in result.text
