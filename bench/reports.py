@@ -174,6 +174,9 @@ def main() -> int:
     )
     parser.add_argument("--modes", default="pooled,burst")
     parser.add_argument(
+        "--dlr-timeout-s", type=float, default=5.0, help="the simulator's timeout of one post"
+    )
+    parser.add_argument(
         "--ingest", type=int, default=10_000, help="reports posted straight to both endpoints"
     )
     args = parser.parse_args()
@@ -242,6 +245,7 @@ def main() -> int:
                 pair = {}
                 for target in ("noop", "webhook"):
                     stack.sim_config(
+                        dlr_timeout_s=args.dlr_timeout_s,
                         dlr_burst=mode == "burst",
                         dlr_callback_override=noop if target == "noop" else None,
                     )

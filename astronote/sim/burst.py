@@ -24,8 +24,6 @@ from urllib.parse import urlsplit
 
 from astronote.sim.retry import Retries
 
-_TIMEOUT_S = 5.0
-
 
 class BurstPoster:
     """Posts submitted from any thread, each at once on its own connection in the child
@@ -39,12 +37,14 @@ class BurstPoster:
         self._jobs: Any = None
         self._child: Any = None
 
-    def submit(self, url: str, body: bytes, on_done: Callable[[bool, int], None]) -> None:
+    def submit(
+        self, url: str, body: bytes, timeout: float, on_done: Callable[[bool, int], None]
+    ) -> None:
         self._ensure_child()
         job_id = next(self._ids)
         with self._lock:
             self._callbacks[job_id] = on_done
-        self._jobs.put((job_id, url, body))
+        self._jobs.put((job_id, url, body, timeout))
 
     def close(self) -> None:
         with self._lock:
@@ -110,17 +110,19 @@ def run_child(jobs: Any, results: Any, parent: int) -> None:
 _tasks: set[asyncio.Task[None]] = set()  # held until done: the loop keeps weak references
 
 
-def _start(loop: asyncio.AbstractEventLoop, job: tuple[int, str, bytes], results: Any) -> None:
+def _start(
+    loop: asyncio.AbstractEventLoop, job: tuple[int, str, bytes, float], results: Any
+) -> None:
     task = loop.create_task(_post_job(job, results))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 
 
-async def _post_job(job: tuple[int, str, bytes], results: Any) -> None:
-    job_id, url, body = job
+async def _post_job(job: tuple[int, str, bytes, float], results: Any) -> None:
+    job_id, url, body, timeout = job
     retries = Retries()
     while True:
-        status, retry_after = await post_new_connection(url, body)
+        status, retry_after = await post_new_connection(url, body, timeout)
         wait = retries.after(status, retry_after)
         if wait is None:
             break
@@ -129,11 +131,13 @@ async def _post_job(job: tuple[int, str, bytes], results: Any) -> None:
     results.put((job_id, ok, retries.attempts - 1))
 
 
-async def post_new_connection(url: str, body: bytes) -> tuple[int | None, str | None]:
+async def post_new_connection(
+    url: str, body: bytes, timeout: float = 5.0
+) -> tuple[int | None, str | None]:
     """POST `body` (JSON) on a new connection closed after the answer; the status and its
     Retry-After, or None when it failed without one."""
     try:
-        return await asyncio.wait_for(_exchange(url, body), _TIMEOUT_S)
+        return await asyncio.wait_for(_exchange(url, body), timeout)
     except (TimeoutError, OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError):
         return None, None
 

@@ -30,6 +30,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # False: posts over the senders' keep-alive connections (at most dlr_threads at once);
     # True: every post on its own thread and new connection, unbounded (astronote/sim/reports).
     "dlr_burst": False,
+    # Seconds a report's post may take (connecting, queueing at the receiver, the answer)
+    # before it is abandoned and retried (astronote/sim/retry).
+    "dlr_timeout_s": 5.0,
     "dlr_duplicate_rate": 0.0,
     "dlr_queued_first": False,
     "dlr_callback_override": None,
@@ -73,6 +76,7 @@ _RATE_FIELDS = (
     "dlr_duplicate_rate",
 )
 _NON_NEGATIVE_FIELDS = ("latency_ms", "retry_after_s", "timeout_s", "dlr_delay_ms")
+_POSITIVE_FIELDS = ("dlr_timeout_s",)
 _BOOL_FIELDS = ("dlr_enabled", "dlr_queued_first", "dlr_burst", "shuffle_bulk")
 
 
@@ -100,6 +104,9 @@ def validate_config(update: Any, base: dict[str, Any]) -> dict[str, Any]:
         elif key in _NON_NEGATIVE_FIELDS:
             if not _is_number(value) or value < 0:
                 raise ValueError(f"{key} must be a non-negative number")
+        elif key in _POSITIVE_FIELDS:
+            if not _is_number(value) or value <= 0:
+                raise ValueError(f"{key} must be a positive number")
         elif key in _BOOL_FIELDS:
             if not isinstance(value, bool):
                 raise ValueError(f"{key} must be a boolean")

@@ -34,8 +34,6 @@ from astronote.sim.retry import Retries
 # message Queued, so Sent is the one that exercises "statuses only move forward".
 _INTERMEDIATE_STATUS = "Sent"
 
-_DLR_TIMEOUT = 5.0
-
 
 def now_iso() -> str:
     """The provider's timestamp format, shared by send answers and delivery reports."""
@@ -91,6 +89,7 @@ class DeliveryReports:
         on_posted: Callable[[bool, int], None],
         burst: Callable[[], bool] = lambda: False,
         on_retry: Callable[[int], None] = lambda count: None,
+        timeout: Callable[[], float] = lambda: 5.0,
     ) -> None:
         self.threads = threads
         self._stopping = stopping
@@ -98,6 +97,7 @@ class DeliveryReports:
         self._burst = burst
         self._on_posted = on_posted
         self._on_retry = on_retry
+        self._timeout = timeout
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, str, dict[str, Any]]] = []
         self._seq = itertools.count()
@@ -168,7 +168,7 @@ class DeliveryReports:
             return batch_size, self._generation, taken
 
     def _sender_loop(self) -> None:
-        connections = Connections()
+        connections = Connections(self._timeout)
         try:
             while True:
                 item = self._take_due()
@@ -189,7 +189,9 @@ class DeliveryReports:
         for start in range(0, len(taken), batch_size):
             part = taken[start : start + batch_size]
             for url, body, count in self._bodies(batch_size, part):
-                self._burst_poster.submit(url, body, partial(self._burst_done, generation, count))
+                self._burst_poster.submit(
+                    url, body, self._timeout(), partial(self._burst_done, generation, count)
+                )
 
     def _burst_done(self, generation: int, count: int, ok: bool, retries: int) -> None:
         try:
@@ -253,8 +255,9 @@ class DeliveryReports:
 class Connections:
     """One sender thread's keep-alive connections, one per host (not thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: Callable[[], float] = lambda: 5.0) -> None:
         self._open: dict[tuple[str, str], http.client.HTTPConnection] = {}
+        self._timeout = timeout
 
     def get(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
         """The connection to use, and whether it is one already used (the server may have
@@ -262,7 +265,7 @@ class Connections:
         key = (scheme, netloc)
         connection = self._open.get(key)
         if connection is None:
-            connection = self._open[key] = new_connection(scheme, netloc)
+            connection = self._open[key] = new_connection(scheme, netloc, self._timeout())
             return connection, False
         return connection, True
 
@@ -277,10 +280,10 @@ class Connections:
         self._open.clear()
 
 
-def new_connection(scheme: str, netloc: str) -> http.client.HTTPConnection:
+def new_connection(scheme: str, netloc: str, timeout: float = 5.0) -> http.client.HTTPConnection:
     kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
     # One timeout for connect and read: the longer of requests' (connect, read) pair before.
-    return kind(netloc, timeout=_DLR_TIMEOUT)
+    return kind(netloc, timeout=timeout)
 
 
 def post_once(url: str, body: bytes, connections: Connections) -> tuple[int | None, str | None]:

@@ -84,6 +84,7 @@ class Simulator:
             on_posted=self._count_reports,
             burst=lambda: self._config["dlr_burst"],
             on_retry=lambda count: self.bump(dlr_retries=count),
+            timeout=lambda: self._config["dlr_timeout_s"],
         )
         self._apply_config(self._startup_config)
 

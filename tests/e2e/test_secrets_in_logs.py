@@ -29,6 +29,14 @@ def send_campaign_with_delivery_reports(stack: Stack, key: str) -> int:
         60,
         "every delivery report",
     )
+    # Stored reports are not access-logged (one per message); a refused one is, with the
+    # token in its URL: the line the redaction must cover.
+    refused = requests.post(
+        f"{stack.web}/webhooks/mitto/dlr?token={DLR_WEBHOOK_SECRET}",
+        json={"id": "not-ours", "deliveryStatus": "Bogus"},
+        timeout=30,
+    )
+    assert refused.status_code == 422, refused.text
     return campaign["id"]
 
 
@@ -96,7 +104,7 @@ def test_no_secret_token_or_api_key_reaches_any_process_log(make_stack):
         "POST /admin/shops",
         "POST /contacts",
         f"POST /campaigns/{campaign_id}/enqueue",
-        "POST /webhooks/mitto/dlr?token=[redacted]",
+        "POST /webhooks/mitto/dlr?token=[redacted] HTTP/1.1\\" 422",
         "GET /u/[redacted]",
         "GET /ops?token=[redacted]",
         "GET /ops/state",
