@@ -104,7 +104,7 @@ def test_no_secret_token_or_api_key_reaches_any_process_log(make_stack):
         "POST /admin/shops",
         "POST /contacts",
         f"POST /campaigns/{campaign_id}/enqueue",
-        "POST /webhooks/mitto/dlr?token=[redacted] HTTP/1.1\\" 422",
+        'POST /webhooks/mitto/dlr?token=[redacted] HTTP/1.1\\" 422',
         "GET /u/[redacted]",
         "GET /ops?token=[redacted]",
         "GET /ops/state",
