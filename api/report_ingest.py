@@ -12,10 +12,12 @@ one, goes to Falcon as before; Falcon's `DeliveryReportResource` answers through
 
 Answers follow `api/errors.py`: `{"title", "description", "field"?}` with the same statuses
 (401/404 for the token, 413, 400 for malformed JSON, 422 naming the field, 503 when PostgreSQL
-is down). Load is shed explicitly: a process holds at most REPORT_INGEST_MAX_PENDING reports
-waiting for or in their INSERT; a request beyond that is answered 503 with `Retry-After` at
-once, before its body is parsed, so a burst turns into the provider's retries instead of
-requests queueing until gunicorn's workers time out. A report answered 503 was not stored.
+is down). Load is shed explicitly, with 503 and `Retry-After` at once, before the body is
+parsed: beyond REPORT_INGEST_MAX_PENDING reports waiting for or in their INSERT in the
+process, and for a request that waited for a thread longer than REPORT_INGEST_MAX_WAIT_MS
+(its sender has likely given up and will post it again). So a burst turns into the provider's
+retries instead of a queue of requests nobody waits for any more. A report answered 503 was
+not stored.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import redis
 from api import paths, schemas
 from api.body import MAX_BODY
 from api.errors import UNAVAILABLE, dependency_name
+from api.workers import queued_for
 from service import report_inbox
 from service.delivery import DELIVERY_STATUSES
 from service.errors import InvalidInput
@@ -220,14 +223,19 @@ class ReportIngest:
 
     def __init__(self, settings: Settings, signals: redis.Redis) -> None:
         self.max_pending = settings.report_ingest_max_pending
+        self.max_wait_s = settings.report_ingest_max_wait_ms / 1000
         self.writer = ReportWriter(OwnConnection(settings.database_url).write)
         self.applier = report_inbox.ApplierSignal(signals, settings)
         self._lock = threading.Lock()
         self._pending = 0  # reports admitted and not yet answered
 
-    def full(self) -> bool:
-        """Whether a request must be shed before its body is read (a racy read is fine)."""
-        return self._pending >= self.max_pending
+    def full(self, now: float | None = None) -> bool:
+        """Whether a request must be shed before its body is read: the process holds its
+        bound (a racy read is fine), or the request waited for a thread so long that its
+        sender has likely given up (`api/workers.py`)."""
+        if self._pending >= self.max_pending:
+            return True
+        return bool(self.max_wait_s) and queued_for(now or time.monotonic()) > self.max_wait_s
 
     def store(self, reports: list[dict[str, Any]]) -> None:
         """Commit `reports` (a report answered 200 is on disk), then signal the applier; or
@@ -288,9 +296,9 @@ class ReportRoute:
         raw_uri = environ.get("RAW_URI")
         if raw_uri is not None and raw_uri.partition("?")[0] != ROUTE:
             return self.app(environ, start_response)  # another spelling: Falcon refuses it
-        began = time.perf_counter()
+        began = time.monotonic()
         try:
-            status, body, headers = self._answer(environ)
+            status, body, headers = self._answer(environ, began)
         except Refused as refused:
             status, body, headers = refused.status, refused.body, refused.headers
         except InvalidInput as error:
@@ -323,15 +331,15 @@ class ReportRoute:
             )
         data = json.dumps(body).encode()
         start_response(status, [*_HEADERS, ("Content-Length", str(len(data))), *headers])
-        metrics.observe_http("POST", ROUTE, f"{status[0]}xx", time.perf_counter() - began)
+        metrics.observe_http("POST", ROUTE, f"{status[0]}xx", time.monotonic() - began)
         return [data]
 
     def _answer(
-        self, environ: dict[str, Any]
+        self, environ: dict[str, Any], began: float
     ) -> tuple[str, dict[str, Any], tuple[tuple[str, str], ...]]:
         self._authenticate(environ)
         length = _content_length(environ)
-        if self.ingest.full():
+        if self.ingest.full(began):
             raise shed()  # before the body is read or parsed: the cheapest answer there is
         stream = environ["wsgi.input"]
         raw = stream.read(length) if length is not None else stream.read(MAX_BODY + 1)

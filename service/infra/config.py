@@ -74,6 +74,7 @@ class Settings:
     test_clock_offset_key: str | None
     report_apply_delay_ms: int
     report_ingest_max_pending: int
+    report_ingest_max_wait_ms: int
     # The chaos suite's armed fault points: (point, action, probability); empty in production.
     chaos_faults: tuple[tuple[str, str, float], ...] = ()
 
@@ -368,6 +369,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Reports one web process holds waiting for (or in) their INSERT; the webhook answers
         # a request beyond it 503 with Retry-After at once, and the provider retries later.
         "report_ingest_max_pending": _int("REPORT_INGEST_MAX_PENDING", 20_000, 1)(env),
+        # A report request that waited longer than this for a web thread is answered 503 at
+        # once (0: never): its sender has likely timed out and will post it again.
+        "report_ingest_max_wait_ms": _int("REPORT_INGEST_MAX_WAIT_MS", 2000, 0)(env),
         "stuck_campaign_after_ms": _int("STUCK_CAMPAIGN_AFTER_MS", 300000, 1000)(env),
         # A campaign paused longer than this is listed by /health/full (a day by default): a
         # pause is the merchant's choice, but one forgotten holds its credits indefinitely.

@@ -7,11 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 
 import falcon.testing
 import psycopg2
 import pytest
 
+from api import workers
 from api.app import create_wsgi
 from api.body import MAX_BODY
 from api.report_ingest import ROUTE, ReportRoute
@@ -188,3 +190,27 @@ def test_postgresql_down_is_503_naming_it(settings, redis_client, db, monkeypatc
     result = client.simulate_post(ROUTE, headers=WEBHOOK, json=REPORT)
     body = assert_unavailable(result)
     assert "postgresql" in body["description"] and "db.internal" not in result.text
+
+
+def test_a_request_that_waited_too_long_for_a_thread_is_shed(settings, redis_client, db):
+    # Given a web process that sheds a report request after 200 ms in gunicorn's queue
+    app = create_wsgi(dataclasses.replace(settings, report_ingest_max_wait_ms=200), redis_client)
+    client = falcon.testing.TestClient(app)
+    # When a request reaches its thread after waiting 5 s (as `TimedThreadWorker` records it)
+    workers._current.queued_at = time.monotonic() - 5
+    try:
+        stale = client.simulate_post(ROUTE, headers=WEBHOOK, json=REPORT)
+    finally:
+        workers._current.queued_at = None
+    # Then it is answered 503 with Retry-After and nothing is stored
+    assert_unavailable(stale)
+    assert stale.headers["retry-after"] == "1"
+    assert stored(db) == []
+    # And one that did not wait is stored
+    workers._current.queued_at = time.monotonic()
+    try:
+        fresh = client.simulate_post(ROUTE, headers=WEBHOOK, json=REPORT)
+    finally:
+        workers._current.queued_at = None
+    assert fresh.status_code == 200
+    assert [row[0] for row in stored(db)] == ["msg-1"]

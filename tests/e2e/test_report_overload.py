@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import requests
 
 from tests.conftest import ADMIN_TOKEN
@@ -40,10 +41,16 @@ def shed_answers(stack) -> tuple[float, float]:
     return found["count"], found["sum"]
 
 
-def test_an_overloaded_webhook_sheds_503_at_once_and_the_retries_arrive(make_stack, db):
-    # Given web processes that hold at most one report being stored at a time, and a provider
-    # posting each report at once on its own connection (a burst, no bound)
-    stack = make_stack(REPORT_INGEST_MAX_PENDING="1")
+@pytest.mark.parametrize(
+    "bound",
+    [{"REPORT_INGEST_MAX_PENDING": "1"}, {"REPORT_INGEST_MAX_WAIT_MS": "1"}],
+    ids=["one-report-at-a-time", "1-ms-in-the-queue"],
+)
+def test_an_overloaded_webhook_sheds_503_at_once_and_the_retries_arrive(make_stack, db, bound):
+    # Given web processes that hold at most one report being stored at a time (or take a
+    # request only if it waited at most 1 ms for a thread), and a provider posting each report
+    # at once on its own connection (a burst, no bound)
+    stack = make_stack(**bound)
     stack.start_sim("--dlr-delay-ms", "50", "--dlr-burst")
     stack.start_web()
     stack.start_worker()

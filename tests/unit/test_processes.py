@@ -82,7 +82,7 @@ def test_the_web_command_of_a_local_stack():
         "--bind",
         "127.0.0.1:9001",
         "--worker-class",
-        "gthread",
+        "api.workers.TimedThreadWorker",
         "--workers",
         "1",
         "--threads",
