@@ -55,10 +55,11 @@ def sim_stats(stack: Stack) -> dict:
 
 
 def applied_reports(campaign_id: int) -> tuple[int, float | None]:
-    """Reports applied to the campaign's messages, and the seconds from its last send to its
-    last report applied."""
+    """Messages of the campaign with a report applied (a report stored twice, its sender
+    having given up on an answer and posted it again, counts once), and the seconds from its
+    last send to its last report applied."""
     count, last_applied, last_sent = query(
-        "SELECT count(d.id), max(d.applied_at),"
+        "SELECT count(DISTINCT d.provider_id), max(d.applied_at),"
         " (SELECT max(sent_at) FROM campaign_recipient WHERE campaign_id = %s)"
         " FROM delivery_report d JOIN campaign_recipient r ON r.mitto_message_id = d.provider_id"
         " WHERE r.campaign_id = %s AND d.applied_at IS NOT NULL",
@@ -160,6 +161,11 @@ def run(stack: Stack, key: str, label: str, real: bool) -> dict:
         time.sleep(1)  # anything applied beyond what was answered would show now
         applied, lag = applied_reports(campaign["id"])
         result["reports_applied"] = applied
+        result["report_rows_stored"] = query(
+            "SELECT count(*) FROM delivery_report d JOIN campaign_recipient r"
+            " ON r.mitto_message_id = d.provider_id WHERE r.campaign_id = %s",
+            campaign["id"],
+        )[0][0]
         result["last_send_to_last_applied_s"] = round(lag or 0.0, 2)
     return result
 
