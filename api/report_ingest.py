@@ -260,7 +260,8 @@ def shed() -> Refused:
     return Refused(
         "503 Service Unavailable",
         "Service unavailable",
-        f"too many delivery reports are being stored right now; retry after {SHED_RETRY_AFTER_S} s",
+        "the delivery-report webhook is shedding load (too many reports waiting to be stored,"
+        f" or this request waited too long for a thread); retry after {SHED_RETRY_AFTER_S} s",
         headers=(("Retry-After", str(SHED_RETRY_AFTER_S)),),
     )
 
