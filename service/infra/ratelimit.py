@@ -30,6 +30,8 @@ from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from service.infra.fair_share import FairShare
+
 log = logging.getLogger("astronote.sending")
 
 KEY_PREFIX = "astronote:send-limit"
@@ -129,7 +131,8 @@ class Grant:
 
     count: int
     wait_ms: int = 0
-    reason: str | None = None  # "cool_down", "provider", "sender", "redis_down"
+    # "cool_down", "provider", "sender", "share" (the rest is owed to other shops), "redis_down"
+    reason: str | None = None
 
 
 class SendLimiter:
@@ -143,6 +146,7 @@ class SendLimiter:
         provider_rate: str | None = None,
         sender_rate: str | None = None,
         margin_ms: int = 0,
+        fair_share: bool = True,
     ) -> None:
         self.client = client
         self.account = account
@@ -150,6 +154,17 @@ class SendLimiter:
         self.sender = parse_rate(sender_rate) if sender_rate else None
         self.storage = RedisClockStorage(client, margin_ms=margin_ms)
         self.strategy = MovingWindowRateLimiter(self.storage)
+        # The shops' shares of the account's budget (service/infra/fair_share.py).
+        self.share = (
+            FairShare(
+                client,
+                account,
+                self.provider.amount,
+                self.storage.span_ms(self.provider.get_expiry()),
+            )
+            if fair_share and self.provider is not None
+            else None
+        )
 
     @property
     def limits_sends(self) -> bool:
@@ -183,34 +198,70 @@ class SendLimiter:
             found.append(("provider", self.provider, (stage, "provider", self.account)))
         return found
 
-    def acquire(self, sender: str, wanted: int) -> Grant:
+    def acquire(self, sender: str, wanted: int, shop: int | None = None) -> Grant:
         """Before a window's claim: the budget for up to `wanted` messages from `sender`,
-        never waiting. As many as every limit has left (at most `window_cap`), or none and
-        how long until a window may be tried again (the cool-down, or the budget's return)."""
-        return self._guarded(lambda: self._acquire(sender, wanted))
+        never waiting. As many as every limit has left (at most `window_cap`) and, with a
+        `shop`, its fair share lets it take; or none and how long until a window may be
+        tried again (the cool-down, the budget's return, or the share's recheck)."""
+        return self._guarded(lambda: self._acquire(sender, wanted, shop))
 
-    def precheck(self) -> Grant:
+    def precheck(self, shop: int | None = None) -> Grant:
         """Before a delivery reads anything: whether the account can send at all now (its
-        cool-down, its provider-wide budget), taking nothing. A batch that would only be
-        refused goes back on the queue without its database reads."""
-        return self._guarded(self._precheck)
+        cool-down, its provider-wide budget, the shop's share of it), taking nothing. A batch
+        that would only be refused goes back on the queue without its database reads. The
+        shop counts as asking from here: the budget freeing meanwhile is kept for its share."""
+        return self._guarded(lambda: self._precheck(shop))
 
-    def _precheck(self) -> Grant:
-        if cooling := self._cooling():
-            return cooling
-        limits = [
+    def withdraw(self, shop: int) -> None:
+        """The shop's delivery ended (not refused by a limit): it is owed no share until it
+        asks again, so what it was owed flows to the others at once."""
+        if self.share is None:
+            return
+        try:
+            self.share.withdraw(shop)
+        except redis.RedisError as error:  # it expires on its own (fair_share.ACTIVE_MS)
+            log.warning("fair share not withdrawn", extra={"error": type(error).__name__})
+
+    def _provider_stage_limits(self) -> list[Limit]:
+        return [
             limit
             for stage in ("admit", "send")
             for limit in self.limits_for("", stage)
             if limit[0] == "provider"
         ]
-        for _, item, ids in limits:
+
+    def _left(self, limits: list[Limit]) -> dict[str, int]:
+        """What each named limit has left now (the least over its stages)."""
+        left: dict[str, int] = {}
+        for name, item, ids in limits:
             _, used = self.storage.get_moving_window(
                 item.key_for(*ids), item.amount, item.get_expiry()
             )
-            if used >= item.amount:
-                return self.refusal(limits, 1)
+            left[name] = min(left.get(name, item.amount), item.amount - used)
+        return left
+
+    def _precheck(self, shop: int | None) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        limits = self._provider_stage_limits()
+        free = self._left(limits).get("provider")
+        if free is None:
+            return Grant(1)
+        if self.share is not None and shop is not None:
+            share = self.share.ask(shop, 1 if free > 0 else 0, free, take=False)
+            if not share.granted:
+                return self._share_refusal(limits, free, share.wait_ms)
+        elif free <= 0:
+            return self.refusal(limits, 1)
         return Grant(1)
+
+    def _share_refusal(self, limits: list[Limit], free: int, share_wait_ms: int) -> Grant:
+        """Refused for the share (the budget left is owed to other shops), or for the budget
+        itself: as long as the longer of the two says."""
+        if free > 0:
+            return Grant(0, max(1, share_wait_ms), "share")
+        budget = self.refusal(limits, 1)
+        return Grant(0, max(budget.wait_ms, share_wait_ms), budget.reason)
 
     def dispatch(self, sender: str, count: int) -> Grant:
         """Right before a claimed window's calls: `count` sends counted at the time they go
@@ -234,7 +285,7 @@ class SendLimiter:
         cooling = int(self.client.pttl(self.cool_down_key))
         return Grant(0, cooling, "cool_down") if cooling > 0 else None
 
-    def _acquire(self, sender: str, wanted: int) -> Grant:
+    def _acquire(self, sender: str, wanted: int, shop: int | None) -> Grant:
         if cooling := self._cooling():
             return cooling
         admit, send = self.limits_for(sender, "admit"), self.limits_for(sender, "send")
@@ -243,27 +294,33 @@ class SendLimiter:
         # Room in both counts: admitted only when the sends of a second ago have also left
         # the dispatch count, a window is not refused there for having claimed faster than
         # the one before it.
-        for _, item, ids in admit + send:
-            _, used = self.storage.get_moving_window(
-                item.key_for(*ids), item.amount, item.get_expiry()
-            )
-            count = min(count, item.amount - used)
-        if count <= 0:
-            return self.refusal(admit + send, 1)
-        return self._hit(admit, count)
+        left = self._left(admit + send)
+        count = min([count, *left.values()])
+        if self.share is None or shop is None or left.get("sender", 1) <= 0:
+            # (A sender held at its own limit asks no share: it could not use one.)
+            return self._hit(admit, count) if count > 0 else self.refusal(admit + send, 1)
+        share = self.share.ask(shop, max(0, count), left["provider"])
+        if not share.granted:
+            return self._share_refusal(admit + send, left["provider"], share.wait_ms)
+        grant = self._hit(admit, share.granted)
+        if not grant.count:
+            self.share.give_back(shop, share.member)
+        return grant
 
     def _dispatch(self, sender: str, count: int) -> Grant:
         if cooling := self._cooling():
             return cooling
-        return self._hit(self.limits_for(sender, "send"), count)
+        return self._hit(self.limits_for(sender, "send"), count, whole=True)
 
-    def _hit(self, limits: list[Limit], count: int) -> Grant:
+    def _hit(self, limits: list[Limit], count: int, whole: bool = False) -> Grant:
         for taken, (_, item, ids) in enumerate(limits):
             if not self.strategy.hit(item, *ids, cost=count):
                 # Another worker took the budget first. The sender's share taken just before
                 # is not given back (the library has no way to): it only makes this sender
-                # slower for a second, never faster than its limit.
-                return self.refusal(limits[taken:], count)
+                # slower for a second, never faster than its limit. A window admitted in part
+                # comes back as soon as one message fits (it takes what is left then); a
+                # dispatch, all or nothing, when all of its messages fit.
+                return self.refusal(limits[taken:], count if whole else 1)
         return Grant(count)
 
     def refusal(self, limits: list[Limit], count: int) -> Grant:

@@ -361,8 +361,8 @@ def test_a_refused_window_claims_nothing_and_gives_its_thread_back(batch, settin
 class RacedLimiter(SendLimiter):
     """Another worker's window of 10 goes out between this one's admission and its calls."""
 
-    def acquire(self, sender: str, wanted: int):
-        grant = super().acquire(sender, wanted)
+    def acquire(self, sender: str, wanted: int, shop: int | None = None):
+        grant = super().acquire(sender, wanted, shop)
         assert SendLimiter(self.client, self.account, "10/second").dispatch("Other", 10).count
         return grant
 
