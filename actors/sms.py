@@ -178,6 +178,7 @@ def send_test_sms(test_send_id: int) -> None:
             "test_send_id": test_send_id,
             "status": delivery.status,
             "delay_ms": delivery.delay_ms,
+            "limited": delivery.limited,
         },
     )
     if delivery.delay_ms is not None:

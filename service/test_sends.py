@@ -62,6 +62,7 @@ class Delivery:
 
     status: str
     delay_ms: int | None = None
+    limited: str | None = None  # why the limiter put it back (service/infra/ratelimit.py)
 
 
 def _contact(shop_id: int, phone: str) -> Contact | None:
@@ -205,15 +206,15 @@ def deliver(
     transaction). A row that is not `queued` (sent, failed, or claimed by a delivery that may
     have reached the provider) is left alone: never sent twice."""
     row = TestSend.get_or_none(TestSend.id == test_send_id)
-    if row is None or row.status != "queued":
-        return Delivery(row.status if row else "missing")
+    if row is None or row.status != "queued" or row.phone is None:
+        return Delivery(row.status if row else "missing")  # (an erased number is failed)
     if refusal(row.shop_id, row.phone, settings):
         _finish(row.id, "failed", "suppressed", audit.WORKER)
         return Delivery("failed")
     if limiter:
         grant = limiter.acquire(row.sender, 1, row.shop_id)
         if not grant.count:
-            return Delivery("queued", grant.wait_ms)
+            return Delivery("queued", grant.wait_ms, grant.reason)
     try:
         return _call(row, provider, limiter, settings)
     finally:
@@ -238,7 +239,7 @@ def _call(
         result = provider.send_one(row.sender, Sms(row.phone, row.text, f"test-{row.id}"), None)
     if result.limited_ms is not None:
         _unclaim(row.id)
-        return Delivery("queued", result.limited_ms)
+        return Delivery("queued", result.limited_ms, result.limited_by)
     if result.outcome is Outcome.ACCEPTED:
         _accepted(row, result.provider_id or "")
         return Delivery("sent")

@@ -38,18 +38,37 @@ ACTIVE_MS = 2000
 # moment (and withdraw), and the budget they leave should not sit idle for long.
 OVER_SHARE_RECHECK_MS = 50
 
-# KEYS[1]: the account's demand (a sorted set: shop -> its last ask, Redis ms).
-# ARGV: shop, wanted, free (what the account's limit has left now), amount, span_ms,
-#       usage key prefix, take (1: record the grant; 0: only decide).
-# Returns {granted, wait_ms, member}: member names the grant in the shop's usage log
-# (so a grant the account's limit then refuses can be taken back), "" when none.
+# KEYS[1]: the account's demand (a sorted set: shop -> its last ask, Redis ms); KEYS[2], KEYS[3]:
+# the account's admission and dispatch logs (the `limits` moving windows: timestamps, newest
+# first, at most `amount` of them). ARGV: shop, wanted, amount, span_ms, usage key prefix,
+# take (1: admit the grant; 0: only decide), active_ms.
+# Returns {granted, wait_ms, member, stamp}: `member` names the grant in the shop's usage log
+# and `stamp` its entries in the admission log (to take it back), "" when none. A refusal's
+# wait_ms is 0 when the budget, not the share, is what it waits for (the caller knows how long).
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local demand = KEYS[1]
-local shop, wanted, free = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local amount, span, prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local take, active_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
+local demand, admitted, dispatched = KEYS[1], KEYS[2], KEYS[3]
+local shop, wanted, amount = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local span, prefix = tonumber(ARGV[4]), ARGV[5]
+local take, active_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+
+-- Entries of a moving-window log still in the period (binary search: newest first).
+local function in_period(key)
+  local low, high, found = 0, amount - 1, -1
+  while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local value = tonumber(redis.call('LINDEX', key, mid))
+    if value and value >= now - span then
+      found = mid
+      low = mid + 1
+    else
+      high = mid - 1
+    end
+  end
+  return found + 1
+end
+local free = amount - math.max(in_period(admitted), in_period(dispatched))
 
 redis.call('ZADD', demand, now, shop)
 redis.call('ZREMRANGEBYSCORE', demand, '-inf', now - active_ms)
@@ -76,18 +95,16 @@ for _, s in ipairs(shops) do
     if u < share then owed_to_others = owed_to_others + share - u end
   end
 end
-local surplus = free - owed_to_others
 local owed = 0
 if mine < share then owed = share - mine end
-local granted = math.min(wanted, free, math.max(surplus, owed))
+local granted = math.min(wanted, free, math.max(free - owed_to_others, owed))
 if granted < 0 then granted = 0 end
 
 if granted == 0 then
-  -- Refused: a shop still owed its share waits only for the budget (the caller's wait);
-  -- one over it, until enough of its own sends leave the period to put it under its share,
-  -- or at most the recheck (another shop may withdraw sooner).
+  -- Over its share with budget left (owed to others): until enough of its own sends leave
+  -- the period to put it under its share (the caller caps it: another shop may withdraw).
   local wait = 0
-  if mine >= share then
+  if free > 0 and mine >= share then
     local excess = mine - share
     local entries = redis.call('ZRANGE', prefix .. shop, 0, -1, 'WITHSCORES')
     for i = 1, #entries, 2 do
@@ -98,51 +115,76 @@ if granted == 0 then
       end
     end
   end
-  return {0, wait, ''}
+  return {0, wait, '', ''}
 end
 if take == 0 then
-  return {granted, 0, ''}
+  return {granted, 0, '', ''}
 end
+-- Admitted: the same entries the `limits` moving window writes (its acquire script's).
+local stamp = tostring(now)
+local entries = {}
+for i = 1, granted do entries[i] = stamp end
+for i = 1, #entries, 5000 do
+  redis.call('LPUSH', admitted, unpack(entries, i, math.min(i + 4999, #entries)))
+end
+redis.call('LTRIM', admitted, 0, amount - 1)
+redis.call('PEXPIRE', admitted, span + 1000)
 local key = prefix .. shop
-local member = now .. ':' .. redis.call('INCR', demand .. ':seq') .. ':' .. granted
+local member = stamp .. ':' .. redis.call('INCR', demand .. ':seq') .. ':' .. granted
 redis.call('ZADD', key, now, member)
 redis.call('PEXPIRE', key, span)
 redis.call('PEXPIRE', demand .. ':seq', span)
-return {granted, 0, member}
+return {granted, 0, member, stamp}
 """
 
 
 @dataclass(frozen=True)
 class Share:
-    """What the fair share lets a shop take now: `granted` (0: nothing) else, when the shop is
-    over its share, how long until it may ask again (`wait_ms`; 0: as long as the budget
-    says). `member` names a recorded grant, for `give_back`."""
+    """What the fair share lets a shop take now: `granted` (0: nothing) else, when the rest
+    is owed to other shops, how long until it may ask again (`wait_ms`; 0: as long as the
+    budget says). `member` and `stamp` name an admitted grant, for `give_back`."""
 
     granted: int
     wait_ms: int = 0
     member: str = ""
+    stamp: str = ""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class FairShare:
-    """The shares of one provider account's budget between the shops asking for it."""
+    """The shares of one provider account's budget between the shops asking for it, admitted
+    atomically with the account's admission count (`admitted`, the `limits` moving-window log
+    the account's windows are admitted in) and checked against its dispatch count."""
 
-    def __init__(self, client: redis.Redis, account: str, amount: int, span_ms: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        account: str,
+        amount: int,
+        span_ms: int,
+        admitted_key: str,
+        dispatched_key: str,
+    ) -> None:
         self.client = client
         self.amount = amount
         self.span_ms = span_ms
-        self.demand_key = f"{KEY_PREFIX}:{account}:demand"
+        self.admitted_key = admitted_key
+        self.keys = [f"{KEY_PREFIX}:{account}:demand", admitted_key, dispatched_key]
         self.usage_prefix = f"{KEY_PREFIX}:{account}:usage:"
         self.script = client.register_script(_SCRIPT)
 
-    def ask(self, shop: int, wanted: int, free: int, take: bool = True) -> Share:
-        """A window of `shop` wants `wanted` messages and the account's limit has `free` left:
-        how many the shop may take (recorded in its usage when `take`). Marks the shop active."""
-        granted, wait_ms, member = self.script(
-            [self.demand_key],
+    def ask(self, shop: int, wanted: int, take: bool = True) -> Share:
+        """A window of `shop` wants `wanted` messages: how many it may take now, within the
+        account's budget and the shop's share, admitted in the account's count and the
+        shop's usage when `take`. Marks the shop active."""
+        granted, wait_ms, member, stamp = self.script(
+            self.keys,
             [
                 shop,
-                wanted,
-                max(0, free),
+                max(0, wanted),
                 self.amount,
                 self.span_ms,
                 self.usage_prefix,
@@ -151,17 +193,18 @@ class FairShare:
             ],
         )
         wait = min(int(wait_ms), OVER_SHARE_RECHECK_MS)
-        if not int(granted) and not wait and free > 0:
-            # Refused with budget left: the rest is owed to other shops.
-            wait = OVER_SHARE_RECHECK_MS
-        member = member.decode() if isinstance(member, bytes) else str(member)
-        return Share(int(granted), wait, member)
+        return Share(int(granted), wait, _text(member), _text(stamp))
 
-    def give_back(self, shop: int, member: str) -> None:
-        """Take back a recorded grant the account's limit refused after all."""
-        if member:
-            self.client.zrem(f"{self.usage_prefix}{shop}", member)
+    def give_back(self, shop: int, share: Share) -> None:
+        """Take back an admitted grant a narrower limit (the sender's) refused after all: its
+        entries in the account's count (identical timestamps, so any of them) and its usage."""
+        if not share.member:
+            return
+        pipe = self.client.pipeline()
+        pipe.lrem(self.admitted_key, share.granted, share.stamp)
+        pipe.zrem(f"{self.usage_prefix}{shop}", share.member)
+        pipe.execute()
 
     def withdraw(self, shop: int) -> None:
         """The shop's batch ended: it is owed nothing until it asks again."""
-        self.client.zrem(self.demand_key, shop)
+        self.client.zrem(self.keys[0], shop)

@@ -30,7 +30,7 @@ from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from service.infra.fair_share import FairShare
+from service.infra.fair_share import FairShare, Share
 
 log = logging.getLogger("astronote.sending")
 
@@ -154,17 +154,23 @@ class SendLimiter:
         self.sender = parse_rate(sender_rate) if sender_rate else None
         self.storage = RedisClockStorage(client, margin_ms=margin_ms)
         self.strategy = MovingWindowRateLimiter(self.storage)
-        # The shops' shares of the account's budget (service/infra/fair_share.py).
-        self.share = (
-            FairShare(
+        # The shops' shares of the account's budget (service/infra/fair_share.py), decided
+        # and admitted in the account's own admission count, atomically.
+        self.share: FairShare | None = None
+        if fair_share and self.provider is not None:
+            keys = [
+                self.storage.prefixed_key(self.provider.key_for(*ids))
+                for stage in ("admit", "send")
+                for name, _, ids in self.limits_for("", stage)
+                if name == "provider"
+            ]
+            self.share = FairShare(
                 client,
                 account,
                 self.provider.amount,
                 self.storage.span_ms(self.provider.get_expiry()),
+                *keys,
             )
-            if fair_share and self.provider is not None
-            else None
-        )
 
     @property
     def limits_sends(self) -> bool:
@@ -244,24 +250,20 @@ class SendLimiter:
         if cooling := self._cooling():
             return cooling
         limits = self._provider_stage_limits()
-        free = self._left(limits).get("provider")
-        if free is None:
-            return Grant(1)
         if self.share is not None and shop is not None:
-            share = self.share.ask(shop, 1 if free > 0 else 0, free, take=False)
-            if not share.granted:
-                return self._share_refusal(limits, free, share.wait_ms)
-        elif free <= 0:
+            return self._share_grant(self.share.ask(shop, 1, take=False), limits)
+        if self._left(limits).get("provider", 1) <= 0:
             return self.refusal(limits, 1)
         return Grant(1)
 
-    def _share_refusal(self, limits: list[Limit], free: int, share_wait_ms: int) -> Grant:
-        """Refused for the share (the budget left is owed to other shops), or for the budget
-        itself: as long as the longer of the two says."""
-        if free > 0:
-            return Grant(0, max(1, share_wait_ms), "share")
-        budget = self.refusal(limits, 1)
-        return Grant(0, max(budget.wait_ms, share_wait_ms), budget.reason)
+    def _share_grant(self, share: Share, limits: list[Limit]) -> Grant:
+        """The share's answer as a grant: refused for the share (the budget left is owed to
+        other shops: ask again soon), or for the budget (until it has room again)."""
+        if share.granted:
+            return Grant(share.granted)
+        if share.wait_ms:
+            return Grant(0, share.wait_ms, "share")
+        return self.refusal(limits, 1)
 
     def dispatch(self, sender: str, count: int) -> Grant:
         """Right before a claimed window's calls: `count` sends counted at the time they go
@@ -291,20 +293,30 @@ class SendLimiter:
         admit, send = self.limits_for(sender, "admit"), self.limits_for(sender, "send")
         cap = self.window_cap
         count = min(wanted, cap) if cap is not None else wanted
-        # Room in both counts: admitted only when the sends of a second ago have also left
-        # the dispatch count, a window is not refused there for having claimed faster than
-        # the one before it.
-        left = self._left(admit + send)
-        count = min([count, *left.values()])
-        if self.share is None or shop is None or left.get("sender", 1) <= 0:
-            # (A sender held at its own limit asks no share: it could not use one.)
+        if self.share is None or shop is None:
+            # Room in both counts: admitted only when the sends of a second ago have also
+            # left the dispatch count, a window is not refused there for having claimed
+            # faster than the one before it.
+            count = min([count, *self._left(admit + send).values()])
             return self._hit(admit, count) if count > 0 else self.refusal(admit + send, 1)
-        share = self.share.ask(shop, max(0, count), left["provider"])
-        if not share.granted:
-            return self._share_refusal(admit + send, left["provider"], share.wait_ms)
-        grant = self._hit(admit, share.granted)
-        if not grant.count:
-            self.share.give_back(shop, share.member)
+        # The sender's own limit (narrower) cuts what is asked of the account; the account's
+        # admission and the shop's share are then decided in one script.
+        by_sender = [limit for limit in admit + send if limit[0] == "sender"]
+        if by_sender:
+            count = min(count, self._left(by_sender)["sender"])
+            if count <= 0:
+                return self.refusal(by_sender, 1)
+        share = self.share.ask(shop, count)
+        grant = self._share_grant(
+            share, [limit for limit in admit + send if limit[0] == "provider"]
+        )
+        if grant.count and by_sender:
+            sender_grant = self._hit(
+                [limit for limit in admit if limit[0] == "sender"], grant.count
+            )
+            if not sender_grant.count:
+                self.share.give_back(shop, share)
+                return sender_grant
         return grant
 
     def _dispatch(self, sender: str, count: int) -> Grant:

@@ -4,7 +4,9 @@ windows; a shop alone gets the whole rate; a share nobody asks for flows to the 
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from service.infra import config
 from service.infra.fair_share import OVER_SHARE_RECHECK_MS
@@ -118,3 +120,23 @@ def test_the_share_never_lets_the_account_exceed_its_limit(redis_client, db):
     # Then the account never gave more than its 30, each shop its 10
     assert sum(granted) == 30
     assert [sum(granted[i::3]) for i in range(3)] == [10, 10, 10]
+
+
+def test_many_workers_asking_at_once_never_take_another_shops_share(redis_client, db):
+    # Given the small shop owed its share (it asked while nothing was free for it)
+    limits = limiter(redis_client)
+    assert limits.precheck(SMALL).count == 1
+
+    # When sixteen workers of the big shop ask for 10 each at the same moment
+    start = threading.Barrier(16)
+
+    def big_window() -> int:
+        start.wait()
+        return limiter(redis_client).acquire("S1", 10, BIG).count
+
+    with ThreadPoolExecutor(16) as pool:
+        taken = list(pool.map(lambda _: big_window(), range(16)))
+
+    # Then they took only the half not owed to the small shop, which still gets its half
+    assert sum(taken) == 20, taken
+    assert sum(take(limits, SMALL, 3)) == 20
