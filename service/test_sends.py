@@ -30,6 +30,7 @@ from peewee import fn
 
 from models import Contact, CreditTransaction, Shop, TestSend
 from models.database import db
+from models.expressions import milliseconds_ago
 from service import audit, composition, credits, links, messages, suppressions
 from service.audit import Actor
 from service.contacts import normalise_phone
@@ -332,3 +333,34 @@ def _finish(test_send_id: int, status: str, error: str, actor: Actor) -> None:
         )
         if done:
             audit.record(actor, _event(row, status, row.status, status, error))
+
+
+def repair(settings: Settings, actor: Actor) -> int:
+    """The clock's reconcile: a test send claimed longer ago than CLAIM_TIMEOUT_MS (its worker
+    died mid-call) fails as `unknown_outcome`, never resent and not charged, which frees its
+    credits; one queued longer than BATCH_STALE_AFTER_MS (its message lost with Redis) is
+    published again (harmless twice: only the delivery that claims it sends). Returns how many
+    it touched."""
+    timed_out = [
+        test_send_id
+        for (test_send_id,) in TestSend.select(TestSend.id)
+        .where(
+            (TestSend.status == "sending")
+            & (TestSend.claimed_at < milliseconds_ago(settings.claim_timeout_ms))
+        )
+        .tuples()
+    ]
+    for test_send_id in timed_out:
+        _finish(test_send_id, "failed", "unknown_outcome", actor)
+    stale = [
+        test_send_id
+        for (test_send_id,) in TestSend.select(TestSend.id)
+        .where(
+            (TestSend.status == "queued")
+            & (TestSend.created_at < milliseconds_ago(settings.batch_stale_after_ms))
+        )
+        .tuples()
+    ]
+    for test_send_id in stale:
+        dispatch.publish_test_send(test_send_id)
+    return len(timed_out) + len(stale)

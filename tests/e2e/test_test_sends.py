@@ -11,7 +11,6 @@ from datetime import datetime
 import requests
 
 from tests.conftest import DLR_WEBHOOK_SECRET
-from tests.e2e.invariants import assert_invariants
 from tests.e2e.stack import wait_for
 
 SENDER = "306999000002"
@@ -96,7 +95,9 @@ def test_a_test_send_overtakes_another_shops_backlog_and_is_charged_once(make_st
     assert stack.call("GET", "/credits", key).json()["available"] == 9
     assert stack.sim_messages(summary="1", reference=f"test-{test_id + 1}")["count"] == 0
 
-    # And the big campaign still sends everyone exactly once
-    assert stack.wait_finished(big_key, big, timeout=90)["status"] == "completed"
+    # And the big campaign still sends everyone exactly once (the simulator also holds the
+    # test send and the answer to STOP, so not assert_invariants' view of it)
+    progress = stack.wait_finished(big_key, big, timeout=90)
+    assert (progress["status"], progress["sent"]) == ("completed", 3000)
     assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
-    assert_invariants(db, stack, big_shop, big)
+    assert stack.sim_messages(summary="1")["count"] == 3000 + 1 + 1

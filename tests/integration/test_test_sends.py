@@ -191,3 +191,25 @@ def test_erasing_the_number_erases_its_test_sends_and_frees_a_queued_ones_credit
     assert (row.phone, row.text, row.status, row.error) == (None, None, "failed", "erased")
     assert test_sends.deliver(row.id, Provider(), None, settings).status == "failed"
     assert credits.summary(shop_id).reserved == 0
+
+
+def test_the_reconcile_fails_a_claim_its_worker_never_finished_and_frees_its_credits(
+    shop, settings, redis_client
+):
+    # Given a test send claimed by a worker that died before the provider answered
+    shop_id, campaign_id = shop
+    asked = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
+    db.execute_sql(
+        "UPDATE test_send SET status = 'sending', claimed_at = now() - interval '1 hour'"
+        " WHERE id = %s",
+        (asked["id"],),
+    )
+    assert credits.summary(shop_id).reserved == 1
+
+    # When the clock reconciles
+    assert test_sends.repair(settings, audit.Actor.clock("reconcile", 1)) == 1
+
+    # Then it failed as of unknown outcome, never resent, charging nothing
+    row = TestSend.get_by_id(asked["id"])
+    assert (row.status, row.error) == ("failed", "unknown_outcome")
+    assert credits.summary(shop_id) == credits.CreditSummary(10, 0, 10)
