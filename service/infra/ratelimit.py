@@ -16,6 +16,10 @@ busy process brought closer to the previous ones than the limit allows is not ma
 claims are given back (rare; the admission already spaced the windows). Nothing here waits: a
 refusal says how long until the budget allows a window again, and the batch goes back on the
 queue for that long, giving its worker thread to other work.
+
+A window asking with its shop is admitted by `service.infra.fair_share` instead of the
+library's acquire: the same entries in the same admission log, written by a script that also
+decides the shop's fair share of the account while several shops ask (PROVIDER_FAIR_SHARE).
 """
 
 from __future__ import annotations
