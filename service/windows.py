@@ -183,6 +183,8 @@ class BatchSender:
         pending = sending.pending_recipients(campaign_id, recipient_ids)
         if not pending:
             self.finish_duplicate(campaign_id, key)
+            if self.limiter:
+                self.limiter.withdraw(shop_id)  # its precheck asked for nothing it will send
             return BatchReport()
         context = messages.load_context(shop_id, campaign_id, self.settings)
         if context is None:
