@@ -1,4 +1,4 @@
-"""The worker's entry point: `dramatiq actors --queues sms-send delivery-status-update`.
+"""The worker's entry point: `dramatiq actors --queues sms-send sms-priority ...`.
 
 Importing this package boots the process (settings, JSON logs, database, broker) and
 declares every actor. Actors are adapters: they take ids, and the work is in `service`.

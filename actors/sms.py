@@ -1,4 +1,4 @@
-"""`sendBulkSMS` and `persistSmsResults` on queue `sms-send`."""
+"""`sendBulkSMS` and `persistSmsResults` on queue `sms-send`; `sendTestSMS` on `sms-priority`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import dramatiq
 import redis
 
 from actors import settings, stopping
-from service import admission
+from service import admission, test_sends
 from service.enqueue import batch_key
 from service.infra import clock, dispatch, metrics
 from service.infra.call_slots import CallSlots
@@ -56,6 +56,7 @@ def _batch_sender() -> BatchSender:
         settings.provider_rate_limit,
         settings.sender_rate_limit,
         settings.provider_rate_margin_ms,
+        settings.provider_fair_share,
     )
     calls = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="provider")
     return BatchSender(
@@ -156,6 +157,34 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
         # honouring Retry-After when the provider gave one (else Dramatiq's backoff).
         delay = int(report.retry_after_s * 1000) if report.retry_after_s is not None else None
         raise dramatiq.Retry(f"{report.not_sent} messages not sent", delay=delay)
+
+
+@dramatiq.actor(
+    actor_name="sendTestSMS",
+    queue_name=dispatch.PRIORITY_QUEUE,
+    max_retries=settings.send_max_retries,
+    min_backoff=500,
+    max_backoff=10_000,
+    time_limit=settings.send_time_limit_ms,
+    # Taken before any bulk batch this process has prefetched (lower runs first).
+    priority=-1,
+)
+def send_test_sms(test_send_id: int) -> None:
+    sender = batch_sender()
+    delivery = test_sends.deliver(test_send_id, sender.provider, sender.limiter, settings)
+    log.info(
+        "test send delivered",
+        extra={
+            "test_send_id": test_send_id,
+            "status": delivery.status,
+            "delay_ms": delivery.delay_ms,
+            "limited": delivery.limited,
+        },
+    )
+    if delivery.delay_ms is not None:
+        # Refused by the rate limit, cooling down or surely not sent: back on its queue for
+        # as long as that says; this thread goes to other work and no retry is spent.
+        dispatch.publish_test_send(test_send_id, delay_ms=delivery.delay_ms)
 
 
 @dramatiq.actor(

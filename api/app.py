@@ -173,6 +173,8 @@ def create_app(
         f"{CAMPAIGN}/progress": campaigns.ProgressResource(),
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
         f"{CAMPAIGN}/events": campaigns.EventsResource(),
+        f"{CAMPAIGN}/test": campaigns.TestSendsResource(settings),
+        f"{CAMPAIGN}/test/{{test_send_id:{_ID}}}": campaigns.TestSendResource(),
         "/admin/audit": admin.AuditResource(),
         "/webhooks/mitto/dlr": webhooks.DeliveryReportResource(
             ingest or ReportIngest(settings, limiter_client)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator, FormatChecker
 
+from service.audit import SUBJECTS
 from service.campaigns import MAX_CONTACT_IDS
 from service.contacts import MAX_IMPORT
 from service.delivery import DELIVERY_STATUSES
@@ -182,6 +183,18 @@ CAMPAIGN_SCHEDULE = _object(
         "scheduled_at": {"type": "string", "format": "date-time"},
     },
     ("scheduled_at",),
+)
+
+TEST_SEND_CREATE = _object(
+    {
+        "phone": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 40,
+            "description": "E.164 (`+` and the country code)",
+        }
+    },
+    ("phone",),
 )
 
 DELIVERY_REPORT = {
@@ -544,7 +557,7 @@ AUDIT_EVENT = answer(
                 },
             }
         ),
-        "subject": {"enum": ["campaign", "credits", "reservation", "api_key", "suppression"]},
+        "subject": {"enum": list(SUBJECTS)},
         "subject_id": _ID_OR_NULL,
         "action": {"type": "string"},
         "from_status": _TEXT_OR_NULL,
@@ -646,6 +659,20 @@ ENQUEUED = answer(
         "recipients": _COUNT,
         "reserved_credits": _COUNT,
         "batches": _COUNT,
+    }
+)
+
+TEST_SEND = answer(
+    {
+        "id": _ID,
+        "campaign_id": _ID,
+        "phone": {"type": ["string", "null"], "description": "E.164; null once erased"},
+        "text": {**_TEXT_OR_NULL, "description": "what is sent; null once erased"},
+        "segments": {"type": "integer", "minimum": 1, "description": "its cost in credits"},
+        "status": {"enum": ["queued", "sending", "sent", "failed"]},
+        "error": _TEXT_OR_NULL,
+        "created_at": _TIME,
+        "finished_at": _TIME_OR_NULL,
     }
 )
 

@@ -1,10 +1,17 @@
 """Fair admission benchmark on real processes (not a test): while shop A's big bulk campaign
 sends, shop B launches 500-recipient campaigns one after another; how long until B's first
-message reaches the provider, and until B's campaign completes, and what A's rate is. Run
-twice side by side in one invocation: with fair admission (SHOP_BATCHES_IN_FLIGHT, default
-32) and without it (a bound no campaign reaches: every batch published at enqueue, as before).
+message reaches the provider, and until B's campaign completes, and what A's rate is; after
+each of B's campaigns, B's test send of it to one number (the priority lane): how long until
+the provider has it. Each mode runs on a fresh database and stack, side by side in one
+invocation (`--modes`, comma-separated):
 
-    .venv/bin/python bench/fairness.py [--big 100000] [--tries 10] [--rate-limit 0]
+- `uncapped`: no provider rate limit (fair admission: SHOP_BATCHES_IN_FLIGHT, default 32);
+- `capped`: PROVIDER_RATE_LIMIT=--rate-limit, with each shop's fair share of it;
+- `capped-fcfs`: the same with PROVIDER_FAIR_SHARE=false (first come, first served);
+- `capped-alone`: A alone under the cap (A's rate without B: what A loses is against this);
+- `unbounded`: no provider cap and no admission bound (every batch published at enqueue).
+
+    .venv/bin/python bench/fairness.py [--big 100000] [--tries 10] [--rate-limit 2000]
 
 Uses BENCH_DATABASE_URL / BENCH_REDIS_URL like bench/pipeline.py (its database is reset).
 """
@@ -73,11 +80,51 @@ def finished(stack: Stack, key: str, campaign_id: int) -> bool:
     return stack.progress(key, campaign_id)["status"] in ("completed", "failed")
 
 
-def run(args: argparse.Namespace, in_flight: int) -> dict:
+def percentiles(values: list[float]) -> dict:
+    """p50, p99 (nearest rank: with 10 tries, the largest) and max."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[max(0, min(len(ordered) - 1, round(p * len(ordered) + 0.5) - 1))]
+
+    return {"p50": rank(0.5), "p99": rank(0.99), "max": ordered[-1], "all": ordered}
+
+
+def test_send(stack: Stack, key: str, campaign_id: int, phone: str) -> float:
+    """Seconds from B's test send request to the provider's acceptance of it."""
+    began = time.time()
+    answer = stack.call("POST", f"/campaigns/{campaign_id}/test", key, json={"phone": phone})
+    assert answer.status_code == 202, answer.text
+    reference = f"test-{answer.json()['id']}"
+    seen = wait_for(
+        lambda: (lambda m: m if m["count"] else None)(stack.sim_messages(reference=reference)),
+        120,
+        "the test send",
+        interval=0.02,
+    )
+    return seconds_since(began, seen["messages"][0]["received_at"]) or 0.0
+
+
+MODES = {
+    # name: (provider rate limit, fair share, admission bound, B tries)
+    "uncapped": (False, True, None, True),
+    "capped": (True, True, None, True),
+    "capped-fcfs": (True, False, None, True),
+    "capped-alone": (True, True, None, False),
+    "unbounded": (False, True, 1_000_000_000, True),
+}
+
+
+def run(args: argparse.Namespace, mode: str) -> dict:
+    capped, fair, bound, with_b = MODES[mode]
+    in_flight = bound or args.in_flight
     reset_database()
     stack = make_stack(args.concurrency, args.processes, args.threads)
     stack.env["SHOP_BATCHES_IN_FLIGHT"] = str(in_flight)
-    if args.rate_limit:
+    stack.env["PROVIDER_FAIR_SHARE"] = "true" if fair else "false"
+    if capped:
         stack.env["PROVIDER_RATE_LIMIT"] = str(args.rate_limit)
     try:
         stack.start_sim("--no-dlr")
@@ -92,7 +139,7 @@ def run(args: argparse.Namespace, in_flight: int) -> dict:
         big_id, big_began = launch(stack, big_key, "Spring sale: 20% off everything today")
         time.sleep(2)  # A's batches are in the queue when B arrives
         tries = []
-        for attempt in range(args.tries):
+        for attempt in range(args.tries if with_b else 0):
             if finished(stack, big_key, big_id):
                 break
             before = stack.sim_messages(summary="1", **{"from": "ShopB"})["count"]
@@ -106,12 +153,15 @@ def run(args: argparse.Namespace, in_flight: int) -> dict:
                 interval=0.05,
             )["messages"]
             first_call_s = seconds_since(began, messages[before]["received_at"])
-            wait_for(lambda c=small_id: finished(stack, small_key, c), 900, "B", interval=0.1)
+            wait_for(lambda c=small_id: finished(stack, small_key, c), 900, "B", interval=0.05)
+            complete_s = round(time.time() - began, 2)
+            a_sending = not finished(stack, big_key, big_id)
             tries.append(
                 {
                     "first_call_s": first_call_s,
-                    "complete_s": round(time.time() - began, 2),
-                    "a_still_sending": not finished(stack, big_key, big_id),
+                    "complete_s": complete_s,
+                    "test_send_s": test_send(stack, small_key, small_id, f"+3069{50_000_000:08d}"),
+                    "a_still_sending": a_sending,
                 }
             )
         wait_for(lambda: finished(stack, big_key, big_id), 3600, "A", interval=0.5)
@@ -121,15 +171,22 @@ def run(args: argparse.Namespace, in_flight: int) -> dict:
             - big_began
         )
         # A's own rate while B's tries ran: the time B's messages took is not A's loss.
+        during = [t for t in tries if t["a_still_sending"]]
         return {
+            "mode": mode,
+            "provider_rate_limit": args.rate_limit if capped else None,
+            "fair_share": fair,
             "shop_batches_in_flight": in_flight,
             "a_recipients": args.big,
             "a_seconds": round(a_seconds, 1),
             "a_rate_per_s": round(args.big / a_seconds),
             "b_tries": len(tries),
-            "b_first_call_s": sorted(t["first_call_s"] for t in tries),
-            "b_complete_s": sorted(t["complete_s"] for t in tries),
-            "b_tries_during_a": sum(t["a_still_sending"] for t in tries),
+            "b_tries_during_a": len(during),
+            # Only tries that ended while A was still sending count: the others had the
+            # provider to themselves.
+            "b_first_call_s": percentiles([t["first_call_s"] for t in during]),
+            "b_complete_s": percentiles([t["complete_s"] for t in during]),
+            "test_send_s": percentiles([t["test_send_s"] for t in during]),
         }
     finally:
         stack.close()
@@ -139,17 +196,23 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--tries", type=int, default=10)
-    parser.add_argument("--rate-limit", type=int, default=0)
+    parser.add_argument("--rate-limit", type=int, default=2000)
+    parser.add_argument("--modes", default="uncapped,capped,capped-fcfs,capped-alone")
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes {unknown}; known: {sorted(MODES)}")
     results = {
         "machine": f"{os.cpu_count()} cores",
+        "load_average_before": os.getloadavg(),
         "args": vars(args),
-        "fair": run(args, args.in_flight),
-        "unbounded": run(args, 1_000_000_000),
+        "runs": [run(args, mode) for mode in modes],
+        "load_average_after": os.getloadavg(),
     }
     print(json.dumps(results, indent=2))
     return 0

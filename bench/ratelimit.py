@@ -49,6 +49,10 @@ def reset() -> None:
     common.reset(DB_URL, REDIS_URL)
 
 
+# PROVIDER_FAIR_SHARE of every stack (`--fair-share`).
+FAIR_SHARE = ["true"]
+
+
 def start(label: str, **env: str) -> Stack:
     stack = Stack(
         {
@@ -60,6 +64,7 @@ def start(label: str, **env: str) -> Stack:
             "SECRET_KEY": SECRET_KEY,
             "MITTO_API_KEY": "bench-key",
             "API_RATE_LIMIT": "5000/second",
+            "PROVIDER_FAIR_SHARE": FAIR_SHARE[0],
             **env,
         },
         f"bench-ratelimit-{label}",
@@ -193,7 +198,10 @@ def main() -> None:
     parser.add_argument("--sender-rate", type=int, default=50)
     parser.add_argument("--b-size", type=int, default=500)
     parser.add_argument("--skip-rate", action="store_true")
+    parser.add_argument("--skip-senders", action="store_true")
+    parser.add_argument("--fair-share", choices=("true", "false"), default="true")
     args = parser.parse_args()
+    FAIR_SHARE[0] = args.fair_share
     reset()
 
     if not args.skip_rate:
@@ -207,6 +215,8 @@ def main() -> None:
             f"{r['clock_seconds_max']}; 429s: {r['throttled']}"
         )
 
+    if args.skip_senders:
+        return
     s = sender_phase(args.rate, args.sender_rate, args.seconds, args.b_size)
     print(
         f"PROVIDER_RATE_LIMIT={args.rate}, SENDER_RATE_LIMIT={args.sender_rate}: "

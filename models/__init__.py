@@ -268,6 +268,27 @@ class AuditEvent(Base):
     reason = pw.TextField()
 
 
+class TestSend(Base):
+    """One message of a campaign's text to one number (`service.test_sends`)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    shop = pw.ForeignKeyField(Shop)
+    campaign = pw.ForeignKeyField(Campaign)
+    contact_id = pw.BigIntegerField(null=True)
+    phone = pw.TextField(null=True)  # None once erased
+    sender = pw.TextField()
+    text = pw.TextField(null=True)  # None once erased
+    segments = pw.IntegerField()
+    status = pw.TextField(default="queued")
+    error = pw.TextField(null=True)
+    provider_id = pw.TextField(null=True)
+    attempts = pw.IntegerField(default=0)
+    created_at = DateTimeTZField()
+    claimed_at = DateTimeTZField(null=True)
+    finished_at = DateTimeTZField(null=True)
+
+
 ALL = (
     Shop,
     ApiKey,
@@ -288,4 +309,5 @@ ALL = (
     InboundReply,
     DataExport,
     AuditEvent,
+    TestSend,
 )

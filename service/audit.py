@@ -24,7 +24,7 @@ from typing import Any
 from models import AuditEvent
 
 KINDS = ("key", "admin", "webhook", "page", "clock", "worker")
-SUBJECTS = ("campaign", "credits", "reservation", "api_key", "suppression")
+SUBJECTS = ("campaign", "credits", "reservation", "api_key", "suppression", "test_send")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from peewee import EXCLUDED, ColumnBase, fn
 
-from models import CreditReservation, CreditTransaction, Shop
+from models import CreditReservation, CreditTransaction, Shop, TestSend
 from models.database import db, execute_many
 from service import audit
 from service.audit import Actor
@@ -58,14 +58,22 @@ def outstanding() -> ColumnBase:
     )
 
 
+# A test send holds its cost while in these states (`service.test_sends`).
+TEST_SENDS_HOLDING = ("queued", "sending")
+
+
 def reserved_total(shop_id: int, excluding_campaign: int | None = None) -> int:
-    """Credits the shop's reservations still hold (active and held ones)."""
+    """Credits the shop's reservations still hold (active and held ones), and its test sends
+    not finished yet."""
     query = CreditReservation.select(fn.COALESCE(fn.SUM(outstanding()), 0)).where(
         (CreditReservation.shop == shop_id) & (CreditReservation.status != "released")
     )
     if excluding_campaign is not None:
         query = query.where(CreditReservation.campaign != excluding_campaign)
-    return int(query.scalar())
+    tests = TestSend.select(fn.COALESCE(fn.SUM(TestSend.segments), 0)).where(
+        (TestSend.shop == shop_id) & TestSend.status.in_(TEST_SENDS_HOLDING)
+    )
+    return int(query.scalar()) + int(tests.scalar())
 
 
 def summary(shop_id: int) -> CreditSummary:

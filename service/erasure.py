@@ -30,6 +30,7 @@ from models import (
     DeliveryReport,
     InboundMessage,
     MessageLog,
+    TestSend,
 )
 from models.database import db
 from service import consent, contacts, suppressions
@@ -70,6 +71,7 @@ def erase_number(shop_id: int, phone: str, secret: str, actor: Actor) -> Erased:
             .where((InboundMessage.shop == shop_id) & (InboundMessage.phone == phone))
             .execute()
         )
+        _erase_test_sends(shop_id, TestSend.phone == phone)
         suppressions.hash_numbers(shop_id, [phone], secret, actor)
         (
             DataExport.delete()
@@ -103,9 +105,27 @@ def erase_shop(shop_id: int, secret: str, actor: Actor) -> Erased:
             .where((InboundMessage.shop == shop_id) & InboundMessage.phone.is_null(False))
             .execute()
         )
+        _erase_test_sends(shop_id, TestSend.phone.is_null(False))
         suppressions.hash_shop_numbers(shop_id, secret, actor)
         (DataExport.delete().where(DataExport.shop == shop_id).execute())
     return Erased(len(contact_ids), *erased, inbound)
+
+
+def _erase_test_sends(shop_id: int, which: Any) -> int:
+    """The number and text of the shop's test sends matching `which`; one still queued will
+    not be sent (failed, `erased`, its credits no longer held)."""
+    queued = TestSend.status == "queued"
+    return (
+        TestSend.update(
+            phone=None,
+            text=None,
+            status=Case(None, [(queued, "failed")], TestSend.status),
+            error=Case(None, [(queued, "erased")], TestSend.error),
+            finished_at=Case(None, [(queued, fn.now())], TestSend.finished_at),
+        )
+        .where((TestSend.shop == shop_id) & which)
+        .execute()
+    )
 
 
 def _erase_contacts(shop_id: int, which: Any) -> list[int]:

@@ -15,7 +15,7 @@ from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
 from models.expressions import milliseconds_ago
-from service import admission, delivery, evidence, reservations
+from service import admission, delivery, evidence, reservations, test_sends
 from service.audit import Actor
 from service.infra import clock, dispatch
 from service.infra.config import Settings
@@ -32,6 +32,7 @@ class ReconcileReport:
     unknown_outcomes: int = 0
     finalized: dict[int, str] = field(default_factory=dict)
     released_reservations: int = 0
+    test_sends: int = 0  # test sends failed as unknown outcome, or published again
     errors: dict[str, str] = field(default_factory=dict)  # repair -> what went wrong
 
 
@@ -196,6 +197,7 @@ def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> 
             },
         ),
         ("released_reservations", lambda: release_finished_reservations(settings, actor)),
+        ("test_sends", lambda: test_sends.repair(settings, actor)),
     )
     for name, repair in steps:
         try:

@@ -177,12 +177,14 @@ class BatchSender:
         after some progress: `republished`)."""
         began = self.clock()
         if self.limiter:
-            now = self.limiter.precheck()
+            now = self.limiter.precheck(shop_id)
             if not now.count:
                 return self.defer_unread(campaign_id, shop_id, recipient_ids, key, now)
         pending = sending.pending_recipients(campaign_id, recipient_ids)
         if not pending:
             self.finish_duplicate(campaign_id, key)
+            if self.limiter:
+                self.limiter.withdraw(shop_id)  # its precheck asked for nothing it will send
             return BatchReport()
         context = messages.load_context(shop_id, campaign_id, self.settings)
         if context is None:
@@ -201,6 +203,9 @@ class BatchSender:
         with self.slots.lease() as lease:
             self.send_windows(run, pending, lease)
         self.conclude(run, recipient_ids)
+        if self.limiter and not run.report.limited:
+            # Not waiting for the account's budget: owed no share until the shop asks again.
+            self.limiter.withdraw(shop_id)
         return run.report
 
     def send_windows(self, run: BatchRun, pending: list[Pending], lease: Lease) -> None:
@@ -221,7 +226,7 @@ class BatchSender:
                 if not window:
                     continue  # all wait for quiet hours or were skipped; slots given back
                 if self.limiter:
-                    grant = self.limiter.acquire(run.context.sender, len(window))
+                    grant = self.limiter.acquire(run.context.sender, len(window), run.shop_id)
                     if not grant.count:
                         # Nothing claimed: the rest waits on the queue, not in this thread.
                         run.stopped, run.delay_ms = "deferred", grant.wait_ms

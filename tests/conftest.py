@@ -44,6 +44,7 @@ TABLES = (
     "credit_reservation",
     "delivery_report",
     "campaign_recipient",
+    "test_send",
     "send_batch",
     "short_link",
     "campaign",

@@ -9,8 +9,8 @@ import falcon
 from api import schemas
 from api.access import Access
 from api.body import choice_param, page, page_after, page_limit, read_json
-from api.docs import AFTER, LIMIT, Answer, Operation, Param, id_links
-from service import audit, campaigns
+from api.docs import AFTER, LIMIT, Answer, Link, Operation, Param, id_links, operation_id
+from service import audit, campaigns, test_sends
 from service.audit import Actor
 from service.enqueue import enqueue
 from service.infra.config import Settings
@@ -32,6 +32,7 @@ CAMPAIGN_LINKS = id_links(
     ("GET", f"{CAMPAIGN_PATH}/progress"),
     ("GET", f"{CAMPAIGN_PATH}/recipients"),
     ("GET", f"{CAMPAIGN_PATH}/events"),
+    ("POST", f"{CAMPAIGN_PATH}/test"),
 )
 CAMPAIGN_ANSWER = Answer("The campaign", schemas.CAMPAIGN, links=CAMPAIGN_LINKS)
 
@@ -254,3 +255,66 @@ class EventsResource:
         limit = page_limit(req)
         campaigns.get(req.context.shop_id, campaign_id)  # 404 unless it is the shop's
         resp.media = page(audit.campaign_events(campaign_id, limit, page_after(req)), limit)
+
+
+TEST_SEND_PATH = f"{CAMPAIGN_PATH}/test/{{test_send_id}}"
+TEST_SEND_ANSWER = Answer("The test send", schemas.TEST_SEND)
+
+
+class TestSendsResource:
+    """`POST /campaigns/{id}/test`: one message of the campaign's text to one number, sent
+    from the priority queue (service/test_sends.py)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+    auth = Access.SHOP
+    docs = {
+        "POST": Operation(
+            "Send the campaign's text to one number now (a test send)",
+            {
+                202: Answer(
+                    "Queued on the priority queue, its cost held from the available credits",
+                    schemas.TEST_SEND,
+                    links={
+                        operation_id("GET", TEST_SEND_PATH): Link(
+                            "GET",
+                            TEST_SEND_PATH,
+                            {
+                                "campaign_id": "$response.body#/campaign_id",
+                                "test_send_id": "$response.body#/id",
+                            },
+                        )
+                    },
+                )
+            },
+            body=schemas.TEST_SEND_CREATE,
+            errors=(402, 422),
+            description="The first name comes from the number's contact (blank without one)."
+            " 422 `phone`: not a valid number, or SPEC 11 forbids messaging it (suppressed,"
+            " opted out, or no consent where the shop requires it); 402: the available credits"
+            " do not cover its cost. Any status of the campaign; quiet hours do not apply."
+            " Charged once, when the provider accepts it. 503: the broker is down (nothing"
+            " is held).",
+        )
+    }
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
+        body = read_json(req, schemas.TEST_SEND_CREATE)
+        campaigns.get(req.context.shop_id, campaign_id)  # 404 unless it is the shop's
+        resp.status = falcon.HTTP_202
+        resp.media = test_sends.request(
+            req.context.shop_id, campaign_id, body["phone"], self.settings, key_actor(req)
+        )
+
+
+class TestSendResource:
+    __test__ = False
+    auth = Access.SHOP
+    docs = {"GET": Operation("Read a test send: its status and text", {200: TEST_SEND_ANSWER})}
+
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, campaign_id: int, test_send_id: int
+    ) -> None:
+        resp.media = test_sends.get(req.context.shop_id, campaign_id, test_send_id)

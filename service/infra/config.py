@@ -46,6 +46,7 @@ class Settings:
     provider_rate_limit: str | None
     sender_rate_limit: str | None
     provider_rate_margin_ms: int
+    provider_fair_share: bool
     provider_connect_timeout_ms: int
     provider_read_timeout_ms: int
     claim_timeout_ms: int
@@ -357,6 +358,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # A send counts against those limits this much longer than their period: the time
         # calls take to reach the provider varies, and the provider counts when they arrive.
         "provider_rate_margin_ms": _int("PROVIDER_RATE_MARGIN_MS", 15, 0, 1000)(env),
+        # While several shops ask for a capped account at once, each gets an equal share of
+        # its rate (service/infra/fair_share.py); false: first come, first served.
+        "provider_fair_share": _bool("PROVIDER_FAIR_SHARE", True)(env),
         "provider_connect_timeout_ms": _int("PROVIDER_CONNECT_TIMEOUT_MS", 3000, 100)(env),
         "provider_read_timeout_ms": _int("PROVIDER_READ_TIMEOUT_MS", 15000, 100)(env),
         "claim_timeout_ms": _int("CLAIM_TIMEOUT_MS", 300000, 1000)(env),

@@ -18,7 +18,10 @@ from service.errors import BrokerUnavailable
 
 SEND_QUEUE = "sms-send"
 STATUS_QUEUE = "delivery-status-update"
-QUEUES = (SEND_QUEUE, STATUS_QUEUE)
+# Single messages a merchant waits for (test sends): a queue of their own, which no shop's
+# bulk backlog is in front of, consumed by every worker alongside the send queue.
+PRIORITY_QUEUE = "sms-priority"
+QUEUES = (SEND_QUEUE, PRIORITY_QUEUE, STATUS_QUEUE)
 # What a failed publish raises: the Redis broker's own errors, or BrokerUnavailable (a 503,
 # like a lost Redis) for RabbitMQ, after Dramatiq's retries on new connections.
 PUBLISH_ERRORS = (redis.RedisError, BrokerUnavailable)
@@ -51,6 +54,10 @@ def publish_batch(
     campaign_id: int, shop_id: int, recipient_ids: list[int], delay_ms: int | None = None
 ) -> None:
     publish(SEND_QUEUE, "sendBulkSMS", campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
+
+
+def publish_test_send(test_send_id: int, delay_ms: int | None = None) -> None:
+    publish(PRIORITY_QUEUE, "sendTestSMS", test_send_id, delay_ms=delay_ms)
 
 
 def publish_persist(payload: dict[str, Any]) -> None:

@@ -16,6 +16,10 @@ busy process brought closer to the previous ones than the limit allows is not ma
 claims are given back (rare; the admission already spaced the windows). Nothing here waits: a
 refusal says how long until the budget allows a window again, and the batch goes back on the
 queue for that long, giving its worker thread to other work.
+
+A window asking with its shop is admitted by `service.infra.fair_share` instead of the
+library's acquire: the same entries in the same admission log, written by a script that also
+decides the shop's fair share of the account while several shops ask (PROVIDER_FAIR_SHARE).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import redis
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+
+from service.infra.fair_share import FairShare, Share
 
 log = logging.getLogger("astronote.sending")
 
@@ -129,7 +135,8 @@ class Grant:
 
     count: int
     wait_ms: int = 0
-    reason: str | None = None  # "cool_down", "provider", "sender", "redis_down"
+    # "cool_down", "provider", "sender", "share" (the rest is owed to other shops), "redis_down"
+    reason: str | None = None
 
 
 class SendLimiter:
@@ -143,6 +150,7 @@ class SendLimiter:
         provider_rate: str | None = None,
         sender_rate: str | None = None,
         margin_ms: int = 0,
+        fair_share: bool = True,
     ) -> None:
         self.client = client
         self.account = account
@@ -150,6 +158,23 @@ class SendLimiter:
         self.sender = parse_rate(sender_rate) if sender_rate else None
         self.storage = RedisClockStorage(client, margin_ms=margin_ms)
         self.strategy = MovingWindowRateLimiter(self.storage)
+        # The shops' shares of the account's budget (service/infra/fair_share.py), decided
+        # and admitted in the account's own admission count, atomically.
+        self.share: FairShare | None = None
+        if fair_share and self.provider is not None:
+            keys = [
+                self.storage.prefixed_key(self.provider.key_for(*ids))
+                for stage in ("admit", "send")
+                for name, _, ids in self.limits_for("", stage)
+                if name == "provider"
+            ]
+            self.share = FairShare(
+                client,
+                account,
+                self.provider.amount,
+                self.storage.span_ms(self.provider.get_expiry()),
+                *keys,
+            )
 
     @property
     def limits_sends(self) -> bool:
@@ -183,34 +208,66 @@ class SendLimiter:
             found.append(("provider", self.provider, (stage, "provider", self.account)))
         return found
 
-    def acquire(self, sender: str, wanted: int) -> Grant:
+    def acquire(self, sender: str, wanted: int, shop: int | None = None) -> Grant:
         """Before a window's claim: the budget for up to `wanted` messages from `sender`,
-        never waiting. As many as every limit has left (at most `window_cap`), or none and
-        how long until a window may be tried again (the cool-down, or the budget's return)."""
-        return self._guarded(lambda: self._acquire(sender, wanted))
+        never waiting. As many as every limit has left (at most `window_cap`) and, with a
+        `shop`, its fair share lets it take; or none and how long until a window may be
+        tried again (the cool-down, the budget's return, or the share's recheck)."""
+        return self._guarded(lambda: self._acquire(sender, wanted, shop))
 
-    def precheck(self) -> Grant:
+    def precheck(self, shop: int | None = None) -> Grant:
         """Before a delivery reads anything: whether the account can send at all now (its
-        cool-down, its provider-wide budget), taking nothing. A batch that would only be
-        refused goes back on the queue without its database reads."""
-        return self._guarded(self._precheck)
+        cool-down, its provider-wide budget, the shop's share of it), taking nothing. A batch
+        that would only be refused goes back on the queue without its database reads. The
+        shop counts as asking from here: the budget freeing meanwhile is kept for its share."""
+        return self._guarded(lambda: self._precheck(shop))
 
-    def _precheck(self) -> Grant:
-        if cooling := self._cooling():
-            return cooling
-        limits = [
+    def withdraw(self, shop: int) -> None:
+        """The shop's delivery ended (not refused by a limit): it is owed no share until it
+        asks again, so what it was owed flows to the others at once."""
+        if self.share is None:
+            return
+        try:
+            self.share.withdraw(shop)
+        except redis.RedisError as error:  # it expires on its own (fair_share.ACTIVE_MS)
+            log.warning("fair share not withdrawn", extra={"error": type(error).__name__})
+
+    def _provider_stage_limits(self) -> list[Limit]:
+        return [
             limit
             for stage in ("admit", "send")
             for limit in self.limits_for("", stage)
             if limit[0] == "provider"
         ]
-        for _, item, ids in limits:
+
+    def _left(self, limits: list[Limit]) -> dict[str, int]:
+        """What each named limit has left now (the least over its stages)."""
+        left: dict[str, int] = {}
+        for name, item, ids in limits:
             _, used = self.storage.get_moving_window(
                 item.key_for(*ids), item.amount, item.get_expiry()
             )
-            if used >= item.amount:
-                return self.refusal(limits, 1)
+            left[name] = min(left.get(name, item.amount), item.amount - used)
+        return left
+
+    def _precheck(self, shop: int | None) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        limits = self._provider_stage_limits()
+        if self.share is not None and shop is not None:
+            return self._share_grant(self.share.ask(shop, 1, take=False), limits)
+        if self._left(limits).get("provider", 1) <= 0:
+            return self.refusal(limits, 1)
         return Grant(1)
+
+    def _share_grant(self, share: Share, limits: list[Limit]) -> Grant:
+        """The share's answer as a grant: refused for the share (the budget left is owed to
+        other shops: ask again soon), or for the budget (until it has room again)."""
+        if share.granted:
+            return Grant(share.granted)
+        if share.wait_ms:
+            return Grant(0, share.wait_ms, "share")
+        return self.refusal(limits, 1)
 
     def dispatch(self, sender: str, count: int) -> Grant:
         """Right before a claimed window's calls: `count` sends counted at the time they go
@@ -234,36 +291,52 @@ class SendLimiter:
         cooling = int(self.client.pttl(self.cool_down_key))
         return Grant(0, cooling, "cool_down") if cooling > 0 else None
 
-    def _acquire(self, sender: str, wanted: int) -> Grant:
+    def _acquire(self, sender: str, wanted: int, shop: int | None) -> Grant:
         if cooling := self._cooling():
             return cooling
         admit, send = self.limits_for(sender, "admit"), self.limits_for(sender, "send")
         cap = self.window_cap
         count = min(wanted, cap) if cap is not None else wanted
-        # Room in both counts: admitted only when the sends of a second ago have also left
-        # the dispatch count, a window is not refused there for having claimed faster than
-        # the one before it.
-        for _, item, ids in admit + send:
-            _, used = self.storage.get_moving_window(
-                item.key_for(*ids), item.amount, item.get_expiry()
+        if self.share is None or shop is None:
+            # Room in both counts: admitted only when the sends of a second ago have also
+            # left the dispatch count, a window is not refused there for having claimed
+            # faster than the one before it.
+            count = min([count, *self._left(admit + send).values()])
+            return self._hit(admit, count) if count > 0 else self.refusal(admit + send, 1)
+        # The sender's own limit (narrower) cuts what is asked of the account; the account's
+        # admission and the shop's share are then decided in one script.
+        by_sender = [limit for limit in admit + send if limit[0] == "sender"]
+        if by_sender:
+            count = min(count, self._left(by_sender)["sender"])
+            if count <= 0:
+                return self.refusal(by_sender, 1)
+        share = self.share.ask(shop, count)
+        grant = self._share_grant(
+            share, [limit for limit in admit + send if limit[0] == "provider"]
+        )
+        if grant.count and by_sender:
+            sender_grant = self._hit(
+                [limit for limit in admit if limit[0] == "sender"], grant.count
             )
-            count = min(count, item.amount - used)
-        if count <= 0:
-            return self.refusal(admit + send, 1)
-        return self._hit(admit, count)
+            if not sender_grant.count:
+                self.share.give_back(shop, share)
+                return sender_grant
+        return grant
 
     def _dispatch(self, sender: str, count: int) -> Grant:
         if cooling := self._cooling():
             return cooling
-        return self._hit(self.limits_for(sender, "send"), count)
+        return self._hit(self.limits_for(sender, "send"), count, whole=True)
 
-    def _hit(self, limits: list[Limit], count: int) -> Grant:
+    def _hit(self, limits: list[Limit], count: int, whole: bool = False) -> Grant:
         for taken, (_, item, ids) in enumerate(limits):
             if not self.strategy.hit(item, *ids, cost=count):
                 # Another worker took the budget first. The sender's share taken just before
                 # is not given back (the library has no way to): it only makes this sender
-                # slower for a second, never faster than its limit.
-                return self.refusal(limits[taken:], count)
+                # slower for a second, never faster than its limit. A window admitted in part
+                # comes back as soon as one message fits (it takes what is left then); a
+                # dispatch, all or nothing, when all of its messages fit.
+                return self.refusal(limits[taken:], count if whole else 1)
         return Grant(count)
 
     def refusal(self, limits: list[Limit], count: int) -> Grant:

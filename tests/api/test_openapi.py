@@ -208,6 +208,7 @@ def test_request_bodies_are_the_schemas_that_validate(document):
         ("POST", "/campaigns"): schemas.CAMPAIGN_CREATE,
         ("PATCH", "/campaigns/{campaign_id}"): schemas.CAMPAIGN_PATCH,
         ("POST", "/campaigns/{campaign_id}/schedule"): schemas.CAMPAIGN_SCHEDULE,
+        ("POST", "/campaigns/{campaign_id}/test"): schemas.TEST_SEND_CREATE,
         ("POST", "/webhooks/mitto/dlr"): schemas.DELIVERY_REPORTS,
         ("POST", "/admin/shops/{shop_id}/adjustments"): schemas.ADJUSTMENT,
         ("POST", "/webhooks/mitto/inbound"): schemas.INBOUND_MESSAGE,

@@ -1,7 +1,12 @@
 """Fair admission on the real processes (SPEC 12): a shop's big campaign does not hold the send
-queue; another shop's campaign enqueued after it is sent while it is still sending."""
+queue; another shop's campaign enqueued after it is sent while it is still sending; and when the
+provider account's rate is the bottleneck, the other shop gets its share of it at once."""
 
 from __future__ import annotations
+
+import time
+
+import requests
 
 from tests.e2e.invariants import assert_invariants
 from tests.e2e.stack import wait_for
@@ -40,6 +45,48 @@ def test_a_small_shop_is_sent_while_a_big_shop_is_still_sending(make_stack, db):
     # ...and the big one still sends everyone exactly once
     assert stack.wait_finished(big_key, big, timeout=180)["status"] == "completed"
     wait_for(lambda: stack.sim_messages(summary="1")["count"] == 2050, 30, "every message")
+    assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
+    assert_invariants(db, stack, big_shop, big, others=(small,))
+    assert_invariants(db, stack, small_shop, small, others=(big,))
+
+
+BULK = "Clearance: everything must go"
+
+
+def test_a_small_shop_gets_its_share_of_a_capped_account_at_once(make_stack, db):
+    # Given a provider account capped at 100 messages a second, batches of 25 (windows of at
+    # most 25), and a big shop's 2,000-recipient campaign saturating it (20 s of sending,
+    # up to 32 of its batches asking for the budget at every refill)
+    stack = make_stack(PROVIDER_RATE_LIMIT="100", SEND_BATCH_SIZE="25")
+    stack.start_sim("--no-dlr")  # reports are beside the point here
+    stack.start_web()
+    stack.start_worker(processes=2, threads=4)
+    big_shop, big_key = stack.create_shop("big.example", credits=10_000)
+    small_shop, small_key = stack.create_shop("small.example", credits=1_000)
+    stack.import_contacts(big_key, 2000)
+    stack.import_contacts(small_key, 50, start=100_000)
+    campaign = stack.call(
+        "POST", "/campaigns", big_key, json={"name": "c", "text": BULK, "append_unsubscribe": False}
+    ).json()
+    assert stack.call("POST", f"/campaigns/{campaign['id']}/enqueue", big_key).status_code == 202
+    big = campaign["id"]
+    wait_for(lambda: stack.progress(big_key, big)["sent"] >= 300, 30, "the big shop at its cap")
+
+    # When the small shop launches 50 recipients
+    began = time.monotonic()
+    small = launch(stack, small_key, "Members' preview tonight")
+    stack.wait_finished(small_key, small, timeout=30)
+    took = time.monotonic() - began
+
+    # Then it is owed half the account (50 a second) from its first ask, and completes within
+    # a few seconds while the big one still sends; first come, first served it waited for
+    # the big shop's batches at every refill
+    assert took < 4.0, took
+    assert stack.progress(big_key, big)["status"] == "sending"
+    # And the account's limit held in every sliding second, shares or not
+    seen = requests.get(f"{stack.sim}/_sim/timeline", timeout=5).json()
+    assert seen["max_in_window"] <= 100, seen["per_second"]
+    assert stack.wait_finished(big_key, big, timeout=60)["status"] == "completed"
     assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
     assert_invariants(db, stack, big_shop, big, others=(small,))
     assert_invariants(db, stack, small_shop, small, others=(big,))

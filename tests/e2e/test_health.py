@@ -120,9 +120,13 @@ def test_every_worker_stopped_is_reported_within_a_minute_and_a_new_one_heals_it
     assert body["problems"] == []
     assert body["workers"]["live"] == 1
     (process,) = body["workers"]["processes"]
-    assert process["queues"] == sorted(["sms-send", "delivery-status-update"])
+    assert process["queues"] == sorted(["sms-send", "sms-priority", "delivery-status-update"])
     assert process["threads"] == 2 and process["age_s"] >= 0
-    assert body["workers"]["consumers"] == {"sms-send": 1, "delivery-status-update": 1}
+    assert body["workers"]["consumers"] == {
+        "sms-send": 1,
+        "sms-priority": 1,
+        "delivery-status-update": 1,
+    }
     assert body["scheduler"]["lock"]["holder"] == holder_of(clock)
     assert body["scheduler"]["run_scheduler"] == {holder_of(clock): True}
     for counts in body["queues"].values():
@@ -142,7 +146,11 @@ def test_every_worker_stopped_is_reported_within_a_minute_and_a_new_one_heals_it
     print(f"dead worker reported after {time.monotonic() - died:.1f}s")
     assert any("no live worker" in problem for problem in body["problems"]), body["problems"]
     assert body["workers"]["live"] == 0
-    assert body["workers"]["consumers"] == {"sms-send": 0, "delivery-status-update": 0}
+    assert body["workers"]["consumers"] == {
+        "sms-send": 0,
+        "sms-priority": 0,
+        "delivery-status-update": 0,
+    }
     # ...while readiness, which is about this web process, stays green
     assert stack.call("GET", "/readiness").status_code == 200
 
@@ -163,7 +171,7 @@ def test_a_worker_that_consumes_only_one_queue_leaves_the_other_reported(observe
     stack.start_clock()
     stack.start_worker(threads=1, queues=("sms-send",))
 
-    # Then health names the queue nobody consumes
+    # Then health names the queues nobody consumes
     body = health_when(
         stack,
         lambda s, b: b["workers"].get("live") == 1 and b["scheduler"]["lock"]["exists"],
@@ -172,7 +180,8 @@ def test_a_worker_that_consumes_only_one_queue_leaves_the_other_reported(observe
     )
     assert body["ok"] is False
     assert body["problems"] == [
-        "no live worker consumes queue delivery-status-update (0 messages waiting)"
+        "no live worker consumes queue sms-priority (0 messages waiting)",
+        "no live worker consumes queue delivery-status-update (0 messages waiting)",
     ]
 
 
@@ -426,7 +435,7 @@ def test_metrics_add_up_across_processes_and_logs_say_what_runs(observed_stack):
     consuming = [e for e in worker if e["msg"] == "worker consuming"]
     assert len(consuming) == 2
     for entry in consuming:
-        assert entry["queues"] == sorted(["sms-send", "delivery-status-update"])
+        assert entry["queues"] == sorted(["sms-send", "sms-priority", "delivery-status-update"])
         assert entry["threads"] == 2 and entry["processes"] == 2
     # (the dramatiq command's own supervisor prints one plain "booting up" line of its own)
     assert all("Dramatiq" in line for line in worker_other), worker_other

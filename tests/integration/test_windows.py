@@ -361,8 +361,8 @@ def test_a_refused_window_claims_nothing_and_gives_its_thread_back(batch, settin
 class RacedLimiter(SendLimiter):
     """Another worker's window of 10 goes out between this one's admission and its calls."""
 
-    def acquire(self, sender: str, wanted: int):
-        grant = super().acquire(sender, wanted)
+    def acquire(self, sender: str, wanted: int, shop: int | None = None):
+        grant = super().acquire(sender, wanted, shop)
         assert SendLimiter(self.client, self.account, "10/second").dispatch("Other", 10).count
         return grant
 
@@ -470,3 +470,31 @@ def test_an_error_right_after_the_claim_commit_gives_every_claim_back(batch, set
     # ...and its four claims are pending again: nothing was called, nothing is in flight
     assert statuses(campaign_id) == {"pending": 12}
     assert provider.sent == [] and send.slots.free == 4
+
+
+def test_a_batch_over_its_shops_share_waits_briefly_and_leaves_the_rest_to_the_other_shop(
+    batch, settings, redis_client
+):
+    # Given an account of 8 a second whose budget this shop used in the last second, and
+    # another shop that asked for it meanwhile (owed half)
+    shop_id, campaign_id, ids, key = batch
+    limits = SendLimiter(redis_client, "acct", "8/second")
+    assert limits.acquire("Shop", 2, shop_id).count == 2
+    time.sleep(0.5)
+    assert [limits.acquire("Shop", 2, shop_id).count for _ in range(3)] == [2, 2, 2]
+    assert limits.precheck(shop_id + 1000).count == 0
+    time.sleep(0.55)  # this shop's first window left the second: 2 free, 6 still its own
+
+    # When the batch is sent
+    report = sender(settings, FakeProvider(), slots=4, limiter=limits).send(
+        campaign_id, shop_id, ids, key
+    )
+
+    # Then it claimed nothing (the 2 free are the other shop's), spent no retry, and is back
+    # on the queue for a recheck within 50 ms, not for the budget's whole refill
+    assert (report.claimed, report.limited, report.republished) == (0, "share", True)
+    assert statuses(campaign_id) == {"pending": 12}
+    [eta] = delayed_etas_ms(redis_client)
+    assert 0 < eta <= 50
+    # And the other shop gets the 2
+    assert limits.acquire("Other", 4, shop_id + 1000).count == 2
