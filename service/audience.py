@@ -22,12 +22,12 @@ ELIGIBLE_CONTACTS = (
     "                   WHERE s.shop_id = c.shop_id AND s.phone = c.phone)"
     # A shop that requires consent sends only to contacts that gave it (SPEC 11).
     "   AND (c.consent_collected_at IS NOT NULL"
-    "        OR NOT (SELECT require_consent FROM shop WHERE id = c.shop_id))"
+    "        OR NOT (SELECT require_consent FROM shop WHERE id = %s))"
 )
 
 
 def eligible_params(shop_id: int, contact_ids: Sequence[int] | None) -> tuple:
-    return (shop_id, contact_ids, contact_ids)
+    return (shop_id, contact_ids, contact_ids, shop_id)
 
 
 def name_shape(name: str | None) -> object:

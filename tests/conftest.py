@@ -44,6 +44,8 @@ TABLES = (
     "credit_reservation",
     "delivery_report",
     "campaign_recipient",
+    "campaign_recipient_delta",
+    "campaign_recipient_total",
     "send_batch",
     "short_link",
     "campaign",

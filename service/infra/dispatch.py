@@ -53,6 +53,10 @@ def publish_batch(
     publish(SEND_QUEUE, "sendBulkSMS", campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
 
 
+def publish_create_recipients(campaign_id: int, cursor: int) -> None:
+    publish(SEND_QUEUE, "createRecipients", campaign_id, cursor)
+
+
 def publish_persist(payload: dict[str, Any]) -> None:
     publish(SEND_QUEUE, "persistSmsResults", payload)
 
