@@ -17,8 +17,8 @@ from service import (
     creation,
     delivery,
     erasure,
-    reconcile,
     recipient_counts,
+    reconcile,
 )
 from service.enqueue import enqueue
 from service.infra.call_slots import CallSlots
