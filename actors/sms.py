@@ -12,7 +12,7 @@ import dramatiq
 import redis
 
 from actors import settings, stopping
-from service import admission, audit, creation
+from service import admission
 from service.creation import batch_key
 from service.infra import clock, dispatch, metrics
 from service.infra.call_slots import CallSlots
@@ -156,19 +156,6 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
         # honouring Retry-After when the provider gave one (else Dramatiq's backoff).
         delay = int(report.retry_after_s * 1000) if report.retry_after_s is not None else None
         raise dramatiq.Retry(f"{report.not_sent} messages not sent", delay=delay)
-
-
-@dramatiq.actor(
-    actor_name="createRecipients",
-    queue_name=dispatch.SEND_QUEUE,
-    max_retries=20,
-    min_backoff=500,
-    max_backoff=30_000,
-)
-def create_recipients(campaign_id: int, cursor: int) -> None:
-    """One chunk of a campaign's recipients after `cursor` (`service.creation`); publishes the
-    next. A retry or a duplicate finds the cursor moved and does nothing."""
-    creation.create_next(campaign_id, cursor, settings, audit.WORKER)
 
 
 @dramatiq.actor(

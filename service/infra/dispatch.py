@@ -54,7 +54,9 @@ def publish_batch(
 
 
 def publish_create_recipients(campaign_id: int, cursor: int) -> None:
-    publish(SEND_QUEUE, "createRecipients", campaign_id, cursor)
+    # On the short queue, not behind the send queue's batches: the next chunk must be written
+    # before the batches of the last one are sent, or the send waits for its own audience.
+    publish(STATUS_QUEUE, "createRecipients", campaign_id, cursor)
 
 
 def publish_persist(payload: dict[str, Any]) -> None:
