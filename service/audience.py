@@ -27,7 +27,11 @@ ELIGIBLE_CONTACTS = (
 
 
 def eligible_params(shop_id: int, contact_ids: Sequence[int] | None) -> tuple:
-    return (shop_id, contact_ids, contact_ids, shop_id)
+    # The ids as one text literal ('{1,2,3}'), which PostgreSQL parses as one constant:
+    # psycopg2 renders a list as ARRAY[1,2,3], an expression per element, and 1,000,000 of
+    # those took 15 s to plan where the literal took 2.4 s (a list audience's pre-check).
+    ids = None if contact_ids is None else "{" + ",".join(map(str, contact_ids)) + "}"
+    return (shop_id, ids, ids, shop_id)
 
 
 def name_shape(name: str | None) -> object:
