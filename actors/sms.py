@@ -13,7 +13,7 @@ import redis
 
 from actors import settings, stopping
 from service import admission, test_sends
-from service.enqueue import batch_key
+from service.creation import batch_key
 from service.infra import clock, dispatch, metrics
 from service.infra.call_slots import CallSlots
 from service.infra.faults import fault_point

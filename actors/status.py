@@ -1,4 +1,5 @@
-"""`updateCampaignStatus` and `applyDeliveryReports` on queue `delivery-status-update`."""
+"""`updateCampaignStatus`, `applyDeliveryReports` and `createRecipients` on queue
+`delivery-status-update`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import dramatiq
 
 from actors import settings
-from service import audit, delivery, report_inbox
+from service import audit, creation, delivery, report_inbox
 from service.infra import dispatch
 
 log = logging.getLogger("astronote.actors.status")
@@ -49,3 +50,16 @@ def apply_delivery_reports() -> None:
             "delivery reports applied",
             extra={"examined": run.examined, "applied": run.applied, "resolved": run.resolved},
         )
+
+
+@dramatiq.actor(
+    actor_name="createRecipients",
+    queue_name=dispatch.STATUS_QUEUE,
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=30_000,
+)
+def create_recipients(campaign_id: int, cursor: int) -> None:
+    """One chunk of a campaign's recipients after `cursor` (`service.creation`); publishes the
+    next. A retry or a duplicate finds the cursor moved and does nothing."""
+    creation.create_next(campaign_id, cursor, settings, audit.WORKER)

@@ -659,6 +659,7 @@ ENQUEUED = answer(
         "recipients": _COUNT,
         "reserved_credits": _COUNT,
         "batches": _COUNT,
+        "creating": {"type": "boolean"},
     }
 )
 
@@ -710,6 +711,7 @@ PROGRESS = answer(
                 "until": {**_TIME_OR_NULL, "description": "when the last of them go"},
             }
         ),
+        "recipients_created": {"type": "boolean"},
         "started_at": _TIME_OR_NULL,
         "finished_at": _TIME_OR_NULL,
         "last_progress_at": _TIME_OR_NULL,

@@ -81,6 +81,12 @@ class Campaign(Base):
     last_progress_at = DateTimeTZField(null=True)
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
+    # Recipients created in chunks after the enqueue (`service.creation`; migration 0010).
+    creation_cursor = pw.BigIntegerField(null=True)
+    creation_until = pw.BigIntegerField(null=True)
+    creation_reserve = pw.BigIntegerField(default=0)
+    recipients_created_at = DateTimeTZField(null=True)
+    creation_progress_at = DateTimeTZField(null=True)
 
 
 class SendBatch(Base):
@@ -113,6 +119,42 @@ class CampaignRecipient(Base):
     sent_at = DateTimeTZField(null=True)
     delivery_at = DateTimeTZField(null=True)
     updated_at = DateTimeTZField()
+
+
+class CampaignRecipientDelta(Base):
+    """What one statement changed in one campaign's recipient counts, by status and by
+    delivery status (written by triggers only; migration 0011)."""
+
+    campaign_id = pw.BigIntegerField()
+    pending = pw.BigIntegerField(default=0)
+    sending = pw.BigIntegerField(default=0)
+    sent = pw.BigIntegerField(default=0)
+    failed = pw.BigIntegerField(default=0)
+    skipped = pw.BigIntegerField(default=0)
+    queued = pw.BigIntegerField(default=0)  # by delivery status: Queued
+    delivery_sent = pw.BigIntegerField(default=0)  # Sent
+    delivered = pw.BigIntegerField(default=0)
+    undelivered = pw.BigIntegerField(default=0)
+    delivery_failed = pw.BigIntegerField(default=0)  # Failed
+    expired = pw.BigIntegerField(default=0)
+
+
+class CampaignRecipientTotal(Base):
+    """The deltas folded so far, one row per campaign (`service.recipient_counts`)."""
+
+    id = None
+    campaign_id = pw.BigIntegerField(primary_key=True)
+    pending = pw.BigIntegerField(default=0)
+    sending = pw.BigIntegerField(default=0)
+    sent = pw.BigIntegerField(default=0)
+    failed = pw.BigIntegerField(default=0)
+    skipped = pw.BigIntegerField(default=0)
+    queued = pw.BigIntegerField(default=0)  # by delivery status: Queued
+    delivery_sent = pw.BigIntegerField(default=0)  # Sent
+    delivered = pw.BigIntegerField(default=0)
+    undelivered = pw.BigIntegerField(default=0)
+    delivery_failed = pw.BigIntegerField(default=0)  # Failed
+    expired = pw.BigIntegerField(default=0)
 
 
 class DeliveryReport(Base):
@@ -297,6 +339,8 @@ ALL = (
     Campaign,
     SendBatch,
     CampaignRecipient,
+    CampaignRecipientDelta,
+    CampaignRecipientTotal,
     DeliveryReport,
     CreditTransaction,
     CreditReservation,

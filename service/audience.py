@@ -22,12 +22,16 @@ ELIGIBLE_CONTACTS = (
     "                   WHERE s.shop_id = c.shop_id AND s.phone = c.phone)"
     # A shop that requires consent sends only to contacts that gave it (SPEC 11).
     "   AND (c.consent_collected_at IS NOT NULL"
-    "        OR NOT (SELECT require_consent FROM shop WHERE id = c.shop_id))"
+    "        OR NOT (SELECT require_consent FROM shop WHERE id = %s))"
 )
 
 
 def eligible_params(shop_id: int, contact_ids: Sequence[int] | None) -> tuple:
-    return (shop_id, contact_ids, contact_ids)
+    # The ids as one text literal ('{1,2,3}'), which PostgreSQL parses as one constant:
+    # psycopg2 renders a list as ARRAY[1,2,3], an expression per element, and 1,000,000 of
+    # those took 15 s to plan where the literal took 2.4 s (a list audience's pre-check).
+    ids = None if contact_ids is None else "{" + ",".join(map(str, contact_ids)) + "}"
+    return (shop_id, ids, ids, shop_id)
 
 
 def name_shape(name: str | None) -> object:

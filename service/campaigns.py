@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from peewee import SQL, Field, ModelSelect, fn
+from peewee import Field, ModelSelect, fn
 
 from models import Campaign, CampaignRecipient, Contact, CreditReservation, SendBatch
 from models.database import db
 from models.expressions import any_of
-from service import admission, audit, credits, reservations
+from service import admission, audit, credits, recipient_counts, reservations
 from service.audit import Actor
 from service.errors import InvalidInput, InvalidTransition, NotFound
 from service.infra import dispatch
@@ -264,23 +264,11 @@ def cancel(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> 
 
 
 def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
-    """Counts by recipient status and delivery status, the reservation's state, and the
-    recipients waiting for quiet hours to end."""
+    """Counts by recipient status and delivery status (the counters of
+    `service.recipient_counts`: no recipient is read), the reservation's state, the
+    recipients waiting for quiet hours to end, and how far the audience's creation got."""
     campaign = get(shop_id, campaign_id)
-    counts = dict.fromkeys(("pending", "sending", "sent", "failed", "skipped"), 0)
-    delivery: dict[str, int] = {}
-    by_status = (
-        CampaignRecipient.select(
-            CampaignRecipient.status, CampaignRecipient.delivery_status, fn.COUNT(SQL("*"))
-        )
-        .where(CampaignRecipient.campaign == campaign_id)
-        .group_by(CampaignRecipient.status, CampaignRecipient.delivery_status)
-        .tuples()
-    )
-    for status, delivery_status, count in by_status:
-        counts[status] += count
-        if delivery_status:
-            delivery[delivery_status] = delivery.get(delivery_status, 0) + count
+    counts, delivery = recipient_counts.for_campaign(campaign_id)
     reservation = (
         CreditReservation.select(
             CreditReservation.amount,
@@ -308,6 +296,11 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
         .tuples()
         .first()
     ) or (0, None, None)
+    created = (
+        Campaign.select(Campaign.recipients_created_at.is_null(False))
+        .where(Campaign.id == campaign_id)
+        .scalar()
+    )
     return {
         "id": campaign.id,
         "status": campaign.status,
@@ -331,6 +324,9 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
             "next_opening": next_opening,
             "until": last_opening,
         },
+        # False while the audience's recipients are still being created in chunks after the
+        # enqueue (`service.creation`): `total` grows until then.
+        "recipients_created": created,
         "started_at": campaign.started_at,
         "finished_at": campaign.finished_at,
         "last_progress_at": campaign.last_progress_at,

@@ -79,7 +79,8 @@ def apply_reports(
 
 
 def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str | None:
-    """Finish a `sending` campaign with nothing pending or in flight: `completed` if at least
+    """Finish a `sending` campaign whose audience is wholly created (`service.creation`) and
+    that has nothing pending or in flight: `completed` if at least
     one message was sent, else `failed`; set `finished_at`, settle the reservation (released,
     or held for its messages of unknown outcome: `service.reservations`). Returns the new
     status, or None when the campaign is not ready (or already final)."""
@@ -99,7 +100,12 @@ def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str
                 updated_at=fn.now(),
             )
             .from_(sent)
-            .where((Campaign.id == campaign_id) & (Campaign.status == "sending") & ~in_flight)
+            .where(
+                (Campaign.id == campaign_id)
+                & (Campaign.status == "sending")
+                & Campaign.recipients_created_at.is_null(False)
+                & ~in_flight
+            )
             .returning(Campaign.status, Campaign.shop, Campaign.status_reason)
             .tuples()
         )

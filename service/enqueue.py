@@ -1,28 +1,30 @@
-"""Enqueue a campaign (SPEC 4.1): one transaction, then publish.
+"""Enqueue a campaign (SPEC 4.1, 12): one short transaction, then the audience in chunks.
 
 In one transaction: move the campaign to `sending` (conditional), check its audience before
 writing anything (one aggregate: the recipient cap, and the exact cost against the available
-credits, so a shop that cannot pay gets its 402 without 100,000 rows inserted and rolled back),
-create its `pending` recipients with one INSERT ... SELECT, reserve an upper bound of its cost
-(locking the shop's credit row), and write the durable `send_batch` rows. Only after the
-commit are batches published, as many as fair admission lets the shop have in the queue
-(`service.admission`); the rest wait in PostgreSQL, and a crash in between is healed by the
-clock's admission of waiting batches.
+credits, so a shop that cannot pay gets its 402 without a row inserted), reserve that exact
+upper bound (locking the shop's credit row), and fix the audience's snapshot bound and
+creation cursor (`service.creation`). An audience of at most RECIPIENT_CHUNK_SIZE is created
+in this same transaction (recipients and `send_batch` rows); a larger one by the
+`createRecipients` actor, a chunk per transaction, published after the commit, so the
+request's work does not grow with the audience (a 1,000,000-recipient enqueue took 17 s in
+one transaction before). Batches are published only after their commit, as many as fair
+admission lets the shop have in the queue (`service.admission`); the rest wait in PostgreSQL,
+and a crash in between is healed by the clock's reconcile (admission, and the creation's
+`resume_stalled`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from peewee import fn
 
-from models import Campaign, SendBatch
-from models.database import db, fetchall
-from service import admission, audience, audit, composition, credits, links
-from service.audience import name_shape
+from models import Campaign
+from models.database import db
+from service import admission, audience, audit, composition, creation, credits
 from service.audit import Actor
 from service.errors import (
     DependencyUnavailable,
@@ -41,14 +43,13 @@ log = logging.getLogger("astronote.enqueue")
 @dataclass(frozen=True)
 class EnqueueResult:
     campaign_id: int
+    # The eligible audience counted at the enqueue, and the exact upper bound reserved for it.
     recipients: int
     reserved_credits: int
+    # Batches written by the enqueue itself: all of them, unless `creating`.
     batches: int
-
-
-def batch_key(campaign_id: int, recipient_ids: Sequence[int]) -> str:
-    digest = hashlib.sha256(",".join(map(str, sorted(recipient_ids))).encode()).hexdigest()
-    return f"batch:{campaign_id}:{digest}"
+    # Whether the audience is still being created (by `createRecipients`) after the answer.
+    creating: bool
 
 
 def _start_sending(
@@ -96,43 +97,6 @@ def _start_sending(
     return started[0]
 
 
-def _create_recipients(shop_id: int, campaign_id: int, contact_ids: list | None) -> list[tuple]:
-    """Insert the audience as pending recipients; return [(recipient id, first name)].
-    The audience leaves out opted-out and suppressed numbers and, when the shop requires
-    consent (SPEC 11), contacts without it. Erased contacts are opted out.
-
-    SQL: one INSERT ... SELECT for the whole audience, the statement bench/RESULTS.md measured
-    (enqueue of 100,000 recipients in 1.69 s; the insert went from 2.9 s to 1.7 s once the
-    per-row foreign-key trigger and the ON CONFLICT arbiter were dropped). The shop's
-    `require_consent` is an uncorrelated subquery: read once, not once per contact."""
-    return fetchall(
-        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, country,"
-        " first_name) SELECT %s, c.shop_id, c.id, c.phone, c.country, c.first_name"
-        f" {audience.ELIGIBLE_CONTACTS}"
-        " ORDER BY c.id"
-        " RETURNING id, first_name",
-        (campaign_id, *audience.eligible_params(shop_id, contact_ids)),
-    )
-
-
-def _pricing(template: str, append_unsubscribe: bool, base: str) -> Callable[[str | None], int]:
-    """The reservation's cost of one recipient by first name (the upper bound of SPEC 4.1),
-    computed once per name shape; the pre-check and the reservation share one, so they agree."""
-    unsubscribe_sample = links.sample_unsubscribe_url(base) if append_unsubscribe else None
-    personalised = composition.FIRST_NAME_PLACEHOLDER in template
-    costs: dict[object, int] = {}
-
-    def cost(name: str | None) -> int:
-        shape = name_shape(name) if personalised else None
-        if shape not in costs:
-            costs[shape] = composition.cost_upper_bound(
-                template, name, links.sample_short_url(base), unsubscribe_sample
-            )
-        return costs[shape]
-
-    return cost
-
-
 def _check_audience(
     shop_id: int,
     campaign_id: int,
@@ -140,12 +104,12 @@ def _check_audience(
     cost: Callable[[str | None], int],
     personalised: bool,
     max_recipients: int,
-) -> None:
-    """Refuse before a recipient is inserted: an empty audience (422), one over the cap (422),
-    or a reservation the shop's available credits cannot cover (402). The cost is the exact sum
-    the reservation will compute (the audience counted by name shape), never more, so this
-    refuses nothing the reservation would accept; the reservation, under the shop's lock,
-    stays the check that counts."""
+) -> tuple[int, int]:
+    """(audience size, its exact reservation). Refuse before a recipient is inserted: an
+    empty audience (422), one over the cap (422), or a reservation the shop's available
+    credits cannot cover (402). The cost is the exact sum the batches will be given (the
+    audience counted by name shape), never more, so this refuses nothing the reservation
+    would accept; the reservation, under the shop's lock, stays the check that counts."""
     shapes = (
         audience.count_by_name_shape(shop_id, contact_ids)
         if personalised
@@ -170,6 +134,7 @@ def _check_audience(
         raise InsufficientCredits(
             f"this campaign needs up to {needed} credits; {max(available, 0)} available"
         )
+    return size, needed
 
 
 def enqueue(
@@ -190,40 +155,46 @@ def enqueue(
         template, append_unsubscribe, contact_ids = _start_sending(
             shop_id, campaign_id, scheduled, actor
         )
-        cost = _pricing(template, append_unsubscribe, base)
-        _check_audience(
+        size, total = _check_audience(
             shop_id,
             campaign_id,
             contact_ids,
-            cost,
+            creation.pricing(template, append_unsubscribe, base),
             composition.FIRST_NAME_PLACEHOLDER in template,
             settings.max_campaign_recipients,
         )
-        recipients = _create_recipients(shop_id, campaign_id, contact_ids)
-        if not recipients:  # the audience emptied since it was counted
-            raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
-        recipients.sort()
-        size = settings.send_batch_size
-        batches = []
-        for start in range(0, len(recipients), size):
-            chunk = recipients[start : start + size]
-            ids = [rid for rid, _ in chunk]
-            reserved = sum(cost(name) for _, name in chunk)
-            batches.append((campaign_id, batch_key(campaign_id, ids), ids, reserved))
-        total = sum(batch[3] for batch in batches)
+        # The exact bound of the audience counted, reserved whole now: no chunk can find the
+        # shop's credits spent by another campaign meanwhile.
         credits.reserve(shop_id, campaign_id, total, actor)
-        (
-            SendBatch.insert_many(
-                batches,
-                fields=[
-                    SendBatch.campaign,
-                    SendBatch.key,
-                    SendBatch.recipient_ids,
-                    SendBatch.reserved,
-                ],
-            )
-            .as_rowcount()
-            .execute()
+        creation.start(
+            shop_id, campaign_id, None if contact_ids is None else len(contact_ids), total
         )
-    admission.admit_shop(shop_id, settings)
-    return EnqueueResult(campaign_id, len(recipients), total, len(batches))
+        created = batches = 0
+        inline = size <= settings.recipient_chunk_size
+        cursor, done = 0, False
+        while inline and not done:  # at most two chunks: the audience fits in one
+            chunk = creation.write_chunk(campaign_id, cursor, settings, actor)
+            assert chunk is not None  # this transaction holds the campaign row
+            created, batches = created + chunk.recipients, batches + chunk.batches
+            cursor, done = chunk.cursor, chunk.done
+        if inline and not created:  # the audience emptied since it was counted
+            raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
+    if inline:
+        admission.admit_shop(shop_id, settings)
+    else:
+        _publish_creation(campaign_id)
+    return EnqueueResult(campaign_id, created if inline else size, total, batches, not inline)
+
+
+def _publish_creation(campaign_id: int) -> None:
+    """Start creating the audience. A broker that fails now (it answered a moment ago) leaves
+    the campaign to the clock's reconcile, which publishes a creation that made no progress
+    for BATCH_STALE_AFTER_MS: the campaign is accepted and its credits reserved either way."""
+    try:
+        dispatch.publish_create_recipients(campaign_id, 0)
+    except dispatch.PUBLISH_ERRORS:
+        log.warning(
+            "publishing the recipient creation failed; the reconcile will",
+            exc_info=True,
+            extra={"campaign_id": campaign_id},
+        )

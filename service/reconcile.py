@@ -15,7 +15,15 @@ from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
 from models.expressions import milliseconds_ago
-from service import admission, delivery, evidence, reservations, test_sends
+from service import (
+    admission,
+    creation,
+    delivery,
+    evidence,
+    recipient_counts,
+    reservations,
+    test_sends,
+)
 from service.audit import Actor
 from service.infra import clock, dispatch
 from service.infra.config import Settings
@@ -26,6 +34,7 @@ log = logging.getLogger("astronote.reconcile")
 
 @dataclass
 class ReconcileReport:
+    resumed_creations: int = 0
     admitted_batches: int = 0
     republished_batches: int = 0
     upgraded_by_evidence: int = 0
@@ -33,6 +42,7 @@ class ReconcileReport:
     finalized: dict[int, str] = field(default_factory=dict)
     released_reservations: int = 0
     test_sends: int = 0  # test sends failed as unknown outcome, or published again
+    folded_counts: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # repair -> what went wrong
 
 
@@ -134,14 +144,19 @@ def fail_unknown_outcomes(settings: Settings) -> int:
 
 
 def finalize_idle_campaigns(settings: Settings, actor: Actor) -> dict[int, str]:
-    """Finish every `sending` campaign that has nothing pending or in flight."""
+    """Finish every `sending` campaign whose audience is wholly created and that has nothing
+    pending or in flight."""
     in_flight = CampaignRecipient.select(SQL("1")).where(
         (CampaignRecipient.campaign == Campaign.id)
         & CampaignRecipient.status.in_(("pending", "sending"))
     )
     idle = (
         Campaign.select(Campaign.id)
-        .where((Campaign.status == "sending") & ~fn.EXISTS(in_flight))
+        .where(
+            (Campaign.status == "sending")
+            & Campaign.recipients_created_at.is_null(False)
+            & ~fn.EXISTS(in_flight)
+        )
         .scalars()
     )
     finished = {}
@@ -183,6 +198,8 @@ def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> 
     hours (default: the process's clock, `service.infra.clock`)."""
     report = ReconcileReport()
     steps = (
+        # Audiences whose creation stopped (its message lost), before admitting their batches.
+        ("resumed_creations", lambda: creation.resume_stalled(settings)),
         # Batches waiting for fair admission (a web process died after its commit, the broker
         # was down, a worker died before admitting the next), then the stale ones.
         ("admitted_batches", lambda: admission.admit_waiting(settings)),
@@ -198,6 +215,8 @@ def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> 
         ),
         ("released_reservations", lambda: release_finished_reservations(settings, actor)),
         ("test_sends", lambda: test_sends.repair(settings, actor)),
+        # Progress counters: the deltas written since the last run into each campaign's total.
+        ("folded_counts", lambda: recipient_counts.fold()),
     )
     for name, repair in steps:
         try:

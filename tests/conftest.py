@@ -45,6 +45,8 @@ TABLES = (
     "delivery_report",
     "campaign_recipient",
     "test_send",
+    "campaign_recipient_delta",
+    "campaign_recipient_total",
     "send_batch",
     "short_link",
     "campaign",

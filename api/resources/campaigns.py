@@ -118,7 +118,9 @@ class EnqueueResource:
             "Launch a draft or scheduled campaign",
             {
                 202: Answer(
-                    "Sending: recipients created, credits reserved, batches queued",
+                    "Sending: credits reserved for the audience counted (`recipients`);"
+                    " `creating`: its recipients and batches are still being created in"
+                    " chunks (else all were, `batches` of them, and queued)",
                     schemas.ENQUEUED,
                     links=id_links(
                         "campaign_id",
@@ -148,6 +150,7 @@ class EnqueueResource:
             "recipients": result.recipients,
             "reserved_credits": result.reserved_credits,
             "batches": result.batches,
+            "creating": result.creating,
         }
 
 

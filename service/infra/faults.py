@@ -30,6 +30,7 @@ POINTS = (
     "after_persist_before_ack",
     "inside_repair",
     "inside_finalisation",
+    "inside_recipient_creation",
 )
 ACTIONS = ("kill", "raise")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from peewee import SQL, Case, Select, fn
+from peewee import Case, Select, fn
 
-from models import Campaign, CampaignRecipient, CreditReservation, Shop
-from models.expressions import any_of
+from models import Campaign, CreditReservation, Shop
+from service import recipient_counts
 from service.observability.health import HealthChecker
 
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
@@ -80,20 +80,12 @@ def campaign_board(
 
 
 def _recipient_counts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
-    # One statement for every campaign shown: a correlated count per campaign would let the
-    # planner pick a full scan for each when one campaign holds most of the rows.
-    counts: dict[int, dict[str, int]] = {}
-    by_status = (
-        CampaignRecipient.select(
-            CampaignRecipient.campaign, CampaignRecipient.status, fn.COUNT(SQL("*"))
-        )
-        .where(CampaignRecipient.campaign == any_of(campaign_ids))
-        .group_by(CampaignRecipient.campaign, CampaignRecipient.status)
-        .tuples()
-    )
-    for campaign_id, status, count in by_status:
-        counts.setdefault(campaign_id, {})[status] = count
-    return counts
+    # The counters of `service.recipient_counts`, one statement for every campaign shown:
+    # counting recipients read every row of a 1,000,000-recipient campaign each second.
+    return {
+        campaign_id: counts["status"]
+        for campaign_id, counts in recipient_counts.for_campaigns(campaign_ids).items()
+    }
 
 
 def operator_state(checker: HealthChecker) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from api.access import Access
 from api.app import create_app
-from service.enqueue import batch_key
+from service.creation import batch_key
 from service.sending import Accepted, claim_recipients, persist_results, unclaim
 from tests.api.conftest import (
     ADMIN,

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from api.app import create_app
-from service.enqueue import batch_key
+from service.creation import batch_key
 from service.provider import Outcome, SendResult
 from service.sending import claim_recipients
 from tests.api.conftest import ADMIN, CONSENT, CheckedClient, assert_error, auth, top_up

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from models.database import fetchall
 from service import audit, campaigns, contacts, credits, shops
-from service.enqueue import batch_key, enqueue
+from service.creation import batch_key
+from service.enqueue import enqueue
 from service.provider import Outcome, SendResult, Sms
 
 

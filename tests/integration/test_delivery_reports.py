@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from models.database import fetchall
 from service import audit, campaigns, contacts, credits, delivery, shops
-from service.enqueue import batch_key, enqueue
+from service.creation import batch_key
+from service.enqueue import enqueue
 from service.sending import Accepted, claim_recipients, persist_results
 from tests.integration.reports import receive
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from models.database import execute, fetchall
 from service import audit, campaigns, contacts, credits, delivery, reconcile, scheduling, shops
-from service.enqueue import batch_key, enqueue
+from service.creation import batch_key
+from service.enqueue import enqueue
 from service.infra.clock import ShiftedClock
 from service.observability.health import HealthChecker
 from service.quiet_hours import QuietHours

@@ -6,7 +6,8 @@ import dataclasses
 
 from models.database import fetchall
 from service import audit, campaigns, contacts, credits, reconcile, shops
-from service.enqueue import batch_key, enqueue
+from service.creation import batch_key
+from service.enqueue import enqueue
 from service.sending import claim_recipients
 from tests.integration.reports import receive
 

@@ -16,7 +16,8 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from models.database import connection, fetchall
 from service import audit, campaigns, contacts, credits, shops
-from service.enqueue import batch_key, enqueue
+from service.creation import batch_key
+from service.enqueue import enqueue
 from service.infra import faults
 from service.infra.call_slots import CallSlots
 from service.infra.ratelimit import SendLimiter

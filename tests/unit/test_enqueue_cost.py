@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service import composition
-from service.enqueue import name_shape
+from service.audience import name_shape
 
 TEMPLATES = [
     "Hi {first_name}, " + "a" * 140,

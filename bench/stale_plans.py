@@ -1,0 +1,91 @@
+"""The send rate by campaign size, on a fresh database and on a large old one, in one run
+(issue 11, deliverable 6; not a test).
+
+    flock /tmp/astronote-bench.lock .venv/bin/python bench/stale_plans.py \
+        [--sizes 10000,50000,100000] [--old 2000000]
+
+One stack (as bench/million.py's). First on the fresh schema, where PostgreSQL's statistics
+say `campaign_recipient` is empty while each campaign creates its recipients: a bulk campaign
+of each size, one after the other. Then `--old` finished recipients of an old campaign are
+written and analysed (a database that has sent for a while), and the same sizes again. A
+statement whose plan walks the table (a campaign's rows, or all of them) shows as a rate that
+falls with the size or with the old rows; per-batch statements that stay on the primary key
+keep it flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+from bench.million import (  # noqa: E402
+    ADMIN,
+    DB_URL,
+    REDIS_URL,
+    run_campaign,
+    seed_contacts,
+    seed_old_recipients,
+    sql,
+)
+from tests.e2e.stack import Stack  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,50000,100000")
+    parser.add_argument("--old", type=int, default=2_000_000)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    results: dict = {"machine": f"{os.cpu_count()} cores", "args": vars(args)}
+    common.reset(DB_URL, REDIS_URL)
+    env = {
+        "DATABASE_URL": DB_URL,
+        "REDIS_URL": REDIS_URL,
+        "ADMIN_TOKEN": ADMIN,
+        "DLR_WEBHOOK_SECRET": "bench-dlr-secret-0123456789",
+        "SECRET_KEY": "bench-secret-key-0123456789abcdef",
+        "MITTO_API_KEY": "bench",
+        "SEND_CONCURRENCY": "64",
+        "LOG_LEVEL": "INFO",
+    }
+    stack = Stack(env, f"stale-{int(time.time())}")
+    try:
+        stack.start_sim("--no-dlr")
+        stack.start_web(workers=2)
+        stack.start_worker(processes=2, threads=4)
+        stack.start_clock()
+        for phase in ("fresh", "old"):
+            if phase == "old":
+                results["seed_old_s"] = seed_old_recipients(args.old)
+            results[phase] = {}
+            for number, size in enumerate(sizes):
+                label = f"{phase}{number}"
+                shop_id, key = stack.create_shop(f"{label}.example", credits=10_000_000)
+                seed_contacts(shop_id, size, f"+3068{number}{len(phase)}")
+                run = run_campaign(stack, key, label)
+                results[phase][size] = {
+                    "rate_per_s": run["rate_per_s"],
+                    "total_s": run["total_s"],
+                    "enqueue_ms": run["enqueue_ms"],
+                    "longest_creation_transaction_ms": run["longest_creation_transaction_ms"],
+                }
+            rates = [entry["rate_per_s"] for entry in results[phase].values()]
+            results[phase]["slowest_vs_fastest"] = round(min(rates) / max(rates), 2)
+        results["recipients_in_table"] = sql("SELECT count(*) FROM campaign_recipient")[0][0]
+        results["load_average"] = os.getloadavg()
+    finally:
+        stack.close()
+    print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
