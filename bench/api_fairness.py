@@ -2,18 +2,22 @@
 limit shared by every web process; issue 8.) Not a test: it prints the figures, side by side in
 one run.
 
-    .venv/bin/python bench/api_fairness.py [--seconds 10] [--hammer-threads 24] \
-        [--configs before,after,heavy-cap-only,switch-only] [--loads light,heavy,mix]
+    .venv/bin/python bench/api_fairness.py [--seconds 10] [--hammer-threads 24] [--importers 4] \
+        [--configs before,after,heavy-cap-only,switch-only] [--loads light,heavy,mix,flood] \
+        [--hammer-nice 10]
 
 Set-up, on real processes: gunicorn as the Procfile runs it (2 gthread workers, 8 threads each)
 against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local database
 `astronote_api_bench`, created if missing, and Redis db 13), which it wipes first. Shop B
 makes sequential `GET /campaigns/{id}/progress` calls on one keep-alive connection, 10 a
-second (as a dashboard would). Shop A runs `--hammer-threads` threads as fast as they can:
+second (as a dashboard would). Shop A's threads send, as fast as they can and ignoring
+`Retry-After` (in a process of its own at `--hammer-nice`, see `hammer_process`):
 
-- `light`: `GET /campaigns?limit=100` (a page of 100 campaigns);
-- `heavy`: `POST /contacts` of 10,000 rows with consent (1 MB; the largest import allowed);
-- `mix`: half the threads of each.
+- `light`: `--hammer-threads` threads of `GET /campaigns?limit=100` (a page of 100 campaigns);
+- `heavy`: `--importers` threads of `POST /contacts` of 10,000 rows with consent (1 MB, the
+  largest import allowed): a shop running several import scripts at once;
+- `mix`: `--importers` threads of imports and the rest of `--hammer-threads` light;
+- `flood`: `--hammer-threads` threads of imports: mostly refused 1 MB bodies.
 
 Each configuration is a set of web settings (`CONFIGS`); every phase runs on a new gunicorn
 over the same database, phases of one load back to back across the configurations, so drift
@@ -139,16 +143,21 @@ def victim_latencies(web: str, key: str, campaign_id: int, seconds: float) -> li
     return samples
 
 
-def import_body() -> bytes:
-    rows = [{"phone": f"+3069{n:08d}", "consent": CONSENT} for n in range(IMPORT_ROWS)]
+def import_body(thread: int) -> bytes:
+    """Each thread imports numbers of its own: threads importing the same rows would wait for
+    each other's row locks in PostgreSQL instead of working."""
+    first = thread * IMPORT_ROWS
+    rows = [
+        {"phone": f"+3069{n:08d}", "consent": CONSENT} for n in range(first, first + IMPORT_ROWS)
+    ]
     return json.dumps({"contacts": rows}).encode()
 
 
 class Hammer:
     """Shop A's threads; `counts[(kind, status)]` answers, `rows` contacts imported."""
 
-    def __init__(self, web: str, key: str, body: bytes) -> None:
-        self.web, self.key, self.body = web, key, body
+    def __init__(self, web: str, key: str) -> None:
+        self.web, self.key = web, key
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.counts: dict[tuple[str, int], int] = {}
@@ -156,14 +165,15 @@ class Hammer:
         self.retry_after: set[str] = set()
         self.refusals: set[str] = set()
 
-    def run(self, kind: str) -> None:
+    def run(self, kind: str, thread: int) -> None:
         client = session(self.key)
+        body = import_body(thread) if kind == "heavy" else b""
         while not self.stop.is_set():
             try:
                 if kind == "heavy":
                     answer = client.post(
                         f"{self.web}/contacts",
-                        data=self.body,
+                        data=body,
                         headers={"Content-Type": "application/json"},
                         timeout=60,
                     )
@@ -186,32 +196,39 @@ class Hammer:
                     self.refusals.add(answer.json()["description"].split(";")[0])
 
     def start(self, kinds: list[str]) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self.run, args=(kind,)) for kind in kinds]
+        threads = [
+            threading.Thread(target=self.run, args=(kind, n)) for n, kind in enumerate(kinds)
+        ]
         for thread in threads:
             thread.start()
         return threads
 
     def summary(self, seconds: float) -> str:
         answers = ", ".join(
-            f"{kind} {status}: {n / seconds:.0f}/s"
+            f"{kind} {status}: {n / seconds:.1f}/s"
             for (kind, status), n in sorted(self.counts.items())
         )
         rows = f"; {self.rows / seconds:,.0f} rows/s" if self.rows else ""
         return (answers or "-") + rows
 
 
-def load_kinds(load: str, threads: int) -> list[str]:
-    if load == "mix":
-        return ["heavy" if n % 2 else "light" for n in range(threads)]
-    return [load] * threads
+def load_kinds(load: str, threads: int, importers: int) -> list[str]:
+    """Shop A's threads: `threads` of light requests, `importers` of imports (a shop running
+    several import scripts at once), both (`mix`), or `threads` of imports (`flood`)."""
+    return {
+        "light": ["light"] * threads,
+        "heavy": ["heavy"] * importers,
+        "mix": ["light"] * (threads - importers) + ["heavy"] * importers,
+        "flood": ["heavy"] * threads,
+    }[load]
 
 
-def hammer_process(web: str, key: str, body: bytes, kinds: list[str], nice: int, pipe) -> None:
+def hammer_process(web: str, key: str, kinds: list[str], nice: int, pipe) -> None:
     """Shop A in a process of its own, at `nice`: on this one machine its client's CPU (24
     threads of Python sending requests) would otherwise be taken from the server, which a
     remote client's is not. It hammers until told to stop, then sends its summary back."""
     os.nice(nice)
-    hammer = Hammer(web, key, body)
+    hammer = Hammer(web, key)
     threads = hammer.start(kinds)
     began = time.monotonic()
     pipe.recv()
@@ -222,7 +239,7 @@ def hammer_process(web: str, key: str, body: bytes, kinds: list[str], nice: int,
 
 
 def victim_phase(
-    config: str, load: str | None, keys: tuple[str, str], campaign_id: int, args, body: bytes
+    config: str, load: str | None, keys: tuple[str, str], campaign_id: int, args
 ) -> tuple[list[dict], str]:
     stack = start(config)
     try:
@@ -234,8 +251,7 @@ def victim_phase(
             args=(
                 stack.web,
                 keys[0],
-                body,
-                load_kinds(load, args.hammer_threads),
+                load_kinds(load, args.hammer_threads, args.importers),
                 args.hammer_nice,
                 theirs,
             ),
@@ -253,11 +269,11 @@ def victim_phase(
         stack.close()
 
 
-def sequential_imports(config: str, key: str, seconds: float, body: bytes) -> str:
+def sequential_imports(config: str, key: str, seconds: float) -> str:
     """One client importing 10,000 rows back to back, alone: rows/s and every status."""
     stack = start(config)
     try:
-        hammer = Hammer(stack.web, key, body)
+        hammer = Hammer(stack.web, key)
         thread = hammer.start(["heavy"])[0]
         time.sleep(seconds)
         hammer.stop.set()
@@ -291,7 +307,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--hammer-threads", type=int, default=24)
     parser.add_argument("--configs", default="before,after,heavy-cap-only,switch-only")
-    parser.add_argument("--loads", default="light,heavy,mix")
+    parser.add_argument("--importers", type=int, default=4)
+    parser.add_argument("--loads", default="light,heavy,mix,flood")
     parser.add_argument("--import-seconds", type=float, default=10)
     parser.add_argument(
         "--hammer-nice", type=int, default=10, help="shop A's process's niceness (0: as B's)"
@@ -303,7 +320,6 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown configurations {unknown}; known: {sorted(CONFIGS)}")
     reset()
-    body = import_body()
     stack = start("after")
     try:
         keys = (shop(stack.web, "hammer.example"), shop(stack.web, "victim.example"))
@@ -315,20 +331,20 @@ def main() -> int:
         for n in range(100):  # the page A's light requests read
             hammer.post(f"{stack.web}/campaigns", json={"name": f"a{n}", "text": "Hello"})
         hammer.post(
-            f"{stack.web}/contacts", data=body, headers={"Content-Type": "application/json"}
+            f"{stack.web}/contacts",
+            data=import_body(0),
+            headers={"Content-Type": "application/json"},
         )
     finally:
         stack.close()
     rows, imports = [], []
     for load in [None, *loads]:
         for config in configs:
-            samples, hammered = victim_phase(config, load, keys, campaign_id, args, body)
+            samples, hammered = victim_phase(config, load, keys, campaign_id, args)
             rows.append(row(config, load or "B alone", samples, hammered))
             print(rows[-1], flush=True)
     for config in configs:
-        imports.append(
-            f"| {config} | {sequential_imports(config, keys[0], args.import_seconds, body)} |"
-        )
+        imports.append(f"| {config} | {sequential_imports(config, keys[0], args.import_seconds)} |")
         print(imports[-1], flush=True)
     print(
         f"\n{args.hammer_threads} threads of shop A (nice {args.hammer_nice});"

@@ -1,7 +1,9 @@
 """The per-shop API limits (SPEC 5), shared by every web process through Redis: a request rate
-(`API_RATE_LIMIT`) and a number of requests in flight (`API_SHOP_CONCURRENCY`).
+(`API_RATE_LIMIT`), a number of requests in flight (`API_SHOP_CONCURRENCY`) and, lower, of
+heavy requests in flight (`API_SHOP_HEAVY_CONCURRENCY`: contact imports, a second or so of a
+core each).
 
-Both are decided by one Lua script (`ShopLimits.admit`), one Redis round trip, and for a key
+All are decided by one Lua script (`ShopLimits.admit`), one Redis round trip, and for a key
 seen before, before any database work: Redis maps each API key's SHA-256 to its shop
 (`remember`, after the key first authenticated in PostgreSQL; a key never changes shop), so a
 shop hammering the API is refused at the cost of that round trip, and its refused requests take
@@ -11,10 +13,10 @@ mapping is forgotten at its first refusal).
 
 The rate is a sliding-window counter (two integers per shop: this window's count and the last
 one's, weighted by how much of the last window still overlaps; no burst of twice the rate at a
-window boundary as with fixed windows). The requests in flight are a sorted set per shop whose
-entries age out after `forget_after_ms`, so a process that died mid-request cannot lock a shop
-out. The script names the shop's keys itself (it reads the shop from the key's mapping first):
-a single Redis, not a Redis Cluster.
+window boundary as with fixed windows). The requests in flight are a sorted set per shop (the
+heavy ones a second) whose entries age out after `forget_after_ms`, so a process that died
+mid-request cannot lock a shop out. The script names the shop's keys itself (it reads the shop
+from the key's mapping first): a single Redis, not a Redis Cluster.
 
 If Redis cannot be reached the request is let through, and the limits are not asked again for
 `PAUSE_AFTER_ERROR_S`: an API limit must not take the API down with it, nor make every request

@@ -78,10 +78,18 @@ def test_a_shop_hammering_imports_gets_429_naming_the_heavy_cap_while_another_is
     b_statuses: list[int] = []
     start, done = threading.Barrier(7), threading.Event()
 
+    resets: list[Exception] = []
+
     def hammer() -> None:
         start.wait()
         for _ in range(4):
-            a_answers.append(stack.call("POST", "/contacts", key_a, json={"contacts": rows}))
+            try:
+                a_answers.append(stack.call("POST", "/contacts", key_a, json={"contacts": rows}))
+            except requests.ConnectionError as error:
+                # A process reads the body of one refused request of a shop at a time; it
+                # closes the others' connections after the 429, which a client still sending
+                # may see as a reset instead.
+                resets.append(error)
 
     def served() -> None:
         start.wait()
@@ -103,7 +111,7 @@ def test_a_shop_hammering_imports_gets_429_naming_the_heavy_cap_while_another_is
     # Then shop A got imports through and the rest refused with 429, Retry-After and a
     # description naming the limit; every one of shop B's requests was served
     refused = [answer for answer in a_answers if answer.status_code == 429]
-    assert len(a_answers) == 24 and refused, [answer.status_code for answer in a_answers]
+    assert len(a_answers) + len(resets) == 24 and refused, [a.status_code for a in a_answers]
     assert {answer.status_code for answer in a_answers} == {200, 429}
     for answer in refused:
         assert int(answer.headers["Retry-After"]) >= 1
