@@ -144,11 +144,11 @@ class Authentication:
         """Read a refused request's body, so that a client still sending it gets the 429 (see
         `discard_body`), but for one of a shop's refused requests at a time in this process: a
         shop sending big bodies as fast as it is refused would otherwise hold every thread
-        reading them (8 KiB, and a GIL hand-over, at a time). Its other refusals are closed
-        after the answer, unread, as gunicorn closes them."""
+        reading them (8 KiB, and a GIL hand-over, at a time). Its other refusals are left to
+        gunicorn, which closes a connection with more than 64 KiB of body unread (the app cannot
+        ask for it: gunicorn drops a `Connection` header of the app's)."""
         with self._discarding_lock:
             if self._discarding.get(shop_id, 0) >= DISCARDING_PER_SHOP:
-                req.context.close_connection = True
                 return
             self._discarding[shop_id] = self._discarding.get(shop_id, 0) + 1
         try:
@@ -162,8 +162,6 @@ class Authentication:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool
     ) -> None:
-        if getattr(req.context, "close_connection", False):
-            resp.set_header("Connection", "close")
         in_flight = getattr(req.context, "in_flight", None)
         if in_flight is not None and self.limits is not None:
             self.limits.release(*in_flight)
