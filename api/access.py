@@ -73,3 +73,10 @@ def access_for(resource: object, method: str) -> Access:
         raise falcon.HTTPMethodNotAllowed(sorted(declared))
     # Unreachable through create_app (require_declared); refuse rather than guess.
     raise falcon.HTTPNotFound()
+
+
+def heavy(resource: object, method: str) -> bool:
+    """Whether `method` on `resource` is heavy work (a contacts import: a second or so of a
+    core), which a shop may have fewer of in flight (`API_SHOP_HEAVY_CONCURRENCY`). A class
+    declares its heavy methods: `heavy = frozenset({"POST"})`."""
+    return method in getattr(resource, "heavy", ())

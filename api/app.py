@@ -115,8 +115,15 @@ def create_app(
     )
     limiter_client = _limiter_client(settings)
     limits = (
-        ShopLimits(limiter_client, settings.api_rate_limit, settings.api_shop_concurrency)
-        if settings.api_rate_limit or settings.api_shop_concurrency
+        ShopLimits(
+            limiter_client,
+            settings.api_rate_limit,
+            settings.api_shop_concurrency,
+            heavy_cap=settings.api_shop_heavy_concurrency,
+        )
+        if settings.api_rate_limit
+        or settings.api_shop_concurrency
+        or settings.api_shop_heavy_concurrency
         else None
     )
     # Idempotency after Authentication: a key is scoped to the shop the request authenticated.

@@ -6,20 +6,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
 import uuid
 from typing import Any
 
 import falcon
 
 from api import paths
-from api.access import Access, access_for
-from api.body import read_bytes
+from api.access import Access, access_for, heavy
+from api.body import discard_body, read_bytes
 from api.ops_access import LOGIN_PATH, OperatorSessions, same_secret
 from models.database import db
 from service import api_keys
 from service.errors import NotFound, Unauthorized
 from service.infra.api_rate_limit import Admission, ShopLimits
 from service.infra.config import Settings
+
+# Refused requests of one shop whose body a web process reads at once (`Authentication._discard`).
+DISCARDING_PER_SHOP = 1
 
 
 class CanonicalPath:
@@ -60,6 +64,9 @@ class Authentication:
         self.shopify_secret = settings.shopify_api_secret
         self.sessions = sessions
         self.limits = limits
+        # Refused requests of each shop reading their body right now, in this process.
+        self._discarding: dict[int, int] = {}
+        self._discarding_lock = threading.Lock()
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource, params: dict
@@ -88,7 +95,8 @@ class Authentication:
         # A key seen before names its shop in Redis: the shop's limits are decided there, in
         # one round trip, before the body is read or the database asked (a shop over its
         # budget costs the others no database connection or query).
-        admission = self._admit(req, request_id, key_hash=key_hash)
+        is_heavy = heavy(resource, req.method)
+        admission = self._admit(req, request_id, key_hash=key_hash, heavy=is_heavy)
         principal = api_keys.authenticate(token)  # every admitted request: revocation at once
         if principal is None:
             if admission is not None and admission.shop_id is not None and self.limits:
@@ -98,7 +106,7 @@ class Authentication:
         req.context.api_key_id = principal.key_id
         if self.limits is not None and (admission is None or admission.shop_id is None):
             self.limits.remember(key_hash, principal.shop_id)
-            self._admit(req, request_id, shop_id=principal.shop_id)
+            self._admit(req, request_id, shop_id=principal.shop_id, heavy=is_heavy)
 
     def _admit(self, req: falcon.Request, request_id: str, **who: Any) -> Admission | None:
         if self.limits is None:
@@ -106,21 +114,50 @@ class Authentication:
         admission = self.limits.admit(request_id, **who)
         if admission.held:
             req.context.in_flight = (admission.shop_id, request_id)
+        if admission.refused and admission.shop_id is not None:
+            self._discard(req, admission.shop_id)
         if admission.refused == "rate":
             raise falcon.HTTPTooManyRequests(
                 title="Too many requests",
-                description=f"this shop's API limit is {self.limits.rate_description};"
-                f" retry after {admission.retry_after} s",
+                description=f"this shop's API limit is {self.limits.rate_description}"
+                f" (API_RATE_LIMIT); retry after {admission.retry_after} s",
                 retry_after=admission.retry_after,
             )
         if admission.refused == "concurrency":
             raise falcon.HTTPTooManyRequests(
                 title="Too many requests",
                 description=f"this shop may have {self.limits.cap} requests in"
-                " flight at once; retry when one has been answered",
+                " flight at once (API_SHOP_CONCURRENCY); retry when one has been answered",
+                retry_after=admission.retry_after,
+            )
+        if admission.refused == "heavy":
+            raise falcon.HTTPTooManyRequests(
+                title="Too many requests",
+                description=f"this shop may have {self.limits.heavy_cap} heavy request"
+                f"{'' if self.limits.heavy_cap == 1 else 's'} (imports) in flight at"
+                " once (API_SHOP_HEAVY_CONCURRENCY); retry when it has been answered",
                 retry_after=admission.retry_after,
             )
         return admission
+
+    def _discard(self, req: falcon.Request, shop_id: int) -> None:
+        """Read a refused request's body, so that a client still sending it gets the 429 (see
+        `discard_body`), but for one of a shop's refused requests at a time in this process: a
+        shop sending big bodies as fast as it is refused would otherwise hold every thread
+        reading them (8 KiB, and a GIL hand-over, at a time). Its other refusals are left to
+        gunicorn, which closes a connection with more than 64 KiB of body unread (the app cannot
+        ask for it: gunicorn drops a `Connection` header of the app's)."""
+        with self._discarding_lock:
+            if self._discarding.get(shop_id, 0) >= DISCARDING_PER_SHOP:
+                return
+            self._discarding[shop_id] = self._discarding.get(shop_id, 0) + 1
+        try:
+            discard_body(req)
+        finally:
+            with self._discarding_lock:
+                self._discarding[shop_id] -= 1
+                if not self._discarding[shop_id]:
+                    del self._discarding[shop_id]
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool

@@ -1,24 +1,42 @@
 """Does a shop hammering the API move another shop's latency? (SPEC 5: a per-shop API rate
-limit shared by every web process.) Not a test: it prints the figures, side by side in one run.
+limit shared by every web process; issue 8.) Not a test: it prints the figures, side by side in
+one run.
 
-    .venv/bin/python bench/api_fairness.py [--seconds 15] [--hammer-threads 16]
+    .venv/bin/python bench/api_fairness.py [--seconds 10] [--hammer-threads 24] [--importers 4] \
+        [--configs before,after,heavy-cap-only,switch-only] [--loads light,heavy,mix,flood] \
+        [--hammer-nice 10]
 
 Set-up, on real processes: gunicorn as the Procfile runs it (2 gthread workers, 8 threads each)
 against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local database
 `astronote_api_bench`, created if missing, and Redis db 13), which it wipes first. Shop B
-makes sequential `GET /campaigns/{id}/progress` calls on one keep-alive connection; shop A
-runs `--hammer-threads` threads of `POST /contacts` (100 rows each) as fast as it can.
-B polls 10 times a second (under any limit set here, as a dashboard would). Four phases,
-each `--seconds` long, each on a new gunicorn over the same database: B alone;
-B with A hammering and no limits at all (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0); the same
-with the limits 100/second and 8 in flight (the default until 2026-12-02); and with strict ones
-(20/second, 4). `--limits RATE:CAP,...` runs other phases instead (e.g. the default since then,
-`100/second:4`).
+makes sequential `GET /campaigns/{id}/progress` calls on one keep-alive connection, 10 a
+second (as a dashboard would). Shop A's threads send, as fast as they can and ignoring
+`Retry-After` (in a process of its own at `--hammer-nice`, see `hammer_process`):
+
+- `light`: `--hammer-threads` threads of `GET /campaigns?limit=100` (a page of 100 campaigns);
+- `heavy`: `--importers` threads of `POST /contacts` of 10,000 rows with consent (1 MB, the
+  largest import allowed): a shop running several import scripts at once;
+- `mix`: `--importers` threads of imports and the rest of `--hammer-threads` light;
+- `flood`: `--hammer-threads` threads of imports: mostly refused 1 MB bodies.
+
+Each configuration is a set of web settings (`CONFIGS`); every phase runs on a new gunicorn
+over the same database, phases of one load back to back across the configurations, so drift
+in the machine's load touches them alike. Per configuration, one more phase: one client
+importing 10,000 rows back to back with nothing else running (the legitimate single-shop
+workload of bench/pipeline.py and the demo), its rows per second and any 429.
+
+B's latency is split with the `Server-Timing` each answer carries (`api/instrumentation.py`):
+`queue` = what B measured minus `app` (the network and gunicorn: a free thread, the poller,
+parsing), `cpu` = B's thread on a core, `runq` = B's thread waiting for a core, `wait` = the rest
+of `app`: PostgreSQL and Redis answering, and the GIL. Columns are medians over B's requests,
+and means over B's slowest 2% (`@p99`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -33,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
 from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, SECRET_KEY  # noqa: E402
-from tests.e2e.stack import Stack  # noqa: E402
+from tests.e2e.stack import CONSENT, Stack  # noqa: E402
 
 DB_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_api_bench"
@@ -41,13 +59,25 @@ DB_URL = os.environ.get(
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VICTIM_INTERVAL_S = 0.1
+IMPORT_ROWS = 10_000
+
+# The web settings each configuration runs with (the rate and cap of every one: the defaults).
+CONFIGS: dict[str, dict[str, str]] = {
+    # The code before issue 8's last change: no heavy cap, Python's 5 ms switch interval.
+    "before": {"API_SHOP_HEAVY_CONCURRENCY": "0", "WEB_SWITCH_INTERVAL_US": "5000"},
+    "after": {},  # the defaults
+    "heavy-cap-only": {"WEB_SWITCH_INTERVAL_US": "5000"},
+    "switch-only": {"API_SHOP_HEAVY_CONCURRENCY": "0"},
+    "switch-500us": {"WEB_SWITCH_INTERVAL_US": "500"},
+    "heavy-cap-2": {"API_SHOP_HEAVY_CONCURRENCY": "2"},
+}
 
 
 def reset() -> None:
     common.reset(DB_URL, REDIS_URL)
 
 
-def start(rate: str, concurrency: str) -> Stack:
+def start(config: str, **extra: str) -> Stack:
     stack = Stack(
         {
             "DATABASE_URL": DB_URL,
@@ -56,13 +86,20 @@ def start(rate: str, concurrency: str) -> Stack:
             "DLR_WEBHOOK_SECRET": DLR_WEBHOOK_SECRET,
             "SECRET_KEY": SECRET_KEY,
             "MITTO_API_KEY": "bench-key",
-            "API_RATE_LIMIT": rate,
-            "API_SHOP_CONCURRENCY": concurrency,
+            **CONFIGS[config],
+            **extra,
         },
-        f"api-fairness-{rate.replace('/', '-')}-{concurrency}",
+        f"api-fairness-{config}",
     )
     stack.start_web(workers=2, threads=8)
     return stack
+
+
+def session(key: str) -> requests.Session:
+    client = requests.Session()
+    client.trust_env = False
+    client.headers["Authorization"] = f"Bearer {key}"
+    return client
 
 
 def shop(web: str, domain: str) -> str:
@@ -73,120 +110,261 @@ def shop(web: str, domain: str) -> str:
     return answer.json()["api_key"]
 
 
-def victim_latencies(web: str, key: str, campaign_id: int, seconds: float) -> list[float]:
-    session = requests.Session()
-    session.trust_env = False
-    headers = {"Authorization": f"Bearer {key}"}
+def server_timing(header: str) -> dict[str, float]:
+    parts = (item.strip().split(";dur=") for item in header.split(","))
+    return {name: float(value) for name, value in parts}
+
+
+def victim_latencies(web: str, key: str, campaign_id: int, seconds: float) -> list[dict]:
+    """B's requests: each one's total as B measured it, and its parts (see the docstring)."""
+    client = session(key)
     url = f"{web}/campaigns/{campaign_id}/progress"
-    timings: list[float] = []
+    samples: list[dict] = []
     deadline = time.monotonic() + seconds
     next_at = time.monotonic()
     while time.monotonic() < deadline:
         began = time.perf_counter()
-        answer = session.get(url, headers=headers, timeout=30)
-        timings.append((time.perf_counter() - began) * 1000)
+        answer = client.get(url, timeout=30)
+        total = (time.perf_counter() - began) * 1000
         assert answer.status_code == 200, answer.text
+        parts = server_timing(answer.headers["Server-Timing"])
+        runq = parts.get("runq", 0.0)
+        samples.append(
+            {
+                "total": total,
+                "queue": total - parts["app"],
+                "cpu": parts["cpu"],
+                "runq": runq,
+                "wait": parts["app"] - parts["cpu"] - runq,
+            }
+        )
         next_at += VICTIM_INTERVAL_S
         time.sleep(max(0.0, next_at - time.monotonic()))
-    return timings
+    return samples
 
 
-def hammer(web: str, key: str, stop: threading.Event, counts: dict[int, int]) -> None:
-    session = requests.Session()
-    session.trust_env = False
-    headers = {"Authorization": f"Bearer {key}"}
-    rows = [{"phone": f"+3069{n:08d}"} for n in range(100)]
-    while not stop.is_set():
-        status = session.post(
-            f"{web}/contacts", headers=headers, json={"contacts": rows}, timeout=30
-        ).status_code
-        counts[status] = counts.get(status, 0) + 1
-
-
-def phase(
-    web: str, keys: tuple[str, str], campaign_id: int, seconds: float, threads: int
-) -> tuple[list[float], dict[int, int]]:
-    stop, counts = threading.Event(), {}
-    workers = [
-        threading.Thread(target=hammer, args=(web, keys[0], stop, counts)) for _ in range(threads)
+def import_body(thread: int) -> bytes:
+    """Each thread imports numbers of its own, as separate clients would: threads upserting the
+    same rows could wait on each other's row locks in PostgreSQL (not measured: four importers
+    got about one importer's rows/s either way, the cores being the bound)."""
+    first = thread * IMPORT_ROWS
+    rows = [
+        {"phone": f"+3069{n:08d}", "consent": CONSENT} for n in range(first, first + IMPORT_ROWS)
     ]
-    for worker in workers:
-        worker.start()
+    return json.dumps({"contacts": rows}).encode()
+
+
+class Hammer:
+    """Shop A's threads; `counts[(kind, status)]` answers, `rows` contacts imported."""
+
+    def __init__(self, web: str, key: str) -> None:
+        self.web, self.key = web, key
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, int], int] = {}
+        self.rows = 0
+        self.retry_after: set[str] = set()
+        self.refusals: set[str] = set()
+
+    def run(self, kind: str, thread: int) -> None:
+        client = session(self.key)
+        body = import_body(thread) if kind == "heavy" else b""
+        while not self.stop.is_set():
+            try:
+                if kind == "heavy":
+                    answer = client.post(
+                        f"{self.web}/contacts",
+                        data=body,
+                        headers={"Content-Type": "application/json"},
+                        timeout=60,
+                    )
+                else:
+                    answer = client.get(f"{self.web}/campaigns?limit=100", timeout=60)
+            except requests.ConnectionError:  # counted as status 0: the answer never came
+                with self.lock:
+                    self.counts[(kind, 0)] = self.counts.get((kind, 0), 0) + 1
+                client = session(self.key)
+                continue
+            with self.lock:
+                self.counts[(kind, answer.status_code)] = (
+                    self.counts.get((kind, answer.status_code), 0) + 1
+                )
+                if answer.status_code == 200 and kind == "heavy":
+                    answer_json = answer.json()
+                    self.rows += answer_json["created"] + answer_json["updated"]
+                if answer.status_code == 429:
+                    self.retry_after.add(answer.headers.get("Retry-After", "none"))
+                    self.refusals.add(answer.json()["description"].split(";")[0])
+
+    def start(self, kinds: list[str]) -> list[threading.Thread]:
+        threads = [
+            threading.Thread(target=self.run, args=(kind, n)) for n, kind in enumerate(kinds)
+        ]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def summary(self, seconds: float) -> str:
+        answers = ", ".join(
+            f"{kind} {status}: {n / seconds:.1f}/s"
+            for (kind, status), n in sorted(self.counts.items())
+        )
+        rows = f"; {self.rows / seconds:,.0f} rows/s" if self.rows else ""
+        return (answers or "-") + rows
+
+
+def load_kinds(load: str, threads: int, importers: int) -> list[str]:
+    """Shop A's threads: `threads` of light requests, `importers` of imports (a shop running
+    several import scripts at once), both (`mix`), or `threads` of imports (`flood`)."""
+    return {
+        "light": ["light"] * threads,
+        "heavy": ["heavy"] * importers,
+        "mix": ["light"] * (threads - importers) + ["heavy"] * importers,
+        "flood": ["heavy"] * threads,
+    }[load]
+
+
+def hammer_process(web: str, key: str, kinds: list[str], nice: int, pipe) -> None:
+    """Shop A in a process of its own, at `nice`: on this one machine its client's CPU (24
+    threads of Python sending requests) would otherwise be taken from the server, which a
+    remote client's is not. It hammers until told to stop, then sends its summary back."""
+    os.nice(nice)
+    hammer = Hammer(web, key)
+    threads = hammer.start(kinds)
+    began = time.monotonic()
+    pipe.recv()
+    hammer.stop.set()
+    for thread in threads:
+        thread.join()
+    pipe.send(hammer.summary(time.monotonic() - began))
+
+
+def victim_phase(
+    config: str, load: str | None, keys: tuple[str, str], campaign_id: int, args
+) -> tuple[list[dict], str]:
+    stack = start(config)
     try:
-        return victim_latencies(web, keys[1], campaign_id, seconds), counts
+        if not load:
+            return victim_latencies(stack.web, keys[1], campaign_id, args.seconds), "-"
+        ours, theirs = multiprocessing.Pipe()
+        hammer = multiprocessing.get_context("fork").Process(
+            target=hammer_process,
+            args=(
+                stack.web,
+                keys[0],
+                load_kinds(load, args.hammer_threads, args.importers),
+                args.hammer_nice,
+                theirs,
+            ),
+        )
+        hammer.start()
+        try:
+            time.sleep(1.0)  # A's requests under way before B measures
+            samples = victim_latencies(stack.web, keys[1], campaign_id, args.seconds)
+        finally:
+            ours.send("stop")
+            summary = ours.recv()
+            hammer.join()
+        return samples, summary
     finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
+        stack.close()
 
 
-def summary(label: str, timings: list[float], counts: dict[int, int], seconds: float) -> str:
-    timings = sorted(timings)
-    p99 = timings[max(0, int(0.99 * len(timings)) - 1)]
-    hammer = ", ".join(f"{status}: {n / seconds:.0f}/s" for status, n in sorted(counts.items()))
+def sequential_imports(config: str, key: str, seconds: float) -> str:
+    """One client importing 10,000 rows back to back, alone: rows/s and every status."""
+    stack = start(config)
+    try:
+        hammer = Hammer(stack.web, key)
+        thread = hammer.start(["heavy"])[0]
+        time.sleep(seconds)
+        hammer.stop.set()
+        thread.join()
+        return hammer.summary(seconds)
+    finally:
+        stack.close()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(fraction * len(ordered)) - 1)]
+
+
+def row(config: str, load: str, samples: list[dict], hammer: str) -> str:
+    totals = [s["total"] for s in samples]
+    slowest = sorted(samples, key=lambda s: s["total"])[-max(1, len(samples) // 50) :]
+    parts = " | ".join(
+        f"{statistics.median(s[part] for s in samples):.1f} /"
+        f" {statistics.mean(s[part] for s in slowest):.1f}"
+        for part in ("queue", "cpu", "runq", "wait")
+    )
     return (
-        f"| {label} | {len(timings)} | {statistics.median(timings):.1f} | {p99:.1f} |"
-        f" {hammer or '-'} |"
+        f"| {config} | {load} | {len(samples)} | {statistics.median(totals):.1f} |"
+        f" {percentile(totals, 0.99):.1f} | {parts} | {hammer} |"
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--hammer-threads", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--hammer-threads", type=int, default=24)
+    parser.add_argument("--configs", default="before,after,heavy-cap-only,switch-only")
+    parser.add_argument("--importers", type=int, default=4)
+    parser.add_argument("--loads", default="light,heavy,mix,flood")
+    parser.add_argument("--import-seconds", type=float, default=10)
     parser.add_argument(
-        "--limits",
-        help="other phases instead of the three: RATE:CAP,... (e.g. 100/second:2,0:1)",
+        "--hammer-nice", type=int, default=10, help="shop A's process's niceness (0: as B's)"
     )
     args = parser.parse_args()
+    configs = args.configs.split(",")
+    loads = args.loads.split(",")
+    unknown = [config for config in configs if config not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configurations {unknown}; known: {sorted(CONFIGS)}")
     reset()
-    rows = []
-    phases: tuple[tuple[str, str, str], ...] = (
-        ("no limits (API_RATE_LIMIT=0, API_SHOP_CONCURRENCY=0)", "0", "0"),
-        ("limits 100/second, 8 in flight", "100/second", "8"),
-        ("strict limits (20/second, 4 in flight)", "20/second", "4"),
-    )
-    if args.limits:
-        phases = tuple(
-            (f"API_RATE_LIMIT={rate}, API_SHOP_CONCURRENCY={cap}", rate, cap)
-            for rate, cap in (pair.split(":") for pair in args.limits.split(","))
-        )
-    stack = start("100/second", "8")
+    stack = start("after")
     try:
         keys = (shop(stack.web, "hammer.example"), shop(stack.web, "victim.example"))
-        victim = {"Authorization": f"Bearer {keys[1]}"}
-        requests.post(
-            f"{stack.web}/contacts",
-            headers=victim,
-            json={"contacts": [{"phone": "+306912345678"}]},
-            timeout=10,
-        )
-        campaign_id = requests.post(
-            f"{stack.web}/campaigns", headers=victim, json={"name": "b", "text": "Hi"}, timeout=10
+        victim, hammer = session(keys[1]), session(keys[0])
+        victim.post(f"{stack.web}/contacts", json={"contacts": [{"phone": "+306912345678"}]})
+        campaign_id = victim.post(
+            f"{stack.web}/campaigns", json={"name": "b", "text": "Hi"}, timeout=10
         ).json()["id"]
-        rows.append(
-            summary(
-                "B alone",
-                victim_latencies(stack.web, keys[1], campaign_id, args.seconds),
-                {},
-                args.seconds,
-            )
+        for n in range(100):  # the page A's light requests read
+            hammer.post(f"{stack.web}/campaigns", json={"name": f"a{n}", "text": "Hello"})
+        hammer.post(
+            f"{stack.web}/contacts",
+            data=import_body(0),
+            headers={"Content-Type": "application/json"},
         )
     finally:
         stack.close()
-    for label, rate, concurrency in phases:
-        stack = start(rate, concurrency)
-        try:
-            timings, counts = phase(stack.web, keys, campaign_id, args.seconds, args.hammer_threads)
-            rows.append(summary(f"B while A hammers, {label}", timings, counts, args.seconds))
-        finally:
-            stack.close()
+    rows, imports = [], []
+    for load in [None, *loads]:
+        for config in configs:
+            samples, hammered = victim_phase(config, load, keys, campaign_id, args)
+            rows.append(row(config, load or "B alone", samples, hammered))
+            print(rows[-1], flush=True)
+    for config in configs:
+        imports.append(f"| {config} | {sequential_imports(config, keys[0], args.import_seconds)} |")
+        print(imports[-1], flush=True)
     print(
-        f"\n{args.hammer_threads} threads of shop A posting 100 contacts per request;"
-        f" shop B polling progress 10 times a second; {args.seconds:.0f} s per phase\n"
+        f"\n{args.hammer_threads} threads of shop A (nice {args.hammer_nice});"
+        " shop B polling progress 10 times a second;"
+        f" {args.seconds:.0f} s per phase; settings per configuration:"
     )
-    print("| phase | B requests | B p50 ms | B p99 ms | A answers |\n|---|---|---|---|---|")
+    for config in configs:
+        print(f"- {config}: {CONFIGS[config] or 'the defaults'}")
+    print(
+        "\n| config | A's load | B requests | B p50 ms | B p99 ms | queue p50 / @p99 |"
+        " cpu p50 / @p99 | runq p50 / @p99 | wait p50 / @p99 | A's answers |"
+        "\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     print("\n".join(rows))
+    print(
+        f"\nOne client importing {IMPORT_ROWS:,} rows back to back, alone,"
+        f" {args.import_seconds:.0f} s:\n\n| config | answers |\n|---|---|"
+    )
+    print("\n".join(imports))
     return 0
 
 

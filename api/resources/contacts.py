@@ -27,6 +27,9 @@ CSV_IMPORT = {
 
 class ContactsResource:
     auth = Access.SHOP
+    # An import of 10,000 rows holds a core for a second or so (JSON, row schemas, phone
+    # parsing): a shop has at most API_SHOP_HEAVY_CONCURRENCY of them in flight.
+    heavy = frozenset({"POST"})
     docs = {
         "POST": Operation(
             "Import contacts (JSON or CSV), up to 10,000 rows",

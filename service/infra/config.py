@@ -66,6 +66,8 @@ class Settings:
     ops_session_ttl_s: int
     api_rate_limit: str | None
     api_shop_concurrency: int
+    api_shop_heavy_concurrency: int
+    web_switch_interval_us: int
     max_campaign_recipients: int
     recipient_chunk_size: int
     shopify_api_secret: str | None
@@ -410,6 +412,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # 4, not 8: on 2 cores a hammering shop got as much done with 4 requests in flight as
         # with 8, and another shop's p99 was 2.5-4x lower (bench/RESULTS.md).
         "api_shop_concurrency": _int("API_SHOP_CONCURRENCY", 4, 0)(env),
+        # Contact imports of one shop in flight at once across every web process (0: no cap
+        # beyond API_SHOP_CONCURRENCY): one import already takes a core, so a shop's imports
+        # use one core at a time whatever its number of clients; one client importing back to
+        # back never meets it (bench/RESULTS.md, "Another shop's p99 under a hammering shop").
+        "api_shop_heavy_concurrency": _int("API_SHOP_HEAVY_CONCURRENCY", 1, 0)(env),
+        # The web process's GIL switch interval (sys.setswitchinterval), microseconds. A light
+        # request gives the GIL up at each PostgreSQL or Redis call and may wait this long to
+        # win it back from a CPU-bound request (an import); Python's default is 5000. The bench
+        # found no cost at 1000 and no benefit above its noise (bench/RESULTS.md).
+        "web_switch_interval_us": _int("WEB_SWITCH_INTERVAL_US", 1000, 100, 100_000)(env),
         # Enqueue refuses (422) a campaign with more eligible recipients, before inserting any:
         # an abuse cap on one request's work, not a business limit.
         "max_campaign_recipients": _int("MAX_CAMPAIGN_RECIPIENTS", 1_000_000, 1)(env),

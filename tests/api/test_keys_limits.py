@@ -9,7 +9,7 @@ import pytest
 
 from api.app import create_app
 from service import idempotency
-from service.infra.api_rate_limit import ShopConcurrency
+from service.infra.api_rate_limit import ShopConcurrency, ShopLimits
 from tests.api.conftest import (
     ADMIN,
     CheckedClient,
@@ -248,3 +248,33 @@ def test_a_request_whose_process_died_stops_counting_after_a_while(redis_client,
     # Then after forget_after_ms the slot is free again
     time.sleep(0.3)
     assert cap.acquire(7, "next")
+
+
+def test_a_shop_with_an_import_running_gets_429_naming_the_heavy_cap_for_another(
+    settings, redis_client, db
+):
+    # Given the default of one heavy request per shop in flight, and shop A with an import
+    # running (in another web process)
+    app = create_app(dataclasses.replace(settings, api_shop_heavy_concurrency=1), redis_client)
+    client = CheckedClient(app)
+    shop_a, key_a = create_shop(client, "ha.example")
+    _, key_b = create_shop(client, "hb.example")
+    running = ShopLimits(redis_client, None, 0, heavy_cap=1)
+    assert running.admit("import-elsewhere", shop_id=shop_a, heavy=True).refused is None
+
+    # Then shop A's next import is refused whole, naming the limit, before anything is read
+    rows = {"contacts": [{"phone": "+306912345001"}]}
+    refused = client.simulate_post("/contacts", headers=auth(key_a), json=rows)
+    description = assert_error(refused, 429)["description"]
+    assert "1 heavy request" in description and "API_SHOP_HEAVY_CONCURRENCY" in description
+    assert refused.headers["retry-after"] == "1"
+    assert client.simulate_get("/contacts", headers=auth(key_a)).json["items"] == []
+
+    # And shop A's light requests and shop B's imports are served meanwhile
+    assert client.simulate_get("/credits", headers=auth(key_a)).status_code == 200
+    assert client.simulate_post("/contacts", headers=auth(key_b), json=rows).status_code == 200
+
+    # When the running import is answered, shop A imports again, one import after another
+    running.release(shop_a, "import-elsewhere")
+    for _ in range(3):
+        assert client.simulate_post("/contacts", headers=auth(key_a), json=rows).status_code == 200

@@ -1,0 +1,31 @@
+"""Which requests are heavy (`API_SHOP_HEAVY_CONCURRENCY`): declared by the resource class, per
+method, read from the routed resource like its `auth`; and the web process's GIL switch interval,
+a setting with bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.access import heavy
+from api.resources.campaigns import CampaignsResource
+from api.resources.contacts import ContactsResource
+from service.infra import config
+from tests.conftest import SECRET_KEY
+
+
+def test_a_contacts_import_is_heavy_and_listing_contacts_or_campaigns_is_not():
+    contacts = ContactsResource.__new__(ContactsResource)
+    assert heavy(contacts, "POST")
+    assert not heavy(contacts, "GET")
+    assert not heavy(CampaignsResource(), "GET") and not heavy(CampaignsResource(), "POST")
+
+
+def test_the_heavy_cap_and_the_switch_interval_are_settings_with_defaults_and_bounds():
+    base = {"SECRET_KEY": SECRET_KEY}
+    defaults = config.load(base)
+    assert (defaults.api_shop_heavy_concurrency, defaults.web_switch_interval_us) == (1, 1000)
+    assert config.load({**base, "API_SHOP_HEAVY_CONCURRENCY": "0"}).api_shop_heavy_concurrency == 0
+    with pytest.raises(config.ConfigError, match="API_SHOP_HEAVY_CONCURRENCY"):
+        config.load({**base, "API_SHOP_HEAVY_CONCURRENCY": "-1"})
+    with pytest.raises(config.ConfigError, match="WEB_SWITCH_INTERVAL_US=50 must be at least"):
+        config.load({**base, "WEB_SWITCH_INTERVAL_US": "50"})
