@@ -24,3 +24,13 @@ def milliseconds_ago(milliseconds: int) -> ColumnBase:
     """Database time (`now()`, the transaction's start) minus `milliseconds`: thresholds are
     measured on the database's clock, never this process's."""
     return fn.now() - Value(milliseconds) * SQL("interval '1 millisecond'")
+
+
+def audience_created() -> ColumnBase:
+    """A campaign whose recipients all exist, so it may be finalised: its last creation chunk
+    was written, or it was never created in chunks (`creation_until` NULL: enqueued by a
+    process older than migration 0010, during a rolling deploy, which created every recipient
+    in its enqueue and set neither column; without this it would stay `sending` for ever)."""
+    from models import Campaign
+
+    return Campaign.recipients_created_at.is_null(False) | Campaign.creation_until.is_null()

@@ -17,6 +17,7 @@ from peewee import SQL, Case, Select, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, SendBatch
 from models.database import db, execute
+from models.expressions import audience_created
 from service import audit, reservations
 from service.audit import Actor
 from service.infra.config import Settings
@@ -103,7 +104,7 @@ def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str
             .where(
                 (Campaign.id == campaign_id)
                 & (Campaign.status == "sending")
-                & Campaign.recipients_created_at.is_null(False)
+                & audience_created()
                 & ~in_flight
             )
             .returning(Campaign.status, Campaign.shop, Campaign.status_reason)

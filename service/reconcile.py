@@ -14,7 +14,7 @@ from datetime import datetime
 from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
-from models.expressions import milliseconds_ago
+from models.expressions import audience_created, milliseconds_ago
 from service import (
     admission,
     creation,
@@ -152,11 +152,7 @@ def finalize_idle_campaigns(settings: Settings, actor: Actor) -> dict[int, str]:
     )
     idle = (
         Campaign.select(Campaign.id)
-        .where(
-            (Campaign.status == "sending")
-            & Campaign.recipients_created_at.is_null(False)
-            & ~fn.EXISTS(in_flight)
-        )
+        .where((Campaign.status == "sending") & audience_created() & ~fn.EXISTS(in_flight))
         .scalars()
     )
     finished = {}

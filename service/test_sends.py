@@ -207,8 +207,13 @@ def deliver(
     transaction). A row that is not `queued` (sent, failed, or claimed by a delivery that may
     have reached the provider) is left alone: never sent twice."""
     row = TestSend.get_or_none(TestSend.id == test_send_id)
-    if row is None or row.status != "queued" or row.phone is None:
-        return Delivery(row.status if row else "missing")  # (an erased number is failed)
+    if row is None or row.status != "queued":
+        return Delivery(row.status if row else "missing")
+    if row.phone is None:
+        # Erased while its call was in flight and the call came back unsent (`_unclaim`): the
+        # erasure could not fail it then; failed now, or its credits would stay held.
+        _finish(row.id, "failed", "erased", audit.WORKER)
+        return Delivery("failed")
     if refusal(row.shop_id, row.phone, settings):
         _finish(row.id, "failed", "suppressed", audit.WORKER)
         return Delivery("failed")
@@ -352,13 +357,20 @@ def repair(settings: Settings, actor: Actor) -> int:
     ]
     for test_send_id in timed_out:
         _finish(test_send_id, "failed", "unknown_outcome", actor)
+    # Marked as it is republished (`claimed_at` of a queued row: when it was last published by
+    # this repair), so one left waiting by a long cool-down is published once per staleness
+    # period, not once more at every reconcile.
     stale = [
         test_send_id
-        for (test_send_id,) in TestSend.select(TestSend.id)
+        for (test_send_id,) in TestSend.update(claimed_at=fn.now())
         .where(
             (TestSend.status == "queued")
-            & (TestSend.created_at < milliseconds_ago(settings.batch_stale_after_ms))
+            & (
+                fn.COALESCE(TestSend.claimed_at, TestSend.created_at)
+                < milliseconds_ago(settings.batch_stale_after_ms)
+            )
         )
+        .returning(TestSend.id)
         .tuples()
     ]
     for test_send_id in stale:

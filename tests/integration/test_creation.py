@@ -283,3 +283,27 @@ def test_the_counters_equal_a_full_count_after_a_mixed_run(db, chunked, calls):
     assert recipient_counts.for_campaign(other_id)[0]["skipped"] == 9  # ids[0] was erased
     progress = campaigns.progress(shop_id, campaign_id)
     assert (progress["total"], progress["recipients_created"]) == (20, True)
+
+
+def test_a_campaign_an_older_process_enqueued_during_a_deploy_still_finishes(db, chunked, calls):
+    # Given a campaign enqueued, during a rolling deploy, by a web process older than chunked
+    # creation: every recipient created in its enqueue, neither creation column set
+    shop_id, _ = shop_with_contacts("rolling.example", 100, CHUNK)
+    campaign_id, _ = launch(chunked, shop_id)
+    execute(
+        "UPDATE campaign SET recipients_created_at = NULL, creation_until = NULL,"
+        " creation_cursor = NULL WHERE id = %s",
+        (campaign_id,),
+    )
+
+    # When its batches are all sent
+    sender = BatchSender(chunked, FakeProvider(), calls, CallSlots(4))
+    for key, ids in fetchall(
+        "SELECT key, recipient_ids FROM send_batch WHERE campaign_id = %s", (campaign_id,)
+    ):
+        sender.send(campaign_id, shop_id, ids, key)
+
+    # Then it completes (not left `sending` for ever) and its reservation is settled
+    assert delivery.refresh_campaign(campaign_id, chunked, audit.WORKER) == "completed"
+    assert statuses(campaign_id) == {"sent": CHUNK}
+    assert reservation(campaign_id)[0] == "released"

@@ -213,3 +213,48 @@ def test_the_reconcile_fails_a_claim_its_worker_never_finished_and_frees_its_cre
     row = TestSend.get_by_id(asked["id"])
     assert (row.status, row.error) == ("failed", "unknown_outcome")
     assert credits.summary(shop_id) == credits.CreditSummary(10, 0, 10)
+
+
+def test_a_number_erased_while_its_call_was_in_flight_fails_when_the_call_comes_back_unsent(
+    shop, settings
+):
+    # Given a test send claimed by a worker whose call is in flight
+    shop_id, campaign_id = shop
+    asked = test_sends.request(shop_id, campaign_id, "+306900000001", settings, KEY)
+    db.execute_sql(
+        "UPDATE test_send SET status = 'sending', claimed_at = now() WHERE id = %s",
+        (asked["id"],),
+    )
+
+    # When the number is erased meanwhile (the erasure leaves a claimed row to its worker),
+    # and the call comes back unsent, so the worker puts it back on its queue
+    erasure.erase_number(shop_id, "+306900000001", settings.secret_key, audit.SHOPIFY_WEBHOOK)
+    test_sends._unclaim(asked["id"])
+    assert TestSend.get_by_id(asked["id"]).status == "queued"
+
+    # Then its next delivery fails it as erased and frees its credits, instead of leaving it
+    # queued (and its credits held) for ever
+    assert test_sends.deliver(asked["id"], Provider(), None, settings).status == "failed"
+    row = TestSend.get_by_id(asked["id"])
+    assert (row.phone, row.status, row.error) == (None, "failed", "erased")
+    assert credits.summary(shop_id).reserved == 0
+
+
+def test_a_stale_test_send_is_republished_once_per_staleness_period(shop, settings, monkeypatch):
+    # Given a test send queued long ago (its message lost, or waiting out a long cool-down)
+    shop_id, campaign_id = shop
+    asked = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
+    db.execute_sql(
+        "UPDATE test_send SET created_at = now() - interval '1 hour' WHERE id = %s",
+        (asked["id"],),
+    )
+    published: list[int] = []
+    monkeypatch.setattr(test_sends.dispatch, "publish_test_send", published.append)
+
+    # When the clock reconciles twice in a row
+    clock_actor = audit.Actor.clock("reconcile", 1)
+    test_sends.repair(settings, clock_actor)
+    test_sends.repair(settings, clock_actor)
+
+    # Then it was published again once, not once per reconcile
+    assert published == [asked["id"]]
