@@ -24,3 +24,24 @@ def reset(db_url: str, redis_url: str) -> None:
     migrate()
     database.db.close()
     redis.Redis.from_url(redis_url).flushdb()
+
+
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+DLR_SECRET = "bench-dlr-secret-0123456789"
+
+
+def stack_env(db_url: str, redis_url: str, **settings: str) -> dict[str, str]:
+    """The environment every benchmark's stack shares (its database and Redis, the secrets, a
+    stand-in provider key, 64 provider calls in flight per worker process), with `settings`
+    added or overriding."""
+    return {
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DLR_WEBHOOK_SECRET": DLR_SECRET,
+        "SECRET_KEY": "bench-secret-key-0123456789abcdef",
+        "MITTO_API_KEY": "bench",
+        "SEND_CONCURRENCY": "64",
+        "LOG_LEVEL": "WARNING",
+        **settings,
+    }

@@ -41,7 +41,7 @@ DB_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_bench"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
-ADMIN = "bench-admin-token-0123456789"
+ADMIN = common.ADMIN_TOKEN
 
 
 class PeakRss:
@@ -219,16 +219,7 @@ def main() -> int:
             )
     if args.old:
         results["seed_old_s"] = seed_old_recipients(args.old)
-    env = {
-        "DATABASE_URL": DB_URL,
-        "REDIS_URL": REDIS_URL,
-        "ADMIN_TOKEN": ADMIN,
-        "DLR_WEBHOOK_SECRET": "bench-dlr-secret-0123456789",
-        "SECRET_KEY": "bench-secret-key-0123456789abcdef",
-        "MITTO_API_KEY": "bench",
-        "SEND_CONCURRENCY": "64",
-        "LOG_LEVEL": "INFO",
-    }
+    env = common.stack_env(DB_URL, REDIS_URL, LOG_LEVEL="INFO")
     stack = Stack(env, f"million-{int(time.time())}")
     try:
         stack.start_sim("--no-dlr")

@@ -31,7 +31,7 @@ DB_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_bench"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
-DLR_SECRET = "bench-dlr-secret-0123456789"
+DLR_SECRET = common.DLR_SECRET
 
 
 def reset_database() -> None:
@@ -67,16 +67,12 @@ class PeakRss:
 
 
 def make_stack(concurrency: int, processes: int, threads: int) -> Stack:
-    env = {
-        "DATABASE_URL": DB_URL,
-        "REDIS_URL": REDIS_URL,
-        "ADMIN_TOKEN": "bench-admin-token-0123456789",
-        "DLR_WEBHOOK_SECRET": DLR_SECRET,
-        "SECRET_KEY": "bench-secret-key-0123456789abcdef",
-        "MITTO_API_KEY": "bench",
-        "SEND_CONCURRENCY": str(concurrency),
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-    }
+    env = common.stack_env(
+        DB_URL,
+        REDIS_URL,
+        SEND_CONCURRENCY=str(concurrency),
+        LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    )
     return Stack(env, f"bench-{int(time.time())}")
 
 

@@ -37,7 +37,7 @@ DB_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/astronote_bench_reports"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
-DLR_SECRET = "bench-dlr-secret-0123456789"
+DLR_SECRET = common.DLR_SECRET
 
 
 def reset_database() -> None:
@@ -188,16 +188,9 @@ def main() -> int:
     args = parser.parse_args()
     results: dict = {"machine": f"{os.cpu_count()} cores", "args": vars(args), "runs": []}
     reset_database()
-    env = {
-        "DATABASE_URL": DB_URL,
-        "REDIS_URL": REDIS_URL,
-        "ADMIN_TOKEN": "bench-admin-token-0123456789",
-        "DLR_WEBHOOK_SECRET": DLR_SECRET,
-        "SECRET_KEY": "bench-secret-key-0123456789abcdef",
-        "MITTO_API_KEY": "bench",
-        "SEND_CONCURRENCY": "64",
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-    }
+    env = common.stack_env(
+        DB_URL, REDIS_URL, LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+    )
     stack = Stack(env, f"bench-reports-{int(time.time())}")
     noop_port = free_port()
     noop = f"http://127.0.0.1:{noop_port}/webhooks/mitto/dlr"

@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
 from bench.million import (  # noqa: E402
-    ADMIN,
     DB_URL,
     REDIS_URL,
     run_campaign,
@@ -46,16 +45,7 @@ def main() -> int:
     sizes = [int(size) for size in args.sizes.split(",")]
     results: dict = {"machine": f"{os.cpu_count()} cores", "args": vars(args)}
     common.reset(DB_URL, REDIS_URL)
-    env = {
-        "DATABASE_URL": DB_URL,
-        "REDIS_URL": REDIS_URL,
-        "ADMIN_TOKEN": ADMIN,
-        "DLR_WEBHOOK_SECRET": "bench-dlr-secret-0123456789",
-        "SECRET_KEY": "bench-secret-key-0123456789abcdef",
-        "MITTO_API_KEY": "bench",
-        "SEND_CONCURRENCY": "64",
-        "LOG_LEVEL": "INFO",
-    }
+    env = common.stack_env(DB_URL, REDIS_URL, LOG_LEVEL="INFO")
     stack = Stack(env, f"stale-{int(time.time())}")
     try:
         stack.start_sim("--no-dlr")
