@@ -4,6 +4,7 @@ provider simulator, PostgreSQL and Redis (and RabbitMQ as the broker)."""
 from __future__ import annotations
 
 import pytest
+import requests
 
 from tests.e2e.stack import wait_for
 
@@ -57,11 +58,16 @@ def test_a_1000_recipient_campaign_is_sent_once_each_and_charged_exactly(stack, 
     assert progress["finished_at"] is not None
 
     # ...and delivery statuses reach Delivered from the simulator's reports
-    delivered = wait_for(
-        lambda: (lambda p: p if p["delivery"].get("Delivered") == 1000 else None)(
-            stack.progress(key, campaign["id"])
-        ),
-        60,
-        "1000 Delivered reports",
-    )
+    seen: dict = {}
+
+    def all_delivered() -> dict | None:
+        seen["progress"] = stack.progress(key, campaign["id"])
+        return seen["progress"] if seen["progress"]["delivery"].get("Delivered") == 1000 else None
+
+    try:
+        delivered = wait_for(all_delivered, 60, "1000 Delivered reports")
+    except TimeoutError as error:
+        # Say where the reports stopped: posted and refused by the simulator, or applied
+        stats = requests.get(f"{stack.sim}/_sim/stats", timeout=5).json()
+        raise AssertionError(f"{error}: {seen.get('progress')}; simulator {stats}") from None
     assert delivered["delivery"] == {"Delivered": 1000}

@@ -29,8 +29,13 @@ def timeline(stack, **params: str) -> dict:
 @pytest.mark.parametrize("text", [BULK, PERSONAL], ids=["bulk", "personalised"])
 def test_no_second_carries_more_than_the_provider_rate_limit(make_stack, db, text):
     # Given an account limited to 50 messages a second, and two worker processes whose
-    # batches (25 recipients each) could send far faster
-    stack = make_stack(PROVIDER_RATE_LIMIT="50", SEND_BATCH_SIZE="25")
+    # batches (25 recipients each) could send far faster. The simulator counts calls when they
+    # arrive; on a loaded CI machine the time from the limiter's count to that arrival varies
+    # by more than the default 15 ms margin (a CI run saw 51 in one second), so the margin is
+    # raised as the README advises for such a link.
+    stack = make_stack(
+        PROVIDER_RATE_LIMIT="50", SEND_BATCH_SIZE="25", PROVIDER_RATE_MARGIN_MS="250"
+    )
     stack.start_sim("--no-dlr")  # reports are beside the point here
     stack.start_web()
     stack.start_worker(processes=2, threads=4)
