@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from peewee import SQL, Case, Select, fn
+from peewee import fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, SendBatch
 from models.database import db, execute
 from models.expressions import audience_created
-from service import audit, reservations
+from service import audit, recipient_counts, reservations
 from service.audit import Actor
 from service.infra.config import Settings
 from service.infra.faults import fault_point
@@ -85,27 +85,27 @@ def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str
     one message was sent, else `failed`; set `finished_at`, settle the reservation (released,
     or held for its messages of unknown outcome: `service.reservations`). Returns the new
     status, or None when the campaign is not ready (or already final)."""
-    recipients = CampaignRecipient.select(SQL("1")).where(CampaignRecipient.campaign == campaign_id)
-    # Whether any message was sent, evaluated once for both CASEs (a FROM item of the UPDATE).
-    sent = Select(
-        columns=[fn.EXISTS(recipients.where(CampaignRecipient.status == "sent")).alias("any")]
-    ).alias("sent")
-    in_flight = fn.EXISTS(recipients.where(CampaignRecipient.status.in_(("pending", "sending"))))
+    # Read from the counters (`service.recipient_counts`), not the recipients. Whether any
+    # was sent is read before the UPDATE: with none pending or in flight (checked again by
+    # the UPDATE itself) no recipient can still become sent.
+    counts, _ = recipient_counts.for_campaign(campaign_id)
+    if counts["pending"] or counts["sending"]:
+        return None
+    any_sent = counts["sent"] > 0
     with db.atomic():
         finished = list(
             Campaign.update(
-                status=Case(None, [(sent.c.any, "completed")], "failed"),
-                status_reason=Case(None, [(sent.c.any, None)], "no message was sent"),
+                status="completed" if any_sent else "failed",
+                status_reason=None if any_sent else "no message was sent",
                 finished_at=fn.now(),
                 last_progress_at=fn.now(),
                 updated_at=fn.now(),
             )
-            .from_(sent)
             .where(
                 (Campaign.id == campaign_id)
                 & (Campaign.status == "sending")
                 & audience_created()
-                & ~in_flight
+                & (recipient_counts.unresolved(campaign_id) == 0)
             )
             .returning(Campaign.status, Campaign.shop, Campaign.status_reason)
             .tuples()

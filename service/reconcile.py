@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from peewee import SQL, fn
+from peewee import fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
 from models.expressions import audience_created, milliseconds_ago
@@ -146,17 +146,24 @@ def fail_unknown_outcomes(settings: Settings) -> int:
 def finalize_idle_campaigns(settings: Settings, actor: Actor) -> dict[int, str]:
     """Finish every `sending` campaign whose audience is wholly created and that has nothing
     pending or in flight."""
-    in_flight = CampaignRecipient.select(SQL("1")).where(
-        (CampaignRecipient.campaign == Campaign.id)
-        & CampaignRecipient.status.in_(("pending", "sending"))
-    )
-    idle = (
+    created = list(
         Campaign.select(Campaign.id)
-        .where((Campaign.status == "sending") & audience_created() & ~fn.EXISTS(in_flight))
+        .where((Campaign.status == "sending") & audience_created())
         .scalars()
     )
+    # Read from the counters, not by walking each campaign's recipients (SPEC 12); a campaign
+    # without recipients has no counts and is idle too.
+    counts = recipient_counts.for_campaigns(created)
+    idle = [
+        campaign_id
+        for campaign_id in created
+        if not (
+            (found := counts.get(campaign_id))
+            and (found["status"]["pending"] or found["status"]["sending"])
+        )
+    ]
     finished = {}
-    for campaign_id in list(idle):
+    for campaign_id in idle:
         status = delivery.refresh_campaign(campaign_id, settings, actor)
         if status:
             finished[campaign_id] = status
