@@ -16,6 +16,7 @@ from api import paths
 from api.access import Access, access_for, heavy
 from api.body import discard_body, read_bytes
 from api.ops_access import LOGIN_PATH, OperatorSessions, same_secret
+from api.workers import hold_connection
 from models.database import db
 from service import api_keys
 from service.errors import NotFound, Unauthorized
@@ -64,6 +65,7 @@ class Authentication:
         self.shopify_secret = settings.shopify_api_secret
         self.sessions = sessions
         self.limits = limits
+        self.refusal_hold_s = settings.api_refusal_hold_ms / 1000
         # Refused requests of each shop reading their body right now, in this process.
         self._discarding: dict[int, int] = {}
         self._discarding_lock = threading.Lock()
@@ -116,6 +118,9 @@ class Authentication:
             req.context.in_flight = (admission.shop_id, request_id)
         if admission.refused and admission.shop_id is not None:
             self._discard(req, admission.shop_id)
+        if admission.refused:
+            # Its next request on this connection waits out (part of) its Retry-After.
+            hold_connection(min(self.refusal_hold_s, admission.retry_after))
         if admission.refused == "rate":
             raise falcon.HTTPTooManyRequests(
                 title="Too many requests",

@@ -1,5 +1,6 @@
 """The web's gunicorn worker (the Procfile's `--worker-class`): gunicorn's threaded worker,
-telling the application how long each request waited for one of its threads.
+telling the application how long each request waited for one of its threads, and leaving a
+refused client's connection unread for a while.
 
 gthread accepts up to `worker_connections` connections and queues their requests for its
 threads. Under a burst that queue grows until its requests have waited longer than their
@@ -7,10 +8,20 @@ clients do: the worker then spends its time storing reports nobody waits for, wh
 clients time out and post them again (a congestion collapse, measured in `bench/RESULTS.md`).
 Knowing each request's wait lets the delivery-report webhook answer a stale one 503 at once
 (`api/report_ingest.py`, `REPORT_INGEST_MAX_WAIT_MS`).
+
+A shop that ignores `Retry-After` asks again the moment it is refused: refusals are cheap
+(one Redis round trip) but each still costs parsing, a thread and an answer, and a client
+with many threads turns that into hundreds of refusals a second on the cores another shop's
+requests need. After a 429 (`hold_connection`), the connection goes back to the poller only
+when the hold is over, so the client's next request on it waits there; no thread waits, and
+the socket's buffer holds the request. This is the tarpit a front proxy's per-client rate
+limit would give (nginx's `limit_req` with `delay`), for clients that keep their connection.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from typing import Any
@@ -21,6 +32,14 @@ _current = threading.local()
 
 
 class TimedThreadWorker(ThreadWorker):
+    def init_process(self) -> None:
+        # In the worker process, before gunicorn's loop starts (init_process runs it).
+        self._held: list[tuple[float, int, Any, Any]] = []
+        self._held_order = itertools.count()
+        self._held_changed = threading.Condition()
+        threading.Thread(target=self._release_held, name="refusal-hold", daemon=True).start()
+        super().init_process()
+
     def enqueue_req(self, conn: Any) -> None:
         # Every request reaches a thread through here: a new connection's, a kept-alive one's.
         conn.astronote_queued_at = time.monotonic()
@@ -28,13 +47,54 @@ class TimedThreadWorker(ThreadWorker):
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         _current.queued_at = getattr(conn, "astronote_queued_at", None)
+        _current.hold_s = 0.0
         try:
             return super().handle_request(req, conn)
         finally:
+            if _current.hold_s > 0:
+                conn.astronote_hold_until = time.monotonic() + _current.hold_s
             _current.queued_at = None
+            _current.hold_s = 0.0
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """On the main thread, when a request is done: a connection kept alive after a 429
+        is held back from the poller until its hold is over, then handed to gunicorn's own
+        path as if the request had just finished."""
+        until = getattr(conn, "astronote_hold_until", 0.0)
+        conn.astronote_hold_until = 0.0
+        if (
+            until > time.monotonic()
+            and self.alive
+            and not fs.cancelled()
+            and fs.exception() is None
+            and fs.result() is True
+        ):
+            with self._held_changed:
+                heapq.heappush(self._held, (until, next(self._held_order), conn, fs))
+                self._held_changed.notify()
+            return
+        super().finish_request(conn, fs)
+
+    def _release_held(self) -> None:
+        """One thread per process: hands each held connection back to the main loop (through
+        gunicorn's own queue of callbacks) when its hold is over."""
+        while True:
+            with self._held_changed:
+                while not self._held or self._held[0][0] > time.monotonic():
+                    wait = self._held[0][0] - time.monotonic() if self._held else None
+                    self._held_changed.wait(wait)
+                _, _, conn, fs = heapq.heappop(self._held)
+            self.method_queue.defer(ThreadWorker.finish_request, self, conn, fs)
 
 
 def queued_for(now: float) -> float:
     """Seconds the request this thread serves waited for it (0 outside this worker)."""
     queued_at = getattr(_current, "queued_at", None)
     return 0.0 if queued_at is None else now - queued_at
+
+
+def hold_connection(seconds: float) -> None:
+    """Leave this request's connection unread for `seconds` after its answer (a 429: see the
+    module's docstring). Nothing outside this worker (the tests' in-process app)."""
+    if hasattr(_current, "hold_s"):
+        _current.hold_s = max(_current.hold_s, seconds)

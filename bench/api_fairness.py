@@ -70,6 +70,8 @@ CONFIGS: dict[str, dict[str, str]] = {
     "switch-only": {"API_SHOP_HEAVY_CONCURRENCY": "0"},
     "switch-500us": {"WEB_SWITCH_INTERVAL_US": "500"},
     "heavy-cap-2": {"API_SHOP_HEAVY_CONCURRENCY": "2"},
+    # The refusal hold (api/workers.py) off; the defaults above have it on (1 s).
+    "no-hold": {"API_REFUSAL_HOLD_MS": "0"},
 }
 
 

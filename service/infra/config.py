@@ -68,6 +68,7 @@ class Settings:
     api_shop_concurrency: int
     api_shop_heavy_concurrency: int
     web_switch_interval_us: int
+    api_refusal_hold_ms: int
     max_campaign_recipients: int
     recipient_chunk_size: int
     shopify_api_secret: str | None
@@ -422,6 +423,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # win it back from a CPU-bound request (an import); Python's default is 5000. The bench
         # found no cost at 1000 and no benefit above its noise (bench/RESULTS.md).
         "web_switch_interval_us": _int("WEB_SWITCH_INTERVAL_US", 1000, 100, 100_000)(env),
+        # How long the web process leaves a connection unread after answering it 429 (at most
+        # the answer's Retry-After; 0: not at all). A client ignoring Retry-After and asking
+        # again at once on the same connection then waits out its refusal instead of spending
+        # the cores on being refused hundreds of times a second. No thread is held meanwhile
+        # (`api/workers.py`); a client that honours Retry-After never notices.
+        "api_refusal_hold_ms": _int("API_REFUSAL_HOLD_MS", 1000, 0, 10_000)(env),
         # Enqueue refuses (422) a campaign with more eligible recipients, before inserting any:
         # an abuse cap on one request's work, not a business limit.
         "max_campaign_recipients": _int("MAX_CAMPAIGN_RECIPIENTS", 1_000_000, 1)(env),
