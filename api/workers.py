@@ -13,9 +13,11 @@ A shop that ignores `Retry-After` asks again the moment it is refused: refusals 
 (one Redis round trip) but each still costs parsing, a thread and an answer, and a client
 with many threads turns that into hundreds of refusals a second on the cores another shop's
 requests need. After a 429 (`hold_connection`), the connection goes back to the poller only
-when the hold is over, so the client's next request on it waits there; no thread waits, and
-the socket's buffer holds the request. This is the tarpit a front proxy's per-client rate
-limit would give (nginx's `limit_req` with `delay`), for clients that keep their connection.
+when the hold is over (or is closed only then), so the client's next request on it waits
+there; no thread waits, and the socket's buffer holds the request. This is the tarpit a front
+proxy's per-client rate limit would give (nginx's `limit_req` with `delay`). A client opening
+a new connection per request is not slowed by it (each refusal is still one Redis round
+trip and no database work).
 """
 
 from __future__ import annotations
@@ -57,9 +59,12 @@ class TimedThreadWorker(ThreadWorker):
             _current.hold_s = 0.0
 
     def finish_request(self, conn: Any, fs: Any) -> None:
-        """On the main thread, when a request is done: a connection kept alive after a 429
-        is held back from the poller until its hold is over, then handed to gunicorn's own
-        path as if the request had just finished."""
+        """On the main thread, when a request is done: a connection answered 429 is held
+        until its hold is over, then handed to gunicorn's own path as if the request had
+        just finished: back to the poller if kept alive, else closed. A closed one is held
+        too: a refused import's connection is closed with its body unread (gunicorn drains
+        64 KiB at most), and its client, still sending, would otherwise reconnect and send the
+        next megabyte at once; held, it waits on its full socket buffer."""
         until = getattr(conn, "astronote_hold_until", 0.0)
         conn.astronote_hold_until = 0.0
         if (
@@ -67,7 +72,7 @@ class TimedThreadWorker(ThreadWorker):
             and self.alive
             and not fs.cancelled()
             and fs.exception() is None
-            and fs.result() is True
+            and isinstance(fs.result(), bool)  # not gunicorn's "deferred, no data yet"
         ):
             with self._held_changed:
                 heapq.heappush(self._held, (until, next(self._held_order), conn, fs))
