@@ -146,6 +146,10 @@ class Presence:
     def stop(self) -> None:
         """Stop refreshing and remove the entry at once (a graceful shutdown)."""
         self._stop.set()
+        # A refresh already past its wait would register the entry again after the removal
+        # (a CI run saw it listed after stop): let it finish first.
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
         if self._holder:
             try:
                 unregister(self.client, self._holder)
