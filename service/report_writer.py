@@ -113,14 +113,22 @@ class ReportWriter:
                 request.error = error
 
 
+# The longest one shared INSERT of reports may take (it takes milliseconds).
+WRITE_TIMEOUT_MS = 5000
+
+
 class OwnConnection:
     """`write(reports)` on a connection of its own (autocommit), opened on first use and
     again after a failure. Not thread-safe: `ReportWriter` calls it from one request at a
     time."""
 
     def __init__(self, database_url: str) -> None:
-        # A PostgreSQL that does not answer fails the write (503) rather than hold it.
-        self.params = {"connect_timeout": 5, **connect_params(database_url)}
+        # A PostgreSQL that does not answer, or a write stuck behind a lock, fails the write
+        # (503: the provider posts again) rather than hold a web thread and the reports
+        # queued behind it.
+        params = connect_params(database_url)
+        options = f"{params.get('options', '')} -c statement_timeout={WRITE_TIMEOUT_MS}"
+        self.params = {"connect_timeout": 5, **params, "options": options.strip()}
         self._connection: Any = None
 
     def write(self, reports: list[dict[str, Any]]) -> list[int]:

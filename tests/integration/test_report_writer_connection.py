@@ -3,6 +3,8 @@ connection that died is replaced at the next write instead of failing every writ
 
 from __future__ import annotations
 
+import time
+
 import psycopg2
 import pytest
 
@@ -33,4 +35,23 @@ def test_a_dead_connection_fails_one_write_and_the_next_connects_again(settings,
         "a",
         "c",
     ]
+    writer.close()
+
+
+def test_a_write_stuck_behind_a_lock_fails_instead_of_holding_the_thread(settings, db, monkeypatch):
+    # Given a writer whose statements may take 300 ms at most
+    monkeypatch.setattr("service.report_writer.WRITE_TIMEOUT_MS", 300)
+    writer = OwnConnection(settings.database_url)
+
+    # When another transaction holds the reports' table locked
+    started = time.monotonic()
+    with db.atomic():
+        db.execute_sql("LOCK TABLE delivery_report IN ACCESS EXCLUSIVE MODE")
+        # Then the write fails after its timeout (the webhook answers 503, the provider
+        # posts again), not when the lock is released
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            writer.write([report("a")])
+        assert time.monotonic() - started < 3
+    # And the next write goes through
+    assert len(writer.write([report("b")])) == 1
     writer.close()
