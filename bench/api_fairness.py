@@ -69,6 +69,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "heavy-cap-only": {"WEB_SWITCH_INTERVAL_US": "5000"},
     "switch-only": {"API_SHOP_HEAVY_CONCURRENCY": "0"},
     "switch-500us": {"WEB_SWITCH_INTERVAL_US": "500"},
+    "switch-200us": {"WEB_SWITCH_INTERVAL_US": "200"},
     "heavy-cap-2": {"API_SHOP_HEAVY_CONCURRENCY": "2"},
     # The refusal hold (api/workers.py) off; the defaults above have it on (1 s).
     "no-hold": {"API_REFUSAL_HOLD_MS": "0"},
