@@ -16,8 +16,9 @@ requests need. After a 429 (`hold_connection`), the connection goes back to the 
 when the hold is over (or is closed only then), so the client's next request on it waits
 there; no thread waits, and the socket's buffer holds the request. This is the tarpit a front
 proxy's per-client rate limit would give (nginx's `limit_req` with `delay`). A client opening
-a new connection per request is not slowed by it (each refusal is still one Redis round
-trip and no database work).
+a new connection per request is slowed only while it keeps sending a refused body (each
+refusal is still one Redis round trip and no database work); held connections are capped at a
+quarter of `worker_connections`, so that they never stop the process accepting others.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Any
 from gunicorn.workers.gthread import ThreadWorker
 
 _current = threading.local()
+# At most worker_connections // HELD_SHARE connections are held at once per process.
+HELD_SHARE = 4
 
 
 class TimedThreadWorker(ThreadWorker):
@@ -70,6 +73,9 @@ class TimedThreadWorker(ThreadWorker):
         if (
             until > time.monotonic()
             and self.alive
+            # Held connections still count against `worker_connections`, past which gunicorn
+            # stops accepting: beyond a quarter of it, refusals are not held.
+            and len(self._held) < self.worker_connections // HELD_SHARE
             and not fs.cancelled()
             and fs.exception() is None
             and isinstance(fs.result(), bool)  # not gunicorn's "deferred, no data yet"
@@ -89,7 +95,10 @@ class TimedThreadWorker(ThreadWorker):
                     wait = self._held[0][0] - time.monotonic() if self._held else None
                     self._held_changed.wait(wait)
                 _, _, conn, fs = heapq.heappop(self._held)
-            self.method_queue.defer(ThreadWorker.finish_request, self, conn, fs)
+            try:
+                self.method_queue.defer(ThreadWorker.finish_request, self, conn, fs)
+            except Exception:  # noqa: BLE001 - the others must still be released
+                self.log.exception("a held connection could not be released")
 
 
 def queued_for(now: float) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from peewee import fn
+from peewee import Case, Select, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, SendBatch
 from models.database import db, execute
@@ -85,27 +85,32 @@ def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str
     one message was sent, else `failed`; set `finished_at`, settle the reservation (released,
     or held for its messages of unknown outcome: `service.reservations`). Returns the new
     status, or None when the campaign is not ready (or already final)."""
-    # Read from the counters (`service.recipient_counts`), not the recipients. Whether any
-    # was sent is read before the UPDATE: with none pending or in flight (checked again by
-    # the UPDATE itself) no recipient can still become sent.
+    # Read from the counters (`service.recipient_counts`), not the recipients: first outside
+    # the transaction (a campaign still sending, the usual answer, costs no UPDATE), then
+    # in the UPDATE itself, which decides in one snapshot whether anything is left and
+    # whether anything was sent (a late persist may still turn an unknown outcome to sent).
     counts, _ = recipient_counts.for_campaign(campaign_id)
     if counts["pending"] or counts["sending"]:
         return None
-    any_sent = counts["sent"] > 0
+    # Evaluated once for both CASEs (a FROM item of the UPDATE).
+    sent = Select(columns=[(recipient_counts.counted(campaign_id, "sent") > 0).alias("any")]).alias(
+        "sent"
+    )
     with db.atomic():
         finished = list(
             Campaign.update(
-                status="completed" if any_sent else "failed",
-                status_reason=None if any_sent else "no message was sent",
+                status=Case(None, [(sent.c.any, "completed")], "failed"),
+                status_reason=Case(None, [(sent.c.any, None)], "no message was sent"),
                 finished_at=fn.now(),
                 last_progress_at=fn.now(),
                 updated_at=fn.now(),
             )
+            .from_(sent)
             .where(
                 (Campaign.id == campaign_id)
                 & (Campaign.status == "sending")
                 & audience_created()
-                & (recipient_counts.unresolved(campaign_id) == 0)
+                & (recipient_counts.counted(campaign_id, "pending + sending") == 0)
             )
             .returning(Campaign.status, Campaign.shop, Campaign.status_reason)
             .tuples()

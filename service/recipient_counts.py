@@ -75,17 +75,18 @@ def for_campaign(campaign_id: int) -> tuple[dict[str, int], dict[str, int]]:
     return counts["status"], counts["delivery"]
 
 
-def unresolved(campaign_id: int) -> ColumnBase:
-    """The campaign's recipients pending or in flight (`sending`), from its counts: an SQL
-    expression for a statement's WHERE. Read from the counters rather than the recipients:
-    an EXISTS over a campaign's recipients stops at the first such row, but those are the
-    last in index order once most are sent, so it walked a million rows at every status
-    refresh of a million-recipient campaign (SPEC 12)."""
+def counted(campaign_id: int, expression: str) -> ColumnBase:
+    """`expression` over the campaign's counts (columns of `COLUMNS`, e.g. `pending +
+    sending`), summed: an SQL expression for a statement that must decide on the counts in
+    its own snapshot. Read from the counters rather than the recipients: an EXISTS over a
+    campaign's recipients stops at the first such row, but those are the last in index order
+    once most are sent, so it walked a million rows at every status refresh of a
+    million-recipient campaign (SPEC 12)."""
     return SQL(
-        "(SELECT coalesce(sum(pending + sending), 0) FROM ("
-        "  SELECT pending, sending FROM campaign_recipient_total WHERE campaign_id = %s"
+        f"(SELECT coalesce(sum({expression}), 0) FROM ("
+        f"  SELECT {_LIST} FROM campaign_recipient_total WHERE campaign_id = %s"
         "  UNION ALL"
-        "  SELECT pending, sending FROM campaign_recipient_delta WHERE campaign_id = %s"
+        f"  SELECT {_LIST} FROM campaign_recipient_delta WHERE campaign_id = %s"
         ") counts)",
         (campaign_id, campaign_id),
     )

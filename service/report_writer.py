@@ -8,8 +8,9 @@ own transaction; requests arriving meanwhile wait, and when that write returns t
 them writes the next group. Every request still answers only once a committed INSERT holds
 its reports; only the waiting requests touch no connection at all.
 
-A group that fails is written again request by request, so one request's bad report (or a
-lost connection) fails that request alone.
+A group that fails on its data is written again request by request, so one request's bad
+report fails that request alone; a group that fails on the database (connection lost, statement
+timeout) fails whole at once, rather than each request waiting out the same failure again.
 
 `OwnConnection` is the web's writer: one PostgreSQL connection of the process's own, used by
 one writing request at a time. A connection taken from the pool for each INSERT would cost a
@@ -86,8 +87,11 @@ class ReportWriter:
         try:
             self.write([r for request in group for r in request.reports])
         except Exception as error:  # noqa: BLE001 - each request learns its own outcome
-            if len(group) == 1:
-                group[0].error = error
+            if len(group) == 1 or isinstance(error, psycopg2.OperationalError):
+                # The database, not a report, failed (down, or a write stuck past its
+                # statement timeout): written one by one, each would wait out the same.
+                for request in group:
+                    request.error = error
             else:
                 self._write_one_by_one(group)
         finally:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg2
+import psycopg2.errors
 import pytest
 
 from service.report_writer import ReportWriter
@@ -70,6 +72,34 @@ def test_a_failing_group_fails_only_the_request_that_broke_it():
     # Then the bad request alone fails, every other report is written
     assert outcomes == {**dict.fromkeys(ids, "ok"), "bad": "failed"}
     assert store.written() == ["a", "b", "c", "d", "e"]
+
+
+def test_a_group_failing_on_the_database_fails_whole_and_is_not_written_again():
+    # Given a store whose database times out (every write waits 50 ms, then fails), and
+    # requests arriving together
+    calls: list[int] = []
+
+    def timing_out(reports: list[dict]) -> None:
+        calls.append(len(reports))
+        threading.Event().wait(0.05)
+        raise psycopg2.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    writer = ReportWriter(timing_out)
+
+    def request(i: int) -> str:
+        try:
+            writer.store([{"id": f"r{i}"}])
+        except psycopg2.OperationalError:
+            return "failed"
+        return "ok"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(request, range(8)))
+
+    # Then every request fails (the webhook answers 503), and no group was written again
+    # report by report: one write per group, not one more per request in it
+    assert outcomes == ["failed"] * 8
+    assert sum(calls) == 8, calls
 
 
 def test_a_group_never_exceeds_the_bound_but_takes_one_large_request_whole():
