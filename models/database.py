@@ -48,6 +48,19 @@ def bind(url: str, max_connections: int = 20) -> PooledPostgresqlDatabase:
 
 
 @contextmanager
+def planned_on_indexes() -> Iterator[None]:
+    """Inside a transaction: plan the statements run here without sequential scans
+    (`SET LOCAL enable_seqscan = off`, back to the default after them; a failure rolls the
+    transaction and the setting back together). For per-batch statements keyed by primary key
+    whose plan must not depend on the table's statistics: on a young table never analysed, the
+    planner estimated one matching row and joined a whole-table scan with the batch's 500 ids
+    as a nested loop, about 1 s per statement at 12,000 rows (bench/RESULTS.md)."""
+    execute("SET LOCAL enable_seqscan = off")
+    yield
+    execute("SET LOCAL enable_seqscan TO DEFAULT")
+
+
+@contextmanager
 def connection() -> Iterator[None]:
     """Hold a pooled connection for the duration (middleware for web requests and actors)."""
     db.connect(reuse_if_open=True)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, SendBatch
-from models.database import db, execute, execute_many, fetchall
+from models.database import db, execute, execute_many, fetchall, planned_on_indexes
 from models.expressions import any_of
 from service import audit, credits, reservations
 from service.audit import Actor
@@ -254,6 +254,24 @@ def unclaim(recipient_ids: Sequence[int], key: str) -> int:
     return undone
 
 
+# The accepted recipients `sent` with their provider ids, by primary key over `unnest`; a
+# late persist also turns an unknown outcome (`failed`, `unknown_outcome`) to sent.
+MARK_SENT = (
+    "UPDATE campaign_recipient r SET status = 'sent', mitto_message_id = v.pid,"
+    " sent_at = now(), error = NULL, updated_at = now(),"
+    " delivery_status = CASE WHEN delivery_rank(r.delivery_status) > 1"
+    "                   THEN r.delivery_status ELSE 'Queued' END"
+    " FROM unnest(%s::bigint[], %s::text[]) AS v(id, pid)"
+    " WHERE r.id = v.id AND r.mitto_message_id IS NULL"
+    "   AND (r.status = 'sending' OR (r.status = 'failed'"
+    "        AND r.error = 'unknown_outcome'))"
+)
+
+
+def _mark_sent(accepted: Sequence[Accepted]) -> None:
+    execute(MARK_SENT, ([a.recipient_id for a in accepted], [a.provider_id for a in accepted]))
+
+
 def persist_results(
     shop_id: int,
     campaign_id: int,
@@ -274,17 +292,8 @@ def persist_results(
     with db.atomic():
         debited = 0
         if accepted:
-            execute(
-                "UPDATE campaign_recipient r SET status = 'sent', mitto_message_id = v.pid,"
-                " sent_at = now(), error = NULL, updated_at = now(),"
-                " delivery_status = CASE WHEN delivery_rank(r.delivery_status) > 1"
-                "                   THEN r.delivery_status ELSE 'Queued' END"
-                " FROM unnest(%s::bigint[], %s::text[]) AS v(id, pid)"
-                " WHERE r.id = v.id AND r.mitto_message_id IS NULL"
-                "   AND (r.status = 'sending' OR (r.status = 'failed'"
-                "        AND r.error = 'unknown_outcome'))",
-                ([a.recipient_id for a in accepted], [a.provider_id for a in accepted]),
-            )
+            with planned_on_indexes():  # `UPDATE ... FROM unnest` on a young table
+                _mark_sent(accepted)
             debited = credits.insert_debits(
                 shop_id, campaign_id, [(a.recipient_id, a.segments) for a in accepted]
             )
@@ -305,12 +314,13 @@ def persist_results(
                 ],
             )
         if rejected:
-            execute(
-                "UPDATE campaign_recipient r SET status = 'failed', error = v.reason,"
-                " updated_at = now() FROM unnest(%s::bigint[], %s::text[]) AS v(id, reason)"
-                " WHERE r.id = v.id AND r.status = 'sending'",
-                ([rid for rid, _ in rejected], [reason for _, reason in rejected]),
-            )
+            with planned_on_indexes():
+                execute(
+                    "UPDATE campaign_recipient r SET status = 'failed', error = v.reason,"
+                    " updated_at = now() FROM unnest(%s::bigint[], %s::text[]) AS v(id, reason)"
+                    " WHERE r.id = v.id AND r.status = 'sending'",
+                    ([rid for rid, _ in rejected], [reason for _, reason in rejected]),
+                )
         fault_point(fault)
         # Rows every batch of the campaign and shop share come last, so their locks are held
         # only until the commit, in one order everywhere: campaign, reservation, shop.
