@@ -9,19 +9,24 @@ from __future__ import annotations
 from bench.chaos import STACK_ENV, Scenario, run_scenario, violations
 
 
-def chaos(make_stack, settings, faults: str, bulk_shops: int = 1):
+def chaos(make_stack, settings, faults: str, bulk_shops: int = 1, **env: str):
     scenario = Scenario(
         "ci", faults, faults=faults, shops=2, per_shop=100, bulk_shops=bulk_shops, processes=1
     )
-    row = run_scenario(scenario, make_stack(**STACK_ENV), settings.database_url)
+    row = run_scenario(scenario, make_stack(**{**STACK_ENV, **env}), settings.database_url)
     assert not violations(row), row
     assert row.settle_s is not None and row.recipients == 200
     return row
 
 
 def test_workers_killed_after_the_claim_and_after_the_answer(make_stack, db, settings):
+    # Batches of 10: each point is passed at least 20 times, so that no fault firing at all
+    # (0.85^40) is about one run in 700, not one in fifty as with batches of 100.
     row = chaos(
-        make_stack, settings, "after_claim_commit=kill:0.15,after_provider_answer=kill:0.15"
+        make_stack,
+        settings,
+        "after_claim_commit=kill:0.15,after_provider_answer=kill:0.15",
+        SEND_BATCH_SIZE="10",
     )
     assert "kill" in row.faults, "no fault fired"
     assert row.max_sends == 1 and row.left == 0 and row.debits == row.accepted
@@ -29,7 +34,15 @@ def test_workers_killed_after_the_claim_and_after_the_answer(make_stack, db, set
 
 
 def test_a_worker_killed_inside_persist_and_the_finalisation(make_stack, db, settings):
-    row = chaos(make_stack, settings, "inside_persist=kill:0.2,inside_finalisation=kill:0.5")
+    # Batches of 10, so that the persist is passed at least 20 times: with batches of 100 it
+    # was passed a handful of times and two finalisations, and in about one run in ten (a CI
+    # run saw it) no fault fired at all. Now: at most 0.7^20 x 0.5^2, about 1 in 50,000.
+    row = chaos(
+        make_stack,
+        settings,
+        "inside_persist=kill:0.3,inside_finalisation=kill:0.5",
+        SEND_BATCH_SIZE="10",
+    )
     assert "kill" in row.faults, "no fault fired"
 
 
