@@ -28,7 +28,7 @@ from datetime import datetime
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.pipeline import make_stack, reset_database  # noqa: E402
+from bench.pipeline import make_stack, query, reset_database  # noqa: E402
 from tests.e2e.stack import Stack, wait_for  # noqa: E402
 
 SMALL = 500
@@ -90,6 +90,28 @@ def percentiles(values: list[float]) -> dict:
         return ordered[max(0, min(len(ordered) - 1, round(p * len(ordered) + 0.5) - 1))]
 
     return {"p50": rank(0.5), "p99": rank(0.99), "max": ordered[-1], "all": ordered}
+
+
+# Where a try's wait went, from the database (each column the first such moment of B's
+# campaign): its audience created, its first batch published, its first recipients claimed by
+# a window the limiter admitted.
+_PHASES = """
+SELECT c.id,
+       extract(epoch FROM c.recipients_created_at),
+       (SELECT extract(epoch FROM min(b.created_at)) FROM send_batch b WHERE b.campaign_id = c.id),
+       (SELECT extract(epoch FROM min(r.claimed_at)) FROM campaign_recipient r
+        WHERE r.campaign_id = c.id)
+FROM campaign c WHERE c.id = ANY(%s)
+"""
+
+
+def phases(tries: list[dict]) -> None:
+    """Adds to each try the seconds from its enqueue to each phase of `_PHASES`."""
+    rows = {row[0]: row[1:] for row in query(_PHASES, [t["campaign_id"] for t in tries])}
+    for t in tries:
+        created, batched, claimed = rows.get(t["campaign_id"], (None, None, None))
+        for name, moment in (("created", created), ("batched", batched), ("claimed", claimed)):
+            t[f"{name}_s"] = None if moment is None else round(float(moment) - t["began"], 2)
 
 
 def test_send(stack: Stack, key: str, campaign_id: int, phone: str) -> float:
@@ -158,6 +180,9 @@ def run(args: argparse.Namespace, mode: str) -> dict:
             a_sending = not finished(stack, big_key, big_id)
             tries.append(
                 {
+                    "campaign_id": small_id,
+                    "began": began,
+                    "at_s": round(began - big_began, 1),  # since A's enqueue
                     "first_call_s": first_call_s,
                     "complete_s": complete_s,
                     "test_send_s": test_send(stack, small_key, small_id, f"+3069{50_000_000:08d}"),
@@ -172,6 +197,10 @@ def run(args: argparse.Namespace, mode: str) -> dict:
         )
         # A's own rate while B's tries ran: the time B's messages took is not A's loss.
         during = [t for t in tries if t["a_still_sending"]]
+        phases(tries)
+        a_created = query(
+            "SELECT extract(epoch FROM recipients_created_at) FROM campaign WHERE id = %s", big_id
+        )[0][0]
         return {
             "mode": mode,
             "provider_rate_limit": args.rate_limit if capped else None,
@@ -187,6 +216,9 @@ def run(args: argparse.Namespace, mode: str) -> dict:
             "b_first_call_s": percentiles([t["first_call_s"] for t in during]),
             "b_complete_s": percentiles([t["complete_s"] for t in during]),
             "test_send_s": percentiles([t["test_send_s"] for t in during]),
+            # A's audience fully created, seconds after its enqueue.
+            "a_created_s": None if a_created is None else round(float(a_created) - big_began, 1),
+            "tries": [{k: v for k, v in t.items() if k != "began"} for t in tries],
         }
     finally:
         stack.close()
