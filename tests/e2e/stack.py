@@ -70,7 +70,12 @@ class Stack:
 
     def __init__(self, env: dict[str, str], name: str) -> None:
         self.sim_port, self.web_port = free_port(), free_port()
-        self.env = pointed_environment({**os.environ, **env}, self.web_port, self.sim_port)
+        # No quiet hours unless `env` says: a benchmark run at night (bench/ builds its stacks
+        # here) would otherwise see every batch deferred to the morning, and measure nothing.
+        defaults = {"QUIET_HOURS_DEFAULT": "off"}
+        self.env = pointed_environment(
+            {**defaults, **os.environ, **env}, self.web_port, self.sim_port
+        )
         self.name = name
         self.group = ProcessGroup(LOGS, prefix=f"{name}.", cwd=ROOT)
         self.launch = StackProcesses(self.env, self.web_port, self.sim_port, self.group)
