@@ -141,6 +141,7 @@ def send_bulk_sms(campaign_id: int, shop_id: int, recipient_ids: list[int]) -> N
             "unknown": report.unknown,
             "throttled": report.throttled,
             "limited": report.limited,
+            "wait_ms": report.wait_ms,
             "windows": report.windows,
             "republished": report.republished,
         },

@@ -11,7 +11,7 @@ invocation (`--modes`, comma-separated):
 - `capped-alone`: A alone under the cap (A's rate without B: what A loses is against this);
 - `unbounded`: no provider cap and no admission bound (every batch published at enqueue).
 
-    .venv/bin/python bench/fairness.py [--big 100000] [--tries 10] [--rate-limit 2000]
+    .venv/bin/python bench/fairness.py [--big 100000] [--tries 10] [--rate-limit 2000] [--gap 0]
 
 Uses BENCH_DATABASE_URL / BENCH_REDIS_URL like bench/pipeline.py (its database is reset).
 """
@@ -162,6 +162,8 @@ def run(args: argparse.Namespace, mode: str) -> dict:
         time.sleep(2)  # A's batches are in the queue when B arrives
         tries = []
         for attempt in range(args.tries if with_b else 0):
+            if attempt and args.gap:
+                time.sleep(args.gap)  # spread over A's life: creation, then the steady state
             if finished(stack, big_key, big_id):
                 break
             before = stack.sim_messages(summary="1", **{"from": "ShopB"})["count"]
@@ -231,6 +233,9 @@ def main() -> int:
     parser.add_argument("--rate-limit", type=int, default=2000)
     parser.add_argument("--modes", default="uncapped,capped,capped-fcfs,capped-alone")
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument(
+        "--gap", type=float, default=0.0, help="seconds between one try of B and the next"
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
