@@ -7,7 +7,9 @@ once, each is owed an equal share of it (`amount / active shops` in the limit's 
 period), and what one shop is still owed is kept from the others:
 
 - a shop is *active* from its ask (a window's admission, a delivery's precheck) until its
-  batch ends (`withdraw`), or at most `ACTIVE_MS` after its last ask (a crashed worker);
+  batch ends (`withdraw`), or at most `ACTIVE_MS` after its last ask (a crashed worker); a
+  shop refused for the budget stays active until `ACTIVE_MS` after the moment it was told to
+  come back (`hold`), so a slow trip back through the queue does not lose it its share;
 - each shop's admitted messages are counted in a sliding log of its own (`usage`), over the
   same period as the account's limit;
 - a shop under its share may take what it is owed, or more when the budget holds more than
@@ -72,7 +74,9 @@ local free = amount - math.max(in_period(admitted), in_period(dispatched))
 
 redis.call('ZADD', demand, now, shop)
 redis.call('ZREMRANGEBYSCORE', demand, '-inf', now - active_ms)
-redis.call('PEXPIRE', demand, active_ms)
+if redis.call('PTTL', demand) < active_ms then  -- never shorter than a `hold` made it
+  redis.call('PEXPIRE', demand, active_ms)
+end
 local shops = redis.call('ZRANGE', demand, 0, -1)
 
 -- A usage log: members "<ms>:<seq>:<count>" scored by their time; only the period counts.
@@ -137,6 +141,19 @@ redis.call('PEXPIRE', demand .. ':seq', span)
 return {granted, 0, member, stamp}
 """
 
+# KEYS[1]: the account's demand. ARGV: shop, wait_ms, active_ms. The shop's last ask is moved
+# to when it was told to come back (never earlier than it is), on Redis' clock.
+_HOLD_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local back = now + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], 'GT', back, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < back - now + tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], back - now + tonumber(ARGV[3]))
+end
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class Share:
@@ -175,6 +192,7 @@ class FairShare:
         self.keys = [f"{KEY_PREFIX}:{account}:demand", admitted_key, dispatched_key]
         self.usage_prefix = f"{KEY_PREFIX}:{account}:usage:"
         self.script = client.register_script(_SCRIPT)
+        self.hold_script = client.register_script(_HOLD_SCRIPT)
 
     def ask(self, shop: int, wanted: int, take: bool = True) -> Share:
         """A window of `shop` wants `wanted` messages: how many it may take now, within the
@@ -204,6 +222,14 @@ class FairShare:
         pipe.lrem(self.admitted_key, share.granted, share.stamp)
         pipe.zrem(f"{self.usage_prefix}{shop}", share.member)
         pipe.execute()
+
+    def hold(self, shop: int, wait_ms: int) -> None:
+        """The shop was refused for the budget and comes back in `wait_ms`: it stays owed
+        its share until `ACTIVE_MS` after that, however long its batch's trip back through
+        the queue takes (a busy worker, the delay queue's polling). Without this, a trip
+        longer than `ACTIVE_MS` minus the wait let the others take the budget freed meanwhile,
+        and the shop was refused again on its return."""
+        self.hold_script([self.keys[0]], [shop, max(0, wait_ms), ACTIVE_MS])
 
     def withdraw(self, shop: int) -> None:
         """The shop's batch ended: it is owed nothing until it asks again."""

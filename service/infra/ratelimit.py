@@ -255,19 +255,23 @@ class SendLimiter:
             return cooling
         limits = self._provider_stage_limits()
         if self.share is not None and shop is not None:
-            return self._share_grant(self.share.ask(shop, 1, take=False), limits)
+            return self._share_grant(shop, self.share.ask(shop, 1, take=False), limits)
         if self._left(limits).get("provider", 1) <= 0:
             return self.refusal(limits, 1)
         return Grant(1)
 
-    def _share_grant(self, share: Share, limits: list[Limit]) -> Grant:
+    def _share_grant(self, shop: int, share: Share, limits: list[Limit]) -> Grant:
         """The share's answer as a grant: refused for the share (the budget left is owed to
-        other shops: ask again soon), or for the budget (until it has room again)."""
+        other shops: ask again soon), or for the budget (until it has room again; the shop
+        stays owed its share until it is back)."""
         if share.granted:
             return Grant(share.granted)
         if share.wait_ms:
             return Grant(0, share.wait_ms, "share")
-        return self.refusal(limits, 1)
+        refused = self.refusal(limits, 1)
+        assert self.share is not None
+        self.share.hold(shop, refused.wait_ms)
+        return refused
 
     def dispatch(self, sender: str, count: int) -> Grant:
         """Right before a claimed window's calls: `count` sends counted at the time they go
@@ -312,7 +316,7 @@ class SendLimiter:
                 return self.refusal(by_sender, 1)
         share = self.share.ask(shop, count)
         grant = self._share_grant(
-            share, [limit for limit in admit + send if limit[0] == "provider"]
+            shop, share, [limit for limit in admit + send if limit[0] == "provider"]
         )
         if grant.count and by_sender:
             sender_grant = self._hit(

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from service.infra import config
-from service.infra.fair_share import OVER_SHARE_RECHECK_MS
+from service.infra.fair_share import ACTIVE_MS, OVER_SHARE_RECHECK_MS
 from service.infra.ratelimit import SendLimiter
 
 BIG, SMALL = 1, 2
@@ -99,6 +99,26 @@ def test_a_precheck_keeps_the_budget_for_a_shop_owed_its_share(redis_client, db)
     # And the small shop passes its precheck and gets it
     assert limits.precheck(SMALL).count == 1
     assert take(limits, SMALL, 1, wanted=1) == [1]
+
+
+def test_a_shop_refused_for_the_budget_stays_owed_its_share_until_it_is_back(redis_client, db):
+    # Given the big shop took the whole budget of an account of 40 per 2 seconds
+    limits = limiter(redis_client, "40 per 2 seconds")  # windows of at most 5
+    for _ in range(8):
+        assert take(limits, BIG, 1) == [5]
+        time.sleep(0.1)
+    # And the small shop refused at its precheck, told to come back when the budget frees
+    refused = limits.precheck(SMALL)
+    assert (refused.count, refused.reason) == (0, "provider")
+    assert refused.wait_ms >= 1000  # the big shop's first window leaves the period
+
+    # When the small shop's batch takes longer than ACTIVE_MS to come back (a slow queue),
+    # and meanwhile the whole budget freed
+    time.sleep((refused.wait_ms + ACTIVE_MS) / 1000 - 0.5)
+
+    # Then the big shop still gets only its share: the rest is kept for the small shop
+    assert sum(take(limits, BIG, 6)) == 20
+    assert sum(take(limits, SMALL, 4)) == 20
 
 
 def test_without_the_share_the_budget_is_first_come_first_served(redis_client, db):
