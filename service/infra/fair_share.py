@@ -72,7 +72,7 @@ local function in_period(key)
 end
 local free = amount - math.max(in_period(admitted), in_period(dispatched))
 
-redis.call('ZADD', demand, now, shop)
+redis.call('ZADD', demand, 'GT', now, shop)  -- never below a `hold` of another of its batches
 redis.call('ZREMRANGEBYSCORE', demand, '-inf', now - active_ms)
 if redis.call('PTTL', demand) < active_ms then  -- never shorter than a `hold` made it
   redis.call('PEXPIRE', demand, active_ms)
@@ -154,6 +154,18 @@ end
 return 1
 """
 
+# KEYS[1]: the account's demand. ARGV: shop. Removed unless held for later: another batch of
+# the shop refused for the budget is still on its way back.
+_WITHDRAW_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= now then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class Share:
@@ -193,6 +205,7 @@ class FairShare:
         self.usage_prefix = f"{KEY_PREFIX}:{account}:usage:"
         self.script = client.register_script(_SCRIPT)
         self.hold_script = client.register_script(_HOLD_SCRIPT)
+        self.withdraw_script = client.register_script(_WITHDRAW_SCRIPT)
 
     def ask(self, shop: int, wanted: int, take: bool = True) -> Share:
         """A window of `shop` wants `wanted` messages: how many it may take now, within the
@@ -232,5 +245,6 @@ class FairShare:
         self.hold_script([self.keys[0]], [shop, max(0, wait_ms), ACTIVE_MS])
 
     def withdraw(self, shop: int) -> None:
-        """The shop's batch ended: it is owed nothing until it asks again."""
-        self.client.zrem(self.keys[0], shop)
+        """The shop's batch ended: it is owed nothing until it asks again, unless another
+        of its batches (or its test send) is held, on its way back for the budget."""
+        self.withdraw_script([self.keys[0]], [shop])

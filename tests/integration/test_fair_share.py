@@ -110,15 +110,34 @@ def test_a_shop_refused_for_the_budget_stays_owed_its_share_until_it_is_back(red
     # And the small shop refused at its precheck, told to come back when the budget frees
     refused = limits.precheck(SMALL)
     assert (refused.count, refused.reason) == (0, "provider")
-    assert refused.wait_ms >= 1000  # the big shop's first window leaves the period
+    assert refused.wait_ms >= 600  # until the big shop's first window leaves the period
 
     # When the small shop's batch takes longer than ACTIVE_MS to come back (a slow queue),
-    # and meanwhile the whole budget freed
-    time.sleep((refused.wait_ms + ACTIVE_MS) / 1000 - 0.5)
+    # and meanwhile the whole budget freed: half its wait past the 2 s it was owed for
+    # before, half its wait before its hold ends
+    time.sleep((refused.wait_ms / 2 + ACTIVE_MS) / 1000)
 
     # Then the big shop still gets only its share: the rest is kept for the small shop
     assert sum(take(limits, BIG, 6)) == 20
     assert sum(take(limits, SMALL, 4)) == 20
+
+
+def test_a_batch_ending_leaves_another_held_batch_of_its_shop_owed(redis_client, db):
+    # Given the big shop took the whole budget, and a batch of the small shop was refused
+    limits = limiter(redis_client, "40 per 2 seconds")
+    for _ in range(8):
+        assert take(limits, BIG, 1) == [5]
+        time.sleep(0.05)
+    refused = limits.precheck(SMALL)
+    assert (refused.count, refused.reason) == (0, "provider")
+
+    # When another batch of the small shop ends (its test send, say) meanwhile
+    limits.withdraw(SMALL)
+    time.sleep(refused.wait_ms / 1000 + 0.05)
+
+    # Then what the budget freed is still kept for the held batch
+    assert take(limits, BIG, 1) == [0]
+    assert take(limits, SMALL, 1) == [5]
 
 
 def test_without_the_share_the_budget_is_first_come_first_served(redis_client, db):
