@@ -3,7 +3,8 @@
 Query strings carry them: `/ops?token=` ADMIN_TOKEN, the delivery-report callback
 `?token=` DLR_WEBHOOK_SECRET; a browser's Referer repeats the page's URL, and `/u/{token}` is
 a contact's unsubscribe capability. So request targets and referers are printed redacted, and no
-format (`access_log_format`) can print a credential header or the WSGI environment.
+format (`access_log_format`) can print a credential header or the WSGI environment. A shop's
+API key is redacted wherever a client put it (path, Referer, User-Agent, a plain parameter).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import unquote_plus
 from gunicorn.glogging import Logger
 
 from api.paths import DELIVERY_REPORTS
+from service.infra import logs
 
 REDACTED = "[redacted]"
 # Query parameters whose values are plain (pagination and filters). Every other parameter's
@@ -30,7 +32,9 @@ SECRET_HEADERS = frozenset(
         "x-mitto-api-key",
     }
 )
-_UNSUBSCRIBE_TOKEN = re.compile(r"(/u/)[^/?#\s]+")
+# Any spelling a client may send (`/U/...`, `//u/...`): each is refused 404, but its line
+# still carries the token.
+_UNSUBSCRIBE_TOKEN = re.compile(r"(/u/+)[^/?#\s]+", re.IGNORECASE)
 _HEADER_ATOM = re.compile(r"\{(.+)\}[io]")
 
 
@@ -95,4 +99,8 @@ class AccessLogger(Logger):
                 "u": "-",
             }
         )
-        return {atom: value for atom, value in atoms.items() if _printable(atom)}
+        return {
+            atom: logs.redact(value) if isinstance(value, str) else value
+            for atom, value in atoms.items()
+            if _printable(atom)
+        }

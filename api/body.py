@@ -4,6 +4,7 @@ whose errors are an `InvalidInput` naming the parameter in `field`, like a body 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, overload
 
@@ -18,6 +19,15 @@ MAX_BODY = 5 * 1024 * 1024
 DISCARD_WITHIN_S = 1.0
 
 
+def _body_stream(req: falcon.Request) -> Any:
+    """Where the body is read from. Falcon's `bounded_stream` reads nothing when there is no
+    Content-Length, so a chunked body (`Transfer-Encoding: chunked`, what a client streaming
+    its upload sends) was read as empty: "the body is empty", or a 6 MiB one not refused
+    413. gunicorn's own input decodes the chunks and ends at the last one; for a request with
+    neither header it is empty."""
+    return req.bounded_stream if req.content_length is not None else req.stream
+
+
 def read_bytes(req: falcon.Request) -> bytes:
     """The raw body, or 413 when it is over MAX_BODY (declared or actual). Read once per
     request and kept: the idempotency middleware fingerprints it before the resource reads it."""
@@ -28,7 +38,7 @@ def read_bytes(req: falcon.Request) -> bytes:
         raise falcon.HTTPContentTooLarge(
             title="Body too large", description=f"bodies are limited to {MAX_BODY} bytes"
         )
-    raw = req.bounded_stream.read(MAX_BODY + 1)
+    raw = _body_stream(req).read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise falcon.HTTPContentTooLarge(
             title="Body too large", description=f"bodies are limited to {MAX_BODY} bytes"
@@ -46,10 +56,28 @@ def discard_body(req: falcon.Request) -> None:
         return
     left, deadline = MAX_BODY, time.monotonic() + DISCARD_WITHIN_S
     while left > 0 and time.monotonic() < deadline:
-        chunk = req.bounded_stream.read(min(left, 256 * 1024))
+        chunk = _body_stream(req).read(min(left, 256 * 1024))
         if not chunk:
             return
         left -= len(chunk)
+
+
+def _not_json(constant: str) -> Any:
+    """Python's parser takes NaN and Infinity, which JSON has not (RFC 8259)."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(number: str) -> float:
+    """A number too large for a double (`1e999`) was read as infinity."""
+    value = float(number)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {number} is out of range")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """A body as JSON (RFC 8259: no NaN, no infinity); ValueError or RecursionError if not."""
+    return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
 
 
 def read_json(req: falcon.Request, schema: dict[str, Any], rows: str | None = None) -> Any:
@@ -58,7 +86,7 @@ def read_json(req: falcon.Request, schema: dict[str, Any], rows: str | None = No
     if not raw.strip():
         raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body is empty")
     try:
-        document = json.loads(raw)
+        document = parse_json(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise falcon.HTTPBadRequest(title="Malformed JSON", description=str(error)) from None
     except RecursionError:  # "[[[[..." a few KiB deep exhausts the parser's stack

@@ -46,9 +46,23 @@ class ContactImport:
     default_country: str | None
 
 
+# What a CSV upload is labelled in the wild: `text/csv` (RFC 7111), and what browsers and
+# spreadsheets send for a `.csv` file (Windows labels it `application/vnd.ms-excel`); a Shopify
+# export uploaded so was parsed as JSON and refused "Malformed JSON".
+CSV_MEDIA_TYPES = frozenset(
+    {
+        "text/csv",
+        "application/csv",
+        "text/comma-separated-values",
+        "text/x-csv",
+        "application/vnd.ms-excel",
+    }
+)
+
+
 def is_csv(req: falcon.Request) -> bool:
     media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
-    return media_type == "text/csv"
+    return media_type in CSV_MEDIA_TYPES
 
 
 def read_import(req: falcon.Request) -> ContactImport:

@@ -28,7 +28,12 @@ class Idempotency:
         if getattr(req.context, "access", None) is not Access.SHOP:
             return
         shop_id = req.context.shop_id
-        request = idempotency.fingerprint(req.method, req.path, read_bytes(req))
+        # The query is part of the request: `POST /contacts?default_country=CY` after the same
+        # body with `GR` under the same key was replayed as the GR import's answer. So is the
+        # media type (the same bytes as CSV or as JSON are different imports).
+        target = f"{req.path}?{req.query_string}" if req.query_string else req.path
+        media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+        request = idempotency.fingerprint(req.method, target, read_bytes(req), media_type)
         stored = idempotency.begin(shop_id, key, request)
         if stored is None:
             req.context.idempotency = (shop_id, key)

@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 import redis
 
 from api import paths, schemas
-from api.body import MAX_BODY
+from api.body import MAX_BODY, parse_json
 from api.errors import UNAVAILABLE, dependency_name
 from api.workers import queued_for
 from service import report_inbox
@@ -179,7 +179,7 @@ def parse_reports(raw: bytes) -> list[dict[str, Any]]:
     if not raw.strip():
         raise malformed("the body is empty")
     try:
-        document = json.loads(raw)
+        document = parse_json(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise malformed(str(error)) from None
     except RecursionError:  # "[[[[..." a few KiB deep exhausts the parser's stack

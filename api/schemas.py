@@ -287,7 +287,9 @@ def _is_datetime(value: object) -> bool:
     return parse_datetime(value) is not None
 
 
-@_checker.checks("timezone", raises=(KeyError, ValueError))
+# OSError: a folder of the zone database ("America", "Etc") is a path ZoneInfo opens and fails
+# on with IsADirectoryError, which escaped as a 500.
+@_checker.checks("timezone", raises=(KeyError, ValueError, OSError))
 def _is_timezone(value: object) -> bool:
     """An IANA zone name ("Europe/Athens"): the shop's local time is computed in it later."""
     return not isinstance(value, str) or ZoneInfo(value) is not None

@@ -49,10 +49,11 @@ class StoredAnswer:
     content_type: str | None
 
 
-def fingerprint(method: str, route: str, body: bytes) -> str:
-    """What makes two requests 'the same': method, routed path and the exact body bytes."""
+def fingerprint(method: str, target: str, body: bytes, media_type: str = "") -> str:
+    """What makes two requests 'the same': method, path with its query, the exact body bytes
+    and their media type."""
     digest = hashlib.sha256()
-    for part in (method.upper().encode(), route.encode(), body):
+    for part in (method.upper().encode(), target.encode(), body, media_type.encode()):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()

@@ -93,7 +93,7 @@ def zone_info(name: str) -> ZoneInfo | None:
     """The zone, or None when this system's time-zone database lacks it."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("America")
         return None
 
 

@@ -43,7 +43,7 @@ def create_shop(
     try:
         with db.atomic():
             shop = Shop.create(
-                domain=domain,
+                domain=domain.lower(),  # a host name has no case (migration 0013)
                 name=name,
                 sender=sender,
                 timezone=timezone,
@@ -85,8 +85,9 @@ def help_text(shop: Shop) -> str:
 
 
 def by_domain(domain: str) -> Shop | None:
-    """The shop of a Shopify shop domain (`example.myshopify.com`), case aside."""
-    return Shop.select().where(pw.fn.lower(Shop.domain) == domain.strip().lower()).first()
+    """The shop of a Shopify shop domain (`example.myshopify.com`), case aside: at most one,
+    as no two shops' domains differ only in case (migration 0013)."""
+    return Shop.get_or_none(pw.fn.lower(Shop.domain) == domain.strip().lower())
 
 
 def quiet_hours_from(body: dict[str, str] | None) -> QuietHours | None:

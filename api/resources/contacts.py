@@ -51,7 +51,10 @@ class ContactsResource:
             ),
             description="Only the body's shape or size refuses an import whole; a row that"
             " does not match the row schema is reported in `invalid` and the"
-            " other rows are imported. A number given twice is one contact.",
+            " other rows are imported. A number given twice is one contact. A CSV body"
+            " may also be labelled `application/csv`, `text/comma-separated-values`,"
+            " `text/x-csv` or `application/vnd.ms-excel` (what browsers send for a"
+            " `.csv` file on Windows); any other media type is read as JSON.",
         ),
         "GET": Operation(
             "List the shop's contacts",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -15,6 +16,20 @@ REDACTED = "[redacted]"
 # the configuration requires are longer (SECRET_KEY 32, ADMIN_TOKEN and DLR_WEBHOOK_SECRET 24).
 MIN_HIDDEN_LENGTH = 16
 _hidden: tuple[str, ...] = ()
+# A shop's API key (`service/api_keys.py`: "ak_" and 43 URL-safe characters) wherever a client
+# put it (a path, a Referer, a User-Agent, a query value the access log keeps): keys are not
+# configured secrets, so `hide_secrets` does not know them. The unit tests hold the shape to
+# the keys `new_key` makes.
+# (Not inside a longer word: "peak_connections_in_flight" stays as it is.)
+API_KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])ak_[A-Za-z0-9_-]{20,}")
+API_KEY_REDACTED = "ak_[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` without the configured secrets nor anything shaped like an API key."""
+    for secret in _hidden:
+        text = text.replace(secret, REDACTED)
+    return API_KEY_SHAPE.sub(API_KEY_REDACTED, text)
 
 
 def hide_secrets(*values: str) -> None:
@@ -47,10 +62,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        line = json.dumps(entry, default=str)
-        for secret in _hidden:
-            line = line.replace(secret, REDACTED)
-        return line
+        return redact(json.dumps(entry, default=str))
 
 
 def configure(process_role: str, level: str | None = None) -> None:

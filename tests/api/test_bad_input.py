@@ -245,6 +245,10 @@ def test_the_admin_token_is_not_a_shop_key(client, shops):
         b"\xff\xfe\x00",
         b'{"a": 1} trailing',
         b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
+        # Python's parser takes these; JSON has no NaN nor infinity
+        b'{"name": NaN, "amount": NaN}',
+        b'{"name": "x", "amount": -Infinity}',
+        b'{"name": "x", "amount": 1e999}',
     ],
     ids=[
         "unclosed",
@@ -254,6 +258,9 @@ def test_the_admin_token_is_not_a_shop_key(client, shops):
         "not-utf8",
         "trailing",
         "deep",
+        "nan",
+        "infinity",
+        "overflowing-number",
     ],
 )
 def test_malformed_json_is_400(send, db, name, raw):
@@ -408,7 +415,11 @@ WRONG_TYPES = [
         {"domain": "a.example", "name": "x", "timezone": "../../etc/passwd"},
         "timezone",
     ),
+    # A folder of the zone database: ZoneInfo raised IsADirectoryError, answered 500
+    ("create shop", {"domain": "a.example", "name": "x", "timezone": "America"}, "timezone"),
+    ("create shop", {"domain": "a.example", "name": "x", "timezone": "Etc"}, "timezone"),
     ("create shop", {"domain": "shop-one.example", "name": "taken"}, "domain"),
+    ("create shop", {"domain": "SHOP-ONE.example", "name": "taken, in capitals"}, "domain"),
     ("top up", {"amount": "10", "reference": "r"}, "amount"),
     ("top up", {"amount": 0, "reference": "r"}, "amount"),
     ("top up", {"amount": -5, "reference": "r"}, "amount"),

@@ -187,6 +187,19 @@ def test_a_plain_csv_with_national_numbers_and_a_default_country(client, db, sho
     assert contacts_of(db, shops.id)["+306912000012"] is None
 
 
+@pytest.mark.parametrize(
+    "media_type", ["application/vnd.ms-excel", "application/csv", "text/comma-separated-values"]
+)
+def test_a_csv_upload_labelled_as_browsers_label_it_is_read_as_csv(client, db, shops, media_type):
+    # When a CSV comes as a browser on Windows labels a `.csv` file
+    text = "Phone,First Name\n+306912000031,Ann\n"
+    result = post_csv(client, shops.key, text, content_type=media_type)
+    # Then it is imported as CSV, not refused as malformed JSON
+    assert result.status_code == 200, result.text
+    assert result.json["created"] == 1
+    assert contacts_of(db, shops.id)["+306912000031"] == "Ann"
+
+
 def test_a_csv_row_is_checked_like_a_json_row(client, db, shops):
     # When a CSV has an over-long first name and a short row
     text = f"phone,first_name\n+306912000021,{'x' * 101}\n+306912000022\n"

@@ -11,6 +11,7 @@ import pytest
 from gunicorn.config import Config
 
 from api.access_log import AccessLogger, redact_target
+from service import api_keys
 from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET
 
 EVERYTHING = (
@@ -95,7 +96,23 @@ def test_the_user_of_basic_authentication_is_not_logged(tmp_path):
         ("/ops?s3cr3t", "/ops?[redacted]"),
         ("/health/full", "/health/full"),
         ("http://h.example/u/tok?limit=5", "http://h.example/u/[redacted]?limit=5"),
+        # Spellings that are refused 404 still carry the token
+        ("/U/AAAAAAAAAAEAAAAAAAAAAQ", "/U/[redacted]"),
+        ("//u//AAAAAAAAAAEAAAAAAAAAAQ?x=1", "//u//[redacted]?x=[redacted]"),
     ],
 )
 def test_redacted_targets(target, logged):
     assert redact_target(target) == logged
+
+
+def test_a_shop_api_key_is_not_logged_wherever_the_client_put_it(tmp_path):
+    key = api_keys.new_key()
+    for target, headers in [
+        (f"/{key}", {}),
+        (f"/contacts?limit={key}", {}),
+        ("/contacts", {"Referer": f"https://shop.example/settings?k={key}"}),
+        ("/contacts", {"User-Agent": f"integration/1.0 ({key})"}),
+    ]:
+        line = access_line(tmp_path, target, headers)
+        assert key not in line and key[3:] not in line, line
+        assert "ak_[redacted]" in line or "[redacted]" in line, line

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from service import api_keys
 from service.infra import logs
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 
@@ -49,3 +50,13 @@ def test_a_secret_json_escapes_is_redacted_too(hidden):
 def test_a_short_value_is_not_hidden(hidden):
     # (it would garble ordinary words; the configuration requires long secrets)
     assert formatted("a short story")["msg"] == "a short story"
+
+
+def test_an_api_key_is_redacted_in_any_line_and_the_shape_matches_every_key():
+    keys = [api_keys.new_key() for _ in range(200)]
+    assert all(logs.API_KEY_SHAPE.fullmatch(key) for key in keys)
+    entry = formatted(f"GET /{keys[0]} 404", agent=f"bot {keys[1]}")
+    line = json.dumps(entry)
+    assert keys[0] not in line and keys[1] not in line, line
+    assert entry["msg"] == "GET /ak_[redacted] 404"
+    assert logs.redact("peak_connections_in_flight_total") == "peak_connections_in_flight_total"
