@@ -9,6 +9,7 @@ import time
 from typing import Any, overload
 
 import falcon
+from gunicorn.http.errors import ParseException
 
 from api import schemas
 from service.errors import InvalidInput
@@ -38,7 +39,15 @@ def read_bytes(req: falcon.Request) -> bytes:
         raise falcon.HTTPContentTooLarge(
             title="Body too large", description=f"bodies are limited to {MAX_BODY} bytes"
         )
-    raw = _body_stream(req).read(MAX_BODY + 1)
+    try:
+        raw = _body_stream(req).read(MAX_BODY + 1)
+    except ParseException as error:  # chunks that are not chunks
+        raise falcon.HTTPBadRequest(
+            title="Malformed body",
+            description=f"the chunked body is malformed: {error}",
+            # What follows on the connection cannot be told from the body: close it.
+            headers={"Connection": "close"},
+        ) from None
     if len(raw) > MAX_BODY:
         raise falcon.HTTPContentTooLarge(
             title="Body too large", description=f"bodies are limited to {MAX_BODY} bytes"
@@ -56,7 +65,10 @@ def discard_body(req: falcon.Request) -> None:
         return
     left, deadline = MAX_BODY, time.monotonic() + DISCARD_WITHIN_S
     while left > 0 and time.monotonic() < deadline:
-        chunk = _body_stream(req).read(min(left, 256 * 1024))
+        try:
+            chunk = _body_stream(req).read(min(left, 256 * 1024))
+        except ParseException:
+            return  # gunicorn closes the connection on its next read of it
         if not chunk:
             return
         left -= len(chunk)

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import threading
 import time
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker
 
 _current = threading.local()
@@ -36,8 +38,31 @@ _current = threading.local()
 HELD_SHARE = 4
 
 
+def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own answer to a request it refuses before the application sees it (a bad
+    request line or header, 414, 431, a bad chunk), as the API answers (`api/errors.py`):
+    JSON `{title, description}` with the security headers of every other answer, where
+    gunicorn writes an HTML page without them."""
+    body = json.dumps({"title": reason, "description": mesg or reason}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        "X-Frame-Options: DENY\r\n"
+        "Content-Security-Policy: frame-ancestors 'none'\r\n"
+        "Cache-Control: no-store\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class TimedThreadWorker(ThreadWorker):
     def init_process(self) -> None:
+        # gunicorn's handle_error picks the status and logs; only the page it writes is
+        # replaced. It calls `gunicorn.util.write_error` by name at each error, so setting that
+        # name in this worker process is enough (gunicorn has no hook for it).
+        gunicorn_util.write_error = write_error
         # In the worker process, before gunicorn's loop starts (init_process runs it).
         self._held: list[tuple[float, int, Any, Any]] = []
         self._held_order = itertools.count()

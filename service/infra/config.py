@@ -127,6 +127,9 @@ def _int(
         if not raw:
             return default
         try:
+            # ASCII only: int() also reads other scripts' digits ("٥"), a value nobody means.
+            if not raw.isascii():
+                raise ValueError(raw)
             value = int(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not an integer") from None
@@ -216,14 +219,19 @@ def _rate(name: str, default: str, per_second: bool = False):
             if int(raw) == 0:
                 return None
             raw = f"{int(raw)}/second"
-        from limits import parse as parse_rate
+        from limits import parse_many
 
         try:
-            item = parse_rate(raw)
+            items = parse_many(raw)
         except ValueError:
             raise ConfigError(
                 f"{name}={raw!r} must be a rate such as 100/second or 0 (off)"
             ) from None
+        if len(items) != 1:
+            # `limits.parse` keeps the first of "10/second;20/minute" and drops the rest, so
+            # the second limit was accepted and never enforced.
+            raise ConfigError(f"{name}={raw!r} must be one rate such as 100/second, not several")
+        item = items[0]
         if item.amount < 1:
             raise ConfigError(f"{name}={raw!r} must allow at least 1 request")
         return raw

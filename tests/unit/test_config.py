@@ -33,6 +33,12 @@ SIGNING_PROCESSES = {
         ("MAX_CAMPAIGN_RECIPIENTS", "0", "MAX_CAMPAIGN_RECIPIENTS=0 must be at least 1"),
         ("MAX_CAMPAIGN_RECIPIENTS", "1e6", "MAX_CAMPAIGN_RECIPIENTS='1e6' is not an integer"),
         ("INBOUND_MATCH_DAYS", "0", "INBOUND_MATCH_DAYS=0 must be at least 1"),
+        ("SEND_BATCH_SIZE", "\u0665", "SEND_BATCH_SIZE='\u0665' is not an integer"),
+        # `limits.parse` kept the first of several rates; the others were never enforced
+        ("PROVIDER_RATE_LIMIT", "10/second;20/minute", "must be one rate such as 100/second"),
+        ("SENDER_RATE_LIMIT", "10/second, 20/minute", "must be one rate such as 100/second"),
+        ("API_RATE_LIMIT", "10 per second; 5 per minute", "must be one rate such as 100/second"),
+        ("PROVIDER_RATE_LIMIT", "ten/second", "must be a rate such as 100/second"),
     ],
 )
 def test_an_invalid_value_is_named(name, value, says):
