@@ -185,6 +185,29 @@ def apply_stored_reports(
     return run
 
 
+# The chunk examined, and the number cleared from the reports of erased recipients (SPEC 11):
+# the webhook stores a report before anyone knows whose it is, and a report that arrives after
+# its contact's erasure (the erasure cleared those already stored) would keep the number. FOR
+# SHARE waits for an erasure holding the recipient and then returns the erased row (the
+# snapshot's version of it would still have the number); rows this transaction's apply
+# updated are locked already.
+_EXAMINED = """
+WITH erased AS (
+    SELECT r.mitto_message_id AS provider_id, r.phone IS NULL AS erased
+    FROM campaign_recipient r
+    WHERE r.mitto_message_id IN (
+        SELECT provider_id FROM delivery_report
+        WHERE id = ANY(%(ids)s) AND "to" IS NOT NULL AND provider_id IS NOT NULL)
+    FOR SHARE
+)
+UPDATE delivery_report d
+SET examined_at = now(),
+    "to" = CASE WHEN d.provider_id IN (SELECT provider_id FROM erased WHERE erased)
+           THEN NULL ELSE d."to" END
+WHERE d.id = ANY(%(ids)s)
+"""
+
+
 def _apply_chunk(settings: Settings, chunk: int, run: ApplyRun) -> int:
     with db.atomic():
         ids = [row[0] for row in fetchall(_CLAIM, {"limit": chunk})]
@@ -198,9 +221,7 @@ def _apply_chunk(settings: Settings, chunk: int, run: ApplyRun) -> int:
                 applied += delivery.apply_reports(report_ids=ids)
                 run.resolved += resolved.count
                 run.campaign_ids |= resolved.campaign_ids
-        execute(
-            "UPDATE delivery_report SET examined_at = now() WHERE id = ANY(%(ids)s)", {"ids": ids}
-        )
+        execute(_EXAMINED, {"ids": ids})
     run.examined += len(ids)
     run.applied += applied
     return len(ids)

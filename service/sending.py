@@ -265,11 +265,18 @@ MARK_SENT = (
     " WHERE r.id = v.id AND r.mitto_message_id IS NULL"
     "   AND (r.status = 'sending' OR (r.status = 'failed'"
     "        AND r.error = 'unknown_outcome'))"
+    " RETURNING r.id, r.phone IS NULL"
 )
 
 
-def _mark_sent(accepted: Sequence[Accepted]) -> None:
-    execute(MARK_SENT, ([a.recipient_id for a in accepted], [a.provider_id for a in accepted]))
+def _mark_sent(accepted: Sequence[Accepted]) -> set[int]:
+    """Mark the accepted recipients sent; returns those of them erased meanwhile (SPEC 11):
+    their contact was erased while the call was in flight. The UPDATE waits for an erasure
+    holding the row and then reads the erased row, so the answer is exact at the commit."""
+    rows = db.execute_sql(
+        MARK_SENT, ([a.recipient_id for a in accepted], [a.provider_id for a in accepted])
+    ).fetchall()
+    return {recipient_id for recipient_id, erased in rows if erased}
 
 
 def persist_results(
@@ -293,7 +300,7 @@ def persist_results(
         debited = 0
         if accepted:
             with planned_on_indexes():  # `UPDATE ... FROM unnest` on a young table
-                _mark_sent(accepted)
+                erased = _mark_sent(accepted)
             debited = credits.insert_debits(
                 shop_id, campaign_id, [(a.recipient_id, a.segments) for a in accepted]
             )
@@ -306,13 +313,23 @@ def persist_results(
                         campaign_id,
                         a.recipient_id,
                         a.provider_id,
-                        a.text,
+                        # An erased recipient's text (its name, its unsubscribe link) is
+                        # not stored: an erasure after this commit finds nothing to clear.
+                        None if a.recipient_id in erased else a.text,
                         a.segments,
                         a.country,
                     )
                     for a in accepted
                 ],
             )
+            if erased:
+                # A report the provider sent before this persist was examined before the
+                # recipient had its provider id, so the applier could not tell it was erased.
+                execute(
+                    'UPDATE delivery_report SET "to" = NULL'
+                    ' WHERE provider_id = ANY(%s) AND "to" IS NOT NULL',
+                    ([a.provider_id for a in accepted if a.recipient_id in erased],),
+                )
         if rejected:
             with planned_on_indexes():
                 execute(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.database import fetchall
-from service import audit, campaigns, contacts, credits, delivery, shops
+from service import audit, campaigns, contacts, credits, delivery, erasure, shops
 from service.creation import batch_key
 from service.enqueue import enqueue
 from service.sending import Accepted, claim_recipients, persist_results
@@ -151,3 +151,59 @@ def test_a_bulk_report_names_its_recipient_by_batch_reference_and_number(db, set
     assert [recipient(db, r.id)[0] for r in claimed] == ["sending", "sent", "sending"]
     assert recipient(db, claimed[1].id) == ("sent", "b-7", "Sent")
     assert credits.summary(shop_id).balance == 99
+
+
+def test_a_contact_erased_while_its_call_is_in_flight_leaves_no_text_nor_number(db, settings):
+    # Given three claimed recipients (their calls in flight), two of whose contacts are
+    # erased before the provider's answer is persisted
+    shop_id, campaign_id, (first, second, third) = sending_campaign(settings)
+    for recipient in (first, second):
+        assert erasure.erase_contact(shop_id, recipient.contact_id, "k" * 32, audit.ADMIN)
+
+    # When the answers are persisted and the reports arrive, one before its persist
+    early = [{"id": "p-2", "to": second.phone, "deliveryStatus": "Delivered"}]
+    assert receive(early, settings) == 0
+    persist_results(
+        shop_id,
+        campaign_id,
+        [
+            Accepted(r.id, f"p-{n}", f"Hello {r.phone}", 1, r.country)
+            for n, r in enumerate((first, second, third), 1)
+        ],
+        [],
+    )
+    receive(
+        [
+            {"id": "p-1", "to": first.phone, "deliveryStatus": "Delivered"},
+            {"id": "p-3", "to": third.phone, "deliveryStatus": "Delivered"},
+        ],
+        settings,
+    )
+    delivery.refresh_campaign(campaign_id, settings, audit.WORKER)
+
+    # Then they are sent and charged, and nothing of the erased ones is stored: no message
+    # text, no number in any report; the third's are kept
+    texts = dict(fetchall("SELECT recipient_id, text FROM message_log"))
+    assert texts == {first.id: None, second.id: None, third.id: f"Hello {third.phone}"}
+    numbers = dict(fetchall('SELECT provider_id, "to" FROM delivery_report'))
+    assert numbers == {"p-1": None, "p-2": None, "p-3": third.phone}
+    assert debits(db) == 3
+
+
+def test_erasing_an_erased_contact_again_clears_what_was_stored_after_the_first(db, settings):
+    # Given a contact erased while its call was in flight, whose text and report number were
+    # stored after the erasure (as before the persist and the applier cleared them)
+    shop_id, campaign_id, (first, *_) = sending_campaign(settings)
+    accept(shop_id, campaign_id, first, "p-1")
+    receive([{"id": "p-1", "to": first.phone, "deliveryStatus": "Delivered"}], settings)
+    assert erasure.erase_contact(shop_id, first.contact_id, "k" * 32, audit.ADMIN)
+    db.execute_sql("UPDATE message_log SET text = 'Hello Ann' WHERE recipient_id = %s", (first.id,))
+    db.execute_sql("UPDATE delivery_report SET \"to\" = '+306900000000'")
+
+    # When it is erased again
+    again = erasure.erase_contact(shop_id, first.contact_id, "k" * 32, audit.ADMIN)
+
+    # Then those are cleared too, and nothing else of the first erasure changes
+    assert again is not None and again.messages == 1 and again.reports == 1
+    assert fetchall("SELECT text FROM message_log") == [(None,)]
+    assert fetchall('SELECT "to" FROM delivery_report') == [(None,)]
