@@ -6,3 +6,7 @@ from api.serving import LOGCONFIG, on_starting, post_worker_init, when_ready  # 
 
 logconfig_dict = LOGCONFIG
 logger_class = "api.access_log.AccessLogger"
+# gunicorn 27's control socket (for `gunicornc`, which nothing here uses) defaults to one path
+# per user, ~/.gunicorn/gunicorn.ctl: every web process on a machine (two masters, a restart
+# beside an orphan) would take it from the other. Off.
+control_socket_disable = True
