@@ -18,9 +18,9 @@ from tests.e2e.stack import wait_for
 CLOCK_KEY = "astronote:test:clock_offset_ms"
 RECIPIENTS = 20
 # Athens is UTC+2 in January: 20:00, 21:00 (quiet hours start) and 08:00 next morning.
-EVENING = datetime(2027, 1, 15, 18, 0, tzinfo=UTC)
-NINE_PM = datetime(2027, 1, 15, 19, 0, tzinfo=UTC)
-MORNING = datetime(2027, 1, 16, 6, 0, tzinfo=UTC)
+EVENING = datetime(2099, 1, 15, 18, 0, tzinfo=UTC)
+NINE_PM = datetime(2099, 1, 15, 19, 0, tzinfo=UTC)
+MORNING = datetime(2099, 1, 16, 6, 0, tzinfo=UTC)
 
 
 # Waiting batches come back as delayed messages: Redis's and RabbitMQ's delays differ.

@@ -22,8 +22,11 @@ NIGHT = QuietHours(21 * 60, 8 * 60)
 GREEK = [f"+30690000{i:04d}" for i in range(4)]  # Europe/Athens, UTC+2 in December
 CALIFORNIAN = ["+14155550100", "+14155550101"]  # America/Los_Angeles, UTC-8
 # 20:00 UTC on 2 December: 22:00 in Athens (quiet), 12:00 in San Francisco (not).
-EVENING = datetime(2026, 12, 2, 20, 0, tzinfo=UTC)
-ATHENS_MORNING = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)  # 08:00 in Athens
+# Fixed instants far in the future (December: Athens at UTC+2): the health check compares a
+# waiting campaign's opening with the real time, so an opening in the past makes it "stuck"
+# (these were 2026-12-02/03, and the test failed once the real time passed 06:00 on the 3rd).
+EVENING = datetime(2099, 12, 2, 20, 0, tzinfo=UTC)
+ATHENS_MORNING = datetime(2099, 12, 3, 6, 0, tzinfo=UTC)  # 08:00 in Athens
 
 
 def make_campaign(settings, phones, text="Hi {first_name}", cap=None, quiet=NIGHT, domain="q"):
@@ -137,11 +140,11 @@ def test_a_batch_crossing_the_start_of_quiet_hours_stops_at_its_next_window(db, 
         settings, [f"+30691000{i:04d}" for i in range(6)]
     )
     clock = ShiftedClock()
-    clock.set(datetime(2026, 12, 2, 18, 59, 30, tzinfo=UTC))
+    clock.set(datetime(2099, 12, 2, 18, 59, 30, tzinfo=UTC))
 
     # When 21:00 comes during the first window's calls
     def nine_pm(sms) -> None:
-        clock.set(datetime(2026, 12, 2, 19, 0, 0, tzinfo=UTC))
+        clock.set(datetime(2099, 12, 2, 19, 0, 0, tzinfo=UTC))
 
     provider = FakeProvider(during_call=nine_pm)
     sender(settings, provider, slots=2, wall=clock).send(campaign_id, shop_id, ids, key)
@@ -258,7 +261,7 @@ def test_zones_never_outside_quiet_hours_together_are_skipped_not_charged(db, se
         settings, ["+79161234567", "+306940000001"], quiet=QuietHours(20 * 60, 10 * 60)
     )
     clock = ShiftedClock()
-    clock.set(datetime(2026, 12, 2, 10, 0, tzinfo=UTC))  # 12:00 in Athens
+    clock.set(datetime(2099, 12, 2, 10, 0, tzinfo=UTC))  # 12:00 in Athens
 
     # When the batch is sent
     provider = FakeProvider()
