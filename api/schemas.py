@@ -373,7 +373,9 @@ def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> 
         return _storable(document)
     if error.context:  # oneOf: report the deepest (most specific) branch error
         error = max(error.context, key=lambda e: len(list(e.path)))
-    path = ".".join(str(part) for part in error.path)
+    # A branch error's `path` is relative to the oneOf's value: `absolute_path` names the
+    # field from the body (`quiet_hours.start`, not `start`; `quiet_hours`, not `body`).
+    path = ".".join(str(part) for part in error.absolute_path)
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         field = ".".join(filter(None, [path, extra[0] if extra else ""]))

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from peewee import SQL, fn
@@ -88,6 +88,36 @@ def message_key(secret: str, message: Inbound) -> str:
     when = message.received_at.isoformat() if message.received_at else ""
     material = "\x1f".join((message.phone, sender_key(message.sender), message.text, when))
     return "digest:" + hmac.new(secret.encode(), material.encode(), hashlib.sha256).hexdigest()
+
+
+# A message with neither the provider's id nor a timestamp is a retry of the number's last
+# message to the same sender only if that one has the same text and came at most this long
+# ago: with the text alone as its key, a second STOP after a START (or any repeated word)
+# was taken for a retry of the first, for ever, and the number stayed subscribed.
+UNTIMED_RETRY_WINDOW_S = 600
+
+
+def untimed_key(secret: str, message: Inbound, now: datetime) -> str:
+    """The key of a message without id or timestamp: its last message's key when that was
+    the same text within UNTIMED_RETRY_WINDOW_S (a retry), else a new one."""
+    base = message_key(secret, message)
+    last = (
+        InboundMessage.select(InboundMessage.message_key)
+        .where(
+            (InboundMessage.phone == message.phone)
+            & (InboundMessage.received_at > now - timedelta(seconds=UNTIMED_RETRY_WINDOW_S))
+            & (
+                fn.regexp_replace(fn.lower(InboundMessage.sender), "[^0-9a-z]", "", "g")
+                == sender_key(message.sender)
+            )
+        )
+        .order_by(InboundMessage.id.desc())
+        .limit(1)
+        .scalar()
+    )
+    if last is not None and last.split("@", 1)[0] == base:
+        return last
+    return f"{base}@{now.isoformat()}"
 
 
 def _sender_matches(key: str) -> Any:
@@ -190,7 +220,10 @@ def receive(message: Inbound, settings: Settings, provider: Provider, actor: Act
     suppression changes recorded for `actor`, the provider's webhook); then, after the commit,
     answer a keyword once (`replies.send_once`)."""
     keyword = keyword_of(message.text)
-    key = message_key(settings.secret_key, message)
+    if message.provider_id or message.received_at:
+        key = message_key(settings.secret_key, message)
+    else:
+        key = untimed_key(settings.secret_key, message, datetime.now(UTC))
     targets = shops_for(message, settings)
     with db.atomic():
         new = _store(message, key, keyword, [shop.id for shop in targets])

@@ -419,6 +419,13 @@ WRONG_TYPES = [
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "America"}, "timezone"),
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "Etc"}, "timezone"),
     ("create shop", {"domain": "shop-one.example", "name": "taken"}, "domain"),
+    # Errors inside a oneOf (quiet hours: an object or null) name the field from the body
+    ("create shop", {"domain": "a.example", "name": "x", "quiet_hours": "off"}, "quiet_hours"),
+    (
+        "create shop",
+        {"domain": "a.example", "name": "x", "quiet_hours": {"start": "24:00", "end": "08:00"}},
+        "quiet_hours.start",
+    ),
     ("create shop", {"domain": "SHOP-ONE.example", "name": "taken, in capitals"}, "domain"),
     ("top up", {"amount": "10", "reference": "r"}, "amount"),
     ("top up", {"amount": 0, "reference": "r"}, "amount"),

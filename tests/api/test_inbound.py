@@ -201,6 +201,26 @@ def test_start_opts_back_in_with_consent_from_the_reply(client, db, provider, sh
     assert enqueued.json["recipients"] == 2
 
 
+def test_without_id_or_timestamp_a_stop_after_a_start_is_a_new_stop_and_a_retry_is_not(
+    client, db, provider, shop
+):
+    # Given a provider that posts replies with neither an id nor a timestamp (both optional)
+    shop_id, _ = shop
+    # When the number writes STOP (delivered twice), START, then STOP again
+    first = reply(client, "STOP")
+    retried = reply(client, "STOP")
+    start = reply(client, "START")
+    second = reply(client, "STOP")
+    # Then the retry is a duplicate, but the second STOP is a new message: the number is
+    # opted out again and told so (it was taken for a retry of the first, for ever)
+    assert (first["duplicate"], retried["duplicate"]) == (False, True)
+    assert (start["duplicate"], second["duplicate"]) == (False, False)
+    assert second["reply"] == "sent"
+    assert state(db, shop_id)["suppressed"] == ["reply"]
+    assert state(db, shop_id)["opted_out"] is True
+    assert len(provider.to(PHONE)) == 3
+
+
 def test_start_does_not_lift_an_admin_suppression(client, db, shop):
     shop_id, _ = shop
     db.execute_sql(
