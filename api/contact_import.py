@@ -138,8 +138,8 @@ def _consent(
         if at is not None
     }
     given = {key: value for key, value in given.items() if value}
-    if "source" in given or "collected_at" in given:
-        return given
+    if given:  # any consent cell filled: checked as a JSON row's consent (a proof alone is
+        return given  # incomplete and reported, as in JSON, not imported without consent)
     if (_first_filled(cells, shopify_at) or "").lower() in ("yes", "true"):
         return {"source": "shopify", "collected_at": now.isoformat(), "proof": SHOPIFY_PROOF}
     return None

@@ -10,7 +10,7 @@ from typing import Any
 import phonenumbers
 
 from models import Contact, Shop
-from models.database import db, execute_many
+from models.database import db, execute_many, fetchall
 from service import consent, suppressions
 from service.audit import Actor
 from service.consent import Consent
@@ -150,6 +150,7 @@ def import_contacts(
             shop_id, [(ids[phone], item.consent) for phone, item in merged.items() if item.consent]
         )
         _suppress_erased(shop_id, list(merged), secret or config.settings().secret_key, actor)
+        _opt_out_suppressed(shop_id, list(merged))
     result.created = sum(1 for _, _, inserted in outcome if inserted)
     result.updated = len(outcome) - result.created
     return result
@@ -176,6 +177,23 @@ def _upsert(shop_id: int, rows: list[tuple]) -> list[tuple]:
         template="(%s, %s, %s, %s, %s, %s::timestamptz)",
         fetch=True,
     )
+
+
+def _opt_out_suppressed(shop_id: int, phones: list[str]) -> None:
+    """Numbers suppressed before they were contacts (a STOP from a number not yet imported,
+    an operator's suppression): created opted out, as the suppression says. Sending already
+    refused them (the audience excludes suppressed numbers), but the contact showed as
+    subscribed with consent. One statement; it touches rows only in that case."""
+    rows = fetchall(
+        "UPDATE contact c SET opted_out_at = now(), updated_at = now() FROM suppression s"
+        " WHERE c.shop_id = %s AND c.phone = ANY(%s) AND c.opted_out_at IS NULL"
+        "   AND s.shop_id = c.shop_id AND s.phone = c.phone"
+        " RETURNING c.id, s.source",
+        (shop_id, phones),
+    )
+    for source in sorted({source for _, source in rows}):
+        ids = [contact_id for contact_id, of in rows if of == source]
+        consent.record(shop_id, ids, "opt_out", source, proof="suppressed before the import")
 
 
 def _suppress_erased(shop_id: int, phones: list[str], secret: str, actor: Actor) -> None:

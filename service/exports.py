@@ -18,6 +18,7 @@ from models import (
     InboundMessage,
     MessageLog,
     Shop,
+    TestSend,
 )
 from models.database import db
 from service import suppressions
@@ -36,7 +37,7 @@ def _plain(value: Any) -> Any:
 
 def customer_data(shop_id: int, phone: str | None, secret: str) -> dict[str, Any]:
     """Every record the shop holds about the number: contacts, consent log, messages sent,
-    inbound messages, and whether it is suppressed."""
+    inbound messages, test sends, and whether it is suppressed."""
     if phone is None:
         return {
             "phone": None,
@@ -44,6 +45,7 @@ def customer_data(shop_id: int, phone: str | None, secret: str) -> dict[str, Any
             "consent_events": [],
             "messages": [],
             "inbound": [],
+            "test_sends": [],
             "suppressed": False,
         }
     found = list(
@@ -113,6 +115,20 @@ def customer_data(shop_id: int, phone: str | None, secret: str) -> dict[str, Any
         .order_by(InboundMessage.id)
         .dicts()
     )
+    # The merchant's test sends to the number (its text may name the customer).
+    tests = list(
+        TestSend.select(
+            TestSend.campaign.alias("campaign_id"),
+            TestSend.sender,
+            TestSend.text,
+            TestSend.status,
+            TestSend.created_at,
+            TestSend.finished_at,
+        )
+        .where((TestSend.shop == shop_id) & (TestSend.phone == phone))
+        .order_by(TestSend.id)
+        .dicts()
+    )
     return _plain(
         {
             "phone": phone,
@@ -120,6 +136,7 @@ def customer_data(shop_id: int, phone: str | None, secret: str) -> dict[str, Any
             "consent_events": events,
             "messages": messages,
             "inbound": inbound,
+            "test_sends": tests,
             "suppressed": suppressions.is_suppressed(shop_id, phone, secret),
         }
     )

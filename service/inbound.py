@@ -28,7 +28,7 @@ from typing import Any
 
 from peewee import SQL, fn
 
-from models import Campaign, CampaignRecipient, Contact, InboundMessage, Shop
+from models import Campaign, CampaignRecipient, Contact, InboundMessage, Shop, TestSend
 from models.database import db
 from service import consent, replies, shops, suppressions
 from service.audit import Actor
@@ -125,9 +125,10 @@ def _sender_matches(key: str) -> Any:
 
 
 def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
-    """The shops among `candidates` (a condition on Shop) that sent `phone` a message within
-    `days`. Through the contact (indexed by phone) and the shop's campaigns that were still
-    open in the window, each probed by (campaign, contact): no scan of recipients."""
+    """The shops among `candidates` (a condition on Shop) that sent `phone` a message (of a
+    campaign, or a test send) within `days`. Through the contact (indexed by phone) and the
+    shop's campaigns that were still open in the window, each probed by (campaign, contact):
+    no scan of recipients."""
     window = fn.now() - SQL("make_interval(days => %s)", (days,))
     sent = (
         CampaignRecipient.select(SQL("1"))
@@ -139,13 +140,27 @@ def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
             & (CampaignRecipient.sent_at > window)
         )
     )
-    return list(
+    by_campaign = list(
         Shop.select(Shop)
         .join(Contact, on=(Contact.shop == Shop.id))
         .where((Contact.phone == phone) & candidates & fn.EXISTS(sent))
         .distinct()
         .order_by(Shop.id)
     )
+    # A test send is a message the shop sent the number too (to a contact or not); a STOP
+    # after one was for no shop. Test sends are a merchant's few checks: no index by number.
+    by_test = list(
+        Shop.select(Shop)
+        .join(TestSend, on=(TestSend.shop == Shop.id))
+        .where(
+            (TestSend.phone == phone)
+            & (TestSend.status == "sent")
+            & (TestSend.finished_at > window)
+            & candidates
+        )
+        .distinct()
+    )
+    return sorted({shop.id: shop for shop in by_campaign + by_test}.values(), key=lambda s: s.id)
 
 
 def shops_for(message: Inbound, settings: Settings) -> list[Shop]:

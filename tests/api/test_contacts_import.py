@@ -200,6 +200,20 @@ def test_a_csv_upload_labelled_as_browsers_label_it_is_read_as_csv(client, db, s
     assert contacts_of(db, shops.id)["+306912000031"] == "Ann"
 
 
+def test_a_csv_row_with_a_consent_proof_alone_is_reported_as_a_json_row_is(client, db, shops):
+    # When a CSV row gives a consent proof but no source nor time (JSON refuses that row)
+    text = "phone,consent_proof\n+306912000041,signed form\n+306912000042,\n"
+    result = post_csv(client, shops.key, text)
+    # Then that row is reported naming the consent's source, not imported without consent;
+    # the row with no consent cell is imported as before
+    assert result.status_code == 200, result.text
+    assert result.json["created"] == 1
+    assert [(row["index"], row["field"]) for row in result.json["invalid"]] == [
+        (0, "consent.source")
+    ]
+    assert "+306912000041" not in contacts_of(db, shops.id)
+
+
 def test_a_csv_row_is_checked_like_a_json_row(client, db, shops):
     # When a CSV has an over-long first name and a short row
     text = f"phone,first_name\n+306912000021,{'x' * 101}\n+306912000022\n"

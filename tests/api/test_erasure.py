@@ -392,6 +392,15 @@ def test_without_the_app_secret_the_shopify_webhooks_are_off(settings, redis_cli
 def test_a_data_request_writes_an_export_the_admin_fetches(client, db, shop):
     shop_id, _ = shop
     body = {**redact_body(), "data_request": {"id": 9999}}
+    # Given also a test send the merchant made to the number
+    (campaign_id,) = db.execute_sql(
+        "SELECT min(id) FROM campaign WHERE shop_id = %s", (shop_id,)
+    ).fetchone()
+    db.execute_sql(
+        "INSERT INTO test_send (shop_id, campaign_id, phone, sender, text, segments, status)"
+        " VALUES (%s, %s, %s, 'Shop', 'Hi Annabel, test', 1, 'sent')",
+        (shop_id, campaign_id, PHONE),
+    )
     # When Shopify asks for the customer's data, twice (a retry)
     first = shopify(client, "customers/data_request", body)
     again = shopify(client, "customers/data_request", body)
@@ -405,6 +414,7 @@ def test_a_data_request_writes_an_export_the_admin_fetches(client, db, shop):
     assert [(e["kind"], e["source"]) for e in data["consent_events"]] == [("opt_in", "import")]
     assert [m["text"] for m in data["messages"]] == ["Hi Annabel, sale today"]
     assert [m["text"] for m in data["inbound"]] == ["Thanks Annabel here"]
+    assert [(t["text"], t["status"]) for t in data["test_sends"]] == [("Hi Annabel, test", "sent")]
     assert data["suppressed"] is False
     # And only with the admin token
     assert_error(client.simulate_get(f"/admin/exports/{first.json['export_id']}"), 401)

@@ -302,6 +302,28 @@ def test_a_reply_to_the_shared_sender_is_for_the_shops_that_messaged_the_number(
     assert [sms.text.split(":")[0] for _, sms in provider.sent] == ["recent"]
 
 
+def test_a_reply_to_the_shared_sender_after_a_test_send_is_for_the_shop_that_sent_it(
+    client, db, provider
+):
+    # Given a shop on the shared sender that sent a number only a test send, yesterday (the
+    # number is not even one of its contacts)
+    shop_id, _ = make_shop(client, "tester.example", sender=None)
+    (campaign_id,) = db.execute_sql(
+        "INSERT INTO campaign (shop_id, name, text) VALUES (%s, 'c', 'x') RETURNING id",
+        (shop_id,),
+    ).fetchone()
+    db.execute_sql(
+        "INSERT INTO test_send (shop_id, campaign_id, phone, sender, text, segments, status,"
+        " finished_at) VALUES (%s, %s, %s, 'Astronote', 'x', 1, 'sent', now() - interval '1 day')",
+        (shop_id, campaign_id, PHONE),
+    )
+    # When the number replies STOP to the shared sender
+    answer = reply(client, "STOP", to="Astronote")
+    # Then it is for that shop: suppressed there, and answered (it was for no shop)
+    assert (answer["shops"], answer["reply"]) == (1, "sent")
+    assert state(db, shop_id)["suppressed"] == ["reply"]
+
+
 def test_a_sender_two_shops_share_goes_by_who_messaged_the_number(client, db, provider):
     first, second = make_shop(client, "a.example"), make_shop(client, "b.example")
     for _, key in (first, second):
@@ -324,6 +346,20 @@ def test_a_reply_for_no_shop_is_answered_200_and_changes_nothing(client, db, pro
 def test_a_stop_from_a_number_that_is_not_a_contact_still_suppresses_it(client, db, shop):
     reply(client, "STOP", phone="+306900000077")
     assert state(db, shop[0], "+306900000077")["suppressed"] == ["reply"]
+
+    # And when the number is imported later, with consent, it is a contact opted out (it
+    # showed as subscribed and consented, though no campaign would reach it)
+    subscribe(client, shop[1], ["+306900000077"])
+    assert state(db, shop[0], "+306900000077") == {
+        "suppressed": ["reply"],
+        "opted_out": True,
+        "consent": "checkout",
+        "events": [("opt_in", "import"), ("opt_out", "reply")],
+    }
+    listed = client.simulate_get(
+        "/contacts", headers=auth(shop[1]), params={"opted_out": "false"}
+    ).json["items"]
+    assert "+306900000077" not in [contact["phone"] for contact in listed]
 
 
 # --- the answer ------------------------------------------------------------------------------
