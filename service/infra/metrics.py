@@ -20,17 +20,22 @@ deployment on one host share it and two deployments (or test runs) on a host nev
 
 from __future__ import annotations
 
+import functools
+import glob
 import hashlib
+import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.infra.config import Settings
+
+log = logging.getLogger("astronote.metrics")
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -81,10 +86,25 @@ class Instruments:
     http_request: Histogram
 
 
-@lru_cache(maxsize=1)
+_created: Instruments | None = None
+_creating = threading.Lock()
+
+
 def instruments() -> Instruments:
     """Created on first use, after `configure()` (without it they count in this process only,
-    as in unit tests)."""
+    as in unit tests), once per process under a lock: with `lru_cache`, two worker threads
+    counting their first message at once both created the metrics, the second was refused
+    `DuplicateTimeseries`, and that exception, raised after the provider's answer, left the
+    batch's accepted messages as unknown outcomes (a CI run's test send waited 90 s)."""
+    global _created
+    if _created is None:
+        with _creating:
+            if _created is None:
+                _created = _create_instruments()
+    return _created
+
+
+def _create_instruments() -> Instruments:
     from prometheus_client import Counter, Histogram
 
     return Instruments(
@@ -115,6 +135,22 @@ def instruments() -> Instruments:
     )
 
 
+def _never_raises(record: Callable[..., None]) -> Callable[..., None]:
+    """A metric is never worth a message: the recording functions are called on the send
+    path, after the provider's answer, where an exception would leave accepted messages as
+    unknown outcomes. A failure (the metrics directory full or gone) is logged, not raised."""
+
+    @functools.wraps(record)
+    def safe(*args: Any) -> None:
+        try:
+            record(*args)
+        except Exception:  # noqa: BLE001 - see above
+            log.warning("recording a metric failed", exc_info=True)
+
+    return safe
+
+
+@_never_raises
 def count_messages(outcomes: dict[str, int]) -> None:
     """Add a batch's messages per outcome (`{"accepted": 498, "rejected": 2}`)."""
     for outcome, count in outcomes.items():
@@ -122,14 +158,17 @@ def count_messages(outcomes: dict[str, int]) -> None:
             instruments().messages.labels(outcome).inc(count)
 
 
+@_never_raises
 def observe_provider_call(endpoint: str, outcome: str, seconds: float) -> None:
     instruments().provider_call.labels(endpoint, outcome).observe(seconds)
 
 
+@_never_raises
 def observe_batch(result: str, seconds: float) -> None:
     instruments().batch_duration.labels(result).observe(seconds)
 
 
+@_never_raises
 def observe_http(method: str, route: str, status: str, seconds: float) -> None:
     instruments().http_request.labels(method, route, status).observe(seconds)
 
@@ -261,6 +300,17 @@ class SystemCollector:
         )
 
 
+# A metrics file starts with 8 bytes of header (the used length and padding).
+MIN_FILE_BYTES = 8
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # removed meanwhile
+        return 0
+
+
 def exposition(collector: SystemCollector) -> tuple[bytes, str]:
     """The `/metrics` body and content type: every process's events plus the system's state."""
     from prometheus_client import (
@@ -271,9 +321,24 @@ def exposition(collector: SystemCollector) -> tuple[bytes, str]:
     )
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    class ReadableFiles(MultiProcessCollector):
+        """prometheus_client's collector, skipping the files too short to hold a header: a
+        process's file is created empty and sized a moment later, and a process killed in
+        between (kill -9, which the chaos suite and real crashes do) left an empty file that
+        made every later `/metrics` a 500 (`struct.error`) for the whole deployment. A reader
+        could also catch a live file in that moment."""
+
+        def collect(self):
+            files = [
+                path
+                for path in glob.glob(os.path.join(self._path, "*.db"))
+                if _size(path) >= MIN_FILE_BYTES
+            ]
+            return self.merge(files, accumulate=True)
+
     registry = CollectorRegistry()
     if multiprocess_enabled():
-        MultiProcessCollector(registry)
+        ReadableFiles(registry)
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(collector)
