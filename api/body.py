@@ -20,6 +20,12 @@ MAX_BODY = 5 * 1024 * 1024
 DISCARD_WITHIN_S = 1.0
 
 
+def media_type(req: falcon.Request) -> str:
+    """The body's media type without parameters, lower-case (`text/csv; charset=utf-8` ->
+    `text/csv`); empty when none is given."""
+    return (req.content_type or "").split(";", 1)[0].strip().lower()
+
+
 def _body_stream(req: falcon.Request) -> Any:
     """Where the body is read from. Falcon's `bounded_stream` reads nothing when there is no
     Content-Length, so a chunked body (`Transfer-Encoding: chunked`, what a client streaming

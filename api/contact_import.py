@@ -24,7 +24,7 @@ from typing import Any
 import falcon
 
 from api import schemas
-from api.body import read_bytes, read_json
+from api.body import media_type, read_bytes, read_json
 from service.consent import Consent
 from service.contacts import MAX_IMPORT, RejectedRow
 from service.errors import InvalidInput
@@ -61,8 +61,7 @@ CSV_MEDIA_TYPES = frozenset(
 
 
 def is_csv(req: falcon.Request) -> bool:
-    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
-    return media_type in CSV_MEDIA_TYPES
+    return media_type(req) in CSV_MEDIA_TYPES
 
 
 def read_import(req: falcon.Request) -> ContactImport:

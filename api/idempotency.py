@@ -12,7 +12,7 @@ from __future__ import annotations
 import falcon
 
 from api.access import Access
-from api.body import read_bytes
+from api.body import media_type, read_bytes
 from service import idempotency
 
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -32,8 +32,7 @@ class Idempotency:
         # body with `GR` under the same key was replayed as the GR import's answer. So is the
         # media type (the same bytes as CSV or as JSON are different imports).
         target = f"{req.path}?{req.query_string}" if req.query_string else req.path
-        media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
-        request = idempotency.fingerprint(req.method, target, read_bytes(req), media_type)
+        request = idempotency.fingerprint(req.method, target, read_bytes(req), media_type(req))
         stored = idempotency.begin(shop_id, key, request)
         if stored is None:
             req.context.idempotency = (shop_id, key)

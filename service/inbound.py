@@ -106,10 +106,7 @@ def untimed_key(secret: str, message: Inbound, now: datetime) -> str:
         .where(
             (InboundMessage.phone == message.phone)
             & (InboundMessage.received_at > now - timedelta(seconds=UNTIMED_RETRY_WINDOW_S))
-            & (
-                fn.regexp_replace(fn.lower(InboundMessage.sender), "[^0-9a-z]", "", "g")
-                == sender_key(message.sender)
-            )
+            & _sender_matches(InboundMessage.sender, sender_key(message.sender))
         )
         .order_by(InboundMessage.id.desc())
         .limit(1)
@@ -120,8 +117,9 @@ def untimed_key(secret: str, message: Inbound, now: datetime) -> str:
     return f"{base}@{now.isoformat()}"
 
 
-def _sender_matches(key: str) -> Any:
-    return fn.regexp_replace(fn.lower(Shop.sender), "[^0-9a-z]", "", "g") == key
+def _sender_matches(column: Any, key: str) -> Any:
+    """`column` (a sender id) names the sender `key` (`sender_key`), in SQL."""
+    return fn.regexp_replace(fn.lower(column), "[^0-9a-z]", "", "g") == key
 
 
 def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
@@ -171,11 +169,13 @@ def shops_for(message: Inbound, settings: Settings) -> list[Shop]:
         return []
     days = settings.inbound_match_days
     if settings.mitto_sender and key == sender_key(settings.mitto_sender):
-        return messaged_recently(message.phone, Shop.sender.is_null() | _sender_matches(key), days)
-    owners = list(Shop.select(Shop).where(_sender_matches(key)).order_by(Shop.id))
+        return messaged_recently(
+            message.phone, Shop.sender.is_null() | _sender_matches(Shop.sender, key), days
+        )
+    owners = list(Shop.select(Shop).where(_sender_matches(Shop.sender, key)).order_by(Shop.id))
     if len(owners) <= 1:
         return owners
-    return messaged_recently(message.phone, _sender_matches(key), days)
+    return messaged_recently(message.phone, _sender_matches(Shop.sender, key), days)
 
 
 def _store(message: Inbound, key: str, keyword: str | None, shop_ids: Sequence[int]) -> set[int]:

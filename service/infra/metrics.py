@@ -311,6 +311,27 @@ def _size(path: str) -> int:
         return 0
 
 
+class _ReadableFiles:
+    """prometheus_client's multiprocess collector over the files long enough to hold their
+    header: a process's file is created empty and sized a moment later, and a process killed
+    in between (kill -9, which the chaos suite and real crashes do) left an empty file that
+    made every later `/metrics` a 500 (`struct.error`) for the whole deployment. A reader
+    could also catch a live file in that moment."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = [
+            path
+            for path in glob.glob(os.path.join(self.path, "*.db"))
+            if _size(path) >= MIN_FILE_BYTES
+        ]
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
 def exposition(collector: SystemCollector) -> tuple[bytes, str]:
     """The `/metrics` body and content type: every process's events plus the system's state."""
     from prometheus_client import (
@@ -319,26 +340,10 @@ def exposition(collector: SystemCollector) -> tuple[bytes, str]:
         CollectorRegistry,
         generate_latest,
     )
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    class ReadableFiles(MultiProcessCollector):
-        """prometheus_client's collector, skipping the files too short to hold a header: a
-        process's file is created empty and sized a moment later, and a process killed in
-        between (kill -9, which the chaos suite and real crashes do) left an empty file that
-        made every later `/metrics` a 500 (`struct.error`) for the whole deployment. A reader
-        could also catch a live file in that moment."""
-
-        def collect(self):
-            files = [
-                path
-                for path in glob.glob(os.path.join(self._path, "*.db"))
-                if _size(path) >= MIN_FILE_BYTES
-            ]
-            return self.merge(files, accumulate=True)
 
     registry = CollectorRegistry()
     if multiprocess_enabled():
-        ReadableFiles(registry)
+        registry.register(_ReadableFiles(os.environ[ENV]))
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(collector)

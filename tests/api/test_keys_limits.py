@@ -172,31 +172,21 @@ def test_the_same_key_and_body_with_another_query_or_media_type_is_another_reque
     # Given a CSV import of a national number read as Greek, under key "imp"
     _, key = create_shop(client, "idq.example")
     headers = {**auth(key), "Idempotency-Key": "imp"}
-    csv = "phone\n6900000555\n"
-    first = client.simulate_post(
-        "/contacts",
-        headers=headers,
-        body=csv,
-        content_type="text/csv",
-        params={"default_country": "GR"},
-    )
+
+    def post(country: str, content_type: str = "text/csv"):
+        return client.simulate_post(
+            "/contacts",
+            headers=headers,
+            body="phone\n6900000555\n",
+            content_type=content_type,
+            params={"default_country": country},
+        )
+
+    first = post("GR")
     assert first.status_code == 200 and first.json["created"] == 1, first.text
 
     # When the same body is sent with the same key but another default country, or as JSON
-    cyprus = client.simulate_post(
-        "/contacts",
-        headers=headers,
-        body=csv,
-        content_type="text/csv",
-        params={"default_country": "CY"},
-    )
-    as_json = client.simulate_post(
-        "/contacts",
-        headers=headers,
-        body=csv,
-        content_type="application/json",
-        params={"default_country": "GR"},
-    )
+    cyprus, as_json = post("CY"), post("GR", "application/json")
 
     # Then neither is replayed as the Greek import's answer: both are refused, naming the key
     # (the Cypriot import was answered "created 1" without running before)
