@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +160,28 @@ def db(schema, redis_client):
 
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread a test left running (not a daemon) would keep the process alive after the
+    summary: Python joins such threads at exit, and one waiting in C for ever hung a CI run
+    until its time ran out. Name them with their stacks and leave, failing, instead."""
+    stuck = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon
+    ]
+    for thread in stuck:
+        thread.join(timeout=5)
+    stuck = [thread for thread in stuck if thread.is_alive()]
+    if not stuck:
+        return
+    print(f"\ntests left {len(stuck)} thread(s) running: {[t.name for t in stuck]}", flush=True)
+    faulthandler.dump_traceback(all_threads=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -76,7 +76,7 @@ class HeldCalls(Executor):
             future.set_running_or_notify_cancel()
 
             def run() -> None:
-                self.released.wait(10)
+                self.released.wait(60)
                 try:
                     future.set_result(fn(*args, **kwargs))
                 except BaseException as error:  # noqa: BLE001 - handed to the future
@@ -433,18 +433,21 @@ def test_a_window_interrupted_by_the_time_limit_keeps_every_answer(batch, settin
         except BaseException as error:  # noqa: BLE001 - the test looks at it
             raised.append(error)
 
-    thread = threading.Thread(target=run)
+    # A daemon: should the interruption never reach it (it waits in C on a call that never
+    # starts), a failure must not keep the test process alive at exit.
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while (
         calls.started < 2 or statuses(campaign_id).get("sending") != 4
     ) and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert (calls.started, statuses(campaign_id).get("sending")) == (2, 4), "window not under way"
 
     # When Dramatiq's time limit interrupts the batch's thread, and the calls under way answer
     raise_thread_exception(thread.ident, TimeLimitExceeded)
     calls.released.set()
-    thread.join(timeout=10)
+    thread.join(timeout=30)
 
     # Then the exception went on, but only after both answers were persisted (sent and
     # debited) and the two claims never called were given back: nothing is left in flight
