@@ -278,7 +278,9 @@ class BatchSender:
                 (w.recipient_id, w.opening) for w in waiting if w.opening != quiet_hours.NEVER
             )
         if ids and context.frequency_cap:
-            over = frequency.over_cap(ids, context.frequency_cap, now)
+            # A first look, so the rate limit's budget is not taken for them; decided again
+            # with the claim (`claim`), where another campaign may have claimed them since.
+            over = frequency.over_cap(run.shop_id, ids, context.frequency_cap, now)
             if over:
                 sending.skip_pending(run.campaign_id, over, frequency.REASON)
                 skipped = set(over)
@@ -294,7 +296,7 @@ class BatchSender:
         texts: list[str] = []
         costs: list[int] = []
         try:
-            claimed = sending.claim_recipients(run.campaign_id, window, run.key)
+            claimed = self.claim(run, window)
             if not claimed:
                 return BatchReport()
             fault_point("after_claim_commit")
@@ -321,6 +323,14 @@ class BatchSender:
             if claimed:
                 self.salvage(run, claimed, texts, costs, calls)
             raise
+
+    def claim(self, run: BatchRun, window: Sequence[int]) -> list[Claimed]:
+        """Claim the window; for a shop with a frequency cap, together with the cap's check."""
+        cap = run.context.frequency_cap
+        if not cap:
+            return sending.claim_recipients(run.campaign_id, window, run.key)
+        now = self.wall.now()
+        return frequency.claim_within_cap(run.shop_id, run.campaign_id, window, run.key, cap, now)
 
     def throttled(self, results: Sequence[SendResult]) -> int | None:
         """If the provider answered 429, cool the account down for every worker at once,

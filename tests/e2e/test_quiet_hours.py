@@ -1,7 +1,8 @@
 """Quiet hours on the real processes (SPEC 11): a campaign crossing the start of quiet hours
 sends nothing inside them, waits without a sleeping thread, and sends everything once they
 end, with exact credits. Time is injected, never slept through: every process reads a clock
-offset from Redis (TEST_CLOCK_OFFSET_KEY, a test-only hook) that the test moves."""
+offset from Redis (TEST_CLOCK_OFFSET_KEY, a test-only hook) that the test moves. And the
+frequency cap with two campaigns sending to the same contacts at once."""
 
 from __future__ import annotations
 
@@ -106,3 +107,45 @@ def test_a_campaign_crossing_the_start_of_quiet_hours_waits_for_the_morning(
     assert balance == 1000 - debited and debited >= RECIPIENTS
     assert finished["credits"]["consumed"] == debited
     assert finished["quiet_hours"]["waiting"] == 0
+
+
+def test_two_campaigns_at_once_under_a_cap_of_one_send_each_contact_one_message(make_stack, db):
+    # Given a shop capped at one message per contact a day, 30 contacts, a slow provider and
+    # a worker sending both campaigns' one batch each at once, a call or two per window, so
+    # both go through the same contacts in the same order at the same time
+    stack = make_stack(SEND_BATCH_SIZE="30")
+    stack.start_sim("--latency-ms", "100")
+    stack.start_web()
+    stack.start_worker(threads=2, SEND_CONCURRENCY="2")
+    shop_id, key = stack.create_shop("capped.example", 1000)
+    assert stack.call("PATCH", f"/admin/shops/{shop_id}", ADMIN_TOKEN, json={"frequency_cap": 1}).ok
+    stack.import_contacts(key, 30)
+
+    # When two personalised campaigns to all of them are launched one right after the other
+    ids = []
+    for text in ("First {first_name}", "Second {first_name}"):
+        created = stack.call("POST", "/campaigns", key, json={"name": text, "text": text})
+        ids.append(created.json()["id"])
+    for campaign_id in ids:
+        assert stack.call("POST", f"/campaigns/{campaign_id}/enqueue", key).status_code == 202
+
+    # Then each contact got one message in all, and what the second skipped the first sent
+    finished = [stack.wait_finished(key, campaign_id, 60) for campaign_id in ids]
+    assert [f["status"] for f in finished] == ["completed", "completed"]
+    messages = stack.sim_messages()["messages"]
+    assert len(messages) == 30 and len({m["to"] for m in messages}) == 30
+    counts = dict(
+        rows(
+            db,
+            "SELECT coalesce(error, status), count(*) FROM campaign_recipient"
+            " WHERE shop_id = %s GROUP BY 1",
+            shop_id,
+        )
+    )
+    assert counts == {"sent": 30, "frequency_cap": 30}
+    debited = rows(
+        db,
+        "SELECT -sum(amount) FROM credit_transaction WHERE kind = 'debit' AND shop_id = %s",
+        shop_id,
+    )[0][0]
+    assert debited == 30

@@ -7,10 +7,22 @@ is sent once the window opens; recipients over the frequency cap are skipped, no
 from __future__ import annotations
 
 import dataclasses
+import threading
 from datetime import UTC, datetime, timedelta
 
-from models.database import execute, fetchall
-from service import audit, campaigns, contacts, credits, delivery, reconcile, scheduling, shops
+from models import database
+from models.database import connection, execute, fetchall
+from service import (
+    audit,
+    campaigns,
+    contacts,
+    credits,
+    delivery,
+    frequency,
+    reconcile,
+    scheduling,
+    shops,
+)
 from service.creation import batch_key
 from service.enqueue import enqueue
 from service.infra.clock import ShiftedClock
@@ -217,6 +229,83 @@ def test_recipients_over_the_frequency_cap_are_skipped_and_not_charged(db, setti
     assert delivery.refresh_campaign(second_id, settings, audit.WORKER) == "completed"
     state, amount, consumed, released = reservation(second_id)
     assert (state, consumed, released) == ("released", 2, amount - 2)
+
+
+def capped_shop_with_two_campaigns(settings, phones):
+    shop, _ = shops.create_shop(
+        "twice.example", "Twice", require_consent=False, quiet_hours=None, frequency_cap=1
+    )
+    credits.top_up(shop.id, 100, "initial", audit.ADMIN)
+    contacts.import_contacts(shop.id, [{"phone": p} for p in phones], actor=audit.ADMIN)
+    first = launch(settings, shop.id, "First {first_name}")  # personalised: a call each
+    return shop.id, first, launch(settings, shop.id, "Second {first_name}")
+
+
+def test_a_contact_in_flight_for_one_campaign_is_over_the_cap_for_another(db, settings):
+    # Given a shop capped at one message a day, and two campaigns to the same two contacts
+    phones = ["+306920000011", "+306920000012"]
+    shop_id, (first_id, first_ids, first_key), second = capped_shop_with_two_campaigns(
+        settings, phones
+    )
+    second_id, second_ids, second_key = second
+    second_provider = FakeProvider()
+
+    def second_sends_meanwhile(sms) -> None:
+        if not second_provider.sent and statuses(second_id) == {"pending": 2}:
+            with connection():
+                sender(settings, second_provider).send(second_id, shop_id, second_ids, second_key)
+
+    # When the second is sent while the first's calls are under way (claimed, not persisted)
+    first_provider = FakeProvider(during_call=second_sends_meanwhile)
+    sender(settings, first_provider).send(first_id, shop_id, first_ids, first_key)
+
+    # Then each contact got one message: the second campaign skipped both, as over the cap
+    assert sorted(first_provider.sent) == phones and second_provider.sent == []
+    assert statuses(first_id) == {"sent": 2}
+    assert fetchall(
+        "SELECT DISTINCT error FROM campaign_recipient WHERE campaign_id = %s", (second_id,)
+    ) == [("frequency_cap",)]
+
+
+def test_two_campaigns_claiming_the_same_contact_at_once_claim_it_once(db, settings):
+    # Given a capped shop's two campaigns, and the first's claim of both contacts made under
+    # the shop's lock but not yet committed
+    phones = ["+306920000021", "+306920000022"]
+    shop_id, first, second = capped_shop_with_two_campaigns(settings, phones)
+    (first_id, first_ids, first_key), (second_id, second_ids, second_key) = first, second
+    now = datetime.now(UTC)
+    claimed_first, commit = threading.Event(), threading.Event()
+    second_claim: list = []
+
+    def first_claims() -> None:
+        with connection(), database.db.atomic():
+            frequency.claim_within_cap(shop_id, first_id, first_ids, first_key, 1, now)
+            claimed_first.set()
+            commit.wait(10)
+
+    def second_claims() -> None:
+        with connection():
+            second_claim.extend(
+                frequency.claim_within_cap(shop_id, second_id, second_ids, second_key, 1, now)
+            )
+
+    one = threading.Thread(target=first_claims, daemon=True)
+    one.start()
+    assert claimed_first.wait(10)
+
+    # When the second campaign claims the same contacts meanwhile
+    two = threading.Thread(target=second_claims, daemon=True)
+    two.start()
+    two.join(0.5)
+
+    # Then it waits for the first to commit, and then claims nobody: both are over the cap
+    assert two.is_alive()
+    commit.set()
+    one.join(10)
+    two.join(10)
+    assert second_claim == []
+    assert statuses(first_id) == {"sending": 2}
+    assert statuses(second_id) == {"skipped": 2}
 
 
 def test_without_a_cap_nobody_is_skipped(db, settings):
