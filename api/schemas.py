@@ -291,8 +291,15 @@ def _is_datetime(value: object) -> bool:
 # on with IsADirectoryError, which escaped as a 500.
 @_checker.checks("timezone", raises=(KeyError, ValueError, OSError))
 def _is_timezone(value: object) -> bool:
-    """An IANA zone name ("Europe/Athens"): the shop's local time is computed in it later."""
-    return not isinstance(value, str) or ZoneInfo(value) is not None
+    """An IANA zone name ("Europe/Athens"): the shop's local time is computed in it later.
+    Not the files of the zone database that are no zone: `localtime` is whatever zone each
+    machine is set to, `Factory` and `posixrules` are placeholders."""
+    if not isinstance(value, str):
+        return True
+    return value.lower() not in _NOT_ZONES and ZoneInfo(value) is not None
+
+
+_NOT_ZONES = frozenset({"localtime", "factory", "posixrules", "posix", "right"})
 
 
 def parse_datetime(value: str) -> datetime:

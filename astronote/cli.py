@@ -38,8 +38,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     settings = runtime.boot("reconcile")
     # The operator runs it by hand: its changes are recorded as the admin's.
-    print(json.dumps(asdict(reconcile.reconcile(settings, audit.ADMIN)), default=str))
-    return 0
+    report = reconcile.reconcile(settings, audit.ADMIN)
+    print(json.dumps(asdict(report), default=str))
+    return 1 if report.errors else 0  # a repair failed: scripts and cron must see it
 
 
 def cmd_status(args: argparse.Namespace) -> int:

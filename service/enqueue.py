@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from peewee import fn
 
@@ -53,9 +54,16 @@ class EnqueueResult:
 
 
 def _start_sending(
-    shop_id: int, campaign_id: int, scheduled: bool, actor: Actor
+    shop_id: int, campaign_id: int, scheduled: bool, due_by: datetime | None, actor: Actor
 ) -> tuple[str, bool, list | None]:
     from_states = ["scheduled"] if scheduled else ["draft", "scheduled"]
+    # The clock launches what was due when it looked; a reschedule to later committed since
+    # must win (it answered 200 with the new time), so the time is checked again here.
+    where = (
+        (Campaign.id == campaign_id) & (Campaign.shop == shop_id) & Campaign.status.in_(from_states)
+    )
+    if scheduled and due_by is not None:
+        where &= Campaign.scheduled_at <= due_by
     # Locked first (as the update itself would lock it), so the status it moves from is the
     # one the update changes.
     before = (
@@ -72,11 +80,7 @@ def _start_sending(
             last_progress_at=fn.now(),
             updated_at=fn.now(),
         )
-        .where(
-            (Campaign.id == campaign_id)
-            & (Campaign.shop == shop_id)
-            & Campaign.status.in_(from_states)
-        )
+        .where(where)
         .returning(Campaign.text, Campaign.append_unsubscribe, Campaign.contact_ids)
         .tuples()
     )
@@ -138,10 +142,16 @@ def _check_audience(
 
 
 def enqueue(
-    shop_id: int, campaign_id: int, settings: Settings, actor: Actor, scheduled: bool = False
+    shop_id: int,
+    campaign_id: int,
+    settings: Settings,
+    actor: Actor,
+    scheduled: bool = False,
+    due_by: datetime | None = None,
 ) -> EnqueueResult:
     """Start sending a draft or scheduled campaign, recorded for `actor` (the merchant's key,
-    or the clock for a scheduled one). Raises NotFound, InvalidTransition (409),
+    or the clock for a scheduled one: `scheduled`, only if still scheduled at or before
+    `due_by` when given). Raises NotFound, InvalidTransition (409),
     NoRecipients (422), InvalidInput (422: more than `max_campaign_recipients`) or
     InsufficientCredits (402); on any of them nothing has changed (nor is recorded)."""
     base = settings.public_base_url
@@ -153,7 +163,7 @@ def enqueue(
         )
     with db.atomic():
         template, append_unsubscribe, contact_ids = _start_sending(
-            shop_id, campaign_id, scheduled, actor
+            shop_id, campaign_id, scheduled, due_by, actor
         )
         size, total = _check_audience(
             shop_id,

@@ -19,7 +19,9 @@ from models.expressions import epoch_seconds, milliseconds_ago
 from service import audit, enqueue
 from service.audit import Actor
 from service.errors import (
+    DependencyUnavailable,
     InsufficientCredits,
+    InvalidInput,
     InvalidTransition,
     NoRecipients,
     NotFound,
@@ -40,6 +42,7 @@ class LaunchReport:
     failed: dict[int, str] = field(default_factory=dict)  # campaign id -> status_reason
     expired: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # launched or cancelled meanwhile
+    errors: dict[int, str] = field(default_factory=dict)  # unexpected: left scheduled
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,22 +122,36 @@ def fail_scheduled(shop_id: int, campaign_id: int, reason: str, actor: Actor) ->
 
 
 def launch(
-    shop_id: int, campaign_id: int, settings: Settings, report: LaunchReport, actor: Actor
+    shop_id: int,
+    campaign_id: int,
+    settings: Settings,
+    report: LaunchReport,
+    actor: Actor,
+    now: datetime,
 ) -> None:
-    """Enqueue one due campaign; a campaign that cannot be sent fails with the reason."""
+    """Enqueue one due campaign (if still due at `now`); a campaign that cannot be sent
+    fails with the reason. Raises only DependencyUnavailable (the broker or the database)."""
     context = {"campaign_id": campaign_id, "shop_id": shop_id}
     try:
-        result = enqueue.enqueue(shop_id, campaign_id, settings, actor, scheduled=True)
+        result = enqueue.enqueue(shop_id, campaign_id, settings, actor, scheduled=True, due_by=now)
     except (InvalidTransition, NotFound):
-        report.skipped.append(campaign_id)  # another clock launched it, or it was cancelled
+        # Another clock launched it, it was cancelled, or rescheduled to later meanwhile.
+        report.skipped.append(campaign_id)
         return
-    except (InsufficientCredits, NoRecipients) as error:
+    except DependencyUnavailable:
+        raise
+    except (InsufficientCredits, NoRecipients, InvalidInput) as error:
         reason = f"not sent: {error.title.lower()}: {error.description}"
         if fail_scheduled(shop_id, campaign_id, reason, actor):
             report.failed[campaign_id] = reason
             log.warning(
                 "scheduled campaign cannot be sent: failed", extra={**context, "reason": reason}
             )
+        return
+    except Exception as error:  # noqa: BLE001 - one campaign must not stop the others' launch
+        # Left scheduled: the next tick tries it again, after the others of this one.
+        report.errors[campaign_id] = f"{type(error).__name__}: {error}"
+        log.exception("scheduled campaign could not be launched", extra=context)
         return
     report.launched.append(campaign_id)
     log.info(
@@ -156,7 +173,9 @@ def launch_due_campaigns(
     now = now or database_now()
     report = LaunchReport(expired=expire_overdue(settings.schedule_grace_ms, now, actor))
     for campaign_id, shop_id in due_campaigns(settings.schedule_grace_ms, now, limit):
-        launch(shop_id, campaign_id, settings, report, actor)
+        # One campaign failing unexpectedly is tried again at the next tick; the others due
+        # are launched meanwhile (it used to abort the job, tick after tick, for every shop).
+        launch(shop_id, campaign_id, settings, report, actor, now)
     return report
 
 

@@ -418,6 +418,9 @@ WRONG_TYPES = [
     # A folder of the zone database: ZoneInfo raised IsADirectoryError, answered 500
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "America"}, "timezone"),
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "Etc"}, "timezone"),
+    # Files of the zone database that are no zone: `localtime` is the machine's own
+    ("create shop", {"domain": "a.example", "name": "x", "timezone": "localtime"}, "timezone"),
+    ("create shop", {"domain": "a.example", "name": "x", "timezone": "Factory"}, "timezone"),
     ("create shop", {"domain": "shop-one.example", "name": "taken"}, "domain"),
     # Errors inside a oneOf (quiet hours: an object or null) name the field from the body
     ("create shop", {"domain": "a.example", "name": "x", "quiet_hours": "off"}, "quiet_hours"),
