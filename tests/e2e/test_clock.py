@@ -498,3 +498,22 @@ def test_a_campaign_survives_a_redis_flush_and_sends_each_message_once(
     )
     assert republished > 0
     assert_one_leader_at_a_time(job_runs(db), allow_overrun=True)
+
+
+def test_one_shops_campaign_over_the_audience_cap_holds_back_no_other_shops_launch(make_stack, db):
+    # Given a clock with an audience cap of 25, shop X's campaign of 30 due first and shop
+    # Y's of 10 due a second later
+    _, big = scheduled_campaign(db, "big.example", 30, 1000, timedelta(seconds=1))
+    _, small = scheduled_campaign(db, "small.example", 10, 1000, timedelta(seconds=2))
+    stack = make_stack(**FAST, MAX_CAMPAIGN_RECIPIENTS="25")
+    start_clock(stack, "clock")
+
+    # When their time comes, Then X's fails naming the cap and Y's is launched (the launch job
+    # used to stop at X's at every tick, until both expired)
+    wait_for(
+        lambda: campaign_row(db, small)["status"] == "sending",
+        2 + 3 * INTERVAL_S + TTL_S,
+        "the other shop's campaign to be launched",
+    )
+    row = campaign_row(db, big)
+    assert row["status"] == "failed" and "at most 25" in row["status_reason"]
