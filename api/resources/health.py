@@ -17,11 +17,19 @@ class HealthResource:
     docs = {
         "GET": Operation(
             "The process runs", {200: Answer("Always", schemas.HEALTH)}, needs_dependencies=False
-        )
+        ),
+        "HEAD": Operation(
+            "The process runs (the status of GET, no body)",
+            {200: Answer("Always")},
+            needs_dependencies=False,
+        ),
     }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"ok": True}
+
+    # Load balancers that check with HEAD (HAProxy's `option httpchk HEAD`) get the status.
+    on_head = on_get
 
 
 class ReadinessResource:
@@ -38,7 +46,12 @@ class ReadinessResource:
                 ),
             },
             needs_dependencies=False,
-        )
+        ),
+        "HEAD": Operation(
+            "PostgreSQL and Redis answer (the status of GET, no body)",
+            {200: Answer("Both answer"), 503: Answer("One does not answer")},
+            needs_dependencies=False,
+        ),
     }
 
     def __init__(self, checker: HealthChecker) -> None:
@@ -48,6 +61,8 @@ class ReadinessResource:
         report = self.checker.readiness()
         resp.status = falcon.HTTP_200 if report["ok"] else falcon.HTTP_503
         resp.media = report
+
+    on_head = on_get
 
 
 class FullHealthResource:
@@ -64,7 +79,12 @@ class FullHealthResource:
                 ),
             },
             needs_dependencies=False,
-        )
+        ),
+        "HEAD": Operation(
+            "PostgreSQL and Redis answer (the status of GET, no body)",
+            {200: Answer("Both answer"), 503: Answer("One does not answer")},
+            needs_dependencies=False,
+        ),
     }
 
     def __init__(self, checker: HealthChecker) -> None:

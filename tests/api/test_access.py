@@ -219,6 +219,10 @@ def test_full_health_and_metrics_answer_only_to_the_admin_token(client, shops, p
 def test_health_and_readiness_stay_public_and_minimal(client):
     assert client.simulate_get("/health").json == {"ok": True}
     assert client.simulate_get("/readiness").json == {"ok": True, "down": []}
+    # and a load balancer checking with HEAD gets the same status (it was 405)
+    for path in ("/health", "/readiness"):
+        answer = client.simulate_head(path)
+        assert (answer.status_code, answer.content) == (200, b""), path
 
 
 def test_a_dependency_error_names_the_dependency_not_the_error():
