@@ -1,4 +1,5 @@
-"""`sendBulkSMS` and `persistSmsResults` on queue `sms-send`; `sendTestSMS` on `sms-priority`."""
+"""`sendBulkSMS` and `persistSmsResults` on queue `sms-send`; `sendTestSMS` and
+`persistTestSend` on `sms-priority`."""
 
 from __future__ import annotations
 
@@ -186,6 +187,21 @@ def send_test_sms(test_send_id: int) -> None:
         # Refused by the rate limit, cooling down or surely not sent: back on its queue for
         # as long as that says; this thread goes to other work and no retry is spent.
         dispatch.publish_test_send(test_send_id, delay_ms=delivery.delay_ms)
+
+
+@dramatiq.actor(
+    actor_name="persistTestSend",
+    queue_name=dispatch.PRIORITY_QUEUE,
+    max_retries=100,
+    min_backoff=500,
+    max_backoff=60_000,
+)
+def persist_test_send(test_send_id: int, provider_id: str) -> None:
+    """A test send the provider accepted whose persist failed: sent and debited, once."""
+    changed = test_sends.accepted(test_send_id, provider_id)
+    log.info(
+        "test send persisted by repair", extra={"test_send_id": test_send_id, "changed": changed}
+    )
 
 
 @dramatiq.actor(

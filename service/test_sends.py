@@ -247,7 +247,7 @@ def _call(
         _unclaim(row.id)
         return Delivery("queued", result.limited_ms, result.limited_by)
     if result.outcome is Outcome.ACCEPTED:
-        _accepted(row, result.provider_id or "")
+        persist_or_hand_over(row.id, result.provider_id or "")
         return Delivery("sent")
     if result.outcome is Outcome.REJECTED:
         _finish(row.id, "failed", result.reason or "rejected", audit.WORKER)
@@ -290,16 +290,46 @@ def _unclaim(test_send_id: int) -> None:
     )
 
 
-def _accepted(row: TestSend, provider_id: str) -> None:
-    """Sent and debited in one transaction; a replay changes nothing."""
+def persist_or_hand_over(test_send_id: int, provider_id: str) -> None:
+    """Record the provider's acceptance; if that fails (PostgreSQL gone mid-call), hand it to
+    `persistTestSend`, which retries: the provider has the message, so it must be charged.
+    A retry of `sendTestSMS` would find the row `sending` and do nothing, and the reconcile
+    would fail it as `unknown_outcome` after CLAIM_TIMEOUT_MS, sent and never charged."""
+    try:
+        accepted(test_send_id, provider_id)
+    except Exception:  # noqa: BLE001 - any failure here must hand over to the repair
+        log.exception(
+            "persisting a test send's acceptance failed; handing over to persistTestSend",
+            extra={"test_send_id": test_send_id},
+        )
+        dispatch.publish_test_send_persist(test_send_id, provider_id)
+
+
+def accepted(test_send_id: int, provider_id: str) -> bool:
+    """Sent and debited in one transaction; a replay changes nothing. Also after the reconcile
+    failed it as `unknown_outcome` meanwhile: the acceptance is the evidence it was sent."""
     with db.atomic():
-        sent = (
-            TestSend.update(status="sent", provider_id=provider_id, finished_at=fn.now())
-            .where((TestSend.id == row.id) & (TestSend.status == "sending"))
+        row = (
+            TestSend.select()
+            .where(
+                (TestSend.id == test_send_id)
+                & (
+                    (TestSend.status == "sending")
+                    | ((TestSend.status == "failed") & (TestSend.error == "unknown_outcome"))
+                )
+            )
+            .for_update()
+            .first()
+        )
+        if row is None:
+            return False
+        (
+            TestSend.update(
+                status="sent", provider_id=provider_id, error=None, finished_at=fn.now()
+            )
+            .where(TestSend.id == row.id)
             .execute()
         )
-        if not sent:
-            return
         credits.lock_shop(row.shop_id)
         inserted = (
             CreditTransaction.insert(
@@ -321,8 +351,9 @@ def _accepted(row: TestSend, provider_id: str) -> None:
                 .execute()
             )
         audit.record(
-            audit.WORKER, _event(row, "sent", "sending", "sent", "the provider accepted it")
+            audit.WORKER, _event(row, "sent", row.status, "sent", "the provider accepted it")
         )
+    return True
 
 
 def _finish(test_send_id: int, status: str, error: str, actor: Actor) -> None:

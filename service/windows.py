@@ -35,7 +35,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from models import SendBatch
+from models.database import fetchone
 from service import audit, credits, frequency, messages, quiet_hours, sending
 from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
@@ -505,14 +505,28 @@ class BatchSender:
             sending.finish_batch(key)
 
     def reserved(self, key: str) -> tuple[int, int]:
-        """The batch's part of the campaign's reservation, and how often it was published."""
-        row = (
-            SendBatch.select(SendBatch.reserved, SendBatch.publish_count)
-            .where(SendBatch.key == key)
-            .tuples()
-            .first()
+        """What is left of the batch's part of the campaign's reservation for this delivery,
+        and how often the batch was published. Left: its part less what earlier deliveries
+        of it spent, the debits of its recipients and, at its average per recipient, those
+        still in flight or of unknown outcome (they may be charged yet). Each delivery used
+        to start again from the whole part: a batch delivered again (a pause, a 503, a 429)
+        whose messages cost more than its part was never asked to cover the excess, sent
+        messages it could not charge and took credits reserved by other campaigns."""
+        row = fetchone(
+            "SELECT b.reserved - coalesce(("
+            "   SELECT sum(-t.amount) FROM credit_transaction t"
+            "   WHERE t.idempotency_key = ANY(ARRAY("
+            "     SELECT 'debit:' || rid FROM unnest(b.recipient_ids) AS rid))), 0)"
+            " - ceil(b.reserved::numeric / greatest(cardinality(b.recipient_ids), 1)) * ("
+            "   SELECT count(*) FROM campaign_recipient r"
+            "   WHERE r.id = ANY(b.recipient_ids) AND r.campaign_id + 0 = b.campaign_id"
+            "     AND (r.status = 'sending'"
+            "          OR (r.status = 'failed' AND r.error = 'unknown_outcome'))),"
+            " b.publish_count"
+            " FROM send_batch b WHERE b.key = %s",
+            (key,),
         )
-        return row or (0, 0)
+        return (max(0, int(row[0])), row[1]) if row else (0, 0)
 
     def cover(self, run: BatchRun, cost: int) -> bool:
         """Whether what is left of the batch's part of the reservation covers `cost` (this

@@ -60,6 +60,10 @@ def publish_test_send(test_send_id: int, delay_ms: int | None = None) -> None:
     publish(PRIORITY_QUEUE, "sendTestSMS", test_send_id, delay_ms=delay_ms)
 
 
+def publish_test_send_persist(test_send_id: int, provider_id: str) -> None:
+    publish(PRIORITY_QUEUE, "persistTestSend", test_send_id, provider_id)
+
+
 def publish_create_recipients(campaign_id: int, cursor: int) -> None:
     # On the short queue, not behind the send queue's batches: the next chunk must be written
     # before the batches of the last one are sent, or the send waits for its own audience.

@@ -4,6 +4,7 @@ SPEC 11 forbids, and under the account's rate limit and cool-down like any messa
 
 from __future__ import annotations
 
+import peewee
 import pytest
 
 from models import TestSend
@@ -19,6 +20,7 @@ from service import (
     test_sends,
 )
 from service.errors import InsufficientCredits, InvalidInput
+from service.infra import dispatch
 from service.infra.ratelimit import SendLimiter
 from service.provider import Outcome, SendResult, Sms
 from tests.integration.ledger import assert_books_balance, shop_with_contacts
@@ -258,3 +260,42 @@ def test_a_stale_test_send_is_republished_once_per_staleness_period(shop, settin
 
     # Then it was published again once, not once per reconcile
     assert published == [asked["id"]]
+
+
+def test_an_acceptance_that_cannot_be_persisted_is_handed_over_and_charged_once(
+    shop, settings, redis_client, monkeypatch
+):
+    # Given a test send whose acceptance cannot be written when the provider answers
+    # (PostgreSQL went away mid-call)
+    shop_id, campaign_id = shop
+    asked = test_sends.request(shop_id, campaign_id, "+306900000001", settings, KEY)
+    real, handed = test_sends.accepted, []
+
+    def connection_lost(test_send_id, provider_id):
+        raise peewee.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(test_sends, "accepted", connection_lost)
+    monkeypatch.setattr(dispatch, "publish_test_send_persist", lambda *args: handed.append(args))
+
+    # When the worker delivers it
+    provider = Provider()
+    delivered = test_sends.deliver(asked["id"], provider, None, settings)
+
+    # Then the provider's answer is handed to persistTestSend, not lost
+    assert delivered.status == "sent" and handed == [(asked["id"], f"p-test-{asked['id']}")]
+    monkeypatch.setattr(test_sends, "accepted", real)
+
+    # When the reconcile meanwhile failed it as an unknown outcome (its claim timed out), and
+    # then the repair runs, twice (a redelivered message)
+    db.execute_sql(
+        "UPDATE test_send SET claimed_at = now() - interval '1 hour' WHERE id = %s", (asked["id"],)
+    )
+    test_sends.repair(settings, audit.ADMIN)
+    assert TestSend.get_by_id(asked["id"]).error == "unknown_outcome"
+    assert [test_sends.accepted(*handed[0]) for _ in range(2)] == [True, False]
+
+    # Then it is sent and debited once: the provider's acceptance is the evidence
+    row = TestSend.get_by_id(asked["id"])
+    assert (row.status, row.error, row.provider_id) == ("sent", None, f"p-test-{asked['id']}")
+    assert credits.summary(shop_id) == credits.CreditSummary(9, 0, 9)
+    assert assert_books_balance(shop_id)["debit"] == -1

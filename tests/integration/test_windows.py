@@ -14,7 +14,7 @@ import pytest
 from dramatiq.middleware.threading import raise_thread_exception
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from models.database import connection, fetchall
+from models.database import connection, execute, fetchall
 from service import audit, campaigns, contacts, credits, shops
 from service.creation import batch_key
 from service.enqueue import enqueue
@@ -210,6 +210,43 @@ def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
     send.send(campaign_id, shop_id, ids, key)
     assert statuses(campaign_id) == {"sent": 12}
     assert len(provider.sent) == len(set(provider.sent)) == 12
+
+
+def test_a_batch_delivered_again_draws_only_on_what_its_earlier_deliveries_left(batch, settings):
+    # Given a batch whose messages (12 credits) turned out to cost twice its part of the
+    # reservation (6: contacts renamed while a large audience was being created), and a shop
+    # with nothing available beyond that reservation
+    shop_id, campaign_id, ids, key = batch
+    execute("UPDATE send_batch SET reserved = 6 WHERE key = %s", (key,))
+    execute("UPDATE credit_reservation SET amount = 6 WHERE campaign_id = %s", (campaign_id,))
+    execute("UPDATE shop SET credit_balance = 6 WHERE id = %s", (shop_id,))
+    paused = threading.Event()
+
+    def pause_once(sms: Sms) -> None:
+        if not paused.is_set():
+            paused.set()
+            with connection():
+                campaigns.pause(shop_id, campaign_id, audit.ADMIN)
+
+    provider = FakeProvider(during_call=pause_once)
+    send = sender(settings, provider, slots=4)
+
+    # When its first window is sent (4 credits), the merchant pauses and resumes, and the
+    # batch is delivered again
+    send.send(campaign_id, shop_id, ids, key)
+    campaigns.resume(shop_id, campaign_id, settings, audit.ADMIN)
+    send.send(campaign_id, shop_id, ids, key)
+
+    # Then the second delivery had 2 credits left, not 6 again: the next window (4) could not
+    # be covered and failed, and no message was sent that the shop was not charged for
+    assert len(provider.sent) == 4
+    assert statuses(campaign_id) == {"sent": 4, "failed": 8}
+    debited = fetchall(
+        "SELECT -sum(amount) FROM credit_transaction WHERE kind = 'debit' AND campaign_id = %s",
+        (campaign_id,),
+    )[0][0]
+    assert debited == 4
+    assert fetchall("SELECT credit_balance FROM shop WHERE id = %s", (shop_id,))[0][0] == 2
 
 
 def test_an_opt_out_during_a_window_skips_the_contact_at_the_next_one(batch, settings):
