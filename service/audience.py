@@ -38,7 +38,11 @@ def name_shape(name: str | None) -> object:
     """Names that compose into texts of the same segment count share a shape, so the cost
     is computed once per shape rather than once per recipient. A name of basic GSM-7
     characters (one septet each) or of BMP characters outside GSM-7 (one UTF-16 unit each)
-    only matters by its length and encoding; any other name is its own shape."""
+    only matters by its length and encoding. Any other name (GSM-7 extension characters,
+    emoji) is priced by the length bound (`composition.length_cost_bound`), which depends on
+    its UTF-16 units and septets only: its shape is those two. (It was the name itself, each
+    priced exactly over every URL combination: a probe's audience of 8 names of "€" cost a
+    41 s enqueue, about 5 s of CPU per name.)"""
     if not name:
         return ("", 0)
     if all(char in GSM7_BASIC for char in name):
@@ -47,7 +51,12 @@ def name_shape(name: str | None) -> object:
         char in GSM7_EXTENSION for char in name
     ):
         return ("ucs2", len(name))
-    return name
+    units = sum(2 if ord(char) > 0xFFFF else 1 for char in name)
+    septets = sum(2 if char in GSM7_EXTENSION or ord(char) > 0xFFFF else 1 for char in name)
+    return (BOUND, units, septets)
+
+
+BOUND = "bound"  # the kind of `name_shape` priced by the length bound
 
 
 def _bracket(chars: str) -> str:
@@ -67,8 +76,8 @@ def count_by_name_shape(shop_id: int, contact_ids: Sequence[int] | None) -> list
     count x cost of the name over the rows gives exactly what pricing each contact would.
 
     SQL: one aggregate over the audience; a name that is neither all basic GSM-7 nor of BMP
-    characters without extension ones is grouped by itself, as `name_shape` makes it its own
-    shape."""
+    characters without extension ones is grouped by itself (`name_shape` puts such names in
+    shapes of their units and septets: a shape spans several rows, priced once)."""
     return fetchall(
         "SELECT min(first_name), count(*) FROM ("
         "  SELECT c.first_name, CASE WHEN coalesce(c.first_name, '') = '' THEN 'none'"

@@ -33,7 +33,7 @@ from peewee import fn
 from models import Campaign, CreditReservation, SendBatch
 from models.database import db, fetchall, fetchone
 from service import admission, audience, audit, composition, links
-from service.audience import name_shape
+from service.audience import BOUND, name_shape
 from service.audit import Actor
 from service.infra import dispatch
 from service.infra.config import Settings
@@ -59,9 +59,12 @@ def pricing(template: str, append_unsubscribe: bool, base: str) -> Callable[[str
     def cost(name: str | None) -> int:
         shape = name_shape(name) if personalised else None
         if shape not in costs:
-            costs[shape] = composition.cost_upper_bound(
-                template, name, links.sample_short_url(base), unsubscribe_sample
+            bound = (
+                composition.length_cost_bound
+                if isinstance(shape, tuple) and shape[0] == BOUND
+                else composition.cost_upper_bound
             )
+            costs[shape] = bound(template, name, links.sample_short_url(base), unsubscribe_sample)
         return costs[shape]
 
     return cost
