@@ -1,5 +1,5 @@
-"""`sendBulkSMS` and `persistSmsResults` on queue `sms-send`; `sendTestSMS` and
-`persistTestSend` on `sms-priority`."""
+"""`sendBulkSMS` and `persistSmsResults` on queue `sms-send`; `sendTestSMS`, `persistTestSend`
+and `sendInboundReply` on `sms-priority`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import dramatiq
 import redis
 
 from actors import settings, stopping
-from service import admission, test_sends
+from service import admission, replies, test_sends
 from service.creation import batch_key
 from service.infra import clock, dispatch, metrics
 from service.infra.call_slots import CallSlots
@@ -202,6 +202,22 @@ def persist_test_send(test_send_id: int, provider_id: str) -> None:
     log.info(
         "test send persisted by repair", extra={"test_send_id": test_send_id, "changed": changed}
     )
+
+
+@dramatiq.actor(
+    actor_name="sendInboundReply",
+    queue_name=dispatch.PRIORITY_QUEUE,
+    # A retry is safe: only a try that takes the row from `retrying` calls the provider.
+    max_retries=5,
+    min_backoff=1000,
+    max_backoff=60_000,
+    time_limit=settings.send_time_limit_ms,
+    priority=-1,
+)
+def send_inbound_reply(message_key: str, sender: str, to: str, text: str, attempt: int) -> None:
+    """The next try of an answer to STOP, START or HELP the provider did not take."""
+    state = replies.resend(message_key, sender, to, text, attempt, batch_sender().provider)
+    log.info("answer to an inbound message tried again", extra={"state": state, "attempt": attempt})
 
 
 @dramatiq.actor(

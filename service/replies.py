@@ -5,9 +5,11 @@ inbound message is committed. It is not a marketing message: it belongs to no ca
 nothing from a reservation and debits no credit (carriers require it, so it must go out even
 from a shop with no credits left); its segments are recorded with it. Inserting its
 `inbound_reply` row is the claim to send it, so a provider retry of the inbound message, or a
-concurrent duplicate, sends nothing more. A call that surely did not reach the provider gives
-the claim back, so the provider's retry of the inbound message may send it; an unknown outcome
-is never resent.
+concurrent duplicate, sends nothing more. A call that surely did not reach the provider (a
+429, a 503) is tried again by the worker (`sendInboundReply`, on the priority queue) after
+the provider's Retry-After or a growing delay, up to RETRY_ATTEMPTS times, the row staying
+the claim (`retrying`); an unknown outcome is never resent. Should the broker be unreachable
+then, the claim is given back instead, so a provider retry of the inbound message may send it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Sequence
 from peewee import fn
 
 from models import InboundReply
-from service.provider import Outcome, Provider, Sms
+from service.infra import dispatch
+from service.provider import Outcome, Provider, SendResult, Sms
 from service.segments import segment_count
 
 log = logging.getLogger("astronote.replies")
@@ -26,6 +29,11 @@ log = logging.getLogger("astronote.replies")
 # Names listed in an answer to a reply for several shops, before they are only counted.
 MAX_NAMES_LENGTH = 80
 STATES = {Outcome.ACCEPTED: "sent", Outcome.REJECTED: "failed", Outcome.UNKNOWN: "unknown"}
+# Tries after the first, each after the provider's Retry-After or RETRY_DELAY_MS doubled per
+# try (at most RETRY_MAX_DELAY_MS): about half an hour in all.
+RETRY_ATTEMPTS = 10
+RETRY_DELAY_MS = 2000
+RETRY_MAX_DELAY_MS = 300_000
 
 
 def _names(names: Sequence[str]) -> str:
@@ -59,14 +67,30 @@ def send_once(message_key: str, sender: str, to: str, text: str, provider: Provi
     )
     if not claimed:
         return None
+    return _call(message_key, sender, to, text, provider, attempt=0)
+
+
+def resend(
+    message_key: str, sender: str, to: str, text: str, attempt: int, provider: Provider
+) -> str | None:
+    """The worker's next try of an answer left `retrying`; None if another try took it (or
+    it was finished meanwhile)."""
+    taken = (
+        InboundReply.update(state="sending")
+        .where((InboundReply.message_key == message_key) & (InboundReply.state == "retrying"))
+        .execute()
+    )
+    if not taken:
+        return None
+    return _call(message_key, sender, to, text, provider, attempt)
+
+
+def _call(
+    message_key: str, sender: str, to: str, text: str, provider: Provider, attempt: int
+) -> str:
     result = provider.send_one(sender, Sms(to, text, f"reply:{message_key}"[:200]), None)
     if result.outcome is Outcome.NOT_SENT:
-        (InboundReply.delete().where(InboundReply.message_key == message_key).execute())
-        log.warning(
-            "answer to an inbound message not sent; a retry of it may send it",
-            extra={"reason": result.reason},
-        )
-        return "not_sent"
+        return _not_sent(message_key, sender, to, text, attempt, result)
     state = STATES[result.outcome]
     (
         InboundReply.update(state=state, provider_id=result.provider_id, finished_at=fn.now())
@@ -79,3 +103,41 @@ def send_once(message_key: str, sender: str, to: str, text: str, provider: Provi
             extra={"state": state, "reason": result.reason},
         )
     return state
+
+
+def _not_sent(
+    message_key: str, sender: str, to: str, text: str, attempt: int, result: SendResult
+) -> str:
+    if attempt >= RETRY_ATTEMPTS:
+        (
+            InboundReply.update(state="failed", finished_at=fn.now())
+            .where(InboundReply.message_key == message_key)
+            .execute()
+        )
+        log.warning(
+            "answer to an inbound message not sent after every try: failed",
+            extra={"reason": result.reason, "attempts": attempt + 1},
+        )
+        return "failed"
+    delay_ms = (
+        int(result.retry_after_s * 1000)
+        if result.retry_after_s is not None
+        else min(RETRY_DELAY_MS * 2**attempt, RETRY_MAX_DELAY_MS)
+    )
+    # `retrying` before the message exists: its try finds the row ready to take.
+    (InboundReply.update(state="retrying").where(InboundReply.message_key == message_key).execute())
+    try:
+        dispatch.publish_reply(message_key, sender, to, text, attempt + 1, delay_ms=delay_ms)
+    except Exception:  # noqa: BLE001 - Redis' or RabbitMQ's error: give the claim back
+        InboundReply.delete().where(InboundReply.message_key == message_key).execute()
+        log.warning(
+            "answer to an inbound message not sent, and no retry could be queued; a retry of"
+            " the inbound message may send it",
+            extra={"reason": result.reason},
+        )
+        return "not_sent"
+    log.warning(
+        "answer to an inbound message not sent; the worker tries again",
+        extra={"reason": result.reason, "attempt": attempt + 1, "delay_ms": delay_ms},
+    )
+    return "retrying"

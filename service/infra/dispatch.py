@@ -64,6 +64,21 @@ def publish_test_send_persist(test_send_id: int, provider_id: str) -> None:
     publish(PRIORITY_QUEUE, "persistTestSend", test_send_id, provider_id)
 
 
+def publish_reply(
+    message_key: str, sender: str, to: str, text: str, attempt: int, delay_ms: int
+) -> None:
+    publish(
+        PRIORITY_QUEUE,
+        "sendInboundReply",
+        message_key,
+        sender,
+        to,
+        text,
+        attempt,
+        delay_ms=delay_ms,
+    )
+
+
 def publish_create_recipients(campaign_id: int, cursor: int) -> None:
     # On the short queue, not behind the send queue's batches: the next chunk must be written
     # before the batches of the last one are sent, or the send waits for its own audience.

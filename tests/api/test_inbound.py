@@ -9,7 +9,10 @@ import dataclasses
 import pytest
 
 from api.app import create_app
+from models import InboundReply
+from service import replies
 from service.creation import batch_key
+from service.infra import dispatch
 from service.provider import Outcome, SendResult
 from service.sending import claim_recipients
 from tests.api.conftest import ADMIN, CONSENT, CheckedClient, assert_error, auth, top_up
@@ -365,17 +368,52 @@ def test_a_stop_from_a_number_that_is_not_a_contact_still_suppresses_it(client, 
 # --- the answer ------------------------------------------------------------------------------
 
 
-def test_an_answer_that_surely_did_not_reach_the_provider_is_sent_on_the_retry(
-    client, db, provider, shop
+def test_an_answer_that_surely_did_not_reach_the_provider_is_tried_again_by_the_worker(
+    client, db, provider, shop, monkeypatch
 ):
-    # Given a provider that refuses the first call (429: nothing was sent)
-    provider.outcomes.append(SendResult(Outcome.NOT_SENT, reason="HTTP 429"))
-    # When the STOP arrives, then again (the provider retries its delivery)
+    # Given a provider that refuses the first two calls (429, 503: nothing was sent)
+    provider.outcomes += [
+        SendResult(Outcome.NOT_SENT, reason="HTTP 429", retry_after_s=3, throttled=True),
+        SendResult(Outcome.NOT_SENT, reason="HTTP 503"),
+    ]
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        dispatch, "publish_reply", lambda *args, delay_ms: queued.append((args, delay_ms))
+    )
+
+    # When the STOP arrives, and again (a provider retrying though it was answered 200)
     first, again = reply(client, "STOP", id="in-9"), reply(client, "STOP", id="in-9")
-    # Then the number was opted out once, and the answer went out on the retry
-    assert (first["reply"], again["reply"]) == ("not_sent", "sent")
-    assert len(provider.sent) == 2
+
+    # Then the number was opted out once, and the answer waits for the worker's next try,
+    # after the Retry-After (the webhook answered 200: no provider retry would ever send it)
+    assert (first["reply"], again["reply"]) == ("retrying", None)
+    assert [(args[-1], delay) for args, delay in queued] == [(1, 3000)]
     assert state(db, shop[0])["events"] == [("opt_in", "import"), ("opt_out", "reply")]
+
+    # When the worker tries (refused again: 503), then once more, twice (a redelivery)
+    assert replies.resend(*queued[0][0], provider) == "retrying"
+    assert [(args[-1], delay) for args, delay in queued[1:]] == [(2, replies.RETRY_DELAY_MS * 2)]
+    assert replies.resend(*queued[1][0], provider) == "sent"
+    assert replies.resend(*queued[1][0], provider) is None
+
+    # Then it went out once, on the third call
+    assert len(provider.sent) == 3
+    key = queued[0][0][0]
+    assert InboundReply.get_by_id(key).state == "sent"
+
+
+def test_an_answer_never_taken_by_the_provider_fails_after_every_try(
+    client, db, provider, shop, monkeypatch
+):
+    provider.outcomes += [SendResult(Outcome.NOT_SENT, reason="HTTP 503")] * (
+        replies.RETRY_ATTEMPTS + 1
+    )
+    queued: list[tuple] = []
+    monkeypatch.setattr(dispatch, "publish_reply", lambda *args, delay_ms: queued.append(args))
+    assert reply(client, "STOP", id="in-10")["reply"] == "retrying"
+    outcomes = [replies.resend(*queued[i], provider) for i in range(replies.RETRY_ATTEMPTS)]
+    assert outcomes == ["retrying"] * (replies.RETRY_ATTEMPTS - 1) + ["failed"]
+    assert InboundReply.get_by_id(queued[0][0]).state == "failed"
 
 
 def test_an_answer_of_unknown_outcome_is_never_sent_again(client, db, provider, shop):

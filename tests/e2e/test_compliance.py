@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 
 import requests
 
@@ -206,3 +207,37 @@ def test_a_redact_webhook_erases_the_customer_everywhere_and_only_with_its_signa
     stack.wait_finished(key, second["id"], timeout=60)
     wait_for(lambda: stack.sim_messages(summary="1")["count"] == 9, 30, "the second campaign")
     assert stack.sim_messages(to=phone)["count"] == 1  # the first campaign's message only
+
+
+def test_a_stop_confirmation_the_provider_refused_is_sent_by_the_worker_once_it_takes_it(
+    make_stack, db
+):
+    # Given a provider answering every call 503 (nothing sent), and a subscribed customer
+    stack = make_stack()
+    start(stack)
+    shop_id, key = create_shop(stack, "refused.example", 10)
+    phone = "+306900000321"
+    imported = stack.call(
+        "POST", "/contacts", key, json={"contacts": [{"phone": phone, "consent": CONSENT}]}
+    )
+    assert imported.status_code == 200, imported.text
+    stack.sim_config(fail_rate_503=1.0)
+
+    # When the customer writes STOP (the webhook answers 200: the provider never retries it)
+    [answer] = customer_writes(stack, phone, "STOP")
+
+    # Then the number is opted out at once, and the confirmation waits for the worker
+    assert answer["reply"] == "retrying"
+    assert rows(db, "SELECT count(*) FROM suppression WHERE shop_id = %s", shop_id) == [(1,)]
+
+    # When the provider takes messages again, Then the worker sends the confirmation, once
+    stack.sim_config(fail_rate_503=0.0)
+    wait_for(
+        lambda: [m for m in stack.sim_messages()["messages"] if m["to"] == phone],
+        20,
+        "the STOP confirmation",
+    )
+    time.sleep(1)
+    [confirmation] = [m for m in stack.sim_messages()["messages"] if m["to"] == phone]
+    assert "unsubscribed" in confirmation["text"]
+    assert rows(db, "SELECT state FROM inbound_reply") == [("sent",)]
