@@ -44,9 +44,11 @@ FREQUENCY_LOCK = 0x66726571  # "freq"
 
 def over_cap(shop_id: int, recipient_ids: Sequence[int], cap: int, now: datetime) -> list[int]:
     """The recipients (pending, of the window) whose contact was sent, or is being sent,
-    `cap` or more campaign messages in the 24 h before `now`."""
+    `cap` or more campaign messages in the 24 h before `now`. MATERIALIZED: inlined, the
+    shop's campaigns were read again for each recipient (a review: 133 ms a window of 100
+    for a shop of 3,000 campaigns, 1.4 ms materialised)."""
     rows = fetchall(
-        "WITH recent AS ("
+        "WITH recent AS MATERIALIZED ("
         "   SELECT id FROM campaign WHERE shop_id = %(shop)s"
         "     AND status NOT IN ('draft', 'scheduled')"
         "     AND (finished_at IS NULL OR finished_at > %(since)s))"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from peewee import fn
+from peewee import SQL, fn
 
 from models import InboundReply
 from service.infra import dispatch
@@ -34,6 +34,9 @@ STATES = {Outcome.ACCEPTED: "sent", Outcome.REJECTED: "failed", Outcome.UNKNOWN:
 RETRY_ATTEMPTS = 10
 RETRY_DELAY_MS = 2000
 RETRY_MAX_DELAY_MS = 300_000
+# A `retrying` row older than this lost its retry message (Redis flushed, the actor's own
+# retries spent in an outage): the reconcile gives its claim back (`give_back_abandoned`).
+ABANDONED_AFTER_S = 2 * 3600
 
 
 def _names(names: Sequence[str]) -> str:
@@ -68,6 +71,25 @@ def send_once(message_key: str, sender: str, to: str, text: str, provider: Provi
     if not claimed:
         return None
     return _call(message_key, sender, to, text, provider, attempt=0)
+
+
+def give_back_abandoned() -> int:
+    """Delete the claims of answers left `retrying` past ABANDONED_AFTER_S (every try is due
+    long before), so a provider retry of the inbound message may send the answer; the
+    reconcile's step. Without it such a row stayed `retrying` for ever."""
+    given_back = (
+        InboundReply.delete()
+        .where(
+            (InboundReply.state == "retrying")
+            & (InboundReply.created_at < fn.now() - SQL(f"interval '{ABANDONED_AFTER_S} seconds'"))
+        )
+        .execute()
+    )
+    if given_back:
+        log.warning(
+            "answers to inbound messages abandoned: claims given back", extra={"count": given_back}
+        )
+    return given_back
 
 
 def resend(

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from peewee import Select, Value, fn
+from peewee import InterfaceError, OperationalError, Select, Value, fn
 
 from models import Campaign, CampaignRecipient, DeliveryReport
 from models.database import db
@@ -130,7 +130,7 @@ def launch(
     now: datetime,
 ) -> None:
     """Enqueue one due campaign (if still due at `now`); a campaign that cannot be sent
-    fails with the reason. Raises only DependencyUnavailable (the broker or the database)."""
+    fails with the reason. Raises only when the broker or the database is unavailable."""
     context = {"campaign_id": campaign_id, "shop_id": shop_id}
     try:
         result = enqueue.enqueue(shop_id, campaign_id, settings, actor, scheduled=True, due_by=now)
@@ -138,8 +138,8 @@ def launch(
         # Another clock launched it, it was cancelled, or rescheduled to later meanwhile.
         report.skipped.append(campaign_id)
         return
-    except DependencyUnavailable:
-        raise
+    except (DependencyUnavailable, OperationalError, InterfaceError):
+        raise  # the broker or the database: the others would fail alike; the next tick retries
     except (InsufficientCredits, NoRecipients, InvalidInput) as error:
         reason = f"not sent: {error.title.lower()}: {error.description}"
         if fail_scheduled(shop_id, campaign_id, reason, actor):

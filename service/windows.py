@@ -508,7 +508,8 @@ class BatchSender:
         """What is left of the batch's part of the campaign's reservation for this delivery,
         and how often the batch was published. Left: its part less what earlier deliveries
         of it spent, the debits of its recipients and, at its average per recipient, those
-        still in flight or of unknown outcome (they may be charged yet). Each delivery used
+        still in flight or of unknown outcome (they may be charged yet; their share, rounded up
+        once, not per recipient: that would deduct up to twice theirs). Each delivery used
         to start again from the whole part: a batch delivered again (a pause, a 503, a 429)
         whose messages cost more than its part was never asked to cover the excess, sent
         messages it could not charge and took credits reserved by other campaigns."""
@@ -517,11 +518,12 @@ class BatchSender:
             "   SELECT sum(-t.amount) FROM credit_transaction t"
             "   WHERE t.idempotency_key = ANY(ARRAY("
             "     SELECT 'debit:' || rid FROM unnest(b.recipient_ids) AS rid))), 0)"
-            " - ceil(b.reserved::numeric / greatest(cardinality(b.recipient_ids), 1)) * ("
+            " - ceil(b.reserved::numeric * ("
             "   SELECT count(*) FROM campaign_recipient r"
             "   WHERE r.id = ANY(b.recipient_ids) AND r.campaign_id + 0 = b.campaign_id"
             "     AND (r.status = 'sending'"
-            "          OR (r.status = 'failed' AND r.error = 'unknown_outcome'))),"
+            "          OR (r.status = 'failed' AND r.error = 'unknown_outcome')))"
+            "   / greatest(cardinality(b.recipient_ids), 1)),"
             " b.publish_count"
             " FROM send_batch b WHERE b.key = %s",
             (key,),

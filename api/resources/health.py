@@ -80,11 +80,6 @@ class FullHealthResource:
             },
             needs_dependencies=False,
         ),
-        "HEAD": Operation(
-            "PostgreSQL and Redis answer (the status of GET, no body)",
-            {200: Answer("Both answer"), 503: Answer("One does not answer")},
-            needs_dependencies=False,
-        ),
     }
 
     def __init__(self, checker: HealthChecker) -> None:

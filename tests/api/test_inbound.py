@@ -488,3 +488,20 @@ def test_the_inbound_list_is_paginated_and_only_the_shops_own(client, db, shop):
     other = client.simulate_get("/inbound", headers=auth(other_key)).json["items"]
     assert [item["text"] for item in other] == ["hello other"]
     assert_error(client.simulate_get("/inbound"), 401)
+
+
+def test_an_answer_whose_retry_was_lost_gives_its_claim_back_at_the_reconcile(
+    client, db, provider, shop, monkeypatch
+):
+    # Given an answer left retrying, its retry message lost (Redis flushed)
+    provider.outcomes.append(SendResult(Outcome.NOT_SENT, reason="HTTP 503"))
+    monkeypatch.setattr(dispatch, "publish_reply", lambda *args, delay_ms: None)
+    assert reply(client, "STOP", id="in-11")["reply"] == "retrying"
+
+    # When the reconcile runs: within the tries' time it leaves it; past it, gives it back
+    assert replies.give_back_abandoned() == 0
+    db.execute_sql("UPDATE inbound_reply SET created_at = now() - interval '3 hours'")
+    assert replies.give_back_abandoned() == 1
+
+    # Then the provider's retry of the inbound message sends the answer
+    assert reply(client, "STOP", id="in-11")["reply"] == "sent"
