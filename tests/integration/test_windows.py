@@ -185,9 +185,8 @@ def test_a_uniform_batch_is_one_bulk_call_however_few_the_slots(db, settings):
     assert (provider.bulk_calls, report.windows, report.accepted) == (1, 1, 12)
 
 
-def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
-    # Given a batch whose first window's calls are in flight when the merchant pauses
-    shop_id, campaign_id, ids, key = batch
+def pausing_provider(shop_id: int, campaign_id: int) -> FakeProvider:
+    """A provider during whose first call the merchant pauses the campaign."""
     paused = threading.Event()
 
     def pause_once(sms: Sms) -> None:
@@ -196,7 +195,13 @@ def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
             with connection():
                 campaigns.pause(shop_id, campaign_id, audit.ADMIN)
 
-    provider = FakeProvider(during_call=pause_once)
+    return FakeProvider(during_call=pause_once)
+
+
+def test_a_pause_stops_the_batch_at_its_next_window(batch, settings):
+    # Given a batch whose first window's calls are in flight when the merchant pauses
+    shop_id, campaign_id, ids, key = batch
+    provider = pausing_provider(shop_id, campaign_id)
     send = sender(settings, provider, slots=4)
 
     # When the batch is sent
@@ -222,15 +227,7 @@ def test_a_batch_delivered_again_draws_only_on_what_its_earlier_deliveries_left(
     execute("UPDATE send_batch SET reserved = 6 WHERE key = %s", (key,))
     execute("UPDATE credit_reservation SET amount = 6 WHERE campaign_id = %s", (campaign_id,))
     execute("UPDATE shop SET credit_balance = 6 WHERE id = %s", (shop_id,))
-    paused = threading.Event()
-
-    def pause_once(sms: Sms) -> None:
-        if not paused.is_set():
-            paused.set()
-            with connection():
-                campaigns.pause(shop_id, campaign_id, audit.ADMIN)
-
-    provider = FakeProvider(during_call=pause_once)
+    provider = pausing_provider(shop_id, campaign_id)
     send = sender(settings, provider, slots=4)
 
     # When its first window is sent (4 credits), the merchant pauses and resumes, and the

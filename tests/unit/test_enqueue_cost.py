@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service import composition
+from service import composition, creation
 from service.audience import name_shape
 
 TEMPLATES = [
@@ -57,8 +57,6 @@ def test_names_priced_by_the_length_bound_cost_the_same_and_never_less_than_exac
 def test_an_audience_of_distinct_names_with_extension_characters_is_priced_once(monkeypatch):
     # Given 1,000 names of 95 "€" and five digits, each distinct (a probe's hostile audience:
     # each was its own shape, priced over every URL combination, 5 s of CPU a name)
-    from service import creation
-
     calls: list[str | None] = []
     real = composition.length_cost_bound
     monkeypatch.setattr(
