@@ -35,6 +35,10 @@ SECRET_HEADERS = frozenset(
 # Any spelling a client may send (`/U/...`, `//u/...`): each is refused 404, but its line
 # still carries the token.
 _UNSUBSCRIBE_TOKEN = re.compile(r"(/u/+)[^/?#\s]+", re.IGNORECASE)
+# ... and those the rule above cannot see (`/%75/T`, `/u%2FT`, `/u/./T`, `/u\T`): a token is
+# 43 base64url characters, which some may send percent-encoded. No route of ours has a path
+# segment of 20 such characters, so any such run is printed redacted.
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_%-]{20,}")
 _HEADER_ATOM = re.compile(r"\{(.+)\}[io]")
 
 
@@ -54,7 +58,7 @@ def redact_target(target: str) -> str:
     """A request target or URL as it may be logged: its query redacted, and the token of an
     unsubscribe link too."""
     path, question, query = target.partition("?")
-    path = _UNSUBSCRIBE_TOKEN.sub(rf"\g<1>{REDACTED}", path)
+    path = _TOKEN_LIKE.sub(REDACTED, _UNSUBSCRIBE_TOKEN.sub(rf"\g<1>{REDACTED}", path))
     return f"{path}?{redact_query(query)}" if question else path
 
 

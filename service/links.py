@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+import idna
 from peewee import fn
 
 from models import ShortLink
@@ -147,8 +148,24 @@ def is_link_previewer(user_agent: str | None) -> bool:
     return _PREVIEWERS.search(user_agent) is not None
 
 
-# Names that only mean something on the recipient's own machine or network.
-_LOCAL_NAMES = ("localhost", "local", "internal", "home.arpa")
+# Names that only mean something on the recipient's own machine or network, or nowhere:
+# the special-use names of RFC 6761, 6762, 7686, 8375 and 9476, ICANN's reserved `internal`,
+# and the private suffixes routers and intranets commonly use.
+_LOCAL_NAMES = (
+    "localhost",
+    "localdomain",
+    "local",
+    "internal",
+    "home.arpa",
+    "test",
+    "invalid",
+    "onion",
+    "alt",
+    "lan",
+    "home",
+    "corp",
+    "intranet",
+)
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 # A browser reads a host whose last label is a number (decimal, 0x hex, octal) as IPv4:
 # "http://2130706433", "http://0x7f.1" and "http://127.1" are all 127.0.0.1 (WHATWG URL).
@@ -162,11 +179,18 @@ def is_allowed_destination(url: str) -> bool:
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError for a port that is not one
-        host = (parts.hostname or "").encode("idna").decode("ascii")
+        # A browser maps the host by UTS #46 (current Unicode) before anything else, which
+        # turns characters newer than the `idna` codec's IDNA 2003 tables into ASCII: the
+        # codec alone passes "127.0.0.\U0001fbf1" (a segmented digit one) as a name, which
+        # a browser opens as 127.0.0.1.
+        mapped = idna.uts46_remap(parts.hostname or "", std3_rules=False, transitional=False)
+        host = mapped.encode("idna").decode("ascii")
     except (ValueError, UnicodeError):
         return False
     if parts.scheme.lower() not in ("http", "https") or "@" in parts.netloc:
         return False
+    if "[" in parts.netloc:
+        return False  # an IP literal, "[v1.x]" (IPvFuture) too, which urlsplit unbrackets
     labels = host.lower().removesuffix(".").split(".")
     if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
         return False  # also every IPv6 literal (":"), and "%" (browsers decode it in hosts)

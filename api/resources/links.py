@@ -83,6 +83,10 @@ class UnsubscribeResource:
         "GET": Operation(
             "The unsubscribe confirmation page, naming the shop; changes nothing", UNSUBSCRIBE_PAGES
         ),
+        "HEAD": Operation(
+            "Check an unsubscribe link (the status of GET, no body; changes nothing)",
+            {200: Answer("The link is genuine"), 404: Answer("The link is not genuine")},
+        ),
         "POST": Operation(
             "Confirm: the contact is opted out (idempotent)",
             UNSUBSCRIBE_PAGES,
@@ -110,6 +114,9 @@ class UnsubscribeResource:
                 f"You will no longer receive text messages from {state.shop_name}.",
                 CONFIRM_FORM,
             )
+
+    # Link checkers and mail clients ask with HEAD; it reads like GET and changes nothing.
+    on_head = on_get
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
         # The body is not read: the form's and RFC 8058's one-click body say the same thing.

@@ -49,6 +49,16 @@ def test_get_shows_a_confirmation_page_and_changes_nothing(client, db, shops, co
     assert listed.json["items"] == []
 
 
+def test_head_answers_like_get_and_changes_nothing(client, db, contact):
+    contact_id, path = contact
+    # When a link checker asks with HEAD, for a genuine link and a forged one
+    genuine, forged = client.simulate_head(path), client.simulate_head(path[:-2] + "AA")
+    # Then it gets GET's status, no body, and the contact is still subscribed
+    assert (genuine.status_code, forged.status_code) == (200, 404)
+    assert genuine.text == "" and genuine.headers["cache-control"] == "no-store"
+    assert opted_out(db, contact_id) == (None, [])
+
+
 def test_post_opts_the_contact_out_once(client, db, shops, contact):
     contact_id, path = contact
     # When the contact confirms, twice (a double click, a retried request)

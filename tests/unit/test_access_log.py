@@ -99,6 +99,13 @@ def test_the_user_of_basic_authentication_is_not_logged(tmp_path):
         # Spellings that are refused 404 still carry the token
         ("/U/AAAAAAAAAAEAAAAAAAAAAQ", "/U/[redacted]"),
         ("//u//AAAAAAAAAAEAAAAAAAAAAQ?x=1", "//u//[redacted]?x=[redacted]"),
+        ("/%75/AAAAAAAAAAMAAAAAAAAAA8W_l6wG2MzcvGu4_6OmsH0", "/%75/[redacted]"),
+        ("/u%2FAAAAAAAAAAMAAAAAAAAAA8W_l6wG2MzcvGu4_6OmsH0", "/[redacted]"),
+        ("/u/./AAAAAAAAAAMAAAAAAAAAA8W_l6wG2MzcvGu4_6OmsH0", "/u/[redacted]/[redacted]"),
+        ("/u/%2e/AAAAAAAAAAMAAAAAAAAAA8W_l6wG2MzcvGu4_6OmsH0", "/u/[redacted]/[redacted]"),
+        ("/u\\AAAAAAAAAAMAAAAAAAAAA8W_l6wG2MzcvGu4_6OmsH0", "/u\\[redacted]"),
+        ("/x/%41%41%41%41%41%41%41%41", "/x/[redacted]"),
+        ("/webhooks/shopify/customers/data_request", "/webhooks/shopify/customers/data_request"),
     ],
 )
 def test_redacted_targets(target, logged):

@@ -49,6 +49,15 @@ REFUSED = [
     "http://[::ffff:127.0.0.1]/",
     "http://[fe80::1%25eth0]/",
     "http://[2001:db8::1]:8080/x",
+    "http://[v1.fe]/",  # IPvFuture
+    "http://[v7.localhost.com]/",
+    # characters newer than IDNA 2003 that a browser maps (UTS #46) to an IP or a local name
+    "http://127.0.0.\U0001fbf1:18100/health",  # segmented digit one
+    "http://"
+    + ".".join(["".join(chr(0x1FBF0 + int(d)) for d in n) for n in "169.254.169.254".split(".")]),
+    # a.localhost, in squared capital letters
+    "http://a." + "".join(chr(0x1F130 + ord(c) - ord("a")) for c in "localhost") + "/",
+    "http://printer.\U0001f13b\U0001f13e\U0001f132\U0001f130\U0001f13b/",  # printer.local
     # local names and single labels
     "http://localhost/",
     "http://LOCALHOST:8000/",
@@ -57,6 +66,11 @@ REFUSED = [
     "http://printer.local/",
     "http://metadata.google.internal/",
     "http://router.home.arpa/",
+    "http://localhost.localdomain/",
+    "http://shop.test/",
+    "http://shop.invalid/",
+    "http://shop.onion/",
+    "http://nas.lan/",
     "http://intranet/",
     "https://com/",
     # not a host name
