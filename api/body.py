@@ -35,6 +35,16 @@ def _body_stream(req: falcon.Request) -> Any:
     return req.bounded_stream if req.content_length is not None else req.stream
 
 
+def too_large() -> falcon.HTTPContentTooLarge:
+    # The rest of the body is left unread, and gunicorn closes such a connection after the
+    # answer: say so, or a client reusing it gets a reset on its next request.
+    return falcon.HTTPContentTooLarge(
+        title="Body too large",
+        description=f"bodies are limited to {MAX_BODY} bytes",
+        headers={"Connection": "close"},
+    )
+
+
 def read_bytes(req: falcon.Request) -> bytes:
     """The raw body, or 413 when it is over MAX_BODY (declared or actual). Read once per
     request and kept: the idempotency middleware fingerprints it before the resource reads it."""
@@ -42,9 +52,7 @@ def read_bytes(req: falcon.Request) -> bytes:
     if cached is not None:
         return cached
     if req.content_length is not None and req.content_length > MAX_BODY:
-        raise falcon.HTTPContentTooLarge(
-            title="Body too large", description=f"bodies are limited to {MAX_BODY} bytes"
-        )
+        raise too_large()
     try:
         raw = _body_stream(req).read(MAX_BODY + 1)
     except ParseException as error:  # chunks that are not chunks
@@ -55,9 +63,7 @@ def read_bytes(req: falcon.Request) -> bytes:
             headers={"Connection": "close"},
         ) from None
     if len(raw) > MAX_BODY:
-        raise falcon.HTTPContentTooLarge(
-            title="Body too large", description=f"bodies are limited to {MAX_BODY} bytes"
-        )
+        raise too_large()
     req.context.raw_body = raw
     return raw
 

@@ -34,6 +34,8 @@ from service.errors import InvalidInput
 # and the `Default Address Phone` of the address book.
 PHONE_COLUMNS = ("phone", "default_address_phone")
 FIRST_NAME_COLUMNS = ("first_name",)
+# Shopify's export writes `Customer ID` with a leading apostrophe (so spreadsheets keep it text).
+CUSTOMER_ID_COLUMNS = ("shopify_customer_id", "customer_id")
 CONSENT_COLUMNS = ("consent_source", "consent_collected_at", "consent_proof")
 CONSENT_KEYS = ("source", "collected_at", "proof")  # the same, as a JSON row names them
 SHOPIFY_SMS_CONSENT = "accepts_sms_marketing"
@@ -145,15 +147,16 @@ def _consent(
 
 
 def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One `{phone, first_name, consent?}` per data row of `text` (blank rows are not rows);
-    422 when the header names no phone column or there are more than MAX_IMPORT rows, 400 when
-    it is not CSV. `now` is when a Shopify consent counts as collected."""
+    """One `{phone, first_name, consent?, shopify_customer_id?}` per data row of `text` (blank
+    rows are not rows); 422 when the header names no phone column or there are more than
+    MAX_IMPORT rows, 400 when it is not CSV. `now` is when a Shopify consent counts as collected."""
     now = now or datetime.now(UTC)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, [])
         phone_at = _columns(header, PHONE_COLUMNS)
         name_at = _columns(header, FIRST_NAME_COLUMNS)
+        customer_at = _columns(header, CUSTOMER_ID_COLUMNS)
         normalised = [_column_name(cell) for cell in header]
         consent_at = [
             normalised.index(name) if name in normalised else None for name in CONSENT_COLUMNS
@@ -176,6 +179,9 @@ def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:
                 "phone": _first_filled(cells, phone_at) or "",
                 "first_name": _first_filled(cells, name_at),
             }
+            customer = _first_filled(cells, customer_at)
+            if customer:
+                row["shopify_customer_id"] = customer.removeprefix("'")
             given = _consent(cells, consent_at, shopify_at, now)
             if given is not None:
                 row["consent"] = given

@@ -10,6 +10,7 @@ import peewee
 import psycopg2
 import redis
 
+from models.database import is_conflict
 from service import errors
 
 log = logging.getLogger("astronote.api")
@@ -57,6 +58,15 @@ def dependency_name(error: Exception) -> str:
 def dependency_down(
     req: falcon.Request, resp: falcon.Response, error: Exception, params: dict
 ) -> None:
+    if is_conflict(error):
+        # Not a lost database: the request's transaction lost a deadlock (or a serialization
+        # check) to another one, again after `retry_conflicts` ran it anew where it applies.
+        log.warning("transaction conflict", extra={"path": req.path, "error": str(error)[:200]})
+        raise falcon.HTTPServiceUnavailable(
+            title="Conflict",
+            description="the request conflicted with concurrent changes, try again",
+            headers={"Retry-After": "1"},
+        )
     # The answer names the dependency only: the error may hold a host name or a DSN.
     name = dependency_name(error)
     log.warning(

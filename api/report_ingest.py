@@ -381,8 +381,12 @@ def _query_token(query: str) -> str | None:
 
 
 def _too_large() -> Refused:
+    # As `api.body.too_large`: the rest is unread and gunicorn closes the connection.
     return Refused(
-        "413 Content Too Large", "Body too large", f"bodies are limited to {MAX_BODY} bytes"
+        "413 Content Too Large",
+        "Body too large",
+        f"bodies are limited to {MAX_BODY} bytes",
+        headers=(("Connection", "close"),),
     )
 
 

@@ -129,6 +129,14 @@ CONTACT = _object(
         "phone": {"type": "string", "minLength": 1, "maxLength": 40},
         "first_name": {"type": ["string", "null"], "maxLength": 100},
         "consent": CONSENT,
+        # Shopify's customer id (its export's `Customer ID`): the privacy webhooks find the
+        # customer by it when the contact's number is not the customer's own `phone`.
+        "shopify_customer_id": {
+            "type": ["integer", "string", "null"],
+            "pattern": "^[0-9]{1,19}$",
+            "minimum": 0,
+            "maximum": 2**63 - 1,
+        },
     },
     ("phone",),
 )

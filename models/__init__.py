@@ -57,6 +57,7 @@ class Contact(Base):
     consent_source = pw.TextField(null=True)
     consent_collected_at = DateTimeTZField(null=True)
     erased_at = DateTimeTZField(null=True)
+    shopify_customer_id = pw.TextField(null=True)  # Shopify's customer id, when imported
 
 
 class Suppression(Base):
@@ -286,6 +287,7 @@ class DataExport(Base):
     shop = pw.ForeignKeyField(Shop)
     request_key = pw.TextField()
     phone_hash = pw.TextField(null=True)
+    shopify_customer_id = pw.TextField(null=True)
     document = BinaryJSONField(index=False)
     created_at = DateTimeTZField()
 

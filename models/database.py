@@ -2,16 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee
+import psycopg2
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2.extras import execute_values
 
 db = peewee.DatabaseProxy()
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost to another
+# one and was rolled back whole; run again, it normally goes through.
+CONFLICTS = frozenset({"40P01", "40001"})
+CONFLICT_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether `error` (psycopg2's, or Peewee's wrapping of it) is a deadlock or a
+    serialization failure."""
+    seen: BaseException | None = error
+    for _ in range(3):  # Peewee's wrapper holds psycopg2's error as its first argument
+        if seen is None:
+            return False
+        if getattr(seen, "pgcode", None) in CONFLICTS:
+            return True
+        first = seen.args[0] if seen.args else None
+        seen = first if isinstance(first, BaseException) else seen.__context__
+    return False
+
+
+def retry_conflicts(run: Callable[..., T]) -> Callable[..., T]:
+    """Run `run` (which opens its own transaction) again when PostgreSQL rolled it back for a
+    deadlock or a serialization failure, up to CONFLICT_ATTEMPTS times, after a short random
+    pause. Only as the outermost transaction: inside another, the rollback was the caller's."""
+
+    @functools.wraps(run)
+    def retried(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return run(*args, **kwargs)
+            except (peewee.DatabaseError, psycopg2.Error) as error:
+                if attempt == CONFLICT_ATTEMPTS or db.in_transaction() or not is_conflict(error):
+                    raise
+            # Apart, so the two sides do not meet again at once (the web thread's request
+            # waits: no worker thread runs this).
+            time.sleep(random.uniform(0.02, 0.1) * attempt)
+        raise AssertionError("unreachable")
+
+    return retried
 
 
 def connect_params(url: str) -> dict[str, Any]:

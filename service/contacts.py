@@ -10,7 +10,7 @@ from typing import Any
 import phonenumbers
 
 from models import Contact, Shop
-from models.database import db, execute_many, fetchall
+from models.database import db, execute_many, fetchall, retry_conflicts
 from service import consent, suppressions
 from service.audit import Actor
 from service.consent import Consent
@@ -75,6 +75,7 @@ class _Merged:
     country: str | None
     name: str | None = None
     consent: Consent | None = None
+    customer_id: str | None = None
 
 
 def _consent_of(row: Mapping[str, Any]) -> Consent | None:
@@ -84,6 +85,7 @@ def _consent_of(row: Mapping[str, Any]) -> Consent | None:
     return Consent(given["source"], given["collected_at"], given.get("proof"))
 
 
+@retry_conflicts
 def import_contacts(
     shop_id: int,
     rows: Sequence[Mapping[str, Any] | RejectedRow],
@@ -129,7 +131,13 @@ def import_contacts(
             continue
         earlier = merged.get(phone, _Merged(country))
         name = (row.get("first_name") or "").strip() or earlier.name
-        merged[phone] = _Merged(country, name, given or earlier.consent)
+        customer = row.get("shopify_customer_id")
+        merged[phone] = _Merged(
+            country,
+            name,
+            given or earlier.consent,
+            str(int(customer)) if customer is not None else earlier.customer_id,
+        )
     with db.atomic():
         outcome = _upsert(
             shop_id,
@@ -141,8 +149,11 @@ def import_contacts(
                     item.name,
                     item.consent.source if item.consent else None,
                     item.consent.collected_at if item.consent else None,
+                    item.customer_id,
                 )
-                for phone, item in merged.items()
+                # In the order of the unique index: two imports of the same numbers lock
+                # them in the same order instead of deadlocking (each file's order is its own).
+                for phone, item in sorted(merged.items())
             ],
         )
         ids = {phone: contact_id for contact_id, phone, _ in outcome}
@@ -163,7 +174,7 @@ def _upsert(shop_id: int, rows: list[tuple]) -> list[tuple]:
     recently collected one, whichever import brought it."""
     return execute_many(
         "INSERT INTO contact (shop_id, phone, country, first_name, consent_source,"
-        " consent_collected_at) VALUES %s"
+        " consent_collected_at, shopify_customer_id) VALUES %s"
         " ON CONFLICT (shop_id, phone) DO UPDATE"
         " SET first_name = coalesce(EXCLUDED.first_name, contact.first_name),"
         "     consent_source = CASE WHEN EXCLUDED.consent_collected_at"
@@ -171,10 +182,12 @@ def _upsert(shop_id: int, rows: list[tuple]) -> list[tuple]:
         "         THEN EXCLUDED.consent_source ELSE contact.consent_source END,"
         "     consent_collected_at = greatest(EXCLUDED.consent_collected_at,"
         "                                     contact.consent_collected_at),"
+        "     shopify_customer_id = coalesce(EXCLUDED.shopify_customer_id,"
+        "                                    contact.shopify_customer_id),"
         "     updated_at = now()"
         " RETURNING id, phone, (xmax = 0)",
         rows,
-        template="(%s, %s, %s, %s, %s, %s::timestamptz)",
+        template="(%s, %s, %s, %s, %s, %s::timestamptz, %s)",
         fetch=True,
     )
 
@@ -252,6 +265,20 @@ def opt_out(
     return subscription(shop_id, contact_id)
 
 
+def phones_of_customer(shop_id: int, customer_id: str) -> list[str]:
+    """The numbers of the shop's contacts imported with this Shopify customer id."""
+    return list(
+        Contact.select(Contact.phone)
+        .where(
+            (Contact.shop == shop_id)
+            & (Contact.shopify_customer_id == customer_id)
+            & Contact.phone.is_null(False)
+        )
+        .order_by(Contact.id)
+        .scalars()
+    )
+
+
 def phone_of(shop_id: int, contact_id: int) -> str | None:
     """The contact's number; None when the shop has no such contact or it was erased."""
     return (
@@ -264,3 +291,8 @@ def phone_of(shop_id: int, contact_id: int) -> str | None:
 def exists(shop_id: int, contact_id: int) -> bool:
     """Whether the shop has this contact (erased or not)."""
     return Contact.select().where((Contact.id == contact_id) & (Contact.shop == shop_id)).exists()
+
+
+def phone_is_contact(shop_id: int, phone: str) -> bool:
+    """Whether the shop has a contact with this number."""
+    return Contact.select().where((Contact.shop == shop_id) & (Contact.phone == phone)).exists()

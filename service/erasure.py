@@ -33,7 +33,7 @@ from models import (
     MessageLog,
     TestSend,
 )
-from models.database import db
+from models.database import db, retry_conflicts
 from service import consent, contacts, suppressions
 from service.audit import Actor
 
@@ -60,6 +60,7 @@ class Erased:
         }
 
 
+@retry_conflicts
 def erase_number(shop_id: int, phone: str, secret: str, actor: Actor) -> Erased:
     """Erase everything the shop holds about `phone` (E.164) and keep it suppressed
     (Shopify's customers/redact); the suppression's change is recorded for `actor`."""
@@ -85,6 +86,27 @@ def erase_number(shop_id: int, phone: str, secret: str, actor: Actor) -> Erased:
     return Erased(len(contact_ids), *erased, inbound)
 
 
+@retry_conflicts
+def erase_customer(
+    shop_id: int, phones: Sequence[str], customer_id: str | None, secret: str, actor: Actor
+) -> Erased:
+    """Shopify's customers/redact: erase each of the customer's numbers as `erase_number`
+    does (the customer's own `phone` and those of the contacts imported with its Shopify
+    customer id), and the shop's exports of that customer id (whatever number they had)."""
+    with db.atomic():
+        totals = [erase_number(shop_id, phone, secret, actor) for phone in sorted(set(phones))]
+        if customer_id is not None:
+            (
+                DataExport.delete()
+                .where(
+                    (DataExport.shop == shop_id) & (DataExport.shopify_customer_id == customer_id)
+                )
+                .execute()
+            )
+    return Erased(*(sum(getattr(one, name) for one in totals) for name in Erased.__annotations__))
+
+
+@retry_conflicts
 def erase_contact(shop_id: int, contact_id: int, secret: str, actor: Actor) -> Erased | None:
     """`DELETE /contacts/{id}`: erase the contact's number as `erase_number` does; None when
     the shop has no such contact (an erased one is erased already: nothing changes)."""
@@ -103,11 +125,18 @@ def erase_contact(shop_id: int, contact_id: int, secret: str, actor: Actor) -> E
     return Erased(0, *erased, 0)
 
 
+@retry_conflicts
 def erase_shop(shop_id: int, secret: str, actor: Actor) -> Erased:
     """Erase every contact, recipient, message text, inbound message and export of the shop
-    (Shopify's shop/redact); its suppressions become digests. The shop row, its campaigns'
+    (Shopify's shop/redact); its suppressions and its contacts' numbers become digested
+    suppressions. The shop row, its campaigns'
     templates and its ledger stay."""
     with db.atomic():
+        phones = list(
+            Contact.select(Contact.phone)
+            .where((Contact.shop == shop_id) & Contact.phone.is_null(False))
+            .scalars()
+        )
         contact_ids = _erase_contacts(shop_id, Contact.phone.is_null(False))
         erased = _erase_campaign_data(shop_id, CampaignRecipient.id.is_null(False), None)
         inbound = (
@@ -116,7 +145,9 @@ def erase_shop(shop_id: int, secret: str, actor: Actor) -> Erased:
             .execute()
         )
         _erase_test_sends(shop_id, TestSend.phone.is_null(False))
-        suppressions.hash_shop_numbers(shop_id, secret, actor)
+        # Every contact's number stays suppressed, as `erase_number` keeps one's: a later
+        # import of the number (the app installed again) suppresses and opts it out again.
+        suppressions.hash_shop_numbers(shop_id, secret, actor, also=phones)
         (DataExport.delete().where(DataExport.shop == shop_id).execute())
     return Erased(len(contact_ids), *erased, inbound)
 
@@ -147,6 +178,7 @@ def _erase_contacts(shop_id: int, which: Any) -> list[int]:
             Contact.update(
                 phone=None,
                 first_name=None,
+                shopify_customer_id=None,
                 opted_out_at=fn.coalesce(Contact.opted_out_at, fn.now()),
                 erased_at=fn.now(),
                 updated_at=fn.now(),

@@ -143,7 +143,12 @@ def customer_data(shop_id: int, phone: str | None, secret: str) -> dict[str, Any
 
 
 def export_customer(
-    shop_id: int, request_key: str, phone: str | None, customer: dict[str, Any], secret: str
+    shop_id: int,
+    request_key: str,
+    phone: str | None,
+    customer: dict[str, Any],
+    secret: str,
+    customer_id: str | None = None,
 ) -> int:
     """Write the export for one data request once (a retry of it returns the same export);
     returns its id."""
@@ -156,7 +161,11 @@ def export_customer(
     with db.atomic():
         created = list(
             DataExport.insert(
-                shop=shop_id, request_key=request_key, phone_hash=digest, document=document
+                shop=shop_id,
+                request_key=request_key,
+                phone_hash=digest,
+                shopify_customer_id=customer_id,
+                document=document,
             )
             .on_conflict_ignore()
             .returning(DataExport.id)

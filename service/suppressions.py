@@ -159,16 +159,17 @@ def hash_numbers(shop_id: int, phones: Sequence[str], secret: str, actor: Actor)
     )
 
 
-def hash_shop_numbers(shop_id: int, secret: str, actor: Actor) -> int:
-    """Shop erasure: every suppression of the shop in clear becomes its digest."""
-    phones = [
-        phone
-        for (phone,) in (
-            Suppression.select(Suppression.phone)
+def hash_shop_numbers(shop_id: int, secret: str, actor: Actor, also: Sequence[str] = ()) -> int:
+    """Shop erasure: every suppression of the shop in clear becomes its digest, and the
+    numbers `also` (its contacts') are suppressed as digests."""
+    phones = sorted(
+        {
+            *also,
+            *Suppression.select(Suppression.phone)
             .where((Suppression.shop == shop_id) & Suppression.phone.is_null(False))
-            .tuples()
-        )
-    ]
+            .scalars(),
+        }
+    )
     with db.atomic():
         hash_numbers(shop_id, phones, secret, actor)
     return len(phones)

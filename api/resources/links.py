@@ -84,8 +84,8 @@ class UnsubscribeResource:
             "The unsubscribe confirmation page, naming the shop; changes nothing", UNSUBSCRIBE_PAGES
         ),
         "HEAD": Operation(
-            "Check an unsubscribe link (the status of GET, no body; changes nothing)",
-            {200: Answer("The link is genuine"), 404: Answer("The link is not genuine")},
+            "Check an unsubscribe link (GET's status and headers, no body; changes nothing)",
+            UNSUBSCRIBE_PAGES,
         ),
         "POST": Operation(
             "Confirm: the contact is opted out (idempotent)",

@@ -1,8 +1,10 @@
 """Shopify's mandatory privacy webhooks (SPEC 11), signed with SHOPIFY_API_SECRET and checked
 by `Authentication` (`Access.SHOPIFY`) before anything is read. The shop is found by its
-`shop_domain`, the customer by `customer.phone`. Every answer is 200 once the signature is
-good, also when there is nothing to erase or export: Shopify retries anything else, and a
-retry would find nothing more. Each call changes nothing the second time."""
+`shop_domain`, the customer by `customer.phone` and by `customer.id` (the contacts imported
+with that Shopify customer id: a customer imported by its `Default Address Phone` has no
+`phone` in the webhook). Every answer is 200 once the signature is good, also when there is
+nothing to erase or export: Shopify retries anything else, and a retry would find nothing
+more. Each call changes nothing the second time."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from api import schemas
 from api.access import Access
 from api.body import read_bytes, read_json
 from api.docs import Answer, Operation
-from service import audit, erasure, exports, shops
+from service import audit, contacts, erasure, exports, shops
 from service.contacts import normalise_phone
 from service.infra.config import Settings
 
@@ -30,6 +32,22 @@ def customer_phone(body: dict[str, Any]) -> str | None:
         return normalise_phone(raw)[0] if raw else None
     except ValueError:
         return None
+
+
+def customer_id(body: dict[str, Any]) -> str | None:
+    """Shopify's customer id as the import stores it (digits), or None."""
+    raw = (body.get("customer") or {}).get("id")
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        return None
+    text = str(raw).strip()
+    return str(int(text)) if text.isdigit() and len(text) <= 19 else None
+
+
+def customer_phones(shop_id: int, body: dict[str, Any]) -> list[str]:
+    """Every number of the customer: its own `phone`, then those imported with its id."""
+    phone, found = customer_phone(body), customer_id(body)
+    by_id = contacts.phones_of_customer(shop_id, found) if found else []
+    return ([phone] if phone else []) + [known for known in by_id if known != phone]
 
 
 class CustomerRedactResource:
@@ -49,15 +67,19 @@ class CustomerRedactResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.SHOPIFY_CUSTOMER_REDACT)
-        shop, phone = shops.by_domain(body["shop_domain"]), customer_phone(body)
-        if shop is None or phone is None:
+        shop = shops.by_domain(body["shop_domain"])
+        phones = customer_phones(shop.id, body) if shop is not None else []
+        if shop is not None:  # no number: its exports by customer id are still deleted
+            erased = erasure.erase_customer(
+                shop.id, phones, customer_id(body), self.secret, audit.SHOPIFY_WEBHOOK
+            )
+        if shop is None or not phones:
             log.warning(
                 "customers/redact matched nothing",
-                extra={"shop_found": shop is not None, "phone_given": phone is not None},
+                extra={"shop_found": shop is not None, "phone_given": bool(phones)},
             )
             resp.media = {"erased": None}
             return
-        erased = erasure.erase_number(shop.id, phone, self.secret, audit.SHOPIFY_WEBHOOK)
         log.info("customer erased", extra={"shop_id": shop.id, **erased.as_dict()})
         resp.media = {"erased": erased.as_dict()}
 
@@ -93,8 +115,13 @@ class DataRequestResource:
             else "body:" + hashlib.sha256(read_bytes(req)).hexdigest()
         )
         customer = {"id": body["customer"].get("id"), "phone": body["customer"].get("phone")}
+        # The customer's own number when the shop knows it, else the number the shop imported
+        # with its customer id (its `Default Address Phone`), else the number as given.
+        phones, given = customer_phones(shop.id, body), customer_phone(body)
+        known = [phone for phone in phones if contacts.phone_is_contact(shop.id, phone)]
+        phone = known[0] if known else given
         export_id = exports.export_customer(
-            shop.id, request_key, customer_phone(body), customer, self.secret
+            shop.id, request_key, phone, customer, self.secret, customer_id(body)
         )
         log.info("customer data exported", extra={"shop_id": shop.id, "export_id": export_id})
         resp.media = {"export_id": export_id}

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import falcon.testing
 import pytest
 
 from api.body import MAX_BODY
+from api.resources import contacts as contacts_resource
+from models.database import execute, retry_conflicts
 from service import links
 from tests.api.conftest import (
     ADMIN,
@@ -309,8 +312,10 @@ def test_a_body_over_5_mib_is_413(send, db, name):
     before = snapshot(db)
     # When it is sent
     result = send(name, body=raw)
-    # Then 413, nothing written
+    # Then 413, nothing written, and the client is told the connection closes (the rest of
+    # the body is not read)
     assert_error(result, 413)
+    assert result.headers["connection"] == "close"
     assert snapshot(db) == before
 
 
@@ -322,6 +327,7 @@ def test_a_declared_length_over_5_mib_is_413_before_reading(send, db):
     )
     # Then 413 without reading it, and nothing was applied
     assert_error(result, 413)
+    assert result.headers["connection"] == "close"
     assert snapshot(db) == before
 
 
@@ -1217,3 +1223,26 @@ def test_the_same_reference_for_another_shop_is_its_own_top_up(client, shops):
     balance = top_up(client, shops.other_id, 250, "invoice-42")
     # Then it is credited: references are per shop
     assert balance == 1250
+
+
+DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION 'lost' USING ERRCODE = 'deadlock_detected'; END $$"
+
+
+def test_a_conflict_that_keeps_losing_is_a_503_conflict(client, monkeypatch, db):
+    # A transaction that loses a deadlock each time it is run (after `retry_conflicts`' tries)
+    # is not a lost database: 503 "Conflict", retry after 1 s
+    def always_lose(*args, **kwargs):
+        with db.atomic():
+            execute(DEADLOCK)
+
+    monkeypatch.setattr(contacts_resource.contacts, "import_contacts", retry_conflicts(always_lose))
+    shop = client.simulate_post(
+        "/admin/shops", headers=ADMIN, json={"domain": "conflict.example", "name": "C"}
+    ).json
+    answer = falcon.testing.TestClient(client.app).simulate_post(  # 503 is the answer under test
+        "/contacts",
+        headers=auth(shop["api_key"]),
+        json={"contacts": [{"phone": "+306912345678"}]},
+    )
+    assert answer.status_code == 503 and answer.json["title"] == "Conflict", answer.text
+    assert answer.headers["retry-after"] == "1"

@@ -455,7 +455,59 @@ def test_shop_redact_erases_every_customer_of_that_shop_only(client, db, shop):
     assert db.execute_sql(
         "SELECT source FROM suppression WHERE shop_id = %s AND phone IS NULL ORDER BY source",
         (shop_id,),
-    ).fetchall() == [("link",)]
+    ).fetchall() == [("erasure",), ("link",)]
     assert ledger(db, shop_id) == before
     again = shopify(client, "shop/redact", {"shop_id": 1, "shop_domain": DOMAIN})
     assert again.json["erased"]["contacts"] == 0
+    # And a number of the erased shop imported again (the app installed again) is opted out
+    client.simulate_post("/contacts", headers=auth(key), json={"contacts": [{"phone": PHONE}]})
+    assert db.execute_sql(
+        "SELECT opted_out_at IS NOT NULL FROM contact WHERE shop_id = %s AND phone = %s",
+        (shop_id, PHONE),
+    ).fetchone() == (True,)
+
+
+SHOPIFY_EXPORT = (
+    "Customer ID,First Name,Last Name,Email,Default Address Phone,Phone,Accepts SMS Marketing\n"
+    "'7001,Dora,Addr,dora@example.com,+306955500002,,yes\n"
+)
+
+
+def test_a_customer_imported_by_its_address_phone_is_found_by_its_shopify_id(client, db, shop):
+    shop_id, key = shop
+    # Given a customer imported from Shopify's export by its Default Address Phone (its own
+    # Phone blank), whom Shopify's webhooks then name by id only
+    imported = client.simulate_post(
+        "/contacts",
+        headers={**auth(key), "Content-Type": "text/csv"},
+        body=SHOPIFY_EXPORT.encode(),
+    )
+    assert imported.json["created"] == 1, imported.text
+    customer = {"shop_domain": DOMAIN, "customer": {"id": 7001, "email": "d@x", "phone": None}}
+    # When Shopify asks for the customer's data, and then to erase the customer
+    request = shopify(client, "customers/data_request", {**customer, "data_request": {"id": 5}})
+    export = client.simulate_get(f"/admin/exports/{request.json['export_id']}", headers=ADMIN)
+    erased = shopify(client, "customers/redact", customer)
+    # Then the export holds the contact, and the erasure removed it and the export
+    assert [c["first_name"] for c in export.json["document"]["data"]["contacts"]] == ["Dora"]
+    assert erased.status_code == 200 and erased.json["erased"]["contacts"] == 1, erased.text
+    assert places_holding(db, "955500002") == [] and places_holding(db, "Dora") == []
+    assert_error(
+        client.simulate_get(f"/admin/exports/{request.json['export_id']}", headers=ADMIN), 404
+    )
+
+
+def test_an_export_of_a_number_that_is_not_e164_goes_with_the_customers_erasure(client, db, shop):
+    # Given an export Shopify asked for with a national spelling of the number
+    customer = {"id": 77, "phone": "6912345678"}
+    request = shopify(
+        client,
+        "customers/data_request",
+        {"shop_domain": DOMAIN, "customer": customer, "data_request": {"id": 9002}},
+    )
+    export_id = request.json["export_id"]
+    assert client.simulate_get(f"/admin/exports/{export_id}", headers=ADMIN).status_code == 200
+    # When the same customer is erased (by the E.164 number)
+    shopify(client, "customers/redact", redact_body() | {"customer": {**customer, "phone": PHONE}})
+    # Then that export is gone too
+    assert_error(client.simulate_get(f"/admin/exports/{export_id}", headers=ADMIN), 404)
