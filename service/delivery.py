@@ -4,8 +4,10 @@ Reports land in the `delivery_report` inbox as received (`service.report_inbox`)
 applied to recipients by provider message id, idempotently: a report for a message not yet
 persisted waits in the inbox and is applied once the message id is known, and a status never
 moves to a lower rank (`delivery_rank()` in SQL), so duplicates and out-of-order reports change
-nothing. A report naming by reference a recipient whose outcome is unknown is evidence that the
-provider has the message: the applier makes it `sent` with its debit (`service.evidence`).
+nothing. Between two final statuses of one rank (Delivered, then Failed) the first received
+stays, whether the two are applied in one pass or in two. A report naming by reference a
+recipient whose outcome is unknown is evidence that the provider has the message: the applier
+makes it `sent` with its debit (`service.evidence`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ WITH matched AS (
     LIMIT %(limit)s
 ), best AS (
     SELECT DISTINCT ON (recipient_id) recipient_id, status, reported_at, rank
-    FROM matched ORDER BY recipient_id, rank DESC, report_id DESC
+    FROM matched ORDER BY recipient_id, rank DESC, report_id ASC
 ), locked AS (
     SELECT r.id FROM campaign_recipient r JOIN best ON best.recipient_id = r.id
     WHERE best.rank > delivery_rank(r.delivery_status)
@@ -45,7 +47,12 @@ WITH matched AS (
     FOR UPDATE OF r
 ), moved AS (
     UPDATE campaign_recipient r
-    SET delivery_status = best.status, delivery_at = coalesce(best.reported_at, now()),
+    SET delivery_status = best.status,
+        -- The provider's time of the event, unless it cannot be one (the future, or before
+        -- any message of ours could be alive: a provider's clock or a hostile post).
+        delivery_at = CASE WHEN best.reported_at BETWEEN now() - interval '30 days'
+                                                     AND now() + interval '5 minutes'
+                           THEN best.reported_at ELSE now() END,
         updated_at = now()
     FROM best
     WHERE r.id = best.recipient_id AND r.id IN (SELECT id FROM locked)

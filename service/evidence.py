@@ -40,7 +40,8 @@ Evidence = tuple[Claimed, str]  # a recipient of unknown outcome, and the provid
 # SQL: the two ways a report names a recipient must each reach it through an index (the
 # recipient's primary key from a numeric reference; the batch's unique key, then the primary
 # keys of its recipients), which a text comparison of `id::text` would not; Peewee has no
-# regular-expression CASE nor `= ANY(array column)` join.
+# regular-expression CASE nor `= ANY(array column)` join. A bulk report names its number with or
+# without the "+", as the provider's bulk answer may (`service.provider._phone_key`).
 _NAMED = """
 WITH reports AS (
     SELECT id, provider_id, reference, "to" FROM delivery_report
@@ -55,7 +56,8 @@ WITH reports AS (
     SELECT d.id, d.provider_id, r.id
     FROM reports d
     JOIN send_batch b ON b.key = d.reference
-    JOIN campaign_recipient r ON r.id = ANY(b.recipient_ids) AND r.phone = d."to"
+    JOIN campaign_recipient r ON r.id = ANY(b.recipient_ids)
+                             AND ltrim(r.phone, '+') = ltrim(d."to", '+')
 )
 SELECT DISTINCT ON (r.id) r.id, r.contact_id, r.phone, r.country, r.first_name,
        r.campaign_id, r.shop_id, n.provider_id

@@ -29,7 +29,7 @@ from typing import Any
 from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, Contact, InboundMessage, Shop, TestSend
-from models.database import db
+from models.database import db, execute
 from service import consent, replies, shops, suppressions
 from service.audit import Actor
 from service.infra.config import Settings
@@ -95,6 +95,8 @@ def message_key(secret: str, message: Inbound) -> str:
 # ago: with the text alone as its key, a second STOP after a START (or any repeated word)
 # was taken for a retry of the first, for ever, and the number stayed subscribed.
 UNTIMED_RETRY_WINDOW_S = 600
+# First key of `pg_advisory_xact_lock(UNTIMED_LOCK, hashtext(number, sender))`.
+UNTIMED_LOCK = 0x756E7469  # "unti"
 
 
 def untimed_key(secret: str, message: Inbound, now: datetime) -> str:
@@ -235,12 +237,19 @@ def receive(message: Inbound, settings: Settings, provider: Provider, actor: Act
     suppression changes recorded for `actor`, the provider's webhook); then, after the commit,
     answer a keyword once (`replies.send_once`)."""
     keyword = keyword_of(message.text)
-    if message.provider_id or message.received_at:
-        key = message_key(settings.secret_key, message)
-    else:
-        key = untimed_key(settings.secret_key, message, datetime.now(UTC))
     targets = shops_for(message, settings)
     with db.atomic():
+        if message.provider_id or message.received_at:
+            key = message_key(settings.secret_key, message)
+        else:
+            # Copies posted at once (a provider retrying a slow request) would each find no
+            # earlier message and each get a key of its own time: the number and sender's
+            # lock makes the second wait for the first's commit and then find it.
+            execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (UNTIMED_LOCK, f"{message.phone}|{sender_key(message.sender)}"),
+            )
+            key = untimed_key(settings.secret_key, message, datetime.now(UTC))
         new = _store(message, key, keyword, [shop.id for shop in targets])
         for shop_id in sorted(new):
             _apply(keyword, shop_id, message, key, settings.secret_key, actor)

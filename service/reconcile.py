@@ -83,7 +83,8 @@ def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
     has the message, so they become `sent` with their debit."""
     names_it = (DeliveryReport.reference == CampaignRecipient.id.cast("text")) | (
         (DeliveryReport.reference == CampaignRecipient.batch_key)
-        & (DeliveryReport.to == CampaignRecipient.phone)
+        # The provider may write the number with or without its "+" (as a bulk answer's).
+        & (fn.ltrim(DeliveryReport.to, "+") == fn.ltrim(CampaignRecipient.phone, "+"))
     )
     claim_timed_out = (CampaignRecipient.status == "sending") & (
         CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms)

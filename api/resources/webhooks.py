@@ -70,8 +70,11 @@ def _http(refused: Refused) -> falcon.HTTPError:
 
 
 def inbound_number(raw: str) -> str:
-    """The customer's number in E.164; providers write it with or without the `+`."""
+    """The customer's number in E.164; providers write it with or without the `+`, or with the
+    international `00` in its place (E.164's digits never start with 0)."""
     digits = raw.strip()
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
     try:
         return normalise_phone(digits if digits.startswith("+") else f"+{digits}")[0]
     except ValueError as error:

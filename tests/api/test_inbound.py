@@ -5,6 +5,7 @@ kept for the shop (`GET /inbound`). In process, with a fake provider for the ans
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 
@@ -140,6 +141,13 @@ def test_every_stop_word_alone_opts_out(client, db, provider, shop, text):
     assert len(provider.sent) == 1
 
 
+@pytest.mark.parametrize("spelling", ["+306912345678", "306912345678", "00306912345678"])
+def test_the_number_may_be_written_with_plus_without_or_with_00(client, db, shop, spelling):
+    answer = client.simulate_post(INBOUND, json={"from": spelling, "to": SENDER, "text": "STOP"})
+    assert answer.status_code == 200, answer.text
+    assert state(db, shop[0])["suppressed"] == ["reply"]
+
+
 @pytest.mark.parametrize(
     "text", ["please stop sending", "stop it", "don't stop", "STOPPED", "S.T.O.P", "", "yes please"]
 )
@@ -222,6 +230,26 @@ def test_without_id_or_timestamp_a_stop_after_a_start_is_a_new_stop_and_a_retry_
     assert state(db, shop_id)["suppressed"] == ["reply"]
     assert state(db, shop_id)["opted_out"] is True
     assert len(provider.to(PHONE)) == 3
+
+
+def test_copies_without_id_or_timestamp_posted_at_once_are_one_message(client, db, provider, shop):
+    # Given a provider that posts a HELP with neither id nor timestamp several times at once
+    # (retrying a request it thinks is slow)
+    start, answers = threading.Barrier(8), []
+
+    def post() -> None:
+        start.wait()
+        answers.append(reply(client, "HELP"))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then one is the message, the others its duplicates: stored once, answered once
+    assert sorted(answer["duplicate"] for answer in answers) == [False] + [True] * 7
+    assert db.execute_sql("SELECT count(*) FROM inbound_message").fetchone() == (1,)
+    assert len(provider.to(PHONE)) == 1
 
 
 def test_start_does_not_lift_an_admin_suppression(client, db, shop):

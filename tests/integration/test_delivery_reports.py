@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
 from models.database import fetchall
 from service import audit, campaigns, contacts, credits, delivery, erasure, shops
 from service.creation import batch_key
@@ -82,6 +86,57 @@ def test_a_status_never_moves_backwards_and_duplicates_change_nothing(db, settin
     assert delivery_status(db, first.id) == "Delivered"
 
 
+def test_of_two_final_statuses_the_first_received_stays_however_they_are_applied(db, settings):
+    # Given two sent messages
+    shop_id, campaign_id, (first, second, _) = sending_campaign(settings)
+    accept(shop_id, campaign_id, first, "f-1")
+    accept(shop_id, campaign_id, second, "f-2")
+
+    # When each gets Delivered then Failed: the first's in one pass, the second's in two
+    receive(
+        [
+            {"id": "f-1", "deliveryStatus": "Delivered"},
+            {"id": "f-1", "deliveryStatus": "Failed"},
+        ],
+        settings,
+    )
+    receive([{"id": "f-2", "deliveryStatus": "Delivered"}], settings)
+    receive([{"id": "f-2", "deliveryStatus": "Failed"}], settings)
+
+    # Then both keep the first final status received
+    assert (delivery_status(db, first.id), delivery_status(db, second.id)) == (
+        "Delivered",
+        "Delivered",
+    )
+
+
+def test_a_report_time_that_cannot_be_the_events_is_replaced_by_the_time_applied(db, settings):
+    # Given three sent messages
+    shop_id, campaign_id, claimed = sending_campaign(settings)
+    for number, recipient in enumerate(claimed):
+        accept(shop_id, campaign_id, recipient, f"t-{number}")
+    # When their reports carry a time far in the future, far in the past, and a plausible one
+    plausible = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    receive(
+        [
+            {"id": "t-0", "deliveryStatus": "Delivered", "timestamp": "2999-01-01T00:00:00Z"},
+            {"id": "t-1", "deliveryStatus": "Delivered", "timestamp": "0001-01-01T00:00:00Z"},
+            {"id": "t-2", "deliveryStatus": "Delivered", "timestamp": plausible.isoformat()},
+        ],
+        settings,
+    )
+    # Then the first two show when they were applied (about now), the last its own time
+    shown = [
+        at
+        for (at,) in db.execute_sql(
+            "SELECT delivery_at FROM campaign_recipient WHERE id = ANY(%s) ORDER BY id",
+            ([r.id for r in claimed],),
+        )
+    ]
+    assert all(abs((at - datetime.now(UTC)).total_seconds()) < 60 for at in shown[:2]), shown
+    assert shown[2] == plausible
+
+
 def test_a_replayed_persist_debits_nothing(db, settings):
     shop_id, campaign_id, (first, *_) = sending_campaign(settings)
     accept(shop_id, campaign_id, first, "p-1")
@@ -136,16 +191,16 @@ def test_a_report_naming_a_call_still_in_flight_makes_it_sent_at_once(db, settin
     assert (debits(db), credits.summary(shop_id).balance) == (1, 99)
 
 
-def test_a_bulk_report_names_its_recipient_by_batch_reference_and_number(db, settings):
+@pytest.mark.parametrize("spelling", ["+306900000001", "306900000001"])
+def test_a_bulk_report_names_its_recipient_by_batch_reference_and_number(db, settings, spelling):
     # Given a `/smsbulk` call in flight for a batch of three
     shop_id, campaign_id, claimed = sending_campaign(settings)
     key = batch_key(campaign_id, [r.id for r in claimed])
+    # (the number's spelling in the report: with its "+", or without as providers may write it)
+    to = spelling.replace("306900000001", claimed[1].phone.lstrip("+"))
 
     # When a report names the batch and one number
-    receive(
-        [{"id": "b-7", "reference": key, "to": claimed[1].phone, "deliveryStatus": "Sent"}],
-        settings,
-    )
+    receive([{"id": "b-7", "reference": key, "to": to, "deliveryStatus": "Sent"}], settings)
 
     # Then that recipient alone is sent and debited
     assert [recipient(db, r.id)[0] for r in claimed] == ["sending", "sent", "sending"]

@@ -82,6 +82,25 @@ def test_the_reconciler_upgrades_what_a_report_could_not(db, settings):
     assert credits.summary(second_shop) == credits.CreditSummary(4, 0, 4)
 
 
+def test_the_reconciler_takes_a_bulk_report_whose_number_has_no_plus(db, settings):
+    # Given an unknown outcome of a `/smsbulk` call, and a report stored naming the batch and
+    # the number as providers may write it, without its "+" (not applied at once)
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, campaign_id, recipient_id = campaign_in_flight(settings, "bulk.example", 3)
+    reconcile.reconcile(quick, audit.ADMIN)
+    db.execute_sql(
+        'INSERT INTO delivery_report (provider_id, reference, "to", status) VALUES'
+        " ('bulk-1', %s, '306900000001', 'Delivered')",
+        (batch_key(campaign_id, [recipient_id]),),
+    )
+
+    # When reconcile runs, Then the message is sent and debited
+    report = reconcile.reconcile(quick, audit.ADMIN)
+    assert report.upgraded_by_evidence == 1 and not report.errors
+    assert status_of(recipient_id) == ("sent", None)
+    assert credits.summary(shop_id).balance == 2
+
+
 def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest(db, settings):
     # Given two shops with late evidence, one of whose balance was zeroed behind the ledger's
     # back (through the API a shop cannot spend the credit held for a late debit)
