@@ -4,7 +4,8 @@ from every table, while the number stays suppressed and the ledger stays as it i
 What is erased, per shop: the contact (kept as a tombstone: opted out, `erased_at`, no phone or
 name; its consent log keeps its events, without proofs, plus an `erasure` opt-out), its
 campaign recipients' phone and name, the texts of its messages, the number in delivery reports
-of those messages, its inbound messages' number and text, and the shop's data exports of it.
+of those messages, its inbound messages' number and text, the shop's data exports of it, and
+the stored answers of idempotent requests that carry the number (a replay answers 410).
 Its suppression becomes a keyed digest (`service/suppressions.py`), so a later import of the
 number suppresses it again. A recipient still `pending` becomes `skipped` (`erased`): it has
 no number left, and the send-time claim only takes pending rows. Credit rows are not touched.
@@ -34,7 +35,7 @@ from models import (
     TestSend,
 )
 from models.database import db, retry_conflicts
-from service import consent, contacts, suppressions
+from service import consent, contacts, idempotency, suppressions
 from service.audit import Actor
 
 log = logging.getLogger("astronote.erasure")
@@ -74,6 +75,7 @@ def erase_number(shop_id: int, phone: str, secret: str, actor: Actor) -> Erased:
             .execute()
         )
         _erase_test_sends(shop_id, TestSend.phone == phone)
+        idempotency.forget_answers_naming(shop_id, phone)
         suppressions.hash_numbers(shop_id, [phone], secret, actor)
         (
             DataExport.delete()
@@ -145,6 +147,7 @@ def erase_shop(shop_id: int, secret: str, actor: Actor) -> Erased:
             .execute()
         )
         _erase_test_sends(shop_id, TestSend.phone.is_null(False))
+        idempotency.forget_answers_naming(shop_id, None)
         # Every contact's number stays suppressed, as `erase_number` keeps one's: a later
         # import of the number (the app installed again) suppresses and opts it out again.
         suppressions.hash_shop_numbers(shop_id, secret, actor, also=phones)

@@ -148,3 +148,31 @@ def _forget_expired(shop_id: int, key: str) -> None:
         .where(IdempotencyKey.shop == shop_id, IdempotencyKey.key == key, expired | abandoned)
         .execute()
     )
+
+
+# What a replay answers once the stored answer held a number (and the texts sent to it) that
+# has since been erased: the answer is not kept, and the request is not run again either.
+ERASED_ANSWER = StoredAnswer(
+    410,
+    b'{"title": "Answer erased", "description": "the first answer to this request held'
+    b' personal data that has since been erased"}',
+    "application/json",
+)
+
+
+def forget_answers_naming(shop_id: int, phone: str | None) -> int:
+    """Erasure (SPEC 11): the shop's stored answers that carry `phone` (every stored answer of
+    the shop when None: the whole shop is erased) are replaced by ERASED_ANSWER. Inside the
+    caller's transaction."""
+    which = (IdempotencyKey.shop == shop_id) & (IdempotencyKey.state == "done")
+    if phone is not None:
+        which &= pw.SQL("position(convert_to(%s, 'UTF8') IN response_body) > 0", (phone,))
+    return (
+        IdempotencyKey.update(
+            response_status=ERASED_ANSWER.status,
+            response_body=ERASED_ANSWER.body,
+            response_type=ERASED_ANSWER.content_type,
+        )
+        .where(which)
+        .execute()
+    )

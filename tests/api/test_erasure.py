@@ -511,3 +511,26 @@ def test_an_export_of_a_number_that_is_not_e164_goes_with_the_customers_erasure(
     shopify(client, "customers/redact", redact_body() | {"customer": {**customer, "phone": PHONE}})
     # Then that export is gone too
     assert_error(client.simulate_get(f"/admin/exports/{export_id}", headers=ADMIN), 404)
+
+
+def test_a_replayed_request_whose_answer_held_the_erased_number_answers_410(client, db, shop):
+    shop_id, key = shop
+    # Given a test send to the customer, made with an Idempotency-Key (its answer, stored for
+    # replays, holds the number and the text naming the customer)
+    (campaign_id,) = db.execute_sql(
+        "SELECT min(id) FROM campaign WHERE shop_id = %s", (shop_id,)
+    ).fetchone()
+    path, headers = f"/campaigns/{campaign_id}/test", {**auth(key), "Idempotency-Key": "t-1"}
+    first = client.simulate_post(path, headers=headers, json={"phone": PHONE})
+    assert first.status_code == 202 and first.json["phone"] == PHONE, first.text
+    # When the customer is erased
+    shopify(client, "customers/redact", redact_body())
+    # Then the stored answer is gone from the database, and a replay of the request neither
+    # shows it nor sends again
+    assert_erased(db, shop_id)
+    replay = client.simulate_post(path, headers=headers, json={"phone": PHONE})
+    assert_error(replay, 410)
+    assert PHONE not in replay.text and DIGITS not in replay.text
+    assert db.execute_sql(
+        "SELECT count(*) FROM test_send WHERE shop_id = %s", (shop_id,)
+    ).fetchone() == (1,)
