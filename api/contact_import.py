@@ -14,6 +14,7 @@ far as the export tells) by the time of the import.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Mapping
@@ -105,13 +106,51 @@ def _read_csv(req: falcon.Request) -> ContactImport:
     raw = read_bytes(req)
     if not raw.strip():
         raise falcon.HTTPBadRequest(title="Malformed CSV", description="the body is empty")
+    return ContactImport(
+        [_checked(row) for row in csv_rows(_decoded(req, raw), datetime.now(UTC))], country
+    )
+
+
+def _decoded(req: falcon.Request, raw: bytes) -> str:
+    """The file's text: in the `charset` its Content-Type names (Excel on Windows saves
+    `windows-1252`), else UTF-8 with or without a byte order mark (Excel writes one, Shopify
+    does not). Not guessed: a wrong guess would import every accented name garbled."""
+    charset = _charset(req)
     try:
-        text = raw.decode("utf-8-sig")  # Excel writes a byte order mark, Shopify does not
+        codec = codecs.lookup(charset or "utf-8-sig")
+    except LookupError:
+        raise InvalidInput(f"charset {charset!r} is not a known encoding", "charset") from None
+    if codec.name == "utf-8":
+        codec = codecs.lookup("utf-8-sig")
+    try:
+        return raw.decode(codec.name)
     except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
         raise falcon.HTTPBadRequest(
-            title="Malformed CSV", description=f"the CSV is not UTF-8 (byte {error.start})"
+            title="Malformed CSV",
+            description=f"line {line} is not {charset or 'UTF-8'} (byte {error.start}): save the"
+            " file as UTF-8, or name its encoding (`Content-Type: text/csv;"
+            " charset=windows-1252`)",
         ) from None
-    return ContactImport([_checked(row) for row in csv_rows(text, datetime.now(UTC))], country)
+
+
+def _charset(req: falcon.Request) -> str | None:
+    for parameter in (req.content_type or "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"'):
+            return value.strip().strip('"')
+    return None
+
+
+def _delimiter(text: str) -> str:
+    """What separates the header's columns: a comma, else a semicolon (spreadsheets in locales
+    whose decimal mark is a comma save CSV so) or a tab, when the header has such and no comma."""
+    header = text.lstrip("\ufeff").split("\n", 1)[0]
+    if "," not in header:
+        for candidate in (";", "\t"):
+            if candidate in header:
+                return candidate
+    return ","
 
 
 def _column_name(header: str) -> str:
@@ -151,7 +190,7 @@ def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:
     rows are not rows); 422 when the header names no phone column or there are more than
     MAX_IMPORT rows, 400 when it is not CSV. `now` is when a Shopify consent counts as collected."""
     now = now or datetime.now(UTC)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     try:
         header = next(reader, [])
         phone_at = _columns(header, PHONE_COLUMNS)

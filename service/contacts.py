@@ -130,7 +130,9 @@ def import_contacts(
             )
             continue
         earlier = merged.get(phone, _Merged(country))
-        name = (row.get("first_name") or "").strip() or earlier.name
+        # One line: a line break or tab inside a quoted CSV cell (or a JSON string) would go
+        # into every message that greets the contact.
+        name = " ".join((row.get("first_name") or "").split()) or earlier.name
         customer = row.get("shopify_customer_id")
         merged[phone] = _Merged(
             country,

@@ -187,6 +187,40 @@ def test_a_plain_csv_with_national_numbers_and_a_default_country(client, db, sho
     assert contacts_of(db, shops.id)["+306912000012"] is None
 
 
+def test_a_csv_in_the_encoding_its_content_type_names(client, db, shops):
+    # Given a file Excel on Windows saved (windows-1252), its encoding named
+    text = "Phone,First Name\n+306912000041,Ren\u00e9e\n".encode("cp1252")
+    result = post_csv(client, shops.key, text, content_type="text/csv; charset=windows-1252")
+    # Then it is read in that encoding
+    assert result.status_code == 200, result.text
+    assert contacts_of(db, shops.id)["+306912000041"] == "Ren\u00e9e"
+    # And the same file without the name is refused naming the line and what to do
+    refused = post_csv(client, shops.key, text)
+    assert "line 2" in assert_error(refused, 400)["description"]
+    assert "charset=" in refused.json["description"]
+    # And an unknown encoding is named
+    unknown = post_csv(client, shops.key, text, content_type="text/csv; charset=klingon")
+    assert_error(unknown, 422, "charset")
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_separated_by_semicolons_or_tabs(client, db, shops, separator):
+    # Given a spreadsheet saved in a locale whose lists use ";" (or as tab-separated text)
+    text = separator.join(["phone", "first_name"]) + "\n"
+    text += separator.join(["+306912000051", "Ann"]) + "\n"
+    result = post_csv(client, shops.key, text)
+    assert result.status_code == 200, result.text
+    assert contacts_of(db, shops.id)["+306912000051"] == "Ann"
+
+
+def test_a_name_with_line_breaks_is_imported_on_one_line(client, db, shops):
+    # A quoted cell spanning lines (and tabs) would go into every message greeting the contact
+    text = 'phone,first_name\n+306912000061,"Multi\r\nLine\tName "\n'
+    result = post_csv(client, shops.key, text)
+    assert result.status_code == 200, result.text
+    assert contacts_of(db, shops.id)["+306912000061"] == "Multi Line Name"
+
+
 @pytest.mark.parametrize(
     "media_type", ["application/vnd.ms-excel", "application/csv", "text/comma-separated-values"]
 )
