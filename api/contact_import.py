@@ -9,7 +9,8 @@ case, every column the import does not use ignored.
 Consent (SPEC 11): a JSON row's `consent: {source, collected_at, proof?}`; in a CSV, the columns
 `consent_source`, `consent_collected_at` (RFC 3339 with an offset) and `consent_proof`, or else
 Shopify's `Accepts SMS Marketing` = yes, which is consent with source `shopify` collected (as
-far as the export tells) by the time of the import.
+far as the export tells) by the time of the import; = no withdraws a consent that came from
+Shopify (the customer unsubscribed there since).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import falcon
 from api import schemas
 from api.body import media_type, read_bytes, read_json
 from service.consent import Consent
-from service.contacts import MAX_IMPORT, RejectedRow
+from service.contacts import MAX_IMPORT, WITHDRAWS_SHOPIFY_CONSENT, RejectedRow
 from service.errors import InvalidInput
 
 # Header names, normalised (`_column_name`), in order of preference: a row's phone is the first
@@ -74,6 +75,10 @@ def read_import(req: falcon.Request) -> ContactImport:
 
 def _checked(row: Any) -> Mapping[str, Any] | RejectedRow:
     """The row with its consent read (`Consent`), or why it is refused."""
+    if isinstance(row, dict) and WITHDRAWS_SHOPIFY_CONSENT in row:
+        # A CSV row's mark, not a field a JSON row may carry: checked without it.
+        checked = _checked({k: v for k, v in row.items() if k != WITHDRAWS_SHOPIFY_CONSENT})
+        return checked if isinstance(checked, RejectedRow) else {**checked, **row}
     problem = schemas.row_problem(row, schemas.CONTACT)
     if problem is not None:
         return RejectedRow(*problem)
@@ -185,6 +190,12 @@ def _consent(
     return None
 
 
+def _shopify_refuses(cells: list[str], shopify_at: list[int]) -> bool:
+    """Whether Shopify's `Accepts SMS Marketing` says no: the customer is not (or no longer)
+    subscribed to SMS marketing in Shopify."""
+    return (_first_filled(cells, shopify_at) or "").lower() in ("no", "false")
+
+
 def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:
     """One `{phone, first_name, consent?, shopify_customer_id?}` per data row of `text` (blank
     rows are not rows); 422 when the header names no phone column or there are more than
@@ -224,6 +235,8 @@ def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:
             given = _consent(cells, consent_at, shopify_at, now)
             if given is not None:
                 row["consent"] = given
+            elif _shopify_refuses(cells, shopify_at):
+                row[WITHDRAWS_SHOPIFY_CONSENT] = True
             rows.append(row)
     except csv.Error as error:
         raise falcon.HTTPBadRequest(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import phonenumbers
+from peewee import fn
 
 from models import Contact, Shop
 from models.database import db, execute_many, fetchall, retry_conflicts
@@ -68,6 +69,12 @@ def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str, s
     return e164, phonenumbers.region_code_for_number(number)
 
 
+# A row's mark (a CSV row whose Shopify `Accepts SMS Marketing` says no): a consent the contact
+# has from Shopify is withdrawn.
+WITHDRAWS_SHOPIFY_CONSENT = "withdraws_shopify_consent"
+SHOPIFY_REFUSAL_PROOF = "Shopify customer export: Accepts SMS Marketing = no"
+
+
 @dataclass
 class _Merged:
     """One number of an import once its duplicates are merged."""
@@ -76,6 +83,7 @@ class _Merged:
     name: str | None = None
     consent: Consent | None = None
     customer_id: str | None = None
+    withdraws: bool = False
 
 
 def _consent_of(row: Mapping[str, Any]) -> Consent | None:
@@ -139,6 +147,8 @@ def import_contacts(
             name,
             given or earlier.consent,
             str(int(customer)) if customer is not None else earlier.customer_id,
+            # The number's last row says: a consent withdraws a withdrawal and the reverse.
+            bool(row.get(WITHDRAWS_SHOPIFY_CONSENT)) if given is None else False,
         )
     with db.atomic():
         outcome = _upsert(
@@ -161,6 +171,9 @@ def import_contacts(
         ids = {phone: contact_id for contact_id, phone, _ in outcome}
         consent.record_imported(
             shop_id, [(ids[phone], item.consent) for phone, item in merged.items() if item.consent]
+        )
+        _withdraw_shopify_consent(
+            shop_id, [ids[phone] for phone, item in merged.items() if item.withdraws]
         )
         _suppress_erased(shop_id, list(merged), secret or config.settings().secret_key, actor)
         _opt_out_suppressed(shop_id, list(merged))
@@ -192,6 +205,30 @@ def _upsert(shop_id: int, rows: list[tuple]) -> list[tuple]:
         template="(%s, %s, %s, %s, %s, %s::timestamptz, %s)",
         fetch=True,
     )
+
+
+def _withdraw_shopify_consent(shop_id: int, contact_ids: list[int]) -> None:
+    """Contacts whose consent in force came from Shopify, and whom Shopify's export now says
+    do not accept SMS marketing: the consent is withdrawn (logged as an opt-out of the import),
+    so a shop that requires consent no longer messages them. Not suppressed: they did not ask
+    this shop to stop, and a later consent (an export saying yes, a START) counts again."""
+    if not contact_ids:
+        return
+    withdrawn = [
+        contact_id
+        for (contact_id,) in (
+            Contact.update(consent_source=None, consent_collected_at=None, updated_at=fn.now())
+            .where(
+                (Contact.shop == shop_id)
+                & Contact.id.in_(contact_ids)
+                & (Contact.consent_source == "shopify")
+            )
+            .returning(Contact.id)
+            .tuples()
+            .execute()
+        )
+    ]
+    consent.record(shop_id, withdrawn, "opt_out", "import", proof=SHOPIFY_REFUSAL_PROOF)
 
 
 def _opt_out_suppressed(shop_id: int, phones: list[str]) -> None:

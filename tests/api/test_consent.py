@@ -173,6 +173,65 @@ def test_csv_consent_columns_and_shopifys_accepts_sms_marketing(client, db, shop
     assert "Accepts SMS Marketing" in shopify_log[0][4]
 
 
+def test_a_later_shopify_export_saying_no_withdraws_shopifys_consent(client, db, shop):
+    shop_id, key = shop
+    # Given two customers imported from Shopify's export with SMS marketing accepted, and one
+    # whose consent the merchant collected on a web form
+    post_csv(
+        client,
+        key,
+        "\n".join(
+            [
+                SHOPIFY_HEADER,
+                shopify_row("Kim", "", "+306900000011"),
+                shopify_row("Lee", "", "+306900000012"),
+            ]
+        ),
+    )
+    form = {"source": "web_form", "collected_at": "2025-02-01T10:00:00Z"}
+    client.simulate_post(
+        "/contacts",
+        headers=auth(key),
+        json={"contacts": [{"phone": "+306900000013", "consent": form}]},
+    )
+    # When a later export says Kim and the form's customer no longer accept SMS marketing
+    no = ",no,12.50"
+    later = post_csv(
+        client,
+        key,
+        "\n".join(
+            [
+                SHOPIFY_HEADER,
+                shopify_row("Kim", "", "+306900000011").replace(",yes,12.50", no),
+                shopify_row("Lee", "", "+306900000012"),
+                shopify_row("Max", "", "+306900000013").replace(",yes,12.50", no),
+            ]
+        ),
+    ).json
+    assert later["invalid"] == [] and later["updated"] == 3
+    # Then Kim's Shopify consent is withdrawn (logged, not suppressed), Lee's kept, and the
+    # consent Shopify never gave is not Shopify's to withdraw
+    rows = dict(
+        db.execute_sql(
+            "SELECT phone, consent_source FROM contact WHERE shop_id = %s", (shop_id,)
+        ).fetchall()
+    )
+    assert rows == {
+        "+306900000011": None,
+        "+306900000012": "shopify",
+        "+306900000013": "web_form",
+    }
+    kim = events(consent_of(client, key, contact_id(db, shop_id, "+306900000011")))
+    assert kim[-1][:2] == ("opt_out", "import") and "= no" in kim[-1][4]
+    assert db.execute_sql("SELECT count(*) FROM suppression").fetchone() == (0,)
+    # And a campaign of this shop (which requires consent) reaches the two with consent
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "c", "text": "Sale today"}
+    ).json
+    enqueued = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
+    assert enqueued.json["recipients"] == 2, enqueued.text
+
+
 def test_the_unsubscribe_link_logs_an_opt_out(client, db, shop):
     shop_id, key = shop
     imported(
