@@ -143,6 +143,9 @@ def execute_many(
     if not rows:
         return []
     cursor = db.cursor()
-    return (
-        execute_values(cursor, sql, rows, template=template, page_size=page_size, fetch=fetch) or []
-    )
+    # Errors as Peewee raises them for every other statement (IntegrityError, ...).
+    with peewee.__exception_wrapper__:
+        return (
+            execute_values(cursor, sql, rows, template=template, page_size=page_size, fetch=fetch)
+            or []
+        )

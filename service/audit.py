@@ -21,7 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg2.extras import Json
+
 from models import AuditEvent
+from models.database import execute_many
 
 KINDS = ("key", "admin", "webhook", "page", "clock", "worker")
 SUBJECTS = ("campaign", "credits", "reservation", "api_key", "suppression", "test_send")
@@ -83,28 +86,35 @@ def record(actor: Actor, *events: Event) -> int:
 
 
 def record_all(actor: Actor, events: Iterable[Event]) -> int:
-    """Append every event by `actor` in one INSERT (inside the transaction of the change)."""
+    """Append every event by `actor` in few INSERTs (inside the transaction of the change).
+
+    SQL (`execute_values`): an erasure of a shop records an event per number, 50,000 for a
+    shop of 50,000 contacts, which Peewee's insert_many took seconds of Python to build."""
     rows = [
-        {
-            AuditEvent.shop: event.shop_id,
-            AuditEvent.campaign_id: event.campaign_id,
-            AuditEvent.actor_kind: actor.kind,
-            AuditEvent.actor_name: actor.name,
-            AuditEvent.actor_epoch: actor.epoch,
-            AuditEvent.subject: event.subject,
-            AuditEvent.subject_id: event.subject_id,
-            AuditEvent.action: event.action,
-            AuditEvent.from_status: event.from_status,
-            AuditEvent.to_status: event.to_status,
-            AuditEvent.amount: event.amount,
-            AuditEvent.detail: dict(event.detail) if event.detail is not None else None,
-            AuditEvent.reason: event.reason,
-        }
+        (
+            event.shop_id,
+            event.campaign_id,
+            actor.kind,
+            actor.name,
+            actor.epoch,
+            event.subject,
+            event.subject_id,
+            event.action,
+            event.from_status,
+            event.to_status,
+            event.amount,
+            Json(dict(event.detail)) if event.detail is not None else None,
+            event.reason,
+        )
         for event in events
     ]
-    if not rows:
-        return 0
-    return AuditEvent.insert_many(rows).as_rowcount().execute()
+    execute_many(
+        "INSERT INTO audit_event (shop_id, campaign_id, actor_kind, actor_name, actor_epoch,"
+        " subject, subject_id, action, from_status, to_status, amount, detail, reason)"
+        " VALUES %s",
+        rows,
+    )
+    return len(rows)
 
 
 def campaign_status(

@@ -15,7 +15,7 @@ import hmac
 from collections.abc import Iterable, Sequence
 
 from models import Suppression
-from models.database import db
+from models.database import db, execute, execute_many, fetchall
 from service import audit
 from service.audit import Actor
 
@@ -107,17 +107,21 @@ def hash_numbers(shop_id: int, phones: Sequence[str], secret: str, actor: Actor)
     the caller's transaction."""
     if not phones:
         return
+    # Arrays rather than IN lists: a shop's erasure passes every number it held (50,000).
     sources = dict(
-        Suppression.select(Suppression.phone, Suppression.source)
-        .where((Suppression.shop == shop_id) & Suppression.phone.in_(list(phones)))
-        .tuples()
+        fetchall(
+            "SELECT phone, source FROM suppression WHERE shop_id = %s AND phone = ANY(%s)",
+            (shop_id, list(phones)),
+        )
     )
     digests = {phone: phone_digest(secret, phone) for phone in phones}
-    already = set(
-        Suppression.select(Suppression.phone_hash)
-        .where((Suppression.shop == shop_id) & Suppression.phone_hash.in_(list(digests.values())))
-        .scalars()
-    )
+    already = {
+        digest
+        for (digest,) in fetchall(
+            "SELECT phone_hash FROM suppression WHERE shop_id = %s AND phone_hash = ANY(%s)",
+            (shop_id, list(digests.values())),
+        )
+    }
     audit.record_all(
         actor,
         (
@@ -134,28 +138,13 @@ def hash_numbers(shop_id: int, phones: Sequence[str], secret: str, actor: Actor)
             if phone in sources or digests[phone] not in already
         ),
     )
-    (
-        Suppression.insert_many(
-            [(shop_id, None, digests[phone], sources.get(phone, "erasure")) for phone in phones],
-            fields=[
-                Suppression.shop,
-                Suppression.phone,
-                Suppression.phone_hash,
-                Suppression.source,
-            ],
-        )
-        .on_conflict(
-            conflict_target=[Suppression.shop, Suppression.phone_hash],
-            conflict_where=Suppression.phone_hash.is_null(False),
-            action="IGNORE",
-        )
-        .as_rowcount()
-        .execute()
+    execute_many(
+        "INSERT INTO suppression (shop_id, phone, phone_hash, source) VALUES %s"
+        " ON CONFLICT (shop_id, phone_hash) WHERE phone_hash IS NOT NULL DO NOTHING",
+        [(shop_id, None, digests[phone], sources.get(phone, "erasure")) for phone in phones],
     )
-    (
-        Suppression.delete()
-        .where((Suppression.shop == shop_id) & Suppression.phone.in_(list(phones)))
-        .execute()
+    execute(
+        "DELETE FROM suppression WHERE shop_id = %s AND phone = ANY(%s)", (shop_id, list(phones))
     )
 
 
