@@ -39,6 +39,7 @@ _UNSUBSCRIBE_TOKEN = re.compile(r"(/u/+)[^/?#\s]+", re.IGNORECASE)
 # 43 base64url characters, which some may send percent-encoded. No route of ours has a path
 # segment of 20 such characters, so any such run is printed redacted.
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9_%-]{20,}")
+_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
 _HEADER_ATOM = re.compile(r"\{(.+)\}[io]")
 
 
@@ -58,7 +59,10 @@ def redact_target(target: str) -> str:
     """A request target or URL as it may be logged: its query redacted, and the token of an
     unsubscribe link too."""
     path, question, query = target.partition("?")
-    path = _TOKEN_LIKE.sub(REDACTED, _UNSUBSCRIBE_TOKEN.sub(rf"\g<1>{REDACTED}", path))
+    # A URL's scheme and host (a Referer's) are not a path: a long shop domain stays readable.
+    authority = _AUTHORITY.match(path)
+    origin, path = (authority[0], path[authority.end() :]) if authority else ("", path)
+    path = origin + _TOKEN_LIKE.sub(REDACTED, _UNSUBSCRIBE_TOKEN.sub(rf"\g<1>{REDACTED}", path))
     return f"{path}?{redact_query(query)}" if question else path
 
 

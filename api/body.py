@@ -12,6 +12,7 @@ import falcon
 from gunicorn.http.errors import ParseException
 
 from api import schemas
+from api.workers import close_connection
 from service.errors import InvalidInput
 
 MAX_BODY = 5 * 1024 * 1024
@@ -36,8 +37,10 @@ def _body_stream(req: falcon.Request) -> Any:
 
 
 def too_large() -> falcon.HTTPContentTooLarge:
-    # The rest of the body is left unread, and gunicorn closes such a connection after the
-    # answer: say so, or a client reusing it gets a reset on its next request.
+    # The rest of the body is left unread: the connection closes after the answer, and the
+    # answer says so (gunicorn kept it alive and read the body's rest as the next request: a
+    # client reusing it waited for an answer that never came).
+    close_connection()
     return falcon.HTTPContentTooLarge(
         title="Body too large",
         description=f"bodies are limited to {MAX_BODY} bytes",
@@ -56,6 +59,7 @@ def read_bytes(req: falcon.Request) -> bytes:
     try:
         raw = _body_stream(req).read(MAX_BODY + 1)
     except ParseException as error:  # chunks that are not chunks
+        close_connection()
         raise falcon.HTTPBadRequest(
             title="Malformed body",
             description=f"the chunked body is malformed: {error}",

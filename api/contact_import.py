@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,12 +74,18 @@ def read_import(req: falcon.Request) -> ContactImport:
     return _read_csv(req) if is_csv(req) else _read_json(req)
 
 
+def _checked_csv(row: dict[str, Any]) -> Mapping[str, Any] | RejectedRow:
+    """A CSV row checked as a JSON row is, without its mark (`WITHDRAWS_SHOPIFY_CONSENT`),
+    which is the CSV's own and not a field a JSON row may carry."""
+    mark = row.pop(WITHDRAWS_SHOPIFY_CONSENT, None)
+    checked = _checked(row)
+    if mark is None or isinstance(checked, RejectedRow):
+        return checked
+    return {**checked, WITHDRAWS_SHOPIFY_CONSENT: mark}
+
+
 def _checked(row: Any) -> Mapping[str, Any] | RejectedRow:
     """The row with its consent read (`Consent`), or why it is refused."""
-    if isinstance(row, dict) and WITHDRAWS_SHOPIFY_CONSENT in row:
-        # A CSV row's mark, not a field a JSON row may carry: checked without it.
-        checked = _checked({k: v for k, v in row.items() if k != WITHDRAWS_SHOPIFY_CONSENT})
-        return checked if isinstance(checked, RejectedRow) else {**checked, **row}
     problem = schemas.row_problem(row, schemas.CONTACT)
     if problem is not None:
         return RejectedRow(*problem)
@@ -112,7 +119,7 @@ def _read_csv(req: falcon.Request) -> ContactImport:
     if not raw.strip():
         raise falcon.HTTPBadRequest(title="Malformed CSV", description="the body is empty")
     return ContactImport(
-        [_checked(row) for row in csv_rows(_decoded(req, raw), datetime.now(UTC))], country
+        [_checked_csv(row) for row in csv_rows(_decoded(req, raw), datetime.now(UTC))], country
     )
 
 
@@ -124,19 +131,33 @@ def _decoded(req: falcon.Request, raw: bytes) -> str:
     try:
         codec = codecs.lookup(charset or "utf-8-sig")
     except LookupError:
-        raise InvalidInput(f"charset {charset!r} is not a known encoding", "charset") from None
+        codec = None
+    if codec is None or not _TEXT_ENCODINGS.fullmatch(codec.name):
+        # Python's codecs also name transformations (base64, zlib, rot13, unicode_escape),
+        # which are not a file's encoding.
+        raise InvalidInput(
+            f"charset {charset!r} is not a text encoding a CSV file is saved in", "charset"
+        )
     if codec.name == "utf-8":
         codec = codecs.lookup("utf-8-sig")
     try:
         return raw.decode(codec.name)
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
+    except UnicodeError as error:
+        start = getattr(error, "start", 0)
+        line = raw.count(b"\n", 0, start) + 1
         raise falcon.HTTPBadRequest(
             title="Malformed CSV",
-            description=f"line {line} is not {charset or 'UTF-8'} (byte {error.start}): save the"
+            description=f"line {line} is not {charset or 'UTF-8'} (byte {start}): save the"
             " file as UTF-8, or name its encoding (`Content-Type: text/csv;"
             " charset=windows-1252`)",
         ) from None
+
+
+# The encodings spreadsheets and shops save text in, by the names `codecs.lookup` gives them.
+_TEXT_ENCODINGS = re.compile(
+    r"utf-8(-sig)?|utf-(16|32)(-[lb]e)?|ascii|latin-1|iso8859-\d+|cp\d+|mac-[a-z]+"
+    r"|koi8-[ru]|gb2312|gbk|gb18030|big5(hkscs)?|shift_jis(_2004|x0213)?|euc_[a-z0-9_]+"
+)
 
 
 def _charset(req: falcon.Request) -> str | None:

@@ -37,7 +37,7 @@ import redis
 from api import paths, schemas
 from api.body import MAX_BODY, parse_json
 from api.errors import UNAVAILABLE, dependency_name
-from api.workers import queued_for
+from api.workers import close_connection, queued_for
 from service import report_inbox
 from service.delivery import DELIVERY_STATUSES
 from service.errors import InvalidInput
@@ -381,7 +381,8 @@ def _query_token(query: str) -> str | None:
 
 
 def _too_large() -> Refused:
-    # As `api.body.too_large`: the rest is unread and gunicorn closes the connection.
+    # As `api.body.too_large`: the rest is unread, the connection closes after the answer.
+    close_connection()
     return Refused(
         "413 Content Too Large",
         "Body too large",

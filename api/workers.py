@@ -70,6 +70,21 @@ class TimedThreadWorker(ThreadWorker):
         threading.Thread(target=self._release_held, name="refusal-hold", daemon=True).start()
         super().init_process()
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        application: Any = self.wsgi  # type: ignore[has-type]
+
+        def closing(environ: dict[str, Any], start_response: Any) -> Any:
+            # gunicorn drops a `Connection` header the application sets (hop-by-hop): a
+            # request that asked for the close (`close_connection`) has its response told to.
+            _current.close = False
+            result = application(environ, start_response)
+            if _current.close and hasattr(start_response, "__self__"):
+                start_response.__self__.force_close()  # gunicorn's Response
+            return result
+
+        self.wsgi = closing
+
     def enqueue_req(self, conn: Any) -> None:
         # Every request reaches a thread through here: a new connection's, a kept-alive one's.
         conn.astronote_queued_at = time.monotonic()
@@ -130,6 +145,14 @@ def queued_for(now: float) -> float:
     """Seconds the request this thread serves waited for it (0 outside this worker)."""
     queued_at = getattr(_current, "queued_at", None)
     return 0.0 if queued_at is None else now - queued_at
+
+
+def close_connection() -> None:
+    """Close this request's connection after its answer (`Connection: close`): the rest of
+    its body is left unread (a 413, a malformed chunk), so what follows on the connection is
+    not a request. Nothing outside this worker (the tests' in-process app)."""
+    if hasattr(_current, "close"):
+        _current.close = True
 
 
 def hold_connection(seconds: float) -> None:

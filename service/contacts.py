@@ -11,7 +11,7 @@ import phonenumbers
 from peewee import fn
 
 from models import Contact, Shop
-from models.database import db, execute_many, fetchall, retry_conflicts
+from models.database import db, execute, execute_many, fetchall, retry_conflicts
 from service import consent, suppressions
 from service.audit import Actor
 from service.consent import Consent
@@ -211,7 +211,8 @@ def _withdraw_shopify_consent(shop_id: int, contact_ids: list[int]) -> None:
     """Contacts whose consent in force came from Shopify, and whom Shopify's export now says
     do not accept SMS marketing: the consent is withdrawn (logged as an opt-out of the import),
     so a shop that requires consent no longer messages them. Not suppressed: they did not ask
-    this shop to stop, and a later consent (an export saying yes, a START) counts again."""
+    this shop to stop, and a later consent (an export saying yes, a START) counts again; an
+    earlier consent from elsewhere that Shopify's had replaced is in force again."""
     if not contact_ids:
         return
     withdrawn = [
@@ -228,7 +229,33 @@ def _withdraw_shopify_consent(shop_id: int, contact_ids: list[int]) -> None:
             .execute()
         )
     ]
-    consent.record(shop_id, withdrawn, "opt_out", "import", proof=SHOPIFY_REFUSAL_PROOF)
+    if not withdrawn:
+        return
+    # The consent in force is again the most recent one from elsewhere (a checkout's, a
+    # START's) that Shopify's had replaced, unless the number opted out since.
+    execute(
+        "UPDATE contact c SET consent_source = e.consent_source,"
+        "       consent_collected_at = e.collected_at"
+        " FROM (SELECT DISTINCT ON (ev.contact_id) ev.contact_id, ev.consent_source,"
+        "              ev.collected_at"
+        "       FROM consent_event ev"
+        "       WHERE ev.contact_id = ANY(%(ids)s) AND ev.kind = 'opt_in'"
+        "         AND ev.consent_source IS DISTINCT FROM 'shopify'"
+        "         AND ev.created_at > coalesce((SELECT max(o.created_at) FROM consent_event o"
+        "             WHERE o.contact_id = ev.contact_id AND o.kind = 'opt_out'"
+        "               AND o.source <> 'import'), '-infinity')"
+        "       ORDER BY ev.contact_id, ev.collected_at DESC) e"
+        " WHERE c.id = e.contact_id",
+        {"ids": withdrawn},
+    )
+    consent.record(
+        shop_id,
+        withdrawn,
+        "opt_out",
+        "import",
+        proof=SHOPIFY_REFUSAL_PROOF,
+        consent_source="shopify",
+    )
 
 
 def _opt_out_suppressed(shop_id: int, phones: list[str]) -> None:
@@ -330,8 +357,3 @@ def phone_of(shop_id: int, contact_id: int) -> str | None:
 def exists(shop_id: int, contact_id: int) -> bool:
     """Whether the shop has this contact (erased or not)."""
     return Contact.select().where((Contact.id == contact_id) & (Contact.shop == shop_id)).exists()
-
-
-def phone_is_contact(shop_id: int, phone: str) -> bool:
-    """Whether the shop has a contact with this number."""
-    return Contact.select().where((Contact.shop == shop_id) & (Contact.phone == phone)).exists()

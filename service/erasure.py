@@ -61,7 +61,6 @@ class Erased:
         }
 
 
-@retry_conflicts
 def erase_number(shop_id: int, phone: str, secret: str, actor: Actor) -> Erased:
     """Erase everything the shop holds about `phone` (E.164) and keep it suppressed
     (Shopify's customers/redact); the suppression's change is recorded for `actor`."""

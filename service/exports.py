@@ -142,10 +142,24 @@ def customer_data(shop_id: int, phone: str | None, secret: str) -> dict[str, Any
     )
 
 
+def customer_numbers_data(shop_id: int, phones: list[str], secret: str) -> dict[str, Any]:
+    """`customer_data` of every number of one customer (its own and those the shop imported
+    with its Shopify id), as one document: the first number is `phone`, all are `phones`,
+    the records of each are listed together, `suppressed` if any is."""
+    if len(phones) <= 1:
+        return {**customer_data(shop_id, phones[0] if phones else None, secret), "phones": phones}
+    parts = [customer_data(shop_id, phone, secret) for phone in phones]
+    merged: dict[str, Any] = {"phone": phones[0], "phones": phones}
+    for name in ("contacts", "consent_events", "messages", "inbound", "test_sends"):
+        merged[name] = [record for part in parts for record in part[name]]
+    merged["suppressed"] = any(part["suppressed"] for part in parts)
+    return merged
+
+
 def export_customer(
     shop_id: int,
     request_key: str,
-    phone: str | None,
+    phones: list[str],
     customer: dict[str, Any],
     secret: str,
     customer_id: str | None = None,
@@ -155,8 +169,9 @@ def export_customer(
     document = {
         "shop": Shop.get_by_id(shop_id).domain,
         "customer": customer,
-        "data": customer_data(shop_id, phone, secret),
+        "data": customer_numbers_data(shop_id, phones, secret),
     }
+    phone = phones[0] if phones else None
     digest = suppressions.phone_digest(secret, phone) if phone else None
     with db.atomic():
         created = list(

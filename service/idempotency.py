@@ -16,6 +16,7 @@ themselves conditional updates or carry their own references, so a rerun cannot 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import peewee as pw
@@ -166,7 +167,10 @@ def forget_answers_naming(shop_id: int, phone: str | None) -> int:
     caller's transaction."""
     which = (IdempotencyKey.shop == shop_id) & (IdempotencyKey.state == "done")
     if phone is not None:
-        which &= pw.SQL("position(convert_to(%s, 'UTF8') IN response_body) > 0", (phone,))
+        # As a JSON string, quotes included: "+4930123456" is not in "+49301234567".
+        which &= pw.SQL(
+            "position(convert_to(%s, 'UTF8') IN response_body) > 0", (json.dumps(phone),)
+        )
     return (
         IdempotencyKey.update(
             response_status=ERASED_ANSWER.status,

@@ -84,7 +84,9 @@ def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
     names_it = (DeliveryReport.reference == CampaignRecipient.id.cast("text")) | (
         (DeliveryReport.reference == CampaignRecipient.batch_key)
         # The provider may write the number with or without its "+" (as a bulk answer's).
-        & (fn.ltrim(DeliveryReport.to, "+") == fn.ltrim(CampaignRecipient.phone, "+"))
+        # (as a list of the two spellings, the report's `to` keeps its index: an ltrim() of
+        # both sides read every report of the batch, 2.4 s against 0.1 s for 5,000)
+        & DeliveryReport.to.in_([CampaignRecipient.phone, fn.ltrim(CampaignRecipient.phone, "+")])
     )
     claim_timed_out = (CampaignRecipient.status == "sending") & (
         CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms)

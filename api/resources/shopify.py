@@ -40,7 +40,7 @@ def customer_id(body: dict[str, Any]) -> str | None:
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
         return None
     text = str(raw).strip()
-    return str(int(text)) if text.isdigit() and len(text) <= 19 else None
+    return str(int(text)) if text.isascii() and text.isdigit() and len(text) <= 19 else None
 
 
 def customer_phones(shop_id: int, body: dict[str, Any]) -> list[str]:
@@ -115,13 +115,15 @@ class DataRequestResource:
             else "body:" + hashlib.sha256(read_bytes(req)).hexdigest()
         )
         customer = {"id": body["customer"].get("id"), "phone": body["customer"].get("phone")}
-        # The customer's own number when the shop knows it, else the number the shop imported
-        # with its customer id (its `Default Address Phone`), else the number as given.
-        phones, given = customer_phones(shop.id, body), customer_phone(body)
-        known = [phone for phone in phones if contacts.phone_is_contact(shop.id, phone)]
-        phone = known[0] if known else given
+        # Every number of the customer, as customers/redact erases them: its own, and those the
+        # shop imported with its customer id (its `Default Address Phone`, an older number).
         export_id = exports.export_customer(
-            shop.id, request_key, phone, customer, self.secret, customer_id(body)
+            shop.id,
+            request_key,
+            customer_phones(shop.id, body),
+            customer,
+            self.secret,
+            customer_id(body),
         )
         log.info("customer data exported", extra={"shop_id": shop.id, "export_id": export_id})
         resp.media = {"export_id": export_id}

@@ -221,6 +221,20 @@ def test_a_later_shopify_export_saying_no_withdraws_shopifys_consent(client, db,
         "+306900000012": "shopify",
         "+306900000013": "web_form",
     }
+    # And a consent from elsewhere that Shopify's replaced is in force again once Shopify's goes
+    checkout = {"source": "checkout", "collected_at": "2024-01-01T00:00:00Z"}
+    phone = "+306900000014"
+    client.simulate_post(
+        "/contacts", headers=auth(key), json={"contacts": [{"phone": phone, "consent": checkout}]}
+    )
+    for accepts in ("yes", "no"):
+        row = shopify_row("Ned", "", phone)
+        post_csv(
+            client, key, SHOPIFY_HEADER + "\n" + row.replace(",yes,12.50", f",{accepts},12.50")
+        )
+    assert db.execute_sql(
+        "SELECT consent_source FROM contact WHERE phone = %s", (phone,)
+    ).fetchone() == ("checkout",)
     kim = events(consent_of(client, key, contact_id(db, shop_id, "+306900000011")))
     assert kim[-1][:2] == ("opt_out", "import") and "= no" in kim[-1][4]
     assert db.execute_sql("SELECT count(*) FROM suppression").fetchone() == (0,)
@@ -229,7 +243,7 @@ def test_a_later_shopify_export_saying_no_withdraws_shopifys_consent(client, db,
         "/campaigns", headers=auth(key), json={"name": "c", "text": "Sale today"}
     ).json
     enqueued = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
-    assert enqueued.json["recipients"] == 2, enqueued.text
+    assert enqueued.json["recipients"] == 3, enqueued.text
 
 
 def test_the_unsubscribe_link_logs_an_opt_out(client, db, shop):

@@ -198,9 +198,21 @@ def test_a_csv_in_the_encoding_its_content_type_names(client, db, shops):
     refused = post_csv(client, shops.key, text)
     assert "line 2" in assert_error(refused, 400)["description"]
     assert "charset=" in refused.json["description"]
-    # And an unknown encoding is named
-    unknown = post_csv(client, shops.key, text, content_type="text/csv; charset=klingon")
-    assert_error(unknown, 422, "charset")
+    # And an unknown encoding, or a codec that is not a text encoding, is named (never a 500)
+    for charset in ("klingon", "base64", "zlib", "rot13", "unicode_escape", "undefined", "hex"):
+        unknown = post_csv(client, shops.key, text, content_type=f"text/csv; charset={charset}")
+        assert_error(unknown, 422, "charset")
+
+
+def test_a_json_row_cannot_carry_the_csvs_own_consent_mark(client, db, shops):
+    result = client.simulate_post(
+        "/contacts",
+        headers=auth(shops.key),
+        json={"contacts": [{"phone": "+306912000071", "withdraws_shopify_consent": True}]},
+    )
+    assert result.status_code == 200, result.text
+    assert [row["index"] for row in result.json["invalid"]] == [0]
+    assert "+306912000071" not in contacts_of(db, shops.id)
 
 
 @pytest.mark.parametrize("separator", [";", "\t"])

@@ -497,6 +497,27 @@ def test_a_customer_imported_by_its_address_phone_is_found_by_its_shopify_id(cli
     )
 
 
+def test_a_data_request_exports_every_number_the_redact_would_erase(client, db, shop):
+    _, key = shop
+    # Given a customer imported twice with one Shopify id: an old number and a new one
+    for phone, name in (("+306955500011", "Olga"), ("+306955500012", "Olga")):
+        client.simulate_post(
+            "/contacts",
+            headers=auth(key),
+            json={"contacts": [{"phone": phone, "first_name": name, "shopify_customer_id": 7002}]},
+        )
+    customer = {"shop_domain": DOMAIN, "customer": {"id": 7002, "phone": "+306955500012"}}
+    # When Shopify asks for the customer's data
+    request = shopify(client, "customers/data_request", {**customer, "data_request": {"id": 6}})
+    data = client.simulate_get(f"/admin/exports/{request.json['export_id']}", headers=ADMIN).json[
+        "document"
+    ]["data"]
+    # Then both numbers' records are in it, as both would be erased
+    assert data["phones"] == ["+306955500012", "+306955500011"]
+    assert sorted(c["phone"] for c in data["contacts"]) == ["+306955500011", "+306955500012"]
+    assert shopify(client, "customers/redact", customer).json["erased"]["contacts"] == 2
+
+
 def test_an_export_of_a_number_that_is_not_e164_goes_with_the_customers_erasure(client, db, shop):
     # Given an export Shopify asked for with a national spelling of the number
     customer = {"id": 77, "phone": "6912345678"}

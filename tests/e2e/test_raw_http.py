@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from api.body import MAX_BODY
+from tests.conftest import DLR_WEBHOOK_SECRET
 from tests.e2e.stack import Stack
 
 
@@ -132,3 +133,21 @@ def test_a_malformed_chunked_body_is_400_not_500(web, db):
         assert got == 400, answer[:300]
         assert headers["content-type"] == "application/json"
     assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("path", ["/campaigns", "/webhooks/mitto/dlr"], ids=["api", "reports"])
+def test_a_413_closes_the_connection_with_the_rest_of_the_body_unread(web, db, path):
+    # Given a request declaring more than 5 MiB, of which only 1,000 bytes are sent
+    _, key = web.create_shop("toolarge.example", 0) if path == "/campaigns" else (None, "")
+    port = int(web.web.rsplit(":", 1)[1])
+    head = (
+        f"POST {path}?token={DLR_WEBHOOK_SECRET} HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/json\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Length: {6 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    # When it is answered
+    got, headers, _ = raw_exchange(port, head + b"x" * 1000)
+    # Then 413, and the server says it closes the connection and does (raw_exchange reads
+    # until the server closes: kept alive, it waited for the rest and timed out)
+    assert got == 413
+    assert headers["connection"] == "close", headers

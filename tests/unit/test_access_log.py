@@ -106,6 +106,10 @@ def test_the_user_of_basic_authentication_is_not_logged(tmp_path):
         ("/u\\AAAAAAAAAAMAAAAAAAAAA8W_l6wG2MzcvGu4_6OmsH0", "/u\\[redacted]"),
         ("/x/%41%41%41%41%41%41%41%41", "/x/[redacted]"),
         ("/webhooks/shopify/customers/data_request", "/webhooks/shopify/customers/data_request"),
+        (
+            "https://my-very-long-shop-name-here.myshopify.com/products/x",
+            "https://my-very-long-shop-name-here.myshopify.com/products/x",
+        ),
     ],
 )
 def test_redacted_targets(target, logged):
