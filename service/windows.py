@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from models.database import fetchone
-from service import audit, credits, frequency, messages, quiet_hours, sending
+from service import audit, creation, credits, frequency, messages, quiet_hours, sending
 from service.errors import NotFound
 from service.infra.call_slots import CallSlots, Lease
 from service.infra.clock import WallClock
@@ -190,7 +190,7 @@ class BatchSender:
         if context is None:
             raise NotFound(f"campaign {campaign_id} of shop {shop_id} does not exist")
         settings = self.settings
-        budget, publishes = self.reserved(key)
+        budget, publishes = self.reserved(key, context)
         run = BatchRun(
             campaign_id,
             shop_id,
@@ -504,31 +504,38 @@ class BatchSender:
         if sending.campaign_sending(campaign_id):
             sending.finish_batch(key)
 
-    def reserved(self, key: str) -> tuple[int, int]:
+    def reserved(self, key: str, context: CampaignContext) -> tuple[int, int]:
         """What is left of the batch's part of the campaign's reservation for this delivery,
         and how often the batch was published. Left: its part less what earlier deliveries
-        of it spent, the debits of its recipients and, at its average per recipient, those
-        still in flight or of unknown outcome (they may be charged yet; their share, rounded up
-        once, not per recipient: that would deduct up to twice theirs). Each delivery used
-        to start again from the whole part: a batch delivered again (a pause, a 503, a 429)
-        whose messages cost more than its part was never asked to cover the excess, sent
-        messages it could not charge and took credits reserved by other campaigns."""
+        of it spent, the debits of its recipients and the reservation's bound of each one
+        still in flight or of unknown outcome (they may be charged yet), priced by first name
+        as the part itself was (`creation.pricing`). Each delivery used to start again from
+        the whole part: a batch delivered again (a pause, a 503, a 429) whose messages cost
+        more than its part was never asked to cover the excess. Then those in flight were
+        deducted at the batch's average, which over-deducts a cheap one beside a dear one: a
+        window short by a credit failed paid-for recipients `insufficient_credits`."""
         row = fetchone(
             "SELECT b.reserved - coalesce(("
             "   SELECT sum(-t.amount) FROM credit_transaction t"
             "   WHERE t.idempotency_key = ANY(ARRAY("
-            "     SELECT 'debit:' || rid FROM unnest(b.recipient_ids) AS rid))), 0)"
-            " - ceil(b.reserved::numeric * ("
-            "   SELECT count(*) FROM campaign_recipient r"
+            "     SELECT 'debit:' || rid FROM unnest(b.recipient_ids) AS rid))), 0),"
+            " b.publish_count,"
+            " ARRAY(SELECT r.first_name FROM campaign_recipient r"
             "   WHERE r.id = ANY(b.recipient_ids) AND r.campaign_id + 0 = b.campaign_id"
             "     AND (r.status = 'sending'"
             "          OR (r.status = 'failed' AND r.error = 'unknown_outcome')))"
-            "   / greatest(cardinality(b.recipient_ids), 1)),"
-            " b.publish_count"
             " FROM send_batch b WHERE b.key = %s",
             (key,),
         )
-        return (max(0, int(row[0])), row[1]) if row else (0, 0)
+        if not row:
+            return 0, 0
+        left, publishes, in_flight = row
+        if in_flight:
+            cost = creation.pricing(
+                context.template, context.append_unsubscribe, self.settings.public_base_url
+            )
+            left -= sum(cost(name) for name in in_flight)
+        return max(0, int(left)), publishes
 
     def cover(self, run: BatchRun, cost: int) -> bool:
         """Whether what is left of the batch's part of the reservation covers `cost` (this

@@ -24,6 +24,7 @@ from service.infra import faults
 from service.infra.call_slots import CallSlots
 from service.infra.ratelimit import SendLimiter
 from service.provider import Outcome, SendResult, Sms
+from service.sending import Accepted, claim_recipients, persist_results
 from service.windows import BatchSender
 
 
@@ -246,6 +247,46 @@ def test_a_batch_delivered_again_draws_only_on_what_its_earlier_deliveries_left(
     )[0][0]
     assert debited == 4
     assert fetchall("SELECT credit_balance FROM shop WHERE id = %s", (shop_id,))[0][0] == 2
+
+
+def test_a_batch_delivered_again_keeps_the_bound_of_each_message_in_flight(db, settings):
+    # Given a batch of twelve of which one message costs 2 (a long Greek name) and eleven 1:
+    # its part of the reservation is 13, and the shop has nothing available beyond it
+    shop, _ = shops.create_shop("bounds.example", "Bounds", require_consent=False)
+    credits.top_up(shop.id, 13, "initial", audit.ADMIN)
+    names = [f"N{i}" for i in range(11)] + ["\u0391" * 60]
+    contacts.import_contacts(
+        shop.id,
+        [{"phone": f"+30690001{i:04d}", "first_name": name} for i, name in enumerate(names)],
+        actor=audit.ADMIN,
+    )
+    campaign = campaigns.create(shop.id, "c", "Hi {first_name}, new in", append_unsubscribe=False)
+    enqueue(shop.id, campaign.id, dataclasses.replace(settings, send_batch_size=12), audit.ADMIN)
+    ids = [
+        row[0]
+        for row in fetchall(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s ORDER BY id", (campaign.id,)
+        )
+    ]
+    key = batch_key(campaign.id, ids)
+    assert fetchall("SELECT reserved FROM send_batch WHERE key = %s", (key,))[0][0] == 13
+    # ... whose first delivery sent one cheap message and left another of unknown outcome
+    claimed = claim_recipients(campaign.id, ids[:2], key)
+    persist_results(shop.id, campaign.id, [Accepted(claimed[0].id, "p-0", "Hi N0", 1, "GR")], [])
+    execute(
+        "UPDATE campaign_recipient SET status = 'failed', error = 'unknown_outcome' WHERE id = %s",
+        (ids[1],),
+    )
+    provider = FakeProvider()
+
+    # When the batch is delivered again (a 429, a pause: the provider's report not yet in)
+    sender(settings, provider, slots=4).send(campaign.id, shop.id, ids, key)
+
+    # Then its budget is 13 - 1 sent - 1 for the cheap one in flight = 11, which covers the
+    # other ten (11): all are sent. At the batch's average (13/12, rounded up: 2) it was 10,
+    # and the window with the dear message failed insufficient_credits
+    assert statuses(campaign.id) == {"sent": 11, "failed": 1}
+    assert len(provider.sent) == 10
 
 
 def test_an_opt_out_during_a_window_skips_the_contact_at_the_next_one(batch, settings):
