@@ -18,7 +18,7 @@ from service.creation import batch_key
 from service.infra import clock, dispatch, metrics
 from service.infra.call_slots import CallSlots
 from service.infra.faults import fault_point
-from service.infra.ratelimit import SendLimiter, account_id
+from service.infra.ratelimit import SendLimiter
 from service.provider import MittoClient
 from service.sending import BatchReport, repair_persist, unfinished_batches
 from service.windows import BatchSender
@@ -51,14 +51,7 @@ def _batch_sender() -> BatchSender:
     )
     # Always there: without PROVIDER_RATE_LIMIT or SENDER_RATE_LIMIT it still keeps the
     # account's cool-down after a 429, which every worker honours.
-    limiter = SendLimiter(
-        redis.Redis.from_url(settings.redis_url),
-        account_id(settings.mitto_api_base, settings.mitto_api_key),
-        settings.provider_rate_limit,
-        settings.sender_rate_limit,
-        settings.provider_rate_margin_ms,
-        settings.provider_fair_share,
-    )
+    limiter = SendLimiter.for_settings(settings, redis.Redis.from_url(settings.redis_url))
     calls = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="provider")
     return BatchSender(
         settings,
@@ -216,7 +209,10 @@ def persist_test_send(test_send_id: int, provider_id: str) -> None:
 )
 def send_inbound_reply(message_key: str, sender: str, to: str, text: str, attempt: int) -> None:
     """The next try of an answer to STOP, START or HELP the provider did not take."""
-    state = replies.resend(message_key, sender, to, text, attempt, batch_sender().provider)
+    sender_ = batch_sender()
+    state = replies.resend(
+        message_key, sender, to, text, attempt, sender_.provider, sender_.limiter
+    )
     log.info("answer to an inbound message tried again", extra={"state": state, "attempt": attempt})
 
 

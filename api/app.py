@@ -38,6 +38,7 @@ from service import campaigns as campaign_service
 from service.infra import metrics
 from service.infra.api_rate_limit import ShopLimits
 from service.infra.config import Settings
+from service.infra.ratelimit import SendLimiter
 from service.observability.board import credits_debited
 from service.observability.health import HealthChecker
 from service.provider import MittoClient, Provider
@@ -187,7 +188,10 @@ def create_app(
             ingest or ReportIngest(settings, limiter_client)
         ),
         "/webhooks/mitto/inbound": webhooks.InboundResource(
-            settings, provider or reply_provider(settings)
+            settings,
+            provider or reply_provider(settings),
+            # The answers count against the provider account's limits like every message.
+            SendLimiter.for_settings(settings, limiter_client),
         ),
         "/webhooks/shopify/customers/redact": shopify.CustomerRedactResource(settings),
         "/webhooks/shopify/customers/data_request": shopify.DataRequestResource(settings),

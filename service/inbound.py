@@ -33,6 +33,7 @@ from models.database import db, execute
 from service import consent, replies, shops, suppressions
 from service.audit import Actor
 from service.infra.config import Settings
+from service.infra.ratelimit import SendLimiter
 from service.provider import Provider
 
 KEYWORDS = {
@@ -232,10 +233,16 @@ def _apply(
         consent.opt_in(shop_id, message.phone, "reply", proof)
 
 
-def receive(message: Inbound, settings: Settings, provider: Provider, actor: Actor) -> Received:
+def receive(
+    message: Inbound,
+    settings: Settings,
+    provider: Provider,
+    actor: Actor,
+    limiter: SendLimiter | None = None,
+) -> Received:
     """Store an inbound message for its shops and act on its keyword, in one transaction (the
     suppression changes recorded for `actor`, the provider's webhook); then, after the commit,
-    answer a keyword once (`replies.send_once`)."""
+    answer a keyword once (`replies.send_once`, within the account's rate limit: `limiter`)."""
     keyword = keyword_of(message.text)
     targets = shops_for(message, settings)
     with db.atomic():
@@ -256,7 +263,7 @@ def receive(message: Inbound, settings: Settings, provider: Provider, actor: Act
     state = None
     if keyword and targets:
         answer = replies.answer(keyword, [(shop.name, shops.help_text(shop)) for shop in targets])
-        state = replies.send_once(key, message.sender, message.phone, answer, provider)
+        state = replies.send_once(key, message.sender, message.phone, answer, provider, limiter)
     return Received(
         keyword,
         tuple(shop.id for shop in targets),

@@ -21,8 +21,10 @@ from peewee import SQL, fn
 
 from models import InboundReply
 from service.infra import dispatch
+from service.infra.ratelimit import SendLimiter
 from service.provider import Outcome, Provider, SendResult, Sms
 from service.segments import segment_count
+from service.windows import dispatch_refused
 
 log = logging.getLogger("astronote.replies")
 
@@ -57,7 +59,14 @@ def answer(keyword: str, shops: Sequence[tuple[str, str]]) -> str:
     return "\n".join(help_text for _, help_text in shops)
 
 
-def send_once(message_key: str, sender: str, to: str, text: str, provider: Provider) -> str | None:
+def send_once(
+    message_key: str,
+    sender: str,
+    to: str,
+    text: str,
+    provider: Provider,
+    limiter: SendLimiter | None = None,
+) -> str | None:
     """Send the answer to one inbound message unless it was sent (or is being sent) already.
     Returns the outcome (`sent`, `failed`, `unknown`, `not_sent`), None for a duplicate."""
     claimed = (
@@ -70,7 +79,7 @@ def send_once(message_key: str, sender: str, to: str, text: str, provider: Provi
     )
     if not claimed:
         return None
-    return _call(message_key, sender, to, text, provider, attempt=0)
+    return _call(message_key, sender, to, text, provider, 0, limiter)
 
 
 def give_back_abandoned() -> int:
@@ -93,7 +102,13 @@ def give_back_abandoned() -> int:
 
 
 def resend(
-    message_key: str, sender: str, to: str, text: str, attempt: int, provider: Provider
+    message_key: str,
+    sender: str,
+    to: str,
+    text: str,
+    attempt: int,
+    provider: Provider,
+    limiter: SendLimiter | None = None,
 ) -> str | None:
     """The worker's next try of an answer left `retrying`; None if another try took it (or
     it was finished meanwhile)."""
@@ -104,14 +119,31 @@ def resend(
     )
     if not taken:
         return None
-    return _call(message_key, sender, to, text, provider, attempt)
+    return _call(message_key, sender, to, text, provider, attempt, limiter)
 
 
 def _call(
-    message_key: str, sender: str, to: str, text: str, provider: Provider, attempt: int
+    message_key: str,
+    sender: str,
+    to: str,
+    text: str,
+    provider: Provider,
+    attempt: int,
+    limiter: SendLimiter | None,
 ) -> str:
+    # An answer counts against the account's (and sender's) rate limit and honours its
+    # cool-down like every other message: a wave of STOPs after a large send went out on
+    # top of the campaign's full rate. Refused, it waits in the worker's queue for the
+    # budget, which costs none of its tries.
+    refused = dispatch_refused(limiter, sender, 1) if limiter else None
+    # Without Redis there is no shared count, and no queue to wait in either: one answer
+    # goes out rather than none.
+    if refused is not None and refused.limited_by != "redis_down":
+        return _not_sent(message_key, sender, to, text, attempt, refused)
     result = provider.send_one(sender, Sms(to, text, f"reply:{message_key}"[:200]), None)
     if result.outcome is Outcome.NOT_SENT:
+        if limiter and result.throttled:  # a 429 slows the account for every sender
+            limiter.cool_down(result.retry_after_s)
         return _not_sent(message_key, sender, to, text, attempt, result)
     state = STATES[result.outcome]
     (
@@ -130,7 +162,8 @@ def _call(
 def _not_sent(
     message_key: str, sender: str, to: str, text: str, attempt: int, result: SendResult
 ) -> str:
-    if attempt >= RETRY_ATTEMPTS:
+    limited = result.limited_ms is not None  # our own limit: not a try, and not logged as one
+    if attempt >= RETRY_ATTEMPTS and not limited:
         (
             InboundReply.update(state="failed", finished_at=fn.now())
             .where(InboundReply.message_key == message_key)
@@ -141,15 +174,19 @@ def _not_sent(
             extra={"reason": result.reason, "attempts": attempt + 1},
         )
         return "failed"
-    delay_ms = (
-        int(result.retry_after_s * 1000)
-        if result.retry_after_s is not None
-        else min(RETRY_DELAY_MS * 2**attempt, RETRY_MAX_DELAY_MS)
-    )
+    if result.limited_ms is not None:
+        delay_ms, next_attempt = max(1, result.limited_ms), attempt
+    else:
+        delay_ms = (
+            int(result.retry_after_s * 1000)
+            if result.retry_after_s is not None
+            else min(RETRY_DELAY_MS * 2**attempt, RETRY_MAX_DELAY_MS)
+        )
+        next_attempt = attempt + 1
     # `retrying` before the message exists: its try finds the row ready to take.
     (InboundReply.update(state="retrying").where(InboundReply.message_key == message_key).execute())
     try:
-        dispatch.publish_reply(message_key, sender, to, text, attempt + 1, delay_ms=delay_ms)
+        dispatch.publish_reply(message_key, sender, to, text, next_attempt, delay_ms=delay_ms)
     except Exception:  # noqa: BLE001 - Redis' or RabbitMQ's error: give the claim back
         InboundReply.delete().where(InboundReply.message_key == message_key).execute()
         log.warning(
@@ -158,8 +195,9 @@ def _not_sent(
             extra={"reason": result.reason},
         )
         return "not_sent"
-    log.warning(
-        "answer to an inbound message not sent; the worker tries again",
-        extra={"reason": result.reason, "attempt": attempt + 1, "delay_ms": delay_ms},
-    )
+    if not limited:
+        log.warning(
+            "answer to an inbound message not sent; the worker tries again",
+            extra={"reason": result.reason, "attempt": next_attempt, "delay_ms": delay_ms},
+        )
     return "retrying"

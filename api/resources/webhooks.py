@@ -17,6 +17,7 @@ from service import audit, inbound
 from service.contacts import normalise_phone
 from service.errors import InvalidInput
 from service.infra.config import Settings
+from service.infra.ratelimit import SendLimiter
 from service.provider import Provider
 
 log = logging.getLogger("astronote.api.webhooks")
@@ -94,9 +95,12 @@ class InboundResource:
         )
     }
 
-    def __init__(self, settings: Settings, provider: Provider) -> None:
+    def __init__(
+        self, settings: Settings, provider: Provider, limiter: SendLimiter | None = None
+    ) -> None:
         self.settings = settings
         self.provider = provider
+        self.limiter = limiter
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.INBOUND_MESSAGE)
@@ -109,7 +113,9 @@ class InboundResource:
             if body.get("timestamp")
             else None,
         )
-        received = inbound.receive(message, self.settings, self.provider, audit.PROVIDER_WEBHOOK)
+        received = inbound.receive(
+            message, self.settings, self.provider, audit.PROVIDER_WEBHOOK, self.limiter
+        )
         if not received.shop_ids:
             log.warning("inbound message for no shop", extra={"keyword": received.keyword})
         resp.media = {

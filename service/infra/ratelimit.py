@@ -28,6 +28,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from limits import RateLimitItem, parse
@@ -175,6 +176,18 @@ class SendLimiter:
                 self.storage.span_ms(self.provider.get_expiry()),
                 *keys,
             )
+
+    @classmethod
+    def for_settings(cls, settings: Any, client: redis.Redis) -> SendLimiter:
+        """The configured provider account's limiter (every process builds it alike)."""
+        return cls(
+            client,
+            account_id(settings.mitto_api_base, settings.mitto_api_key),
+            settings.provider_rate_limit,
+            settings.sender_rate_limit,
+            settings.provider_rate_margin_ms,
+            settings.provider_fair_share,
+        )
 
     @property
     def limits_sends(self) -> bool:

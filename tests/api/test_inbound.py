@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from api.app import create_app
+from api.app import create_app, create_wsgi
 from models import InboundReply
 from service import replies
 from service.creation import batch_key
@@ -428,6 +428,30 @@ def test_an_answer_that_surely_did_not_reach_the_provider_is_tried_again_by_the_
     assert len(provider.sent) == 3
     key = queued[0][0][0]
     assert InboundReply.get_by_id(key).state == "sent"
+
+
+def test_answers_count_against_the_provider_rate_limit_and_wait_for_it_in_the_worker(
+    settings, redis_client, db, provider, monkeypatch
+):
+    # Given an account limited to 2 messages a second, and a shop
+    limited = CheckedClient(
+        create_wsgi(dataclasses.replace(settings, provider_rate_limit="2"), redis_client, provider)
+    )
+    make_shop(limited, "limited.example")
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        dispatch, "publish_reply", lambda *args, delay_ms: queued.append((args, delay_ms))
+    )
+
+    # When four customers write HELP at once (a wave of replies after a large send)
+    answers = [reply(limited, "HELP", phone=f"+30691234500{n}")["reply"] for n in range(4)]
+
+    # Then two answers went out, and two wait in the worker's queue for the budget (about a
+    # second), as their first try still: a rate limit costs no try
+    assert answers == ["sent", "sent", "retrying", "retrying"]
+    assert len(provider.sent) == 2
+    assert [args[-1] for args, _ in queued] == [0, 0]
+    assert all(0 < delay <= 1100 for _, delay in queued), queued
 
 
 def test_an_answer_never_taken_by_the_provider_fails_after_every_try(
