@@ -211,6 +211,18 @@ def _consent(
     return None
 
 
+# Shopify's customer id as exports write it: digits, with a leading apostrophe (to keep a
+# spreadsheet from rounding it), or as a GraphQL id.
+_CUSTOMER_ID = re.compile(r"'?(?:gid://shopify/Customer/)?([0-9]{1,19})")
+
+
+def _customer_id(cell: str | None) -> str | None:
+    """The digits of a `Customer ID` cell; None for anything else: the column only helps the
+    privacy webhooks find the customer, and an unreadable one must not refuse the row."""
+    match = _CUSTOMER_ID.fullmatch(cell or "")
+    return match.group(1) if match else None
+
+
 def _shopify_refuses(cells: list[str], shopify_at: list[int]) -> bool:
     """Whether Shopify's `Accepts SMS Marketing` says no: the customer is not (or no longer)
     subscribed to SMS marketing in Shopify."""
@@ -250,9 +262,9 @@ def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:
                 "phone": _first_filled(cells, phone_at) or "",
                 "first_name": _first_filled(cells, name_at),
             }
-            customer = _first_filled(cells, customer_at)
+            customer = _customer_id(_first_filled(cells, customer_at))
             if customer:
-                row["shopify_customer_id"] = customer.removeprefix("'")
+                row["shopify_customer_id"] = customer
             given = _consent(cells, consent_at, shopify_at, now)
             if given is not None:
                 row["consent"] = given

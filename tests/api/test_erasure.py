@@ -470,6 +470,9 @@ def test_shop_redact_erases_every_customer_of_that_shop_only(client, db, shop):
 SHOPIFY_EXPORT = (
     "Customer ID,First Name,Last Name,Email,Default Address Phone,Phone,Accepts SMS Marketing\n"
     "'7001,Dora,Addr,dora@example.com,+306955500002,,yes\n"
+    # a Customer ID that is no id: ignored, the row imported all the same
+    "n/a,Eve,Addr,eve@example.com,+306955500003,,yes\n"
+    "gid://shopify/Customer/7003,Fay,Addr,fay@example.com,+306955500004,,yes\n"
 )
 
 
@@ -482,7 +485,15 @@ def test_a_customer_imported_by_its_address_phone_is_found_by_its_shopify_id(cli
         headers={**auth(key), "Content-Type": "text/csv"},
         body=SHOPIFY_EXPORT.encode(),
     )
-    assert imported.json["created"] == 1, imported.text
+    assert imported.json["created"] == 3 and imported.json["invalid"] == [], imported.text
+    assert db.execute_sql(
+        "SELECT phone, shopify_customer_id FROM contact WHERE phone LIKE '+3069555000%%'"
+        " ORDER BY phone"
+    ).fetchall() == [
+        ("+306955500002", "7001"),
+        ("+306955500003", None),
+        ("+306955500004", "7003"),
+    ]
     customer = {"shop_domain": DOMAIN, "customer": {"id": 7001, "email": "d@x", "phone": None}}
     # When Shopify asks for the customer's data, and then to erase the customer
     request = shopify(client, "customers/data_request", {**customer, "data_request": {"id": 5}})
