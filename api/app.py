@@ -19,7 +19,7 @@ from api.access import require_declared
 from api.idempotency import Idempotency
 from api.instrumentation import RequestMetrics
 from api.middleware import Authentication, CanonicalPath, DatabaseConnection, SecurityHeaders
-from api.ops_access import OperatorSessions
+from api.ops_access import LoginThrottle, OperatorSessions
 from api.report_ingest import ReportIngest, ReportRoute
 from api.resources import (
     admin,
@@ -151,7 +151,7 @@ def create_app(
         ),
         "/ops": ops.OpsPageResource(),
         "/ops/state": ops.OpsStateResource(checker),
-        "/ops/login": ops.OpsLoginResource(settings, sessions),
+        "/ops/login": ops.OpsLoginResource(settings, sessions, LoginThrottle(limiter_client)),
         "/ops/logout": ops.OpsLogoutResource(sessions),
         "/admin/shops": admin.ShopsResource(settings),
         SHOP: admin.ShopResource(),

@@ -17,10 +17,16 @@ import time
 from collections.abc import Callable
 
 import falcon
+import redis
+from limits import parse
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
 
 COOKIE = "astronote_ops"
 PATH = "/ops"
 LOGIN_PATH = "/ops/login"
+# Wrong admin tokens one client address may post to the login form a minute.
+LOGIN_FAILURES_ALLOWED = 10
 _VERSION = "v1"
 
 
@@ -102,3 +108,32 @@ class OperatorSessions:
 
     def end(self, resp: falcon.Response) -> None:
         resp.unset_cookie(COOKIE, same_site="Strict", path=PATH)
+
+
+class LoginThrottle:
+    """Failed operator logins per client address, shared by every web process (Redis, the
+    `limits` library's moving window): past LOGIN_FAILURES_ALLOWED a minute, the address is
+    refused (429) until the oldest failure is a minute old, right token or not, so the admin
+    token cannot be guessed at the web's request rate. Without Redis, logins are not refused
+    (the token's own length is the defence then)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        storage = RedisStorage("redis://", connection_pool=client.connection_pool)
+        self.limiter = MovingWindowRateLimiter(storage)
+        self.rate = parse(f"{LOGIN_FAILURES_ALLOWED}/minute")
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds the address must wait before trying again, or None if it may try now."""
+        try:
+            if self.limiter.test(self.rate, "ops-login", address):
+                return None
+            reset, _ = self.limiter.get_window_stats(self.rate, "ops-login", address)
+        except redis.RedisError:
+            return None
+        return max(1, int(reset - time.time()) + 1)
+
+    def failed(self, address: str) -> None:
+        try:
+            self.limiter.hit(self.rate, "ops-login", address)
+        except redis.RedisError:
+            pass

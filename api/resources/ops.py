@@ -14,7 +14,7 @@ import falcon
 from api import schemas
 from api.access import Access
 from api.docs import HTML, Answer, Operation
-from api.ops_access import LOGIN_PATH, PATH, OperatorSessions, same_secret
+from api.ops_access import LOGIN_PATH, PATH, LoginThrottle, OperatorSessions, same_secret
 from service.infra.config import Settings
 from service.observability import board
 from service.observability.health import HealthChecker
@@ -111,6 +111,12 @@ class OpsLoginResource:
                     },
                 ),
                 401: Answer("Not the admin token: the form again (HTML)", schemas.HTML_PAGE, HTML),
+                429: Answer(
+                    "Too many wrong tokens from this address in a minute: the form (HTML)",
+                    schemas.HTML_PAGE,
+                    HTML,
+                    headers={"Retry-After": ({"type": "string"}, True)},
+                ),
             },
             other_bodies={"application/x-www-form-urlencoded": LOGIN_FORM},
             errors=(404,),
@@ -118,9 +124,15 @@ class OpsLoginResource:
         ),
     }
 
-    def __init__(self, settings: Settings, sessions: OperatorSessions) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: OperatorSessions,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
         self.admin_token = settings.admin_token
         self.sessions = sessions
+        self.throttle = throttle
 
     def _require_enabled(self) -> None:
         if not self.admin_token:
@@ -134,12 +146,21 @@ class OpsLoginResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._require_enabled()
+        address = req.remote_addr or ""
+        wait = self.throttle.retry_after(address) if self.throttle else None
+        if wait is not None:
+            log.warning("operator login throttled", extra={"remote_addr": address})
+            login_page(resp, falcon.HTTP_429, "Too many wrong tokens: try again in a minute.")
+            resp.set_header("Retry-After", str(wait))
+            return
         try:
             token = form_token(req)
         except ValueError:  # more fields than a login form has
             token = None
         if not same_secret(token, self.admin_token):
-            log.warning("operator login refused", extra={"remote_addr": req.remote_addr})
+            log.warning("operator login refused", extra={"remote_addr": address})
+            if self.throttle:
+                self.throttle.failed(address)
             login_page(resp, falcon.HTTP_401, "That is not the admin token.")
             return
         log.info("operator logged in", extra={"remote_addr": req.remote_addr})

@@ -305,6 +305,26 @@ def test_a_wrong_token_on_the_login_form_is_refused_without_a_session(client, to
     assert session_cookie(result) is None
 
 
+def test_wrong_tokens_from_one_address_are_throttled_and_another_address_is_not(client):
+    # When one address posts ten wrong tokens, then an eleventh, then the right one
+    wrong = [login(client, f"guess-{n}").status_code for n in range(10)]
+    throttled, right = login(client, "guess-10"), login(client, ADMIN_TOKEN)
+    # Then the ten are refused 401, and after them even the right token waits (429)
+    assert wrong == [401] * 10
+    for result in (throttled, right):
+        assert result.status_code == 429 and "try again" in result.text
+        assert 1 <= int(result.headers["retry-after"]) <= 61
+        assert session_cookie(result) is None
+    # ...while another address logs in
+    other = client.simulate_post(
+        "/ops/login",
+        body=f"token={ADMIN_TOKEN}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        remote_addr="10.1.2.3",
+    )
+    assert other.status_code == 303 and session_cookie(other) is not None
+
+
 def test_the_login_form_opens_a_session_that_shows_the_page_until_logout(client, settings):
     # When the operator logs in with the admin token
     result = login(client, ADMIN_TOKEN)

@@ -146,7 +146,12 @@ def test_security_follows_each_resources_declared_access(app, document):
 
 
 # Answers for a person's browser: a page, not the API's error shape.
-PAGES = {("GET", "/r/{code}", "410"), ("HEAD", "/r/{code}", "410"), ("POST", "/ops/login", "401")}
+PAGES = {
+    ("GET", "/r/{code}", "410"),
+    ("HEAD", "/r/{code}", "410"),
+    ("POST", "/ops/login", "401"),
+    ("POST", "/ops/login", "429"),
+}
 # Health reports: their 503 is the report of a system that is not ok.
 REPORTS = {("GET", "/readiness", "503"), ("GET", "/health/full", "503")}
 
