@@ -209,9 +209,9 @@ def persist_test_send(test_send_id: int, provider_id: str) -> None:
 )
 def send_inbound_reply(message_key: str, sender: str, to: str, text: str, attempt: int) -> None:
     """The next try of an answer to STOP, START or HELP the provider did not take."""
-    sender_ = batch_sender()
+    batches = batch_sender()
     state = replies.resend(
-        message_key, sender, to, text, attempt, sender_.provider, sender_.limiter
+        message_key, sender, to, text, attempt, batches.provider, batches.limiter
     )
     log.info("answer to an inbound message tried again", extra={"state": state, "attempt": attempt})
 

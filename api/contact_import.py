@@ -155,7 +155,7 @@ def _decoded(req: falcon.Request, raw: bytes) -> str:
 
 # The encodings spreadsheets and shops save text in, by the names `codecs.lookup` gives them.
 _TEXT_ENCODINGS = re.compile(
-    r"utf-8(-sig)?|utf-(16|32)(-[lb]e)?|ascii|latin-1|iso8859-\d+|cp\d+|mac-[a-z]+"
+    r"utf-8(-sig)?|utf-(16|32)(-[lb]e)?|ascii|iso8859-\d+|cp\d+|mac-[a-z]+"
     r"|koi8-[ru]|gb2312|gbk|gb18030|big5(hkscs)?|shift_jis(_2004|x0213)?|euc_[a-z0-9_]+"
 )
 
