@@ -28,7 +28,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -38,7 +39,7 @@ from api import paths, schemas
 from api.body import MAX_BODY, parse_json
 from api.errors import UNAVAILABLE, dependency_name
 from api.workers import close_connection, queued_for
-from service import report_inbox
+from service import provider, report_inbox
 from service.delivery import DELIVERY_STATUSES
 from service.errors import InvalidInput
 from service.infra import metrics
@@ -82,6 +83,17 @@ def malformed(description: str) -> Refused:
 
 
 # --- the body ----------------------------------------------------------------------------------
+#
+# A provider does not post a report again after a 4xx: what this route refuses is lost, and
+# with it the evidence that settles a message of unknown outcome (SPEC 4). So only what cannot
+# be stored or matched refuses a report: an id (a string, or an integer as some providers
+# write it), a status among SPEC 7's in any case. The informational fields are read where they
+# can be (`statusCode` as an integer or its digits; `timestamp` in RFC 3339, or ISO 8601
+# without an offset, read as UTC) and otherwise kept empty (the applier then uses the time it
+# applies the report). In an array each report stands alone: the valid ones are stored and the
+# others listed in the answer's `invalid`, by index; a body with no valid report is a 422.
+
+_STATUS_BY_NAME = {status.lower(): status for status in DELIVERY_STATUSES}
 
 
 def _text(value: Any, field: str, maximum: int, nullable: bool, minimum: int = 0) -> str | None:
@@ -95,75 +107,76 @@ def _text(value: Any, field: str, maximum: int, nullable: bool, minimum: int = 0
     return value
 
 
-def _status_code(value: Any, field: str) -> int | None:
-    if value is None:
-        return None
-    # JSON Schema's integer: a number without a fractional part (1.0 is one), never a boolean.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _invalid(field, "must be an integer or null")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise _invalid(field, "must be an integer or null")
-        value = int(value)
-    if not -_INT32 <= value < _INT32:
-        raise _invalid(field, f"must be between {-_INT32} and {_INT32 - 1}")
-    return value
-
-
-def _timestamp(value: Any, field: str) -> datetime | None:
-    if value is None:
-        return None
+def _message_id(value: Any, field: str) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's integer: 5.0 is one
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= schemas.MAX_INTEGER_ID:
+            raise _invalid(field, "an integer id must be positive, of at most 100 digits")
+        value = provider.message_id(value)  # as the send's answer names it
     if not isinstance(value, str):
-        raise _invalid(field, "must be a string or null")
+        raise _invalid(field, "must be a string or an integer")
+    text = _text(value, field, 100, False, 1)
+    assert text is not None
+    return text
+
+
+def _delivery_status(value: Any, field: str) -> str:
+    status = _STATUS_BY_NAME.get(value.strip().lower()) if isinstance(value, str) else None
+    if status is None:
+        raise _invalid(field, f"must be one of {', '.join(DELIVERY_STATUSES)} (in any case)")
+    return status
+
+
+def _status_code(value: Any) -> int | None:
+    """The provider's code, informational: an integer (1.0 is one) or its digits, else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    code = provider.response_code(value)
+    return code if code is not None and -_INT32 <= code < _INT32 else None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """When the provider saw the status, informational: RFC 3339, or ISO 8601 without an
+    offset (read as UTC), else None."""
+    if not isinstance(value, str) or len(value) > 100:
+        return None
     try:
-        return schemas.parse_datetime(value)
-    except ValueError as error:
-        shown = value if len(value) <= 100 else value[:100] + "..."
-        raise _invalid(field, f"{shown!r} is not an RFC 3339 date-time ({error})") from None
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
-class _Shallow(InvalidInput):
-    """A report that is not an object, or misses a required field: the schema names such an
-    error only when no report of the body has a wrong field (its deepest error wins)."""
-
-
-def _report(item: Any, prefix: str) -> tuple[dict[str, Any], str | None]:
-    """One report checked as `schemas.DELIVERY_REPORT` does, its fields in the schema's order;
-    with the first field holding text PostgreSQL cannot store (which the schema path checks
-    only once the whole body is valid), or None."""
+def _report(item: Any, prefix: str) -> dict[str, Any]:
+    """One report as `schemas.DELIVERY_REPORT` describes it: the six stored fields, or
+    `InvalidInput` naming the first field that refuses it."""
     if not isinstance(item, dict):
-        raise _Shallow(f"{prefix.rstrip('.') or 'body'}: a report must be an object", prefix[:-1])
+        raise _invalid(prefix.rstrip(".") or "body", "a report must be an object")
     get = item.get
-    id_ = _text(get("id"), f"{prefix}id", 100, False, 1) if "id" in item else None
-    to = _text(get("to"), f"{prefix}to", 40, True)
-    reference = _text(get("reference"), f"{prefix}reference", 200, True)
-    status = get("deliveryStatus")
-    if "deliveryStatus" in item and (not isinstance(status, str) or status not in _STATUSES):
-        raise _invalid(f"{prefix}deliveryStatus", f"must be one of {', '.join(DELIVERY_STATUSES)}")
-    status_code = _status_code(get("statusCode"), f"{prefix}statusCode")
-    timestamp = _timestamp(get("timestamp"), f"{prefix}timestamp")
+    # A missing field is named before a wrong one, as the schema's validation names them.
     for name in ("id", "deliveryStatus"):
         if name not in item:
-            raise _Shallow(f"'{prefix}{name}' is required", f"{prefix}{name}")
+            raise InvalidInput(f"'{prefix}{name}' is required", f"{prefix}{name}")
     report = {
-        "id": id_,
-        "to": to,
-        "reference": reference,
-        "deliveryStatus": status,
-        "statusCode": status_code,
-        "timestamp": timestamp,
+        "id": _message_id(get("id"), f"{prefix}id"),
+        "to": _text(get("to"), f"{prefix}to", 40, True),
+        "reference": _text(get("reference"), f"{prefix}reference", 200, True),
+        "deliveryStatus": _delivery_status(get("deliveryStatus"), f"{prefix}deliveryStatus"),
+        "statusCode": _status_code(get("statusCode")),
+        "timestamp": _timestamp(get("timestamp")),
     }
     # Providers add fields (kept out of storage), but like every body none may hold text
     # PostgreSQL cannot store (`schemas._storable`).
     for name, value in item.items():
         if isinstance(value, str):
             if schemas._UNSTORABLE.search(value):
-                return report, f"{prefix}{name}"
+                raise _unstorable(f"{prefix}{name}")
         elif isinstance(value, (dict, list)):
             inner = schemas._unstorable_text(value)
             if inner is not None:
-                return report, f"{prefix}{name}.{inner}"
-    return report, None
+                raise _unstorable(f"{prefix}{name}.{inner}")
+    return report
 
 
 def _unstorable(field: str) -> InvalidInput:
@@ -172,10 +185,22 @@ def _unstorable(field: str) -> InvalidInput:
     )
 
 
-def parse_reports(raw: bytes) -> list[dict[str, Any]]:
+@dataclass
+class Parsed:
+    """A body's reports: the valid ones (the six stored fields, `timestamp` parsed) and, for
+    an array, each refused one by index with the field and the reason."""
+
+    reports: list[dict[str, Any]]
+    invalid: list[dict[str, Any]] = field(default_factory=list)
+
+    def answer(self) -> dict[str, Any]:
+        return {"received": len(self.reports), "invalid": self.invalid}
+
+
+def parse_reports(raw: bytes) -> Parsed:
     """The reports of a body: one report object or an array of 1 to 10,000. Raises `Refused`
-    (400, malformed JSON) or `InvalidInput` naming the field (422); each report comes back with
-    the six stored fields only, `timestamp` parsed."""
+    (400, malformed JSON) or `InvalidInput` naming the field (422) when the body's shape is
+    wrong or none of its reports is valid."""
     if not raw.strip():
         raise malformed("the body is empty")
     try:
@@ -185,33 +210,29 @@ def parse_reports(raw: bytes) -> list[dict[str, Any]]:
     except RecursionError:  # "[[[[..." a few KiB deep exhausts the parser's stack
         raise malformed("the document is nested too deeply") from None
     if isinstance(document, dict):
-        items, prefixes = [document], [""]
-    elif not isinstance(document, list):
+        return Parsed([_report(document, "")])
+    if not isinstance(document, list):
         raise _invalid("body", "must be a report object or an array of reports")
-    elif not document:
+    if not document:
         raise _invalid("body", "an array of reports must hold at least one")
-    elif len(document) > MAX_REPORTS:
+    if len(document) > MAX_REPORTS:
         raise InvalidInput(
             f"body: at most {MAX_REPORTS} items (it has {len(document)})", "body"
         )  # as `schemas._too_many` says it
-    else:
-        items, prefixes = document, [f"{index}." for index in range(len(document))]
-    reports: list[dict[str, Any]] = []
-    shallow: _Shallow | None = None
-    unstorable: str | None = None
-    for item, prefix in zip(items, prefixes):
+    parsed = Parsed([])
+    first_error: InvalidInput | None = None
+    for index, item in enumerate(document):
         try:
-            report, bad_text = _report(item, prefix)
-        except _Shallow as error:
-            shallow = shallow or error
-            continue
-        reports.append(report)
-        unstorable = unstorable or bad_text
-    if shallow is not None:
-        raise shallow
-    if unstorable is not None:
-        raise _unstorable(unstorable)
-    return reports
+            parsed.reports.append(_report(item, f"{index}."))
+        except InvalidInput as error:
+            first_error = first_error or error
+            parsed.invalid.append(
+                {"index": index, "field": error.field, "reason": error.description}
+            )
+    if not parsed.reports:
+        assert first_error is not None
+        raise first_error
+    return parsed
 
 
 # --- storing -----------------------------------------------------------------------------------
@@ -346,9 +367,9 @@ class ReportRoute:
         raw = stream.read(length) if length is not None else stream.read(MAX_BODY + 1)
         if len(raw) > MAX_BODY:
             raise _too_large()
-        reports = parse_reports(raw)
-        self.ingest.store(reports)
-        return "200 OK", {"received": len(reports)}, ()
+        parsed = parse_reports(raw)
+        self.ingest.store(parsed.reports)
+        return "200 OK", parsed.answer(), ()
 
     def _authenticate(self, environ: dict[str, Any]) -> None:
         if self.secret is None:

@@ -6,6 +6,7 @@ to."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -205,15 +206,41 @@ TEST_SEND_CREATE = _object(
     ("phone",),
 )
 
+
+def _any_case(words: Sequence[str]) -> str:
+    """A JSON Schema (ECMA 262) pattern matching one of `words` in any case, spaces around."""
+    spelled = ("".join(f"[{c.upper()}{c.lower()}]" for c in word) for word in words)
+    return rf"^\s*(?:{'|'.join(spelled)})\s*$"
+
+
+MAX_INTEGER_ID = 10**100 - 1  # its digits fit the stored id (100 characters)
+# A provider posts no report again after a 4xx, so only what cannot be stored or matched refuses
+# one (`api/report_ingest.py`): the informational `statusCode` and `timestamp` are read where
+# they can be and kept empty otherwise; in an array each report is refused on its own.
 DELIVERY_REPORT = {
     **_object(
         {
-            "id": {"type": "string", "minLength": 1, "maxLength": 100},
+            "id": {
+                "type": ["string", "integer"],
+                "minLength": 1,
+                "maxLength": 100,
+                "minimum": 0,
+                "maximum": MAX_INTEGER_ID,
+            },
             "to": {"type": ["string", "null"], "maxLength": 40},
             "reference": {"type": ["string", "null"], "maxLength": 200},
-            "deliveryStatus": {"enum": list(DELIVERY_STATUSES)},
-            "statusCode": {"type": ["integer", "null"], "minimum": -(2**31), "maximum": 2**31 - 1},
-            "timestamp": {"type": ["string", "null"], "format": "date-time"},
+            "deliveryStatus": {
+                "type": "string",
+                "pattern": _any_case(DELIVERY_STATUSES),
+                "description": f"one of {', '.join(DELIVERY_STATUSES)}, in any case",
+            },
+            "statusCode": {
+                "description": "an integer, or its digits in a string; anything else is ignored"
+            },
+            "timestamp": {
+                "description": "RFC 3339, or ISO 8601 without an offset (UTC); anything else"
+                " is ignored (the report then counts from when it was applied)"
+            },
         },
         ("id", "deliveryStatus"),
     ),
@@ -788,7 +815,22 @@ API_KEYS = answer(
 
 API_KEY_REVOKED = answer({"id": _ID, "revoked_at": _TIME})
 
-REPORTS_RECEIVED = answer({"received": _COUNT})
+REPORTS_RECEIVED = answer(
+    {
+        "received": _COUNT,
+        "invalid": {
+            "type": "array",
+            "description": "the reports of an array that were refused (the others were stored)",
+            "items": answer(
+                {
+                    "index": {"type": "integer", "minimum": 0},
+                    "field": {"type": ["string", "null"]},
+                    "reason": {"type": "string"},
+                }
+            ),
+        },
+    }
+)
 
 HEALTH = answer({"ok": {"const": True}})
 

@@ -136,25 +136,48 @@ def classify_exception(error: requests.RequestException) -> SendResult:
     return SendResult(Outcome.UNKNOWN, reason=f"{type(error).__name__}: {str(error)[:200]}")
 
 
-def _is_code(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_INTEGER_TEXT = re.compile(r"\s*-?[0-9]{1,9}\s*")
 
 
-def classify_message(message: Any) -> SendResult:
-    """One message of an answer: accepted only with responseCode 0 and a string id; a code
-    that is not an integer, or no id, leaves the outcome unknown."""
+def response_code(value: Any) -> int | None:
+    """A `responseCode` as an integer: a JSON integer, or its digits in a string (`"0"`):
+    providers and their versions differ. None when it is neither (never a boolean)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return int(value)
+    return None
+
+
+def message_id(value: Any) -> str | None:
+    """A provider's message id as text: a non-blank string as written, or a JSON integer in
+    decimal (delivery reports name it the same way, `api/report_ingest.py`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    return None
+
+
+def classify_message(message: Any, inherited_code: int | None = None) -> SendResult:
+    """One message of an answer: accepted with responseCode 0 and an id. A bulk answer's
+    messages may carry no code of their own (SPEC 7: `{responseCode, messages: [{id, to,
+    ...}]}`): they take the answer's (`inherited_code`). A code that cannot be read, or no
+    id, leaves the outcome unknown."""
     if not isinstance(message, dict):
         return SendResult(Outcome.UNKNOWN, reason="unreadable message in the answer")
-    code = message.get("responseCode")
-    if not _is_code(code):
+    code = response_code(message["responseCode"]) if "responseCode" in message else inherited_code
+    if code is None:
         return SendResult(Outcome.UNKNOWN, reason="answer without an integer responseCode")
     if code != 0:
         text = message.get("responseText")
         return SendResult(
             Outcome.REJECTED, reason=f"{code}: {text if isinstance(text, str) else ''}"[:200]
         )
-    provider_id = message.get("id")
-    if isinstance(provider_id, str) and provider_id.strip():
+    provider_id = message_id(message.get("id"))
+    if provider_id is not None:
         return SendResult(Outcome.ACCEPTED, provider_id=provider_id)
     return SendResult(Outcome.UNKNOWN, reason="accepted without a message id")
 
@@ -212,19 +235,22 @@ def classify_bulk_answer(
     messages = answer.get("messages")
     if not isinstance(messages, list) or not messages:
         return [_whole_batch(answer)] * len(to)
-    return _match_messages(messages, to)
+    return _match_messages(messages, to, response_code(answer.get("responseCode")))
 
 
 def _whole_batch(answer: dict[str, Any]) -> SendResult:
     # Without per-message entries only a refusal of the whole call can be read.
-    code = answer.get("responseCode")
-    if _is_code(code) and code != 0:
+    code = response_code(answer.get("responseCode"))
+    if code is not None and code != 0:
         return classify_message(answer)
     return SendResult(Outcome.UNKNOWN, reason="bulk answer without messages")
 
 
-def _match_messages(messages: list[Any], to: Sequence[str]) -> list[SendResult]:
-    """Each requested number's outcome from the message entries naming it by `to`."""
+def _match_messages(
+    messages: list[Any], to: Sequence[str], answer_code: int | None
+) -> list[SendResult]:
+    """Each requested number's outcome from the message entries naming it by `to`; an entry
+    without a code of its own takes the answer's (`answer_code`)."""
     named: dict[str, list[Any]] = {}
     for message in messages:
         key = _phone_key(message.get("to")) if isinstance(message, dict) else None
@@ -246,7 +272,7 @@ def _match_messages(messages: list[Any], to: Sequence[str]) -> list[SendResult]:
         elif len(entries) > 1 or requested[key] > 1:
             results.append(SendResult(Outcome.UNKNOWN, reason="ambiguous in the bulk answer"))
         else:
-            results.append(classify_message(entries[0]))
+            results.append(classify_message(entries[0], answer_code))
     return results
 
 

@@ -54,11 +54,11 @@ class DeliveryReportResource:
         if self.ingest.full():
             raise _http(shed())
         try:
-            reports = parse_reports(read_bytes(req))
-            self.ingest.store(reports)
+            parsed = parse_reports(read_bytes(req))
+            self.ingest.store(parsed.reports)
         except Refused as refused:
             raise _http(refused) from None
-        resp.media = {"received": len(reports)}
+        resp.media = parsed.answer()
 
 
 def _http(refused: Refused) -> falcon.HTTPError:

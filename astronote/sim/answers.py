@@ -18,6 +18,30 @@ MALFORMED_ANSWERS = (
 )
 
 
+def terse_id(message_id: str) -> int | str:
+    """A message id as a provider writing integers would: the simulator's hex id read as one
+    (its records keep the text, which is what the client stores)."""
+    return int(message_id, 16)
+
+
+def terse(answers: list[dict[str, Any]], bulk: bool) -> list[dict[str, Any]]:
+    """Per-number answers as another provider spells them (config `terse`): integer ids; in a
+    bulk answer only `{id, to, timestamp}` (SPEC 7: the code is the answer's, so a rejected
+    number is left out of `messages`), in `/sms`'s the code as a string."""
+    spelled = []
+    for answer in answers:
+        if answer["id"] is None:
+            if not bulk:
+                spelled.append({**answer, "responseCode": str(answer["responseCode"])})
+            continue
+        message_id = terse_id(answer["id"])
+        if bulk:
+            spelled.append({"id": message_id, "to": answer["to"], "timestamp": answer["timestamp"]})
+        else:
+            spelled.append({**answer, "id": message_id, "responseCode": "0"})
+    return spelled
+
+
 def answer_body(outcome: str, answers: list[dict[str, Any]], bulk: bool) -> Any:
     """The JSON answer to a call whose per-number `answers` are decided (outcome `ok`,
     `shuffled` or one of MALFORMED_ANSWERS)."""

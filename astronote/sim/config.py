@@ -37,6 +37,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dlr_queued_first": False,
     "dlr_callback_override": None,
     "shuffle_bulk": False,
+    # Another provider's spelling of the same API (`astronote/sim/answers.terse`): ids as
+    # integers, a bulk answer's code on the answer only, `/sms`'s code as a string; reports
+    # with the status in capitals, the code as a string, the time without an offset.
+    "terse": False,
     # Where `POST /_sim/inbound` posts the messages customers "send" (the application's
     # inbound webhook, with its token).
     "inbound_url": None,
@@ -77,7 +81,7 @@ _RATE_FIELDS = (
 )
 _NON_NEGATIVE_FIELDS = ("latency_ms", "retry_after_s", "timeout_s", "dlr_delay_ms")
 _POSITIVE_FIELDS = ("dlr_timeout_s",)
-_BOOL_FIELDS = ("dlr_enabled", "dlr_queued_first", "dlr_burst", "shuffle_bulk")
+_BOOL_FIELDS = ("dlr_enabled", "dlr_queued_first", "dlr_burst", "shuffle_bulk", "terse")
 
 
 def _is_number(value: Any) -> bool:

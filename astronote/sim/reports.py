@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+from astronote.sim.answers import terse_id
 from astronote.sim.burst import BurstPoster
 from astronote.sim.config import DLR_STATUSES
 from astronote.sim.retry import Retries
@@ -38,6 +39,17 @@ _INTERMEDIATE_STATUS = "Sent"
 def now_iso() -> str:
     """The provider's timestamp format, shared by send answers and delivery reports."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _terse(report: dict[str, Any]) -> dict[str, Any]:
+    """A report as another provider spells it (config `terse`)."""
+    return {
+        **report,
+        "id": terse_id(report["id"]),
+        "deliveryStatus": report["deliveryStatus"].upper(),
+        "statusCode": str(report["statusCode"]),
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def plan_reports(
@@ -62,8 +74,10 @@ def plan_reports(
             "deliveryStatus": status,
             "statusCode": DLR_STATUSES[status],
         }
+        early = dict(report, deliveryStatus=_INTERMEDIATE_STATUS, statusCode=0)
+        if cfg["terse"]:
+            report, early = _terse(report), _terse(early)
         if cfg["dlr_queued_first"]:
-            early = dict(report, deliveryStatus=_INTERMEDIATE_STATUS, statusCode=0)
             entries.append((base + delay / 2, early))
         entries.append((base + delay, report))
         if dup:

@@ -15,7 +15,7 @@ from http.server import ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
 
-from astronote.sim.answers import answer_body
+from astronote.sim.answers import answer_body, terse
 from astronote.sim.state import Simulator
 from astronote.sim.wire import LeanRequestHandler
 
@@ -173,6 +173,8 @@ class _Handler(LeanRequestHandler):
             return
         if bulk and (outcome == "shuffled" or cfg["shuffle_bulk"]):
             answers = sim.shuffled(answers)
+        if cfg["terse"]:
+            answers = terse(answers, bulk)
         encoded = json.dumps(answer_body(outcome, answers, bulk)).encode()
         if outcome == "timeout":
             sim.bump(timeouts=1)

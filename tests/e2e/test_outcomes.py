@@ -194,3 +194,42 @@ def test_an_unknown_outcome_without_evidence_fails_without_debit(make_stack, db,
         "available": 995,
     }
     assert (progress["credits"]["held"], progress["credits"]["reservation"]) == (5, "held")
+
+
+def test_another_providers_spelling_is_sent_charged_and_delivered(stack, db):
+    # Given a provider spelling SPEC 7 its own way: integer ids, a bulk answer whose entries
+    # carry no code of their own (the answer's 0), `/sms`'s code as a string; reports with the
+    # status in capitals, the code as a string and the time without an offset
+    stack.sim_config(terse=True)
+    shops = [stack.create_shop(f"terse-{n}.example", credits=1000) for n in (1, 2)]
+    for n, (_, key) in enumerate(shops):
+        stack.import_contacts(key, 12, start=100 * n)
+
+    # When one shop sends a bulk campaign and the other a personalised one
+    campaigns = [
+        launch(stack, shops[0][1], "Weekend sale: 20% off", append_unsubscribe=False),
+        launch(stack, shops[1][1], "Hi {first_name}, 20% off", append_unsubscribe=False),
+    ]
+
+    # Then every message is sent once and charged (not left of unknown outcome, uncharged)
+    for (shop_id, key), campaign_id, other in zip(shops, campaigns, reversed(campaigns)):
+        progress = stack.wait_finished(key, campaign_id, timeout=60)
+        assert (progress["status"], progress["sent"], progress["failed"]) == ("completed", 12, 0)
+        assert_invariants(db, stack, shop_id, campaign_id, others=(other,))
+    assert stack.sim_messages(summary="1")["count"] == 24
+    # And each recipient holds the provider's id as text, and its report was applied
+    recorded = [str(int(m["id"], 16)) for m in stack.sim_messages()["messages"]]
+    wait_for(
+        lambda: (
+            rows(
+                db,
+                "SELECT count(*) FROM campaign_recipient WHERE delivery_status = 'Delivered'"
+                " AND mitto_message_id = ANY(%s)",
+                recorded,
+            )[0][0]
+            == 24
+        ),
+        30,
+        "every report applied",
+    )
+    assert rows(db, "SELECT count(*) FROM delivery_report WHERE status <> 'Delivered'") == [(0,)]

@@ -77,11 +77,12 @@ def test_an_sms_answered_with_another_code_is_rejected_with_the_reason() -> None
         b"true",
         b"[" * 100_000,
         b'{"responseText": "OK"}',  # no responseCode
-        b'{"id": "m-1", "responseCode": "0"}',  # responseCode a string
+        b'{"id": "m-1", "responseCode": "zero"}',  # responseCode not an integer
         b'{"id": "m-1", "responseCode": true}',  # a boolean is no code
         b'{"id": "m-1", "responseCode": 0.0}',
         b'{"responseCode": 0}',  # no id
-        b'{"id": 17, "responseCode": 0}',  # id not a string
+        b'{"id": 1.5, "responseCode": 0}',  # id neither a string nor an integer
+        b'{"id": true, "responseCode": 0}',
         b'{"id": "  ", "responseCode": 0}',
     ],
     ids=repr,
@@ -242,14 +243,14 @@ def test_a_number_requested_twice_is_unknown_for_both_recipients() -> None:
 
 
 def test_unreadable_entries_leave_only_their_recipients_unknown() -> None:
-    # Given entries that are not objects, lack `to` or `id`, or carry a string responseCode
+    # Given entries that are not objects, lack `to` or `id`, or carry an unreadable code
     body = bulk(
         [
             "m-1",
             None,
             [TO[0]],
             {"id": "m-9"},
-            message(TO[0], id="m-1", code="0"),
+            message(TO[0], id="m-1", code="0x"),
             {"to": TO[1], "responseCode": 0},
             message(TO[2], id="m-3"),
         ]
@@ -355,3 +356,44 @@ def test_a_bulk_recipient_is_accepted_only_with_its_own_single_message(entries: 
             ]
             assert len(named) == 1
             assert named[0]["responseCode"] == 0 and named[0]["id"] == result.provider_id
+
+
+@pytest.mark.parametrize(
+    "body, provider_id",
+    [
+        (b'{"id": "m-1", "responseCode": "0"}', "m-1"),  # the code's digits in a string
+        (b'{"id": "m-1", "responseCode": " 0 "}', "m-1"),
+        (b'{"id": 1001, "responseCode": 0}', "1001"),  # an integer id, as delivery reports name it
+        (b'{"id": "m-1", "responseCode": 0.0}', None),  # not an integer: unknown
+    ],
+    ids=repr,
+)
+def test_an_sms_answer_in_another_providers_spelling_is_read(
+    body: bytes, provider_id: str | None
+) -> None:
+    # When an answer writes its code or id as other providers do
+    result = classify_sms_answer(200, {}, body)
+    # Then it is accepted with the id as text (a delivery report naming it matches)
+    if provider_id is None:
+        assert result.outcome is Outcome.UNKNOWN
+    else:
+        assert (result.outcome, result.provider_id) == (Outcome.ACCEPTED, provider_id)
+
+
+def test_bulk_entries_without_a_code_of_their_own_take_the_answers() -> None:
+    # Given SPEC 7's bulk answer: the code on the answer, the entries only `{id, to, ...}`
+    entries = [
+        {"id": f"m-{i}", "to": to, "timestamp": "2026-12-03T14:17:51Z"} for i, to in enumerate(TO)
+    ]
+    accepted = classify_bulk_answer(200, {}, bulk(entries), TO)
+    refused = classify_bulk_answer(200, {}, bulk(entries, responseCode=8), TO)
+    # Then each is accepted under an answer's 0, refused under its refusal
+    assert [(r.outcome, r.provider_id) for r in accepted] == [
+        (Outcome.ACCEPTED, f"m-{i}") for i in range(len(TO))
+    ]
+    assert outcomes(refused) == [Outcome.REJECTED] * len(TO)
+    # And an entry's own code still decides for it
+    mixed = classify_bulk_answer(
+        200, {}, bulk([entries[0], {**entries[1], "responseCode": 3}, entries[2]]), TO
+    )
+    assert outcomes(mixed) == [Outcome.ACCEPTED, Outcome.REJECTED, Outcome.ACCEPTED]

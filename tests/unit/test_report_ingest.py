@@ -1,10 +1,11 @@
 """The webhook's hand-written validation (`api/report_ingest.parse_reports`) refuses exactly what
-the documented schema (`schemas.DELIVERY_REPORTS`, validated by jsonschema) refuses, naming the
-same field, and accepts exactly what it accepts."""
+the documented schema (`schemas.DELIVERY_REPORT`, validated by jsonschema) refuses, naming the
+same field, and accepts exactly what it accepts; in an array each report on its own."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ GOOD = {
     "timestamp": "2025-01-01T00:00:00Z",
 }
 
-BODIES: list[Any] = [
+REPORTS: list[Any] = [
     GOOD,
     {"id": "m", "deliveryStatus": "Queued"},
     {**GOOD, "to": None, "reference": None, "statusCode": None, "timestamp": None},
@@ -31,66 +32,65 @@ BODIES: list[Any] = [
     {**GOOD, "statusCode": 2**31 - 1},
     {**GOOD, "statusCode": -(2**31)},
     {**GOOD, "timestamp": "2025-01-01T00:00:00+03:00"},
-    [GOOD],
-    [GOOD, {**GOOD, "id": "msg-2"}],
+    # what providers write that the first version refused (a 4xx loses the report)
+    {**GOOD, "id": 5},
+    {**GOOD, "id": 5.0},
+    {**GOOD, "id": 10**100 - 1},
+    {**GOOD, "deliveryStatus": "delivered"},
+    {**GOOD, "deliveryStatus": "DELIVERED"},
+    {**GOOD, "deliveryStatus": " Sent "},
+    {**GOOD, "statusCode": "0"},
+    {**GOOD, "statusCode": True},
+    {**GOOD, "statusCode": 1.5},
+    {**GOOD, "statusCode": 2**31},
+    {**GOOD, "statusCode": 10**20},
+    {**GOOD, "statusCode": "x"},
+    {**GOOD, "timestamp": "yesterday"},
+    {**GOOD, "timestamp": "2025-01-01T00:00:00"},
+    {**GOOD, "timestamp": "2025-01-01 00:00:00"},
+    {**GOOD, "timestamp": "9999-12-31T23:59:59-05:00"},
+    {**GOOD, "timestamp": 1700000000},
     # refused
     {},
     {"id": "m"},
     {"deliveryStatus": "Delivered"},
     {**GOOD, "id": ""},
     {**GOOD, "id": "x" * 101},
-    {**GOOD, "id": 5},
+    {**GOOD, "id": -1},
+    {**GOOD, "id": 10**100},
+    {**GOOD, "id": 5.5},
+    {**GOOD, "id": True},
     {**GOOD, "id": None},
     {**GOOD, "to": 5},
     {**GOOD, "to": "1" * 41},
     {**GOOD, "reference": ["r"]},
     {**GOOD, "reference": "r" * 201},
     {**GOOD, "deliveryStatus": "Bogus"},
-    {**GOOD, "deliveryStatus": "delivered"},
+    {**GOOD, "deliveryStatus": "Delivered!"},
     {**GOOD, "deliveryStatus": None},
     {**GOOD, "deliveryStatus": 3},
-    {**GOOD, "statusCode": "0"},
-    {**GOOD, "statusCode": True},
-    {**GOOD, "statusCode": 1.5},
-    {**GOOD, "statusCode": 2**31},
-    {**GOOD, "statusCode": -(2**31) - 1},
-    {**GOOD, "statusCode": 10**20},
-    {**GOOD, "timestamp": "yesterday"},
-    {**GOOD, "timestamp": "2025-01-01T00:00:00"},
-    {**GOOD, "timestamp": "9999-12-31T23:59:59-05:00"},
-    {**GOOD, "timestamp": 1700000000},
     {**GOOD, "id": "a\x00b"},
     {**GOOD, "to": "\ud800"},
     {**GOOD, "networkCode": "nul\x00"},
     {**GOOD, "extra": {"deep": ["ok", "\x00"]}},
-    {"to": 5},  # a wrong field is named before a missing one
-    {"id": "m", "statusCode": "x"},
+    {"to": 5},  # a missing field is named before a wrong one
     "a string",
     5,
     None,
     True,
-    [],
-    [GOOD, {**GOOD, "deliveryStatus": "Bogus"}],
-    [GOOD, 5],
-    [GOOD, {"id": "m"}],
-    [{"id": "m"}, {**GOOD, "to": 5}],  # the deepest error first, as the schema's
-    [[GOOD]],
-    [{**GOOD, "id": "\x00"}, {**GOOD, "to": 5}],  # unstorable text only once all is valid
-    [{**GOOD, "id": "\x00"}, {"id": "m"}],
-    [{**GOOD, "to": 5}, {**GOOD, "reference": 5}],
+    [GOOD],  # an array inside an array is not a report
 ]
 
 
-def schema_outcome(document: Any) -> str | None:
-    """The field the schema path names (None: accepted)."""
+def schema_outcome(report: Any, prefix: str = "") -> str | None:
+    """The field the schema path names for one report (None: accepted)."""
     try:
-        schemas.validate(document, schemas.DELIVERY_REPORTS)
-        reports = document if isinstance(document, list) else [document]
-        for report in reports:  # what the old resource did after validation
-            if report.get("timestamp"):
-                schemas.parse_datetime(report["timestamp"])
+        schemas.validate(report, schemas.DELIVERY_REPORT)
+        unstorable = schemas._unstorable_text(report)
+        if unstorable is not None:
+            return unstorable
     except InvalidInput as error:
-        return error.field
+        return error.field if error.field != "body" else (prefix.rstrip(".") or "body")
     return None
 
 
@@ -102,22 +102,82 @@ def fast_outcome(document: Any) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("document", BODIES, ids=[repr(b)[:60] for b in BODIES])
-def test_the_hand_written_validation_names_what_the_schema_names(document):
-    assert fast_outcome(document) == schema_outcome(document)
+@pytest.mark.parametrize("report", REPORTS, ids=[repr(b)[:60] for b in REPORTS])
+def test_the_hand_written_validation_names_what_the_schema_names(report):
+    if isinstance(report, list):  # a body of its own: an array of one report
+        assert fast_outcome(report) is None
+        return
+    assert fast_outcome(report) == schema_outcome(report)
+
+
+@pytest.mark.parametrize("report", REPORTS, ids=[repr(b)[:60] for b in REPORTS])
+def test_in_an_array_each_report_is_refused_or_stored_on_its_own(report):
+    # Given an array of a valid report, the report under test and another valid one
+    document = [GOOD, report, {**GOOD, "id": "msg-3"}]
+    # When it is parsed
+    parsed = parse_reports(json.dumps(document).encode())
+    # Then the report under test is listed as invalid exactly when the schema refuses it,
+    # naming its field under its index, and the others are stored
+    refused = schema_outcome(report, "1.")
+    if refused is None:
+        assert parsed.invalid == [] and len(parsed.reports) == 3
+    else:
+        (invalid,) = parsed.invalid
+        expected = refused if refused.startswith("1") else f"1.{refused}"
+        assert (invalid["index"], invalid["field"]) == (1, expected), invalid
+        assert [r["id"] for r in parsed.reports] == ["msg-1", "msg-3"]
+
+
+def test_an_array_without_a_valid_report_is_refused_naming_the_first():
+    with pytest.raises(InvalidInput) as error:
+        parse_reports(json.dumps([{**GOOD, "to": 5}, {**GOOD, "id": ""}]).encode())
+    assert error.value.field == "0.to"
+
+
+@pytest.mark.parametrize(
+    "document, field",
+    [("a string", "body"), (5, "body"), (None, "body"), (True, "body"), ([], "body")],
+)
+def test_a_body_that_is_neither_a_report_nor_an_array_is_refused(document, field):
+    assert fast_outcome(document) == field
 
 
 def test_the_accepted_reports_carry_the_stored_fields_only():
     # Given a report with a provider's extra field, a float status code and an offset
-    (report,) = parse_reports(
+    parsed = parse_reports(
         json.dumps(
             {**GOOD, "statusCode": 3.0, "timestamp": "2025-01-01T03:00:00+03:00", "x": 1}
         ).encode()
     )
+    (report,) = parsed.reports
     # Then the six stored fields come back, the code an int, the time in UTC
     assert set(report) == {"id", "to", "reference", "deliveryStatus", "statusCode", "timestamp"}
     assert report["statusCode"] == 3 and isinstance(report["statusCode"], int)
     assert report["timestamp"].isoformat() == "2025-01-01T00:00:00+00:00"
+
+
+def test_a_providers_spellings_are_read_as_the_stored_values():
+    # Given a report as another provider writes it: an integer id, an upper-case status,
+    # the code in a string, a time without an offset
+    (report,) = parse_reports(
+        json.dumps(
+            {
+                "id": 1001,
+                "deliveryStatus": "DELIVERED",
+                "statusCode": "0",
+                "timestamp": "2026-12-03 14:17:51",
+            }
+        ).encode()
+    ).reports
+    # Then it is stored as the send's answer named it and as SPEC 7 spells the status
+    assert report["id"] == "1001" and report["deliveryStatus"] == "Delivered"
+    assert report["statusCode"] == 0
+    assert report["timestamp"] == datetime(2026, 12, 3, 14, 17, 51, tzinfo=UTC)
+    # And an unreadable time or code is kept empty rather than refusing the report
+    (vague,) = parse_reports(
+        json.dumps({**GOOD, "statusCode": "n/a", "timestamp": "yesterday"}).encode()
+    ).reports
+    assert (vague["statusCode"], vague["timestamp"]) == (None, None)
 
 
 @pytest.mark.parametrize("raw", [b"", b"  \n", b"{", b"[{]", b"\xff\xfe", b"[" * 100_000], ids=str)
