@@ -1,12 +1,5 @@
-"""gunicorn reads this file from the working directory (the Procfile's and the tests'):
-JSON logs in the master as in the workers, an access log without secrets, the configuration
-checked before any worker starts, and a truthful start line with the bound address."""
+"""gunicorn reads this file from the working directory when no `--config` is given (tests and
+benchmarks starting gunicorn by hand): the web's configuration, `api/gunicorn_conf.py`."""
 
-from api.serving import LOGCONFIG, on_starting, post_worker_init, when_ready  # noqa: F401
-
-logconfig_dict = LOGCONFIG
-logger_class = "api.access_log.AccessLogger"
-# gunicorn 27's control socket (for `gunicornc`, which nothing here uses) defaults to one path
-# per user, ~/.gunicorn/gunicorn.ctl: every web process on a machine (two masters, a restart
-# beside an orphan) would take it from the other. Off.
-control_socket_disable = True
+from api.gunicorn_conf import *  # noqa: F403
+from api.gunicorn_conf import on_starting, post_worker_init, when_ready  # noqa: F401

@@ -10,6 +10,8 @@ from actors.middleware import DatabaseConnection, QueuePolling, RequeuePrefetche
 from service.infra import metrics, runtime
 
 settings = runtime.boot("worker")
+# Without the provider's key every call is refused (401) and every campaign sent fails.
+runtime.require(settings, "MITTO_API_KEY")
 metrics.configure(settings)  # before any actor module creates a metric
 
 import dramatiq  # noqa: E402

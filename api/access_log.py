@@ -1,4 +1,4 @@
-"""gunicorn's access log without secrets (SPEC 8), installed by `gunicorn.conf.py`.
+"""gunicorn's access log without secrets (SPEC 8), installed by `api/gunicorn_conf.py`.
 
 Query strings carry them: `/ops?token=` ADMIN_TOKEN, the delivery-report callback
 `?token=` DLR_WEBHOOK_SECRET; a browser's Referer repeats the page's URL, and `/u/{token}` is

@@ -768,7 +768,7 @@ RECIPIENT = answer(
     {
         "id": _ID,
         "contact_id": _ID,
-        "phone": {"type": "string"},
+        "phone": {"type": ["string", "null"], "description": "null once the contact was erased"},
         "first_name": _TEXT_OR_NULL,
         "status": {"enum": list(RECIPIENT_STATUSES)},
         "mitto_message_id": _TEXT_OR_NULL,

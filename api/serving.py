@@ -1,4 +1,4 @@
-"""gunicorn hooks (loaded by `gunicorn.conf.py`): JSON logs from the master too, and a start
+"""gunicorn hooks (loaded by `api/gunicorn_conf.py`): JSON logs from the master too, and a start
 line that says what really serves: the bound addresses, once they are bound."""
 
 from __future__ import annotations

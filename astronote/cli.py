@@ -16,6 +16,8 @@ DEMO_EXTRA = {
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    import peewee
+
     from models import database
     from models.migrate import migrate
     from service.infra import config, logs, runtime
@@ -24,7 +26,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     logs.configure("release")
     runtime.require(settings, "DATABASE_URL")
     database.bind(settings.database_url, 2)
-    applied = migrate()
+    try:
+        applied = migrate()
+    except peewee.OperationalError as error:
+        # PostgreSQL unreachable, the database missing, a password refused: one line (the
+        # release step's log), not a traceback. psycopg2's text names no password.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"astronote migrate: PostgreSQL is unavailable: {reason}", file=sys.stderr)
+        return 1
     print(f"migrations applied: {', '.join(applied) or 'none (schema up to date)'}")
     return 0
 

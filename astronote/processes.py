@@ -25,7 +25,7 @@ Options = Mapping[str, str | Sequence[str]]
 
 def procfile_path() -> Path:
     """The Procfile of the source tree, else (an installed copy) the one in the working
-    directory, where the processes run anyway (gunicorn reads gunicorn.conf.py from there)."""
+    directory."""
     return SOURCE_PROCFILE if SOURCE_PROCFILE.exists() else Path.cwd() / "Procfile"
 
 

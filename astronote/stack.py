@@ -250,6 +250,23 @@ def prepare(var_dir: Path = VAR_DIR, environ: Mapping[str, str] | None = None) -
         raise
 
 
+def wanted_port(environ: Mapping[str, str], name: str, default: int) -> int:
+    """The port `name` asks for (`default` when unset); a bad one ends `up`/`demo` with one
+    line, as the processes' own configuration does."""
+    raw = environ.get(name, "") or str(default)
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        print(
+            f"astronote: configuration error: {name}={raw!r} must be a port, 1 to 65535",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return port
+
+
 def _assemble(
     environ: dict[str, str],
     database_url: str,
@@ -257,14 +274,15 @@ def _assemble(
     embedded_names: tuple[str, ...],
     servers: EmbeddedServers | None,
 ) -> LocalStack:
-    wanted_web = int(environ.get("PORT", "") or DEFAULT_WEB_PORT)
+    wanted_web = wanted_port(environ, "PORT", DEFAULT_WEB_PORT)
+    wanted_sim = wanted_port(environ, "SIM_PORT", DEFAULT_SIM_PORT)
     web_port = choose_port(wanted_web)
-    sim_port = choose_port(DEFAULT_SIM_PORT, taken=(web_port,))
+    sim_port = choose_port(wanted_sim, taken=(web_port,))
     notes = [
         f"port {wanted} is taken; {what} uses {port} instead"
         for what, wanted, port in (
             ("the API", wanted_web, web_port),
-            ("the simulator", DEFAULT_SIM_PORT, sim_port),
+            ("the simulator", wanted_sim, sim_port),
         )
         if wanted != port
     ]

@@ -35,7 +35,7 @@ from service.errors import (
     NoRecipients,
     NotFound,
 )
-from service.infra import dispatch
+from service.infra import dispatch, logs
 from service.infra.config import Settings
 
 log = logging.getLogger("astronote.enqueue")
@@ -121,7 +121,9 @@ def _check_audience(
     )
     size = sum(count for _, count in shapes)
     if not size:
-        raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
+        raise NoRecipients(
+            f"campaign {campaign_id} has no subscribed contact to send to", "audience"
+        )
     if size > max_recipients:
         raise InvalidInput(
             f"campaign {campaign_id} would send to {size} recipients; a campaign"
@@ -188,7 +190,9 @@ def enqueue(
             created, batches = created + chunk.recipients, batches + chunk.batches
             cursor, done = chunk.cursor, chunk.done
         if inline and not created:  # the audience emptied since it was counted
-            raise NoRecipients(f"campaign {campaign_id} has no subscribed contact to send to")
+            raise NoRecipients(
+                f"campaign {campaign_id} has no subscribed contact to send to", "audience"
+            )
     if inline:
         admission.admit_shop(shop_id, settings)
     else:
@@ -202,9 +206,8 @@ def _publish_creation(campaign_id: int) -> None:
     for BATCH_STALE_AFTER_MS: the campaign is accepted and its credits reserved either way."""
     try:
         dispatch.publish_create_recipients(campaign_id, 0)
-    except dispatch.PUBLISH_ERRORS:
+    except dispatch.PUBLISH_ERRORS as error:
         log.warning(
             "publishing the recipient creation failed; the reconcile will",
-            exc_info=True,
-            extra={"campaign_id": campaign_id},
+            extra={"campaign_id": campaign_id, "error": logs.error_text(error)},
         )

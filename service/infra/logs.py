@@ -32,6 +32,13 @@ def redact(text: str) -> str:
     return API_KEY_SHAPE.sub(API_KEY_REDACTED, text)
 
 
+def error_text(error: BaseException) -> str:
+    """An outage's exception as one short field (`Type: first line`): a dependency that is
+    down is not a bug, and a traceback per request would flood the log while it lasts."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+
+
 def hide_secrets(*values: str) -> None:
     """Show none of `values` (the configured secrets) in any line this process logs, whoever
     logs them (a library's exception text included): each appears as [redacted]."""

@@ -384,9 +384,10 @@ def test_a_shop_without_any_consented_contact_has_no_recipients(client, db, shop
     campaign = client.simulate_post(
         "/campaigns", headers=auth(key), json={"name": "c", "text": "Sale today"}
     ).json
-    assert_error(
+    refused = assert_error(
         client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key)), 422
     )
+    assert refused["field"] == "audience"  # SPEC 5: a 422 says which field
 
 
 def test_existing_shops_keep_sending_without_consent_and_new_ones_require_it(db):

@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from api import schemas
 from api.access import Access
 from api.app import create_app
 from service.creation import batch_key
@@ -191,6 +192,12 @@ def test_deleting_a_contact_erases_it_everywhere_and_keeps_it_suppressed(client,
         ("opt_out", "erasure", None),
     ]
     assert log["erased_at"] is not None
+    # And the campaign's recipients still answer as documented, the erased one without number
+    (campaign,) = db.execute_sql("SELECT DISTINCT campaign_id FROM campaign_recipient").fetchone()
+    recipients = client.simulate_get(f"/campaigns/{campaign}/recipients", headers=auth(key)).json
+    schemas.validate(recipients, schemas.page_of(schemas.RECIPIENT))
+    erased = [r for r in recipients["items"] if r["contact_id"] == contact]
+    assert [(r["phone"], r["first_name"]) for r in erased] == [(None, None)]
 
 
 def test_an_erased_number_imported_again_is_still_never_messaged(client, db, shop):

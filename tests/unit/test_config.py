@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from astronote import processes
 from service.infra import config
 from service.infra.config import ConfigError
 from tests.conftest import ROOT, SECRET_KEY
@@ -188,7 +190,7 @@ def test_every_process_stops_with_one_line_and_no_traceback(command):
     assert "Traceback" not in done.stderr
 
 
-def run_process(command: list[str], **env: str) -> subprocess.CompletedProcess:
+def run_process(command: list[str], cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     """`command` against unreachable servers, without SECRET_KEY unless `env` gives one."""
     environment = {name: value for name, value in os.environ.items() if name != "SECRET_KEY"}
     environment.update(
@@ -197,11 +199,23 @@ def run_process(command: list[str], **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *command],
         env=environment,
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_procfiles_web_checks_its_configuration_from_any_directory(tmp_path):
+    # Given the Procfile's web command, started outside the checkout (an installed copy)
+    argv = processes.command("web", options={"--bind": "127.0.0.1:0", "--workers": "1"})
+    # When SECRET_KEY is unset
+    done = run_process(argv[1:], cwd=tmp_path)
+    # Then its master stops with the one line (its config is a module of the package, not a
+    # file of the working directory that gunicorn would not find there)
+    assert done.returncode != 0
+    assert "astronote: configuration error: SECRET_KEY is not set" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("process", SIGNING_PROCESSES)
@@ -213,6 +227,28 @@ def test_every_process_that_signs_links_stops_without_a_secret_key(process):
     # before any worker, instead of replacing workers that exit, forever)
     assert done.returncode != 0
     assert "astronote: configuration error: SECRET_KEY is not set" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_worker_without_the_providers_key_stops_at_start():
+    # Given everything but MITTO_API_KEY (every call would be refused 401, every campaign fail)
+    environment = {name: value for name, value in os.environ.items() if name != "MITTO_API_KEY"}
+    done = subprocess.run(
+        [sys.executable, *SIGNING_PROCESSES["worker"]],
+        env={
+            **environment,
+            "DATABASE_URL": "postgresql://x/y",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "SECRET_KEY": SECRET_KEY,
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then it stops with one line naming it
+    assert done.returncode != 0
+    assert "astronote: configuration error: MITTO_API_KEY is not set" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -273,3 +309,12 @@ def test_every_process_stops_with_one_line_on_an_invalid_broker_url(process):
         done.stderr
     ), done.stderr
     assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr
+
+
+def test_the_release_step_names_an_unreachable_database_in_one_line():
+    # Given a DATABASE_URL whose server does not answer
+    done = run_process(["-m", "astronote", "migrate"], DATABASE_URL="postgresql://x@127.0.0.1:1/y")
+    # Then `astronote migrate` fails with one line, no traceback
+    assert done.returncode == 1
+    assert "astronote migrate: PostgreSQL is unavailable:" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -78,6 +78,8 @@ def test_the_web_command_of_a_local_stack():
     assert argv[1:] == [
         "-m",
         "gunicorn",
+        "--config",
+        "python:api.gunicorn_conf",
         "api.wsgi:app",
         "--bind",
         "127.0.0.1:9001",
@@ -102,3 +104,20 @@ def test_a_missing_demo_extra_is_named_in_one_line():
     assert message is not None and "\n" not in message
     assert "missing: no-such-package" in message and "astronote[demo]" in message
     assert cli.missing_demo_extra("demo", {"requests": "requests"}) is None
+
+
+def test_up_and_demo_take_their_ports_from_port_and_sim_port(capsys):
+    from astronote.stack import wanted_port
+
+    # Unset: the defaults; set: the port asked for
+    assert wanted_port({}, "SIM_PORT", 9090) == 9090
+    assert wanted_port({"SIM_PORT": "18202"}, "SIM_PORT", 9090) == 18202
+    # A bad one ends the command with one line naming it
+    for bad in ("sim", "0", "70000"):
+        try:
+            wanted_port({"SIM_PORT": bad}, "SIM_PORT", 9090)
+        except SystemExit as stop:
+            assert stop.code == 2
+        else:
+            raise AssertionError(f"SIM_PORT={bad} was taken")
+        assert f"SIM_PORT='{bad}' must be a port" in capsys.readouterr().err
