@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -136,18 +135,6 @@ def _status_code(value: Any) -> int | None:
     return code if code is not None and -_INT32 <= code < _INT32 else None
 
 
-def _timestamp(value: Any) -> datetime | None:
-    """When the provider saw the status, informational: RFC 3339, or ISO 8601 without an
-    offset (read as UTC), else None."""
-    if not isinstance(value, str) or len(value) > 100:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
 def _report(item: Any, prefix: str) -> dict[str, Any]:
     """One report as `schemas.DELIVERY_REPORT` describes it: the six stored fields, or
     `InvalidInput` naming the first field that refuses it."""
@@ -164,7 +151,7 @@ def _report(item: Any, prefix: str) -> dict[str, Any]:
         "reference": _text(get("reference"), f"{prefix}reference", 200, True),
         "deliveryStatus": _delivery_status(get("deliveryStatus"), f"{prefix}deliveryStatus"),
         "statusCode": _status_code(get("statusCode")),
-        "timestamp": _timestamp(get("timestamp")),
+        "timestamp": schemas.provider_time(get("timestamp")),
     }
     # Providers add fields (kept out of storage), but like every body none may hold text
     # PostgreSQL cannot store (`schemas._storable`).

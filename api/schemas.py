@@ -259,11 +259,27 @@ DELIVERY_REPORTS = {
 INBOUND_MESSAGE = {
     **_object(
         {
-            "from": {"type": "string", "minLength": 1, "maxLength": 40},
+            "from": {
+                "type": ["string", "integer"],
+                "minLength": 1,
+                "maxLength": 40,
+                "minimum": 0,
+                "description": "the customer's number, `+` or `00` optional; digits may come as"
+                " a JSON integer",
+            },
             "to": {"type": "string", "minLength": 1, "maxLength": 40},
             "text": {"type": "string", "maxLength": 2000},
-            "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 100},
-            "timestamp": {"type": ["string", "null"], "format": "date-time"},
+            "id": {
+                "type": ["string", "integer", "null"],
+                "minLength": 1,
+                "maxLength": 100,
+                "minimum": 0,
+                "maximum": MAX_INTEGER_ID,
+            },
+            "timestamp": {
+                "description": "RFC 3339, or ISO 8601 without an offset (UTC); anything else is"
+                " ignored (the message then counts as received when it arrived)"
+            },
         },
         ("from", "to", "text"),
     ),
@@ -347,6 +363,19 @@ def parse_datetime(value: str) -> datetime:
         return parsed.astimezone(UTC)
     except OverflowError:
         raise ValueError("the time is out of range") from None
+
+
+def provider_time(value: Any) -> datetime | None:
+    """A time a provider wrote, informational: RFC 3339, or ISO 8601 without an offset (read as
+    UTC); None for anything else. A provider posts nothing again after a 4xx, so such a field
+    never refuses what carries it (a delivery report, a STOP)."""
+    if not isinstance(value, str) or len(value) > 100:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _unstorable_text(document: Any) -> str | None:

@@ -18,7 +18,7 @@ from service.contacts import normalise_phone
 from service.errors import InvalidInput
 from service.infra.config import Settings
 from service.infra.ratelimit import SendLimiter
-from service.provider import Provider
+from service.provider import Provider, message_id
 
 log = logging.getLogger("astronote.api.webhooks")
 
@@ -105,13 +105,11 @@ class InboundResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.INBOUND_MESSAGE)
         message = inbound.Inbound(
-            phone=inbound_number(body["from"]),
+            phone=inbound_number(str(body["from"])),
             sender=body["to"].strip(),
             text=body["text"],
-            provider_id=body.get("id"),
-            received_at=schemas.parse_datetime(body["timestamp"])
-            if body.get("timestamp")
-            else None,
+            provider_id=message_id(body.get("id")),
+            received_at=schemas.provider_time(body.get("timestamp")),
         )
         received = inbound.receive(
             message, self.settings, self.provider, audit.PROVIDER_WEBHOOK, self.limiter

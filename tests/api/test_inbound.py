@@ -514,11 +514,36 @@ def test_without_the_webhook_secret_the_inbound_webhook_is_off(
         ({"from": PHONE, "text": "STOP"}, "to"),
         ({"from": PHONE, "to": SENDER}, "text"),
         ({"from": "not a number", "to": SENDER, "text": "STOP"}, "from"),
-        ({"from": PHONE, "to": SENDER, "text": "STOP", "timestamp": "yesterday"}, "timestamp"),
+        ({"from": PHONE, "to": SENDER, "text": "STOP", "id": -1}, "id"),
+        ({"from": PHONE, "to": SENDER, "text": "STOP", "id": ""}, "id"),
     ],
 )
 def test_a_malformed_inbound_message_is_a_422_naming_the_field(client, db, body, field):
     assert_error(client.simulate_post(INBOUND, json=body), 422, field)
+
+
+def test_a_stop_in_another_providers_spelling_is_honoured_once(client, db, provider, shop):
+    # (a provider posts nothing again after a 4xx: a STOP refused for its spelling is lost)
+    shop_id, _ = shop
+    # When the STOP comes with the number and the id as JSON integers and a time without an
+    # offset, then again as a retry, and a later reply with a time that cannot be read
+    fields = {"from": int(PHONE.lstrip("+")), "to": SENDER, "text": "STOP", "id": 4711}
+    first = client.simulate_post(INBOUND, json={**fields, "timestamp": "2026-12-03 14:17:51"})
+    again = client.simulate_post(INBOUND, json={**fields, "timestamp": "2026-12-03 14:17:51"})
+    vague = client.simulate_post(
+        INBOUND, json={**fields, "id": "in-9", "text": "thanks", "timestamp": "yesterday"}
+    )
+    # Then the number is opted out with one answer, the retry recognised by its id
+    assert [r.status_code for r in (first, again, vague)] == [200, 200, 200]
+    assert (first.json["duplicate"], again.json["duplicate"]) == (False, True)
+    assert state(db, shop_id)["suppressed"] == ["reply"]
+    assert [(sender, sms.to) for sender, sms in provider.sent] == [(SENDER, PHONE)]
+    assert (
+        db.execute_sql(
+            "SELECT provider_id, received_at FROM inbound_message ORDER BY id"
+        ).fetchall()[0][0]
+        == "4711"
+    )
 
 
 def test_the_inbound_list_is_paginated_and_only_the_shops_own(client, db, shop):
