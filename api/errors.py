@@ -6,12 +6,11 @@ import json
 import logging
 
 import falcon
-import peewee
-import psycopg2
 import redis
 
 from models.database import is_conflict
 from service import errors
+from service.infra import logs
 
 log = logging.getLogger("astronote.api")
 
@@ -26,14 +25,7 @@ STATUS = {
 }
 
 # A lost database or Redis is the dependency's fault, not the request's: 503, never 500.
-UNAVAILABLE = (
-    peewee.OperationalError,
-    peewee.InterfaceError,
-    psycopg2.OperationalError,
-    psycopg2.InterfaceError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-)
+UNAVAILABLE = logs.OUTAGES
 
 
 def domain_error(

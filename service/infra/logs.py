@@ -10,6 +10,10 @@ import re
 import sys
 from datetime import UTC, datetime
 
+import peewee
+import psycopg2
+import redis
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 REDACTED = "[redacted]"
 # Shorter values are not hidden: replacing them would garble ordinary words, and the secrets
@@ -30,6 +34,22 @@ def redact(text: str) -> str:
     for secret in _hidden:
         text = text.replace(secret, REDACTED)
     return API_KEY_SHAPE.sub(API_KEY_REDACTED, text)
+
+
+# A lost database or Redis: the dependency's outage, not a bug (the API answers 503, never 500;
+# a log says it in one line, with no traceback per request or per repair while it lasts).
+OUTAGES = (
+    peewee.OperationalError,
+    peewee.InterfaceError,
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    return isinstance(error, OUTAGES)
 
 
 def error_text(error: BaseException) -> str:

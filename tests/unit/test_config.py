@@ -318,3 +318,18 @@ def test_the_release_step_names_an_unreachable_database_in_one_line():
     assert done.returncode == 1
     assert "astronote migrate: PostgreSQL is unavailable:" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_reconcile_with_postgresql_down_says_so_in_one_line_per_repair():
+    # Given PostgreSQL unreachable
+    done = run_process(
+        ["-m", "astronote", "reconcile"],
+        DATABASE_URL="postgresql://x@127.0.0.1:1/y",
+        SECRET_KEY=SECRET_KEY,
+    )
+    # Then the repairs fail (exit 1, as documented) each in one line naming the outage, no
+    # traceback: an outage is not a bug
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "repair failed" in output and "OperationalError" in output, output[-2000:]
+    assert "Traceback" not in output and '"exc"' not in output, output[-2000:]
