@@ -49,6 +49,7 @@ log = logging.getLogger("astronote.api.reports")
 
 ROUTE = paths.DELIVERY_REPORTS
 MAX_REPORTS = 10_000  # per request, as `schemas.DELIVERY_REPORTS` says
+MAX_INVALID_LISTED = 100  # refused reports of an array named in the answer
 SHED_RETRY_AFTER_S = 1
 _STATUSES = frozenset(DELIVERY_STATUSES)
 _INT32 = 2**31
@@ -96,10 +97,18 @@ _STATUS_BY_NAME = {status.lower(): status for status in DELIVERY_STATUSES}
 
 
 def _text(value: Any, field: str, maximum: int, nullable: bool, minimum: int = 0) -> str | None:
+    """A string of `minimum` to `maximum` characters, or a whole JSON number from 0 as its
+    decimal text (providers writing ids and numbers as integers: `schemas.provider_text`)."""
     if value is None and nullable:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's integer: 5.0 is one
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0 or value > 10**maximum - 1:
+            raise _invalid(field, f"an integer must be from 0, of at most {maximum} digits")
+        value = str(value)
     if not isinstance(value, str):
-        kind = "a string or null" if nullable else "a string"
+        kind = "a string, an integer or null" if nullable else "a string or an integer"
         raise _invalid(field, f"must be {kind}")
     if not minimum <= len(value) <= maximum:
         raise _invalid(field, f"must be {minimum} to {maximum} characters long")
@@ -107,14 +116,7 @@ def _text(value: Any, field: str, maximum: int, nullable: bool, minimum: int = 0
 
 
 def _message_id(value: Any, field: str) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON Schema's integer: 5.0 is one
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= schemas.MAX_INTEGER_ID:
-            raise _invalid(field, "an integer id must be positive, of at most 100 digits")
-        value = provider.message_id(value)  # as the send's answer names it
-    if not isinstance(value, str):
-        raise _invalid(field, "must be a string or an integer")
+    # An integer as its decimal text, as the send's answer is read (`provider.message_id`).
     text = _text(value, field, 100, False, 1)
     assert text is not None
     return text
@@ -181,7 +183,13 @@ class Parsed:
     invalid: list[dict[str, Any]] = field(default_factory=list)
 
     def answer(self) -> dict[str, Any]:
-        return {"received": len(self.reports), "invalid": self.invalid}
+        # The first MAX_INVALID_LISTED only: a body of 10,000 refused items would otherwise
+        # be answered with megabytes echoing its own field names.
+        return {
+            "received": len(self.reports),
+            "invalid": self.invalid[:MAX_INVALID_LISTED],
+            "invalid_count": len(self.invalid),
+        }
 
 
 def parse_reports(raw: bytes) -> Parsed:
@@ -214,7 +222,11 @@ def parse_reports(raw: bytes) -> Parsed:
         except InvalidInput as error:
             first_error = first_error or error
             parsed.invalid.append(
-                {"index": index, "field": error.field, "reason": error.description}
+                {
+                    "index": index,
+                    "field": error.field[:100] if error.field else error.field,
+                    "reason": error.description[:300],
+                }
             )
     if not parsed.reports:
         assert first_error is not None

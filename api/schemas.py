@@ -213,22 +213,26 @@ def _any_case(words: Sequence[str]) -> str:
     return rf"^\s*(?:{'|'.join(spelled)})\s*$"
 
 
-MAX_INTEGER_ID = 10**100 - 1  # its digits fit the stored id (100 characters)
+def _provider_text(max_length: int, *kinds: str) -> dict[str, Any]:
+    """A string of at most `max_length` characters, or a whole number from 0 with as many
+    digits at most (providers writing ids and numbers as JSON integers), stored as its text."""
+    return {
+        "type": ["string", "integer", *kinds],
+        "maxLength": max_length,
+        "minimum": 0,
+        "maximum": 10**max_length - 1,
+    }
+
+
 # A provider posts no report again after a 4xx, so only what cannot be stored or matched refuses
 # one (`api/report_ingest.py`): the informational `statusCode` and `timestamp` are read where
 # they can be and kept empty otherwise; in an array each report is refused on its own.
 DELIVERY_REPORT = {
     **_object(
         {
-            "id": {
-                "type": ["string", "integer"],
-                "minLength": 1,
-                "maxLength": 100,
-                "minimum": 0,
-                "maximum": MAX_INTEGER_ID,
-            },
-            "to": {"type": ["string", "null"], "maxLength": 40},
-            "reference": {"type": ["string", "null"], "maxLength": 200},
+            "id": {**_provider_text(100), "minLength": 1},
+            "to": _provider_text(40, "null"),
+            "reference": _provider_text(200, "null"),
             "deliveryStatus": {
                 "type": "string",
                 "pattern": _any_case(DELIVERY_STATUSES),
@@ -250,7 +254,15 @@ DELIVERY_REPORT = {
 DELIVERY_REPORTS = {
     "oneOf": [
         DELIVERY_REPORT,
-        {"type": "array", "minItems": 1, "maxItems": 10_000, "items": DELIVERY_REPORT},
+        {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 10_000,
+            "description": "each report stands alone: those that are not a valid report are"
+            " listed in the answer's `invalid` and the others stored; at least one must be",
+            "items": {},
+            "contains": DELIVERY_REPORT,
+        },
     ]
 }
 
@@ -260,22 +272,14 @@ INBOUND_MESSAGE = {
     **_object(
         {
             "from": {
-                "type": ["string", "integer"],
+                **_provider_text(40),
                 "minLength": 1,
-                "maxLength": 40,
-                "minimum": 0,
                 "description": "the customer's number, `+` or `00` optional; digits may come as"
                 " a JSON integer",
             },
             "to": {"type": "string", "minLength": 1, "maxLength": 40},
             "text": {"type": "string", "maxLength": 2000},
-            "id": {
-                "type": ["string", "integer", "null"],
-                "minLength": 1,
-                "maxLength": 100,
-                "minimum": 0,
-                "maximum": MAX_INTEGER_ID,
-            },
+            "id": {**_provider_text(100, "null"), "minLength": 1},
             "timestamp": {
                 "description": "RFC 3339, or ISO 8601 without an offset (UTC); anything else is"
                 " ignored (the message then counts as received when it arrived)"
@@ -847,9 +851,11 @@ API_KEY_REVOKED = answer({"id": _ID, "revoked_at": _TIME})
 REPORTS_RECEIVED = answer(
     {
         "received": _COUNT,
+        "invalid_count": _COUNT,
         "invalid": {
             "type": "array",
-            "description": "the reports of an array that were refused (the others were stored)",
+            "description": "the reports of an array that were refused (the others were"
+            " stored): the first 100 of `invalid_count`",
             "items": answer(
                 {
                     "index": {"type": "integer", "minimum": 0},

@@ -151,24 +151,40 @@ def response_code(value: Any) -> int | None:
     return None
 
 
+# The largest integer id read: its decimal text fits the stored id (100 characters).
+MAX_INTEGER_ID = 10**100 - 1
+
+
 def message_id(value: Any) -> str | None:
-    """A provider's message id as text: a non-blank string as written, or a JSON integer in
-    decimal (delivery reports name it the same way, `api/report_ingest.py`)."""
+    """A provider's message id as text: a non-blank string as written, or a whole JSON number
+    from 0 to MAX_INTEGER_ID in decimal (`17`, `17.0`: "17"). One reader for send answers,
+    delivery reports and inbound messages, so that a report names a message as its send's
+    answer did. None for anything else."""
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_INTEGER_ID:
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        return str(value) if 0 <= value <= MAX_INTEGER_ID else None
     if isinstance(value, str) and value.strip():
         return value
     return None
 
 
-def classify_message(message: Any, inherited_code: int | None = None) -> SendResult:
+def classify_message(message: Any, answer_code: int | None = None) -> SendResult:
     """One message of an answer: accepted with responseCode 0 and an id. A bulk answer's
     messages may carry no code of their own (SPEC 7: `{responseCode, messages: [{id, to,
-    ...}]}`): they take the answer's (`inherited_code`). A code that cannot be read, or no
-    id, leaves the outcome unknown."""
+    ...}]}`): the answer's 0 (`answer_code`) then accepts those with an id, and the answer's
+    refusal refuses those without one; an entry with an id under a refusal is unknown (the
+    provider named a message: it may have been sent). A code that cannot be read, or no id,
+    leaves the outcome unknown."""
     if not isinstance(message, dict):
         return SendResult(Outcome.UNKNOWN, reason="unreadable message in the answer")
-    code = response_code(message["responseCode"]) if "responseCode" in message else inherited_code
+    provider_id = message_id(message.get("id"))
+    if "responseCode" in message:
+        code = response_code(message["responseCode"])
+    elif answer_code and provider_id is not None:
+        return SendResult(Outcome.UNKNOWN, reason="an id under the answer's refusal")
+    else:
+        code = answer_code
     if code is None:
         return SendResult(Outcome.UNKNOWN, reason="answer without an integer responseCode")
     if code != 0:
@@ -176,7 +192,6 @@ def classify_message(message: Any, inherited_code: int | None = None) -> SendRes
         return SendResult(
             Outcome.REJECTED, reason=f"{code}: {text if isinstance(text, str) else ''}"[:200]
         )
-    provider_id = message_id(message.get("id"))
     if provider_id is not None:
         return SendResult(Outcome.ACCEPTED, provider_id=provider_id)
     return SendResult(Outcome.UNKNOWN, reason="accepted without a message id")
@@ -264,15 +279,24 @@ def _match_messages(
             "bulk answer has messages naming no requested number",
             extra={"messages": len(messages), "stray": stray},
         )
+    # An id named twice (17 and "17" are one id) would give two recipients one message.
+    ids = Counter(
+        message_id(message.get("id")) for message in messages if isinstance(message, dict)
+    )
     results = []
     for key in keys:
         entries = named.get(key, []) if key is not None else []
         if not entries:
             results.append(SendResult(Outcome.UNKNOWN, reason="not in the bulk answer"))
-        elif len(entries) > 1 or requested[key] > 1:
-            results.append(SendResult(Outcome.UNKNOWN, reason="ambiguous in the bulk answer"))
-        else:
-            results.append(classify_message(entries[0], answer_code))
+            continue
+        result = classify_message(entries[0], answer_code)
+        if (
+            len(entries) > 1
+            or requested[key] > 1
+            or (result.provider_id is not None and ids[result.provider_id] > 1)
+        ):
+            result = SendResult(Outcome.UNKNOWN, reason="ambiguous in the bulk answer")
+        results.append(result)
     return results
 
 

@@ -70,6 +70,12 @@ def _http(refused: Refused) -> falcon.HTTPError:
     )
 
 
+def whole_text(value: str | int | float) -> str:
+    """A field the schema lets be a string or a whole number (`306912345678`, `306912345678.0`:
+    JSON Schema's integer) as text."""
+    return str(int(value)) if isinstance(value, (int, float)) else value
+
+
 def inbound_number(raw: str) -> str:
     """The customer's number in E.164; providers write it with or without the `+`, or with the
     international `00` in its place (E.164's digits never start with 0)."""
@@ -105,7 +111,7 @@ class InboundResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.INBOUND_MESSAGE)
         message = inbound.Inbound(
-            phone=inbound_number(str(body["from"])),
+            phone=inbound_number(whole_text(body["from"])),
             sender=body["to"].strip(),
             text=body["text"],
             provider_id=message_id(body.get("id")),

@@ -20,7 +20,7 @@ MALFORMED_ANSWERS = (
 
 def terse_id(message_id: str) -> int | str:
     """A message id as a provider writing integers would: the simulator's hex id read as one
-    (its records keep the text, which is what the client stores)."""
+    number (its records keep the hex; the client stores the number's decimal text)."""
     return int(message_id, 16)
 
 

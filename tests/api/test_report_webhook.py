@@ -52,8 +52,11 @@ def test_a_report_and_an_array_are_stored_and_counted(client, db):
         ],
     )
     # Then each is answered with its count, as JSON without caching, and stored
-    assert (one.status_code, one.json) == (200, {"received": 1, "invalid": []})
-    assert (many.status_code, many.json) == (200, {"received": 3, "invalid": []})
+    assert (one.status_code, one.json) == (200, {"received": 1, "invalid": [], "invalid_count": 0})
+    assert (many.status_code, many.json) == (
+        200,
+        {"received": 3, "invalid": [], "invalid_count": 0},
+    )
     assert one.headers["content-type"] == "application/json"
     assert one.headers["cache-control"] == "no-store"
     assert one.headers["x-content-type-options"] == "nosniff"
@@ -104,7 +107,7 @@ def test_a_body_that_is_not_json_is_400(client, db, body):
         ({**REPORT, "id": ""}, "id"),
         ({**REPORT, "to": ["x"]}, "to"),
         ({"deliveryStatus": "Delivered"}, "id"),
-        ([{**REPORT, "reference": 5}, "report"], "0.reference"),
+        ([{**REPORT, "reference": ["r"]}, "report"], "0.reference"),
         ([], "body"),
         ("report", "body"),
         ({**REPORT, "id": "a\u0000b"}, "id"),
@@ -118,7 +121,7 @@ def test_a_wrong_field_is_422_naming_it_and_nothing_is_stored(client, db, docume
 
 def test_an_arrays_valid_reports_are_stored_and_the_others_listed(client, db):
     # Given an array with a valid report between two that cannot be stored or matched
-    document = [{**REPORT, "reference": 5}, REPORT, "report"]
+    document = [{**REPORT, "reference": ["r"]}, REPORT, "report"]
     # When it is posted
     result = client.simulate_post(ROUTE, headers=WEBHOOK, json=document)
     # Then the valid one is stored and answered 200 (a provider posts nothing again after a
@@ -148,7 +151,10 @@ def test_another_providers_spellings_are_stored_as_spec_7_names_them(client, db)
     result = client.simulate_post(ROUTE, headers=WEBHOOK, json=document)
     # Then both are stored, the id as text, the status as SPEC 7 spells it; what cannot be
     # read is kept empty
-    assert (result.status_code, result.json) == (200, {"received": 2, "invalid": []})
+    assert (result.status_code, result.json) == (
+        200,
+        {"received": 2, "invalid": [], "invalid_count": 0},
+    )
     rows = stored(db)
     assert [(r[0], r[1], r[2]) for r in rows] == [("1001", "Delivered", 0), ("m-2", "Sent", None)]
     assert rows[0][3].isoformat() == "2026-12-03T14:17:51+00:00" and rows[1][3] is None

@@ -215,14 +215,6 @@ def load_schema(tenants: Tenants, settings, mode: str) -> Any:
                     "include-path": "/contacts",
                     "checks": {"negative_data_rejection": {"enabled": False}},
                 },
-                # Likewise an array of delivery reports: a provider posts no report again after
-                # a 4xx, so each report is refused on its own (listed in `invalid`) and the
-                # others stored; only a body with no valid report is a 422.
-                {
-                    "include-method": "POST",
-                    "include-path": "/webhooks/mitto/dlr",
-                    "checks": {"negative_data_rejection": {"enabled": False}},
-                },
             ],
             "auth": {
                 "auto-signup": False,

@@ -391,13 +391,59 @@ def test_bulk_entries_without_a_code_of_their_own_take_the_answers() -> None:
     ]
     accepted = classify_bulk_answer(200, {}, bulk(entries), TO)
     refused = classify_bulk_answer(200, {}, bulk(entries, responseCode=8), TO)
-    # Then each is accepted under an answer's 0, refused under its refusal
+    # Then each is accepted under an answer's 0; under its refusal an entry naming a message
+    # may have been sent (unknown: its report can settle it)
     assert [(r.outcome, r.provider_id) for r in accepted] == [
         (Outcome.ACCEPTED, f"m-{i}") for i in range(len(TO))
     ]
-    assert outcomes(refused) == [Outcome.REJECTED] * len(TO)
+    assert outcomes(refused) == [Outcome.UNKNOWN] * len(TO)
     # And an entry's own code still decides for it
     mixed = classify_bulk_answer(
         200, {}, bulk([entries[0], {**entries[1], "responseCode": 3}, entries[2]]), TO
     )
     assert outcomes(mixed) == [Outcome.ACCEPTED, Outcome.REJECTED, Outcome.ACCEPTED]
+
+
+def test_an_id_under_the_answers_refusal_is_unknown_and_one_id_twice_is_ambiguous() -> None:
+    # Given a refused bulk answer naming a message by id for one number, none for the other
+    refused = bulk([{"id": "a1", "to": TO[0]}, {"to": TO[1]}, {"to": TO[2]}], responseCode=1)
+    # Then the named one may have been sent (unknown, its report can still settle it), the
+    # others are refused
+    assert outcomes(classify_bulk_answer(200, {}, refused, TO)) == [
+        Outcome.UNKNOWN,
+        Outcome.REJECTED,
+        Outcome.REJECTED,
+    ]
+    # Given an answer naming one id for two numbers (17 and "17" are one id)
+    twice = bulk([{"id": 17, "to": TO[0]}, {"id": "17", "to": TO[1]}, {"id": 18, "to": TO[2]}])
+    # Then neither takes it; the third is accepted
+    assert [(r.outcome, r.provider_id) for r in classify_bulk_answer(200, {}, twice, TO)] == [
+        (Outcome.UNKNOWN, None),
+        (Outcome.UNKNOWN, None),
+        (Outcome.ACCEPTED, "18"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (17, "17"),
+        (17.0, "17"),
+        ("17", "17"),
+        (-5, None),
+        (10**100, None),
+        (1.5, None),
+        (True, None),
+    ],
+)
+def test_one_reader_names_a_message_for_sends_and_reports(value, text) -> None:
+    from api.report_ingest import parse_reports
+    from service.provider import message_id
+
+    assert message_id(value) == text
+    parsed = parse_reports(
+        json.dumps(
+            [{"id": value, "deliveryStatus": "Sent"}, {"id": "x", "deliveryStatus": "Sent"}]
+        ).encode()
+    )
+    assert ([r["id"] for r in parsed.reports][:-1] or [None]) == [text]

@@ -35,6 +35,8 @@ REPORTS: list[Any] = [
     # what providers write that the first version refused (a 4xx loses the report)
     {**GOOD, "id": 5},
     {**GOOD, "id": 5.0},
+    {**GOOD, "to": 306912345678, "reference": 12345},
+    {**GOOD, "to": 306912345678.0},
     {**GOOD, "id": 10**100 - 1},
     {**GOOD, "deliveryStatus": "delivered"},
     {**GOOD, "deliveryStatus": "DELIVERED"},
@@ -61,7 +63,9 @@ REPORTS: list[Any] = [
     {**GOOD, "id": 5.5},
     {**GOOD, "id": True},
     {**GOOD, "id": None},
-    {**GOOD, "to": 5},
+    {**GOOD, "to": -5},
+    {**GOOD, "to": 10**40},
+    {**GOOD, "to": 5.5},
     {**GOOD, "to": "1" * 41},
     {**GOOD, "reference": ["r"]},
     {**GOOD, "reference": "r" * 201},
@@ -130,7 +134,7 @@ def test_in_an_array_each_report_is_refused_or_stored_on_its_own(report):
 
 def test_an_array_without_a_valid_report_is_refused_naming_the_first():
     with pytest.raises(InvalidInput) as error:
-        parse_reports(json.dumps([{**GOOD, "to": 5}, {**GOOD, "id": ""}]).encode())
+        parse_reports(json.dumps([{**GOOD, "to": -5}, {**GOOD, "id": ""}]).encode())
     assert error.value.field == "0.to"
 
 
@@ -193,3 +197,15 @@ def test_more_reports_than_a_request_may_carry_are_refused_naming_the_body():
         parse_reports(json.dumps([GOOD] * (MAX_REPORTS + 1)).encode())
     assert error.value.field == "body"
     assert str(MAX_REPORTS) in error.value.description
+
+
+def test_a_refused_arrays_answer_lists_the_first_hundred_and_counts_them_all():
+    # Given one valid report and 9,999 that are not reports, with long field names
+    document = [GOOD] + [{"x" * 400: "\x00"} for _ in range(9_999)]
+    parsed = parse_reports(json.dumps(document).encode())
+    # Then the answer stays small: the first 100 refused, each field cut, and the count
+    answer = parsed.answer()
+    assert (answer["received"], answer["invalid_count"]) == (1, 9_999)
+    assert len(answer["invalid"]) == 100
+    assert all(len(item["field"]) <= 100 for item in answer["invalid"])
+    assert len(json.dumps(answer)) < 60_000
