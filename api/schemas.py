@@ -5,11 +5,12 @@ to."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -348,10 +349,19 @@ def _is_datetime(value: object) -> bool:
 def _is_timezone(value: object) -> bool:
     """An IANA zone name ("Europe/Athens"): the shop's local time is computed in it later.
     Not the files of the zone database that are no zone: `localtime` is whatever zone each
-    machine is set to, `Factory` and `posixrules` are placeholders."""
+    machine is set to, `Factory` and `posixrules` are placeholders; nor those under `right/`
+    and `posix/` (zoneinfo reads `right/America/New_York` with its summer offset all year:
+    quiet hours an hour early all winter), which `available_timezones` leaves out."""
     if not isinstance(value, str):
         return True
-    return value.lower() not in _NOT_ZONES and ZoneInfo(value) is not None
+    return (
+        value.lower() not in _NOT_ZONES and value in _zone_names() and ZoneInfo(value) is not None
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 _NOT_ZONES = frozenset({"localtime", "factory", "posixrules", "posix", "right"})

@@ -47,14 +47,24 @@ class QuietHours:
         return minute >= self.start or minute < self.end
 
     def end_after(self, local: datetime) -> datetime:
-        """The first local time the window ends after `local` (which is inside it), in UTC.
-        Wall-clock arithmetic: on a DST change the window keeps its local end (a nonexistent
-        08:00 is read with the offset before the change, as zoneinfo does)."""
+        """The first local time the window ends after `local` (which is inside it), in UTC,
+        always later than `local`. Wall-clock arithmetic: on a DST change the window keeps its
+        local end (a nonexistent 08:00 is read with the offset before the change, as zoneinfo
+        does). On the night clocks go back, an end in the repeated hour is its second pass
+        when `local` is past the first (a time read with the earlier offset would lie behind
+        `local`: the opening would be in the past, and a search over several zones would
+        move back and forth between two such times forever)."""
         end = time(self.end // 60, self.end % 60)
         day: date = local.date()
         if local.time() >= end:
             day += timedelta(days=1)
-        return datetime.combine(day, end, tzinfo=local.tzinfo).astimezone(UTC)
+        after = local.astimezone(UTC)
+        wall = datetime.combine(day, end, tzinfo=local.tzinfo)
+        for candidate in (wall, wall.replace(fold=1)):
+            moment = candidate.astimezone(UTC)
+            if moment > after:
+                return moment
+        return datetime.combine(day + timedelta(days=1), end, tzinfo=local.tzinfo).astimezone(UTC)
 
     def opening(self, zones: Iterable[str], now: datetime) -> datetime | None:
         """None when every zone is outside quiet hours at `now`; else the earliest time at
@@ -66,7 +76,7 @@ class QuietHours:
             for info in infos:
                 local = moment.astimezone(info)
                 if self.inside(local):
-                    moment = self.end_after(local)
+                    moment = self.end_after(local)  # always later: the search ends
                     moved = True
             if not moved:
                 return None if moment == now else moment

@@ -427,6 +427,18 @@ WRONG_TYPES = [
     # Files of the zone database that are no zone: `localtime` is the machine's own
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "localtime"}, "timezone"),
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "Factory"}, "timezone"),
+    # zoneinfo reads a `right/` zone with its summer offset all year (quiet hours an hour early
+    # every winter); `posix/` names are copies of the real ones
+    (
+        "create shop",
+        {"domain": "a.example", "name": "x", "timezone": "right/America/New_York"},
+        "timezone",
+    ),
+    (
+        "create shop",
+        {"domain": "a.example", "name": "x", "timezone": "posix/Europe/Athens"},
+        "timezone",
+    ),
     ("create shop", {"domain": "shop-one.example", "name": "taken"}, "domain"),
     # Errors inside a oneOf (quiet hours: an object or null) name the field from the body
     ("create shop", {"domain": "a.example", "name": "x", "quiet_hours": "off"}, "quiet_hours"),

@@ -145,3 +145,43 @@ def test_a_caribbean_mobile_is_in_its_island_not_everywhere_in_the_plan():
     assert opening("+18765024549", utc(2026, 12, 2, 20, 0)) is None
     # a geographic number of the plan is where phonenumbers says
     assert number_zones_of("+12125550123") == {"America/New_York"}
+
+
+def brute_opening(quiet: QuietHours, zones: frozenset[str], now: datetime) -> datetime | None:
+    """The first whole minute from `now` at which every zone is outside quiet hours."""
+    moment = now
+    while moment - now <= timedelta(days=3):
+        if not any(quiet.inside(moment.astimezone(ZoneInfo(zone))) for zone in zones):
+            return None if moment == now else moment
+        moment += timedelta(minutes=1)
+    return NEVER
+
+
+@pytest.mark.timeout(60)  # the search used to loop forever on these nights
+@pytest.mark.parametrize(
+    "quiet, phone, now",
+    [
+        # The night clocks go back, with the window's end in the repeated hour: read with the
+        # earlier offset, the end lay behind the moment (an opening in the past), and across
+        # two zones the search moved back and forth between two such ends forever.
+        (QuietHours(90, 150), "+61412345678", datetime(2026, 4, 4, 14, 30, tzinfo=UTC)),
+        (QuietHours(120, 150), "+61412345678", datetime(2026, 4, 4, 15, 5, tzinfo=UTC)),
+        (QuietHours(60, 90), "+12127363100", datetime(2026, 11, 1, 3, 30, tzinfo=UTC)),
+        (QuietHours(60, 90), "+12127363100", datetime(2026, 11, 1, 6, 10, tzinfo=UTC)),
+        (QuietHours(22 * 60, 90), "+12127363100", datetime(2026, 11, 1, 6, 10, tzinfo=UTC)),
+        (QuietHours(0, 90), "+12127363100", datetime(2026, 11, 1, 6, 5, tzinfo=UTC)),
+        (QuietHours(60, 90), "+442071234567", datetime(2026, 10, 25, 1, 10, tzinfo=UTC)),
+        (
+            QuietHours(3 * 60 + 10, 3 * 60 + 40),
+            "+302101234567",
+            datetime(2026, 10, 25, 1, 5, tzinfo=UTC),
+        ),
+    ],
+)
+def test_on_the_night_clocks_go_back_the_opening_is_the_first_moment_outside(quiet, phone, now):
+    zones = number_zones_of(phone)
+    # When the opening is searched around the change
+    opening = quiet.opening(zones, now)
+    # Then it ends, lies ahead, and is the first minute at which every zone is outside
+    assert opening is None or opening > now
+    assert opening == brute_opening(quiet, zones, now)
