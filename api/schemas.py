@@ -367,12 +367,28 @@ def _zone_names() -> frozenset[str]:
 _NOT_ZONES = frozenset({"localtime", "factory", "posixrules", "posix", "right"})
 
 
+# RFC 3339's date-time (section 5.6), its letters in either case, and the space its note
+# allows for the T. Python's `fromisoformat` alone also takes ISO 8601's week dates, basic
+# format, hour-only times and seconds in offsets, which the document does not promise.
+_RFC_3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
 def parse_datetime(value: str) -> datetime:
-    """`value` in UTC; ValueError when it has no offset or falls outside years 1-9999 in UTC
-    (PostgreSQL would store it, and every later read of the row would fail)."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError("a time zone offset is required")
+    """`value` in UTC; ValueError when it is not RFC 3339 with an offset, or falls outside
+    years 1-9999 in UTC (PostgreSQL would store it, and every later read of the row would
+    fail)."""
+    if not _RFC_3339.fullmatch(value):
+        if _RFC_3339.fullmatch(value + "Z"):
+            raise ValueError("a time zone offset is required")
+        raise ValueError("not an RFC 3339 date-time (2027-01-01T09:00:00+02:00)")
+    whole, _, fraction = value.upper().replace("Z", "+00:00").partition(".")
+    if fraction:  # at most microseconds, which is what is stored
+        digits = len(fraction) - len(fraction.lstrip("0123456789"))
+        whole = f"{whole}.{fraction[: min(digits, 6)]}{fraction[digits:]}"
+    parsed = datetime.fromisoformat(whole.replace(" ", "T"))
     try:
         return parsed.astimezone(UTC)
     except OverflowError:

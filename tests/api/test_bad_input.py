@@ -476,6 +476,12 @@ WRONG_TYPES = [
     ("schedule campaign", {"scheduled_at": 1767225600}, "scheduled_at"),
     ("schedule campaign", {"scheduled_at": "tomorrow"}, "scheduled_at"),
     ("schedule campaign", {"scheduled_at": "2030-02-30T10:00:00+00:00"}, "scheduled_at"),
+    # ISO 8601 that is not RFC 3339 (Python's fromisoformat takes them all)
+    ("schedule campaign", {"scheduled_at": "2030-W01-1T10:00:00+00:00"}, "scheduled_at"),
+    ("schedule campaign", {"scheduled_at": "20300101T100000Z"}, "scheduled_at"),
+    ("schedule campaign", {"scheduled_at": "2030-01-01T10Z"}, "scheduled_at"),
+    ("schedule campaign", {"scheduled_at": "2030-01-01T10:00:00+05:30:15"}, "scheduled_at"),
+    ("schedule campaign", {"scheduled_at": "2030-01-01T10:00:00,5Z"}, "scheduled_at"),
     ("delivery report", {"id": -5, "deliveryStatus": "Delivered"}, "id"),
     ("delivery report", {"id": "m", "deliveryStatus": "Delivered?"}, "deliveryStatus"),
     ("delivery report", [{"id": "m", "deliveryStatus": 3}, {"id": "n"}], "0.deliveryStatus"),
@@ -1036,6 +1042,15 @@ def test_schedule_in_the_future_with_an_offset_is_accepted(client, shops, draft)
     )
     assert result.status_code == 200, result.text
     assert result.json["status"] == "scheduled"
+
+
+def test_schedule_in_rfc_3339s_lower_case_spelling_is_accepted(client, shops, draft):
+    # RFC 3339 allows `t` and `z` (section 5.6)
+    when = future().replace("T", "t").replace("+00:00", "z")
+    result = client.simulate_post(
+        f"/campaigns/{draft}/schedule", headers=auth(shops.key), json={"scheduled_at": when}
+    )
+    assert result.status_code == 200, result.text
 
 
 def test_schedule_of_a_sending_campaign_is_409(client, shops, draft):
