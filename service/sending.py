@@ -23,7 +23,7 @@ from models.database import db, execute, execute_many, fetchall, planned_on_inde
 from models.expressions import any_of
 from service import audit, credits, reservations
 from service.audit import Actor
-from service.infra import dispatch
+from service.infra import dispatch, logs
 from service.infra.config import Settings
 from service.infra.faults import fault_point
 from service.provider import Outcome, SendResult
@@ -426,11 +426,23 @@ def persist_or_hand_over(shop_id: int, campaign_id: int, key: str, outcomes: Bat
     try:
         persist_results(shop_id, campaign_id, outcomes.accepted, outcomes.rejected)
         return True
-    except Exception:  # noqa: BLE001 - any failure here must hand over to the repair
-        log.exception(
+    except Exception as error:  # noqa: BLE001 - any failure here must hand over to the repair
+        outage = logs.is_outage(error)
+        log.error(
             "persisting provider results failed; handing over to persistSmsResults",
-            extra={"campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key},
+            exc_info=not outage,  # an outage is one line, a bug its trace
+            extra={
+                "campaign_id": campaign_id,
+                "shop_id": shop_id,
+                "batch_key": key,
+                "error": logs.error_text(error),
+            },
         )
+        if outage and not db.in_transaction():
+            # Its backend is likely gone (a restart, a terminated session): the batch's next
+            # statement (its finish) would fail on the same dead connection. Closed, the
+            # pool discards it and the next statement opens another.
+            db.close()
         dispatch.publish_persist(
             {
                 "campaign_id": campaign_id,

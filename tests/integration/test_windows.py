@@ -597,3 +597,29 @@ def test_a_batch_over_its_shops_share_waits_briefly_and_leaves_the_rest_to_the_o
     assert 0 < eta <= 50
     # And the other shop gets the 2
     assert limits.acquire("Other", 4, shop_id + 1000).count == 2
+
+
+def test_a_batch_whose_connection_is_terminated_mid_window_hands_over_and_finishes(batch, settings):
+    # Given a batch whose database session is terminated while its window's calls are out
+    # (a PostgreSQL restart, an operator's pg_terminate_backend)
+    shop_id, campaign_id, ids, key = batch
+    backend = fetchall("SELECT pg_backend_pid()")[0][0]
+    terminated = threading.Event()
+
+    def terminate(sms: Sms) -> None:
+        if not terminated.is_set():
+            terminated.set()
+            with connection():
+                execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+    # When the batch is sent
+    report = sender(settings, FakeProvider(during_call=terminate), slots=12).send(
+        campaign_id, shop_id, ids, key
+    )
+
+    # Then the window's answers went to persistSmsResults (the provider has the messages)
+    # and the batch went on to its end on a new connection, instead of failing on the dead
+    # one (its retry would only add a delay and a traceback)
+    assert terminated.is_set() and report.accepted == 12
+    assert fetchall("SELECT pg_backend_pid()")[0][0] != backend
+    assert statuses(campaign_id) == {"sending": 12}  # until persistSmsResults runs
