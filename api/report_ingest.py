@@ -115,6 +115,15 @@ def _text(value: Any, field: str, maximum: int, nullable: bool, minimum: int = 0
     return value
 
 
+def _optional_text(value: Any, maximum: int) -> str | None:
+    """A field that helps match a report when its id does not (the number, the reference):
+    as `_text` reads it, else None. The report stays evidence by its id."""
+    try:
+        return _text(value, "", maximum, True)
+    except InvalidInput:
+        return None
+
+
 def _message_id(value: Any, field: str) -> str:
     # An integer as its decimal text, as the send's answer is read (`provider.message_id`).
     text = _text(value, field, 100, False, 1)
@@ -149,8 +158,8 @@ def _report(item: Any, prefix: str) -> dict[str, Any]:
             raise InvalidInput(f"'{prefix}{name}' is required", f"{prefix}{name}")
     report = {
         "id": _message_id(get("id"), f"{prefix}id"),
-        "to": _text(get("to"), f"{prefix}to", 40, True),
-        "reference": _text(get("reference"), f"{prefix}reference", 200, True),
+        "to": _optional_text(get("to"), 40),
+        "reference": _optional_text(get("reference"), 200),
         "deliveryStatus": _delivery_status(get("deliveryStatus"), f"{prefix}deliveryStatus"),
         "statusCode": _status_code(get("statusCode")),
         "timestamp": schemas.provider_time(get("timestamp")),

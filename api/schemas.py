@@ -232,8 +232,14 @@ DELIVERY_REPORT = {
     **_object(
         {
             "id": {**_provider_text(100), "minLength": 1},
-            "to": _provider_text(40, "null"),
-            "reference": _provider_text(200, "null"),
+            "to": {
+                "description": "the number, as a string of at most 40 characters or a whole"
+                " number; anything else is ignored (the id still matches the report)"
+            },
+            "reference": {
+                "description": "the send's reference, as a string of at most 200 characters"
+                " or a whole number; anything else is ignored"
+            },
             "deliveryStatus": {
                 "type": "string",
                 "pattern": _any_case(DELIVERY_STATUSES),
@@ -278,7 +284,11 @@ INBOUND_MESSAGE = {
                 "description": "the customer's number, `+` or `00` optional; digits may come as"
                 " a JSON integer",
             },
-            "to": {"type": "string", "minLength": 1, "maxLength": 40},
+            "to": {
+                **_provider_text(40),
+                "minLength": 1,
+                "description": "the sender id or number the customer wrote to",
+            },
             "text": {"type": "string", "maxLength": 2000},
             "id": {**_provider_text(100, "null"), "minLength": 1},
             "timestamp": {

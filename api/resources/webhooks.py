@@ -112,7 +112,7 @@ class InboundResource:
         body = read_json(req, schemas.INBOUND_MESSAGE)
         message = inbound.Inbound(
             phone=inbound_number(whole_text(body["from"])),
-            sender=body["to"].strip(),
+            sender=whole_text(body["to"]).strip(),
             text=body["text"],
             provider_id=message_id(body.get("id")),
             received_at=schemas.provider_time(body.get("timestamp")),

@@ -525,9 +525,9 @@ def test_a_malformed_inbound_message_is_a_422_naming_the_field(client, db, body,
 def test_a_stop_in_another_providers_spelling_is_honoured_once(client, db, provider, shop):
     # (a provider posts nothing again after a 4xx: a STOP refused for its spelling is lost)
     shop_id, _ = shop
-    # When the STOP comes with the number and the id as JSON integers and a time without an
+    # When the STOP comes with both numbers and the id as JSON integers and a time without an
     # offset, then again as a retry, and a later reply with a time that cannot be read
-    fields = {"from": int(PHONE.lstrip("+")), "to": SENDER, "text": "STOP", "id": 4711}
+    fields = {"from": int(PHONE.lstrip("+")), "to": int(SENDER), "text": "STOP", "id": 4711}
     first = client.simulate_post(INBOUND, json={**fields, "timestamp": "2026-12-03 14:17:51"})
     again = client.simulate_post(INBOUND, json={**fields, "timestamp": "2026-12-03 14:17:51"})
     vague = client.simulate_post(

@@ -105,9 +105,9 @@ def test_a_body_that_is_not_json_is_400(client, db, body):
         ({**REPORT, "deliveryStatus": "Bogus"}, "deliveryStatus"),
         ({**REPORT, "id": -7}, "id"),
         ({**REPORT, "id": ""}, "id"),
-        ({**REPORT, "to": ["x"]}, "to"),
+        ({**REPORT, "id": ["x"]}, "id"),
         ({"deliveryStatus": "Delivered"}, "id"),
-        ([{**REPORT, "reference": ["r"]}, "report"], "0.reference"),
+        ([{**REPORT, "id": ["r"]}, "report"], "0.id"),
         ([], "body"),
         ("report", "body"),
         ({**REPORT, "id": "a\u0000b"}, "id"),
@@ -121,7 +121,7 @@ def test_a_wrong_field_is_422_naming_it_and_nothing_is_stored(client, db, docume
 
 def test_an_arrays_valid_reports_are_stored_and_the_others_listed(client, db):
     # Given an array with a valid report between two that cannot be stored or matched
-    document = [{**REPORT, "reference": ["r"]}, REPORT, "report"]
+    document = [{**REPORT, "id": ["r"]}, REPORT, "report"]
     # When it is posted
     result = client.simulate_post(ROUTE, headers=WEBHOOK, json=document)
     # Then the valid one is stored and answered 200 (a provider posts nothing again after a
@@ -129,7 +129,7 @@ def test_an_arrays_valid_reports_are_stored_and_the_others_listed(client, db):
     assert result.status_code == 200, result.text
     assert result.json["received"] == 1
     assert [(i["index"], i["field"]) for i in result.json["invalid"]] == [
-        (0, "0.reference"),
+        (0, "0.id"),
         (2, "2"),
     ]
     assert [row[0] for row in stored(db)] == ["msg-1"]
