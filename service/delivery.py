@@ -26,6 +26,9 @@ from service.infra.config import Settings
 from service.infra.faults import fault_point
 
 DELIVERY_STATUSES = ("Queued", "Sent", "Delivered", "Undelivered", "Failed", "Expired")
+# A campaign that ends with no message known sent. Not "no message was sent": messages of unknown
+# outcome may have been (their credits stay held until a report settles them or it expires).
+NONE_SENT = "no message is known to have been sent"
 
 # The recipients to move are locked in id order before any is updated: appliers and status
 # refreshes running at once then wait for each other instead of deadlocking.
@@ -107,7 +110,7 @@ def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str
         finished = list(
             Campaign.update(
                 status=Case(None, [(sent.c.any, "completed")], "failed"),
-                status_reason=Case(None, [(sent.c.any, None)], "no message was sent"),
+                status_reason=Case(None, [(sent.c.any, None)], NONE_SENT),
                 finished_at=fn.now(),
                 last_progress_at=fn.now(),
                 updated_at=fn.now(),
