@@ -119,9 +119,18 @@ class Settings:
         )
 
 
+# The longest duration any `*_MS` setting may be: ten years. Beyond some thousand years a time
+# computed from it falls outside the calendar (`now - grace` raised OverflowError on every
+# launch); nobody means more than this, "never" included.
+MAX_DURATION_MS = 10 * 365 * 86_400_000
+
+
 def _int(
     name: str, default: int, minimum: int = 0, maximum: int | None = None
 ) -> Callable[[Mapping[str, str]], int]:
+    if maximum is None and name.endswith("_MS"):
+        maximum = MAX_DURATION_MS
+
     def parse(env: Mapping[str, str]) -> int:
         raw = env.get(name, "").strip()
         if not raw:
@@ -464,6 +473,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "chaos_faults": _faults("CHAOS_FAULTS")(env),
     }
     settings = Settings(**values)
+    slowest_look = settings.schedule_interval_ms + settings.scheduler_lock_ttl_ms
+    if settings.schedule_grace_ms < slowest_look:
+        # The launch job looks every interval, and after a leader's failover only once the
+        # lock expired: a shorter grace fails campaigns nobody was late to launch.
+        raise ConfigError(
+            f"SCHEDULE_GRACE_MS={settings.schedule_grace_ms} must be at least "
+            f"SCHEDULE_INTERVAL_MS={settings.schedule_interval_ms} + SCHEDULER_LOCK_TTL_MS="
+            f"{settings.scheduler_lock_ttl_ms} ({slowest_look}): the clock looks for due "
+            "campaigns every interval, and a standby clock only once the leader's lock expired"
+        )
     if settings.send_window_worst_ms >= settings.send_time_limit_ms:
         # Not even one window of calls fits in the time limit: a batch would be interrupted
         # with calls in flight, or its claims resolved by the reconciler while it runs.
@@ -471,8 +490,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             f"PROVIDER_CONNECT_TIMEOUT_MS={settings.provider_connect_timeout_ms} + "
             f"PROVIDER_READ_TIMEOUT_MS={settings.provider_read_timeout_ms} (one window of "
             f"provider calls, plus {SEND_WINDOW_MARGIN_MS} ms to claim and persist it) must be "
-            f"shorter than 4/5 of CLAIM_TIMEOUT_MS={settings.claim_timeout_ms} (the send "
-            f"time limit, {settings.send_time_limit_ms} ms)"
+            f"shorter than the send time limit, {settings.send_time_limit_ms} ms (4/5 of "
+            f"CLAIM_TIMEOUT_MS={settings.claim_timeout_ms}, at least 1000)"
         )
     return settings
 

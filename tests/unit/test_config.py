@@ -31,7 +31,21 @@ SIGNING_PROCESSES = {
         ("RUN_SCHEDULER", "maybe", "RUN_SCHEDULER='maybe' must be true or false"),
         ("DATABASE_URL", "mysql://x/y", "DATABASE_URL='mysql://x/y' must be a URL"),
         ("MITTO_API_BASE", "ftp://x", "MITTO_API_BASE='ftp://x' must be a URL"),
-        ("CLAIM_TIMEOUT_MS", "2000", "must be shorter than 4/5 of CLAIM_TIMEOUT_MS=2000"),
+        (
+            "CLAIM_TIMEOUT_MS",
+            "2000",
+            "must be shorter than the send time limit, 1600 ms (4/5 of CLAIM_TIMEOUT_MS=2000",
+        ),
+        # shorter than the launch job's look: a campaign due just after one was failed as late
+        (
+            "SCHEDULE_GRACE_MS",
+            "1000",
+            "SCHEDULE_GRACE_MS=1000 must be at least SCHEDULE_INTERVAL_MS=10000 +"
+            " SCHEDULER_LOCK_TTL_MS=15000 (25000)",
+        ),
+        # `now - grace` fell outside the calendar: OverflowError at every launch
+        ("SCHEDULE_GRACE_MS", "100000000000000", "must be at most 315360000000"),
+        ("EVIDENCE_WINDOW_MS", "100000000000000", "must be at most 315360000000"),
         ("MAX_CAMPAIGN_RECIPIENTS", "0", "MAX_CAMPAIGN_RECIPIENTS=0 must be at least 1"),
         ("MAX_CAMPAIGN_RECIPIENTS", "1e6", "MAX_CAMPAIGN_RECIPIENTS='1e6' is not an integer"),
         ("INBOUND_MATCH_DAYS", "0", "INBOUND_MATCH_DAYS=0 must be at least 1"),
