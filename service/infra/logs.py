@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 
 import peewee
+import pika.exceptions
 import psycopg2
 import redis
 
@@ -46,6 +47,8 @@ OUTAGES = (
     redis.ConnectionError,
     redis.TimeoutError,
 )
+# What a library logs with a traceback when its connection drops (RabbitMQ's, a socket's).
+_CONNECTION_LOST = (*OUTAGES, ConnectionError, pika.exceptions.AMQPConnectionError)
 
 
 def is_outage(error: BaseException) -> bool:
@@ -88,7 +91,13 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            error = record.exc_info[1]
+            if isinstance(error, _CONNECTION_LOST):
+                # A lost connection, whoever logs it (Dramatiq, a library): an outage in one
+                # line, not a traceback per request while it lasts.
+                entry.setdefault("error", error_text(error))
+            else:
+                entry["exc"] = self.formatException(record.exc_info)
         return redact(json.dumps(entry, default=str))
 
 
@@ -101,3 +110,8 @@ def configure(process_role: str, level: str | None = None) -> None:
     root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO").upper())
     for noisy in ("urllib3", "peewee"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika (RabbitMQ) logs each connection step at info, and a dropped connection at error
+    # with the caller's stack in the message text, on every thread that had one. Dramatiq
+    # publishes again on a new connection, and what still fails reaches our own lines
+    # (BrokerUnavailable: 503, the reconcile's repair, the clock's job).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

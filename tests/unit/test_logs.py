@@ -60,3 +60,41 @@ def test_an_api_key_is_redacted_in_any_line_and_the_shape_matches_every_key():
     assert keys[0] not in line and keys[1] not in line, line
     assert entry["msg"] == "GET /ak_[redacted] 404"
     assert logs.redact("peak_connections_in_flight_total") == "peak_connections_in_flight_total"
+
+
+def line_for(error: BaseException) -> dict:
+    record = logging.LogRecord("dramatiq.worker", logging.CRITICAL, __file__, 1, "lost", (), None)
+    try:
+        raise error
+    except BaseException:  # noqa: BLE001
+        record.exc_info = sys.exc_info()
+    return json.loads(logs.JsonFormatter("worker").format(record))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        __import__("redis").ConnectionError("Error 111 connecting to 127.0.0.1:6379"),
+        __import__("pika").exceptions.StreamLostError("Stream connection lost"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        __import__("peewee").OperationalError("server closed the connection unexpectedly"),
+    ],
+    ids=repr,
+)
+def test_a_lost_connection_is_one_line_whoever_logs_it(error):
+    # (a RabbitMQ connection closed: pika and Dramatiq logged a traceback per thread)
+    entry = line_for(error)
+    assert "exc" not in entry and entry["error"].startswith(type(error).__name__), entry
+
+
+def test_anything_else_keeps_its_traceback_and_pika_speaks_only_when_critical():
+    entry = line_for(KeyError("campaign_id"))
+    assert "Traceback" in entry["exc"] and "KeyError" in entry["exc"]
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure("worker")
+        assert logging.getLogger("pika").getEffectiveLevel() == logging.CRITICAL
+    finally:
+        root.handlers[:], root.level = handlers, level
+        logging.getLogger("pika").setLevel(logging.NOTSET)
