@@ -104,12 +104,17 @@ def test_a_cool_down_stops_every_worker_of_the_account_and_only_that_account(red
 
     # Then another worker of the account is refused for about that long, whatever its limits
     refused = limiter(redis_client, "400/second").acquire("Shop", 10)
-    assert in_force == 2000
+    # (a loaded machine may let a millisecond pass between the set and the read)
+    assert 1900 < in_force <= 2000
     assert (refused.count, refused.reason) == (0, "cool_down")
     assert 1900 < refused.wait_ms <= 2000
     # A shorter Retry-After later does not shorten it; a 429 without one is DEFAULT_COOL_DOWN_MS
     assert limiter(redis_client).cool_down(0.5) > 1900
-    assert limiter(redis_client, account="b").cool_down(None) == DEFAULT_COOL_DOWN_MS
+    assert (
+        DEFAULT_COOL_DOWN_MS - 100
+        < limiter(redis_client, account="b").cool_down(None)
+        <= DEFAULT_COOL_DOWN_MS
+    )
     # And another provider account is not cooled down by the first
     assert limiter(redis_client, account="c").acquire("Shop", 10).count == 10
 
