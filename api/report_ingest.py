@@ -51,7 +51,6 @@ ROUTE = paths.DELIVERY_REPORTS
 MAX_REPORTS = 10_000  # per request, as `schemas.DELIVERY_REPORTS` says
 MAX_INVALID_LISTED = 100  # refused reports of an array named in the answer
 SHED_RETRY_AFTER_S = 1
-_STATUSES = frozenset(DELIVERY_STATUSES)
 _INT32 = 2**31
 
 
@@ -97,16 +96,12 @@ _STATUS_BY_NAME = {status.lower(): status for status in DELIVERY_STATUSES}
 
 
 def _text(value: Any, field: str, maximum: int, nullable: bool, minimum: int = 0) -> str | None:
-    """A string of `minimum` to `maximum` characters, or a whole JSON number from 0 as its
-    decimal text (providers writing ids and numbers as integers: `schemas.provider_text`)."""
+    """A string of `minimum` to `maximum` characters, or a whole number from 0 of at most
+    `maximum` digits as its decimal text (`provider.whole_number_text`)."""
     if value is None and nullable:
         return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON Schema's integer: 5.0 is one
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0 or value > 10**maximum - 1:
-            raise _invalid(field, f"an integer must be from 0, of at most {maximum} digits")
-        value = str(value)
+    if not isinstance(value, str):
+        value = provider.whole_number_text(value, maximum) or value
     if not isinstance(value, str):
         kind = "a string, an integer or null" if nullable else "a string or an integer"
         raise _invalid(field, f"must be {kind}")

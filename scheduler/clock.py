@@ -26,7 +26,6 @@ from scheduler.jobs import Job
 from scheduler.leader import Leadership
 from scheduler.shutdown import ShutdownSignal
 from service.audit import Actor
-from service.infra import logs
 from service.infra.config import Settings
 from service.observability import clocks
 from service.observability.scheduler_state import read_lock
@@ -269,7 +268,7 @@ class Clock:
         except Exception as error:  # noqa: BLE001 - the next slot retries; say why this failed
             log.error(
                 "job could not run",
-                exc_info=not logs.is_outage(error),  # an outage is one line, a bug its trace
+                exc_info=True,
                 extra={"job": job.name, "holder": self.holder, "epoch": epoch, "error": str(error)},
             )
             return
@@ -289,11 +288,7 @@ class Clock:
         try:
             result, ok = job.run(self.settings, Actor.clock(job.name, epoch)), True
         except Exception as error:  # noqa: BLE001 - recorded in job_run and logged
-            log.error(
-                "job failed",
-                exc_info=not logs.is_outage(error),
-                extra={"job": job.name, "epoch": epoch, "error": logs.error_text(error)},
-            )
+            log.error("job failed", exc_info=True, extra={"job": job.name, "epoch": epoch})
             result, ok = {"error": f"{type(error).__name__}: {error}"}, False
         runs.finish(job.name, slot, job.interval_ms, ok, result)
         summary = {

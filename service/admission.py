@@ -25,7 +25,7 @@ from peewee import fn
 
 from models import Campaign, SendBatch
 from models.database import db, execute
-from service.infra import dispatch, logs
+from service.infra import dispatch
 from service.infra.config import Settings
 
 log = logging.getLogger("astronote.admission")
@@ -72,10 +72,11 @@ def admit_shop(shop_id: int, settings: Settings) -> int:
             )
             for campaign_id, recipient_ids in admitted:
                 dispatch.publish_batch(campaign_id, shop_id, recipient_ids)
-    except dispatch.PUBLISH_ERRORS as error:
+    except dispatch.PUBLISH_ERRORS:
         log.warning(
             "publishing batches failed; they wait for the next admission",
-            extra={"shop_id": shop_id, "error": logs.error_text(error)},
+            exc_info=True,
+            extra={"shop_id": shop_id},
         )
         return 0
     return len(admitted)

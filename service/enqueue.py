@@ -35,7 +35,7 @@ from service.errors import (
     NoRecipients,
     NotFound,
 )
-from service.infra import dispatch, logs
+from service.infra import dispatch
 from service.infra.config import Settings
 
 log = logging.getLogger("astronote.enqueue")
@@ -206,8 +206,9 @@ def _publish_creation(campaign_id: int) -> None:
     for BATCH_STALE_AFTER_MS: the campaign is accepted and its credits reserved either way."""
     try:
         dispatch.publish_create_recipients(campaign_id, 0)
-    except dispatch.PUBLISH_ERRORS as error:
+    except dispatch.PUBLISH_ERRORS:
         log.warning(
             "publishing the recipient creation failed; the reconcile will",
-            extra={"campaign_id": campaign_id, "error": logs.error_text(error)},
+            exc_info=True,
+            extra={"campaign_id": campaign_id},
         )

@@ -151,22 +151,25 @@ def response_code(value: Any) -> int | None:
     return None
 
 
-# The largest integer id read: its decimal text fits the stored id (100 characters).
-MAX_INTEGER_ID = 10**100 - 1
+def whole_number_text(value: Any, digits: int) -> str | None:
+    """A whole JSON number from 0 with at most `digits` digits as its decimal text (`17`,
+    `17.0`: "17", JSON Schema's integers), as providers write ids and numbers; None for
+    anything else (a boolean, a string, a fraction)."""
+    if isinstance(value, float) and value.is_integer() and 0 <= value < 10**digits:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**digits:
+        return str(value)
+    return None
 
 
 def message_id(value: Any) -> str | None:
-    """A provider's message id as text: a non-blank string as written, or a whole JSON number
-    from 0 to MAX_INTEGER_ID in decimal (`17`, `17.0`: "17"). One reader for send answers,
-    delivery reports and inbound messages, so that a report names a message as its send's
-    answer did. None for anything else."""
-    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_INTEGER_ID:
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value) if 0 <= value <= MAX_INTEGER_ID else None
-    if isinstance(value, str) and value.strip():
-        return value
-    return None
+    """A provider's message id as text: a non-blank string as written, or a whole number of at
+    most 100 digits (the stored id's length) in decimal. One reader for send answers, delivery
+    reports and inbound messages, so that a report names a message as its send's answer did.
+    None for anything else."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    return whole_number_text(value, 100)
 
 
 def classify_message(message: Any, answer_code: int | None = None) -> SendResult:

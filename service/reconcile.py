@@ -26,7 +26,7 @@ from service import (
     test_sends,
 )
 from service.audit import Actor
-from service.infra import clock, dispatch, logs
+from service.infra import clock, dispatch
 from service.infra.config import Settings
 from service.sending import Claimed
 
@@ -123,15 +123,10 @@ def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
         try:
             upgraded += evidence.persist_evidence(shop_id, campaign_id, items, settings, actor)
             delivery.apply_reports(campaign_id=campaign_id)
-        except Exception as error:  # noqa: BLE001 - one campaign's failure must not hold up the others
-            log.error(
+        except Exception:  # noqa: BLE001 - one campaign's failure must not hold up the others
+            log.exception(
                 "upgrading by evidence failed",
-                exc_info=not logs.is_outage(error),
-                extra={
-                    "campaign_id": campaign_id,
-                    "shop_id": shop_id,
-                    "error": logs.error_text(error),
-                },
+                extra={"campaign_id": campaign_id, "shop_id": shop_id},
             )
     return upgraded
 
@@ -236,10 +231,6 @@ def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> 
         try:
             setattr(report, name, repair())
         except Exception as error:  # noqa: BLE001 - see the docstring
-            log.error(
-                "repair failed",
-                exc_info=not logs.is_outage(error),  # an outage is one line, a bug its trace
-                extra={"repair": name, "error": logs.error_text(error)},
-            )
+            log.exception("repair failed", extra={"repair": name})
             report.errors[name] = f"{type(error).__name__}: {str(error)[:200]}"
     return report

@@ -31,7 +31,7 @@ from psycopg2.extras import execute_values
 from models import DeliveryReport
 from models.database import db, execute, execute_many, fetchall
 from service import audit, delivery, evidence
-from service.infra import dispatch, logs
+from service.infra import dispatch
 from service.infra.config import Settings
 from service.sending import unfinished_batches
 
@@ -136,11 +136,9 @@ class ApplierSignal:
             pipe.set(APPLY_SIGNAL_KEY, 1, nx=True, px=self.delay_ms)
             pipe.pttl(APPLY_SIGNAL_KEY)
             won, ttl_ms = pipe.execute()
-        except redis.RedisError as error:
-            # Redis down is an outage, not a bug: one line, no traceback per report.
+        except redis.RedisError:
             log.warning(
-                "signalling the report applier failed; the clock's refresh will",
-                extra={"error": logs.error_text(error)},
+                "signalling the report applier failed; the clock's refresh will", exc_info=True
             )
             return False
         if ttl_ms > 0:
@@ -151,10 +149,9 @@ class ApplierSignal:
             return False
         try:
             dispatch.publish_apply_reports(delay_ms=self.delay_ms)
-        except dispatch.PUBLISH_ERRORS as error:
+        except dispatch.PUBLISH_ERRORS:
             log.warning(
-                "publishing the report applier failed; the clock's refresh will",
-                extra={"error": logs.error_text(error)},
+                "publishing the report applier failed; the clock's refresh will", exc_info=True
             )
             self._due_after = 0.0
             try:
@@ -238,8 +235,9 @@ def has_unexamined() -> bool:
 def _publish_status_update(campaign_id: int) -> None:
     try:
         dispatch.publish_status_update(campaign_id)
-    except dispatch.PUBLISH_ERRORS as error:
+    except dispatch.PUBLISH_ERRORS:
         log.warning(
             "publishing the status update failed; the clock's refresh will do it",
-            extra={"campaign_id": campaign_id, "error": logs.error_text(error)},
+            exc_info=True,
+            extra={"campaign_id": campaign_id},
         )

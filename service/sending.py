@@ -428,15 +428,9 @@ def persist_or_hand_over(shop_id: int, campaign_id: int, key: str, outcomes: Bat
         return True
     except Exception as error:  # noqa: BLE001 - any failure here must hand over to the repair
         outage = logs.is_outage(error)
-        log.error(
+        log.exception(
             "persisting provider results failed; handing over to persistSmsResults",
-            exc_info=not outage,  # an outage is one line, a bug its trace
-            extra={
-                "campaign_id": campaign_id,
-                "shop_id": shop_id,
-                "batch_key": key,
-                "error": logs.error_text(error),
-            },
+            extra={"campaign_id": campaign_id, "shop_id": shop_id, "batch_key": key},
         )
         if outage and not db.in_transaction():
             # Its backend is likely gone (a restart, a terminated session): the batch's next

@@ -18,7 +18,7 @@ from service.contacts import normalise_phone
 from service.errors import InvalidInput
 from service.infra.config import Settings
 from service.infra.ratelimit import SendLimiter
-from service.provider import Provider, message_id
+from service.provider import Provider, message_id, whole_number_text
 
 log = logging.getLogger("astronote.api.webhooks")
 
@@ -71,9 +71,9 @@ def _http(refused: Refused) -> falcon.HTTPError:
 
 
 def whole_text(value: str | int | float) -> str:
-    """A field the schema lets be a string or a whole number (`306912345678`, `306912345678.0`:
-    JSON Schema's integer) as text."""
-    return str(int(value)) if isinstance(value, (int, float)) else value
+    """A field the schema lets be a string or a whole number (`306912345678`, `306912345678.0`)
+    as text."""
+    return value if isinstance(value, str) else whole_number_text(value, 40) or str(value)
 
 
 def inbound_number(raw: str) -> str:

@@ -15,6 +15,8 @@ import pika.exceptions
 import psycopg2
 import redis
 
+from service.errors import DependencyUnavailable
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 REDACTED = "[redacted]"
 # Shorter values are not hidden: replacing them would garble ordinary words, and the secrets
@@ -47,8 +49,14 @@ OUTAGES = (
     redis.ConnectionError,
     redis.TimeoutError,
 )
-# What a library logs with a traceback when its connection drops (RabbitMQ's, a socket's).
-_CONNECTION_LOST = (*OUTAGES, ConnectionError, pika.exceptions.AMQPConnectionError)
+# What is logged as an outage, in one line, whoever logs it: the above, a broker that cannot be
+# reached (ours, and what pika or a socket raise when a connection drops).
+_CONNECTION_LOST = (
+    *OUTAGES,
+    DependencyUnavailable,
+    ConnectionError,
+    pika.exceptions.AMQPConnectionError,
+)
 
 
 def is_outage(error: BaseException) -> bool:
@@ -56,8 +64,9 @@ def is_outage(error: BaseException) -> bool:
 
 
 def error_text(error: BaseException) -> str:
-    """An outage's exception as one short field (`Type: first line`): a dependency that is
-    down is not a bug, and a traceback per request would flood the log while it lasts."""
+    """An outage's exception as one short field (`Type: first line`), which the formatter
+    writes instead of its traceback: a dependency that is down is not a bug, and a traceback
+    per request would flood the log while it lasts."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import psycopg2
 import redis
@@ -10,6 +11,7 @@ import redis
 from models.database import fetchall
 from scheduler import jobs
 from service import audit, report_inbox
+from service.infra import logs
 from tests.e2e.stack import queued_messages
 
 DELAYED = "delivery-status-update.DQ"  # where the Redis broker keeps delayed messages
@@ -72,7 +74,8 @@ def test_a_signal_with_redis_down_is_logged_not_raised(db, settings, caplog):
     # And in one line naming the error: an outage is no bug, a traceback per report would
     # flood the log while it lasts
     (record,) = [r for r in caplog.records if "signalling" in r.getMessage()]
-    assert record.exc_info is None and record.error.startswith("ConnectionError")
+    line = json.loads(logs.JsonFormatter("web").format(record))
+    assert "exc" not in line and line["error"].startswith("ConnectionError"), line
 
 
 def test_the_clock_publishes_the_applier_only_while_reports_wait(db, settings):
