@@ -208,12 +208,13 @@ def persist_test_send(test_send_id: int, provider_id: str) -> None:
     priority=-1,
 )
 def send_inbound_reply(message_key: str, sender: str, to: str, text: str, attempt: int) -> None:
-    """The next try of an answer to STOP, START or HELP the provider did not take."""
+    """A try of an answer to STOP, START or HELP: its first, or the next after one the provider
+    did not take."""
     batches = batch_sender()
     state = replies.resend(
         message_key, sender, to, text, attempt, batches.provider, batches.limiter
     )
-    log.info("answer to an inbound message tried again", extra={"state": state, "attempt": attempt})
+    log.info("answer to an inbound message tried", extra={"state": state, "attempt": attempt})
 
 
 @dramatiq.actor(

@@ -30,7 +30,7 @@ from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, Contact, InboundMessage, Shop, TestSend
 from models.database import db, execute
-from service import consent, replies, shops, suppressions
+from service import consent, replies, reservations, shops, suppressions
 from service.audit import Actor
 from service.infra.config import Settings
 from service.infra.ratelimit import SendLimiter
@@ -127,10 +127,15 @@ def _sender_matches(column: Any, key: str) -> Any:
 
 def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
     """The shops among `candidates` (a condition on Shop) that sent `phone` a message (of a
-    campaign, or a test send) within `days`. Through the contact (indexed by phone) and the
-    shop's campaigns that were still open in the window, each probed by (campaign, contact):
-    no scan of recipients."""
+    campaign, or a test send) within `days`, or may have: a message whose call is in flight
+    or whose outcome is unknown may have reached the phone, and a STOP answering it must not
+    be for no shop (the provider is answered 200 and never posts it again). Through the
+    contact (indexed by phone) and the shop's campaigns that were still open in the window,
+    each probed by (campaign, contact): no scan of recipients."""
     window = fn.now() - SQL("make_interval(days => %s)", (days,))
+    may_have_reached = (reservations.IN_FLIGHT | reservations.UNKNOWN_OUTCOME) & (
+        CampaignRecipient.claimed_at > window
+    )
     sent = (
         CampaignRecipient.select(SQL("1"))
         .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
@@ -138,7 +143,7 @@ def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
             (Campaign.shop == Contact.shop)
             & (Campaign.finished_at.is_null() | (Campaign.finished_at > window))
             & (CampaignRecipient.contact_id == Contact.id)
-            & (CampaignRecipient.sent_at > window)
+            & ((CampaignRecipient.sent_at > window) | may_have_reached)
         )
     )
     by_campaign = list(
@@ -155,8 +160,13 @@ def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
         .join(TestSend, on=(TestSend.shop == Shop.id))
         .where(
             (TestSend.phone == phone)
-            & (TestSend.status == "sent")
-            & (TestSend.finished_at > window)
+            & (
+                ((TestSend.status == "sent") & (TestSend.finished_at > window))
+                | (
+                    ((TestSend.status == "sending") | (TestSend.error == "unknown_outcome"))
+                    & (TestSend.claimed_at > window)
+                )
+            )
             & candidates
         )
         .distinct()

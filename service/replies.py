@@ -1,15 +1,20 @@
 """Answers to STOP, START and HELP (SPEC 11): their texts, and sending each one once.
 
-An answer is sent through the provider from the number the customer wrote to, right after the
-inbound message is committed. It is not a marketing message: it belongs to no campaign, takes
-nothing from a reservation and debits no credit (carriers require it, so it must go out even
-from a shop with no credits left); its segments are recorded with it. Inserting its
-`inbound_reply` row is the claim to send it, so a provider retry of the inbound message, or a
-concurrent duplicate, sends nothing more. A call that surely did not reach the provider (a
-429, a 503) is tried again by the worker (`sendInboundReply`, on the priority queue) after
-the provider's Retry-After or a growing delay, up to RETRY_ATTEMPTS times, the row staying
-the claim (`retrying`); an unknown outcome is never resent. Should the broker be unreachable
-then, the claim is given back instead, so a provider retry of the inbound message may send it.
+An answer is sent through the provider from the number the customer wrote to, by the worker
+(`sendInboundReply`, on the priority queue), queued right after the inbound message is
+committed: the webhook never waits for the provider, whose 2-4 s answers would otherwise hold
+a web thread per STOP and, in a wave of replies after a large send, every thread the delivery
+reports and the merchants' requests need. It is not a marketing message: it belongs to no
+campaign, takes nothing from a reservation and debits no credit (carriers require it, so it
+must go out even from a shop with no credits left); its segments are recorded with it.
+Inserting its `inbound_reply` row is the claim to send it, so a provider retry of the inbound
+message, or a concurrent duplicate, sends nothing more. The row waits in `retrying` for the
+worker's try, which takes it to `sending` (one try at a time). A call that surely did not
+reach the provider (a 429, a 503) is tried again after the provider's Retry-After or a
+growing delay, up to RETRY_ATTEMPTS times; an unknown outcome is never resent. Should the
+broker be unreachable when the answer is first queued, the web sends it itself (one answer
+rather than none); when a retry cannot be queued, the claim is given back instead, so a
+provider retry of the inbound message may send it.
 """
 
 from __future__ import annotations
@@ -67,11 +72,16 @@ def send_once(
     provider: Provider,
     limiter: SendLimiter | None = None,
 ) -> str | None:
-    """Send the answer to one inbound message unless it was sent (or is being sent) already.
-    Returns the outcome (`sent`, `failed`, `unknown`, `not_sent`), None for a duplicate."""
+    """Queue the answer to one inbound message for the worker unless it was queued (or sent)
+    already: `queued`, None for a duplicate. With the broker out of reach, send it now and
+    return its outcome (`sent`, `failed`, `unknown`, `retrying`, `not_sent`)."""
     claimed = (
         InboundReply.insert(
-            message_key=message_key, sender=sender, text=text, segments=segment_count(text)
+            message_key=message_key,
+            sender=sender,
+            text=text,
+            segments=segment_count(text),
+            state="retrying",  # waiting for a try: the worker's first
         )
         .on_conflict_ignore()
         .as_rowcount()
@@ -79,6 +89,12 @@ def send_once(
     )
     if not claimed:
         return None
+    try:
+        dispatch.publish_reply(message_key, sender, to, text, 0, delay_ms=0)
+        return "queued"
+    except dispatch.PUBLISH_ERRORS:
+        log.warning("answer to an inbound message not queued; sent by the web", exc_info=True)
+    _take(message_key)
     return _call(message_key, sender, to, text, provider, 0, limiter)
 
 
@@ -110,16 +126,20 @@ def resend(
     provider: Provider,
     limiter: SendLimiter | None = None,
 ) -> str | None:
-    """The worker's next try of an answer left `retrying`; None if another try took it (or
-    it was finished meanwhile)."""
-    taken = (
+    """The worker's try of an answer waiting in `retrying` (its first, or the next after one
+    the provider did not take); None if another try took it (or it was finished meanwhile)."""
+    if not _take(message_key):
+        return None
+    return _call(message_key, sender, to, text, provider, attempt, limiter)
+
+
+def _take(message_key: str) -> int:
+    """Take the answer's row from `retrying` to `sending`: this try, and no other, calls."""
+    return (
         InboundReply.update(state="sending")
         .where((InboundReply.message_key == message_key) & (InboundReply.state == "retrying"))
         .execute()
     )
-    if not taken:
-        return None
-    return _call(message_key, sender, to, text, provider, attempt, limiter)
 
 
 def _call(

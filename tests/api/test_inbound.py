@@ -13,7 +13,9 @@ from api.app import create_app, create_wsgi
 from models import InboundReply
 from service import replies
 from service.creation import batch_key
+from service.errors import BrokerUnavailable
 from service.infra import dispatch
+from service.infra.ratelimit import SendLimiter
 from service.provider import Outcome, SendResult
 from service.sending import claim_recipients
 from tests.api.conftest import ADMIN, CONSENT, CheckedClient, assert_error, auth, top_up
@@ -77,6 +79,22 @@ def state(db, shop_id: int, phone: str = PHONE) -> dict:
     }
 
 
+@pytest.fixture(autouse=True)
+def worker(monkeypatch, provider) -> list[tuple]:
+    """The queue of answers, and the worker's first try of each, taken as soon as it is
+    queued (here in process: tests/e2e/test_compliance.py runs the real worker). Returns
+    every publish as ((message_key, sender, to, text, attempt), delay_ms)."""
+    published: list[tuple] = []
+
+    def publish(*args, delay_ms):
+        published.append((args, delay_ms))
+        if args[-1] == 0 and delay_ms == 0:
+            replies.resend(*args, provider)
+
+    monkeypatch.setattr(dispatch, "publish_reply", publish)
+    return published
+
+
 @pytest.fixture
 def shop(client) -> tuple[int, str]:
     shop_id, key = make_shop(client, "inbound.example")
@@ -102,7 +120,7 @@ def test_stop_opts_the_number_out_with_one_answer_however_often_it_arrives(
         "events": [("opt_in", "import"), ("opt_out", "reply")],
     }
     # And one answer went out, from the number the customer wrote to, naming the shop
-    assert first == {"keyword": "stop", "shops": 1, "duplicate": False, "reply": "sent"}
+    assert first == {"keyword": "stop", "shops": 1, "duplicate": False, "reply": "queued"}
     assert again == {"keyword": "stop", "shops": 1, "duplicate": True, "reply": None}
     assert [(sender, sms.to) for sender, sms in provider.sent] == [(SENDER, PHONE)]
     assert "inbound: you are unsubscribed" in provider.sent[0][1].text
@@ -196,7 +214,7 @@ def test_start_opts_back_in_with_consent_from_the_reply(client, db, provider, sh
     # When it replies START
     answer = reply(client, "Start", id="in-2")
     # Then it is subscribed again, with consent from its reply, and told so once
-    assert answer == {"keyword": "start", "shops": 1, "duplicate": False, "reply": "sent"}
+    assert answer == {"keyword": "start", "shops": 1, "duplicate": False, "reply": "queued"}
     assert state(db, shop_id) == {
         "suppressed": [],
         "opted_out": False,
@@ -226,7 +244,7 @@ def test_without_id_or_timestamp_a_stop_after_a_start_is_a_new_stop_and_a_retry_
     # opted out again and told so (it was taken for a retry of the first, for ever)
     assert (first["duplicate"], retried["duplicate"]) == (False, True)
     assert (start["duplicate"], second["duplicate"]) == (False, False)
-    assert second["reply"] == "sent"
+    assert second["reply"] == "queued"
     assert state(db, shop_id)["suppressed"] == ["reply"]
     assert state(db, shop_id)["opted_out"] is True
     assert len(provider.to(PHONE)) == 3
@@ -270,7 +288,7 @@ def test_help_answers_with_the_shop_help_text_or_a_default_naming_it(client, db,
     first = reply(client, "HELP")
     reply(client, "info?", to="306999000002")
     # Then each answers with its text, and nothing else changes
-    assert first["keyword"] == "help" and first["reply"] == "sent"
+    assert first["keyword"] == "help" and first["reply"] == "queued"
     assert provider.to(PHONE) == [
         "Helpful: call 210 000 0000",
         "plain: marketing messages. Msg & data rates may apply. Reply STOP to unsubscribe.",
@@ -333,6 +351,61 @@ def test_a_reply_to_the_shared_sender_is_for_the_shops_that_messaged_the_number(
     assert [sms.text.split(":")[0] for _, sms in provider.sent] == ["recent"]
 
 
+@pytest.mark.parametrize(
+    ("status", "error", "for_the_shop"),
+    [
+        ("sending", None, True),  # its call in flight, or its answer lost: it may have arrived
+        ("failed", "unknown_outcome", True),  # never proven either way
+        ("failed", "rejected", False),  # the provider refused it: it reached no phone
+    ],
+)
+def test_a_stop_to_the_shared_sender_counts_a_message_that_may_have_arrived(
+    client, db, provider, status, error, for_the_shop
+):
+    # Given a shop on the shared sender whose message to the number was claimed an hour ago
+    # and is not known sent (a slow provider, an answer lost to a reset)
+    shop_id, key = make_shop(client, "maybe.example", sender=None)
+    subscribe(client, key, [PHONE])
+    (contact_id,) = db.execute_sql(
+        "SELECT id FROM contact WHERE shop_id = %s AND phone = %s", (shop_id, PHONE)
+    ).fetchone()
+    (campaign_id,) = db.execute_sql(
+        "INSERT INTO campaign (shop_id, name, text, status) VALUES (%s, 'c', 'x', 'sending')"
+        " RETURNING id",
+        (shop_id,),
+    ).fetchone()
+    db.execute_sql(
+        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, status, error,"
+        " claimed_at) VALUES (%s, %s, %s, %s, %s, %s, now() - interval '1 hour')",
+        (campaign_id, shop_id, contact_id, PHONE, status, error),
+    )
+    # When the number replies STOP to the shared sender
+    answer = reply(client, "STOP", to="Astronote")
+    # Then it is for that shop whenever the message may have reached the phone (before, it was
+    # for no shop: answered 200, never posted again, and the number kept getting messages)
+    assert answer["shops"] == int(for_the_shop)
+    assert state(db, shop_id)["suppressed"] == (["reply"] if for_the_shop else [])
+
+
+@pytest.mark.parametrize("status", ["sending", "failed"])
+def test_a_stop_to_the_shared_sender_after_a_test_send_of_unknown_outcome_is_for_its_shop(
+    client, db, provider, status
+):
+    shop_id, _ = make_shop(client, "tester.example", sender=None)
+    (campaign_id,) = db.execute_sql(
+        "INSERT INTO campaign (shop_id, name, text) VALUES (%s, 'c', 'x') RETURNING id",
+        (shop_id,),
+    ).fetchone()
+    db.execute_sql(
+        "INSERT INTO test_send (shop_id, campaign_id, phone, sender, text, segments, status,"
+        " error, claimed_at) VALUES (%s, %s, %s, 'Astronote', 'x', 1, %s, %s, now())",
+        (shop_id, campaign_id, PHONE, status, "unknown_outcome" if status == "failed" else None),
+    )
+    answer = reply(client, "STOP", to="Astronote")
+    assert answer["shops"] == 1
+    assert state(db, shop_id)["suppressed"] == ["reply"]
+
+
 def test_a_reply_to_the_shared_sender_after_a_test_send_is_for_the_shop_that_sent_it(
     client, db, provider
 ):
@@ -351,7 +424,7 @@ def test_a_reply_to_the_shared_sender_after_a_test_send_is_for_the_shop_that_sen
     # When the number replies STOP to the shared sender
     answer = reply(client, "STOP", to="Astronote")
     # Then it is for that shop: suppressed there, and answered (it was for no shop)
-    assert (answer["shops"], answer["reply"]) == (1, "sent")
+    assert (answer["shops"], answer["reply"]) == (1, "queued")
     assert state(db, shop_id)["suppressed"] == ["reply"]
 
 
@@ -396,33 +469,63 @@ def test_a_stop_from_a_number_that_is_not_a_contact_still_suppresses_it(client, 
 # --- the answer ------------------------------------------------------------------------------
 
 
-def test_an_answer_that_surely_did_not_reach_the_provider_is_tried_again_by_the_worker(
+def test_the_webhook_queues_the_answer_and_never_calls_the_provider_itself(
     client, db, provider, shop, monkeypatch
+):
+    # Given a worker that has not taken anything yet
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        dispatch, "publish_reply", lambda *args, delay_ms: queued.append((args, delay_ms))
+    )
+    # When a customer writes STOP
+    answer = reply(client, "STOP", id="in-20")
+    # Then the number is opted out and its answer queued for the worker's first try; the
+    # provider was not called in the request (a slow provider held a web thread per reply)
+    assert answer["reply"] == "queued" and provider.sent == []
+    assert state(db, shop[0])["suppressed"] == ["reply"]
+    [((key, sender, to, text, attempt), delay_ms)] = queued
+    assert (sender, to, attempt, delay_ms) == (SENDER, PHONE, 0, 0)
+    assert "unsubscribed" in text
+    assert InboundReply.get_by_id(key).state == "retrying"
+
+
+def test_with_the_broker_out_of_reach_the_web_sends_the_answer_itself(
+    client, db, provider, shop, monkeypatch
+):
+    def unreachable(*args, delay_ms):
+        raise BrokerUnavailable("RabbitMQ down")
+
+    monkeypatch.setattr(dispatch, "publish_reply", unreachable)
+    # One answer rather than none: the webhook answered 200, no retry of the STOP will come
+    assert reply(client, "STOP", id="in-21")["reply"] == "sent"
+    assert [(sender, sms.to) for sender, sms in provider.sent] == [(SENDER, PHONE)]
+    assert InboundReply.get().state == "sent"
+
+
+def test_an_answer_that_surely_did_not_reach_the_provider_is_tried_again_by_the_worker(
+    client, db, provider, shop, worker
 ):
     # Given a provider that refuses the first two calls (429, 503: nothing was sent)
     provider.outcomes += [
         SendResult(Outcome.NOT_SENT, reason="HTTP 429", retry_after_s=3, throttled=True),
         SendResult(Outcome.NOT_SENT, reason="HTTP 503"),
     ]
-    queued: list[tuple] = []
-    monkeypatch.setattr(
-        dispatch, "publish_reply", lambda *args, delay_ms: queued.append((args, delay_ms))
-    )
 
     # When the STOP arrives, and again (a provider retrying though it was answered 200)
     first, again = reply(client, "STOP", id="in-9"), reply(client, "STOP", id="in-9")
 
-    # Then the number was opted out once, and the answer waits for the worker's next try,
-    # after the Retry-After (the webhook answered 200: no provider retry would ever send it)
-    assert (first["reply"], again["reply"]) == ("retrying", None)
-    assert [(args[-1], delay) for args, delay in queued] == [(1, 3000)]
+    # Then the number was opted out once, and the answer, queued once, waits for the worker's
+    # next try after the Retry-After (the webhook answered 200: no provider retry would send it)
+    assert (first["reply"], again["reply"]) == ("queued", None)
+    assert [(args[-1], delay) for args, delay in worker] == [(0, 0), (1, 3000)]
+    queued = worker[1:]
     assert state(db, shop[0])["events"] == [("opt_in", "import"), ("opt_out", "reply")]
 
     # When the worker tries (refused again: 503), then once more, twice (a redelivery)
     assert replies.resend(*queued[0][0], provider) == "retrying"
-    assert [(args[-1], delay) for args, delay in queued[1:]] == [(2, replies.RETRY_DELAY_MS * 2)]
-    assert replies.resend(*queued[1][0], provider) == "sent"
-    assert replies.resend(*queued[1][0], provider) is None
+    assert [(args[-1], delay) for args, delay in worker[2:]] == [(2, replies.RETRY_DELAY_MS * 2)]
+    assert replies.resend(*worker[2][0], provider) == "sent"
+    assert replies.resend(*worker[2][0], provider) is None
 
     # Then it went out once, on the third call
     assert len(provider.sent) == 3
@@ -434,24 +537,28 @@ def test_answers_count_against_the_provider_rate_limit_and_wait_for_it_in_the_wo
     settings, redis_client, db, provider, monkeypatch
 ):
     # Given an account limited to 2 messages a second, and a shop
-    limited = CheckedClient(
-        create_wsgi(dataclasses.replace(settings, provider_rate_limit="2"), redis_client, provider)
-    )
+    limited_settings = dataclasses.replace(settings, provider_rate_limit="2")
+    limited = CheckedClient(create_wsgi(limited_settings, redis_client, provider))
     make_shop(limited, "limited.example")
+    limiter = SendLimiter.for_settings(limited_settings, redis_client)
     queued: list[tuple] = []
     monkeypatch.setattr(
         dispatch, "publish_reply", lambda *args, delay_ms: queued.append((args, delay_ms))
     )
 
-    # When four customers write HELP at once (a wave of replies after a large send)
+    # When four customers write HELP at once (a wave of replies after a large send), and the
+    # worker takes each answer
     answers = [reply(limited, "HELP", phone=f"+30691234500{n}")["reply"] for n in range(4)]
+    tries = [replies.resend(*args, provider, limiter) for args, _ in list(queued)]
 
     # Then two answers went out, and two wait in the worker's queue for the budget (about a
     # second), as their first try still: a rate limit costs no try
-    assert answers == ["sent", "sent", "retrying", "retrying"]
+    assert answers == ["queued"] * 4
+    assert tries == ["sent", "sent", "retrying", "retrying"]
     assert len(provider.sent) == 2
-    assert [args[-1] for args, _ in queued] == [0, 0]
-    assert all(0 < delay <= 1100 for _, delay in queued), queued
+    again = queued[4:]
+    assert [args[-1] for args, _ in again] == [0, 0]
+    assert all(0 < delay <= 1100 for _, delay in again), again
 
 
 def test_an_answer_never_taken_by_the_provider_fails_after_every_try(
@@ -462,15 +569,17 @@ def test_an_answer_never_taken_by_the_provider_fails_after_every_try(
     )
     queued: list[tuple] = []
     monkeypatch.setattr(dispatch, "publish_reply", lambda *args, delay_ms: queued.append(args))
-    assert reply(client, "STOP", id="in-10")["reply"] == "retrying"
-    outcomes = [replies.resend(*queued[i], provider) for i in range(replies.RETRY_ATTEMPTS)]
+    assert reply(client, "STOP", id="in-10")["reply"] == "queued"
+    assert replies.resend(*queued[0], provider) == "retrying"  # the worker's first try
+    outcomes = [replies.resend(*queued[i], provider) for i in range(1, replies.RETRY_ATTEMPTS + 1)]
     assert outcomes == ["retrying"] * (replies.RETRY_ATTEMPTS - 1) + ["failed"]
     assert InboundReply.get_by_id(queued[0][0]).state == "failed"
 
 
 def test_an_answer_of_unknown_outcome_is_never_sent_again(client, db, provider, shop):
     provider.outcomes.append(SendResult(Outcome.UNKNOWN, reason="read timeout"))
-    assert reply(client, "STOP", id="in-5")["reply"] == "unknown"
+    assert reply(client, "STOP", id="in-5")["reply"] == "queued"
+    assert InboundReply.get().state == "unknown"
     assert reply(client, "STOP", id="in-5")["reply"] is None
     assert len(provider.sent) == 1
 
@@ -571,14 +680,13 @@ def test_an_answer_whose_retry_was_lost_gives_its_claim_back_at_the_reconcile(
     client, db, provider, shop, monkeypatch
 ):
     # Given an answer left retrying, its retry message lost (Redis flushed)
-    provider.outcomes.append(SendResult(Outcome.NOT_SENT, reason="HTTP 503"))
     monkeypatch.setattr(dispatch, "publish_reply", lambda *args, delay_ms: None)
-    assert reply(client, "STOP", id="in-11")["reply"] == "retrying"
+    assert reply(client, "STOP", id="in-11")["reply"] == "queued"
 
     # When the reconcile runs: within the tries' time it leaves it; past it, gives it back
     assert replies.give_back_abandoned() == 0
     db.execute_sql("UPDATE inbound_reply SET created_at = now() - interval '3 hours'")
     assert replies.give_back_abandoned() == 1
 
-    # Then the provider's retry of the inbound message sends the answer
-    assert reply(client, "STOP", id="in-11")["reply"] == "sent"
+    # Then the provider's retry of the inbound message queues the answer again
+    assert reply(client, "STOP", id="in-11")["reply"] == "queued"

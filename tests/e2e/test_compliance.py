@@ -15,15 +15,15 @@ import requests
 
 from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, SHOPIFY_API_SECRET
 from tests.e2e.invariants import rows
-from tests.e2e.stack import CONSENT, Stack, wait_for
+from tests.e2e.stack import CONSENT, WEB_THREADS, Stack, wait_for
 from tests.scan import places_holding
 
 SENDER = "306999000001"
 
 
-def start(stack: Stack, *sim_options: str) -> None:
+def start(stack: Stack, *sim_options: str, web_threads: int = WEB_THREADS) -> None:
     stack.start_sim("--dlr-delay-ms", "50", *sim_options)
-    stack.start_web()
+    stack.start_web(threads=web_threads)
     stack.start_worker()
     stack.sim_config(inbound_url=f"{stack.web}/webhooks/mitto/inbound?token={DLR_WEBHOOK_SECRET}")
 
@@ -99,7 +99,7 @@ def test_a_stop_in_the_middle_of_a_campaign_stops_that_number_and_start_resumes_
 
     # Then the second delivery is recognised, and the campaign finishes without the number
     assert [(a["keyword"], a["duplicate"], a["reply"]) for a in answers] == [
-        ("stop", False, "sent"),
+        ("stop", False, "queued"),
         ("stop", True, None),
     ]
     progress = stack.wait_finished(key, first["id"], timeout=120)
@@ -120,7 +120,8 @@ def test_a_stop_in_the_middle_of_a_campaign_stops_that_number_and_start_resumes_
     # When the customer replies START
     (started,) = customer_writes(stack, target, "START")
     # Then the next campaign reaches the number again
-    assert (started["keyword"], started["reply"]) == ("start", "sent")
+    assert (started["keyword"], started["reply"]) == ("start", "queued")
+    wait_for(lambda: stack.sim_messages(to=target)["count"] == 2, 30, "the START answer")
     second = launch(stack, key, "Last day of the sale", append_unsubscribe=False)
     assert second["recipients"] == 300
     stack.wait_finished(key, second["id"], timeout=120)
@@ -209,6 +210,36 @@ def test_a_redact_webhook_erases_the_customer_everywhere_and_only_with_its_signa
     assert stack.sim_messages(to=phone)["count"] == 1  # the first campaign's message only
 
 
+def test_a_slow_provider_holds_no_web_thread_for_the_answers_to_stop(make_stack, db):
+    # Given a provider taking 3 s per call, and a web of one thread (a wave of STOPs after a
+    # large send once held one web thread per reply for the provider's answer)
+    stack = make_stack()
+    start(stack, web_threads=1)
+    _, key = create_shop(stack, "slow.example", 10)
+    phones = [f"+30690000040{n}" for n in range(3)]
+    imported = stack.call(
+        "POST",
+        "/contacts",
+        key,
+        json={"contacts": [{"phone": phone, "consent": CONSENT} for phone in phones]},
+    )
+    assert imported.status_code == 200, imported.text
+    stack.sim_config(latency_ms=3000)
+
+    # When three customers write STOP one after the other
+    began = time.monotonic()
+    answers = [customer_writes(stack, phone, "STOP")[0] for phone in phones]
+
+    # Then each was answered at once, its confirmation queued, and the worker sends them
+    assert time.monotonic() - began < 3, answers
+    assert [answer["reply"] for answer in answers] == ["queued"] * 3
+    wait_for(
+        lambda: rows(db, "SELECT count(*) FROM inbound_reply WHERE state = 'sent'") == [(3,)],
+        30,
+        "the three confirmations",
+    )
+
+
 def test_a_stop_confirmation_the_provider_refused_is_sent_by_the_worker_once_it_takes_it(
     make_stack, db
 ):
@@ -227,7 +258,7 @@ def test_a_stop_confirmation_the_provider_refused_is_sent_by_the_worker_once_it_
     [answer] = customer_writes(stack, phone, "STOP")
 
     # Then the number is opted out at once, and the confirmation waits for the worker
-    assert answer["reply"] == "retrying"
+    assert answer["reply"] == "queued"
     assert rows(db, "SELECT count(*) FROM suppression WHERE shop_id = %s", shop_id) == [(1,)]
 
     # When the provider takes messages again, Then the worker sends the confirmation, once
