@@ -109,9 +109,20 @@ def resolve_reported(report_ids: Sequence[int], settings: Settings, actor: Actor
         by_campaign[(campaign_id, shop_id)].append(
             (Claimed(rid, contact_id, phone, country, first_name), provider_id)
         )
+    if len(by_campaign) > 1 and db.in_transaction():
+        # The caller's transaction holds each campaign's locks to its commit, the shop's
+        # too: taking campaign after campaign with a shop held in between deadlocked with a
+        # worker persisting a batch, which locks its campaign, then the shop. So every
+        # campaign first, in one order, as every persist takes campaign before shop.
+        list(
+            Campaign.select(Campaign.id)
+            .where(Campaign.id.in_(sorted(campaign_id for campaign_id, _ in by_campaign)))
+            .order_by(Campaign.id)
+            .for_update()
+        )
     resolved = 0
     campaign_ids: set[int] = set()
-    for (campaign_id, shop_id), items in by_campaign.items():
+    for (campaign_id, shop_id), items in sorted(by_campaign.items()):
         try:
             done = persist_evidence(shop_id, campaign_id, items, settings, actor)
         except Exception:  # noqa: BLE001 - the report is stored; the reconciler retries

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+
+import psycopg2
 
 from models.database import fetchall
-from service import audit, campaigns, contacts, credits, reconcile, shops
+from service import audit, campaigns, contacts, credits, reconcile, report_inbox, shops
 from service.creation import batch_key
 from service.enqueue import enqueue
 from service.sending import claim_recipients
@@ -129,3 +133,70 @@ def test_a_campaign_whose_late_debit_cannot_be_covered_does_not_hold_up_the_rest
     assert status_of(broke) == ("failed", "unknown_outcome")
     assert credits.summary(broke_shop).balance == 0
     assert credits.summary(fine_shop).balance == 4
+
+
+def test_reports_resolving_two_campaigns_of_a_shop_do_not_deadlock_with_a_persist(
+    db, settings, service_urls
+):
+    # Given a shop with two campaigns, each with a message of unknown outcome
+    shop, _ = shops.create_shop("two.example", "two.example", require_consent=False)
+    credits.top_up(shop.id, 10, "initial", audit.ADMIN)
+    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}], actor=audit.ADMIN)
+    in_flight = []
+    for name in ("first", "second"):
+        campaign = campaigns.create(shop.id, name, "Hello there", append_unsubscribe=False)
+        enqueue(shop.id, campaign.id, settings, audit.ADMIN)
+        [(recipient_id,)] = fetchall(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s", (campaign.id,)
+        )
+        claim_recipients(campaign.id, [recipient_id], batch_key(campaign.id, [recipient_id]))
+        in_flight.append((campaign.id, recipient_id))
+    (_, first), (later, second) = in_flight
+    report_inbox.store_reports(
+        [
+            {"id": f"r-{rid}", "reference": str(rid), "deliveryStatus": "Delivered"}
+            for rid in (first, second)
+        ]
+    )
+
+    # When a worker persisting a batch of the later campaign holds that campaign (its persist
+    # locks campaign, then shop) while the reports are applied
+    worker = psycopg2.connect(service_urls[0])
+    cursor = worker.cursor()
+    cursor.execute("UPDATE campaign SET last_progress_at = now() WHERE id = %s", (later,))
+    applier = threading.Thread(target=report_inbox.apply_stored_reports, args=(settings,))
+    applier.start()
+    wait_for_lock_wait(service_urls[0], worker.get_backend_pid())
+    # And the worker goes on to the shop
+    cursor.execute("SET lock_timeout = '5s'")
+    cursor.execute("UPDATE shop SET credit_balance = credit_balance WHERE id = %s", (shop.id,))
+    worker.commit()
+    worker.close()
+    applier.join(30)
+
+    # Then neither waited on the other for ever (PostgreSQL aborted one of them: the
+    # applier's upgrade was lost to the reconcile), and both messages are sent
+    assert [status_of(rid) for rid in (first, second)] == [("sent", None)] * 2
+    assert credits.summary(shop.id).balance == 8
+
+
+def wait_for_lock_wait(database_url: str, other_than: int) -> None:
+    """Until a backend other than `other_than` waits for a lock (the applier, on the worker).
+    On a connection of its own: a transaction reads pg_stat_activity once."""
+    watcher = psycopg2.connect(database_url)
+    watcher.autocommit = True
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with watcher.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND pid <> %s",
+                    (other_than,),
+                )
+                if cursor.fetchone()[0]:
+                    return
+            time.sleep(0.05)
+    finally:
+        watcher.close()
+    raise AssertionError("the applier never waited for the worker's lock")
