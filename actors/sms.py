@@ -200,8 +200,10 @@ def persist_test_send(test_send_id: int, provider_id: str) -> None:
 @dramatiq.actor(
     actor_name="sendInboundReply",
     queue_name=dispatch.PRIORITY_QUEUE,
-    # A retry is safe: only a try that takes the row from `retrying` calls the provider.
-    max_retries=5,
+    # A retry is safe: only a try that takes the row from `retrying` calls the provider. As
+    # many as an outage of the database or the broker may need (1 s doubling to 60 s: about
+    # 20 min); past them the reconcile queues it again (`replies.requeue_abandoned`).
+    max_retries=25,
     min_backoff=1000,
     max_backoff=60_000,
     time_limit=settings.send_time_limit_ms,

@@ -102,6 +102,8 @@ def _text(value: Any, field: str, maximum: int, nullable: bool, minimum: int = 0
         return None
     if not isinstance(value, str):
         value = provider.whole_number_text(value, maximum) or value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise _invalid(field, f"an integer must be whole, from 0, of at most {maximum} digits")
     if not isinstance(value, str):
         kind = "a string, an integer or null" if nullable else "a string or an integer"
         raise _invalid(field, f"must be {kind}")

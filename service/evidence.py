@@ -118,7 +118,9 @@ def resolve_reported(report_ids: Sequence[int], settings: Settings, actor: Actor
             Campaign.select(Campaign.id)
             .where(Campaign.id.in_(sorted(campaign_id for campaign_id, _ in by_campaign)))
             .order_by(Campaign.id)
-            .for_update()
+            # NO KEY: a row inserted meanwhile pointing at the campaign (a test send, under
+            # its shop's lock) takes KEY SHARE on it, which FOR UPDATE would block.
+            .for_update("FOR NO KEY UPDATE")
         )
     resolved = 0
     campaign_ids: set[int] = set()

@@ -43,7 +43,7 @@ class ReconcileReport:
     finalized: dict[int, str] = field(default_factory=dict)
     released_reservations: int = 0
     test_sends: int = 0  # test sends failed as unknown outcome, or published again
-    abandoned_replies: int = 0  # answers to STOP/START/HELP whose retry was lost
+    abandoned_replies: int = 0  # answers to STOP/START/HELP whose try was lost: queued again
     folded_counts: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # repair -> what went wrong
 
@@ -223,7 +223,7 @@ def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> 
         ),
         ("released_reservations", lambda: release_finished_reservations(settings, actor)),
         ("test_sends", lambda: test_sends.repair(settings, actor)),
-        ("abandoned_replies", replies.give_back_abandoned),
+        ("abandoned_replies", replies.requeue_abandoned),
         # Progress counters: the deltas written since the last run into each campaign's total.
         ("folded_counts", lambda: recipient_counts.fold()),
     )

@@ -13,8 +13,9 @@ worker's try, which takes it to `sending` (one try at a time). A call that surel
 reach the provider (a 429, a 503) is tried again after the provider's Retry-After or a
 growing delay, up to RETRY_ATTEMPTS times; an unknown outcome is never resent. Should the
 broker be unreachable when the answer is first queued, the web sends it itself (one answer
-rather than none); when a retry cannot be queued, the claim is given back instead, so a
-provider retry of the inbound message may send it.
+rather than none). A try lost on the way (Redis flushed, a worker down for hours) is queued
+again by the reconcile (`requeue_abandoned`): the webhook answered 200, so no provider retry
+of the inbound message will ever come.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from peewee import SQL, fn
 
-from models import InboundReply
+from models import InboundMessage, InboundReply
 from service.infra import dispatch
 from service.infra.ratelimit import SendLimiter
 from service.provider import Outcome, Provider, SendResult, Sms
@@ -41,8 +42,10 @@ STATES = {Outcome.ACCEPTED: "sent", Outcome.REJECTED: "failed", Outcome.UNKNOWN:
 RETRY_ATTEMPTS = 10
 RETRY_DELAY_MS = 2000
 RETRY_MAX_DELAY_MS = 300_000
-# A `retrying` row older than this lost its retry message (Redis flushed, the actor's own
-# retries spent in an outage): the reconcile gives its claim back (`give_back_abandoned`).
+# A `retrying` row untouched this long lost its message (Redis flushed, the actor's own
+# retries spent in an outage, a worker down for hours): the reconcile queues it again
+# (`requeue_abandoned`); a `sending` row this old lost its try mid-call (a killed worker) and
+# may have been sent: it is `unknown`, never sent again.
 ABANDONED_AFTER_S = 2 * 3600
 
 
@@ -90,31 +93,61 @@ def send_once(
     if not claimed:
         return None
     try:
-        dispatch.publish_reply(message_key, sender, to, text, 0, delay_ms=0)
+        dispatch.publish_reply(message_key, sender, to, text, 0, delay_ms=None)
         return "queued"
     except dispatch.PUBLISH_ERRORS:
         log.warning("answer to an inbound message not queued; sent by the web", exc_info=True)
-    _take(message_key)
-    return _call(message_key, sender, to, text, provider, 0, limiter)
+    if not _take(message_key):
+        # The publish failed after the broker had the message (a lost reply), and the
+        # worker took it already: one answer.
+        return "queued"
+    return _call(message_key, sender, to, text, provider, 0, limiter, in_worker=False)
 
 
-def give_back_abandoned() -> int:
-    """Delete the claims of answers left `retrying` past ABANDONED_AFTER_S (every try is due
-    long before), so a provider retry of the inbound message may send the answer; the
-    reconcile's step. Without it such a row stayed `retrying` for ever."""
-    given_back = (
-        InboundReply.delete()
-        .where(
-            (InboundReply.state == "retrying")
-            & (InboundReply.created_at < fn.now() - SQL(f"interval '{ABANDONED_AFTER_S} seconds'"))
-        )
+def requeue_abandoned() -> int:
+    """The reconcile's step for answers whose try was lost: each `retrying` row untouched for
+    ABANDONED_AFTER_S is queued again for one last try (the number read back from its
+    inbound message; one erased since is given up), and each `sending` row as old becomes
+    `unknown` (its call may have gone out). The webhook answered 200: no provider retry of
+    the inbound message will come, so nothing else would ever send it. Returns how many."""
+    stale = fn.now() - SQL(f"interval '{ABANDONED_AFTER_S} seconds'")
+    lost_mid_call = (
+        InboundReply.update(state="unknown", finished_at=fn.now())
+        .where((InboundReply.state == "sending") & (InboundReply.created_at < stale))
         .execute()
     )
-    if given_back:
-        log.warning(
-            "answers to inbound messages abandoned: claims given back", extra={"count": given_back}
+    waiting = list(
+        InboundReply.select(InboundReply.message_key, InboundReply.sender, InboundReply.text)
+        .where((InboundReply.state == "retrying") & (InboundReply.created_at < stale))
+        .limit(1000)
+        .tuples()
+    )
+    numbers = dict(
+        InboundMessage.select(InboundMessage.message_key, InboundMessage.phone)
+        .where(
+            InboundMessage.message_key.in_([key for key, _, _ in waiting])
+            & InboundMessage.phone.is_null(False)
         )
-    return given_back
+        .tuples()
+    )
+    requeued = 0
+    for message_key, sender, text in waiting:
+        to = numbers.get(message_key)
+        if to is None:  # erased meanwhile: no number to answer
+            InboundReply.delete().where(InboundReply.message_key == message_key).execute()
+            continue
+        # Its clock starts again: queued once more per ABANDONED_AFTER_S at most.
+        InboundReply.update(created_at=fn.now()).where(
+            InboundReply.message_key == message_key
+        ).execute()
+        dispatch.publish_reply(message_key, sender, to, text, RETRY_ATTEMPTS, delay_ms=None)
+        requeued += 1
+    if requeued or lost_mid_call:
+        log.warning(
+            "answers to inbound messages abandoned: queued again, or unknown if lost mid-call",
+            extra={"requeued": requeued, "unknown": lost_mid_call},
+        )
+    return requeued + lost_mid_call
 
 
 def resend(
@@ -130,7 +163,7 @@ def resend(
     the provider did not take); None if another try took it (or it was finished meanwhile)."""
     if not _take(message_key):
         return None
-    return _call(message_key, sender, to, text, provider, attempt, limiter)
+    return _call(message_key, sender, to, text, provider, attempt, limiter, in_worker=True)
 
 
 def _take(message_key: str) -> int:
@@ -150,6 +183,7 @@ def _call(
     provider: Provider,
     attempt: int,
     limiter: SendLimiter | None,
+    in_worker: bool,
 ) -> str:
     # An answer counts against the account's (and sender's) rate limit and honours its
     # cool-down like every other message: a wave of STOPs after a large send went out on
@@ -159,12 +193,12 @@ def _call(
     # Without Redis there is no shared count, and no queue to wait in either: one answer
     # goes out rather than none.
     if refused is not None and refused.limited_by != "redis_down":
-        return _not_sent(message_key, sender, to, text, attempt, refused)
+        return _not_sent(message_key, sender, to, text, attempt, refused, in_worker)
     result = provider.send_one(sender, Sms(to, text, f"reply:{message_key}"[:200]), None)
     if result.outcome is Outcome.NOT_SENT:
         if limiter and result.throttled:  # a 429 slows the account for every sender
             limiter.cool_down(result.retry_after_s)
-        return _not_sent(message_key, sender, to, text, attempt, result)
+        return _not_sent(message_key, sender, to, text, attempt, result, in_worker)
     state = STATES[result.outcome]
     (
         InboundReply.update(state=state, provider_id=result.provider_id, finished_at=fn.now())
@@ -180,7 +214,13 @@ def _call(
 
 
 def _not_sent(
-    message_key: str, sender: str, to: str, text: str, attempt: int, result: SendResult
+    message_key: str,
+    sender: str,
+    to: str,
+    text: str,
+    attempt: int,
+    result: SendResult,
+    in_worker: bool,
 ) -> str:
     limited = result.limited_ms is not None  # our own limit: not a try, and not logged as one
     if attempt >= RETRY_ATTEMPTS and not limited:
@@ -207,14 +247,16 @@ def _not_sent(
     (InboundReply.update(state="retrying").where(InboundReply.message_key == message_key).execute())
     try:
         dispatch.publish_reply(message_key, sender, to, text, next_attempt, delay_ms=delay_ms)
-    except Exception:  # noqa: BLE001 - Redis' or RabbitMQ's error: give the claim back
-        InboundReply.delete().where(InboundReply.message_key == message_key).execute()
+    except Exception:  # noqa: BLE001 - Redis' or RabbitMQ's error: the row stays `retrying`
+        if in_worker:
+            raise  # Dramatiq's retry of this message takes it again
+        # The web, the broker down: the reconcile queues it again (`requeue_abandoned`).
         log.warning(
-            "answer to an inbound message not sent, and no retry could be queued; a retry of"
-            " the inbound message may send it",
+            "answer to an inbound message not sent, and no retry could be queued; the"
+            " reconcile will queue it",
             extra={"reason": result.reason},
         )
-        return "not_sent"
+        return "retrying"
     if not limited:
         log.warning(
             "answer to an inbound message not sent; the worker tries again",

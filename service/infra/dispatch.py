@@ -65,7 +65,7 @@ def publish_test_send_persist(test_send_id: int, provider_id: str) -> None:
 
 
 def publish_reply(
-    message_key: str, sender: str, to: str, text: str, attempt: int, delay_ms: int
+    message_key: str, sender: str, to: str, text: str, attempt: int, delay_ms: int | None
 ) -> None:
     publish(
         PRIORITY_QUEUE,

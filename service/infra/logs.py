@@ -59,8 +59,21 @@ _CONNECTION_LOST = (
 )
 
 
+def _statement_error(error: BaseException) -> bool:
+    """PostgreSQL's error for a statement (a deadlock, a statement timeout, a constraint) that
+    peewee raises as an OperationalError too: it names the cause in its detail (the processes
+    and the relation of a deadlock), so it is logged in full. A lost connection has no code,
+    or one of class 08 (connection) or 57P (the server shutting down, a session terminated)."""
+    # peewee keeps psycopg2's error, which has the code, as `orig` (and the context)
+    for candidate in (error, getattr(error, "orig", None), error.__cause__, error.__context__):
+        code = getattr(candidate, "pgcode", None)
+        if isinstance(code, str) and code:
+            return not code.startswith(("08", "57P"))
+    return False
+
+
 def is_outage(error: BaseException) -> bool:
-    return isinstance(error, OUTAGES)
+    return isinstance(error, OUTAGES) and not _statement_error(error)
 
 
 def error_text(error: BaseException) -> str:
@@ -101,7 +114,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             error = record.exc_info[1]
-            if isinstance(error, _CONNECTION_LOST):
+            if isinstance(error, _CONNECTION_LOST) and not _statement_error(error):
                 # A lost connection, whoever logs it (Dramatiq, a library): an outage in one
                 # line, not a traceback per request while it lasts.
                 entry.setdefault("error", error_text(error))

@@ -88,7 +88,7 @@ def worker(monkeypatch, provider) -> list[tuple]:
 
     def publish(*args, delay_ms):
         published.append((args, delay_ms))
-        if args[-1] == 0 and delay_ms == 0:
+        if args[-1] == 0 and delay_ms is None:
             replies.resend(*args, provider)
 
     monkeypatch.setattr(dispatch, "publish_reply", publish)
@@ -484,7 +484,7 @@ def test_the_webhook_queues_the_answer_and_never_calls_the_provider_itself(
     assert answer["reply"] == "queued" and provider.sent == []
     assert state(db, shop[0])["suppressed"] == ["reply"]
     [((key, sender, to, text, attempt), delay_ms)] = queued
-    assert (sender, to, attempt, delay_ms) == (SENDER, PHONE, 0, 0)
+    assert (sender, to, attempt, delay_ms) == (SENDER, PHONE, 0, None)
     assert "unsubscribed" in text
     assert InboundReply.get_by_id(key).state == "retrying"
 
@@ -517,7 +517,7 @@ def test_an_answer_that_surely_did_not_reach_the_provider_is_tried_again_by_the_
     # Then the number was opted out once, and the answer, queued once, waits for the worker's
     # next try after the Retry-After (the webhook answered 200: no provider retry would send it)
     assert (first["reply"], again["reply"]) == ("queued", None)
-    assert [(args[-1], delay) for args, delay in worker] == [(0, 0), (1, 3000)]
+    assert [(args[-1], delay) for args, delay in worker] == [(0, None), (1, 3000)]
     queued = worker[1:]
     assert state(db, shop[0])["events"] == [("opt_in", "import"), ("opt_out", "reply")]
 
@@ -676,17 +676,69 @@ def test_the_inbound_list_is_paginated_and_only_the_shops_own(client, db, shop):
     assert_error(client.simulate_get("/inbound"), 401)
 
 
-def test_an_answer_whose_retry_was_lost_gives_its_claim_back_at_the_reconcile(
+def test_an_answer_whose_try_was_lost_is_queued_again_by_the_reconcile(
     client, db, provider, shop, monkeypatch
 ):
-    # Given an answer left retrying, its retry message lost (Redis flushed)
-    monkeypatch.setattr(dispatch, "publish_reply", lambda *args, delay_ms: None)
+    # Given an answer queued, its message lost (Redis flushed, a worker down for hours), and
+    # another whose try died mid-call (a killed worker: it may have gone out)
+    queued: list[tuple] = []
+    monkeypatch.setattr(dispatch, "publish_reply", lambda *args, delay_ms: queued.append(args))
     assert reply(client, "STOP", id="in-11")["reply"] == "queued"
+    assert reply(client, "HELP", id="in-12", phone="+306912345679")["reply"] == "queued"
+    lost_key, mid_call_key = queued[0][0], queued[1][0]
+    db.execute_sql(
+        "UPDATE inbound_reply SET state = 'sending' WHERE message_key = %s", (mid_call_key,)
+    )
 
-    # When the reconcile runs: within the tries' time it leaves it; past it, gives it back
-    assert replies.give_back_abandoned() == 0
+    # When the reconcile runs: within the tries' time it leaves them; past it, acts
+    assert replies.requeue_abandoned() == 0
     db.execute_sql("UPDATE inbound_reply SET created_at = now() - interval '3 hours'")
-    assert replies.give_back_abandoned() == 1
+    assert replies.requeue_abandoned() == 2
 
-    # Then the provider's retry of the inbound message queues the answer again
-    assert reply(client, "STOP", id="in-11")["reply"] == "queued"
+    # Then the lost one is queued again for a last try, to the number of its inbound message
+    # (the webhook answered 200: no provider retry would ever come), and the worker sends it
+    assert [(args[0], args[2], args[-1]) for args in queued[2:]] == [
+        (lost_key, PHONE, replies.RETRY_ATTEMPTS)
+    ]
+    assert replies.resend(*queued[2], provider) == "sent"
+    assert [sms.to for _, sms in provider.sent] == [PHONE]
+    # And the one lost mid-call is unknown, never sent again
+    assert InboundReply.get_by_id(mid_call_key).state == "unknown"
+    assert replies.requeue_abandoned() == 0
+
+
+def test_a_worker_that_cannot_queue_the_next_try_leaves_it_to_dramatiqs_retry(
+    client, db, provider, shop, monkeypatch
+):
+    # Given an answer queued, and a provider refusing its first try (503)
+    queued: list[tuple] = []
+    monkeypatch.setattr(dispatch, "publish_reply", lambda *args, delay_ms: queued.append(args))
+    reply(client, "STOP", id="in-13")
+    provider.outcomes.append(SendResult(Outcome.NOT_SENT, reason="HTTP 503"))
+
+    def unreachable(*args, delay_ms):
+        raise BrokerUnavailable("RabbitMQ down")
+
+    monkeypatch.setattr(dispatch, "publish_reply", unreachable)
+    # When the worker's try cannot queue the next one, Then it raises (Dramatiq retries the
+    # message) and the row waits in `retrying` for it: the answer is not given up
+    with pytest.raises(BrokerUnavailable):
+        replies.resend(*queued[0], provider)
+    assert InboundReply.get_by_id(queued[0][0]).state == "retrying"
+    monkeypatch.setattr(dispatch, "publish_reply", lambda *args, delay_ms: None)
+    assert replies.resend(*queued[0], provider) == "sent"
+
+
+def test_a_publish_that_failed_after_the_broker_took_it_sends_one_answer(
+    client, db, provider, shop, monkeypatch
+):
+    # Given a publish that reached the broker but whose confirmation was lost, and a worker
+    # that took the answer at once
+    def taken_then_lost(*args, delay_ms):
+        replies.resend(*args, provider)
+        raise BrokerUnavailable("connection closed after the publish")
+
+    monkeypatch.setattr(dispatch, "publish_reply", taken_then_lost)
+    # When the web falls back, Then it finds the answer taken and sends nothing more
+    assert reply(client, "STOP", id="in-14")["reply"] == "queued"
+    assert len(provider.sent) == 1
