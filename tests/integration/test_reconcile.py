@@ -200,3 +200,47 @@ def wait_for_lock_wait(database_url: str, other_than: int) -> None:
     finally:
         watcher.close()
     raise AssertionError("the applier never waited for the worker's lock")
+
+
+def test_reports_resolving_two_campaigns_do_not_deadlock_with_a_test_send_request(
+    db, settings, service_urls
+):
+    # Given two campaigns of a shop with a message of unknown outcome each, reports naming both
+    shop, _ = shops.create_shop("two.example", "two.example", require_consent=False)
+    credits.top_up(shop.id, 10, "initial", audit.ADMIN)
+    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}], actor=audit.ADMIN)
+    in_flight = []
+    for name in ("first", "second"):
+        campaign = campaigns.create(shop.id, name, "Hello there", append_unsubscribe=False)
+        enqueue(shop.id, campaign.id, settings, audit.ADMIN)
+        [(recipient_id,)] = fetchall(
+            "SELECT id FROM campaign_recipient WHERE campaign_id = %s", (campaign.id,)
+        )
+        claim_recipients(campaign.id, [recipient_id], batch_key(campaign.id, [recipient_id]))
+        in_flight.append((campaign.id, recipient_id))
+    (_, first), (later, second) = in_flight
+    report_inbox.store_reports(
+        [
+            {"id": f"r-{rid}", "reference": str(rid), "deliveryStatus": "Delivered"}
+            for rid in (first, second)
+        ]
+    )
+    # When a test send is requested meanwhile (`test_sends.request`: the shop locked, then a
+    # row pointing at the later campaign inserted, which takes KEY SHARE on it)
+    requester = psycopg2.connect(service_urls[0])
+    cursor = requester.cursor()
+    cursor.execute("SELECT 1 FROM shop WHERE id = %s FOR NO KEY UPDATE", (shop.id,))
+    applier = threading.Thread(target=report_inbox.apply_stored_reports, args=(settings,))
+    applier.start()
+    wait_for_lock_wait(service_urls[0], requester.get_backend_pid())
+    cursor.execute("SET lock_timeout = '5s'")
+    cursor.execute(
+        "INSERT INTO test_send (shop_id, campaign_id, phone, sender, text, segments)"
+        " VALUES (%s, %s, '+306900000002', 'S', 'x', 1)",
+        (shop.id, later),
+    )
+    requester.commit()
+    requester.close()
+    applier.join(30)
+    # Then neither is aborted, and both messages are sent
+    assert [status_of(rid) for rid in (first, second)] == [("sent", None)] * 2
