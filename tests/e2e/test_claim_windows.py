@@ -5,6 +5,7 @@ slow for a whole batch within the time limit loses no answer."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import time
@@ -148,7 +149,18 @@ def test_a_worker_shutting_down_stops_after_the_window_in_flight(make_stack, db)
     # and again: Dramatiq's worker process exits at once on its second SIGTERM)
     began = time.monotonic()
     signal_group(stack.processes["worker-1"].pid, signal.SIGTERM)
-    time.sleep(0.3)
+    # (the second once the first's stop has handed everything back, or 4.5 s at most: on a
+    # loaded machine, 0.3 s after the first was not always enough for the batches' windows
+    # in flight to end and hand their rest back; a whole batch here takes 6 s)
+    with contextlib.suppress(TimeoutError):
+        wait_for(
+            lambda: (
+                held_by_consumers(SEND_QUEUE) == 0
+                and count(db, campaign_id, "status = 'sending'") == 0
+            ),
+            4.5,
+            "the stop",
+        )
     stack.kill("worker-1", signal.SIGTERM)
 
     # Then it stopped within a window or two rather than after its batches, with nothing left
