@@ -197,6 +197,16 @@ def persist_test_send(test_send_id: int, provider_id: str) -> None:
     )
 
 
+# How long an answer waits on the queue when the process tries REPLY_CONCURRENCY already.
+REPLY_BUSY_MS = 1000
+
+
+@lru_cache(maxsize=1)
+def _answering() -> threading.BoundedSemaphore:
+    """The process's answers being tried (created in the worker process, after the fork)."""
+    return threading.BoundedSemaphore(settings.reply_concurrency)
+
+
 @dramatiq.actor(
     actor_name="sendInboundReply",
     queue_name=dispatch.PRIORITY_QUEUE,
@@ -211,11 +221,20 @@ def persist_test_send(test_send_id: int, provider_id: str) -> None:
 )
 def send_inbound_reply(message_key: str, sender: str, to: str, text: str, attempt: int) -> None:
     """A try of an answer to STOP, START or HELP: its first, or the next after one the provider
-    did not take."""
-    batches = batch_sender()
-    state = replies.resend(
-        message_key, sender, to, text, attempt, batches.provider, batches.limiter
-    )
+    did not take. At most REPLY_CONCURRENCY at once in a process; one more waits on the queue
+    (a probe's wave of 320 answers at 3 s each took every thread, and delivery reports went
+    unapplied for 200 s)."""
+    answering = _answering()
+    if not answering.acquire(blocking=False):
+        dispatch.publish_reply(message_key, sender, to, text, attempt, delay_ms=REPLY_BUSY_MS)
+        return
+    try:
+        batches = batch_sender()
+        state = replies.resend(
+            message_key, sender, to, text, attempt, batches.provider, batches.limiter
+        )
+    finally:
+        answering.release()
     log.info("answer to an inbound message tried", extra={"state": state, "attempt": attempt})
 
 

@@ -190,9 +190,9 @@ def _call(
     # top of the campaign's full rate. Refused, it waits in the worker's queue for the
     # budget, which costs none of its tries.
     refused = dispatch_refused(limiter, sender, 1) if limiter else None
-    # Without Redis there is no shared count, and no queue to wait in either: one answer
-    # goes out rather than none.
-    if refused is not None and refused.limited_by != "redis_down":
+    # Without Redis there is no shared count, and no queue to wait in either; nor is there
+    # for the web when the broker is out of reach: one answer goes out rather than none.
+    if refused is not None and refused.limited_by != "redis_down" and in_worker:
         return _not_sent(message_key, sender, to, text, attempt, refused, in_worker)
     result = provider.send_one(sender, Sms(to, text, f"reply:{message_key}"[:200]), None)
     if result.outcome is Outcome.NOT_SENT:

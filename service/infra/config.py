@@ -43,6 +43,7 @@ class Settings:
     send_batch_size: int
     shop_batches_in_flight: int
     send_concurrency: int
+    reply_concurrency: int
     provider_rate_limit: str | None
     sender_rate_limit: str | None
     provider_rate_margin_ms: int
@@ -371,6 +372,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "shop_batches_in_flight": _int("SHOP_BATCHES_IN_FLIGHT", 32, 1)(env),
         # 64 calls in flight per process hide 100 ms of provider latency up to ~640 msg/s each.
         "send_concurrency": _int("SEND_CONCURRENCY", 64, 1)(env),
+        # Answers to STOP/START/HELP one worker process tries at once: each holds a worker
+        # thread for the provider's answer, so a wave of them must leave threads to the
+        # delivery reports and the batches (the rest wait on the queue, no try spent).
+        "reply_concurrency": _int("REPLY_CONCURRENCY", 2, 1)(env),
         # Messages per second (or `N/minute`, ...) for the provider account, shared by every
         # worker; a bare integer is per second. Unset or 0: none (a 429 still cools it down).
         "provider_rate_limit": _rate("PROVIDER_RATE_LIMIT", "0", per_second=True)(env),

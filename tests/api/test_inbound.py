@@ -502,6 +502,27 @@ def test_with_the_broker_out_of_reach_the_web_sends_the_answer_itself(
     assert InboundReply.get().state == "sent"
 
 
+def test_with_the_broker_out_of_reach_the_web_sends_every_answer_even_past_the_rate_limit(
+    settings, redis_client, db, provider, monkeypatch
+):
+    # Given an account limited to 1 message a second, and the broker out of reach for the web
+    limited = CheckedClient(
+        create_wsgi(dataclasses.replace(settings, provider_rate_limit="1"), redis_client, provider)
+    )
+    make_shop(limited, "limited.example")
+
+    def unreachable(*args, delay_ms):
+        raise BrokerUnavailable("RabbitMQ down")
+
+    monkeypatch.setattr(dispatch, "publish_reply", unreachable)
+    # When three customers write STOP at once
+    answers = [reply(limited, "STOP", phone=f"+30691234500{n}")["reply"] for n in range(3)]
+    # Then each gets its answer now: there is no queue for it to wait in (a probe saw 35 of 40
+    # left waiting two hours for the reconcile)
+    assert answers == ["sent"] * 3
+    assert len(provider.sent) == 3
+
+
 def test_an_answer_that_surely_did_not_reach_the_provider_is_tried_again_by_the_worker(
     client, db, provider, shop, worker
 ):

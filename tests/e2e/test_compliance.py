@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import requests
 
@@ -238,6 +240,44 @@ def test_a_slow_provider_holds_no_web_thread_for_the_answers_to_stop(make_stack,
         30,
         "the three confirmations",
     )
+
+
+def test_a_wave_of_answers_takes_at_most_reply_concurrency_worker_threads(make_stack, db):
+    # Given a worker process of 4 threads that tries one answer at a time, a provider taking
+    # 1.5 s per call, and a shop's campaign to send beside the answers
+    stack = make_stack(REPLY_CONCURRENCY="1")
+    start(stack)
+    _, key = create_shop(stack, "wave.example", 100)
+    phones = [f"+30690000050{n}" for n in range(4)]
+    imported = stack.call(
+        "POST",
+        "/contacts",
+        key,
+        json={"contacts": [{"phone": phone, "consent": CONSENT} for phone in phones]},
+    )
+    assert imported.status_code == 200, imported.text
+    stack.sim_config(latency_ms=1500)
+
+    # When four customers write HELP at once
+    with ThreadPoolExecutor(4) as posting:
+        answers = list(posting.map(lambda phone: customer_writes(stack, phone, "HELP")[0], phones))
+    assert [answer["reply"] for answer in answers] == ["queued"] * 4
+
+    # Then the answers reach the provider one after the other (a wave of them once took every
+    # thread of the worker, and delivery reports waited 200 s), each once
+    wait_for(
+        lambda: rows(db, "SELECT count(*) FROM inbound_reply WHERE state = 'sent'") == [(4,)],
+        60,
+        "the four answers",
+    )
+    arrivals = sorted(
+        datetime.fromisoformat(message["received_at"].replace("Z", "+00:00"))
+        for message in stack.sim_messages()["messages"]
+        if message["to"] in phones
+    )
+    assert len(arrivals) == 4
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(arrivals, arrivals[1:])]
+    assert min(gaps) >= 1.2, gaps
 
 
 def test_a_stop_confirmation_the_provider_refused_is_sent_by_the_worker_once_it_takes_it(
