@@ -327,12 +327,18 @@ def reply_stop(stack: LocalStack, shop: Shop, outcome: Outcome) -> None:
     ).json()
     body = (answer.get("answers") or [{}])[0].get("body") or {}
     opted_out = [item["phone"] for item in shop.api.pages("/contacts?opted_out=true")]
-    answered = (
-        requests.get(f"{stack.sim_url}/_sim/messages", params={"to": phone}, timeout=60).json()[
-            "count"
-        ]
-        - 1
-    )
+
+    def answers_sent() -> int:  # the campaign's message was the first
+        messages = requests.get(f"{stack.sim_url}/_sim/messages", params={"to": phone}, timeout=60)
+        return int(messages.json()["count"]) - 1
+
+    # The answer is the worker's to send (queued by the webhook): wait for it, then a moment
+    # more for any second one.
+    deadline = time.monotonic() + 15
+    while answers_sent() < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    answered = answers_sent()
     ok = (
         body.get("keyword") == "stop"
         and opted_out == [phone]
