@@ -3,24 +3,12 @@ real PostgreSQL: peewee raises both as OperationalError."""
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
-
 import peewee
 import pytest
 
 from models.database import db
 from service.infra import logs
-
-
-def line_for(error: BaseException) -> dict:
-    record = logging.LogRecord("astronote.sending", logging.ERROR, __file__, 1, "failed", (), None)
-    try:
-        raise error
-    except BaseException:  # noqa: BLE001
-        record.exc_info = sys.exc_info()
-    return json.loads(logs.JsonFormatter("worker").format(record))
+from tests.unit.test_logs import line_for
 
 
 def raised(statement: str) -> BaseException:

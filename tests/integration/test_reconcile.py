@@ -139,25 +139,7 @@ def test_reports_resolving_two_campaigns_of_a_shop_do_not_deadlock_with_a_persis
     db, settings, service_urls
 ):
     # Given a shop with two campaigns, each with a message of unknown outcome
-    shop, _ = shops.create_shop("two.example", "two.example", require_consent=False)
-    credits.top_up(shop.id, 10, "initial", audit.ADMIN)
-    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}], actor=audit.ADMIN)
-    in_flight = []
-    for name in ("first", "second"):
-        campaign = campaigns.create(shop.id, name, "Hello there", append_unsubscribe=False)
-        enqueue(shop.id, campaign.id, settings, audit.ADMIN)
-        [(recipient_id,)] = fetchall(
-            "SELECT id FROM campaign_recipient WHERE campaign_id = %s", (campaign.id,)
-        )
-        claim_recipients(campaign.id, [recipient_id], batch_key(campaign.id, [recipient_id]))
-        in_flight.append((campaign.id, recipient_id))
-    (_, first), (later, second) = in_flight
-    report_inbox.store_reports(
-        [
-            {"id": f"r-{rid}", "reference": str(rid), "deliveryStatus": "Delivered"}
-            for rid in (first, second)
-        ]
-    )
+    shop_id, later, (first, second) = two_campaigns_reported(settings)
 
     # When a worker persisting a batch of the later campaign holds that campaign (its persist
     # locks campaign, then shop) while the reports are applied
@@ -169,7 +151,7 @@ def test_reports_resolving_two_campaigns_of_a_shop_do_not_deadlock_with_a_persis
     wait_for_lock_wait(service_urls[0], worker.get_backend_pid())
     # And the worker goes on to the shop
     cursor.execute("SET lock_timeout = '5s'")
-    cursor.execute("UPDATE shop SET credit_balance = credit_balance WHERE id = %s", (shop.id,))
+    cursor.execute("UPDATE shop SET credit_balance = credit_balance WHERE id = %s", (shop_id,))
     worker.commit()
     worker.close()
     applier.join(30)
@@ -177,7 +159,7 @@ def test_reports_resolving_two_campaigns_of_a_shop_do_not_deadlock_with_a_persis
     # Then neither waited on the other for ever (PostgreSQL aborted one of them: the
     # applier's upgrade was lost to the reconcile), and both messages are sent
     assert [status_of(rid) for rid in (first, second)] == [("sent", None)] * 2
-    assert credits.summary(shop.id).balance == 8
+    assert credits.summary(shop_id).balance == 8
 
 
 def wait_for_lock_wait(database_url: str, other_than: int) -> None:
@@ -206,6 +188,31 @@ def test_reports_resolving_two_campaigns_do_not_deadlock_with_a_test_send_reques
     db, settings, service_urls
 ):
     # Given two campaigns of a shop with a message of unknown outcome each, reports naming both
+    shop_id, later, (first, second) = two_campaigns_reported(settings)
+    # When a test send is requested meanwhile (`test_sends.request`: the shop locked, then a
+    # row pointing at the later campaign inserted, which takes KEY SHARE on it)
+    requester = psycopg2.connect(service_urls[0])
+    cursor = requester.cursor()
+    cursor.execute("SELECT 1 FROM shop WHERE id = %s FOR NO KEY UPDATE", (shop_id,))
+    applier = threading.Thread(target=report_inbox.apply_stored_reports, args=(settings,))
+    applier.start()
+    wait_for_lock_wait(service_urls[0], requester.get_backend_pid())
+    cursor.execute("SET lock_timeout = '5s'")
+    cursor.execute(
+        "INSERT INTO test_send (shop_id, campaign_id, phone, sender, text, segments)"
+        " VALUES (%s, %s, '+306900000002', 'S', 'x', 1)",
+        (shop_id, later),
+    )
+    requester.commit()
+    requester.close()
+    applier.join(30)
+    # Then neither is aborted, and both messages are sent
+    assert [status_of(rid) for rid in (first, second)] == [("sent", None)] * 2
+
+
+def two_campaigns_reported(settings) -> tuple[int, int, tuple[int, int]]:
+    """A shop's two campaigns, each with a message of unknown outcome, and a stored report
+    naming each: (shop, the later campaign, the two recipients)."""
     shop, _ = shops.create_shop("two.example", "two.example", require_consent=False)
     credits.top_up(shop.id, 10, "initial", audit.ADMIN)
     contacts.import_contacts(shop.id, [{"phone": "+306900000001"}], actor=audit.ADMIN)
@@ -225,22 +232,4 @@ def test_reports_resolving_two_campaigns_do_not_deadlock_with_a_test_send_reques
             for rid in (first, second)
         ]
     )
-    # When a test send is requested meanwhile (`test_sends.request`: the shop locked, then a
-    # row pointing at the later campaign inserted, which takes KEY SHARE on it)
-    requester = psycopg2.connect(service_urls[0])
-    cursor = requester.cursor()
-    cursor.execute("SELECT 1 FROM shop WHERE id = %s FOR NO KEY UPDATE", (shop.id,))
-    applier = threading.Thread(target=report_inbox.apply_stored_reports, args=(settings,))
-    applier.start()
-    wait_for_lock_wait(service_urls[0], requester.get_backend_pid())
-    cursor.execute("SET lock_timeout = '5s'")
-    cursor.execute(
-        "INSERT INTO test_send (shop_id, campaign_id, phone, sender, text, segments)"
-        " VALUES (%s, %s, '+306900000002', 'S', 'x', 1)",
-        (shop.id, later),
-    )
-    requester.commit()
-    requester.close()
-    applier.join(30)
-    # Then neither is aborted, and both messages are sent
-    assert [status_of(rid) for rid in (first, second)] == [("sent", None)] * 2
+    return shop.id, later, (first, second)
