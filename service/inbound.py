@@ -3,7 +3,8 @@
 A reply is for the shop whose sender it was written to. When that sender is the shared
 MITTO_SENDER (or several shops use the same one), it is for each of those shops that messaged
 the number within INBOUND_MATCH_DAYS: a reply cannot say which of them it answers, and opting
-the number out of all of them is the safe reading of a STOP.
+the number out of all of them is the safe reading of a STOP. A STOP or HELP that none of them
+messaged lately is for each of them that has the number as a contact.
 
 - STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, OPTOUT, REVOKE: the number is suppressed
   (source `reply`) and its contact opted out, logged in its consent;
@@ -174,21 +175,41 @@ def messaged_recently(phone: str, candidates: Any, days: int) -> list[Shop]:
     return sorted({shop.id: shop for shop in by_campaign + by_test}.values(), key=lambda s: s.id)
 
 
-def shops_for(message: Inbound, settings: Settings) -> list[Shop]:
+def holding_contact(phone: str, candidates: Any) -> list[Shop]:
+    """The shops among `candidates` (a condition on Shop) that have `phone` as a contact."""
+    return list(
+        Shop.select(Shop)
+        .join(Contact, on=(Contact.shop == Shop.id))
+        .where((Contact.phone == phone) & candidates)
+        .distinct()
+        .order_by(Shop.id)
+    )
+
+
+def shops_for(message: Inbound, settings: Settings, keyword: str | None = None) -> list[Shop]:
     """The shops a reply is for: the one whose own sender it was written to; else, for the
-    shared MITTO_SENDER or a sender several shops use, those that messaged the number."""
+    shared MITTO_SENDER or a sender several shops use, those that messaged the number.
+
+    A STOP or HELP to a shared sender that none of its shops messaged lately (a campaign
+    message still pending, one older than INBOUND_MATCH_DAYS) is for each of them that has the
+    number as a contact: dropped, it was answered 200, never posted again, and the number kept
+    getting the shop's messages. A START is not widened so: it would lift suppressions the
+    number never asked to lift."""
     key = sender_key(message.sender)
     if not key:
         return []
     days = settings.inbound_match_days
     if settings.mitto_sender and key == sender_key(settings.mitto_sender):
-        return messaged_recently(
-            message.phone, Shop.sender.is_null() | _sender_matches(Shop.sender, key), days
-        )
-    owners = list(Shop.select(Shop).where(_sender_matches(Shop.sender, key)).order_by(Shop.id))
-    if len(owners) <= 1:
-        return owners
-    return messaged_recently(message.phone, _sender_matches(Shop.sender, key), days)
+        candidates = Shop.sender.is_null() | _sender_matches(Shop.sender, key)
+    else:
+        owners = list(Shop.select(Shop).where(_sender_matches(Shop.sender, key)).order_by(Shop.id))
+        if len(owners) <= 1:
+            return owners
+        candidates = _sender_matches(Shop.sender, key)
+    matched = messaged_recently(message.phone, candidates, days)
+    if matched or keyword not in ("stop", "help"):
+        return matched
+    return holding_contact(message.phone, candidates)
 
 
 def _store(message: Inbound, key: str, keyword: str | None, shop_ids: Sequence[int]) -> set[int]:
@@ -254,7 +275,7 @@ def receive(
     suppression changes recorded for `actor`, the provider's webhook); then, after the commit,
     answer a keyword once (`replies.send_once`, within the account's rate limit: `limiter`)."""
     keyword = keyword_of(message.text)
-    targets = shops_for(message, settings)
+    targets = shops_for(message, settings, keyword)
     with db.atomic():
         if message.provider_id or message.received_at:
             key = message_key(settings.secret_key, message)

@@ -363,9 +363,13 @@ def test_a_stop_to_the_shared_sender_counts_a_message_that_may_have_arrived(
     client, db, provider, status, error, for_the_shop
 ):
     # Given a shop on the shared sender whose message to the number was claimed an hour ago
-    # and is not known sent (a slow provider, an answer lost to a reset)
+    # and is not known sent (a slow provider, an answer lost to a reset), and another shop
+    # on it that messaged the number yesterday
     shop_id, key = make_shop(client, "maybe.example", sender=None)
     subscribe(client, key, [PHONE])
+    other_id, other_key = make_shop(client, "sure.example", sender=None)
+    subscribe(client, other_key, [PHONE])
+    sent_to(db, other_id, PHONE, 1)
     (contact_id,) = db.execute_sql(
         "SELECT id FROM contact WHERE shop_id = %s AND phone = %s", (shop_id, PHONE)
     ).fetchone()
@@ -383,8 +387,53 @@ def test_a_stop_to_the_shared_sender_counts_a_message_that_may_have_arrived(
     answer = reply(client, "STOP", to="Astronote")
     # Then it is for that shop whenever the message may have reached the phone (before, it was
     # for no shop: answered 200, never posted again, and the number kept getting messages)
-    assert answer["shops"] == int(for_the_shop)
+    assert answer["shops"] == 1 + int(for_the_shop)
     assert state(db, shop_id)["suppressed"] == (["reply"] if for_the_shop else [])
+    assert state(db, other_id)["suppressed"] == ["reply"]
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword", "for_the_holders"),
+    [("STOP", "stop", True), ("Help", "help", True), ("START", "start", False)],
+)
+def test_a_stop_to_the_shared_sender_that_no_shop_messaged_is_for_the_shops_holding_the_number(
+    client, db, provider, text, keyword, for_the_holders
+):
+    # Given three shops on the shared sender: two hold the number as a contact, one of them
+    # with a campaign whose message to it is still pending (not claimed, not sent), the
+    # other messaged it 40 days ago (INBOUND_MATCH_DAYS is 30); the third does not hold it
+    shops = {
+        name: make_shop(client, f"{name}.example", sender=None)
+        for name in ("pending", "old", "stranger")
+    }
+    subscribe(client, shops["pending"][1], [PHONE])
+    subscribe(client, shops["old"][1], [PHONE])
+    sent_to(db, shops["old"][0], PHONE, 40)
+    shop_id = shops["pending"][0]
+    (contact_id,) = db.execute_sql(
+        "SELECT id FROM contact WHERE shop_id = %s AND phone = %s", (shop_id, PHONE)
+    ).fetchone()
+    (campaign_id,) = db.execute_sql(
+        "INSERT INTO campaign (shop_id, name, text, status) VALUES (%s, 'c', 'x', 'sending')"
+        " RETURNING id",
+        (shop_id,),
+    ).fetchone()
+    db.execute_sql(
+        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, status)"
+        " VALUES (%s, %s, %s, %s, 'pending')",
+        (campaign_id, shop_id, contact_id, PHONE),
+    )
+    # When the number writes to the shared sender
+    answer = reply(client, text, to="Astronote")
+    # Then a STOP is for both shops holding it (before: for no shop, answered 200, never posted
+    # again, and the pending message went out), and so is a HELP's answer; a START is not
+    # widened (it would lift what the number never asked to lift)
+    assert answer["keyword"] == keyword
+    assert answer["shops"] == (2 if for_the_holders else 0)
+    assert answer["reply"] == ("queued" if for_the_holders else None)
+    suppressed = {name: state(db, sid)["suppressed"] for name, (sid, _) in shops.items()}
+    expected = ["reply"] if keyword == "stop" else []
+    assert suppressed == {"pending": expected, "old": expected, "stranger": []}
 
 
 @pytest.mark.parametrize("status", ["sending", "failed"])
