@@ -199,7 +199,7 @@ def shops_for(message: Inbound, settings: Settings, keyword: str | None = None) 
     if not key:
         return []
     days = settings.inbound_match_days
-    if settings.mitto_sender and key == sender_key(settings.mitto_sender):
+    if key == sender_key(settings.default_sender):
         candidates = Shop.sender.is_null() | _sender_matches(Shop.sender, key)
     else:
         owners = list(Shop.select(Shop).where(_sender_matches(Shop.sender, key)).order_by(Shop.id))

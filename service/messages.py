@@ -47,7 +47,7 @@ class CampaignContext:
 
 def load_context(shop_id: int, campaign_id: int, settings: Settings) -> CampaignContext | None:
     """The campaign's template, sender and short links (created on first use); None when the
-    shop has no such campaign. The sender falls back to MITTO_SENDER, then "Astronote"."""
+    shop has no such campaign. The sender falls back to `Settings.default_sender`."""
     row = (
         Campaign.select(
             Campaign.text,
@@ -74,7 +74,7 @@ def load_context(shop_id: int, campaign_id: int, settings: Settings) -> Campaign
         shop_id,
         template,
         append_unsubscribe,
-        sender or settings.mitto_sender or "Astronote",
+        sender or settings.default_sender,
         short,
         quiet_hours.of_shop(quiet_start, quiet_end),
         timezone,

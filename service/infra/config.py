@@ -21,6 +21,8 @@ class ConfigError(Exception):
 # tens of milliseconds in practice; small, so short timeouts such as CLAIM_TIMEOUT_MS=8000
 # with PROVIDER_READ_TIMEOUT_MS=3000 remain a valid configuration.
 SEND_WINDOW_MARGIN_MS = 250
+# The sender of a shop without one when MITTO_SENDER is unset.
+FALLBACK_SENDER = "Astronote"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,12 @@ class Settings:
         """The send actor's time limit: shorter than the claim timeout, so a batch still
         running can never race the reconciler that resolves its claims."""
         return max(1000, self.claim_timeout_ms * 4 // 5)
+
+    @property
+    def default_sender(self) -> str:
+        """The sender of a shop that has none: MITTO_SENDER, else the product's name. Replies
+        written to it are matched by it too (`service.inbound`), set or not."""
+        return self.mitto_sender or FALLBACK_SENDER
 
     @property
     def broker_kind(self) -> str:

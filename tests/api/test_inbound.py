@@ -11,7 +11,7 @@ import pytest
 
 from api.app import create_app, create_wsgi
 from models import InboundReply
-from service import replies
+from service import messages, replies
 from service.creation import batch_key
 from service.errors import BrokerUnavailable
 from service.infra import dispatch
@@ -474,6 +474,27 @@ def test_a_reply_to_the_shared_sender_after_a_test_send_is_for_the_shop_that_sen
     answer = reply(client, "STOP", to="Astronote")
     # Then it is for that shop: suppressed there, and answered (it was for no shop)
     assert (answer["shops"], answer["reply"]) == (1, "queued")
+    assert state(db, shop_id)["suppressed"] == ["reply"]
+
+
+def test_without_mitto_sender_a_reply_to_the_sender_used_instead_is_for_its_shops(
+    settings, redis_client, db, provider
+):
+    # Given MITTO_SENDER unset (its default): a shop without a sender of its own sends from
+    # the fallback sender, and messaged the number yesterday
+    unset = dataclasses.replace(settings, mitto_sender=None)
+    client = CheckedClient(create_wsgi(unset, redis_client, provider))
+    shop_id, key = make_shop(client, "nosender.example", sender=None)
+    subscribe(client, key, [PHONE])
+    sent_to(db, shop_id, PHONE, 1)
+    (campaign_id,) = db.execute_sql(
+        "SELECT id FROM campaign WHERE shop_id = %s", (shop_id,)
+    ).fetchone()
+    assert messages.load_context(shop_id, campaign_id, unset).sender == "Astronote"
+    # When the number replies STOP to that sender
+    answer = reply(client, "STOP", to="Astronote")
+    # Then it is for the shop (before: for no shop, and its next campaign reached the number)
+    assert answer["shops"] == 1
     assert state(db, shop_id)["suppressed"] == ["reply"]
 
 
