@@ -11,6 +11,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 from dramatiq.middleware.threading import raise_thread_exception
@@ -18,6 +19,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from models.database import connection, execute, fetchall
 from service import audit, campaigns, contacts, credits, shops
+from service.consent import Consent
 from service.creation import batch_key
 from service.enqueue import enqueue
 from service.infra import faults
@@ -309,6 +311,53 @@ def test_an_opt_out_during_a_window_skips_the_contact_at_the_next_one(batch, set
     # Then that contact got nothing and is skipped; everyone else was sent once
     assert last[1] not in provider.sent
     assert statuses(campaign_id) == {"sent": 11, "skipped": 1}
+
+
+def test_consent_withdrawn_after_the_enqueue_skips_the_contact_at_its_window(db, settings):
+    # Given a shop that requires consent, twelve contacts with Shopify's consent, a campaign
+    # enqueued to them in one batch
+    shop, _ = shops.create_shop("consent.example", "Consent", require_consent=True)
+    credits.top_up(shop.id, 1000, "initial", audit.ADMIN)
+    phones = [f"+30690001{i:04d}" for i in range(12)]
+    given = Consent("shopify", datetime(2026, 1, 1, tzinfo=UTC))
+    contacts.import_contacts(
+        shop.id, [{"phone": p, "consent": given} for p in phones], actor=audit.ADMIN
+    )
+    campaign = campaigns.create(shop.id, "c", "Hi {first_name}", append_unsubscribe=False)
+    enqueue(shop.id, campaign.id, dataclasses.replace(settings, send_batch_size=12), audit.ADMIN)
+    ids = [r[0] for r in fetchall("SELECT id FROM campaign_recipient ORDER BY id")]
+    withdrawn = phones[-4:]
+    done = threading.Event()
+
+    def withdraw_once(sms: Sms) -> None:
+        # While the first window is in flight, a re-import says "Accepts SMS Marketing: no"
+        # for the last four, and an admin opts another one out of the contacts' list
+        if not done.is_set():
+            done.set()
+            with connection():
+                contacts.import_contacts(
+                    shop.id,
+                    [{"phone": p, contacts.WITHDRAWS_SHOPIFY_CONSENT: True} for p in withdrawn],
+                    actor=audit.ADMIN,
+                )
+                execute(
+                    "UPDATE contact SET opted_out_at = now() WHERE shop_id = %s AND phone = %s",
+                    (shop.id, phones[-5]),
+                )
+
+    provider = FakeProvider(during_call=withdraw_once)
+    # When the batch is sent four calls at a time
+    sender(settings, provider, slots=4).send(campaign.id, shop.id, ids, batch_key(campaign.id, ids))
+    # Then the contacts without consent, or opted out, got nothing (before: all twelve were
+    # sent, as the claim re-checked suppressions only)
+    assert sorted(provider.sent) == phones[:7]
+    assert dict(
+        fetchall(
+            "SELECT coalesce(error, status), count(*) FROM campaign_recipient"
+            " WHERE campaign_id = %s GROUP BY 1",
+            (campaign.id,),
+        )
+    ) == {"sent": 7, "no_consent": 5}
 
 
 @pytest.mark.parametrize("stop", ["deadline", "shutdown"])
