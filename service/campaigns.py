@@ -15,7 +15,7 @@ from peewee import Field, ModelSelect, fn
 from models import Campaign, CampaignRecipient, Contact, CreditReservation, SendBatch
 from models.database import db
 from models.expressions import any_of
-from service import admission, audit, credits, recipient_counts, reservations
+from service import admission, audit, composition, credits, recipient_counts, reservations
 from service.audit import Actor
 from service.errors import InvalidInput, InvalidTransition, NotFound
 from service.infra import dispatch
@@ -78,6 +78,18 @@ def get(shop_id: int, campaign_id: int) -> Campaign:
     return campaign
 
 
+def check_text(text: str) -> None:
+    """A text must say something to a contact without a first name: one that is only blanks
+    and `{first_name}` composes to an empty message for them (a test send of it failed with a
+    500, and each such recipient's call was refused by the provider)."""
+    if not composition.personalise(text, None).strip():
+        raise InvalidInput(
+            "text must say something besides {first_name}: it is empty for a contact"
+            " without a first name",
+            "text",
+        )
+
+
 def create(
     shop_id: int,
     name: str,
@@ -86,6 +98,7 @@ def create(
     append_unsubscribe: bool = True,
 ) -> Campaign:
     """A draft campaign. `contact_ids` must all be the shop's contacts (else 422 naming them)."""
+    check_text(text)
     if contact_ids is not None:
         contact_ids = sorted(set(contact_ids))
         known = set(
@@ -170,6 +183,8 @@ def update(shop_id: int, campaign_id: int, changes: dict[str, Any]) -> Campaign:
         )
     if not changes:
         raise InvalidInput(f"nothing to edit; editable: {', '.join(EDITABLE_FIELDS)}")
+    if "text" in changes:
+        check_text(changes["text"])
     return _transition(
         shop_id,
         campaign_id,
