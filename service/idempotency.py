@@ -50,9 +50,24 @@ class StoredAnswer:
     content_type: str | None
 
 
+def canonical_body(body: bytes, media_type: str) -> bytes:
+    """A JSON body as its content (keys sorted, no spacing): the same fields sent in another
+    order or spacing are the same request (Stripe compares parameters, not bytes; a client
+    library re-serialising a retry was refused 422). Any other body, or JSON that does not
+    parse (the resource refuses it), as its bytes."""
+    if media_type not in ("application/json", ""):  # the API reads a body without one as JSON
+        return body
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
 def fingerprint(method: str, target: str, body: bytes, media_type: str = "") -> str:
-    """What makes two requests 'the same': method, path with its query, the exact body bytes
-    and their media type."""
+    """What makes two requests 'the same': method, path with its query, the body (a JSON
+    body by its content, `canonical_body`) and its media type."""
+    body = canonical_body(body, media_type)
     digest = hashlib.sha256()
     for part in (method.upper().encode(), target.encode(), body, media_type.encode()):
         digest.update(len(part).to_bytes(8, "big"))

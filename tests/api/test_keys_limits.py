@@ -168,6 +168,25 @@ def test_a_retried_create_replays_the_first_answer_and_creates_nothing_twice(cli
     assert_error(other, 422, "Idempotency-Key")
 
 
+def test_the_same_fields_in_another_order_or_spacing_are_the_same_request(client, db):
+    # Given a campaign created under key "c", its body written one way
+    _, key = create_shop(client, "idorder.example", credits=100)
+    import_contacts(client, key, ["+306912345678"])
+    headers = {**auth(key), "Idempotency-Key": "c", "Content-Type": "application/json"}
+    first = client.simulate_post(
+        "/campaigns", headers=headers, body='{"name": "Spring", "text": "Hi!"}'
+    )
+    # When a retry sends the same fields in another order and spacing (a client library
+    # serialising its retry again)
+    again = client.simulate_post(
+        "/campaigns", headers=headers, body='{ "text":"Hi!",\n  "name":"Spring" }'
+    )
+    # Then it is the first answer again (it was refused 422 as another body), one campaign
+    assert first.status_code == again.status_code == 201
+    assert again.json == first.json and again.headers.get("idempotent-replayed") == "true"
+    assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 1
+
+
 def test_the_same_key_and_body_with_another_query_or_media_type_is_another_request(client, db):
     # Given a CSV import of a national number read as Greek, under key "imp"
     _, key = create_shop(client, "idq.example")
