@@ -18,7 +18,13 @@ from api import errors, openapi
 from api.access import require_declared
 from api.idempotency import Idempotency
 from api.instrumentation import RequestMetrics
-from api.middleware import Authentication, CanonicalPath, DatabaseConnection, SecurityHeaders
+from api.middleware import (
+    Authentication,
+    CanonicalPath,
+    DatabaseConnection,
+    DeclaredInput,
+    SecurityHeaders,
+)
 from api.ops_access import LoginThrottle, OperatorSessions
 from api.report_ingest import ReportIngest, ReportRoute
 from api.resources import (
@@ -134,6 +140,8 @@ def create_app(
         SecurityHeaders(),
         DatabaseConnection(),
         Authentication(settings, sessions, limits),
+        # Before Idempotency: a request refused for what it sends claims no key.
+        DeclaredInput(),
         Idempotency(),
     ]
     app = falcon.App(middleware=middleware)

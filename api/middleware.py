@@ -14,12 +14,12 @@ import falcon
 
 from api import paths
 from api.access import Access, access_for, heavy
-from api.body import discard_body, read_bytes
+from api.body import discard_body, parse_json, read_bytes
 from api.ops_access import LOGIN_PATH, OperatorSessions, same_secret
 from api.workers import hold_connection
 from models.database import db
 from service import api_keys
-from service.errors import NotFound, Unauthorized
+from service.errors import InvalidInput, NotFound, Unauthorized
 from service.infra.api_rate_limit import Admission, ShopLimits
 from service.infra.config import Settings
 
@@ -226,3 +226,47 @@ class SecurityHeaders:
             resp.set_header("Content-Security-Policy", "frame-ancestors 'none'")
         if getattr(req.context, "access", Access.PUBLIC) is not Access.PUBLIC:
             resp.cache_control = ["no-store"]
+
+
+class DeclaredInput:
+    """The API's routes take only what their operation declares (SPEC 5: unknown fields are
+    422, never silently dropped): a query parameter it does not list, or a body on a bodiless
+    POST (`pause`, `cancel`, `enqueue`, issuing a key), is refused naming the field. A caller
+    sending `{"reason": ...}` to cancel, or `?first_name=` to a list, believed it was read.
+    Bodies with a schema are checked by it (`read_json`). Only the JSON API (shop and admin
+    routes): pages, forms and webhooks read what they read."""
+
+    CHECKED = (Access.SHOP, Access.ADMIN)
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
+    ) -> None:
+        if resource is None or req.method in ("OPTIONS", "HEAD"):
+            return
+        if getattr(req.context, "access", None) not in self.CHECKED:
+            return
+        operation = (getattr(resource, "docs", None) or {}).get(req.method)
+        if operation is None:
+            return
+        declared = {param.name for param in operation.query if param.location == "query"}
+        for name in req.params:
+            if name not in declared:
+                listed = ", ".join(sorted(declared)) or "none"
+                raise InvalidInput(
+                    f"unknown query parameter {name} (this request takes: {listed})", name
+                )
+        if operation.body is not None or operation.other_bodies:
+            return
+        if req.method not in ("POST", "PUT", "PATCH", "DELETE"):
+            return
+        raw = read_bytes(req)
+        if not raw.strip():
+            return
+        try:
+            document = parse_json(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            document = raw
+        if document == {}:
+            return
+        field = next(iter(document)) if isinstance(document, dict) else "body"
+        raise InvalidInput(f"this request takes no body (got {field})", field)

@@ -981,12 +981,35 @@ def test_cancel_twice_is_409_the_second_time(client, shops, draft):
     assert_error(second, 409)
 
 
-def test_bodiless_actions_ignore_a_body(client, shops, draft):
-    # (enqueue, pause, resume and cancel take no body: garbage in one is not read)
-    result = client.simulate_post(
-        f"/campaigns/{draft}/cancel", headers=auth(shops.key), body=b"{not json"
-    )
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [(b'{"reason": "too early"}', "reason"), (b"{not json", "body"), (b"[1]", "body")],
+)
+def test_a_body_sent_to_a_bodiless_action_is_422_naming_it(client, db, shops, draft, body, field):
+    # Given a draft campaign; enqueue, pause, resume and cancel take no body
+    before = snapshot(db)
+    # When cancel is sent a body (a caller believing its reason is recorded)
+    result = client.simulate_post(f"/campaigns/{draft}/cancel", headers=auth(shops.key), body=body)
+    # Then 422 naming what was not read (it was 200 and the reason silently dropped), nothing
+    # changed
+    assert_error(result, 422, field)
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b" {} \n"])
+def test_a_bodiless_action_takes_an_empty_body_or_an_empty_object(client, shops, draft, body):
+    result = client.simulate_post(f"/campaigns/{draft}/cancel", headers=auth(shops.key), body=body)
     assert result.status_code == 200, result.text
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [("/contacts", "first_name"), ("/credits/transactions", "foo"), ("/campaigns", "shop_id")],
+)
+def test_an_undeclared_query_parameter_is_422_naming_it(client, shops, path, param):
+    # (a filter the route does not have was ignored: `?first_name=Al` listed every contact)
+    result = client.simulate_get(path, headers=auth(shops.key), params={param: "1"})
+    assert_error(result, 422, param)
 
 
 # --- scheduling ------------------------------------------------------------------------------
