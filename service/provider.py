@@ -242,8 +242,12 @@ def classify_bulk_answer(
 ) -> list[SendResult]:
     """The outcome of a `/smsbulk` answer for each number of `to`, in that order.
 
-    Messages are matched to recipients by `to`, never by position: a recipient the answer
-    does not mention, or mentions more than once, is unknown."""
+    Messages are matched to recipients by `to`: a recipient the answer does not mention, or
+    mentions more than once, is unknown. Only an answer none of whose entries names a number
+    (Mitto's published schema of `/smsbulk` gives each message only `id` and `timestamp`)
+    is matched by position, SPEC 7's order of `to`, and then only with one entry per
+    number; without that every recipient of the call was unknown, and failed
+    `unknown_outcome` unless a report came."""
     failure = classify_status(status, headers, body, now)
     if failure:
         return [failure] * len(to)
@@ -251,9 +255,34 @@ def classify_bulk_answer(
     if answer is None:
         return [_UNREADABLE] * len(to)
     messages = answer.get("messages")
+    if isinstance(messages, dict):  # one message, written as the object itself
+        messages = [messages]
     if not isinstance(messages, list) or not messages:
         return [_whole_batch(answer)] * len(to)
-    return _match_messages(messages, to, response_code(answer.get("responseCode")))
+    code = response_code(answer.get("responseCode"))
+    if len(messages) == len(to) and not any(
+        isinstance(message, dict) and message.get("to") not in (None, "") for message in messages
+    ):
+        return _match_by_position(messages, code)
+    return _match_messages(messages, to, code)
+
+
+def _match_by_position(messages: list[Any], answer_code: int | None) -> list[SendResult]:
+    """Entries that name no number, one per requested number, in the order of `to`. An id
+    given twice is ambiguous (two recipients, one message) for both."""
+    ids = Counter(
+        message_id(message.get("id")) for message in messages if isinstance(message, dict)
+    )
+    results = []
+    for message in messages:
+        if not isinstance(message, dict):
+            results.append(SendResult(Outcome.UNKNOWN, reason="not in the bulk answer"))
+            continue
+        result = classify_message(message, answer_code)
+        if result.provider_id is not None and ids[result.provider_id] > 1:
+            result = SendResult(Outcome.UNKNOWN, reason="ambiguous in the bulk answer")
+        results.append(result)
+    return results
 
 
 def _whole_batch(answer: dict[str, Any]) -> SendResult:

@@ -190,6 +190,48 @@ def test_bulk_messages_are_matched_by_to_whatever_their_order() -> None:
     ]
 
 
+def test_bulk_messages_that_name_no_number_are_matched_in_the_order_of_to() -> None:
+    # Given Mitto's published shape of a bulk answer: each message only an id and a time (and
+    # its code), one per requested number, in the order of `to` (SPEC 7)
+    body = bulk(
+        [
+            {"id": "m-1", "timestamp": "2025-01-06T12:00:00Z"},
+            {"id": "m-2", "timestamp": "2025-01-06T12:00:00Z", "responseCode": 6},
+            {"id": "m-3", "timestamp": "2025-01-06T12:00:00Z"},
+        ]
+    )
+    # When it is classified, then each recipient has the message at its place (before: all
+    # three unknown, failed unknown_outcome unless a report came)
+    assert [(r.outcome, r.provider_id) for r in classify_bulk_answer(200, {}, body, TO)] == [
+        (Outcome.ACCEPTED, "m-1"),
+        (Outcome.REJECTED, None),
+        (Outcome.ACCEPTED, "m-3"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"id": "m-1"}, {"id": "m-2"}],  # fewer entries than numbers: no place is sure
+        [{"id": "m-1"}, {"id": "m-1"}, {"id": "m-3"}],  # one id for two recipients
+    ],
+)
+def test_bulk_messages_without_numbers_are_matched_by_place_only_when_unambiguous(
+    messages,
+) -> None:
+    results = classify_bulk_answer(200, {}, bulk(messages), TO)
+    if len(messages) < len(TO):
+        assert outcomes(results) == [Outcome.UNKNOWN] * 3
+    else:
+        assert outcomes(results) == [Outcome.UNKNOWN, Outcome.UNKNOWN, Outcome.ACCEPTED]
+
+
+def test_a_single_bulk_message_written_as_an_object_is_read() -> None:
+    body = bulk({"id": "m-1", "timestamp": "2025-01-06T12:00:00Z"})
+    [result] = classify_bulk_answer(200, {}, body, TO[:1])
+    assert (result.outcome, result.provider_id) == (Outcome.ACCEPTED, "m-1")
+
+
 def test_bulk_numbers_match_with_or_without_plus() -> None:
     body = bulk(
         [
@@ -348,15 +390,25 @@ def test_a_bulk_recipient_is_accepted_only_with_its_own_single_message(entries: 
     results = classify_bulk_answer(200, {}, bulk(entries), TO)
 
     # Then an accepted recipient is named, once, by an entry with code 0 (its own, else the
-    # answer's, which `bulk` makes 0) and exactly that id (an integer one as its text)
-    for number, result in zip(TO, results):
+    # answer's, which `bulk` makes 0) and exactly that id (an integer one as its text); or,
+    # when no entry names any number and there is one per number, it is the entry at its
+    # place, with an id no other entry has
+    by_place = len(entries) == len(TO) and not any(
+        isinstance(e, dict) and e.get("to") not in (None, "") for e in entries
+    )
+    for place, (number, result) in enumerate(zip(TO, results)):
         if result.outcome is Outcome.ACCEPTED:
-            named = [
-                e
-                for e in entries
-                if isinstance(e, dict)
-                and str(e.get("to")).strip().lstrip("+") == number.lstrip("+")
-            ]
+            if by_place:
+                named = [entries[place]]
+                ids = [message_id(e.get("id")) for e in entries if isinstance(e, dict)]
+                assert ids.count(result.provider_id) == 1
+            else:
+                named = [
+                    e
+                    for e in entries
+                    if isinstance(e, dict)
+                    and str(e.get("to")).strip().lstrip("+") == number.lstrip("+")
+                ]
             assert len(named) == 1
             assert response_code(named[0].get("responseCode", 0)) == 0
             assert message_id(named[0]["id"]) == result.provider_id
