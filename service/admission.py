@@ -8,6 +8,11 @@ published and not finished (queued, or being sent), the rest wait as `pending` r
 PostgreSQL, oldest first. The queue then holds at most that many batches of any shop, and a
 shop that starts sending is at most that many batches per busy shop away from its first call.
 
+A batch whose recipients all wait for quiet hours to end is parked: `pending` again, with its
+opening (`not_before`), so it holds no place in the queue (32 parked batches of Tokyo numbers
+had kept a shop's campaign to New York from sending for 38 minutes) and is admitted again,
+within the bound, once its opening comes (`due`).
+
 A shop's batches are admitted when it enqueues or resumes, whenever one of its batches ends a
 delivery (a place may have freed), and by the clock's reconcile for every shop with batches
 waiting (a trigger lost to a crash or a broker outage). Admission of one shop is serialised
@@ -20,18 +25,35 @@ sent.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Any
 
 from peewee import fn
 
 from models import Campaign, SendBatch
 from models.database import db, execute
-from service.infra import dispatch
+from models.expressions import milliseconds_ago
+from service.infra import clock, dispatch
 from service.infra.config import Settings
 
 log = logging.getLogger("astronote.admission")
 
 # First key of the two-key advisory lock `pg_advisory_xact_lock(ADMISSION_LOCK, shop_id)`.
 ADMISSION_LOCK = 0x61646D74  # "admt"
+
+
+def due(settings: Settings, now: datetime | None = None) -> Any:
+    """A `pending` batch that may be admitted now: one never published, or one parked until
+    its recipients' quiet hours end (`service.windows`, `park`) whose opening has come (on the
+    clock of `service.infra.clock`), or that was last admitted QUIET_HOURS_RECHECK_MS ago (a
+    shop's changed quiet hours or time zone are read again)."""
+    now = now or clock.for_settings(settings).now()
+    return (
+        (SendBatch.waiting == 0)
+        | SendBatch.not_before.is_null()
+        | (SendBatch.not_before <= now)
+        | (SendBatch.published_at <= milliseconds_ago(settings.quiet_hours_recheck_ms))
+    )
 
 
 def _batches_of_sending_campaigns(shop_id: int, state: str):
@@ -46,7 +68,7 @@ def _batches_of_sending_campaigns(shop_id: int, state: str):
     )
 
 
-def admit_shop(shop_id: int, settings: Settings) -> int:
+def admit_shop(shop_id: int, settings: Settings, now: datetime | None = None) -> int:
     """Publish the shop's oldest waiting batches until it has `shop_batches_in_flight`
     published and unfinished; returns how many were published. A broker failure is logged
     and leaves them waiting (0)."""
@@ -58,7 +80,10 @@ def admit_shop(shop_id: int, settings: Settings) -> int:
             if room <= 0:
                 return 0
             waiting = (
-                _batches_of_sending_campaigns(shop_id, "pending").order_by(SendBatch.id).limit(room)
+                _batches_of_sending_campaigns(shop_id, "pending")
+                .where(due(settings, now))
+                .order_by(SendBatch.id)
+                .limit(room)
             )
             admitted = list(
                 SendBatch.update(
@@ -82,17 +107,18 @@ def admit_shop(shop_id: int, settings: Settings) -> int:
     return len(admitted)
 
 
-def shops_waiting() -> list[int]:
-    """Shops with batches of a `sending` campaign waiting for admission."""
+def shops_waiting(settings: Settings) -> list[int]:
+    """Shops with batches of a `sending` campaign waiting for admission and due."""
     return list(
         Campaign.select(Campaign.shop)
         .join(SendBatch, on=(SendBatch.campaign == Campaign.id))
-        .where(Campaign.status == "sending", SendBatch.state == "pending")
+        .where(Campaign.status == "sending", SendBatch.state == "pending", due(settings))
         .distinct()
         .scalars()
     )
 
 
 def admit_waiting(settings: Settings) -> int:
-    """Admit every shop with batches waiting (the clock's repair); returns batches published."""
-    return sum(admit_shop(shop_id, settings) for shop_id in shops_waiting())
+    """Admit every shop with batches waiting (the clock's repair, and what wakes batches
+    parked for quiet hours); returns batches published."""
+    return sum(admit_shop(shop_id, settings) for shop_id in shops_waiting(settings))

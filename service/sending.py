@@ -514,6 +514,23 @@ def republish_batch(
     return True
 
 
+def park_batch(key: str, waiting: int, not_before: datetime, if_publish_count: int) -> bool:
+    """A batch whose every pending recipient waits for quiet hours to end leaves the queue:
+    `pending` again with its `waiting` recipients' earliest opening (`not_before`), for fair
+    admission to publish once that opening comes (`service.admission.due`). Only if nobody
+    published it since `if_publish_count` was read (that message carries it). Returns
+    whether it was parked."""
+    return bool(
+        SendBatch.update(state="pending", waiting=waiting, not_before=not_before)
+        .where(
+            (SendBatch.key == key)
+            & (SendBatch.state != "finished")
+            & (SendBatch.publish_count == if_publish_count)
+        )
+        .execute()
+    )
+
+
 def complete_failed(shop_id: int, campaign_id: int, actor: Actor, reason: str) -> bool:
     """A `failed` campaign (nothing sent) that late evidence proves sent a message is
     `completed`, its `finished_at` kept, recorded for `actor`; in the caller's transaction."""

@@ -460,32 +460,23 @@ class BatchSender:
 
     def wait_for_opening(self, run: BatchRun, recipient_ids: list[int]) -> None:
         """Everything sendable was sent and the rest waits for quiet hours to end: the batch
-        goes back on the queue for the earliest opening, or QUIET_HOURS_RECHECK_MS if that
-        is sooner (no worker thread sleeps through a night). A paused campaign's batch is
-        left for its resume, which publishes it again."""
+        is parked (`sending.park_batch`) until the earliest opening, and fair admission
+        publishes it again then, or after QUIET_HOURS_RECHECK_MS if that is sooner (no
+        worker thread sleeps through a night, and a parked batch holds none of its shop's
+        places in the queue). A paused campaign's batch is left for its resume."""
         opening = min(run.waiting.values())
         if not sending.campaign_sending(run.campaign_id):
             return
-        until_ms = int((opening - self.wall.now()).total_seconds() * 1000)
-        delay = max(1, min(until_ms, self.settings.quiet_hours_recheck_ms))
-        run.report.republished = sending.republish_batch(
-            run.campaign_id,
-            run.shop_id,
-            recipient_ids,
-            run.key,
-            delay,
-            len(run.waiting),
-            opening,
-            if_publish_count=run.publishes,
+        run.report.republished = sending.park_batch(
+            run.key, len(run.waiting), opening, if_publish_count=run.publishes
         )
         log.info(
-            "recipients wait for quiet hours to end; the batch is back on the queue",
+            "recipients wait for quiet hours to end; the batch waits for admission",
             extra={
                 "campaign_id": run.campaign_id,
                 "batch_key": run.key,
                 "waiting": len(run.waiting),
                 "not_before": opening.isoformat(),
-                "delay_ms": delay,
             },
         )
 

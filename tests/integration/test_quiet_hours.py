@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from models import database
 from models.database import connection, execute, fetchall
 from service import (
+    admission,
     audit,
     campaigns,
     contacts,
@@ -99,13 +100,15 @@ def test_recipients_in_quiet_hours_wait_and_go_when_the_window_opens(db, setting
     # When the batch is sent
     report = sender(recheck, provider, wall=clock).send(campaign_id, shop_id, ids, key)
 
-    # Then only the Californians were sent; the Athenians are pending, their batch back on
-    # the queue (delayed: no thread waits), waiting until 08:00 in Athens
+    # Then only the Californians were sent; the Athenians are pending, their batch parked for
+    # admission (no thread waits, no message queued), waiting until 08:00 in Athens
     assert sorted(provider.sent) == CALIFORNIAN
     assert statuses(campaign_id) == {"sent": 2, "pending": 4}
     assert report.republished
-    assert delayed_messages(redis_client) == 1
+    assert delayed_messages(redis_client) == 0
+    assert batch_state(key)[0] == "pending"
     assert waiting_of(key) == (4, ATHENS_MORNING)
+    assert admission.admit_shop(shop_id, recheck, now=clock.now()) == 0
     # and the reservation still holds their part
     state, amount, consumed, released = reservation(campaign_id)
     assert (state, amount, released) == ("active", reserved_before[1], 0)
@@ -131,9 +134,10 @@ def test_recipients_in_quiet_hours_wait_and_go_when_the_window_opens(db, setting
     )
     assert checker._campaigns()["stuck_count"] == 0
 
-    # When the window opens and the batch comes back
+    # When the window opens and admission publishes the batch again
     clock.set(ATHENS_MORNING + timedelta(seconds=1))
-    assert reconcile.republish_stale_batches(stale_now, clock.now()) == 1
+    assert admission.admit_shop(shop_id, recheck, now=clock.now()) == 1
+    assert batch_state(key)[0] == "published"
     sender(recheck, provider, wall=clock).send(campaign_id, shop_id, ids, key)
 
     # Then the rest is sent, the batch finished, and the campaign completes with exact credits
@@ -144,6 +148,42 @@ def test_recipients_in_quiet_hours_wait_and_go_when_the_window_opens(db, setting
     state, amount, consumed, released = reservation(campaign_id)
     assert (state, consumed, released) == ("released", 6, amount - 6)
     assert credits.summary(shop_id).balance == 1000 - 6
+
+
+def test_batches_waiting_for_quiet_hours_hold_no_place_of_their_shop_in_the_queue(
+    db, settings, redis_client
+):
+    # Given a shop that may have one batch in the queue, whose first campaign's batch went out
+    # in the evening to Athenians only (all of them wait until 08:00)
+    one = dataclasses.replace(settings, shop_batches_in_flight=1, quiet_hours_recheck_ms=60_000)
+    shop_id, (first, ids, key) = make_campaign(one, GREEK)
+    clock = ShiftedClock()
+    clock.set(EVENING)
+    provider = FakeProvider()
+    sender(one, provider, wall=clock).send(first, shop_id, ids, key)
+    assert provider.sent == [] and batch_state(key)[0] == "pending"
+    # When the shop launches a campaign to its Californians (noon there)
+    contacts.import_contacts(
+        shop_id, [{"phone": p, "first_name": "C"} for p in CALIFORNIAN], actor=audit.ADMIN
+    )
+    second = campaigns.create(
+        shop_id,
+        "west",
+        "West coast sale",
+        contact_ids=[
+            row[0]
+            for row in fetchall(
+                "SELECT id FROM contact WHERE shop_id = %s AND phone = ANY(%s)",
+                (shop_id, CALIFORNIAN),
+            )
+        ],
+        append_unsubscribe=False,
+    )
+    enqueue(shop_id, second.id, one, audit.ADMIN)
+    # Then its batch is admitted at once: the parked batch holds no place (before: it was
+    # counted in the queue, and the Californians waited for the Athenians' morning)
+    (state,) = fetchall("SELECT state FROM send_batch WHERE campaign_id = %s", (second.id,))[0]
+    assert state == "published"
 
 
 def test_a_batch_crossing_the_start_of_quiet_hours_stops_at_its_next_window(db, settings):
