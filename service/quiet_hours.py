@@ -33,6 +33,32 @@ NEVER = datetime.max.replace(tzinfo=UTC)
 HORIZON = timedelta(days=3)
 
 
+def _in_gap(wall: datetime) -> bool:
+    """Whether the local time `wall` does not exist (skipped by a spring-forward change)."""
+    return wall.astimezone(UTC).astimezone(wall.tzinfo).replace(tzinfo=None) != wall.replace(
+        tzinfo=None
+    )
+
+
+def _gap_end(wall: datetime) -> datetime:
+    """The first moment (UTC, to the second) whose local time is past the nonexistent
+    `wall`: the end of the gap, when `inside` stops saying quiet (an end at 02:30 on a night
+    that jumps from 02:00 to 03:00 opens at 03:00, as the wall clock reads it). Between the
+    two readings of `wall` (with the offsets after and before the change) lies the change."""
+    naive = wall.replace(tzinfo=None)
+    low = wall.replace(fold=1).astimezone(UTC)
+    high = wall.replace(fold=0).astimezone(UTC)
+    if low > high:
+        low, high = high, low
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(wall.tzinfo).replace(tzinfo=None) >= naive:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0) + (timedelta(seconds=1) if high.microsecond else timedelta())
+
+
 @dataclass(frozen=True)
 class QuietHours:
     """A daily window of local time, [start, end), in minutes after midnight."""
@@ -49,9 +75,9 @@ class QuietHours:
     def end_after(self, local: datetime) -> datetime:
         """The first local time the window ends after `local` (which is inside it), in UTC,
         always later than `local`. Wall-clock arithmetic: on a DST change the window keeps its
-        local end (a nonexistent 08:00 is read with the offset before the change, as zoneinfo
-        does). On the night clocks go back, an end in the repeated hour is its second pass
-        when `local` is past the first (a time read with the earlier offset would lie behind
+        local end (a nonexistent 08:00 ends when the gap does: `_gap_end`). On the night
+        clocks go back, an end in the repeated hour is its second pass when `local` is past
+        the first (a time read with the earlier offset would lie behind
         `local`: the opening would be in the past, and a search over several zones would
         move back and forth between two such times forever)."""
         end = time(self.end // 60, self.end % 60)
@@ -60,6 +86,8 @@ class QuietHours:
             day += timedelta(days=1)
         after = local.astimezone(UTC)
         wall = datetime.combine(day, end, tzinfo=local.tzinfo)
+        if wall.tzinfo is not None and _in_gap(wall):
+            return _gap_end(wall)
         for candidate in (wall, wall.replace(fold=1)):
             moment = candidate.astimezone(UTC)
             if moment > after:

@@ -109,11 +109,17 @@ def test_daylight_saving_changes_keep_the_local_opening(now, expected, hours_lat
     assert (expected - now) == timedelta(hours=hours_later)
 
 
-def test_an_end_inside_the_spring_gap_opens_after_it_never_before():
+def test_an_end_inside_the_spring_gap_opens_when_the_gap_ends():
     # 21:00-02:30 in New York on 2026-03-08: 02:30 does not exist (02:00 EST -> 03:00 EDT).
-    # It opens at 03:30 EDT (07:30 UTC): late by the gap, never inside the window.
+    # It opens at 03:00 EDT (07:00 UTC), when the wall clock is first past 02:30: the moment
+    # `inside` stops saying quiet, so the opening shown is the one sending keeps (it showed
+    # 03:30 while a recheck at 03:00 already sent)
     short_night = QuietHours(21 * 60, 2 * 60 + 30)
-    assert opening("+12125550123", utc(2026, 3, 8, 6, 0), short_night) == utc(2026, 3, 8, 7, 30)
+    now = utc(2026, 3, 8, 6, 0)
+    assert opening("+12125550123", now, short_night) == utc(2026, 3, 8, 7, 0)
+    new_york = ZoneInfo("America/New_York")
+    assert short_night.inside(utc(2026, 3, 8, 6, 59, 59).astimezone(new_york))
+    assert not short_night.inside(utc(2026, 3, 8, 7, 0).astimezone(new_york))
 
 
 def test_the_filter_splits_a_window_keeping_its_order():
