@@ -102,6 +102,7 @@ class SendBatch(Base):
     finished_at = DateTimeTZField(null=True)
     waiting = pw.IntegerField(default=0)  # recipients waiting for quiet hours to end
     not_before = DateTimeTZField(null=True)  # the earliest of their openings
+    waiting_until = DateTimeTZField(null=True)  # the latest of their openings
 
 
 class CampaignRecipient(Base):

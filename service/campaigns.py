@@ -301,7 +301,7 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
         SendBatch.select(
             fn.COALESCE(fn.SUM(SendBatch.waiting), 0),
             fn.MIN(SendBatch.not_before),
-            fn.MAX(SendBatch.not_before),
+            fn.MAX(fn.COALESCE(SendBatch.waiting_until, SendBatch.not_before)),
         )
         .where(
             (SendBatch.campaign == campaign_id)

@@ -373,7 +373,9 @@ def finish_batch(key: str) -> bool:
         CampaignRecipient.status == "pending",
     )
     return bool(
-        SendBatch.update(state="finished", finished_at=fn.now(), waiting=0, not_before=None)
+        SendBatch.update(
+            state="finished", finished_at=fn.now(), waiting=0, not_before=None, waiting_until=None
+        )
         .where(SendBatch.key == key, SendBatch.state != "finished", ~fn.EXISTS(pending))
         .execute()
     )
@@ -485,6 +487,7 @@ def republish_batch(
     waiting: int = 0,
     not_before: datetime | None = None,
     if_publish_count: int | None = None,
+    waiting_until: datetime | None = None,
 ) -> bool:
     """Put an unfinished batch back on the queue (its next delivery sends what is still
     pending), recorded as published now so the reconciler does not publish it again; with
@@ -504,6 +507,7 @@ def republish_batch(
             publish_count=SendBatch.publish_count + 1,
             waiting=waiting,
             not_before=not_before,
+            waiting_until=waiting_until,
         )
         .where(condition)
         .execute()
@@ -514,14 +518,19 @@ def republish_batch(
     return True
 
 
-def park_batch(key: str, waiting: int, not_before: datetime, if_publish_count: int) -> bool:
+def park_batch(
+    key: str, waiting: int, not_before: datetime, until: datetime, if_publish_count: int
+) -> bool:
     """A batch whose every pending recipient waits for quiet hours to end leaves the queue:
-    `pending` again with its `waiting` recipients' earliest opening (`not_before`), for fair
+    `pending` again with its `waiting` recipients' earliest opening (`not_before`; the latest
+    is `until`, for progress), for fair
     admission to publish once that opening comes (`service.admission.due`). Only if nobody
     published it since `if_publish_count` was read (that message carries it). Returns
     whether it was parked."""
     return bool(
-        SendBatch.update(state="pending", waiting=waiting, not_before=not_before)
+        SendBatch.update(
+            state="pending", waiting=waiting, not_before=not_before, waiting_until=until
+        )
         .where(
             (SendBatch.key == key)
             & (SendBatch.state != "finished")

@@ -446,6 +446,7 @@ class BatchSender:
                 delay,
                 len(run.waiting),
                 min(run.waiting.values(), default=None),
+                waiting_until=max(run.waiting.values(), default=None),
             )
             report.republished = True
             log.info(
@@ -468,7 +469,11 @@ class BatchSender:
         if not sending.campaign_sending(run.campaign_id):
             return
         run.report.republished = sending.park_batch(
-            run.key, len(run.waiting), opening, if_publish_count=run.publishes
+            run.key,
+            len(run.waiting),
+            opening,
+            max(run.waiting.values()),
+            if_publish_count=run.publishes,
         )
         log.info(
             "recipients wait for quiet hours to end; the batch waits for admission",

@@ -277,7 +277,9 @@ class HealthChecker:
 def waiting_until() -> Any:
     """The latest opening of the campaign's recipients waiting for quiet hours (NULL when
     none wait): a campaign idle until then is waiting, not stuck."""
-    return SendBatch.select(fn.MAX(SendBatch.not_before)).where(
+    return SendBatch.select(
+        fn.MAX(fn.COALESCE(SendBatch.waiting_until, SendBatch.not_before))
+    ).where(
         (SendBatch.campaign == Campaign.id)
         & (SendBatch.state != "finished")
         & (SendBatch.waiting > 0)

@@ -186,6 +186,23 @@ def test_batches_waiting_for_quiet_hours_hold_no_place_of_their_shop_in_the_queu
     assert state == "published"
 
 
+def test_progress_says_until_when_the_last_waiting_recipient_goes(db, settings):
+    # Given one batch at 22:00 UTC to Athenians (their 08:00 is 06:00 UTC) and Londoners
+    # (08:00 UTC), all in quiet hours
+    londoners = ["+447911123456", "+447911123457"]
+    shop_id, (campaign_id, ids, key) = make_campaign(settings, GREEK + londoners)
+    clock = ShiftedClock()
+    clock.set(datetime(2099, 12, 2, 22, 0, tzinfo=UTC))
+    sender(settings, FakeProvider(), wall=clock).send(campaign_id, shop_id, ids, key)
+    # Then progress says they start going at 06:00 and the last go at 08:00 (it said 06:00,
+    # the batch's earliest opening, and London's were sent two hours after it)
+    assert campaigns.progress(shop_id, campaign_id)["quiet_hours"] == {
+        "waiting": 6,
+        "next_opening": ATHENS_MORNING,
+        "until": datetime(2099, 12, 3, 8, 0, tzinfo=UTC),
+    }
+
+
 def test_a_batch_crossing_the_start_of_quiet_hours_stops_at_its_next_window(db, settings):
     # Given six Athenians at 20:59 Athens time, sent two at a time
     shop_id, (campaign_id, ids, key) = make_campaign(
