@@ -266,7 +266,7 @@ class DeclaredInput:
             document = parse_json(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
             document = raw
-        if document == {}:
+        if document == {} or document is None:  # `{}` or `null`: nothing sent
             return
         field = next(iter(document)) if isinstance(document, dict) else "body"
         raise InvalidInput(f"this request takes no body (got {field})", field)

@@ -75,14 +75,19 @@ def admit_shop(shop_id: int, settings: Settings, now: datetime | None = None) ->
     try:
         with db.atomic():
             execute("SELECT pg_advisory_xact_lock(%s, %s)", (ADMISSION_LOCK, shop_id))
+            moment = now or clock.for_settings(settings).now()
             in_flight = _batches_of_sending_campaigns(shop_id, "published").count()
             room = settings.shop_batches_in_flight - in_flight
             if room <= 0:
                 return 0
+            # Batches never published, or whose opening has come, before the rechecks of
+            # batches still waiting for theirs: a recheck takes a place only when nothing
+            # that can send wants it.
+            recheck = (SendBatch.waiting > 0) & (SendBatch.not_before > moment)
             waiting = (
                 _batches_of_sending_campaigns(shop_id, "pending")
-                .where(due(settings, now))
-                .order_by(SendBatch.id)
+                .where(due(settings, moment))
+                .order_by(recheck.asc(), SendBatch.id)
                 .limit(room)
             )
             admitted = list(

@@ -231,8 +231,11 @@ def resume(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> 
         # A paused campaign's batches claim nothing, so those published before the pause
         # were drained from the queue meanwhile (a delivery that claims nothing of a paused
         # campaign leaves its batch unfinished): each one waits to be admitted again.
+        # What waited for quiet hours is decided again at their next delivery (a batch that
+        # stopped short for the rate limit had recorded its waiting recipients too: kept,
+        # they held its sendable rest back until the recheck).
         (
-            SendBatch.update(state="pending")
+            SendBatch.update(state="pending", waiting=0, not_before=None, waiting_until=None)
             .where((SendBatch.campaign == campaign_id) & (SendBatch.state != "finished"))
             .execute()
         )

@@ -3,7 +3,7 @@
 A reply is for the shop whose sender it was written to. When that sender is the shared
 MITTO_SENDER (or several shops use the same one), it is for each of those shops that messaged
 the number within INBOUND_MATCH_DAYS: a reply cannot say which of them it answers, and opting
-the number out of all of them is the safe reading of a STOP. A STOP or HELP that none of them
+the number out of all of them is the safe reading of a STOP. A STOP that none of them
 messaged lately is for each of them that has the number as a contact.
 
 - STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, OPTOUT, REVOKE: the number is suppressed
@@ -190,11 +190,11 @@ def shops_for(message: Inbound, settings: Settings, keyword: str | None = None) 
     """The shops a reply is for: the one whose own sender it was written to; else, for the
     shared MITTO_SENDER or a sender several shops use, those that messaged the number.
 
-    A STOP or HELP to a shared sender that none of its shops messaged lately (a campaign
-    message still pending, one older than INBOUND_MATCH_DAYS) is for each of them that has the
-    number as a contact: dropped, it was answered 200, never posted again, and the number kept
-    getting the shop's messages. A START is not widened so: it would lift suppressions the
-    number never asked to lift."""
+    A STOP to a shared sender that none of its shops messaged lately (a campaign message
+    still pending, one older than INBOUND_MATCH_DAYS) is for each of them that has the number
+    as a contact: dropped, it was answered 200, never posted again, and the number kept
+    getting the shop's messages. Nothing else is widened so: a START would lift suppressions
+    the number never asked to lift, a HELP would answer with many shops' help texts."""
     key = sender_key(message.sender)
     if not key:
         return []
@@ -207,7 +207,7 @@ def shops_for(message: Inbound, settings: Settings, keyword: str | None = None) 
             return owners
         candidates = _sender_matches(Shop.sender, key)
     matched = messaged_recently(message.phone, candidates, days)
-    if matched or keyword not in ("stop", "help"):
+    if matched or keyword != "stop":
         return matched
     return holding_contact(message.phone, candidates)
 

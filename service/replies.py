@@ -49,6 +49,10 @@ RETRY_MAX_DELAY_MS = 300_000
 ABANDONED_AFTER_S = 2 * 3600
 
 
+# The longest HELP answer made of several shops' help texts (about six GSM-7 segments).
+MAX_HELP_LENGTH = 960
+
+
 def _names(names: Sequence[str]) -> str:
     joined = ", ".join(names)
     return joined if len(joined) <= MAX_NAMES_LENGTH else f"{len(names)} shops"
@@ -64,7 +68,14 @@ def answer(keyword: str, shops: Sequence[tuple[str, str]]) -> str:
         )
     if keyword == "start":
         return f"{names}: you are subscribed again. Reply HELP for help, STOP to unsubscribe."
-    return "\n".join(help_text for _, help_text in shops)
+    # Each help text is at most 480 characters; many shops' together would be a long,
+    # costly answer: as many as fit in MAX_HELP_LENGTH, at least one.
+    texts: list[str] = []
+    for _, help_text in shops:
+        if texts and len("\n".join([*texts, help_text])) > MAX_HELP_LENGTH:
+            break
+        texts.append(help_text)
+    return "\n".join(texts)
 
 
 def send_once(

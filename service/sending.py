@@ -188,9 +188,9 @@ _SUPPRESSED = (
 
 def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -> list[Claimed]:
     """Claim a window's sendable recipients (pending, no provider id, campaign sending) and
-    skip those no longer reachable (number suppressed: `suppressed`; contact opted out, gone,
-    or without the consent its shop requires: `no_consent`), in one statement; commit before
-    any provider call.
+    skip those no longer reachable (number suppressed: `suppressed`; contact opted out or
+    gone: `opted_out`; without the consent its shop requires: `no_consent`), in one
+    statement; commit before any provider call.
 
     SQL, not Peewee: a data-modifying CTE, and the pipeline's hottest statement (once per
     window over its recipients; bench/RESULTS.md). `campaign_id + 0` keeps the planner on the
@@ -204,7 +204,10 @@ def claim_recipients(campaign_id: int, recipient_ids: Sequence[int], key: str) -
         "WITH live AS (SELECT 1 FROM campaign WHERE id = %(c)s AND status = 'sending'),"
         " skipped AS ("
         "   UPDATE campaign_recipient r SET status = 'skipped',"
-        f"         error = CASE WHEN {_SUPPRESSED} THEN 'suppressed' ELSE 'no_consent' END,"
+        f"         error = CASE WHEN {_SUPPRESSED} THEN 'suppressed'"
+        "                       WHEN EXISTS (SELECT 1 FROM contact ct WHERE ct.id = r.contact_id"
+        "                                    AND ct.opted_out_at IS NULL) THEN 'no_consent'"
+        "                       ELSE 'opted_out' END,"
         "          updated_at = now()"
         "   WHERE r.id = ANY(%(ids)s) AND r.campaign_id + 0 = %(c)s AND r.status = 'pending'"
         "     AND EXISTS (SELECT 1 FROM live)"
@@ -518,24 +521,23 @@ def republish_batch(
     return True
 
 
-def park_batch(
-    key: str, waiting: int, not_before: datetime, until: datetime, if_publish_count: int
-) -> bool:
+def park_batch(key: str, waiting: int, not_before: datetime, until: datetime) -> bool:
     """A batch whose every pending recipient waits for quiet hours to end leaves the queue:
     `pending` again with its `waiting` recipients' earliest opening (`not_before`; the latest
-    is `until`, for progress), for fair
-    admission to publish once that opening comes (`service.admission.due`). Only if nobody
-    published it since `if_publish_count` was read (that message carries it). Returns
-    whether it was parked."""
+    is `until`, for progress), for fair admission to publish once that opening comes
+    (`service.admission.due`). Returns whether it was parked.
+
+    Unlike a republish, parking creates no message, so it needs no guard against multiplying
+    deliveries; guarded by the publish count read at the delivery's start, it failed when
+    the admission that published this very delivery had not committed its count yet, and
+    left the batch `published` with no message, holding a place until the morning. A message
+    of the batch published meanwhile still comes: it finds the recipients waiting and parks
+    the batch again (or sends what opened)."""
     return bool(
         SendBatch.update(
             state="pending", waiting=waiting, not_before=not_before, waiting_until=until
         )
-        .where(
-            (SendBatch.key == key)
-            & (SendBatch.state != "finished")
-            & (SendBatch.publish_count == if_publish_count)
-        )
+        .where((SendBatch.key == key) & (SendBatch.state != "finished"))
         .execute()
     )
 

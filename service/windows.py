@@ -473,7 +473,6 @@ class BatchSender:
             len(run.waiting),
             opening,
             max(run.waiting.values()),
-            if_publish_count=run.publishes,
         )
         log.info(
             "recipients wait for quiet hours to end; the batch waits for admission",

@@ -996,7 +996,7 @@ def test_a_body_sent_to_a_bodiless_action_is_422_naming_it(client, db, shops, dr
     assert snapshot(db) == before
 
 
-@pytest.mark.parametrize("body", [b"", b"{}", b" {} \n"])
+@pytest.mark.parametrize("body", [b"", b"{}", b" {} \n", b"null"])
 def test_a_bodiless_action_takes_an_empty_body_or_an_empty_object(client, shops, draft, body):
     result = client.simulate_post(f"/campaigns/{draft}/cancel", headers=auth(shops.key), body=body)
     assert result.status_code == 200, result.text

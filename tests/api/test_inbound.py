@@ -394,7 +394,7 @@ def test_a_stop_to_the_shared_sender_counts_a_message_that_may_have_arrived(
 
 @pytest.mark.parametrize(
     ("text", "keyword", "for_the_holders"),
-    [("STOP", "stop", True), ("Help", "help", True), ("START", "start", False)],
+    [("STOP", "stop", True), ("Help", "help", False), ("START", "start", False)],
 )
 def test_a_stop_to_the_shared_sender_that_no_shop_messaged_is_for_the_shops_holding_the_number(
     client, db, provider, text, keyword, for_the_holders
@@ -426,8 +426,8 @@ def test_a_stop_to_the_shared_sender_that_no_shop_messaged_is_for_the_shops_hold
     # When the number writes to the shared sender
     answer = reply(client, text, to="Astronote")
     # Then a STOP is for both shops holding it (before: for no shop, answered 200, never posted
-    # again, and the pending message went out), and so is a HELP's answer; a START is not
-    # widened (it would lift what the number never asked to lift)
+    # again, and the pending message went out); a START or HELP is not widened (it would lift
+    # what the number never asked to lift; answer with every holding shop's help text)
     assert answer["keyword"] == keyword
     assert answer["shops"] == (2 if for_the_holders else 0)
     assert answer["reply"] == ("queued" if for_the_holders else None)

@@ -186,6 +186,64 @@ def test_batches_waiting_for_quiet_hours_hold_no_place_of_their_shop_in_the_queu
     assert state == "published"
 
 
+def test_a_batch_is_parked_even_when_its_admission_committed_after_the_delivery_began(db, settings):
+    # Given an evening batch to Athenians whose delivery began before the admission that
+    # published it had committed its publish count (the delivery read the old count)
+    shop_id, (campaign_id, ids, key) = make_campaign(settings, GREEK + CALIFORNIAN)
+    clock = ShiftedClock()
+    clock.set(EVENING)
+
+    def admission_commits(sms) -> None:
+        with connection():
+            execute(
+                "UPDATE send_batch SET publish_count = publish_count + 1 WHERE key = %s", (key,)
+            )
+
+    # When the delivery sends the Californians and finds the Athenians waiting
+    provider = FakeProvider(during_call=admission_commits)
+    sender(settings, provider, slots=1, wall=clock).send(campaign_id, shop_id, ids, key)
+    # Then the batch is parked all the same (it stayed `published` with no message, holding
+    # one of its shop's places until the morning)
+    assert batch_state(key)[0] == "pending"
+    assert waiting_of(key) == (4, ATHENS_MORNING)
+
+
+def test_admission_prefers_batches_that_can_send_to_rechecks_of_waiting_ones(db, settings):
+    # Given a shop with one place, an evening batch parked for the Athenians' morning whose
+    # recheck is due, and a newer campaign's batch never published
+    one = dataclasses.replace(settings, shop_batches_in_flight=1, quiet_hours_recheck_ms=1000)
+    shop_id, (first, ids, key) = make_campaign(one, GREEK)
+    clock = ShiftedClock()
+    clock.set(EVENING)
+    sender(one, FakeProvider(), wall=clock).send(first, shop_id, ids, key)
+    execute("UPDATE send_batch SET published_at = now() - interval '1 hour' WHERE key = %s", (key,))
+    second, _, second_key = launch(one, shop_id, "Another")
+    # (the enqueue admitted it at once: the shop's only place was free; made to wait again)
+    execute("UPDATE send_batch SET state = 'pending' WHERE key = %s", (second_key,))
+    assert batch_state(second_key)[0] == "pending" and batch_state(key)[0] == "pending"
+    # When the shop is admitted
+    assert admission.admit_shop(shop_id, one, now=clock.now()) == 1
+    # Then the place goes to the batch that can send, not to the recheck (older by id)
+    assert (batch_state(second_key)[0], batch_state(key)[0]) == ("published", "pending")
+
+
+def test_a_resume_admits_at_once_a_batch_that_stopped_short_with_recipients_waiting(db, settings):
+    # Given a batch that stopped short for the rate limit after recording waiting recipients
+    # (published, `waiting` and a future opening), then its campaign paused
+    shop_id, (campaign_id, ids, key) = make_campaign(settings, GREEK + CALIFORNIAN)
+    execute(
+        "UPDATE send_batch SET waiting = 4, not_before = %s, published_at = now() WHERE key = %s",
+        (ATHENS_MORNING, key),
+    )
+    campaigns.pause(shop_id, campaign_id, actor=audit.ADMIN)
+    # When it is resumed
+    campaigns.resume(shop_id, campaign_id, settings, actor=audit.ADMIN)
+    # Then its batch is published again at once, to send what can be sent (it waited for the
+    # recheck: 5 minutes), its waiting recipients decided again at that delivery
+    assert batch_state(key)[0] == "published"
+    assert waiting_of(key) == (0, None)
+
+
 def test_progress_says_until_when_the_last_waiting_recipient_goes(db, settings):
     # Given one batch at 22:00 UTC to Athenians (their 08:00 is 06:00 UTC) and Londoners
     # (08:00 UTC), all in quiet hours

@@ -357,7 +357,7 @@ def test_consent_withdrawn_after_the_enqueue_skips_the_contact_at_its_window(db,
             " WHERE campaign_id = %s GROUP BY 1",
             (campaign.id,),
         )
-    ) == {"sent": 7, "no_consent": 5}
+    ) == {"sent": 7, "no_consent": 4, "opted_out": 1}
 
 
 @pytest.mark.parametrize("stop", ["deadline", "shutdown"])
