@@ -57,11 +57,15 @@ def canonical_body(body: bytes, media_type: str) -> bytes:
     parse (the resource refuses it), as its bytes."""
     if media_type not in ("application/json", ""):  # the API reads a body without one as JSON
         return body
+    if not body.strip():
+        return b"{}"  # a bodiless POST takes nothing, `{}` or `null` alike
     try:
         document = json.loads(body)
     except ValueError:
         return body
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(
+        {} if document is None else document, sort_keys=True, separators=(",", ":")
+    ).encode()
 
 
 def fingerprint(method: str, target: str, body: bytes, media_type: str = "") -> str:

@@ -187,6 +187,28 @@ def test_the_same_fields_in_another_order_or_spacing_are_the_same_request(client
     assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 1
 
 
+def test_a_bodiless_post_retried_with_an_empty_object_is_the_same_request(client, db):
+    # Given a campaign enqueued with no body under key "e"
+    _, key = create_shop(client, "idempty.example", credits=100)
+    import_contacts(client, key, ["+306912345678"])
+    campaign = client.simulate_post(
+        "/campaigns", headers=auth(key), json={"name": "S", "text": "Hi!"}
+    ).json["id"]
+    headers = {**auth(key), "Idempotency-Key": "e", "Content-Type": "application/json"}
+    first = client.simulate_post(f"/campaigns/{campaign}/enqueue", headers=headers)
+    # When the retry sends `{}` (or `null`), which the route takes as no body
+    again = [
+        client.simulate_post(f"/campaigns/{campaign}/enqueue", headers=headers, body=body)
+        for body in ("{}", "null")
+    ]
+    # Then each is the first answer again (it was 422: "used for a different request")
+    assert first.status_code == 202
+    assert [(a.status_code, a.headers.get("idempotent-replayed")) for a in again] == [
+        (202, "true"),
+        (202, "true"),
+    ]
+
+
 def test_the_same_key_and_body_with_another_query_or_media_type_is_another_request(client, db):
     # Given a CSV import of a national number read as Greek, under key "imp"
     _, key = create_shop(client, "idq.example")
