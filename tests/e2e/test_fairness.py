@@ -57,7 +57,13 @@ def test_a_small_shop_gets_its_share_of_a_capped_account_at_once(make_stack, db)
     # Given a provider account capped at 100 messages a second, batches of 25 (windows of at
     # most 25), and a big shop's 2,000-recipient campaign saturating it (20 s of sending,
     # up to 32 of its batches asking for the budget at every refill)
-    stack = make_stack(PROVIDER_RATE_LIMIT="100", SEND_BATCH_SIZE="25")
+    # (A margin of 50 ms between a call's count and its arrival, not the default 15: this test
+    # is about the shares, and CI once saw one window of 2 arrive late enough to count in the
+    # next second at the simulator, 102 in a sliding second: the margin's own trade-off,
+    # bench/RESULTS.md "Provider rate limits".)
+    stack = make_stack(
+        PROVIDER_RATE_LIMIT="100", SEND_BATCH_SIZE="25", PROVIDER_RATE_MARGIN_MS="50"
+    )
     stack.start_sim("--no-dlr")  # reports are beside the point here
     stack.start_web()
     stack.start_worker(processes=2, threads=4)
