@@ -489,21 +489,14 @@ def republish_batch(
     delay_ms: int | None = None,
     waiting: int = 0,
     not_before: datetime | None = None,
-    if_publish_count: int | None = None,
     waiting_until: datetime | None = None,
-) -> bool:
+) -> None:
     """Put an unfinished batch back on the queue (its next delivery sends what is still
     pending), recorded as published now so the reconciler does not publish it again; with
     `waiting` recipients held by quiet hours until `not_before` at the earliest (the
-    reconciler leaves it alone until then, progress shows both).
-
-    With `if_publish_count`, only if nobody published the batch since that count was read
-    (a resume, another delivery): then that message carries it, and a waiting batch does
-    not multiply its deliveries. Returns whether it was published."""
-    condition = (SendBatch.key == key) & (SendBatch.state != "finished")
-    if if_publish_count is not None:
-        condition &= SendBatch.publish_count == if_publish_count
-    updated = (
+    reconciler leaves it alone until then; `waiting_until` their latest opening, for
+    progress)."""
+    (
         SendBatch.update(
             state="published",
             published_at=fn.now(),
@@ -512,13 +505,10 @@ def republish_batch(
             not_before=not_before,
             waiting_until=waiting_until,
         )
-        .where(condition)
+        .where((SendBatch.key == key) & (SendBatch.state != "finished"))
         .execute()
     )
-    if if_publish_count is not None and not updated:
-        return False
     dispatch.publish_batch(campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
-    return True
 
 
 def park_batch(key: str, waiting: int, not_before: datetime, until: datetime) -> bool:

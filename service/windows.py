@@ -129,7 +129,6 @@ class BatchRun:
     key: str
     context: CampaignContext
     budget: int  # what is left of the batch's part of the reservation
-    publishes: int  # the batch's publish_count when this delivery began
     stop_by: float  # the clock reading after which no window may start
     report: BatchReport = field(default_factory=BatchReport)
     stopped: str | None = None  # "deferred", "throttled", "not_sent" or "not_sending"
@@ -190,14 +189,13 @@ class BatchSender:
         if context is None:
             raise NotFound(f"campaign {campaign_id} of shop {shop_id} does not exist")
         settings = self.settings
-        budget, publishes = self.reserved(key, context)
+        budget = self.reserved(key, context)
         run = BatchRun(
             campaign_id,
             shop_id,
             key,
             context,
             budget=budget,
-            publishes=publishes,
             stop_by=began + (settings.send_time_limit_ms - settings.send_window_worst_ms) / 1000,
         )
         with self.slots.lease() as lease:
@@ -499,9 +497,9 @@ class BatchSender:
         if sending.campaign_sending(campaign_id):
             sending.finish_batch(key)
 
-    def reserved(self, key: str, context: CampaignContext) -> tuple[int, int]:
-        """What is left of the batch's part of the campaign's reservation for this delivery,
-        and how often the batch was published. Left: its part less what earlier deliveries
+    def reserved(self, key: str, context: CampaignContext) -> int:
+        """What is left of the batch's part of the campaign's reservation for this delivery:
+        its part less what earlier deliveries
         of it spent, the debits of its recipients and the reservation's bound of each one
         still in flight or of unknown outcome (they may be charged yet), priced by first name
         as the part itself was (`creation.pricing`). Each delivery used to start again from
@@ -514,7 +512,6 @@ class BatchSender:
             "   SELECT sum(-t.amount) FROM credit_transaction t"
             "   WHERE t.idempotency_key = ANY(ARRAY("
             "     SELECT 'debit:' || rid FROM unnest(b.recipient_ids) AS rid))), 0),"
-            " b.publish_count,"
             " ARRAY(SELECT r.first_name FROM campaign_recipient r"
             "   WHERE r.id = ANY(b.recipient_ids) AND r.campaign_id + 0 = b.campaign_id"
             "     AND (r.status = 'sending'"
@@ -523,14 +520,14 @@ class BatchSender:
             (key,),
         )
         if not row:
-            return 0, 0
-        left, publishes, in_flight = row
+            return 0
+        left, in_flight = row
         if in_flight:
             cost = creation.pricing(
                 context.template, context.append_unsubscribe, self.settings.public_base_url
             )
             left -= sum(cost(name) for name in in_flight)
-        return max(0, int(left)), publishes
+        return max(0, int(left))
 
     def cover(self, run: BatchRun, cost: int) -> bool:
         """Whether what is left of the batch's part of the reservation covers `cost` (this

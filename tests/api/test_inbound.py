@@ -351,6 +351,25 @@ def test_a_reply_to_the_shared_sender_is_for_the_shops_that_messaged_the_number(
     assert [sms.text.split(":")[0] for _, sms in provider.sent] == ["recent"]
 
 
+def sending_to(db, shop_id: int, status: str, error: str | None, claimed: bool) -> None:
+    """A sending campaign of the shop whose recipient PHONE is in `status` (claimed an hour
+    ago when `claimed`: its call in flight or of unknown outcome)."""
+    (contact_id,) = db.execute_sql(
+        "SELECT id FROM contact WHERE shop_id = %s AND phone = %s", (shop_id, PHONE)
+    ).fetchone()
+    (campaign_id,) = db.execute_sql(
+        "INSERT INTO campaign (shop_id, name, text, status) VALUES (%s, 'c', 'x', 'sending')"
+        " RETURNING id",
+        (shop_id,),
+    ).fetchone()
+    db.execute_sql(
+        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, status, error,"
+        " claimed_at) VALUES (%s, %s, %s, %s, %s, %s,"
+        " CASE WHEN %s THEN now() - interval '1 hour' END)",
+        (campaign_id, shop_id, contact_id, PHONE, status, error, claimed),
+    )
+
+
 @pytest.mark.parametrize(
     ("status", "error", "for_the_shop"),
     [
@@ -370,19 +389,7 @@ def test_a_stop_to_the_shared_sender_counts_a_message_that_may_have_arrived(
     other_id, other_key = make_shop(client, "sure.example", sender=None)
     subscribe(client, other_key, [PHONE])
     sent_to(db, other_id, PHONE, 1)
-    (contact_id,) = db.execute_sql(
-        "SELECT id FROM contact WHERE shop_id = %s AND phone = %s", (shop_id, PHONE)
-    ).fetchone()
-    (campaign_id,) = db.execute_sql(
-        "INSERT INTO campaign (shop_id, name, text, status) VALUES (%s, 'c', 'x', 'sending')"
-        " RETURNING id",
-        (shop_id,),
-    ).fetchone()
-    db.execute_sql(
-        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, status, error,"
-        " claimed_at) VALUES (%s, %s, %s, %s, %s, %s, now() - interval '1 hour')",
-        (campaign_id, shop_id, contact_id, PHONE, status, error),
-    )
+    sending_to(db, shop_id, status, error, claimed=True)
     # When the number replies STOP to the shared sender
     answer = reply(client, "STOP", to="Astronote")
     # Then it is for that shop whenever the message may have reached the phone (before, it was
@@ -410,19 +417,7 @@ def test_a_stop_to_the_shared_sender_that_no_shop_messaged_is_for_the_shops_hold
     subscribe(client, shops["old"][1], [PHONE])
     sent_to(db, shops["old"][0], PHONE, 40)
     shop_id = shops["pending"][0]
-    (contact_id,) = db.execute_sql(
-        "SELECT id FROM contact WHERE shop_id = %s AND phone = %s", (shop_id, PHONE)
-    ).fetchone()
-    (campaign_id,) = db.execute_sql(
-        "INSERT INTO campaign (shop_id, name, text, status) VALUES (%s, 'c', 'x', 'sending')"
-        " RETURNING id",
-        (shop_id,),
-    ).fetchone()
-    db.execute_sql(
-        "INSERT INTO campaign_recipient (campaign_id, shop_id, contact_id, phone, status)"
-        " VALUES (%s, %s, %s, %s, 'pending')",
-        (campaign_id, shop_id, contact_id, PHONE),
-    )
+    sending_to(db, shop_id, "pending", None, claimed=False)
     # When the number writes to the shared sender
     answer = reply(client, text, to="Astronote")
     # Then a STOP is for both shops holding it (before: for no shop, answered 200, never posted
