@@ -324,7 +324,10 @@ def test_a_leader_paused_past_its_ttl_repeats_nothing_and_steps_down(make_stack,
     published = batches(db, campaign_id)
     assert published and all(count == 1 for _, count in published)
     assert queued_messages(SEND_QUEUE) == len(published)
-    assert_one_leader_at_a_time(job_runs(db))
+    # A job the leader was running when it was stopped ends after it wakes, past the standby's
+    # first run (CI once stopped it inside the reconcile): an overrun, which the fencing
+    # check still bounds (nothing of its epoch starts after the standby's first run).
+    assert_one_leader_at_a_time(job_runs(db), allow_overrun=True)
 
 
 def test_clocks_with_run_scheduler_false_stay_up_run_nothing_and_say_why(
