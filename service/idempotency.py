@@ -148,16 +148,6 @@ def abandon(shop_id: int, key: str) -> None:
         )
 
 
-def purge_expired() -> int:
-    """Drop every key older than the retention (the clock's reconcile calls it)."""
-    with db.atomic():
-        return (
-            IdempotencyKey.delete()
-            .where(IdempotencyKey.created_at < pw.SQL(f"now() - interval '{RETENTION}'"))
-            .execute()
-        )
-
-
 def _forget_expired(shop_id: int, key: str) -> None:
     expired = IdempotencyKey.created_at < pw.SQL(f"now() - interval '{RETENTION}'")
     abandoned = (IdempotencyKey.state == "in_flight") & (

@@ -23,6 +23,7 @@ from service import (
     recipient_counts,
     replies,
     reservations,
+    retention,
     test_sends,
 )
 from service.audit import Actor
@@ -45,6 +46,7 @@ class ReconcileReport:
     test_sends: int = 0  # test sends failed as unknown outcome, or published again
     abandoned_replies: int = 0  # answers to STOP/START/HELP whose try was lost: queued again
     folded_counts: int = 0
+    purged: dict[str, int] = field(default_factory=dict)  # rows past their retention, by kind
     errors: dict[str, str] = field(default_factory=dict)  # repair -> what went wrong
 
 
@@ -226,6 +228,8 @@ def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> 
         ("abandoned_replies", replies.requeue_abandoned),
         # Progress counters: the deltas written since the last run into each campaign's total.
         ("folded_counts", lambda: recipient_counts.fold()),
+        # Idempotency keys and delivery reports past their retention, in bounded chunks.
+        ("purged", lambda: retention.purge(settings)),
     )
     for name, repair in steps:
         try:

@@ -79,6 +79,7 @@ class Settings:
     # Quiet hours of a shop created without any (minutes after local midnight), or None.
     quiet_hours_default: tuple[int, int] | None
     quiet_hours_recheck_ms: int
+    delivery_report_retention_days: int
     test_clock_offset_key: str | None
     report_apply_delay_ms: int
     report_ingest_max_pending: int
@@ -479,6 +480,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # this long if that is sooner, to look again (a changed setting, a lost message):
         # Dramatiq workers hold delayed messages in memory, which hours-long delays would pin.
         "quiet_hours_recheck_ms": _int("QUIET_HOURS_RECHECK_MS", 300000, 100)(env),
+        # Examined delivery reports older than this many days are dropped by the reconcile
+        # (service/retention.py); 0 keeps them for ever. Past the evidence window, nothing
+        # reads them: what they said is on their recipients.
+        "delivery_report_retention_days": _int("DELIVERY_REPORT_RETENTION_DAYS", 30, 0, 3650)(env),
         # Tests only, never in production: the Redis key of a time offset every process adds
         # to its clock (`service/infra/clock.py`), so a test moves time without sleeping.
         "test_clock_offset_key": _text("TEST_CLOCK_OFFSET_KEY")(env),
@@ -495,6 +500,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             f"SCHEDULE_INTERVAL_MS={settings.schedule_interval_ms} + SCHEDULER_LOCK_TTL_MS="
             f"{settings.scheduler_lock_ttl_ms} ({slowest_look}): the clock looks for due "
             "campaigns every interval, and a standby clock only once the leader's lock expired"
+        )
+    retention_ms = settings.delivery_report_retention_days * 86_400_000
+    if retention_ms and retention_ms < settings.evidence_window_ms:
+        # A report is evidence for its campaign's unknown outcomes that long after the
+        # campaign finished: dropped sooner, a late upgrade would find nothing.
+        raise ConfigError(
+            f"DELIVERY_REPORT_RETENTION_DAYS={settings.delivery_report_retention_days} must "
+            f"cover EVIDENCE_WINDOW_MS={settings.evidence_window_ms} (or be 0: kept for ever)"
         )
     if settings.send_window_worst_ms >= settings.send_time_limit_ms:
         # Not even one window of calls fits in the time limit: a batch would be interrupted
