@@ -49,8 +49,10 @@ def reset() -> None:
     common.reset(DB_URL, REDIS_URL)
 
 
-# PROVIDER_FAIR_SHARE of every stack (`--fair-share`).
+# PROVIDER_FAIR_SHARE and PROVIDER_RATE_LOOKAHEAD_MS of the stacks started next.
 FAIR_SHARE = ["true"]
+LOOKAHEAD = ["60"]
+MARGIN = ["15"]
 
 
 def start(label: str, **env: str) -> Stack:
@@ -65,6 +67,8 @@ def start(label: str, **env: str) -> Stack:
             "MITTO_API_KEY": "bench-key",
             "API_RATE_LIMIT": "5000/second",
             "PROVIDER_FAIR_SHARE": FAIR_SHARE[0],
+            "PROVIDER_RATE_LOOKAHEAD_MS": LOOKAHEAD[0],
+            "PROVIDER_RATE_MARGIN_MS": MARGIN[0],
             **env,
         },
         f"bench-ratelimit-{label}",
@@ -200,10 +204,31 @@ def main() -> None:
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--skip-senders", action="store_true")
     parser.add_argument("--fair-share", choices=("true", "false"), default="true")
+    parser.add_argument(
+        "--lookahead",
+        default="60",
+        help="PROVIDER_RATE_LOOKAHEAD_MS; several, comma-separated, run one after the other",
+    )
+    parser.add_argument(
+        "--margin",
+        default="15",
+        help="PROVIDER_RATE_MARGIN_MS, one per --lookahead (or one for all)",
+    )
     args = parser.parse_args()
     FAIR_SHARE[0] = args.fair_share
-    reset()
+    lookaheads = [value.strip() for value in args.lookahead.split(",")]
+    margins = [value.strip() for value in args.margin.split(",")]
+    for i, lookahead in enumerate(lookaheads):
+        LOOKAHEAD[0], MARGIN[0] = lookahead, margins[min(i, len(margins) - 1)]
+        print(
+            f"== PROVIDER_RATE_LOOKAHEAD_MS={LOOKAHEAD[0]} PROVIDER_RATE_MARGIN_MS={MARGIN[0]}",
+            flush=True,
+        )
+        phases(args)
 
+
+def phases(args: argparse.Namespace) -> None:
+    reset()
     if not args.skip_rate:
         r = rate_phase(args.rate, args.seconds)
         print(f"PROVIDER_RATE_LIMIT={args.rate}, bulk campaign of {r['recipients']:,}")
@@ -212,8 +237,10 @@ def main() -> None:
         print(f"  most in any sliding 1 s window: {r['max_1s']} (simulator: {r['sim_max_1s']})")
         print(
             f"  per clock second (whole seconds only): {r['clock_seconds_min']} to "
-            f"{r['clock_seconds_max']}; 429s: {r['throttled']}"
+            f"{r['clock_seconds_max']}; 429s: {r['throttled']}",
+            flush=True,
         )
+        reset()
 
     if args.skip_senders:
         return
@@ -231,7 +258,8 @@ def main() -> None:
         )
     print(
         f"  A: {s['a_rate']:.1f}/s, most in 1 s {s['a_max_1s']} "
-        f"(still sending when B finished: {s['a_sending_while_b']})"
+        f"(still sending when B finished: {s['a_sending_while_b']})",
+        flush=True,
     )
 
 

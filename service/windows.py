@@ -54,11 +54,26 @@ log = logging.getLogger("astronote.sending")
 NOT_SENT_DELAY_MS = 1000
 
 
-def dispatch_refused(limiter: SendLimiter, sender: str, count: int) -> SendResult | None:
+def dispatch_refused(
+    limiter: SendLimiter, sender: str, count: int, depart_within_ms: int = 0
+) -> SendResult | None:
     """Count a call's messages as they go out, on the pool thread right before the call
     (the closest to when the provider counts them); None if they may go, else the result
-    of every message of the call: never called, and when the budget allows them again."""
+    of every message of the call: never called, and when the budget allows them again.
+
+    `depart_within_ms`: a window the admission let in ahead of the budget (its lookahead,
+    PROVIDER_RATE_LOOKAHEAD_MS) departs when the budget frees, if that is within this long:
+    the pool thread making the call waits for it (bounded; the batch's own worker thread
+    waits for the call's answer, as for any call). Beyond it, or in a cool-down, the call
+    is not made and the batch goes back on the queue."""
     grant = limiter.dispatch(sender, count)
+    departure = time.monotonic() + depart_within_ms / 1000
+    while not grant.count and grant.reason in ("provider", "sender"):
+        wait_s = grant.wait_ms / 1000
+        if time.monotonic() + wait_s > departure:
+            break
+        time.sleep(wait_s)
+        grant = limiter.dispatch(sender, count)
     if grant.count:
         return None
     return SendResult(
@@ -347,12 +362,13 @@ class BatchSender:
         callback = sending.callback_url(self.settings)
         sender = run.context.sender
         limiter = self.limiter if self.limiter and self.limiter.limits_sends else None
+        departure_ms = self.settings.provider_rate_departure_ms
         if run.bulk:
             numbers = [r.phone for r in claimed]
 
             def bulk() -> list[SendResult]:
                 if limiter:
-                    refused = dispatch_refused(limiter, sender, len(numbers))
+                    refused = dispatch_refused(limiter, sender, len(numbers), departure_ms)
                     if refused:
                         return [refused] * len(numbers)
                 return self.provider.send_bulk(sender, numbers, texts[0], run.key, callback)
@@ -362,7 +378,7 @@ class BatchSender:
 
         def one(sms: Sms) -> SendResult:
             if limiter:
-                refused = dispatch_refused(limiter, sender, 1)
+                refused = dispatch_refused(limiter, sender, 1, departure_ms)
                 if refused:
                     return refused
             return self.provider.send_one(sender, sms, callback)

@@ -49,6 +49,7 @@ class Settings:
     provider_rate_limit: str | None
     sender_rate_limit: str | None
     provider_rate_margin_ms: int
+    provider_rate_lookahead_ms: int
     provider_fair_share: bool
     provider_connect_timeout_ms: int
     provider_read_timeout_ms: int
@@ -110,8 +111,16 @@ class Settings:
         and read timeouts, and the claim and persist around them. A batch starts a window
         only while one this long still ends before the time limit."""
         return (
-            self.provider_connect_timeout_ms + self.provider_read_timeout_ms + SEND_WINDOW_MARGIN_MS
+            self.provider_connect_timeout_ms
+            + self.provider_read_timeout_ms
+            + SEND_WINDOW_MARGIN_MS
+            + self.provider_rate_departure_ms
         )
+
+    @property
+    def provider_rate_departure_ms(self) -> int:
+        """The longest a call admitted ahead of the budget waits on its pool thread for it."""
+        return 2 * self.provider_rate_lookahead_ms
 
     @property
     def secret_values(self) -> tuple[str, ...]:
@@ -393,6 +402,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # A send counts against those limits this much longer than their period: the time
         # calls take to reach the provider varies, and the provider counts when they arrive.
         "provider_rate_margin_ms": _int("PROVIDER_RATE_MARGIN_MS", 15, 0, 1000)(env),
+        # How far ahead of the provider's budget a window is admitted: claimed and composed
+        # while the budget frees, its call then departs when it has (waiting at most twice
+        # this long on the call's pool thread; longer and the batch goes back on the queue).
+        # 0: admitted only once the budget is free (each refill then waits for the batch's
+        # trip back through the queue).
+        "provider_rate_lookahead_ms": _int("PROVIDER_RATE_LOOKAHEAD_MS", 60, 0, 200)(env),
         # While several shops ask for a capped account at once, each gets an equal share of
         # its rate (service/infra/fair_share.py); false: first come, first served.
         "provider_fair_share": _bool("PROVIDER_FAIR_SHARE", True)(env),
@@ -515,7 +530,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"PROVIDER_CONNECT_TIMEOUT_MS={settings.provider_connect_timeout_ms} + "
             f"PROVIDER_READ_TIMEOUT_MS={settings.provider_read_timeout_ms} (one window of "
-            f"provider calls, plus {SEND_WINDOW_MARGIN_MS} ms to claim and persist it) must be "
+            f"provider calls, plus {SEND_WINDOW_MARGIN_MS} ms to claim and persist it and "
+            f"{settings.provider_rate_departure_ms} ms of departure, twice "
+            f"PROVIDER_RATE_LOOKAHEAD_MS) must be "
             f"shorter than the send time limit, {settings.send_time_limit_ms} ms (4/5 of "
             f"CLAIM_TIMEOUT_MS={settings.claim_timeout_ms}, at least 1000)"
         )

@@ -152,13 +152,23 @@ class SendLimiter:
         sender_rate: str | None = None,
         margin_ms: int = 0,
         fair_share: bool = True,
+        lookahead_ms: int = 0,
     ) -> None:
         self.client = client
         self.account = account
         self.provider = parse_rate(provider_rate) if provider_rate else None
         self.sender = parse_rate(sender_rate) if sender_rate else None
+        # The dispatch count: the limits as the provider counts them, with the margin.
         self.storage = RedisClockStorage(client, margin_ms=margin_ms)
         self.strategy = MovingWindowRateLimiter(self.storage)
+        # The admission looks `lookahead_ms` ahead: it counts each send as gone that long
+        # before it leaves the dispatch count, so a window is admitted, claimed and composed
+        # while the budget frees, and its call departs when it has (`dispatch`, waiting at
+        # most about that long on the call's pool thread), instead of the batch starting its
+        # trip back through the queue only once the budget is free.
+        self.lookahead_ms = lookahead_ms
+        self.admission = RedisClockStorage(client, margin_ms=margin_ms - lookahead_ms)
+        self.admission_strategy = MovingWindowRateLimiter(self.admission)
         # The shops' shares of the account's budget (service/infra/fair_share.py), decided
         # and admitted in the account's own admission count, atomically.
         self.share: FairShare | None = None
@@ -173,7 +183,7 @@ class SendLimiter:
                 client,
                 account,
                 self.provider.amount,
-                self.storage.span_ms(self.provider.get_expiry()),
+                self.admission.span_ms(self.provider.get_expiry()),
                 *keys,
             )
 
@@ -187,6 +197,7 @@ class SendLimiter:
             settings.sender_rate_limit,
             settings.provider_rate_margin_ms,
             settings.provider_fair_share,
+            settings.provider_rate_lookahead_ms,
         )
 
     @property
@@ -257,7 +268,7 @@ class SendLimiter:
         """What each named limit has left now (the least over its stages)."""
         left: dict[str, int] = {}
         for name, item, ids in limits:
-            _, used = self.storage.get_moving_window(
+            _, used = self.admission.get_moving_window(
                 item.key_for(*ids), item.amount, item.get_expiry()
             )
             left[name] = min(left.get(name, item.amount), item.amount - used)
@@ -343,24 +354,29 @@ class SendLimiter:
     def _dispatch(self, sender: str, count: int) -> Grant:
         if cooling := self._cooling():
             return cooling
-        return self._hit(self.limits_for(sender, "send"), count, whole=True)
+        return self._hit(self.limits_for(sender, "send"), count, dispatch=True)
 
-    def _hit(self, limits: list[Limit], count: int, whole: bool = False) -> Grant:
+    def _hit(self, limits: list[Limit], count: int, dispatch: bool = False) -> Grant:
+        """Take `count` from each limit in turn: in the admission count (looking ahead), or
+        at `dispatch` in the dispatch count (exact)."""
+        strategy = self.strategy if dispatch else self.admission_strategy
         for taken, (_, item, ids) in enumerate(limits):
-            if not self.strategy.hit(item, *ids, cost=count):
+            if not strategy.hit(item, *ids, cost=count):
                 # Another worker took the budget first. The sender's share taken just before
                 # is not given back (the library has no way to): it only makes this sender
                 # slower for a second, never faster than its limit. A window admitted in part
                 # comes back as soon as one message fits (it takes what is left then); a
                 # dispatch, all or nothing, when all of its messages fit.
-                return self.refusal(limits[taken:], count if whole else 1)
+                return self.refusal(limits[taken:], count if dispatch else 1, dispatch)
         return Grant(count)
 
-    def refusal(self, limits: list[Limit], count: int) -> Grant:
-        """None now: wait until every limit has room for `count` more."""
+    def refusal(self, limits: list[Limit], count: int, dispatch: bool = False) -> Grant:
+        """None now: wait until every limit has room for `count` more (for a `dispatch`, as
+        the dispatch count says; else as the admission, looking ahead, does)."""
+        storage = self.storage if dispatch else self.admission
         waits = [
             (
-                self.storage.free_in_ms(item.key_for(*ids), item.amount, item.get_expiry(), count),
+                storage.free_in_ms(item.key_for(*ids), item.amount, item.get_expiry(), count),
                 name,
             )
             for name, item, ids in limits

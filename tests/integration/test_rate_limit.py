@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 
+from service import windows
 from service.infra import config
 from service.infra.ratelimit import (
     DEFAULT_COOL_DOWN_MS,
@@ -171,3 +172,58 @@ def test_the_margin_keeps_each_send_counted_longer_than_the_period(redis_client,
     assert config.load({}).provider_rate_margin_ms == 15
     with pytest.raises(config.ConfigError, match="PROVIDER_RATE_MARGIN_MS"):
         config.load({"PROVIDER_RATE_MARGIN_MS": "5000"})
+
+
+@pytest.mark.parametrize("fair_share", [False, True])
+def test_a_window_is_admitted_ahead_of_the_budget_and_departs_when_it_frees(
+    redis_client, db, fair_share
+):
+    # Given a budget of 4 a second used up by a dispatch, and an admission looking 300 ms
+    # ahead (the margin 0, so the budget frees exactly a second after those sends)
+    limits = SendLimiter(redis_client, "acct", "4/second", lookahead_ms=300, fair_share=fair_share)
+    assert limits.dispatch("Shop", 4).count == 4
+    sent_at = time.monotonic()
+
+    # Then no window is admitted more than 300 ms before the budget frees...
+    refused = limits.acquire("Shop", 1, shop=7)
+    assert refused.count == 0 and 600 <= refused.wait_ms <= 701
+    time.sleep(refused.wait_ms / 1000)
+    # ...one is then, while the dispatch count is still full...
+    admitted = limits.acquire("Shop", 1, shop=7)
+    assert admitted.count == 1
+    assert limits.dispatch("Shop", 1).count == 0
+
+    # ...and its call, allowed to wait for its departure, goes when the budget frees
+    assert windows.dispatch_refused(limits, "Shop", 1, depart_within_ms=600) is None
+    departed = time.monotonic() - sent_at
+    assert 0.99 <= departed < 1.2
+    # Four in the dispatch count's second: the fifth waits for the next
+    assert limits.dispatch("Shop", 4).count == 0
+
+
+def test_a_call_that_cannot_depart_within_its_bound_is_not_made(redis_client, db):
+    # Given a budget used up whose first send frees in about a second
+    limits = SendLimiter(redis_client, "acct", "4/second", lookahead_ms=30)
+    assert limits.dispatch("Shop", 4).count == 4
+
+    # When a call may wait at most 60 ms for it
+    began = time.monotonic()
+    refused = windows.dispatch_refused(limits, "Shop", 1, depart_within_ms=60)
+
+    # Then it is refused at once, with the wait for the batch's trip back through the queue
+    assert time.monotonic() - began < 0.05
+    assert refused is not None and refused.limited_by == "provider"
+    assert 900 < (refused.limited_ms or 0) <= 1001
+    # A cool-down is never waited for
+    limits.cool_down(0.01)
+    cooling = windows.dispatch_refused(limits, "Other", 1, depart_within_ms=60)
+    assert cooling is not None and cooling.limited_by == "cool_down"
+
+
+def test_the_lookahead_is_configured_and_bounded():
+    settings = config.load({})
+    assert settings.provider_rate_lookahead_ms == 60
+    assert settings.provider_rate_departure_ms == 120
+    assert config.load({"PROVIDER_RATE_LOOKAHEAD_MS": "0"}).provider_rate_departure_ms == 0
+    with pytest.raises(config.ConfigError, match="PROVIDER_RATE_LOOKAHEAD_MS"):
+        config.load({"PROVIDER_RATE_LOOKAHEAD_MS": "201"})
