@@ -9,7 +9,7 @@ import time
 from typing import Any, overload
 
 import falcon
-from gunicorn.http.errors import ParseException
+from gunicorn.http.errors import NoMoreData, ParseException
 
 from api import schemas
 from api.workers import close_connection
@@ -48,21 +48,46 @@ def too_large() -> falcon.HTTPContentTooLarge:
     )
 
 
+class UnreadableBody(Exception):
+    """The body did not arrive whole, so nothing of it may be used: fewer bytes than its
+    Content-Length before the client closed (a partial CSV was imported as if complete),
+    a chunked body ending without its last chunk, or chunks that are not chunks."""
+
+
+def read_stream(stream: Any, length: int | None) -> bytes:
+    """A request's whole body from the WSGI input: `length` bytes (its Content-Length), or
+    a chunked one up to MAX_BODY + 1 bytes. UnreadableBody if it did not arrive whole."""
+    try:
+        raw = stream.read(length) if length is not None else stream.read(MAX_BODY + 1)
+    except NoMoreData:
+        raise UnreadableBody("the chunked body ended before its last chunk") from None
+    except ParseException as error:
+        raise UnreadableBody(f"the chunked body is malformed: {error}") from None
+    except OSError as error:  # the client reset the connection, or a read timed out
+        raise UnreadableBody(f"the body could not be read: {type(error).__name__}") from None
+    if length is not None and len(raw) < length:
+        raise UnreadableBody(
+            f"the body ended after {len(raw)} of the {length} bytes its Content-Length declares"
+        )
+    return raw
+
+
 def read_bytes(req: falcon.Request) -> bytes:
-    """The raw body, or 413 when it is over MAX_BODY (declared or actual). Read once per
-    request and kept: the idempotency middleware fingerprints it before the resource reads it."""
+    """The raw body, or 413 when it is over MAX_BODY (declared or actual), 400 when it did
+    not arrive whole. Read once per request and kept: the idempotency middleware
+    fingerprints it before the resource reads it."""
     cached = getattr(req.context, "raw_body", None)
     if cached is not None:
         return cached
     if req.content_length is not None and req.content_length > MAX_BODY:
         raise too_large()
     try:
-        raw = _body_stream(req).read(MAX_BODY + 1)
-    except ParseException as error:  # chunks that are not chunks
+        raw = read_stream(_body_stream(req), req.content_length)
+    except UnreadableBody as error:
         close_connection()
         raise falcon.HTTPBadRequest(
-            title="Malformed body",
-            description=f"the chunked body is malformed: {error}",
+            title="Incomplete body",
+            description=str(error),
             # What follows on the connection cannot be told from the body: close it.
             headers={"Connection": "close"},
         ) from None
@@ -83,8 +108,9 @@ def discard_body(req: falcon.Request) -> None:
     while left > 0 and time.monotonic() < deadline:
         try:
             chunk = _body_stream(req).read(min(left, 256 * 1024))
-        except ParseException:
-            return  # gunicorn closes the connection on its next read of it
+        except (ParseException, OSError):  # NoMoreData is an OSError
+            close_connection()
+            return
         if not chunk:
             return
         left -= len(chunk)

@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 import redis
 
 from api import paths, schemas
-from api.body import MAX_BODY, parse_json
+from api.body import MAX_BODY, UnreadableBody, parse_json, read_stream
 from api.errors import UNAVAILABLE, dependency_name
 from api.workers import close_connection, queued_for
 from service import provider, report_inbox
@@ -368,8 +368,16 @@ class ReportRoute:
         length = _content_length(environ)
         if self.ingest.full(began):
             raise shed()  # before the body is read or parsed: the cheapest answer there is
-        stream = environ["wsgi.input"]
-        raw = stream.read(length) if length is not None else stream.read(MAX_BODY + 1)
+        try:
+            raw = read_stream(environ["wsgi.input"], length)
+        except UnreadableBody as error:
+            close_connection()  # what follows on the connection cannot be told from the body
+            raise Refused(
+                "400 Bad Request",
+                "Incomplete body",
+                str(error),
+                headers=(("Connection", "close"),),
+            ) from None
         if len(raw) > MAX_BODY:
             raise _too_large()
         parsed = parse_reports(raw)

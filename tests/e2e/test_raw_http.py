@@ -152,3 +152,53 @@ def test_a_413_closes_the_connection_with_the_rest_of_the_body_unread(web, db, p
     # until the server closes: kept alive, it waited for the rest and timed out)
     assert got == 413
     assert headers["connection"] == "close", headers
+
+
+def half_closed_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request`, then close the sending side (a client whose upload was cut off), and
+    read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    return int(status_line.split(" ")[1]), headers, body
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_cut_short_is_400_and_nothing_of_it_is_used(web, db, framing):
+    # Given a shop key, and uploads whose client stops before the body's end: fewer bytes
+    # than the Content-Length declares, or a chunked body without its last chunk
+    _, key = web.create_shop("cutshort.example", 0)
+    port = int(web.web.rsplit(":", 1)[1])
+    csv = b"phone,first_name\n+306911000501,a\n+306911000502,b\n+3069110005"
+    cases = [
+        ("/contacts", "text/csv", f"Bearer {key}", csv),
+        ("/campaigns", "application/json", f"Bearer {key}", b'{"name": "Cut", "text": "Hi"'),
+        (f"/webhooks/mitto/dlr?token={DLR_WEBHOOK_SECRET}", "application/json", "", b'[{"id"'),
+    ]
+    for path, content_type, authorization, body in cases:
+        if framing == "content-length":
+            framed = f"Content-Length: {len(body) + 1000}\r\n\r\n".encode() + body
+        else:
+            size = f"{len(body) + 100:x}\r\n".encode()  # a chunk that never ends
+            framed = b"Transfer-Encoding: chunked\r\n\r\n" + size + body
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"Authorization: {authorization}\r\n"
+        ).encode()
+
+        # When it is answered
+        got, headers, answer = half_closed_exchange(port, head + framed)
+
+        # Then 400 naming the problem, as JSON (not 500, not a partial import)
+        assert got == 400, (path, answer[:300])
+        assert headers["content-type"] == "application/json"
+        assert json.loads(answer)["title"] == "Incomplete body", answer
+    assert db.execute_sql("SELECT count(*) FROM contact").fetchone()[0] == 0
+    assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 0
+    assert db.execute_sql("SELECT count(*) FROM delivery_report").fetchone()[0] == 0
