@@ -84,11 +84,33 @@ def summary(shop_id: int) -> CreditSummary:
     return CreditSummary(balance, reserved, balance - reserved)
 
 
+def _check_repeat(key: str, amount: int, reference: str, what: str) -> bool:
+    """Whether `key` was already used (the request is a repeat: it changes nothing). A
+    repeat must be the same request: the same reference with another amount is refused
+    (InvalidInput on `reference`), or the operator would read a success that added nothing."""
+    done = CreditTransaction.select(CreditTransaction.amount).where(
+        CreditTransaction.idempotency_key == key
+    )
+    first = done.scalar()
+    if first is None:
+        return False
+    if first != amount:
+        raise InvalidInput(
+            f"reference {reference!r} was already used for {what} of {first} credits; a "
+            f"repeat must give the same amount (this one gives {amount}), a new {what} a new "
+            "reference",
+            "reference",
+        )
+    return True
+
+
 def top_up(shop_id: int, amount: int, reference: str, actor: Actor) -> int:
-    """Add credits once per (shop, reference); a repeated reference adds nothing.
-    Returns the balance."""
+    """Add credits once per (shop, reference); a repeated reference with the same amount adds
+    nothing, with another amount it is refused. Returns the balance."""
     with db.atomic():
         lock_shop(shop_id)
+        if _check_repeat(f"top-up:{shop_id}:{reference}", amount, reference, "a top-up"):
+            return lock_shop(shop_id)
         inserted = (
             CreditTransaction.insert(
                 shop=shop_id,
@@ -124,17 +146,17 @@ def top_up(shop_id: int, amount: int, reference: str, actor: Actor) -> int:
 def adjust(shop_id: int, amount: int, reason: str, reference: str, actor: Actor) -> CreditSummary:
     """An operator's correction of the balance, once per (shop, reference): a positive amount
     is a `refund` (credits given back, say for undelivered messages), a negative one an
-    `adjustment` (credits taken away). A repeated reference changes nothing, whichever kind it
-    was. A negative amount may only take available credits: what is reserved for campaigns
-    stays theirs, so it never makes an accepted campaign's debits uncoverable
+    `adjustment` (credits taken away). A repeated reference with the same amount changes
+    nothing; with another amount it is refused. A negative amount may only take available
+    credits: what is reserved for campaigns stays theirs, so it never makes an accepted
+    campaign's debits uncoverable
     (InsufficientCredits, 402). Returns the shop's credits after it."""
     if not amount:
         raise InvalidInput("amount must not be zero", "amount")
     key = f"adjustment:{shop_id}:{reference}"
     with db.atomic():
         balance = lock_shop(shop_id)  # serialises adjustments, top-ups and reservations
-        done = CreditTransaction.select().where(CreditTransaction.idempotency_key == key).exists()
-        if not done:
+        if not _check_repeat(key, amount, reference, "an adjustment"):
             available = balance - reserved_total(shop_id)
             if -amount > available:
                 raise InsufficientCredits(

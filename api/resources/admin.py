@@ -116,7 +116,8 @@ class ShopCreditsResource:
             "Top up a shop's credits",
             {201: Answer("The balance after the top-up", schemas.BALANCE)},
             body=schemas.TOP_UP,
-            description="The same `reference` for the same shop again adds nothing.",
+            description="The same `reference` for the same shop again adds nothing (the"
+            " same amount: the balance is answered again); with another amount it is 422.",
         )
     }
 
@@ -140,8 +141,9 @@ class ShopAdjustmentsResource:
             {201: Answer("The shop's credits after it", schemas.CREDITS)},
             body=schemas.ADJUSTMENT,
             errors=(402,),
-            description="The same `reference` for the same shop again adds nothing; a negative"
-            " adjustment may take only available credits (402).",
+            description="The same `reference` for the same shop again adds nothing (with"
+            " another amount it is 422); a negative adjustment may take only available"
+            " credits (402).",
         )
     }
 

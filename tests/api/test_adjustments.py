@@ -78,3 +78,31 @@ def test_an_adjustment_of_zero_or_for_a_missing_shop_is_refused(client, db):
         "reason",
     )
     assert db.execute_sql("SELECT count(*) FROM credit_transaction").fetchone()[0] == 1
+
+
+def test_a_reference_used_again_with_another_amount_is_refused_not_answered_as_done(client, db):
+    # Given a shop topped up with 100 (its first reference) and refunded 5 ("ticket-9")
+    shop_id, key = create_shop(client, "reused.example", credits=100)
+    assert adjust(client, shop_id, 5, "ticket-9").status_code == 201
+
+    # When an operator reuses each reference with another amount
+    top_up = client.simulate_post(
+        f"/admin/shops/{shop_id}/credits",
+        headers=ADMIN,
+        json={"amount": 500, "reference": "initial-reused.example"},
+    )
+    adjusted = adjust(client, shop_id, -7, "ticket-9")
+
+    # Then both are 422 naming the reference and saying what it was used for; nothing changed
+    assert_error(top_up, 422, "reference")
+    assert "a top-up of 100 credits" in top_up.json["description"]
+    assert_error(adjusted, 422, "reference")
+    assert "an adjustment of 5 credits" in adjusted.json["description"]
+    assert client.simulate_get("/credits", headers=auth(key)).json["balance"] == 105
+    # And the same request again is still answered as done
+    again = client.simulate_post(
+        f"/admin/shops/{shop_id}/credits",
+        headers=ADMIN,
+        json={"amount": 100, "reference": "initial-reused.example"},
+    )
+    assert (again.status_code, again.json) == (201, {"balance": 105})
