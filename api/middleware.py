@@ -233,6 +233,8 @@ class DeclaredInput:
     422, never silently dropped): a query parameter it does not list, or a body on a bodiless
     POST (`pause`, `cancel`, `enqueue`, issuing a key), is refused naming the field. A caller
     sending `{"reason": ...}` to cancel, or `?first_name=` to a list, believed it was read.
+    A declared parameter given twice is refused too (which one was meant?), and a body on a
+    GET or DELETE is read like a bodiless POST's.
     Bodies with a schema are checked by it (`read_json`). Only the JSON API (shop and admin
     routes): pages, forms and webhooks read what they read."""
 
@@ -249,15 +251,18 @@ class DeclaredInput:
         if operation is None:
             return
         declared = {param.name for param in operation.query if param.location == "query"}
-        for name in req.params:
+        for name, value in req.params.items():
             if name not in declared:
                 listed = ", ".join(sorted(declared)) or "none"
                 raise InvalidInput(
-                    f"unknown query parameter {name} (this request takes: {listed})", name
+                    f"unknown query parameter {name!r} (this request takes: {listed})",
+                    name or "query",
                 )
+            if isinstance(value, list):
+                # Falcon hands the handlers the last of them: `?limit=1&limit=2`, or
+                # `?default_country=GR&default_country=CY`, read as one the caller may not mean.
+                raise InvalidInput(f"query parameter {name!r} is given more than once", name)
         if operation.body is not None or operation.other_bodies:
-            return
-        if req.method not in ("POST", "PUT", "PATCH", "DELETE"):
             return
         raw = read_bytes(req)
         if not raw.strip():

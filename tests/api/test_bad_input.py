@@ -1012,6 +1012,29 @@ def test_an_undeclared_query_parameter_is_422_naming_it(client, shops, path, par
     assert_error(result, 422, param)
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("/contacts", "limit=1&limit=2", "limit"),
+        ("/contacts", "opted_out=true&opted_out=false", "opted_out"),
+        ("/campaigns", "=1", "query"),
+    ],
+)
+def test_a_query_parameter_given_twice_or_without_a_name_is_422_naming_it(
+    client, shops, path, query, field
+):
+    # (the last of two was taken: `?limit=1&limit=2` listed 2; a nameless one had no field)
+    result = client.simulate_get(path, headers=auth(shops.key), query_string=query)
+    body = assert_error(result, 422)
+    assert body["field"] == field, body
+
+
+def test_a_body_sent_with_a_get_is_422_and_an_empty_one_is_fine(client, shops):
+    refused = client.simulate_get("/contacts", headers=auth(shops.key), body=b'{"phone": "+1"}')
+    assert assert_error(refused, 422)["field"] == "phone"
+    assert client.simulate_get("/contacts", headers=auth(shops.key), body=b"{}").status_code == 200
+
+
 # --- scheduling ------------------------------------------------------------------------------
 
 
