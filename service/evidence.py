@@ -30,7 +30,7 @@ from service.audit import Actor
 from service.infra.config import Settings
 from service.messages import compose_for, load_context
 from service.segments import segment_count
-from service.sending import Accepted, Claimed, complete_failed, persist_results
+from service.sending import Accepted, Claimed, persist_results
 
 log = logging.getLogger("astronote.evidence")
 
@@ -175,12 +175,13 @@ def persist_evidence(
                 )
         if not accepted:
             return 0
-        persist_results(shop_id, campaign_id, accepted, [])
-        complete_failed(
+        persist_results(
             shop_id,
             campaign_id,
-            actor,
-            "a delivery report proves a message of unknown outcome was sent",
+            accepted,
+            [],
+            revived_because="a delivery report proves a message of unknown outcome was sent",
+            actor=actor,
         )
         reservations.settle(campaign_id, settings, actor)
     log.info(

@@ -308,10 +308,14 @@ def persist_results(
     accepted: Sequence[Accepted],
     rejected: Sequence[tuple[int, str]],
     fault: str = "inside_persist",
+    revived_because: str = "an answer persisted after the campaign failed proves it sent",
+    actor: Actor = audit.WORKER,
 ) -> int:
     """Record a batch's provider outcomes in one transaction; idempotent, so a replay (the
     repair actor) changes nothing. Returns the credits debited by this call. `fault`: the
-    chaos suite's fault point inside the transaction (`service.infra.faults`).
+    chaos suite's fault point inside the transaction (`service.infra.faults`). A `failed`
+    campaign (its claims timed out while the answers were on their way) that this debits is
+    `completed` (`complete_failed`, `revived_because`).
 
     The per-recipient statements stay SQL: one UPDATE keyed by primary key over `unnest` of
     the batch's ids per outcome, and one `execute_values` INSERT into `message_log`, are the
@@ -358,7 +362,10 @@ def persist_results(
                 execute(
                     "UPDATE campaign_recipient r SET status = 'failed', error = v.reason,"
                     " updated_at = now() FROM unnest(%s::bigint[], %s::text[]) AS v(id, reason)"
-                    " WHERE r.id = v.id AND r.status = 'sending'",
+                    " WHERE r.id = v.id AND (r.status = 'sending'"
+                    # A rejection answered after the claim timed out: the provider's answer
+                    # replaces the unknown outcome, so no hold is kept for it.
+                    "   OR (r.status = 'failed' AND r.error = 'unknown_outcome'))",
                     ([rid for rid, _ in rejected], [reason for _, reason in rejected]),
                 )
         fault_point(fault)
@@ -366,6 +373,8 @@ def persist_results(
         # only until the commit, in one order everywhere: campaign, reservation, shop.
         (Campaign.update(last_progress_at=fn.now()).where(Campaign.id == campaign_id).execute())
         credits.consume(shop_id, campaign_id, debited)
+        if debited:
+            complete_failed(shop_id, campaign_id, actor, revived_because)
     return debited
 
 
@@ -445,12 +454,18 @@ def classify(
     return outcomes
 
 
-def persist_or_hand_over(shop_id: int, campaign_id: int, key: str, outcomes: BatchOutcomes) -> bool:
+def persist_or_hand_over(
+    shop_id: int, campaign_id: int, key: str, outcomes: BatchOutcomes, settings: Settings
+) -> bool:
     """Persist a window's results; if that fails, hand them to `persistSmsResults` (the
-    provider already has the messages) and say so (False)."""
+    provider already has the messages) and say so (False).
+
+    Answers that come after their campaign finished (a provider answering slower than the
+    claim timeout: the reconciler failed the claims as `unknown_outcome` and finalised the
+    campaign) are late evidence, and end as a repaired persist does: a `failed` campaign that
+    now has a sent message is `completed`, and the hold shrinks to what is still unknown."""
     try:
         persist_results(shop_id, campaign_id, outcomes.accepted, outcomes.rejected)
-        return True
     except Exception as error:  # noqa: BLE001 - any failure here must hand over to the repair
         outage = logs.is_outage(error)
         log.exception(
@@ -472,6 +487,8 @@ def persist_or_hand_over(shop_id: int, campaign_id: int, key: str, outcomes: Bat
             }
         )
         return False
+    reservations.settle(campaign_id, settings, audit.WORKER)  # nothing while it may send
+    return True
 
 
 def campaign_sending(campaign_id: int) -> bool:
@@ -558,17 +575,15 @@ def repair_persist(payload: dict[str, Any], settings: Settings, actor: Actor = a
     campaign_id = payload["campaign_id"]
     accepted = [Accepted(*item) for item in payload.get("accepted", [])]
     rejected = [tuple(item) for item in payload.get("rejected", [])]
-    with db.atomic():
-        debited = persist_results(
-            payload["shop_id"], campaign_id, accepted, rejected, fault="inside_repair"
-        )
-        if debited:
-            complete_failed(
-                payload["shop_id"],
-                campaign_id,
-                actor,
-                "a repaired persist proves a message of unknown outcome was sent",
-            )
+    debited = persist_results(
+        payload["shop_id"],
+        campaign_id,
+        accepted,
+        rejected,
+        fault="inside_repair",
+        revived_because="a repaired persist proves a message of unknown outcome was sent",
+        actor=actor,
+    )
     finish_batch(payload["batch_key"])
     reservations.settle(campaign_id, settings, actor)
     return debited

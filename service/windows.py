@@ -324,7 +324,7 @@ class BatchSender:
             cool_down = self.throttled(results)
             outcomes = sending.classify(run.campaign_id, run.key, claimed, texts, costs, results)
             persisted = sending.persist_or_hand_over(
-                run.shop_id, run.campaign_id, run.key, outcomes
+                run.shop_id, run.campaign_id, run.key, outcomes, self.settings
             )
             if outcomes.not_sent or outcomes.limited:
                 sending.unclaim(outcomes.not_sent + outcomes.limited, run.key)  # pending again
@@ -412,7 +412,9 @@ class BatchSender:
                     [costs[i] for i, _ in answered],
                     [answer for _, answer in answered],
                 )
-                sending.persist_or_hand_over(run.shop_id, run.campaign_id, run.key, outcomes)
+                sending.persist_or_hand_over(
+                    run.shop_id, run.campaign_id, run.key, outcomes, self.settings
+                )
                 give_back += outcomes.not_sent + outcomes.limited
             if give_back:
                 sending.unclaim(give_back, run.key)

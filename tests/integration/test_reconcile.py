@@ -7,9 +7,10 @@ import threading
 import time
 
 import psycopg2
+import pytest
 
 from models.database import fetchall
-from service import audit, campaigns, contacts, credits, reconcile, report_inbox, shops
+from service import audit, campaigns, contacts, credits, reconcile, report_inbox, sending, shops
 from service.creation import batch_key
 from service.enqueue import enqueue
 from service.sending import claim_recipients
@@ -233,3 +234,38 @@ def two_campaigns_reported(settings) -> tuple[int, int, tuple[int, int]]:
         ]
     )
     return shop.id, later, (first, second)
+
+
+@pytest.mark.parametrize("answer", ["accepted", "rejected"])
+def test_an_answer_persisted_after_its_claim_timed_out_ends_the_campaign_as_evidence_does(
+    db, settings, answer
+):
+    # Given a call whose answer is on its way (a provider answering slower than the claim
+    # timeout): the reconciler failed its claim as unknown_outcome and the campaign `failed`,
+    # its credit held for the unknown outcome
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, campaign_id, recipient_id = campaign_in_flight(settings, "slowanswer.example", 10)
+    reconcile.reconcile(quick, audit.ADMIN)
+    assert campaigns.get(shop_id, campaign_id).status == "failed"
+    assert credits.summary(shop_id).reserved == 1
+
+    # When the window's answer comes and is persisted by the window itself
+    outcomes = sending.BatchOutcomes()
+    if answer == "accepted":
+        outcomes.accepted.append(sending.Accepted(recipient_id, "p-1", "Hello there", 1, "GR"))
+    else:
+        outcomes.rejected.append((recipient_id, "HTTP 400: invalid number"))
+    key = fetchall("SELECT key FROM send_batch WHERE campaign_id = %s", (campaign_id,))[0][0]
+    assert sending.persist_or_hand_over(shop_id, campaign_id, key, outcomes, settings)
+
+    # Then, as a delivery report would: accepted, it is sent, debited once, and the campaign
+    # completed; rejected, it fails with the provider's reason; either way nothing stays held
+    summary = credits.summary(shop_id)
+    if answer == "accepted":
+        assert status_of(recipient_id) == ("sent", None)
+        assert campaigns.get(shop_id, campaign_id).status == "completed"
+        assert (summary.balance, summary.reserved) == (9, 0)
+    else:
+        assert status_of(recipient_id) == ("failed", "HTTP 400: invalid number")
+        assert campaigns.get(shop_id, campaign_id).status == "failed"
+        assert (summary.balance, summary.reserved) == (10, 0)
