@@ -28,9 +28,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from service.infra import metrics
+from service.infra.call_deadline import DeadlineAdapter, deadline
 
 log = logging.getLogger("astronote.provider")
 
@@ -332,6 +332,11 @@ def _match_messages(
     return results
 
 
+class AnswerTooSlow(requests.ReadTimeout):
+    """The call's deadline passed before its whole answer came: it may have reached the
+    provider (an unknown outcome, as a read timeout is)."""
+
+
 class MittoClient:
     """`requests` with one pooled session (pool at least as large as the concurrency)."""
 
@@ -345,9 +350,13 @@ class MittoClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout_s, read_timeout_s)
+        # The whole call, not each read: a provider answering byte by byte, each read inside
+        # the read timeout, is cut at the connect and read timeouts' sum
+        # (`service/infra/call_deadline.py`), the window's worst as the sender plans it.
+        self.deadline_s = connect_timeout_s + read_timeout_s
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy lookup per call: ~0.6 ms of CPU each
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
@@ -355,7 +364,16 @@ class MittoClient:
         )
 
     def _post(self, path: str, body: dict[str, Any]) -> requests.Response:
-        return self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout)
+        with deadline(self.deadline_s) as bound:
+            try:
+                return self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout)
+            except requests.RequestException as error:
+                if bound.passed:
+                    raise AnswerTooSlow(
+                        f"no whole answer within {self.deadline_s:g} s (the connect and read"
+                        " timeouts)"
+                    ) from error
+                raise
 
     def send_one(self, sender: str, sms: Sms, callback: str | None) -> SendResult:
         with metrics.timed() as call:

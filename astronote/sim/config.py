@@ -18,6 +18,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "fail_rate_503": 0.0,
     "timeout_rate": 0.0,
     "timeout_s": 30,
+    # `drip`: seconds between the bytes of an accepted call's answer.
+    "drip_s": 0.3,
     "reset_rate": 0.0,
     "hang_rate": 0.0,
     "reject_rate": 0.0,
@@ -49,8 +51,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
 # `reset` accepts and records the messages, then resets the connection without answering;
 # `refuse_before` resets before accepting anything; `hang` accepts nothing and holds the
 # request for `timeout_s`, then resets it (a provider that hangs: `timeout` is one that accepts,
-# then answers too late). `shuffled` answers a bulk call's messages in
-# another order than the request's; the `answer_*` ones accept, then answer in a wrong shape
+# then answers too late; `drip` accepts, then writes its answer one byte every `drip_s`,
+# each read inside any read timeout, the whole answer not). `shuffled` answers a bulk call's
+# messages in another order than the request's; the `answer_*` ones accept, then answer in a
+# wrong shape
 # (see `answers`).
 FORCED_OUTCOMES = (
     "429",
@@ -61,6 +65,7 @@ FORCED_OUTCOMES = (
     "reset",
     "refuse_before",
     "hang",
+    "drip",
     "ok",
     "shuffled",
     *MALFORMED_ANSWERS,
@@ -79,7 +84,7 @@ _RATE_FIELDS = (
     "reject_rate",
     "dlr_duplicate_rate",
 )
-_NON_NEGATIVE_FIELDS = ("latency_ms", "retry_after_s", "timeout_s", "dlr_delay_ms")
+_NON_NEGATIVE_FIELDS = ("latency_ms", "retry_after_s", "timeout_s", "dlr_delay_ms", "drip_s")
 _POSITIVE_FIELDS = ("dlr_timeout_s",)
 _BOOL_FIELDS = ("dlr_enabled", "dlr_queued_first", "dlr_burst", "shuffle_bulk", "terse")
 

@@ -176,6 +176,10 @@ class _Handler(LeanRequestHandler):
         if cfg["terse"]:
             answers = terse(answers, bulk)
         encoded = json.dumps(answer_body(outcome, answers, bulk)).encode()
+        if outcome == "drip":
+            sim.bump(timeouts=1)
+            self._drip(encoded, cfg["drip_s"])
+            return
         if outcome == "timeout":
             sim.bump(timeouts=1)
             sim.sleep(cfg["timeout_s"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -143,6 +144,20 @@ class LeanRequestHandler(BaseHTTPRequestHandler):
         # Status line, headers and body in one send: a split write plus delayed ACK on the
         # client would cost tens of milliseconds per keep-alive request.
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+    def _drip(self, body: bytes, every_s: float) -> None:
+        """A 200 whose body comes one byte every `every_s` (a provider answering slowly,
+        each read of it quick); the connection is not reused."""
+        self.close_connection = True
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+        self.wfile.write((head + "\r\nConnection: close\r\n\r\n").encode("latin-1"))
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(every_s)
+        except OSError:
+            pass  # the client gave up
 
     def _send_json(self, status: int, payload: Any, extra: Iterable[tuple[str, str]] = ()) -> None:
         self._send(status, json.dumps(payload).encode(), extra)

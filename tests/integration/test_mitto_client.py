@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -111,3 +112,31 @@ def test_a_throttled_call_is_not_sent_and_carries_retry_after(
     results = client.send_bulk("Shop", NUMBERS[:2], "Sale", "batch:5:abc", None)
     assert [(r.outcome, r.retry_after_s) for r in results] == [(Outcome.NOT_SENT, 2.0)] * 2
     assert recorded_ids(sim, "batch:5:abc") == {}
+
+
+def test_an_answer_dripping_byte_by_byte_is_cut_at_the_calls_deadline(sim: SimServer) -> None:
+    # Given a client whose reads time out after 0.6 s, and a provider that accepts the next
+    # calls and answers one byte every 0.2 s (each read quick, the answer some 20 s long)
+    client = MittoClient(sim.url, KEY, connect_timeout_s=0.4, read_timeout_s=0.6, pool_size=2)
+    sim.simulator.update_config({"next": ["drip", "drip"], "drip_s": 0.2})
+
+    # When a single call and a bulk call are made
+    began = time.monotonic()
+    one = client.send_one("Shop", Sms(NUMBERS[0], "Hi Al", "51"), None)
+    first = time.monotonic() - began
+    many = client.send_bulk("Shop", NUMBERS[1:4], "Sale", "batch:5:abc", None)
+    second = time.monotonic() - began - first
+
+    # Then each ends at its deadline (connect and read timeouts: 1 s), of unknown outcome
+    # (the provider has the messages), not when the answer would have ended
+    assert one.outcome is Outcome.UNKNOWN and "no whole answer within 1 s" in (one.reason or "")
+    assert [r.outcome for r in many] == [Outcome.UNKNOWN] * 3
+    assert 0.9 <= first < 1.6 and 0.9 <= second < 1.6, (first, second)
+    assert recorded_ids(sim, "51") and len(recorded_ids(sim, "batch:5:abc")) == 3
+
+    # And the client goes on: the next call is answered normally, and is not cut later
+    after = client.send_one("Shop", Sms(NUMBERS[5], "Hi Bo", "52"), None)
+    assert after.outcome is Outcome.ACCEPTED
+    time.sleep(1.2)
+    again = client.send_one("Shop", Sms(NUMBERS[6], "Hi Cy", "53"), None)
+    assert again.outcome is Outcome.ACCEPTED
