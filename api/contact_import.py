@@ -27,7 +27,7 @@ from typing import Any
 import falcon
 
 from api import schemas
-from api.body import media_type, read_bytes, read_json
+from api.body import MAX_BODY, media_type, read_bytes, read_json
 from service.consent import Consent
 from service.contacts import MAX_IMPORT, WITHDRAWS_SHOPIFY_CONSENT, RejectedRow
 from service.errors import InvalidInput
@@ -227,6 +227,12 @@ def _shopify_refuses(cells: list[str], shopify_at: list[int]) -> bool:
     """Whether Shopify's `Accepts SMS Marketing` says no: the customer is not (or no longer)
     subscribed to SMS marketing in Shopify."""
     return (_first_filled(cells, shopify_at) or "").lower() in ("no", "false")
+
+
+# The csv module refuses a field over 128 KiB, which refused the whole import over one row's
+# cell; the body's own cap (5 MiB) bounds every field, and a cell too long for its column is
+# that row's problem, reported by its index.
+csv.field_size_limit(MAX_BODY)
 
 
 def csv_rows(text: str, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from models.database import db, execute, execute_many, fetchall, retry_conflicts
 from service import consent, suppressions
 from service.audit import Actor
 from service.consent import Consent
+from service.errors import InvalidInput
 from service.infra import config
 
 MAX_IMPORT = 10_000
@@ -48,6 +49,28 @@ class Subscription:
 
 
 E164_MAX_DIGITS = 15
+# phonenumbers' reasons, in words (its own text is "(1) The string supplied did not seem...").
+_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: (
+        "not a phone number: no valid country code (write it with + and the country code,"
+        " or import with default_country)"
+    ),
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "not a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "not a phone number: too short",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "not a phone number: too short",
+    phonenumbers.NumberParseException.TOO_LONG: "not a phone number: too long",
+}
+
+
+def check_region(default_region: str | None) -> None:
+    """A `default_country` must be a region phonenumbers knows: `XX` made every national
+    number of an import invalid, row by row, instead of naming the parameter."""
+    if default_region is not None and default_region not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidInput(
+            f"default_country {default_region!r} is not a known ISO 3166 country code (such"
+            " as GR or US)",
+            "default_country",
+        )
 
 
 def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str, str | None]:
@@ -58,7 +81,7 @@ def normalise_phone(raw: str, default_region: str | None = None) -> tuple[str, s
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as error:
-        raise ValueError(f"not a phone number ({error})") from None
+        raise ValueError(_PARSE_ERRORS.get(error.error_type, "not a phone number")) from None
     if not phonenumbers.is_valid_number(number):
         raise ValueError("not a valid phone number")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
@@ -115,6 +138,7 @@ def import_contacts(
     consent imported is logged once. A re-imported number keeps its opt-out: suppression
     outlives the contact row, and a number the shop erased (known by its digest under `secret`,
     SECRET_KEY by default) is suppressed and opted out again, recorded for `actor`."""
+    check_region(default_region)
     now = now or datetime.now(UTC)
     result = ImportResult()
     merged: dict[str, _Merged] = {}
