@@ -155,7 +155,7 @@ class StackProcesses:
         return {
             "web": self.web_command(),
             "worker": self.worker_command(),
-            "sim": self.sim_command(sim_options, inbound=True),
+            "sim": self.sim_command(sim_options),
             "clock": processes.command("clock", self.env),
         }
 
@@ -176,21 +176,24 @@ class StackProcesses:
         }
         return processes.command("worker", variables, {"--queues": queues} if queues else {})
 
-    def sim_command(self, options: Sequence[str] = (), inbound: bool = False) -> list[str]:
-        """With `inbound`, customers' replies (`POST /_sim/inbound`) go to this stack's inbound
-        webhook."""
-        token = self.env.get("DLR_WEBHOOK_SECRET")
-        if inbound and token:
-            url = f"{self.web_url}/webhooks/mitto/inbound?token={token}"
-            options = (*options, "--inbound-url", url)
+    def sim_command(self, options: Sequence[str] = ()) -> list[str]:
         return processes.simulator(self.sim_port, self.env["MITTO_API_KEY"], options)
+
+    def inbound_env(self) -> dict[str, str]:
+        """The simulator's environment for customers' replies (`POST /_sim/inbound`) to reach
+        this stack's inbound webhook. In the environment, not the command line: its URL
+        carries DLR_WEBHOOK_SECRET, and every local user can read a process's arguments."""
+        token = self.env.get("DLR_WEBHOOK_SECRET")
+        if not token:
+            return {}
+        return {"SIM_INBOUND_URL": f"{self.web_url}/webhooks/mitto/inbound?token={token}"}
 
     def start(self, label: str, argv: Sequence[str], **env: str) -> subprocess.Popen:
         return self.group.start(label, argv, {**self.env, **env})
 
     def start_all(self, sim_options: Sequence[str] = ()) -> None:
         for label, argv in self.commands(sim_options).items():
-            self.start(label, argv)
+            self.start(label, argv, **(self.inbound_env() if label == "sim" else {}))
 
     def start_sim(self, options: Sequence[str] = (), timeout: float = 15) -> subprocess.Popen:
         process = self.start("sim", self.sim_command(options))
@@ -292,6 +295,14 @@ def _assemble(
     )
 
 
+def admin_token_shown(stack: LocalStack) -> str:
+    """The token `up` generated is shown (it is new to the operator); one the operator set in
+    the environment is not printed again, into a terminal's scrollback and its logs."""
+    if os.environ.get("ADMIN_TOKEN") == stack.admin_token:
+        return "the one in ADMIN_TOKEN"
+    return stack.admin_token
+
+
 def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]:
     """What runs where, for the start-up banner."""
 
@@ -302,7 +313,7 @@ def describe(stack: LocalStack, processes: Mapping[str, list[str]]) -> list[str]
     return [
         f"processes:  {', '.join(name for name in processes if name != 'clock')};"
         " clock (python -m scheduler)",
-        f"API:        {stack.web_url}  (admin token: {stack.admin_token})",
+        f"API:        {stack.web_url}  (admin token: {admin_token_shown(stack)})",
         f"operators:  {stack.web_url}/ops  (log in with the admin token)",
         f"simulator:  {stack.sim_url}  (API key {SIMULATOR_API_KEY}; /_sim/stats, /_sim/messages;"
         " POST /_sim/inbound {from, to, text} replies as a customer)",

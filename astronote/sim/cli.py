@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         "--shuffle-bulk", action="store_true", help="answer bulk messages out of request order"
     )
     parser.add_argument(
-        "--inbound-url", default=None, help="where POST /_sim/inbound posts customers' messages"
+        "--inbound-url",
+        # The environment is read too: the URL carries a secret, which a command line shows
+        # to every user of the machine.
+        default=os.environ.get("SIM_INBOUND_URL") or None,
+        help="where POST /_sim/inbound posts customers' messages (default: $SIM_INBOUND_URL)",
     )
     args = parser.parse_args(argv)
     try:

@@ -72,6 +72,20 @@ def test_up_shows_every_process_output_and_ctrl_c_stops_them_all(db, service_url
         )
         started = children(up.pid)
         assert len(started) == len(LABELS), started
+        # No secret on any process's command line, which every user of the machine can read
+        # (the simulator's inbound URL carried DLR_WEBHOOK_SECRET there); the simulator has
+        # the URL in its environment
+        secrets = [env[name] for name in ("DLR_WEBHOOK_SECRET", "ADMIN_TOKEN", "SECRET_KEY")]
+        environs = []
+        family = [*started, *(grandchild for child in started for grandchild in children(child))]
+        for pid in family:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                environs.append(Path(f"/proc/{pid}/environ").read_bytes())
+            except OSError:
+                continue
+            assert not [secret for secret in secrets if secret in cmdline], cmdline
+        assert any(b"SIM_INBOUND_URL=http://" in environ for environ in environs)
 
         # And the developer presses Ctrl-C (the terminal's SIGINT reaches `up` only: each
         # child leads its own session)
@@ -89,6 +103,8 @@ def test_up_shows_every_process_output_and_ctrl_c_stops_them_all(db, service_url
     # Then `up` ends cleanly, and every process and its children are gone
     assert status == 0, output[-3000:]
     assert "stopping everything" in output, output[-3000:]
+    # ...and the admin token the operator set is not printed back (a generated one would be)
+    assert env["ADMIN_TOKEN"] not in output and "the one in ADMIN_TOKEN" in output
     assert [pid for pid in started if session_alive(pid)] == []
     # ...and the lines were prefixed by their process (gunicorn's own start line included)
     assert any(line.startswith("web ") and "gunicorn" in line.lower() for line in lines), output
