@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from peewee import fn
 
@@ -27,7 +26,7 @@ from service import (
     test_sends,
 )
 from service.audit import Actor
-from service.infra import clock, dispatch
+from service.infra import dispatch
 from service.infra.config import Settings
 from service.sending import Claimed
 
@@ -50,13 +49,14 @@ class ReconcileReport:
     errors: dict[str, str] = field(default_factory=dict)  # repair -> what went wrong
 
 
-def republish_stale_batches(settings: Settings, now: datetime | None = None) -> int:
+def republish_stale_batches(settings: Settings) -> int:
     """Publish again the unfinished batches of `sending` campaigns that were published long
     ago (a Redis flush, a dead worker). The claim makes a duplicate send nothing twice.
-    Batches never published wait for admission (`admit_waiting`), not for this. A batch whose
-    recipients wait for quiet hours to end is left alone until their opening (`not_before`,
-    on the clock of `service.infra.clock`, `now`): its own delayed message comes back then."""
-    now = now or clock.for_settings(settings).now()
+    Batches never published wait for admission (`admit_waiting`), not for this, and so do
+    batches parked for quiet hours (`pending`). A `published` batch whose recipients wait
+    for quiet hours (a recheck, a throttled delivery) has a message due now, not at their
+    opening: it is stale like any other (left alone until its opening, a recheck whose
+    message was lost held one of its shop's places all night)."""
     rows = list(
         SendBatch.update(
             state="published", published_at=fn.now(), publish_count=SendBatch.publish_count + 1
@@ -67,7 +67,6 @@ def republish_stale_batches(settings: Settings, now: datetime | None = None) -> 
             & (Campaign.status == "sending")
             & (SendBatch.state == "published")
             & (SendBatch.published_at < milliseconds_ago(settings.batch_stale_after_ms))
-            & (SendBatch.not_before.is_null() | (SendBatch.not_before <= now))
         )
         .returning(SendBatch.campaign, Campaign.shop, SendBatch.recipient_ids)
         .tuples()
@@ -201,11 +200,10 @@ def release_finished_reservations(settings: Settings, actor: Actor) -> int:
     )
 
 
-def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> ReconcileReport:
+def reconcile(settings: Settings, actor: Actor) -> ReconcileReport:
     """Every repair, in the order that lets one feed the next. A repair that fails is logged
     and reported; the ones after it still run. What it changes is recorded for `actor` (the
-    clock's job, or the operator running `astronote reconcile`). `now`: the time of quiet
-    hours (default: the process's clock, `service.infra.clock`)."""
+    clock's job, or the operator running `astronote reconcile`)."""
     report = ReconcileReport()
     steps = (
         # Audiences whose creation stopped (its message lost), before admitting their batches.
@@ -213,7 +211,7 @@ def reconcile(settings: Settings, actor: Actor, now: datetime | None = None) -> 
         # Batches waiting for fair admission (a web process died after its commit, the broker
         # was down, a worker died before admitting the next), then the stale ones.
         ("admitted_batches", lambda: admission.admit_waiting(settings)),
-        ("republished_batches", lambda: republish_stale_batches(settings, now)),
+        ("republished_batches", lambda: republish_stale_batches(settings)),
         ("upgraded_by_evidence", lambda: upgrade_by_evidence(settings, actor)),
         ("unknown_outcomes", lambda: fail_unknown_outcomes(settings)),
         (

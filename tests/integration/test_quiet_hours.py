@@ -126,7 +126,7 @@ def test_recipients_in_quiet_hours_wait_and_go_when_the_window_opens(db, setting
     assert delivery.refresh_campaign(campaign_id, settings, audit.WORKER) is None
     stale_now = dataclasses.replace(settings, batch_stale_after_ms=100)
     execute("UPDATE send_batch SET published_at = now() - interval '1 hour'")
-    assert reconcile.republish_stale_batches(stale_now, clock.now()) == 0
+    assert reconcile.republish_stale_batches(stale_now) == 0
     # nor called stuck, though it has not progressed for an hour
     execute("UPDATE campaign SET last_progress_at = now() - interval '1 hour'")
     checker = HealthChecker(
@@ -480,3 +480,36 @@ def test_zones_never_outside_quiet_hours_together_are_skipped_not_charged(db, se
     assert batch_state(key)[0] == "finished"
     assert delivery.refresh_campaign(campaign_id, settings, audit.WORKER) == "completed"
     assert reservation(campaign_id)[2] == 1  # one message consumed
+
+
+def test_a_recheck_whose_message_was_lost_is_published_again_before_the_opening(
+    db, settings, redis_client
+):
+    # Given an evening batch to Athenians, parked until 08:00 there, whose recheck admission
+    # published it (its `not_before` still the morning)...
+    recheck = dataclasses.replace(settings, quiet_hours_recheck_ms=1000)
+    shop_id, (campaign_id, ids, key) = make_campaign(recheck, GREEK)
+    clock = ShiftedClock()
+    clock.set(EVENING)
+    sender(recheck, FakeProvider(), wall=clock).send(campaign_id, shop_id, ids, key)
+    assert batch_state(key)[0] == "pending"
+    execute(
+        "UPDATE send_batch SET published_at = now() - interval '1 minute' WHERE key = %s", (key,)
+    )
+    assert admission.admit_shop(shop_id, recheck, now=clock.now()) == 1
+    assert batch_state(key)[0] == "published" and waiting_of(key) == (4, ATHENS_MORNING)
+
+    # ...and whose message was lost (Redis flushed) long enough ago
+    redis_client.flushdb()
+    execute("UPDATE send_batch SET published_at = now() - interval '1 hour' WHERE key = %s", (key,))
+
+    # When the reconciler looks for stale batches, in the night still
+    stale = dataclasses.replace(recheck, batch_stale_after_ms=100)
+    republished = reconcile.republish_stale_batches(stale)
+
+    # Then the batch is published again (it stayed `published` with no message, one of its
+    # shop's places held until the morning), and its delivery parks it again
+    assert republished == 1
+    assert batch_state(key)[0] == "published"
+    sender(recheck, FakeProvider(), wall=clock).send(campaign_id, shop_id, ids, key)
+    assert batch_state(key)[0] == "pending"
