@@ -134,8 +134,28 @@ def parse_json(raw: bytes) -> Any:
     return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
 
 
+def check_json_media(req: falcon.Request) -> None:
+    """415 for a body that says it is not JSON (`application/xml`, a multipart form) or is
+    compressed (`Content-Encoding: gzip`): it was read as JSON and refused as malformed,
+    naming a decoder's error instead of the header. No Content-Type is taken as JSON."""
+    encoding = (req.get_header("Content-Encoding") or "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise falcon.HTTPUnsupportedMediaType(
+            title="Unsupported Content-Encoding",
+            description=f"Content-Encoding {encoding!r} is not taken: send the body uncompressed",
+        )
+    kind = media_type(req)
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise falcon.HTTPUnsupportedMediaType(
+            title="Unsupported Content-Type",
+            description=f"the body must be application/json, not {kind!r}",
+        )
+
+
 def read_json(req: falcon.Request, schema: dict[str, Any], rows: str | None = None) -> Any:
-    """The body as JSON matching `schema` (400, 413, 422); `rows` as in `schemas.validate`."""
+    """The body as JSON matching `schema` (400, 413, 415, 422); `rows` as in
+    `schemas.validate`."""
+    check_json_media(req)
     raw = read_bytes(req)
     if not raw.strip():
         raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body is empty")

@@ -108,6 +108,7 @@ ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     409: ("Invalid state transition, or a request with this Idempotency-Key still in flight", {}),
     413: ("Body over 5 MiB", {}),
+    415: ("The body is not JSON by its Content-Type (or CSV where taken), or is compressed", {}),
     422: (
         "Validation failed (`field` names the field or header), or an Idempotency-Key"
         " reused with another request",
@@ -195,7 +196,7 @@ def error_statuses(
         if method == "POST":
             statuses.update((409, 422))  # Idempotency-Key in flight, reused
     if operation.body is not None:  # read by `api/body.py` (a form is read by its resource)
-        statuses.update((400, 413, 422))
+        statuses.update((400, 413, 415, 422))
     if operation.query:
         statuses.add(422)
     if operation.needs_dependencies:

@@ -1325,3 +1325,31 @@ def test_a_conflict_that_keeps_losing_is_a_503_conflict(client, monkeypatch, db)
     )
     assert answer.status_code == 503 and answer.json["title"] == "Conflict", answer.text
     assert answer.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("headers", "title"),
+    [
+        ({"Content-Type": "application/json", "Content-Encoding": "gzip"}, "Encoding"),
+        ({"Content-Type": "application/xml"}, "Type"),
+        ({"Content-Type": "multipart/form-data; boundary=x"}, "Type"),
+    ],
+    ids=["gzip", "xml", "multipart"],
+)
+def test_a_body_that_says_it_is_not_json_is_415_naming_the_header(client, shops, headers, title):
+    # (a gzip body was "Malformed JSON: 'utf-8' codec can't decode byte 0x8b"; XML was read)
+    result = client.simulate_post(
+        "/campaigns",
+        headers={**auth(shops.key), **headers},
+        body=b'{"name": "n", "text": "t"}',
+    )
+    assert assert_error(result, 415)["title"] == f"Unsupported Content-{title}"
+
+
+def test_a_json_body_without_a_content_type_or_as_json_plus_is_read(client, shops):
+    for content_type in (None, "application/vnd.api+json", "application/json; charset=utf-8"):
+        headers = {**auth(shops.key), **({"Content-Type": content_type} if content_type else {})}
+        result = client.simulate_post(
+            "/campaigns", headers=headers, body=b'{"name": "n", "text": "t"}'
+        )
+        assert result.status_code == 201, (content_type, result.text)

@@ -280,7 +280,16 @@ def test_a_new_route_needs_only_its_docs(settings, redis_client, db):
         {"name": "shop_id", "in": "path", "required": True, "schema": ID_SCHEMA}
     ]
     assert operation["security"] == [{"adminToken": []}]
-    assert sorted(operation["responses"]) == ["201", "400", "401", "404", "413", "422", "503"]
+    assert sorted(operation["responses"]) == [
+        "201",
+        "400",
+        "401",
+        "404",
+        "413",
+        "415",
+        "422",
+        "503",
+    ]
     assert operation["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/TopUp"
     }
