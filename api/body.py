@@ -129,9 +129,38 @@ def _finite(number: str) -> float:
     return value
 
 
-def parse_json(raw: bytes) -> Any:
-    """A body as JSON (RFC 8259: no NaN, no infinity); ValueError or RecursionError if not."""
-    return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+# Longer integers are refused by the parser with Python's own advice
+# ("use sys.set_int_max_str_digits()"); none of ours is near this long.
+MAX_INTEGER_DIGITS = 100
+
+
+def _integer(number: str) -> int:
+    if len(number) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"a number of {len(number)} digits is out of range")
+    return int(number)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object naming a key twice is ambiguous (the parser kept the last): refused."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        document[key] = value
+    return document
+
+
+def parse_json(raw: bytes, unique_keys: bool = False) -> Any:
+    """A body as JSON (RFC 8259: no NaN, no infinity); ValueError or RecursionError if not.
+    `unique_keys`: an object naming a key twice is an error (the API's bodies; a provider's
+    report is read as sent, the last value kept)."""
+    return json.loads(
+        raw,
+        parse_constant=_not_json,
+        parse_float=_finite,
+        parse_int=_integer,
+        object_pairs_hook=_unique_keys if unique_keys else None,
+    )
 
 
 def check_json_media(req: falcon.Request) -> None:
@@ -160,7 +189,7 @@ def read_json(req: falcon.Request, schema: dict[str, Any], rows: str | None = No
     if not raw.strip():
         raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body is empty")
     try:
-        document = parse_json(raw)
+        document = parse_json(raw, unique_keys=True)
     except (ValueError, UnicodeDecodeError) as error:
         raise falcon.HTTPBadRequest(title="Malformed JSON", description=str(error)) from None
     except RecursionError:  # "[[[[..." a few KiB deep exhausts the parser's stack

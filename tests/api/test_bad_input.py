@@ -1353,3 +1353,22 @@ def test_a_json_body_without_a_content_type_or_as_json_plus_is_read(client, shop
             "/campaigns", headers=headers, body=b'{"name": "n", "text": "t"}'
         )
         assert result.status_code == 201, (content_type, result.text)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"name": "a", "name": "b", "text": "t"}', "the key 'name' appears twice"),
+        (b'{"name": "a", "text": "t", "x": ' + b"9" * 4400 + b"}", "4400 digits is out of range"),
+    ],
+    ids=["duplicate-key", "huge-integer"],
+)
+def test_an_ambiguous_or_oversized_json_body_is_400_in_words(client, db, shops, body, says):
+    # (a key given twice was read as its last value; 4,301 digits answered with Python's
+    # advice to call sys.set_int_max_str_digits())
+    before = count(db, "campaign")
+    result = client.simulate_post(
+        "/campaigns", headers={**auth(shops.key), "Content-Type": "application/json"}, body=body
+    )
+    assert says in assert_error(result, 400)["description"]
+    assert count(db, "campaign") == before
