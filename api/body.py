@@ -12,6 +12,7 @@ import falcon
 from gunicorn.http.errors import NoMoreData, ParseException
 
 from api import schemas
+from api.access import Access
 from api.workers import close_connection
 from service.errors import InvalidInput
 
@@ -166,7 +167,11 @@ def parse_json(raw: bytes, unique_keys: bool = False) -> Any:
 def check_json_media(req: falcon.Request) -> None:
     """415 for a body that says it is not JSON (`application/xml`, a multipart form) or is
     compressed (`Content-Encoding: gzip`): it was read as JSON and refused as malformed,
-    naming a decoder's error instead of the header. No Content-Type is taken as JSON."""
+    naming a decoder's error instead of the header. No Content-Type is taken as JSON. Only
+    the JSON API (shop and admin routes): webhooks take what their sender sends, and a STOP
+    refused for its label would be lost."""
+    if getattr(req.context, "access", None) not in (Access.SHOP, Access.ADMIN):
+        return
     encoding = (req.get_header("Content-Encoding") or "").strip().lower()
     if encoding not in ("", "identity"):
         raise falcon.HTTPUnsupportedMediaType(

@@ -368,7 +368,9 @@ class MittoClient:
             try:
                 return self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout)
             except requests.RequestException as error:
-                if bound.passed:
+                if bound.passed and bound.sock is not None:
+                    # Cut after the request went out (before that, a slow name lookup or
+                    # connect, the call's own error says what happened: nothing was sent).
                     raise AnswerTooSlow(
                         f"no whole answer within {self.deadline_s:g} s (the connect and read"
                         " timeouts)"

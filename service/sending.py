@@ -487,7 +487,13 @@ def persist_or_hand_over(
             }
         )
         return False
-    reservations.settle(campaign_id, settings, audit.WORKER)  # nothing while it may send
+    try:
+        reservations.settle(campaign_id, settings, audit.WORKER)  # nothing while it may send
+    except Exception:  # noqa: BLE001 - the answers are persisted; the reconciler settles
+        log.exception(
+            "settling a finished campaign after a late persist failed; the reconciler settles it",
+            extra={"campaign_id": campaign_id, "batch_key": key},
+        )
     return True
 
 

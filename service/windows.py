@@ -66,8 +66,15 @@ def dispatch_refused(
     the pool thread making the call waits for it (bounded; the batch's own worker thread
     waits for the call's answer, as for any call). Beyond it, or in a cool-down, the call
     is not made and the batch goes back on the queue."""
-    grant = limiter.dispatch(sender, count)
     departure = time.monotonic() + depart_within_ms / 1000
+    if depart_within_ms:
+        # Look first, then take: a window admitted ahead is expected to find the budget a
+        # few ms short, and a refused take leaves the sender's entries behind.
+        ahead = limiter.dispatch_wait(sender, count)
+        if not ahead.count and ahead.reason in ("provider", "sender"):
+            if time.monotonic() + ahead.wait_ms / 1000 <= departure:
+                time.sleep(ahead.wait_ms / 1000)
+    grant = limiter.dispatch(sender, count)
     while not grant.count and grant.reason in ("provider", "sender"):
         wait_s = grant.wait_ms / 1000
         if time.monotonic() + wait_s > departure:

@@ -351,6 +351,26 @@ class SendLimiter:
                 return sender_grant
         return grant
 
+    def dispatch_wait(self, sender: str, count: int) -> Grant:
+        """Whether `count` sends would pass the dispatch count now, taking nothing: Grant(count),
+        or none and how long until they would (a call admitted ahead of the budget waits that
+        long, then `dispatch` takes them). Taking them to learn it would leave the sender's
+        entries behind whenever the account's refused them (the library gives nothing back)."""
+        return self._guarded(lambda: self._dispatch_wait(sender, count))
+
+    def _dispatch_wait(self, sender: str, count: int) -> Grant:
+        if cooling := self._cooling():
+            return cooling
+        waits = [
+            (
+                self.storage.free_in_ms(item.key_for(*ids), item.amount, item.get_expiry(), count),
+                name,
+            )
+            for name, item, ids in self.limits_for(sender, "send")
+        ]
+        wait, name = max(waits, default=(0, None))
+        return Grant(count) if wait <= 0 else Grant(0, wait, name)
+
     def _dispatch(self, sender: str, count: int) -> Grant:
         if cooling := self._cooling():
             return cooling

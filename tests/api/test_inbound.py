@@ -5,6 +5,7 @@ kept for the shop (`GET /inbound`). In process, with a fake provider for the ans
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 
 import pytest
@@ -828,3 +829,16 @@ def test_a_publish_that_failed_after_the_broker_took_it_sends_one_answer(
     # When the web falls back, Then it finds the answer taken and sends nothing more
     assert reply(client, "STOP", id="in-14")["reply"] == "queued"
     assert len(provider.sent) == 1
+
+
+def test_a_stop_labelled_as_text_is_still_read(client, db, provider, shop):
+    # (the JSON API's 415 for a body labelled as something else must not reach the
+    # provider's webhook: a STOP refused for its label is an opt-out lost)
+    shop_id, _ = shop
+    answer = client.simulate_post(
+        INBOUND,
+        headers={"Content-Type": "text/plain"},
+        body=json.dumps({"from": PHONE.lstrip("+"), "to": SENDER, "text": "STOP"}).encode(),
+    )
+    assert answer.status_code == 200, answer.text
+    assert state(db, shop_id)["opted_out"] is True

@@ -140,3 +140,22 @@ def test_an_answer_dripping_byte_by_byte_is_cut_at_the_calls_deadline(sim: SimSe
     time.sleep(1.2)
     again = client.send_one("Shop", Sms(NUMBERS[6], "Hi Cy", "53"), None)
     assert again.outcome is Outcome.ACCEPTED
+
+
+def test_a_connect_that_fails_after_the_deadline_is_still_not_sent(sim: SimServer, monkeypatch):
+    # Given a name lookup and connect slower than the whole call's deadline (0.4 s), that then
+    # times out: the request never went out
+    import urllib3.connection
+
+    def slow_connect(*args, **kwargs):
+        time.sleep(0.6)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(urllib3.connection.connection, "create_connection", slow_connect)
+    client = MittoClient(sim.url, KEY, connect_timeout_s=0.2, read_timeout_s=0.2, pool_size=1)
+
+    # When a call is made
+    result = client.send_one("Shop", Sms(NUMBERS[0], "Hi", "61"), None)
+
+    # Then it is not sent (retried later), not of unknown outcome (never sent at all)
+    assert result.outcome is Outcome.NOT_SENT, result

@@ -227,3 +227,21 @@ def test_the_lookahead_is_configured_and_bounded():
     assert config.load({"PROVIDER_RATE_LOOKAHEAD_MS": "0"}).provider_rate_departure_ms == 0
     with pytest.raises(config.ConfigError, match="PROVIDER_RATE_LOOKAHEAD_MS"):
         config.load({"PROVIDER_RATE_LOOKAHEAD_MS": "201"})
+
+
+def test_a_departure_that_waits_leaves_no_phantom_entries_in_the_senders_count(redis_client, db):
+    # Given the account's budget used up (4 a second) and a sender's limit of 100 a second
+    limits = SendLimiter(redis_client, "acct", "4/second", "100/second", lookahead_ms=300)
+    assert limits.dispatch("Other", 4).count == 4
+
+    # When a call admitted ahead waits for its departure and goes
+    time.sleep(0.75)
+    assert windows.dispatch_refused(limits, "Shop", 1, depart_within_ms=600) is None
+
+    # Then the sender's count holds that one send, not one more per refused try
+    item = limits.sender
+    assert item is not None
+    _, used = limits.storage.get_moving_window(
+        item.key_for("send", "sender", "acct", "Shop"), item.amount, item.get_expiry()
+    )
+    assert used == 1
