@@ -164,6 +164,13 @@ def parse_json(raw: bytes, unique_keys: bool = False) -> Any:
     )
 
 
+# Labels a JSON body arrives with: none, its own, and the two that clients put on any body
+# (`curl -d` sends `application/x-www-form-urlencoded` unless told otherwise).
+READ_AS_JSON = frozenset(
+    {"", "application/json", "text/plain", "application/x-www-form-urlencoded"}
+)
+
+
 def check_json_media(req: falcon.Request) -> None:
     """415 for a body that says it is not JSON (`application/xml`, a multipart form) or is
     compressed (`Content-Encoding: gzip`): it was read as JSON and refused as malformed,
@@ -179,7 +186,7 @@ def check_json_media(req: falcon.Request) -> None:
             description=f"Content-Encoding {encoding!r} is not taken: send the body uncompressed",
         )
     kind = media_type(req)
-    if kind and kind != "application/json" and not kind.endswith("+json"):
+    if kind not in READ_AS_JSON and not kind.endswith("+json"):
         raise falcon.HTTPUnsupportedMediaType(
             title="Unsupported Content-Type",
             description=f"the body must be application/json, not {kind!r}",

@@ -1347,7 +1347,12 @@ def test_a_body_that_says_it_is_not_json_is_415_naming_the_header(client, shops,
 
 
 def test_a_json_body_without_a_content_type_or_as_json_plus_is_read(client, shops):
-    for content_type in (None, "application/vnd.api+json", "application/json; charset=utf-8"):
+    for content_type in (
+        None,
+        "application/vnd.api+json",
+        "application/json; charset=utf-8",
+        "application/x-www-form-urlencoded",  # what `curl -d` says of any body
+    ):
         headers = {**auth(shops.key), **({"Content-Type": content_type} if content_type else {})}
         result = client.simulate_post(
             "/campaigns", headers=headers, body=b'{"name": "n", "text": "t"}'
