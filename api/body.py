@@ -130,9 +130,10 @@ def _finite(number: str) -> float:
     return value
 
 
-# Longer integers are refused by the parser with Python's own advice
-# ("use sys.set_int_max_str_digits()"); none of ours is near this long.
-MAX_INTEGER_DIGITS = 100
+# Python's own bound on reading an integer (sys.get_int_max_str_digits()), whose error gives
+# Python's advice ("use sys.set_int_max_str_digits()"); said in words here. Shorter integers
+# are read as before (a provider's report may carry a long numeric id).
+MAX_INTEGER_DIGITS = 4300
 
 
 def _integer(number: str) -> int:
