@@ -154,14 +154,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse_json(raw: bytes, unique_keys: bool = False) -> Any:
     """A body as JSON (RFC 8259: no NaN, no infinity); ValueError or RecursionError if not.
-    `unique_keys`: an object naming a key twice is an error (the API's bodies; a provider's
-    report is read as sent, the last value kept)."""
+    `unique_keys`: an object naming a key twice is an error, and an integer over
+    MAX_INTEGER_DIGITS is refused in words (the API's bodies; a provider's report is read as
+    sent, the last value kept)."""
+    if not unique_keys:  # the report webhook's path, at the send rate: no hook per value
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     return json.loads(
         raw,
         parse_constant=_not_json,
         parse_float=_finite,
         parse_int=_integer,
-        object_pairs_hook=_unique_keys if unique_keys else None,
+        object_pairs_hook=_unique_keys,
     )
 
 
