@@ -82,9 +82,15 @@ def test_chunked_json_and_csv_imports_and_a_campaign_are_read_and_an_oversized_o
     assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 1
 
 
-def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+def raw_exchange(
+    port: int, request: bytes, half_close: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` and read the answer; `half_close`: close the sending side first (a
+    client whose upload was cut off)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -154,21 +160,6 @@ def test_a_413_closes_the_connection_with_the_rest_of_the_body_unread(web, db, p
     assert headers["connection"] == "close", headers
 
 
-def half_closed_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send `request`, then close the sending side (a client whose upload was cut off), and
-    read the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
-    return int(status_line.split(" ")[1]), headers, body
-
-
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_a_body_cut_short_is_400_and_nothing_of_it_is_used(web, db, framing):
     # Given a shop key, and uploads whose client stops before the body's end: fewer bytes
@@ -193,7 +184,7 @@ def test_a_body_cut_short_is_400_and_nothing_of_it_is_used(web, db, framing):
         ).encode()
 
         # When it is answered
-        got, headers, answer = half_closed_exchange(port, head + framed)
+        got, headers, answer = raw_exchange(port, head + framed, half_close=True)
 
         # Then 400 naming the problem, as JSON (not 500, not a partial import)
         assert got == 400, (path, answer[:300])
