@@ -240,7 +240,10 @@ def _call(
         return Delivery("taken")
     result: SendResult | None = None
     if limiter and limiter.limits_sends:
-        result = dispatch_refused(limiter, row.sender, 1)
+        # Admitted ahead of the budget like any window (PROVIDER_RATE_LOOKAHEAD_MS), it departs
+        # when the budget frees, as they do: refused here instead, the bulk windows waiting for
+        # that moment took every freed send and the test send went round its queue for seconds.
+        result = dispatch_refused(limiter, row.sender, 1, settings.provider_rate_departure_ms)
     if result is None:
         result = provider.send_one(row.sender, Sms(row.phone, row.text, f"test-{row.id}"), None)
     if result.limited_ms is not None:
