@@ -99,6 +99,9 @@ class Clock:
         if not self.settings.run_scheduler:
             return self._stay_idle()
         self.scheduler.start(paused=True)
+        # Listed before the first election: health must never see this clock's lock held by
+        # a clock it does not list (the first round's jobs resume before it announces).
+        self._announce()
         try:
             while True:
                 self._elect()

@@ -268,3 +268,30 @@ def test_every_job_name_health_reads_is_a_scheduled_job():
 
     # Then they name the same jobs, in the same order
     assert tuple(SCHEDULE) == JOB_NAMES
+
+
+def test_a_clock_is_listed_before_its_first_election_takes_the_lock(client, settings):
+    # Given a clock whose first election round takes the free lock
+    from scheduler.clock import Clock
+    from service.observability import clocks
+
+    listed_when_electing: list[list[str]] = []
+
+    class Watched(Leadership):
+        def acquire(self) -> bool:
+            listed_when_electing.append([c["holder"] for c in clocks.live_clocks(client)])
+            return super().acquire()
+
+    class StopAfterOneRound:
+        def wait(self, timeout: float) -> bool:
+            return True
+
+    watched = Watched(client, "host-a:1", TTL_MS, Epochs(), FakeClock())
+    clock = Clock(settings, client, watched, [], StopAfterOneRound())  # type: ignore[arg-type]
+
+    # When it runs its one round
+    assert clock.run() == 0
+
+    # Then health could already list it when the lock became its own: never a lock held by
+    # a clock nobody lists
+    assert listed_when_electing == [["host-a:1"]]
