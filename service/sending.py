@@ -287,19 +287,27 @@ MARK_SENT = (
     " FROM unnest(%s::bigint[], %s::text[]) AS v(id, pid)"
     " WHERE r.id = v.id AND r.mitto_message_id IS NULL"
     "   AND (r.status = 'sending' OR (r.status = 'failed'"
-    "        AND r.error = 'unknown_outcome'))"
+    "        AND r.error = 'unknown_outcome'"
+    # An answer after its claim timed out is late evidence, and counts as long as evidence
+    # does: while the campaign's reservation still holds credits for its unknown outcomes
+    # (released EVIDENCE_WINDOW_MS after it finished). After that it charges nothing, as a
+    # late report does (`service.evidence`): drawn on the balance, it could take it below 0.
+    "        AND EXISTS (SELECT 1 FROM credit_reservation h"
+    "                    WHERE h.campaign_id = r.campaign_id AND h.status <> 'released')))"
     " RETURNING r.id, r.phone IS NULL"
 )
 
 
-def _mark_sent(accepted: Sequence[Accepted]) -> set[int]:
-    """Mark the accepted recipients sent; returns those of them erased meanwhile (SPEC 11):
-    their contact was erased while the call was in flight. The UPDATE waits for an erasure
-    holding the row and then reads the erased row, so the answer is exact at the commit."""
+def _mark_sent(accepted: Sequence[Accepted]) -> tuple[set[int], set[int]]:
+    """Mark the accepted recipients sent; returns those it marked, and those of them erased
+    meanwhile (SPEC 11): their contact was erased while the call was in flight. The UPDATE
+    waits for an erasure holding the row and then reads the erased row, so the answer is
+    exact at the commit. One not marked was persisted already (a replay), or its answer came
+    after the evidence window."""
     rows = db.execute_sql(
         MARK_SENT, ([a.recipient_id for a in accepted], [a.provider_id for a in accepted])
     ).fetchall()
-    return {recipient_id for recipient_id, erased in rows if erased}
+    return {recipient_id for recipient_id, _ in rows}, {rid for rid, erased in rows if erased}
 
 
 def persist_results(
@@ -327,7 +335,11 @@ def persist_results(
         debited = 0
         if accepted:
             with planned_on_indexes():  # `UPDATE ... FROM unnest` on a young table
-                erased = _mark_sent(accepted)
+                marked, erased = _mark_sent(accepted)
+            if len(marked) < len(accepted):
+                # Debited and logged only with their mark: a replay's rows are there already,
+                # and an answer past the evidence window is not charged.
+                accepted = [a for a in accepted if a.recipient_id in marked]
             debited = credits.insert_debits(
                 shop_id, campaign_id, [(a.recipient_id, a.segments) for a in accepted]
             )

@@ -288,6 +288,43 @@ def test_a_hold_ends_with_the_evidence_window(db, settings):
     assert_books_balance(shop_id)
 
 
+@pytest.mark.parametrize("balance_left", [0, 4])
+def test_a_repair_after_the_evidence_window_charges_nothing_and_ends(db, settings, balance_left):
+    # Given a window whose persist failed after the provider accepted its one message, the
+    # claim failed as unknown and the campaign finalised, and then the evidence window passed:
+    # the hold is released and the merchant spent what was left (or all but 4)
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, contact_ids = shop_with_contacts("too-late.example", 5, 1)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    claim_recipients(sending.campaign_id, sending.recipients, sending.key)
+    reconcile.reconcile(quick, audit.ADMIN)
+    past = dataclasses.replace(quick, evidence_window_ms=0)
+    assert reconcile.reconcile(past, audit.ADMIN).released_reservations == 1
+    credits.adjust(shop_id, balance_left - 5, "chargeback", "spent", audit.ADMIN)
+
+    # When the repair runs at last (a worker's PostgreSQL came back after the window)
+    debited = repair_persist(
+        {
+            "campaign_id": sending.campaign_id,
+            "shop_id": shop_id,
+            "batch_key": sending.key,
+            "accepted": [[sending.recipients[0], "p-1", "Flash sale today", 1, None]],
+            "rejected": [],
+        },
+        past,
+    )
+
+    # Then it ends as a report after the window does: nothing charged, the outcome stays
+    # unknown, and the repair is done (before: the balance check refused it, with the
+    # balance at 0, on every retry until the message was dropped; or it drew on the
+    # balance directly)
+    assert debited == 0
+    assert statuses(sending.campaign_id) == {"failed": 1}
+    assert credits.summary(shop_id) == CreditSummary(balance_left, 0, balance_left)
+    assert campaigns.get(shop_id, sending.campaign_id).status == "failed"
+    assert_books_balance(shop_id)
+
+
 def test_the_reconciler_finalises_a_cancelled_campaign_once_nothing_is_in_flight(db, settings):
     # Given a cancelled campaign with two calls in flight, one of which never answers
     shop_id, contact_ids = shop_with_contacts("settle.example", 10, 5)
