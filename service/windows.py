@@ -263,6 +263,8 @@ class BatchSender:
                 lease.give_back()
             run.report.add(done)
             if done.limited:  # refused at dispatch: its claims were given back
+                if self.limiter and not done.claimed:
+                    self.limiter.give_back(run.shop_id, grant)  # and, none sent, its admission
                 run.stopped, run.delay_ms = "deferred", done.wait_ms
                 return
             if done.throttled:

@@ -138,6 +138,8 @@ class Grant:
     wait_ms: int = 0
     # "cool_down", "provider", "sender", "share" (the rest is owed to other shops), "redis_down"
     reason: str | None = None
+    # The fair share's record of an admitted grant, for `give_back`.
+    share: Share | None = None
 
 
 class SendLimiter:
@@ -349,7 +351,20 @@ class SendLimiter:
             if not sender_grant.count:
                 self.share.give_back(shop, share)
                 return sender_grant
-        return grant
+        return Grant(grant.count, grant.wait_ms, grant.reason, share if grant.count else None)
+
+    def give_back(self, shop: int, grant: Grant) -> None:
+        """A window admitted (ahead of the budget) whose call was refused at dispatch after
+        all: nothing of it went out, so its entries leave the account's admission count and
+        the shop's usage. Kept, they would stand for sends that never happened for a second,
+        and the admission would refuse windows the dispatch count has room for. (Only the
+        share's record can be given back; the library's sender count cannot.)"""
+        if self.share is None or grant.share is None:
+            return
+        try:
+            self.share.give_back(shop, grant.share)
+        except redis.RedisError as error:  # it leaves the count on its own within a second
+            log.warning("admission not given back", extra={"error": type(error).__name__})
 
     def dispatch_wait(self, sender: str, count: int) -> Grant:
         """Whether `count` sends would pass the dispatch count now, taking nothing: Grant(count),

@@ -514,6 +514,10 @@ def test_a_window_too_close_to_the_last_one_when_it_goes_out_gives_its_claims_ba
     assert provider.sent == [] and statuses(campaign_id) == {"pending": 12}
     [eta] = delayed_etas_ms(redis_client)
     assert 0 < eta <= 1001
+    # ...and its admission too: the account's admission count holds no send that never
+    # went out (kept, it refused windows the dispatch count had room for, for a second)
+    assert limits.share is not None
+    assert redis_client.llen(limits.share.admitted_key) == 0
 
 
 def test_a_429_cools_the_account_down_for_every_worker_without_spending_a_retry(
