@@ -293,23 +293,32 @@ def insert_debits(shop_id: int, campaign_id: int, debits: Sequence[tuple[int, in
     return -sum(row[0] for row in inserted)
 
 
+class HoldReleased(RuntimeError):
+    """Debits found their campaign's reservation released: the caller's transaction must roll
+    back, and its retry charges nothing (`service.sending.MARK_SENT`)."""
+
+
 def consume(shop_id: int, campaign_id: int, total: int) -> None:
     """Take debited credits from the reservation and the cached balance.
 
     Every batch of a shop updates these two rows, so callers do this last in their
     transaction (the locks are held until the commit) and in this order (reservation, then
     shop) like every other transaction: no lock cycle. A late upgrade (evidence after the
-    campaign finished) draws on the reservation's hold for unknown outcomes (`held`); only
-    evidence older than that hold finds it released and draws on the balance directly."""
+    campaign finished) draws on the reservation's hold for unknown outcomes (`held`). Evidence
+    older than that hold charges nothing (`MARK_SENT` reads the hold), but the hold may be
+    released between that read and this lock (the evidence window ending that instant): the
+    debits would then draw on credits already given back as available, so HoldReleased."""
     if not total:
         return
-    (
+    held = (
         CreditReservation.update(consumed=CreditReservation.consumed + total)
         .where(
             (CreditReservation.campaign == campaign_id) & (CreditReservation.status != "released")
         )
         .execute()
     )
+    if not held:
+        raise HoldReleased(f"campaign {campaign_id}'s reservation was released meanwhile")
     (Shop.update(credit_balance=Shop.credit_balance - total).where(Shop.id == shop_id).execute())
 
 

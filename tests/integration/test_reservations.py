@@ -12,6 +12,7 @@ import pytest
 
 from models.database import fetchall
 from service import audit, campaigns, credits, delivery, reconcile
+from service import sending as sending_module
 from service.credits import CreditSummary
 from service.infra.call_slots import CallSlots
 from service.provider import Outcome
@@ -322,6 +323,48 @@ def test_a_repair_after_the_evidence_window_charges_nothing_and_ends(db, setting
     assert statuses(sending.campaign_id) == {"failed": 1}
     assert credits.summary(shop_id) == CreditSummary(balance_left, 0, balance_left)
     assert campaigns.get(shop_id, sending.campaign_id).status == "failed"
+    assert_books_balance(shop_id)
+
+
+def test_a_hold_released_during_a_late_persist_charges_nothing(db, settings, monkeypatch):
+    # Given a campaign whose one message's claim timed out (its credit held), and a shop
+    # with just that credit
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, contact_ids = shop_with_contacts("race.example", 1, 2)
+    late = enqueue_campaign(settings, shop_id, contact_ids[:1])
+    claim_recipients(late.campaign_id, late.recipients, late.key)
+    reconcile.reconcile(quick, audit.ADMIN)
+    assert reservation(late.campaign_id)[0] == "held"
+    payload = {
+        "campaign_id": late.campaign_id,
+        "shop_id": shop_id,
+        "batch_key": late.key,
+        "accepted": [[late.recipients[0], "p-1", "Flash sale today", 1, None]],
+        "rejected": [],
+    }
+
+    # When its repair runs just as the evidence window ends: after the repair read the hold,
+    # the reconcile releases it and the merchant reserves the credit for another campaign
+    def meanwhile(name: str) -> None:
+        if name == "inside_repair":
+            with ThreadPoolExecutor(1) as other:
+                other.submit(
+                    lambda: (
+                        credits.release(late.campaign_id, audit.ADMIN, "evidence window over"),
+                        enqueue_campaign(settings, shop_id, contact_ids[1:]),
+                    )
+                ).result(10)
+
+    monkeypatch.setattr(sending_module, "fault_point", meanwhile)
+    with pytest.raises(credits.HoldReleased):
+        repair_persist(payload, settings)
+    monkeypatch.undo()
+
+    # Then that try changed nothing, and the repair's retry charges nothing: the credit
+    # stays the other campaign's (before: debited from the balance, available -1)
+    assert repair_persist(payload, settings) == 0
+    assert statuses(late.campaign_id) == {"failed": 1}
+    assert credits.summary(shop_id) == CreditSummary(1, 1, 0)
     assert_books_balance(shop_id)
 
 
