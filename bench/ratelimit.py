@@ -52,7 +52,7 @@ def reset() -> None:
 # PROVIDER_FAIR_SHARE and PROVIDER_RATE_LOOKAHEAD_MS of the stacks started next.
 FAIR_SHARE = ["true"]
 LOOKAHEAD = ["60"]
-MARGIN = ["15"]
+MARGIN = ["30"]
 
 
 def start(label: str, **env: str) -> Stack:
@@ -211,7 +211,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--margin",
-        default="15",
+        default="30",
         help="PROVIDER_RATE_MARGIN_MS, one per --lookahead (or one for all)",
     )
     args = parser.parse_args()

@@ -401,7 +401,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "sender_rate_limit": _rate("SENDER_RATE_LIMIT", "0", per_second=True)(env),
         # A send counts against those limits this much longer than their period: the time
         # calls take to reach the provider varies, and the provider counts when they arrive.
-        "provider_rate_margin_ms": _int("PROVIDER_RATE_MARGIN_MS", 15, 0, 1000)(env),
+        "provider_rate_margin_ms": _int("PROVIDER_RATE_MARGIN_MS", 30, 0, 1000)(env),
         # How far ahead of the provider's budget a window is admitted: claimed and composed
         # while the budget frees, its call then departs when it has (waiting at most twice
         # this long on the call's pool thread; longer and the batch goes back on the queue).

@@ -169,7 +169,7 @@ def test_the_margin_keeps_each_send_counted_longer_than_the_period(redis_client,
     assert refused.count == 0 and 1000 < refused.wait_ms <= 1301
     time.sleep(1.05)
     assert limits.acquire("Shop", 1).count == 0
-    assert config.load({}).provider_rate_margin_ms == 15
+    assert config.load({}).provider_rate_margin_ms == 30
     with pytest.raises(config.ConfigError, match="PROVIDER_RATE_MARGIN_MS"):
         config.load({"PROVIDER_RATE_MARGIN_MS": "5000"})
 
