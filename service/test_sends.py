@@ -64,6 +64,7 @@ class Delivery:
     status: str
     delay_ms: int | None = None
     limited: str | None = None  # why the limiter put it back (service/infra/ratelimit.py)
+    limited_at_dispatch: bool = False  # admitted, then refused right before the call
 
 
 def _contact(shop_id: int, phone: str) -> Contact | None:
@@ -217,12 +218,16 @@ def deliver(
     if refusal(row.shop_id, row.phone, settings):
         _finish(row.id, "failed", "suppressed", audit.WORKER)
         return Delivery("failed")
+    grant = None
     if limiter:
         grant = limiter.acquire(row.sender, 1, row.shop_id)
         if not grant.count:
             return Delivery("queued", grant.wait_ms, grant.reason)
     try:
-        return _call(row, provider, limiter, settings)
+        delivery = _call(row, provider, limiter, settings)
+        if limiter and grant and delivery.limited_at_dispatch:
+            limiter.give_back(row.shop_id, grant)  # as a window's: nothing went out
+        return delivery
     finally:
         if limiter:
             limiter.withdraw(row.shop_id)
@@ -248,7 +253,7 @@ def _call(
         result = provider.send_one(row.sender, Sms(row.phone, row.text, f"test-{row.id}"), None)
     if result.limited_ms is not None:
         _unclaim(row.id)
-        return Delivery("queued", result.limited_ms, result.limited_by)
+        return Delivery("queued", result.limited_ms, result.limited_by, limited_at_dispatch=True)
     if result.outcome is Outcome.ACCEPTED:
         persist_or_hand_over(row.id, result.provider_id or "")
         return Delivery("sent")

@@ -4,6 +4,9 @@ SPEC 11 forbids, and under the account's rate limit and cool-down like any messa
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import peewee
 import pytest
 
@@ -166,6 +169,29 @@ def test_the_rate_limit_and_the_cool_down_put_it_back_on_its_queue(shop, setting
     waited = test_sends.deliver(asked["id"], Provider(throttled), cooled, settings)
     assert waited.status == "queued" and 1900 <= waited.delay_ms <= 2000
     assert TestSend.get_by_id(asked["id"]).attempts == 0  # no try spent
+
+
+def test_one_admitted_ahead_but_refused_at_dispatch_gives_its_admission_back(
+    shop, settings, redis_client
+):
+    # Given an account of 5 a second whose admission looks 600 ms ahead, and its dispatch
+    # count full for a second: another worker's five sends
+    shop_id, campaign_id = shop
+    limiter = SendLimiter(redis_client, "acct", "5/second", lookahead_ms=600)
+    assert limiter.dispatch("Other", 5).count == 5
+    asked = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
+
+    # When the worker delivers it 500 ms later (admitted: the budget frees within 600 ms),
+    # allowed to wait only 50 ms for its departure
+    time.sleep(0.5)
+    quick = dataclasses.replace(settings, provider_rate_lookahead_ms=25)
+    refused = test_sends.deliver(asked["id"], Provider(), limiter, quick)
+
+    # Then it goes back on its queue, and its admission leaves the account's count: it sent
+    # nothing (kept, the admission would count a send that never happened for a second)
+    assert refused.status == "queued" and refused.limited == "provider"
+    assert limiter.share is not None
+    assert redis_client.llen(limiter.share.admitted_key) == 0
 
 
 def test_a_rejection_or_an_unknown_outcome_charges_nothing(shop, settings):
