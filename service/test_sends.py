@@ -252,6 +252,8 @@ def _call(
     if result is None:
         result = provider.send_one(row.sender, Sms(row.phone, row.text, f"test-{row.id}"), None)
     if result.limited_ms is not None:
+        # Held back by our own limit (or a cool-down) right before the call: not a try.
+        TestSend.update(attempts=TestSend.attempts - 1).where(TestSend.id == row.id).execute()
         _unclaim(row.id)
         return Delivery("queued", result.limited_ms, result.limited_by, limited_at_dispatch=True)
     if result.outcome is Outcome.ACCEPTED:

@@ -171,7 +171,7 @@ def test_the_rate_limit_and_the_cool_down_put_it_back_on_its_queue(shop, setting
     assert TestSend.get_by_id(asked["id"]).attempts == 0  # no try spent
 
 
-def test_one_admitted_ahead_but_refused_at_dispatch_gives_its_admission_back(
+def test_one_admitted_ahead_but_refused_at_dispatch_gives_its_admission_and_try_back(
     shop, settings, redis_client
 ):
     # Given an account of 5 a second whose admission looks 600 ms ahead, and its dispatch
@@ -192,6 +192,9 @@ def test_one_admitted_ahead_but_refused_at_dispatch_gives_its_admission_back(
     assert refused.status == "queued" and refused.limited == "provider"
     assert limiter.share is not None
     assert redis_client.llen(limiter.share.admitted_key) == 0
+    # ...and no try spent (before: each such refusal took one of its 5 tries, and a send
+    # held back 4 times failed at its first 503)
+    assert TestSend.get_by_id(asked["id"]).attempts == 0
 
 
 def test_a_rejection_or_an_unknown_outcome_charges_nothing(shop, settings):
