@@ -164,9 +164,10 @@ def test_the_margin_keeps_each_send_counted_longer_than_the_period(redis_client,
     limits = SendLimiter(redis_client, "acct", "4/second", margin_ms=300)
     assert limits.dispatch("Shop", 4).count == 4
 
-    # Then the budget comes back 1.3 s after the sends, not 1 s
+    # Then the budget comes back 1.3 s after the sends, not 1 s (and, these being a burst into
+    # an idle account, counted from the margin later: 1.6 s)
     refused = limits.acquire("Shop", 1)
-    assert refused.count == 0 and 1000 < refused.wait_ms <= 1301
+    assert refused.count == 0 and 1300 < refused.wait_ms <= 1601
     time.sleep(1.05)
     assert limits.acquire("Shop", 1).count == 0
     assert config.load({}).provider_rate_margin_ms == 30
@@ -245,3 +246,26 @@ def test_a_departure_that_waits_leaves_no_phantom_entries_in_the_senders_count(r
         item.key_for("send", "sender", "acct", "Shop"), item.amount, item.get_expiry()
     )
     assert used == 1
+
+
+def test_a_burst_into_an_idle_account_counts_from_a_margin_later_and_only_it(redis_client, db):
+    # Given an idle account of 4 a second with a 100 ms margin
+    limits = SendLimiter(redis_client, "acct", "4/second", margin_ms=100)
+    item = limits.provider
+    assert item is not None
+    key = item.key_for("send", "provider", "acct")
+
+    # When a burst starts (two calls at once) and another call follows 300 ms later
+    assert limits.dispatch("Shop", 1).count == 1
+    assert limits.dispatch("Shop", 1).count == 1
+    time.sleep(0.3)
+    assert limits.dispatch("Shop", 1).count == 1
+    assert limits.dispatch("Shop", 1).count == 1
+
+    # Then the burst's sends count from 100 ms later (its calls on cold connections may reach
+    # the provider that late), the later ones from when they went, all in order
+    stamps = [float(v) for v in redis_client.lrange(limits.storage.prefixed_key(key), 0, -1)]
+    assert stamps == sorted(stamps, reverse=True)
+    assert stamps[0] - stamps[-1] < 300 - 100 + 50  # the burst 100 ms on, the others on time
+    wait = limits.storage.free_in_ms(key, item.amount, item.get_expiry(), 1)
+    assert 1_000 + 100 + 100 - 300 - 50 <= wait <= 1_000 + 100 + 100 - 300 + 20
