@@ -136,14 +136,32 @@ class OwnConnection:
         self._connection: Any = None
 
     def write(self, reports: list[dict[str, Any]]) -> list[int]:
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg2.connect(**self.params)
-            self._connection.autocommit = True
+        reused = self._connection is not None and not self._connection.closed
+        if not reused:
+            self._connect()
         try:
             return report_inbox.store_reports_on(self._connection, reports)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            lost = bool(self._connection.closed)
             self.close()  # the next write connects again
+            if not (reused and lost):
+                raise
+        # A kept connection found closed (PostgreSQL restarted, a failover, an idle kill) is
+        # no outage: one write on a new connection, before the reports are answered 503. A
+        # probe saw each web process answer its first post after pg_terminate_backend with
+        # "postgresql is unavailable". Should the lost write have committed after all, the
+        # reports are stored twice, which applying tolerates (a provider posting again does
+        # the same).
+        self._connect()
+        try:
+            return report_inbox.store_reports_on(self._connection, reports)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            self.close()
             raise
+
+    def _connect(self) -> None:
+        self._connection = psycopg2.connect(**self.params)
+        self._connection.autocommit = True
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
