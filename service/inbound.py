@@ -45,7 +45,10 @@ KEYWORDS = {
     **dict.fromkeys(("HELP", "INFO"), "help"),
 }
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
-_INNER_SPACING = re.compile(r"[\s_-]+")
+# Inside a keyword: spacing, underscores, dots ("S.T.O.P") and every dash a phone's
+# autocorrect may put in "opt-out" (hyphen, non-breaking hyphen, en and em dash, minus), and
+# the invisible characters (soft hyphen, zero-width spaces and joiners, word joiner, BOM).
+_INNER_SPACING = re.compile(r"[\s_.\-\u00b7\u2010-\u2015\u2212\u00ad\u200b-\u200f\u2060\ufeff]+")
 _NOT_ALPHANUMERIC = re.compile(r"[^0-9a-z]")
 
 

@@ -152,6 +152,13 @@ def test_stop_opts_the_number_out_with_one_answer_however_often_it_arrives(
         "revoke",
         "\u00a0STOP\u00a0",
         "ＳＴＯＰ",
+        "S.T.O.P",
+        "OPT.OUT",
+        "opt\u2013out",
+        "OPT\u2010OUT",
+        "opt\u2011out",
+        "S\u00adTOP",
+        "ST\u200bOP",
     ],
 )
 def test_every_stop_word_alone_opts_out(client, db, provider, shop, text):
@@ -168,7 +175,8 @@ def test_the_number_may_be_written_with_plus_without_or_with_00(client, db, shop
 
 
 @pytest.mark.parametrize(
-    "text", ["please stop sending", "stop it", "don't stop", "STOPPED", "S.T.O.P", "", "yes please"]
+    "text",
+    ["please stop sending", "stop it", "don't stop", "STOPPED", "S-T-O-P-P-E-D", "", "yes please"],
 )
 def test_a_reply_that_is_not_only_a_keyword_is_kept_and_changes_nothing(
     client, db, provider, shop, text
