@@ -139,13 +139,20 @@ def purge_queues(current: dramatiq.Broker) -> None:
             current.flush(queue)
 
 
+# Tables whose statement trigger `{table}_no_truncate` refuses TRUNCATE.
+APPEND_ONLY = ("audit_event", "consent_event")
+
+
 def truncate_tables(database: Any) -> None:
-    """Empty every table. The audit trail refuses TRUNCATE (a statement trigger): the tests
-    disable that trigger inside this one transaction, so it is never off for anyone else."""
+    """Empty every table. The audit trail and the consent log refuse TRUNCATE (statement
+    triggers): the tests disable them inside this one transaction, so they are never off for
+    anyone else."""
     with database.atomic():
-        database.execute_sql("ALTER TABLE audit_event DISABLE TRIGGER audit_event_no_truncate")
+        for table in APPEND_ONLY:
+            database.execute_sql(f"ALTER TABLE {table} DISABLE TRIGGER {table}_no_truncate")
         database.execute_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
-        database.execute_sql("ALTER TABLE audit_event ENABLE TRIGGER audit_event_no_truncate")
+        for table in APPEND_ONLY:
+            database.execute_sql(f"ALTER TABLE {table} ENABLE TRIGGER {table}_no_truncate")
 
 
 @pytest.fixture
