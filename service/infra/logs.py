@@ -30,12 +30,17 @@ _hidden: tuple[str, ...] = ()
 # (Not inside a longer word: "peak_connections_in_flight" stays as it is.)
 API_KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])ak_[A-Za-z0-9_-]{20,}")
 API_KEY_REDACTED = "ak_[redacted]"
+# A contact's unsubscribe capability (`/u/` and 43 base64url characters) in any line, not only
+# the access log's: gunicorn's error log prints a request line it cannot parse as it came
+# ("Invalid HTTP request line: 'GET /u/<token>\\x01 HTTP/1.1'", a probe), token and all.
+UNSUBSCRIBE_TOKEN_SHAPE = re.compile(r"(/u/+)[A-Za-z0-9_%=-]{20,}", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """`text` without the configured secrets nor anything shaped like an API key."""
     for secret in _hidden:
         text = text.replace(secret, REDACTED)
+    text = UNSUBSCRIBE_TOKEN_SHAPE.sub(rf"\g<1>{REDACTED}", text)
     return API_KEY_SHAPE.sub(API_KEY_REDACTED, text)
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from service import api_keys
+from service import api_keys, links
 from service.infra import logs
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 
@@ -60,6 +60,15 @@ def test_an_api_key_is_redacted_in_any_line_and_the_shape_matches_every_key():
     assert keys[0] not in line and keys[1] not in line, line
     assert entry["msg"] == "GET /ak_[redacted] 404"
     assert logs.redact("peak_connections_in_flight_total") == "peak_connections_in_flight_total"
+
+
+def test_an_unsubscribe_token_is_redacted_in_any_line():
+    # (gunicorn's error log prints a request line it cannot parse as it came)
+    token = links.unsubscribe_token("k" * 32, 7, 42)
+    entry = formatted(f"Invalid HTTP request line: 'GET /u/{token}\\x01 HTTP/1.1'")
+    assert token not in json.dumps(entry)
+    assert entry["msg"] == "Invalid HTTP request line: 'GET /u/[redacted]\\x01 HTTP/1.1'"
+    assert logs.redact("GET /unsubscribe-help 200") == "GET /unsubscribe-help 200"
 
 
 def line_for(error: BaseException) -> dict:
