@@ -102,7 +102,9 @@ def child_environment(
     environ: Mapping[str, str], database_url: str, redis_url: str, web_port: int, sim_port: int
 ) -> dict[str, str]:
     """The processes' environment: the caller's, pointed at these servers and the simulator."""
-    env = {**environ, **{k: v for k, v in DEV_DEFAULTS.items() if not environ.get(k)}}
+    # Only the unset ones are read: reading one generates its file (a probe found all three
+    # written under var/ while the environment set them).
+    env = {**environ, **{k: DEV_DEFAULTS[k] for k in DEV_DEFAULTS if not environ.get(k)}}
     env.update(
         {
             "DATABASE_URL": database_url,

@@ -30,3 +30,22 @@ def test_each_secret_is_generated_once_private_and_long_enough(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         secrets_store.FILES.values()
     )  # no draft left behind
+
+
+def test_a_local_stack_generates_only_the_secrets_its_environment_leaves_unset(
+    tmp_path, monkeypatch
+):
+    from astronote import stack
+
+    monkeypatch.setattr(stack, "DEV_DEFAULTS", secrets_store.dev_secrets(tmp_path))
+    given = {"SECRET_KEY": "s" * 40, "ADMIN_TOKEN": "a" * 30, "DLR_WEBHOOK_SECRET": "d" * 30}
+    # When every secret is set, none is generated and the set values are used
+    env = stack.child_environment(given, "postgresql://x/y", "redis://x", 1, 2)
+    assert {k: env[k] for k in given} == given
+    assert list(tmp_path.iterdir()) == []
+    # When one is unset, only it is generated
+    env = stack.child_environment(
+        {**given, "ADMIN_TOKEN": ""}, "postgresql://x/y", "redis://x", 1, 2
+    )
+    assert [path.name for path in tmp_path.iterdir()] == ["admin_token"]
+    assert env["ADMIN_TOKEN"] == (tmp_path / "admin_token").read_text().strip()
