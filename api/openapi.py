@@ -107,6 +107,11 @@ ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         {},
     ),
     409: ("Invalid state transition, or a request with this Idempotency-Key still in flight", {}),
+    410: (
+        "A replay whose first answer held personal data that has since been erased: the"
+        " answer is not kept, and the request is not run again",
+        {},
+    ),
     413: ("Body over 5 MiB", {}),
     415: ("The body is not JSON by its Content-Type (or CSV where taken), or is compressed", {}),
     422: (
@@ -191,14 +196,23 @@ def error_statuses(
         statuses.add(404)  # no such object (or another shop's), or the feature is off
     if access is not Access.PUBLIC:
         statuses.add(401)
+    json_api = access in (Access.SHOP, Access.ADMIN)
     if access is Access.SHOP:
         statuses.add(429)
         if method == "POST":
-            statuses.update((409, 422))  # Idempotency-Key in flight, reused
+            # Idempotency-Key in flight, reused; a replay whose first answer held personal
+            # data since erased (`service/idempotency.ERASED_ANSWER`)
+            statuses.update((409, 410, 422))
     if operation.body is not None:  # read by `api/body.py` (a form is read by its resource)
-        statuses.update((400, 413, 415, 422))
+        statuses.update((400, 413, 422))
+        if json_api:
+            statuses.add(415)  # the webhooks read a body whatever its labels (`api/body.py`)
     if operation.query:
         statuses.add(422)
+    if json_api:
+        # `DeclaredInput`: an undeclared query parameter, or a body where none is taken (read
+        # whole first: an incomplete one is 400, one over the cap 413)
+        statuses.update((400, 413, 422))
     if operation.needs_dependencies:
         statuses.add(503)
     return statuses

@@ -294,3 +294,25 @@ def test_a_new_route_needs_only_its_docs(settings, redis_client, db):
         "$ref": "#/components/schemas/TopUp"
     }
     validate(document)
+
+
+def test_the_json_apis_refusals_of_undeclared_input_are_documented_and_the_webhooks_have_no_415(
+    client, document
+):
+    shop_id, key = create_shop(client, "declared-input.example")
+    # Given routes that declare no query and no body, which refuse either (DeclaredInput)
+    for path, headers in (("/credits", auth(key)), (f"/admin/shops/{shop_id}/keys", ADMIN)):
+        assert client.simulate_get(path, params={"zzz": "1"}, headers=headers).status_code == 422
+    # Then every shop and admin operation documents 400, 413 and 422 (a probe found 422
+    # undocumented on GET /credits, /campaigns/{id}, DELETE /contacts/{id}, ...), each shop
+    # POST the 410 of a replay whose answer was erased, and the JSON API alone 415
+    for method, path, operation in operations(document):
+        responses = set(operation["responses"])
+        security = operation.get("security") or []
+        json_api = security in ([{"shopApiKey": []}], [{"adminToken": []}])
+        if json_api:
+            assert {"400", "413", "422"} <= responses, (method, path)
+        if security == [{"shopApiKey": []}] and method == "POST":
+            assert "410" in responses, (method, path)
+        if path.startswith("/webhooks/"):
+            assert "415" not in responses, (method, path)
