@@ -12,10 +12,22 @@ from __future__ import annotations
 import falcon
 
 from api.access import Access
-from api.body import media_type, read_bytes
+from api.body import READ_AS_JSON, media_type, read_bytes
 from service import idempotency
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def body_label(req: falcon.Request) -> str:
+    """The body's label as the fingerprint counts it: every label the API reads as JSON is
+    one (`READ_AS_JSON`; a probe: the same fields in another order under `text/plain` were 422,
+    and the same bytes without a Content-Type and as `application/json` too), so a JSON body
+    is compared by its content. Any other keeps its parameters: a CSV sent again as
+    `charset=utf-8` after `windows-1252` is another import, not a replay of the garbled one."""
+    kind = media_type(req)
+    if kind in READ_AS_JSON or kind.endswith("+json"):
+        return "application/json"
+    return ";".join(part.strip() for part in (req.content_type or "").lower().split(";"))
 
 
 class Idempotency:
@@ -32,7 +44,7 @@ class Idempotency:
         # body with `GR` under the same key was replayed as the GR import's answer. So is the
         # media type (the same bytes as CSV or as JSON are different imports).
         target = f"{req.path}?{req.query_string}" if req.query_string else req.path
-        request = idempotency.fingerprint(req.method, target, read_bytes(req), media_type(req))
+        request = idempotency.fingerprint(req.method, target, read_bytes(req), body_label(req))
         stored = idempotency.begin(shop_id, key, request)
         if stored is None:
             req.context.idempotency = (shop_id, key)

@@ -187,6 +187,53 @@ def test_the_same_fields_in_another_order_or_spacing_are_the_same_request(client
     assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 1
 
 
+@pytest.mark.parametrize(
+    ("first_type", "again_type"),
+    [
+        ("text/plain", "text/plain"),
+        ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded"),
+        (None, "application/json"),
+        ("application/json; charset=utf-8", "application/merge-patch+json"),
+    ],
+)
+def test_a_json_body_under_any_label_read_as_json_is_compared_by_its_content(
+    client, db, first_type, again_type
+):
+    # Given a campaign created under key "j", its body labelled as clients label JSON
+    _, key = create_shop(client, "idlabel.example", credits=100)
+    headers = {**auth(key), "Idempotency-Key": "j"}
+
+    def post(body: str, content_type: str | None):
+        labelled = {**headers, "Content-Type": content_type} if content_type else headers
+        return client.simulate_post("/campaigns", headers=labelled, body=body)
+
+    first = post('{"name": "Spring", "text": "Hi!"}', first_type)
+    # When the retry sends the same fields in another order, maybe labelled otherwise
+    again = post('{"text": "Hi!", "name": "Spring"}', again_type)
+    # Then it is the first answer again (a probe: 422 "reused" under text/plain, and between
+    # no label and application/json), one campaign
+    assert first.status_code == 201, first.text
+    assert again.status_code == 201 and again.headers.get("idempotent-replayed") == "true"
+    assert db.execute_sql("SELECT count(*) FROM campaign").fetchone()[0] == 1
+
+
+def test_a_csv_import_sent_again_with_another_charset_is_another_request(client, db):
+    # Given a CSV import read as windows-1252 under key "cs" (its UTF-8 name garbled)
+    _, key = create_shop(client, "idcharset.example")
+    headers = {**auth(key), "Idempotency-Key": "cs"}
+    body = "phone,first_name\n+306944400001,Zoé\n".encode()
+    first = client.simulate_post(
+        "/contacts", headers=headers, body=body, content_type="text/csv; charset=windows-1252"
+    )
+    assert first.status_code == 200, first.text
+    # When the client corrects the charset and retries with the same key
+    again = client.simulate_post(
+        "/contacts", headers=headers, body=body, content_type="text/csv; charset=utf-8"
+    )
+    # Then it is not replayed as the garbled import's answer: refused, naming the key
+    assert_error(again, 422, "Idempotency-Key")
+
+
 def test_a_bodiless_post_retried_with_an_empty_object_is_the_same_request(client, db):
     # Given a campaign enqueued with no body under key "e"
     _, key = create_shop(client, "idempty.example", credits=100)
