@@ -363,6 +363,31 @@ def phones_of_customer(shop_id: int, customer_id: str) -> list[str]:
     )
 
 
+def phone_of_national(shop_id: int, written: str) -> str | None:
+    """The number of the shop's one contact whose national number `written` is, when it is
+    written without its country ("6981111111", "069 811 111 11", as Shopify's own example
+    payloads write a phone) and so cannot be read alone; None when no contact, or more than
+    one (in different countries), has it: an erasure must not guess."""
+    digits = "".join(ch for ch in written if ch.isascii() and ch.isdigit()).lstrip("0")
+    if not 6 <= len(digits) <= 15:
+        return None
+    candidates = (
+        Contact.select(Contact.phone)
+        .where((Contact.shop == shop_id) & Contact.phone.endswith(digits))
+        .distinct()
+        .limit(10)
+        .scalars()
+    )
+    found = set()
+    for phone in candidates:
+        try:
+            if str(phonenumbers.parse(phone).national_number) == digits:
+                found.add(phone)
+        except phonenumbers.NumberParseException:
+            continue
+    return found.pop() if len(found) == 1 else None
+
+
 def phone_of(shop_id: int, contact_id: int) -> str | None:
     """The contact's number; None when the shop has no such contact or it was erased."""
     return (

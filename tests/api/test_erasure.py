@@ -370,6 +370,36 @@ def test_customers_redact_erases_the_customer_once(client, db, shop):
     assert ledger(db, shop_id) == before
 
 
+@pytest.mark.parametrize("written", ["6912345678", "691 234 5678", "0691-234-5678"])
+def test_customers_redact_with_a_national_number_erases_the_shops_one_contact_with_it(
+    client, db, shop, written
+):
+    # Given the shop's contact +30 691 234 5678 (and +30 691 234 5679), when Shopify names the
+    # customer's phone without its country, as its own example payloads do
+    shop_id, _ = shop
+    answer = shopify(client, "customers/redact", redact_body(written))
+    # Then that contact is erased (a probe: {"erased": null}, the data kept; Shopify does not
+    # post a redaction again after a 200), and no other
+    assert answer.status_code == 200 and answer.json["erased"]["contacts"] == 1, answer.text
+    assert_erased(db, shop_id)
+    phones = db.execute_sql("SELECT phone FROM contact WHERE shop_id = %s", (shop_id,)).fetchall()
+    assert (OTHER,) in phones
+
+
+def test_a_national_number_that_two_countries_share_in_the_shop_erases_nothing(client, db, shop):
+    # Given a second contact with the same national number in another country
+    shop_id, key = shop
+    answer = client.simulate_post(
+        "/contacts", headers=auth(key), json={"contacts": [{"phone": "+49 69 1234 5678"}]}
+    )
+    assert answer.status_code == 200 and answer.json["created"] == 1, answer.text
+    where = places_holding(db, DIGITS)
+    # When the redaction names it without its country, Then nothing is guessed
+    answer = shopify(client, "customers/redact", redact_body("6912345678"))
+    assert answer.status_code == 200 and answer.json == {"erased": None}
+    assert places_holding(db, DIGITS) == where
+
+
 @pytest.mark.parametrize(
     "body",
     [
