@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -363,29 +367,30 @@ def phones_of_customer(shop_id: int, customer_id: str) -> list[str]:
     )
 
 
-def phone_of_national(shop_id: int, written: str) -> str | None:
-    """The number of the shop's one contact whose national number `written` is, when it is
-    written without its country ("6981111111", "069 811 111 11", as Shopify's own example
-    payloads write a phone) and so cannot be read alone; None when no contact, or more than
-    one (in different countries), has it: an erasure must not guess."""
-    digits = "".join(ch for ch in written if ch.isascii() and ch.isdigit()).lstrip("0")
-    if not 6 <= len(digits) <= 15:
-        return None
-    candidates = (
-        Contact.select(Contact.phone)
-        .where((Contact.shop == shop_id) & Contact.phone.endswith(digits))
-        .distinct()
-        .limit(10)
-        .scalars()
-    )
-    found = set()
-    for phone in candidates:
+def region_of_timezone(timezone: str) -> str | None:
+    """The country (ISO region) of an IANA time zone as the tz database's zone.tab names it
+    (`Europe/Athens` -> `GR`); None for `UTC` and zones of no one country."""
+    return _zone_regions().get(timezone)
+
+
+@functools.cache
+def _zone_regions() -> dict[str, str]:
+    sources = [Path(path) / "zone.tab" for path in zoneinfo.TZPATH]
+    try:
+        sources.insert(0, Path(str(importlib.resources.files("tzdata.zoneinfo") / "zone.tab")))
+    except ModuleNotFoundError:
+        pass
+    for source in sources:
         try:
-            if str(phonenumbers.parse(phone).national_number) == digits:
-                found.add(phone)
-        except phonenumbers.NumberParseException:
+            lines = source.read_text().splitlines()
+        except OSError:
             continue
-    return found.pop() if len(found) == 1 else None
+        return {
+            fields[2]: fields[0]
+            for fields in (line.split("\t") for line in lines if not line.startswith("#"))
+            if len(fields) >= 3
+        }
+    return {}
 
 
 def phone_of(shop_id: int, contact_id: int) -> str | None:

@@ -18,6 +18,7 @@ from api import schemas
 from api.access import Access
 from api.body import read_bytes, read_json
 from api.docs import Answer, Operation
+from models import Shop
 from service import audit, contacts, erasure, exports, shops
 from service.contacts import normalise_phone
 from service.infra.config import Settings
@@ -43,16 +44,22 @@ def customer_id(body: dict[str, Any]) -> str | None:
     return str(int(text)) if text.isascii() and text.isdigit() and len(text) <= 19 else None
 
 
-def customer_phones(shop_id: int, body: dict[str, Any]) -> list[str]:
-    """Every number of the customer: its own `phone` (written without its country, the
-    shop's one contact with that national number), then those imported with its id."""
+def customer_phones(shop: Shop, body: dict[str, Any]) -> list[str]:
+    """Every number of the customer: its own `phone`, then those imported with its id."""
     phone, found = customer_phone(body), customer_id(body)
     raw = (body.get("customer") or {}).get("phone")
-    if phone is None and isinstance(raw, str):
-        # A probe: "6981111111" erased nothing ({"erased": null}) and Shopify does not post
-        # a redaction again after a 200
-        phone = contacts.phone_of_national(shop_id, raw)
-    by_id = contacts.phones_of_customer(shop_id, found) if found else []
+    region = contacts.region_of_timezone(shop.timezone)
+    if phone is None and isinstance(raw, str) and region:
+        # Written without its country ("6981111111", as Shopify's example payloads write a
+        # phone): read in the shop's own country, its time zone's. A probe saw it erase
+        # nothing ({"erased": null}), and Shopify does not post a redaction again after a 200.
+        # Not matched against contacts by national number: the customer need not be a contact,
+        # and another country's contact with the same digits would be erased instead.
+        try:
+            phone = normalise_phone(raw, region)[0]
+        except ValueError:
+            phone = None
+    by_id = contacts.phones_of_customer(shop.id, found) if found else []
     return ([phone] if phone else []) + [known for known in by_id if known != phone]
 
 
@@ -74,7 +81,7 @@ class CustomerRedactResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, schemas.SHOPIFY_CUSTOMER_REDACT)
         shop = shops.by_domain(body["shop_domain"])
-        phones = customer_phones(shop.id, body) if shop is not None else []
+        phones = customer_phones(shop, body) if shop is not None else []
         if shop is not None:  # no number: its exports by customer id are still deleted
             erased = erasure.erase_customer(
                 shop.id, phones, customer_id(body), self.secret, audit.SHOPIFY_WEBHOOK
@@ -126,7 +133,7 @@ class DataRequestResource:
         export_id = exports.export_customer(
             shop.id,
             request_key,
-            customer_phones(shop.id, body),
+            customer_phones(shop, body),
             customer,
             self.secret,
             customer_id(body),

@@ -16,6 +16,7 @@ import pytest
 from api import schemas
 from api.access import Access
 from api.app import create_app
+from service import contacts
 from service.creation import batch_key
 from service.sending import Accepted, claim_recipients, persist_results, unclaim
 from tests.api.conftest import (
@@ -370,34 +371,42 @@ def test_customers_redact_erases_the_customer_once(client, db, shop):
     assert ledger(db, shop_id) == before
 
 
-@pytest.mark.parametrize("written", ["6912345678", "691 234 5678", "0691-234-5678"])
-def test_customers_redact_with_a_national_number_erases_the_shops_one_contact_with_it(
+@pytest.mark.parametrize("written", ["6912345678", "691 234 5678", "691-234-5678"])
+def test_customers_redact_reads_a_phone_without_its_country_in_the_shops_country(
     client, db, shop, written
 ):
-    # Given the shop's contact +30 691 234 5678 (and +30 691 234 5679), when Shopify names the
-    # customer's phone without its country, as its own example payloads do
-    shop_id, _ = shop
+    # Given a Greek shop (its time zone Athens) with the contact +30 691 234 5678, and a
+    # German contact whose national number has the same digits
+    shop_id, key = shop
+    db.execute_sql("UPDATE shop SET timezone = 'Europe/Athens' WHERE id = %s", (shop_id,))
+    german = "+496912345678"
+    imported = client.simulate_post(
+        "/contacts", headers=auth(key), json={"contacts": [{"phone": german}]}
+    )
+    assert imported.status_code == 200 and imported.json["created"] == 1, imported.text
+    # When Shopify names the customer's phone without its country, as its example payloads do
     answer = shopify(client, "customers/redact", redact_body(written))
-    # Then that contact is erased (a probe: {"erased": null}, the data kept; Shopify does not
-    # post a redaction again after a 200), and no other
+    # Then the Greek number is erased (a probe: {"erased": null}, the data kept; Shopify does
+    # not post a redaction again after a 200), and no other
     assert answer.status_code == 200 and answer.json["erased"]["contacts"] == 1, answer.text
     assert_erased(db, shop_id)
     phones = db.execute_sql("SELECT phone FROM contact WHERE shop_id = %s", (shop_id,)).fetchall()
-    assert (OTHER,) in phones
+    assert (OTHER,) in phones and (german,) in phones
 
 
-def test_a_national_number_that_two_countries_share_in_the_shop_erases_nothing(client, db, shop):
-    # Given a second contact with the same national number in another country
+def test_a_phone_without_its_country_in_a_shop_of_no_country_erases_nothing(client, db, shop):
+    # Given a shop whose time zone is UTC (no country): the digits are not guessed at
     shop_id, key = shop
-    answer = client.simulate_post(
-        "/contacts", headers=auth(key), json={"contacts": [{"phone": "+49 69 1234 5678"}]}
-    )
-    assert answer.status_code == 200 and answer.json["created"] == 1, answer.text
     where = places_holding(db, DIGITS)
-    # When the redaction names it without its country, Then nothing is guessed
     answer = shopify(client, "customers/redact", redact_body("6912345678"))
     assert answer.status_code == 200 and answer.json == {"erased": None}
     assert places_holding(db, DIGITS) == where
+
+
+def test_the_time_zones_country_is_the_tz_databases():
+    assert contacts.region_of_timezone("Europe/Athens") == "GR"
+    assert contacts.region_of_timezone("America/New_York") == "US"
+    assert contacts.region_of_timezone("UTC") is None
 
 
 @pytest.mark.parametrize(
