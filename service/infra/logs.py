@@ -33,7 +33,10 @@ API_KEY_REDACTED = "ak_[redacted]"
 # A contact's unsubscribe capability (`/u/` and 43 base64url characters) in any line, not only
 # the access log's: gunicorn's error log prints a request line it cannot parse as it came
 # ("Invalid HTTP request line: 'GET /u/<token>\\x01 HTTP/1.1'", a probe), token and all.
-UNSUBSCRIBE_TOKEN_SHAPE = re.compile(r"(/u/+)[A-Za-z0-9_%=-]{20,}", re.IGNORECASE)
+# Any spelling of the path too (`/u%2F`, `/%75/`, `/u/./`, `/u\\`, `%2Fu%2F` in a query).
+UNSUBSCRIBE_TOKEN_SHAPE = re.compile(
+    r"((?:/|%2f|\\)(?:u|%75)(?:/|%2f|\\|\.)+)[A-Za-z0-9_%=-]{20,}", re.IGNORECASE
+)
 
 
 def redact(text: str) -> str:

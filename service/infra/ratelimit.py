@@ -116,9 +116,10 @@ class RedisClockStorage(RedisStorage):
     """The library's Redis storage and its moving-window scripts, run on Redis' clock (in
     milliseconds, read inside the script) rather than the calling process's `time.time()`.
 
-    The scripts compare entries with `now - expiry` in whatever unit they are given: here
-    milliseconds, so the key's EXPIRE (which the script sets in seconds from the same number)
-    is 1000 times longer than needed; the list stays bounded by `amount` all the same."""
+    The library's window script compares entries with `now - expiry` in whatever unit it is
+    given: here milliseconds. The acquire is our own (`_ACQUIRE`), which expires the key one
+    span, the cold start and a second after its newest entry; the list stays bounded by the
+    limit."""
 
     def __init__(
         self,

@@ -69,6 +69,8 @@ def test_an_unsubscribe_token_is_redacted_in_any_line():
     assert token not in json.dumps(entry)
     assert entry["msg"] == "Invalid HTTP request line: 'GET /u/[redacted]\\x01 HTTP/1.1'"
     assert logs.redact("GET /unsubscribe-help 200") == "GET /unsubscribe-help 200"
+    for spelling in ("/u%2F", "/%75/", "/u/./", "/u\\", "/x?next=%2Fu%2F", "//U//"):
+        assert token not in logs.redact(f"Invalid request line: 'GET {spelling}{token}\\x01'")
 
 
 def line_for(error: BaseException) -> dict:
