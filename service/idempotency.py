@@ -87,8 +87,12 @@ def validate_key(key: str) -> str:
     return key
 
 
-def begin(shop_id: int, key: str, request_fingerprint: str) -> StoredAnswer | None:
-    """Claim `key` for this request (None: run it), or return the answer to replay."""
+def begin(
+    shop_id: int, key: str, request_fingerprint: str, also: tuple[str, ...] = ()
+) -> StoredAnswer | None:
+    """Claim `key` for this request (None: run it), or return the answer to replay. A key
+    stored under one of the fingerprints `also` is this request too (as an earlier version
+    fingerprinted it)."""
     validate_key(key)
     with db.atomic():
         _forget_expired(shop_id, key)
@@ -107,7 +111,7 @@ def begin(shop_id: int, key: str, request_fingerprint: str) -> StoredAnswer | No
         )
     if row is None:  # expired and deleted by a concurrent request between our two statements
         raise KeyInFlight(f"a request with this {HEADER} is in progress; retry shortly")
-    if row.fingerprint != request_fingerprint:
+    if row.fingerprint != request_fingerprint and row.fingerprint not in also:
         raise KeyReused(f"this {HEADER} was used for a different request", HEADER)
     if row.state == "in_flight":
         raise KeyInFlight(f"a request with this {HEADER} is still in progress")

@@ -395,3 +395,19 @@ def test_a_shop_with_an_import_running_gets_429_naming_the_heavy_cap_for_another
     running.release(shop_a, "import-elsewhere")
     for _ in range(3):
         assert client.simulate_post("/contacts", headers=auth(key_a), json=rows).status_code == 200
+
+
+def test_a_key_stored_by_the_bare_media_type_before_the_deploy_is_still_replayed(client):
+    # Given a bodiless enqueue's key stored as the version before body_label fingerprinted
+    # it (no Content-Type: the label "")
+    shop_id, key = create_shop(client, "legacy-fp.example", credits=100)
+    campaign = create_campaign(client, key)
+    target = f"/campaigns/{campaign['id']}/enqueue"
+    idempotency.begin(shop_id, "old", idempotency.fingerprint("POST", target, b"", ""))
+    idempotency.finish(
+        shop_id, "old", idempotency.StoredAnswer(202, b'{"was": 1}', "application/json")
+    )
+    # When the client retries it after the deploy, Then it is the first answer again, not 422
+    again = client.simulate_post(target, headers={**auth(key), "Idempotency-Key": "old"})
+    assert again.status_code == 202 and again.json == {"was": 1}
+    assert again.headers.get("idempotent-replayed") == "true"
