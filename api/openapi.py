@@ -203,16 +203,15 @@ def error_statuses(
             # Idempotency-Key in flight, reused; a replay whose first answer held personal
             # data since erased (`service/idempotency.ERASED_ANSWER`)
             statuses.update((409, 410, 422))
-    if operation.body is not None:  # read by `api/body.py` (a form is read by its resource)
-        statuses.update((400, 413, 422))
-        if json_api:
-            statuses.add(415)  # the webhooks read a body whatever its labels (`api/body.py`)
-    if operation.query:
-        statuses.add(422)
-    if json_api:
+    if operation.body is not None or json_api:
+        # A body read by `api/body.py` (a form is read by its resource); on the JSON API also
         # `DeclaredInput`: an undeclared query parameter, or a body where none is taken (read
         # whole first: an incomplete one is 400, one over the cap 413)
         statuses.update((400, 413, 422))
+    if operation.body is not None and json_api:
+        statuses.add(415)  # the webhooks read a body whatever its labels (`api/body.py`)
+    if operation.query:
+        statuses.add(422)
     if operation.needs_dependencies:
         statuses.add(503)
     return statuses

@@ -26,11 +26,18 @@ from service.infra.config import Settings
 log = logging.getLogger("astronote.api.shopify")
 
 
-def customer_phone(body: dict[str, Any]) -> str | None:
-    """The customer's number in E.164, or None when Shopify gave none we can read."""
+def customer_phone(body: dict[str, Any], region: str | None = None) -> str | None:
+    """The customer's number in E.164, or None when Shopify gave none we can read. One written
+    without its country ("6981111111", as Shopify's example payloads write a phone) is read in
+    `region`, the shop's own country (a probe saw such a redaction erase nothing, and Shopify
+    does not post it again after a 200). Never matched against contacts by national number:
+    the customer need not be a contact, and another country's contact with the same digits
+    would be erased instead."""
     raw = (body.get("customer") or {}).get("phone")
+    if not isinstance(raw, str) or not raw:
+        return None
     try:
-        return normalise_phone(raw)[0] if raw else None
+        return normalise_phone(raw, region)[0]
     except ValueError:
         return None
 
@@ -46,19 +53,8 @@ def customer_id(body: dict[str, Any]) -> str | None:
 
 def customer_phones(shop: Shop, body: dict[str, Any]) -> list[str]:
     """Every number of the customer: its own `phone`, then those imported with its id."""
-    phone, found = customer_phone(body), customer_id(body)
-    raw = (body.get("customer") or {}).get("phone")
-    region = contacts.region_of_timezone(shop.timezone)
-    if phone is None and isinstance(raw, str) and region:
-        # Written without its country ("6981111111", as Shopify's example payloads write a
-        # phone): read in the shop's own country, its time zone's. A probe saw it erase
-        # nothing ({"erased": null}), and Shopify does not post a redaction again after a 200.
-        # Not matched against contacts by national number: the customer need not be a contact,
-        # and another country's contact with the same digits would be erased instead.
-        try:
-            phone = normalise_phone(raw, region)[0]
-        except ValueError:
-            phone = None
+    phone = customer_phone(body, contacts.region_of_timezone(shop.timezone))
+    found = customer_id(body)
     by_id = contacts.phones_of_customer(shop.id, found) if found else []
     return ([phone] if phone else []) + [known for known in by_id if known != phone]
 
