@@ -125,7 +125,17 @@ def classify_http_error(response: requests.Response) -> SendResult | None:
     return classify_status(response.status_code, response.headers, response.content)
 
 
+class RequestNeverSent(requests.ConnectionError):
+    """The call failed before its whole request went out (a name lookup, a connect, a TLS
+    handshake, or a write refused part way): the provider cannot have acted on it."""
+
+
 def classify_exception(error: requests.RequestException) -> SendResult:
+    if isinstance(error, RequestNeverSent):
+        cause = error.__cause__
+        return SendResult(
+            Outcome.NOT_SENT, reason=f"not sent: {type(cause).__name__}: {str(cause)[:200]}"
+        )
     if isinstance(error, requests.ConnectTimeout):
         return SendResult(Outcome.NOT_SENT, reason="connect timeout")
     if isinstance(error, requests.ConnectionError) and not isinstance(error, requests.ReadTimeout):
@@ -368,9 +378,15 @@ class MittoClient:
             try:
                 return self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout)
             except requests.RequestException as error:
-                if bound.passed and bound.sock is not None:
-                    # Cut after the request went out (before that, a slow name lookup or
-                    # connect, the call's own error says what happened: nothing was sent).
+                if bound.sock is None:
+                    # urllib3's `request` had not returned: the request never went out whole.
+                    # Classified by where it failed, not by the error's text: a review found a
+                    # name lookup's or a TLS handshake's failure read as an unknown outcome, so
+                    # a DNS blip claimed every window, sent nothing and failed the campaigns
+                    # at the claim timeout, their credits held as unknown for days.
+                    raise RequestNeverSent(str(error)) from error
+                if bound.passed:
+                    # Cut after the request went out.
                     raise AnswerTooSlow(
                         f"no whole answer within {self.deadline_s:g} s (the connect and read"
                         " timeouts)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -159,3 +161,40 @@ def test_a_connect_that_fails_after_the_deadline_is_still_not_sent(sim: SimServe
 
     # Then it is not sent (retried later), not of unknown outcome (never sent at all)
     assert result.outcome is Outcome.NOT_SENT, result
+
+
+def test_a_name_that_does_not_resolve_is_not_sent() -> None:
+    # Given a provider host whose name does not resolve (a DNS outage)
+    client = MittoClient("http://no-such-host.invalid", KEY, 1, 1, pool_size=1)
+
+    # When a call and a bulk call are made
+    one = client.send_one("Shop", Sms(NUMBERS[0], "Hi", "71"), None)
+    many = client.send_bulk("Shop", NUMBERS[:2], "Hi", "batch:71:abc", None)
+
+    # Then neither is of unknown outcome: nothing went out, so they are sent again later
+    assert one.outcome is Outcome.NOT_SENT, one
+    assert [r.outcome for r in many] == [Outcome.NOT_SENT] * 2, many
+
+
+def test_a_failed_tls_handshake_is_not_sent() -> None:
+    # Given a provider port that answers a TLS client hello with garbage and closes
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_garbage() -> None:
+        with listener:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\nnot tls\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    client = MittoClient(f"https://127.0.0.1:{port}", KEY, 1, 1, pool_size=1)
+
+    # When a call is made
+    result = client.send_one("Shop", Sms(NUMBERS[0], "Hi", "72"), None)
+
+    # Then it is not sent: the handshake failed before any request went out
+    assert result.outcome is Outcome.NOT_SENT, result
+    assert "SSLError" in result.reason or "SSL" in result.reason, result.reason
