@@ -107,6 +107,21 @@ def finalize_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str
         "sent"
     )
     with db.atomic():
+        # The row locked in a statement of its own first: the UPDATE then reads the counters
+        # in a snapshot taken after a late persist holding the row (`sending.persist_results`
+        # turns an unknown outcome to sent, then updates the campaign) has committed. In one
+        # statement, PostgreSQL re-checks only the campaign row after the wait and keeps the
+        # counters it read before: a review saw a campaign `failed` ("no message is known to
+        # have been sent") beside its sent and charged message, and nothing revives it. Locked
+        # before such a persist reaches the row, the persist's `complete_failed` revives it.
+        if (
+            Campaign.select(Campaign.id)
+            .where((Campaign.id == campaign_id) & (Campaign.status == "sending"))
+            .for_update("FOR NO KEY UPDATE")
+            .scalar()
+            is None
+        ):
+            return None
         finished = list(
             Campaign.update(
                 status=Case(None, [(sent.c.any, "completed")], "failed"),

@@ -249,6 +249,16 @@ def unclaim(recipient_ids: Sequence[int], key: str) -> int:
             .scalar()
         )
         cancelled = campaign_status == "cancelled"
+        if not cancelled:
+            # The batch row before the recipients (campaign, batch, recipients: the order
+            # of every lock here): a duplicate delivery's `finish_batch`, which locks it before
+            # looking for pending recipients, either committed first (and is reopened below)
+            # or waits and then sees these pending. A review saw the batch `finished` with a
+            # recipient pending again: then only this delivery's republish could send it, and
+            # with that message lost (Redis flushed) the campaign stayed `sending`.
+            SendBatch.select(SendBatch.id).where(SendBatch.key == key).for_update(
+                "FOR NO KEY UPDATE"
+            ).scalar()
         given_back = (
             {CampaignRecipient.status: "skipped", CampaignRecipient.error: "cancelled"}
             if cancelled
@@ -391,18 +401,33 @@ def persist_results(
 
 
 def finish_batch(key: str) -> bool:
-    """Mark the batch finished once none of its recipients is pending any more."""
+    """Mark the batch finished once none of its recipients is pending any more. The row is
+    locked first, in a statement of its own, so that the check reads the recipients after a
+    delivery giving claims back (`unclaim`, which holds the row meanwhile) has committed."""
     pending = CampaignRecipient.select(SQL("1")).where(
         CampaignRecipient.id == fn.ANY(SendBatch.recipient_ids),
         CampaignRecipient.status == "pending",
     )
-    return bool(
-        SendBatch.update(
-            state="finished", finished_at=fn.now(), waiting=0, not_before=None, waiting_until=None
+    with db.atomic():
+        batch_id = (
+            SendBatch.select(SendBatch.id)
+            .where(SendBatch.key == key, SendBatch.state != "finished")
+            .for_update("FOR NO KEY UPDATE")
+            .scalar()
         )
-        .where(SendBatch.key == key, SendBatch.state != "finished", ~fn.EXISTS(pending))
-        .execute()
-    )
+        if batch_id is None:
+            return False
+        return bool(
+            SendBatch.update(
+                state="finished",
+                finished_at=fn.now(),
+                waiting=0,
+                not_before=None,
+                waiting_until=None,
+            )
+            .where(SendBatch.id == batch_id, ~fn.EXISTS(pending))
+            .execute()
+        )
 
 
 def unfinished_batches(campaign_id: int) -> int:

@@ -10,7 +10,17 @@ import psycopg2
 import pytest
 
 from models.database import fetchall
-from service import audit, campaigns, contacts, credits, reconcile, report_inbox, sending, shops
+from service import (
+    audit,
+    campaigns,
+    contacts,
+    credits,
+    delivery,
+    reconcile,
+    report_inbox,
+    sending,
+    shops,
+)
 from service.creation import batch_key
 from service.enqueue import enqueue
 from service.sending import claim_recipients
@@ -269,3 +279,78 @@ def test_an_answer_persisted_after_its_claim_timed_out_ends_the_campaign_as_evid
         assert status_of(recipient_id) == ("failed", "HTTP 400: invalid number")
         assert campaigns.get(shop_id, campaign_id).status == "failed"
         assert (summary.balance, summary.reserved) == (10, 0)
+
+
+def test_a_campaign_finalised_while_a_late_persist_holds_it_is_completed(
+    db, settings, service_urls
+):
+    # Given a campaign whose one message's claim timed out (unknown outcome), still `sending`
+    shop_id, campaign_id, recipient_id = campaign_in_flight(settings, "latefinal.example", 10)
+    db.execute_sql(
+        "UPDATE campaign_recipient SET status = 'failed', error = 'unknown_outcome' WHERE id = %s",
+        (recipient_id,),
+    )
+    # And a late persist under way: the message marked sent, the campaign row held
+    worker = psycopg2.connect(service_urls[0])
+    cursor = worker.cursor()
+    cursor.execute(
+        "UPDATE campaign_recipient SET status = 'sent', error = NULL, mitto_message_id = 'p-9'"
+        " WHERE id = %s",
+        (recipient_id,),
+    )
+    cursor.execute("UPDATE campaign SET last_progress_at = now() WHERE id = %s", (campaign_id,))
+
+    # When the reconciler finalises the campaign meanwhile, and the persist then commits
+    finished: list[str | None] = []
+
+    def finalize() -> None:
+        with db.connection_context():
+            finished.append(delivery.finalize_campaign(campaign_id, settings, audit.ADMIN))
+
+    finalizer = threading.Thread(target=finalize)
+    finalizer.start()
+    wait_for_lock_wait(service_urls[0], worker.get_backend_pid())
+    worker.commit()
+    worker.close()
+    finalizer.join(30)
+
+    # Then the campaign, which sent its message, is completed, not failed
+    assert finished == ["completed"]
+    assert campaigns.get(shop_id, campaign_id).status == "completed"
+
+
+def test_a_batch_is_not_finished_while_a_delivery_gives_its_claims_back(db, settings):
+    # Given a batch whose recipient a delivery claimed
+    _, campaign_id, recipient_id = campaign_in_flight(settings, "giveback.example", 10)
+    key = fetchall("SELECT key FROM send_batch WHERE campaign_id = %s", (campaign_id,))[0][0]
+    given_back, release = threading.Event(), threading.Event()
+
+    def give_back() -> None:
+        # That delivery's call was refused (a 503): its claim is pending again, not yet
+        # committed
+        with db.connection_context(), db.atomic():
+            sending.unclaim([recipient_id], key)
+            given_back.set()
+            release.wait(10)
+
+    delivery_two = threading.Thread(target=give_back)
+    delivery_two.start()
+    assert given_back.wait(10)
+
+    # When a duplicate delivery of the batch, with nothing pending it can see, finishes it
+    def finish() -> None:
+        with db.connection_context():
+            sending.finish_batch(key)
+
+    delivery_one = threading.Thread(target=finish)
+    delivery_one.start()
+    delivery_one.join(1)
+    release.set()
+    delivery_two.join(10)
+    delivery_one.join(10)
+
+    # Then the batch is not finished while its recipient is pending: the reconciler still
+    # republishes it if the giving-back delivery's own republish is lost
+    assert status_of(recipient_id) == ("pending", None)
+    state = fetchall("SELECT state FROM send_batch WHERE key = %s", (key,))[0][0]
+    assert state != "finished"
