@@ -26,6 +26,7 @@ from api.middleware import (
     SecurityHeaders,
 )
 from api.ops_access import LoginThrottle, OperatorSessions
+from api.paths import IdConverter
 from api.report_ingest import ReportIngest, ReportRoute
 from api.resources import (
     admin,
@@ -49,9 +50,9 @@ from service.observability.board import credits_debited
 from service.observability.health import HealthChecker
 from service.provider import MittoClient, Provider
 
-# Only ids PostgreSQL can hold (bigserial) match: any other number in a path is a 404 like a
-# missing id, not a query error.
-_ID = "int(min=1, max=9223372036854775807)"
+# Only ids PostgreSQL can hold (bigserial), in their one spelling, match: any other number in
+# a path is a 404 like a missing id, not a query error (`api/paths.IdConverter`).
+_ID = "id"
 SHOP = f"/admin/shops/{{shop_id:{_ID}}}"
 CAMPAIGN = f"/campaigns/{{campaign_id:{_ID}}}"
 CONTACT = f"/contacts/{{contact_id:{_ID}}}"
@@ -145,6 +146,7 @@ def create_app(
         Idempotency(),
     ]
     app = falcon.App(middleware=middleware)
+    app.router_options.converters["id"] = IdConverter
     handler = falcon.media.JSONHandler(dumps=partial(json.dumps, default=_json_default))
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.req_options.strip_url_path_trailing_slash = True

@@ -20,7 +20,7 @@ from service.infra import metrics
 
 # Any token is a valid method on the wire: unknown ones share one label value.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# `{campaign_id:int(min=1, ...)}` -> `{campaign_id}`: the label names the route, briefly.
+# `{campaign_id:id}` -> `{campaign_id}`: the label names the route, briefly.
 _CONVERTER = re.compile(r"\{(\w+):[^}]*\}")
 
 

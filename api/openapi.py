@@ -3,7 +3,7 @@
 Every route Falcon serves is walked; each responder contributes the `Operation` its resource
 declares (`docs`, see `api/docs.py`), with the request schemas that validate it and the answer
 schemas of `api/schemas.py`. What the route already says is derived here, never declared twice:
-path parameters from the URI template and its converters (an id is `int(min=1, max=2^63-1)`),
+path parameters from the URI template and its converters (an id is `id`, 1 to 2^63-1),
 security from the resource's `Access`, and the error answers from the access, the body and the
 parameters. A new route needs only its `docs`.
 """
@@ -21,6 +21,7 @@ from api import schemas
 from api.access import Access, access_for, responders
 from api.docs import JSON, Answer, Operation, operation_id
 from api.ops_access import COOKIE
+from api.paths import MAX_ID
 from service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from service.idempotency import MAX_KEY_LENGTH
 
@@ -166,6 +167,8 @@ def path_parameter(name: str, converter: str | None, arguments: str | None) -> d
     """The OpenAPI parameter of one template field, constrained as its converter is."""
     if converter is None:  # any non-empty segment
         schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    elif converter == "id":  # `api/paths.IdConverter`
+        schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     elif converter == "int":
         bounds = dict(_ARGUMENT.findall(arguments or ""))
         schema = {"type": "integer"}

@@ -21,7 +21,7 @@ from service.delivery import DELIVERY_STATUSES
 from service.errors import InvalidInput
 
 _ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
-ID = _ID  # bigserial: what the router's `int(min=1, max=...)` converter matches
+ID = _ID  # bigserial: what the router's `id` converter matches (`api/paths.IdConverter`)
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 1600}
 
 

@@ -873,6 +873,21 @@ def test_path_ids_that_are_not_ids_are_404(client, db, shops, not_id, method, te
     assert snapshot(db) == before
 
 
+@pytest.mark.parametrize("spelling", ["0{}", "00{}", "+{}", "%2B{}", "{}%00"])
+def test_an_id_spelled_otherwise_than_its_digits_is_404(client, db, shops, spelling):
+    # Given the shop's campaign, found at its id
+    campaign_id = create_campaign(client, shops.key)["id"]
+    found = client.simulate_get(f"/campaigns/{campaign_id}", headers=auth(shops.key))
+    assert found.status_code == 200, found.text
+    # When the id is spelled with a leading zero or a sign
+    result = client.simulate_get(
+        "/campaigns/" + spelling.format(campaign_id), headers=auth(shops.key)
+    )
+    # Then it is 404, as any path not in its one spelling (one resource, one path: an
+    # Idempotency-Key replayed on another spelling would be read as another request)
+    assert_error(result, 404)
+
+
 # --- state transitions -----------------------------------------------------------------------
 
 

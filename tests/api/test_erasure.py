@@ -314,9 +314,9 @@ def test_the_compliance_routes_declare_who_may_call_them(settings, redis_client)
         "/webhooks/shopify/shop/redact": Access.SHOPIFY,
         "/webhooks/mitto/inbound": Access.WEBHOOK,
         "/inbound": Access.SHOP,
-        "/admin/exports/{export_id:int(min=1, max=9223372036854775807)}": Access.ADMIN,
-        "/contacts/{contact_id:int(min=1, max=9223372036854775807)}": Access.SHOP,
-        "/contacts/{contact_id:int(min=1, max=9223372036854775807)}/consent": Access.SHOP,
+        "/admin/exports/{export_id:id}": Access.ADMIN,
+        "/contacts/{contact_id:id}": Access.SHOP,
+        "/contacts/{contact_id:id}/consent": Access.SHOP,
     }
 
 
