@@ -188,7 +188,7 @@ def create_app(
         f"{CAMPAIGN}/cancel": campaigns.ActionResource(
             partial(campaign_service.cancel, settings=settings)
         ),
-        f"{CAMPAIGN}/progress": campaigns.ProgressResource(),
+        f"{CAMPAIGN}/progress": campaigns.ProgressResource(settings),
         f"{CAMPAIGN}/recipients": campaigns.RecipientsResource(),
         f"{CAMPAIGN}/events": campaigns.EventsResource(),
         f"{CAMPAIGN}/test": campaigns.TestSendsResource(settings),

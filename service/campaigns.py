@@ -7,7 +7,7 @@ campaign in the wrong state gets `InvalidTransition` (409), another shop's campa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from peewee import Field, ModelSelect, fn
@@ -281,10 +281,11 @@ def cancel(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> 
     return campaign
 
 
-def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
+def progress(shop_id: int, campaign_id: int, now: datetime | None = None) -> dict[str, Any]:
     """Counts by recipient status and delivery status (the counters of
     `service.recipient_counts`: no recipient is read), the reservation's state, the
-    recipients waiting for quiet hours to end, and how far the audience's creation got."""
+    recipients waiting for quiet hours to end at `now` (`service.infra.clock`), and how far
+    the audience's creation got."""
     campaign = get(shop_id, campaign_id)
     counts, delivery = recipient_counts.for_campaign(campaign_id)
     reservation = (
@@ -310,10 +311,20 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
             (SendBatch.campaign == campaign_id)
             & (SendBatch.state != "finished")
             & (SendBatch.waiting > 0)
+            # A batch records its waiting recipients when it looks; once their last opening
+            # has passed none of them waits for quiet hours any more, though the batch has not
+            # looked again (a probe saw `waiting: 30` with the opening past and none pending).
+            & (
+                fn.COALESCE(SendBatch.waiting_until, SendBatch.not_before)
+                > (now or datetime.now(UTC))
+            )
         )
         .tuples()
         .first()
     ) or (0, None, None)
+    waiting = min(int(waiting), counts["pending"])  # only pending recipients wait
+    if not waiting:
+        next_opening = last_opening = None
     created = (
         Campaign.select(Campaign.recipients_created_at.is_null(False))
         .where(Campaign.id == campaign_id)
@@ -338,7 +349,7 @@ def progress(shop_id: int, campaign_id: int) -> dict[str, Any]:
         # Pending recipients held by quiet hours when their batch last looked (SPEC 11):
         # they go from `next_opening`, the last of them at `until`.
         "quiet_hours": {
-            "waiting": int(waiting),
+            "waiting": waiting,
             "next_opening": next_opening,
             "until": last_opening,
         },

@@ -13,6 +13,7 @@ from api.docs import AFTER, LIMIT, Answer, Link, Operation, Param, id_links, ope
 from service import audit, campaigns, test_sends
 from service.audit import Actor
 from service.enqueue import enqueue
+from service.infra import clock
 from service.infra.config import Settings
 
 STATUSES = schemas.CAMPAIGN_STATUSES
@@ -207,8 +208,11 @@ class ProgressResource:
         )
     }
 
+    def __init__(self, settings: Settings) -> None:
+        self.clock = clock.for_settings(settings)
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, campaign_id: int) -> None:
-        resp.media = campaigns.progress(req.context.shop_id, campaign_id)
+        resp.media = campaigns.progress(req.context.shop_id, campaign_id, self.clock.now())
 
 
 class RecipientsResource:

@@ -513,3 +513,25 @@ def test_a_recheck_whose_message_was_lost_is_published_again_before_the_opening(
     assert batch_state(key)[0] == "published"
     sender(recheck, FakeProvider(), wall=clock).send(campaign_id, shop_id, ids, key)
     assert batch_state(key)[0] == "pending"
+
+
+def test_progress_counts_no_one_waiting_once_the_last_opening_has_passed(db, settings):
+    # Given Athenians parked at 22:00 UTC until their 08:00 (06:00 UTC)
+    shop_id, (campaign_id, ids, key) = make_campaign(settings, GREEK)
+    clock = ShiftedClock()
+    clock.set(datetime(2099, 12, 2, 22, 0, tzinfo=UTC))
+    sender(settings, FakeProvider(), wall=clock).send(campaign_id, shop_id, ids, key)
+    assert campaigns.progress(shop_id, campaign_id, clock.now())["quiet_hours"]["waiting"] == 4
+
+    # When the opening has passed but the batch has not looked again (its delivery due)
+    after = ATHENS_MORNING + timedelta(minutes=1)
+
+    # Then no one waits for quiet hours any more: not 4 waiting since an opening in the past
+    assert campaigns.progress(shop_id, campaign_id, after)["quiet_hours"] == {
+        "waiting": 0,
+        "next_opening": None,
+        "until": None,
+    }
+    # And what waits is never more than what is pending (the batch's count is from its look)
+    execute("UPDATE campaign_recipient SET status = 'sent' WHERE id = ANY(%s)", (ids[:3],))
+    assert campaigns.progress(shop_id, campaign_id, clock.now())["quiet_hours"]["waiting"] == 1
