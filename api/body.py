@@ -197,9 +197,12 @@ def check_json_media(req: falcon.Request) -> None:
         )
 
 
-def read_json(req: falcon.Request, schema: dict[str, Any], rows: str | None = None) -> Any:
+def read_json(
+    req: falcon.Request, schema: dict[str, Any], rows: str | None = None, provider: bool = False
+) -> Any:
     """The body as JSON matching `schema` (400, 413, 415, 422); `rows` as in
-    `schemas.validate`."""
+    `schemas.validate`; `provider`: a provider's body, whose text PostgreSQL cannot store is
+    cleaned rather than refused (`schemas.storable_text`)."""
     check_json_media(req)
     raw = read_bytes(req)
     if not raw.strip():
@@ -212,6 +215,8 @@ def read_json(req: falcon.Request, schema: dict[str, Any], rows: str | None = No
         raise falcon.HTTPBadRequest(
             title="Malformed JSON", description="the document is nested too deeply"
         ) from None
+    if provider:
+        document = schemas.storable_text(document)
     return schemas.validate(document, schema, rows)
 
 

@@ -434,6 +434,19 @@ def _unstorable_text(document: Any) -> str | None:
     return None
 
 
+def storable_text(document: Any) -> Any:
+    """`document` with every string PostgreSQL can store: a NUL dropped, an unpaired surrogate
+    replaced (U+FFFD). For a provider's bodies, which are read, not refused, for such text: a
+    provider does not post again after a 4xx, and a refused STOP is an opt-out lost."""
+    if isinstance(document, str):
+        return _UNSTORABLE.sub(lambda found: "" if found.group() == "\x00" else "\ufffd", document)
+    if isinstance(document, dict):
+        return {storable_text(key): storable_text(value) for key, value in document.items()}
+    if isinstance(document, list):
+        return [storable_text(value) for value in document]
+    return document
+
+
 def _storable(document: Any) -> Any:
     field = _unstorable_text(document)
     if field is not None:

@@ -109,7 +109,7 @@ class InboundResource:
         self.limiter = limiter
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, schemas.INBOUND_MESSAGE)
+        body = read_json(req, schemas.INBOUND_MESSAGE, provider=True)
         message = inbound.Inbound(
             phone=inbound_number(whole_text(body["from"])),
             sender=whole_text(body["to"]).strip(),

@@ -167,6 +167,21 @@ def test_every_stop_word_alone_opts_out(client, db, provider, shop, text):
     assert len(provider.sent) == 1
 
 
+@pytest.mark.parametrize(
+    "text, extra",
+    [("STOP\u0000", {}), ("STOP", {"meta": "\u0000"}), ("STOP", {"x": {"y": ["\ud800"]}})],
+    ids=["nul-in-text", "nul-in-extra-field", "lone-surrogate-deep"],
+)
+def test_text_postgresql_cannot_store_does_not_lose_a_stop(client, db, provider, shop, text, extra):
+    # Given a STOP whose body holds a NUL or a lone surrogate (escaped, as JSON allows)
+    body = json.dumps({"from": "306912345678", "to": SENDER, "text": text, **extra})
+    # When it is posted
+    answer = client.simulate_post(INBOUND, body=body, headers={"Content-Type": "application/json"})
+    # Then it is an opt-out, not a 422 the provider never posts again
+    assert answer.status_code == 200, answer.text
+    assert state(db, shop[0])["suppressed"] == ["reply"]
+
+
 @pytest.mark.parametrize("spelling", ["+306912345678", "306912345678", "00306912345678"])
 def test_the_number_may_be_written_with_plus_without_or_with_00(client, db, shop, spelling):
     answer = client.simulate_post(INBOUND, json={"from": spelling, "to": SENDER, "text": "STOP"})
