@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from peewee import ColumnBase
+from peewee import SQL, ColumnBase, ModelSelect
 
 from models import Campaign, CampaignRecipient
 from models.database import db, fetchall
@@ -66,10 +66,18 @@ JOIN campaign_recipient r ON r.id = n.recipient_id
 JOIN campaign c ON c.id = r.campaign_id
 WHERE r.mitto_message_id IS NULL
   AND (r.status = 'sending' OR (r.status = 'failed' AND r.error = 'unknown_outcome'))
+  AND NOT EXISTS (SELECT 1 FROM campaign_recipient o WHERE o.mitto_message_id = n.provider_id)
   AND (c.status IN ('sending', 'paused')
        OR c.finished_at > now() - %(window)s * interval '1 millisecond')
 ORDER BY r.id, n.report_id
 """
+
+
+def holder_of(provider_id: ColumnBase) -> ModelSelect:
+    """The recipient that already holds `provider_id`: a report naming it is that message's,
+    never evidence for another recipient (`sending.MARK_SENT`)."""
+    holder = CampaignRecipient.alias()
+    return holder.select(SQL("1")).where(holder.mitto_message_id == provider_id)
 
 
 def counts_for(settings: Settings) -> ColumnBase:

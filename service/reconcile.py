@@ -109,7 +109,11 @@ def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
         .join(DeliveryReport, on=DeliveryReport.provider_id.is_null(False) & names_it)
         .switch(CampaignRecipient)
         .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
-        .where(evidence.counts_for(settings) & (claim_timed_out | failed_unknown))
+        .where(
+            evidence.counts_for(settings)
+            & (claim_timed_out | failed_unknown)
+            & ~fn.EXISTS(evidence.holder_of(DeliveryReport.provider_id))
+        )
         .distinct(CampaignRecipient.id)
         .order_by(CampaignRecipient.id, DeliveryReport.id)
         .tuples()

@@ -296,6 +296,11 @@ MARK_SENT = (
     "                   THEN r.delivery_status ELSE 'Queued' END"
     " FROM unnest(%s::bigint[], %s::text[]) AS v(id, pid)"
     " WHERE r.id = v.id AND r.mitto_message_id IS NULL"
+    # An id another recipient holds is that message's (a provider reusing ids, or a report
+    # forged with the webhook's token made it evidence for this one): not marked, so the
+    # persist does not fail on the unique index at every retry (a probe saw 32 retries and the
+    # reconcile fail every 2 s); this recipient stays of unknown outcome, never charged twice.
+    "   AND NOT EXISTS (SELECT 1 FROM campaign_recipient o WHERE o.mitto_message_id = v.pid)"
     "   AND (r.status = 'sending' OR (r.status = 'failed'"
     "        AND r.error = 'unknown_outcome'"
     # An answer after its claim timed out is late evidence, and counts as long as evidence

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 
@@ -354,3 +355,51 @@ def test_a_batch_is_not_finished_while_a_delivery_gives_its_claims_back(db, sett
     assert status_of(recipient_id) == ("pending", None)
     state = fetchall("SELECT state FROM send_batch WHERE key = %s", (key,))[0][0]
     assert state != "finished"
+
+
+def test_a_report_naming_another_recipients_message_is_no_evidence_and_breaks_nothing(
+    db, settings, caplog
+):
+    # Given a message sent for one shop, and another shop's message of unknown outcome
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    sent_shop, sent_campaign, sent_one = campaign_in_flight(settings, "holder.example", 10)
+    sending.persist_results(
+        sent_shop, sent_campaign, [sending.Accepted(sent_one, "p-dup", "Hello there", 1, "GR")], []
+    )
+    shop_id, campaign_id, unknown = campaign_in_flight(settings, "other.example", 10)
+    reconcile.reconcile(quick, audit.ADMIN)
+    assert status_of(unknown) == ("failed", "unknown_outcome")
+
+    # When a report names the first message's id with the second's reference (a provider
+    # reusing ids, or a report forged with the webhook's token)
+    receive([{"id": "p-dup", "reference": str(unknown), "deliveryStatus": "Delivered"}], settings)
+    report = reconcile.reconcile(quick, audit.ADMIN)
+
+    # Then it is no evidence for the second, and the reconcile does not fail on it (it logged
+    # "upgrading by evidence failed" at every run, the campaign's other upgrades rolled back)
+    assert not report.errors, report.errors
+    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not failed, failed
+    assert status_of(unknown) == ("failed", "unknown_outcome")
+    assert credits.summary(shop_id).balance == 10
+    assert status_of(sent_one) == ("sent", None)
+
+
+def test_an_answer_naming_an_id_another_recipient_holds_does_not_fail_the_persist(db, settings):
+    # Given a recipient that got provider id p-7 (by a report, say) and another one in flight
+    holder_shop, holder_campaign, holder = campaign_in_flight(settings, "first7.example", 10)
+    sending.persist_results(
+        holder_shop, holder_campaign, [sending.Accepted(holder, "p-7", "Hello there", 1, "GR")], []
+    )
+    shop_id, campaign_id, in_flight = campaign_in_flight(settings, "second7.example", 10)
+
+    # When the provider's answer for the second names the same id
+    debited = sending.persist_results(
+        shop_id, campaign_id, [sending.Accepted(in_flight, "p-7", "Hello there", 1, "GR")], []
+    )
+
+    # Then the persist commits (no unique-index error at every retry), charging nothing for a
+    # message it cannot tell apart; the second stays of unknown outcome for the reconciler
+    assert debited == 0
+    assert status_of(in_flight) == ("sending", None)
+    assert credits.summary(shop_id).balance == 10
