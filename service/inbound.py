@@ -215,6 +215,17 @@ def shops_for(message: Inbound, settings: Settings, keyword: str | None = None) 
     return holding_contact(message.phone, candidates)
 
 
+def reply_sender(message: Inbound, targets: Sequence[Shop], settings: Settings) -> str:
+    """The sender an answer goes from: the one written to, spelt as the shop registered it (or
+    as MITTO_SENDER is set), not as the customer's phone wrote it ("alpha", "+30 699..."): a
+    provider sends from registered sender ids, and a probe saw answers go from "A L P H A"."""
+    key = sender_key(message.sender)
+    if key == sender_key(settings.default_sender):
+        return settings.default_sender
+    registered = (shop.sender for shop in targets if shop.sender)
+    return next((sender for sender in registered if sender_key(sender) == key), message.sender)
+
+
 def _store(message: Inbound, key: str, keyword: str | None, shop_ids: Sequence[int]) -> set[int]:
     """Store the message for each shop; returns the shops that had not stored it yet."""
     if not shop_ids:
@@ -297,7 +308,8 @@ def receive(
     state = None
     if keyword and targets:
         answer = replies.answer(keyword, [(shop.name, shops.help_text(shop)) for shop in targets])
-        state = replies.send_once(key, message.sender, message.phone, answer, provider, limiter)
+        sender = reply_sender(message, targets, settings)
+        state = replies.send_once(key, sender, message.phone, answer, provider, limiter)
     return Received(
         keyword,
         tuple(shop.id for shop in targets),

@@ -865,3 +865,14 @@ def test_a_stop_labelled_as_text_is_still_read(client, db, provider, shop):
     )
     assert answer.status_code == 200, answer.text
     assert state(db, shop_id)["opted_out"] is True
+
+
+@pytest.mark.parametrize("written", ["alpha shop", "ALPHASHOP", "A L P H A S H O P"])
+def test_an_answer_goes_from_the_sender_as_the_shop_registered_it(client, db, provider, written):
+    # Given a shop sending as "AlphaShop"
+    shop_id, _ = make_shop(client, "alpha.example", sender="AlphaShop")
+    # When a number writes STOP to it, spelt otherwise by the customer's phone
+    answer = reply(client, "STOP", to=written)
+    # Then the answer goes from the registered sender id (a provider refuses an unregistered one)
+    assert answer["shops"] == 1
+    assert [sender for sender, _ in provider.sent] == ["AlphaShop"]
