@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 
 class ConfigError(Exception):
@@ -187,18 +187,66 @@ def _bool(name: str, default: bool) -> Callable[[Mapping[str, str]], bool]:
 
 
 def _url(name: str, schemes: tuple[str, ...], default: str | None = None):
+    """A URL of one of `schemes`, its port a number and, by scheme, what its client would
+    otherwise read wrongly or fail on at first use (`_url_problem`). A message never repeats
+    the value's password."""
+
     def parse(env: Mapping[str, str]) -> str | None:
         raw = env.get(name, "").strip() or default
         if raw is None:
             return None
         parsed = urlparse(raw)
+        shown = raw.replace(parsed.password, "[redacted]") if parsed.password else raw
         if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
             raise ConfigError(
-                f"{name}={raw!r} must be a URL starting with {' or '.join(schemes)}://"
+                f"{name}={shown!r} must be a URL starting with {' or '.join(schemes)}://"
             )
+        problem = _url_problem(raw)
+        if problem:
+            raise ConfigError(f"{name}={shown!r} {problem}")
         return raw.rstrip("/") if parsed.scheme.startswith("http") else raw
 
     return parse
+
+
+def _url_problem(raw: str) -> str | None:
+    """What is wrong with a URL whose scheme is right, or None. A probe saw a port `abc` stop
+    every process with a traceback at its first connection, `?sslmod=` (a typo) fail every
+    repair, `MITTO_API_BASE=http:foo` leave every send `not_sent` and retried with no error,
+    and `REDIS_URL=redis://host:6379/notadb` read silently as database 0: another
+    deployment's leader lock and queues."""
+    parsed = urlparse(raw)
+    if parsed.scheme in ("postgres", "postgresql"):
+        import psycopg2.extensions
+
+        try:
+            ports = psycopg2.extensions.parse_dsn(raw).get("port", "")
+        except psycopg2.ProgrammingError as error:
+            return f"is not a PostgreSQL URL libpq reads: {str(error).strip()}"
+        if ports and not all(_is_port(port) for port in ports.split(",")):
+            return "must have a port from 1 to 65535"
+        return None
+    try:
+        port = parsed.port
+    except ValueError:  # not a number, or over 65535
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        return "must have a port from 1 to 65535"
+    if parsed.scheme in ("http", "https") and not parsed.hostname:
+        return f"must name a host ({parsed.scheme}://host[:port][/path])"
+    if parsed.scheme in ("redis", "rediss"):
+        database = parsed.path.strip("/")
+        if database and not (database.isascii() and database.isdigit()):
+            return "must end with a database number (/0, /1, ...) or nothing"
+    if parsed.scheme in ("redis", "rediss", "unix"):
+        for value in parse_qs(parsed.query).get("db", []):
+            if not (value.isascii() and value.isdigit()):
+                return "must give db= as a database number"
+    return None
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
 
 
 def _broker_url(name: str) -> Callable[[Mapping[str, str]], str | None]:
@@ -231,6 +279,26 @@ def _broker_url(name: str) -> Callable[[Mapping[str, str]], str | None]:
 def _text(name: str, default: str | None = None):
     def parse(env: Mapping[str, str]) -> str | None:
         return env.get(name, "").strip() or default
+
+    return parse
+
+
+# A shop's `sender` is refused over this (`api/schemas.py`): a sender id the provider takes.
+MAX_SENDER_LENGTH = 15
+
+
+def _sender(name: str):
+    """A sender id as a shop's may be: MITTO_SENDER longer would be every sender-less shop's
+    sender, which the provider refuses (a probe saw 40 characters accepted)."""
+
+    def parse(env: Mapping[str, str]) -> str | None:
+        value = _text(name)(env)
+        if value is not None and len(value) > MAX_SENDER_LENGTH:
+            raise ConfigError(
+                f"{name}={value!r} must be at most {MAX_SENDER_LENGTH} characters, as a shop's"
+                " sender"
+            )
+        return value
 
     return parse
 
@@ -366,7 +434,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             env
         ),
         "mitto_api_key": _text("MITTO_API_KEY")(env),
-        "mitto_sender": _text("MITTO_SENDER")(env),
+        "mitto_sender": _sender("MITTO_SENDER")(env),
         "public_base_url": _url("PUBLIC_BASE_URL", ("http", "https"), f"http://localhost:{port}")(
             env
         ),
@@ -506,15 +574,22 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "chaos_faults": _faults("CHAOS_FAULTS")(env),
     }
     settings = Settings(**values)
-    slowest_look = settings.schedule_interval_ms + settings.scheduler_lock_ttl_ms
+    slowest_look = (
+        settings.schedule_interval_ms
+        + settings.scheduler_lock_ttl_ms
+        + settings.scheduler_lock_retry_ms
+    )
     if settings.schedule_grace_ms < slowest_look:
         # The launch job looks every interval, and after a leader's failover only once the
-        # lock expired: a shorter grace fails campaigns nobody was late to launch.
+        # lock expired and a standby tried again: a shorter grace fails campaigns nobody was
+        # late to launch (a probe saw three fail at a failover with a 2 s grace and 5 s retry).
         raise ConfigError(
             f"SCHEDULE_GRACE_MS={settings.schedule_grace_ms} must be at least "
             f"SCHEDULE_INTERVAL_MS={settings.schedule_interval_ms} + SCHEDULER_LOCK_TTL_MS="
-            f"{settings.scheduler_lock_ttl_ms} ({slowest_look}): the clock looks for due "
+            f"{settings.scheduler_lock_ttl_ms} + SCHEDULER_LOCK_RETRY_MS="
+            f"{settings.scheduler_lock_retry_ms} ({slowest_look}): the clock looks for due "
             "campaigns every interval, and a standby clock only once the leader's lock expired"
+            " and its next try came"
         )
     retention_ms = settings.delivery_report_retention_days * 86_400_000
     if retention_ms and retention_ms < settings.evidence_window_ms:

@@ -41,8 +41,22 @@ SIGNING_PROCESSES = {
             "SCHEDULE_GRACE_MS",
             "1000",
             "SCHEDULE_GRACE_MS=1000 must be at least SCHEDULE_INTERVAL_MS=10000 +"
-            " SCHEDULER_LOCK_TTL_MS=15000 (25000)",
+            " SCHEDULER_LOCK_TTL_MS=15000 + SCHEDULER_LOCK_RETRY_MS=5000 (30000)",
         ),
+        # a standby takes the lock only at its next try: three campaigns failed at a failover
+        ("SCHEDULE_GRACE_MS", "29999", "(30000)"),
+        # read at the first connection, with a traceback, or silently as something else
+        ("DATABASE_URL", "postgresql://127.0.0.1:abc/db", "must have a port from 1 to 65535"),
+        ("DATABASE_URL", "postgresql://h:99999/db", "must have a port from 1 to 65535"),
+        ("DATABASE_URL", "postgresql://h/db?sslmod=require", "invalid URI query parameter"),
+        ("DATABASE_URL", "postgresql://u:hunter2pw@h:x/db", "u:[redacted]@h:x/db"),
+        ("REDIS_URL", "redis://127.0.0.1:abc/0", "must have a port from 1 to 65535"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/notadb", "must end with a database number"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/1/x", "must end with a database number"),
+        ("REDIS_URL", "unix:///tmp/r.sock?db=x", "must give db= as a database number"),
+        ("MITTO_API_BASE", "http:foo", "must name a host"),
+        ("MITTO_API_BASE", "http://127.0.0.1:abc", "must have a port from 1 to 65535"),
+        ("MITTO_SENDER", "S" * 16, "must be at most 15 characters"),
         # `now - grace` fell outside the calendar: OverflowError at every launch
         ("SCHEDULE_GRACE_MS", "100000000000000", "must be at most 315360000000"),
         ("EVIDENCE_WINDOW_MS", "100000000000000", "must be at most 315360000000"),
@@ -334,3 +348,22 @@ def test_a_reconcile_with_postgresql_down_says_so_in_one_line_per_repair():
     output = done.stdout + done.stderr
     assert "repair failed" in output and "OperationalError" in output, output[-2000:]
     assert "Traceback" not in output and '"exc"' not in output, output[-2000:]
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("DATABASE_URL", "postgresql:///astronote?host=/var/run/postgresql"),
+        ("DATABASE_URL", "postgresql://postgres:@/postgres?host=/tmp/x/pgdata"),
+        ("DATABASE_URL", "postgres://u:p%40ss@db.example:6432/app?sslmode=require"),
+        ("DATABASE_URL", "postgresql://h1:5432,h2:5433/app?target_session_attrs=read-write"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_URL", "rediss://:secret@cache.example:6380/3"),
+        ("REDIS_URL", "unix:///tmp/redis.sock?db=2"),
+        ("MITTO_API_BASE", "http://127.0.0.1:9090/"),
+        ("MITTO_API_BASE", "https://rest.mittoapi.net/v1"),
+        ("MITTO_SENDER", "S" * 15),
+    ],
+)
+def test_unusual_but_valid_urls_and_senders_are_accepted(name, value):
+    assert config.load({name: value})
