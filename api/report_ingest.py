@@ -133,7 +133,12 @@ def _message_id(value: Any, field: str) -> str:
 
 
 def _delivery_status(value: Any, field: str) -> str:
-    status = _STATUS_BY_NAME.get(value.strip().lower()) if isinstance(value, str) else None
+    # (a NUL, which cannot be stored, is dropped as an inbound message's is)
+    status = (
+        _STATUS_BY_NAME.get(value.replace("\x00", "").strip().lower())
+        if isinstance(value, str)
+        else None
+    )
     if status is None:
         raise _invalid(field, f"must be one of {', '.join(DELIVERY_STATUSES)} (in any case)")
     return status

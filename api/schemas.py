@@ -435,15 +435,29 @@ def _unstorable_text(document: Any) -> str | None:
 
 
 def storable_text(document: Any) -> Any:
-    """`document` with every string PostgreSQL can store: a NUL dropped, an unpaired surrogate
-    replaced (U+FFFD). For a provider's bodies, which are read, not refused, for such text: a
-    provider does not post again after a 4xx, and a refused STOP is an opt-out lost."""
+    """`document` with every string value PostgreSQL can store: a NUL dropped, an unpaired
+    surrogate replaced (U+FFFD); keys are left as they came (a cleaned key could collide with
+    another, which a body may not repeat). For a provider's bodies, which are read, not
+    refused, for such text: a provider does not post again after a 4xx, and a refused STOP is
+    an opt-out lost. Changes the parsed document in place, iteratively: the nesting depth is
+    the client's choice."""
+
+    def clean(text: str) -> str:
+        return _UNSTORABLE.sub(lambda found: "" if found.group() == "\x00" else "\ufffd", text)
+
     if isinstance(document, str):
-        return _UNSTORABLE.sub(lambda found: "" if found.group() == "\x00" else "\ufffd", document)
-    if isinstance(document, dict):
-        return {storable_text(key): storable_text(value) for key, value in document.items()}
-    if isinstance(document, list):
-        return [storable_text(value) for value in document]
+        return clean(document)
+    if not isinstance(document, (dict, list)):
+        return document
+    pending = [document]
+    while pending:
+        node = pending.pop()
+        places = node.items() if isinstance(node, dict) else enumerate(node)
+        for place, value in list(places):
+            if isinstance(value, str):
+                node[place] = clean(value)
+            elif isinstance(value, (dict, list)):
+                pending.append(value)
     return document
 
 

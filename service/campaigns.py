@@ -325,6 +325,8 @@ def progress(shop_id: int, campaign_id: int, now: datetime | None = None) -> dic
     waiting = min(int(waiting), counts["pending"])  # only pending recipients wait
     if not waiting:
         next_opening = last_opening = None
+    elif next_opening is not None:
+        next_opening = max(next_opening, now or datetime.now(UTC))  # the first are going now
     created = (
         Campaign.select(Campaign.recipients_created_at.is_null(False))
         .where(Campaign.id == campaign_id)

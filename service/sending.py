@@ -319,9 +319,14 @@ def _mark_sent(accepted: Sequence[Accepted]) -> tuple[set[int], set[int]]:
     waits for an erasure holding the row and then reads the erased row, so the answer is
     exact at the commit. One not marked was persisted already (a replay), or its answer came
     after the evidence window."""
-    rows = db.execute_sql(
-        MARK_SENT, ([a.recipient_id for a in accepted], [a.provider_id for a in accepted])
-    ).fetchall()
+    # One recipient per provider id: two named by one id in one persist (reports reusing an
+    # id as evidence for two recipients) would both pass MARK_SENT's check and the second fail
+    # the unique index, this persist at every retry. The first keeps it; the other stays of
+    # unknown outcome.
+    first: dict[str, int] = {}
+    for a in accepted:
+        first.setdefault(a.provider_id, a.recipient_id)
+    rows = db.execute_sql(MARK_SENT, (list(first.values()), list(first))).fetchall()
     return {recipient_id for recipient_id, _ in rows}, {rid for rid, erased in rows if erased}
 
 

@@ -876,3 +876,24 @@ def test_an_answer_goes_from_the_sender_as_the_shop_registered_it(client, db, pr
     # Then the answer goes from the registered sender id (a provider refuses an unregistered one)
     assert answer["shops"] == 1
     assert [sender for sender, _ in provider.sent] == ["AlphaShop"]
+
+
+def test_a_deeply_nested_extra_field_is_ignored_not_a_500(client, db, provider, shop):
+    # Given a STOP with an extra field nested far deeper than Python's recursion limit
+    # (900 levels: JSON's parser takes them, a recursive walk of them does not)
+    nested = "[" * 900 + "1" + "]" * 900
+    body = f'{{"from": "306912345678", "to": "{SENDER}", "text": "STOP", "x": {nested}}}'
+    answer = client.simulate_post(INBOUND, body=body, headers={"Content-Type": "application/json"})
+    # Then it is read (it was a 500 once the text was cleaned recursively)
+    assert answer.status_code == 200, answer.text[:300]
+    assert state(db, shop[0])["suppressed"] == ["reply"]
+
+
+def test_a_key_holding_a_nul_is_not_read_as_the_field_it_resembles(client, db, provider, shop):
+    # Given a body whose "te\u0000xt" key would read as "text" once cleaned
+    body = f'{{"from": "306912345678", "to": "{SENDER}", "text": "hello", "te\\u0000xt": "STOP"}}'
+    answer = client.simulate_post(INBOUND, body=body, headers={"Content-Type": "application/json"})
+    # Then the text is "hello": no keyword, nothing suppressed
+    assert answer.status_code == 200, answer.text
+    assert answer.json["keyword"] is None
+    assert state(db, shop[0])["suppressed"] == []

@@ -259,6 +259,9 @@ def test_progress_says_until_when_the_last_waiting_recipient_goes(db, settings):
         "next_opening": ATHENS_MORNING,
         "until": datetime(2099, 12, 3, 8, 0, tzinfo=UTC),
     }
+    # and between the two, that the first go now, not at an opening already past
+    seven = datetime(2099, 12, 3, 7, 0, tzinfo=UTC)
+    assert campaigns.progress(shop_id, campaign_id, seven)["quiet_hours"]["next_opening"] == seven
 
 
 def test_a_batch_crossing_the_start_of_quiet_hours_stops_at_its_next_window(db, settings):

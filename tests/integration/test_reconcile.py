@@ -403,3 +403,28 @@ def test_an_answer_naming_an_id_another_recipient_holds_does_not_fail_the_persis
     assert debited == 0
     assert status_of(in_flight) == ("sending", None)
     assert credits.summary(shop_id).balance == 10
+
+
+def test_two_recipients_named_by_one_provider_id_do_not_fail_the_persist(db, settings):
+    # Given two recipients of one campaign in flight
+    shop, _ = shops.create_shop("twice.example", "twice.example", require_consent=False)
+    credits.top_up(shop.id, 10, "initial", audit.ADMIN)
+    contacts.import_contacts(
+        shop.id, [{"phone": "+306900000001"}, {"phone": "+306900000002"}], actor=audit.ADMIN
+    )
+    campaign = campaigns.create(shop.id, "c", "Hello there", append_unsubscribe=False)
+    enqueue(shop.id, campaign.id, settings, audit.ADMIN)
+    ids = [r[0] for r in fetchall("SELECT id FROM campaign_recipient ORDER BY id")]
+    claim_recipients(campaign.id, ids, batch_key(campaign.id, ids))
+
+    # When one persist names both by the same provider id (reports reusing an id as evidence)
+    debited = sending.persist_results(
+        shop.id,
+        campaign.id,
+        [sending.Accepted(rid, "p-same", "Hello there", 1, "GR") for rid in ids],
+        [],
+    )
+
+    # Then it commits: the first is sent and charged, the other stays of unknown outcome
+    assert debited == 1
+    assert [status_of(rid) for rid in ids] == [("sent", None), ("sending", None)]

@@ -4,6 +4,7 @@ same field, and accepts exactly what it accepts; in an array each report on its 
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -94,7 +95,7 @@ def schema_outcome(report: Any, prefix: str = "") -> str | None:
     try:
         # Only the id refuses for text PostgreSQL cannot store: the number and the reference
         # are then kept empty, and other fields are not stored
-        cleaned = schemas.storable_text(report)
+        cleaned = schemas.storable_text(copy.deepcopy(report))  # (it cleans in place)
         if isinstance(report, dict) and "id" in report:
             cleaned["id"] = report["id"]
         schemas.validate(cleaned, schemas.DELIVERY_REPORT)
@@ -228,3 +229,10 @@ def test_text_postgresql_cannot_store_outside_the_id_refuses_nothing(field, valu
     assert report["id"] == GOOD["id"] and parsed.invalid == []
     if field in ("to", "reference"):
         assert report[field] is None
+
+
+def test_a_status_holding_a_nul_is_read_without_it():
+    (report,) = parse_reports(
+        json.dumps({**GOOD, "deliveryStatus": "Delivered\x00"}).encode()
+    ).reports
+    assert report["deliveryStatus"] == "Delivered"
