@@ -253,12 +253,23 @@ class HealthChecker:
                 f"no live worker process: nothing consumes {', '.join(self.queues)}"
                 f" ({waiting} messages waiting)"
             ]
-        return [
+        problems = [
             f"no live worker consumes queue {queue}"
             f" ({queues.get(queue, {}).get('waiting', 0)} messages waiting)"
             for queue, count in state["consumers"].items()
             if not count
         ]
+        # RabbitMQ counts the consumers it has: a worker registered in Redis that cannot reach
+        # the broker (wrong password or vhost, retried for ever) consumes nothing. A probe saw
+        # `ok: true` with three campaigns waiting on `consumers: 0`.
+        problems += [
+            f"no consumer is attached to queue {queue} at the broker though {count} live"
+            f" worker(s) serve it ({queues[queue].get('waiting', 0)} messages waiting): the"
+            " workers cannot reach it (BROKER_URL's credentials or vhost?)"
+            for queue, count in state["consumers"].items()
+            if count and queues.get(queue, {}).get("consumers") == 0
+        ]
+        return problems
 
     @staticmethod
     def _stuck_problem(campaigns: dict[str, Any]) -> str:

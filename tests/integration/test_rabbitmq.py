@@ -77,6 +77,27 @@ def test_queue_counts_come_from_rabbitmq(db, settings, redis_client, broker_url)
     assert report["dependencies"]["rabbitmq"] == "ok"
 
 
+def test_workers_that_cannot_reach_rabbitmq_make_full_health_fail(
+    db, settings, redis_client, broker_url
+):
+    # Given a worker registered for every queue (it announces itself in Redis) that has no
+    # consumer at RabbitMQ (its BROKER_URL has a wrong password), and a batch waiting
+    from service.observability import workers
+    from tests.integration.test_observability import entry
+
+    dispatch.publish_batch(1, 1, [1])
+    workers.register(redis_client, entry(queues=dispatch.QUEUES))
+    checker = HealthChecker(dataclasses.replace(settings, broker_url=broker_url), redis_client)
+    # When health is read
+    report = checker.full()
+    # Then it is not ok, naming the queue with no consumer (it was ok: a live worker serves it)
+    assert report["ok"] is False
+    assert any(
+        p.startswith("no consumer is attached to queue sms-send at the broker")
+        for p in report["problems"]
+    ), report["problems"]
+
+
 def test_many_threads_publishing_at_once_each_get_a_connection_and_lose_nothing(db, broker_url):
     # Given 16 threads, as many as a web process's and a worker's threads together
     threads, each = 16, 25
