@@ -428,3 +428,19 @@ def test_two_recipients_named_by_one_provider_id_do_not_fail_the_persist(db, set
     # Then it commits: the first is sent and charged, the other stays of unknown outcome
     assert debited == 1
     assert [status_of(rid) for rid in ids] == [("sent", None), ("sending", None)]
+
+
+def test_a_batch_put_back_with_a_long_delay_is_not_stale_while_it_waits(db, settings):
+    # Given a batch put back on the queue for 10 minutes (a rate limit's wait)
+    shop_id, campaign_id, recipient_id = campaign_in_flight(settings, "waits.example", 10)
+    sending.unclaim([recipient_id], fetchall("SELECT key FROM send_batch")[0][0])
+    key = fetchall("SELECT key FROM send_batch WHERE campaign_id = %s", (campaign_id,))[0][0]
+    sending.republish_batch(campaign_id, shop_id, [recipient_id], key, 600_000)
+
+    # When the reconciler looks with batches stale after 100 ms
+    stale = dataclasses.replace(settings, batch_stale_after_ms=100)
+    time.sleep(0.3)
+
+    # Then it is not published again while its message waits (each copy deferred itself
+    # again, and they multiplied)
+    assert reconcile.republish_stale_batches(stale) == 0
