@@ -9,6 +9,9 @@ contact (`sending`, its outcome unknown) in batches of 500, and 200 unapplied de
 median of `--runs`:
 - `audience.count` (SQL over `ELIGIBLE_CONTACTS`) against the same count as a Peewee chain;
 - `evidence._NAMED` for the 200 reports against the naive join on `r.id::text = reference`;
+- `sending.MARK_SENT` for a batch of 500 (in a transaction rolled back, after half the
+  recipients got provider ids), with and without its check that no other recipient holds the
+  id, the two alternating;
 and prints each plan's top node.
 """
 
@@ -110,6 +113,39 @@ def peewee_count(shop_id: int) -> int:
     )
 
 
+def mark_sent_cost(db, runs: int) -> dict:
+    """MARK_SENT on 500 recipients with and without the held-id check (`NOT EXISTS` on the
+    unique index of provider ids), alternating, each in a transaction rolled back."""
+    from service import sending
+
+    check = (
+        "   AND NOT EXISTS (SELECT 1 FROM campaign_recipient o WHERE o.mitto_message_id = v.pid)"
+    )
+    variants = {
+        "with_check": sending.MARK_SENT,
+        "without_check": sending.MARK_SENT.replace(check, ""),
+    }
+    assert variants["without_check"] != variants["with_check"]
+    db.execute_sql("UPDATE campaign_recipient SET mitto_message_id = 'x' || id WHERE id %% 2 = 0")
+    db.execute_sql("ANALYZE campaign_recipient")
+    ids = [
+        row[0]
+        for row in db.execute_sql(
+            "SELECT id FROM campaign_recipient WHERE id %% 2 = 1 ORDER BY id LIMIT 500"
+        ).fetchall()
+    ]
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(runs):
+        for name, statement in variants.items():
+            with db.atomic() as transaction:
+                started = time.perf_counter()
+                marked = db.execute_sql(statement, (ids, [f"m{i}" for i in ids])).fetchall()
+                timings[name].append((time.perf_counter() - started) * 1000)
+                assert len(marked) == len(ids)
+                transaction.rollback()
+    return {name: round(statistics.median(values), 2) for name, values in timings.items()}
+
+
 def top_plan(db, sql: str, params) -> str:
     plan = db.execute_sql("EXPLAIN " + sql, params).fetchall()
     return " / ".join(row[0].strip() for row in plan if "Scan" in row[0])[:300]
@@ -143,6 +179,7 @@ def main() -> int:
         "naive_text_join_ms": naive_ms,
         "naive_plan": top_plan(db, NAIVE_NAMED, params),
     }
+    results["mark_sent_500_ms"] = mark_sent_cost(db, args.runs)
     print(json.dumps(results, indent=2))
     return 0
 
