@@ -142,6 +142,10 @@ def _integer(number: str) -> int:
     return int(number)
 
 
+def _integer_or_inf(number: str) -> int | float:
+    return int(number) if len(number) <= MAX_INTEGER_DIGITS else math.inf
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object naming a key twice is ambiguous (the parser kept the last): refused."""
     document: dict[str, Any] = {}
@@ -158,7 +162,16 @@ def parse_json(raw: bytes, unique_keys: bool = False) -> Any:
     MAX_INTEGER_DIGITS is refused in words (the API's bodies; a provider's report is read as
     sent, the last value kept)."""
     if not unique_keys:  # the report webhook's path, at the send rate: no hook per value
-        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+        try:
+            return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+        except ValueError:
+            # Perhaps an integer over Python's 4,300 digits (else the same error again): read
+            # as infinity, which no stored field takes, so only a report whose id it is is
+            # refused. A probe saw one in an extra field refuse every report of an array, with
+            # Python's advice as the reason.
+            return json.loads(
+                raw, parse_constant=_not_json, parse_float=_finite, parse_int=_integer_or_inf
+            )
     return json.loads(
         raw,
         parse_constant=_not_json,

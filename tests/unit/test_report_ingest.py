@@ -236,3 +236,22 @@ def test_a_status_holding_a_nul_is_read_without_it():
         json.dumps({**GOOD, "deliveryStatus": "Delivered\x00"}).encode()
     ).reports
     assert report["deliveryStatus"] == "Delivered"
+
+
+def test_an_integer_over_python_s_limit_refuses_only_the_report_whose_id_it_is():
+    huge = "9" * 5000
+    # Given an array whose second report has such an integer in an extra field, and a third
+    # whose id is one
+    body = (
+        '[{"id": "a", "deliveryStatus": "Delivered"},'
+        f' {{"id": "b", "deliveryStatus": "Delivered", "x": {huge}, "to": {huge}}},'
+        f' {{"id": {huge}, "deliveryStatus": "Delivered"}}]'
+    ).encode()
+    parsed = parse_reports(body)
+    # Then the first two are stored (the number kept empty) and the third is refused by its
+    # index, in words (it was a 400 for the whole body with Python's advice as the reason)
+    assert [r["id"] for r in parsed.reports] == ["a", "b"]
+    assert parsed.reports[1]["to"] is None
+    (refused,) = parsed.invalid
+    assert (refused["index"], refused["field"]) == (2, "2.id")
+    assert "set_int_max_str_digits" not in refused["reason"]
