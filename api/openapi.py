@@ -194,7 +194,8 @@ def error_statuses(
     method: str, access: Access, operation: Operation, has_path_parameters: bool
 ) -> set[int]:
     """The error answers an operation can give, from what it is and what it declares."""
-    statuses = set(operation.errors)
+    # 413: a declared length over the cap, on every route (`DeclaredInput`)
+    statuses = set(operation.errors) | {413}
     if has_path_parameters or access is not Access.PUBLIC:
         statuses.add(404)  # no such object (or another shop's), or the feature is off
     if access is not Access.PUBLIC:

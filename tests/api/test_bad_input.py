@@ -1392,3 +1392,24 @@ def test_an_ambiguous_or_oversized_json_body_is_400_in_words(client, db, shops, 
     )
     assert says in assert_error(result, 400)["description"]
     assert count(db, "campaign") == before
+
+
+@pytest.mark.parametrize(
+    "method, path, headers",
+    [
+        ("POST", "/u/not-a-token", {"Content-Type": "application/x-www-form-urlencoded"}),
+        ("POST", "/ops/login", {"Content-Type": "application/x-www-form-urlencoded"}),
+        ("POST", "/ops/logout", {}),
+        ("GET", "/health", {}),
+    ],
+)
+def test_a_body_declared_over_the_cap_is_413_on_public_routes_too(client, method, path, headers):
+    # When a public route is sent a Content-Length over 5 MiB (the body itself never read)
+    result = client.simulate_request(
+        method,
+        path,
+        headers={**headers, "Content-Length": str(MAX_BODY + 1)},
+        body=b"x",
+    )
+    # Then 413, as on every other route (a 6 MiB unsubscribe POST was answered 200)
+    assert result.status_code == 413, (path, result.status_code, result.text[:200])
