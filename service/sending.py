@@ -586,6 +586,16 @@ def republish_batch(
     dispatch.publish_batch(campaign_id, shop_id, recipient_ids, delay_ms=delay_ms)
 
 
+def touch_batch(key: str) -> None:
+    """A delivery still at work on its batch: published as of now for the reconciler's
+    staleness (never earlier than a due time already recorded)."""
+    (
+        SendBatch.update(published_at=fn.GREATEST(SendBatch.published_at, fn.now()))
+        .where((SendBatch.key == key) & (SendBatch.state == "published"))
+        .execute()
+    )
+
+
 def park_batch(key: str, waiting: int, not_before: datetime, until: datetime) -> bool:
     """A batch whose every pending recipient waits for quiet hours to end leaves the queue:
     `pending` again with its `waiting` recipients' earliest opening (`not_before`; the latest

@@ -157,6 +157,7 @@ class BatchRun:
     delay_ms: int | None = None  # deferred or throttled: how long the rest waits on the queue
     # Recipients held by quiet hours at this delivery, and when each may go.
     waiting: dict[int, datetime] = field(default_factory=dict)
+    touched_at: float = 0.0  # the clock reading when the batch was last marked as at work
 
     @property
     def bulk(self) -> bool:
@@ -219,6 +220,7 @@ class BatchSender:
             context,
             budget=budget,
             stop_by=began + (settings.send_time_limit_ms - settings.send_window_worst_ms) / 1000,
+            touched_at=began,
         )
         with self.slots.lease() as lease:
             self.send_windows(run, pending, lease)
@@ -231,6 +233,12 @@ class BatchSender:
     def send_windows(self, run: BatchRun, pending: list[Pending], lease: Lease) -> None:
         """Window after window until the batch is done or one of them stops it."""
         while pending:
+            if self.clock() - run.touched_at > self.settings.batch_stale_after_ms / 4000:
+                # Still at work: the reconciler would publish a batch silent for
+                # BATCH_STALE_AFTER_MS again (the send time limit is longer), and a second
+                # delivery would share its windows.
+                sending.touch_batch(run.key)
+                run.touched_at = self.clock()
             wanted = 1 if run.bulk else len(pending)
             if (
                 self.stopping.is_set()

@@ -676,3 +676,27 @@ def test_a_batch_whose_connection_is_terminated_mid_window_hands_over_and_finish
     assert terminated.is_set() and report.accepted == 12
     assert fetchall("SELECT pg_backend_pid()")[0][0] != backend
     assert statuses(campaign_id) == {"sending": 12}  # until persistSmsResults runs
+
+
+def test_a_long_delivery_keeps_its_batch_from_looking_stale(batch, settings):
+    # Given a batch last published an hour ago, and calls that take 5 s each (four at a time)
+    shop_id, campaign_id, ids, key = batch
+    execute("UPDATE send_batch SET published_at = now() - interval '1 hour' WHERE key = %s", (key,))
+    clock = Clock()
+
+    def slow(sms) -> None:
+        clock.now += 5
+
+    # When it is sent, 60 s in all, with batches stale after 40 s (a check every 10 s)
+    quick = dataclasses.replace(settings, batch_stale_after_ms=40_000)
+    sender(quick, FakeProvider(during_call=slow), slots=4, clock=clock).send(
+        campaign_id, shop_id, ids, key
+    )
+
+    # Then the delivery marked its batch as at work on the way: the reconciler would not
+    # have published it again mid-send for a second delivery to share
+    (fresh,) = fetchall(
+        "SELECT published_at > now() - interval '1 minute' FROM send_batch WHERE key = %s",
+        (key,),
+    )[0]
+    assert fresh
