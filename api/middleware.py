@@ -249,6 +249,10 @@ class DeclaredInput:
             # Every route, pages and forms too: a 6 MiB unsubscribe POST was answered 200
             # (its body never read) where the README's limit says 413.
             raise too_large()
+        if req.content_length is None and req.get_header("Transfer-Encoding"):
+            # A chunked body says its size only as it comes: read (and kept for whoever reads
+            # it), 413 over the cap, 400 incomplete, on routes that never read theirs too.
+            read_bytes(req)
         if getattr(req.context, "access", None) not in self.CHECKED:
             return
         operation = (getattr(resource, "docs", None) or {}).get(req.method)

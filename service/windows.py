@@ -157,7 +157,8 @@ class BatchRun:
     delay_ms: int | None = None  # deferred or throttled: how long the rest waits on the queue
     # Recipients held by quiet hours at this delivery, and when each may go.
     waiting: dict[int, datetime] = field(default_factory=dict)
-    touched_at: float = 0.0  # the clock reading when the batch was last marked as at work
+    # The clock reading when the batch was last marked as at work (never yet: at once).
+    touched_at: float = float("-inf")
 
     @property
     def bulk(self) -> bool:
@@ -220,7 +221,6 @@ class BatchSender:
             context,
             budget=budget,
             stop_by=began + (settings.send_time_limit_ms - settings.send_window_worst_ms) / 1000,
-            touched_at=began,
         )
         with self.slots.lease() as lease:
             self.send_windows(run, pending, lease)
@@ -233,17 +233,12 @@ class BatchSender:
     def send_windows(self, run: BatchRun, pending: list[Pending], lease: Lease) -> None:
         """Window after window until the batch is done or one of them stops it."""
         while pending:
-            if self.clock() - run.touched_at > self.settings.batch_stale_after_ms / 4000:
-                # Still at work: the reconciler would publish a batch silent for
-                # BATCH_STALE_AFTER_MS again (the send time limit is longer), and a second
-                # delivery would share its windows.
-                sending.touch_batch(run.key)
-                run.touched_at = self.clock()
+            self.mark_at_work(run)
             wanted = 1 if run.bulk else len(pending)
             if (
                 self.stopping.is_set()
                 or self.clock() > run.stop_by
-                or not lease.take(wanted, run.stop_by - self.clock())
+                or not self.take_slots(run, lease, wanted)
             ):
                 run.stopped = "deferred"
                 return
@@ -288,6 +283,28 @@ class BatchSender:
             if not done.claimed and not sending.campaign_sending(run.campaign_id):
                 run.stopped = "not_sending"  # paused or cancelled: nothing more is claimed
                 return
+
+    def mark_at_work(self, run: BatchRun) -> None:
+        """The batch's delivery is at work: marked at its start and then every quarter of
+        BATCH_STALE_AFTER_MS. The reconciler publishes a batch silent that long again (the
+        send time limit is longer, and a message may have waited in the queue), and a second
+        delivery would then share its windows and budget."""
+        if self.clock() - run.touched_at > self.settings.batch_stale_after_ms / 4000:
+            sending.touch_batch(run.key)
+            run.touched_at = self.clock()
+
+    def take_slots(self, run: BatchRun, lease: Lease, wanted: int) -> bool:
+        """Call slots for the next window, waiting for them until the delivery's deadline at
+        most, the batch marked as at work meanwhile. (The wait is bounded in real time: the
+        slots' own clock.)"""
+        give_up = time.monotonic() + max(0.0, run.stop_by - self.clock())
+        while True:
+            left = give_up - time.monotonic()
+            if lease.take(wanted, max(0.0, min(left, self.settings.batch_stale_after_ms / 4000))):
+                return True
+            if left <= 0 or self.stopping.is_set():
+                return False
+            self.mark_at_work(run)
 
     def admit(self, run: BatchRun, window: Sequence[Pending]) -> list[int]:
         """The window's recipients that may be sent now (SPEC 11): those in quiet hours wait

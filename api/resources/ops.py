@@ -13,6 +13,7 @@ import falcon
 
 from api import schemas
 from api.access import Access
+from api.body import read_bytes
 from api.docs import HTML, Answer, Operation
 from api.ops_access import LOGIN_PATH, PATH, LoginThrottle, OperatorSessions, same_secret
 from service.infra.config import Settings
@@ -82,7 +83,7 @@ def form_token(req: falcon.Request) -> str | None:
     """The `token` field of an urlencoded form body, or None."""
     if req.content_length is not None and req.content_length > MAX_FORM:
         return None
-    raw = req.bounded_stream.read(MAX_FORM + 1)
+    raw = read_bytes(req)  # (a chunked body was read already, `DeclaredInput`)
     if len(raw) > MAX_FORM:
         return None
     values = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=10).get("token", [])

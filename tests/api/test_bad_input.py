@@ -1413,3 +1413,28 @@ def test_a_body_declared_over_the_cap_is_413_on_public_routes_too(client, method
     )
     # Then 413, as on every other route (a 6 MiB unsubscribe POST was answered 200)
     assert result.status_code == 413, (path, result.status_code, result.text[:200])
+
+
+def chunked(size: int):
+    """A body sent chunked (no Content-Length), `size` bytes in 64 KiB chunks."""
+    sent = 0
+    while sent < size:
+        part = min(65536, size - sent)
+        sent += part
+        yield b"x" * part
+
+
+def test_a_chunked_body_over_the_cap_is_413_on_a_route_that_never_reads_it(client):
+    # When an unsubscribe POST (whose body is never read) comes chunked, over 5 MiB
+    result = client.simulate_request(
+        "POST",
+        "/u/not-a-token",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Transfer-Encoding": "chunked",
+        },
+        body=b"".join(chunked(MAX_BODY + 1)),
+        extras={"CONTENT_LENGTH": ""},  # as gunicorn passes a chunked request: no length
+    )
+    # Then 413 as with a declared length (it was answered as if nothing was sent)
+    assert result.status_code == 413, (result.status_code, result.text[:200])

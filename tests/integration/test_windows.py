@@ -700,3 +700,18 @@ def test_a_long_delivery_keeps_its_batch_from_looking_stale(batch, settings):
         (key,),
     )[0]
     assert fresh
+
+
+def test_a_delivery_marks_its_batch_at_work_from_its_start(batch, settings):
+    # Given a batch whose message waited in the queue longer than batches stay fresh
+    shop_id, campaign_id, ids, key = batch
+    execute("UPDATE send_batch SET published_at = now() - interval '1 hour' WHERE key = %s", (key,))
+    # When a delivery takes it, however quickly it goes
+    sender(settings, FakeProvider(), slots=4, clock=Clock()).send(campaign_id, shop_id, ids, key)
+    # Then it was marked at its start: a reconcile in its first seconds would have published
+    # the batch again for a second delivery to share
+    (fresh,) = fetchall(
+        "SELECT published_at > now() - interval '1 minute' FROM send_batch WHERE key = %s",
+        (key,),
+    )[0]
+    assert fresh
