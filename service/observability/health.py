@@ -54,6 +54,10 @@ def _probe(check: Callable[[], Any]) -> str | None:
     return None
 
 
+# A worker up this long has had time to attach its consumers to RabbitMQ.
+CONSUMER_SETTLE_S = 30
+
+
 class HealthChecker:
     """Reads the state of the whole system from PostgreSQL and Redis; needs no other process."""
 
@@ -262,12 +266,16 @@ class HealthChecker:
         # RabbitMQ counts the consumers it has: a worker registered in Redis that cannot reach
         # the broker (wrong password or vhost, retried for ever) consumes nothing. A probe saw
         # `ok: true` with three campaigns waiting on `consumers: 0`.
+        # Only workers up for a while count: one just started registers before its consumers
+        # have connected (a restart or a deploy would read as this problem for seconds).
+        settled = [w for w in state["processes"] if (w.get("age_s") or 0) >= CONSUMER_SETTLE_S]
         problems += [
-            f"no consumer is attached to queue {queue} at the broker though {count} live"
-            f" worker(s) serve it ({queues[queue].get('waiting', 0)} messages waiting): the"
-            " workers cannot reach it (BROKER_URL's credentials or vhost?)"
-            for queue, count in state["consumers"].items()
-            if count and queues.get(queue, {}).get("consumers") == 0
+            f"no consumer is attached to queue {queue} at the broker though {serving} live"
+            f" worker(s) serve it ({queues[queue].get('waiting', 0)} messages waiting): they"
+            " cannot reach it (BROKER_URL's credentials or vhost?)"
+            for queue in state["consumers"]
+            if (serving := sum(1 for w in settled if queue in w["queues"]))
+            and queues.get(queue, {}).get("consumers") == 0
         ]
         return problems
 

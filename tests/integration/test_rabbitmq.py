@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import pytest
@@ -86,9 +87,17 @@ def test_workers_that_cannot_reach_rabbitmq_make_full_health_fail(
     from tests.integration.test_observability import entry
 
     dispatch.publish_batch(1, 1, [1])
-    workers.register(redis_client, entry(queues=dispatch.QUEUES))
     checker = HealthChecker(dataclasses.replace(settings, broker_url=broker_url), redis_client)
-    # When health is read
+    # (a worker just started: its consumers may still be connecting, no problem yet)
+    workers.register(redis_client, entry(queues=dispatch.QUEUES))
+    assert not any("no consumer is attached" in p for p in checker.full()["problems"])
+    # When it has been up for a minute, and health is read
+    workers.register(
+        redis_client,
+        dataclasses.replace(
+            entry(queues=dispatch.QUEUES), started_at=datetime.now(UTC) - timedelta(minutes=1)
+        ),
+    )
     report = checker.full()
     # Then it is not ok, naming the queue with no consumer (it was ok: a live worker serves it)
     assert report["ok"] is False
