@@ -210,8 +210,8 @@ def error_statuses(
     if operation.body is not None or json_api:
         # A body read by `api/body.py` (a form is read by its resource); on the JSON API also
         # `DeclaredInput`: an undeclared query parameter, or a body where none is taken (read
-        # whole first: an incomplete one is 400, one over the cap 413)
-        statuses.update((400, 413, 422))
+        # whole first: an incomplete one is 400)
+        statuses.update((400, 422))
     if operation.body is not None and json_api:
         statuses.add(415)  # the webhooks read a body whatever its labels (`api/body.py`)
     if operation.query:

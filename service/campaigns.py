@@ -287,6 +287,7 @@ def progress(shop_id: int, campaign_id: int, now: datetime | None = None) -> dic
     recipients waiting for quiet hours to end at `now` (`service.infra.clock`), and how far
     the audience's creation got."""
     campaign = get(shop_id, campaign_id)
+    now = now or datetime.now(UTC)
     counts, delivery = recipient_counts.for_campaign(campaign_id)
     reservation = (
         CreditReservation.select(
@@ -314,10 +315,7 @@ def progress(shop_id: int, campaign_id: int, now: datetime | None = None) -> dic
             # A batch records its waiting recipients when it looks; once their last opening
             # has passed none of them waits for quiet hours any more, though the batch has not
             # looked again (a probe saw `waiting: 30` with the opening past and none pending).
-            & (
-                fn.COALESCE(SendBatch.waiting_until, SendBatch.not_before)
-                > (now or datetime.now(UTC))
-            )
+            & (fn.COALESCE(SendBatch.waiting_until, SendBatch.not_before) > now)
         )
         .tuples()
         .first()
@@ -326,7 +324,7 @@ def progress(shop_id: int, campaign_id: int, now: datetime | None = None) -> dic
     if not waiting:
         next_opening = last_opening = None
     elif next_opening is not None:
-        next_opening = max(next_opening, now or datetime.now(UTC))  # the first are going now
+        next_opening = max(next_opening, now)  # the first of them are going now
     created = (
         Campaign.select(Campaign.recipients_created_at.is_null(False))
         .where(Campaign.id == campaign_id)
