@@ -45,11 +45,16 @@ class Idempotency:
         # media type (the same bytes as CSV or as JSON are different imports).
         target = f"{req.path}?{req.query_string}" if req.query_string else req.path
         body = read_bytes(req)
-        request = idempotency.fingerprint(req.method, target, body, body_label(req))
         # Keys stored before body_label (by the bare media type) stay valid for their 24 h: a
         # retry across the deploy is still a replay, not a 422. Removable after 2026-12-06.
+        # Only for a body read as JSON, whose label now never is a bare media type: for any
+        # other, the bare type is also how a label without parameters is stored today, so a
+        # CSV sent again with a `charset` was the replay of the first (a probe).
+        label = body_label(req)
         before = idempotency.fingerprint(req.method, target, body, media_type(req))
-        stored = idempotency.begin(shop_id, key, request, also=(before,))
+        request = idempotency.fingerprint(req.method, target, body, label)
+        also = (before,) if label == "application/json" else ()
+        stored = idempotency.begin(shop_id, key, request, also=also)
         if stored is None:
             req.context.idempotency = (shop_id, key)
             return

@@ -15,7 +15,15 @@ from peewee import Field, ModelSelect, fn
 from models import Campaign, CampaignRecipient, Contact, CreditReservation, SendBatch
 from models.database import db
 from models.expressions import any_of
-from service import admission, audit, composition, credits, recipient_counts, reservations
+from service import (
+    admission,
+    audit,
+    composition,
+    credits,
+    delivery,
+    recipient_counts,
+    reservations,
+)
 from service.audit import Actor
 from service.errors import InvalidInput, InvalidTransition, NotFound
 from service.infra import dispatch
@@ -251,6 +259,9 @@ def cancel(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> 
     call returns, so the reservation keeps their part until they resolve, and the part of
     messages of unknown outcome until evidence can no longer charge them
     (`service.reservations`); a call given back meanwhile is skipped too (`sending.unclaim`)."""
+    # The cancel commits first, alone: a claim needs the campaign `sending`, so from here on
+    # no batch claims anything. Skipping what is pending follows in chunks, then the settle
+    # (its hold counts only the calls in flight).
     with db.atomic():
         campaign = _transition(
             shop_id,
@@ -265,19 +276,12 @@ def cancel(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> 
             "cancelled by merchant",
         )
         (
-            CampaignRecipient.update(status="skipped", error="cancelled", updated_at=fn.now())
-            .where(
-                (CampaignRecipient.campaign == campaign_id)
-                & (CampaignRecipient.status == "pending")
-            )
-            .execute()
-        )
-        (
             SendBatch.update(state="finished", finished_at=fn.now())
             .where((SendBatch.campaign == campaign_id) & (SendBatch.state != "finished"))
             .execute()
         )
-        reservations.settle(campaign_id, settings, actor)
+    delivery.skip_cancelled(campaign_id, settings.recipient_chunk_size)
+    reservations.settle(campaign_id, settings, actor)
     return campaign
 
 

@@ -234,6 +234,25 @@ def test_a_csv_import_sent_again_with_another_charset_is_another_request(client,
     assert_error(again, 422, "Idempotency-Key")
 
 
+def test_a_csv_import_refused_for_its_encoding_is_not_replayed_once_its_charset_is_named(
+    client, db
+):
+    # Given a windows-1252 file sent as bare `text/csv` under key "bare": refused, the
+    # answer telling the client to name its encoding
+    _, key = create_shop(client, "idbare.example")
+    headers = {**auth(key), "Idempotency-Key": "bare"}
+    body = "phone,first_name\n+306944400002,Zoë\n".encode("cp1252")
+    first = client.simulate_post("/contacts", headers=headers, body=body, content_type="text/csv")
+    assert first.status_code == 400 and "charset=windows-1252" in first.json["description"]
+    # When the client does as told and retries with the same key
+    again = client.simulate_post(
+        "/contacts", headers=headers, body=body, content_type="text/csv; charset=windows-1252"
+    )
+    # Then it is another request (before: the first refusal, replayed for 24 h)
+    assert again.headers.get("idempotent-replayed") is None
+    assert_error(again, 422, "Idempotency-Key")
+
+
 def test_a_bodiless_post_retried_with_an_empty_object_is_the_same_request(client, db):
     # Given a campaign enqueued with no body under key "e"
     _, key = create_shop(client, "idempty.example", credits=100)

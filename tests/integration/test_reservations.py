@@ -6,11 +6,13 @@ path. On real PostgreSQL, with the real `BatchSender` and a fake provider."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg2
 import pytest
 
-from models.database import fetchall
+from models.database import connection, fetchall
 from service import audit, campaigns, credits, delivery, reconcile
 from service import sending as sending_module
 from service.credits import CreditSummary
@@ -391,4 +393,71 @@ def test_the_reconciler_finalises_a_cancelled_campaign_once_nothing_is_in_flight
     assert statuses(sending.campaign_id) == {"sent": 1, "failed": 1, "skipped": 3}
     assert reservation(sending.campaign_id) == ("held", 5, 1, 3)
     assert credits.summary(shop_id) == CreditSummary(9, 1, 8)
+    assert_books_balance(shop_id)
+
+
+def cancel_and_close(shop_id: int, campaign_id: int, settings) -> None:
+    """The merchant's cancel, on a thread of its own that gives its connection back."""
+    with connection():
+        campaigns.cancel(shop_id, campaign_id, settings, audit.ADMIN)
+
+
+def observe_cancel(observer, campaign_id: int) -> tuple[str, dict[str, int]]:
+    """Once a session waits for a lock: the campaign's status and its recipients by status,
+    as another session sees them."""
+    with observer.cursor() as cursor:
+        for _ in range(100):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+        cursor.execute("SELECT status FROM campaign WHERE id = %s", (campaign_id,))
+        status = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT status, count(*) FROM campaign_recipient WHERE campaign_id = %s"
+            " GROUP BY status",
+            (campaign_id,),
+        )
+        return status, dict(cursor.fetchall())
+
+
+def test_a_cancel_takes_effect_before_it_has_skipped_every_pending_recipient(db, settings):
+    # Given a sending campaign of 10 and, in another session, a claim under way that holds the
+    # row of its last recipient (by contact), with the cancel's chunks of 3
+    shop_id, contact_ids = shop_with_contacts("cancel-chunks.example", 20, 10)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    chunked = dataclasses.replace(settings, recipient_chunk_size=3)
+    claim = psycopg2.connect(settings.database_url)
+    observer = psycopg2.connect(settings.database_url)
+    observer.autocommit = True
+    try:
+        with claim.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM campaign_recipient WHERE campaign_id = %s"
+                " ORDER BY contact_id DESC LIMIT 1 FOR UPDATE",
+                (sending.campaign_id,),
+            )
+        # When the merchant cancels, and the cancel reaches that row
+        with ThreadPoolExecutor(1) as pool:
+            cancelled = pool.submit(cancel_and_close, shop_id, sending.campaign_id, chunked)
+            try:
+                seen = observe_cancel(observer, sending.campaign_id)
+            finally:
+                claim.rollback()  # the claim ends either way, so the cancel can finish
+            cancelled.result(timeout=10)
+    finally:
+        claim.close()
+        observer.close()
+
+    # Then the cancel was already visible to every claim (one batch claims nothing from then
+    # on) and the chunks before that row skipped, while the one waiting for it was not
+    # committed yet
+    assert seen == ("cancelled", {"skipped": 9, "pending": 1})
+
+    # And once the claim is gone, every recipient is skipped and the reservation released
+    assert statuses(sending.campaign_id) == {"skipped": 10}
+    assert reservation(sending.campaign_id) == ("released", 10, 0, 10)
     assert_books_balance(shop_id)
