@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
 
 import peewee
 import psycopg2
 from playhouse.pool import PooledPostgresqlDatabase
+from psycopg2.extensions import parse_dsn
 from psycopg2.extras import execute_values
 
 db = peewee.DatabaseProxy()
@@ -21,21 +23,43 @@ db = peewee.DatabaseProxy()
 # one and was rolled back whole; run again, it normally goes through.
 CONFLICTS = frozenset({"40P01", "40001"})
 CONFLICT_ATTEMPTS = 3
+LOCK_NOT_AVAILABLE = "55P03"
+# A session left idle inside a transaction this long is ended by PostgreSQL, its locks with it:
+# a frozen or vanished process (a host cut off mid-persist) otherwise held its rows until TCP
+# noticed, about 2 h, and every claim, persist and clock job that met them waited as long.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 300_000
+# TCP keepalives, so that a connection to a vanished peer is noticed in about a minute.
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
 T = TypeVar("T")
 
 
-def is_conflict(error: BaseException) -> bool:
-    """Whether `error` (psycopg2's, or Peewee's wrapping of it) is a deadlock or a
-    serialization failure."""
+def pgcode(error: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of `error` (psycopg2's, or Peewee's wrapping of it), if any."""
     seen: BaseException | None = error
     for _ in range(3):  # Peewee's wrapper holds psycopg2's error as its first argument
         if seen is None:
-            return False
-        if getattr(seen, "pgcode", None) in CONFLICTS:
-            return True
+            return None
+        code = getattr(seen, "pgcode", None)
+        if code:
+            return code
         first = seen.args[0] if seen.args else None
         seen = first if isinstance(first, BaseException) else seen.__context__
-    return False
+    return None
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether `error` is a deadlock or a serialization failure."""
+    return pgcode(error) in CONFLICTS
+
+
+def is_lock_timeout(error: BaseException) -> bool:
+    """Whether `error` is a lock not granted within `lock_timeout` (the clock's sessions)."""
+    return pgcode(error) == LOCK_NOT_AVAILABLE
 
 
 def retry_conflicts(run: Callable[..., T]) -> Callable[..., T]:
@@ -60,28 +84,47 @@ def retry_conflicts(run: Callable[..., T]) -> Callable[..., T]:
 
 
 def connect_params(url: str) -> dict[str, Any]:
-    """psycopg2 keyword arguments for a postgresql:// URL (socket directories allowed)."""
-    parsed = urlparse(url)
-    params: dict[str, Any] = {"database": unquote(parsed.path.lstrip("/")) or "postgres"}
-    if parsed.hostname:
-        params["host"] = parsed.hostname
-    if parsed.port:
-        params["port"] = parsed.port
-    if parsed.username:
-        params["user"] = unquote(parsed.username)
-    if parsed.password:
-        params["password"] = unquote(parsed.password)
-    for pair in filter(None, parsed.query.split("&")):
-        key, _, value = pair.partition("=")
-        params[key] = unquote(value)
+    """psycopg2 keyword arguments for a PostgreSQL URL or key=value DSN, as libpq reads it
+    (socket directories and options allowed), with TCP keepalives unless it sets its own."""
+    params: dict[str, Any] = {**KEEPALIVES, **parse_dsn(url)}
+    params["database"] = params.pop("dbname", None) or "postgres"
     return params
 
 
-def bind(url: str, max_connections: int = 20) -> PooledPostgresqlDatabase:
-    """Point the shared proxy at `url`. Connections are pooled and recycled after 5 minutes."""
+class SessionPool(PooledPostgresqlDatabase):
+    """The pool, each new connection given the session's settings once (`SET`, not a startup
+    option, which a connection pooler in front of PostgreSQL may refuse)."""
+
+    def __init__(self, database: str, session: dict[str, str], **kwargs: Any) -> None:
+        self.session = session
+        self.prepared: weakref.WeakSet = weakref.WeakSet()
+        self.preparing = threading.Lock()
+        super().__init__(database, **kwargs)
+
+    def _initialize_connection(self, conn: Any) -> None:
+        with self.preparing:
+            if conn in self.prepared:
+                return
+        with conn.cursor() as cursor:  # Peewee's connections are in autocommit
+            for name, value in self.session.items():
+                cursor.execute("SELECT set_config(%s, %s, false)", (name, value))
+        with self.preparing:
+            self.prepared.add(conn)
+
+
+def bind(
+    url: str, max_connections: int = 20, lock_timeout_ms: int | None = None
+) -> PooledPostgresqlDatabase:
+    """Point the shared proxy at `url`. Connections are pooled and recycled after 5 minutes.
+    `lock_timeout_ms`: a statement waiting longer for a lock fails (the clock's jobs: one
+    shop's rows held must not stop every shop's launch)."""
     params = connect_params(url)
-    database = PooledPostgresqlDatabase(
+    session = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS)}
+    if lock_timeout_ms:
+        session["lock_timeout"] = str(lock_timeout_ms)
+    database = SessionPool(
         params.pop("database"),
+        session,
         max_connections=max_connections,
         stale_timeout=300,
         timeout=30,

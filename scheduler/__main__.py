@@ -15,9 +15,14 @@ from scheduler.leader import Leadership
 from scheduler.shutdown import ShutdownSignal
 from service.infra import runtime
 
+CLOCK_LOCK_TIMEOUT_MS = 10_000
+
 
 def main() -> int:
-    settings = runtime.boot("clock")
+    # A job that meets rows another process holds (a host frozen mid-persist) gives up after
+    # CLOCK_LOCK_TIMEOUT_MS and is run again at its next slot, rather than wait as long as
+    # the holder, its later runs skipped meanwhile while this clock keeps the lead.
+    settings = runtime.boot("clock", lock_timeout_ms=CLOCK_LOCK_TIMEOUT_MS)
     # Our own lines say what ran and why; APScheduler's would repeat each one twice.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # A Redis call must give up well within the lease, so a hung connection cannot keep the

@@ -14,7 +14,7 @@ from typing import Any
 from peewee import InterfaceError, OperationalError, Select, Value, fn
 
 from models import Campaign, CampaignRecipient, DeliveryReport
-from models.database import db
+from models.database import db, is_lock_timeout
 from models.expressions import epoch_seconds, milliseconds_ago
 from service import audit, enqueue
 from service.audit import Actor
@@ -138,7 +138,15 @@ def launch(
         # Another clock launched it, it was cancelled, or rescheduled to later meanwhile.
         report.skipped.append(campaign_id)
         return
-    except (DependencyUnavailable, OperationalError, InterfaceError):
+    except OperationalError as error:
+        if not is_lock_timeout(error):
+            raise  # the database: the others would fail alike; the next tick retries
+        # Rows of this shop held elsewhere (the clock's lock_timeout): its other campaigns
+        # and the other shops' are launched meanwhile; this one at the next tick.
+        report.errors[campaign_id] = "its rows are locked elsewhere; tried again next tick"
+        log.warning("scheduled campaign waits for a lock: next tick", extra=context)
+        return
+    except (DependencyUnavailable, InterfaceError):
         raise  # the broker or the database: the others would fail alike; the next tick retries
     except (InsufficientCredits, NoRecipients, InvalidInput) as error:
         reason = f"not sent: {error.title.lower()}: {error.description}"

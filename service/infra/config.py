@@ -7,6 +7,7 @@ names the variable, and `load_or_exit()` turns that into one line on stderr and 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -245,6 +246,31 @@ def _url_problem(raw: str) -> str | None:
     return None
 
 
+def _database_url(name: str) -> Callable[[Mapping[str, str]], str | None]:
+    """A PostgreSQL DSN as libpq reads it: a postgres(ql):// URL (`_url`) or the key=value
+    form (`host=db user=app dbname=sms`), whose ports are checked alike."""
+    as_url = _url(name, ("postgres", "postgresql"))
+
+    def parse(env: Mapping[str, str]) -> str | None:
+        raw = env.get(name, "").strip()
+        if "://" in raw or "=" not in raw:
+            return as_url(env)
+        import psycopg2.extensions
+
+        shown = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1[redacted]", raw)
+        try:
+            ports = psycopg2.extensions.parse_dsn(raw).get("port", "")
+        except psycopg2.ProgrammingError as error:
+            raise ConfigError(
+                f"{name}={shown!r} is not a PostgreSQL DSN libpq reads: {str(error).strip()}"
+            ) from None
+        if ports and not all(_is_port(port) for port in ports.split(",")):
+            raise ConfigError(f"{name}={shown!r} must have a port from 1 to 65535")
+        return raw
+
+    return parse
+
+
 def _is_port(text: str) -> bool:
     return text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
 
@@ -425,7 +451,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if port > 65535:
         raise ConfigError(f"PORT={port} must be at most 65535")
     values = {
-        "database_url": _url("DATABASE_URL", ("postgres", "postgresql"))(env) or "",
+        "database_url": _database_url("DATABASE_URL")(env) or "",
         "redis_url": _url("REDIS_URL", ("redis", "rediss", "unix"))(env) or "",
         # Dramatiq's broker when set (RabbitMQ); Redis stays required for everything else.
         "broker_url": _broker_url("BROKER_URL")(env),

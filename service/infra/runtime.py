@@ -28,11 +28,11 @@ def check(needs_secret_key: bool = True) -> Settings:
     return settings
 
 
-def boot(role: str, needs_secret_key: bool = True) -> Settings:
+def boot(role: str, needs_secret_key: bool = True, lock_timeout_ms: int | None = None) -> Settings:
     settings = check(needs_secret_key)
     logs.configure(role)
     logs.hide_secrets(*settings.secret_values)
-    database.bind(settings.database_url, settings.db_max_connections)
+    database.bind(settings.database_url, settings.db_max_connections, lock_timeout_ms)
     broker.setup_broker(settings)
     faults.arm(settings.chaos_faults)
     return settings

@@ -14,6 +14,8 @@ import pytest
 from playhouse.postgres_ext import ArrayField, DateTimeTZField
 
 import models
+from models import database
+from models.database import fetchone
 
 # information_schema.columns.data_type of each Peewee field type (`Field.field_type`, which for
 # a foreign key is its target's type and for an array its element's).
@@ -204,3 +206,21 @@ def test_a_model_that_disagrees_with_its_migration_is_reported(db):
         "job_run: model primary key ['id'], table ['job', 'slot']",
     ]
     assert schema_differences(db, MissingTable) == ["no_such_table: no such table"]
+
+
+def test_pooled_sessions_end_when_left_idle_in_a_transaction_and_the_clock_waits_for_no_lock(
+    settings,
+):
+    # Given the pool every process binds, and the clock's, bound with its lock timeout
+    for lock_timeout_ms, expected_lock_timeout in ((None, "0"), (10_000, "10s")):
+        pool = database.bind(settings.database_url, 2, lock_timeout_ms)
+        try:
+            with pool.connection_context():
+                # Then a session idle in a transaction (a frozen process) is ended in 5
+                # minutes, its locks released, and the clock's statements wait 10 s at most
+                # for a lock (one shop's held rows stopped every shop's launch)
+                assert fetchone("SHOW idle_in_transaction_session_timeout") == ("5min",)
+                assert fetchone("SHOW lock_timeout") == (expected_lock_timeout,)
+        finally:
+            pool.close_all()
+    database.bind(settings.database_url, 10)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
+import psycopg2
+
 from models import Campaign
+from models.database import execute
 from service import audit, campaigns, enqueue, scheduling
 from tests.integration.ledger import shop_with_contacts
 
@@ -91,3 +94,35 @@ def test_a_campaign_rescheduled_to_later_after_the_clock_found_it_due_is_not_lau
     assert report.launched == [] and report.skipped == [campaign_id]
     row = Campaign.get_by_id(campaign_id)
     assert (row.status, row.scheduled_at) == ("scheduled", later)
+
+
+def test_a_shop_whose_rows_are_held_elsewhere_does_not_stop_another_shops_launch(db, settings):
+    # Given shop X's campaign due first and shop Y's after, X's shop row held by another
+    # session (a process frozen mid-persist), and the clock's lock_timeout
+    now = scheduling.database_now()
+    x, _ = shop_with_contacts("x.example", 100, 3)
+    y, _ = shop_with_contacts("y.example", 100, 3)
+    held = scheduled(x, now - timedelta(seconds=2))
+    free = scheduled(y, now - timedelta(seconds=1))
+    holder = psycopg2.connect(settings.database_url)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT id FROM shop WHERE id = %s FOR UPDATE", (x,))
+        execute("SET lock_timeout = 300")
+        try:
+            # When the clock's launch job runs
+            report = scheduling.launch_due_campaigns(settings, CLOCK, now=now)
+        finally:
+            execute("RESET lock_timeout")
+    finally:
+        holder.close()
+
+    # Then Y's is launched, and X's waits for the next tick, still scheduled (before: the
+    # job stopped at X's, tick after tick, Y's with it)
+    assert report.launched == [free] and list(report.errors) == [held]
+    assert status(free)[0] == "sending"
+    assert status(held) == ("scheduled", None)
+
+    # And the next tick, the row free again, launches it
+    again = scheduling.launch_due_campaigns(settings, CLOCK, now=now)
+    assert again.launched == [held]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from astronote import processes
+from models import database
 from service.infra import config
 from service.infra.config import ConfigError
 from tests.conftest import ROOT, SECRET_KEY
@@ -50,6 +51,10 @@ SIGNING_PROCESSES = {
         ("DATABASE_URL", "postgresql://h:99999/db", "must have a port from 1 to 65535"),
         ("DATABASE_URL", "postgresql://h/db?sslmod=require", "invalid URI query parameter"),
         ("DATABASE_URL", "postgresql://u:hunter2pw@h:x/db", "u:[redacted]@h:x/db"),
+        # libpq's key=value form (a probe: refused as "must be a URL"), checked alike
+        ("DATABASE_URL", "host=h port=abc dbname=x", "must have a port from 1 to 65535"),
+        ("DATABASE_URL", "host=h password=hunter2pw junk", "password=[redacted] junk"),
+        ("DATABASE_URL", "host=h password='a b' junk", "password=[redacted] junk"),
         ("REDIS_URL", "redis://127.0.0.1:abc/0", "must have a port from 1 to 65535"),
         ("REDIS_URL", "redis://127.0.0.1:6379/notadb", "must end with a database number"),
         ("REDIS_URL", "redis://127.0.0.1:6379/1/x", "must end with a database number"),
@@ -357,6 +362,8 @@ def test_a_reconcile_with_postgresql_down_says_so_in_one_line_per_repair():
         ("DATABASE_URL", "postgresql://postgres:@/postgres?host=/tmp/x/pgdata"),
         ("DATABASE_URL", "postgres://u:p%40ss@db.example:6432/app?sslmode=require"),
         ("DATABASE_URL", "postgresql://h1:5432,h2:5433/app?target_session_attrs=read-write"),
+        ("DATABASE_URL", "host=127.0.0.1 user=postgres dbname=app"),
+        ("DATABASE_URL", "host=/var/run/postgresql dbname=app password='a b' port=6432"),
         ("REDIS_URL", "redis://127.0.0.1:6379"),
         ("REDIS_URL", "rediss://:secret@cache.example:6380/3"),
         ("REDIS_URL", "unix:///tmp/redis.sock?db=2"),
@@ -367,3 +374,28 @@ def test_a_reconcile_with_postgresql_down_says_so_in_one_line_per_repair():
 )
 def test_unusual_but_valid_urls_and_senders_are_accepted(name, value):
     assert config.load({name: value})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:p%40ss@db.example:6432/sms?sslmode=require",
+        "host=db.example port=6432 user=app password=p@ss dbname=sms sslmode=require",
+    ],
+)
+def test_both_forms_of_database_url_connect_alike_with_keepalives(url):
+    # A URL and libpq's key=value form give the same connection, with TCP keepalives (a
+    # vanished peer noticed in about a minute, not 2 h)
+    params = database.connect_params(url)
+    assert params == {
+        "database": "sms",
+        "host": "db.example",
+        "port": "6432",
+        "user": "app",
+        "password": "p@ss",
+        "sslmode": "require",
+        **database.KEEPALIVES,
+    }
+    # A DSN's own keepalive settings win
+    own = url + ("&keepalives=0" if "://" in url else " keepalives=0")
+    assert database.connect_params(own)["keepalives"] == "0"
