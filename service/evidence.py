@@ -52,6 +52,9 @@ WITH reports AS (
     FROM reports d
     JOIN campaign_recipient r ON r.id = CASE WHEN d.reference ~ '^[0-9]{1,18}$'
                                              THEN d.reference::bigint END
+    -- A report's number, when it has one, is the recipient's: a small integer is easily
+    -- some other message's reference (a probe charged a failed recipient on a stranger's)
+    WHERE d."to" IS NULL OR ltrim(r.phone, '+') = ltrim(d."to", '+')
     UNION ALL
     SELECT d.id, d.provider_id, r.id
     FROM reports d

@@ -235,6 +235,12 @@ def _url_problem(raw: str) -> str | None:
         return "must have a port from 1 to 65535"
     if parsed.scheme in ("http", "https") and not parsed.hostname:
         return f"must name a host ({parsed.scheme}://host[:port][/path])"
+    # Paths are appended to it (`/r/{code}`, `/sms`): after a query or a fragment they are
+    # no longer a path (`https://x/sms?a=1/r/CODE`), and a space is no URL at all.
+    if parsed.scheme in ("http", "https") and (
+        parsed.query or parsed.fragment or "?" in raw or "#" in raw or any(c.isspace() for c in raw)
+    ):
+        return f"must be {parsed.scheme}://host[:port][/path], without a query, fragment or space"
     if parsed.scheme in ("redis", "rediss"):
         database = parsed.path.strip("/")
         if database and not (database.isascii() and database.isdigit()):

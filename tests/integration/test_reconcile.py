@@ -444,3 +444,71 @@ def test_a_batch_put_back_with_a_long_delay_is_not_stale_while_it_waits(db, sett
     # Then it is not published again while its message waits (each copy deferred itself
     # again, and they multiplied)
     assert reconcile.republish_stale_batches(stale) == 0
+
+
+def test_a_report_naming_a_recipient_by_reference_with_another_number_is_no_evidence(db, settings):
+    # Given an unknown outcome of a `/sms` call (its reference is the recipient's id)
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, _, recipient_id = campaign_in_flight(settings, "stranger.example", 3)
+    reconcile.reconcile(quick, audit.ADMIN)
+
+    # When a report arrives with that reference but another number (a stranger's message,
+    # whose reference happens to be the same small integer), applied at once and stored
+    applied = receive(
+        [
+            {
+                "id": "foreign-1",
+                "reference": str(recipient_id),
+                "to": "306999999999",
+                "deliveryStatus": "Delivered",
+            }
+        ],
+        settings,
+    )
+    report = reconcile.reconcile(quick, audit.ADMIN)
+
+    # Then neither the applier nor the reconciler takes it as evidence: nothing is charged
+    # (before: sent, with the stranger's message id, and debited)
+    assert applied == 0 and report.upgraded_by_evidence == 0
+    assert status_of(recipient_id) == ("failed", "unknown_outcome")
+    assert credits.summary(shop_id).balance == 3
+
+    # When a report with that reference and its number, as written with or without "+",
+    # arrives, Then it is evidence
+    receive(
+        [
+            {
+                "id": "own-1",
+                "reference": str(recipient_id),
+                "to": "306900000001",
+                "deliveryStatus": "Delivered",
+            }
+        ],
+        settings,
+    )
+    assert status_of(recipient_id) == ("sent", None)
+    assert credits.summary(shop_id).balance == 2
+
+
+def test_the_reconciler_takes_no_report_with_another_number_as_evidence_by_reference(db, settings):
+    # Given an unknown outcome, and reports stored (not applied at once) naming the recipient
+    # by reference: one with another number, then one with none
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, _, recipient_id = campaign_in_flight(settings, "stored.example", 3)
+    reconcile.reconcile(quick, audit.ADMIN)
+    db.execute_sql(
+        'INSERT INTO delivery_report (provider_id, reference, "to", status) VALUES'
+        " ('x-1', %s, '306999999999', 'Delivered')",
+        (str(recipient_id),),
+    )
+    # When reconcile runs, Then the one with another number is no evidence
+    assert reconcile.reconcile(quick, audit.ADMIN).upgraded_by_evidence == 0
+    assert credits.summary(shop_id).balance == 3
+    # And one without a number (the reference alone names it) is
+    db.execute_sql(
+        "INSERT INTO delivery_report (provider_id, reference, status) VALUES ('x-2', %s, 'Sent')",
+        (str(recipient_id),),
+    )
+    assert reconcile.reconcile(quick, audit.ADMIN).upgraded_by_evidence == 1
+    assert status_of(recipient_id) == ("sent", None)
+    assert credits.summary(shop_id).balance == 2

@@ -60,6 +60,12 @@ SIGNING_PROCESSES = {
         ("REDIS_URL", "redis://127.0.0.1:6379/1/x", "must end with a database number"),
         ("REDIS_URL", "unix:///tmp/r.sock?db=x", "must give db= as a database number"),
         ("MITTO_API_BASE", "http:foo", "must name a host"),
+        # links are the base plus a path: after a query, `https://x/sms?a=1/r/CODE` (a probe)
+        ("PUBLIC_BASE_URL", "https://example.com/sms?x=1", "without a query, fragment or space"),
+        ("PUBLIC_BASE_URL", "https://example.com/sms#frag", "without a query, fragment or space"),
+        ("PUBLIC_BASE_URL", "https://example.com/?", "without a query, fragment or space"),
+        ("PUBLIC_BASE_URL", "http://exa mple.com", "without a query, fragment or space"),
+        ("MITTO_API_BASE", "https://rest.example/v1?k=1", "without a query, fragment or space"),
         ("MITTO_API_BASE", "http://127.0.0.1:abc", "must have a port from 1 to 65535"),
         ("MITTO_SENDER", "S" * 16, "must be at most 15 characters"),
         # `now - grace` fell outside the calendar: OverflowError at every launch
