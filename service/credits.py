@@ -97,8 +97,8 @@ def _check_repeat(key: str, amount: int, reference: str, what: str) -> bool:
     if first != amount:
         raise InvalidInput(
             f"reference {reference!r} was already used for {what} of {first} credits; a "
-            f"repeat must give the same amount (this one gives {amount}), a new {what} a new "
-            "reference",
+            f"repeat must give the same amount (this one gives {amount}); another "
+            f"{what.split(' ', 1)[1]} needs another reference",
             "reference",
         )
     return True

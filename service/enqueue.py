@@ -23,7 +23,7 @@ from datetime import datetime
 
 from peewee import fn
 
-from models import Campaign
+from models import Campaign, Shop
 from models.database import db
 from service import admission, audience, audit, composition, creation, credits
 from service.audit import Actor
@@ -51,6 +51,15 @@ class EnqueueResult:
     batches: int
     # Whether the audience is still being created (by `createRecipients`) after the answer.
     creating: bool
+
+
+def no_recipients(shop_id: int, campaign_id: int) -> NoRecipients:
+    """The 422 of an empty audience, naming consent where the shop requires it (a probe read
+    "no subscribed contact" of a shop whose subscribed contacts had none)."""
+    requires = Shop.select(Shop.require_consent).where(Shop.id == shop_id).scalar()
+    who = "subscribed contact with consent" if requires else "subscribed contact"
+    why = " (this shop requires consent: `require_consent`)" if requires else ""
+    return NoRecipients(f"campaign {campaign_id} has no {who} to send to{why}", "audience")
 
 
 def _start_sending(
@@ -121,9 +130,7 @@ def _check_audience(
     )
     size = sum(count for _, count in shapes)
     if not size:
-        raise NoRecipients(
-            f"campaign {campaign_id} has no subscribed contact to send to", "audience"
-        )
+        raise no_recipients(shop_id, campaign_id)
     if size > max_recipients:
         raise InvalidInput(
             f"campaign {campaign_id} would send to {size} recipients; a campaign"
@@ -190,9 +197,7 @@ def enqueue(
             created, batches = created + chunk.recipients, batches + chunk.batches
             cursor, done = chunk.cursor, chunk.done
         if inline and not created:  # the audience emptied since it was counted
-            raise NoRecipients(
-                f"campaign {campaign_id} has no subscribed contact to send to", "audience"
-            )
+            raise no_recipients(shop_id, campaign_id)
     if inline:
         admission.admit_shop(shop_id, settings)
     else:

@@ -96,8 +96,10 @@ def test_a_reference_used_again_with_another_amount_is_refused_not_answered_as_d
     # Then both are 422 naming the reference and saying what it was used for; nothing changed
     assert_error(top_up, 422, "reference")
     assert "a top-up of 100 credits" in top_up.json["description"]
+    assert top_up.json["description"].endswith("another top-up needs another reference")
     assert_error(adjusted, 422, "reference")
     assert "an adjustment of 5 credits" in adjusted.json["description"]
+    assert adjusted.json["description"].endswith("another adjustment needs another reference")
     assert client.simulate_get("/credits", headers=auth(key)).json["balance"] == 105
     # And the same request again is still answered as done
     again = client.simulate_post(

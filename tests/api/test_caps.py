@@ -138,3 +138,19 @@ def test_every_campaign_answer_counts_a_list_audience_instead_of_echoing_it(clie
         assert answer["id"] == created["id"], name
         assert answer["audience"] == {"kind": "contacts", "count": 2}, name
         assert "contact_ids" not in answer, name
+
+
+def test_an_audience_empty_for_lack_of_consent_says_so(client, db):
+    # Given a shop that requires consent, whose one subscribed contact has none
+    _, key = create_shop(client, "consent-empty.example", credits=100)
+    imported = client.simulate_post(
+        "/contacts", headers=auth(key), json={"contacts": [{"phone": "+306912345679"}]}
+    )
+    assert imported.status_code == 200 and imported.json["created"] == 1
+    campaign = create_campaign(client, key)
+    # When it is enqueued
+    result = client.simulate_post(f"/campaigns/{campaign['id']}/enqueue", headers=auth(key))
+    # Then the 422 names consent (before: "no subscribed contact", of a subscribed contact)
+    error = assert_error(result, 422, "audience")
+    assert "with consent" in error["description"]
+    assert "require_consent" in error["description"]
