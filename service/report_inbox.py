@@ -29,7 +29,7 @@ import redis
 from psycopg2.extras import execute_values
 
 from models import DeliveryReport
-from models.database import db, execute, execute_many, fetchall
+from models.database import db, execute, execute_many, fetchall, retry_conflicts
 from service import audit, delivery, evidence
 from service.infra import dispatch
 from service.infra.config import Settings
@@ -208,7 +208,13 @@ WHERE d.id = ANY(%(ids)s)
 """
 
 
+@retry_conflicts
 def _apply_chunk(settings: Settings, chunk: int, run: ApplyRun) -> int:
+    """One chunk in one transaction. Two appliers on neighbouring chunks (a message's Sent and
+    Delivered reports in different ones), or an applier and the evidence of a persist, can
+    lock the same recipients in opposite orders: the one PostgreSQL rolls back runs its chunk
+    again (a review reproduced the deadlock with the real statements)."""
+    resolved = evidence.Resolved(0, frozenset())
     with db.atomic():
         ids = [row[0] for row in fetchall(_CLAIM, {"limit": chunk})]
         if not ids:
@@ -219,9 +225,10 @@ def _apply_chunk(settings: Settings, chunk: int, run: ApplyRun) -> int:
             resolved = evidence.resolve_reported(ids, settings, audit.PROVIDER_WEBHOOK)
             if resolved.count:
                 applied += delivery.apply_reports(report_ids=ids)
-                run.resolved += resolved.count
-                run.campaign_ids |= resolved.campaign_ids
         execute(_EXAMINED, {"ids": ids})
+    # Counted once committed: a chunk rolled back and run again counts once.
+    run.resolved += resolved.count
+    run.campaign_ids |= resolved.campaign_ids
     run.examined += len(ids)
     run.applied += applied
     return len(ids)

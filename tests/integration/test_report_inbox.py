@@ -8,9 +8,9 @@ import json
 import psycopg2
 import redis
 
-from models.database import fetchall
+from models.database import execute, fetchall
 from scheduler import jobs
-from service import audit, report_inbox
+from service import audit, delivery, report_inbox
 from service.infra import logs
 from tests.e2e.stack import queued_messages
 
@@ -130,3 +130,27 @@ def test_a_run_bounded_in_chunks_says_when_reports_may_remain(db, settings):
     assert (first.examined, first.more) == (2, True)
     second = report_inbox.apply_stored_reports(settings, chunk=3, max_chunks=1)
     assert (second.examined, second.more) == (2, False)
+
+
+def test_a_chunk_rolled_back_for_a_deadlock_is_applied_again_and_counted_once(
+    db, settings, monkeypatch
+):
+    # Given three stored reports, and an applier whose first try of the chunk loses a
+    # deadlock (as against another applier on a neighbouring chunk)
+    report_inbox.store_reports([{"id": f"p-{i}", "deliveryStatus": "Sent"} for i in range(3)])
+    real = delivery.apply_reports
+    tries = []
+
+    def deadlocking_once(**kwargs):
+        tries.append(kwargs)
+        if len(tries) == 1:
+            execute("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$")
+        return real(**kwargs)
+
+    monkeypatch.setattr(delivery, "apply_reports", deadlocking_once)
+
+    # When it runs, Then the chunk is run again (before: the run failed, the chunk waiting
+    # for the actor's retry) and counted once
+    run = report_inbox.apply_stored_reports(settings)
+    assert run.examined == 3 and len(tries) == 2
+    assert unexamined_ids() == []
