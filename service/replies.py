@@ -47,6 +47,8 @@ RETRY_MAX_DELAY_MS = 300_000
 # (`requeue_abandoned`); a `sending` row this old lost its try mid-call (a killed worker) and
 # may have been sent: it is `unknown`, never sent again.
 ABANDONED_AFTER_S = 2 * 3600
+# A first try not taken this long after its row was written was most likely never published.
+NEVER_TAKEN_AFTER_S = 10
 
 
 # The longest HELP answer made of several shops' help texts (about six GSM-7 segments).
@@ -102,7 +104,12 @@ def send_once(
         .execute()
     )
     if not claimed:
-        return None
+        if not _never_taken(message_key):
+            return None
+        # A web process that died between this row's commit and its publish left it waiting
+        # for the reconcile's ABANDONED_AFTER_S (2 h): the provider's repost of the inbound
+        # message, which that death caused, publishes it now (`_take` sends it once).
+        log.info("answer never taken: queued again for a repost of its inbound message")
     try:
         dispatch.publish_reply(message_key, sender, to, text, 0, delay_ms=None)
         return "queued"
@@ -113,6 +120,22 @@ def send_once(
         # worker took it already: one answer.
         return "queued"
     return _call(message_key, sender, to, text, provider, 0, limiter, in_worker=False)
+
+
+def _never_taken(message_key: str) -> bool:
+    """Whether the answer's row waits for its first try longer than a worker takes to start
+    one (NEVER_TAKEN_AFTER_S): its message was most likely never published. A concurrent
+    copy of the inbound message finds it younger and publishes nothing."""
+    since = fn.now() - SQL(f"interval '{NEVER_TAKEN_AFTER_S} seconds'")
+    return (
+        InboundReply.select()
+        .where(
+            (InboundReply.message_key == message_key)
+            & (InboundReply.state == "retrying")
+            & (InboundReply.created_at < since)
+        )
+        .exists()
+    )
 
 
 def requeue_abandoned() -> int:

@@ -897,3 +897,37 @@ def test_a_key_holding_a_nul_is_not_read_as_the_field_it_resembles(client, db, p
     assert answer.status_code == 200, answer.text
     assert answer.json["keyword"] is None
     assert state(db, shop[0])["suppressed"] == []
+
+
+def test_an_answer_whose_publish_died_with_the_web_goes_out_at_the_stop_posted_again(
+    client, db, provider, shop, monkeypatch, worker
+):
+    # Given a STOP whose answer row was committed, and the web process died before its
+    # publish (so no 200: the provider will post the STOP again)
+    def dies(*args, delay_ms):
+        raise SystemExit("kill -9")
+
+    monkeypatch.setattr(dispatch, "publish_reply", dies)
+    with pytest.raises(SystemExit):
+        client.simulate_post(
+            INBOUND, json={"from": PHONE.lstrip("+"), "to": SENDER, "text": "STOP", "id": "in-died"}
+        )
+    assert InboundReply.get().state == "retrying" and provider.sent == []
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        dispatch,
+        "publish_reply",
+        lambda *args, delay_ms: worker.append((args, delay_ms)) or replies.resend(*args, provider),
+    )
+
+    # When the provider posts it again at once, Then nothing more is queued (its first
+    # publish may be on its way)
+    assert reply(client, "STOP", id="in-died")["reply"] is None
+
+    # When it posts it again later, Then the answer is queued and goes out, once (before:
+    # it waited for the reconcile's ABANDONED_AFTER_S, 2 hours)
+    db.execute_sql("UPDATE inbound_reply SET created_at = now() - interval '11 seconds'")
+    assert reply(client, "STOP", id="in-died")["reply"] == "queued"
+    assert reply(client, "STOP", id="in-died")["reply"] is None  # taken: sent
+    assert [(sender, sms.to) for sender, sms in provider.sent] == [(SENDER, PHONE)]
+    assert InboundReply.get().state == "sent"
