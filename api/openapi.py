@@ -74,7 +74,8 @@ SECURITY_SCHEMES = {
         "in": "cookie",
         "name": COOKIE,
         "description": (
-            "The operator session `POST /ops/login` sets (HttpOnly, SameSite=Strict, Path=/ops)."
+            "The operator session `POST /ops/login` sets (HttpOnly, SameSite=Strict; no Path: the"
+            " browser scopes it to `/ops`, under any path prefix a proxy adds)."
         ),
     },
 }

@@ -1,10 +1,16 @@
 """Operator sessions for `/ops`: a browser cannot send a bearer header when it opens a page, so
 the login form (`POST /ops/login`) exchanges ADMIN_TOKEN for a session cookie.
 
-The cookie (HttpOnly, SameSite=Strict, Path=/ops, Secure when PUBLIC_BASE_URL is https) holds
+The cookie (HttpOnly, SameSite=Strict, Secure when PUBLIC_BASE_URL is https) holds
 its expiry, a random nonce and an HMAC of both under SECRET_KEY, never the token. The HMAC also
 covers a digest of ADMIN_TOKEN, so rotating either SECRET_KEY or ADMIN_TOKEN ends every
 session. The server keeps no session state: logging out deletes the cookie in the browser.
+
+Behind a proxy that serves the API under a path prefix (PUBLIC_BASE_URL=https://x/sms/), the
+pages, redirects and cookie must stay under it: redirects and the pages' links are relative
+(`RELATIVE`), and the cookie has no Path, so the browser scopes it to the login's directory
+(`/sms/ops`, or `/ops` without a prefix). A probe found every absolute `/ops/...` leave the
+prefix, the session cookie with it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from limits.strategies import MovingWindowRateLimiter
 COOKIE = "astronote_ops"
 PATH = "/ops"
 LOGIN_PATH = "/ops/login"
+# Redirects as relative references (RFC 9110 allows them in Location), resolved by the browser
+# against the request's own URL, prefix included: from `/ops`, from `/ops/login`, and from
+# `/ops/logout`.
+RELATIVE = {"page to login": "ops/login", "login to page": "../ops", "logout to login": "login"}
 # Wrong admin tokens one client address may post to the login form a minute.
 LOGIN_FAILURES_ALLOWED = 10
 _VERSION = "v1"
@@ -100,14 +110,13 @@ class OperatorSessions:
             COOKIE,
             self.issue(),
             max_age=self.ttl_s,
-            path=PATH,
             secure=self.secure,
             http_only=True,
             same_site="Strict",
         )
 
     def end(self, resp: falcon.Response) -> None:
-        resp.unset_cookie(COOKIE, same_site="Strict", path=PATH)
+        resp.unset_cookie(COOKIE, same_site="Strict")
 
 
 class LoginThrottle:

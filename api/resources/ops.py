@@ -15,7 +15,14 @@ from api import schemas
 from api.access import Access
 from api.body import read_bytes
 from api.docs import HTML, Answer, Operation
-from api.ops_access import LOGIN_PATH, PATH, LoginThrottle, OperatorSessions, same_secret
+from api.ops_access import (
+    LOGIN_PATH,
+    PATH,
+    RELATIVE,
+    LoginThrottle,
+    OperatorSessions,
+    same_secret,
+)
 from service.infra.config import Settings
 from service.observability import board
 from service.observability.health import HealthChecker
@@ -166,7 +173,7 @@ class OpsLoginResource:
             return
         log.info("operator logged in", extra={"remote_addr": req.remote_addr})
         self.sessions.start(resp)
-        raise falcon.HTTPSeeOther(PATH, headers={"Cache-Control": "no-store"})
+        raise falcon.HTTPSeeOther(RELATIVE["login to page"], headers={"Cache-Control": "no-store"})
 
 
 class OpsLogoutResource:
@@ -184,4 +191,6 @@ class OpsLogoutResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.sessions.end(resp)
-        raise falcon.HTTPSeeOther(LOGIN_PATH, headers={"Cache-Control": "no-store"})
+        raise falcon.HTTPSeeOther(
+            RELATIVE["logout to login"], headers={"Cache-Control": "no-store"}
+        )

@@ -6,6 +6,7 @@ the operator page needs a login, and every answer carries the security headers. 
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import urljoin
 
 import falcon
 import psycopg2
@@ -290,12 +291,14 @@ def test_the_operator_page_sends_a_browser_without_a_session_to_the_login_form(c
     for query in ("", f"token={ADMIN_TOKEN}"):
         result = client.simulate_get("/ops", query_string=query)
         # Then it redirects to the login form, and no session is started
-        assert result.status_code == 303 and result.headers["location"].endswith("/ops/login")
+        assert result.status_code == 303
+        assert resolved("/ops", result) == "/ops/login"
+        assert resolved("/sms/ops", result) == "/sms/ops/login"  # behind a path prefix
         assert session_cookie(result) is None
     # ...and the state behind it is 401
     assert_error(client.simulate_get("/ops/state", query_string=f"token={ADMIN_TOKEN}"), 401)
     form = client.simulate_get("/ops/login")
-    assert form.status_code == 200 and '<form method="post" action="/ops/login">' in form.text
+    assert form.status_code == 200 and '<form method="post" action="login">' in form.text
 
 
 @pytest.mark.parametrize("token", ["wrong", "", ADMIN_TOKEN + "-but-longer", "caf%C3%A9"])
@@ -325,15 +328,25 @@ def test_wrong_tokens_from_one_address_are_throttled_and_another_address_is_not(
     assert other.status_code == 303 and session_cookie(other) is not None
 
 
+def resolved(path: str, answer) -> str:
+    """Where a browser at `path` goes with the answer's Location."""
+    return urljoin(f"https://shop.example{path}", answer.headers["location"]).removeprefix(
+        "https://shop.example"
+    )
+
+
 def test_the_login_form_opens_a_session_that_shows_the_page_until_logout(client, settings):
     # When the operator logs in with the admin token
     result = login(client, ADMIN_TOKEN)
 
-    # Then a session cookie scoped to /ops, unreadable by scripts, never sent cross-site,
-    # expiring with OPS_SESSION_TTL_S, and a redirect to the page
-    assert result.status_code == 303 and result.headers["location"].endswith("/ops")
+    # Then a session cookie scoped to the login's directory (/ops, or /sms/ops behind a path
+    # prefix: no Path), unreadable by scripts, never sent cross-site, expiring with
+    # OPS_SESSION_TTL_S, and a redirect to the page, under the prefix too
+    assert result.status_code == 303
+    assert resolved("/ops/login", result) == "/ops"
+    assert resolved("/sms/ops/login", result) == "/sms/ops"
     cookie = session_cookie(result)
-    assert cookie.path == "/ops" and cookie.http_only and cookie.same_site == "Strict"
+    assert cookie.path is None and cookie.http_only and cookie.same_site == "Strict"
     assert cookie.max_age == settings.ops_session_ttl_s == 8 * 3600
     assert not cookie.secure  # PUBLIC_BASE_URL is http here
     assert ADMIN_TOKEN not in cookie.value
@@ -350,8 +363,8 @@ def test_the_login_form_opens_a_session_that_shows_the_page_until_logout(client,
     # When the operator logs out
     out = client.simulate_post("/ops/logout", cookies={COOKIE: cookie.value})
     # Then the browser is told to drop the cookie and sent back to the form
-    assert out.status_code == 303 and out.headers["location"].endswith("/ops/login")
-    assert session_cookie(out).value == "" and session_cookie(out).path == "/ops"
+    assert out.status_code == 303 and resolved("/sms/ops/logout", out) == "/sms/ops/login"
+    assert session_cookie(out).value == "" and session_cookie(out).path is None
 
 
 def test_the_session_cookie_is_secure_when_the_public_url_is_https(settings, redis_client, db):
