@@ -6,11 +6,14 @@ names the variable, and `load_or_exit()` turns that into one line on stderr and 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
-import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
 from urllib.parse import parse_qs, urlparse
 
 
@@ -651,8 +654,25 @@ def load_or_exit(env: Mapping[str, str] | None = None) -> Settings:
     try:
         return load(env)
     except ConfigError as error:
-        print(f"astronote: configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(str(error))
+
+
+def exit_with_error(problem: str) -> NoReturn:
+    """End the process with one line naming the problem. The worker's processes (the dramatiq
+    command's children, which each read the configuration) say it once between them: the
+    first to create the marker named after their parent prints (a probe saw the line once per
+    process, run together with the next). One write, so lines never interleave."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        marker = Path(tempfile.gettempdir()) / f"astronote-config-error-{parent.pid}"
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise SystemExit(2) from None
+        except OSError:
+            pass  # no marker: every process says it, rather than none
+    os.write(2, f"astronote: configuration error: {problem}\n".encode(errors="replace"))
+    raise SystemExit(2) from None
 
 
 _current: Settings | None = None

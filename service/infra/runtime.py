@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from models import database
 from service.infra import broker, config, faults, logs
 from service.infra.config import Settings
@@ -13,8 +11,7 @@ def require(settings: Settings, *names: str) -> None:
     """Stop with one line if a variable this process cannot run without is unset."""
     for name in names:
         if not getattr(settings, name.lower()):
-            print(f"astronote: configuration error: {name} is not set", file=sys.stderr)
-            raise SystemExit(2)
+            config.exit_with_error(f"{name} is not set")
 
 
 def check(needs_secret_key: bool = True) -> Settings:

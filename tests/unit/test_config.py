@@ -229,6 +229,19 @@ def test_every_process_stops_with_one_line_and_no_traceback(command):
     assert "Traceback" not in done.stderr
 
 
+def test_the_workers_processes_name_a_configuration_error_once_between_them():
+    # Given the Procfile's worker with three processes, each reading the configuration
+    env = {**os.environ, "SEND_BATCH_SIZE": "lots"}
+    argv = processes.command("worker", {"WORKER_PROCESSES": "3"}, options={"--threads": "1"})
+    # When it starts, Then the error is said once, on a line of its own (before: once per
+    # process, run together with dramatiq's next line), then dramatiq's shut down
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert lines[0] == "astronote: configuration error: SEND_BATCH_SIZE='lots' is not an integer"
+    assert len(lines) == 2 and "exited unexpectedly" in lines[1], done.stderr
+
+
 def run_process(command: list[str], cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     """`command` against unreachable servers, without SECRET_KEY unless `env` gives one."""
     environment = {name: value for name, value in os.environ.items() if name != "SECRET_KEY"}
