@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import redis
+
 from models import database
 from service.infra import broker, config, faults, logs
 from service.infra.config import Settings
@@ -25,8 +27,30 @@ def check(needs_secret_key: bool = True) -> Settings:
     return settings
 
 
+def check_redis_database(settings: Settings) -> None:
+    """Stop with one line if Redis refuses REDIS_URL's database number (over its `databases`):
+    the worker's consumers and the clock's election otherwise failed on it in a loop, a
+    traceback a second (a probe). Redis down is no configuration error: the processes wait
+    for it as for any outage."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.ResponseError as error:
+        if "DB index" in str(error):
+            config.exit_with_error(
+                f"REDIS_URL names a database this Redis does not have ({error}; see its"
+                " `databases` setting)"
+            )
+        raise
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
 def boot(role: str, needs_secret_key: bool = True, lock_timeout_ms: int | None = None) -> Settings:
     settings = check(needs_secret_key)
+    check_redis_database(settings)
     logs.configure(role)
     logs.hide_secrets(*settings.secret_values)
     database.bind(settings.database_url, settings.db_max_connections, lock_timeout_ms)

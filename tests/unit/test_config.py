@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -418,3 +419,26 @@ def test_both_forms_of_database_url_connect_alike_with_keepalives(url):
     # A DSN's own keepalive settings win
     own = url + ("&keepalives=0" if "://" in url else " keepalives=0")
     assert database.connect_params(own)["keepalives"] == "0"
+
+
+@pytest.mark.parametrize("process", ["worker", "clock"])
+def test_a_redis_database_the_server_does_not_have_stops_the_process_with_one_line(
+    process, service_urls
+):
+    # Given REDIS_URL naming database 99999 of a Redis with 16 (a number config cannot check)
+    server = urlparse(service_urls[1])
+    if server.scheme == "unix":  # the embedded Redis
+        missing = f"unix://{server.path}?db=99999"
+    else:
+        missing = f"{server.scheme}://{server.netloc}/99999"
+    done = run_process(
+        SIGNING_PROCESSES[process],
+        SECRET_KEY=SECRET_KEY,
+        MITTO_API_KEY="k",
+        DATABASE_URL=service_urls[0],
+        REDIS_URL=missing,
+    )
+    # Then it stops at start naming REDIS_URL (before: a traceback a second, forever)
+    assert done.returncode == 2
+    assert "REDIS_URL names a database this Redis does not have" in done.stderr
+    assert "Traceback" not in done.stderr
