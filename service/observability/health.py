@@ -255,7 +255,8 @@ class HealthChecker:
             waiting = sum(counts["waiting"] + counts["delayed"] for counts in queues.values())
             return [
                 f"no live worker process: nothing consumes {', '.join(self.queues)}"
-                f" ({waiting} messages waiting)"
+                f" ({waiting} messages waiting; none is registered: none runs, or Redis lost"
+                " the registrations and a running worker registers again within seconds)"
             ]
         problems = [
             f"no live worker consumes queue {queue}"

@@ -90,5 +90,10 @@ def problems(state: dict[str, Any]) -> list[str]:
     if state["clocks"] and not any(clock["run_scheduler"] for clock in state["clocks"]):
         return ["no scheduler leader: every live clock has RUN_SCHEDULER=false"]
     if not state["clocks"]:
-        return ["no scheduler leader: no clock process is running"]
+        # Registrations live in Redis: a flushed Redis reads alike for a few seconds (a probe
+        # saw "no clock process is running" beside two running clocks).
+        return [
+            "no scheduler leader: no clock process is registered (none runs, or Redis lost"
+            " the registrations: a running clock registers again within seconds)"
+        ]
     return ["no scheduler leader holds the lock"]
