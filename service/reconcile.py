@@ -7,12 +7,12 @@ and what it publishes is harmless twice (a batch sends only what it claims).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from peewee import fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
+from models.database import db, planned_on_indexes
 from models.expressions import audience_created, milliseconds_ago
 from service import (
     admission,
@@ -28,7 +28,6 @@ from service import (
 from service.audit import Actor
 from service.infra import dispatch
 from service.infra.config import Settings
-from service.sending import Claimed
 
 log = logging.getLogger("astronote.reconcile")
 
@@ -78,83 +77,79 @@ def republish_stale_batches(settings: Settings) -> int:
     return len(rows)
 
 
+# Reports read per round of the reconciler's evidence pass.
+EVIDENCE_CHUNK = 1000
+
+
 def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
     """Recipients whose outcome is unknown (claim timed out, or already failed as
     `unknown_outcome`) but for which a delivery report names them by reference: the provider
-    has the message, so they become `sent` with their debit."""
-    # The provider may write the number with or without its "+" (as a bulk answer's).
-    # (as a list of the two spellings, the report's `to` keeps its index: an ltrim() of
-    # both sides read every report of the batch, 2.4 s against 0.1 s for 5,000)
-    its_number = DeliveryReport.to.in_(
-        [CampaignRecipient.phone, fn.ltrim(CampaignRecipient.phone, "+")]
-    )
-    names_it = (
-        (DeliveryReport.reference == CampaignRecipient.id.cast("text"))
-        # by its id: the number too, when the report has one (as `evidence._NAMED`)
-        & (DeliveryReport.to.is_null() | its_number)
-    ) | ((DeliveryReport.reference == CampaignRecipient.batch_key) & its_number)
-    claim_timed_out = (CampaignRecipient.status == "sending") & (
-        CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms)
-    )
-    failed_unknown = (CampaignRecipient.status == "failed") & (
-        CampaignRecipient.error == "unknown_outcome"
-    )
-    rows = list(
-        CampaignRecipient.select(
-            CampaignRecipient.id,
-            CampaignRecipient.campaign,
-            CampaignRecipient.shop_id,
-            CampaignRecipient.contact_id,
-            CampaignRecipient.phone,
-            CampaignRecipient.country,
-            CampaignRecipient.first_name,
-            DeliveryReport.provider_id,
-        )
-        .join(DeliveryReport, on=DeliveryReport.provider_id.is_null(False) & names_it)
-        .switch(CampaignRecipient)
-        .join(Campaign, on=(Campaign.id == CampaignRecipient.campaign))
-        .where(
-            evidence.counts_for(settings)
-            & (claim_timed_out | failed_unknown)
-            & ~fn.EXISTS(evidence.holder_of(DeliveryReport.provider_id))
-        )
-        .distinct(CampaignRecipient.id)
-        .order_by(CampaignRecipient.id, DeliveryReport.id)
-        .tuples()
-    )
-    by_campaign: dict[tuple[int, int], list[evidence.Evidence]] = defaultdict(list)
-    for rid, campaign_id, shop_id, contact_id, phone, country, first_name, provider_id in rows:
-        by_campaign[(campaign_id, shop_id)].append(
-            (Claimed(rid, contact_id, phone, country, first_name), provider_id)
-        )
+    has the message, so they become `sent` with their debit.
+
+    Driven by the reports that could be such evidence (unapplied, with a provider id and a
+    reference, through their partial index), each chunk read as the applier reads its own
+    (`evidence.resolve_reported`: the same matching, by recipient id and number or by batch
+    key and number): the applier resolves most at once, and this is the retry of the rest
+    (rows a persist held, a failed upgrade, a claim that timed out since). Driven by the
+    recipients it read the whole of `campaign_recipient`, twice a run, whatever its history
+    (a review: 0.5-1.3 s a statement at 2,000,000 rows)."""
     upgraded = 0
-    for (campaign_id, shop_id), items in by_campaign.items():
-        try:
-            upgraded += evidence.persist_evidence(shop_id, campaign_id, items, settings, actor)
-            delivery.apply_reports(campaign_id=campaign_id)
-        except Exception:  # noqa: BLE001 - one campaign's failure must not hold up the others
-            log.exception(
-                "upgrading by evidence failed",
-                extra={"campaign_id": campaign_id, "shop_id": shop_id},
+    after = 0
+    while True:
+        ids = list(
+            DeliveryReport.select(DeliveryReport.id)
+            .where(
+                DeliveryReport.applied_at.is_null()
+                & DeliveryReport.provider_id.is_null(False)
+                & DeliveryReport.reference.is_null(False)
+                & (DeliveryReport.id > after)
             )
-    return upgraded
+            .order_by(DeliveryReport.id)
+            .limit(EVIDENCE_CHUNK)
+            .scalars()
+        )
+        if not ids:
+            return upgraded
+        resolved = evidence.resolve_reported(ids, settings, actor)
+        upgraded += resolved.count
+        for campaign_id in sorted(resolved.campaign_ids):
+            try:
+                delivery.apply_reports(campaign_id=campaign_id)
+            except Exception:  # noqa: BLE001 - applied at the campaign's next refresh
+                log.exception(
+                    "applying reports after evidence failed", extra={"campaign_id": campaign_id}
+                )
+        if len(ids) < EVIDENCE_CHUNK:
+            return upgraded
+        after = ids[-1]
 
 
 def fail_unknown_outcomes(settings: Settings) -> int:
     """Claims older than CLAIM_TIMEOUT_MS without evidence: `failed`, reason `unknown_outcome`,
     no debit. Never resent: at most once towards the provider."""
-    open_campaigns = Campaign.select(Campaign.id).where(
-        Campaign.status.in_(("sending", "paused", "cancelled"))
+    open_campaigns = list(
+        Campaign.select(Campaign.id)
+        .where(Campaign.status.in_(("sending", "paused", "cancelled")))
+        .scalars()
     )
-    return (
-        CampaignRecipient.update(status="failed", error="unknown_outcome", updated_at=fn.now())
-        .where(
-            (CampaignRecipient.status == "sending")
-            & (CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms))
-            & CampaignRecipient.campaign.in_(open_campaigns)
+    # Only campaigns whose counters say some are in flight, their rows through the campaign
+    # index: the recipients' status has no index, and the whole table was read every run.
+    counts = recipient_counts.for_campaigns(open_campaigns)
+    in_flight = sorted(
+        campaign_id for campaign_id, found in counts.items() if found["status"]["sending"]
+    )
+    if not in_flight:
+        return 0
+    with db.atomic(), planned_on_indexes():
+        return (
+            CampaignRecipient.update(status="failed", error="unknown_outcome", updated_at=fn.now())
+            .where(
+                CampaignRecipient.campaign.in_(in_flight)
+                & (CampaignRecipient.status == "sending")
+                & (CampaignRecipient.claimed_at < milliseconds_ago(settings.claim_timeout_ms))
+            )
+            .execute()
         )
-        .execute()
-    )
 
 
 def finalize_idle_campaigns(settings: Settings, actor: Actor) -> dict[int, str]:
