@@ -28,8 +28,12 @@ LOCK_NOT_AVAILABLE = "55P03"
 # a frozen or vanished process (a host cut off mid-persist) otherwise held its rows until TCP
 # noticed, about 2 h, and every claim, persist and clock job that met them waited as long.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 300_000
-# TCP keepalives, so that a connection to a vanished peer is noticed in about a minute.
-KEEPALIVES = {
+# TCP keepalives, so that a connection to a vanished peer is noticed in about a minute, and a
+# connection attempt to an unreachable host given up after 10 s (libpq waits without end by
+# default: the clock's check that the database answers would hold its election loop). A DSN's
+# own values win.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "10",
     "keepalives": "1",
     "keepalives_idle": "30",
     "keepalives_interval": "10",
@@ -85,8 +89,9 @@ def retry_conflicts(run: Callable[..., T]) -> Callable[..., T]:
 
 def connect_params(url: str) -> dict[str, Any]:
     """psycopg2 keyword arguments for a PostgreSQL URL or key=value DSN, as libpq reads it
-    (socket directories and options allowed), with TCP keepalives unless it sets its own."""
-    params: dict[str, Any] = {**KEEPALIVES, **parse_dsn(url)}
+    (socket directories and options allowed), with a connect timeout and TCP keepalives
+    unless it sets its own."""
+    params: dict[str, Any] = {**CONNECTION_DEFAULTS, **parse_dsn(url)}
     params["database"] = params.pop("dbname", None) or "postgres"
     return params
 

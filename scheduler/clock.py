@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import peewee
+import psycopg2
 import redis
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -33,6 +35,9 @@ from service.observability.scheduler_state import read_lock
 log = logging.getLogger("astronote.clock")
 
 UNIX_EPOCH = datetime.fromtimestamp(0, UTC)
+# Election rounds in a row (a renewal each, every TTL/3 at most) in which PostgreSQL did not
+# answer the leader, before it gives the lock up: a restart of a few seconds does not move it.
+DATABASE_ROUNDS = 3
 
 
 def next_epoch() -> int:
@@ -90,6 +95,7 @@ class Clock:
         self.stop = stop
         self.started_at = datetime.now(UTC)
         self.leading: bool | None = None  # None until the first election round
+        self.database_failures = 0  # rounds in a row, while leading, PostgreSQL did not answer
         self.scheduler = build_scheduler(self, jobs)
 
     # --- the process -------------------------------------------------------------------------
@@ -152,8 +158,36 @@ class Clock:
         return self.settings.scheduler_lock_retry_ms / 1000
 
     # --- election ----------------------------------------------------------------------------
+    def database_answers(self) -> bool:
+        try:
+            with database.connection():
+                database.db.execute_sql("SELECT 1")
+            return True
+        except (peewee.OperationalError, peewee.InterfaceError, psycopg2.Error):
+            return False
+
     def _elect(self) -> None:
-        """One round: take or keep the lock, then follow what we hold."""
+        """One round: take or keep the lock, then follow what we hold. A leader PostgreSQL
+        no longer answers (its machine cut off from the database, not from Redis) gives the
+        lock up after DATABASE_ROUNDS rounds: every job would fail while it kept renewing in
+        Redis, and no standby that reaches the database could take over (a review). A
+        standby cut off alike cannot win: the epoch is drawn from PostgreSQL."""
+        if self.leading and not self.database_answers():
+            self.database_failures += 1
+            if self.database_failures >= DATABASE_ROUNDS:
+                log.warning(
+                    "stepping down: PostgreSQL does not answer this clock",
+                    extra={"holder": self.holder, "rounds": self.database_failures},
+                )
+                self.database_failures = 0
+                try:
+                    self.leadership.release()
+                except redis.RedisError:
+                    self.leadership.abandon()
+                self._follow(False)
+                return
+        else:
+            self.database_failures = 0
         try:
             self.leadership.acquire()
         except Exception as error:  # noqa: BLE001 - Redis or PostgreSQL away: retry next round

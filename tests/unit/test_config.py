@@ -414,7 +414,7 @@ def test_both_forms_of_database_url_connect_alike_with_keepalives(url):
         "user": "app",
         "password": "p@ss",
         "sslmode": "require",
-        **database.KEEPALIVES,
+        **database.CONNECTION_DEFAULTS,
     }
     # A DSN's own keepalive settings win
     own = url + ("&keepalives=0" if "://" in url else " keepalives=0")

@@ -295,3 +295,39 @@ def test_a_clock_is_listed_before_its_first_election_takes_the_lock(client, sett
     # Then health could already list it when the lock became its own: never a lock held by
     # a clock nobody lists
     assert listed_when_electing == [["host-a:1"]]
+
+
+def test_a_leader_postgresql_no_longer_answers_gives_the_lock_up(client, settings, monkeypatch):
+    # Given a clock leading, then cut off from PostgreSQL (not from Redis)
+    from scheduler import clock as clock_module
+    from scheduler.clock import Clock
+
+    class NeverStops:
+        def wait(self, timeout: float) -> bool:
+            return False
+
+    clock = Clock(
+        settings,
+        client,
+        leadership(client, "host-a:1"),
+        [],
+        NeverStops(),  # type: ignore[arg-type]
+    )
+    clock.scheduler.start(paused=True)
+    clock._elect()
+    assert clock.leading and read_lock(client)["holder"] == "host-a:1"
+    answers = [False, False, True, False, False, False]
+    monkeypatch.setattr(clock, "database_answers", lambda: answers.pop(0))
+
+    # When rounds pass: two unanswered, one answered (a restart of a few seconds), then three
+    for _ in range(5):
+        clock._elect()
+        # Then it keeps the lead while the database answers now and then
+        assert clock.leading and read_lock(client)["exists"]
+    clock._elect()
+
+    # Then, at the third unanswered round in a row, it gives the lock up for a standby that
+    # reaches the database (before: it renewed in Redis for as long as Redis answered)
+    assert clock.leading is False and not read_lock(client)["exists"]
+    assert clock_module.DATABASE_ROUNDS == 3
+    clock.scheduler.shutdown(wait=False)
