@@ -75,12 +75,15 @@ class Authentication:
     ) -> None:
         access = access_for(resource, req.method)
         req.context.access = access
+        # strip_url_path_trailing_slash serves `/r/{code}/` (links mangled by SMS apps); a
+        # protected route has one spelling only, and so do the operator's login and logout,
+        # whose relative links and cookie scope resolve from their one path.
+        if paths.has_trailing_slash(req.env) and (
+            access is not Access.PUBLIC or getattr(resource, "one_spelling", False)
+        ):
+            raise falcon.HTTPNotFound()
         if access is Access.PUBLIC:
             return
-        # strip_url_path_trailing_slash serves `/r/{code}/` (links mangled by SMS apps); a
-        # protected route has one spelling only.
-        if paths.has_trailing_slash(req.env):
-            raise falcon.HTTPNotFound()
         {
             Access.SHOP: self._shop,
             Access.ADMIN: self._admin,

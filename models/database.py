@@ -91,9 +91,14 @@ def connect_params(url: str) -> dict[str, Any]:
     """psycopg2 keyword arguments for a PostgreSQL URL or key=value DSN, as libpq reads it
     (socket directories and options allowed), with a connect timeout and TCP keepalives
     unless it sets its own."""
-    params: dict[str, Any] = {**CONNECTION_DEFAULTS, **parse_dsn(url)}
-    params["database"] = params.pop("dbname", None) or "postgres"
-    return params
+    given = parse_dsn(url)
+    # The DSN itself, so that libpq reads it whole (a `service=`, a missing dbname defaulting
+    # to the user's); `dbname=None` keeps Peewee from adding its own (psycopg2 drops a None).
+    return {
+        "dsn": url,
+        "dbname": None,
+        **{name: value for name, value in CONNECTION_DEFAULTS.items() if name not in given},
+    }
 
 
 class SessionPool(PooledPostgresqlDatabase):
@@ -124,11 +129,13 @@ def bind(
     `lock_timeout_ms`: a statement waiting longer for a lock fails (the clock's jobs: one
     shop's rows held must not stop every shop's launch)."""
     params = connect_params(url)
+    # Peewee's name for the database: shown, never used to connect (the DSN is).
+    shown = parse_dsn(url).get("dbname") or "(libpq's default)"
     session = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS)}
     if lock_timeout_ms:
         session["lock_timeout"] = str(lock_timeout_ms)
     database = SessionPool(
-        params.pop("database"),
+        shown,
         session,
         max_connections=max_connections,
         stale_timeout=300,

@@ -44,7 +44,11 @@ Evidence = tuple[Claimed, str]  # a recipient of unknown outcome, and the provid
 # without the "+", as the provider's bulk answer may (`service.provider._phone_key`).
 _NAMED = """
 WITH reports AS (
-    SELECT id, provider_id, reference, "to" FROM delivery_report
+    -- The number as digits, as a provider may write it: "+3069...", "3069...", "003069...",
+    -- spaced or dashed (E.164 digits never start with 0); NULL when it has none.
+    SELECT id, provider_id, reference,
+           NULLIF(ltrim(regexp_replace("to", '[^0-9]', '', 'g'), '0'), '') AS digits
+    FROM delivery_report
     WHERE id = ANY(%(ids)s) AND applied_at IS NULL
       AND provider_id IS NOT NULL AND reference IS NOT NULL
 ), named AS (
@@ -53,14 +57,15 @@ WITH reports AS (
     JOIN campaign_recipient r ON r.id = CASE WHEN d.reference ~ '^[0-9]{1,18}$'
                                              THEN d.reference::bigint END
     -- A report's number, when it has one, is the recipient's: a small integer is easily
-    -- some other message's reference (a probe charged a failed recipient on a stranger's)
-    WHERE d."to" IS NULL OR ltrim(r.phone, '+') = ltrim(d."to", '+')
+    -- some other message's reference (a probe charged a failed recipient on a stranger's).
+    -- An erased recipient has no number left to compare: its id alone names it.
+    WHERE d.digits IS NULL OR r.phone IS NULL OR ltrim(r.phone, '+') = d.digits
     UNION ALL
     SELECT d.id, d.provider_id, r.id
     FROM reports d
     JOIN send_batch b ON b.key = d.reference
     JOIN campaign_recipient r ON r.id = ANY(b.recipient_ids)
-                             AND ltrim(r.phone, '+') = ltrim(d."to", '+')
+                             AND ltrim(r.phone, '+') = d.digits
 )
 SELECT DISTINCT ON (r.id) r.id, r.contact_id, r.phone, r.country, r.first_name,
        r.campaign_id, r.shop_id, n.provider_id

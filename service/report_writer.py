@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg2
+from psycopg2.extensions import parse_dsn
 
 from models.database import connect_params
 from service import report_inbox
@@ -131,8 +132,10 @@ class OwnConnection:
         # (503: the provider posts again) rather than hold a web thread and the reports
         # queued behind it.
         params = connect_params(database_url)
-        options = f"{params.get('options', '')} -c statement_timeout={WRITE_TIMEOUT_MS}"
-        self.params = {"connect_timeout": 5, **params, "options": options.strip()}
+        given = parse_dsn(database_url)
+        options = f"{given.get('options', '')} -c statement_timeout={WRITE_TIMEOUT_MS}"
+        self.params = {**params, "connect_timeout": given.get("connect_timeout", 5)}
+        self.params["options"] = options.strip()
         self._connection: Any = None
 
     def write(self, reports: list[dict[str, Any]]) -> list[int]:

@@ -179,7 +179,16 @@ def launch_due_campaigns(
     given); fail those overdue by more than SCHEDULE_GRACE_MS or that cannot be sent. Each
     change is recorded for `actor` (the clock's job and epoch)."""
     now = now or database_now()
-    report = LaunchReport(expired=expire_overdue(settings.schedule_grace_ms, now, actor))
+    try:
+        expired = expire_overdue(settings.schedule_grace_ms, now, actor)
+    except OperationalError as error:
+        if not is_lock_timeout(error):
+            raise
+        # An overdue campaign's row held elsewhere: failing them waits for the next tick,
+        # launching the due ones does not.
+        log.warning("failing overdue campaigns waits for a lock: next tick")
+        expired = []
+    report = LaunchReport(expired=expired)
     for campaign_id, shop_id in due_campaigns(settings.schedule_grace_ms, now, limit):
         # One campaign failing unexpectedly is tried again at the next tick; the others due
         # are launched meanwhile (it used to abort the job, tick after tick, for every shop).

@@ -101,6 +101,7 @@ class OpsLoginResource:
     """Public by necessity: the form is how an operator proves to hold ADMIN_TOKEN."""
 
     auth = Access.PUBLIC
+    one_spelling = True  # `/ops/login/` would resolve its relative links elsewhere
     docs = {
         "GET": Operation(
             "The login form (HTML)",
@@ -180,6 +181,7 @@ class OpsLogoutResource:
     """Public: deleting the cookie needs no proof, and an expired session must still log out."""
 
     auth = Access.PUBLIC
+    one_spelling = True  # `/ops/login/` would resolve its relative links elsewhere
     docs = {
         "POST": Operation(
             "Log out: the session cookie is deleted", {303: SEE_LOGIN}, needs_dependencies=False

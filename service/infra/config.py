@@ -657,14 +657,28 @@ def load_or_exit(env: Mapping[str, str] | None = None) -> Settings:
         exit_with_error(str(error))
 
 
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started (Linux: clock ticks since boot, /proc/pid/stat's 22nd
+    field), or None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
 def exit_with_error(problem: str) -> NoReturn:
     """End the process with one line naming the problem. The worker's processes (the dramatiq
     command's children, which each read the configuration) say it once between them: the
     first to create the marker named after their parent prints (a probe saw the line once per
     process, run together with the next). One write, so lines never interleave."""
     parent = multiprocessing.parent_process()
-    if parent is not None and parent.pid is not None:
-        marker = Path(tempfile.gettempdir()) / f"astronote-config-error-{parent.pid}"
+    started = _start_time(parent.pid) if parent is not None and parent.pid else None
+    if parent is not None and started is not None:
+        # The parent's pid and start time: a pid used again (a container's pid 1 restarted
+        # with /tmp kept) names another marker, so its error is said again.
+        marker = Path(tempfile.gettempdir()) / f"astronote-config-error-{parent.pid}-{started}"
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:

@@ -453,3 +453,19 @@ def test_without_an_admin_token_the_operator_page_and_admin_api_are_disabled(
     ]:
         assert_error(client.simulate_request(method, path, headers=auth("anything")), 404)
     assert login(client, "").status_code == 404
+
+
+def test_the_operators_login_and_logout_have_one_spelling(client):
+    # Their links and redirects are relative, and the session cookie is scoped to the login's
+    # directory: `/ops/login/` resolved the form to /ops/login/login and the page to /ops/ops
+    # (a review). So a trailing slash is a 404, as on every protected route
+    assert client.simulate_get("/ops/login/").status_code == 404
+    assert (
+        client.simulate_post(
+            "/ops/login/",
+            body=f"token={ADMIN_TOKEN}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ).status_code
+        == 404
+    )
+    assert client.simulate_post("/ops/logout/").status_code == 404

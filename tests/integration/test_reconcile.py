@@ -17,6 +17,7 @@ from service import (
     contacts,
     credits,
     delivery,
+    erasure,
     reconcile,
     report_inbox,
     sending,
@@ -510,5 +511,52 @@ def test_the_reconciler_takes_no_report_with_another_number_as_evidence_by_refer
         (str(recipient_id),),
     )
     assert reconcile.reconcile(quick, audit.ADMIN).upgraded_by_evidence == 1
+    assert status_of(recipient_id) == ("sent", None)
+    assert credits.summary(shop_id).balance == 2
+
+
+@pytest.mark.parametrize("spelling", ["00306900000001", "+30 690 000 0001", "30-6900000001"])
+def test_a_report_with_the_number_as_a_provider_may_write_it_is_evidence(db, settings, spelling):
+    # Given an unknown outcome of a `/sms` call
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, _, recipient_id = campaign_in_flight(settings, "spelling.example", 3)
+    reconcile.reconcile(quick, audit.ADMIN)
+    # When its report writes the number with 00, spaces or dashes, Then it is evidence
+    receive(
+        [
+            {
+                "id": "own-2",
+                "reference": str(recipient_id),
+                "to": spelling,
+                "deliveryStatus": "Delivered",
+            }
+        ],
+        settings,
+    )
+    assert status_of(recipient_id) == ("sent", None)
+    assert credits.summary(shop_id).balance == 2
+
+
+def test_a_report_for_a_recipient_erased_since_its_call_is_still_evidence(db, settings):
+    # Given an unknown outcome whose number was then erased (Shopify's customers/redact)
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, _, recipient_id = campaign_in_flight(settings, "erased-late.example", 3)
+    reconcile.reconcile(quick, audit.ADMIN)
+    erasure.erase_number(shop_id, "+306900000001", settings.secret_key, audit.ADMIN)
+
+    # When its report arrives naming it by reference, with the number it was sent to
+    receive(
+        [
+            {
+                "id": "own-3",
+                "reference": str(recipient_id),
+                "to": "306900000001",
+                "deliveryStatus": "Delivered",
+            }
+        ],
+        settings,
+    )
+    # Then the message the provider has is charged (a review: no number left to compare
+    # left it unpaid once the comparison came in)
     assert status_of(recipient_id) == ("sent", None)
     assert credits.summary(shop_id).balance == 2

@@ -126,3 +126,30 @@ def test_a_shop_whose_rows_are_held_elsewhere_does_not_stop_another_shops_launch
     # And the next tick, the row free again, launches it
     again = scheduling.launch_due_campaigns(settings, CLOCK, now=now)
     assert again.launched == [held]
+
+
+def test_an_overdue_campaign_held_elsewhere_does_not_stop_the_due_ones(db, settings):
+    # Given shop X's campaign overdue past the grace, its row held by another session, and
+    # shop Y's campaign due
+    now = scheduling.database_now()
+    x, _ = shop_with_contacts("x.example", 100, 3)
+    y, _ = shop_with_contacts("y.example", 100, 3)
+    overdue = scheduled(x, now - timedelta(milliseconds=settings.schedule_grace_ms + 1000))
+    due = scheduled(y, now - timedelta(seconds=1))
+    holder = psycopg2.connect(settings.database_url)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT id FROM campaign WHERE id = %s FOR UPDATE", (overdue,))
+        execute("SET lock_timeout = 300")
+        try:
+            # When the clock's launch job runs
+            report = scheduling.launch_due_campaigns(settings, CLOCK, now=now)
+        finally:
+            execute("RESET lock_timeout")
+    finally:
+        holder.close()
+
+    # Then Y's is launched; X's is failed as overdue at a later tick
+    assert report.launched == [due] and report.expired == []
+    assert status(overdue)[0] == "scheduled"
+    assert scheduling.launch_due_campaigns(settings, CLOCK, now=now).expired == [overdue]

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from astronote import processes
 from models import database
@@ -404,11 +405,12 @@ def test_unusual_but_valid_urls_and_senders_are_accepted(name, value):
     ],
 )
 def test_both_forms_of_database_url_connect_alike_with_keepalives(url):
-    # A URL and libpq's key=value form give the same connection, with TCP keepalives (a
-    # vanished peer noticed in about a minute, not 2 h)
+    # A URL and libpq's key=value form go to libpq whole, with a connect timeout and TCP
+    # keepalives (a vanished peer noticed in about a minute, not 2 h)
     params = database.connect_params(url)
-    assert params == {
-        "database": "sms",
+    assert params == {"dsn": url, "dbname": None, **database.CONNECTION_DEFAULTS}
+    assert make_dsn(**params) and parse_dsn(make_dsn(**params)) == {
+        "dbname": "sms",
         "host": "db.example",
         "port": "6432",
         "user": "app",
@@ -416,9 +418,9 @@ def test_both_forms_of_database_url_connect_alike_with_keepalives(url):
         "sslmode": "require",
         **database.CONNECTION_DEFAULTS,
     }
-    # A DSN's own keepalive settings win
+    # A DSN's own settings win
     own = url + ("&keepalives=0" if "://" in url else " keepalives=0")
-    assert database.connect_params(own)["keepalives"] == "0"
+    assert parse_dsn(make_dsn(**database.connect_params(own)))["keepalives"] == "0"
 
 
 @pytest.mark.parametrize("process", ["worker", "clock"])
