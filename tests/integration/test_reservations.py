@@ -16,6 +16,7 @@ from models.database import connection, fetchall
 from service import audit, campaigns, credits, delivery, reconcile
 from service import sending as sending_module
 from service.credits import CreditSummary
+from service.infra import dispatch
 from service.infra.call_slots import CallSlots
 from service.provider import Outcome
 from service.sending import (
@@ -396,10 +397,11 @@ def test_the_reconciler_finalises_a_cancelled_campaign_once_nothing_is_in_flight
     assert_books_balance(shop_id)
 
 
-def cancel_and_close(shop_id: int, campaign_id: int, settings) -> None:
-    """The merchant's cancel, on a thread of its own that gives its connection back."""
+def skip_and_close(campaign_id: int, settings) -> None:
+    """The worker's `updateCampaignStatus` after a large cancel, on a thread of its own that
+    gives its connection back."""
     with connection():
-        campaigns.cancel(shop_id, campaign_id, settings, audit.ADMIN)
+        delivery.refresh_campaign(campaign_id, settings, audit.WORKER)
 
 
 def observe_cancel(observer, campaign_id: int) -> tuple[str, dict[str, int]]:
@@ -424,12 +426,26 @@ def observe_cancel(observer, campaign_id: int) -> tuple[str, dict[str, int]]:
         return status, dict(cursor.fetchall())
 
 
-def test_a_cancel_takes_effect_before_it_has_skipped_every_pending_recipient(db, settings):
-    # Given a sending campaign of 10 and, in another session, a claim under way that holds the
-    # row of its last recipient (by contact), with the cancel's chunks of 3
+def test_a_large_cancel_answers_at_once_and_the_worker_skips_it_in_chunks(
+    db, settings, monkeypatch
+):
+    # Given a sending campaign of 10, more than one chunk of 3
     shop_id, contact_ids = shop_with_contacts("cancel-chunks.example", 20, 10)
     sending = enqueue_campaign(settings, shop_id, contact_ids)
     chunked = dataclasses.replace(settings, recipient_chunk_size=3)
+    published: list[int] = []
+    monkeypatch.setattr(dispatch, "publish_status_update", published.append)
+
+    # When the merchant cancels it
+    campaign = campaigns.cancel(shop_id, sending.campaign_id, chunked, audit.ADMIN)
+
+    # Then the answer comes at once, the campaign cancelled (no batch claims anything from
+    # now on), and the skipping is the worker's: its status update is published
+    assert campaign.status == "cancelled" and published == [sending.campaign_id]
+    assert statuses(sending.campaign_id) == {"pending": 10}
+
+    # When the worker runs it while a claim under way (begun before the cancel) holds the
+    # row of the last recipient (by contact)
     claim = psycopg2.connect(settings.database_url)
     observer = psycopg2.connect(settings.database_url)
     observer.autocommit = True
@@ -440,24 +456,34 @@ def test_a_cancel_takes_effect_before_it_has_skipped_every_pending_recipient(db,
                 " ORDER BY contact_id DESC LIMIT 1 FOR UPDATE",
                 (sending.campaign_id,),
             )
-        # When the merchant cancels, and the cancel reaches that row
         with ThreadPoolExecutor(1) as pool:
-            cancelled = pool.submit(cancel_and_close, shop_id, sending.campaign_id, chunked)
+            skipping = pool.submit(skip_and_close, sending.campaign_id, chunked)
             try:
                 seen = observe_cancel(observer, sending.campaign_id)
             finally:
-                claim.rollback()  # the claim ends either way, so the cancel can finish
-            cancelled.result(timeout=10)
+                claim.rollback()  # the claim ends either way, so the skipping can finish
+            skipping.result(timeout=10)
     finally:
         claim.close()
         observer.close()
 
-    # Then the cancel was already visible to every claim (one batch claims nothing from then
-    # on) and the chunks before that row skipped, while the one waiting for it was not
-    # committed yet
+    # Then it skipped chunk after chunk, each committed, until the one waiting for that row
     assert seen == ("cancelled", {"skipped": 9, "pending": 1})
 
     # And once the claim is gone, every recipient is skipped and the reservation released
     assert statuses(sending.campaign_id) == {"skipped": 10}
     assert reservation(sending.campaign_id) == ("released", 10, 0, 10)
     assert_books_balance(shop_id)
+
+
+def test_a_cancel_of_one_chunk_skips_and_releases_before_it_answers(db, settings, monkeypatch):
+    # Given a sending campaign of 10, one chunk
+    shop_id, contact_ids = shop_with_contacts("cancel-inline.example", 20, 10)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    published: list[int] = []
+    monkeypatch.setattr(dispatch, "publish_status_update", published.append)
+    # When the merchant cancels it, Then it is all done when the cancel answers
+    campaigns.cancel(shop_id, sending.campaign_id, settings, audit.ADMIN)
+    assert published == []
+    assert statuses(sending.campaign_id) == {"skipped": 10}
+    assert reservation(sending.campaign_id) == ("released", 10, 0, 10)
