@@ -34,6 +34,9 @@ IDLE_IN_TRANSACTION_TIMEOUT_MS = 300_000
 # own values win.
 CONNECTION_DEFAULTS = {
     "connect_timeout": "10",
+    # Data sent and not acknowledged for 30 s (a peer gone silent mid-statement) fails the
+    # connection; keepalives alone do not fire while data waits (about 15 minutes).
+    "tcp_user_timeout": "30000",
     "keepalives": "1",
     "keepalives_idle": "30",
     "keepalives_interval": "10",

@@ -21,6 +21,7 @@ import redis
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from playhouse.pool import MaxConnectionsExceeded
 
 from models import database
 from scheduler import runs
@@ -163,6 +164,8 @@ class Clock:
             with database.connection():
                 database.db.execute_sql("SELECT 1")
             return True
+        except MaxConnectionsExceeded:
+            return True  # the database is there; this process's connections are all busy
         except (peewee.OperationalError, peewee.InterfaceError, psycopg2.Error):
             return False
 
@@ -172,22 +175,6 @@ class Clock:
         lock up after DATABASE_ROUNDS rounds: every job would fail while it kept renewing in
         Redis, and no standby that reaches the database could take over (a review). A
         standby cut off alike cannot win: the epoch is drawn from PostgreSQL."""
-        if self.leading and not self.database_answers():
-            self.database_failures += 1
-            if self.database_failures >= DATABASE_ROUNDS:
-                log.warning(
-                    "stepping down: PostgreSQL does not answer this clock",
-                    extra={"holder": self.holder, "rounds": self.database_failures},
-                )
-                self.database_failures = 0
-                try:
-                    self.leadership.release()
-                except redis.RedisError:
-                    self.leadership.abandon()
-                self._follow(False)
-                return
-        else:
-            self.database_failures = 0
         try:
             self.leadership.acquire()
         except Exception as error:  # noqa: BLE001 - Redis or PostgreSQL away: retry next round
@@ -199,7 +186,24 @@ class Clock:
                     "lease_remaining_ms": self.leadership.lease_remaining_ms(),
                 },
             )
-        self._follow(self.leadership.is_leading())
+        leading = self.leadership.is_leading()
+        # After the renewal, so that a check slow to fail costs no lease.
+        if leading and not self.database_answers():
+            self.database_failures += 1
+            if self.database_failures >= DATABASE_ROUNDS:
+                log.warning(
+                    "stepping down: PostgreSQL does not answer this clock",
+                    extra={"holder": self.holder, "rounds": self.database_failures},
+                )
+                self.database_failures = 0
+                try:
+                    self.leadership.release()
+                except redis.RedisError:
+                    self.leadership.abandon()
+                leading = False
+        elif leading:
+            self.database_failures = 0
+        self._follow(leading)
 
     def _follow(self, leading: bool) -> None:
         """Resume or pause the jobs when leadership changes, and say so."""

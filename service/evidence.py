@@ -58,8 +58,9 @@ WITH reports AS (
                                              THEN d.reference::bigint END
     -- A report's number, when it has one, is the recipient's: a small integer is easily
     -- some other message's reference (a probe charged a failed recipient on a stranger's).
-    -- An erased recipient has no number left to compare: its id alone names it.
-    WHERE d.digits IS NULL OR r.phone IS NULL OR ltrim(r.phone, '+') = d.digits
+    -- An erased recipient has no number left to compare: a report with a number is no
+    -- evidence for it (unpaid, rather than charged on a stranger's report: a review).
+    WHERE d.digits IS NULL OR ltrim(r.phone, '+') = d.digits
     UNION ALL
     SELECT d.id, d.provider_id, r.id
     FROM reports d

@@ -93,6 +93,11 @@ def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
     (rows a persist held, a failed upgrade, a claim that timed out since). Driven by the
     recipients it read the whole of `campaign_recipient`, twice a run, whatever its history
     (a review: 0.5-1.3 s a statement at 2,000,000 rows)."""
+    # Reports the applier could not resolve at once are retried here within minutes; one
+    # older than the evidence window (a day at least) is not read again at every run
+    # (strangers' reports stay unapplied until retention deletes them: a review measured
+    # 50,000 of them at 0.4 s a run).
+    evidence_look_back_ms = max(settings.evidence_window_ms, 86_400_000)
     upgraded = 0
     after = 0
     while True:
@@ -102,6 +107,7 @@ def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
                 DeliveryReport.applied_at.is_null()
                 & DeliveryReport.provider_id.is_null(False)
                 & DeliveryReport.reference.is_null(False)
+                & (DeliveryReport.received_at > milliseconds_ago(evidence_look_back_ms))
                 & (DeliveryReport.id > after)
             )
             .order_by(DeliveryReport.id)
@@ -127,9 +133,17 @@ def upgrade_by_evidence(settings: Settings, actor: Actor) -> int:
 def fail_unknown_outcomes(settings: Settings) -> int:
     """Claims older than CLAIM_TIMEOUT_MS without evidence: `failed`, reason `unknown_outcome`,
     no debit. Never resent: at most once towards the provider."""
+    # A cancelled campaign with calls in flight keeps its reservation active; the others
+    # (every one ever cancelled) have none in flight.
+    settling = CreditReservation.select(CreditReservation.campaign).where(
+        CreditReservation.status == "active"
+    )
     open_campaigns = list(
         Campaign.select(Campaign.id)
-        .where(Campaign.status.in_(("sending", "paused", "cancelled")))
+        .where(
+            Campaign.status.in_(("sending", "paused"))
+            | ((Campaign.status == "cancelled") & Campaign.id.in_(settling))
+        )
         .scalars()
     )
     # Only campaigns whose counters say some are in flight, their rows through the campaign

@@ -537,26 +537,56 @@ def test_a_report_with_the_number_as_a_provider_may_write_it_is_evidence(db, set
     assert credits.summary(shop_id).balance == 2
 
 
-def test_a_report_for_a_recipient_erased_since_its_call_is_still_evidence(db, settings):
+def test_a_recipient_erased_since_its_call_is_charged_only_on_a_report_without_a_number(
+    db, settings
+):
     # Given an unknown outcome whose number was then erased (Shopify's customers/redact)
     quick = dataclasses.replace(settings, claim_timeout_ms=0)
     shop_id, _, recipient_id = campaign_in_flight(settings, "erased-late.example", 3)
     reconcile.reconcile(quick, audit.ADMIN)
     erasure.erase_number(shop_id, "+306900000001", settings.secret_key, audit.ADMIN)
 
-    # When its report arrives naming it by reference, with the number it was sent to
+    # When a report names it by reference with a number: its own, or a stranger's (nothing
+    # left to tell them apart)
+    for number in ("306900000001", "447700900123"):
+        receive(
+            [
+                {
+                    "id": f"r-{number}",
+                    "reference": str(recipient_id),
+                    "to": number,
+                    "deliveryStatus": "Delivered",
+                }
+            ],
+            settings,
+        )
+    reconcile.reconcile(quick, audit.ADMIN)
+    # Then neither is evidence: unpaid rather than charged on a stranger's report (a review)
+    assert status_of(recipient_id) == ("failed", "unknown_outcome")
+    assert credits.summary(shop_id).balance == 3
+
+    # When a report names it by reference alone, Then it is evidence
     receive(
-        [
-            {
-                "id": "own-3",
-                "reference": str(recipient_id),
-                "to": "306900000001",
-                "deliveryStatus": "Delivered",
-            }
-        ],
+        [{"id": "r-none", "reference": str(recipient_id), "deliveryStatus": "Delivered"}],
         settings,
     )
-    # Then the message the provider has is charged (a review: no number left to compare
-    # left it unpaid once the comparison came in)
     assert status_of(recipient_id) == ("sent", None)
+    assert credits.summary(shop_id).balance == 2
+
+
+def test_the_reconciler_reads_no_report_older_than_the_evidence_window(db, settings):
+    # Given an unknown outcome and, stored unapplied, a report naming it received 8 days ago
+    # (past the 7-day evidence window: the reconciler does not read it again at every run)
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, _, recipient_id = campaign_in_flight(settings, "old-report.example", 3)
+    reconcile.reconcile(quick, audit.ADMIN)
+    db.execute_sql(
+        "INSERT INTO delivery_report (provider_id, reference, status, received_at)"
+        " VALUES ('old-1', %s, 'Sent', now() - interval '8 days')",
+        (str(recipient_id),),
+    )
+    assert reconcile.reconcile(quick, audit.ADMIN).upgraded_by_evidence == 0
+    # And one received within it is read
+    db.execute_sql("UPDATE delivery_report SET received_at = now() - interval '6 days'")
+    assert reconcile.reconcile(quick, audit.ADMIN).upgraded_by_evidence == 1
     assert credits.summary(shop_id).balance == 2
