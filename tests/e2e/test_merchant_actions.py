@@ -87,3 +87,43 @@ def test_a_cancelled_campaign_skips_the_rest_and_releases_its_credits(make_stack
     )
     assert stack.call("GET", "/credits", key).json()["reserved"] == 0
     assert_invariants(db, stack, shop_id, campaign_id)
+
+
+@pytest.mark.brokers("redis", "rabbitmq")
+def test_a_cancel_of_more_than_a_chunk_answers_at_once_and_the_worker_skips_the_rest(
+    make_stack, db
+):
+    # Given a campaign created in chunks of 20, paused while sending (its audience is still
+    # created meanwhile), so that more than a chunk is pending
+    stack = make_stack(SEND_BATCH_SIZE="10", SEND_CONCURRENCY="2", RECIPIENT_CHUNK_SIZE="20")
+    stack.start_sim("--latency-ms", "50", "--dlr-delay-ms", "50")
+    stack.start_web()
+    stack.start_worker(threads=1)
+    shop_id, key = stack.create_shop("cancel-chunks.example", credits=1000)
+    stack.import_contacts(key, 120)
+    campaign_id = start(stack, key)
+    assert stack.call("POST", f"/campaigns/{campaign_id}/pause", key).status_code == 200
+    wait_for(lambda: stack.progress(key, campaign_id)["recipients_created"], 30, "every recipient")
+    wait_for(
+        lambda: stack.progress(key, campaign_id)["sending"] == 0, 30, "calls in flight to land"
+    )
+    before = stack.progress(key, campaign_id)
+    assert before["pending"] > 20
+
+    # When the merchant cancels it
+    cancelled = stack.call("POST", f"/campaigns/{campaign_id}/cancel", key)
+
+    # Then it answers cancelled, and the worker skips the pending recipients chunk by chunk
+    # and settles the reservation; nothing more is sent
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    wait_for(
+        lambda: stack.progress(key, campaign_id)["credits"]["reservation"] == "released",
+        30,
+        "the worker to skip the rest and release the reservation",
+    )
+    progress = stack.progress(key, campaign_id)
+    assert (progress["pending"], progress["sending"]) == (0, 0)
+    assert (progress["sent"], progress["skipped"]) == (before["sent"], before["pending"])
+    assert stack.sim_messages(summary="1")["count"] == before["sent"]
+    assert stack.call("GET", "/credits", key).json()["reserved"] == 0
+    assert_invariants(db, stack, shop_id, campaign_id)
