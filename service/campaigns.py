@@ -257,11 +257,13 @@ def resume(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> 
 
 
 def cancel(shop_id: int, campaign_id: int, settings: Settings, actor: Actor) -> Campaign:
-    """Cancel: recipients not yet claimed are skipped and their part of the reservation is
-    released at once. Messages already in flight still persist (and are debited) when their
-    call returns, so the reservation keeps their part until they resolve, and the part of
-    messages of unknown outcome until evidence can no longer charge them
-    (`service.reservations`); a call given back meanwhile is skipped too (`sending.unclaim`)."""
+    """Cancel: no batch claims anything from the answer on; recipients not yet claimed are
+    skipped and their part of the reservation released (before the answer for one chunk, by
+    the worker just after for more). Messages already in flight still persist (and are
+    debited) when their call returns, so the reservation keeps their part until they
+    resolve, and the part of messages of unknown outcome until evidence can no longer charge
+    them (`service.reservations`); a call given back meanwhile is skipped too
+    (`sending.unclaim`)."""
     # The cancel commits first, alone: a claim needs the campaign `sending`, so from here on
     # no batch claims anything. Skipping what is pending follows in chunks, then the settle
     # (its hold counts only the calls in flight): here when it is one chunk, else by the
