@@ -15,7 +15,7 @@ import falcon
 from api import paths
 from api.access import Access, access_for, heavy
 from api.body import MAX_BODY, discard_body, parse_json, read_bytes, too_large
-from api.ops_access import LOGIN_PATH, RELATIVE, OperatorSessions, same_secret
+from api.ops_access import FROM_PAGE_TO_LOGIN, LOGIN_PATH, OperatorSessions, same_secret
 from api.workers import hold_connection
 from models.database import db
 from service import api_keys
@@ -188,7 +188,7 @@ class Authentication:
         if same_secret(bearer(req), self.admin_token) or self.sessions.present(req):
             return
         if req.method == "GET" and getattr(resource, "login_redirect", False):
-            raise falcon.HTTPSeeOther(RELATIVE["page to login"])
+            raise falcon.HTTPSeeOther(FROM_PAGE_TO_LOGIN)
         raise Unauthorized(f"log in at {LOGIN_PATH}, or send Authorization: Bearer <ADMIN_TOKEN>")
 
     def _webhook(self, req: falcon.Request, resource: object) -> None:

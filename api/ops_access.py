@@ -7,10 +7,10 @@ covers a digest of ADMIN_TOKEN, so rotating either SECRET_KEY or ADMIN_TOKEN end
 session. The server keeps no session state: logging out deletes the cookie in the browser.
 
 Behind a proxy that serves the API under a path prefix (PUBLIC_BASE_URL=https://x/sms/), the
-pages, redirects and cookie must stay under it: redirects and the pages' links are relative
-(`RELATIVE`), and the cookie has no Path, so the browser scopes it to the login's directory
-(`/sms/ops`, or `/ops` without a prefix). A probe found every absolute `/ops/...` leave the
-prefix, the session cookie with it.
+pages, redirects and cookie must stay under it: redirects (`FROM_..._TO_...`) and the pages'
+links are relative, and the cookie has no Path, so the browser scopes it to the login's
+directory (`/sms/ops`, or `/ops` without a prefix). A probe found every absolute `/ops/...`
+leave the prefix, the session cookie with it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ LOGIN_PATH = "/ops/login"
 # Redirects as relative references (RFC 9110 allows them in Location), resolved by the browser
 # against the request's own URL, prefix included: from `/ops`, from `/ops/login`, and from
 # `/ops/logout`.
-RELATIVE = {"page to login": "ops/login", "login to page": "../ops", "logout to login": "login"}
+FROM_PAGE_TO_LOGIN = "ops/login"
+FROM_LOGIN_TO_PAGE = "../ops"
+FROM_LOGOUT_TO_LOGIN = "login"
 # Wrong admin tokens one client address may post to the login form a minute.
 LOGIN_FAILURES_ALLOWED = 10
 _VERSION = "v1"

@@ -9,7 +9,7 @@ Reports resolve unknowns as they are applied (`resolve_reported`, called by the 
 `service.report_inbox`); the reconciler resolves what is left.
 
 Evidence counts while the campaign may send and until EVIDENCE_WINDOW_MS after it finished
-(`counts_for`), exactly as long as its reservation holds credits for messages of unknown
+(the window of `_NAMED`), exactly as long as its reservation holds credits for messages of unknown
 outcome (`service.reservations`): a debit that evidence adds always finds credits held for it.
 """
 
@@ -20,11 +20,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from peewee import SQL, ColumnBase, ModelSelect
-
 from models import Campaign, CampaignRecipient
 from models.database import db, fetchall
-from models.expressions import milliseconds_ago
 from service import reservations
 from service.audit import Actor
 from service.infra.config import Settings
@@ -80,21 +77,6 @@ WHERE r.mitto_message_id IS NULL
        OR c.finished_at > now() - %(window)s * interval '1 millisecond')
 ORDER BY r.id, n.report_id
 """
-
-
-def holder_of(provider_id: ColumnBase) -> ModelSelect:
-    """The recipient that already holds `provider_id`: a report naming it is that message's,
-    never evidence for another recipient (`sending.MARK_SENT`)."""
-    holder = CampaignRecipient.alias()
-    return holder.select(SQL("1")).where(holder.mitto_message_id == provider_id)
-
-
-def counts_for(settings: Settings) -> ColumnBase:
-    """Whether evidence still counts for a campaign: it may send, or it finished (completed,
-    failed or cancelled) less than EVIDENCE_WINDOW_MS ago."""
-    return Campaign.status.in_(("sending", "paused")) | (
-        Campaign.finished_at > milliseconds_ago(settings.evidence_window_ms)
-    )
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from api.access import Access
 from api.body import read_bytes
 from api.docs import HTML, Answer, Operation
 from api.ops_access import (
+    FROM_LOGIN_TO_PAGE,
+    FROM_LOGOUT_TO_LOGIN,
     LOGIN_PATH,
     PATH,
-    RELATIVE,
     LoginThrottle,
     OperatorSessions,
     same_secret,
@@ -174,7 +175,7 @@ class OpsLoginResource:
             return
         log.info("operator logged in", extra={"remote_addr": req.remote_addr})
         self.sessions.start(resp)
-        raise falcon.HTTPSeeOther(RELATIVE["login to page"], headers={"Cache-Control": "no-store"})
+        raise falcon.HTTPSeeOther(FROM_LOGIN_TO_PAGE, headers={"Cache-Control": "no-store"})
 
 
 class OpsLogoutResource:
@@ -193,6 +194,4 @@ class OpsLogoutResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.sessions.end(resp)
-        raise falcon.HTTPSeeOther(
-            RELATIVE["logout to login"], headers={"Cache-Control": "no-store"}
-        )
+        raise falcon.HTTPSeeOther(FROM_LOGOUT_TO_LOGIN, headers={"Cache-Control": "no-store"})

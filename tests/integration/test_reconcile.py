@@ -447,25 +447,30 @@ def test_a_batch_put_back_with_a_long_delay_is_not_stale_while_it_waits(db, sett
     assert reconcile.republish_stale_batches(stale) == 0
 
 
+def unknown_outcome(settings, domain: str):
+    """A shop with 3 credits whose one `/sms` recipient the reconciler failed as
+    `unknown_outcome`: (settings with claims timing out at once, shop id, recipient id)."""
+    quick = dataclasses.replace(settings, claim_timeout_ms=0)
+    shop_id, _, recipient_id = campaign_in_flight(settings, domain, 3)
+    reconcile.reconcile(quick, audit.ADMIN)
+    assert status_of(recipient_id) == ("failed", "unknown_outcome")
+    return quick, shop_id, recipient_id
+
+
+def report_naming(settings, recipient_id: int, report_id: str, to: str | None = None) -> int:
+    """The provider's Delivered report naming the recipient by reference (its id), with the
+    number `to` when given, received by the webhook; returns how many were applied."""
+    report = {"id": report_id, "reference": str(recipient_id), "deliveryStatus": "Delivered"}
+    return receive([report if to is None else {**report, "to": to}], settings)
+
+
 def test_a_report_naming_a_recipient_by_reference_with_another_number_is_no_evidence(db, settings):
     # Given an unknown outcome of a `/sms` call (its reference is the recipient's id)
-    quick = dataclasses.replace(settings, claim_timeout_ms=0)
-    shop_id, _, recipient_id = campaign_in_flight(settings, "stranger.example", 3)
-    reconcile.reconcile(quick, audit.ADMIN)
+    quick, shop_id, recipient_id = unknown_outcome(settings, "stranger.example")
 
     # When a report arrives with that reference but another number (a stranger's message,
     # whose reference happens to be the same small integer), applied at once and stored
-    applied = receive(
-        [
-            {
-                "id": "foreign-1",
-                "reference": str(recipient_id),
-                "to": "306999999999",
-                "deliveryStatus": "Delivered",
-            }
-        ],
-        settings,
-    )
+    applied = report_naming(settings, recipient_id, "foreign-1", to="306999999999")
     report = reconcile.reconcile(quick, audit.ADMIN)
 
     # Then neither the applier nor the reconciler takes it as evidence: nothing is charged
@@ -474,19 +479,8 @@ def test_a_report_naming_a_recipient_by_reference_with_another_number_is_no_evid
     assert status_of(recipient_id) == ("failed", "unknown_outcome")
     assert credits.summary(shop_id).balance == 3
 
-    # When a report with that reference and its number, as written with or without "+",
-    # arrives, Then it is evidence
-    receive(
-        [
-            {
-                "id": "own-1",
-                "reference": str(recipient_id),
-                "to": "306900000001",
-                "deliveryStatus": "Delivered",
-            }
-        ],
-        settings,
-    )
+    # When a report with that reference and its number arrives, Then it is evidence
+    report_naming(settings, recipient_id, "own-1", to="306900000001")
     assert status_of(recipient_id) == ("sent", None)
     assert credits.summary(shop_id).balance == 2
 
@@ -494,9 +488,7 @@ def test_a_report_naming_a_recipient_by_reference_with_another_number_is_no_evid
 def test_the_reconciler_takes_no_report_with_another_number_as_evidence_by_reference(db, settings):
     # Given an unknown outcome, and reports stored (not applied at once) naming the recipient
     # by reference: one with another number, then one with none
-    quick = dataclasses.replace(settings, claim_timeout_ms=0)
-    shop_id, _, recipient_id = campaign_in_flight(settings, "stored.example", 3)
-    reconcile.reconcile(quick, audit.ADMIN)
+    quick, shop_id, recipient_id = unknown_outcome(settings, "stored.example")
     db.execute_sql(
         'INSERT INTO delivery_report (provider_id, reference, "to", status) VALUES'
         " ('x-1', %s, '306999999999', 'Delivered')",
@@ -515,24 +507,14 @@ def test_the_reconciler_takes_no_report_with_another_number_as_evidence_by_refer
     assert credits.summary(shop_id).balance == 2
 
 
-@pytest.mark.parametrize("spelling", ["00306900000001", "+30 690 000 0001", "30-6900000001"])
+@pytest.mark.parametrize(
+    "spelling", ["+306900000001", "00306900000001", "+30 690 000 0001", "30-6900000001"]
+)
 def test_a_report_with_the_number_as_a_provider_may_write_it_is_evidence(db, settings, spelling):
     # Given an unknown outcome of a `/sms` call
-    quick = dataclasses.replace(settings, claim_timeout_ms=0)
-    shop_id, _, recipient_id = campaign_in_flight(settings, "spelling.example", 3)
-    reconcile.reconcile(quick, audit.ADMIN)
-    # When its report writes the number with 00, spaces or dashes, Then it is evidence
-    receive(
-        [
-            {
-                "id": "own-2",
-                "reference": str(recipient_id),
-                "to": spelling,
-                "deliveryStatus": "Delivered",
-            }
-        ],
-        settings,
-    )
+    _, shop_id, recipient_id = unknown_outcome(settings, "spelling.example")
+    # When its report writes the number with +, 00, spaces or dashes, Then it is evidence
+    report_naming(settings, recipient_id, "own-2", to=spelling)
     assert status_of(recipient_id) == ("sent", None)
     assert credits.summary(shop_id).balance == 2
 
@@ -541,35 +523,20 @@ def test_a_recipient_erased_since_its_call_is_charged_only_on_a_report_without_a
     db, settings
 ):
     # Given an unknown outcome whose number was then erased (Shopify's customers/redact)
-    quick = dataclasses.replace(settings, claim_timeout_ms=0)
-    shop_id, _, recipient_id = campaign_in_flight(settings, "erased-late.example", 3)
-    reconcile.reconcile(quick, audit.ADMIN)
+    quick, shop_id, recipient_id = unknown_outcome(settings, "erased-late.example")
     erasure.erase_number(shop_id, "+306900000001", settings.secret_key, audit.ADMIN)
 
     # When a report names it by reference with a number: its own, or a stranger's (nothing
     # left to tell them apart)
     for number in ("306900000001", "447700900123"):
-        receive(
-            [
-                {
-                    "id": f"r-{number}",
-                    "reference": str(recipient_id),
-                    "to": number,
-                    "deliveryStatus": "Delivered",
-                }
-            ],
-            settings,
-        )
+        report_naming(settings, recipient_id, f"r-{number}", to=number)
     reconcile.reconcile(quick, audit.ADMIN)
     # Then neither is evidence: unpaid rather than charged on a stranger's report (a review)
     assert status_of(recipient_id) == ("failed", "unknown_outcome")
     assert credits.summary(shop_id).balance == 3
 
     # When a report names it by reference alone, Then it is evidence
-    receive(
-        [{"id": "r-none", "reference": str(recipient_id), "deliveryStatus": "Delivered"}],
-        settings,
-    )
+    report_naming(settings, recipient_id, "r-none")
     assert status_of(recipient_id) == ("sent", None)
     assert credits.summary(shop_id).balance == 2
 
@@ -577,9 +544,7 @@ def test_a_recipient_erased_since_its_call_is_charged_only_on_a_report_without_a
 def test_the_reconciler_reads_no_report_older_than_the_evidence_window(db, settings):
     # Given an unknown outcome and, stored unapplied, a report naming it received 8 days ago
     # (past the 7-day evidence window: the reconciler does not read it again at every run)
-    quick = dataclasses.replace(settings, claim_timeout_ms=0)
-    shop_id, _, recipient_id = campaign_in_flight(settings, "old-report.example", 3)
-    reconcile.reconcile(quick, audit.ADMIN)
+    quick, shop_id, recipient_id = unknown_outcome(settings, "old-report.example")
     db.execute_sql(
         "INSERT INTO delivery_report (provider_id, reference, status, received_at)"
         " VALUES ('old-1', %s, 'Sent', now() - interval '8 days')",

@@ -96,26 +96,33 @@ def test_a_campaign_rescheduled_to_later_after_the_clock_found_it_due_is_not_lau
     assert (row.status, row.scheduled_at) == ("scheduled", later)
 
 
+def launch_with_a_row_held(settings, table: str, row_id: int, now) -> scheduling.LaunchReport:
+    """The clock's launch job (its lock_timeout, 300 ms here) while another session (a
+    process frozen mid-persist) holds row `row_id` of `table`."""
+    holder = psycopg2.connect(settings.database_url)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", (row_id,))
+        execute("SET lock_timeout = 300")
+        try:
+            return scheduling.launch_due_campaigns(settings, CLOCK, now=now)
+        finally:
+            execute("RESET lock_timeout")
+    finally:
+        holder.close()
+
+
 def test_a_shop_whose_rows_are_held_elsewhere_does_not_stop_another_shops_launch(db, settings):
     # Given shop X's campaign due first and shop Y's after, X's shop row held by another
-    # session (a process frozen mid-persist), and the clock's lock_timeout
+    # session
     now = scheduling.database_now()
     x, _ = shop_with_contacts("x.example", 100, 3)
     y, _ = shop_with_contacts("y.example", 100, 3)
     held = scheduled(x, now - timedelta(seconds=2))
     free = scheduled(y, now - timedelta(seconds=1))
-    holder = psycopg2.connect(settings.database_url)
-    try:
-        with holder.cursor() as cursor:
-            cursor.execute("SELECT id FROM shop WHERE id = %s FOR UPDATE", (x,))
-        execute("SET lock_timeout = 300")
-        try:
-            # When the clock's launch job runs
-            report = scheduling.launch_due_campaigns(settings, CLOCK, now=now)
-        finally:
-            execute("RESET lock_timeout")
-    finally:
-        holder.close()
+
+    # When the clock's launch job runs
+    report = launch_with_a_row_held(settings, "shop", x, now)
 
     # Then Y's is launched, and X's waits for the next tick, still scheduled (before: the
     # job stopped at X's, tick after tick, Y's with it)
@@ -136,18 +143,9 @@ def test_an_overdue_campaign_held_elsewhere_does_not_stop_the_due_ones(db, setti
     y, _ = shop_with_contacts("y.example", 100, 3)
     overdue = scheduled(x, now - timedelta(milliseconds=settings.schedule_grace_ms + 1000))
     due = scheduled(y, now - timedelta(seconds=1))
-    holder = psycopg2.connect(settings.database_url)
-    try:
-        with holder.cursor() as cursor:
-            cursor.execute("SELECT id FROM campaign WHERE id = %s FOR UPDATE", (overdue,))
-        execute("SET lock_timeout = 300")
-        try:
-            # When the clock's launch job runs
-            report = scheduling.launch_due_campaigns(settings, CLOCK, now=now)
-        finally:
-            execute("RESET lock_timeout")
-    finally:
-        holder.close()
+
+    # When the clock's launch job runs
+    report = launch_with_a_row_held(settings, "campaign", overdue, now)
 
     # Then Y's is launched; X's is failed as overdue at a later tick
     assert report.launched == [due] and report.expired == []
