@@ -54,6 +54,10 @@ SHED_RETRY_AFTER_S = 1
 _INT32 = 2**31
 
 
+# An answer: status line, JSON body, extra headers.
+Answer = tuple[str, dict[str, Any], tuple[tuple[str, str], ...]]
+
+
 class Refused(Exception):
     """An answer other than 200: status line, body, extra headers."""
 
@@ -251,10 +255,14 @@ class ReportIngest:
     def __init__(self, settings: Settings, signals: redis.Redis) -> None:
         self.max_pending = settings.report_ingest_max_pending
         self.max_wait_s = settings.report_ingest_max_wait_ms / 1000
-        self.writer = ReportWriter(OwnConnection(settings.database_url).write)
+        self.connection = OwnConnection(settings.database_url)
+        self.writer = ReportWriter(self.connection.write)
         self.applier = report_inbox.ApplierSignal(signals, settings)
         self._lock = threading.Lock()
         self._pending = 0  # reports admitted and not yet answered
+
+    def close(self) -> None:
+        self.connection.close()
 
     def full(self, now: float | None = None) -> bool:
         """Whether a request must be shed before its body is read: the process holds its
@@ -293,6 +301,61 @@ def shed() -> Refused:
     )
 
 
+def refusal(error: Exception) -> Answer:
+    """The answer to a request that raised `error` (`api/errors.py`'s shapes and statuses),
+    for both fronts: this module's and `api/report_server.py`'s."""
+    if isinstance(error, Refused):
+        return error.status, error.body, error.headers
+    if isinstance(error, InvalidInput):
+        return (
+            "422 Unprocessable Entity",
+            {"title": error.title, "description": error.description, "field": error.field},
+            (),
+        )
+    if isinstance(error, UNAVAILABLE):
+        # The answer names the dependency only: the error may hold a host name or a DSN.
+        name = dependency_name(error)
+        log.warning(
+            "dependency unavailable",
+            extra={"path": ROUTE, "dependency": name, "error": str(error)[:200]},
+        )
+        return (
+            "503 Service Unavailable",
+            {
+                "title": "Service unavailable",
+                "description": f"{name} is unavailable, try again shortly",
+            },
+            (("Retry-After", "5"),),
+        )
+    log.error("unexpected error", extra={"path": ROUTE, "method": "POST"}, exc_info=error)
+    return (
+        "500 Internal Server Error",
+        {"title": "Internal error", "description": "the error was logged"},
+        (),
+    )
+
+
+def check_token(secret: bytes | None, header: str | None, query: str) -> None:
+    """`Refused` (404, 401) unless the request carries the webhook's token, in the
+    `X-Webhook-Token` header or as the query's (last) `token`."""
+    if secret is None:
+        raise Refused(
+            "404 Not Found",
+            "Not found",
+            "the provider's webhooks are disabled (DLR_WEBHOOK_SECRET unset)",
+        )
+    token = header or _query_token(query)
+    # Bytes: compare_digest refuses str with non-ASCII characters. WSGI headers are
+    # latin-1 strings; encoded as UTF-8 like `same_secret` does.
+    if not token or not hmac.compare_digest(token.encode(), secret):
+        raise Refused(
+            "401 Unauthorized",
+            "Unauthorized",
+            "a valid webhook token is required",
+            headers=(("WWW-Authenticate", "Bearer"),),
+        )
+
+
 # --- the WSGI front ----------------------------------------------------------------------------
 
 StartResponse = Callable[..., Any]
@@ -327,44 +390,14 @@ class ReportRoute:
         began = time.monotonic()
         try:
             status, body, headers = self._answer(environ, began)
-        except Refused as refused:
-            status, body, headers = refused.status, refused.body, refused.headers
-        except InvalidInput as error:
-            status, body, headers = (
-                "422 Unprocessable Entity",
-                {"title": error.title, "description": error.description, "field": error.field},
-                (),
-            )
-        except UNAVAILABLE as error:
-            # The answer names the dependency only: the error may hold a host name or a DSN.
-            name = dependency_name(error)
-            log.warning(
-                "dependency unavailable",
-                extra={"path": ROUTE, "dependency": name, "error": str(error)[:200]},
-            )
-            status, body, headers = (
-                "503 Service Unavailable",
-                {
-                    "title": "Service unavailable",
-                    "description": f"{name} is unavailable, try again shortly",
-                },
-                (("Retry-After", "5"),),
-            )
-        except Exception:
-            log.exception("unexpected error", extra={"path": ROUTE, "method": "POST"})
-            status, body, headers = (
-                "500 Internal Server Error",
-                {"title": "Internal error", "description": "the error was logged"},
-                (),
-            )
+        except Exception as error:  # noqa: BLE001 - every failure has its answer
+            status, body, headers = refusal(error)
         data = json.dumps(body).encode()
         start_response(status, [*_HEADERS, ("Content-Length", str(len(data))), *headers])
         metrics.observe_http("POST", ROUTE, f"{status[0]}xx", time.monotonic() - began)
         return [data]
 
-    def _answer(
-        self, environ: dict[str, Any], began: float
-    ) -> tuple[str, dict[str, Any], tuple[tuple[str, str], ...]]:
+    def _answer(self, environ: dict[str, Any], began: float) -> Answer:
         self._authenticate(environ)
         length = _content_length(environ)
         if self.ingest.full(began):
@@ -386,22 +419,9 @@ class ReportRoute:
         return "200 OK", parsed.answer(), ()
 
     def _authenticate(self, environ: dict[str, Any]) -> None:
-        if self.secret is None:
-            raise Refused(
-                "404 Not Found",
-                "Not found",
-                "the provider's webhooks are disabled (DLR_WEBHOOK_SECRET unset)",
-            )
-        token = environ.get("HTTP_X_WEBHOOK_TOKEN") or _query_token(environ.get("QUERY_STRING", ""))
-        # Bytes: compare_digest refuses str with non-ASCII characters. WSGI headers are
-        # latin-1 strings; encoded as UTF-8 like `same_secret` does.
-        if not token or not hmac.compare_digest(token.encode(), self.secret):
-            raise Refused(
-                "401 Unauthorized",
-                "Unauthorized",
-                "a valid webhook token is required",
-                headers=(("WWW-Authenticate", "Bearer"),),
-            )
+        check_token(
+            self.secret, environ.get("HTTP_X_WEBHOOK_TOKEN"), environ.get("QUERY_STRING", "")
+        )
 
 
 def _query_token(query: str) -> str | None:

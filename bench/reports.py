@@ -1,8 +1,10 @@
 """Delivery reports at the send rate (issue 11): the same bulk campaign with the simulator's
 reports posted to the real webhook and to a no-op gunicorn app, in both simulator modes
-(pooled keep-alive connections, and a new connection per report without a bound).
+(pooled keep-alive connections, and a new connection per report without a bound), and to the
+`reports` process (`api/report_server.py`, the same route on an event loop).
 
     .venv/bin/python bench/reports.py [--recipients 20000] [--dlr-threads 32] [--modes pooled,burst]
+        [--targets noop,webhook,server]
 
 Runs against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local PostgreSQL database
 `astronote_bench_reports`, created if missing, and Redis db 6; both are wiped). For each run:
@@ -29,6 +31,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from astronote import processes  # noqa: E402
 from astronote.launcher import free_port  # noqa: E402
 from bench import common  # noqa: E402
 from tests.e2e.stack import Stack, wait_for  # noqa: E402
@@ -183,7 +186,12 @@ def main() -> int:
         "--dlr-timeout-s", type=float, default=5.0, help="the simulator's timeout of one post"
     )
     parser.add_argument(
-        "--ingest", type=int, default=10_000, help="reports posted straight to both endpoints"
+        "--ingest", type=int, default=10_000, help="reports posted straight to each endpoint"
+    )
+    parser.add_argument(
+        "--targets",
+        default="noop,webhook,server",
+        help="where reports go: the no-op app, the web's webhook, the `reports` process",
     )
     args = parser.parse_args()
     results: dict = {"machine": f"{os.cpu_count()} cores", "args": vars(args), "runs": []}
@@ -194,6 +202,9 @@ def main() -> int:
     stack = Stack(env, f"bench-reports-{int(time.time())}")
     noop_port = free_port()
     noop = f"http://127.0.0.1:{noop_port}/webhooks/mitto/dlr"
+    server_port = free_port()
+    server = f"http://127.0.0.1:{server_port}/webhooks/mitto/dlr?token={DLR_SECRET}"
+    targets = args.targets.split(",")
     try:
         stack.start_sim("--dlr-threads", str(args.dlr_threads))
         stack.start_web(workers=2, threads=args.web_threads)
@@ -215,6 +226,16 @@ def main() -> int:
             ],
         )
         wait_for(lambda: requests.post(noop, data=b"{}", timeout=1).ok, 20, "no-op webhook")
+        if "server" in targets:
+            stack.launch.start(
+                "server",
+                processes.command("reports", stack.env, {"--bind": f"127.0.0.1:{server_port}"}),
+            )
+            wait_for(
+                lambda: requests.get(f"http://127.0.0.1:{server_port}/health", timeout=1).ok,
+                20,
+                "reports process",
+            )
         stack.start_worker(processes=2, threads=4)
         stack.start_clock()
         _, key = stack.create_shop("bench.example", credits=10_000_000)
@@ -223,8 +244,10 @@ def main() -> int:
             # The endpoints alone: one report per request, 32 keep-alive connections.
             webhook = f"{stack.web}/webhooks/mitto/dlr?token={DLR_SECRET}"
             results["ingest_per_s"], results["ingest_cpu_ms_per_report"] = {}, {}
-            for target, url in (("noop", noop), ("webhook", webhook)):
-                pid = stack.processes[target if target == "noop" else "web"].pid
+            urls = {"noop": noop, "webhook": webhook, "server": server}
+            for target in targets:
+                url = urls[target]
+                pid = stack.processes["web" if target == "webhook" else target].pid
                 cpu = cpu_seconds(pid)
                 results["ingest_per_s"][target] = ingest(url, args.ingest)
                 results["ingest_cpu_ms_per_report"][target] = round(
@@ -242,22 +265,26 @@ def main() -> int:
         for round_ in range(args.rounds):
             for mode in args.modes.split(","):
                 pair = {}
-                for target in ("noop", "webhook"):
+                for target in targets:
                     stack.sim_config(
                         dlr_timeout_s=args.dlr_timeout_s,
                         dlr_burst=mode == "burst",
-                        dlr_callback_override=noop if target == "noop" else None,
+                        dlr_callback_override={"noop": noop, "server": server}.get(target),
                     )
-                    pair[target] = run(stack, key, f"{mode}-{target}", real=target == "webhook")
+                    pair[target] = run(stack, key, f"{mode}-{target}", real=target != "noop")
                     print(mode, target, json.dumps(pair[target]), file=sys.stderr, flush=True)
                 results["runs"].append(
                     {
                         "round": round_,
                         "mode": mode,
                         **pair,
-                        "rate_ratio": round(
-                            pair["webhook"]["rate_per_s"] / pair["noop"]["rate_per_s"], 2
-                        ),
+                        **{
+                            f"rate_ratio_{target}": round(
+                                pair[target]["rate_per_s"] / pair["noop"]["rate_per_s"], 2
+                            )
+                            for target in targets
+                            if target != "noop" and "noop" in targets
+                        },
                     }
                 )
     finally:

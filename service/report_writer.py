@@ -86,17 +86,13 @@ class ReportWriter:
                 count += len(self._waiting[0].reports)
                 group.append(self._waiting.pop(0))
         try:
-            self.write([r for request in group for r in request.reports])
-        except Exception as error:  # noqa: BLE001 - each request learns its own outcome
-            if len(group) == 1 or isinstance(error, psycopg2.OperationalError):
-                # The database, not a report, failed (down, or a write stuck past its
-                # statement timeout): written one by one, each would wait out the same.
-                for request in group:
-                    request.error = error
-            else:
-                self._write_one_by_one(group)
+            errors = write_together(self.write, [request.reports for request in group])
+        except BaseException as error:  # an interrupt: nothing known to be committed
+            errors = [error] * len(group)
+            raise
         finally:
-            for request in group:
+            for request, outcome in zip(group, errors):
+                request.error = outcome
                 request.done = True
                 request.wake.set()
             self._hand_over()
@@ -110,12 +106,29 @@ class ReportWriter:
             else:
                 self._writing = False
 
-    def _write_one_by_one(self, group: list[_Request]) -> None:
-        for request in group:
-            try:
-                self.write(list(request.reports))
-            except Exception as error:  # noqa: BLE001 - raised in the request's own thread
-                request.error = error
+
+def write_together(
+    write: Callable[[list[dict[str, Any]]], object], batches: Sequence[Sequence[dict[str, Any]]]
+) -> list[BaseException | None]:
+    """Write every batch (one request's reports) in one `write`; each batch's outcome: None
+    when committed, else the error. A group that fails on its data is written again batch by
+    batch, so one request's bad report fails that request alone; one that fails on the
+    database (down, or a write stuck past its statement timeout) fails whole at once: written
+    one by one, each would wait out the same."""
+    try:
+        write([report for batch in batches for report in batch])
+        return [None] * len(batches)
+    except Exception as error:  # noqa: BLE001 - each request learns its own outcome
+        if len(batches) == 1 or isinstance(error, psycopg2.OperationalError):
+            return [error] * len(batches)
+    errors: list[BaseException | None] = []
+    for batch in batches:
+        try:
+            write(list(batch))
+            errors.append(None)
+        except Exception as error:  # noqa: BLE001 - raised in the request's own thread
+            errors.append(error)
+    return errors
 
 
 # The longest one shared INSERT of reports may take (it takes milliseconds).

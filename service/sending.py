@@ -452,7 +452,8 @@ def unfinished_batches(campaign_id: int) -> int:
 def callback_url(settings: Settings) -> str | None:
     if not settings.dlr_webhook_secret:
         return None
-    return f"{settings.public_base_url}/webhooks/mitto/dlr?token={settings.dlr_webhook_secret}"
+    base = settings.reports_base_url or settings.public_base_url
+    return f"{base}/webhooks/mitto/dlr?token={settings.dlr_webhook_secret}"
 
 
 def classify(

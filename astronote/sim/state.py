@@ -324,6 +324,7 @@ class Simulator:
                     "from": sender,
                     "reference": reference,
                     "endpoint": endpoint,
+                    "callback": payload.get("callback"),
                     "received_at": now,
                 }
             )

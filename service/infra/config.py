@@ -89,6 +89,9 @@ class Settings:
     report_apply_delay_ms: int
     report_ingest_max_pending: int
     report_ingest_max_wait_ms: int
+    # Where the provider posts delivery reports: the `reports` process's base URL, or None
+    # for the web's (PUBLIC_BASE_URL).
+    reports_base_url: str | None
     # The chaos suite's armed fault points: (point, action, probability); empty in production.
     chaos_faults: tuple[tuple[str, str, float], ...] = ()
 
@@ -529,6 +532,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # A report request that waited longer than this for a web thread is answered 503 at
         # once (0: never): its sender has likely timed out and will post it again.
         "report_ingest_max_wait_ms": _int("REPORT_INGEST_MAX_WAIT_MS", 2000, 0)(env),
+        # The base URL the provider is told to post delivery reports to (`callback`): where
+        # the `reports` process (api/report_server.py) is reached. Unset: PUBLIC_BASE_URL.
+        "reports_base_url": _url("REPORTS_BASE_URL", ("http", "https"))(env),
         "stuck_campaign_after_ms": _int("STUCK_CAMPAIGN_AFTER_MS", 300000, 1000)(env),
         # A campaign paused longer than this is listed by /health/full (a day by default): a
         # pause is the merchant's choice, but one forgotten holds its credits indefinitely.

@@ -17,7 +17,13 @@ import redis
 
 from service.errors import DependencyUnavailable
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# (`color_message`: uvicorn's copy of its message with terminal colour codes, in the `reports`
+# process)
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 REDACTED = "[redacted]"
 # Shorter values are not hidden: replacing them would garble ordinary words, and the secrets
 # the configuration requires are longer (SECRET_KEY 32, ADMIN_TOKEN and DLR_WEBHOOK_SECRET 24).

@@ -110,6 +110,21 @@ class Stack:
     def start_clock(self, label: str = "clock", **env: str) -> subprocess.Popen:
         return self.launch.start(label, procfile.command("clock"), **env)
 
+    def start_reports(self, port: int, label: str = "reports") -> subprocess.Popen:
+        """The Procfile's `reports` process (api/report_server.py) on `port`, once it answers."""
+        process = self.launch.start(
+            label, procfile.command("reports", self.env, {"--bind": f"127.0.0.1:{port}"})
+        )
+
+        def healthy() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, 30, f"{label} answering")
+        return process
+
     def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
         self.group.kill(label, sig)
 

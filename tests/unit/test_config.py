@@ -68,6 +68,8 @@ SIGNING_PROCESSES = {
         ("PUBLIC_BASE_URL", "https://example.com/?", "without a query, fragment or space"),
         ("PUBLIC_BASE_URL", "http://exa mple.com", "without a query, fragment or space"),
         ("MITTO_API_BASE", "https://rest.example/v1?k=1", "without a query, fragment or space"),
+        ("REPORTS_BASE_URL", "https://reports.example/?x=1", "without a query, fragment or space"),
+        ("REPORTS_BASE_URL", "reports.example", "must be a URL starting with http or https"),
         ("MITTO_API_BASE", "http://127.0.0.1:abc", "must have a port from 1 to 65535"),
         ("MITTO_SENDER", "S" * 16, "must be at most 15 characters"),
         # `now - grace` fell outside the calendar: OverflowError at every launch

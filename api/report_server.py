@@ -1,0 +1,320 @@
+"""`python -m api.report_server`: the Procfile's `reports` process, a server of the
+delivery-report webhook alone, on an event loop (uvicorn with httptools and uvloop).
+
+The provider posts one report per message, at the send rate. In the web process each report
+is a gunicorn request: its pure-Python parsing and thread hand-offs cost about 0.25 ms of CPU
+before the route runs, twice the route itself (`bench/RESULTS.md`), and that per-request cost
+is what made reports trail the sends. An event loop with a C parser costs a fraction of it,
+and holds thousands of connections (a provider flushing a backlog opens one per report)
+without a thread each.
+
+The route is the web's, not a copy: the same token check, size bound and hand-written
+validation (`api/report_ingest.py`), the same storing (`write_together` on a connection of the
+process's own: one INSERT per group of concurrent requests, committed before any of them is
+answered; the applier signalled after). The requests wait on the loop, not on threads: the one
+write under way runs on a thread of its own, and the requests that arrive meanwhile form the
+next group.
+
+Running it is optional: with `REPORTS_BASE_URL` unset the provider is given the web's URL
+(`PUBLIC_BASE_URL`), and the web answers the route as before. Set it to where this process is
+reached (a separate host name, or a path your router sends here) and the callbacks of every
+message sent from then on name it; the web keeps answering reports posted to it (those of
+messages sent before, and a provider configured by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import redis
+
+from api.body import MAX_BODY
+from api.report_ingest import (
+    ROUTE,
+    Answer,
+    Refused,
+    check_token,
+    parse_reports,
+    refusal,
+    shed,
+)
+from service import report_inbox
+from service.infra import runtime
+from service.infra.config import Settings
+from service.report_writer import OwnConnection, write_together
+
+log = logging.getLogger("astronote.reports")
+
+# A body past this size is parsed on a thread rather than on the loop: an array of 10,000
+# reports takes tens of milliseconds, which would stall every other connection meanwhile.
+PARSE_ON_LOOP_MAX = 64 * 1024
+
+_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
+_ROUTE = ROUTE.encode()
+_HEALTH = b"/health"
+
+Scope = dict[str, Any]
+
+
+class Disconnected(Exception):
+    """The client went away before its body arrived: nobody to answer."""
+
+
+class GroupWriter:
+    """`await store(reports)` returns once the reports are committed, or raises why not.
+    One write at a time, on a thread of its own; requests arriving meanwhile wait on the loop
+    and are written together next (up to `max_group` reports). Used from the loop only."""
+
+    def __init__(
+        self,
+        write: Callable[[list[dict[str, Any]]], object],
+        after_commit: Callable[[], object],
+        max_group: int = 10_000,
+    ) -> None:
+        self.write = write
+        self.after_commit = after_commit
+        self.max_group = max_group
+        self.pending = 0  # reports waiting for, or in, their write
+        self._waiting: deque[tuple[list[dict[str, Any]], asyncio.Future[None]]] = deque()
+        self._writing = False
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="report-write")
+
+    async def store(self, reports: list[dict[str, Any]]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((reports, done))
+        self.pending += len(reports)
+        if not self._writing:
+            self._writing = True
+            asyncio.ensure_future(self._drain())
+        try:
+            await asyncio.shield(done)  # a client gone does not unmake its write
+        finally:
+            self.pending -= len(reports)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                group = [self._waiting.popleft()]
+                count = len(group[0][0])
+                while self._waiting and count + len(self._waiting[0][0]) <= self.max_group:
+                    count += len(self._waiting[0][0])
+                    group.append(self._waiting.popleft())
+                batches = [reports for reports, _ in group]
+                try:
+                    errors = await loop.run_in_executor(self._thread, self._write, batches)
+                except Exception as error:  # noqa: BLE001 - the executor is shut down
+                    errors = [error] * len(group)
+                for (_, done), outcome in zip(group, errors):
+                    if outcome is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(outcome)
+        finally:
+            self._writing = False
+
+    def _write(self, batches: list[list[dict[str, Any]]]) -> list[BaseException | None]:
+        errors = write_together(self.write, batches)
+        if any(error is None for error in errors):
+            # After the commit (at most one Redis round trip per REPORT_APPLY_DELAY_MS).
+            self.after_commit()
+        return errors
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+
+class ReportServer:
+    """The ASGI application: `POST /webhooks/mitto/dlr` (exactly that spelling) stores
+    reports; `GET /health` answers the platform's check; anything else is 404 or 405."""
+
+    def __init__(self, settings: Settings, signals: redis.Redis) -> None:
+        self.secret = settings.dlr_webhook_secret.encode() if settings.dlr_webhook_secret else None
+        self.max_pending = settings.report_ingest_max_pending
+        self.connection = OwnConnection(settings.database_url)
+        applier = report_inbox.ApplierSignal(signals, settings)
+        self.writer = GroupWriter(self.connection.write, applier.after_commit)
+        self.parsers = ThreadPoolExecutor(2, thread_name_prefix="report-parse")
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope.get("raw_path") or scope["path"].encode()
+        method = scope["method"]
+        if path == _ROUTE and method == "POST":
+            try:
+                answer = await self._store(scope, receive)
+            except Disconnected:
+                return
+            except Exception as error:  # noqa: BLE001 - every failure has its answer
+                answer = refusal(error)
+        elif path == _HEALTH and method in ("GET", "HEAD"):
+            answer = "200 OK", {"status": "ok"}, ()
+        elif path in (_ROUTE, _HEALTH):
+            allowed = "POST" if path == _ROUTE else "GET, HEAD"
+            answer = (
+                "405 Method Not Allowed",
+                {"title": "Method not allowed", "description": f"this path takes {allowed}"},
+                (("Allow", allowed),),
+            )
+        else:
+            answer = (
+                "404 Not Found",
+                {
+                    "title": "Not found",
+                    "description": f"this process answers POST {ROUTE} and GET /health only",
+                },
+                (),
+            )
+        await _respond(send, answer, head=method == "HEAD")
+
+    async def _store(self, scope: Scope, receive: Any) -> Answer:
+        headers = dict(scope["headers"])
+        token = headers.get(b"x-webhook-token")
+        check_token(
+            self.secret,
+            token.decode("latin-1") if token is not None else None,
+            scope.get("query_string", b"").decode("latin-1"),
+        )
+        length = _declared_length(headers.get(b"content-length"))
+        if self.writer.pending >= self.max_pending:
+            raise shed()  # before the body is read or parsed
+        raw = await _body(receive, length)
+        if len(raw) > PARSE_ON_LOOP_MAX:
+            loop = asyncio.get_running_loop()
+            parsed = await loop.run_in_executor(self.parsers, parse_reports, raw)
+        else:
+            parsed = parse_reports(raw)
+        await self.writer.store(parsed.reports)
+        return "200 OK", parsed.answer(), ()
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # Requests in flight have been answered (uvicorn waits for them first).
+                self.writer.close()
+                self.parsers.shutdown(wait=True)
+                self.connection.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _declared_length(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise Refused(
+            "400 Bad Request", "Invalid header value", "Content-Length is not a number"
+        ) from None
+    if length > MAX_BODY:
+        raise _too_large()
+    return length
+
+
+async def _body(receive: Any, length: int | None) -> bytes:
+    """The whole body, or 413 as soon as it passes MAX_BODY (a chunked one has no declared
+    length); `Disconnected` when the client left first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if length is not None and size < length:  # the server's parser already refuses this
+        raise Refused("400 Bad Request", "Incomplete body", "the body ended early")
+    return b"".join(chunks)
+
+
+def _too_large() -> Refused:
+    # The rest is unread: the connection closes after the answer.
+    return Refused(
+        "413 Content Too Large",
+        "Body too large",
+        f"bodies are limited to {MAX_BODY} bytes",
+        headers=(("Connection", "close"),),
+    )
+
+
+async def _respond(send: Any, answer: Answer, head: bool = False) -> None:
+    status, body, extra = answer
+    data = json.dumps(body).encode()
+    headers = [
+        *_HEADERS,
+        (b"content-length", str(len(data)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in extra),
+    ]
+    await send({"type": "http.response.start", "status": int(status[:3]), "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else data})
+
+
+def create_asgi(settings: Settings) -> ReportServer:
+    from api.app import _limiter_client
+
+    return ReportServer(settings, _limiter_client(settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api.report_server")
+    parser.add_argument(
+        "--bind",
+        default=f"0.0.0.0:{os.environ.get('PORT', '8001')}",
+        help="host:port to listen on (default 0.0.0.0:$PORT, else 8001)",
+    )
+    args = parser.parse_args(argv)
+    host, _, port = args.bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        parser.error(f"--bind must be host:port, not {args.bind!r}")
+    settings = runtime.boot("reports", needs_secret_key=False)  # it signs and checks nothing
+    runtime.require(settings, "DLR_WEBHOOK_SECRET")
+
+    import uvicorn
+
+    log.info("reports listening", extra={"bind": args.bind})
+    uvicorn.run(
+        create_asgi(settings),
+        host=host.strip("[]"),
+        port=int(port),
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,  # a stored report is counted, not logged (as in the web)
+        log_config=None,  # our JSON logs (runtime.boot), uvicorn's lines included
+        server_header=False,
+        timeout_keep_alive=75,  # longer than a provider's pool keeps a connection idle
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
