@@ -21,9 +21,11 @@ from peewee import EXCLUDED, ColumnBase, fn
 
 from models import CreditReservation, CreditTransaction, Shop, TestSend
 from models.database import db, execute_many
+from models.expressions import milliseconds_ago
 from service import audit
 from service.audit import Actor
 from service.errors import InsufficientCredits, InvalidInput, NotFound
+from service.infra import config
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,24 @@ def outstanding() -> ColumnBase:
     )
 
 
-# A test send holds its cost while in these states (`service.test_sends`).
+# A test send holds its cost while in these states (`service.test_sends`), and while of
+# unknown outcome within EVIDENCE_WINDOW_MS (`test_sends_holding`).
 TEST_SENDS_HOLDING = ("queued", "sending")
+UNKNOWN_OUTCOME = "unknown_outcome"
+
+
+def test_sends_holding() -> ColumnBase:
+    """Test sends whose cost is held: not finished, or failed of unknown outcome within the
+    evidence window. The provider's acceptance of such a one may still be persisted
+    (`test_sends.accepted`), and must then find its credits: released at once, they could
+    be spent meanwhile, and its debit would fail the balance's check at every retry (a
+    review: sent, and never charged)."""
+    window_ms = config.settings().evidence_window_ms
+    return TestSend.status.in_(TEST_SENDS_HOLDING) | (
+        (TestSend.status == "failed")
+        & (TestSend.error == UNKNOWN_OUTCOME)
+        & (TestSend.finished_at > milliseconds_ago(window_ms))
+    )
 
 
 def reserved_total(shop_id: int, excluding_campaign: int | None = None) -> int:
@@ -71,7 +89,7 @@ def reserved_total(shop_id: int, excluding_campaign: int | None = None) -> int:
     if excluding_campaign is not None:
         query = query.where(CreditReservation.campaign != excluding_campaign)
     tests = TestSend.select(fn.COALESCE(fn.SUM(TestSend.segments), 0)).where(
-        (TestSend.shop == shop_id) & TestSend.status.in_(TEST_SENDS_HOLDING)
+        (TestSend.shop == shop_id) & test_sends_holding()
     )
     return int(query.scalar()) + int(tests.scalar())
 

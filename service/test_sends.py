@@ -15,7 +15,8 @@ The rules a campaign message follows, a test send follows too:
 - credits: its cost is held from the shop's available credits while it is `queued` or
   `sending` (summed with the reservations, `credits.reserved_total`) and debited once, keyed
   `test-send:{id}`, when the provider accepts it; a rejection, a refusal or an unknown outcome
-  charges nothing.
+  charges nothing (an unknown outcome keeps its hold for EVIDENCE_WINDOW_MS: its acceptance may
+  still be persisted, `accepted`).
 Quiet hours and the frequency cap do not apply: the merchant asks for this one message now, to
 a number of their choosing (usually their own), and it is not a campaign message.
 """
@@ -266,7 +267,7 @@ def _call(
         return _not_sent(row, result, limiter)
     # Unknown: it may have reached the provider. Never sent again, and not charged (a test
     # send carries no delivery-report callback that could prove it later).
-    _finish(row.id, "failed", "unknown_outcome", audit.WORKER)
+    _finish(row.id, "failed", credits.UNKNOWN_OUTCOME, audit.WORKER)
     return Delivery("failed")
 
 
@@ -325,7 +326,7 @@ def accepted(test_send_id: int, provider_id: str) -> bool:
                 (TestSend.id == test_send_id)
                 & (
                     (TestSend.status == "sending")
-                    | ((TestSend.status == "failed") & (TestSend.error == "unknown_outcome"))
+                    | ((TestSend.status == "failed") & (TestSend.error == credits.UNKNOWN_OUTCOME))
                 )
             )
             .for_update()
@@ -340,7 +341,28 @@ def accepted(test_send_id: int, provider_id: str) -> bool:
             .where(TestSend.id == row.id)
             .execute()
         )
-        credits.lock_shop(row.shop_id)
+        balance = credits.lock_shop(row.shop_id)
+        if balance < row.segments:
+            # Accepted after its hold ended (EVIDENCE_WINDOW_MS after the reconcile gave it
+            # up) and the credits spent since: sent, and not charged, as a campaign's late
+            # evidence after its reservation was released. A debit would fail the balance's
+            # check at every retry of `persistTestSend`.
+            log.warning(
+                "a test send accepted after its hold ended is not charged: the shop's"
+                " credits were spent meanwhile",
+                extra={"test_send_id": row.id, "segments": row.segments, "balance": balance},
+            )
+            audit.record(
+                audit.WORKER,
+                _event(
+                    row,
+                    "sent",
+                    row.status,
+                    "sent",
+                    "the provider accepted it after its hold ended; not charged",
+                ),
+            )
+            return True
         inserted = (
             CreditTransaction.insert(
                 shop=row.shop_id,
@@ -397,7 +419,7 @@ def repair(settings: Settings, actor: Actor) -> int:
         .tuples()
     ]
     for test_send_id in timed_out:
-        _finish(test_send_id, "failed", "unknown_outcome", actor)
+        _finish(test_send_id, "failed", credits.UNKNOWN_OUTCOME, actor)
     # Marked as it is republished (`claimed_at` of a queued row: when it was last published by
     # this repair), so one left waiting by a long cool-down is published once per staleness
     # period, not once more at every reconcile.

@@ -206,7 +206,67 @@ def test_a_rejection_or_an_unknown_outcome_charges_nothing(shop, settings):
     maybe = Provider(SendResult(Outcome.UNKNOWN, reason="read timeout"))
     assert test_sends.deliver(unknown["id"], maybe, None, settings).status == "failed"
     assert TestSend.get_by_id(unknown["id"]).error == "unknown_outcome"
+    # (the unknown one's cost stays held for the evidence window: its acceptance may still
+    # come, and must find its credits)
+    assert credits.summary(shop_id) == credits.CreditSummary(10, 1, 9)
+    end_evidence_window(unknown["id"], settings)
     assert credits.summary(shop_id) == credits.CreditSummary(10, 0, 10)
+
+
+def end_evidence_window(test_send_id: int, settings) -> None:
+    db.execute_sql(
+        "UPDATE test_send SET finished_at = now() - %s * interval '1 millisecond'"
+        " - interval '1 second' WHERE id = %s",
+        (settings.evidence_window_ms, test_send_id),
+    )
+
+
+def test_an_acceptance_after_the_reconcile_gave_up_finds_its_credits_held(shop, settings):
+    # Given a test send the reconcile failed as of unknown outcome (its claim timed out)
+    shop_id, campaign_id = shop
+    asked = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
+    db.execute_sql(
+        "UPDATE test_send SET status = 'sending', claimed_at = now() - interval '1 hour'"
+        " WHERE id = %s",
+        (asked["id"],),
+    )
+    test_sends.repair(settings, audit.ADMIN)
+
+    # When the merchant tries to spend every credit meanwhile, the hold stands in the way
+    with pytest.raises(InsufficientCredits):
+        credits.adjust(shop_id, -10, "spend", "spend-all", audit.ADMIN)
+    credits.adjust(shop_id, -9, "spend", "spend-rest", audit.ADMIN)
+
+    # Then the provider's late acceptance is persisted and charged (before: the debit broke
+    # the balance's check, and persistTestSend failed at every retry)
+    assert test_sends.accepted(asked["id"], "p-late") is True
+    assert credits.summary(shop_id) == credits.CreditSummary(0, 0, 0)
+    assert assert_books_balance(shop_id)["debit"] == -1
+
+
+def test_an_acceptance_after_the_evidence_window_with_the_credits_spent_is_not_charged(
+    shop, settings
+):
+    # Given a test send of unknown outcome whose evidence window is over, and the shop's
+    # credits spent since
+    shop_id, campaign_id = shop
+    asked = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
+    db.execute_sql(
+        "UPDATE test_send SET status = 'sending', claimed_at = now() - interval '1 hour'"
+        " WHERE id = %s",
+        (asked["id"],),
+    )
+    test_sends.repair(settings, audit.ADMIN)
+    end_evidence_window(asked["id"], settings)
+    credits.adjust(shop_id, -10, "spend", "spend-all", audit.ADMIN)
+
+    # When the provider's acceptance is persisted at last
+    assert test_sends.accepted(asked["id"], "p-late") is True
+
+    # Then it is sent, not charged, and the balance never went below zero
+    row = TestSend.get_by_id(asked["id"])
+    assert (row.status, row.provider_id) == ("sent", "p-late")
+    assert credits.summary(shop_id) == credits.CreditSummary(0, 0, 0)
 
 
 def test_erasing_the_number_erases_its_test_sends_and_frees_a_queued_ones_credits(shop, settings):
@@ -243,6 +303,8 @@ def test_the_reconcile_fails_a_claim_its_worker_never_finished_and_frees_its_cre
     # Then it failed as of unknown outcome, never resent, charging nothing
     row = TestSend.get_by_id(asked["id"])
     assert (row.status, row.error) == ("failed", "unknown_outcome")
+    assert credits.summary(shop_id) == credits.CreditSummary(10, 1, 9)  # held, see above
+    end_evidence_window(asked["id"], settings)
     assert credits.summary(shop_id) == credits.CreditSummary(10, 0, 10)
 
 
