@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from peewee import Case, fn
+from peewee import SQL, Case, fn
 
 from models import (
     Campaign,
@@ -76,11 +76,17 @@ def erase_number(shop_id: int, phone: str, secret: str, actor: Actor) -> Erased:
         _erase_test_sends(shop_id, TestSend.phone == phone)
         idempotency.forget_answers_naming(shop_id, phone)
         suppressions.hash_numbers(shop_id, [phone], secret, actor)
+        # An export is one customer's document over every number of it (`phones`), hashed
+        # under its first: erasing any of them erases the document (a review found a second
+        # number's contacts, messages and consent still served by `GET /admin/exports`).
         (
             DataExport.delete()
             .where(
                 (DataExport.shop == shop_id)
-                & (DataExport.phone_hash == suppressions.phone_digest(secret, phone))
+                & (
+                    (DataExport.phone_hash == suppressions.phone_digest(secret, phone))
+                    | SQL("(document -> 'data' -> 'phones') ? %s", (phone,))
+                )
             )
             .execute()
         )

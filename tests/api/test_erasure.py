@@ -575,6 +575,29 @@ def test_a_data_request_exports_every_number_the_redact_would_erase(client, db, 
     assert shopify(client, "customers/redact", customer).json["erased"]["contacts"] == 2
 
 
+def test_erasing_any_number_of_an_export_erases_the_export(client, db, shop):
+    _, key = shop
+    # Given a customer imported with two numbers under one Shopify id, and its export (hashed
+    # under the first number, holding both)
+    for phone, name in (("+306955500011", "Olga"), ("+306955500012", "Zelda")):
+        client.simulate_post(
+            "/contacts",
+            headers=auth(key),
+            json={"contacts": [{"phone": phone, "first_name": name, "shopify_customer_id": 7002}]},
+        )
+    customer = {"shop_domain": DOMAIN, "customer": {"id": 7002, "phone": "+306955500011"}}
+    request = shopify(client, "customers/data_request", {**customer, "data_request": {"id": 6}})
+    export_id = request.json["export_id"]
+    # When the merchant erases the second number's contact
+    (contact_id,) = db.execute_sql(
+        "SELECT id FROM contact WHERE phone = '+306955500012'"
+    ).fetchone()
+    assert client.simulate_delete(f"/contacts/{contact_id}", headers=auth(key)).status_code == 204
+    # Then the export is gone, and nothing anywhere holds that number or its name
+    assert_error(client.simulate_get(f"/admin/exports/{export_id}", headers=ADMIN), 404)
+    assert places_holding(db, "955500012") == [] and places_holding(db, "Zelda") == []
+
+
 def test_an_export_of_a_number_that_is_not_e164_goes_with_the_customers_erasure(client, db, shop):
     # Given an export Shopify asked for with a national spelling of the number
     customer = {"id": 77, "phone": "6912345678"}
