@@ -101,13 +101,26 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
+# Seven digits or more, alone or with single spaces, dashes or dots between them: a phone
+# number however the provider writes it.
+_NUMBER = re.compile(r"\+?\d(?:[ .-]?\d){6,}")
+
+
+def without_numbers(text: str) -> str:
+    """The provider's own words with any phone number in them replaced. They become a
+    recipient's or a test send's `error` and an audit event's reason, which is append-only
+    and never erased: a provider echoing the destination in its refusal would otherwise keep
+    an erased customer's number there for ever (a review)."""
+    return _NUMBER.sub("[number]", text)
+
+
 def classify_status(
     status: int, headers: Mapping[str, str], body: bytes, now: datetime | None = None
 ) -> SendResult | None:
     """The outcome of a non-2xx answer, or None for a 2xx one (its body decides)."""
     if 200 <= status < 300:
         return None
-    reason = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
+    reason = f"HTTP {status}: {without_numbers(body[:200].decode('utf-8', 'replace'))}"
     if status in (429, 503):
         return SendResult(
             Outcome.NOT_SENT,
@@ -202,9 +215,8 @@ def classify_message(message: Any, answer_code: int | None = None) -> SendResult
         return SendResult(Outcome.UNKNOWN, reason="answer without an integer responseCode")
     if code != 0:
         text = message.get("responseText")
-        return SendResult(
-            Outcome.REJECTED, reason=f"{code}: {text if isinstance(text, str) else ''}"[:200]
-        )
+        words = without_numbers(text) if isinstance(text, str) else ""
+        return SendResult(Outcome.REJECTED, reason=f"{code}: {words}"[:200])
     if provider_id is not None:
         return SendResult(Outcome.ACCEPTED, provider_id=provider_id)
     return SendResult(Outcome.UNKNOWN, reason="accepted without a message id")

@@ -66,6 +66,28 @@ def test_an_sms_answered_with_another_code_is_rejected_with_the_reason() -> None
 
 
 @pytest.mark.parametrize(
+    "words",
+    [
+        "Invalid destination +306912345678",
+        "destination 306912345678 is not reachable",
+        "bad number: +30 691 234 5678",
+        "bad number 0030-691-234-5678.",
+    ],
+)
+def test_a_refusal_s_reason_keeps_no_phone_number(words: str) -> None:
+    # Given a provider that echoes the destination in its refusal, in its body or its text
+    answered = classify_sms_answer(400, {}, json.dumps({"error": words}).encode())
+    refused = classify_sms_answer(
+        200, {}, json.dumps({**message(TO[0], code=6), "responseText": words}).encode()
+    )
+    # Then the reasons (an audit event's, which is never erased) hold no digits of it
+    for result in (answered, refused):
+        assert result.outcome is Outcome.REJECTED
+        assert "[number]" in result.reason
+        assert "691" not in result.reason and "5678" not in result.reason, result.reason
+
+
+@pytest.mark.parametrize(
     "body",
     [
         b"",
