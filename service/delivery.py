@@ -201,24 +201,23 @@ def finalize_cancelled(campaign_id: int, settings: Settings, actor: Actor) -> st
     """A cancelled campaign is over once none of its calls is in flight: anything still
     pending is skipped (nothing will send it) and its reservation settled. Returns
     "cancelled" when that happened now, else None (calls still in flight, or done before)."""
-    unsettled = (
-        CreditReservation.select()
-        .join(Campaign)
-        .where(
-            (CreditReservation.campaign == campaign_id)
-            & (CreditReservation.status == "active")
-            & (Campaign.status == "cancelled")
-        )
-        .exists()
-    )
-    if not unsettled:
+    status = Campaign.select(Campaign.status).where(Campaign.id == campaign_id).scalar()
+    if status != "cancelled":
         return None
     # A cancel interrupted between its chunks, a call given back, or an audience chunk that
     # committed beside the cancel leave some pending; the counters say so without a walk.
-    if recipient_counts.for_campaign(campaign_id)[0].get("pending"):
+    pending = recipient_counts.for_campaign(campaign_id)[0].get("pending", 0)
+    unsettled = (
+        CreditReservation.select()
+        .where((CreditReservation.campaign == campaign_id) & (CreditReservation.status == "active"))
+        .exists()
+    )
+    if not unsettled and not pending:
+        return None
+    if pending:
         skip_cancelled(campaign_id, settings.recipient_chunk_size)
     settled = reservations.settle(campaign_id, settings, actor)
-    return "cancelled" if settled in ("held", "released") else None
+    return "cancelled" if settled in ("held", "released") or not unsettled else None
 
 
 def refresh_campaign(campaign_id: int, settings: Settings, actor: Actor) -> str | None:

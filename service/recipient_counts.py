@@ -82,13 +82,18 @@ def counted(campaign_id: int, expression: str) -> ColumnBase:
     campaign's recipients stops at the first such row, but those are the last in index order
     once most are sent, so it walked a million rows at every status refresh of a
     million-recipient campaign (SPEC 12)."""
-    return SQL(
+    return SQL(counted_sql("%s", expression), (campaign_id, campaign_id))
+
+
+def counted_sql(campaign: str, expression: str) -> str:
+    """`counted` as SQL text, for the campaign whose id is the SQL `campaign` (a column of
+    the outer statement, or a placeholder)."""
+    return (
         f"(SELECT coalesce(sum({expression}), 0) FROM ("
-        f"  SELECT {_LIST} FROM campaign_recipient_total WHERE campaign_id = %s"
+        f"  SELECT {_LIST} FROM campaign_recipient_total WHERE campaign_id = {campaign}"
         "  UNION ALL"
-        f"  SELECT {_LIST} FROM campaign_recipient_delta WHERE campaign_id = %s"
-        ") counts)",
-        (campaign_id, campaign_id),
+        f"  SELECT {_LIST} FROM campaign_recipient_delta WHERE campaign_id = {campaign}"
+        ") counts)"
     )
 
 

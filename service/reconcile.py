@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from peewee import fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, DeliveryReport, SendBatch
-from models.database import db, planned_on_indexes
+from models.database import db, fetchall, planned_on_indexes
 from models.expressions import audience_created, milliseconds_ago
 from service import (
     admission,
@@ -193,17 +193,29 @@ def finalize_idle_campaigns(settings: Settings, actor: Actor) -> dict[int, str]:
     return finished
 
 
+# A cancelled campaign whose recipients are still pending is looked for this long after its
+# cancel: its skip runs within seconds (the worker's, or the next reconcile's).
+CANCELLED_PENDING_LOOKBACK = "1 day"
+
+
 def finalize_cancelled_campaigns(settings: Settings, actor: Actor) -> dict[int, str]:
-    """Finish every cancelled campaign whose calls in flight have all resolved: its
-    reservation, still holding their part, is settled (`service.reservations`)."""
+    """Finish every cancelled campaign whose calls in flight have all resolved: its pending
+    recipients skipped, its reservation, still holding their part, settled
+    (`service.reservations`). Also one cancelled lately whose reservation is settled but
+    some recipients still pending (a claim given back after the settle)."""
     unsettled = (
         CreditReservation.select(CreditReservation.campaign)
         .join(Campaign)
         .where((CreditReservation.status == "active") & (Campaign.status == "cancelled"))
         .scalars()
     )
+    left_pending = fetchall(
+        "SELECT c.id FROM campaign c WHERE c.status = 'cancelled'"
+        f" AND c.finished_at > now() - interval '{CANCELLED_PENDING_LOOKBACK}'"
+        f" AND {recipient_counts.counted_sql('c.id', 'pending')} > 0"
+    )
     finished = {}
-    for campaign_id in list(unsettled):
+    for campaign_id in sorted(set(unsettled) | {row[0] for row in left_pending}):
         if delivery.finalize_cancelled(campaign_id, settings, actor):
             finished[campaign_id] = "cancelled"
     return finished

@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from models.database import connection, fetchall
-from service import audit, campaigns, credits, delivery, reconcile
+from service import audit, campaigns, credits, delivery, reconcile, reservations
 from service import sending as sending_module
 from service.credits import CreditSummary
 from service.infra import dispatch
@@ -471,6 +471,69 @@ def test_a_large_cancel_answers_at_once_and_the_worker_skips_it_in_chunks(
     assert seen == ("cancelled", {"skipped": 9, "pending": 1})
 
     # And once the claim is gone, every recipient is skipped and the reservation released
+    assert statuses(sending.campaign_id) == {"skipped": 10}
+    assert reservation(sending.campaign_id) == ("released", 10, 0, 10)
+    assert_books_balance(shop_id)
+
+
+@pytest.mark.parametrize("repair", ["worker", "reconcile"])
+def test_a_batch_settling_before_a_large_cancel_s_skip_leaves_nothing_pending(
+    db, settings, monkeypatch, repair
+):
+    # Given a sending campaign of 10, more than one chunk of 3, cancelled: its skip is the
+    # worker's status update, published
+    shop_id, contact_ids = shop_with_contacts(f"cancel-settle-{repair}.example", 20, 10)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    chunked = dataclasses.replace(settings, recipient_chunk_size=3)
+    published: list[int] = []
+    monkeypatch.setattr(dispatch, "publish_status_update", published.append)
+    campaigns.cancel(shop_id, sending.campaign_id, chunked, audit.ADMIN)
+    assert published == [sending.campaign_id]
+
+    # When a batch whose call was in flight persists first, and settles (a probe: the
+    # reservation was released there, and the skip, which looked only at campaigns with an
+    # active reservation, never came)
+    assert reservations.settle(sending.campaign_id, chunked, audit.WORKER) is None
+    assert reservation(sending.campaign_id)[0] == "active"
+
+    # Then the worker's status update, or the reconcile when that message is lost, skips
+    # every pending recipient and releases the reservation
+    if repair == "worker":
+        delivery.refresh_campaign(sending.campaign_id, chunked, audit.WORKER)
+    else:
+        assert reconcile.reconcile(chunked, audit.ADMIN).finalized == {
+            sending.campaign_id: "cancelled"
+        }
+    assert statuses(sending.campaign_id) == {"skipped": 10}
+    assert reservation(sending.campaign_id) == ("released", 10, 0, 10)
+    assert_books_balance(shop_id)
+
+
+def test_the_reconcile_skips_a_cancelled_campaign_s_pending_left_after_its_settle(
+    db, settings, monkeypatch
+):
+    # Given a cancelled campaign whose reservation was released while 10 recipients were
+    # left pending (as the settle before this fix left them; or a claim given back after it)
+    shop_id, contact_ids = shop_with_contacts("cancel-left.example", 20, 10)
+    sending = enqueue_campaign(settings, shop_id, contact_ids)
+    monkeypatch.setattr(dispatch, "publish_status_update", lambda campaign_id: None)
+    campaigns.cancel(
+        shop_id,
+        sending.campaign_id,
+        dataclasses.replace(settings, recipient_chunk_size=3),
+        audit.ADMIN,
+    )
+    db.execute_sql(
+        "UPDATE credit_reservation SET status = 'released', released = amount,"
+        " released_at = now() WHERE campaign_id = %s",
+        (sending.campaign_id,),
+    )
+
+    # When the clock reconciles
+    report = reconcile.reconcile(settings, audit.ADMIN)
+
+    # Then nothing is left pending, and the credits stay as released
+    assert report.finalized == {sending.campaign_id: "cancelled"}
     assert statuses(sending.campaign_id) == {"skipped": 10}
     assert reservation(sending.campaign_id) == ("released", 10, 0, 10)
     assert_books_balance(shop_id)
