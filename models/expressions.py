@@ -8,11 +8,17 @@ from typing import Any
 from peewee import SQL, ColumnBase, NodeList, Value, fn
 
 
-def any_of(values: Iterable[Any]) -> ColumnBase:
-    """`= ANY(%s)` with the values bound as one array: a list of any length is one parameter
-    (a campaign's contact ids come by the hundred thousand), not one placeholder per value.
-    The list is bound as it is: the compared field's converter would turn it into one scalar."""
-    return fn.ANY(Value(list(values), converter=False, unpack=False))
+def any_of(ids: Iterable[int]) -> ColumnBase:
+    """`= ANY(%s::bigint[])` with the ids bound as one array: a list of any length is one
+    parameter (a campaign's contact ids come by the hundred thousand), not one placeholder per
+    value. The list is bound as it is: the compared field's converter would turn it into one
+    scalar. The cast matters: psycopg2 writes small integers as an `integer[]`, and `bigint =
+    ANY(integer[])` was read as a filter over every row of the shop, not an index probe per
+    id (a probe: 20,000 contact ids on a shop of 150,000 contacts took 27-64 s to check, 45 ms
+    cast)."""
+    return fn.ANY(
+        NodeList((Value(list(ids), converter=False, unpack=False), SQL("::bigint[]")), glue="")
+    )
 
 
 def epoch_seconds(moment: Any) -> ColumnBase:
