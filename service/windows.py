@@ -11,10 +11,12 @@ outcome at most the calls that were in flight.
 
 A batch's wall time is bounded by design: it starts a window only while one at its worst
 (`Settings.send_window_worst_ms`: the provider timeouts, not the batch size) still ends before
-the actor's time limit, and it stops between windows when its worker shuts down; the rest of
-the batch then goes back on the queue. Should the time limit, or anything else, interrupt a
-window all the same, the calls already made are waited for, their answers persisted and the
-claims never called given back before the exception goes on (`WindowCalls`, `salvage`).
+the actor's time limit, and within BATCH_TIME_SLICE_MS of its start (the first window always
+starts), and it stops between windows when its worker shuts down; the rest of the batch then
+goes back on the queue, behind what was published meanwhile. Should the time limit, or
+anything else, interrupt a window all the same, the calls already made are waited for, their
+answers persisted and the claims never called given back before the exception goes on
+(`WindowCalls`, `salvage`).
 
 Rate limits never hold a worker (service/infra/ratelimit.py): each window asks the shared
 limiter for its recipients before claiming them, and is cut to what it gets (at most a quarter
@@ -220,7 +222,15 @@ class BatchSender:
             key,
             context,
             budget=budget,
-            stop_by=began + (settings.send_time_limit_ms - settings.send_window_worst_ms) / 1000,
+            # Before the time limit, and after a time slice: a batch of one-call windows
+            # trickling at a capped rate held a thread for 15 s, and a small shop's batch
+            # queued behind a big one's for 60-100 s (a probe, SEND_CONCURRENCY=8).
+            stop_by=began
+            + min(
+                settings.send_time_limit_ms - settings.send_window_worst_ms,
+                settings.batch_time_slice_ms,
+            )
+            / 1000,
         )
         with self.slots.lease() as lease:
             self.send_windows(run, pending, lease)

@@ -89,6 +89,7 @@ class Settings:
     report_apply_delay_ms: int
     report_ingest_max_pending: int
     report_ingest_max_wait_ms: int
+    batch_time_slice_ms: int
     # Where the provider posts delivery reports: the `reports` process's base URL, or None
     # for the web's (PUBLIC_BASE_URL).
     reports_base_url: str | None
@@ -542,6 +543,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # A published batch not finished after this long is presumed lost (Redis flush, dead
         # worker) and is published again; the claim makes the duplicate harmless.
         "batch_stale_after_ms": _int("BATCH_STALE_AFTER_MS", 120000, 100)(env),
+        # A delivery of a batch starts no new window after this long: its rest goes to the back
+        # of the queue, so a worker thread is never a big campaign's for longer (a small shop's
+        # batch, or a test send, waits for a thread at most about this long).
+        "batch_time_slice_ms": _int("BATCH_TIME_SLICE_MS", 2000, 100)(env),
         "send_max_retries": _int("SEND_MAX_RETRIES", 20, 0)(env),
         # Dramatiq's Redis broker requeues a dead worker's messages after this much silence.
         "broker_heartbeat_timeout_ms": _int("BROKER_HEARTBEAT_TIMEOUT_MS", 60000, 1000)(env),

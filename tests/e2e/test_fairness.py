@@ -96,3 +96,43 @@ def test_a_small_shop_gets_its_share_of_a_capped_account_at_once(make_stack, db)
     assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
     assert_invariants(db, stack, big_shop, big, others=(small,))
     assert_invariants(db, stack, small_shop, small, others=(big,))
+
+
+def test_a_small_shop_starts_within_seconds_beside_a_big_shop_trickling_at_a_capped_rate(
+    make_stack, db
+):
+    # Given one worker process of 8 threads making at most 8 calls at once, batches of 200
+    # personalised messages (one call each: windows of one), and the account capped at 100 a
+    # second: each of the big shop's batches trickles for about 16 s (a probe: a small shop's
+    # batch waited 62-102 s for a thread, every one held by the big shop's batches)
+    stack = make_stack(
+        PROVIDER_RATE_LIMIT="100",
+        SEND_CONCURRENCY="8",
+        SEND_BATCH_SIZE="200",
+        PROVIDER_RATE_MARGIN_MS="50",
+    )
+    stack.start_sim("--no-dlr")
+    stack.start_web()
+    stack.start_worker(processes=1, threads=8)
+    big_shop, big_key = stack.create_shop("big.example", credits=10_000)
+    small_shop, small_key = stack.create_shop("small.example", credits=1_000)
+    stack.import_contacts(big_key, 2000)
+    stack.import_contacts(small_key, 20, start=100_000)
+    big = launch(stack, big_key, "Hi {first_name}, spring sale today")
+    wait_for(lambda: stack.progress(big_key, big)["sent"] >= 200, 30, "the big shop sending")
+
+    # When the small shop launches 20 recipients
+    began = time.monotonic()
+    small = launch(stack, small_key, "Hi {first_name}, members' preview tonight")
+    stack.wait_finished(small_key, small, timeout=60)
+    took = time.monotonic() - began
+
+    # Then it completes within seconds, while the big one still sends: a thread is a batch's
+    # for a time slice (BATCH_TIME_SLICE_MS) at a time, then its rest goes to the back of
+    # the queue
+    assert took < 8.0, took
+    assert stack.progress(big_key, big)["status"] == "sending"
+    assert stack.wait_finished(big_key, big, timeout=90)["status"] == "completed"
+    assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
+    assert_invariants(db, stack, big_shop, big, others=(small,))
+    assert_invariants(db, stack, small_shop, small, others=(big,))

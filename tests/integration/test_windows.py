@@ -360,7 +360,7 @@ def test_consent_withdrawn_after_the_enqueue_skips_the_contact_at_its_window(db,
     ) == {"sent": 7, "no_consent": 4, "opted_out": 1}
 
 
-@pytest.mark.parametrize("stop", ["deadline", "shutdown"])
+@pytest.mark.parametrize("stop", ["deadline", "time slice", "shutdown"])
 def test_a_batch_stopped_between_windows_puts_its_rest_back_on_the_queue(
     batch, settings, redis_client, stop
 ):
@@ -371,6 +371,10 @@ def test_a_batch_stopped_between_windows_puts_its_rest_back_on_the_queue(
     def first_window_ends_late(sms: Sms) -> None:
         if stop == "deadline":
             clock.now += settings.send_time_limit_ms / 1000
+        elif stop == "time slice":
+            # (far within the time limit: a thread is the batch's for a slice at a time)
+            assert settings.batch_time_slice_ms * 2 < settings.send_time_limit_ms
+            clock.now += settings.batch_time_slice_ms / 1000 + 0.001
         else:
             stopping.set()
 
