@@ -101,9 +101,9 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
-# Seven digits or more, alone or with single spaces, dashes or dots between them: a phone
-# number however the provider writes it.
-_NUMBER = re.compile(r"\+?\d(?:[ .-]?\d){6,}")
+# Seven digits or more, alone or with up to two spaces, dashes, dots, slashes or brackets
+# between them: a phone number however the provider writes it (`+1 (555) 123-4567`).
+_NUMBER = re.compile(r"\+?\(?\d(?:[\s().\-/]{0,2}\d){6,}")
 
 
 def without_numbers(text: str) -> str:
@@ -120,7 +120,8 @@ def classify_status(
     """The outcome of a non-2xx answer, or None for a 2xx one (its body decides)."""
     if 200 <= status < 300:
         return None
-    reason = f"HTTP {status}: {without_numbers(body[:200].decode('utf-8', 'replace'))}"
+    # Cut after the numbers are out: one cut through would leave its first digits.
+    reason = f"HTTP {status}: {without_numbers(body[:400].decode('utf-8', 'replace'))[:200]}"
     if status in (429, 503):
         return SendResult(
             Outcome.NOT_SENT,

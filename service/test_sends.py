@@ -342,10 +342,12 @@ def accepted(test_send_id: int, provider_id: str) -> bool:
             .execute()
         )
         balance = credits.lock_shop(row.shop_id)
-        if balance < row.segments:
+        # (the row, sent now, no longer holds its own cost)
+        if balance - credits.reserved_total(row.shop_id) < row.segments:
             # Accepted after its hold ended (EVIDENCE_WINDOW_MS after the reconcile gave it
-            # up) and the credits spent since: sent, and not charged, as a campaign's late
-            # evidence after its reservation was released. A debit would fail the balance's
+            # up) and the credits spent or held by others since: sent, and not charged, as a
+            # campaign's late evidence after its reservation was released. A debit would take
+            # credits another send holds (a review: available -1), or fail the balance's
             # check at every retry of `persistTestSend`.
             log.warning(
                 "a test send accepted after its hold ended is not charged: the shop's"

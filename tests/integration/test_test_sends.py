@@ -269,6 +269,30 @@ def test_an_acceptance_after_the_evidence_window_with_the_credits_spent_is_not_c
     assert credits.summary(shop_id) == credits.CreditSummary(0, 0, 0)
 
 
+def test_an_acceptance_after_the_evidence_window_never_takes_credits_others_hold(shop, settings):
+    # Given a test send of unknown outcome whose evidence window is over, and every credit of
+    # the shop held by other test sends since
+    shop_id, campaign_id = shop
+    late = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
+    db.execute_sql(
+        "UPDATE test_send SET status = 'sending', claimed_at = now() - interval '1 hour'"
+        " WHERE id = %s",
+        (late["id"],),
+    )
+    test_sends.repair(settings, audit.ADMIN)
+    end_evidence_window(late["id"], settings)
+    for _ in range(10):
+        test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
+    assert credits.summary(shop_id) == credits.CreditSummary(10, 10, 0)
+
+    # When its acceptance is persisted at last
+    assert test_sends.accepted(late["id"], "p-late") is True
+
+    # Then it is sent and not charged: the others' credits stay theirs (before: balance 9,
+    # reserved 10, available -1)
+    assert credits.summary(shop_id) == credits.CreditSummary(10, 10, 0)
+
+
 def test_erasing_the_number_erases_its_test_sends_and_frees_a_queued_ones_credits(shop, settings):
     # Given a test send queued for Zoe's number
     shop_id, campaign_id = shop
