@@ -34,8 +34,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import redis
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.body import MAX_BODY
 from api.report_ingest import (
@@ -69,6 +72,82 @@ _ROUTE = ROUTE.encode()
 _HEALTH = b"/health"
 
 Scope = dict[str, Any]
+
+# What one request's head may hold, and how long it may take to arrive: uvicorn with httptools
+# bounds neither (a review: 64 MiB of header lines read without an answer; a half-sent request
+# kept past every timeout), and both come before the token is checked. As gunicorn's limits
+# for the web, a little wider.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
+# Bytes received while a head is incomplete (a chunk may also hold the end of the previous
+# request's body, hence the margin).
+MAX_HEAD_RAW_BYTES = 512 * 1024
+HEAD_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+# Connections at once; beyond, uvicorn answers 503 (the provider posts again).
+MAX_CONNECTIONS = 2048
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the request head bounded in size and in time: over
+    MAX_HEAD_BYTES or MAX_HEADERS the request is answered 400 and the connection closed, and a
+    head not complete within HEAD_TIMEOUT_S of the connection (or of its first byte, for the
+    next request of a kept-alive one) is closed."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._head_bytes = self._head_count = self._head_raw = 0
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            HEAD_TIMEOUT_S, self._head_too_slow
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_timer is not None and not self.transport.is_closing():
+            # Still in a head after this data: httptools holds a header line until it ends,
+            # so its bytes are counted here too (a 1 MiB header line with no end).
+            self._head_raw += len(data)
+            if self._head_raw > MAX_HEAD_RAW_BYTES:
+                self.send_400_response("The request head is too large.")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = self._head_count = self._head_raw = 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url), 0)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value), 1)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def _count_head(self, size: int, headers: int) -> None:
+        self._head_bytes += size
+        self._head_count += headers
+        if self._head_bytes > MAX_HEAD_BYTES or self._head_count > MAX_HEADERS:
+            # Raised in a parser callback: httptools stops, uvicorn answers 400 and closes.
+            raise ValueError("the request head is too large")
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
 
 class Disconnected(Exception):
@@ -145,7 +224,12 @@ class ReportServer:
 
     def __init__(self, settings: Settings, signals: redis.Redis) -> None:
         self.secret = settings.dlr_webhook_secret.encode() if settings.dlr_webhook_secret else None
+        # The path of REPORTS_BASE_URL (`https://x/reports`): a router that sends that prefix
+        # here unchanged finds the route under it as well as without it.
+        base_path = urlsplit(settings.reports_base_url or "").path.rstrip("/")
+        self.prefix = quote(base_path).encode() if base_path else b""
         self.max_pending = settings.report_ingest_max_pending
+        self.reading = 0  # requests admitted, their body being read or parsed
         self.connection = OwnConnection(settings.database_url)
         applier = report_inbox.ApplierSignal(signals, settings)
         self.writer = GroupWriter(self.connection.write, applier.after_commit)
@@ -158,6 +242,8 @@ class ReportServer:
         if scope["type"] != "http":
             return
         path = scope.get("raw_path") or scope["path"].encode()
+        if self.prefix and path.startswith(self.prefix + b"/"):
+            path = path[len(self.prefix) :]  # REPORTS_BASE_URL's path, kept by the router
         method = scope["method"]
         if path == _ROUTE and method == "POST":
             try:
@@ -195,14 +281,30 @@ class ReportServer:
             scope.get("query_string", b"").decode("latin-1"),
         )
         length = _declared_length(headers.get(b"content-length"))
-        if self.writer.pending >= self.max_pending:
+        # Requests still reading or parsing their body count as one report each: the bound
+        # holds for them too (a review: 40 requests whose bodies arrived together all passed
+        # a bound of 5 counting only the reports already parsed).
+        if self.writer.pending + self.reading >= self.max_pending:
             raise shed()  # before the body is read or parsed
-        raw = await _body(receive, length)
-        if len(raw) > PARSE_ON_LOOP_MAX:
-            loop = asyncio.get_running_loop()
-            parsed = await loop.run_in_executor(self.parsers, parse_reports, raw)
-        else:
-            parsed = parse_reports(raw)
+        self.reading += 1
+        try:
+            try:
+                async with asyncio.timeout(BODY_TIMEOUT_S):
+                    raw = await _body(receive, length)
+            except TimeoutError:
+                raise Refused(
+                    "408 Request Timeout",
+                    "Request timeout",
+                    f"the body did not arrive within {BODY_TIMEOUT_S:g} s",
+                    headers=(("Connection", "close"),),
+                ) from None
+            if len(raw) > PARSE_ON_LOOP_MAX:
+                loop = asyncio.get_running_loop()
+                parsed = await loop.run_in_executor(self.parsers, parse_reports, raw)
+            else:
+                parsed = parse_reports(raw)
+        finally:
+            self.reading -= 1
         await self.writer.store(parsed.reports)
         return "200 OK", parsed.answer(), ()
 
@@ -297,15 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = runtime.boot("reports", needs_secret_key=False)  # it signs and checks nothing
     runtime.require(settings, "DLR_WEBHOOK_SECRET")
 
-    import uvicorn
-
     log.info("reports listening", extra={"bind": args.bind})
     uvicorn.run(
         create_asgi(settings),
         host=host.strip("[]"),
         port=int(port),
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpTools,
+        limit_concurrency=MAX_CONNECTIONS,
         lifespan="on",
         access_log=False,  # a stored report is counted, not logged (as in the web)
         log_config=None,  # our JSON logs (runtime.boot), uvicorn's lines included

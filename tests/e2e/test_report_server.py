@@ -4,7 +4,9 @@ when it is killed mid-stream; it refuses what the web's route refuses."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 
 import requests
 
@@ -77,9 +79,9 @@ def test_reports_answered_before_the_reports_process_is_killed_are_all_applied(m
 
 
 def test_the_reports_process_refuses_what_the_web_s_route_refuses(make_stack, db):
-    # Given the reports process
+    # Given the reports process, reached under a path prefix its router keeps
     port = free_port()
-    stack = make_stack()
+    stack = make_stack(REPORTS_BASE_URL=f"http://127.0.0.1:{port}/provider")
     stack.start_reports(port)
     base = f"http://127.0.0.1:{port}"
     route = f"{base}/webhooks/mitto/dlr"
@@ -122,3 +124,52 @@ def test_the_reports_process_refuses_what_the_web_s_route_refuses(make_stack, db
         "SELECT provider_id, status FROM delivery_report WHERE provider_id = 'ok-1'"
     ).fetchall()
     assert stored == [("ok-1", "Sent")]
+    # And under REPORTS_BASE_URL's path as well
+    prefixed = post(
+        f"{base}/provider/webhooks/mitto/dlr",
+        headers=auth,
+        json={"id": "ok-2", "deliveryStatus": "Sent"},
+    )
+    assert prefixed.status_code == 200
+
+
+def raw_exchange(port: int, data: bytes, wait_s: float) -> tuple[bytes, float]:
+    """What the server answers to `data`, and after how long it closed the connection."""
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as connection:
+        try:
+            connection.sendall(data)
+        except OSError:
+            pass  # closed while we were still sending
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer, time.monotonic() - began
+
+
+def test_the_reports_process_bounds_each_request_head_before_its_token(make_stack, db):
+    # Given the reports process
+    port = free_port()
+    stack = make_stack()
+    stack.start_reports(port)
+
+    # When a client without a token sends 1 MiB of header lines, or 200 headers
+    big = b"POST /webhooks/mitto/dlr HTTP/1.1\r\nHost: x\r\n" + b"X-A: " + b"a" * (1 << 20)
+    many = b"POST /webhooks/mitto/dlr HTTP/1.1\r\n" + b"".join(
+        b"X-%d: a\r\n" % i for i in range(200)
+    )
+    # Then each is answered 400 and closed at once, not read on (before: 64 MiB read, no
+    # answer). (The client still sending 1 MiB may see the close as a reset, the 400 lost.)
+    answer, took = raw_exchange(port, many, wait_s=15)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    answer, took = raw_exchange(port, big, wait_s=15)
+    assert took < 5 and (answer == b"" or answer.startswith(b"HTTP/1.1 400")), (answer[:200], took)
+
+    # And a head that stops half-way is closed after 10 s (before: kept past every timeout)
+    answer, took = raw_exchange(port, b"POST /webhooks/mitto/dlr HTTP/1.1\r\nHos", wait_s=30)
+    assert answer == b"" and 9 < took < 20, (answer, took)
+    # And the process still serves
+    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok

@@ -136,3 +136,49 @@ def test_the_callback_names_the_reports_process_when_configured(
         settings, public_base_url="http://public.example", reports_base_url=reports_base_url
     )
     assert callback_url(configured) == expected + settings.dlr_webhook_secret
+
+
+def test_requests_still_reading_their_body_count_against_the_bound(settings):
+    # Given a server bounded at 2 reports, and 2 requests whose bodies have not arrived yet
+    server = ReportServer(dataclasses.replace(settings, report_ingest_max_pending=2), None)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/mitto/dlr",
+        "raw_path": b"/webhooks/mitto/dlr",
+        "query_string": f"token={settings.dlr_webhook_secret}".encode(),
+        "headers": [],
+    }
+    answers: list[int] = []
+
+    async def main() -> None:
+        arrived = asyncio.Event()
+
+        async def slow_body() -> dict:
+            await arrived.wait()
+            return {"type": "http.disconnect"}  # (they leave: nothing to store)
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                answers.append(message["status"])
+
+        waiting = [asyncio.ensure_future(server(scope, slow_body, send)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        # When a third arrives meanwhile
+        await server(scope, slow_body, send)
+        arrived.set()
+        await asyncio.gather(*waiting)
+
+    run(main())
+
+    # Then it is shed at once, before its body is read (before: all three admitted)
+    assert answers == [503]
+    assert server.reading == 0
+    server.writer.close()
+
+
+def test_the_route_is_also_found_under_the_path_of_reports_base_url(settings):
+    server = ReportServer(
+        dataclasses.replace(settings, reports_base_url="https://x.example/provider/reports"), None
+    )
+    assert server.prefix == b"/provider/reports"
