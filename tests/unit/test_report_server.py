@@ -182,3 +182,27 @@ def test_the_route_is_also_found_under_the_path_of_reports_base_url(settings):
         dataclasses.replace(settings, reports_base_url="https://x.example/provider/reports"), None
     )
     assert server.prefix == b"/provider/reports"
+
+
+def test_without_a_webhook_secret_the_route_answers_404(settings):
+    # (as the web's: the provider's webhooks are off; the process runs on, not restarted)
+    server = ReportServer(dataclasses.replace(settings, dlr_webhook_secret=None), None)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/mitto/dlr",
+        "raw_path": b"/webhooks/mitto/dlr",
+        "query_string": b"token=anything",
+        "headers": [],
+    }
+    run(server(scope, receive, send))
+    assert sent[0]["status"] == 404
+    server.writer.close()
