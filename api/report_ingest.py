@@ -255,14 +255,10 @@ class ReportIngest:
     def __init__(self, settings: Settings, signals: redis.Redis) -> None:
         self.max_pending = settings.report_ingest_max_pending
         self.max_wait_s = settings.report_ingest_max_wait_ms / 1000
-        self.connection = OwnConnection(settings.database_url)
-        self.writer = ReportWriter(self.connection.write)
+        self.writer = ReportWriter(OwnConnection(settings.database_url).write)
         self.applier = report_inbox.ApplierSignal(signals, settings)
         self._lock = threading.Lock()
         self._pending = 0  # reports admitted and not yet answered
-
-    def close(self) -> None:
-        self.connection.close()
 
     def full(self, now: float | None = None) -> bool:
         """Whether a request must be shed before its body is read: the process holds its
@@ -413,7 +409,7 @@ class ReportRoute:
                 headers=(("Connection", "close"),),
             ) from None
         if len(raw) > MAX_BODY:
-            raise _too_large()
+            raise too_large()
         parsed = parse_reports(raw)
         self.ingest.store(parsed.reports)
         return "200 OK", parsed.answer(), ()
@@ -435,7 +431,7 @@ def _query_token(query: str) -> str | None:
     return token
 
 
-def _too_large() -> Refused:
+def too_large() -> Refused:
     # As `api.body.too_large`: the rest is unread, the connection closes after the answer.
     close_connection()
     return Refused(
@@ -447,7 +443,12 @@ def _too_large() -> Refused:
 
 
 def _content_length(environ: dict[str, Any]) -> int | None:
-    declared = environ.get("CONTENT_LENGTH")
+    return declared_length(environ.get("CONTENT_LENGTH"))
+
+
+def declared_length(declared: str | bytes | None) -> int | None:
+    """A request's Content-Length (None without one), or `Refused`: 400 when it is not a
+    number, 413 over MAX_BODY (for both fronts)."""
     if not declared:
         return None
     try:
@@ -457,5 +458,5 @@ def _content_length(environ: dict[str, Any]) -> int | None:
             "400 Bad Request", "Invalid header value", "Content-Length is not a number"
         ) from None
     if length > MAX_BODY:
-        raise _too_large()
+        raise too_large()
     return max(length, 0)

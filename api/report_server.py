@@ -2,9 +2,9 @@
 delivery-report webhook alone, on an event loop (uvicorn with httptools and uvloop).
 
 The provider posts one report per message, at the send rate. In the web process each report
-is a gunicorn request: its pure-Python parsing and thread hand-offs cost about 0.25 ms of CPU
-before the route runs, twice the route itself (`bench/RESULTS.md`), and that per-request cost
-is what made reports trail the sends. An event loop with a C parser costs a fraction of it,
+is a gunicorn request: its pure-Python parsing and thread hand-offs cost more CPU than the
+route itself (`bench/RESULTS.md`), and that per-request cost is what made reports trail the
+sends. An event loop with a C parser costs a fraction of it,
 and holds thousands of connections (a provider flushing a backlog opens one per report)
 without a thread each.
 
@@ -46,9 +46,11 @@ from api.report_ingest import (
     Answer,
     Refused,
     check_token,
+    declared_length,
     parse_reports,
     refusal,
     shed,
+    too_large,
 )
 from service import report_inbox
 from service.infra import runtime
@@ -278,7 +280,7 @@ class ReportServer:
             token.decode("latin-1") if token is not None else None,
             scope.get("query_string", b"").decode("latin-1"),
         )
-        length = _declared_length(headers.get(b"content-length"))
+        length = declared_length(headers.get(b"content-length"))
         # Requests still reading or parsing their body count as one report each: the bound
         # holds for them too (a review: 40 requests whose bodies arrived together all passed
         # a bound of 5 counting only the reports already parsed).
@@ -320,20 +322,6 @@ class ReportServer:
                 return
 
 
-def _declared_length(value: bytes | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        length = int(value)
-    except ValueError:
-        raise Refused(
-            "400 Bad Request", "Invalid header value", "Content-Length is not a number"
-        ) from None
-    if length > MAX_BODY:
-        raise _too_large()
-    return length
-
-
 async def _body(receive: Any, length: int | None) -> bytes:
     """The whole body, or 413 as soon as it passes MAX_BODY (a chunked one has no declared
     length); `Disconnected` when the client left first."""
@@ -346,23 +334,13 @@ async def _body(receive: Any, length: int | None) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
-            raise _too_large()
+            raise too_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     if length is not None and size < length:  # the server's parser already refuses this
         raise Refused("400 Bad Request", "Incomplete body", "the body ended early")
     return b"".join(chunks)
-
-
-def _too_large() -> Refused:
-    # The rest is unread: the connection closes after the answer.
-    return Refused(
-        "413 Content Too Large",
-        "Body too large",
-        f"bodies are limited to {MAX_BODY} bytes",
-        headers=(("Connection", "close"),),
-    )
 
 
 async def _respond(send: Any, answer: Answer, head: bool = False) -> None:

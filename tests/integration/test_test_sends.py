@@ -213,6 +213,17 @@ def test_a_rejection_or_an_unknown_outcome_charges_nothing(shop, settings):
     assert credits.summary(shop_id) == credits.CreditSummary(10, 0, 10)
 
 
+def given_up_by_the_reconcile(test_send_id: int, settings) -> None:
+    """Claimed by a worker that died before the provider answered, then failed as of unknown
+    outcome by the reconcile."""
+    db.execute_sql(
+        "UPDATE test_send SET status = 'sending', claimed_at = now() - interval '1 hour'"
+        " WHERE id = %s",
+        (test_send_id,),
+    )
+    test_sends.repair(settings, audit.ADMIN)
+
+
 def end_evidence_window(test_send_id: int, settings) -> None:
     db.execute_sql(
         "UPDATE test_send SET finished_at = now() - %s * interval '1 millisecond'"
@@ -225,12 +236,7 @@ def test_an_acceptance_after_the_reconcile_gave_up_finds_its_credits_held(shop, 
     # Given a test send the reconcile failed as of unknown outcome (its claim timed out)
     shop_id, campaign_id = shop
     asked = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
-    db.execute_sql(
-        "UPDATE test_send SET status = 'sending', claimed_at = now() - interval '1 hour'"
-        " WHERE id = %s",
-        (asked["id"],),
-    )
-    test_sends.repair(settings, audit.ADMIN)
+    given_up_by_the_reconcile(asked["id"], settings)
 
     # When the merchant tries to spend every credit meanwhile, the hold stands in the way
     with pytest.raises(InsufficientCredits):
@@ -251,12 +257,7 @@ def test_an_acceptance_after_the_evidence_window_with_the_credits_spent_is_not_c
     # credits spent since
     shop_id, campaign_id = shop
     asked = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
-    db.execute_sql(
-        "UPDATE test_send SET status = 'sending', claimed_at = now() - interval '1 hour'"
-        " WHERE id = %s",
-        (asked["id"],),
-    )
-    test_sends.repair(settings, audit.ADMIN)
+    given_up_by_the_reconcile(asked["id"], settings)
     end_evidence_window(asked["id"], settings)
     credits.adjust(shop_id, -10, "spend", "spend-all", audit.ADMIN)
 
@@ -274,12 +275,7 @@ def test_an_acceptance_after_the_evidence_window_never_takes_credits_others_hold
     # the shop held by other test sends since
     shop_id, campaign_id = shop
     late = test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)
-    db.execute_sql(
-        "UPDATE test_send SET status = 'sending', claimed_at = now() - interval '1 hour'"
-        " WHERE id = %s",
-        (late["id"],),
-    )
-    test_sends.repair(settings, audit.ADMIN)
+    given_up_by_the_reconcile(late["id"], settings)
     end_evidence_window(late["id"], settings)
     for _ in range(10):
         test_sends.request(shop_id, campaign_id, "+306900000002", settings, KEY)

@@ -19,6 +19,18 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+def route_scope(token: str) -> dict:
+    """An ASGI request for the route, its token in the query."""
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/mitto/dlr",
+        "raw_path": b"/webhooks/mitto/dlr",
+        "query_string": f"token={token}".encode(),
+        "headers": [],
+    }
+
+
 def test_requests_share_writes_and_each_returns_once_written():
     # Given a writer over a store that takes 50 ms a write
     store = SlowStore()
@@ -106,14 +118,7 @@ def test_a_request_over_the_pending_bound_is_shed_before_its_body_is_read(settin
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks/mitto/dlr",
-        "raw_path": b"/webhooks/mitto/dlr",
-        "query_string": f"token={settings.dlr_webhook_secret}".encode(),
-        "headers": [],
-    }
+    scope = route_scope(settings.dlr_webhook_secret)
     run(server(scope, receive, send))
 
     # Then it is answered 503 with Retry-After, its body unread
@@ -141,14 +146,7 @@ def test_the_callback_names_the_reports_process_when_configured(
 def test_requests_still_reading_their_body_count_against_the_bound(settings):
     # Given a server bounded at 2 reports, and 2 requests whose bodies have not arrived yet
     server = ReportServer(dataclasses.replace(settings, report_ingest_max_pending=2), None)
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks/mitto/dlr",
-        "raw_path": b"/webhooks/mitto/dlr",
-        "query_string": f"token={settings.dlr_webhook_secret}".encode(),
-        "headers": [],
-    }
+    scope = route_scope(settings.dlr_webhook_secret)
     answers: list[int] = []
 
     async def main() -> None:
@@ -195,14 +193,7 @@ def test_without_a_webhook_secret_the_route_answers_404(settings):
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks/mitto/dlr",
-        "raw_path": b"/webhooks/mitto/dlr",
-        "query_string": b"token=anything",
-        "headers": [],
-    }
+    scope = route_scope("anything")
     run(server(scope, receive, send))
     assert sent[0]["status"] == 404
     server.writer.close()
