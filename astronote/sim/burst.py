@@ -1,11 +1,13 @@
 """Reports posted as a burst: a new connection per post, at once, without any bound.
 
-The posts run in a child process of the simulator, on one asyncio event loop: each post is a
+The posts run in a child process of the simulator, on one event loop (uvloop): each post is a
 task that opens its own connection (`Connection: close`) as soon as it arrives, however many
 are already open. A thread per post, as this once was, made the simulator's own cost the
 measurement: 13,000 runnable threads on two cores starved every process on the machine, the
 receiver under test included, and their GIL convoy made the child itself crawl. An event loop
-opens the same connections for a fraction of the CPU. A post that fails is retried as a
+opens the same connections for a fraction of the CPU; on asyncio's own loop and streams the
+child still took a whole core and was what limited a burst of 20,000, its 5 s timeouts turning
+into retries (about 80,000; `bench/RESULTS.md`). A post that fails is retried as a
 provider does (`astronote.sim.retry`).
 """
 
@@ -21,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+import uvloop
 
 from astronote.sim.retry import Retries
 
@@ -87,7 +91,8 @@ def run_child(jobs: Any, results: Any, parent: int) -> None:
     # As many connections at once as the machine lets this process have.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    loop = asyncio.new_event_loop()
+    # uvloop: the receiver's own loop, so that this client is not the slower side of the test.
+    loop = uvloop.new_event_loop()
 
     def feed() -> None:
         try:
@@ -136,36 +141,65 @@ async def post_new_connection(
 ) -> tuple[int | None, str | None]:
     """POST `body` (JSON) on a new connection closed after the answer; the status and its
     Retry-After, or None when it failed without one."""
-    try:
-        return await asyncio.wait_for(_exchange(url, body), timeout)
-    except (TimeoutError, OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError):
-        return None, None
-
-
-async def _exchange(url: str, body: bytes) -> tuple[int | None, str | None]:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    reader, writer = await asyncio.open_connection(
-        parts.hostname, port, ssl=True if parts.scheme == "https" else None
+    target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
+    request = (
+        f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
     )
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bytes] = loop.create_future()
+    transport = None
     try:
-        target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
-        writer.write(
-            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        retry_after = None
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "retry-after":
-                retry_after = value.strip()
-        await reader.read()  # the body, to the close
-        return status, retry_after
+        async with asyncio.timeout(timeout):
+            transport, _ = await loop.create_connection(
+                lambda: _Exchange(request, answer),
+                parts.hostname,
+                port,
+                ssl=True if parts.scheme == "https" else None,
+            )
+            return _status(await answer)
+    except (TimeoutError, OSError, ValueError, IndexError):
+        return None, None
     finally:
-        writer.close()
+        if transport is not None:
+            transport.close()
+
+
+class _Exchange(asyncio.Protocol):
+    """One request written as the connection opens; the answer is everything read until the
+    server closes (`Connection: close`). A protocol rather than asyncio's streams: at 20,000
+    connections the streams' own cost made this process, not the receiver, the bottleneck."""
+
+    def __init__(self, request: bytes, answer: asyncio.Future[bytes]) -> None:
+        self._request = request
+        self._answer = answer
+        self._chunks: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self._request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._answer.done():
+            self._answer.set_result(b"".join(self._chunks))
+
+
+def _status(answer: bytes) -> tuple[int | None, str | None]:
+    """The status and Retry-After of an answer read to the close; None for one cut short."""
+    head, found, _ = answer.partition(b"\r\n\r\n")
+    if not found:
+        return None, None  # reset or closed before the whole head arrived
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    retry_after = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "retry-after":
+            retry_after = value.strip()
+    return status, retry_after

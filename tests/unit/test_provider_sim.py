@@ -550,3 +550,14 @@ def test_summary_reports_duplicates_and_reset_restores(start_sim: Callable[..., 
 def test_main_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--port", "0", "--fail-rate-429", "3"]) == 2
     assert "provider_sim.failed" in capsys.readouterr().err
+
+
+def test_a_burst_answer_cut_before_its_head_ends_is_no_answer() -> None:
+    from astronote.sim.burst import _status
+
+    whole = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n"
+    assert _status(whole) == (503, "2")
+    assert _status(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}") == (200, None)
+    # A reset or a close before the blank line: retried as a provider retries no answer
+    assert _status(whole[:30]) == (None, None)
+    assert _status(b"") == (None, None)
