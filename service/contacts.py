@@ -16,7 +16,7 @@ from peewee import fn
 
 from models import Contact, Shop
 from models.database import db, execute, execute_many, fetchall, retry_conflicts
-from service import consent, suppressions
+from service import consent, erasure_lock, suppressions
 from service.audit import Actor
 from service.consent import Consent
 from service.infra import config
@@ -173,6 +173,7 @@ def import_contacts(
             bool(row.get(WITHDRAWS_SHOPIFY_CONSENT)) if given is None else False,
         )
     with db.atomic():
+        erasure_lock.writing(shop_id)
         outcome = _upsert(
             shop_id,
             [
@@ -345,6 +346,7 @@ def opt_out(
     subscription afterwards, None when it does not exist. An erased contact is opted out
     already, with no number left to suppress."""
     with db.atomic():
+        erasure_lock.writing(shop_id)
         phone = phone_of(shop_id, contact_id)
         if phone is None:
             return subscription(shop_id, contact_id)

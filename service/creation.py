@@ -32,7 +32,7 @@ from peewee import fn
 
 from models import Campaign, CreditReservation, SendBatch
 from models.database import db, fetchall, fetchone
-from service import admission, audience, audit, composition, links
+from service import admission, audience, audit, composition, erasure_lock, links
 from service.audience import BOUND, name_shape
 from service.audit import Actor
 from service.infra import dispatch
@@ -156,6 +156,10 @@ def write_chunk(
     audience is wholly created, or the campaign can no longer send (cancelled)."""
     began = time.perf_counter()
     with db.atomic():
+        # Before the campaign's row: the erasure lock is taken ahead of any row lock.
+        erasure_lock.writing(
+            Campaign.select(Campaign.shop).where(Campaign.id == campaign_id).scalar() or 0
+        )
         row = (
             Campaign.select(
                 Campaign.shop,

@@ -25,7 +25,7 @@ from peewee import fn
 
 from models import Campaign, Shop
 from models.database import db
-from service import admission, audience, audit, composition, creation, credits
+from service import admission, audience, audit, composition, creation, credits, erasure_lock
 from service.audit import Actor
 from service.errors import (
     DependencyUnavailable,
@@ -171,6 +171,8 @@ def enqueue(
             " unreachable; the campaign was not started"
         )
     with db.atomic():
+        # First: a creation chunk written inline below takes it too, after row locks.
+        erasure_lock.writing(shop_id)
         template, append_unsubscribe, contact_ids = _start_sending(
             shop_id, campaign_id, scheduled, due_by, actor
         )

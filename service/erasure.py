@@ -10,8 +10,10 @@ Its suppression becomes a keyed digest (`service/suppressions.py`), so a later i
 number suppresses it again. A recipient still `pending` becomes `skipped` (`erased`): it has
 no number left, and the send-time claim only takes pending rows. Credit rows are not touched.
 
-Everything runs in one transaction. The second time it changes nothing, but for what a
-message in flight at the first stored after it (a text, a report's number).
+Everything runs in one transaction, holding the shop's erasure lock (`service/erasure_lock.py`):
+what an import, an opt-out, a STOP, a creation chunk, an export or a test send writes is
+committed before it, or written after it and seeing it. The second time it changes nothing, but
+for what a message in flight at the first stored after it (a text, a report's number).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from models import (
     TestSend,
 )
 from models.database import db, retry_conflicts
-from service import consent, contacts, idempotency, suppressions
+from service import consent, contacts, erasure_lock, idempotency, suppressions
 from service.audit import Actor
 
 log = logging.getLogger("astronote.erasure")
@@ -65,6 +67,7 @@ def erase_number(shop_id: int, phone: str, secret: str, actor: Actor) -> Erased:
     """Erase everything the shop holds about `phone` (E.164) and keep it suppressed
     (Shopify's customers/redact); the suppression's change is recorded for `actor`."""
     with db.atomic():
+        erasure_lock.erasing(shop_id)
         contact_ids = _erase_contacts(shop_id, Contact.phone == phone)
         recipients = CampaignRecipient.contact_id.in_(contact_ids) if contact_ids else None
         erased = _erase_campaign_data(shop_id, recipients, [phone, phone.lstrip("+")])
@@ -101,7 +104,13 @@ def erase_customer(
     does (the customer's own `phone` and those of the contacts imported with its Shopify
     customer id), and the shop's exports of that customer id (whatever number they had)."""
     with db.atomic():
-        totals = [erase_number(shop_id, phone, secret, actor) for phone in sorted(set(phones))]
+        erasure_lock.erasing(shop_id)
+        # Looked up again under the lock: a number imported with the customer's id meanwhile
+        # is the customer's too.
+        found = contacts.phones_of_customer(shop_id, customer_id) if customer_id else []
+        totals = [
+            erase_number(shop_id, phone, secret, actor) for phone in sorted({*phones, *found})
+        ]
         if customer_id is not None:
             (
                 DataExport.delete()
@@ -128,6 +137,7 @@ def erase_contact(shop_id: int, contact_id: int, secret: str, actor: Actor) -> E
     # (Reports of an `/smsbulk` call found only by its batch and the number are out of reach
     # without the number.)
     with db.atomic():
+        erasure_lock.erasing(shop_id)
         erased = _erase_campaign_data(shop_id, CampaignRecipient.contact_id == contact_id, ())
     return Erased(0, *erased, 0)
 
@@ -139,6 +149,7 @@ def erase_shop(shop_id: int, secret: str, actor: Actor) -> Erased:
     suppressions. The shop row, its campaigns'
     templates and its ledger stay."""
     with db.atomic():
+        erasure_lock.erasing(shop_id)
         phones = list(
             Contact.select(Contact.phone)
             .where((Contact.shop == shop_id) & Contact.phone.is_null(False))

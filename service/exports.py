@@ -21,7 +21,7 @@ from models import (
     TestSend,
 )
 from models.database import db
-from service import suppressions
+from service import erasure_lock, suppressions
 
 
 def _plain(value: Any) -> Any:
@@ -166,14 +166,17 @@ def export_customer(
 ) -> int:
     """Write the export for one data request once (a retry of it returns the same export);
     returns its id."""
-    document = {
-        "shop": Shop.get_by_id(shop_id).domain,
-        "customer": customer,
-        "data": customer_numbers_data(shop_id, phones, secret),
-    }
     phone = phones[0] if phones else None
     digest = suppressions.phone_digest(secret, phone) if phone else None
     with db.atomic():
+        # Read and written under the shop's erasure lock: an erasure either sees this export
+        # and deletes it, or is seen by its reads.
+        erasure_lock.writing(shop_id)
+        document = {
+            "shop": Shop.get_by_id(shop_id).domain,
+            "customer": customer,
+            "data": customer_numbers_data(shop_id, phones, secret),
+        }
         created = list(
             DataExport.insert(
                 shop=shop_id,

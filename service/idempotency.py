@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 import peewee as pw
 
 from models import IdempotencyKey
-from models.database import db
+from models.database import db, fetchall
+from service import erasure_lock, suppressions
 from service.errors import InvalidInput, InvalidTransition
 
 RETENTION = "24 hours"
@@ -118,9 +120,16 @@ def begin(
     return StoredAnswer(row.response_status, bytes(row.response_body or b""), row.response_type)
 
 
-def finish(shop_id: int, key: str, answer: StoredAnswer) -> None:
-    """Store the answer of the request that claimed `key`, for its retries to replay."""
+def finish(shop_id: int, key: str, answer: StoredAnswer, secret: str) -> None:
+    """Store the answer of the request that claimed `key`, for its retries to replay: as
+    ERASED_ANSWER when it names a number the shop has erased meanwhile. Under the shop's
+    erasure lock, shared: an erasure committed before is seen here, one after sees this row
+    `done` (`forget_answers_naming`); one that ran while the request was in flight skipped
+    this row, and the answer it produced may hold what that erasure removed."""
     with db.atomic():
+        erasure_lock.writing(shop_id)
+        if _names_erased(shop_id, answer.body, secret):
+            answer = ERASED_ANSWER
         (
             IdempotencyKey.update(
                 state="done",
@@ -136,6 +145,26 @@ def finish(shop_id: int, key: str, answer: StoredAnswer) -> None:
             )
             .execute()
         )
+
+
+# A number as answers spell it: an E.164 JSON string. At most _NUMBERS_CHECKED of them: an
+# answer naming a number is one test send's, not a list.
+_NUMBER_IN_ANSWER = re.compile(rb'"(\+[1-9][0-9]{5,14})"')
+_NUMBERS_CHECKED = 100
+
+
+def _names_erased(shop_id: int, body: bytes, secret: str) -> bool:
+    """Whether `body` names a number the shop keeps only as an erased digest."""
+    numbers = {match.decode() for match in _NUMBER_IN_ANSWER.findall(body[: 1 << 20])}
+    if not numbers:
+        return False
+    digests = [suppressions.phone_digest(secret, phone) for phone in sorted(numbers)]
+    return bool(
+        fetchall(
+            "SELECT 1 FROM suppression WHERE shop_id = %s AND phone_hash = ANY(%s) LIMIT 1",
+            (shop_id, digests[:_NUMBERS_CHECKED]),
+        )
+    )
 
 
 def abandon(shop_id: int, key: str) -> None:

@@ -31,7 +31,7 @@ from peewee import SQL, fn
 
 from models import Campaign, CampaignRecipient, Contact, InboundMessage, Shop, TestSend
 from models.database import db, execute
-from service import consent, replies, reservations, shops, suppressions
+from service import consent, erasure_lock, replies, reservations, shops, suppressions
 from service.audit import Actor
 from service.infra.config import Settings
 from service.infra.ratelimit import SendLimiter
@@ -302,6 +302,12 @@ def receive(
                 (UNTIMED_LOCK, f"{message.phone}|{sender_key(message.sender)}"),
             )
             key = untimed_key(settings.secret_key, message, datetime.now(UTC))
+        if targets:
+            # The targets again under their erasure locks: a shop that erased the number
+            # after they were found no longer holds it, and must not store it again.
+            erasure_lock.writing(*(shop.id for shop in targets))
+            still = {shop.id for shop in shops_for(message, settings, keyword)}
+            targets = [shop for shop in targets if shop.id in still]
         new = _store(message, key, keyword, [shop.id for shop in targets])
         for shop_id in sorted(new):
             _apply(keyword, shop_id, message, key, settings.secret_key, actor)

@@ -32,7 +32,7 @@ from peewee import fn
 from models import Contact, CreditTransaction, Shop, TestSend
 from models.database import db
 from models.expressions import milliseconds_ago
-from service import audit, composition, credits, links, messages, suppressions
+from service import audit, composition, credits, erasure_lock, links, messages, suppressions
 from service.audit import Actor
 from service.contacts import normalise_phone
 from service.errors import InsufficientCredits, InvalidInput, NotFound
@@ -125,12 +125,15 @@ def request(
         phone, _ = normalise_phone(raw_phone)
     except ValueError as error:
         raise InvalidInput(f"phone: {error}", "phone") from None
-    why = refusal(shop_id, phone, settings)
-    if why:
-        raise InvalidInput(f"phone: {why}; nothing was sent", "phone")
-    sender, text, contact_id = compose(shop_id, campaign_id, phone, settings)
-    cost = messages.segment_costs([text])[0]
     with db.atomic():
+        # The checks and the text under the shop's erasure lock: an erasure committed after
+        # them would miss this row and leave its number and the name in its text.
+        erasure_lock.writing(shop_id)
+        why = refusal(shop_id, phone, settings)
+        if why:
+            raise InvalidInput(f"phone: {why}; nothing was sent", "phone")
+        sender, text, contact_id = compose(shop_id, campaign_id, phone, settings)
+        cost = messages.segment_costs([text])[0]
         balance = credits.lock_shop(shop_id)
         available = balance - credits.reserved_total(shop_id)
         if cost > available:
