@@ -143,7 +143,7 @@ def create_app(
         Authentication(settings, sessions, limits),
         # Before Idempotency: a request refused for what it sends claims no key.
         DeclaredInput(),
-        Idempotency(settings.secret_key),
+        Idempotency(),
     ]
     app = falcon.App(middleware=middleware)
     app.router_options.converters["id"] = IdConverter

@@ -31,9 +31,6 @@ def body_label(req: falcon.Request) -> str:
 
 
 class Idempotency:
-    def __init__(self, secret: str) -> None:
-        self.secret = secret  # to know an erased number in an answer (`idempotency.finish`)
-
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource, params: dict
     ) -> None:
@@ -83,5 +80,4 @@ class Idempotency:
             shop_id,
             key,
             idempotency.StoredAnswer(status, resp.render_body() or b"", resp.content_type),
-            self.secret,
         )

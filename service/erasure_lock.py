@@ -8,10 +8,12 @@ chunk's recipients, an export and a test send keeping the number, name or text.
 
 So an erasure holds its shop's lock exclusively for its transaction (`erasing`), and every
 transaction that writes a shop's personal data (a number, a name, a message text) takes it
-shared before it reads what it will write (`writing`). Writers never wait for one another; an
-erasure waits for the writers in flight, and they for it; each statement after the lock sees
+shared before it reads what it will write (`writing`). Writers do not exclude one another; an
+erasure waits for the writers in flight, and the writers that come after it (PostgreSQL queues a
+shared request behind a waiting exclusive one) wait for it; each statement after the lock sees
 what the other committed. Taken first in a transaction, before any row lock, so that the lock
-cannot close a cycle with rows an erasure waits for.
+cannot close a cycle with rows an erasure waits for. A stored `Idempotency-Key` answer is
+ordered by its own row instead (`idempotency.finish`), so that no request waits here for it.
 """
 
 from __future__ import annotations

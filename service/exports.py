@@ -166,12 +166,15 @@ def export_customer(
 ) -> int:
     """Write the export for one data request once (a retry of it returns the same export);
     returns its id."""
-    phone = phones[0] if phones else None
-    digest = suppressions.phone_digest(secret, phone) if phone else None
     with db.atomic():
         # Read and written under the shop's erasure lock: an erasure either sees this export
-        # and deletes it, or is seen by its reads.
+        # and deletes it, or is seen by its reads; and a number it erased since the caller
+        # found `phones` is not written back into the document.
         erasure_lock.writing(shop_id)
+        gone = {phone for _, phone in suppressions.erased([shop_id], phones, secret)}
+        phones = [phone for phone in phones if phone not in gone]
+        phone = phones[0] if phones else None
+        digest = suppressions.phone_digest(secret, phone) if phone else None
         document = {
             "shop": Shop.get_by_id(shop_id).domain,
             "customer": customer,

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 from models import IdempotencyKey
-from models.database import db, fetchall
-from service import erasure_lock, suppressions
+from models.database import db, execute
 from service.errors import InvalidInput, InvalidTransition
 
 RETENTION = "24 hours"
@@ -120,51 +119,36 @@ def begin(
     return StoredAnswer(row.response_status, bytes(row.response_body or b""), row.response_type)
 
 
-def finish(shop_id: int, key: str, answer: StoredAnswer, secret: str) -> None:
-    """Store the answer of the request that claimed `key`, for its retries to replay: as
-    ERASED_ANSWER when it names a number the shop has erased meanwhile. Under the shop's
-    erasure lock, shared: an erasure committed before is seen here, one after sees this row
-    `done` (`forget_answers_naming`); one that ran while the request was in flight skipped
-    this row, and the answer it produced may hold what that erasure removed."""
+def finish(shop_id: int, key: str, answer: StoredAnswer) -> None:
+    """Store the answer of the request that claimed `key`, for its retries to replay; as
+    ERASED_ANSWER when an erasure of the shop marked the key while the request was in flight
+    (`forget_answers_naming`) and the answer names a number. The mark is read from the row's
+    version this UPDATE writes over: an erasure holding the row waits to commit first."""
+    names = _NUMBER_IN_ANSWER.search(answer.body) is not None
+    erased = f"CASE WHEN %(names)s AND response_status = {ERASED_MARK}"
     with db.atomic():
-        erasure_lock.writing(shop_id)
-        if _names_erased(shop_id, answer.body, secret):
-            answer = ERASED_ANSWER
-        (
-            IdempotencyKey.update(
-                state="done",
-                response_status=answer.status,
-                response_body=answer.body,
-                response_type=answer.content_type,
-                finished_at=pw.fn.now(),
-            )
-            .where(
-                IdempotencyKey.shop == shop_id,
-                IdempotencyKey.key == key,
-                IdempotencyKey.state == "in_flight",
-            )
-            .execute()
+        execute(
+            "UPDATE idempotency_key SET state = 'done', finished_at = now(),"
+            f" response_status = {erased} THEN %(gone_status)s ELSE %(status)s END,"
+            f" response_body = {erased} THEN %(gone_body)s ELSE %(body)s END,"
+            f" response_type = {erased} THEN %(gone_type)s ELSE %(type)s END"
+            " WHERE shop_id = %(shop)s AND key = %(key)s AND state = 'in_flight'",
+            {
+                "names": names,
+                "gone_status": ERASED_ANSWER.status,
+                "gone_body": ERASED_ANSWER.body,
+                "gone_type": ERASED_ANSWER.content_type,
+                "status": answer.status,
+                "body": answer.body,
+                "type": answer.content_type,
+                "shop": shop_id,
+                "key": key,
+            },
         )
 
 
-# A number as answers spell it: an E.164 JSON string. At most _NUMBERS_CHECKED of them: an
-# answer naming a number is one test send's, not a list.
-_NUMBER_IN_ANSWER = re.compile(rb'"(\+[1-9][0-9]{5,14})"')
-_NUMBERS_CHECKED = 100
-
-
-def _names_erased(shop_id: int, body: bytes, secret: str) -> bool:
-    """Whether `body` names a number the shop keeps only as an erased digest."""
-    numbers = {match.decode() for match in _NUMBER_IN_ANSWER.findall(body[: 1 << 20])}
-    if not numbers:
-        return False
-    digests = [suppressions.phone_digest(secret, phone) for phone in sorted(numbers)]
-    return bool(
-        fetchall(
-            "SELECT 1 FROM suppression WHERE shop_id = %s AND phone_hash = ANY(%s) LIMIT 1",
-            (shop_id, digests[:_NUMBERS_CHECKED]),
-        )
-    )
+# A number as an answer spells it: an E.164 JSON string (a test send's answer names one).
+_NUMBER_IN_ANSWER = re.compile(rb'"\+[1-9][0-9]{5,14}"')
 
 
 def abandon(shop_id: int, key: str) -> None:
@@ -201,12 +185,21 @@ ERASED_ANSWER = StoredAnswer(
     b' personal data that has since been erased"}',
     "application/json",
 )
+# On a key in flight (no answer stored yet): an erasure of the shop ran while it was.
+ERASED_MARK = ERASED_ANSWER.status
 
 
 def forget_answers_naming(shop_id: int, phone: str | None) -> int:
     """Erasure (SPEC 11): the shop's stored answers that carry `phone` (every stored answer of
-    the shop when None: the whole shop is erased) are replaced by ERASED_ANSWER. Inside the
+    the shop when None: the whole shop is erased) are replaced by ERASED_ANSWER, and the
+    shop's keys still in flight are marked (ERASED_MARK): an answer they store naming a number
+    is replaced too (`finish`), since it may have been made before this erasure. Inside the
     caller's transaction."""
+    (
+        IdempotencyKey.update(response_status=ERASED_MARK)
+        .where((IdempotencyKey.shop == shop_id) & (IdempotencyKey.state == "in_flight"))
+        .execute()
+    )
     which = (IdempotencyKey.shop == shop_id) & (IdempotencyKey.state == "done")
     if phone is not None:
         # As a JSON string, quotes included: "+4930123456" is not in "+49301234567".

@@ -278,6 +278,11 @@ def _apply(
         consent.opt_in(shop_id, message.phone, "reply", proof)
 
 
+def _erased(targets: Sequence[Shop], phone: str, secret: str) -> set[int]:
+    """The shops among `targets` that keep `phone` only as an erased number."""
+    return {shop_id for shop_id, _ in suppressions.erased((s.id for s in targets), [phone], secret)}
+
+
 def receive(
     message: Inbound,
     settings: Settings,
@@ -289,7 +294,12 @@ def receive(
     suppression changes recorded for `actor`, the provider's webhook); then, after the commit,
     answer a keyword once (`replies.send_once`, within the account's rate limit: `limiter`)."""
     keyword = keyword_of(message.text)
-    targets = shops_for(message, settings, keyword)
+    with db.atomic():
+        # The shops and which of them had erased the number, read in one snapshot: an
+        # erasure committing between the two reads would count as before the message.
+        execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        targets = shops_for(message, settings, keyword)
+        erased_before = _erased(targets, message.phone, settings.secret_key)
     with db.atomic():
         if message.provider_id or message.received_at:
             key = message_key(settings.secret_key, message)
@@ -303,11 +313,12 @@ def receive(
             )
             key = untimed_key(settings.secret_key, message, datetime.now(UTC))
         if targets:
-            # The targets again under their erasure locks: a shop that erased the number
-            # after they were found no longer holds it, and must not store it again.
+            # Under the targets' erasure locks: a shop that erased the number after the
+            # targets were found must not store it again (one that had erased it before is
+            # written to again, as it always was: a new message).
             erasure_lock.writing(*(shop.id for shop in targets))
-            still = {shop.id for shop in shops_for(message, settings, keyword)}
-            targets = [shop for shop in targets if shop.id in still]
+            meanwhile = _erased(targets, message.phone, settings.secret_key) - erased_before
+            targets = [shop for shop in targets if shop.id not in meanwhile]
         new = _store(message, key, keyword, [shop.id for shop in targets])
         for shop_id in sorted(new):
             _apply(keyword, shop_id, message, key, settings.secret_key, actor)

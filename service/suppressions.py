@@ -217,3 +217,29 @@ def is_suppressed(shop_id: int, phone: str, secret: str) -> bool:
         )
         .exists()
     )
+
+
+def erased(shop_ids: Iterable[int], phones: Iterable[str], secret: str) -> set[tuple[int, str]]:
+    """The (shop, number) pairs among `shop_ids` x `phones` that the shop keeps only as an
+    erased number: its digest suppressed, and no contact holding it in clear (an import after
+    the erasure brings the contact back)."""
+    shop_list, by_digest = sorted(set(shop_ids)), {phone_digest(secret, p): p for p in phones}
+    if not shop_list or not by_digest:
+        return set()
+    digested = {
+        (shop_id, by_digest[digest])
+        for shop_id, digest in fetchall(
+            "SELECT shop_id, phone_hash FROM suppression"
+            " WHERE shop_id = ANY(%s) AND phone_hash = ANY(%s)",
+            (shop_list, list(by_digest)),
+        )
+    }
+    if not digested:
+        return set()
+    held = set(
+        fetchall(
+            "SELECT shop_id, phone FROM contact WHERE shop_id = ANY(%s) AND phone = ANY(%s)",
+            (shop_list, sorted({phone for _, phone in digested})),
+        )
+    )
+    return digested - held

@@ -24,6 +24,7 @@ from service import (
     contacts,
     creation,
     erasure,
+    erasure_lock,
     exports,
     idempotency,
     inbound,
@@ -62,8 +63,11 @@ def erasure_during(shop_id: int) -> Iterator[Callable[[], None]]:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         threads.append(thread)
-        time.sleep(0.3)
-        assert thread.is_alive(), "the erasure ran through the writer's transaction"
+        deadline = time.monotonic() + 10
+        while not waiting_for_the_lock(shop_id):
+            assert thread.is_alive(), "the erasure ran through the writer's transaction"
+            assert time.monotonic() < deadline, "the erasure never waited for the lock"
+            time.sleep(0.01)
 
     yield start
     assert threads, "the hook never ran"
@@ -71,6 +75,18 @@ def erasure_during(shop_id: int) -> Iterator[Callable[[], None]]:
         thread.join(20)
         assert not thread.is_alive(), "the erasure never finished"
     assert not errors, errors
+
+
+def waiting_for_the_lock(shop_id: int) -> bool:
+    """Whether a session waits for the shop's erasure lock (`pg_locks`: a two-key advisory
+    lock's keys are its classid and objid)."""
+    return bool(
+        fetchall(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND classid = %s AND objid = %s AND objsubid = 2",
+            (erasure_lock.ERASURE_LOCK, shop_id),
+        )
+    )
 
 
 def hook(monkeypatch, owner, name: str, before=None, after=None) -> None:
@@ -119,6 +135,22 @@ def test_an_unsubscribe_during_an_erasure_leaves_no_number_in_clear(db, monkeypa
     assert Contact.get_by_id(contact_id).opted_out_at is not None
 
 
+def in_another_connection(run: Callable[[], None]) -> None:
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            with database.connection_context():
+                run()
+        except BaseException as error:  # noqa: BLE001 - reported in the test's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive() and not errors, errors
+
+
 def stop(settings, sender: str = "ALPHA") -> inbound.Received:
     message = inbound.Inbound(P, sender, "STOP", provider_id="m1")
     return inbound.receive(message, settings, FakeProvider(), audit.PROVIDER_WEBHOOK)
@@ -139,8 +171,7 @@ def test_a_stop_during_an_erasure_leaves_no_number_or_text(db, monkeypatch, sett
 def test_a_stop_found_for_a_shop_that_then_erased_the_number_stores_nothing(
     db, monkeypatch, settings
 ):
-    # To the shared sender, where a shop is found by the number (a shop's own sender is its
-    # own: a STOP written to it after an erasure is a new message, and kept)
+    # To the shared sender, where a shop is found by the number
     shop, _ = shops.create_shop("race4.example", "R4", require_consent=False)
     contacts.import_contacts(shop.id, [{"phone": P}], actor=audit.ADMIN)
     found = inbound.shops_for
@@ -148,8 +179,8 @@ def test_a_stop_found_for_a_shop_that_then_erased_the_number_stores_nothing(
 
     def shops_then_erasure(*args, **kwargs):
         targets = found(*args, **kwargs)
-        if not calls:  # the erasure commits after the targets were found, before the lock
-            erase(shop.id)
+        # The erasure commits, on its own connection, after the targets were found
+        in_another_connection(lambda: erase(shop.id))
         calls.append(targets)
         return targets
 
@@ -158,6 +189,17 @@ def test_a_stop_found_for_a_shop_that_then_erased_the_number_stores_nothing(
     assert [shop_.id for shop_ in calls[0]] == [shop.id]
     assert received.shop_ids == ()
     assert InboundMessage.select().count() == 0 and in_clear(shop.id) == []
+
+
+def test_a_stop_to_its_own_sender_after_the_erasure_is_a_new_message(db, settings):
+    # A shop's own sender takes every reply written to it: a STOP from a number the shop erased
+    # earlier is stored and applied, as before (and the number stays suppressed)
+    shop, _ = shops.create_shop("race4b.example", "R4b", sender="ALPHA", require_consent=False)
+    contacts.import_contacts(shop.id, [{"phone": P}], actor=audit.ADMIN)
+    erase(shop.id)
+    assert stop(settings).shop_ids == (shop.id,)
+    assert [row.phone for row in InboundMessage.select()] == [P]
+    assert suppressions.is_suppressed(shop.id, P, SECRET_KEY)
 
 
 def test_an_export_during_an_erasure_is_deleted_by_it(db, monkeypatch):
@@ -169,19 +211,75 @@ def test_an_export_during_an_erasure_is_deleted_by_it(db, monkeypatch):
     assert DataExport.select().count() == 0
 
 
+def test_an_export_asked_with_a_number_erased_since_does_not_name_it(db, monkeypatch):
+    shop, _ = shops.create_shop("race5b.example", "R5b", require_consent=False)
+    second = "+306912345679"
+    contacts.import_contacts(shop.id, [{"phone": P}, {"phone": second}], actor=audit.ADMIN)
+    # The caller found both numbers; then one is erased (DELETE /contacts/{id}), then the export
+    erase(shop.id)
+    exports.export_customer(shop.id, "shopify:2", [P, second], {"id": 2}, SECRET_KEY)
+    (document,) = [row.document for row in DataExport.select()]
+    assert P not in str(document) and document["data"]["phones"] == [second]
+
+
 def test_an_answer_finished_after_an_erasure_of_its_number_replays_as_erased(db):
     shop, _ = shops.create_shop("race6.example", "R6", require_consent=False)
-    other = "+306912345000"
     assert idempotency.begin(shop.id, "k1", "fp") is None
     assert idempotency.begin(shop.id, "k2", "fp") is None
     erase(shop.id)  # while both requests are in flight: nothing of theirs is stored yet
     named = f'{{"id": 1, "phone": "{P}", "text": "Hi Ann"}}'.encode()
-    unnamed = f'{{"id": 2, "phone": "{other}", "text": "Hi Bob"}}'.encode()
-    idempotency.finish(shop.id, "k1", idempotency.StoredAnswer(202, named, "x"), SECRET_KEY)
-    idempotency.finish(shop.id, "k2", idempotency.StoredAnswer(202, unnamed, "x"), SECRET_KEY)
+    idempotency.finish(shop.id, "k1", idempotency.StoredAnswer(202, named, "x"))
+    idempotency.finish(shop.id, "k2", idempotency.StoredAnswer(201, b'{"id": 2}', "x"))
     assert idempotency.begin(shop.id, "k1", "fp") == idempotency.ERASED_ANSWER
-    # An answer naming another number is kept as it was
-    assert idempotency.begin(shop.id, "k2", "fp").body == unnamed
+    # An answer naming no number is kept as it was; a key claimed after the erasure too
+    assert idempotency.begin(shop.id, "k2", "fp").body == b'{"id": 2}'
+    assert idempotency.begin(shop.id, "k3", "fp") is None
+    idempotency.finish(shop.id, "k3", idempotency.StoredAnswer(202, named, "x"))
+    assert idempotency.begin(shop.id, "k3", "fp").body == named
+
+
+def test_an_answer_naming_a_stranger_finished_after_a_shop_erasure_is_erased(db):
+    # A test send to a number that is no contact: shop/redact digests only contacts' numbers
+    shop, _ = shops.create_shop("race6b.example", "R6b", require_consent=False)
+    assert idempotency.begin(shop.id, "k1", "fp") is None
+    erasure.erase_shop(shop.id, SECRET_KEY, audit.SHOPIFY_WEBHOOK)
+    named = f'{{"id": 1, "phone": "{P}", "text": "Hi"}}'.encode()
+    idempotency.finish(shop.id, "k1", idempotency.StoredAnswer(202, named, "x"))
+    assert idempotency.begin(shop.id, "k1", "fp") == idempotency.ERASED_ANSWER
+
+
+def test_an_answer_stored_while_an_erasure_holds_its_key_waits_and_is_erased(db):
+    # The erasure marks the key in flight and has not committed; the answer's UPDATE waits for
+    # the row and then reads the mark
+    shop, _ = shops.create_shop("race6c.example", "R6c", require_consent=False)
+    assert idempotency.begin(shop.id, "k1", "fp") is None
+    named = f'{{"id": 1, "phone": "{P}", "text": "Hi"}}'.encode()
+    marked, release = threading.Event(), threading.Event()
+
+    def erasure_holding_the_row() -> None:
+        with database.atomic():
+            idempotency.forget_answers_naming(shop.id, P)
+            marked.set()
+            release.wait(10)
+
+    thread = threading.Thread(
+        target=lambda: in_another_connection(erasure_holding_the_row), daemon=True
+    )
+    thread.start()
+    assert marked.wait(10)
+    finisher = threading.Thread(
+        target=lambda: in_another_connection(
+            lambda: idempotency.finish(shop.id, "k1", idempotency.StoredAnswer(202, named, "x"))
+        ),
+        daemon=True,
+    )
+    finisher.start()
+    time.sleep(0.3)
+    assert finisher.is_alive()  # waiting for the erasure's row
+    release.set()
+    finisher.join(10)
+    thread.join(10)
+    assert idempotency.begin(shop.id, "k1", "fp") == idempotency.ERASED_ANSWER
 
 
 def test_a_test_send_asked_during_an_erasure_keeps_no_number_or_text(db, monkeypatch, settings):
@@ -220,8 +318,6 @@ def test_writers_do_not_wait_for_one_another(db, writer):
     # Two writers of one shop hold the lock shared: neither waits for the other
     shop, _ = shops.create_shop("race9.example", "R9", require_consent=False)
     contacts.import_contacts(shop.id, [{"phone": P}], actor=audit.ADMIN)
-    from service import erasure_lock
-
     with database.atomic():
         erasure_lock.writing(shop.id)
         done = threading.Event()

@@ -8,7 +8,6 @@ import pytest
 
 from service import api_keys, audit, idempotency, shops
 from service.errors import NotFound
-from tests.conftest import SECRET_KEY
 
 
 def test_a_revoked_key_stops_authenticating_and_others_keep_working(db):
@@ -53,7 +52,7 @@ def test_same_key_same_body_replays_other_body_is_refused(db):
     # Given a first request that claimed the key and stored its answer
     assert idempotency.begin(shop.id, "k-1", fp) is None
     answer = idempotency.StoredAnswer(201, b'{"id": 7}', "application/json")
-    idempotency.finish(shop.id, "k-1", answer, SECRET_KEY)
+    idempotency.finish(shop.id, "k-1", answer)
 
     # Then the same request replays it, and another body with the same key is refused
     assert idempotency.begin(shop.id, "k-1", fp) == answer
@@ -112,7 +111,7 @@ def test_expired_keys_are_forgotten(db):
     shop, _ = shops.create_shop("old.example", "Old")
     fp = idempotency.fingerprint("POST", "/x", b"")
     assert idempotency.begin(shop.id, "old", fp) is None
-    idempotency.finish(shop.id, "old", idempotency.StoredAnswer(200, b"{}", None), SECRET_KEY)
+    idempotency.finish(shop.id, "old", idempotency.StoredAnswer(200, b"{}", None))
     db.execute_sql("UPDATE idempotency_key SET created_at = now() - interval '25 hours'")
     # The same key with another body is a new request once the first has expired
     assert idempotency.begin(shop.id, "old", idempotency.fingerprint("POST", "/x", b"new")) is None

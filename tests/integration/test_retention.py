@@ -10,7 +10,7 @@ from models.database import fetchall
 from service import audit, idempotency, reconcile, retention, shops
 from service.infra import config
 from service.infra.config import ConfigError
-from tests.conftest import SECRET_KEY, process_environment
+from tests.conftest import process_environment
 
 
 def report_ids() -> list[int]:
@@ -84,9 +84,7 @@ def test_expired_idempotency_keys_and_their_stored_answers_are_dropped(db, setti
     fp = idempotency.fingerprint("POST", "/contacts", b"{}")
     for key in ("old", "new"):
         assert idempotency.begin(shop.id, key, fp) is None
-        idempotency.finish(
-            shop.id, key, idempotency.StoredAnswer(200, b'{"phone":"+1"}', None), SECRET_KEY
-        )
+        idempotency.finish(shop.id, key, idempotency.StoredAnswer(200, b'{"phone":"+1"}', None))
     db.execute_sql(
         "UPDATE idempotency_key SET created_at = now() - interval '25 hours' WHERE key = 'old'"
     )
