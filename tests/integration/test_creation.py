@@ -21,6 +21,7 @@ from service import (
     reconcile,
 )
 from service.enqueue import enqueue
+from service.errors import InsufficientCredits
 from service.infra.call_slots import CallSlots
 from service.provider import Outcome
 from service.windows import BatchSender
@@ -131,6 +132,67 @@ def test_a_large_audience_is_created_after_the_answer_in_chunks(db, chunked, as_
     assert cursor_of(campaign_id)[1] is True
     # And a duplicate of any chunk's message does nothing
     assert not creation.create_next(campaign_id, 0, chunked, audit.WORKER)
+
+
+def test_a_long_list_is_bounded_by_its_length_and_what_no_batch_got_is_given_back(db, chunked):
+    # Given a list of 20 contacts (longer than a chunk), 5 of them opted out, and credits for
+    # all 20: the enqueue reserves the list's length without counting who is eligible
+    shop_id, ids = shop_with_contacts("long-list.example", 100, 20)
+    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids[:5],))
+    campaign_id, result = launch(chunked, shop_id, ids)
+    assert (result.recipients, result.reserved_credits, result.creating) == (20, 20, True)
+    # When the creator runs, Then the 15 eligible are created and 5 credits given back
+    create_rest(chunked, campaign_id)
+    assert statuses(campaign_id) == {"pending": 15}
+    assert reservation(campaign_id) == ("active", 20, 0, 5)
+    assert assert_books_balance(shop_id)
+
+
+def test_a_long_list_the_shop_cannot_cover_by_its_length_is_counted(db, chunked):
+    # Given 20 listed contacts, 5 opted out, and credits for 15 only: the bound (20) is
+    # refused, the count (15) decides, and the reservation is exact
+    shop_id, ids = shop_with_contacts("long-list-tight.example", 15, 20)
+    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids[:5],))
+    campaign_id, result = launch(chunked, shop_id, ids)
+    assert (result.recipients, result.reserved_credits) == (15, 15)
+    # And with one credit less, the count refuses it: 402, nothing written
+    other, ids2 = shop_with_contacts("long-list-short.example", 14, 20)
+    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids2[:5],))
+    with pytest.raises(InsufficientCredits):
+        launch(chunked, other, ids2)
+    assert fetchall("SELECT count(*) FROM credit_reservation WHERE shop_id = %s", (other,)) == [
+        (0,)
+    ]
+
+
+def test_a_long_personalised_list_is_bounded_at_the_widest_name(db, chunked):
+    # Given a personalised text to a list of 20: each is reserved at the widest first name
+    # (100 emoji: the text in UCS-2, 4 segments); the rest is given back once the recipients
+    # (no names: one segment each) are created
+    text = "Hi {first_name}, sale today"
+    assert creation.pricing(text, False, chunked.public_base_url)("\U0001f600" * 100) == 4
+    shop_id, ids = shop_with_contacts("long-list-names.example", 1000, 20)
+    campaign_id, result = launch(chunked, shop_id, ids, text=text)
+    assert result.recipients == 20 and result.reserved_credits == 20 * 4
+    create_rest(chunked, campaign_id)
+    assert reservation(campaign_id) == ("active", 80, 0, 60)
+    assert assert_books_balance(shop_id)
+
+
+def test_a_long_list_with_no_one_eligible_left_ends_and_gives_everything_back(db, chunked):
+    shop_id, ids = shop_with_contacts("long-list-empty.example", 100, 20)
+    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids,))
+    campaign_id, result = launch(chunked, shop_id, ids)
+    assert result.recipients == 20
+    create_rest(chunked, campaign_id)
+    assert statuses(campaign_id) == {}
+    delivery.finalize_campaign(campaign_id, chunked, audit.WORKER)
+    assert fetchall("SELECT status FROM campaign WHERE id = %s", (campaign_id,))[0][0] in (
+        "completed",
+        "failed",
+    )
+    assert reservation(campaign_id)[0] == "released"
+    assert assert_books_balance(shop_id)
 
 
 def test_two_creators_racing_for_a_chunk_insert_it_once(db, chunked):

@@ -1,0 +1,99 @@
+"""The enqueue of a campaign whose audience is a long list of contact ids (issue 11,
+deliverable 4: the enqueue answers within 1 s at any audience size), both ways it can go, in one
+run: bounded by the list's length (the shop's credits cover every id at its widest text) and
+counted (they do not: the eligible audience is counted, by name shape for a personalised
+text, before anything is reserved).
+
+    BENCH_DATABASE_URL=... .venv/bin/python bench/list_enqueue.py [--ids 1000000] [--runs 3]
+
+Its schema is dropped and migrated again (like `bench/pipeline.py`). Seeds, in SQL, one shop of
+`--ids` contacts, one of them opted out; each run creates two campaigns to every contact's id
+(one text, and one with `{first_name}`) and times `enqueue` in process (no HTTP, no worker: the
+creation it publishes is not run). The counted runs give the shop one credit less than the
+list's length, so the bound cannot be taken and the count (one fewer) is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+from bench.pipeline import DB_URL, REDIS_URL, reset_database  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ids", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    reset_database()
+    from models import database
+    from service import audit, campaigns, credits, shops
+    from service.enqueue import enqueue
+    from service.infra import broker, config
+
+    settings = config.load(common.stack_env(DB_URL, REDIS_URL))
+    config.override(settings)
+    database.bind(DB_URL, 4)
+    broker.setup_broker(settings)
+    shop, _ = shops.create_shop("list.example", "list", require_consent=False)
+    database.execute(
+        "INSERT INTO contact (shop_id, phone, country, first_name)"
+        " SELECT %s, '+3069' || lpad(g::text, 8, '0'), 'GR', 'N' || g"
+        " FROM generate_series(1, %s) g",
+        (shop.id, args.ids),
+    )
+    database.execute(
+        "UPDATE contact SET opted_out_at = now() WHERE id = (SELECT min(id) FROM contact)"
+    )
+    database.execute("ANALYZE contact")
+    ids = [row[0] for row in database.fetchall("SELECT id FROM contact ORDER BY id")]
+    started = time.perf_counter()
+    campaigns.create(shop.id, "list", "Flash sale", ids, False)
+    create_s = time.perf_counter() - started
+    timings: dict[str, list[float]] = {}
+    answers: dict[str, dict] = {}
+    for _ in range(args.runs):
+        for way in ("bounded", "counted"):
+            for text in ("Flash sale today", "Hi {first_name}, flash sale today"):
+                # Enough for every id at its widest text, or one credit short of one each.
+                balance = 10 * args.ids if way == "bounded" else args.ids - 1
+                database.execute("UPDATE credit_reservation SET status = 'released'")
+                database.execute(
+                    "UPDATE shop SET credit_balance = %s WHERE id = %s", (balance, shop.id)
+                )
+                credits.summary(shop.id)  # the same reads as a real enqueue's first
+                campaign = campaigns.create(shop.id, "list", text, ids, False)
+                began = time.perf_counter()
+                result = enqueue(shop.id, campaign.id, settings, audit.ADMIN)
+                label = f"{way}, {'personalised' if '{' in text else 'one text'}"
+                timings.setdefault(label, []).append(time.perf_counter() - began)
+                answers[label] = {
+                    "recipients": result.recipients,
+                    "reserved_credits": result.reserved_credits,
+                }
+    print(
+        json.dumps(
+            {
+                "ids": args.ids,
+                "campaign_create_s": round(create_s, 2),
+                "enqueue_s_median": {k: round(statistics.median(v), 3) for k, v in timings.items()},
+                "enqueue_s_each": {k: [round(x, 3) for x in v] for k, v in timings.items()},
+                "answers": answers,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
