@@ -42,9 +42,15 @@ LOGCONFIG: dict[str, Any] = {
 def on_starting(server: Any) -> None:
     """Check the configuration in the master, before any worker: a worker that exited on it
     would only be replaced by gunicorn, again and again, instead of the server stopping."""
-    from service.infra import runtime
+    from service.infra import config, runtime
 
     runtime.check()
+    if server.cfg.workers < 1:
+        # gunicorn starts, says it listens, and answers nothing (a probe's WEB_CONCURRENCY=0).
+        config.exit_with_error(
+            f"the web needs at least one worker process (WEB_CONCURRENCY / gunicorn --workers"
+            f" is {server.cfg.workers})"
+        )
 
 
 def when_ready(server: Any) -> None:

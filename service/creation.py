@@ -233,7 +233,8 @@ def write_chunk(
 
 def _release_unused(shop_id: int, campaign_id: int, amount: int, actor: Actor) -> None:
     """Give back the part of the reservation no batch received: the audience shrank between
-    the enqueue's count and its creation. Reservation before shop, as every transaction."""
+    the enqueue's count and its creation, or a long list reserved at its length held ids that
+    were not eligible. Reservation before shop, as every transaction."""
     released = (
         CreditReservation.update(released=CreditReservation.released + amount)
         .where((CreditReservation.campaign == campaign_id) & (CreditReservation.status == "active"))
@@ -246,7 +247,7 @@ def _release_unused(shop_id: int, campaign_id: int, amount: int, actor: Actor) -
                 shop_id,
                 "reservation",
                 "released",
-                "the audience shrank while its recipients were created",
+                "no batch received it: contacts left the audience, or listed ones were ineligible",
                 campaign_id=campaign_id,
                 to_status="active",
                 amount=amount,

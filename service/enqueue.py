@@ -3,16 +3,16 @@
 In one transaction: move the campaign to `sending` (conditional), check its audience before
 writing anything (one aggregate: the recipient cap, and the exact cost against the available
 credits, so a shop that cannot pay gets its 402 without a row inserted), reserve that exact
-upper bound (locking the shop's credit row; a list longer than a chunk whose length the shop
-can cover is reserved at that length instead, uncounted: `_check_audience`), and fix the
-audience's snapshot bound and creation cursor (`service.creation`). An audience of at most
+upper bound (locking the shop's credit row; one text to a list longer than a chunk whose length
+the shop can cover is reserved at that length instead, uncounted: `_check_audience`), and fix
+the audience's snapshot bound and creation cursor (`service.creation`). An audience of at most
 RECIPIENT_CHUNK_SIZE is created in this same transaction (recipients and `send_batch` rows); a
-larger one by the `createRecipients` actor, a chunk per transaction, published after the
-commit, so the request's work does not grow with the audience (a 1,000,000-recipient enqueue
-took 17 s in one transaction before). Batches are published only after their commit, as many
-as fair admission lets the shop have in the queue (`service.admission`); the rest wait in
-PostgreSQL, and a crash in between is healed by the clock's reconcile (admission, and the
-creation's `resume_stalled`).
+larger one by the `createRecipients` actor, a chunk per transaction, published after the commit,
+so the request's work does not grow with the audience (a 1,000,000-recipient enqueue took 17 s
+in one transaction before). Batches are published only after their commit, as many as fair
+admission lets the shop have in the queue (`service.admission`); the rest wait in PostgreSQL,
+and a crash in between is healed by the clock's reconcile (admission, and the creation's
+`resume_stalled`).
 """
 
 from __future__ import annotations
@@ -112,13 +112,6 @@ def _start_sending(
     return started[0]
 
 
-# The name a reservation's bound prices a long list's personalised text with: the longest a
-# contact's first name may be (100 characters), each of the widest kind (two UTF-16 units,
-# two GSM-7 septets). A longer name stored otherwise is covered as any excess is
-# (`windows.BatchSender.cover`).
-_WIDEST_NAME = "\U0001f600" * 100
-
-
 def _check_audience(
     shop_id: int,
     campaign_id: int,
@@ -133,21 +126,32 @@ def _check_audience(
     counted by name shape), never more, so this refuses nothing the reservation would accept;
     the reservation, under the shop's lock, stays the check that counts.
 
-    A list longer than a chunk is first bounded by its length alone (every id eligible, each
-    text at its widest): when the shop can cover that, it is the size and the reservation,
-    and the count is skipped; it took 3.3 s for a list of 1,000,000 ids, the list read back
-    and sent again. The creation gives back what no batch received (`creation`), and an
-    audience that turns out empty ends the campaign with nothing sent. Otherwise the count
-    decides, as for any audience."""
+    One text to a list longer than a chunk is bounded by the list's length instead, when the
+    shop can cover that (checked under its lock, so the reservation cannot then refuse it):
+    the size and the reservation are the length, the ids are not counted (3.3 s for a list of
+    1,000,000, read back and sent again), and the creation gives back what no batch received.
+    The list's first eligible id is still looked for, so an empty audience gets its 422. Not
+    for a personalised text: its bound (every name at its widest) would hold several times its
+    cost from the shop's other campaigns until the creation ends."""
     # Read without the shop's lock: a top-up or a release racing this only moves the refusal
     # to the reservation, which takes the lock.
     available = credits.summary(shop_id).balance - credits.reserved_total(
         shop_id, excluding_campaign=campaign_id
     )
     max_recipients = settings.max_campaign_recipients
-    if list_length is not None and list_length > settings.recipient_chunk_size:
-        bound = list_length * cost(_WIDEST_NAME if personalised else None)
-        if list_length <= max_recipients and bound <= available:
+    if (
+        list_length is not None
+        and settings.recipient_chunk_size < list_length <= max_recipients
+        and not personalised
+    ):
+        bound = list_length * cost(None)
+        if bound <= available:
+            available = credits.lock_shop(shop_id) - credits.reserved_total(
+                shop_id, excluding_campaign=campaign_id
+            )
+        if bound <= available:
+            if not audience.list_has_eligible(shop_id, campaign_id):
+                raise no_recipients(shop_id, campaign_id)
             return list_length, bound
     contact_ids = (
         None

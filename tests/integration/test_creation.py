@@ -21,7 +21,7 @@ from service import (
     reconcile,
 )
 from service.enqueue import enqueue
-from service.errors import InsufficientCredits
+from service.errors import InsufficientCredits, NoRecipients
 from service.infra.call_slots import CallSlots
 from service.provider import Outcome
 from service.windows import BatchSender
@@ -165,33 +165,33 @@ def test_a_long_list_the_shop_cannot_cover_by_its_length_is_counted(db, chunked)
     ]
 
 
-def test_a_long_personalised_list_is_bounded_at_the_widest_name(db, chunked):
-    # Given a personalised text to a list of 20: each is reserved at the widest first name
-    # (100 emoji: the text in UCS-2, 4 segments); the rest is given back once the recipients
-    # (no names: one segment each) are created
-    text = "Hi {first_name}, sale today"
-    assert creation.pricing(text, False, chunked.public_base_url)("\U0001f600" * 100) == 4
+def test_a_long_personalised_list_is_counted(db, chunked):
+    # Given a personalised text to a list of 20, 5 opted out: each name costs what it costs
+    # (its bound, every name at its widest, would hold 4 times that from the shop's other
+    # campaigns), so the audience is counted and the reservation is exact
     shop_id, ids = shop_with_contacts("long-list-names.example", 1000, 20)
-    campaign_id, result = launch(chunked, shop_id, ids, text=text)
-    assert result.recipients == 20 and result.reserved_credits == 20 * 4
-    create_rest(chunked, campaign_id)
-    assert reservation(campaign_id) == ("active", 80, 0, 60)
-    assert assert_books_balance(shop_id)
+    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids[:5],))
+    campaign_id, result = launch(chunked, shop_id, ids, text="Hi {first_name}, sale today")
+    assert (result.recipients, result.reserved_credits) == (15, 15)
 
 
-def test_a_long_list_with_no_one_eligible_left_ends_and_gives_everything_back(db, chunked):
+def test_a_long_list_with_no_one_eligible_left_is_refused(db, chunked):
+    # Given a list of 20 whose contacts have all opted out, and credits for all: the bound
+    # would cover it, but the list holds no eligible id: 422, nothing reserved
     shop_id, ids = shop_with_contacts("long-list-empty.example", 100, 20)
     execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids,))
+    with pytest.raises(NoRecipients):
+        launch(chunked, shop_id, ids)
+    assert fetchall("SELECT count(*) FROM credit_reservation WHERE shop_id = %s", (shop_id,)) == [
+        (0,)
+    ]
+    # And one eligible contact, the list's last, is enough
+    execute("UPDATE contact SET opted_out_at = NULL WHERE id = %s", (ids[-1],))
     campaign_id, result = launch(chunked, shop_id, ids)
-    assert result.recipients == 20
+    assert (result.recipients, result.reserved_credits) == (20, 20)
     create_rest(chunked, campaign_id)
-    assert statuses(campaign_id) == {}
-    delivery.finalize_campaign(campaign_id, chunked, audit.WORKER)
-    assert fetchall("SELECT status FROM campaign WHERE id = %s", (campaign_id,))[0][0] in (
-        "completed",
-        "failed",
-    )
-    assert reservation(campaign_id)[0] == "released"
+    assert statuses(campaign_id) == {"pending": 1}
+    assert reservation(campaign_id) == ("active", 20, 0, 19)
     assert assert_books_balance(shop_id)
 
 

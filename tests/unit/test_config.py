@@ -274,6 +274,18 @@ def test_the_procfiles_web_checks_its_configuration_from_any_directory(tmp_path)
     assert "Traceback" not in done.stderr
 
 
+def test_the_procfiles_web_without_a_worker_process_stops_with_one_line():
+    # Given WEB_CONCURRENCY=0 (gunicorn started, said it listened, and answered nothing)
+    argv = processes.command("web", {"WEB_CONCURRENCY": "0"}, options={"--bind": "127.0.0.1:0"})
+    done = run_process(argv[1:], SECRET_KEY=SECRET_KEY)
+    # Then its master stops at once with one line naming the setting
+    assert done.returncode == 2, done.stderr
+    assert "astronote: configuration error: the web needs at least one worker process" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("process", SIGNING_PROCESSES)
 def test_every_process_that_signs_links_stops_without_a_secret_key(process):
     # Given no SECRET_KEY in the environment
