@@ -8,7 +8,7 @@ import logging
 import falcon
 import redis
 
-from models.database import is_conflict
+from models.database import is_conflict, is_lock_timeout
 from service import errors
 from service.infra import logs
 
@@ -58,6 +58,16 @@ def dependency_down(
             title="Conflict",
             description="the request conflicted with concurrent changes, try again",
             headers={"Retry-After": "1"},
+        )
+    if is_lock_timeout(error):
+        # A lock not granted in time: a write of a shop whose data is being erased waits no
+        # longer than `erasure_lock.WRITER_WAIT_MS` (or a frozen peer holds a row).
+        log.warning("lock timeout", extra={"path": req.path, "error": str(error)[:200]})
+        raise falcon.HTTPServiceUnavailable(
+            title="Busy",
+            description="the data this request writes is locked by another change (for"
+            " example an erasure of the shop's data), try again shortly",
+            headers={"Retry-After": "2"},
         )
     # The answer names the dependency only: the error may hold a host name or a DSN.
     name = dependency_name(error)

@@ -156,6 +156,10 @@ def customer_numbers_data(shop_id: int, phones: list[str], secret: str) -> dict[
     return merged
 
 
+def _digits(phone: object) -> str | None:
+    return "".join(char for char in phone if char.isdigit()) if isinstance(phone, str) else None
+
+
 def export_customer(
     shop_id: int,
     request_key: str,
@@ -173,6 +177,10 @@ def export_customer(
         erasure_lock.writing(shop_id)
         gone = {phone for _, phone in suppressions.erased([shop_id], phones, secret)}
         phones = [phone for phone in phones if phone not in gone]
+        if _digits(customer.get("phone")) in {_digits(phone) for phone in gone}:
+            # Shopify's own copy of an erased number (a data request sent again after the
+            # customer's redact, as Shopify retries): not written back either (a probe).
+            customer = {**customer, "phone": None}
         phone = phones[0] if phones else None
         digest = suppressions.phone_digest(secret, phone) if phone else None
         document = {

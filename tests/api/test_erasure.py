@@ -635,3 +635,49 @@ def test_a_replayed_request_whose_answer_held_the_erased_number_answers_410(clie
     assert db.execute_sql(
         "SELECT count(*) FROM test_send WHERE shop_id = %s", (shop_id,)
     ).fetchone() == (1,)
+
+
+def test_a_write_waiting_for_an_erasure_gives_up_with_a_503_and_other_shops_are_served(
+    client, db, monkeypatch
+):
+    # Given two shops, and an erasure of shop A in flight (its lock held on another
+    # connection), with writers waiting at most 300 ms for it
+    import threading
+
+    import falcon.testing
+
+    from models.database import db as database
+    from service import erasure_lock
+    from tests.api.conftest import create_shop
+
+    monkeypatch.setattr(erasure_lock, "WRITER_WAIT_MS", 300)
+    shop_a, key_a = create_shop(client, "erasing-a.example")
+    _, key_b = create_shop(client, "erasing-b.example")
+    held, release = threading.Event(), threading.Event()
+
+    def erasure() -> None:
+        with database.connection_context(), database.atomic():
+            erasure_lock.erasing(shop_a)
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=erasure, daemon=True)
+    thread.start()
+    assert held.wait(10)
+    try:
+        # When shop A imports, Then it gets a 503 saying why, with Retry-After, in well under
+        # the erasure's time (its thread and connection free for others)
+        rows = {"contacts": [{"phone": PHONE}]}
+        # (the plain TestClient: the checked one refuses every 5xx)
+        answer = falcon.testing.simulate_post(
+            client.app, "/contacts", headers=auth(key_a), json=rows
+        )
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "2" and "erasure" in answer.json["description"]
+        # And shop B imports meanwhile as usual
+        assert client.simulate_post("/contacts", headers=auth(key_b), json=rows).status_code == 200
+    finally:
+        release.set()
+        thread.join(10)
+    # And once the erasure is over, shop A's retry goes through
+    assert client.simulate_post("/contacts", headers=auth(key_a), json=rows).status_code == 200

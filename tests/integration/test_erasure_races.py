@@ -8,6 +8,7 @@ sees it. On real PostgreSQL."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -222,6 +223,22 @@ def test_an_export_asked_with_a_number_erased_since_does_not_name_it(db, monkeyp
     assert P not in str(document) and document["data"]["phones"] == [second]
 
 
+def test_a_data_request_sent_again_after_the_redact_names_no_erased_number(db):
+    # Given a customer's export, then the customer's redact (which deletes it)
+    shop, _ = shops.create_shop("race5c.example", "R5c", require_consent=False)
+    contacts.import_contacts(shop.id, [{"phone": P, "first_name": "Ann"}], actor=audit.ADMIN)
+    customer = {"id": 7, "phone": "+30 691 234 5678"}
+    exports.export_customer(shop.id, "shopify:9", [P], customer, SECRET_KEY, "7")
+    erasure.erase_customer(shop.id, [P], "7", SECRET_KEY, audit.SHOPIFY_WEBHOOK)
+    assert DataExport.select().count() == 0
+    # When Shopify sends the same data request again
+    exports.export_customer(shop.id, "shopify:9", [P], customer, SECRET_KEY, "7")
+    # Then the new export holds neither the number nor Shopify's spelling of it
+    (document,) = [row.document for row in DataExport.select()]
+    assert document["customer"] == {"id": 7, "phone": None}
+    assert "691" not in json.dumps(document) and document["data"]["phones"] == []
+
+
 def test_an_answer_finished_after_an_erasure_of_its_number_replays_as_erased(db):
     shop, _ = shops.create_shop("race6.example", "R6", require_consent=False)
     assert idempotency.begin(shop.id, "k1", "fp") is None
@@ -337,3 +354,11 @@ def test_writers_do_not_wait_for_one_another(db, writer):
         thread.start()
         assert done.wait(10), f"the {writer} waited for another writer's shared lock"
         thread.join(5)
+
+
+def test_a_writer_keeps_its_sessions_lock_timeout_after_taking_the_lock(db):
+    shop, _ = shops.create_shop("race10.example", "R10", require_consent=False)
+    with database.atomic():
+        database.execute_sql("SET LOCAL lock_timeout = '7s'")
+        erasure_lock.writing(shop.id)
+        assert fetchall("SELECT current_setting('lock_timeout')") == [("7s",)]
