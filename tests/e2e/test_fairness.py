@@ -19,6 +19,33 @@ def launch(stack, key: str, text: str) -> int:
     return campaign["id"]
 
 
+def big_and_small_shops(stack, small_contacts: int) -> tuple[int, str, int, str]:
+    """A big shop of 2,000 contacts and a small one of `small_contacts`: their ids and keys."""
+    big_shop, big_key = stack.create_shop("big.example", credits=10_000)
+    small_shop, small_key = stack.create_shop("small.example", credits=1_000)
+    stack.import_contacts(big_key, 2000)
+    stack.import_contacts(small_key, small_contacts, start=100_000)
+    return big_shop, big_key, small_shop, small_key
+
+
+def seconds_to_send(stack, key: str, text: str, timeout: float) -> tuple[int, float]:
+    """Launch a campaign and wait for it: its id, and the seconds from the launch to its end."""
+    began = time.monotonic()
+    campaign = launch(stack, key, text)
+    stack.wait_finished(key, campaign, timeout=timeout)
+    return campaign, time.monotonic() - began
+
+
+def assert_both_whole(
+    db, stack, big_shop: int, big_key: str, big: int, small_shop: int, small: int, timeout: float
+) -> None:
+    """The big campaign completes too; nothing was sent twice; each shop's books balance."""
+    assert stack.wait_finished(big_key, big, timeout=timeout)["status"] == "completed"
+    assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
+    assert_invariants(db, stack, big_shop, big, others=(small,))
+    assert_invariants(db, stack, small_shop, small, others=(big,))
+
+
 def test_a_small_shop_is_sent_while_a_big_shop_is_still_sending(make_stack, db):
     # Given a provider taking 200 ms a call, batches of 50, two worker threads and at most
     # 2 batches of a shop in the queue
@@ -26,10 +53,7 @@ def test_a_small_shop_is_sent_while_a_big_shop_is_still_sending(make_stack, db):
     stack.start_sim("--latency-ms", "200", "--dlr-delay-ms", "50")
     stack.start_web()
     stack.start_worker(processes=1, threads=2)
-    big_shop, big_key = stack.create_shop("big.example", credits=10_000)
-    small_shop, small_key = stack.create_shop("small.example", credits=1_000)
-    stack.import_contacts(big_key, 2000)
-    stack.import_contacts(small_key, 50, start=100_000)
+    big_shop, big_key, small_shop, small_key = big_and_small_shops(stack, 50)
 
     # When the big shop enqueues 40 batches, then the small shop one
     big = launch(stack, big_key, "Spring sale: 20% off everything")
@@ -43,11 +67,8 @@ def test_a_small_shop_is_sent_while_a_big_shop_is_still_sending(make_stack, db):
     assert big_progress["sent"] < 1000, big_progress
 
     # ...and the big one still sends everyone exactly once
-    assert stack.wait_finished(big_key, big, timeout=180)["status"] == "completed"
+    assert_both_whole(db, stack, big_shop, big_key, big, small_shop, small, timeout=180)
     wait_for(lambda: stack.sim_messages(summary="1")["count"] == 2050, 30, "every message")
-    assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
-    assert_invariants(db, stack, big_shop, big, others=(small,))
-    assert_invariants(db, stack, small_shop, small, others=(big,))
 
 
 BULK = "Clearance: everything must go"
@@ -67,10 +88,7 @@ def test_a_small_shop_gets_its_share_of_a_capped_account_at_once(make_stack, db)
     stack.start_sim("--no-dlr")  # reports are beside the point here
     stack.start_web()
     stack.start_worker(processes=2, threads=4)
-    big_shop, big_key = stack.create_shop("big.example", credits=10_000)
-    small_shop, small_key = stack.create_shop("small.example", credits=1_000)
-    stack.import_contacts(big_key, 2000)
-    stack.import_contacts(small_key, 50, start=100_000)
+    big_shop, big_key, small_shop, small_key = big_and_small_shops(stack, 50)
     campaign = stack.call(
         "POST", "/campaigns", big_key, json={"name": "c", "text": BULK, "append_unsubscribe": False}
     ).json()
@@ -79,10 +97,7 @@ def test_a_small_shop_gets_its_share_of_a_capped_account_at_once(make_stack, db)
     wait_for(lambda: stack.progress(big_key, big)["sent"] >= 300, 30, "the big shop at its cap")
 
     # When the small shop launches 50 recipients
-    began = time.monotonic()
-    small = launch(stack, small_key, "Members' preview tonight")
-    stack.wait_finished(small_key, small, timeout=30)
-    took = time.monotonic() - began
+    small, took = seconds_to_send(stack, small_key, "Members' preview tonight", timeout=30)
 
     # Then it is owed half the account (50 a second) from its first ask, and completes within
     # a few seconds while the big one still sends; first come, first served it waited for
@@ -92,10 +107,7 @@ def test_a_small_shop_gets_its_share_of_a_capped_account_at_once(make_stack, db)
     # And the account's limit held in every sliding second, shares or not
     seen = requests.get(f"{stack.sim}/_sim/timeline", timeout=5).json()
     assert seen["max_in_window"] <= 100, seen["per_second"]
-    assert stack.wait_finished(big_key, big, timeout=60)["status"] == "completed"
-    assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
-    assert_invariants(db, stack, big_shop, big, others=(small,))
-    assert_invariants(db, stack, small_shop, small, others=(big,))
+    assert_both_whole(db, stack, big_shop, big_key, big, small_shop, small, timeout=60)
 
 
 def test_a_small_shop_starts_within_seconds_beside_a_big_shop_trickling_at_a_capped_rate(
@@ -114,25 +126,18 @@ def test_a_small_shop_starts_within_seconds_beside_a_big_shop_trickling_at_a_cap
     stack.start_sim("--no-dlr")
     stack.start_web()
     stack.start_worker(processes=1, threads=8)
-    big_shop, big_key = stack.create_shop("big.example", credits=10_000)
-    small_shop, small_key = stack.create_shop("small.example", credits=1_000)
-    stack.import_contacts(big_key, 2000)
-    stack.import_contacts(small_key, 20, start=100_000)
+    big_shop, big_key, small_shop, small_key = big_and_small_shops(stack, 20)
     big = launch(stack, big_key, "Hi {first_name}, spring sale today")
     wait_for(lambda: stack.progress(big_key, big)["sent"] >= 200, 30, "the big shop sending")
 
     # When the small shop launches 20 recipients
-    began = time.monotonic()
-    small = launch(stack, small_key, "Hi {first_name}, members' preview tonight")
-    stack.wait_finished(small_key, small, timeout=60)
-    took = time.monotonic() - began
+    small, took = seconds_to_send(
+        stack, small_key, "Hi {first_name}, members' preview tonight", timeout=60
+    )
 
     # Then it completes within seconds, while the big one still sends: a thread is a batch's
     # for a time slice (BATCH_TIME_SLICE_MS) at a time, then its rest goes to the back of
     # the queue
     assert took < 8.0, took
     assert stack.progress(big_key, big)["status"] == "sending"
-    assert stack.wait_finished(big_key, big, timeout=90)["status"] == "completed"
-    assert stack.sim_messages(summary="1")["duplicate_messages"] == 0
-    assert_invariants(db, stack, big_shop, big, others=(small,))
-    assert_invariants(db, stack, small_shop, small, others=(big,))
+    assert_both_whole(db, stack, big_shop, big_key, big, small_shop, small, timeout=90)

@@ -134,11 +134,22 @@ def test_a_large_audience_is_created_after_the_answer_in_chunks(db, chunked, as_
     assert not creation.create_next(campaign_id, 0, chunked, audit.WORKER)
 
 
+def listed_shop(domain: str, balance: int, opted_out: int) -> tuple[int, list[int]]:
+    """A shop with `balance` credits and 20 contacts (a list longer than a chunk), the first
+    `opted_out` of them opted out: (shop id, every contact's id)."""
+    shop_id, ids = shop_with_contacts(domain, balance, 20)
+    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids[:opted_out],))
+    return shop_id, ids
+
+
+def reservations_of(shop_id: int) -> int:
+    return fetchall("SELECT count(*) FROM credit_reservation WHERE shop_id = %s", (shop_id,))[0][0]
+
+
 def test_a_long_list_is_bounded_by_its_length_and_what_no_batch_got_is_given_back(db, chunked):
     # Given a list of 20 contacts (longer than a chunk), 5 of them opted out, and credits for
     # all 20: the enqueue reserves the list's length without counting who is eligible
-    shop_id, ids = shop_with_contacts("long-list.example", 100, 20)
-    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids[:5],))
+    shop_id, ids = listed_shop("long-list.example", 100, opted_out=5)
     campaign_id, result = launch(chunked, shop_id, ids)
     assert (result.recipients, result.reserved_credits, result.creating) == (20, 20, True)
     # When the creator runs, Then the 15 eligible are created and 5 credits given back
@@ -151,26 +162,21 @@ def test_a_long_list_is_bounded_by_its_length_and_what_no_batch_got_is_given_bac
 def test_a_long_list_the_shop_cannot_cover_by_its_length_is_counted(db, chunked):
     # Given 20 listed contacts, 5 opted out, and credits for 15 only: the bound (20) is
     # refused, the count (15) decides, and the reservation is exact
-    shop_id, ids = shop_with_contacts("long-list-tight.example", 15, 20)
-    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids[:5],))
+    shop_id, ids = listed_shop("long-list-tight.example", 15, opted_out=5)
     campaign_id, result = launch(chunked, shop_id, ids)
     assert (result.recipients, result.reserved_credits) == (15, 15)
     # And with one credit less, the count refuses it: 402, nothing written
-    other, ids2 = shop_with_contacts("long-list-short.example", 14, 20)
-    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids2[:5],))
+    other, ids2 = listed_shop("long-list-short.example", 14, opted_out=5)
     with pytest.raises(InsufficientCredits):
         launch(chunked, other, ids2)
-    assert fetchall("SELECT count(*) FROM credit_reservation WHERE shop_id = %s", (other,)) == [
-        (0,)
-    ]
+    assert reservations_of(other) == 0
 
 
 def test_a_long_personalised_list_is_counted(db, chunked):
     # Given a personalised text to a list of 20, 5 opted out: each name costs what it costs
     # (its bound, every name at its widest, would hold 4 times that from the shop's other
     # campaigns), so the audience is counted and the reservation is exact
-    shop_id, ids = shop_with_contacts("long-list-names.example", 1000, 20)
-    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids[:5],))
+    shop_id, ids = listed_shop("long-list-names.example", 1000, opted_out=5)
     campaign_id, result = launch(chunked, shop_id, ids, text="Hi {first_name}, sale today")
     assert (result.recipients, result.reserved_credits) == (15, 15)
 
@@ -178,13 +184,10 @@ def test_a_long_personalised_list_is_counted(db, chunked):
 def test_a_long_list_with_no_one_eligible_left_is_refused(db, chunked):
     # Given a list of 20 whose contacts have all opted out, and credits for all: the bound
     # would cover it, but the list holds no eligible id: 422, nothing reserved
-    shop_id, ids = shop_with_contacts("long-list-empty.example", 100, 20)
-    execute("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s)", (ids,))
+    shop_id, ids = listed_shop("long-list-empty.example", 100, opted_out=20)
     with pytest.raises(NoRecipients):
         launch(chunked, shop_id, ids)
-    assert fetchall("SELECT count(*) FROM credit_reservation WHERE shop_id = %s", (shop_id,)) == [
-        (0,)
-    ]
+    assert reservations_of(shop_id) == 0
     # And one eligible contact, the list's last, is enough
     execute("UPDATE contact SET opted_out_at = NULL WHERE id = %s", (ids[-1],))
     campaign_id, result = launch(chunked, shop_id, ids)

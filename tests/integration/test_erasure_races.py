@@ -46,6 +46,29 @@ def erase(shop_id: int) -> None:
     erasure.erase_number(shop_id, P, SECRET_KEY, audit.SHOPIFY_WEBHOOK)
 
 
+def on_own_connection(run: Callable[[], None], errors: list[BaseException]) -> threading.Thread:
+    """`run` started in a thread with a connection of its own; what it raises goes to
+    `errors`, for the test's thread to report."""
+
+    def target() -> None:
+        try:
+            with database.connection_context():
+                run()
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def in_another_connection(run: Callable[[], None]) -> None:
+    errors: list[BaseException] = []
+    thread = on_own_connection(run, errors)
+    thread.join(20)
+    assert not thread.is_alive() and not errors, errors
+
+
 @contextmanager
 def erasure_during(shop_id: int) -> Iterator[Callable[[], None]]:
     """`start()` begins the erasure on its own connection and checks that it waits (for the
@@ -53,16 +76,8 @@ def erasure_during(shop_id: int) -> Iterator[Callable[[], None]]:
     errors: list[BaseException] = []
     threads: list[threading.Thread] = []
 
-    def run() -> None:
-        try:
-            with database.connection_context():
-                erase(shop_id)
-        except BaseException as error:  # noqa: BLE001 - reported in the test's thread
-            errors.append(error)
-
     def start() -> None:
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        thread = on_own_connection(lambda: erase(shop_id), errors)
         threads.append(thread)
         deadline = time.monotonic() + 10
         while not waiting_for_the_lock(shop_id):
@@ -134,22 +149,6 @@ def test_an_unsubscribe_during_an_erasure_leaves_no_number_in_clear(db, monkeypa
     assert in_clear(shop.id) == []
     assert suppressions.is_suppressed(shop.id, P, SECRET_KEY)
     assert Contact.get_by_id(contact_id).opted_out_at is not None
-
-
-def in_another_connection(run: Callable[[], None]) -> None:
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            with database.connection_context():
-                run()
-        except BaseException as error:  # noqa: BLE001 - reported in the test's thread
-            errors.append(error)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(20)
-    assert not thread.is_alive() and not errors, errors
 
 
 def stop(settings, sender: str = "ALPHA") -> inbound.Received:
@@ -279,23 +278,17 @@ def test_an_answer_stored_while_an_erasure_holds_its_key_waits_and_is_erased(db)
             marked.set()
             release.wait(10)
 
-    thread = threading.Thread(
-        target=lambda: in_another_connection(erasure_holding_the_row), daemon=True
-    )
-    thread.start()
+    errors: list[BaseException] = []
+    erasing = on_own_connection(erasure_holding_the_row, errors)
     assert marked.wait(10)
-    finisher = threading.Thread(
-        target=lambda: in_another_connection(
-            lambda: idempotency.finish(shop.id, "k1", idempotency.StoredAnswer(202, named, "x"))
-        ),
-        daemon=True,
-    )
-    finisher.start()
+    answer = idempotency.StoredAnswer(202, named, "x")
+    finisher = on_own_connection(lambda: idempotency.finish(shop.id, "k1", answer), errors)
     time.sleep(0.3)
     assert finisher.is_alive()  # waiting for the erasure's row
     release.set()
     finisher.join(10)
-    thread.join(10)
+    erasing.join(10)
+    assert not errors, errors
     assert idempotency.begin(shop.id, "k1", "fp") == idempotency.ERASED_ANSWER
 
 
@@ -340,20 +333,18 @@ def test_writers_do_not_wait_for_one_another(db, writer):
         done = threading.Event()
 
         def other() -> None:
-            with database.connection_context():
-                if writer == "import":
-                    contacts.import_contacts(
-                        shop.id, [{"phone": "+306900000009"}], actor=audit.ADMIN
-                    )
-                else:
-                    contact_id = Contact.get(Contact.phone == P).id
-                    contacts.opt_out(shop.id, contact_id, SECRET_KEY, audit.UNSUBSCRIBE_PAGE)
-                done.set()
+            if writer == "import":
+                contacts.import_contacts(shop.id, [{"phone": "+306900000009"}], actor=audit.ADMIN)
+            else:
+                contact_id = Contact.get(Contact.phone == P).id
+                contacts.opt_out(shop.id, contact_id, SECRET_KEY, audit.UNSUBSCRIBE_PAGE)
+            done.set()
 
-        thread = threading.Thread(target=other, daemon=True)
-        thread.start()
+        errors: list[BaseException] = []
+        thread = on_own_connection(other, errors)
         assert done.wait(10), f"the {writer} waited for another writer's shared lock"
         thread.join(5)
+        assert not errors, errors
 
 
 def test_a_writer_keeps_its_sessions_lock_timeout_after_taking_the_lock(db):
