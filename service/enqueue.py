@@ -128,8 +128,8 @@ def _check_audience(
 
     One text to a list longer than a chunk is bounded by the list's length instead, when the
     shop can cover that (checked under its lock, so the reservation cannot then refuse it):
-    the size and the reservation are the length, the ids are not counted (3.3 s for a list of
-    1,000,000, read back and sent again), and the creation gives back what no batch received.
+    the size and the reservation are the length, the ids are not counted (1.2-1.5 s for a list of
+    1,000,000 here, read back and sent again), and the creation gives back what no batch received.
     The list's first eligible id is still looked for, so an empty audience gets its 422. Not
     for a personalised text: its bound (every name at its widest) would hold several times its
     cost from the shop's other campaigns until the creation ends."""
