@@ -128,8 +128,8 @@ def _check_audience(
 
     One text to a list longer than a chunk is bounded by the list's length instead, when the
     shop can cover that (checked under its lock, so the reservation cannot then refuse it):
-    the size and the reservation are the length, the ids are not counted (1.2-1.5 s for a list of
-    1,000,000 here, read back and sent again), and the creation gives back what no batch received.
+    the size and the reservation are the length, the ids are not counted (0.08 s against 0.34 s
+    counted for a list of 1,000,000 here), and the creation gives back what no batch received.
     The list's first eligible id is still looked for, so an empty audience gets its 422. Not
     for a personalised text: its bound (every name at its widest) would hold several times its
     cost from the shop's other campaigns until the creation ends."""
@@ -153,15 +153,17 @@ def _check_audience(
             if not audience.list_has_eligible(shop_id, campaign_id):
                 raise no_recipients(shop_id, campaign_id)
             return list_length, bound
+    # A long list is joined in PostgreSQL from the campaign's row; a short one read and bound.
+    list_of = campaign_id if list_length is not None and list_length > audience.LONG_LIST else None
     contact_ids = (
         None
-        if list_length is None
+        if list_length is None or list_of is not None
         else Campaign.select(Campaign.contact_ids).where(Campaign.id == campaign_id).scalar()
     )
     shapes = (
-        audience.count_by_name_shape(shop_id, contact_ids)
+        audience.count_by_name_shape(shop_id, contact_ids, list_of)
         if personalised
-        else [(None, audience.count(shop_id, contact_ids))]
+        else [(None, audience.count(shop_id, contact_ids, list_of))]
     )
     size = sum(count for _, count in shapes)
     if not size:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from models import database
 from models.database import fetchall
 from service import audience, audit, campaigns, contacts, shops
 from service.audience import name_shape
@@ -71,3 +72,69 @@ def test_a_list_audience_is_counted_without_being_read(db):
         assert campaigns.as_dict(campaign)["audience"] == {"kind": "contacts", "count": 2}
         assert campaign.contact_ids is None
     assert fetchall("SELECT contact_ids FROM campaign")[0][0] == sorted(ids)
+
+
+def test_a_long_list_joined_in_postgresql_counts_what_its_ids_bound_count(db):
+    # Given a shop of named contacts, some opted out and one suppressed, and another shop's
+    # contact; a campaign whose stored list holds them all, an id twice and an id that no
+    # longer exists (a contact deleted after the campaign was written)
+    shop, _ = shops.create_shop("long.example", "Long", require_consent=False)
+    other, _ = shops.create_shop("other-long.example", "Other", require_consent=False)
+    names = ["Ann", "Anna", "Zoë", "€€", "😀", "中文字", None, "Bob", "Bert", "Ω"] * 3
+    contacts.import_contacts(
+        shop.id,
+        [{"phone": f"+30690{i:07d}", "first_name": name} for i, name in enumerate(names)],
+        actor=audit.ADMIN,
+    )
+    contacts.import_contacts(other.id, [{"phone": "+306911111111"}], actor=audit.ADMIN)
+    ids = [row[0] for row in fetchall("SELECT id FROM contact WHERE shop_id = %s", (shop.id,))]
+    foreign = fetchall("SELECT id FROM contact WHERE shop_id = %s", (other.id,))[0][0]
+    fetchall("UPDATE contact SET opted_out_at = now() WHERE id = ANY(%s) RETURNING id", (ids[:4],))
+    fetchall(
+        "INSERT INTO suppression (shop_id, phone, source) SELECT shop_id, phone, 'admin'"
+        " FROM contact WHERE id = %s RETURNING id",
+        (ids[5],),
+    )
+    campaign = campaigns.create(shop.id, "c", "Hi {first_name}", contact_ids=ids)
+    listed = [*ids, ids[7], foreign, max(ids) + 1000]
+    fetchall(
+        "UPDATE campaign SET contact_ids = %s WHERE id = %s RETURNING id", (listed, campaign.id)
+    )
+
+    # When the list is counted joined from the campaign's row, and bound as ids
+    joined = audience.count(shop.id, None, list_of=campaign.id)
+    bound = audience.count(shop.id, listed)
+
+    # Then both count the shop's eligible listed contacts once each, by name shape alike
+    assert joined == bound == len(ids) - 4 - 1
+    assert Counter(audience.count_by_name_shape(shop.id, None, list_of=campaign.id)) == Counter(
+        audience.count_by_name_shape(shop.id, listed)
+    )
+
+
+def test_a_long_list_is_planned_as_hash_joins_and_the_settings_come_back(db):
+    # Given a campaign's stored list, which the planner estimates at 10 ids whatever its length
+    shop, _ = shops.create_shop("plan.example", "Plan", require_consent=False)
+    contacts.import_contacts(shop.id, [{"phone": "+306900000001"}], actor=audit.ADMIN)
+    ids = [row[0] for row in fetchall("SELECT id FROM contact")]
+    campaign = campaigns.create(shop.id, "c", "Hello {first_name}", contact_ids=ids)
+    eligible, params = audience._eligible(shop.id, None, campaign.id)
+    explain = f"EXPLAIN SELECT min(c.first_name), count(*) {eligible} GROUP BY c.first_name"
+    settings = "SELECT current_setting('enable_nestloop'), current_setting('work_mem')"
+    before = fetchall(settings)
+
+    # When its statements are planned for a long list, inside a transaction and outside one
+    with database.db.atomic():
+        with database.planned_for_a_long_list():
+            plan = "\n".join(row[0] for row in fetchall(explain, params))
+        after = fetchall(settings)
+    with database.planned_for_a_long_list():
+        fetchall(explain, params)
+    outside = fetchall(settings)
+
+    # Then the list is hashed, never walked by a nested loop nor sorted to be grouped, and the
+    # session's own settings are back after it (the rest of an enqueue plans as before)
+    assert "Hash Semi Join" in plan or "Hash Join" in plan, plan
+    assert "Nested Loop" not in plan and "Sort" not in plan, plan
+    assert after == outside == before
+    assert before[0][1] != "64MB"

@@ -11,6 +11,7 @@ import pytest
 
 from models.database import execute, fetchall
 from service import (
+    audience,
     audit,
     campaigns,
     contacts,
@@ -159,7 +160,16 @@ def test_a_long_list_is_bounded_by_its_length_and_what_no_batch_got_is_given_bac
     assert assert_books_balance(shop_id)
 
 
-def test_a_long_list_the_shop_cannot_cover_by_its_length_is_counted(db, chunked):
+@pytest.fixture(params=["ids_bound", "joined_in_sql"])
+def counted_as(request, monkeypatch):
+    """A list counted both ways: its ids read and bound, or (past `audience.LONG_LIST`, here
+    lowered to 10) joined in PostgreSQL from the campaign's row."""
+    if request.param == "joined_in_sql":
+        monkeypatch.setattr(audience, "LONG_LIST", 10)
+    return request.param
+
+
+def test_a_long_list_the_shop_cannot_cover_by_its_length_is_counted(db, chunked, counted_as):
     # Given 20 listed contacts, 5 opted out, and credits for 15 only: the bound (20) is
     # refused, the count (15) decides, and the reservation is exact
     shop_id, ids = listed_shop("long-list-tight.example", 15, opted_out=5)
@@ -172,7 +182,7 @@ def test_a_long_list_the_shop_cannot_cover_by_its_length_is_counted(db, chunked)
     assert reservations_of(other) == 0
 
 
-def test_a_long_personalised_list_is_counted(db, chunked):
+def test_a_long_personalised_list_is_counted(db, chunked, counted_as):
     # Given a personalised text to a list of 20, 5 opted out: each name costs what it costs
     # (its bound, every name at its widest, would hold 4 times that from the shop's other
     # campaigns), so the audience is counted and the reservation is exact
