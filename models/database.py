@@ -168,9 +168,10 @@ def planned_for_a_long_list() -> Iterator[None]:
     """Plan the statements run here as hash joins and hash aggregates, with room to hash a long
     list in memory; the session's own settings after them. For statements joining a stored list
     of ids (`unnest(contact_ids)`): the planner estimates any `unnest` of a stored array at 10
-    rows, and for a list of 1,000,000 ids chose a nested loop of index lookups (11.8 s), sorted
+    rows, and for a list of 1,000,000 ids chose a nested loop of index lookups (1.6 s), sorted
     1,000,000 rows on disk to group them, and split a hash of them into 8 batches
-    (bench/RESULTS.md, "List enqueue")."""
+    (bench/RESULTS.md, "A counted list, joined in PostgreSQL"). In a parallel plan each process
+    hashes the list: up to three hashes of `work_mem` x `hash_mem_multiplier` for one count."""
     with db.atomic():  # SET LOCAL does nothing outside a transaction
         settings = {"enable_nestloop": "off", "enable_sort": "off", "work_mem": "64MB"}
         before = {name: fetchall("SELECT current_setting(%s)", (name,))[0][0] for name in settings}

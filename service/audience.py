@@ -108,6 +108,20 @@ def _fetch(sql: str, params: tuple, list_of: int | None) -> list[tuple]:
         return fetchall(sql, params)
 
 
+# The audience counted by name shape (`count_by_name_shape`); `{eligible}` is `_eligible`'s SQL,
+# the parameters `SHAPE_PARAMS` and then its own.
+BY_NAME_SHAPE = (
+    "SELECT min(first_name), count(*) FROM ("
+    "  SELECT c.first_name, CASE WHEN coalesce(c.first_name, '') = '' THEN 'none'"
+    "                            WHEN c.first_name ~ %s THEN 'gsm'"
+    "                            WHEN c.first_name !~ %s THEN 'ucs2' END AS kind"
+    " {eligible}"
+    ") audience"
+    " GROUP BY kind, length(first_name), CASE WHEN kind IS NULL THEN first_name END"
+)
+SHAPE_PARAMS = (_ALL_GSM_BASIC, _NOT_LENGTH_ONLY)
+
+
 def count_by_name_shape(
     shop_id: int, contact_ids: Sequence[int] | None, list_of: int | None = None
 ) -> list[tuple]:
@@ -120,17 +134,7 @@ def count_by_name_shape(
     characters without extension ones is grouped by itself (`name_shape` puts such names in
     shapes of their units and septets: a shape spans several rows, priced once)."""
     eligible, params = _eligible(shop_id, contact_ids, list_of)
-    return _fetch(
-        "SELECT min(first_name), count(*) FROM ("
-        "  SELECT c.first_name, CASE WHEN coalesce(c.first_name, '') = '' THEN 'none'"
-        "                            WHEN c.first_name ~ %s THEN 'gsm'"
-        "                            WHEN c.first_name !~ %s THEN 'ucs2' END AS kind"
-        f" {eligible}"
-        ") audience"
-        " GROUP BY kind, length(first_name), CASE WHEN kind IS NULL THEN first_name END",
-        (_ALL_GSM_BASIC, _NOT_LENGTH_ONLY, *params),
-        list_of,
-    )
+    return _fetch(BY_NAME_SHAPE.format(eligible=eligible), (*SHAPE_PARAMS, *params), list_of)
 
 
 def count(shop_id: int, contact_ids: Sequence[int] | None, list_of: int | None = None) -> int:

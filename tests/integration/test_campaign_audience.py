@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+import peewee
+import pytest
+
 from models import database
 from models.database import fetchall
 from service import audience, audit, campaigns, contacts, shops
@@ -119,22 +122,38 @@ def test_a_long_list_is_planned_as_hash_joins_and_the_settings_come_back(db):
     ids = [row[0] for row in fetchall("SELECT id FROM contact")]
     campaign = campaigns.create(shop.id, "c", "Hello {first_name}", contact_ids=ids)
     eligible, params = audience._eligible(shop.id, None, campaign.id)
-    explain = f"EXPLAIN SELECT min(c.first_name), count(*) {eligible} GROUP BY c.first_name"
+    statements = {  # the enqueue's two counts, as they run
+        "count": (f"SELECT count(*) {eligible}", params),
+        "by name shape": (
+            audience.BY_NAME_SHAPE.format(eligible=eligible),
+            (*audience.SHAPE_PARAMS, *params),
+        ),
+    }
     settings = "SELECT current_setting('enable_nestloop'), current_setting('work_mem')"
     before = fetchall(settings)
 
-    # When its statements are planned for a long list, inside a transaction and outside one
+    # When they are planned for a long list, inside a transaction and outside one, and when
+    # a statement fails inside it
+    plans, inside = {}, []
     with database.db.atomic():
         with database.planned_for_a_long_list():
-            plan = "\n".join(row[0] for row in fetchall(explain, params))
+            inside = fetchall(settings)
+            for name, (sql, values) in statements.items():
+                plans[name] = "\n".join(row[0] for row in fetchall("EXPLAIN " + sql, values))
         after = fetchall(settings)
     with database.planned_for_a_long_list():
-        fetchall(explain, params)
+        fetchall(*statements["count"])
     outside = fetchall(settings)
+    with database.db.atomic():
+        with pytest.raises(peewee.DataError):
+            with database.planned_for_a_long_list():
+                fetchall("SELECT 1 / 0")
+        after_failure = fetchall(settings)
 
     # Then the list is hashed, never walked by a nested loop nor sorted to be grouped, and the
     # session's own settings are back after it (the rest of an enqueue plans as before)
-    assert "Hash Semi Join" in plan or "Hash Join" in plan, plan
-    assert "Nested Loop" not in plan and "Sort" not in plan, plan
-    assert after == outside == before
-    assert before[0][1] != "64MB"
+    assert inside == [("off", "64MB")]
+    for name, plan in plans.items():
+        assert "Hash Semi Join" in plan or "Hash Join" in plan, (name, plan)
+        assert "Nested Loop" not in plan and "Sort" not in plan, (name, plan)
+    assert after == outside == after_failure == before
