@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api import errors, openapi
+from api import errors, import_processes, openapi
 from api.access import require_declared
 from api.idempotency import Idempotency
 from api.instrumentation import RequestMetrics
@@ -110,6 +110,7 @@ def create_app(
     ingest: ReportIngest | None = None,
 ) -> falcon.App:
     metrics.configure(settings)
+    import_processes.configure(settings.import_processes)
     sessions = OperatorSessions(
         settings.secret_key,
         settings.admin_token,

@@ -217,7 +217,13 @@ def read_json(
     `schemas.validate`; `provider`: a provider's body, whose text PostgreSQL cannot store is
     cleaned rather than refused (`schemas.storable_text`)."""
     check_json_media(req)
-    raw = read_bytes(req)
+    return json_document(read_bytes(req), schema, rows, provider)
+
+
+def json_document(
+    raw: bytes, schema: dict[str, Any], rows: str | None = None, provider: bool = False
+) -> Any:
+    """A body read (`read_bytes`) as JSON matching `schema`, as `read_json` says."""
     if not raw.strip():
         raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body is empty")
     try:

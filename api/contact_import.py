@@ -27,9 +27,15 @@ from typing import Any
 import falcon
 
 from api import schemas
-from api.body import MAX_BODY, media_type, read_bytes, read_json
+from api.body import MAX_BODY, check_json_media, json_document, media_type, read_bytes
 from service.consent import Consent
-from service.contacts import MAX_IMPORT, WITHDRAWS_SHOPIFY_CONSENT, RejectedRow
+from service.contacts import (
+    MAX_IMPORT,
+    WITHDRAWS_SHOPIFY_CONSENT,
+    MergedImport,
+    RejectedRow,
+    merge_rows,
+)
 from service.errors import InvalidInput
 
 # Header names, normalised (`_column_name`), in order of preference: a row's phone is the first
@@ -46,9 +52,14 @@ SHOPIFY_PROOF = "Shopify customer export: Accepts SMS Marketing = yes"
 
 
 @dataclass(frozen=True)
-class ContactImport:
-    rows: list[Mapping[str, Any] | RejectedRow]
-    default_country: str | None
+class Upload:
+    """A `POST /contacts` body as it came (`read_upload`, in the request's thread), before its
+    rows are read (`merged`, CPU only: the web runs it in a child, `api/import_processes.py`)."""
+
+    csv: bool
+    raw: bytes
+    charset: str | None  # a CSV's, from its Content-Type
+    default_country: str | None  # a CSV's, from the query (a JSON body carries its own)
 
 
 # What a CSV upload is labelled in the wild: `text/csv` (RFC 7111), and what browsers and
@@ -69,9 +80,36 @@ def is_csv(req: falcon.Request) -> bool:
     return media_type(req) in CSV_MEDIA_TYPES
 
 
-def read_import(req: falcon.Request) -> ContactImport:
-    """The rows of a `POST /contacts` (CSV when `Content-Type: text/csv`, else JSON)."""
-    return _read_csv(req) if is_csv(req) else _read_json(req)
+def read_upload(req: falcon.Request) -> Upload:
+    """The body of a `POST /contacts` (CSV when `Content-Type: text/csv`, else JSON) and its
+    parameters, checked; its rows are read by `merged`."""
+    if is_csv(req):
+        country = req.get_param("default_country")
+        if country is not None:
+            schemas.validate({"default_country": country}, schemas.CSV_IMPORT_QUERY)
+        raw = read_bytes(req)
+        if not raw.strip():
+            raise falcon.HTTPBadRequest(title="Malformed CSV", description="the body is empty")
+        return Upload(True, raw, _charset(req), country)
+    if req.get_param("default_country") is not None:
+        # Not ignored: a client that believes it applies would see its national numbers refused.
+        raise InvalidInput(
+            "a JSON import takes 'default_country' in the body; the query parameter is for CSV",
+            "default_country",
+        )
+    check_json_media(req)
+    return Upload(False, read_bytes(req), None, None)
+
+
+def merged(upload: Upload, now: datetime) -> MergedImport:
+    """The upload's rows checked, their numbers normalised and merged (`contacts.merge_rows`),
+    or what refuses the body whole (400, 422). CPU only: no database, no request."""
+    if upload.csv:
+        text = _decoded(upload.charset, upload.raw)
+        rows = [_checked_csv(row) for row in csv_rows(text, now)]
+        return merge_rows(rows, upload.default_country, now)
+    body = json_document(upload.raw, schemas.CONTACTS_IMPORT_SHAPE, rows="contacts")
+    return merge_rows([_checked(row) for row in body["contacts"]], body.get("default_country"), now)
 
 
 def _checked_csv(row: dict[str, Any]) -> Mapping[str, Any] | RejectedRow:
@@ -100,34 +138,10 @@ def _checked(row: Any) -> Mapping[str, Any] | RejectedRow:
     }
 
 
-def _read_json(req: falcon.Request) -> ContactImport:
-    if req.get_param("default_country") is not None:
-        # Not ignored: a client that believes it applies would see its national numbers refused.
-        raise InvalidInput(
-            "a JSON import takes 'default_country' in the body; the query parameter is for CSV",
-            "default_country",
-        )
-    body = read_json(req, schemas.CONTACTS_IMPORT_SHAPE, rows="contacts")
-    return ContactImport([_checked(row) for row in body["contacts"]], body.get("default_country"))
-
-
-def _read_csv(req: falcon.Request) -> ContactImport:
-    country = req.get_param("default_country")
-    if country is not None:
-        schemas.validate({"default_country": country}, schemas.CSV_IMPORT_QUERY)
-    raw = read_bytes(req)
-    if not raw.strip():
-        raise falcon.HTTPBadRequest(title="Malformed CSV", description="the body is empty")
-    return ContactImport(
-        [_checked_csv(row) for row in csv_rows(_decoded(req, raw), datetime.now(UTC))], country
-    )
-
-
-def _decoded(req: falcon.Request, raw: bytes) -> str:
+def _decoded(charset: str | None, raw: bytes) -> str:
     """The file's text: in the `charset` its Content-Type names (Excel on Windows saves
     `windows-1252`), else UTF-8 with or without a byte order mark (Excel writes one, Shopify
     does not). Not guessed: a wrong guess would import every accented name garbled."""
-    charset = _charset(req)
     try:
         codec = codecs.lookup(charset or "utf-8-sig")
     except LookupError:

@@ -17,7 +17,9 @@ second (as a dashboard would). Shop A's threads send, as fast as they can and ig
 - `heavy`: `--importers` threads of `POST /contacts` of 10,000 rows with consent (1 MB, the
   largest import allowed): a shop running several import scripts at once;
 - `mix`: `--importers` threads of imports and the rest of `--hammer-threads` light;
-- `flood`: `--hammer-threads` threads of imports: mostly refused 1 MB bodies.
+- `flood`: `--hammer-threads` threads of imports: mostly refused 1 MB bodies;
+- `fresh`: `--importers` threads of imports of numbers never imported before, new ones each
+  request (every row an insert: `heavy` updates its own numbers again after its first phase).
 
 Each configuration is a set of web settings (`CONFIGS`); every phase runs on a new gunicorn
 over the same database, phases of one load back to back across the configurations, so drift
@@ -35,9 +37,11 @@ and means over B's slowest 2% (`@p99`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import sys
 import threading
@@ -60,6 +64,9 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VICTIM_INTERVAL_S = 0.1
 IMPORT_ROWS = 10_000
+# The web's processes (`--web-processes`; the Procfile's 2 by default). With one, B always
+# shares a process, and its GIL, with A's admitted requests.
+WEB_PROCESSES = [2]
 
 # The web settings each configuration runs with (the rate and cap of every one: the defaults).
 CONFIGS: dict[str, dict[str, str]] = {
@@ -70,6 +77,11 @@ CONFIGS: dict[str, dict[str, str]] = {
     "switch-only": {"API_SHOP_HEAVY_CONCURRENCY": "0"},
     "switch-500us": {"WEB_SWITCH_INTERVAL_US": "500"},
     "switch-200us": {"WEB_SWITCH_INTERVAL_US": "200"},
+    "switch-1ms": {"WEB_SWITCH_INTERVAL_US": "1000"},  # the default before session 20
+    # Imports read in the request's thread (api/import_processes.py), at the switch interval
+    # of now, and with the one before too: the defaults before session 20.
+    "imports-inline": {"IMPORT_PROCESSES": "0"},
+    "before-session-20": {"IMPORT_PROCESSES": "0", "WEB_SWITCH_INTERVAL_US": "1000"},
     "heavy-cap-2": {"API_SHOP_HEAVY_CONCURRENCY": "2"},
     # The refusal hold (api/workers.py) off; the defaults above have it on (1 s).
     "no-hold": {"API_REFUSAL_HOLD_MS": "0"},
@@ -94,7 +106,7 @@ def start(config: str, **extra: str) -> Stack:
         },
         f"api-fairness-{config}",
     )
-    stack.start_web(workers=2, threads=8)
+    stack.start_web(workers=WEB_PROCESSES[0], threads=8)
     return stack
 
 
@@ -150,11 +162,19 @@ def import_body(thread: int) -> bytes:
     """Each thread imports numbers of its own, as separate clients would: threads upserting the
     same rows could wait on each other's row locks in PostgreSQL (not measured: four importers
     got about one importer's rows/s either way, the cores being the bound)."""
-    first = thread * IMPORT_ROWS
+    return numbers_body(thread * IMPORT_ROWS)
+
+
+def numbers_body(first: int) -> bytes:
     rows = [
         {"phone": f"+3069{n:08d}", "consent": CONSENT} for n in range(first, first + IMPORT_ROWS)
     ]
     return json.dumps({"contacts": rows}).encode()
+
+
+# `fresh` imports: blocks of numbers never imported before, from a random place (numbers above
+# the `heavy` threads' own), one block per request.
+FRESH_BLOCKS = itertools.count(random.randrange(100, 9_000))
 
 
 class Hammer:
@@ -173,8 +193,12 @@ class Hammer:
         client = session(self.key)
         body = import_body(thread) if kind == "heavy" else b""
         while not self.stop.is_set():
+            if kind == "fresh":
+                with self.lock:
+                    block = next(FRESH_BLOCKS)
+                body = numbers_body(block * IMPORT_ROWS)
             try:
-                if kind == "heavy":
+                if kind in ("heavy", "fresh"):
                     answer = client.post(
                         f"{self.web}/contacts",
                         data=body,
@@ -192,7 +216,7 @@ class Hammer:
                 self.counts[(kind, answer.status_code)] = (
                     self.counts.get((kind, answer.status_code), 0) + 1
                 )
-                if answer.status_code == 200 and kind == "heavy":
+                if answer.status_code == 200 and kind in ("heavy", "fresh"):
                     answer_json = answer.json()
                     self.rows += answer_json["created"] + answer_json["updated"]
                 if answer.status_code == 429:
@@ -224,6 +248,7 @@ def load_kinds(load: str, threads: int, importers: int) -> list[str]:
         "heavy": ["heavy"] * importers,
         "mix": ["light"] * (threads - importers) + ["heavy"] * importers,
         "flood": ["heavy"] * threads,
+        "fresh": ["fresh"] * importers,
     }[load]
 
 
@@ -317,7 +342,9 @@ def main() -> int:
     parser.add_argument(
         "--hammer-nice", type=int, default=10, help="shop A's process's niceness (0: as B's)"
     )
+    parser.add_argument("--web-processes", type=int, default=2)
     args = parser.parse_args()
+    WEB_PROCESSES[0] = args.web_processes
     configs = args.configs.split(",")
     loads = args.loads.split(",")
     unknown = [config for config in configs if config not in CONFIGS]

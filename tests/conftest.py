@@ -28,6 +28,7 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from api import import_processes
 from models import database
 from models.migrate import migrate
 from service.infra import broker, config, dispatch
@@ -173,7 +174,9 @@ DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 def pytest_unconfigure(config: pytest.Config) -> None:
     """A thread a test left running (not a daemon) would keep the process alive after the
     summary: Python joins such threads at exit, and one waiting in C for ever hung a CI run
-    until its time ran out. Name them with their stacks and leave, failing, instead."""
+    until its time ran out. Name them with their stacks and leave, failing, instead. (The
+    import children's manager thread, which Python stops at exit, is stopped here first.)"""
+    import_processes.shutdown()
     stuck = [
         thread
         for thread in threading.enumerate()

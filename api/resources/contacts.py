@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import falcon
 
-from api import schemas
+from api import contact_import, import_processes, schemas
 from api.access import Access
 from api.body import bool_param, int_param, page, page_after, page_limit
-from api.contact_import import read_import
 from api.docs import AFTER, LIMIT, Answer, Operation, Param
 from service import consent, contacts, erasure
 from service.audit import Actor
@@ -75,13 +76,10 @@ class ContactsResource:
         self.secret = settings.secret_key
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        upload = read_import(req)
-        result = contacts.import_contacts(
-            req.context.shop_id,
-            upload.rows,
-            upload.default_country,
-            self.secret,
-            actor=Actor.key(req.context.api_key_id),
+        upload = contact_import.read_upload(req)
+        rows = import_processes.run(contact_import.merged, upload, datetime.now(UTC))
+        result = contacts.store_merged(
+            req.context.shop_id, rows, self.secret, actor=Actor.key(req.context.api_key_id)
         )
         resp.media = {
             "created": result.created,

@@ -76,6 +76,7 @@ class Settings:
     api_shop_concurrency: int
     api_shop_heavy_concurrency: int
     web_switch_interval_us: int
+    import_processes: int
     api_refusal_hold_ms: int
     max_campaign_recipients: int
     recipient_chunk_size: int
@@ -580,9 +581,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "api_shop_heavy_concurrency": _int("API_SHOP_HEAVY_CONCURRENCY", 1, 0)(env),
         # The web process's GIL switch interval (sys.setswitchinterval), microseconds. A light
         # request gives the GIL up at each PostgreSQL or Redis call and may wait this long to
-        # win it back from a CPU-bound request (an import); Python's default is 5000. The bench
-        # found no cost at 1000 and no benefit above its noise (bench/RESULTS.md).
-        "web_switch_interval_us": _int("WEB_SWITCH_INTERVAL_US", 1000, 100, 100_000)(env),
+        # win it back from a CPU-bound request (an import); Python's default is 5000. With one
+        # web process (so that another shop's requests always share its GIL with a shop's
+        # import), 200 took their median from 21-22 ms to 12 ms (6.5 alone) at the same import
+        # rate (bench/RESULTS.md, "The GIL a shop's import shares").
+        "web_switch_interval_us": _int("WEB_SWITCH_INTERVAL_US", 200, 100, 100_000)(env),
+        # Child processes of each web process that read contact imports (the CPU of a JSON or
+        # CSV body's rows, off the GIL the process's other requests need: api/import_processes.py);
+        # 0 reads them in the request's thread.
+        "import_processes": _int("IMPORT_PROCESSES", 1, 0, 8)(env),
         # How long the web process leaves a connection unread after answering it 429 (at most
         # the answer's Retry-After; 0: not at all). A client ignoring Retry-After and asking
         # again at once on the same connection then waits out its refusal instead of spending

@@ -1329,7 +1329,7 @@ def test_a_conflict_that_keeps_losing_is_a_503_conflict(client, monkeypatch, db)
         with db.atomic():
             execute(DEADLOCK)
 
-    monkeypatch.setattr(contacts_resource.contacts, "import_contacts", retry_conflicts(always_lose))
+    monkeypatch.setattr(contacts_resource.contacts, "store_merged", retry_conflicts(always_lose))
     shop = client.simulate_post(
         "/admin/shops", headers=ADMIN, json={"domain": "conflict.example", "name": "C"}
     ).json

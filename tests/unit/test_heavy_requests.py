@@ -23,7 +23,7 @@ def test_a_contacts_import_is_heavy_and_listing_contacts_or_campaigns_is_not():
 def test_the_heavy_cap_and_the_switch_interval_are_settings_with_defaults_and_bounds():
     base = {"SECRET_KEY": SECRET_KEY}
     defaults = config.load(base)
-    assert (defaults.api_shop_heavy_concurrency, defaults.web_switch_interval_us) == (1, 1000)
+    assert (defaults.api_shop_heavy_concurrency, defaults.web_switch_interval_us) == (1, 200)
     assert config.load({**base, "API_SHOP_HEAVY_CONCURRENCY": "0"}).api_shop_heavy_concurrency == 0
     with pytest.raises(config.ConfigError, match="API_SHOP_HEAVY_CONCURRENCY"):
         config.load({**base, "API_SHOP_HEAVY_CONCURRENCY": "-1"})

@@ -1,0 +1,125 @@
+"""Contact imports read in processes of the web process's own (`IMPORT_PROCESSES` each).
+
+Reading an import is CPU: for 10,000 rows about 0.6 s of Python here (each row's schema check,
+its number parsed and validated), and in the web process that time holds the GIL, which every
+other request of the process needs back at each PostgreSQL or Redis answer. With one web
+process, another shop's requests beside one shop's imports took 21-22 ms at the median against
+6.5 ms alone (bench/RESULTS.md, "The GIL a shop's import shares"). In a child process, at a
+lower priority, an import competes for a core, which the kernel shares out by priority,
+instead of for the GIL.
+
+The child only reads: it is given the body's bytes and returns the rows merged by number
+(`contacts.MergedImport`); the database is written from the request's thread. A child that
+dies (killed, out of memory) costs nothing but time: that import is read in the request's
+thread and the next one starts a new child. A child is started at the first import (about
+a second), not at the web process's start.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+import falcon
+
+log = logging.getLogger("astronote.imports")
+
+# Added to the child's niceness: the web's own requests win a core from an import.
+NICENESS = 10
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_processes = 0
+
+
+def configure(processes: int) -> None:
+    """How many children each web process reads imports in (0: in the request's thread)."""
+    global _processes
+    _processes = processes
+
+
+def run(read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)` in a child process (or here, see `configure`): its value, or what it
+    raised. `read` and its arguments must be picklable (a module's function, plain data)."""
+    if not _processes:
+        return read(*args)
+    pool = _the_pool()
+    try:
+        return pool.submit(_in_child, read, args).result()
+    except _Refused as refused:
+        status, title, description = refused.args
+        raise falcon.HTTPError(status, title=title, description=description) from None
+    except BrokenProcessPool:
+        _discard(pool)
+        log.warning("an import's child process died; reading this import in the request")
+        return read(*args)
+
+
+class _Refused(Exception):
+    """A falcon.HTTPError raised in the child: its title and description do not survive
+    pickling (falcon's errors take them as keywords), these arguments do."""
+
+
+def _in_child(read: Callable[..., T], args: tuple) -> T:
+    try:
+        return read(*args)
+    except falcon.HTTPError as error:
+        raise _Refused(error.status, error.title, error.description) from None
+
+
+def _start_child() -> None:
+    os.nice(NICENESS)
+    # A Ctrl-C in a terminal reaches the whole process group: the web process stops its
+    # children itself when it exits, without a traceback from each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A web process killed (gunicorn's timeout or graceful timeout, the OOM killer: SIGKILL)
+    # stops nothing: its child, waiting on a queue it holds both ends of, would live on.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(0)
+
+
+def _the_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            # `spawn`: a fork of a threaded web process could copy a lock another thread
+            # holds (the logging module's, a connection pool's) into the child, held forever.
+            _pool = ProcessPoolExecutor(
+                _processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_child,
+            )
+        return _pool
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    global _pool
+    with _lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def shutdown() -> None:
+    """Stop this process's children (the web worker's exit; tests)."""
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)

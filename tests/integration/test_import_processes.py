@@ -1,0 +1,91 @@
+"""Contact imports read in a child process of the web's (`api/import_processes.py`): on real
+processes, the reading off the web process's GIL and at a lower priority, what refuses a body
+whole arriving as it was raised, and a child that dies costing only time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+
+import falcon
+import pytest
+
+from api import import_processes
+from api.contact_import import Upload, merged
+from service.errors import InvalidInput
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def children():
+    import_processes.configure(1)
+    yield
+    import_processes.shutdown()
+    import_processes.configure(0)
+
+
+def json_upload(body: bytes) -> Upload:
+    return Upload(False, body, None, None)
+
+
+def test_an_import_is_read_in_a_child_at_a_lower_priority(children):
+    # When an import is read, and the child is asked its pid and niceness
+    rows = import_processes.run(
+        merged,
+        json_upload(b'{"contacts": [{"phone": "+306912345678"}, {"phone": "12"}, {}]}'),
+        NOW,
+    )
+    child = import_processes.run(os.getpid)
+    niceness = import_processes.run(os.nice, 0)
+
+    # Then the rows come back merged, the bad ones by index, from another process, niced
+    assert [row[0] for row in rows.contacts] == ["+306912345678"]
+    assert [(index, field) for index, field, _ in rows.invalid] == [(1, "phone"), (2, "phone")]
+    assert child != os.getpid()
+    assert niceness == min(os.nice(0) + import_processes.NICENESS, 19)  # the kernel's cap
+
+
+def test_what_refuses_a_body_whole_arrives_as_it_was_raised(children):
+    # A malformed body: falcon's error, with its title and description (which falcon's errors
+    # lose when pickled as they are)
+    with pytest.raises(falcon.HTTPError) as malformed:
+        import_processes.run(merged, json_upload(b'{"contacts": [}'), NOW)
+    assert malformed.value.status == falcon.HTTP_400
+    assert malformed.value.title == "Malformed JSON"
+    assert malformed.value.description
+    # A body of the wrong shape, and a CSV without a phone column: the domain's 422, its field
+    with pytest.raises(InvalidInput) as shape:
+        import_processes.run(merged, json_upload(b'{"contacts": {}}'), NOW)
+    assert shape.value.field == "contacts"
+    with pytest.raises(InvalidInput, match="phone"):
+        import_processes.run(merged, Upload(True, b"name\nAnn\n", None, None), NOW)
+
+
+def test_a_child_that_dies_costs_the_import_nothing_and_the_next_gets_a_new_child(children):
+    # Given a child that has read an import
+    first = import_processes.run(os.getpid)
+    # When it is killed (the kernel's OOM killer, an operator)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(first, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    # Then the next import is still read (in the request, this once), and the one after in a
+    # new child
+    rows = import_processes.run(
+        merged, json_upload(b'{"contacts": [{"phone": "+306912345678"}]}'), NOW
+    )
+    assert [row[0] for row in rows.contacts] == ["+306912345678"]
+    second = import_processes.run(os.getpid)
+    assert second not in (first, os.getpid())
+
+
+def test_with_none_configured_an_import_is_read_in_the_request():
+    import_processes.configure(0)
+    assert import_processes.run(os.getpid) == os.getpid()
