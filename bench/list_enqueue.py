@@ -35,6 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ids", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--short-lists", default="10001,100000")
     args = parser.parse_args()
     reset_database()
     from models import database
@@ -89,9 +90,21 @@ def main() -> int:
                     "recipients": result.recipients,
                     "reserved_credits": result.reserved_credits,
                 }
+    # Shorter lists of the same shop, counted directly both ways (no enqueue): what a list just
+    # past LONG_LIST costs joined, where the hash join reads every contact of the shop once.
+    listed: dict[str, dict[str, float]] = {}
+    for size in [int(n) for n in args.short_lists.split(",") if n]:
+        short = sorted(ids[1 :: max(1, len(ids) // size)][:size])
+        campaign = campaigns.create(shop.id, "short", "Hi {first_name}", short, False)
+        ways = count_ways(shop.id, campaign.id)
+        listed[f"{len(short)} ids"] = {
+            way: round(statistics.median(seconds(count) for _ in range(3)) * 1000, 1)
+            for way, count in ways.items()
+        }
     print(
         json.dumps(
             {
+                "short_lists_ms_median": listed,
                 "ids": args.ids,
                 "campaign_create_s": round(create_s, 2),
                 "enqueue_s_median": {k: round(statistics.median(v), 3) for k, v in timings.items()},
@@ -102,6 +115,34 @@ def main() -> int:
         )
     )
     return 0
+
+
+def count_ways(shop_id: int, campaign_id: int) -> dict:
+    """The list's audience counted joined in PostgreSQL and with its ids read and bound."""
+    from service import audience
+
+    return {
+        "joined count": lambda: audience.count(shop_id, None, list_of=campaign_id),
+        "ids bound count": lambda: audience.count(shop_id, read_list(campaign_id)),
+        "joined by name shape": lambda: audience.count_by_name_shape(
+            shop_id, None, list_of=campaign_id
+        ),
+        "ids bound by name shape": lambda: audience.count_by_name_shape(
+            shop_id, read_list(campaign_id)
+        ),
+    }
+
+
+def read_list(campaign_id: int) -> list[int]:
+    from models import database
+
+    return database.fetchall("SELECT contact_ids FROM campaign WHERE id = %s", (campaign_id,))[0][0]
+
+
+def seconds(call) -> float:
+    began = time.perf_counter()
+    call()
+    return time.perf_counter() - began
 
 
 if __name__ == "__main__":
