@@ -34,6 +34,10 @@ log = logging.getLogger("astronote.imports")
 
 # Added to the child's niceness: the web's own requests win a core from an import.
 NICENESS = 10
+# How long an import waits for its child: a child stopped (SIGSTOP, a debugger) held every
+# importing thread of its web process until it was continued (a probe). Past it the children
+# are killed and that import is read in the request. Reading 10,000 rows takes about 0.6 s.
+CHILD_WAIT_S = 60.0
 
 T = TypeVar("T")
 
@@ -55,13 +59,20 @@ def run(read: Callable[..., T], *args: Any) -> T:
         return read(*args)
     pool = _the_pool()
     try:
-        return pool.submit(_in_child, read, args).result()
+        return pool.submit(_in_child, read, args).result(timeout=CHILD_WAIT_S)
     except _Refused as refused:
         status, title, description = refused.args
         raise falcon.HTTPError(status, title=title, description=description) from None
     except BrokenProcessPool:
         _discard(pool)
         log.warning("an import's child process died; reading this import in the request")
+        return read(*args)
+    except TimeoutError:
+        _discard(pool, kill=True)
+        log.warning(
+            "an import's child process did not answer in %s s; reading this import in the request",
+            CHILD_WAIT_S,
+        )
         return read(*args)
 
 
@@ -108,11 +119,16 @@ def _the_pool() -> ProcessPoolExecutor:
         return _pool
 
 
-def _discard(pool: ProcessPoolExecutor) -> None:
+def _discard(pool: ProcessPoolExecutor, kill: bool = False) -> None:
     global _pool
     with _lock:
         if _pool is pool:
             _pool = None
+    if kill:
+        # The executor has no public way to stop a child that does not answer (Python 3.14
+        # adds `kill_workers`); the imports it held fail over to their requests.
+        for process in list((pool._processes or {}).values()):
+            process.kill()
     pool.shutdown(wait=False, cancel_futures=True)
 
 

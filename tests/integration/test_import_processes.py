@@ -4,10 +4,12 @@ whole arriving as it was raised, and a child that dies costing only time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import falcon
 import pytest
@@ -89,3 +91,41 @@ def test_a_child_that_dies_costs_the_import_nothing_and_the_next_gets_a_new_chil
 def test_with_none_configured_an_import_is_read_in_the_request():
     import_processes.configure(0)
     assert import_processes.run(os.getpid) == os.getpid()
+
+
+def test_a_child_that_does_not_answer_is_killed_and_the_import_read_in_the_request(
+    children, monkeypatch
+):
+    # Given a child stopped (SIGSTOP: it neither answers nor dies), and a short wait for it
+    monkeypatch.setattr(import_processes, "CHILD_WAIT_S", 1.0)
+    stopped = import_processes.run(os.getpid)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        # When an import is read
+        began = time.monotonic()
+        rows = import_processes.run(
+            merged, json_upload(b'{"contacts": [{"phone": "+306912345678"}]}'), NOW
+        )
+        # Then it is answered once the wait is over, read in the request
+        assert [row[0] for row in rows.contacts] == ["+306912345678"]
+        assert time.monotonic() - began < 10
+        # And the stopped child is killed, and the next import gets a new one
+        assert wait_gone(stopped)
+        assert import_processes.run(os.getpid) not in (stopped, os.getpid())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stopped, signal.SIGCONT)
+
+
+def wait_gone(pid: int, seconds: float = 10) -> bool:
+    """Whether `pid` is dead (gone, or a zombie not yet reaped) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
