@@ -4,15 +4,16 @@ Reading an import is CPU: for 10,000 rows about 0.6 s of Python here (each row's
 its number parsed and validated), and in the web process that time holds the GIL, which every
 other request of the process needs back at each PostgreSQL or Redis answer. With one web
 process, another shop's requests beside one shop's imports took 21-22 ms at the median against
-6.5 ms alone (bench/RESULTS.md, "The GIL a shop's import shares"). In a child process, at a
-lower priority, an import competes for a core, which the kernel shares out by priority,
-instead of for the GIL.
+6.5 ms alone; with the child, 5.8 (bench/RESULTS.md, "The GIL a shop's import shares"). In a
+child process, at a lower priority, an import competes for a core, which the kernel shares out
+by priority, instead of for the GIL.
 
 The child only reads: it is given the body's bytes and returns the rows merged by number
 (`contacts.MergedImport`); the database is written from the request's thread. A child that
 dies (killed, out of memory) costs nothing but time: that import is read in the request's
-thread and the next one starts a new child. A child is started at the first import (about
-a second), not at the web process's start.
+thread and the next one starts a new child; one that does not answer is killed
+(`CHILD_WAIT_S`), and one whose web process is killed exits. A child is started at the first
+import (under a second here), not at the web process's start.
 """
 
 from __future__ import annotations
