@@ -66,7 +66,7 @@ VICTIM_INTERVAL_S = 0.1
 IMPORT_ROWS = 10_000
 # The web's processes (`--web-processes`; the Procfile's 2 by default). With one, B always
 # shares a process, and its GIL, with A's admitted requests.
-WEB_PROCESSES = [2]
+web_processes = 2
 
 # The web settings each configuration runs with (the rate and cap of every one: the defaults).
 CONFIGS: dict[str, dict[str, str]] = {
@@ -106,7 +106,7 @@ def start(config: str, **extra: str) -> Stack:
         },
         f"api-fairness-{config}",
     )
-    stack.start_web(workers=WEB_PROCESSES[0], threads=8)
+    stack.start_web(workers=web_processes, threads=8)
     return stack
 
 
@@ -344,7 +344,8 @@ def main() -> int:
     )
     parser.add_argument("--web-processes", type=int, default=2)
     args = parser.parse_args()
-    WEB_PROCESSES[0] = args.web_processes
+    global web_processes
+    web_processes = args.web_processes
     configs = args.configs.split(",")
     loads = args.loads.split(",")
     unknown = [config for config in configs if config not in CONFIGS]

@@ -218,7 +218,7 @@ def store_merged(
     shop_id: int, rows: MergedImport, secret: str | None = None, *, actor: Actor
 ) -> ImportResult:
     """Write `merge_rows`'s contacts to the shop in one transaction (see `import_contacts`)."""
-    merged = rows.contacts
+    contacts = rows.contacts
     with db.atomic():
         erasure_lock.writing(shop_id)
         outcome = _upsert(
@@ -227,7 +227,7 @@ def store_merged(
                 (shop_id, phone, country, name, source, collected_at, customer)
                 # In the order of the unique index: two imports of the same numbers lock
                 # them in the same order instead of deadlocking (each file's order is its own).
-                for phone, country, name, source, collected_at, _, customer, _ in sorted(merged)
+                for phone, country, name, source, collected_at, _, customer, _ in sorted(contacts)
             ],
         )
         ids = {phone: contact_id for contact_id, phone, _ in outcome}
@@ -235,12 +235,12 @@ def store_merged(
             shop_id,
             [
                 (ids[phone], Consent(source, collected_at, proof))
-                for phone, _, _, source, collected_at, proof, _, _ in merged
+                for phone, _, _, source, collected_at, proof, _, _ in contacts
                 if collected_at is not None
             ],
         )
-        _withdraw_shopify_consent(shop_id, [ids[row[0]] for row in merged if row[7]])
-        phones = [row[0] for row in merged]
+        _withdraw_shopify_consent(shop_id, [ids[row[0]] for row in contacts if row[7]])
+        phones = [row[0] for row in contacts]
         _suppress_erased(shop_id, phones, secret or config.settings().secret_key, actor)
         _opt_out_suppressed(shop_id, phones)
     created = sum(1 for _, _, inserted in outcome if inserted)
