@@ -110,7 +110,7 @@ def create_app(
     ingest: ReportIngest | None = None,
 ) -> falcon.App:
     metrics.configure(settings)
-    import_processes.configure(settings.import_processes)
+    import_processes.configure(settings.import_processes, settings)
     sessions = OperatorSessions(
         settings.secret_key,
         settings.admin_token,

@@ -28,13 +28,16 @@ import falcon
 
 from api import schemas
 from api.body import MAX_BODY, check_json_media, json_document, media_type, read_bytes
+from service.audit import Actor
 from service.consent import Consent
 from service.contacts import (
     MAX_IMPORT,
     WITHDRAWS_SHOPIFY_CONSENT,
+    ImportResult,
     MergedImport,
     RejectedRow,
     merge_rows,
+    store_merged,
 )
 from service.errors import InvalidInput
 
@@ -99,6 +102,14 @@ def read_upload(req: falcon.Request) -> Upload:
         )
     check_json_media(req)
     return Upload(False, read_bytes(req), None, None)
+
+
+def imported(
+    shop_id: int, upload: Upload, now: datetime, secret: str, actor: Actor
+) -> ImportResult:
+    """The upload read (`merged`) and written to the shop (`contacts.store_merged`): what the
+    web runs in an import's child (`api/import_processes.py`), or in the request."""
+    return store_merged(shop_id, merged(upload, now), secret, actor=actor)
 
 
 def merged(upload: Upload, now: datetime) -> MergedImport:

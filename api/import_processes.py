@@ -1,19 +1,26 @@
-"""Contact imports read in processes of the web process's own (`IMPORT_PROCESSES` each).
+"""Contact imports read and written in processes of the web process's own (`IMPORT_PROCESSES`
+each).
 
-Reading an import is CPU: for 10,000 rows about 0.6 s of Python here (each row's schema check,
-its number parsed and validated), and in the web process that time holds the GIL, which every
-other request of the process needs back at each PostgreSQL or Redis answer. With one web
-process, another shop's requests beside one shop's imports took 21-22 ms at the median against
-6.5 ms alone; with the child, 5.8 (bench/RESULTS.md, "The GIL a shop's import shares"). In a
-child process, at a lower priority, an import competes for a core, which the kernel shares out
-by priority, instead of for the GIL.
+An import is CPU: for 10,000 rows about 0.6 s of Python here to read (each row's schema check,
+its number parsed and validated) and 0.3 s more to write (the statements' parameters, the
+answers' rows, the erased numbers' digests). In the web process that time holds the GIL, which
+every other request of the process needs back at each PostgreSQL or Redis answer, and which a
+thread holds on while the kernel has it waiting for a core. With one web process, another
+shop's requests beside one shop's imports took 21-22 ms at the median against 6.5 ms alone;
+with the reading in a child, 5.8 at the median and 29-48 ms at the 99th percentile; with the
+writing there too, 15-18 (bench/RESULTS.md, "The GIL a shop's import shares"). In a child
+process, at a lower priority, an import competes for a core, which the kernel shares out by
+priority, instead of for the GIL.
 
-The child only reads: it is given the body's bytes and returns the rows merged by number
-(`contacts.MergedImport`); the database is written from the request's thread. A child that
-dies (killed, out of memory) costs nothing but time: that import is read in the request's
-thread and the next one starts a new child; one that does not answer is killed
-(`CHILD_WAIT_S`), and one whose web process is killed exits. A child is started at the first
-import (under a second here), not at the web process's start.
+The child is given the body's bytes and the request's shop, and answers what the import did
+(`contacts.ImportResult`); it writes on a database connection of its own (one per child, on top
+of the web process's pool). A child that dies (killed, out of memory) costs nothing but time:
+that import is run again in the request's thread and the next one starts a new child. An import
+is written in one transaction and writing it again changes nothing (an upsert; consents logged
+once), so a child killed after its commit leaves the import written once, the request's run
+answering its new contacts as updated. One that does not answer is killed (`CHILD_WAIT_S`),
+which rolls back what it had not committed, and one whose web process is killed exits. A child
+is started at the first import (under a second here), not at the web process's start.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ from typing import Any, TypeVar
 
 import falcon
 
+from models import database
+from service.infra import config, logs
+from service.infra.config import Settings
+
 log = logging.getLogger("astronote.imports")
 
 # Added to the child's niceness: the web's own requests win a core from an import.
@@ -45,17 +56,24 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _processes = 0
+_settings: Settings | None = None
+# In a child: whether it has a database (its web process's settings were given).
+_writes = False
 
 
-def configure(processes: int) -> None:
-    """How many children each web process reads imports in (0: in the request's thread)."""
-    global _processes
-    _processes = processes
+def configure(processes: int, settings: Settings | None = None) -> None:
+    """How many children each web process runs imports in (0: in the request's thread), and
+    the settings they connect to the database with (None: children that only read)."""
+    global _processes, _settings
+    if (processes, settings) != (_processes, _settings):
+        _processes, _settings = processes, settings
+        shutdown(wait=False)  # children started with other settings (tests)
 
 
 def run(read: Callable[..., T], *args: Any) -> T:
     """`read(*args)` in a child process (or here, see `configure`): its value, or what it
-    raised. `read` and its arguments must be picklable (a module's function, plain data)."""
+    raised. `read` and its arguments must be picklable (a module's function, plain data), and
+    running it twice must do what running it once does (see the module's docstring)."""
     if not _processes:
         return read(*args)
     pool = _the_pool()
@@ -66,12 +84,12 @@ def run(read: Callable[..., T], *args: Any) -> T:
         raise falcon.HTTPError(status, title=title, description=description) from None
     except BrokenProcessPool:
         _discard(pool)
-        log.warning("an import's child process died; reading this import in the request")
+        log.warning("an import's child process died; running this import in the request")
         return read(*args)
     except TimeoutError:
         _discard(pool, kill=True)
         log.warning(
-            "an import's child process did not answer in %s s; reading this import in the request",
+            "an import's child process did not answer in %s s; running this import in the request",
             CHILD_WAIT_S,
         )
         return read(*args)
@@ -87,10 +105,22 @@ def _in_child(read: Callable[..., T], args: tuple) -> T:
         return read(*args)
     except falcon.HTTPError as error:
         raise _Refused(error.status, error.title, error.description) from None
+    finally:
+        if _writes and not database.db.is_closed():
+            database.db.close()  # back to the child's pool, as the web's requests do
 
 
-def _start_child() -> None:
+def _start_child(settings: Settings | None) -> None:
+    global _writes
     os.nice(NICENESS)
+    if settings is not None:
+        # The web process's own start (`service.infra.runtime.boot`), for what an import does:
+        # its settings, its log lines (secrets hidden), one connection.
+        config.override(settings)
+        logs.configure("web")
+        logs.hide_secrets(*settings.secret_values)
+        database.bind(settings.database_url, 1)
+        _writes = True
     # A Ctrl-C in a terminal reaches the whole process group: the web process stops its
     # children itself when it exits, without a traceback from each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -116,6 +146,7 @@ def _the_pool() -> ProcessPoolExecutor:
                 _processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_child,
+                initargs=(_settings,),
             )
         return _pool
 
@@ -133,10 +164,10 @@ def _discard(pool: ProcessPoolExecutor, kill: bool = False) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
     """Stop this process's children (the web worker's exit; tests)."""
     global _pool
     with _lock:
         pool, _pool = _pool, None
     if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=wait, cancel_futures=True)

@@ -48,13 +48,16 @@ T = TypeVar("T")
 def pgcode(error: BaseException) -> str | None:
     """PostgreSQL's SQLSTATE of `error` (psycopg2's, or Peewee's wrapping of it), if any."""
     seen: BaseException | None = error
-    for _ in range(3):  # Peewee's wrapper holds psycopg2's error as its first argument
+    for _ in range(3):
         if seen is None:
             return None
         code = getattr(seen, "pgcode", None)
         if code:
             return code
-        first = seen.args[0] if seen.args else None
+        # Peewee's wrapper keeps psycopg2's error as `orig`, the one link that survives
+        # pickling (an import's error, raised in its child process: `api/import_processes.py`);
+        # otherwise the error being handled when this one was raised.
+        first = getattr(seen, "orig", None) or (seen.args[0] if seen.args else None)
         seen = first if isinstance(first, BaseException) else seen.__context__
     return None
 

@@ -29,7 +29,8 @@ CSV_IMPORT = {
 class ContactsResource:
     auth = Access.SHOP
     # An import of 10,000 rows holds a core for a second or so (JSON, row schemas, phone
-    # parsing): a shop has at most API_SHOP_HEAVY_CONCURRENCY of them in flight.
+    # parsing, its writes), and PostgreSQL for a third of one: a shop has at most
+    # API_SHOP_HEAVY_CONCURRENCY of them in flight.
     heavy = frozenset({"POST"})
     docs = {
         "POST": Operation(
@@ -77,9 +78,13 @@ class ContactsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         upload = contact_import.read_upload(req)
-        rows = import_processes.run(contact_import.merged, upload, datetime.now(UTC))
-        result = contacts.store_merged(
-            req.context.shop_id, rows, self.secret, actor=Actor.key(req.context.api_key_id)
+        result = import_processes.run(
+            contact_import.imported,
+            req.context.shop_id,
+            upload,
+            datetime.now(UTC),
+            self.secret,
+            Actor.key(req.context.api_key_id),
         )
         resp.media = {
             "created": result.created,

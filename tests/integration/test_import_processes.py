@@ -1,12 +1,14 @@
-"""Contact imports read in a child process of the web's (`api/import_processes.py`): on real
-processes, the reading off the web process's GIL and at a lower priority, what refuses a body
-whole arriving as it was raised, and a child that dies costing only time."""
+"""Contact imports read and written in a child process of the web's (`api/import_processes.py`):
+on real processes, the work off the web process's GIL and at a lower priority, what refuses a
+body whole arriving as it was raised, and a child that dies or stops costing only time."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +16,13 @@ from pathlib import Path
 import falcon
 import pytest
 
-from api import import_processes
+from api import contact_import, import_processes
 from api.contact_import import Upload, merged
+from models.database import execute, fetchall
+from service import contacts, shops
+from service.audit import Actor
 from service.errors import InvalidInput
+from tests.conftest import SECRET_KEY
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
@@ -129,3 +135,86 @@ def wait_gone(pid: int, seconds: float = 10) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.fixture
+def writing_children(settings, db):
+    import_processes.configure(1, settings)
+    yield
+    import_processes.shutdown()
+    import_processes.configure(0)
+
+
+def import_in_child(shop_id: int, body: bytes):
+    return import_processes.run(
+        contact_import.imported, shop_id, json_upload(body), NOW, SECRET_KEY, Actor.key(1)
+    )
+
+
+def test_an_import_is_written_by_its_child(writing_children, monkeypatch):
+    # Given a shop, and this process's own writing of imports broken
+    shop, _ = shops.create_shop("child-writes.example", "C")
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the import was written in the web process")
+
+    monkeypatch.setattr(contacts, "store_merged", not_here)
+    monkeypatch.setattr(contact_import, "store_merged", not_here)
+    # When an import runs through the children
+    result = import_in_child(
+        shop.id, b'{"contacts": [{"phone": "+306912345678"}, {"phone": "+306912345679"}, {}]}'
+    )
+    # Then the child wrote it, and answered what it did
+    assert (result.created, result.updated) == (2, 0)
+    assert [row["index"] for row in result.invalid] == [2]
+    stored = fetchall("SELECT phone FROM contact WHERE shop_id = %s ORDER BY phone", (shop.id,))
+    assert stored == [("+306912345678",), ("+306912345679",)]
+    # And the second time, the same rows are updated
+    again = import_in_child(shop.id, b'{"contacts": [{"phone": "+306912345678"}]}')
+    assert (again.created, again.updated) == (0, 1)
+
+
+# The numbers of `SLOW_NUMBER`'s import wait 1.5 s in the database each time they are written.
+SLOW_NUMBER = "+306912345670"
+SLOW_WRITE = (
+    "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$;"
+    " CREATE TRIGGER slow_write BEFORE INSERT ON contact FOR EACH ROW"
+    f" WHEN (NEW.phone = '{SLOW_NUMBER}') EXECUTE FUNCTION slow_write()"
+)
+
+
+def test_a_child_stopped_in_its_transaction_is_killed_and_the_import_written_once(
+    writing_children, monkeypatch
+):
+    # Given a shop whose import waits in the database (a trigger), and a short wait for children
+    monkeypatch.setattr(import_processes, "CHILD_WAIT_S", 3.0)
+    shop, _ = shops.create_shop("child-stopped.example", "C")
+    child = import_processes.run(os.getpid)
+    execute(SLOW_WRITE)
+    body = json.dumps({"contacts": [{"phone": SLOW_NUMBER}, {"phone": "+306912345671"}]})
+    answers: list = []
+    try:
+        importing = threading.Thread(
+            target=lambda: answers.append(import_in_child(shop.id, body.encode()))
+        )
+        began = time.monotonic()
+        importing.start()
+        # When the child is stopped inside its transaction (its rows written, locked and not
+        # committed: the trigger holds the statement)
+        time.sleep(0.5)
+        os.kill(child, signal.SIGSTOP)
+        importing.join(30)
+        # Then the import is answered once the wait is over, run again in the request: the
+        # killed child's transaction rolled back, its locks released, the rows written once
+        assert not importing.is_alive()
+        assert time.monotonic() - began < 15
+        assert wait_gone(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGCONT)
+        execute("DROP TRIGGER slow_write ON contact; DROP FUNCTION slow_write()")
+    (result,) = answers
+    assert (result.created, result.updated) == (2, 0)
+    count = fetchall("SELECT count(*) FROM contact WHERE shop_id = %s", (shop.id,))
+    assert count == [(2,)]
