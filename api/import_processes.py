@@ -1,26 +1,30 @@
 """Contact imports read and written in processes of the web process's own (`IMPORT_PROCESSES`
 each).
 
-An import is CPU: for 10,000 rows about 0.6 s of Python here to read (each row's schema check,
-its number parsed and validated) and 0.3 s more to write (the statements' parameters, the
-answers' rows, the erased numbers' digests). In the web process that time holds the GIL, which
-every other request of the process needs back at each PostgreSQL or Redis answer, and which a
-thread holds on while the kernel has it waiting for a core. With one web process, another
+An import is CPU: for 10,000 rows about 0.55 s of Python to read (each row's schema check, its
+number parsed and validated) and 0.25-0.3 s more to write (the statements' parameters, the
+rows they answer, the erased numbers' digests). In the web process that time holds the GIL,
+which every other request of the process needs back at each PostgreSQL or Redis answer, and
+which a thread keeps while the kernel has it waiting for a core. With one web process, another
 shop's requests beside one shop's imports took 21-22 ms at the median against 6.5 ms alone;
-with the reading in a child, 5.8 at the median and 29-48 ms at the 99th percentile; with the
-writing there too, 15-18 (bench/RESULTS.md, "The GIL a shop's import shares"). In a child
+with the reading in a child, 5.8 ms at the median but 26-48 ms at the 99th percentile; with the
+writing there too, 15-18 ms (bench/RESULTS.md, "An import written by its child"). In a child
 process, at a lower priority, an import competes for a core, which the kernel shares out by
 priority, instead of for the GIL.
 
 The child is given the body's bytes and the request's shop, and answers what the import did
 (`contacts.ImportResult`); it writes on a database connection of its own (one per child, on top
-of the web process's pool). A child that dies (killed, out of memory) costs nothing but time:
-that import is run again in the request's thread and the next one starts a new child. An import
-is written in one transaction and writing it again changes nothing (an upsert; consents logged
-once), so a child killed after its commit leaves the import written once, the request's run
-answering its new contacts as updated. One that does not answer is killed (`CHILD_WAIT_S`),
-which rolls back what it had not committed, and one whose web process is killed exits. A child
-is started at the first import (under a second here), not at the web process's start.
+of the web process's pool). One child runs its web process's imports one after another (a
+shop has one in flight at a time: API_SHOP_HEAVY_CONCURRENCY).
+
+A child that dies (killed, out of memory) costs nothing but time: that import runs again in
+the request's thread and the next one starts a new child. An import is written in one
+transaction and writing it again changes nothing (an upsert; each consent logged once), so a
+child killed after its commit leaves the import written once, the request's run answering its
+new contacts as updated. Children that answer nothing for `CHILD_WAIT_S` while an import waits
+are killed, which rolls back what they had not committed, and the import runs in the request;
+a child whose web process is killed exits. A child is started at the first import (about a
+second here), not at the web process's start.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -46,9 +51,12 @@ log = logging.getLogger("astronote.imports")
 
 # Added to the child's niceness: the web's own requests win a core from an import.
 NICENESS = 10
-# How long an import waits for its child: a child stopped (SIGSTOP, a debugger) held every
-# importing thread of its web process until it was continued (a probe). Past it the children
-# are killed and that import is read in the request. Reading 10,000 rows takes about 0.6 s.
+# How long the children may go without answering anything while an import waits, before they
+# are killed and the import runs in the request: a child stopped (SIGSTOP, a debugger) held
+# every importing thread of its web process until it was continued (a probe). Counted from the
+# children's last answer, not from each import's submission: imports queued behind others (an
+# import that waits for a shop's erasure waits up to 2 s) are no sign of a stuck child. An
+# import of 10,000 rows takes about 1 s.
 CHILD_WAIT_S = 60.0
 
 T = TypeVar("T")
@@ -78,21 +86,67 @@ def run(read: Callable[..., T], *args: Any) -> T:
         return read(*args)
     pool = _the_pool()
     try:
-        return pool.submit(_in_child, read, args).result(timeout=CHILD_WAIT_S)
+        return _result(_submit(pool, read, args))
     except _Refused as refused:
         status, title, description = refused.args
         raise falcon.HTTPError(status, title=title, description=description) from None
-    except BrokenProcessPool:
+    except (BrokenProcessPool, CancelledError):
+        # Its child died, or another import's discarded the children with this one queued.
         _discard(pool)
         log.warning("an import's child process died; running this import in the request")
         return read(*args)
-    except TimeoutError:
+    except _Stalled:
         _discard(pool, kill=True)
         log.warning(
-            "an import's child process did not answer in %s s; running this import in the request",
+            "the import children answered nothing in %s s; running this import in the request",
             CHILD_WAIT_S,
         )
         return read(*args)
+
+
+class _Stalled(Exception):
+    """The children answered nothing for CHILD_WAIT_S while an import waited."""
+
+
+# Imports given to the children and not answered yet, and when the children last showed
+# progress: an answer, or work given to them when they had none.
+_pending = 0
+_progress = 0.0
+
+
+def _submit(pool: ProcessPoolExecutor, read: Callable[..., T], args: tuple) -> Future[T]:
+    global _pending, _progress
+    with _lock:
+        if not _pending:
+            _progress = time.monotonic()
+        _pending += 1
+    try:
+        future = pool.submit(_in_child, read, args)
+    except RuntimeError:  # shut down by another import's failure since `_the_pool`
+        _answered()
+        raise BrokenProcessPool("the import children were replaced") from None
+    future.add_done_callback(_answered)
+    return future
+
+
+def _answered(future: Future | None = None) -> None:
+    global _pending, _progress
+    with _lock:
+        _pending -= 1
+        _progress = time.monotonic()
+
+
+def _result(future: Future[T]) -> T:
+    """The import's answer, waited for as long as the children answer something at least
+    every CHILD_WAIT_S (else `_Stalled`)."""
+    while True:
+        with _lock:
+            left = _progress + CHILD_WAIT_S - time.monotonic()
+        if left <= 0 and not future.done():
+            raise _Stalled()
+        done, _ = wait([future], timeout=max(left, 0))
+        if done:
+            return future.result()
 
 
 class _Refused(Exception):
@@ -117,7 +171,7 @@ def _start_child(settings: Settings | None) -> None:
         # The web process's own start (`service.infra.runtime.boot`), for what an import does:
         # its settings, its log lines (secrets hidden), one connection.
         config.override(settings)
-        logs.configure("web")
+        logs.configure("web-import")
         logs.hide_secrets(*settings.secret_values)
         database.bind(settings.database_url, 1)
         _writes = True

@@ -4,7 +4,10 @@ one run.
 
     .venv/bin/python bench/api_fairness.py [--seconds 10] [--hammer-threads 24] [--importers 4] \
         [--configs before,after,heavy-cap-only,switch-only] [--loads light,heavy,mix,flood] \
-        [--hammer-nice 10]
+        [--hammer-nice 10] [--baseline-tree PATH]
+
+`--baseline-tree`: a checkout of an earlier commit (`git worktree add /tmp/baseline <commit>`),
+whose web runs as the configuration `baseline` (its defaults), beside this tree's.
 
 Set-up, on real processes: gunicorn as the Procfile runs it (2 gthread workers, 8 threads each)
 against BENCH_DATABASE_URL / BENCH_REDIS_URL (default: the local database
@@ -55,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
 from tests.conftest import ADMIN_TOKEN, DLR_WEBHOOK_SECRET, SECRET_KEY  # noqa: E402
+from tests.e2e import stack as stack_module  # noqa: E402
 from tests.e2e.stack import CONSENT, Stack  # noqa: E402
 
 DB_URL = os.environ.get(
@@ -85,7 +89,10 @@ CONFIGS: dict[str, dict[str, str]] = {
     "heavy-cap-2": {"API_SHOP_HEAVY_CONCURRENCY": "2"},
     # The refusal hold (api/workers.py) off; the defaults above have it on (1 s).
     "no-hold": {"API_REFUSAL_HOLD_MS": "0"},
+    # The defaults of the code at `--baseline-tree`.
+    "baseline": {},
 }
+baseline_tree: Path | None = None
 
 
 def reset() -> None:
@@ -93,6 +100,9 @@ def reset() -> None:
 
 
 def start(config: str, **extra: str) -> Stack:
+    # gunicorn imports the app from its working directory, which the Stack takes from this
+    # module global when it is made.
+    stack_module.ROOT = baseline_tree if config == "baseline" else ROOT
     stack = Stack(
         {
             "DATABASE_URL": DB_URL,
@@ -343,14 +353,17 @@ def main() -> int:
         "--hammer-nice", type=int, default=10, help="shop A's process's niceness (0: as B's)"
     )
     parser.add_argument("--web-processes", type=int, default=2)
+    parser.add_argument("--baseline-tree", type=Path)
     args = parser.parse_args()
-    global web_processes
-    web_processes = args.web_processes
+    global web_processes, baseline_tree
+    web_processes, baseline_tree = args.web_processes, args.baseline_tree
     configs = args.configs.split(",")
     loads = args.loads.split(",")
     unknown = [config for config in configs if config not in CONFIGS]
     if unknown:
         parser.error(f"unknown configurations {unknown}; known: {sorted(CONFIGS)}")
+    if ("baseline" in configs) != (baseline_tree is not None):
+        parser.error("the configuration `baseline` runs the web of --baseline-tree: give both")
     reset()
     stack = start("after")
     try:
@@ -384,7 +397,8 @@ def main() -> int:
         f" {args.seconds:.0f} s per phase; settings per configuration:"
     )
     for config in configs:
-        print(f"- {config}: {CONFIGS[config] or 'the defaults'}")
+        tree = f" of {baseline_tree}" if config == "baseline" else ""
+        print(f"- {config}: {CONFIGS[config] or 'the defaults'}{tree}")
     print(
         "\n| config | A's load | B requests | B p50 ms | B p99 ms | queue p50 / @p99 |"
         " cpu p50 / @p99 | runq p50 / @p99 | wait p50 / @p99 | A's answers |"

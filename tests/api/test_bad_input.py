@@ -5,6 +5,7 @@ Every request goes through `CheckedClient`, which fails any 5xx or non-JSON erro
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 import falcon.testing
@@ -1335,6 +1336,7 @@ def test_a_conflict_that_keeps_losing_is_a_503_conflict(client, settings, db, ch
     # is not a lost database: 503 "Conflict", retry after 1 s; the same when the import runs
     # in a child process, whose error crosses back pickled
     import_processes.configure(children, settings)
+    child = import_processes.run(os.getpid)
     execute(ALWAYS_LOSES)
     try:
         shop = client.simulate_post(
@@ -1345,6 +1347,9 @@ def test_a_conflict_that_keeps_losing_is_a_503_conflict(client, settings, db, ch
             headers=auth(shop["api_key"]),
             json={"contacts": [{"phone": "+306912345678"}, {"phone": "+306912345670"}]},
         )
+        # (and with a child, the same child answered: the error crossed back, the import was
+        # not run again in the request)
+        assert import_processes.run(os.getpid) == child
     finally:
         execute("DROP TRIGGER always_lose ON contact; DROP FUNCTION always_lose()")
         import_processes.configure(settings.import_processes, settings)

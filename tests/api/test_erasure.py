@@ -637,20 +637,25 @@ def test_a_replayed_request_whose_answer_held_the_erased_number_answers_410(clie
     ).fetchone() == (1,)
 
 
+@pytest.mark.parametrize("children", [0, 1], ids=["in the request", "in a child"])
 def test_a_write_waiting_for_an_erasure_gives_up_with_a_503_and_other_shops_are_served(
-    client, db, monkeypatch
+    client, db, monkeypatch, settings, request, children
 ):
     # Given two shops, and an erasure of shop A in flight (its lock held on another
-    # connection), with writers waiting at most 300 ms for it
+    # connection), with writers waiting at most 300 ms for it (in the request, where that wait
+    # is set; a child waits its own 2 s, and its lock timeout crosses back pickled)
     import threading
 
     import falcon.testing
 
+    from api import import_processes
     from models.database import db as database
     from service import erasure_lock
     from tests.api.conftest import create_shop
 
     monkeypatch.setattr(erasure_lock, "WRITER_WAIT_MS", 300)
+    import_processes.configure(children, settings)
+    request.addfinalizer(lambda: import_processes.configure(settings.import_processes, settings))
     shop_a, key_a = create_shop(client, "erasing-a.example")
     _, key_b = create_shop(client, "erasing-b.example")
     held, release = threading.Event(), threading.Event()

@@ -18,6 +18,7 @@ import pytest
 
 from api import contact_import, import_processes
 from api.contact_import import Upload, merged
+from models import database
 from models.database import execute, fetchall
 from service import contacts, shops
 from service.audit import Actor
@@ -103,17 +104,22 @@ def test_a_child_that_does_not_answer_is_killed_and_the_import_read_in_the_reque
     children, monkeypatch
 ):
     # Given a child stopped (SIGSTOP: it neither answers nor dies), and a short wait for it
-    monkeypatch.setattr(import_processes, "CHILD_WAIT_S", 1.0)
-    stopped = import_processes.run(os.getpid)
+    stopped = started_child(monkeypatch, 1.0)
     os.kill(stopped, signal.SIGSTOP)
     try:
-        # When an import is read
+        # When imports are read, more than the children's queue holds
         began = time.monotonic()
-        rows = import_processes.run(
-            merged, json_upload(b'{"contacts": [{"phone": "+306912345678"}]}'), NOW
+        answers = in_threads(
+            lambda n: import_processes.run(
+                merged, json_upload(b'{"contacts": [{"phone": "+30691234567%d"}]}' % n), NOW
+            ),
+            4,
         )
-        # Then it is answered once the wait is over, read in the request
-        assert [row[0] for row in rows.contacts] == ["+306912345678"]
+        # Then each is answered once the wait is over, read in the request (none lost with
+        # the children's queue, which is cancelled)
+        assert sorted(row[0] for rows in answers for row in rows.contacts) == [
+            f"+30691234567{n}" for n in range(4)
+        ]
         assert time.monotonic() - began < 10
         # And the stopped child is killed, and the next import gets a new one
         assert wait_gone(stopped)
@@ -121,6 +127,41 @@ def test_a_child_that_does_not_answer_is_killed_and_the_import_read_in_the_reque
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(stopped, signal.SIGCONT)
+
+
+def started_child(monkeypatch, wait_s: float) -> int:
+    """The children's pid, once started (which may take seconds on a busy machine: the wait
+    for them is shortened only after), and a wait of `wait_s` for them from then on."""
+    child = import_processes.run(os.getpid)
+    assert child != os.getpid()
+    monkeypatch.setattr(import_processes, "CHILD_WAIT_S", wait_s)
+    return child
+
+
+def in_threads(call, count: int) -> list:
+    """`call(n)` for each n < `count`, at once on threads of their own (each an importing
+    request): their values, or the first error raised."""
+    values: list = [None] * count
+    errors: list = []
+
+    def one(n: int) -> None:
+        try:
+            values[n] = call(n)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            if database.db.obj is not None:  # a request's connection, when it ran in one
+                database.db.close()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    if errors:
+        raise errors[0]
+    return values
 
 
 def wait_gone(pid: int, seconds: float = 10) -> bool:
@@ -145,9 +186,10 @@ def writing_children(settings, db):
     import_processes.configure(0)
 
 
-def import_in_child(shop_id: int, body: bytes):
+def import_in_child(shop_id: int, body: str | bytes):
+    upload = json_upload(body.encode() if isinstance(body, str) else body)
     return import_processes.run(
-        contact_import.imported, shop_id, json_upload(body), NOW, SECRET_KEY, Actor.key(1)
+        contact_import.imported, shop_id, upload, NOW, SECRET_KEY, Actor.key(1)
     )
 
 
@@ -188,21 +230,20 @@ def test_a_child_stopped_in_its_transaction_is_killed_and_the_import_written_onc
     writing_children, monkeypatch
 ):
     # Given a shop whose import waits in the database (a trigger), and a short wait for children
-    monkeypatch.setattr(import_processes, "CHILD_WAIT_S", 3.0)
     shop, _ = shops.create_shop("child-stopped.example", "C")
-    child = import_processes.run(os.getpid)
+    child = started_child(monkeypatch, 3.0)
     execute(SLOW_WRITE)
     body = json.dumps({"contacts": [{"phone": SLOW_NUMBER}, {"phone": "+306912345671"}]})
-    answers: list = []
     try:
-        importing = threading.Thread(
-            target=lambda: answers.append(import_in_child(shop.id, body.encode()))
-        )
         began = time.monotonic()
+        importing = threading.Thread(
+            target=lambda: answers.extend(in_threads(lambda _: import_in_child(shop.id, body), 1))
+        )
+        answers: list = []
         importing.start()
         # When the child is stopped inside its transaction (its rows written, locked and not
         # committed: the trigger holds the statement)
-        time.sleep(0.5)
+        assert wait_until(lambda: sleeping_in_the_database() == 1)
         os.kill(child, signal.SIGSTOP)
         importing.join(30)
         # Then the import is answered once the wait is over, run again in the request: the
@@ -218,3 +259,43 @@ def test_a_child_stopped_in_its_transaction_is_killed_and_the_import_written_onc
     assert (result.created, result.updated) == (2, 0)
     count = fetchall("SELECT count(*) FROM contact WHERE shop_id = %s", (shop.id,))
     assert count == [(2,)]
+
+
+def test_imports_queued_behind_slow_ones_do_not_get_their_child_killed(
+    writing_children, monkeypatch
+):
+    # Given imports that take 1.5 s each in the database (a trigger), children that may go
+    # 2.5 s without answering, and three shops importing at once (each waits for the others)
+    child = started_child(monkeypatch, 2.5)
+    shop_ids = [shops.create_shop(f"queued-{n}.example", "Q")[0].id for n in range(3)]
+    execute(SLOW_WRITE)
+    try:
+        # When they import
+        results = in_threads(
+            lambda n: import_in_child(
+                shop_ids[n], json.dumps({"contacts": [{"phone": SLOW_NUMBER}]})
+            ),
+            3,
+        )
+    finally:
+        execute("DROP TRIGGER slow_write ON contact; DROP FUNCTION slow_write()")
+    # Then each is written, by the same child: the last waited 4.5 s, but the child answered
+    # every 1.5 s, so it was not taken for stuck
+    assert [(result.created, result.updated) for result in results] == [(1, 0)] * 3
+    assert import_processes.run(os.getpid) == child
+
+
+def sleeping_in_the_database() -> int:
+    return fetchall(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+        " AND datname = current_database()"
+    )[0][0]
+
+
+def wait_until(condition, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
