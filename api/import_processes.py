@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -122,7 +122,7 @@ def _submit(pool: ProcessPoolExecutor, read: Callable[..., T], args: tuple) -> F
         _pending += 1
     try:
         future = pool.submit(_in_child, read, args)
-    except RuntimeError:  # shut down by another import's failure since `_the_pool`
+    except (RuntimeError, BrokenProcessPool):  # broken, or replaced, since `_the_pool`
         _answered()
         raise BrokenProcessPool("the import children were replaced") from None
     future.add_done_callback(_answered)
@@ -144,9 +144,13 @@ def _result(future: Future[T]) -> T:
             left = _progress + CHILD_WAIT_S - time.monotonic()
         if left <= 0 and not future.done():
             raise _Stalled()
-        done, _ = wait([future], timeout=max(left, 0))
-        if done:
-            return future.result()
+        try:
+            # (Not `wait()`: it takes a future cancelled with the children's queue for one
+            # still running, and a loop on it spun for ever.)
+            return future.result(timeout=max(left, 0))
+        except TimeoutError:
+            if future.done():  # the child's own TimeoutError, or answered just now
+                return future.result()
 
 
 class _Refused(Exception):

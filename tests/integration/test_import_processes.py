@@ -121,8 +121,10 @@ def test_a_child_that_does_not_answer_is_killed_and_the_import_read_in_the_reque
             f"+30691234567{n}" for n in range(4)
         ]
         assert time.monotonic() - began < 10
-        # And the stopped child is killed, and the next import gets a new one
+        # And the stopped child is killed, and the next import gets a new one (given the
+        # usual wait: a new child takes about a second to start)
         assert wait_gone(stopped)
+        monkeypatch.setattr(import_processes, "CHILD_WAIT_S", 60.0)
         assert import_processes.run(os.getpid) not in (stopped, os.getpid())
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -299,3 +301,14 @@ def wait_until(condition, seconds: float = 20) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def raises_timeout() -> None:
+    raise TimeoutError("the child's own")
+
+
+def test_a_timeout_raised_in_the_child_is_its_error_not_a_stuck_child(children):
+    child = import_processes.run(os.getpid)
+    with pytest.raises(TimeoutError, match="the child's own"):
+        import_processes.run(raises_timeout)
+    assert import_processes.run(os.getpid) == child
