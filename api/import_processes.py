@@ -7,8 +7,8 @@ rows they answer, the erased numbers' digests). In the web process that time hol
 which every other request of the process needs back at each PostgreSQL or Redis answer, and
 which a thread keeps while the kernel has it waiting for a core. With one web process, another
 shop's requests beside one shop's imports took 21-22 ms at the median against 6.5 ms alone;
-with the reading in a child, 5.8 ms at the median but 26-48 ms at the 99th percentile; with the
-writing there too, 15-18 ms (bench/RESULTS.md, "An import written by its child"). In a child
+with the reading in a child, 5.8 ms at the median but 26-56 ms at the 99th percentile; with the
+writing there too, 14-22 ms (bench/RESULTS.md, "An import written by its child"). In a child
 process, at a lower priority, an import competes for a core, which the kernel shares out by
 priority, instead of for the GIL.
 

@@ -87,6 +87,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "imports-inline": {"IMPORT_PROCESSES": "0"},
     "before-session-20": {"IMPORT_PROCESSES": "0", "WEB_SWITCH_INTERVAL_US": "1000"},
     "heavy-cap-2": {"API_SHOP_HEAVY_CONCURRENCY": "2"},
+    "cap-2": {"API_SHOP_CONCURRENCY": "2"},
     # The refusal hold (api/workers.py) off; the defaults above have it on (1 s).
     "no-hold": {"API_REFUSAL_HOLD_MS": "0"},
     # The defaults of the code at `--baseline-tree`.
