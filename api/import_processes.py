@@ -21,10 +21,11 @@ A child that dies (killed, out of memory) costs nothing but time: that import ru
 the request's thread and the next one starts a new child. An import is written in one
 transaction and writing it again changes nothing (an upsert; each consent logged once), so a
 child killed after its commit leaves the import written once, the request's run answering its
-new contacts as updated. Children that answer nothing for `CHILD_WAIT_S` while an import waits
-are killed, which rolls back what they had not committed, and the import runs in the request;
-a child whose web process is killed exits. A child is started at the first import (about a
-second here), not at the web process's start.
+new contacts as updated. A child that does not answer an import within `CHILD_WAIT_S` of taking
+it, or children that answer nothing for that long while an import waits its turn, are killed
+(all of the web process's: which one is stuck is not known), which rolls back what they had not
+committed, and the import runs in the request; a child whose web process is killed exits. A
+child is started at the first import (about a second here), not at the web process's start.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import falcon
@@ -51,12 +53,12 @@ log = logging.getLogger("astronote.imports")
 
 # Added to the child's niceness: the web's own requests win a core from an import.
 NICENESS = 10
-# How long the children may go without answering anything while an import waits, before they
-# are killed and the import runs in the request: a child stopped (SIGSTOP, a debugger) held
-# every importing thread of its web process until it was continued (a probe). Counted from the
-# children's last answer, not from each import's submission: imports queued behind others (an
-# import that waits for a shop's erasure waits up to 2 s) are no sign of a stuck child. An
-# import of 10,000 rows takes about 1 s.
+# How long an import's child may take with it, and how long the children may go without
+# answering anything while it waits its turn, before they are killed and the import runs in the
+# request: a child stopped (SIGSTOP, a debugger) held every importing thread of its web process
+# until it was continued (a probe). Not counted from each import's submission: imports queued
+# behind others (an import that waits for a shop's erasure waits up to 2 s) are no sign of a
+# stuck child. An import of 10,000 rows takes about 1 s.
 CHILD_WAIT_S = 60.0
 
 T = TypeVar("T")
@@ -105,20 +107,36 @@ def run(read: Callable[..., T], *args: Any) -> T:
 
 
 class _Stalled(Exception):
-    """The children answered nothing for CHILD_WAIT_S while an import waited."""
+    """The children answered nothing for CHILD_WAIT_S while an import waited, or the child
+    that took it did not answer it in that time."""
 
 
-# Imports given to the children and not answered yet, and when the children last showed
-# progress: an answer, or work given to them when they had none.
+# Imports given to the children and not answered yet, how many the children have answered,
+# and when they last showed progress: an answer, or work given to them when they had none.
 _pending = 0
+_answers = 0
 _progress = 0.0
 
 
-def _submit(pool: ProcessPoolExecutor, read: Callable[..., T], args: tuple) -> Future[T]:
+@dataclass(frozen=True)
+class _Import:
+    """An import given to the children. `ahead`: how many answers (`_answers` past
+    `answers_then`) must come before a child has surely taken it: the imports not answered
+    when it was given, but one per child (the children take them in order)."""
+
+    future: Future
+    submitted: float
+    ahead: int
+    answers_then: int
+
+
+def _submit(pool: ProcessPoolExecutor, read: Callable[..., T], args: tuple) -> _Import:
     global _pending, _progress
     with _lock:
+        now = time.monotonic()
         if not _pending:
-            _progress = time.monotonic()
+            _progress = now
+        ahead, answers_then = max(0, _pending - _processes + 1), _answers
         _pending += 1
     try:
         future = pool.submit(_in_child, read, args)
@@ -126,22 +144,33 @@ def _submit(pool: ProcessPoolExecutor, read: Callable[..., T], args: tuple) -> F
         _answered()
         raise BrokenProcessPool("the import children were replaced") from None
     future.add_done_callback(_answered)
-    return future
+    return _Import(future, now, ahead, answers_then)
 
 
 def _answered(future: Future | None = None) -> None:
-    global _pending, _progress
+    global _pending, _answers, _progress
     with _lock:
         _pending -= 1
+        _answers += 1
         _progress = time.monotonic()
 
 
-def _result(future: Future[T]) -> T:
-    """The import's answer, waited for as long as the children answer something at least
-    every CHILD_WAIT_S (else `_Stalled`)."""
+def _result(item: _Import) -> Any:
+    """The import's answer, waited for while its children answer something at least every
+    CHILD_WAIT_S and, once one of them has taken it, for at most CHILD_WAIT_S after (one
+    child stopped with it while its siblings answer others: the probe's import waited 80 s,
+    until continued); else `_Stalled`."""
+    future = item.future
+    taken_at = item.submitted if not item.ahead else None
     while True:
         with _lock:
-            left = _progress + CHILD_WAIT_S - time.monotonic()
+            now = time.monotonic()
+            if taken_at is None and _answers - item.answers_then >= item.ahead:
+                taken_at = _progress  # (when it was taken, or later: the later, the more time)
+            deadline = _progress + CHILD_WAIT_S
+            if taken_at is not None:
+                deadline = min(deadline, taken_at + CHILD_WAIT_S)
+        left = deadline - now
         if left <= 0 and not future.done():
             raise _Stalled()
         try:

@@ -312,3 +312,51 @@ def test_a_timeout_raised_in_the_child_is_its_error_not_a_stuck_child(children):
     with pytest.raises(TimeoutError, match="the child's own"):
         import_processes.run(raises_timeout)
     assert import_processes.run(os.getpid) == child
+
+
+def pid_after(noted: str, seconds: float) -> int:
+    """In a child: its pid, written to `noted` at once and answered after `seconds`."""
+    Path(noted).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_child_stopped_with_an_import_while_its_sibling_answers_others_is_killed(
+    monkeypatch, tmp_path
+):
+    # Given two children, both started, and a short wait for them
+    import_processes.configure(2)
+    try:
+        noted = tmp_path / "pid"
+        first = in_threads(lambda n: import_processes.run(pid_after, str(noted), 0.5), 2)
+        assert len(set(first)) == 2 and os.getpid() not in first
+        monkeypatch.setattr(import_processes, "CHILD_WAIT_S", 2.0)
+        # When one child takes an import and is stopped, while the other answers imports of
+        # other shops every 0.1 s
+        slow: list = []
+        importing = threading.Thread(
+            target=lambda: slow.append(import_processes.run(pid_after, str(noted), 1.0))
+        )
+        noted.unlink()
+        importing.start()
+        assert wait_until(noted.exists)
+        stopped = int(noted.read_text())
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            began, answered = time.monotonic(), 0
+            while importing.is_alive() and time.monotonic() - began < 10:
+                import_processes.run(os.getpid)
+                answered += 1
+                time.sleep(0.1)
+            # Then the stopped child's import is answered once its wait is over (run in the
+            # request), though the children answered meanwhile
+            assert not importing.is_alive(), f"still waiting after {answered} other answers"
+            assert slow == [os.getpid()]
+            assert wait_gone(stopped)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGCONT)
+            importing.join(10)
+    finally:
+        import_processes.shutdown()
+        import_processes.configure(0)
