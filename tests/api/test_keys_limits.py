@@ -430,3 +430,26 @@ def test_a_key_stored_by_the_bare_media_type_before_the_deploy_is_still_replayed
     again = client.simulate_post(target, headers={**auth(key), "Idempotency-Key": "old"})
     assert again.status_code == 202 and again.json == {"was": 1}
     assert again.headers.get("idempotent-replayed") == "true"
+
+
+def test_refused_connections_are_held_for_between_half_the_hold_and_all_of_it(
+    settings, redis_client, db, monkeypatch
+):
+    # Given a rate of 1 request a second and a hold of 1 s, the holds asked for recorded
+    from api import middleware
+
+    holds: list[float] = []
+    monkeypatch.setattr(middleware, "hold_connection", holds.append)
+    app = create_app(
+        dataclasses.replace(settings, api_rate_limit="1/second", api_refusal_hold_ms=1000),
+        redis_client,
+    )
+    client = CheckedClient(app)
+    _, key = create_shop(client, "held.example")
+    # When the shop is refused 40 times
+    while len(holds) < 40:
+        client.simulate_get("/credits", headers=auth(key))
+    # Then each refusal's connection is held between 0.5 and 1 s, not all alike: refusals that
+    # come together do not come back together
+    assert all(0.5 <= hold <= 1.0 for hold in holds), holds
+    assert max(holds) - min(holds) > 0.2, holds

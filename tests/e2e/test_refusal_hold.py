@@ -56,11 +56,11 @@ def test_a_client_ignoring_retry_after_waits_out_its_refusals(make_stack, db):
     other.join()
 
     # Then A was served (at least its first second's 5) and refused a handful of times, not
-    # hundreds: each request after a 429 waited about the hold before it was read, and was
-    # answered
+    # hundreds: each request after a 429 waited at least half the hold before it was read (a
+    # hold is between half of it and all of it, at random), and was answered
     assert answers[200] >= 5, answers
     assert 1 <= answers[429] <= 8, answers
-    assert answers["after_429_s"] and min(answers["after_429_s"]) >= 0.7, answers
+    assert answers["after_429_s"] and min(answers["after_429_s"]) >= 0.45, answers
     # And B, asking meanwhile from another connection, was answered at once every time
     assert [status for status, _ in seen_b] == [200] * 10
     # (well under the 1 s hold: a loaded CI machine may add a few hundred ms)
