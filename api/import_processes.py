@@ -100,7 +100,8 @@ def run(read: Callable[..., T], *args: Any) -> T:
     except _Stalled:
         _discard(pool, kill=True)
         log.warning(
-            "the import children answered nothing in %s s; running this import in the request",
+            "an import's child did not answer in %s s (stopped or stuck); running this import"
+            " in the request",
             CHILD_WAIT_S,
         )
         return read(*args)
@@ -133,18 +134,19 @@ class _Import:
 def _submit(pool: ProcessPoolExecutor, read: Callable[..., T], args: tuple) -> _Import:
     global _pending, _progress
     with _lock:
+        # Counted and given in one step, so that the imports ahead of it are those given
+        # before it. (The executor calls no callback of ours under its own lock.)
         now = time.monotonic()
+        try:
+            future = pool.submit(_in_child, read, args)
+        except (RuntimeError, BrokenProcessPool):  # broken, or replaced, since `_the_pool`
+            raise BrokenProcessPool("the import children were replaced") from None
         if not _pending:
             _progress = now
-        ahead, answers_then = max(0, _pending - _processes + 1), _answers
+        item = _Import(future, now, max(0, _pending - _processes + 1), _answers)
         _pending += 1
-    try:
-        future = pool.submit(_in_child, read, args)
-    except (RuntimeError, BrokenProcessPool):  # broken, or replaced, since `_the_pool`
-        _answered()
-        raise BrokenProcessPool("the import children were replaced") from None
     future.add_done_callback(_answered)
-    return _Import(future, now, ahead, answers_then)
+    return item
 
 
 def _answered(future: Future | None = None) -> None:
@@ -175,8 +177,9 @@ def _result(item: _Import) -> Any:
             raise _Stalled()
         try:
             # (Not `wait()`: it takes a future cancelled with the children's queue for one
-            # still running, and a loop on it spun for ever.)
-            return future.result(timeout=max(left, 0))
+            # still running, and a loop on it spun for ever.) A second at most: when a child
+            # takes it is seen within a second.
+            return future.result(timeout=min(max(left, 0), 1.0))
         except TimeoutError:
             if future.done():  # the child's own TimeoutError, or answered just now
                 return future.result()

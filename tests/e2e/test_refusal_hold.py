@@ -60,7 +60,7 @@ def test_a_client_ignoring_retry_after_waits_out_its_refusals(make_stack, db):
     # hold is between half of it and all of it, at random), and was answered
     assert answers[200] >= 5, answers
     assert 1 <= answers[429] <= 8, answers
-    assert answers["after_429_s"] and min(answers["after_429_s"]) >= 0.45, answers
+    assert answers["after_429_s"] and min(answers["after_429_s"]) >= 0.35, answers
     # And B, asking meanwhile from another connection, was answered at once every time
     assert [status for status, _ in seen_b] == [200] * 10
     # (well under the 1 s hold: a loaded CI machine may add a few hundred ms)

@@ -315,8 +315,10 @@ def test_a_timeout_raised_in_the_child_is_its_error_not_a_stuck_child(children):
 
 
 def pid_after(noted: str, seconds: float) -> int:
-    """In a child: its pid, written to `noted` at once and answered after `seconds`."""
-    Path(noted).write_text(str(os.getpid()))
+    """In a child: its pid, written to `noted` at once (whole: renamed into place) and
+    answered after `seconds`."""
+    Path(f"{noted}.{os.getpid()}").write_text(str(os.getpid()))
+    os.replace(f"{noted}.{os.getpid()}", noted)
     time.sleep(seconds)
     return os.getpid()
 
@@ -328,14 +330,15 @@ def test_a_child_stopped_with_an_import_while_its_sibling_answers_others_is_kill
     import_processes.configure(2)
     try:
         noted = tmp_path / "pid"
-        first = in_threads(lambda n: import_processes.run(pid_after, str(noted), 0.5), 2)
+        # (each busy long enough for the other to start: a second or so)
+        first = in_threads(lambda n: import_processes.run(pid_after, str(noted), 2.5), 2)
         assert len(set(first)) == 2 and os.getpid() not in first
         monkeypatch.setattr(import_processes, "CHILD_WAIT_S", 2.0)
         # When one child takes an import and is stopped, while the other answers imports of
         # other shops every 0.1 s
         slow: list = []
         importing = threading.Thread(
-            target=lambda: slow.append(import_processes.run(pid_after, str(noted), 1.0))
+            target=lambda: slow.append(import_processes.run(pid_after, str(noted), 3.0))
         )
         noted.unlink()
         importing.start()
@@ -344,7 +347,7 @@ def test_a_child_stopped_with_an_import_while_its_sibling_answers_others_is_kill
         os.kill(stopped, signal.SIGSTOP)
         try:
             began, answered = time.monotonic(), 0
-            while importing.is_alive() and time.monotonic() - began < 10:
+            while importing.is_alive() and time.monotonic() - began < 15:
                 import_processes.run(os.getpid)
                 answered += 1
                 time.sleep(0.1)
