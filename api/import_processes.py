@@ -80,15 +80,15 @@ def configure(processes: int, settings: Settings | None = None) -> None:
         shutdown(wait=False)  # children started with other settings (tests)
 
 
-def run(read: Callable[..., T], *args: Any) -> T:
-    """`read(*args)` in a child process (or here, see `configure`): its value, or what it
-    raised. `read` and its arguments must be picklable (a module's function, plain data), and
+def run(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` in a child process (or here, see `configure`): its value, or what it
+    raised. `call` and its arguments must be picklable (a module's function, plain data), and
     running it twice must do what running it once does (see the module's docstring)."""
     if not _processes:
-        return read(*args)
+        return call(*args)
     pool = _the_pool()
     try:
-        return _result(_submit(pool, read, args))
+        return _result(_submit(pool, call, args))
     except _Refused as refused:
         status, title, description = refused.args
         raise falcon.HTTPError(status, title=title, description=description) from None
@@ -96,7 +96,7 @@ def run(read: Callable[..., T], *args: Any) -> T:
         # Its child died, or another import's discarded the children with this one queued.
         _discard(pool)
         log.warning("an import's child process died; running this import in the request")
-        return read(*args)
+        return call(*args)
     except _Stalled:
         _discard(pool, kill=True)
         log.warning(
@@ -104,7 +104,7 @@ def run(read: Callable[..., T], *args: Any) -> T:
             " in the request",
             CHILD_WAIT_S,
         )
-        return read(*args)
+        return call(*args)
 
 
 class _Stalled(Exception):
@@ -131,14 +131,14 @@ class _Import:
     answers_then: int
 
 
-def _submit(pool: ProcessPoolExecutor, read: Callable[..., T], args: tuple) -> _Import:
+def _submit(pool: ProcessPoolExecutor, call: Callable[..., T], args: tuple) -> _Import:
     global _pending, _progress
     with _lock:
         # Counted and given in one step, so that the imports ahead of it are those given
         # before it. (The executor calls no callback of ours under its own lock.)
         now = time.monotonic()
         try:
-            future = pool.submit(_in_child, read, args)
+            future = pool.submit(_in_child, call, args)
         except (RuntimeError, BrokenProcessPool):  # broken, or replaced, since `_the_pool`
             raise BrokenProcessPool("the import children were replaced") from None
         if not _pending:
@@ -149,7 +149,7 @@ def _submit(pool: ProcessPoolExecutor, read: Callable[..., T], args: tuple) -> _
     return item
 
 
-def _answered(future: Future | None = None) -> None:
+def _answered(_future: Future) -> None:
     global _pending, _answers, _progress
     with _lock:
         _pending -= 1
@@ -190,9 +190,9 @@ class _Refused(Exception):
     pickling (falcon's errors take them as keywords), these arguments do."""
 
 
-def _in_child(read: Callable[..., T], args: tuple) -> T:
+def _in_child(call: Callable[..., T], args: tuple) -> T:
     try:
-        return read(*args)
+        return call(*args)
     except falcon.HTTPError as error:
         raise _Refused(error.status, error.title, error.description) from None
     finally:
