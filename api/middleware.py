@@ -123,12 +123,13 @@ class Authentication:
         if admission.refused and admission.shop_id is not None:
             self._discard(req, admission.shop_id)
         if admission.refused:
-            # Its next request on this connection waits out (part of) its Retry-After: for
-            # between half of the hold and all of it, at random. A shop's refusals come in
-            # bursts (its threads refused together when it reaches its limit); held alike, they
-            # came back together a second later, took both cores for 50-90 ms, were refused
-            # together again, and so on: another shop's slowest requests were the ones that
-            # fell into those bursts (bench/RESULTS.md, "A shop's refusals in step").
+            # The 429 is written only after (part of) its Retry-After, the connection unread
+            # meanwhile (`api/workers.py`): for between half of the hold and all of it, at
+            # random. A shop's refusals come in bursts (its threads refused together when it
+            # reaches its limit); held alike, they came back together a second later, took
+            # both cores for 50-90 ms, were refused together again, and so on: another shop's
+            # slowest requests were the ones that fell into those bursts (bench/RESULTS.md,
+            # "A shop's refusals in step").
             hold_connection(
                 min(self.refusal_hold_s, admission.retry_after) * random.uniform(0.5, 1.0)
             )

@@ -12,13 +12,16 @@ Knowing each request's wait lets the delivery-report webhook answer a stale one 
 A shop that ignores `Retry-After` asks again the moment it is refused: refusals are cheap
 (one Redis round trip) but each still costs parsing, a thread and an answer, and a client
 with many threads turns that into hundreds of refusals a second on the cores another shop's
-requests need. After a 429 (`hold_connection`), the connection goes back to the poller only
-when the hold is over (or is closed only then), so the client's next request on it waits
-there; no thread waits, and the socket's buffer holds the request. This is the tarpit a front
-proxy's per-client rate limit would give (nginx's `limit_req` with `delay`). A client opening
-a new connection per request is slowed only while it keeps sending a refused body (each
-refusal is still one Redis round trip and no database work); held connections are capped at a
-quarter of `worker_connections`, so that they never stop the process accepting others.
+requests need. A 429 (`hold_connection`) is therefore answered only when its hold is over: the
+thread hands its answer over unwritten (`HeldAnswer`), and the connection waits with it, off
+the poller, until the hold is over; then the answer is written and the connection goes back to
+the poller (or is closed). No thread waits. A client waits for its refusal whether it asks
+again on the same connection or opens a new one per request (`requests.get`, `curl` in a
+loop): holding only the connection after an answer sent at once slowed the first kind and not
+the second, which was refused 400 times a second (`bench/RESULTS.md`, "A connection per
+request"). This is the tarpit a front proxy's per-client rate limit would give (nginx's
+`limit_req` with `delay`). Held connections are capped at a quarter of `worker_connections`,
+so that they never stop the process accepting others; past that a 429 is answered at once.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class TimedThreadWorker(ThreadWorker):
         # name in this worker process is enough (gunicorn has no hook for it).
         gunicorn_util.write_error = write_error
         # In the worker process, before gunicorn's loop starts (init_process runs it).
-        self._held: list[tuple[float, int, Any, Any]] = []
+        self._held: list[tuple[float, int, Any, Any, HeldAnswer | None]] = []
         self._held_order = itertools.count()
         self._held_changed = threading.Condition()
         threading.Thread(target=self._release_held, name="refusal-hold", daemon=True).start()
@@ -79,8 +82,13 @@ class TimedThreadWorker(ThreadWorker):
             # request that asked for the close (`close_connection`) has its response told to.
             _current.close = False
             result = application(environ, start_response)
-            if _current.close and hasattr(start_response, "__self__"):
-                start_response.__self__.force_close()  # gunicorn's Response
+            response = getattr(start_response, "__self__", None)  # gunicorn's Response
+            if _current.close and response is not None:
+                response.force_close()
+            if getattr(_current, "hold_s", 0) > 0 and response is not None:
+                # Nothing is written yet (gunicorn writes as it iterates the result): the
+                # answer is kept, and written when the hold is over (`finish_request`).
+                _current.answer = response.sock = HeldAnswer(response.sock)
             return result
 
         self.wsgi = closing
@@ -93,38 +101,55 @@ class TimedThreadWorker(ThreadWorker):
     def handle_request(self, req: Any, conn: Any) -> Any:
         _current.queued_at = getattr(conn, "astronote_queued_at", None)
         _current.hold_s = 0.0
+        _current.answer = None
         try:
             return super().handle_request(req, conn)
         finally:
             if _current.hold_s > 0:
                 conn.astronote_hold_until = time.monotonic() + _current.hold_s
+            conn.astronote_answer = _current.answer
             _current.queued_at = None
             _current.hold_s = 0.0
+            _current.answer = None
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         """On the main thread, when a request is done: a connection answered 429 is held
-        until its hold is over, then handed to gunicorn's own path as if the request had
-        just finished: back to the poller if kept alive, else closed. A closed one is held
-        too: a refused import's connection is closed with its body unread (gunicorn drains
-        64 KiB at most), and its client, still sending, would otherwise reconnect and send the
-        next megabyte at once; held, it waits on its full socket buffer."""
+        until its hold is over, then its answer is written and the connection handed to
+        gunicorn's own path as if the request had just finished: back to the poller if kept
+        alive, else closed. A closed one is held too: a refused import's connection is closed
+        with its body unread (gunicorn drains 64 KiB at most), and its client, still sending,
+        waits on its full socket buffer meanwhile."""
         until = getattr(conn, "astronote_hold_until", 0.0)
-        conn.astronote_hold_until = 0.0
+        answer = getattr(conn, "astronote_answer", None)
+        conn.astronote_hold_until, conn.astronote_answer = 0.0, None
         if (
             until > time.monotonic()
             and self.alive
             # Held connections still count against `worker_connections`, past which gunicorn
-            # stops accepting: beyond a quarter of it, refusals are not held.
+            # stops accepting: beyond a quarter of it, refusals are answered at once.
             and len(self._held) < self.worker_connections // HELD_SHARE
             and not fs.cancelled()
             and fs.exception() is None
             and isinstance(fs.result(), bool)  # not gunicorn's "deferred, no data yet"
         ):
             with self._held_changed:
-                heapq.heappush(self._held, (until, next(self._held_order), conn, fs))
+                heapq.heappush(self._held, (until, next(self._held_order), conn, fs, answer))
                 self._held_changed.notify()
             return
-        super().finish_request(conn, fs)
+        self._answer_and_finish(conn, fs, answer)
+
+    def _answer_and_finish(self, conn: Any, fs: Any, answer: HeldAnswer | None) -> None:
+        """On the main thread: write a held answer, then gunicorn's own end of the request. A
+        client that cannot take the few hundred bytes of a 429 at once (its socket's buffer
+        full, or gone) has its connection closed, as gunicorn closes a failed one."""
+        if answer is not None and answer.data:
+            try:
+                gunicorn_util.write_nonblock(conn.sock, bytes(answer.data))
+            except OSError:
+                self.nr_conns -= 1
+                conn.close()
+                return
+        ThreadWorker.finish_request(self, conn, fs)
 
     def _release_held(self) -> None:
         """One thread per process: hands each held connection back to the main loop (through
@@ -134,11 +159,31 @@ class TimedThreadWorker(ThreadWorker):
                 while not self._held or self._held[0][0] > time.monotonic():
                     wait = self._held[0][0] - time.monotonic() if self._held else None
                     self._held_changed.wait(wait)
-                _, _, conn, fs = heapq.heappop(self._held)
+                _, _, conn, fs, answer = heapq.heappop(self._held)
             try:
-                self.method_queue.defer(ThreadWorker.finish_request, self, conn, fs)
+                self.method_queue.defer(self._answer_and_finish, conn, fs, answer)
             except Exception:  # noqa: BLE001 - the others must still be released
                 self.log.exception("a held connection could not be released")
+
+
+class HeldAnswer:
+    """Stands for a refused request's socket while gunicorn writes the answer: the bytes are
+    kept, to be written when the request's hold is over. Anything but writing goes to the
+    socket."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.data = bytearray()
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> None:
+        file.seek(offset)
+        self.data += file.read() if count is None else file.read(count)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
 def queued_for(now: float) -> float:
@@ -156,7 +201,7 @@ def close_connection() -> None:
 
 
 def hold_connection(seconds: float) -> None:
-    """Leave this request's connection unread for `seconds` after its answer (a 429: see the
-    module's docstring). Nothing outside this worker (the tests' in-process app)."""
+    """Answer this request (a 429) only in `seconds`, its connection left unread until then
+    (see the module's docstring). Nothing outside this worker (the tests' in-process app)."""
     if hasattr(_current, "hold_s"):
         _current.hold_s = max(_current.hold_s, seconds)

@@ -17,6 +17,8 @@ second (as a dashboard would). Shop A's threads send, as fast as they can and ig
 `Retry-After` (in a process of its own at `--hammer-nice`, see `hammer_process`):
 
 - `light`: `--hammer-threads` threads of `GET /campaigns?limit=100` (a page of 100 campaigns);
+- `light-new`: the same with a new connection per request (`Connection: close`), as a client
+  without a pool of kept-alive connections (`requests.get`, `curl` in a loop) sends them;
 - `heavy`: `--importers` threads of `POST /contacts` of 10,000 rows with consent (1 MB, the
   largest import allowed): a shop running several import scripts at once;
 - `mix`: `--importers` threads of imports and the rest of `--hammer-threads` light;
@@ -200,8 +202,14 @@ class Hammer:
         self.retry_after: set[str] = set()
         self.refusals: set[str] = set()
 
-    def run(self, kind: str, thread: int) -> None:
+    def connect(self, kind: str) -> requests.Session:
         client = session(self.key)
+        if kind == "light-new":  # a connection per request, as `requests.get` or `curl` does
+            client.headers["Connection"] = "close"
+        return client
+
+    def run(self, kind: str, thread: int) -> None:
+        client = self.connect(kind)
         body = import_body(thread) if kind == "heavy" else b""
         while not self.stop.is_set():
             if kind == "fresh":
@@ -221,7 +229,7 @@ class Hammer:
             except requests.ConnectionError:  # counted as status 0: the answer never came
                 with self.lock:
                     self.counts[(kind, 0)] = self.counts.get((kind, 0), 0) + 1
-                client = session(self.key)
+                client = self.connect(kind)
                 continue
             with self.lock:
                 self.counts[(kind, answer.status_code)] = (
@@ -253,9 +261,11 @@ class Hammer:
 
 def load_kinds(load: str, threads: int, importers: int) -> list[str]:
     """Shop A's threads: `threads` of light requests, `importers` of imports (a shop running
-    several import scripts at once), both (`mix`), or `threads` of imports (`flood`)."""
+    several import scripts at once), both (`mix`), or `threads` of imports (`flood`); `light-new`
+    as `light`, a connection per request."""
     return {
         "light": ["light"] * threads,
+        "light-new": ["light-new"] * threads,
         "heavy": ["heavy"] * importers,
         "mix": ["light"] * (threads - importers) + ["heavy"] * importers,
         "flood": ["heavy"] * threads,

@@ -31,20 +31,28 @@ sys.path.insert(0, str(ROOT))
 from bench import api_fairness as fairness  # noqa: E402
 
 
-def hammer(web: str, key: str, threads: int, pipe) -> None:
-    """Shop A: each request's (start, end, status), sent back when told to stop."""
+def hammer(web: str, key: str, threads: int, new_connections: bool, pipe) -> None:
+    """Shop A: each request's (start, end, status), sent back when told to stop. With
+    `new_connections`, a connection per request (`Connection: close`), as a client without a
+    pool of kept-alive connections sends them."""
     os.nice(10)
     stop, lock = threading.Event(), threading.Lock()
     events: list[tuple[float, float, int]] = []
 
-    def run() -> None:
+    def connect() -> requests.Session:
         client = fairness.session(key)
+        if new_connections:
+            client.headers["Connection"] = "close"
+        return client
+
+    def run() -> None:
+        client = connect()
         while not stop.is_set():
             began = time.time()
             try:
                 status = client.get(f"{web}/campaigns?limit=100", timeout=60).status_code
             except requests.ConnectionError:
-                status, client = 0, fairness.session(key)
+                status, client = 0, connect()
             with lock:
                 events.append((began, time.time(), status))
 
@@ -62,6 +70,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--threads", type=int, default=24)
+    parser.add_argument(
+        "--new-connections", action="store_true", help="shop A opens a connection per request"
+    )
     args = parser.parse_args()
     fairness.reset()
     stack = fairness.start("after")
@@ -75,7 +86,7 @@ def main() -> int:
             hammering.post(f"{stack.web}/campaigns", json={"name": f"a{n}", "text": "Hello"})
         ours, theirs = multiprocessing.Pipe()
         process = multiprocessing.get_context("fork").Process(
-            target=hammer, args=(stack.web, key_a, args.threads, theirs)
+            target=hammer, args=(stack.web, key_a, args.threads, args.new_connections, theirs)
         )
         process.start()
         time.sleep(1.0)
