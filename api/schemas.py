@@ -497,18 +497,51 @@ def _refuse_oversized_lists(document: Any, schema: dict[str, Any]) -> None:
             raise _too_many(name, limit, len(value))
 
 
+def _id_lists_checked(document: Any, schema: dict[str, Any]) -> Any:
+    """`document` with each top-level list of ids (items `_ID`: a campaign's `contact_ids`)
+    checked here and left to the validator as its first item only, or `document` itself. The
+    validator takes 7 us an item: a 5 MiB body's 600,000 ids held a web process's GIL for 5 s,
+    as often as a shop cared to send them. Here, one comparison an item; an item failing it
+    (a string, a float, 0) is checked by the validator alone, and named with its index."""
+    if not isinstance(document, dict):
+        return document
+    checked = None
+    for name, rules in schema.get("properties", {}).items():
+        value = document.get(name)
+        if (
+            rules.get("items") is not _ID
+            or rules.get("minItems", 0) > 1
+            or not isinstance(value, list)
+            or len(value) < 2
+        ):
+            continue
+        for index, item in enumerate(value):
+            if type(item) is int and 0 < item <= _ID["maximum"]:
+                continue
+            error = next(_validator(id(_ID), _ID).iter_errors(item), None)
+            if error is not None:  # else an integer as a float, `1.0`: the validator takes it
+                raise InvalidInput(
+                    f"{name}.{index}: {_shortened(error.message)}", f"{name}.{index}"
+                )
+        checked = dict(checked or document)
+        checked[name] = value[:1]
+    return document if checked is None else checked
+
+
 def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> Any:
     """Return `document` if it matches `schema`, else raise InvalidInput naming the field.
     `rows` names a top-level list whose items are checked one by one (`row_problem`) by the
     caller, not here."""
     _refuse_oversized_lists(document, schema)
     validator = _validator(id(schema), schema)
-    error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.path))), None)
+    standing_in = _id_lists_checked(document, schema)
+    error = next(iter(sorted(validator.iter_errors(standing_in), key=lambda e: list(e.path))), None)
     if error is None:
         if rows is not None:
-            _storable({key: value for key, value in document.items() if key != rows})
+            _storable({key: value for key, value in standing_in.items() if key != rows})
             return document
-        return _storable(document)
+        _storable(standing_in)
+        return document
     if error.context:  # oneOf: report the deepest (most specific) branch error
         error = max(error.context, key=lambda e: len(list(e.path)))
     # A branch error's `path` is relative to the oneOf's value: `absolute_path` names the
@@ -524,9 +557,12 @@ def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> 
         raise InvalidInput(f"{field!r} is required", field)
     if error.validator == "maxItems":
         raise _too_many(path or "body", error.validator_value, len(error.instance))
+    raise InvalidInput(f"{path or 'body'}: {_shortened(error.message)}", path or "body")
+
+
+def _shortened(message: str) -> str:
     # The message quotes the offending value: a 5 MiB string is not worth echoing back whole.
-    message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
-    raise InvalidInput(f"{path or 'body'}: {message}", path or "body")
+    return message if len(message) <= 300 else message[:300] + "..."
 
 
 _TYPE_NAMES = {

@@ -23,6 +23,8 @@ second (as a dashboard would). Shop A's threads send, as fast as they can and ig
   largest import allowed): a shop running several import scripts at once;
 - `mix`: `--importers` threads of imports and the rest of `--hammer-threads` light;
 - `flood`: `--hammer-threads` threads of imports: mostly refused 1 MB bodies;
+- `ids`: `--importers` threads of `POST /campaigns` to 500,000 contact ids (4.5 MB) none of
+  which is the shop's (422), as a shop could send them;
 - `fresh`: `--importers` threads of imports of numbers never imported before, new ones each
   request (every row an insert: `heavy` updates its own numbers again after its first phase).
 
@@ -185,6 +187,18 @@ def numbers_body(first: int) -> bytes:
     return json.dumps({"contacts": rows}).encode()
 
 
+def ids_body(thread: int) -> bytes:
+    """A campaign to `IDS` contact ids (4.5 MB, under the 5 MiB cap), none of them the shop's:
+    answered 422 naming them, after the body is read, checked and the ids looked up."""
+    first = 2_000_000 + thread * IDS
+    return json.dumps(
+        {"name": "ids", "text": "Hi", "contact_ids": list(range(first, first + IDS))}
+    ).encode()
+
+
+IDS = 500_000
+
+
 # `fresh` imports: blocks of numbers never imported before, from a random place (numbers above
 # the `heavy` threads' own), one block per request.
 FRESH_BLOCKS = itertools.count(random.randrange(100, 9_000))
@@ -210,7 +224,7 @@ class Hammer:
 
     def run(self, kind: str, thread: int) -> None:
         client = self.connect(kind)
-        body = import_body(thread) if kind == "heavy" else b""
+        body = {"heavy": import_body, "ids": ids_body}.get(kind, lambda _: b"")(thread)
         while not self.stop.is_set():
             if kind == "fresh":
                 with self.lock:
@@ -220,6 +234,13 @@ class Hammer:
                 if kind in ("heavy", "fresh"):
                     answer = client.post(
                         f"{self.web}/contacts",
+                        data=body,
+                        headers={"Content-Type": "application/json"},
+                        timeout=60,
+                    )
+                elif kind == "ids":
+                    answer = client.post(
+                        f"{self.web}/campaigns",
                         data=body,
                         headers={"Content-Type": "application/json"},
                         timeout=60,
@@ -270,6 +291,7 @@ def load_kinds(load: str, threads: int, importers: int) -> list[str]:
         "mix": ["light"] * (threads - importers) + ["heavy"] * importers,
         "flood": ["heavy"] * threads,
         "fresh": ["fresh"] * importers,
+        "ids": ["ids"] * importers,
     }[load]
 
 

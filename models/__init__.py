@@ -12,6 +12,7 @@ import peewee as pw
 from playhouse.postgres_ext import ArrayField, BinaryJSONField, DateTimeTZField
 
 from models.database import db
+from models.expressions import IdArrayField
 
 
 class Base(pw.Model):
@@ -72,7 +73,7 @@ class Campaign(Base):
     shop = pw.ForeignKeyField(Shop)
     name = pw.TextField()
     text = pw.TextField()
-    contact_ids = ArrayField(pw.BigIntegerField, null=True, index=False)
+    contact_ids = IdArrayField(null=True, index=False)
     append_unsubscribe = pw.BooleanField(default=True)
     status = pw.TextField(default="draft")
     status_reason = pw.TextField(null=True)

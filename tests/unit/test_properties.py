@@ -435,3 +435,50 @@ def test_the_delivery_report_parser_gives_reports_or_invalid_input(document: obj
         assert report["deliveryStatus"] in DELIVERY_STATUSES
         moment = report.get("timestamp")
         assert moment is None or moment.utcoffset() == timedelta(0)
+
+
+# A campaign's contact ids: mostly ids, now and then anything JSON can hold in their place.
+NOT_AN_ID = st.one_of(
+    st.integers(max_value=0),
+    st.integers(min_value=2**63),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+)
+CONTACT_IDS = st.lists(
+    st.one_of(st.integers(min_value=1, max_value=2**63 - 1), NOT_AN_ID), min_size=2, max_size=40
+) | st.lists(st.integers(min_value=1, max_value=2**63 - 1), min_size=2, max_size=40)
+
+
+@BOUNDED
+@given(CONTACT_IDS)
+@example([1, 2, "3"])
+@example([1, 2.0, 3])
+@example([5, 0])
+def test_a_list_of_ids_is_judged_as_the_validator_judges_it_item_by_item(ids):
+    # Given a campaign's body whose contact ids may hold anything in place of an id (the ids
+    # are checked one comparison an item, the validator seeing the first only: 600,000 ids
+    # took it 5 s); compared with the validator walking every item (the check turned off)
+    from unittest import mock
+
+    from api import schemas
+
+    document = {"name": "n", "text": "t", "contact_ids": ids}
+
+    def judged() -> tuple[str, str | None] | dict:
+        try:
+            return schemas.validate(document, schemas.CAMPAIGN_CREATE)
+        except InvalidInput as error:
+            return (str(error), error.field)
+
+    fast = judged()
+    with mock.patch.object(schemas, "_id_lists_checked", lambda document, schema: document):
+        walked = judged()
+
+    # Then both accept the same lists (the document itself, every id kept) and refuse the
+    # others naming the same item with the same reason
+    assert fast == walked
+    if isinstance(fast, dict):
+        assert fast["contact_ids"] is ids
