@@ -14,7 +14,7 @@ from typing import Any
 import falcon
 
 from api import paths
-from api.access import Access, access_for, heavy
+from api.access import HEAVY_BODY, Access, access_for, heavy
 from api.body import MAX_BODY, discard_body, parse_json, read_bytes, too_large
 from api.ops_access import FROM_PAGE_TO_LOGIN, LOGIN_PATH, OperatorSessions, same_secret
 from api.workers import hold_connection
@@ -101,7 +101,9 @@ class Authentication:
         # A key seen before names its shop in Redis: the shop's limits are decided there, in
         # one round trip, before the body is read or the database asked (a shop over its
         # budget costs the others no database connection or query).
-        is_heavy = heavy(resource, req.method)
+        is_heavy = heavy(
+            resource, req.method, req.content_length, bool(req.get_header("Transfer-Encoding"))
+        )
         admission = self._admit(req, request_id, key_hash=key_hash, heavy=is_heavy)
         principal = api_keys.authenticate(token)  # every admitted request: revocation at once
         if principal is None:
@@ -151,8 +153,9 @@ class Authentication:
             raise falcon.HTTPTooManyRequests(
                 title="Too many requests",
                 description=f"this shop may have {self.limits.heavy_cap} heavy request"
-                f"{'' if self.limits.heavy_cap == 1 else 's'} (imports) in flight at"
-                " once (API_SHOP_HEAVY_CONCURRENCY); retry when it has been answered",
+                f"{'' if self.limits.heavy_cap == 1 else 's'} (imports, and bodies over"
+                f" {HEAVY_BODY // 1024} KiB) in flight at once (API_SHOP_HEAVY_CONCURRENCY);"
+                " retry when it has been answered",
                 retry_after=admission.retry_after,
             )
         return admission

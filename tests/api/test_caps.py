@@ -154,3 +154,82 @@ def test_an_audience_empty_for_lack_of_consent_says_so(client, db):
     error = assert_error(result, 422, "audience")
     assert "with consent" in error["description"]
     assert "require_consent" in error["description"]
+
+
+# --- a long list of contact ids, read where an import is --------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """Where a body over `HEAVY_BODY` is read: in the web process's child (`children` 1, see
+    `api/import_processes.py`) or in the request's thread (0)."""
+
+    children: int
+
+    def answered(self, at_least: int = 0) -> int:
+        """How many answers the children have given, waiting up to a second for `at_least`
+        (an answer is counted by a callback, which may run after its request has it)."""
+        from api import import_processes
+
+        deadline = time.monotonic() + 1
+        while import_processes._answers < at_least and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return import_processes._answers
+
+
+@pytest.fixture(params=[0, 1], ids=["in the request", "in a child"])
+def reading(request, settings):
+    from api import import_processes
+
+    import_processes.configure(request.param, settings)
+    yield Reading(request.param)
+    import_processes.configure(settings.import_processes, settings)
+
+
+def long_list(ids: list[int], *extra: object) -> dict:
+    """A campaign body over `HEAVY_BODY`: `ids` again and again, then `extra`."""
+    from api.access import HEAVY_BODY
+
+    repeated = ids * (HEAVY_BODY // len(ids) + 1)  # each at least 3 bytes: `1, `
+    return {"name": "n", "text": "t", "contact_ids": [*repeated, *extra]}
+
+
+def test_a_long_list_of_contact_ids_makes_a_campaign_to_each_once(client, db, shops, reading):
+    # Given a body over HEAVY_BODY listing the shop's two contacts over and over
+    own = contact_ids(client, shops.key)
+    answered = reading.answered()
+
+    # When it is posted
+    result = client.simulate_post("/campaigns", headers=auth(shops.key), json=long_list(own))
+
+    # Then the campaign goes to each contact once, its list read by the child if there is one
+    assert result.status_code == 201, result.text
+    assert result.json["audience"] == {"kind": "contacts", "count": 2}
+    expected = answered + reading.children
+    assert reading.answered(at_least=expected) == expected
+    stored = db.execute_sql(
+        "SELECT contact_ids FROM campaign WHERE id = %s", (result.json["id"],)
+    ).fetchone()[0]
+    assert stored == sorted(own)
+
+
+def test_a_long_list_names_its_unknown_ids_and_its_first_bad_item(client, db, shops, reading):
+    own = contact_ids(client, shops.key)
+    before = count(db, "campaign")
+
+    # Given a long list holding another shop's contact and ids no shop has, When it is posted
+    missing = [10**12 + n for n in range(25)]
+    body = long_list(own, *reversed(missing), shops.other_contact_id)
+    result = client.simulate_post("/campaigns", headers=auth(shops.key), json=body)
+
+    # Then 422 naming the first 20 of them in order, the other shop's among them (it is
+    # smaller than ids no shop has), and nothing created
+    assert_error(result, 422, "contact_ids")
+    named = [shops.other_contact_id, *missing][:20]
+    assert f"unknown contact ids: {named}" in result.json["description"]
+
+    # And a long list with one item that is no id is 422 naming that item by its index
+    body = long_list(own, "7")
+    result = client.simulate_post("/campaigns", headers=auth(shops.key), json=body)
+    assert_error(result, 422, f"contact_ids.{len(body['contact_ids']) - 1}")
+    assert count(db, "campaign") == before

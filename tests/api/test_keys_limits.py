@@ -410,6 +410,16 @@ def test_a_shop_with_an_import_running_gets_429_naming_the_heavy_cap_for_another
     assert client.simulate_get("/credits", headers=auth(key_a)).status_code == 200
     assert client.simulate_post("/contacts", headers=auth(key_b), json=rows).status_code == 200
 
+    # And a campaign body over HEAVY_BODY (a long list of contact ids) is heavy too, and one
+    # of a normal size is not
+    from api.access import HEAVY_BODY
+
+    long_list = {"name": "n", "text": "t", "contact_ids": [1] * HEAVY_BODY}
+    refused = client.simulate_post("/campaigns", headers=auth(key_a), json=long_list)
+    assert "1 heavy request" in assert_error(refused, 429)["description"]
+    short = client.simulate_post("/campaigns", headers=auth(key_a), json={"name": "n", "text": "t"})
+    assert short.status_code == 201
+
     # When the running import is answered, shop A imports again, one import after another
     running.release(shop_a, "import-elsewhere")
     for _ in range(3):
