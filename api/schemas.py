@@ -497,15 +497,18 @@ def _refuse_oversized_lists(document: Any, schema: dict[str, Any]) -> None:
             raise _too_many(name, limit, len(value))
 
 
-def _id_lists_checked(document: Any, schema: dict[str, Any]) -> Any:
+def _id_lists_checked(
+    document: Any, schema: dict[str, Any]
+) -> tuple[Any, tuple[list, InvalidInput] | None]:
     """`document` with each top-level list of ids (items `_ID`: a campaign's `contact_ids`)
-    checked here and left to the validator as its first item only, or `document` itself. The
-    validator takes 7 us an item: a 5 MiB body's 600,000 ids held a web process's GIL for 5 s,
-    as often as a shop cared to send them. Here, one comparison an item; an item failing it
-    (a string, a float, 0) is checked by the validator alone, and named with its index."""
+    checked here and left to the validator as its first item only (or `document` itself), and
+    the first item that is no id: its path and its error. The validator takes 7 us an item: a
+    5 MiB body's 600,000 ids held a web process's GIL for 5 s, as often as a shop cared to send
+    them. Here, one comparison an item; an item failing it (a string, a float, 0) is judged by
+    the validator alone."""
     if not isinstance(document, dict):
-        return document
-    checked = None
+        return document, None
+    checked, bad = None, None
     for name, rules in schema.get("properties", {}).items():
         value = document.get(name)
         if (
@@ -520,22 +523,28 @@ def _id_lists_checked(document: Any, schema: dict[str, Any]) -> Any:
                 continue
             error = next(_validator(id(_ID), _ID).iter_errors(item), None)
             if error is not None:  # else an integer as a float, `1.0`: the validator takes it
-                raise InvalidInput(
-                    f"{name}.{index}: {_shortened(error.message)}", f"{name}.{index}"
+                field = f"{name}.{index}"
+                found = (
+                    [name, index],
+                    InvalidInput(f"{field}: {_shortened(error.message)}", field),
                 )
+                bad = found if bad is None or found[0] < bad[0] else bad
+                break
         checked = dict(checked or document)
         checked[name] = value[:1]
-    return document if checked is None else checked
+    return (document if checked is None else checked), bad
 
 
 def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> Any:
     """Return `document` if it matches `schema`, else raise InvalidInput naming the field.
     `rows` names a top-level list whose items are checked one by one (`row_problem`) by the
-    caller, not here."""
+    caller, not here. Of several problems, the one named is the first by its path."""
     _refuse_oversized_lists(document, schema)
     validator = _validator(id(schema), schema)
-    standing_in = _id_lists_checked(document, schema)
+    standing_in, bad_id = _id_lists_checked(document, schema)
     error = next(iter(sorted(validator.iter_errors(standing_in), key=lambda e: list(e.path))), None)
+    if bad_id is not None and (error is None or bad_id[0] < list(error.path)):
+        raise bad_id[1]
     if error is None:
         if rows is not None:
             _storable({key: value for key, value in standing_in.items() if key != rows})

@@ -3,6 +3,7 @@ line that says what really serves: the bound addresses, once they are bound."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -69,6 +70,11 @@ def when_ready(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """A gunicorn worker has loaded the app (settings, database, broker) and now serves."""
+    # Everything loaded so far lives as long as the process: out of the collector's sight, a
+    # full collection no longer walks it. Walking it took 35-49 ms, every thread of the process
+    # stopped, a few times a minute under load: another shop's slowest requests were the ones
+    # caught in it (bench/RESULTS.md, "The collector's pauses").
+    gc.freeze()
     log.info(
         "web worker serving",
         extra={

@@ -26,9 +26,12 @@ so that they never stop the process accepting others; past that a 429 is answere
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
+import selectors
+import socket
 import threading
 import time
 from typing import Any
@@ -39,6 +42,10 @@ from gunicorn.workers.gthread import ThreadWorker
 _current = threading.local()
 # At most worker_connections // HELD_SHARE connections are held at once per process.
 HELD_SHARE = 4
+# A refused connection that is not kept waits at most this long for its client to close after
+# the answer, reading at most this much of what it still sends (gunicorn's `close_graceful`).
+LINGER_S = 2.0
+LINGER_DRAIN = 65536
 
 
 def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
@@ -70,6 +77,7 @@ class TimedThreadWorker(ThreadWorker):
         self._held: list[tuple[float, int, Any, Any, HeldAnswer | None]] = []
         self._held_order = itertools.count()
         self._held_changed = threading.Condition()
+        self._lingering_until: dict[Any, float] = {}
         threading.Thread(target=self._release_held, name="refusal-hold", daemon=True).start()
         super().init_process()
 
@@ -141,7 +149,12 @@ class TimedThreadWorker(ThreadWorker):
     def _answer_and_finish(self, conn: Any, fs: Any, answer: HeldAnswer | None) -> None:
         """On the main thread: write a held answer, then gunicorn's own end of the request. A
         client that cannot take the few hundred bytes of a 429 at once (its socket's buffer
-        full, or gone) has its connection closed, as gunicorn closes a failed one."""
+        full, or gone) has its connection closed, as gunicorn closes a failed one. A
+        connection that is not kept ends as gunicorn ends it (`util.close_graceful`: our FIN,
+        then its data read until the client closes), but on the poller: gunicorn waits for the
+        client there on the main thread, which with the answer just written is a round trip to
+        the client (up to 2 s) for every refusal of a client opening a connection per
+        request, the process accepting and dispatching nothing meanwhile."""
         if answer is not None and answer.data:
             try:
                 gunicorn_util.write_nonblock(conn.sock, bytes(answer.data))
@@ -149,7 +162,56 @@ class TimedThreadWorker(ThreadWorker):
                 self.nr_conns -= 1
                 conn.close()
                 return
+            if not (fs.exception() is None and fs.result() is True and self.alive):
+                self._linger(conn)
+                return
         ThreadWorker.finish_request(self, conn, fs)
+
+    def _linger(self, conn: Any) -> None:
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, functools.partial(self._lingering, conn)
+            )
+        except (OSError, ValueError, KeyError):
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.astronote_drained = 0
+        self._lingering_until[conn] = time.monotonic() + LINGER_S
+
+    def _lingering(self, conn: Any, sock: Any) -> None:
+        """The poller's callback: what the client still sends is read and dropped until it
+        closes (or `LINGER_DRAIN` bytes, as gunicorn's cap)."""
+        try:
+            data = sock.recv(8192)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        conn.astronote_drained += len(data)
+        if not data or conn.astronote_drained >= LINGER_DRAIN:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: Any) -> None:
+        if self._lingering_until.pop(conn, None) is None:
+            return
+        try:
+            self.poller.unregister(conn.sock)
+        except (OSError, KeyError, ValueError):
+            pass
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        # gunicorn's sweep of its idle connections, once a loop and at shutdown (`force`):
+        # the lingering ones too.
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        for conn, until in list(self._lingering_until.items()):
+            if force or until <= now:
+                self._end_linger(conn)
 
     def _release_held(self) -> None:
         """One thread per process: hands each held connection back to the main loop (through

@@ -102,3 +102,44 @@ def test_a_client_opening_a_connection_per_request_waits_out_its_refusals_too(ma
     assert answers[200] >= 5, answers
     assert 1 <= answers[429] <= 8, answers
     assert min(answers["took_s"][429]) >= 0.35, answers
+
+
+def test_a_refused_client_slow_to_close_its_connection_holds_up_no_one(make_stack, db):
+    # Given a limit of 5 requests a minute (so that a shop over it stays over it), the hold of
+    # the first test, one web process, and shop A over its limit
+    import socket
+    from urllib.parse import urlsplit
+
+    stack = make_stack(
+        API_RATE_LIMIT="5/minute", API_SHOP_CONCURRENCY="0", API_REFUSAL_HOLD_MS="1000"
+    )
+    stack.start_web(workers=1)
+    _, key_a = stack.create_shop("slow-closer.example", credits=0)
+    _, key_b = stack.create_shop("other.example", credits=0)
+    while stack.call("GET", "/credits", key_a).status_code != 429:
+        pass
+
+    # When A asks again on a connection of its own, saying it will close it, reads its 429,
+    # and then keeps the connection open for 2 s (a client slow to close, or far away)
+    address = urlsplit(stack.web)
+    slow = socket.create_connection((address.hostname, address.port), timeout=10)
+    slow.sendall(
+        f"GET /credits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key_a}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        answer += slow.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
+
+    # Then shop B, asking on a new connection meanwhile, is answered at once: the process does
+    # not wait for A's close to accept it (it waited: gunicorn's close of a connection reads
+    # until its client closes, up to 2 s, on the thread that accepts)
+    started = time.monotonic()
+    status = requests.get(
+        f"{stack.web}/credits", headers={"Authorization": f"Bearer {key_b}"}, timeout=10
+    ).status_code
+    took = time.monotonic() - started
+    slow.close()
+    assert status == 200
+    assert took < 0.5, took
