@@ -147,14 +147,15 @@ class TimedThreadWorker(ThreadWorker):
         self._answer_and_finish(conn, fs, answer)
 
     def _answer_and_finish(self, conn: Any, fs: Any, answer: HeldAnswer | None) -> None:
-        """On the main thread: write a held answer, then gunicorn's own end of the request. A
+        """On the main thread: write a held answer, then end the request as gunicorn does. A
         client that cannot take the few hundred bytes of a 429 at once (its socket's buffer
         full, or gone) has its connection closed, as gunicorn closes a failed one. A
         connection that is not kept ends as gunicorn ends it (`util.close_graceful`: our FIN,
         then its data read until the client closes), but on the poller: gunicorn waits for the
-        client there on the main thread, which with the answer just written is a round trip to
-        the client (up to 2 s) for every refusal of a client opening a connection per
-        request, the process accepting and dispatching nothing meanwhile."""
+        client there, on the main thread, a round trip to the client (up to 2 s) for every
+        connection it does not keep, the process accepting and dispatching nothing meanwhile;
+        with a held answer written just before, for every refusal of a client opening a
+        connection per request."""
         if answer is not None and answer.data:
             try:
                 gunicorn_util.write_nonblock(conn.sock, bytes(answer.data))
@@ -162,10 +163,10 @@ class TimedThreadWorker(ThreadWorker):
                 self.nr_conns -= 1
                 conn.close()
                 return
-            if not (fs.exception() is None and fs.result() is True and self.alive):
-                self._linger(conn)
-                return
-        ThreadWorker.finish_request(self, conn, fs)
+        if fs.cancelled() or (fs.exception() is None and fs.result() is False):
+            self._linger(conn)
+            return
+        ThreadWorker.finish_request(self, conn, fs)  # kept, deferred, or failed: gunicorn's
 
     def _linger(self, conn: Any) -> None:
         try:
