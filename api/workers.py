@@ -1,6 +1,6 @@
 """The web's gunicorn worker (the Procfile's `--worker-class`): gunicorn's threaded worker,
-telling the application how long each request waited for one of its threads, and leaving a
-refused client's connection unread for a while.
+telling the application how long each request waited for one of its threads, answering a
+refused client only after a while, and closing connections without waiting on their clients.
 
 gthread accepts up to `worker_connections` connections and queues their requests for its
 threads. Under a burst that queue grows until its requests have waited longer than their
@@ -22,6 +22,10 @@ the second, which was refused 400 times a second (`bench/RESULTS.md`, "A connect
 request"). This is the tarpit a front proxy's per-client rate limit would give (nginx's
 `limit_req` with `delay`). Held connections are capped at a quarter of `worker_connections`,
 so that they never stop the process accepting others; past that a 429 is answered at once.
+
+A connection that is not kept is closed as gunicorn closes it (our FIN, then what the client
+still sends read until it closes), but on the poller: gunicorn does it on its main thread,
+waiting up to 2 s for each client to close, accepting and dispatching nothing meanwhile.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ from gunicorn.workers.gthread import ThreadWorker
 _current = threading.local()
 # At most worker_connections // HELD_SHARE connections are held at once per process.
 HELD_SHARE = 4
-# A refused connection that is not kept waits at most this long for its client to close after
-# the answer, reading at most this much of what it still sends (gunicorn's `close_graceful`).
+# A connection that is not kept waits at most this long for its client to close after the
+# answer, reading at most this much of what it still sends (gunicorn's `close_graceful`).
 LINGER_S = 2.0
 LINGER_DRAIN = 65536
 
