@@ -20,6 +20,10 @@ MAX_BODY = 5 * 1024 * 1024
 # How long a refused request's body is read at most (`discard_body`): a client on a slow link
 # may lose its 429 past that, rather than hold a thread.
 DISCARD_WITHIN_S = 1.0
+# A body must arrive within this, and at this rate beyond it (5 MiB: 90 s), or it is 400
+# Incomplete body and its connection closed (`read_stream`).
+BODY_GRACE_S = 10.0
+BODY_MIN_RATE = 64 * 1024
 
 
 def media_type(req: falcon.Request) -> str:
@@ -55,17 +59,40 @@ class UnreadableBody(Exception):
     a chunked body ending without its last chunk, or chunks that are not chunks."""
 
 
-def read_stream(stream: Any, length: int | None) -> bytes:
+def read_stream(stream: Any, length: int | None, sock: Any = None) -> bytes:
     """A request's whole body from the WSGI input: `length` bytes (its Content-Length), or
-    a chunked one up to MAX_BODY + 1 bytes. UnreadableBody if it did not arrive whole."""
+    a chunked one up to MAX_BODY + 1 bytes. UnreadableBody if it did not arrive whole, or, with
+    the client's `sock` (gunicorn's), in time: within BODY_GRACE_S and at BODY_MIN_RATE beyond
+    it. A thread reads the body as it comes, and a client stalling in its body held the thread
+    for good; its shop's place in flight expired after 2 minutes (`forget_after_ms`) and it
+    stalled another, and another (a probe: 8 of 32 threads in 130 s, one key)."""
+    wanted = length if length is not None else MAX_BODY + 1
+    deadline = time.monotonic() + BODY_GRACE_S + wanted / BODY_MIN_RATE
+    parts, left = [], wanted
     try:
-        raw = stream.read(length) if length is not None else stream.read(MAX_BODY + 1)
+        while left > 0:
+            if sock is not None:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = stream.read(min(left, 256 * 1024))
+            if not chunk:
+                break
+            parts.append(chunk)
+            left -= len(chunk)
     except NoMoreData:
         raise UnreadableBody("the chunked body ended before its last chunk") from None
     except ParseException as error:
         raise UnreadableBody(f"the chunked body is malformed: {error}") from None
-    except OSError as error:  # the client reset the connection, or a read timed out
+    except TimeoutError:
+        raise UnreadableBody(
+            f"the body did not arrive in time (within {BODY_GRACE_S:.0f} s, and"
+            f" {BODY_MIN_RATE // 1024} KiB a second beyond)"
+        ) from None
+    except OSError as error:  # the client reset the connection
         raise UnreadableBody(f"the body could not be read: {type(error).__name__}") from None
+    finally:
+        if sock is not None:
+            sock.settimeout(None)  # gunicorn's threads block on their sockets
+    raw = b"".join(parts)
     if length is not None and len(raw) < length:
         raise UnreadableBody(
             f"the body ended after {len(raw)} of the {length} bytes its Content-Length declares"
@@ -83,7 +110,7 @@ def read_bytes(req: falcon.Request) -> bytes:
     if req.content_length is not None and req.content_length > MAX_BODY:
         raise too_large()
     try:
-        raw = read_stream(_body_stream(req), req.content_length)
+        raw = read_stream(_body_stream(req), req.content_length, req.env.get("gunicorn.socket"))
     except UnreadableBody as error:
         close_connection()
         raise falcon.HTTPBadRequest(
@@ -106,15 +133,22 @@ def discard_body(req: falcon.Request) -> None:
     if getattr(req.context, "raw_body", None) is not None:
         return
     left, deadline = MAX_BODY, time.monotonic() + DISCARD_WITHIN_S
-    while left > 0 and time.monotonic() < deadline:
-        try:
-            chunk = _body_stream(req).read(min(left, 256 * 1024))
-        except (ParseException, OSError):  # NoMoreData is an OSError
-            close_connection()
-            return
-        if not chunk:
-            return
-        left -= len(chunk)
+    sock = req.env.get("gunicorn.socket")
+    try:
+        while left > 0 and time.monotonic() < deadline:
+            if sock is not None:  # a client stalling in its body held this thread for good
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                chunk = _body_stream(req).read(min(left, 256 * 1024))
+            except (ParseException, OSError):  # NoMoreData and TimeoutError are OSErrors
+                close_connection()
+                return
+            if not chunk:
+                return
+            left -= len(chunk)
+    finally:
+        if sock is not None:
+            sock.settimeout(None)
 
 
 def _not_json(constant: str) -> Any:
