@@ -71,7 +71,7 @@ def when_ready(server: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """A gunicorn worker has loaded the app (settings, database, broker) and now serves."""
     # Everything loaded so far lives as long as the process: out of the collector's sight, a
-    # full collection no longer walks it. Walking it took 35-49 ms, every thread of the process
+    # full collection no longer walks it. Walking it took 45-49 ms, every thread of the process
     # stopped, a few times a minute under load: another shop's slowest requests were the ones
     # caught in it (bench/RESULTS.md, "The collector's pauses").
     gc.freeze()

@@ -14,7 +14,7 @@ from typing import Any
 from peewee import Field, ModelSelect, fn
 
 from models import Campaign, CampaignRecipient, CreditReservation, SendBatch
-from models.database import db
+from models.database import db, fetchall
 from models.expressions import IdArray
 from service import (
     admission,
@@ -122,7 +122,7 @@ def create(
         ids = contact_ids if isinstance(contact_ids, IdArray) else IdArray.of(contact_ids)
         # Found by PostgreSQL, the first 20 of them: nothing of a list of 500,000 ids but its
         # text crosses into this process.
-        unknown = [row[0] for row in db.execute_sql(UNKNOWN_CONTACTS, (ids, shop_id))]
+        unknown = [row[0] for row in fetchall(UNKNOWN_CONTACTS, (ids, shop_id))]
         if unknown:
             raise InvalidInput(f"unknown contact ids: {unknown}", "contact_ids")
     campaign = Campaign.create(

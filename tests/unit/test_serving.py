@@ -16,7 +16,7 @@ def test_a_worker_that_has_loaded_the_app_freezes_what_it_loaded_out_of_the_coll
         # When gunicorn tells it so
         post_worker_init(worker)
 
-        # Then a full collection no longer walks those objects (it took 35-49 ms under load,
+        # Then a full collection no longer walks those objects (it took 45-49 ms under load,
         # every thread of the process stopped)
         assert gc.get_freeze_count() > 0
     finally:
