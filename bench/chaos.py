@@ -335,21 +335,35 @@ class Run:
         if stats["dlr_pending"]:
             return f"{stats['dlr_pending']} delivery reports to post"
         queued = self.queued()
-        return f"{queued} messages queued" if queued else None
+        if not queued:
+            return None
+        # Which they are: a run that does not settle says what it waited for.
+        return f"{len(queued)} messages queued: " + "; ".join(queued[:5])
 
-    def queued(self) -> int:
-        """Messages the Redis broker still holds (retries, repairs, status updates)."""
+    def queued(self) -> list[str]:
+        """Messages the Redis broker still holds (retries, repairs, status updates), each as
+        `queue: actor(args) retries=N eta=+S s`."""
         if self.stack.env.get("BROKER_URL"):
-            return 0
+            return []
         import redis
 
         client = redis.Redis.from_url(self.stack.env["REDIS_URL"])
+        now_ms = time.time() * 1000
+        found = []
         try:
-            return sum(
-                int(client.hlen(f"dramatiq:{queue}{suffix}.msgs"))
-                for queue in QUEUES
-                for suffix in ("", ".DQ")
-            )
+            for queue in QUEUES:
+                for suffix in ("", ".DQ"):
+                    for body in client.hvals(f"dramatiq:{queue}{suffix}.msgs"):
+                        message = json.loads(body)
+                        options = message.get("options", {})
+                        eta = options.get("eta")
+                        found.append(
+                            f"{queue}{suffix}: {message.get('actor_name')}"
+                            f"{tuple(message.get('args', ()))}"
+                            f" retries={options.get('retries', 0)}"
+                            + (f" eta={(eta - now_ms) / 1000:+.0f} s" if eta else "")
+                        )
+            return found
         finally:
             client.close()
 
