@@ -94,6 +94,9 @@ CONFIGS: dict[str, dict[str, str]] = {
     "cap-2": {"API_SHOP_CONCURRENCY": "2"},
     # The refusal hold (api/workers.py) off; the defaults above have it on (1 s).
     "no-hold": {"API_REFUSAL_HOLD_MS": "0"},
+    # A smaller budget per shop: the admitted work one shop can ask of the web.
+    "rate-50": {"API_RATE_LIMIT": "50/second"},
+    "rate-25": {"API_RATE_LIMIT": "25/second"},
     # The defaults of the code at `--baseline-tree`.
     "baseline": {},
 }
