@@ -99,16 +99,22 @@ def run(call: Callable[..., T], *args: Any) -> T:
     except (BrokenProcessPool, CancelledError):
         # Its child died, or another import's discarded the children with this one queued.
         _discard(pool)
-        log.warning("an import's child process died; running this import in the request")
+        log.warning("a reading child process died; running %s in the request", _what(call))
         return call(*args)
     except _Stalled:
         _discard(pool, kill=True)
         log.warning(
-            "an import's child did not answer in %s s (stopped or stuck); running this import"
-            " in the request",
+            "a reading child did not answer in %s s (stopped or stuck); running %s in the request",
             CHILD_WAIT_S,
+            _what(call),
         )
         return call(*args)
+
+
+def _what(call: Callable[..., Any]) -> str:
+    """The work a log line names: the function (an import, or a campaign's large body), not
+    "this import" whatever it was."""
+    return getattr(call, "__qualname__", repr(call))
 
 
 class _Stalled(Exception):

@@ -73,7 +73,7 @@ def test_what_refuses_a_body_whole_arrives_as_it_was_raised(children):
         import_processes.run(merged, Upload(True, b"name\nAnn\n", None, None), NOW)
 
 
-def test_a_child_that_dies_costs_the_import_nothing_and_the_next_gets_a_new_child(children):
+def test_a_child_that_dies_costs_the_import_nothing_and_the_next_gets_a_new_child(children, caplog):
     # Given a child that has read an import
     first = import_processes.run(os.getpid)
     # When it is killed (the kernel's OOM killer, an operator)
@@ -91,6 +91,8 @@ def test_a_child_that_dies_costs_the_import_nothing_and_the_next_gets_a_new_chil
         merged, json_upload(b'{"contacts": [{"phone": "+306912345678"}]}'), NOW
     )
     assert [row[0] for row in rows.contacts] == ["+306912345678"]
+    # (the log names the work run in the request: an import, or a campaign's large body)
+    assert "died; running merged in the request" in caplog.text
     second = import_processes.run(os.getpid)
     assert second not in (first, os.getpid())
 
@@ -101,7 +103,7 @@ def test_with_none_configured_an_import_is_read_in_the_request():
 
 
 def test_a_child_that_does_not_answer_is_killed_and_the_import_read_in_the_request(
-    children, monkeypatch
+    children, monkeypatch, caplog
 ):
     # Given a child stopped (SIGSTOP: it neither answers nor dies), and a short wait for it
     stopped = started_child(monkeypatch, 1.0)
@@ -121,6 +123,7 @@ def test_a_child_that_does_not_answer_is_killed_and_the_import_read_in_the_reque
             f"+30691234567{n}" for n in range(4)
         ]
         assert time.monotonic() - began < 10
+        assert "(stopped or stuck); running merged in the request" in caplog.text
         # And the stopped child is killed, and the next import gets a new one (given the
         # usual wait: a new child takes about a second to start)
         assert wait_gone(stopped)
