@@ -67,10 +67,15 @@ def read_stream(stream: Any, length: int | None, sock: Any = None) -> bytes:
     for good; its shop's place in flight expired after 2 minutes (`forget_after_ms`) and it
     stalled another, and another (a probe: 8 of 32 threads in 130 s, one key)."""
     wanted = length if length is not None else MAX_BODY + 1
-    deadline = time.monotonic() + BODY_GRACE_S + wanted / BODY_MIN_RATE
+    started = time.monotonic()
+    deadline = started + BODY_GRACE_S + wanted / BODY_MIN_RATE
     parts, left = [], wanted
     try:
         while left > 0:
+            if length is None:
+                # A chunked body's length is known only at its end: its deadline follows what
+                # has arrived (a 25-byte body that stalled was given the 90 s of 5 MiB).
+                deadline = started + BODY_GRACE_S + (wanted - left) / BODY_MIN_RATE
             if sock is not None:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
             chunk = stream.read(min(left, 256 * 1024))

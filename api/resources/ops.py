@@ -129,7 +129,8 @@ class OpsLoginResource:
                 ),
             },
             other_bodies={"application/x-www-form-urlencoded": LOGIN_FORM},
-            errors=(404,),
+            # 400: the form did not arrive whole, or in time (`api/body.py`)
+            errors=(400, 404),
             needs_dependencies=False,
         ),
     }

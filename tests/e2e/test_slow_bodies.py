@@ -86,3 +86,50 @@ def test_a_refused_stalled_body_gets_its_429_and_frees_its_thread(make_stack, db
     assert received.startswith(b"HTTP/1.1 429"), received[:300]
     assert took < 4, took
     first.close()
+
+
+def test_a_stalled_chunked_body_gets_the_deadline_of_what_arrived(make_stack, db):
+    # Given a chunked body (its length unknown until its end) that stalls after 25 bytes
+    stack = make_stack()
+    stack.start_web(workers=1, threads=2)
+    _, key = stack.create_shop("chunker.example", credits=0)
+    address = urlsplit(stack.web)
+    sock = socket.create_connection((address.hostname, address.port), timeout=30)
+    sock.sendall(
+        f"POST /campaigns HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + b'19\r\n{"name":"inc","text":"y"}\r\n'
+    )
+
+    # Then it is answered 400 within the grace of the 25 bytes that came (about 10 s), not
+    # that of the largest body allowed (5 MiB: 90 s, which a probe waited)
+    received, took = answer_of(sock)
+    assert received.startswith(b"HTTP/1.1 400"), received[:300]
+    assert b"did not arrive in time" in received
+    assert took < 14, took
+
+
+def test_a_body_left_unread_does_not_hold_a_thread(make_stack, db):
+    # Given one web process of 2 threads, and 4 connections without a key that each declare a
+    # body of 1,000 bytes and send 3: the 401 comes at once, with the body left unread
+    stack = make_stack()
+    stack.start_web(workers=1, threads=2)
+    _, key_b = stack.create_shop("waiting.example", credits=0)
+    sockets = [stalled(stack.web, "not-a-key", "/campaigns", 1000, b"abc") for _ in range(4)]
+    time.sleep(0.3)
+
+    # When shop B asks meanwhile
+    started = time.monotonic()
+    status = requests.get(
+        f"{stack.web}/credits", headers={"Authorization": f"Bearer {key_b}"}, timeout=30
+    ).status_code
+    took = time.monotonic() - started
+
+    # Then B is answered at once: the rest of each body is not waited for on a thread (before,
+    # gunicorn drained each on its thread for 5 s, and B waited 10 s behind four of them), and
+    # each stalled connection got its 401 and is closed (its keep-alive given up)
+    assert status == 200 and took < 2, took
+    for sock in sockets:
+        received, closed_after = answer_of(sock)
+        assert received.startswith(b"HTTP/1.1 401"), received[:300]
+        assert closed_after < 4, closed_after
