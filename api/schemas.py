@@ -59,6 +59,12 @@ COMPLIANCE_SETTINGS = {
     },
 }
 
+# A name shown to the merchant (a shop's, a campaign's): not blank, spaces alone included.
+NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
+# A sender id as SMS carries it: printable ASCII (an alphanumeric id or a number), no space
+# at either end; a non-ASCII one was taken and could not be sent.
+SENDER = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[!-~]([ -~]*[!-~])?$"}
+
 SHOP_CREATE = _object(
     {
         "domain": {
@@ -67,8 +73,8 @@ SHOP_CREATE = _object(
             "maxLength": 255,
             "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$",
         },
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
-        "sender": {"type": "string", "minLength": 1, "maxLength": 15},
+        "name": NAME,
+        "sender": SENDER,
         "timezone": SHOP_TIMEZONE,
         # The answer to HELP (default: one naming the shop and how to stop, `service/shops.py`).
         "help_text": {"type": "string", "minLength": 1, "maxLength": 480},
@@ -170,7 +176,7 @@ CSV_IMPORT_QUERY = _object({"default_country": COUNTRY})
 
 CAMPAIGN_CREATE = _object(
     {
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "name": NAME,
         "text": _TEXT,
         "contact_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": MAX_CONTACT_IDS},
         "append_unsubscribe": {"type": "boolean"},
@@ -181,7 +187,7 @@ CAMPAIGN_CREATE = _object(
 CAMPAIGN_PATCH = {
     **_object(
         {
-            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "name": NAME,
             "text": _TEXT,
         }
     ),
@@ -566,6 +572,8 @@ def validate(document: Any, schema: dict[str, Any], rows: str | None = None) -> 
         raise InvalidInput(f"{field!r} is required", field)
     if error.validator == "maxItems":
         raise _too_many(path or "body", error.validator_value, len(error.instance))
+    if error.validator == "pattern" and error.validator_value == NAME["pattern"]:
+        raise InvalidInput(f"{path}: must not be blank", path)
     raise InvalidInput(f"{path or 'body'}: {_shortened(error.message)}", path or "body")
 
 

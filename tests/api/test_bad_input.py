@@ -416,6 +416,10 @@ WRONG_TYPES = [
     ("create shop", {"domain": "not a domain", "name": "x"}, "domain"),
     ("create shop", {"domain": "a.example", "name": ""}, "name"),
     ("create shop", {"domain": "a.example", "name": "x", "sender": "x" * 16}, "sender"),
+    # Not a sender SMS can carry (a probe's was taken)
+    ("create shop", {"domain": "a.example", "name": "x", "sender": "\u2603"}, "sender"),
+    ("create shop", {"domain": "a.example", "name": "x", "sender": " Shop"}, "sender"),
+    ("create shop", {"domain": "a.example", "name": "   "}, "name"),
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "Mars/Olympus"}, "timezone"),
     (
         "create shop",
@@ -459,6 +463,9 @@ WRONG_TYPES = [
     ("import contacts", {"contacts": [], "default_country": "gr"}, "default_country"),
     ("import contacts", {"contacts": [{"phone": "1"}] * 10_001}, "contacts"),
     ("create campaign", {"name": 1, "text": "t"}, "name"),
+    # Spaces alone are blank, as "" is (a probe's was created)
+    ("create campaign", {"name": "   ", "text": "t"}, "name"),
+    ("create campaign", {"name": "\t\n", "text": "t"}, "name"),
     ("create campaign", {"name": "n", "text": ""}, "text"),
     ("create campaign", {"name": "n", "text": "x" * 1601}, "text"),
     # Empty for a contact without a first name: a test send of it answered 500, and each such
@@ -478,6 +485,7 @@ WRONG_TYPES = [
         "append_unsubscribe",
     ),
     ("edit campaign", {"name": None}, "name"),
+    ("edit campaign", {"name": "  "}, "name"),
     ("edit campaign", {"text": ["a"]}, "text"),
     ("edit campaign", {"text": "{first_name} "}, "text"),
     ("schedule campaign", {"scheduled_at": 1767225600}, "scheduled_at"),
