@@ -3,6 +3,7 @@ whose errors are an `InvalidInput` naming the parameter in `field`, like a body 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -13,7 +14,7 @@ from gunicorn.http.errors import NoMoreData, ParseException
 
 from api import schemas
 from api.access import Access
-from api.workers import close_connection
+from api.workers import close_connection, receiving_until
 from service.errors import InvalidInput
 
 MAX_BODY = 5 * 1024 * 1024
@@ -59,30 +60,30 @@ class UnreadableBody(Exception):
     a chunked body ending without its last chunk, or chunks that are not chunks."""
 
 
-def read_stream(stream: Any, length: int | None, sock: Any = None) -> bytes:
+def read_stream(stream: Any, length: int | None, timed: bool = False) -> bytes:
     """A request's whole body from the WSGI input: `length` bytes (its Content-Length), or
-    a chunked one up to MAX_BODY + 1 bytes. UnreadableBody if it did not arrive whole, or, with
-    the client's `sock` (gunicorn's), in time: within BODY_GRACE_S and at BODY_MIN_RATE beyond
-    it. A thread reads the body as it comes, and a client stalling in its body held the thread
-    for good; its shop's place in flight expired after 2 minutes (`forget_after_ms`) and it
-    stalled another, and another (a probe: 8 of 32 threads in 130 s, one key)."""
+    a chunked one up to MAX_BODY + 1 bytes. UnreadableBody if it did not arrive whole, or,
+    `timed`, in time: within BODY_GRACE_S and at BODY_MIN_RATE beyond it (a chunked body,
+    whose length is known only at its end, at that rate for what has arrived: a 25-byte one
+    that stalled was given the 90 s of 5 MiB). A thread reads the body as it comes, and a
+    client stalling in its body held the thread for good; its shop's place in flight expired
+    after 2 minutes (`forget_after_ms`) and it stalled another, and another (a probe: 8 of 32
+    threads in 130 s, one key)."""
     wanted = length if length is not None else MAX_BODY + 1
     started = time.monotonic()
-    deadline = started + BODY_GRACE_S + wanted / BODY_MIN_RATE
+
+    def deadline_of(received: int) -> float:
+        return started + BODY_GRACE_S + (received if length is None else length) / BODY_MIN_RATE
+
     parts, left = [], wanted
     try:
-        while left > 0:
-            if length is None:
-                # A chunked body's length is known only at its end: its deadline follows what
-                # has arrived (a 25-byte body that stalled was given the 90 s of 5 MiB).
-                deadline = started + BODY_GRACE_S + (wanted - left) / BODY_MIN_RATE
-            if sock is not None:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            chunk = stream.read(min(left, 256 * 1024))
-            if not chunk:
-                break
-            parts.append(chunk)
-            left -= len(chunk)
+        with receiving_until(deadline_of) if timed else contextlib.nullcontext():
+            while left > 0:
+                chunk = stream.read(min(left, 256 * 1024))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                left -= len(chunk)
     except NoMoreData:
         raise UnreadableBody("the chunked body ended before its last chunk") from None
     except ParseException as error:
@@ -94,9 +95,6 @@ def read_stream(stream: Any, length: int | None, sock: Any = None) -> bytes:
         ) from None
     except OSError as error:  # the client reset the connection
         raise UnreadableBody(f"the body could not be read: {type(error).__name__}") from None
-    finally:
-        if sock is not None:
-            sock.settimeout(None)  # gunicorn's threads block on their sockets
     raw = b"".join(parts)
     if length is not None and len(raw) < length:
         raise UnreadableBody(
@@ -115,7 +113,7 @@ def read_bytes(req: falcon.Request) -> bytes:
     if req.content_length is not None and req.content_length > MAX_BODY:
         raise too_large()
     try:
-        raw = read_stream(_body_stream(req), req.content_length, req.env.get("gunicorn.socket"))
+        raw = read_stream(_body_stream(req), req.content_length, timed=True)
     except UnreadableBody as error:
         close_connection()
         raise falcon.HTTPBadRequest(
@@ -138,22 +136,17 @@ def discard_body(req: falcon.Request) -> None:
     if getattr(req.context, "raw_body", None) is not None:
         return
     left, deadline = MAX_BODY, time.monotonic() + DISCARD_WITHIN_S
-    sock = req.env.get("gunicorn.socket")
     try:
-        while left > 0 and time.monotonic() < deadline:
-            if sock is not None:  # a client stalling in its body held this thread for good
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
+        # A client stalling in its body, or sending it a byte now and then, held this thread
+        # for good: no receive waits past the deadline.
+        with receiving_until(lambda _received: deadline):
+            while left > 0:
                 chunk = _body_stream(req).read(min(left, 256 * 1024))
-            except (ParseException, OSError):  # NoMoreData and TimeoutError are OSErrors
-                close_connection()
-                return
-            if not chunk:
-                return
-            left -= len(chunk)
-    finally:
-        if sock is not None:
-            sock.settimeout(None)
+                if not chunk:
+                    return
+                left -= len(chunk)
+    except (ParseException, OSError):  # NoMoreData and TimeoutError are OSErrors
+        close_connection()
 
 
 def _not_json(constant: str) -> Any:

@@ -30,6 +30,7 @@ waiting up to 2 s for each client to close, accepting and dispatching nothing me
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -38,6 +39,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gunicorn import util as gunicorn_util
@@ -120,9 +122,11 @@ class TimedThreadWorker(ThreadWorker):
         _current.queued_at = getattr(conn, "astronote_queued_at", None)
         _current.hold_s = 0.0
         _current.answer = None
+        _current.unreader = req.unreader
         try:
             return super().handle_request(req, conn)
         finally:
+            _current.unreader = None
             if _current.hold_s > 0:
                 conn.astronote_hold_until = time.monotonic() + _current.hold_s
             conn.astronote_answer = _current.answer
@@ -271,6 +275,48 @@ def queued_for(now: float) -> float:
     """Seconds the request this thread serves waited for it (0 outside this worker)."""
     queued_at = getattr(_current, "queued_at", None)
     return 0.0 if queued_at is None else now - queued_at
+
+
+@contextlib.contextmanager
+def receiving_until(deadline_of: Callable[[int], float]) -> Iterator[None]:
+    """While a request's body is read: each receive from its client waits at most until
+    `deadline_of(bytes received so far)` (a `time.monotonic()`), and past it raises
+    TimeoutError. A socket timeout set once per read of the body bounds only each receive: a
+    client sending a byte now and then kept one read, and its thread, for as long as it
+    liked. Nothing outside this worker (the tests' in-process app)."""
+    unreader: Any = getattr(_current, "unreader", None)
+    sock = getattr(unreader, "sock", None)
+    if sock is None:
+        yield
+        return
+    unreader.sock = _Receiving(sock, deadline_of)
+    try:
+        yield
+    finally:
+        unreader.sock = sock
+        with contextlib.suppress(OSError):
+            sock.settimeout(None)  # gunicorn's threads block on their sockets
+
+
+class _Receiving:
+    """The client's socket while a body is read (`receiving_until`)."""
+
+    def __init__(self, sock: Any, deadline_of: Callable[[int], float]) -> None:
+        self.sock = sock
+        self.deadline_of = deadline_of
+        self.received = 0
+
+    def recv(self, size: int) -> bytes:
+        left = self.deadline_of(self.received) - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the body's deadline has passed")
+        self.sock.settimeout(left)
+        data = self.sock.recv(size)
+        self.received += len(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
 def close_connection() -> None:

@@ -133,3 +133,33 @@ def test_a_body_left_unread_does_not_hold_a_thread(make_stack, db):
         received, closed_after = answer_of(sock)
         assert received.startswith(b"HTTP/1.1 401"), received[:300]
         assert closed_after < 4, closed_after
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_answered_400_in_time(make_stack, db):
+    # Given a body of 100 bytes sent a byte every 2 s: each read of the socket gets something
+    # well within the time left, but the body as a whole comes far too late (200 s)
+    stack = make_stack()
+    stack.start_web(workers=1, threads=2)
+    _, key = stack.create_shop("trickler.example", credits=0)
+    sock = stalled(stack.web, key, "/campaigns", 100, b"{")
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(2.0):
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                return
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        # Then it is answered 400 once its deadline (10 s for 100 bytes) has passed, not when
+        # the last byte comes (before: a deadline set once per read of the body, and one read
+        # waits for all of it)
+        received, took = answer_of(sock)
+    finally:
+        stop.set()
+    assert received.startswith(b"HTTP/1.1 400"), received[:300]
+    assert b"did not arrive in time" in received
+    assert took < 14, took
