@@ -73,7 +73,10 @@ def read_stream(stream: Any, length: int | None, timed: bool = False) -> bytes:
     started = time.monotonic()
 
     def deadline_of(received: int) -> float:
-        return started + BODY_GRACE_S + (received if length is None else length) / BODY_MIN_RATE
+        # `received` counts a chunked body's framing too (chunk sizes, extensions, trailers):
+        # capped, so that framing sent fast cannot stretch the read past a largest body's.
+        arrived = min(received, MAX_BODY + 1) if length is None else length
+        return started + BODY_GRACE_S + arrived / BODY_MIN_RATE
 
     parts, left = [], wanted
     try:

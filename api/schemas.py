@@ -62,8 +62,14 @@ COMPLIANCE_SETTINGS = {
 # A name shown to the merchant (a shop's, a campaign's): not blank, spaces alone included.
 NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
 # A sender id as SMS carries it: printable ASCII (an alphanumeric id or a number), no space
-# at either end; a non-ASCII one was taken and could not be sent.
-SENDER = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[!-~]([ -~]*[!-~])?$"}
+# at either end; a non-ASCII one was taken and could not be sent. `(?![\s\S])` is the end of
+# the string in both ECMA 262 and Python, whose `$` also matches before a final newline.
+SENDER = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 15,
+    "pattern": r"^[!-~]([ -~]*[!-~])?(?![\s\S])",
+}
 
 SHOP_CREATE = _object(
     {

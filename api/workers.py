@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from gunicorn import util as gunicorn_util
+from gunicorn.http.errors import ParseException
 from gunicorn.workers.gthread import ThreadWorker
 
 _current = threading.local()
@@ -140,7 +141,28 @@ class TimedThreadWorker(ThreadWorker):
         poller (`_answer_and_finish`), not waited for on this thread."""
         if not keepalive:
             return False
-        return bool(conn.parser.finish_body(deadline=time.monotonic() + DRAIN_WITHIN_S))
+        # gunicorn's deadline is checked between reads of 1 KiB, each of which may wait that
+        # long for every byte (a client trickling a byte every 9 ms held the thread 9 s; a
+        # chunked body's trailers longer): no receive waits past it here.
+        deadline = time.monotonic() + DRAIN_WITHIN_S
+        unreader = conn.parser.unreader
+        sock = getattr(unreader, "sock", None)
+        if sock is None:
+            return bool(conn.parser.finish_body(deadline=deadline))
+        unreader.sock = _Receiving(sock, lambda _received: deadline)
+        try:
+            # The deadline is the socket's (`_Receiving`), not gunicorn's, which would give up
+            # on a body that had arrived when this thread waited past it for the GIL.
+            return bool(conn.parser.finish_body(max_bytes=LINGER_DRAIN))
+        except (ParseException, OSError):
+            # A malformed chunk in the body left unread: gunicorn answered it a second time
+            # (its 400 after the application's answer). Where the next request starts is
+            # unknown: the connection is closed.
+            return False
+        finally:
+            unreader.sock = sock
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         """On the main thread, when a request is done: a connection answered 429 is held
@@ -307,11 +329,15 @@ class _Receiving:
         self.received = 0
 
     def recv(self, size: int) -> bytes:
+        # Past the deadline, what has arrived already is still read (0: without waiting; a
+        # thread that waited for the GIL past a 10 ms drain found the body there), nothing
+        # more is waited for.
         left = self.deadline_of(self.received) - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the body's deadline has passed")
-        self.sock.settimeout(left)
-        data = self.sock.recv(size)
+        self.sock.settimeout(max(left, 0.0))
+        try:
+            data = self.sock.recv(size)
+        except BlockingIOError:
+            raise TimeoutError("the body's deadline has passed") from None
         self.received += len(data)
         return data
 

@@ -7,6 +7,7 @@ Ctrl-C in the terminal reaches none of them) with their output in a log file.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,7 +29,30 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+# Ports to listen on are taken below Linux's ephemeral range (32768-60999 by default): a port
+# the kernel handed out as free (bind to 0) is one it also hands to outgoing connections, and
+# one took a test's gunicorn port between the check and gunicorn's bind ("Address already in
+# use", a CI run).
+LISTEN_PORTS = range(20000, 32768)
+_ports = random.Random()
+
+
+def _ephemeral() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port() -> int:
+    """A port nobody listens on, outside the range of outgoing connections' ports when one is
+    free there (else any the kernel gives)."""
+    ephemeral = _ephemeral()
+    for _ in range(50):
+        port = _ports.choice(LISTEN_PORTS)
+        if port not in ephemeral and port_is_free(port):
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

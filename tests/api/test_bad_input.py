@@ -419,6 +419,7 @@ WRONG_TYPES = [
     # Not a sender SMS can carry (a probe's was taken)
     ("create shop", {"domain": "a.example", "name": "x", "sender": "\u2603"}, "sender"),
     ("create shop", {"domain": "a.example", "name": "x", "sender": " Shop"}, "sender"),
+    ("create shop", {"domain": "a.example", "name": "x", "sender": "ACME\n"}, "sender"),
     ("create shop", {"domain": "a.example", "name": "   "}, "name"),
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "Mars/Olympus"}, "timezone"),
     (
