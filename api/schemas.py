@@ -34,7 +34,10 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
     }
 
 
-_CLOCK_TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+# The end of the string in both ECMA 262 and Python, whose `$` also matches before a final
+# newline (a shop's domain "a.example\n" was stored).
+END = r"(?![\s\S])"
+_CLOCK_TIME = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]" + END}
 SHOP_TIMEZONE = {"type": "string", "minLength": 1, "maxLength": 64, "format": "timezone"}
 # SPEC 11: quiet hours in the recipient's local time (null: none; default 21:00-08:00, or the
 # configured QUIET_HOURS_DEFAULT) and the frequency cap (null: none, the default).
@@ -62,13 +65,12 @@ COMPLIANCE_SETTINGS = {
 # A name shown to the merchant (a shop's, a campaign's): not blank, spaces alone included.
 NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
 # A sender id as SMS carries it: printable ASCII (an alphanumeric id or a number), no space
-# at either end; a non-ASCII one was taken and could not be sent. `(?![\s\S])` is the end of
-# the string in both ECMA 262 and Python, whose `$` also matches before a final newline.
+# at either end; a non-ASCII one was taken and could not be sent.
 SENDER = {
     "type": "string",
     "minLength": 1,
     "maxLength": 15,
-    "pattern": r"^[!-~]([ -~]*[!-~])?(?![\s\S])",
+    "pattern": r"^[!-~]([ -~]*[!-~])?" + END,
 }
 
 SHOP_CREATE = _object(
@@ -77,7 +79,7 @@ SHOP_CREATE = _object(
             "type": "string",
             "minLength": 3,
             "maxLength": 255,
-            "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$",
+            "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+" + END,
         },
         "name": NAME,
         "sender": SENDER,
@@ -120,7 +122,7 @@ ADJUSTMENT = _object(
     ("amount", "reason", "reference"),
 )
 
-COUNTRY = {"type": "string", "pattern": "^[A-Z]{2}$"}  # ISO 3166 alpha-2, for national numbers
+COUNTRY = {"type": "string", "pattern": "^[A-Z]{2}" + END}  # ISO 3166 alpha-2, for national numbers
 
 # A contact's consent as the merchant collected it (SPEC 11): how (`shopify`, `checkout`, ...),
 # when, and evidence (a form's URL, a checkbox's wording). `null`: no consent given.
@@ -147,7 +149,7 @@ CONTACT = _object(
         # customer by it when the contact's number is not the customer's own `phone`.
         "shopify_customer_id": {
             "type": ["integer", "string", "null"],
-            "pattern": "^[0-9]{1,19}$",
+            "pattern": "^[0-9]{1,19}" + END,
             "minimum": 0,
             "maximum": 2**63 - 1,
         },

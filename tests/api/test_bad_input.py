@@ -420,6 +420,13 @@ WRONG_TYPES = [
     ("create shop", {"domain": "a.example", "name": "x", "sender": "\u2603"}, "sender"),
     ("create shop", {"domain": "a.example", "name": "x", "sender": " Shop"}, "sender"),
     ("create shop", {"domain": "a.example", "name": "x", "sender": "ACME\n"}, "sender"),
+    ("create shop", {"domain": "a.example\n", "name": "x"}, "domain"),
+    (
+        "create shop",
+        {"domain": "a.example", "name": "x", "quiet_hours": {"start": "21:00\n", "end": "08:00"}},
+        "quiet_hours.start",
+    ),
+    ("import contacts", {"contacts": [], "default_country": "GR\n"}, "default_country"),
     ("create shop", {"domain": "a.example", "name": "   "}, "name"),
     ("create shop", {"domain": "a.example", "name": "x", "timezone": "Mars/Olympus"}, "timezone"),
     (
