@@ -145,24 +145,16 @@ class TimedThreadWorker(ThreadWorker):
         # long for every byte (a client trickling a byte every 9 ms held the thread 9 s; a
         # chunked body's trailers longer): no receive waits past it here.
         deadline = time.monotonic() + DRAIN_WITHIN_S
-        unreader = conn.parser.unreader
-        sock = getattr(unreader, "sock", None)
-        if sock is None:
-            return bool(conn.parser.finish_body(deadline=deadline))
-        unreader.sock = _Receiving(sock, lambda _received: deadline)
         try:
             # The deadline is the socket's (`_Receiving`), not gunicorn's, which would give up
             # on a body that had arrived when this thread waited past it for the GIL.
-            return bool(conn.parser.finish_body(max_bytes=LINGER_DRAIN))
+            with _receiving(conn.parser.unreader, lambda _received: deadline):
+                return bool(conn.parser.finish_body(max_bytes=LINGER_DRAIN))
         except (ParseException, OSError):
             # A malformed chunk in the body left unread: gunicorn answered it a second time
             # (its 400 after the application's answer). Where the next request starts is
             # unknown: the connection is closed.
             return False
-        finally:
-            unreader.sock = sock
-            with contextlib.suppress(OSError):
-                sock.settimeout(None)
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         """On the main thread, when a request is done: a connection answered 429 is held
@@ -299,14 +291,18 @@ def queued_for(now: float) -> float:
     return 0.0 if queued_at is None else now - queued_at
 
 
-@contextlib.contextmanager
-def receiving_until(deadline_of: Callable[[int], float]) -> Iterator[None]:
+def receiving_until(deadline_of: Callable[[int], float]) -> contextlib.AbstractContextManager:
     """While a request's body is read: each receive from its client waits at most until
     `deadline_of(bytes received so far)` (a `time.monotonic()`), and past it raises
     TimeoutError. A socket timeout set once per read of the body bounds only each receive: a
     client sending a byte now and then kept one read, and its thread, for as long as it
     liked. Nothing outside this worker (the tests' in-process app)."""
-    unreader: Any = getattr(_current, "unreader", None)
+    return _receiving(getattr(_current, "unreader", None), deadline_of)
+
+
+@contextlib.contextmanager
+def _receiving(unreader: Any, deadline_of: Callable[[int], float]) -> Iterator[None]:
+    """gunicorn's reader of a connection (`unreader`) receives through `_Receiving` meanwhile."""
     sock = getattr(unreader, "sock", None)
     if sock is None:
         yield
